@@ -1,0 +1,158 @@
+"""Canonical encoding: keccak-256 and strict RLP.
+
+Everything that is hashed, signed, stored or sent is RLP, through pyrlp. pyrlp
+uses its Rust backend (rusty-rlp) when it is installed and pure Python
+otherwise; the tests hold both to the same strict behaviour. Decoding is strict:
+non-canonical lengths, a prefixed single byte, truncation, trailing bytes and
+leading zeros in integers are all rejected with :class:`DecodeError`.
+
+Decoded RLP is a tree of ``bytes`` and ``list``. The ``as_*`` helpers turn one
+item into a typed value, or raise :class:`DecodeError` naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import rlp
+from eth_hash.main import Keccak256
+from rlp.codec import decode_raw, encode_raw, length_prefix
+
+type RlpItem = bytes | list[RlpItem]
+
+HASH_LEN = 32
+ZERO_HASH = b"\x00" * HASH_LEN
+UINT64_MAX = 2**64 - 1
+
+
+def _keccak_backend() -> Keccak256:
+    # Chosen explicitly: eth_hash.auto would pick whichever backend imports first.
+    try:
+        from eth_hash.backends import pysha3
+
+        return Keccak256(pysha3)
+    except ImportError:
+        from eth_hash.backends import pycryptodome
+
+        return Keccak256(pycryptodome)
+
+
+_keccak = _keccak_backend()
+
+
+class DecodeError(ValueError):
+    """Input that is not valid, canonical RLP of the expected shape."""
+
+
+def keccak(data: bytes) -> bytes:
+    """keccak-256 (Ethereum's, not NIST SHA3-256)."""
+    return _keccak(data)
+
+
+def encode(item: Any) -> bytes:
+    """RLP-encode a tree of bytes, ints and lists. Ints encode minimal big-endian."""
+    return rlp.encode(item)
+
+
+def encode_tree(item: RlpItem) -> bytes:
+    """RLP-encode a tree of bytes and lists only: the fast path, no type inference."""
+    return encode_raw(item)
+
+
+def encode_list(encoded_items: Iterable[bytes]) -> bytes:
+    """RLP list whose items are already RLP-encoded: avoids re-encoding on hot paths."""
+    payload = b"".join(encoded_items)
+    return length_prefix(len(payload), 0xC0) + payload
+
+
+def encode_bytes(value: bytes) -> bytes:
+    """RLP of one byte string, without pyrlp's per-call type inference."""
+    if len(value) == 1 and value[0] < 0x80:
+        return value
+    if len(value) < 56:
+        return bytes([0x80 + len(value)]) + value
+    length = int_bytes(len(value))
+    return bytes([0xB7 + len(length)]) + length + value
+
+
+def encode_uint(value: int) -> bytes:
+    return encode_bytes(int_bytes(value))
+
+
+def decode(data: bytes, *, max_size: int | None = None) -> RlpItem:
+    """Strictly decode exactly one RLP item that fills ``data``."""
+    return decode_with_raw(data, max_size=max_size)[0]
+
+
+def decode_with_raw(data: bytes, *, max_size: int | None = None) -> tuple[RlpItem, list[Any]]:
+    """Decode strictly, also returning each item's own encoding.
+
+    The second value mirrors the item: for bytes ``[raw]``; for a list
+    ``[raw, <child 0>, <child 1>, ...]``. It lets callers keep the exact bytes of
+    sub-items (transactions) without encoding them again.
+    """
+    if not isinstance(data, bytes):
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    if max_size is not None and len(data) > max_size:
+        raise DecodeError(f"input of {len(data)} bytes exceeds the cap of {max_size}")
+    if not data:
+        raise DecodeError("empty input")
+    try:
+        item, per_item = decode_raw(data, True, True)
+    except rlp.DecodingError as exc:
+        raise DecodeError(f"invalid RLP: {_reason(exc)}") from None
+    return item, per_item
+
+
+def _reason(exc: Exception) -> str:
+    reason = exc.args[0] if exc.args else type(exc).__name__
+    return str(reason)
+
+
+def as_list(item: RlpItem, field: str, *, size: int | None = None, max_len: int | None = None) -> list[RlpItem]:
+    if not isinstance(item, list):
+        raise DecodeError(f"{field}: expected a list, got a byte string")
+    if size is not None and len(item) != size:
+        raise DecodeError(f"{field}: expected {size} items, got {len(item)}")
+    if max_len is not None and len(item) > max_len:
+        raise DecodeError(f"{field}: {len(item)} items exceed the cap of {max_len}")
+    return item
+
+
+def as_bytes(item: RlpItem, field: str, *, size: int | None = None, max_len: int | None = None) -> bytes:
+    if not isinstance(item, bytes):
+        raise DecodeError(f"{field}: expected a byte string, got a list")
+    if size is not None and len(item) != size:
+        raise DecodeError(f"{field}: expected {size} bytes, got {len(item)}")
+    if max_len is not None and len(item) > max_len:
+        raise DecodeError(f"{field}: {len(item)} bytes exceed the cap of {max_len}")
+    return item
+
+
+def as_int(item: RlpItem, field: str, *, max_value: int = UINT64_MAX, min_value: int = 0) -> int:
+    """A canonical unsigned integer: minimal big-endian, zero is the empty string."""
+    raw = as_bytes(item, field, max_len=32)
+    if raw[:1] == b"\x00":
+        raise DecodeError(f"{field}: integer has leading zero bytes")
+    value = int.from_bytes(raw, "big")
+    if value > max_value:
+        raise DecodeError(f"{field}: {value} exceeds the maximum {max_value}")
+    if value < min_value:
+        raise DecodeError(f"{field}: {value} is below the minimum {min_value}")
+    return value
+
+
+def as_text(item: RlpItem, field: str, *, max_len: int) -> str:
+    raw = as_bytes(item, field, max_len=max_len)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(f"{field}: not valid UTF-8") from None
+
+
+def int_bytes(value: int) -> bytes:
+    """Minimal big-endian bytes of a non-negative int, as RLP wants it."""
+    if value < 0:
+        raise ValueError("negative integers have no RLP encoding")
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")

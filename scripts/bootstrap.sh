@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Creates .venv with a Python 3.12+ interpreter and installs the project into it.
+# Usage: scripts/bootstrap.sh [EXTRAS]   (EXTRAS like "dev" or "gui,dev")
+# Idempotent: re-running only installs what changed in pyproject.toml.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+extras="${1:-}"
+
+version_ok() { "$@" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; }
+
+find_python() {
+    local c
+    if [ -n "${XLN_PYTHON:-}" ] && version_ok "$XLN_PYTHON"; then echo "$XLN_PYTHON"; return; fi
+    for c in python3.14 python3.13 python3.12 python3; do
+        if command -v "$c" >/dev/null 2>&1 && version_ok "$c"; then command -v "$c"; return; fi
+    done
+    # pyenv installs that are not the default: plain `python3.12` fails through the shim,
+    # so look for the interpreter binaries directly.
+    local root="${PYENV_ROOT:-$HOME/.pyenv}"
+    if [ -d "$root/versions" ]; then
+        for c in $(ls -1 "$root/versions" | grep -E '^3\.(1[2-9]|[2-9][0-9])(\.[0-9]+)?$' | sort -t. -k1,1n -k2,2n -k3,3n -r); do
+            if version_ok "$root/versions/$c/bin/python3"; then echo "$root/versions/$c/bin/python3"; return; fi
+        done
+    fi
+    return 1
+}
+
+if [ ! -x .venv/bin/python ] || ! version_ok .venv/bin/python; then
+    py="$(find_python)" || { echo "error: xln-signer needs Python 3.12 or newer; none was found" >&2; exit 1; }
+    echo "bootstrap: using $py ($("$py" --version))" >&2
+    rm -rf .venv
+    "$py" -m venv .venv
+    .venv/bin/python -m pip install --quiet --upgrade pip
+fi
+
+stamp=".venv/.installed-${extras:-base}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    target="."
+    [ -n "$extras" ] && target=".[${extras}]"
+    .venv/bin/python -m pip install --quiet -e "$target"
+    touch "$stamp"
+fi
