@@ -1,7 +1,7 @@
 """Replay a chain from genesis and check every link and state hash.
 
-Used by ``xln-node verify``, both on a closed data folder and, through the
-protocol, against a running node.
+Used by ``xln-node verify``, both on a closed data folder and, page by page
+through the protocol, against a running node.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from node.machines.server import InvalidBlock, ServerState, apply_block
 from node.mempool import Mempool
 
 
+class ChainInvalid(Exception):
+    """The chain fails verification; the message names the block and the reason."""
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
     blocks: int
@@ -24,6 +28,43 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class Replayer:
+    """Re-executes raw blocks one at a time, from genesis."""
+
+    def __init__(self) -> None:
+        self.state = ServerState()
+
+    def push(self, raw: bytes) -> None:
+        height = self.state.height + 1
+        try:
+            block = Block.decode(raw)
+        except DecodeError as exc:
+            raise ChainInvalid(f"block {height}: undecodable: {exc}") from None
+        if block.height != height:
+            raise ChainInvalid(f"block {height}: claims height {block.height}")
+        if block.prev_hash != self.state.head:
+            raise ChainInvalid(f"block {height}: does not link to block {height - 1}")
+        try:
+            step = apply_block(self.state, Mempool.decode(block.mempool), block.timestamp)
+        except (DecodeError, InvalidBlock) as exc:
+            raise ChainInvalid(f"block {height}: invalid: {exc}") from None
+        if step.block.state_hash != block.state_hash:
+            raise ChainInvalid(
+                f"block {height}: state hash {block.state_hash.hex()} but replay gives "
+                f"{step.block.state_hash.hex()}"
+            )
+        if step.block.raw != raw:
+            raise ChainInvalid(f"block {height}: not in canonical form")
+        self.state = step.state
+
+    def finish(self, expected_head: tuple[int, bytes] | None) -> None:
+        if expected_head is not None and (self.state.height, self.state.head) != expected_head:
+            raise ChainInvalid(
+                f"chain ends at height {self.state.height} ({self.state.head.hex()}), but the "
+                f"root is at height {expected_head[0]} ({expected_head[1].hex()})"
+            )
 
 
 def verify_chain(
@@ -37,42 +78,15 @@ def verify_chain(
 
     ``expected_head`` is the root's ``(height, hash)``: the replay must end there.
     """
-    state = ServerState()
-    count = 0
-    for raw in raw_blocks:
-        height = state.height + 1
-        try:
-            block = Block.decode(raw)
-        except DecodeError as exc:
-            return VerifyReport(count, state, f"block {height}: undecodable: {exc}")
-        if block.height != height:
-            return VerifyReport(count, state, f"block {height}: claims height {block.height}")
-        if block.prev_hash != state.head:
-            return VerifyReport(count, state, f"block {height}: does not link to block {height - 1}")
-        try:
-            step = apply_block(state, Mempool.decode(block.mempool), block.timestamp)
-        except (DecodeError, InvalidBlock) as exc:
-            return VerifyReport(count, state, f"block {height}: invalid: {exc}")
-        if step.block.state_hash != block.state_hash:
-            return VerifyReport(
-                count,
-                state,
-                f"block {height}: state hash {block.state_hash.hex()} but replay gives "
-                f"{step.block.state_hash.hex()}",
-            )
-        if step.block.raw != raw:
-            return VerifyReport(count, state, f"block {height}: not in canonical form")
-        state = step.state
-        count += 1
-        if progress is not None and count % progress_every == 0:
-            progress(count)
-    if expected_head is not None and (state.height, state.head) != expected_head:
-        return VerifyReport(
-            count,
-            state,
-            f"chain ends at height {state.height} ({state.head.hex()}), but the root is at "
-            f"height {expected_head[0]} ({expected_head[1].hex()})",
-        )
+    replayer = Replayer()
+    try:
+        for raw in raw_blocks:
+            replayer.push(raw)
+            if progress is not None and replayer.state.height % progress_every == 0:
+                progress(replayer.state.height)
+        replayer.finish(expected_head)
+    except ChainInvalid as exc:
+        return VerifyReport(replayer.state.height, replayer.state, str(exc))
     if progress is not None:
-        progress(count)
-    return VerifyReport(count, state)
+        progress(replayer.state.height)
+    return VerifyReport(replayer.state.height, replayer.state)

@@ -1,0 +1,17 @@
+"""Errors the node's public API raises at submission time, before anything is queued."""
+
+
+class Refused(Exception):
+    """A request the node turns down; nothing changed."""
+
+
+class Busy(Refused):
+    """The inbox is at its cap. Retry after the next block."""
+
+
+class UnknownRoute(Refused):
+    """No machine at that route on this server."""
+
+
+class ShuttingDown(Refused):
+    """The node is stopping (or its storage failed) and takes nothing more."""

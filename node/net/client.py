@@ -1,0 +1,218 @@
+"""An asyncio client for the node's protocol, used by the CLI, the tests and the benchmarks.
+
+It pipelines: many requests may be in flight, and replies are matched to
+requests by id. Events go to the queue of their subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+from websockets.asyncio.client import ClientConnection, connect, unix_connect
+from websockets.exceptions import ConnectionClosed
+
+from node.codec import HASH_LEN, as_bytes, as_int, as_list, as_text, decode
+from node.net.protocol import (
+    Err,
+    Rep,
+    Reply,
+    Req,
+    Sender,
+    SenderKind,
+    Topic,
+    decode_reply,
+    encode_request,
+    error_of,
+)
+from node.txs import Tx, TxBody
+
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+
+class NodeError(Exception):
+    """An ERROR reply from the node."""
+
+    def __init__(self, code: Err, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class TxReceipt:
+    index: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipts:
+    height: int
+    block_hash: bytes
+    receipts: tuple[TxReceipt, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    height: int
+    head: bytes
+    state_hash: bytes
+    counter: int
+    timestamp: int
+    inbox: int
+
+
+class NodeClient:
+    """One connection to a node."""
+
+    def __init__(self, ws: ClientConnection, sender: Sender) -> None:
+        self.ws = ws
+        self.sender = sender
+        self.scope = ""
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._subs: dict[int, asyncio.Queue[Reply]] = {}
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str | None = None,
+        *,
+        unix_path: Path | None = None,
+        token: str | None = None,
+        sender_id: bytes = b"xln-client",
+    ) -> Self:
+        """Connect by ``ws://`` URL with a token, or to a data folder's control socket."""
+        if unix_path is not None:
+            ws = await unix_connect(
+                str(unix_path), "ws://localhost/", max_size=MAX_REPLY_BYTES, compression=None
+            )
+        elif url is not None:
+            ws = await connect(url, max_size=MAX_REPLY_BYTES, compression=None)
+        else:
+            raise ValueError("connect needs a url or a unix_path")
+        client = cls(ws, Sender(SenderKind.CLIENT, sender_id))
+        try:
+            if token is not None or unix_path is not None:
+                await client.hello(token or "")
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # Requests ---------------------------------------------------------------
+
+    async def request(self, req_type: Req, body: list[Any], route: Sequence[bytes] = ()) -> Reply:
+        """Send one request and wait for its reply; an ERROR reply raises NodeError."""
+        request_id = next(self._ids)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self.ws.send(encode_request(req_type, request_id, self.sender, tuple(route), body))
+            reply = await future
+        finally:
+            self._pending.pop(request_id, None)
+        if reply.type is Rep.ERROR:
+            raise NodeError(*error_of(reply))
+        return reply
+
+    async def hello(self, token: str) -> str:
+        reply = await self.request(Req.HELLO, [token.encode()])
+        self.scope = as_text(reply.body[1], "scope", max_len=200)
+        return self.scope
+
+    async def submit(self, txs: Sequence[Tx | TxBody], route: Sequence[bytes] = ()) -> Receipts:
+        raws = [tx if isinstance(tx, Tx) else Tx.of(tx) for tx in txs]
+        reply = await self.request(Req.SUBMIT, [decode(t.raw) for t in raws], route)
+        return parse_receipts(reply)
+
+    async def status(self) -> NodeStatus:
+        b = (await self.request(Req.STATUS, [])).body
+        return NodeStatus(
+            height=as_int(b[0], "height"),
+            head=as_bytes(b[1], "head", size=HASH_LEN),
+            state_hash=as_bytes(b[2], "state hash", size=HASH_LEN),
+            counter=as_int(b[3], "counter"),
+            timestamp=as_int(b[4], "timestamp"),
+            inbox=as_int(b[5], "inbox"),
+        )
+
+    async def read_state(self, route: Sequence[bytes] = ()) -> bytes:
+        reply = await self.request(Req.READ_STATE, [], route)
+        return as_bytes(reply.body[1], "state")
+
+    async def blocks(self, start_height: int, max_count: int) -> list[bytes]:
+        reply = await self.request(Req.GET_BLOCKS, [start_height, max_count])
+        return [as_bytes(b, "block") for b in as_list(reply.body[0], "blocks")]
+
+    async def subscribe(self, topic: Topic, route: Sequence[bytes] = ()) -> tuple[int, asyncio.Queue[Reply]]:
+        """Returns the subscription id and the queue its events arrive on."""
+        reply = await self.request(Req.SUBSCRIBE, [topic], route)
+        sub_id = as_int(reply.body[0], "subscription id")
+        return sub_id, self._subs.setdefault(sub_id, asyncio.Queue())
+
+    async def metrics(self) -> dict[str, Any]:
+        b = (await self.request(Req.METRICS, [])).body
+        return {
+            "tick_ms": as_int(b[0], "tick"),
+            "tick_lateness_us": [as_int(v, "lateness") for v in as_list(b[1], "lateness")],
+            "write_us": [as_int(v, "write") for v in as_list(b[2], "write")],
+            "blocks": as_int(b[3], "blocks"),
+            "txs": as_int(b[4], "txs"),
+        }
+
+    # Reader -----------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                if isinstance(frame, str):
+                    continue
+                reply = decode_reply(frame)
+                if reply.type in (Rep.BLOCK_EVENT, Rep.COMMIT_EVENT) or (
+                    reply.type is Rep.ERROR and reply.request_id in self._subs
+                ):
+                    self._subs.setdefault(reply.request_id, asyncio.Queue()).put_nowait(reply)
+                    continue
+                future = self._pending.get(reply.request_id)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+                elif reply.type is Rep.ERROR:
+                    # An error that names no pending request (request id 0): fail them all.
+                    for f in self._pending.values():
+                        if not f.done():
+                            f.set_result(reply)
+        except ConnectionClosed:
+            pass
+        finally:
+            for f in self._pending.values():
+                if not f.done():
+                    f.set_exception(ConnectionError("connection to the node closed"))
+
+
+def parse_receipts(reply: Reply) -> Receipts:
+    b = reply.body
+    items = []
+    for r in as_list(b[2], "receipts"):
+        fields = as_list(r, "receipt", size=3)
+        code = as_int(fields[1], "code")
+        items.append(TxReceipt(as_int(fields[0], "index"), as_text(fields[2], "error", max_len=4096) if code else None))
+    return Receipts(as_int(b[0], "height"), as_bytes(b[1], "hash", size=HASH_LEN), tuple(items))

@@ -1,0 +1,219 @@
+"""Wire format of the node's WebSocket API. ``docs/PROTOCOL.md`` is its specification.
+
+Every frame is one binary WebSocket message holding one RLP list.
+
+Request (client to node)::
+
+    [type, request_id, [sender_kind, sender_id], route, body]
+
+Reply or event (node to client)::
+
+    [type, request_id, body]
+
+Events carry the subscription id in place of ``request_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from node.codec import (
+    HASH_LEN,
+    UINT64_MAX,
+    DecodeError,
+    RlpItem,
+    as_bytes,
+    as_int,
+    as_list,
+    as_text,
+    decode_with_raw,
+    encode,
+)
+from node.txs import MAX_TX_BYTES, Level
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 1024 * 1024
+MAX_TXS_PER_SUBMIT = 4096
+MAX_SENDER_ID_BYTES = 64
+MAX_TOKEN_BYTES = 128
+MAX_ROUTE_DEPTH = int(Level.CHANNEL)
+MAX_BLOCKS_PER_PAGE = 1000
+
+
+class Req(IntEnum):
+    HELLO = 1
+    SUBMIT = 2
+    STATUS = 3
+    READ_STATE = 4
+    SUBSCRIBE = 5
+    UNSUBSCRIBE = 6
+    GET_BLOCKS = 7
+    METRICS = 8
+
+
+class Rep(IntEnum):
+    WELCOME = 64
+    RECEIPTS = 65
+    STATUS = 66
+    STATE = 67
+    SUBSCRIBED = 68
+    UNSUBSCRIBED = 69
+    BLOCK_EVENT = 70
+    COMMIT_EVENT = 71
+    BLOCKS = 72
+    METRICS = 73
+    ERROR = 127
+
+
+class SenderKind(IntEnum):
+    CLIENT = 1
+    SERVER = 2
+    AGENT = 3
+
+
+class Topic(IntEnum):
+    BLOCKS = 1
+    COMMITS = 2
+
+
+class Err(IntEnum):
+    """Error codes; the connection stays open unless the table in PROTOCOL.md says otherwise."""
+
+    MALFORMED = 1
+    UNAUTHORIZED = 2
+    FORBIDDEN = 3
+    UNKNOWN_ROUTE = 4
+    BUSY = 5
+    INVALID_TX = 6
+    UNKNOWN_TYPE = 7
+    UNSUPPORTED_SENDER = 8
+    NOT_FOUND = 9
+    TX_FAILED = 10
+    SHUTTING_DOWN = 11
+    SUBSCRIPTION_OVERFLOW = 12
+    INTERNAL = 13
+
+
+class ProtocolError(Exception):
+    """A request the node refuses; becomes an ERROR reply."""
+
+    def __init__(self, code: Err, message: str, request_id: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    kind: SenderKind
+    id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    type: Req
+    request_id: int
+    sender: Sender
+    route: tuple[bytes, ...]
+    body: list[RlpItem]
+    body_raws: list[Any]  # per-item encodings of body, as decode_with_raw gives them
+
+
+def decode_request(frame: bytes) -> Request:
+    """Parse a request envelope; raises ProtocolError (MALFORMED or UNKNOWN_TYPE)."""
+    try:
+        item, raws = decode_with_raw(frame, max_size=MAX_FRAME_BYTES)
+        top = as_list(item, "envelope", size=5)
+    except DecodeError as exc:
+        raise ProtocolError(Err.MALFORMED, str(exc)) from None
+    try:
+        request_id = as_int(top[1], "request_id")
+    except DecodeError as exc:
+        raise ProtocolError(Err.MALFORMED, str(exc)) from None
+    try:
+        type_id = as_int(top[0], "type", max_value=255)
+        sender_items = as_list(top[2], "sender", size=2)
+        kind_id = as_int(sender_items[0], "sender kind", max_value=255)
+        sender_id = as_bytes(sender_items[1], "sender id", max_len=MAX_SENDER_ID_BYTES)
+        route = tuple(
+            as_bytes(r, f"route[{i}]", size=HASH_LEN)
+            for i, r in enumerate(as_list(top[3], "route", max_len=MAX_ROUTE_DEPTH))
+        )
+        body = as_list(top[4], "body")
+    except DecodeError as exc:
+        raise ProtocolError(Err.MALFORMED, str(exc), request_id) from None
+    try:
+        kind = SenderKind(kind_id)
+    except ValueError:
+        raise ProtocolError(Err.MALFORMED, f"unknown sender kind {kind_id}", request_id) from None
+    try:
+        req_type = Req(type_id)
+    except ValueError:
+        raise ProtocolError(Err.UNKNOWN_TYPE, f"unknown request type {type_id}", request_id) from None
+    return Request(req_type, request_id, Sender(kind, sender_id), route, body, raws[5][1:])
+
+
+def encode_request(
+    req_type: Req, request_id: int, sender: Sender, route: tuple[bytes, ...], body: list[Any]
+) -> bytes:
+    return encode([req_type, request_id, [sender.kind, sender.id], list(route), body])
+
+
+def encode_reply(rep_type: Rep, request_id: int, body: list[Any]) -> bytes:
+    return encode([rep_type, request_id, body])
+
+
+def encode_error(code: Err, message: str, request_id: int = 0) -> bytes:
+    return encode_reply(Rep.ERROR, request_id, [code, message.encode("utf-8")])
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    type: Rep
+    request_id: int
+    body: list[RlpItem]
+
+
+def decode_reply(frame: bytes) -> Reply:
+    item, _ = decode_with_raw(frame, max_size=MAX_FRAME_BYTES * 64)
+    top = as_list(item, "reply", size=3)
+    type_id = as_int(top[0], "reply type", max_value=255)
+    try:
+        rep_type = Rep(type_id)
+    except ValueError:
+        raise DecodeError(f"unknown reply type {type_id}") from None
+    return Reply(rep_type, as_int(top[1], "request_id", max_value=UINT64_MAX), as_list(top[2], "body"))
+
+
+def error_of(reply: Reply) -> tuple[Err, str]:
+    """The code and message of an ERROR reply."""
+    code = as_int(reply.body[0], "error code")
+    return Err(code), as_text(reply.body[1], "error message", max_len=MAX_FRAME_BYTES)
+
+
+__all__ = [
+    "MAX_BLOCKS_PER_PAGE",
+    "MAX_FRAME_BYTES",
+    "MAX_TOKEN_BYTES",
+    "MAX_TXS_PER_SUBMIT",
+    "MAX_TX_BYTES",
+    "PROTOCOL_VERSION",
+    "Err",
+    "ProtocolError",
+    "Rep",
+    "Reply",
+    "Req",
+    "Request",
+    "Sender",
+    "SenderKind",
+    "Topic",
+    "decode_reply",
+    "decode_request",
+    "encode_error",
+    "encode_reply",
+    "encode_request",
+    "error_of",
+]

@@ -1,0 +1,326 @@
+"""The proposer loop: inbox -> transition -> durable batch -> effects.
+
+:class:`Node` is the node's public API, used by the WebSocket server, the CLI
+and (later) the embedded wallet. Nothing here is pure; the pure part is
+:func:`node.machines.server.apply_block`.
+
+Order of one tick, which is the durability contract:
+
+1. take transactions from the inbox (whole submissions, in arrival order);
+2. apply them with the pure transition;
+3. write the block in one synced batch, on the writer thread;
+4. only then resolve the submitters' futures (acks and error receipts),
+   publish events and send the block's outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from node.block import Block
+from node.machines.server import Receipt, ServerState, Step, apply_block
+from node.mempool import Mempool
+from node.errors import Busy, ShuttingDown, UnknownRoute
+from node.storage import Store
+from node.txs import Tx
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TICK_MS = 100
+DEFAULT_INBOX_CAP = 200_000
+DEFAULT_MAX_BLOCK_TXS = 50_000
+METRIC_SAMPLES = 4096
+SUBSCRIPTION_QUEUE = 4096
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    tick_ms: int = DEFAULT_TICK_MS
+    empty_blocks: bool = False
+    inbox_cap: int = DEFAULT_INBOX_CAP
+    max_block_txs: int = DEFAULT_MAX_BLOCK_TXS
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A submission's outcome, known once its block is durable.
+
+    ``receipts`` has one entry per submitted transaction, in order; its
+    ``index`` is the transaction's position among the route's transactions in
+    the block, and ``error`` is set when the transaction failed when applied.
+    """
+
+    height: int
+    block_hash: bytes
+    receipts: tuple[Receipt, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    height: int
+    head: bytes
+    state_hash: bytes
+    counter: int
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEvent:
+    height: int
+    hash: bytes
+    state_hash: bytes
+    timestamp: int
+    tx_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitEvent:
+    route: tuple[bytes, ...]
+    height: int
+    hash: bytes
+    indexes: tuple[int, ...]
+
+
+type Event = BlockEvent | CommitEvent
+
+
+@dataclass(eq=False)
+class Subscription:
+    """Events for one subscriber.
+
+    A subscriber that falls ``SUBSCRIPTION_QUEUE`` events behind is dropped: its
+    queue is cleared and ends with ``None``, so the reader learns it lost events.
+    """
+
+    route: tuple[bytes, ...] | None  # None: every block
+    queue: asyncio.Queue[Event | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=SUBSCRIPTION_QUEUE)
+    )
+
+
+@dataclass
+class _Pending:
+    route: tuple[bytes, ...]
+    txs: Sequence[Tx]
+    future: asyncio.Future[Ack]
+    first_index: int = 0
+
+
+@dataclass
+class Metrics:
+    """Recent tick lateness and write latency, in microseconds."""
+
+    tick_lateness_us: deque[int] = field(default_factory=lambda: deque(maxlen=METRIC_SAMPLES))
+    write_us: deque[int] = field(default_factory=lambda: deque(maxlen=METRIC_SAMPLES))
+    blocks: int = 0
+    txs: int = 0
+
+
+class Node:
+    """One server machine with its chain, inbox and subscribers."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: NodeConfig | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.store = store
+        self.config = config or NodeConfig()
+        self._clock_ms = clock_ms
+        self.state, self.head_block = store.load()
+        self.metrics = Metrics()
+        self._inbox: deque[_Pending] = deque()
+        self._inbox_txs = 0
+        self._subscriptions: set[Subscription] = set()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="xln-store")
+        self._stopping = False
+        self.tick_hooks: list[Callable[[], None]] = []
+
+    # Public API -------------------------------------------------------------
+
+    def submit(self, route: tuple[bytes, ...], txs: Sequence[Tx]) -> asyncio.Future[Ack]:
+        """Queue transactions for the next block; the future resolves once it is durable.
+
+        Raises Busy, UnknownRoute or ShuttingDown at once, having queued nothing.
+        """
+        if self._stopping:
+            raise ShuttingDown("the node is shutting down")
+        self.check_route(route)
+        if self._inbox_txs + len(txs) > self.config.inbox_cap:
+            raise Busy(
+                f"inbox full ({self._inbox_txs} of {self.config.inbox_cap} transactions queued); "
+                "retry after the next block"
+            )
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._inbox.append(_Pending(route, txs, future))
+        self._inbox_txs += len(txs)
+        return future
+
+    def check_route(self, route: tuple[bytes, ...]) -> None:
+        if route:
+            # Signers arrive with the next level of the hierarchy; until one
+            # exists under this id, nothing below the server can be addressed.
+            raise UnknownRoute(f"no signer {route[0].hex()} on this server")
+
+    def status(self) -> Status:
+        s = self.state
+        return Status(s.height, s.head, s.hash(), s.counter, s.timestamp)
+
+    def read_state(self, route: tuple[bytes, ...]) -> bytes:
+        self.check_route(route)
+        return self.state.encode()
+
+    def blocks(self, start_height: int, max_count: int) -> list[bytes]:
+        out = []
+        for raw in self.store.blocks(start_height):
+            out.append(raw)
+            if len(out) >= max_count:
+                break
+        return out
+
+    def subscribe(self, route: tuple[bytes, ...] | None) -> Subscription:
+        if route is not None:
+            self.check_route(route)
+        sub = Subscription(route)
+        self._subscriptions.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscriptions.discard(sub)
+
+    @property
+    def inbox_size(self) -> int:
+        return self._inbox_txs
+
+    # The loop ---------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set; then flush the inbox in a last block and return.
+
+        Ticks are scheduled against the loop's monotonic clock (start + n*tick),
+        so sleeping never accumulates drift. A tick that starts more than a whole
+        period late skips the missed ones rather than bursting.
+        """
+        loop = asyncio.get_running_loop()
+        period = self.config.tick_ms / 1000
+        start = loop.time()
+        n = 0
+        try:
+            while not stop.is_set():
+                n += 1
+                deadline = start + n * period
+                delay = deadline - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                late = loop.time() - deadline
+                self.metrics.tick_lateness_us.append(int(late * 1e6))
+                if late >= period:
+                    n += int(late // period)
+                for hook in self.tick_hooks:
+                    hook()
+                await self.produce_block()
+        except BaseException:
+            self._stopping = True
+            self._fail_inbox("the node stopped before this was in a block; not applied")
+            raise
+        self._stopping = True
+        while self._inbox:
+            await self.produce_block(force=False)
+
+    async def produce_block(self, force: bool | None = None) -> Step | None:
+        """One tick's work. Makes no block from an empty inbox unless empty blocks are on."""
+        make_empty = self.config.empty_blocks if force is None else force
+        batch = self._take_batch()
+        if not batch and not make_empty:
+            return None
+        txs: list[Tx] = []
+        for pending in batch:
+            pending.first_index = len(txs)
+            txs.extend(pending.txs)
+        mempool = Mempool.build(txs=txs)
+        timestamp = max(self._clock_ms(), self.state.timestamp)
+        step = apply_block(self.state, mempool, timestamp)
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            await loop.run_in_executor(self._writer, self.store.write_block, step)
+        except BaseException as exc:
+            # The block is not durable, so nothing in it may be acknowledged and the
+            # in-memory state must not move. Storage failure is fatal for the node.
+            log.critical("block %d could not be written: %r", step.block.height, exc)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(ShuttingDown("storage failure; not applied"))
+            raise
+        self.metrics.write_us.append(int((time.perf_counter() - started) * 1e6))
+        self.metrics.blocks += 1
+        self.metrics.txs += len(txs)
+        self.state, self.head_block = step.state, step.block
+        self._acknowledge(batch, step.block, step.receipts)
+        self._publish(step.block, len(txs), batch)
+        return step
+
+    def _fail_inbox(self, reason: str) -> None:
+        while self._inbox:
+            pending = self._inbox.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(ShuttingDown(reason))
+        self._inbox_txs = 0
+
+    def _take_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        room = self.config.max_block_txs
+        while self._inbox and len(self._inbox[0].txs) <= room:
+            pending = self._inbox.popleft()
+            room -= len(pending.txs)
+            self._inbox_txs -= len(pending.txs)
+            batch.append(pending)
+        return batch
+
+    def _acknowledge(
+        self, batch: list[_Pending], block: Block, receipts: tuple[Receipt, ...]
+    ) -> None:
+        for pending in batch:
+            if pending.future.done():
+                continue
+            mine = receipts[pending.first_index : pending.first_index + len(pending.txs)]
+            pending.future.set_result(Ack(block.height, block.hash, mine))
+
+    def _publish(self, block: Block, tx_count: int, batch: list[_Pending]) -> None:
+        if not self._subscriptions:
+            return
+        block_event = BlockEvent(block.height, block.hash, block.state_hash, block.timestamp, tx_count)
+        committed: dict[tuple[bytes, ...], list[int]] = {}
+        for pending in batch:
+            indexes = committed.setdefault(pending.route, [])
+            indexes.extend(range(pending.first_index, pending.first_index + len(pending.txs)))
+        for sub in list(self._subscriptions):
+            if sub.route is None:
+                self._deliver(sub, block_event)
+            elif sub.route in committed:
+                event = CommitEvent(sub.route, block.height, block.hash, tuple(committed[sub.route]))
+                self._deliver(sub, event)
+
+    def _deliver(self, sub: Subscription, event: Event) -> None:
+        try:
+            sub.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._subscriptions.discard(sub)
+            while not sub.queue.empty():
+                sub.queue.get_nowait()
+            sub.queue.put_nowait(None)
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self.store.close()
