@@ -197,7 +197,9 @@ async def _verify_running(data: Path) -> VerifyReport:
         try:
             while replayer.state.height < status.height:
                 start = replayer.state.height + 1
-                page = await client.blocks(start, min(MAX_BLOCKS_PER_PAGE, status.height - start + 1))
+                page = await client.blocks(
+                    start, min(MAX_BLOCKS_PER_PAGE, status.height - start + 1)
+                )
                 if not page:
                     raise ChainInvalid(f"the node has no block {start}")
                 for raw in page:
@@ -216,7 +218,7 @@ async def _verify_running(data: Path) -> VerifyReport:
 
 def cmd_token(args: argparse.Namespace) -> int:
     tokens = TokenStore(_data(args.data))
-    if args.token_cmd == "create":
+    if args.token_cmd == "create":  # noqa: S105 (a subcommand name)
         try:
             scope = Scope.parse(args.scope)
         except ScopeError as exc:
@@ -229,10 +231,17 @@ def cmd_token(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    if args.token_cmd == "list":
+    if args.token_cmd == "list":  # noqa: S105 (a subcommand name)
         records = tokens.records()
         if args.json:
-            print(json.dumps([{k: getattr(r, k) for k in ("id", "scope", "created", "label")} for r in records]))
+            print(
+                json.dumps(
+                    [
+                        {k: getattr(r, k) for k in ("id", "scope", "created", "label")}
+                        for r in records
+                    ]
+                )
+            )
         else:
             for r in records:
                 print(f"{r.id}  {r.scope:<8}  {r.created}  {r.label}")
@@ -256,11 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a node")
     run.add_argument("--data", required=True, help="data folder")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    run.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one and prints it")
-    run.add_argument("--tick-ms", type=_positive, default=DEFAULT_TICK_MS, help="block period in ms")
-    run.add_argument("--empty-blocks", action="store_true", help="make a block every tick, even empty")
+    run.add_argument(
+        "--port", type=int, default=8765, help="port; 0 picks a free one and prints it"
+    )
+    run.add_argument(
+        "--tick-ms", type=_positive, default=DEFAULT_TICK_MS, help="block period in ms"
+    )
+    run.add_argument(
+        "--empty-blocks", action="store_true", help="make a block every tick, even empty"
+    )
     run.add_argument("--simulate", action="store_true", help="inject one increment every 100 ms")
-    run.add_argument("--inbox-cap", type=_positive, default=NodeConfig().inbox_cap, help=argparse.SUPPRESS)
+    run.add_argument(
+        "--inbox-cap", type=_positive, default=NodeConfig().inbox_cap, help=argparse.SUPPRESS
+    )
 
     inspect = sub.add_parser("inspect", help="show height, head, state hash and counter")
     inspect.add_argument("--data", required=True)

@@ -12,33 +12,34 @@ item into a typed value, or raise :class:`DecodeError` naming the field.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import rlp
-from eth_hash.main import Keccak256
+from eth_hash.abc import BackendAPI
 from rlp.codec import decode_raw, encode_raw, length_prefix
 
 type RlpItem = bytes | list[RlpItem]
+type RlpTree = bytes | Sequence[RlpTree]  # what encode_tree takes: any nesting of sequences
 
 HASH_LEN = 32
 ZERO_HASH = b"\x00" * HASH_LEN
 UINT64_MAX = 2**64 - 1
 
 
-def _keccak_backend() -> Keccak256:
+def _keccak_backend() -> BackendAPI:
     # Chosen explicitly: eth_hash.auto would pick whichever backend imports first.
     try:
         from eth_hash.backends import pysha3
 
-        return Keccak256(pysha3)
+        return pysha3.backend
     except ImportError:
         from eth_hash.backends import pycryptodome
 
-        return Keccak256(pycryptodome)
+        return pycryptodome.backend
 
 
-_keccak = _keccak_backend()
+_keccak = _keccak_backend().keccak256
 
 
 class DecodeError(ValueError):
@@ -52,18 +53,21 @@ def keccak(data: bytes) -> bytes:
 
 def encode(item: Any) -> bytes:
     """RLP-encode a tree of bytes, ints and lists. Ints encode minimal big-endian."""
-    return rlp.encode(item)
+    encoded: bytes = rlp.encode(item)
+    return encoded
 
 
-def encode_tree(item: RlpItem) -> bytes:
+def encode_tree(item: RlpTree) -> bytes:
     """RLP-encode a tree of bytes and lists only: the fast path, no type inference."""
-    return encode_raw(item)
+    encoded: bytes = encode_raw(item)
+    return encoded
 
 
 def encode_list(encoded_items: Iterable[bytes]) -> bytes:
     """RLP list whose items are already RLP-encoded: avoids re-encoding on hot paths."""
     payload = b"".join(encoded_items)
-    return length_prefix(len(payload), 0xC0) + payload
+    prefix: bytes = length_prefix(len(payload), 0xC0)
+    return prefix + payload
 
 
 def encode_bytes(value: bytes) -> bytes:
@@ -102,6 +106,11 @@ def decode_with_raw(data: bytes, *, max_size: int | None = None) -> tuple[RlpIte
         item, per_item = decode_raw(data, True, True)
     except rlp.DecodingError as exc:
         raise DecodeError(f"invalid RLP: {_reason(exc)}") from None
+    # rusty-rlp 0.4 drops a truncated last item inside a list (c3 00 82 61 decodes
+    # as [00]). Accepting only input that re-encodes to itself makes "decodes"
+    # mean "canonical" whatever the backend does.
+    if encode_raw(item) != data:
+        raise DecodeError("invalid RLP: not the canonical encoding of its value (truncated item?)")
     return item, per_item
 
 
@@ -110,7 +119,9 @@ def _reason(exc: Exception) -> str:
     return str(reason)
 
 
-def as_list(item: RlpItem, field: str, *, size: int | None = None, max_len: int | None = None) -> list[RlpItem]:
+def as_list(
+    item: RlpItem, field: str, *, size: int | None = None, max_len: int | None = None
+) -> list[RlpItem]:
     if not isinstance(item, list):
         raise DecodeError(f"{field}: expected a list, got a byte string")
     if size is not None and len(item) != size:
@@ -120,7 +131,9 @@ def as_list(item: RlpItem, field: str, *, size: int | None = None, max_len: int 
     return item
 
 
-def as_bytes(item: RlpItem, field: str, *, size: int | None = None, max_len: int | None = None) -> bytes:
+def as_bytes(
+    item: RlpItem, field: str, *, size: int | None = None, max_len: int | None = None
+) -> bytes:
     if not isinstance(item, bytes):
         raise DecodeError(f"{field}: expected a byte string, got a list")
     if size is not None and len(item) != size:

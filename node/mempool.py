@@ -11,7 +11,7 @@ sub-mempool, and no sub-mempools below the deepest level.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from node.codec import (
     decode_with_raw,
     encode_list,
 )
-from node.txs import Level, Tx, registry_for_depth
+from node.txs import REGISTRIES, Level, Tx, TxRegistry
 
 MAX_MEMPOOL_BYTES = 16 * 1024 * 1024
 MAX_KEYS = 65_536
@@ -64,9 +64,15 @@ class Mempool:
         return cls.build()
 
     @classmethod
-    def decode(cls, data: bytes, depth: int = Level.SERVER) -> Mempool:
+    def decode(
+        cls,
+        data: bytes,
+        depth: int = Level.SERVER,
+        registries: Mapping[Level, TxRegistry] = REGISTRIES,
+    ) -> Mempool:
+        """Strictly decode; ``registries`` gives the transaction types of each level."""
         item, per_item = decode_with_raw(data, max_size=MAX_MEMPOOL_BYTES)
-        return _from_item(item, per_item, depth)
+        return _from_item(item, per_item, depth, registries)
 
     @property
     def is_empty(self) -> bool:
@@ -86,7 +92,9 @@ def _check_keys(keys: Sequence[bytes]) -> None:
             raise ValueError(f"keys must be strictly ascending (key {i})")
 
 
-def _from_item(item: RlpItem, per_item: list[Any], depth: int) -> Mempool:
+def _from_item(
+    item: RlpItem, per_item: list[Any], depth: int, registries: Mapping[Level, TxRegistry]
+) -> Mempool:
     where = f"mempool at depth {depth}"
     top = as_list(item, where, size=2)
     keys = tuple(
@@ -105,11 +113,11 @@ def _from_item(item: RlpItem, per_item: list[Any], depth: int) -> Mempool:
     value_raws = per_item[2]  # [raw of values, per_item of child 0, ...]
     subs = []
     for i in range(len(keys)):
-        sub = _from_item(values[i], value_raws[i + 1], depth + 1)
+        sub = _from_item(values[i], value_raws[i + 1], depth + 1, registries)
         if sub.is_empty:
             raise DecodeError(f"{where}: empty sub-mempool for key {keys[i].hex()}")
         subs.append(sub)
-    registry = registry_for_depth(depth)
+    registry = registries[Level(depth)]
     txs = tuple(
         registry.decode(values[i], value_raws[i + 1][0]) for i in range(len(keys), len(values))
     )

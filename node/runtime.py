@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from node.block import Block
-from node.machines.server import Receipt, ServerState, Step, apply_block
-from node.mempool import Mempool
 from node.errors import Busy, ShuttingDown, UnknownRoute
+from node.machines.server import Receipt, Step, apply_block
+from node.mempool import Mempool
 from node.storage import Store
 from node.txs import Tx
 
@@ -145,7 +145,7 @@ class Node:
         self._subscriptions: set[Subscription] = set()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="xln-store")
         self._stopping = False
-        self.tick_hooks: list[Callable[[], None]] = []
+        self.tick_hooks: list[Callable[[], object]] = []
 
     # Public API -------------------------------------------------------------
 
@@ -300,7 +300,9 @@ class Node:
     def _publish(self, block: Block, tx_count: int, batch: list[_Pending]) -> None:
         if not self._subscriptions:
             return
-        block_event = BlockEvent(block.height, block.hash, block.state_hash, block.timestamp, tx_count)
+        block_event = BlockEvent(
+            block.height, block.hash, block.state_hash, block.timestamp, tx_count
+        )
         committed: dict[tuple[bytes, ...], list[int]] = {}
         for pending in batch:
             indexes = committed.setdefault(pending.route, [])
@@ -309,7 +311,9 @@ class Node:
             if sub.route is None:
                 self._deliver(sub, block_event)
             elif sub.route in committed:
-                event = CommitEvent(sub.route, block.height, block.hash, tuple(committed[sub.route]))
+                event = CommitEvent(
+                    sub.route, block.height, block.hash, tuple(committed[sub.route])
+                )
                 self._deliver(sub, event)
 
     def _deliver(self, sub: Subscription, event: Event) -> None:

@@ -74,7 +74,9 @@ class Store:
             self._db: Any = plyvel.DB(str(path), create_if_missing=True)
         except plyvel.IOError as exc:
             if "lock" in str(exc).lower():
-                raise StoreLocked(f"{path} is in use by another process (is the node running?)") from exc
+                raise StoreLocked(
+                    f"{path} is in use by another process (is the node running?)"
+                ) from exc
             raise StoreError(f"cannot open {path}: {exc}") from exc
         except plyvel.CorruptionError as exc:
             raise StoreError(f"{path} is corrupt: {exc}") from exc
@@ -121,7 +123,9 @@ class Store:
             raise StoreError("root state does not match its block's state hash")
         return state, block
 
-    def write_block(self, step: Step, subs: Mapping[tuple[bytes, ...], bytes] | None = None) -> None:
+    def write_block(
+        self, step: Step, subs: Mapping[tuple[bytes, ...], bytes] | None = None
+    ) -> None:
         """Persist a block, its height index, changed sub-machine states and the root.
 
         Returns only once the batch is synced to disk.
@@ -130,8 +134,9 @@ class Store:
         with self._db.write_batch(transaction=True, sync=True) as batch:
             batch.put(BLOCK + block.hash, block.raw)
             batch.put(height_key(block.height), block.hash)
-            for route, state_raw in (subs or {}).items():
-                batch.put(sub_key(route), state_raw)
+            if subs is not None:
+                for route, state_raw in subs.items():
+                    batch.put(sub_key(route), state_raw)
             batch.put(ROOT + self.server_id, encode([block.raw, step.state.encode()]))
 
     def block(self, block_hash: bytes) -> bytes | None:

@@ -123,7 +123,7 @@ class TokenStore:
         return sorted(self._records.values(), key=lambda r: (r.created, r.id))
 
     def authenticate(self, token: str) -> TokenRecord | None:
-        parts = token.split("_")
+        parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != "xln":
             return None
         record = self._records.get(parts[1])

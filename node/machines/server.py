@@ -135,7 +135,9 @@ class InvalidBlock(ValueError):
 
 def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
     if timestamp < state.timestamp:
-        raise InvalidBlock(f"timestamp {timestamp} is before the previous block's {state.timestamp}")
+        raise InvalidBlock(
+            f"timestamp {timestamp} is before the previous block's {state.timestamp}"
+        )
     known = {sub_id for sub_id, _ in state.subs}
     for key in mempool.keys:
         if key not in known:

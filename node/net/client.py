@@ -126,7 +126,9 @@ class NodeClient:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self.ws.send(encode_request(req_type, request_id, self.sender, tuple(route), body))
+            await self.ws.send(
+                encode_request(req_type, request_id, self.sender, tuple(route), body)
+            )
             reply = await future
         finally:
             self._pending.pop(request_id, None)
@@ -163,7 +165,9 @@ class NodeClient:
         reply = await self.request(Req.GET_BLOCKS, [start_height, max_count])
         return [as_bytes(b, "block") for b in as_list(reply.body[0], "blocks")]
 
-    async def subscribe(self, topic: Topic, route: Sequence[bytes] = ()) -> tuple[int, asyncio.Queue[Reply]]:
+    async def subscribe(
+        self, topic: Topic, route: Sequence[bytes] = ()
+    ) -> tuple[int, asyncio.Queue[Reply]]:
         """Returns the subscription id and the queue its events arrive on."""
         reply = await self.request(Req.SUBSCRIBE, [topic], route)
         sub_id = as_int(reply.body[0], "subscription id")
@@ -214,5 +218,10 @@ def parse_receipts(reply: Reply) -> Receipts:
     for r in as_list(b[2], "receipts"):
         fields = as_list(r, "receipt", size=3)
         code = as_int(fields[1], "code")
-        items.append(TxReceipt(as_int(fields[0], "index"), as_text(fields[2], "error", max_len=4096) if code else None))
+        items.append(
+            TxReceipt(
+                as_int(fields[0], "index"),
+                as_text(fields[2], "error", max_len=4096) if code else None,
+            )
+        )
     return Receipts(as_int(b[0], "height"), as_bytes(b[1], "hash", size=HASH_LEN), tuple(items))

@@ -152,7 +152,9 @@ def decode_request(frame: bytes) -> Request:
     try:
         req_type = Req(type_id)
     except ValueError:
-        raise ProtocolError(Err.UNKNOWN_TYPE, f"unknown request type {type_id}", request_id) from None
+        raise ProtocolError(
+            Err.UNKNOWN_TYPE, f"unknown request type {type_id}", request_id
+        ) from None
     return Request(req_type, request_id, Sender(kind, sender_id), route, body, raws[5][1:])
 
 
@@ -185,7 +187,9 @@ def decode_reply(frame: bytes) -> Reply:
         rep_type = Rep(type_id)
     except ValueError:
         raise DecodeError(f"unknown reply type {type_id}") from None
-    return Reply(rep_type, as_int(top[1], "request_id", max_value=UINT64_MAX), as_list(top[2], "body"))
+    return Reply(
+        rep_type, as_int(top[1], "request_id", max_value=UINT64_MAX), as_list(top[2], "body")
+    )
 
 
 def error_of(reply: Reply) -> tuple[Err, str]:

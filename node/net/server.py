@@ -25,7 +25,7 @@ from pathlib import Path
 from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 
-from node.codec import DecodeError, as_bytes, as_int
+from node.codec import DecodeError, RlpItem, as_bytes, as_int
 from node.errors import Busy, ShuttingDown, UnknownRoute
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_SUBSCRIPTIONS_PER_SESSION = 64
 MAX_BLOCKS_REPLY_BYTES = 8 * 1024 * 1024
 UNIX_PATH_MAX = 100
+SERVER_WIDE = frozenset({Req.HELLO, Req.STATUS, Req.UNSUBSCRIBE, Req.GET_BLOCKS, Req.METRICS})
 
 
 @dataclass(eq=False)
@@ -75,7 +76,9 @@ class ApiServer:
         self.tokens = tokens
         self.node_id = node_id
         self._servers: list[Server] = []
-        self._handlers: dict[Req, Callable[[ServerConnection, Session, Request], Awaitable[None]]] = {
+        self._handlers: dict[
+            Req, Callable[[ServerConnection, Session, Request], Awaitable[None]]
+        ] = {
             Req.SUBMIT: self._submit,
             Req.STATUS: self._status,
             Req.READ_STATE: self._read_state,
@@ -102,7 +105,7 @@ class ApiServer:
             raise OSError(f"control socket path too long for a Unix socket: {path}")
         # We hold the LevelDB lock, so a socket file left here is a crashed node's.
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            os.unlink(path)
         server = await unix_serve(
             lambda ws: self._serve(ws, local=True),
             str(path),
@@ -127,7 +130,9 @@ class ApiServer:
             async for frame in ws:
                 if isinstance(frame, str):
                     await ws.send(
-                        encode_error(Err.MALFORMED, "text frames are not supported; send binary RLP")
+                        encode_error(
+                            Err.MALFORMED, "text frames are not supported; send binary RLP"
+                        )
                     )
                     continue
                 try:
@@ -153,12 +158,20 @@ class ApiServer:
 
     async def _handle(self, ws: ServerConnection, session: Session, frame: bytes) -> None:
         req = decode_request(frame)
+        if req.route and req.type in SERVER_WIDE:
+            raise ProtocolError(
+                Err.MALFORMED,
+                f"{req.type.name} concerns the whole server; its route must be empty",
+                req.request_id,
+            )
         if req.type is Req.HELLO:
             await self._hello(ws, session, req)
             return
         if session.scope is None:
             raise ProtocolError(
-                Err.UNAUTHORIZED, "the first request must be HELLO with an API token", req.request_id
+                Err.UNAUTHORIZED,
+                "the first request must be HELLO with an API token",
+                req.request_id,
             )
         if session.token_id is not None and not self.tokens.is_live(session.token_id):
             raise ProtocolError(Err.UNAUTHORIZED, "token revoked", req.request_id)
@@ -274,7 +287,9 @@ class ApiServer:
             route = req.route
         if len(session.subs) >= MAX_SUBSCRIPTIONS_PER_SESSION:
             raise ProtocolError(
-                Err.BUSY, f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per connection", rid
+                Err.BUSY,
+                f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per connection",
+                rid,
             )
         sub = self.node.subscribe(route)
         sub_id = session.next_sub_id
@@ -367,7 +382,9 @@ class ApiServer:
     def _check_scope(self, session: Session, req: Request) -> None:
         if session.scope is None or not session.scope.allows(req.route):
             raise ProtocolError(
-                Err.FORBIDDEN, f"token scope {session.scope} does not reach this route", req.request_id
+                Err.FORBIDDEN,
+                f"token scope {session.scope} does not reach this route",
+                req.request_id,
             )
 
     def _check_route(self, req: Request) -> None:
@@ -385,11 +402,13 @@ class ApiServer:
 def _no_fields(req: Request) -> None:
     if req.body:
         raise ProtocolError(
-            Err.MALFORMED, f"{req.type.name} takes an empty body, got {len(req.body)} items", req.request_id
+            Err.MALFORMED,
+            f"{req.type.name} takes an empty body, got {len(req.body)} items",
+            req.request_id,
         )
 
 
-def _one_field[T](req: Request, parse: Callable[[object], T]) -> T:
+def _one_field[T](req: Request, parse: Callable[[RlpItem], T]) -> T:
     if len(req.body) != 1:
         raise ProtocolError(
             Err.MALFORMED, f"{req.type.name} body has 1 item, got {len(req.body)}", req.request_id
@@ -398,4 +417,3 @@ def _one_field[T](req: Request, parse: Callable[[object], T]) -> T:
         return parse(req.body[0])
     except DecodeError as exc:
         raise ProtocolError(Err.MALFORMED, str(exc), req.request_id) from None
-

@@ -1,0 +1,119 @@
+"""``xln-node`` as a user runs it: inspect and verify with the node up or down, run, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from node.block import Block
+from node.codec import keccak
+from node.machines.server import Increment
+from node.net.client import NodeClient, NodeStatus
+from node.storage import BLOCK, Store, height_key
+from tests.conftest import NodeProcess, create_token, xln_node
+
+DEADLINE = 20
+
+
+def inspect(data: Path) -> dict[str, object]:
+    result = xln_node("inspect", "--data", str(data), "--json")
+    assert result.returncode == 0, result.stderr
+    info: dict[str, object] = json.loads(result.stdout)
+    return info
+
+
+async def _wait_for_height(client: NodeClient, height: int) -> NodeStatus:
+    _, blocks = await client.subscribe(1)  # type: ignore[arg-type]
+    status = await client.status()
+    while status.height < height:
+        await asyncio.wait_for(blocks.get(), DEADLINE)
+        status = await client.status()
+    return status
+
+
+async def test_inspect_and_verify_while_running_and_after(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    token = create_token(data)
+    node = node_process("--simulate", "--tick-ms", "20", data=data)
+    async with await NodeClient.connect(node.url, token=token) as client:
+        await client.submit([Increment(1000)])
+        await _wait_for_height(client, 5)
+    running = inspect(data)
+    assert running["source"] == "running node"
+    assert set(running) >= {"height", "head", "state_hash", "counter", "blocks"}
+    assert isinstance(running["counter"], int)
+    assert running["counter"] >= 1000
+    verify = xln_node("verify", "--data", str(data))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "through the running node" in verify.stderr
+    assert verify.stdout.startswith("ok:")
+    # Tokens work with the node up.
+    assert xln_node("token", "list", "--data", str(data)).returncode == 0
+
+    assert node.terminate() == 0  # SIGTERM: finish the block, exit cleanly
+    stopped = inspect(data)
+    assert stopped["source"] == "store"
+    assert isinstance(stopped["height"], int)
+    assert stopped["height"] >= int(str(running["height"]))
+    verify = xln_node("verify", "--data", str(data))
+    assert verify.returncode == 0
+    assert "blocks verified" in verify.stdout
+
+
+def test_a_second_node_on_the_same_folder_is_refused(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    node_process(data=data)
+    result = xln_node("run", "--data", str(data), "--port", "0")
+    assert result.returncode == 1
+    assert "already running" in result.stderr
+
+
+def test_verify_fails_on_a_tampered_block(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    node = node_process("--simulate", "--tick-ms", "10", "--empty-blocks", data=data)
+    asyncio.run(_until_height(node, data, 3))
+    assert node.terminate() == 0
+    with Store(data / "chain") as store:
+        block_hash = store.block_hash_at(2)
+        assert block_hash is not None
+        raw = store.block(block_hash)
+        assert raw is not None
+        b = Block.decode(raw)
+        forged = Block.make(b.height, b.prev_hash, b.timestamp, b.mempool, keccak(b"forged"))
+        store._db.put(BLOCK + block_hash, forged.raw)
+        assert store.block_hash_at(2) == block_hash
+        assert height_key(2)
+    result = xln_node("verify", "--data", str(data))
+    assert result.returncode == 2
+    assert "FAILED" in result.stdout
+    assert "block 2" in result.stdout
+
+
+async def _until_height(node: NodeProcess, data: Path, height: int) -> None:
+    async with await NodeClient.connect(unix_path=data / "node.sock") as client:
+        await _wait_for_height(client, height)
+
+
+def test_empty_data_folder(tmp_path: Path) -> None:
+    info = inspect(tmp_path / "fresh")
+    assert info["height"] == 0
+    assert info["counter"] == 0
+    assert xln_node("verify", "--data", str(tmp_path / "fresh")).returncode == 0
+
+
+def test_port_zero_prints_the_bound_port(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    a = node_process(data=tmp_path / "a")
+    b = node_process(data=tmp_path / "b")
+    assert a.port
+    assert b.port
+    assert a.port != b.port

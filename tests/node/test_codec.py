@@ -1,0 +1,218 @@
+"""Strict RLP and keccak: round trips, and rejection of every non-canonical form."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rlp.codec import consume_item
+
+from node.codec import (
+    DecodeError,
+    RlpItem,
+    RlpTree,
+    as_bytes,
+    as_int,
+    as_list,
+    decode,
+    encode,
+    encode_bytes,
+    encode_list,
+    encode_tree,
+    int_bytes,
+    keccak,
+)
+
+rlp_trees: st.SearchStrategy[RlpItem] = st.recursive(
+    st.binary(max_size=80),
+    lambda children: st.lists(children, max_size=6),
+    max_leaves=30,
+)
+
+
+def pure_python_decode(data: bytes) -> RlpItem:
+    """pyrlp's pure-Python decoder, whatever backend node.codec is using."""
+    item, _, end = consume_item(data, 0)
+    if end != len(data):
+        raise ValueError("trailing or missing bytes")
+    return item  # type: ignore[no-any-return]
+
+
+def pure_accepts(data: bytes) -> bool:
+    try:
+        pure_python_decode(data)
+    except Exception:
+        return False
+    return True
+
+
+def node_accepts(data: bytes) -> bool:
+    try:
+        decode(data)
+    except DecodeError:
+        return False
+    return True
+
+
+def test_keccak_is_ethereum_keccak_not_sha3() -> None:
+    assert keccak(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+    assert (
+        keccak(b"abc").hex() == "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (b"", "80"),
+        (b"\x00", "00"),
+        (b"\x7f", "7f"),
+        (b"\x80", "8180"),
+        (b"dog", "83646f67"),
+        ([], "c0"),
+        ([b"cat", b"dog"], "c88363617483646f67"),
+        ([[], [[]], [[], [[]]]], "c7c0c1c0c3c0c1c0"),
+        (b"a" * 56, "b838" + "61" * 56),
+    ],
+)
+def test_known_encodings(value: RlpItem, encoded: str) -> None:
+    assert encode_tree(value).hex() == encoded
+    assert decode(bytes.fromhex(encoded)) == value
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("8100", "single byte below 0x80 wrapped in a string prefix"),
+        ("817f", "single byte below 0x80 wrapped in a string prefix"),
+        ("b80161", "long form used for a short string"),
+        ("b90038" + "61" * 56, "leading zero in the length"),
+        ("f80101", "long list form for a short list"),
+        ("83616263ff", "trailing byte"),
+        ("c18000", "trailing byte after a list"),
+        ("8361", "truncated string"),
+        ("c3836162", "truncated string inside a list"),
+        ("c2c1", "truncated nested list"),
+        ("bf", "length of length runs past the end"),
+        ("c20081", "truncated last item of a list (rusty-rlp 0.4 accepts this)"),
+        ("c3008261", "truncated last item of a list (rusty-rlp 0.4 accepts this)"),
+        ("", "empty input"),
+    ],
+)
+def test_rejects_non_canonical(bad: str, why: str) -> None:
+    with pytest.raises(DecodeError):
+        decode(bytes.fromhex(bad))
+    assert not pure_accepts(bytes.fromhex(bad)) or bad == "", why
+
+
+@given(rlp_trees)
+def test_round_trip(tree: RlpItem) -> None:
+    data = encode_tree(tree)
+    assert decode(data) == tree
+    assert encode(tree) == data
+    assert pure_python_decode(data) == tree
+
+
+@given(rlp_trees)
+def test_every_strict_prefix_is_rejected(tree: RlpItem) -> None:
+    data = encode_tree(tree)
+    for cut in range(len(data)):
+        assert not node_accepts(data[:cut])
+
+
+@given(rlp_trees, st.binary(min_size=1, max_size=8))
+def test_trailing_bytes_are_rejected(tree: RlpItem, extra: bytes) -> None:
+    assert not node_accepts(encode_tree(tree) + extra)
+
+
+@given(rlp_trees, st.data())
+def test_mutations_are_rejected_or_canonical(tree: RlpItem, data: st.DataObject) -> None:
+    """Whatever a mutation produces, decoding accepts only canonical bytes.
+
+    If a mutated input decodes, re-encoding the result must give the same bytes;
+    and the Rust and pure-Python backends must agree on accept or reject.
+    """
+    raw = bytearray(encode_tree(tree))
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "insert", "delete", "set"]))
+        pos = data.draw(st.integers(0, max(len(raw) - 1, 0)))
+        if op == "flip" and raw:
+            raw[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "insert":
+            raw.insert(pos, data.draw(st.integers(0, 255)))
+        elif op == "delete" and raw:
+            del raw[pos]
+        elif raw:
+            raw[pos] = data.draw(st.integers(0, 255))
+    mutated = bytes(raw)
+    accepted = node_accepts(mutated)
+    assert accepted == pure_accepts(mutated)
+    if accepted:
+        assert encode_tree(decode(mutated)) == mutated
+
+
+@given(st.integers(0, 2**256 - 1))
+def test_integers_are_minimal(value: int) -> None:
+    assert as_int(int_bytes(value), "n", max_value=2**256) == value
+    assert encode_bytes(int_bytes(value)) == encode(value)
+
+
+@given(st.integers(1, 2**64 - 1), st.integers(1, 3))
+def test_integer_leading_zeros_rejected(value: int, zeros: int) -> None:
+    with pytest.raises(DecodeError, match="leading zero"):
+        as_int(b"\x00" * zeros + int_bytes(value), "n")
+
+
+def test_zero_is_the_empty_string() -> None:
+    assert encode(0) == b"\x80"
+    assert as_int(b"", "n") == 0
+    with pytest.raises(DecodeError):
+        as_int(b"\x00", "n")
+
+
+def test_field_helpers_name_the_field() -> None:
+    with pytest.raises(DecodeError, match="height: expected a byte string"):
+        as_int([], "height")
+    with pytest.raises(DecodeError, match="hash: expected 32 bytes"):
+        as_bytes(b"x", "hash", size=32)
+    with pytest.raises(DecodeError, match="txs: 3 items exceed the cap of 2"):
+        as_list([b"", b"", b""], "txs", max_len=2)
+    with pytest.raises(DecodeError, match="exceeds the maximum"):
+        as_int(b"\x01\x00", "n", max_value=255)
+
+
+def test_size_cap_is_checked_before_decoding() -> None:
+    with pytest.raises(DecodeError, match="exceeds the cap"):
+        decode(encode_tree(b"x" * 100), max_size=50)
+
+
+def test_encode_list_matches_pyrlp() -> None:
+    items: list[RlpTree] = [b"a", b"", [b"b"], b"c" * 60]
+    assert encode_list(encode_tree(i) for i in items) == encode(items)
+
+
+def test_pure_python_backend_is_equally_strict() -> None:
+    """Without rusty-rlp, pyrlp falls back to pure Python; node.codec must behave the same."""
+    script = (
+        "import sys; sys.modules['rusty_rlp'] = None\n"
+        "from node.codec import decode, DecodeError, encode_tree\n"
+        "bad = ['8100', 'b80161', 'c18000', '8361', 'c3836162', '', 'c20081']\n"
+        "for h in bad:\n"
+        "    try:\n"
+        "        decode(bytes.fromhex(h))\n"
+        "    except DecodeError:\n"
+        "        continue\n"
+        "    raise SystemExit('accepted ' + h)\n"
+        "tree = [b'cat', [b'', [b'dog' * 30]], b'\\x01']\n"
+        "assert decode(encode_tree(tree)) == tree\n"
+        "import rlp.codec; assert 'rusty' not in repr(rlp.codec.decode_raw.__code__.co_names)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert result.stdout.strip() == "ok"

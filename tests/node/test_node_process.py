@@ -1,0 +1,318 @@
+"""A real ``xln-node run`` process on loopback: load, crashes, bad tokens and fuzzed frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from node.block import Block
+from node.codec import DecodeError, decode, encode, encode_tree, int_bytes
+from node.machines.server import MAX_INCREMENT, Increment
+from node.mempool import Mempool
+from node.net.client import NodeClient, NodeError
+from node.net.protocol import (
+    Err,
+    Rep,
+    Req,
+    Sender,
+    SenderKind,
+    encode_request,
+    error_of,
+)
+from node.storage import Store
+from tests.conftest import NodeProcess, create_token, recv_reply, xln_node
+
+pytestmark = pytest.mark.slow
+
+DEADLINE = 20
+KILL_CYCLES = 20
+FUZZ_PER_TYPE = 1000
+ME = Sender(SenderKind.CLIENT, b"fuzzer")
+
+
+async def test_a_thousand_transactions_are_all_acknowledged(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    token = create_token(data)
+    node = node_process(data=data)
+    async with await NodeClient.connect(node.url, token=token) as client:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(client.submit([Increment(i + 1)]) for i in range(1000))), 60
+        )
+        status = await client.status()
+    assert len(results) == 1000
+    assert all(r.receipts[0].error is None for r in results)
+    assert status.counter == sum(range(1, 1001))
+    assert node.terminate() == 0
+
+
+async def test_bad_token_is_refused_by_a_real_node(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    create_token(data)
+    node = node_process(data=data)
+    with pytest.raises(NodeError) as info:
+        await NodeClient.connect(node.url, token="xln_deadbeef_" + "A" * 43)
+    assert info.value.code is Err.UNAUTHORIZED
+    async with connect(node.url, compression=None) as ws:
+        await ws.send(encode_request(Req.SUBMIT, 1, ME, (), [[1, 1]]))
+        reply = await recv_reply(ws, DEADLINE)
+        assert reply.type is Rep.ERROR
+        assert error_of(reply)[0] is Err.UNAUTHORIZED
+    assert node.alive
+
+
+async def _hammer(
+    url: str,
+    token: str,
+    rng: random.Random,
+    next_n: list[int],
+    acked: dict[int, tuple[int, bytes, int]],
+) -> None:
+    """Submit batches of uniquely numbered increments, pipelined, recording every ack."""
+    async with await NodeClient.connect(url, token=token) as client:
+
+        async def one() -> None:
+            while True:
+                batch = []
+                for _ in range(rng.randint(1, 20)):
+                    next_n[0] += 1
+                    batch.append(Increment(next_n[0]))
+                receipts = await client.submit(batch)
+                for tx, r in zip(batch, receipts.receipts, strict=True):
+                    assert r.error is None
+                    acked[tx.n] = (receipts.height, receipts.block_hash, r.index)
+
+        await asyncio.gather(*(one() for _ in range(4)))
+
+
+async def test_sigkill_at_random_moments_loses_no_acknowledged_transaction(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    token = create_token(data)
+    rng = random.Random(20261125)
+    acked: dict[int, tuple[int, bytes, int]] = {}
+    next_n = [0]
+    for _cycle in range(KILL_CYCLES):
+        node = node_process("--tick-ms", "10", data=data)
+        # The random moment: let the workload run for a random time, then SIGKILL.
+        with contextlib.suppress(
+            TimeoutError, ConnectionError, ConnectionClosed, NodeError, OSError
+        ):
+            await asyncio.wait_for(
+                _hammer(node.url, token, rng, next_n, acked), rng.uniform(0.05, 0.7)
+            )
+        node.kill()
+        assert node.proc is not None
+        assert node.proc.returncode == -9
+    assert len(acked) > 1000, "the workload should have been acknowledged many times over"
+
+    verify = xln_node("verify", "--data", str(data))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    seen: dict[int, tuple[int, int]] = {}
+    with Store(data / "chain") as store:
+        state, _ = store.load()
+        for raw in store.blocks():
+            block = Block.decode(raw)
+            for index, tx in enumerate(Mempool.decode(block.mempool).txs):
+                assert isinstance(tx.body, Increment)
+                assert tx.body.n not in seen, "a transaction was applied twice"
+                seen[tx.body.n] = (block.height, index)
+        for n, (height, block_hash, index) in acked.items():
+            assert store.block_hash_at(height) == block_hash, f"acked block {height} was lost"
+            assert seen.get(n) == (height, index)
+    assert state.counter == sum(seen)
+
+
+# Fuzzing ---------------------------------------------------------------------
+
+VALID_BODIES: dict[Req, list[Any]] = {
+    Req.HELLO: [b"TOKEN"],
+    Req.SUBMIT: [[1, 1], [1, 2]],
+    Req.STATUS: [],
+    Req.READ_STATE: [],
+    Req.SUBSCRIBE: [1],
+    Req.UNSUBSCRIBE: [1],
+    Req.GET_BLOCKS: [1, 10],
+    Req.METRICS: [],
+}
+
+INVALID_BODIES: dict[Req, list[list[Any]]] = {
+    Req.HELLO: [[], [b"a", b"b"], [[b"x"]], [b"xln_00000000_" + b"B" * 43], [b"z" * 129]],
+    Req.SUBMIT: [
+        [],
+        [[1, 0]],
+        [[1, MAX_INCREMENT + 1]],
+        [[1, b"\x00\x01"]],
+        [[1, 1, 1]],
+        [[2, 1]],
+        [[]],
+        [b"\x01"],
+        [[1, [1]]],
+        [[1, 1]] * 4097,
+    ],
+    Req.STATUS: [[1], [b""], [[]]],
+    Req.READ_STATE: [[1], [[]]],
+    Req.SUBSCRIBE: [[], [0], [3], [255], [1, 1], [[1]], [b"\x00\x01"]],
+    Req.UNSUBSCRIBE: [[], [10**6], [[1]], [1, 2]],
+    Req.GET_BLOCKS: [[], [1], [0, 1], [1, 0], [1, 1001], [[1], 1], [1, b"\x00\x05"]],
+    Req.METRICS: [[1], [[]]],
+}
+
+
+def _frame(
+    req: Req,
+    rid: int,
+    body: Sequence[Any],
+    route: Sequence[Any] | None = None,
+    sender: Sequence[Any] | None = None,
+) -> bytes:
+    return encode([req, rid, sender or [ME.kind, ME.id], route or [], body])
+
+
+def mutants(req: Req, token: bytes, rng: random.Random, count: int) -> list[bytes]:
+    """``count`` frames of type ``req``, each certain to be invalid, by rotating operators."""
+    valid_body: list[Any] = [token] if req is Req.HELLO else VALID_BODIES[req]
+    valid = _frame(req, 7, valid_body)
+    unknown_id = rng.randbytes(32)
+
+    def truncate() -> bytes:
+        return valid[: rng.randrange(len(valid))]
+
+    def trail() -> bytes:
+        return valid + rng.randbytes(rng.randint(1, 4))
+
+    def flip() -> bytes:
+        raw = bytearray(valid)
+        for _ in range(64):
+            raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+            try:
+                decode(bytes(raw))
+            except DecodeError:
+                return bytes(raw)
+        return truncate()
+
+    def wrong_field_type() -> bytes:
+        fields: list[Any] = [req, 7, [ME.kind, ME.id], [], valid_body]
+        i = rng.randrange(5)
+        fields[i] = [b"\x01"] if i < 2 else b"\x01"
+        return encode(fields)
+
+    def unknown_type() -> bytes:
+        return encode([rng.choice([0, *range(9, 256)]), 7, [ME.kind, ME.id], [], valid_body])
+
+    def bad_route() -> bytes:
+        route: list[Any] = rng.choice(
+            [
+                [unknown_id],
+                [rng.randbytes(rng.choice([1, 31, 33]))],
+                [unknown_id] * 4,
+                [[unknown_id]],
+                [unknown_id, rng.randbytes(32)],
+            ]
+        )
+        return _frame(req, 7, valid_body, route=route)
+
+    def bad_body() -> bytes:
+        return _frame(req, 7, rng.choice(INVALID_BODIES[req]))
+
+    def bad_sender() -> bytes:
+        sender: list[Any] = rng.choice(
+            [[0, b"x"], [4, b"x"], [1, b"x" * 65], [1], [1, [b"x"]], [b"\x00\x01", b"x"]]
+        )
+        return _frame(req, 7, valid_body, sender=sender)
+
+    def non_canonical_int() -> bytes:
+        return encode_tree([int_bytes(req), b"\x00\x07", [b"\x01", ME.id], [], []])
+
+    def not_a_list() -> bytes:
+        return encode(rng.randbytes(rng.randint(0, 40)))
+
+    ops = [
+        truncate,
+        trail,
+        flip,
+        wrong_field_type,
+        unknown_type,
+        bad_route,
+        bad_body,
+        bad_sender,
+        non_canonical_int,
+        not_a_list,
+    ]
+    return [ops[i % len(ops)]() for i in range(count)]
+
+
+class Conn:
+    """A connection that re-opens (and re-authenticates) when the node closes it."""
+
+    def __init__(self, url: str, token: bytes, authenticate: bool) -> None:
+        self.url, self.token, self.authenticate = url, token, authenticate
+        self.ws: ClientConnection | None = None
+        self.reopened = 0
+
+    async def open(self) -> ClientConnection:
+        if self.ws is None or self.ws.close_code is not None:
+            self.ws = await connect(self.url, compression=None)
+            self.reopened += 1
+            if self.authenticate:
+                await self.ws.send(_frame(Req.HELLO, 1, [self.token]))
+                assert (await recv_reply(self.ws, DEADLINE)).type is Rep.WELCOME
+        return self.ws
+
+    async def error_for(self, frame: bytes) -> Err:
+        ws = await self.open()
+        await ws.send(frame)
+        reply = await recv_reply(ws, DEADLINE)
+        assert reply.type is Rep.ERROR, (frame.hex(), reply)
+        code = error_of(reply)[0]
+        if code in (Err.UNAUTHORIZED, Err.UNSUPPORTED_SENDER):
+            # Documented: these two close the connection, with code 1008.
+            await asyncio.wait_for(ws.wait_closed(), DEADLINE)
+            assert ws.close_code == 1008
+        return code
+
+
+async def test_mutated_frames_of_every_type_get_errors_and_change_nothing(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    token = create_token(data).encode()
+    node = node_process(data=data)
+    async with await NodeClient.connect(node.url, token=token.decode()) as client:
+        await client.submit([Increment(11)])
+        before = await client.status()
+        rng = random.Random(7)
+        codes: dict[Req, set[Err]] = {}
+        for req in Req:
+            conn = Conn(node.url, token, authenticate=req is not Req.HELLO)
+            frames = mutants(req, token, rng, FUZZ_PER_TYPE)
+            assert len(frames) >= FUZZ_PER_TYPE
+            codes[req] = {await conn.error_for(frame) for frame in frames}
+            if conn.ws is not None:
+                await conn.ws.close()
+            assert node.alive, f"node died while fuzzing {req.name}"
+        after = await client.status()
+    assert (after.height, after.head, after.state_hash, after.counter) == (
+        before.height,
+        before.head,
+        before.state_hash,
+        before.counter,
+    )
+    assert Err.MALFORMED in codes[Req.SUBMIT]
+    assert Err.INVALID_TX in codes[Req.SUBMIT]
+    assert Err.UNKNOWN_ROUTE in codes[Req.SUBMIT]
+    assert Err.UNKNOWN_TYPE in codes[Req.STATUS]
+    assert Err.UNAUTHORIZED in codes[Req.HELLO]
