@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_SUBSCRIPTIONS_PER_SESSION = 64
 MAX_BLOCKS_REPLY_BYTES = 8 * 1024 * 1024
 UNIX_PATH_MAX = 100
+HELLO_TIMEOUT_S = 10.0
 SERVER_WIDE = frozenset({Req.HELLO, Req.STATUS, Req.UNSUBSCRIBE, Req.GET_BLOCKS, Req.METRICS})
 
 
@@ -71,8 +72,15 @@ class Session:
 class ApiServer:
     """Serves one :class:`Node` over WebSocket."""
 
-    def __init__(self, node: Node, tokens: TokenStore, node_id: bytes) -> None:
+    def __init__(
+        self,
+        node: Node,
+        tokens: TokenStore,
+        node_id: bytes,
+        hello_timeout_s: float = HELLO_TIMEOUT_S,
+    ) -> None:
         self.node = node
+        self.hello_timeout_s = hello_timeout_s
         self.tokens = tokens
         self.node_id = node_id
         self._servers: list[Server] = []
@@ -126,6 +134,8 @@ class ApiServer:
 
     async def _serve(self, ws: ServerConnection, *, local: bool) -> None:
         session = Session(local=local, scope=Scope("server") if local else None)
+        if not local:
+            self._spawn(session, self._require_hello(ws, session))
         try:
             async for frame in ws:
                 if isinstance(frame, str):
@@ -155,6 +165,14 @@ class ApiServer:
                 task.cancel()
             for task in session.tasks:
                 task.cancel()
+
+    async def _require_hello(self, ws: ServerConnection, session: Session) -> None:
+        """Close a TCP connection that has not authenticated within the deadline."""
+        await asyncio.sleep(self.hello_timeout_s)
+        if session.scope is None:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(encode_error(Err.UNAUTHORIZED, "no HELLO within the deadline"))
+                await ws.close(1008, "no HELLO within the deadline")
 
     async def _handle(self, ws: ServerConnection, session: Session, frame: bytes) -> None:
         req = decode_request(frame)

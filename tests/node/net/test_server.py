@@ -105,6 +105,16 @@ async def test_bad_tokens_are_refused(raw: Raw, token: bytes) -> None:
         await asyncio.wait_for(raw.ws.recv(), DEADLINE)
 
 
+async def test_silent_connections_are_closed_after_the_hello_deadline(live_node: LiveNode) -> None:
+    live_node.api.hello_timeout_s = 0.05
+    async with connect(live_node.url, compression=None) as ws:
+        reply = await recv_reply(ws, DEADLINE)
+        assert reply.type is Rep.ERROR
+        assert error_of(reply)[0] is Err.UNAUTHORIZED
+        await asyncio.wait_for(ws.wait_closed(), DEADLINE)
+        assert ws.close_code == 1008
+
+
 async def test_oversize_token_is_malformed(raw: Raw) -> None:
     code, message, _ = await raw.error(encode_request(Req.HELLO, 1, ME, (), [b"x" * 129]))
     assert code is Err.MALFORMED
