@@ -26,6 +26,20 @@ find_python() {
     return 1
 }
 
+# Qt (the gui extra) needs these system libraries even offscreen. Debian/Ubuntu only.
+qt_libs="libgl1 libegl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3"
+if [[ "$extras" == *gui* || "$extras" == *dev* ]] && command -v dpkg-query >/dev/null 2>&1; then
+    missing=""
+    for pkg in $qt_libs; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+    done
+    if [ -n "$missing" ]; then
+        echo "bootstrap: installing Qt's system libraries:$missing" >&2
+        sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+        $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq $missing
+    fi
+fi
+
 if [ ! -x .venv/bin/python ] || ! version_ok .venv/bin/python; then
     py="$(find_python)" || { echo "error: xln-signer needs Python 3.12 or newer; none was found" >&2; exit 1; }
     echo "bootstrap: using $py ($("$py" --version))" >&2

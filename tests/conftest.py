@@ -23,6 +23,9 @@ from node.runtime import Node, NodeConfig
 from node.storage import Store
 from node.tokens import Scope, TokenStore
 
+# Qt, when a test uses it, renders offscreen: there is no display here.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
 # This machine is shared and small: no per-example deadlines.
 settings.register_profile("xln", deadline=None)
 settings.load_profile("xln")
