@@ -60,8 +60,8 @@ async def run_node(args: argparse.Namespace) -> int:
         NodeConfig(tick_ms=args.tick_ms, empty_blocks=args.empty_blocks, inbox_cap=args.inbox_cap),
     )
     tokens = TokenStore(data)
-    node.tick_hooks.append(tokens.refresh)
     api = ApiServer(node, tokens, node_id=ZERO_HASH)
+    node.tick_hooks.append(api.refresh_tokens)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -17,7 +17,7 @@ from typing import Any
 
 import rlp
 from eth_hash.abc import BackendAPI
-from rlp.codec import decode_raw, encode_raw, length_prefix
+from rlp.codec import consume_item, decode_raw, encode_raw, length_prefix
 
 type RlpItem = bytes | list[RlpItem]
 type RlpTree = bytes | Sequence[RlpTree]  # what encode_tree takes: any nesting of sequences
@@ -104,19 +104,34 @@ def decode_with_raw(data: bytes, *, max_size: int | None = None) -> tuple[RlpIte
         raise DecodeError("empty input")
     try:
         item, per_item = decode_raw(data, True, True)
-    except rlp.DecodingError as exc:
-        raise DecodeError(f"invalid RLP: {_reason(exc)}") from None
+    except rlp.DecodingError:
+        raise DecodeError(f"invalid RLP: {_describe_invalid(data)}") from None
     # rusty-rlp 0.4 drops a truncated last item inside a list (c3 00 82 61 decodes
     # as [00]). Accepting only input that re-encodes to itself makes "decodes"
     # mean "canonical" whatever the backend does.
     if encode_raw(item) != data:
-        raise DecodeError("invalid RLP: not the canonical encoding of its value (truncated item?)")
+        raise DecodeError(f"invalid RLP: {_describe_invalid(data)}")
     return item, per_item
 
 
-def _reason(exc: Exception) -> str:
-    reason = exc.args[0] if exc.args else type(exc).__name__
-    return str(reason)
+def _describe_invalid(data: bytes) -> str:
+    """Why ``data`` is not canonical RLP, in the same words whichever backend decoded it.
+
+    Only called on the error path, so the slow pure-Python walk costs nothing
+    on valid input.
+    """
+    try:
+        _, _, end = consume_item(data, 0)
+    except IndexError:
+        return "truncated input"
+    except rlp.DecodingError as exc:
+        reason = exc.args[0] if exc.args else type(exc).__name__
+        return str(reason)
+    if end > len(data):
+        return "truncated input"
+    if end < len(data):
+        return f"{len(data) - end} trailing bytes after the item"
+    return "not the canonical encoding of its value"
 
 
 def as_list(

@@ -13,5 +13,9 @@ class UnknownRoute(Refused):
     """No machine at that route on this server."""
 
 
+class TooLarge(Refused):
+    """A submission that could never fit in one block or in the inbox."""
+
+
 class ShuttingDown(Refused):
     """The node is stopping (or its storage failed) and takes nothing more."""

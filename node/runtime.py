@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from node.block import Block
-from node.errors import Busy, ShuttingDown, UnknownRoute
+from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
 from node.machines.server import Receipt, Step, apply_block
-from node.mempool import Mempool
+from node.mempool import MAX_MEMPOOL_BYTES, Mempool
 from node.storage import Store
 from node.txs import Tx
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TICK_MS = 100
 DEFAULT_INBOX_CAP = 200_000
 DEFAULT_MAX_BLOCK_TXS = 50_000
+# Transaction bytes per block, leaving room for the mempool's own list headers.
+MAX_BLOCK_TX_BYTES = MAX_MEMPOOL_BYTES - 64 * 1024
 METRIC_SAMPLES = 4096
 SUBSCRIPTION_QUEUE = 4096
 
@@ -113,6 +115,7 @@ class _Pending:
     route: tuple[bytes, ...]
     txs: Sequence[Tx]
     future: asyncio.Future[Ack]
+    size: int
     first_index: int = 0
 
 
@@ -124,6 +127,18 @@ class Metrics:
     write_us: deque[int] = field(default_factory=lambda: deque(maxlen=METRIC_SAMPLES))
     blocks: int = 0
     txs: int = 0
+
+
+async def _stopped_before(stop: asyncio.Event, delay: float) -> bool:
+    """Wait ``delay`` seconds; True at once if ``stop`` is set first."""
+    if delay <= 0:
+        return stop.is_set()
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 class Node:
@@ -152,18 +167,25 @@ class Node:
     def submit(self, route: tuple[bytes, ...], txs: Sequence[Tx]) -> asyncio.Future[Ack]:
         """Queue transactions for the next block; the future resolves once it is durable.
 
-        Raises Busy, UnknownRoute or ShuttingDown at once, having queued nothing.
+        Raises Busy, TooLarge, UnknownRoute or ShuttingDown at once, having queued nothing.
         """
         if self._stopping:
             raise ShuttingDown("the node is shutting down")
         self.check_route(route)
+        size = sum(len(tx.raw) for tx in txs)
+        limit = min(self.config.max_block_txs, self.config.inbox_cap)
+        if len(txs) > limit or size > MAX_BLOCK_TX_BYTES:
+            raise TooLarge(
+                f"{len(txs)} transactions of {size} bytes can never fit one block "
+                f"(at most {limit} transactions and {MAX_BLOCK_TX_BYTES} bytes)"
+            )
         if self._inbox_txs + len(txs) > self.config.inbox_cap:
             raise Busy(
                 f"inbox full ({self._inbox_txs} of {self.config.inbox_cap} transactions queued); "
                 "retry after the next block"
             )
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        self._inbox.append(_Pending(route, txs, future))
+        self._inbox.append(_Pending(route, txs, future, size))
         self._inbox_txs += len(txs)
         return future
 
@@ -220,9 +242,8 @@ class Node:
             while not stop.is_set():
                 n += 1
                 deadline = start + n * period
-                delay = deadline - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                if await _stopped_before(stop, deadline - loop.time()):
+                    break
                 late = loop.time() - deadline
                 self.metrics.tick_lateness_us.append(int(late * 1e6))
                 if late >= period:
@@ -251,25 +272,46 @@ class Node:
         mempool = Mempool.build(txs=txs)
         timestamp = max(self._clock_ms(), self.state.timestamp)
         step = apply_block(self.state, mempool, timestamp)
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        try:
-            await loop.run_in_executor(self._writer, self.store.write_block, step)
-        except BaseException as exc:
-            # The block is not durable, so nothing in it may be acknowledged and the
-            # in-memory state must not move. Storage failure is fatal for the node.
-            log.critical("block %d could not be written: %r", step.block.height, exc)
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(ShuttingDown("storage failure; not applied"))
-            raise
+        cancelled = await self._write(step, batch)
         self.metrics.write_us.append(int((time.perf_counter() - started) * 1e6))
         self.metrics.blocks += 1
         self.metrics.txs += len(txs)
         self.state, self.head_block = step.state, step.block
         self._acknowledge(batch, step.block, step.receipts)
         self._publish(step.block, len(txs), batch)
+        if cancelled:
+            raise asyncio.CancelledError
         return step
+
+    async def _write(self, step: Step, batch: list[_Pending]) -> bool:
+        """Write the block on the writer thread; True if we were cancelled meanwhile.
+
+        A write that has started runs to its end even if this task is cancelled,
+        and its outcome alone decides what the submitters hear: a block that
+        reached the disk is acknowledged, one that failed is not.
+        """
+        write = asyncio.get_running_loop().run_in_executor(
+            self._writer, self.store.write_block, step
+        )
+        cancelled = False
+        while not write.done():
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                cancelled = True
+            except Exception:
+                break  # the write failed; handled below
+        exc = write.exception()
+        if exc is not None:
+            # Not durable: nothing in it may be acknowledged, and the in-memory
+            # state must not move. Storage failure is fatal for the node.
+            log.critical("block %d could not be written: %r", step.block.height, exc)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(ShuttingDown("storage failure; not applied"))
+            raise exc
+        return cancelled
 
     def _fail_inbox(self, reason: str) -> None:
         while self._inbox:
@@ -280,10 +322,11 @@ class Node:
 
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
-        room = self.config.max_block_txs
-        while self._inbox and len(self._inbox[0].txs) <= room:
+        room, room_bytes = self.config.max_block_txs, MAX_BLOCK_TX_BYTES
+        while self._inbox and len(self._inbox[0].txs) <= room and self._inbox[0].size <= room_bytes:
             pending = self._inbox.popleft()
             room -= len(pending.txs)
+            room_bytes -= pending.size
             self._inbox_txs -= len(pending.txs)
             batch.append(pending)
         return batch

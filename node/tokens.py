@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -27,12 +28,18 @@ from pathlib import Path
 
 from node.codec import HASH_LEN
 
+log = logging.getLogger(__name__)
+
 TOKENS_FILE = "tokens.json"
 FILE_VERSION = 1
 
 
 class ScopeError(ValueError):
     pass
+
+
+class TokenFileError(ValueError):
+    """tokens.json exists but cannot be used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +105,12 @@ class TokenStore:
     # Reading --------------------------------------------------------------
 
     def refresh(self) -> bool:
-        """Reload if the file changed since the last read; True when it did."""
+        """Reload if the file changed since the last read; True when it did.
+
+        A file that cannot be read (hand-edited into invalid JSON, say) is
+        logged and the last good set stays in force: a running node never
+        stops over it, and ``token`` commands refuse to overwrite it.
+        """
         try:
             st = os.stat(self.path)
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -106,8 +118,13 @@ class TokenStore:
             stamp = (0, 0, 0)
         if stamp == self._stamp:
             return False
-        self._records = {r.id: r for r in self._read()}
         self._stamp = stamp
+        try:
+            records = self._read()
+        except TokenFileError as exc:
+            log.error("%s; keeping the %d tokens loaded before", exc, len(self._records))
+            return False
+        self._records = {r.id: r for r in records}
         return True
 
     def _read(self) -> list[TokenRecord]:
@@ -115,9 +132,19 @@ class TokenStore:
             data = json.loads(self.path.read_text("utf-8"))
         except FileNotFoundError:
             return []
-        if data.get("version") != FILE_VERSION:
-            raise ValueError(f"{self.path}: unknown token file version {data.get('version')}")
-        return [TokenRecord(**r) for r in data["tokens"]]
+        except (OSError, ValueError) as exc:
+            raise TokenFileError(f"{self.path} is unreadable: {exc}") from exc
+        if not isinstance(data, dict) or data.get("version") != FILE_VERSION:
+            raise TokenFileError(f"{self.path}: not a version {FILE_VERSION} token file")
+        records = []
+        try:
+            for raw in data["tokens"]:
+                record = TokenRecord(**raw)
+                Scope.parse(record.scope)
+                records.append(record)
+        except (KeyError, TypeError, ScopeError) as exc:
+            raise TokenFileError(f"{self.path}: bad token record: {exc}") from exc
+        return records
 
     def records(self) -> list[TokenRecord]:
         return sorted(self._records.values(), key=lambda r: (r.created, r.id))

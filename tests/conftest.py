@@ -149,9 +149,9 @@ async def start_live_node(
     store = Store(data / "chain")
     node = Node(store, config or NodeConfig(tick_ms=10), **node_kwargs)  # type: ignore[arg-type]
     tokens = TokenStore(data)
-    node.tick_hooks.append(tokens.refresh)
     token, _ = tokens.create(Scope("server"), "test")
     api = ApiServer(node, tokens, ZERO_HASH)
+    node.tick_hooks.append(api.refresh_tokens)
     port = await api.listen_tcp("127.0.0.1", 0)
     stop = asyncio.Event()
     task = asyncio.create_task(node.run(stop))

@@ -192,7 +192,9 @@ class NodeClient:
                     continue
                 reply = decode_reply(frame)
                 if reply.type in (Rep.BLOCK_EVENT, Rep.COMMIT_EVENT) or (
-                    reply.type is Rep.ERROR and reply.request_id in self._subs
+                    reply.type is Rep.ERROR
+                    and error_of(reply)[0] is Err.SUBSCRIPTION_OVERFLOW
+                    and reply.request_id in self._subs
                 ):
                     self._subs.setdefault(reply.request_id, asyncio.Queue()).put_nowait(reply)
                     continue

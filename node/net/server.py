@@ -26,7 +26,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve, unix_serv
 from websockets.exceptions import ConnectionClosed
 
 from node.codec import DecodeError, RlpItem, as_bytes, as_int
-from node.errors import Busy, ShuttingDown, UnknownRoute
+from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
     MAX_FRAME_BYTES,
@@ -84,9 +84,11 @@ class ApiServer:
         self.tokens = tokens
         self.node_id = node_id
         self._servers: list[Server] = []
+        self._sessions: dict[Session, ServerConnection] = {}
         self._handlers: dict[
             Req, Callable[[ServerConnection, Session, Request], Awaitable[None]]
         ] = {
+            Req.HELLO: self._hello,
             Req.SUBMIT: self._submit,
             Req.STATUS: self._status,
             Req.READ_STATE: self._read_state,
@@ -123,6 +125,23 @@ class ApiServer:
         os.chmod(path, 0o600)
         self._servers.append(server)
 
+    def refresh_tokens(self) -> None:
+        """Reload tokens.json if it changed, and cut off sessions whose token was revoked.
+
+        Called on every tick, so a revocation takes effect within one tick.
+        """
+        self.tokens.refresh()
+        for session, ws in list(self._sessions.items()):
+            if session.token_id is not None and not self.tokens.is_live(session.token_id):
+                session.token_id = None
+                session.scope = None
+                self._spawn(session, self._close_revoked(ws))
+
+    async def _close_revoked(self, ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode_error(Err.UNAUTHORIZED, "token revoked"))
+            await ws.close(1008, "token revoked")
+
     async def close(self) -> None:
         for server in self._servers:
             server.close()
@@ -136,6 +155,7 @@ class ApiServer:
         session = Session(local=local, scope=Scope("server") if local else None)
         if not local:
             self._spawn(session, self._require_hello(ws, session))
+        self._sessions[session] = ws
         try:
             async for frame in ws:
                 if isinstance(frame, str):
@@ -152,14 +172,10 @@ class ApiServer:
                     if exc.code in (Err.UNAUTHORIZED, Err.UNSUPPORTED_SENDER):
                         await ws.close(1008, exc.message[:100])
                         return
-                except ConnectionClosed:
-                    raise
-                except Exception:
-                    log.exception("request failed inside the node")
-                    await ws.send(encode_error(Err.INTERNAL, "internal error; see the node log"))
         except ConnectionClosed:
             pass
         finally:
+            self._sessions.pop(session, None)
             for sub, task in session.subs.values():
                 self.node.unsubscribe(sub)
                 task.cancel()
@@ -182,10 +198,7 @@ class ApiServer:
                 f"{req.type.name} concerns the whole server; its route must be empty",
                 req.request_id,
             )
-        if req.type is Req.HELLO:
-            await self._hello(ws, session, req)
-            return
-        if session.scope is None:
+        if req.type is not Req.HELLO and session.scope is None:
             raise ProtocolError(
                 Err.UNAUTHORIZED,
                 "the first request must be HELLO with an API token",
@@ -197,7 +210,15 @@ class ApiServer:
             raise ProtocolError(
                 Err.FORBIDDEN, "sender differs from the one given in HELLO", req.request_id
             )
-        await self._handlers[req.type](ws, session, req)
+        try:
+            await self._handlers[req.type](ws, session, req)
+        except (ProtocolError, ConnectionClosed):
+            raise
+        except Exception:  # a bug: answer it, log it, keep serving
+            log.exception("%s request failed inside the node", req.type.name)
+            raise ProtocolError(
+                Err.INTERNAL, "internal error; see the node log", req.request_id
+            ) from None
 
     # Requests ---------------------------------------------------------------
 
@@ -252,6 +273,8 @@ class ApiServer:
             future = self.node.submit(req.route, txs)
         except Busy as exc:
             raise ProtocolError(Err.BUSY, str(exc), rid) from None
+        except TooLarge as exc:
+            raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
         except ShuttingDown as exc:
             raise ProtocolError(Err.SHUTTING_DOWN, str(exc), rid) from None
         self._spawn(session, self._send_receipts(ws, rid, future))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from node.errors import Busy, ShuttingDown, UnknownRoute
+from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
 from node.machines.server import Increment, Step
 from node.mempool import Mempool
 from node.net.protocol import Rep, Req, Sender, SenderKind, encode_request
@@ -248,3 +248,44 @@ async def test_live_node_restart_keeps_everything(tmp_path: Path) -> None:
     assert state.head == head
     assert block is not None
     assert block.hash == ack.block_hash
+
+
+async def test_a_write_that_outlives_cancellation_is_still_acknowledged(tmp_path: Path) -> None:
+    store = HeldStore(tmp_path / "db")
+    node = Node(store, NodeConfig(tick_ms=10))
+    future = node.submit((), inc(9))
+    producing = asyncio.create_task(node.produce_block())
+    assert await asyncio.to_thread(store.entered.wait, DEADLINE)
+    producing.cancel()
+    store.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(producing, DEADLINE)
+    # The block reached the disk, so its submitter hears so, and the node moved on.
+    ack = await asyncio.wait_for(future, DEADLINE)
+    assert ack.height == 1
+    assert node.state.height == 1
+    assert store.block(ack.block_hash) is not None
+    node.close()
+
+
+async def test_submissions_that_can_never_fit_are_refused(tmp_path: Path) -> None:
+    with Store(tmp_path / "db") as store:
+        node = Node(store, NodeConfig(max_block_txs=4, inbox_cap=100))
+        with pytest.raises(TooLarge, match="can never fit"):
+            node.submit((), inc() * 5)
+        node = Node(store, NodeConfig(max_block_txs=100, inbox_cap=3))
+        with pytest.raises(TooLarge):
+            node.submit((), inc() * 4)
+        assert node.inbox_size == 0
+
+
+async def test_stop_is_prompt_even_with_a_long_tick(tmp_path: Path) -> None:
+    with Store(tmp_path / "db") as store:
+        node = Node(store, NodeConfig(tick_ms=3_600_000))
+        stop = asyncio.Event()
+        runner = asyncio.create_task(node.run(stop))
+        node.submit((), inc())
+        stop.set()
+        await asyncio.wait_for(runner, DEADLINE)
+        assert node.state.height == 1
+        node._writer.shutdown()

@@ -89,3 +89,20 @@ def test_cli_create_list_revoke(tmp_path: Path) -> None:
     bad_scope = xln_node("token", "create", "--data", data, "--scope", "everything")
     assert bad_scope.returncode == 2
     assert "scope" in bad_scope.stderr
+
+
+def test_an_unreadable_token_file_keeps_the_last_good_set(tmp_path: Path) -> None:
+    writer = TokenStore(tmp_path)
+    token, _ = writer.create(Scope("server"))
+    reader = TokenStore(tmp_path)
+    for broken in (
+        "{not json",
+        '{"version": 99, "tokens": []}',
+        '{"version": 1, "tokens": [{"id": 1}]}',
+        '{"version": 1, "tokens": [{"id": "a", "sha256": "b", "scope": "root", "created": ""}]}',
+    ):
+        writer.path.write_text(broken)
+        assert reader.refresh() is False
+        assert reader.authenticate(token) is not None
+    with pytest.raises(ValueError, match="token"):
+        writer.create(Scope("server"))  # never overwrites a file it cannot read

@@ -29,7 +29,7 @@ from node.net.protocol import (
     encode_request,
     error_of,
 )
-from node.tokens import Scope
+from node.tokens import Scope, TokenStore
 from tests.conftest import LiveNode, recv_reply
 
 DEADLINE = 10
@@ -217,12 +217,26 @@ async def test_scopes_are_enforced(live_node: LiveNode) -> None:
 
 
 async def test_revoked_token_is_cut_off_within_a_tick(live_node: LiveNode) -> None:
+    """No request needed: the node's next tick closes the session."""
     token, record = live_node.tokens.create(Scope("server"))
     r = await authed(live_node, token)
-    live_node.tokens.revoke(record.id)
-    code, message, _ = await r.error(encode_request(Req.STATUS, 2, ME, (), []))
-    assert code is Err.UNAUTHORIZED
-    assert "revoked" in message
+    TokenStore(live_node.data).revoke(record.id)  # as the CLI does, from outside
+    reply = await r.recv()
+    assert reply.type is Rep.ERROR
+    assert error_of(reply) == (Err.UNAUTHORIZED, "token revoked")
+    await asyncio.wait_for(r.ws.wait_closed(), DEADLINE)
+    assert r.ws.close_code == 1008
+
+
+async def test_a_bug_in_a_handler_is_answered_with_the_request_id(live_node: LiveNode) -> None:
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    live_node.api._handlers[Req.METRICS] = broken
+    r = await authed(live_node)
+    code, _, rid = await r.error(encode_request(Req.METRICS, 42, ME, (), []))
+    assert (code, rid) == (Err.INTERNAL, 42)
+    assert (await r.ask(Req.STATUS, 43, [])).type is Rep.STATUS
 
 
 async def test_subscriptions_deliver_events(live_node: LiveNode) -> None:
