@@ -43,7 +43,9 @@ class Block:
         return cls(height, prev_hash, timestamp, mempool, state_hash, raw, keccak(raw))
 
     @classmethod
-    def decode(cls, raw: bytes) -> Block:
+    def decode(cls, raw: bytes, *, hashed: bool = True) -> Block:
+        """Strictly decode; ``hashed=False`` leaves ``hash`` empty, for callers that
+        check the raw bytes against a block they make themselves."""
         items = as_list(decode(raw, max_size=MAX_BLOCK_BYTES), "block", size=5)
         block = cls(
             height=as_int(items[0], "block height", min_value=1),
@@ -52,6 +54,6 @@ class Block:
             mempool=as_bytes(items[3], "block mempool", max_len=MAX_MEMPOOL_BYTES),
             state_hash=as_bytes(items[4], "block state_hash", size=HASH_LEN),
             raw=raw,
-            hash=keccak(raw),
+            hash=keccak(raw) if hashed else b"",
         )
         return block

@@ -35,11 +35,16 @@ class Replayer:
 
     def __init__(self) -> None:
         self.state = ServerState()
+        # The last decoded mempool. Consecutive blocks often carry identical input
+        # (empty blocks, --simulate), and a Mempool is immutable.
+        self._mempool_raw = b""
+        self._mempool = Mempool.empty()
 
     def push(self, raw: bytes) -> None:
         height = self.state.height + 1
         try:
-            block = Block.decode(raw)
+            # Unhashed: the block we re-make below must equal ``raw`` byte for byte.
+            block = Block.decode(raw, hashed=False)
         except DecodeError as exc:
             raise ChainInvalid(f"block {height}: undecodable: {exc}") from None
         if block.height != height:
@@ -47,7 +52,10 @@ class Replayer:
         if block.prev_hash != self.state.head:
             raise ChainInvalid(f"block {height}: does not link to block {height - 1}")
         try:
-            step = apply_block(self.state, Mempool.decode(block.mempool), block.timestamp)
+            if block.mempool != self._mempool_raw:
+                self._mempool = Mempool.decode(block.mempool)
+                self._mempool_raw = block.mempool
+            step = apply_block(self.state, self._mempool, block.timestamp)
         except (DecodeError, InvalidBlock) as exc:
             raise ChainInvalid(f"block {height}: invalid: {exc}") from None
         if step.block.state_hash != block.state_hash:

@@ -165,6 +165,9 @@ class ApiServer:
                         )
                     )
                     continue
+                # websockets hands over already-buffered frames without yielding;
+                # let the tick (and other connections) in between requests.
+                await asyncio.sleep(0)
                 try:
                     await self._handle(ws, session, frame)
                 except ProtocolError as exc:

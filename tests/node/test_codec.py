@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import rlp
 from hypothesis import given
 from hypothesis import strategies as st
 from rlp.codec import consume_item
@@ -152,6 +153,24 @@ def test_mutations_are_rejected_or_canonical(tree: RlpItem, data: st.DataObject)
     assert accepted == pure_accepts(mutated)
     if accepted:
         assert encode_tree(decode(mutated)) == mutated
+
+
+mixed_trees: st.SearchStrategy[object] = st.recursive(
+    st.binary(max_size=40) | st.integers(0, 2**80),
+    lambda children: st.lists(children, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(mixed_trees)
+def test_encode_matches_pyrlp_for_ints_and_bytes(tree: object) -> None:
+    assert encode(tree) == rlp.encode(tree)
+
+
+@pytest.mark.parametrize("value", [True, "text", 1.5, None, -1])
+def test_encode_refuses_what_has_no_encoding_here(value: object) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        encode([value])
 
 
 @given(st.integers(0, 2**256 - 1))
