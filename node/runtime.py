@@ -203,10 +203,16 @@ class Node:
         self.check_route(route)
         return self.state.encode()
 
-    def blocks(self, start_height: int, max_count: int) -> list[bytes]:
-        out = []
+    def blocks(self, start_height: int, max_count: int, max_bytes: int) -> list[bytes]:
+        """Raw blocks from ``start_height`` on: at most ``max_count``, and no more than
+        ``max_bytes`` in all unless the first block alone is larger. Safe on any thread."""
+        out: list[bytes] = []
+        size = 0
         for raw in self.store.blocks(start_height):
+            if out and size + len(raw) > max_bytes:
+                break
             out.append(raw)
+            size += len(raw)
             if len(out) >= max_count:
                 break
         return out
@@ -257,13 +263,15 @@ class Node:
             raise
         self._stopping = True
         while self._inbox:
-            await self.produce_block(force=False)
+            await self.produce_block(allow_empty=False)
 
-    async def produce_block(self, force: bool | None = None) -> Step | None:
-        """One tick's work. Makes no block from an empty inbox unless empty blocks are on."""
-        make_empty = self.config.empty_blocks if force is None else force
+    async def produce_block(self, allow_empty: bool | None = None) -> Step | None:
+        """One tick's work. An empty inbox makes a block only if ``allow_empty``
+        (by default, the node's ``empty_blocks`` setting)."""
+        if allow_empty is None:
+            allow_empty = self.config.empty_blocks
         batch = self._take_batch()
-        if not batch and not make_empty:
+        if not batch and not allow_empty:
             return None
         txs: list[Tx] = []
         for pending in batch:

@@ -394,20 +394,8 @@ class ApiServer:
             count = as_int(req.body[1], "max_count", min_value=1, max_value=MAX_BLOCKS_PER_PAGE)
         except DecodeError as exc:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
-        blocks = await asyncio.to_thread(self._read_blocks, start, count)
+        blocks = await asyncio.to_thread(self.node.blocks, start, count, MAX_BLOCKS_REPLY_BYTES)
         await ws.send(encode_reply(Rep.BLOCKS, rid, [blocks]))
-
-    def _read_blocks(self, start: int, count: int) -> list[bytes]:
-        out: list[bytes] = []
-        size = 0
-        for raw in self.node.store.blocks(start):
-            if out and size + len(raw) > MAX_BLOCKS_REPLY_BYTES:
-                break
-            out.append(raw)
-            size += len(raw)
-            if len(out) >= count:
-                break
-        return out
 
     async def _metrics(self, ws: ServerConnection, session: Session, req: Request) -> None:
         _no_fields(req)

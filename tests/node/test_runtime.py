@@ -10,10 +10,10 @@ import pytest
 from websockets.asyncio.client import connect
 
 from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
-from node.machines.server import Increment, Step
+from node.machines.server import Increment, Step, apply_block
 from node.mempool import Mempool
 from node.net.protocol import Rep, Req, Sender, SenderKind, encode_request
-from node.runtime import BlockEvent, CommitEvent, Node, NodeConfig
+from node.runtime import Ack, BlockEvent, CommitEvent, Node, NodeConfig
 from node.storage import Store
 from node.tokens import Scope, TokenStore
 from node.txs import Tx
@@ -42,12 +42,37 @@ class HeldStore(Store):
         self.returned.set()
 
 
-async def test_no_ack_before_the_block_is_durable(tmp_path: Path) -> None:
+async def block_held_in_write(
+    tmp_path: Path,
+) -> tuple[HeldStore, Node, asyncio.Future[Ack], asyncio.Task[Step | None]]:
+    """A node with one submission whose block is now on the writer thread, held there."""
     store = HeldStore(tmp_path / "db")
     node = Node(store, NodeConfig(tick_ms=10))
     future = node.submit((), inc(7))
     producing = asyncio.create_task(node.produce_block())
     assert await asyncio.to_thread(store.entered.wait, DEADLINE)
+    return store, node, future, producing
+
+
+def test_block_pages_respect_count_and_bytes(tmp_path: Path) -> None:
+    with Store(tmp_path / "db") as store:
+        node = Node(store)
+        state = node.state
+        raws = []
+        for i in range(5):
+            step = apply_block(state, Mempool.build(txs=inc(i + 1)), i)
+            store.write_block(step)
+            state = step.state
+            raws.append(step.block.raw)
+        assert node.blocks(2, 10, 10**6) == raws[1:]
+        assert node.blocks(1, 2, 10**6) == raws[:2]
+        assert node.blocks(1, 10, len(raws[0]) + 1) == raws[:1]
+        assert node.blocks(1, 10, 1) == raws[:1]  # one block always fits
+        assert node.blocks(6, 10, 10**6) == []
+
+
+async def test_no_ack_before_the_block_is_durable(tmp_path: Path) -> None:
+    store, node, future, producing = await block_held_in_write(tmp_path)
     # The write is in progress on the writer thread: nothing may be acknowledged,
     # and the node's visible state has not moved.
     assert not future.done()
@@ -251,11 +276,7 @@ async def test_live_node_restart_keeps_everything(tmp_path: Path) -> None:
 
 
 async def test_a_write_that_outlives_cancellation_is_still_acknowledged(tmp_path: Path) -> None:
-    store = HeldStore(tmp_path / "db")
-    node = Node(store, NodeConfig(tick_ms=10))
-    future = node.submit((), inc(9))
-    producing = asyncio.create_task(node.produce_block())
-    assert await asyncio.to_thread(store.entered.wait, DEADLINE)
+    store, node, future, producing = await block_held_in_write(tmp_path)
     producing.cancel()
     store.release.set()
     with pytest.raises(asyncio.CancelledError):
