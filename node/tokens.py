@@ -2,8 +2,9 @@
 
 Tokens live in ``tokens.json`` in the data folder, not in LevelDB, so that
 ``xln-node token ...`` works while a node holds the database. Writers take an
-exclusive ``flock`` and replace the file atomically (temp file, fsync,
-rename); a running node notices the change on its next tick and reloads.
+exclusive lock (``flock``; ``msvcrt.locking`` on Windows) and replace the file
+atomically (temp file, fsync, rename); a running node notices the change on
+its next tick and reloads.
 
 A token reads ``xln_<id>_<secret>``. Only its SHA-256 is stored: the secret is
 32 random bytes, so a slow KDF adds nothing. The id is public and names the
@@ -14,13 +15,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,19 @@ from pathlib import Path
 from node.codec import HASH_LEN
 
 log = logging.getLogger(__name__)
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _lock_exclusive(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+
+else:
+    import fcntl
+
+    def _lock_exclusive(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
 
 TOKENS_FILE = "tokens.json"
 FILE_VERSION = 1
@@ -193,7 +207,7 @@ class TokenStore:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock_exclusive(fd)
             yield
         finally:
             os.close(fd)
