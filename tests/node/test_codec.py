@@ -235,3 +235,19 @@ def test_pure_python_backend_is_equally_strict() -> None:
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert result.stdout.strip() == "ok"
+
+
+def test_keccak_fallback_backend_agrees() -> None:
+    """Where safe-pysha3 has no wheel, keccak comes from pycryptodome: same digests."""
+    script = (
+        "import sys; sys.modules['sha3'] = None\n"
+        "from node.codec import keccak\n"
+        "from eth_hash.backends import pycryptodome\n"
+        "assert keccak(b'') == pycryptodome.keccak256(b'')\n"
+        "print(keccak(b'abc').hex())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == keccak(b"abc").hex()
