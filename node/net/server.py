@@ -322,8 +322,7 @@ class ApiServer:
         if topic is Topic.BLOCKS:
             if req.route:
                 raise ProtocolError(Err.MALFORMED, "the blocks topic takes an empty route", rid)
-            if not session.scope or not session.scope.is_server:
-                raise ProtocolError(Err.FORBIDDEN, "the blocks topic needs server scope", rid)
+            self._require_server_scope(session, req, "the blocks topic")
             route: tuple[bytes, ...] | None = None
         else:
             self._check_scope(session, req)
@@ -385,8 +384,7 @@ class ApiServer:
 
     async def _get_blocks(self, ws: ServerConnection, session: Session, req: Request) -> None:
         rid = req.request_id
-        if not session.scope or not session.scope.is_server:
-            raise ProtocolError(Err.FORBIDDEN, "reading blocks needs server scope", rid)
+        self._require_server_scope(session, req, "reading blocks")
         if len(req.body) != 2:
             raise ProtocolError(Err.MALFORMED, "GET_BLOCKS body is [from_height, max_count]", rid)
         try:
@@ -418,6 +416,10 @@ class ApiServer:
                 f"token scope {session.scope} does not reach this route",
                 req.request_id,
             )
+
+    def _require_server_scope(self, session: Session, req: Request, what: str) -> None:
+        if session.scope is None or not session.scope.is_server:
+            raise ProtocolError(Err.FORBIDDEN, f"{what} needs server scope", req.request_id)
 
     def _check_route(self, req: Request) -> None:
         try:
