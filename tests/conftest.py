@@ -34,15 +34,23 @@ LISTEN_RE = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+)")
 START_TIMEOUT_S = 30
 
 
-def xln_node(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess."""
+def run_python(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """This interpreter in a subprocess (``-c SCRIPT`` or ``-m MODULE ...``), output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        env=env,
+        timeout=timeout_s,
         check=False,
     )
+
+
+def xln_node(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess."""
+    return run_python("-m", "node.cli", *args)
 
 
 def create_token(data: Path, scope: str = "server") -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import rlp
 from hypothesis import given
@@ -26,6 +23,7 @@ from node.codec import (
     int_bytes,
     keccak,
 )
+from tests.conftest import run_python
 
 rlp_trees: st.SearchStrategy[RlpItem] = st.recursive(
     st.binary(max_size=80),
@@ -230,9 +228,7 @@ def test_pure_python_backend_is_equally_strict() -> None:
         "import rlp.codec; assert 'rusty' not in repr(rlp.codec.decode_raw.__code__.co_names)\n"
         "print('ok')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = run_python("-c", script, timeout_s=60)
     assert result.returncode == 0, result.stderr + result.stdout
     assert result.stdout.strip() == "ok"
 
@@ -246,8 +242,6 @@ def test_keccak_fallback_backend_agrees() -> None:
         "assert keccak(b'') == pycryptodome.keccak256(b'')\n"
         "print(keccak(b'abc').hex())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = run_python("-c", script, timeout_s=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == keccak(b"abc").hex()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given
@@ -21,6 +19,7 @@ from node.machines.server import (
 )
 from node.mempool import Mempool
 from node.txs import Tx
+from tests.conftest import run_python
 
 
 def mp(*ns: int) -> Mempool:
@@ -113,14 +112,8 @@ def test_determinism_across_processes() -> None:
     outputs = []
     for seed in ("1", "98765"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        result = subprocess.run(
-            [sys.executable, "-c", CHAIN_SCRIPT],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=True,
-        )
+        result = run_python("-c", CHAIN_SCRIPT, env=env)
+        assert result.returncode == 0, result.stderr
         outputs.append(json.loads(result.stdout))
     assert outputs[0] == outputs[1]
     assert len(outputs[0]["heads"]) == 300
