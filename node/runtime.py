@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 
 from node.block import Block
 from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
+from node.codec import keccak
+from node.machines.frames import Certificate
+from node.machines.replica import Committed
 from node.machines.server import Receipt, Step, apply_block
 from node.mempool import MAX_MEMPOOL_BYTES, Mempool
 from node.storage import Store
@@ -93,7 +96,27 @@ class CommitEvent:
     indexes: tuple[int, ...]
 
 
-type Event = BlockEvent | CommitEvent
+@dataclass(frozen=True, slots=True)
+class FrameEvent:
+    """An entity frame was certified and applied on this replica (route: signer, entity)."""
+
+    route: tuple[bytes, ...]
+    height: int
+    frame_hash: bytes
+    cert: Certificate
+    batch_hashes: tuple[bytes, ...]
+
+
+type Event = BlockEvent | CommitEvent | FrameEvent
+
+
+class Priority:
+    """Order of inputs within one machine's share of a block: higher access first."""
+
+    INTERNAL = 0  # the node itself (its clock, its agents' signatures)
+    SERVER = 1  # clients with a server token
+    SCOPED = 2  # clients with a signer or entity token
+    PEER = 3  # other servers
 
 
 @dataclass(eq=False)
@@ -114,8 +137,9 @@ class Subscription:
 class _Pending:
     route: tuple[bytes, ...]
     txs: Sequence[Tx]
-    future: asyncio.Future[Ack]
+    future: asyncio.Future[Ack] | None  # None: internal, nobody waits
     size: int
+    priority: int = Priority.SERVER
     first_index: int = 0
 
 
@@ -161,14 +185,39 @@ class Node:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="xln-store")
         self._stopping = False
         self.tick_hooks: list[Callable[[], object]] = []
+        # Called with each step once its block is durable: where effects go out.
+        self.durable_hooks: list[Callable[[Step], object]] = []
 
     # Public API -------------------------------------------------------------
 
-    def submit(self, route: tuple[bytes, ...], txs: Sequence[Tx]) -> asyncio.Future[Ack]:
+    def submit(
+        self, route: tuple[bytes, ...], txs: Sequence[Tx], priority: int = Priority.SERVER
+    ) -> asyncio.Future[Ack]:
         """Queue transactions for the next block; the future resolves once it is durable.
 
         Raises Busy, TooLarge, UnknownRoute or ShuttingDown at once, having queued nothing.
         """
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._enqueue(route, txs, priority, future)
+        return future
+
+    def submit_internal(self, route: tuple[bytes, ...], txs: Sequence[Tx]) -> bool:
+        """Queue the node's own inputs (consensus messages); nobody awaits an ack.
+        False if refused (unknown route, shutting down, busy)."""
+        try:
+            self._enqueue(route, txs, Priority.INTERNAL, None)
+        except (Busy, TooLarge, UnknownRoute, ShuttingDown) as exc:
+            log.warning("internal input to %s refused: %s", _route_text(route), exc)
+            return False
+        return True
+
+    def _enqueue(
+        self,
+        route: tuple[bytes, ...],
+        txs: Sequence[Tx],
+        priority: int,
+        future: asyncio.Future[Ack] | None,
+    ) -> None:
         if self._stopping:
             raise ShuttingDown("the node is shutting down")
         self.check_route(route)
@@ -184,24 +233,33 @@ class Node:
                 f"inbox full ({self._inbox_txs} of {self.config.inbox_cap} transactions queued); "
                 "retry after the next block"
             )
-        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        self._inbox.append(_Pending(route, txs, future, size))
+        self._inbox.append(_Pending(route, txs, future, size, priority))
         self._inbox_txs += len(txs)
-        return future
 
     def check_route(self, route: tuple[bytes, ...]) -> None:
-        if route:
-            # Signers arrive with the next level of the hierarchy; until one
-            # exists under this id, nothing below the server can be addressed.
+        if not route:
+            return
+        signer = self.state.by_id.get(route[0])
+        if signer is None:
             raise UnknownRoute(f"no signer {route[0].hex()} on this server")
+        if len(route) >= 2 and route[1] not in signer.by_entity:
+            raise UnknownRoute(f"signer {route[0].hex()[:16]} holds no entity {route[1].hex()}")
+        if len(route) > 2:
+            raise UnknownRoute("channels are not hosted yet")
 
     def status(self) -> Status:
         s = self.state
         return Status(s.height, s.head, s.hash(), s.counter, s.timestamp)
 
     def read_state(self, route: tuple[bytes, ...]) -> bytes:
+        """The RLP state of the machine at ``route``: the server, a signer, or a replica."""
         self.check_route(route)
-        return self.state.encode()
+        if not route:
+            return self.state.encode()
+        signer = self.state.by_id[route[0]]
+        if len(route) == 1:
+            return signer.encoded
+        return signer.by_entity[route[1]].encoded
 
     def blocks(self, start_height: int, max_count: int, max_bytes: int) -> list[bytes]:
         """Raw blocks from ``start_height`` on: at most ``max_count``, and no more than
@@ -273,21 +331,23 @@ class Node:
         batch = self._take_batch()
         if not batch and not allow_empty:
             return None
-        txs: list[Tx] = []
-        for pending in batch:
-            pending.first_index = len(txs)
-            txs.extend(pending.txs)
-        mempool = Mempool.build(txs=txs)
+        batch.sort(key=lambda p: p.priority)  # stable: arrival order within a priority
+        mempool, tx_count = _build_mempool(batch)
         timestamp = max(self._clock_ms(), self.state.timestamp)
         step = apply_block(self.state, mempool, timestamp)
         started = time.perf_counter()
         cancelled = await self._write(step, batch)
         self.metrics.write_us.append(int((time.perf_counter() - started) * 1e6))
         self.metrics.blocks += 1
-        self.metrics.txs += len(txs)
+        self.metrics.txs += tx_count
         self.state, self.head_block = step.state, step.block
         self._acknowledge(batch, step.block, step.receipts)
-        self._publish(step.block, len(txs), batch)
+        self._publish(step, tx_count, batch)
+        for hook in self.durable_hooks:
+            try:
+                hook(step)
+            except Exception:
+                log.exception("effect hook failed after block %d", step.block.height)
         if cancelled:
             raise asyncio.CancelledError
         return step
@@ -316,7 +376,7 @@ class Node:
             # state must not move. Storage failure is fatal for the node.
             log.critical("block %d could not be written: %r", step.block.height, exc)
             for pending in batch:
-                if not pending.future.done():
+                if pending.future is not None and not pending.future.done():
                     pending.future.set_exception(ShuttingDown("storage failure; not applied"))
             raise exc
         return cancelled
@@ -324,7 +384,7 @@ class Node:
     def _fail_inbox(self, reason: str) -> None:
         while self._inbox:
             pending = self._inbox.popleft()
-            if not pending.future.done():
+            if pending.future is not None and not pending.future.done():
                 pending.future.set_exception(ShuttingDown(reason))
         self._inbox_txs = 0
 
@@ -342,15 +402,23 @@ class Node:
     def _acknowledge(
         self, batch: list[_Pending], block: Block, receipts: tuple[Receipt, ...]
     ) -> None:
+        by_route: dict[tuple[bytes, ...], dict[int, Receipt]] = {}
+        for r in receipts:
+            by_route.setdefault(r.route, {})[r.index] = r
         for pending in batch:
-            if pending.future.done():
+            if pending.future is None or pending.future.done():
                 continue
-            mine = receipts[pending.first_index : pending.first_index + len(pending.txs)]
+            errors = by_route.get(pending.route, {})
+            mine = tuple(
+                errors.get(i, Receipt(pending.route, i))
+                for i in range(pending.first_index, pending.first_index + len(pending.txs))
+            )
             pending.future.set_result(Ack(block.height, block.hash, mine))
 
-    def _publish(self, block: Block, tx_count: int, batch: list[_Pending]) -> None:
+    def _publish(self, step: Step, tx_count: int, batch: list[_Pending]) -> None:
         if not self._subscriptions:
             return
+        block = step.block
         block_event = BlockEvent(
             block.height, block.hash, block.state_hash, block.timestamp, tx_count
         )
@@ -366,6 +434,21 @@ class Node:
                     sub.route, block.height, block.hash, tuple(committed[sub.route])
                 )
                 self._deliver(sub, event)
+        for effect in step.effects:
+            what = effect.what
+            if effect.entity is None or not isinstance(what, Committed):
+                continue
+            route = (effect.signer, effect.entity)
+            frame_event = FrameEvent(
+                route,
+                what.frame.height,
+                what.frame.hash,
+                what.cert,
+                tuple(keccak(b.raw) for b in what.frame.batches),
+            )
+            for sub in list(self._subscriptions):
+                if sub.route == route:
+                    self._deliver(sub, frame_event)
 
     def _deliver(self, sub: Subscription, event: Event) -> None:
         try:
@@ -379,3 +462,29 @@ class Node:
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self.store.close()
+
+
+def _route_text(route: tuple[bytes, ...]) -> str:
+    return "/".join(r.hex()[:12] for r in route) or "server"
+
+
+def _build_mempool(batch: list[_Pending]) -> tuple[Mempool, int]:
+    """The block's hierarchical mempool; sets each submission's index in its route."""
+    tree: dict[tuple[bytes, ...], list[Tx]] = {}
+    count = 0
+    for pending in batch:
+        txs = tree.setdefault(pending.route, [])
+        pending.first_index = len(txs)
+        txs.extend(pending.txs)
+        count += len(pending.txs)
+    return _subtree((), tree), count
+
+
+def _subtree(route: tuple[bytes, ...], tree: dict[tuple[bytes, ...], list[Tx]]) -> Mempool:
+    depth = len(route)
+    children = sorted(
+        {r[depth] for r in tree if len(r) > depth and r[:depth] == route}
+    )
+    return Mempool.build(
+        children, [_subtree((*route, c), tree) for c in children], tree.get(route, ())
+    )

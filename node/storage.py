@@ -7,7 +7,12 @@ Keys, each behind a one-byte prefix:
 ``B`` + hash        block RLP, under its keccak-256 hash
 ``H`` + height      block hash at that height (8-byte big-endian height)
 ``R`` + server_id   root: ``[block_rlp, state_rlp]`` of the latest block
-``S`` + route       a sub-machine's state, written only when it changes
+``S`` + route       a sub-machine's state, written only when it changes:
+                    ``S`` + signer id (a signer), ``S`` + signer id + entity
+                    id (that signer's replica of the entity)
+``F`` + entity id   a committed entity frame and its certificate,
+  + height          ``[frame_rlp, certificate]``, served to replicas that
+                    catch up
 ==================  =====================================================
 
 Every block's writes go in one ``write_batch(transaction=True, sync=True)``:
@@ -16,7 +21,7 @@ all-or-nothing, and durable when :meth:`Store.write_block` returns.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,11 @@ from node.codec import (
     as_list,
     decode,
     encode,
+    keccak,
 )
+from node.machines import replica as rep
+from node.machines import signer as sig
+from node.machines.frames import Certificate
 from node.machines.server import ServerState, Step
 
 FORMAT_VERSION = 1
@@ -42,6 +51,7 @@ BLOCK = b"B"
 HEIGHT = b"H"
 ROOT = b"R"
 SUB = b"S"
+FRAME = b"F"
 HEIGHT_END = bytes([HEIGHT[0] + 1])
 
 
@@ -59,6 +69,10 @@ def height_key(height: int) -> bytes:
 
 def sub_key(route: tuple[bytes, ...]) -> bytes:
     return SUB + b"".join(route)
+
+
+def frame_key(entity_id: bytes, height: int) -> bytes:
+    return FRAME + entity_id + height.to_bytes(8, "big")
 
 
 class Store:
@@ -116,27 +130,47 @@ class Store:
             items = as_list(decode(raw), "root", size=2)
             block = Block.decode(as_bytes(items[0], "root block"))
             state_raw = as_bytes(items[1], "root state")
-            state = ServerState.decode(state_raw, head=block.hash)
+            state = ServerState.decode(state_raw, head=block.hash, load_signer=self._load_signer)
         except DecodeError as exc:
             raise StoreError(f"unreadable root: {exc}") from exc
         if state.hash() != block.state_hash or state.height != block.height:
             raise StoreError("root state does not match its block's state hash")
         return state, block
 
-    def write_block(
-        self, step: Step, subs: Mapping[tuple[bytes, ...], bytes] | None = None
-    ) -> None:
-        """Persist a block, its height index, changed sub-machine states and the root.
+    def _load_signer(self, signer_id: bytes, expected: bytes) -> sig.SignerState:
+        raw = self._get_checked(sub_key((signer_id,)), expected, "signer")
+        pubkey, counter, refs = sig.SignerState.decode_header(raw)
+        replicas = tuple(
+            rep.Replica.decode(self._get_checked(sub_key((signer_id, e)), h, "replica"))
+            for e, h in refs
+        )
+        state = sig.SignerState(pubkey, counter, replicas)
+        if state.id != signer_id or state.hash != expected:
+            raise DecodeError(f"signer {signer_id.hex()} does not match its hash")
+        return state
 
-        Returns only once the batch is synced to disk.
-        """
+    def _get_checked(self, key: bytes, expected: bytes, what: str) -> bytes:
+        raw: bytes | None = self._db.get(key)
+        if raw is None:
+            raise DecodeError(f"{what} {key[1:].hex()} is missing")
+        if what == "replica" and keccak(raw) != expected:
+            raise DecodeError(f"{what} {key[1:].hex()} does not match its hash")
+        return raw
+
+    def write_block(self, step: Step) -> None:
+        """Persist a block, its height index, changed sub-machine states, committed
+        entity frames and the root, in one batch. Returns only once it is synced."""
         block = step.block
         with self._db.write_batch(transaction=True, sync=True) as batch:
             batch.put(BLOCK + block.hash, block.raw)
             batch.put(height_key(block.height), block.hash)
-            if subs is not None:
-                for route, state_raw in subs.items():
-                    batch.put(sub_key(route), state_raw)
+            for route, state_raw in step.changed:
+                batch.put(sub_key(route), state_raw)
+            for entity_id, committed in step.frames:
+                batch.put(
+                    frame_key(entity_id, committed.frame.height),
+                    encode([committed.frame.raw, committed.cert.to_tree()]),
+                )
             batch.put(ROOT + self.server_id, encode([block.raw, step.state.encode()]))
 
     def block(self, block_hash: bytes) -> bytes | None:
@@ -155,6 +189,18 @@ class Store:
                 if raw is None:
                     raise StoreError(f"height index names missing block {block_hash.hex()}")
                 yield raw
+
+    def frames(self, entity_id: bytes, start: int, count: int) -> list[tuple[bytes, Certificate]]:
+        """Committed frames of an entity from height ``start``: ``(frame_rlp, certificate)``."""
+        out: list[tuple[bytes, Certificate]] = []
+        with self._db.snapshot() as snap:
+            for height in range(start, start + count):
+                raw = snap.get(frame_key(entity_id, height))
+                if raw is None:
+                    break
+                items = as_list(decode(raw), "stored frame", size=2)
+                out.append((as_bytes(items[0], "frame"), Certificate.from_item(items[1])))
+        return out
 
     def block_count(self) -> int:
         state, _ = self.load()

@@ -1,14 +1,21 @@
 """The server machine: the root of the hierarchy, one per node process.
 
-``apply_block(state, mempool, timestamp) -> Step(state, block, receipts, outbox)``
-is the whole transition. Its own transaction so far is ``increment(n)``;
-sub-machines (signers) hang off ``state.subs`` as ``(id, state_hash)`` pairs, so
-the state hash already covers them.
+``apply_block(state, mempool, timestamp) -> Step`` is the whole transition. The
+server's own transactions are ``increment(n)`` and ``create_signer(pubkey,
+proof_of_possession)``. Its mempool keys are signer ids: the server applies its
+own transactions first, then each signer's share in key order, and each signer
+applies its own transactions and then its entities' in key order.
+
+The state hash covers ``[version, height, timestamp, counter, [[signer_id,
+signer_hash]...]]``; each signer's hash covers its replicas' hashes, so the
+server's state hash covers the whole hierarchy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import ClassVar, Self
 
 from node.block import Block
@@ -26,6 +33,9 @@ from node.codec import (
     int_bytes,
     keccak,
 )
+from node.machines import replica as rep
+from node.machines import signer as sig
+from node.machines.governance import POP_LEN, PUBKEY_LEN, ConfigError, check_new_key, signer_id
 from node.mempool import Mempool
 from node.txs import REGISTRIES, Level, Tx
 
@@ -54,7 +64,30 @@ class Increment:
         return [int_bytes(self.n)]
 
 
+@SERVER_TXS.register
 @dataclass(frozen=True, slots=True)
+class CreateSigner:
+    """Host a new signer. The proof of possession is checked; the key stays with its agent."""
+
+    TYPE: ClassVar[int] = 2
+    NAME: ClassVar[str] = "create_signer"
+    pubkey: bytes
+    pop: bytes
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 2:
+            raise DecodeError("create_signer: expected [pubkey, proof_of_possession]")
+        return cls(
+            as_bytes(fields[0], "pubkey", size=PUBKEY_LEN),
+            as_bytes(fields[1], "proof of possession", size=POP_LEN),
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [self.pubkey, self.pop]
+
+
+@dataclass(frozen=True)
 class ServerState:
     """What the state hash covers, plus ``head``: the hash of the block that made it.
 
@@ -65,8 +98,20 @@ class ServerState:
     height: int = 0
     timestamp: int = 0
     counter: int = 0
-    subs: tuple[tuple[bytes, bytes], ...] = ()
+    signers: tuple[sig.SignerState, ...] = ()  # ascending id
     head: bytes = ZERO_HASH
+
+    @property
+    def subs(self) -> tuple[tuple[bytes, bytes], ...]:
+        return tuple((s.id, s.hash) for s in self.signers)
+
+    @cached_property
+    def by_id(self) -> dict[bytes, sig.SignerState]:
+        return {s.id: s for s in self.signers}
+
+    def replica(self, signer: bytes, entity: bytes) -> rep.Replica | None:
+        s = self.by_id.get(signer)
+        return None if s is None else s.by_entity.get(entity)
 
     def encode(self) -> bytes:
         return encode_tree(
@@ -83,23 +128,32 @@ class ServerState:
         return keccak(self.encode())
 
     @classmethod
-    def decode(cls, raw: bytes, head: bytes = ZERO_HASH) -> ServerState:
+    def decode(
+        cls,
+        raw: bytes,
+        head: bytes = ZERO_HASH,
+        load_signer: Callable[[bytes, bytes], sig.SignerState] | None = None,
+    ) -> ServerState:
+        """``load_signer(id, hash)`` reads a signer stored apart (see ``node/storage.py``)."""
         items = as_list(decode(raw), "server state", size=5)
         version = as_int(items[0], "state version")
         if version != STATE_VERSION:
             raise DecodeError(f"server state version {version} is not {STATE_VERSION}")
-        subs = tuple(
+        subs = [
             (
                 as_bytes(as_list(s, "sub", size=2)[0], "sub id", size=HASH_LEN),
                 as_bytes(as_list(s, "sub", size=2)[1], "sub hash", size=HASH_LEN),
             )
             for s in as_list(items[4], "subs")
-        )
+        ]
+        if subs and load_signer is None:
+            raise DecodeError("server state has signers but no way to load them")
+        signers = tuple(load_signer(i, h) for i, h in subs) if load_signer else ()
         return cls(
             height=as_int(items[1], "state height"),
             timestamp=as_int(items[2], "state timestamp"),
             counter=as_int(items[3], "state counter"),
-            subs=subs,
+            signers=signers,
             head=head,
         )
 
@@ -114,11 +168,16 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
-class Outbound:
-    """A message a block causes, sent only once that block is durable."""
+class Effect:
+    """Something a block causes, done only once that block is durable.
 
-    to: tuple[bytes, ...]
-    payload: bytes
+    ``signer`` is the hosted signer it comes from; ``entity`` is set for a
+    replica's effect; ``what`` is a replica effect or a signer-level send.
+    """
+
+    signer: bytes
+    entity: bytes | None
+    what: rep.Effect | sig.SendToSigner
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +185,10 @@ class Step:
     state: ServerState
     block: Block
     receipts: tuple[Receipt, ...]
-    outbox: tuple[Outbound, ...]
+    effects: tuple[Effect, ...] = ()
+    # What storage writes beside the block: changed signers and replicas by route.
+    changed: tuple[tuple[tuple[bytes, ...], bytes], ...] = ()
+    frames: tuple[tuple[bytes, rep.Committed], ...] = field(default=())  # (entity, committed)
 
 
 class InvalidBlock(ValueError):
@@ -138,26 +200,59 @@ def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
         raise InvalidBlock(
             f"timestamp {timestamp} is before the previous block's {state.timestamp}"
         )
-    known = {sub_id for sub_id, _ in state.subs}
-    for key in mempool.keys:
-        if key not in known:
-            raise InvalidBlock(f"mempool addresses unknown signer {key.hex()}")
     counter = state.counter
-    receipts = []
+    signers = dict(state.by_id)
+    receipts: list[Receipt] = []
+    effects: list[Effect] = []
+    changed: list[tuple[tuple[bytes, ...], bytes]] = []
+    frames: list[tuple[bytes, rep.Committed]] = []
     for index, tx in enumerate(mempool.txs):
-        counter, error = _apply_tx(counter, tx)
+        counter, error = _apply_tx(counter, signers, tx)
         receipts.append(Receipt((), index, error))
+    for key, sub in zip(mempool.keys, mempool.subs, strict=True):
+        signer = signers.get(key)
+        if signer is None:
+            raise InvalidBlock(f"mempool addresses unknown signer {key.hex()}")
+        for entity_id in sub.keys:
+            if entity_id not in signer.by_entity:
+                raise InvalidBlock(f"mempool addresses unknown entity {entity_id.hex()}")
+        out = sig.apply(signer, sub)
+        signers[key] = out.state
+        receipts.extend(Receipt(route, index, error) for route, index, error in out.errors)
+        effects.extend(Effect(key, None, send) for send in out.sends)
+        for entity_id, what in out.replica_effects:
+            effects.append(Effect(key, entity_id, what))
+            if isinstance(what, rep.Committed):
+                frames.append((entity_id, what))
+        replicas = out.state.by_entity
+        changed.extend(((key, e), replicas[e].encoded) for e in out.changed)
+    new_signers = tuple(signers[k] for k in sorted(signers))
+    for s in new_signers:
+        if state.by_id.get(s.id) is not s:
+            changed.append(((s.id,), s.encoded))
     height = state.height + 1
-    state_hash = ServerState(height, timestamp, counter, state.subs).hash()
-    block = Block.make(height, state.head, timestamp, mempool.raw, state_hash)
-    new_state = ServerState(height, timestamp, counter, state.subs, head=block.hash)
-    return Step(new_state, block, tuple(receipts), ())
+    body = ServerState(height, timestamp, counter, new_signers)
+    block = Block.make(height, state.head, timestamp, mempool.raw, body.hash())
+    new_state = replace(body, head=block.hash)
+    return Step(new_state, block, tuple(receipts), tuple(effects), tuple(changed), tuple(frames))
 
 
-def _apply_tx(counter: int, tx: Tx) -> tuple[int, str | None]:
+def _apply_tx(
+    counter: int, signers: dict[bytes, sig.SignerState], tx: Tx
+) -> tuple[int, str | None]:
     match tx.body:
         case Increment(n=n):
             if counter + n > UINT64_MAX:
                 return counter, "counter overflow: the counter is a 64-bit unsigned integer"
             return counter + n, None
+        case CreateSigner(pubkey=pubkey, pop=pop):
+            sid = signer_id(pubkey)
+            if sid in signers:
+                return counter, "signer already exists on this server"
+            try:
+                check_new_key(pubkey, pop)
+            except ConfigError as exc:
+                return counter, f"create_signer: {exc}"
+            signers[sid] = sig.SignerState(pubkey)
+            return counter, None
     return counter, f"{tx.body.NAME} is not a server transaction"

@@ -51,6 +51,13 @@ class Req(IntEnum):
     UNSUBSCRIBE = 6
     GET_BLOCKS = 7
     METRICS = 8
+    # Between servers (sender kind SERVER, authenticated by the node identity key)
+    DELIVER = 9  # [to_signer, entity_id or b"", input]: an input for a hosted machine
+    PROPOSAL = 10  # [to_signer, frame, round, proposer_precommit]
+    GET_FRAMES = 11  # [entity_id, from_height, max_count]
+    PEER_INFO = 12  # []: which signers this server hosts
+    # Node to agent (on the agent's own connection)
+    SIGN = 20  # route [signer, entity], body [frame, round]
 
 
 class Rep(IntEnum):
@@ -64,6 +71,11 @@ class Rep(IntEnum):
     COMMIT_EVENT = 71
     BLOCKS = 72
     METRICS = 73
+    DELIVERED = 74
+    FRAMES = 75
+    PEER_INFO = 76
+    FRAME_EVENT = 77
+    SIGNATURE = 80
     ERROR = 127
 
 
@@ -75,7 +87,7 @@ class SenderKind(IntEnum):
 
 class Topic(IntEnum):
     BLOCKS = 1
-    COMMITS = 2
+    COMMITS = 2  # on an entity route: also FRAME_EVENT when a frame is certified
 
 
 class Err(IntEnum):
@@ -94,6 +106,8 @@ class Err(IntEnum):
     SHUTTING_DOWN = 11
     SUBSCRIPTION_OVERFLOW = 12
     INTERNAL = 13
+    REFUSED = 14  # an agent will not sign (double sign, lock, malformed frame)
+    AGENT_UNAVAILABLE = 15
 
 
 class ProtocolError(Exception):
@@ -120,6 +134,14 @@ class Request:
     route: tuple[bytes, ...]
     body: list[RlpItem]
     body_raws: list[Any]  # per-item encodings of body, as decode_with_raw gives them
+
+
+def is_reply(frame: bytes) -> bool:
+    """True if ``frame`` is a 3-item reply envelope (agents send replies to SIGN)."""
+    try:
+        return len(as_list(decode_with_raw(frame, max_size=MAX_FRAME_BYTES)[0], "")) == 3
+    except DecodeError:
+        return False
 
 
 def decode_request(frame: bytes) -> Request:
@@ -220,4 +242,5 @@ __all__ = [
     "encode_reply",
     "encode_request",
     "error_of",
+    "is_reply",
 ]

@@ -8,16 +8,27 @@ Two listeners share one handler:
   0700 data folder, so file permissions authenticate it; sessions there start
   with server scope. The CLI uses it while a running node holds LevelDB.
 
+Three kinds of sender (see docs/PROTOCOL.md):
+
+- clients authenticate with an API token; its scope is checked on every message;
+- peer servers introduce themselves with their node identity key; they may only
+  deliver entity inputs (or ``create_entity`` to a signer), proposals, and read
+  certified frames;
+- agents authenticate with a token whose scope reaches their signer; the node
+  then sends them SIGN requests on that connection and they reply.
+
 A bad frame gets an ERROR reply and changes nothing. Only authentication
-failures close the connection (see docs/PROTOCOL.md).
+failures close the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +36,14 @@ from pathlib import Path
 from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 
-from node.codec import DecodeError, RlpItem, as_bytes, as_int
+from node.agent import Refused
+from node.codec import HASH_LEN, DecodeError, RlpItem, as_bytes, as_int, as_list, encode_tree
+from node.coordinator import AgentUnavailable, Coordinator
 from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
+from node.identity import check_hello
+from node.machines import replica as rep
+from node.machines import signer as sig
+from node.machines.entity import SIG_LEN
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
     MAX_FRAME_BYTES,
@@ -41,13 +58,17 @@ from node.net.protocol import (
     Sender,
     SenderKind,
     Topic,
+    decode_reply,
     decode_request,
     encode_error,
     encode_reply,
+    encode_request,
+    error_of,
+    is_reply,
 )
-from node.runtime import Ack, BlockEvent, CommitEvent, Node, Subscription
+from node.runtime import Ack, BlockEvent, CommitEvent, FrameEvent, Node, Priority, Subscription
 from node.tokens import Scope, TokenStore
-from node.txs import registry_for_depth
+from node.txs import REGISTRIES, Level, registry_for_depth
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +76,30 @@ MAX_SUBSCRIPTIONS_PER_SESSION = 64
 MAX_BLOCKS_REPLY_BYTES = 8 * 1024 * 1024
 UNIX_PATH_MAX = 100
 HELLO_TIMEOUT_S = 10.0
-SERVER_WIDE = frozenset({Req.HELLO, Req.STATUS, Req.UNSUBSCRIBE, Req.GET_BLOCKS, Req.METRICS})
+SERVER_WIDE = frozenset(
+    {
+        Req.HELLO,
+        Req.STATUS,
+        Req.UNSUBSCRIBE,
+        Req.GET_BLOCKS,
+        Req.METRICS,
+        Req.DELIVER,
+        Req.PROPOSAL,
+        Req.GET_FRAMES,
+        Req.PEER_INFO,
+    }
+)
+PEER_REQUESTS = frozenset(
+    {Req.HELLO, Req.STATUS, Req.DELIVER, Req.PROPOSAL, Req.GET_FRAMES, Req.PEER_INFO}
+)
+# What a peer may deliver: entity inputs except the node's own clock, and
+# create_entity to a signer.
+PEER_ENTITY_INPUTS = frozenset(
+    {rep.SubmitBatch.TYPE, rep.Precommit.TYPE, rep.Commit.TYPE, rep.SeenLock.TYPE}
+)
+PEER_SIGNER_INPUTS = frozenset({sig.CreateEntity.TYPE})
+MAX_FRAMES_PER_PAGE = 256
+SIGN_TIMEOUT_S = 30.0
 
 
 @dataclass(eq=False)
@@ -67,6 +111,68 @@ class Session:
     next_sub_id: int = 1
     subs: dict[int, tuple[Subscription, asyncio.Task[None]]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    peer: bytes | None = None  # a peer server's identity key
+    agent: RemoteAgent | None = None
+
+
+class RemoteAgent:
+    """The agent of one signer, on the far side of its WebSocket (the egg-agent protocol)."""
+
+    def __init__(self, ws: ServerConnection, signer: bytes, node_id: bytes) -> None:
+        self.ws = ws
+        self.signer = signer
+        self.node_id = node_id
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[tuple[Rep, list[RlpItem]]]] = {}
+
+    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+        rid = next(self._ids)
+        future: asyncio.Future[tuple[Rep, list[RlpItem]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._waiting[rid] = future
+        frame = encode_request(
+            Req.SIGN,
+            rid,
+            Sender(SenderKind.SERVER, self.node_id),
+            (self.signer, entity),
+            [_item(frame_raw), round_],
+        )
+        try:
+            await self.ws.send(frame)
+            async with asyncio.timeout(SIGN_TIMEOUT_S):
+                rep_type, body = await future
+        except (ConnectionClosed, TimeoutError) as exc:
+            raise AgentUnavailable(f"agent did not answer: {exc!r}") from None
+        finally:
+            self._waiting.pop(rid, None)
+        if rep_type is Rep.ERROR:
+            raise Refused(as_bytes(body[1], "message").decode("utf-8", "replace"))
+        try:
+            return as_bytes(body[0], "signature", size=SIG_LEN)
+        except (DecodeError, IndexError) as exc:
+            raise Refused(f"agent sent a malformed signature: {exc}") from None
+
+    def on_reply(self, frame: bytes) -> None:
+        try:
+            reply = decode_reply(frame)
+        except DecodeError as exc:
+            log.warning("agent of %s sent a malformed reply: %s", self.signer.hex()[:12], exc)
+            return
+        future = self._waiting.get(reply.request_id)
+        if future is not None and not future.done():
+            future.set_result((reply.type, reply.body))
+
+    def fail_all(self) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionClosed(None, None))
+
+
+def _item(raw: bytes) -> RlpItem:
+    from node.codec import decode
+
+    return decode(raw)
 
 
 class ApiServer:
@@ -78,8 +184,10 @@ class ApiServer:
         tokens: TokenStore,
         node_id: bytes,
         hello_timeout_s: float = HELLO_TIMEOUT_S,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.node = node
+        self.coordinator = coordinator
         self.hello_timeout_s = hello_timeout_s
         self.tokens = tokens
         self.node_id = node_id
@@ -96,6 +204,10 @@ class ApiServer:
             Req.UNSUBSCRIBE: self._unsubscribe,
             Req.GET_BLOCKS: self._get_blocks,
             Req.METRICS: self._metrics,
+            Req.DELIVER: self._deliver,
+            Req.PROPOSAL: self._proposal,
+            Req.GET_FRAMES: self._get_frames,
+            Req.PEER_INFO: self._peer_info,
         }
 
     async def listen_tcp(self, host: str, port: int) -> int:
@@ -168,6 +280,9 @@ class ApiServer:
                 # websockets hands over already-buffered frames without yielding;
                 # let the tick (and other connections) in between requests.
                 await asyncio.sleep(0)
+                if session.agent is not None and is_reply(frame):
+                    session.agent.on_reply(frame)
+                    continue
                 try:
                     await self._handle(ws, session, frame)
                 except ProtocolError as exc:
@@ -179,6 +294,11 @@ class ApiServer:
             pass
         finally:
             self._sessions.pop(session, None)
+            if session.agent is not None:
+                session.agent.fail_all()
+                if self.coordinator is not None:
+                    if self.coordinator.agents.get(session.agent.signer) is session.agent:
+                        del self.coordinator.agents[session.agent.signer]
             for sub, task in session.subs.values():
                 self.node.unsubscribe(sub)
                 task.cancel()
@@ -201,7 +321,11 @@ class ApiServer:
                 f"{req.type.name} concerns the whole server; its route must be empty",
                 req.request_id,
             )
-        if req.type is not Req.HELLO and session.scope is None:
+        if session.peer is not None and req.type not in PEER_REQUESTS:
+            raise ProtocolError(
+                Err.FORBIDDEN, f"peer servers may not send {req.type.name}", req.request_id
+            )
+        if req.type is not Req.HELLO and session.scope is None and session.peer is None:
             raise ProtocolError(
                 Err.UNAUTHORIZED,
                 "the first request must be HELLO with an API token",
@@ -227,13 +351,12 @@ class ApiServer:
 
     async def _hello(self, ws: ServerConnection, session: Session, req: Request) -> None:
         rid = req.request_id
-        if req.sender.kind is not SenderKind.CLIENT:
-            raise ProtocolError(
-                Err.UNSUPPORTED_SENDER,
-                f"{req.sender.kind.name.lower()} senders authenticate by signature, "
-                "which this node does not accept yet",
-                rid,
-            )
+        if session.scope is not None or session.peer is not None:
+            if not session.local:
+                raise ProtocolError(Err.FORBIDDEN, "already authenticated", rid)
+        if req.sender.kind is SenderKind.SERVER:
+            await self._peer_hello(ws, session, req)
+            return
         token = _one_field(req, lambda item: as_bytes(item, "token", max_len=MAX_TOKEN_BYTES))
         if session.local:
             session.sender = req.sender
@@ -250,7 +373,50 @@ class ApiServer:
             session.token_id = record.id
             session.sender = req.sender
         assert session.scope is not None
+        if req.sender.kind is SenderKind.AGENT:
+            self._register_agent(ws, session, req)
         body = [PROTOCOL_VERSION, str(session.scope).encode(), self.node_id, self.node.state.height]
+        await ws.send(encode_reply(Rep.WELCOME, rid, body))
+
+    def _register_agent(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        signer = req.sender.id
+        scope = session.scope
+        if len(signer) != HASH_LEN or scope is None or not scope.allows((signer,)):
+            session.scope = session.token_id = session.sender = None
+            raise ProtocolError(
+                Err.UNAUTHORIZED,
+                "an agent's sender id is its signer id, and its token must reach that signer",
+                req.request_id,
+            )
+        if self.coordinator is None:
+            raise ProtocolError(Err.UNSUPPORTED_SENDER, "this node runs no consensus", 0)
+        session.agent = RemoteAgent(ws, signer, self.node_id)
+        self.coordinator.agents[signer] = session.agent
+
+    async def _peer_hello(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        rid = req.request_id
+        if self.coordinator is None:
+            raise ProtocolError(Err.UNSUPPORTED_SENDER, "this node takes no peers", rid)
+        try:
+            if len(req.body) != 3:
+                raise DecodeError("peer HELLO body is [pubkey, timestamp_ms, signature]")
+            pubkey = as_bytes(req.body[0], "identity key", size=48)
+            stamp = as_int(req.body[1], "timestamp")
+            signature = as_bytes(req.body[2], "signature", size=SIG_LEN)
+        except DecodeError as exc:
+            raise ProtocolError(Err.UNAUTHORIZED, str(exc), rid) from None
+        reason = check_hello(pubkey, stamp, signature, time.time_ns() // 1_000_000)
+        if reason is not None:
+            raise ProtocolError(Err.UNAUTHORIZED, reason, rid)
+        session.peer = pubkey
+        session.sender = req.sender
+        body = [
+            PROTOCOL_VERSION,
+            b"peer",
+            self.node_id,
+            self.node.state.height,
+            self.coordinator.hosted_signers(),
+        ]
         await ws.send(encode_reply(Rep.WELCOME, rid, body))
 
     async def _submit(self, ws: ServerConnection, session: Session, req: Request) -> None:
@@ -269,11 +435,18 @@ class ApiServer:
         txs = []
         for i, item in enumerate(req.body):
             try:
-                txs.append(registry.decode(item, req.body_raws[i][0]))
+                tx = registry.decode(item, req.body_raws[i][0])
             except DecodeError as exc:
                 raise ProtocolError(Err.INVALID_TX, f"transaction {i}: {exc}", rid) from None
+            if registry.level is Level.ENTITY and tx.body.TYPE in rep.INTERNAL_INPUTS:
+                raise ProtocolError(
+                    Err.FORBIDDEN, f"transaction {i}: {tx.body.NAME} comes only from the node", rid
+                )
+            txs.append(tx)
+        assert session.scope is not None
+        priority = Priority.SERVER if session.scope.is_server else Priority.SCOPED
         try:
-            future = self.node.submit(req.route, txs)
+            future = self.node.submit(req.route, txs, priority)
         except Busy as exc:
             raise ProtocolError(Err.BUSY, str(exc), rid) from None
         except TooLarge as exc:
@@ -370,6 +543,15 @@ class ApiServer:
                     case CommitEvent():
                         body = [list(event.route), event.height, event.hash, list(event.indexes)]
                         await ws.send(encode_reply(Rep.COMMIT_EVENT, sub_id, body))
+                    case FrameEvent():
+                        body = [
+                            list(event.route),
+                            event.height,
+                            event.frame_hash,
+                            event.cert.to_tree(),
+                            list(event.batch_hashes),
+                        ]
+                        await ws.send(encode_reply(Rep.FRAME_EVENT, sub_id, body))
         except ConnectionClosed:
             pass
 
@@ -406,6 +588,89 @@ class ApiServer:
             m.txs,
         ]
         await ws.send(encode_reply(Rep.METRICS, req.request_id, body))
+
+    # Peer servers ---------------------------------------------------------------
+
+    def _require_peer(self, session: Session, req: Request) -> Coordinator:
+        if session.peer is None or self.coordinator is None:
+            raise ProtocolError(
+                Err.FORBIDDEN, f"{req.type.name} is for peer servers", req.request_id
+            )
+        return self.coordinator
+
+    async def _deliver(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        coordinator = self._require_peer(session, req)
+        rid = req.request_id
+        try:
+            if len(req.body) != 3:
+                raise DecodeError("DELIVER body is [to_signer, entity_id or empty, input]")
+            to = as_bytes(req.body[0], "to signer", size=HASH_LEN)
+            entity = as_bytes(req.body[1], "entity", max_len=HASH_LEN)
+            level = Level.ENTITY if entity else Level.SIGNER
+            tx = REGISTRIES[level].decode(req.body[2], req.body_raws[2][0])
+        except DecodeError as exc:
+            raise ProtocolError(Err.INVALID_TX, str(exc), rid) from None
+        allowed = PEER_ENTITY_INPUTS if entity else PEER_SIGNER_INPUTS
+        if tx.body.TYPE not in allowed:
+            raise ProtocolError(Err.FORBIDDEN, f"peers may not send {tx.body.NAME}", rid)
+        if entity and len(entity) != HASH_LEN:
+            raise ProtocolError(Err.MALFORMED, "entity id must be 32 bytes", rid)
+        route = (to, entity) if entity else (to,)
+        try:
+            self.node.check_route(route)
+        except UnknownRoute as exc:
+            if entity and to in self.node.state.by_id:
+                coordinator.request_sync(entity)  # maybe created here soon; catch up then
+            raise ProtocolError(Err.UNKNOWN_ROUTE, str(exc), rid) from None
+        if isinstance(tx.body, rep.Commit) and entity:
+            replica = self.node.state.replica(to, entity)
+            if replica is not None and tx.body.frame.height > replica.next_height:
+                coordinator.request_sync(entity)
+        try:
+            self.node.submit(route, [tx], Priority.PEER)
+        except (Busy, TooLarge, ShuttingDown) as exc:
+            raise ProtocolError(Err.BUSY, str(exc), rid) from None
+        await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+
+    async def _proposal(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        coordinator = self._require_peer(session, req)
+        rid = req.request_id
+        try:
+            if len(req.body) != 4:
+                raise DecodeError("PROPOSAL body is [to_signer, frame, round, proposer_sig]")
+            to = as_bytes(req.body[0], "to signer", size=HASH_LEN)
+            frame_raw = encode_tree(as_list(req.body[1], "frame"))
+            round_ = as_int(req.body[2], "round", max_value=2**32 - 1)
+            proposer_sig = as_bytes(req.body[3], "proposer signature", size=SIG_LEN)
+        except DecodeError as exc:
+            raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
+        self._spawn(session, self._answer_proposal(coordinator, to, frame_raw, round_, proposer_sig))
+        await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+
+    async def _answer_proposal(
+        self, coordinator: Coordinator, to: bytes, frame_raw: bytes, round_: int, psig: bytes
+    ) -> None:
+        await coordinator.on_proposal(to, frame_raw, round_, psig)
+
+    async def _get_frames(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        self._require_peer(session, req)
+        rid = req.request_id
+        try:
+            if len(req.body) != 3:
+                raise DecodeError("GET_FRAMES body is [entity_id, from_height, max_count]")
+            entity = as_bytes(req.body[0], "entity", size=HASH_LEN)
+            start = as_int(req.body[1], "from_height", min_value=1)
+            count = as_int(req.body[2], "max_count", min_value=1, max_value=MAX_FRAMES_PER_PAGE)
+        except DecodeError as exc:
+            raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
+        frames = await asyncio.to_thread(self.node.store.frames, entity, start, count)
+        body = [[_item(raw), cert.to_tree()] for raw, cert in frames]
+        await ws.send(encode_reply(Rep.FRAMES, rid, [body]))
+
+    async def _peer_info(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        coordinator = self._require_peer(session, req)
+        _no_fields(req)
+        await ws.send(encode_reply(Rep.PEER_INFO, req.request_id, [coordinator.hosted_signers()]))
 
     # Helpers ----------------------------------------------------------------
 

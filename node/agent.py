@@ -1,0 +1,120 @@
+"""The signer's agent: the only holder of a signer's secret key.
+
+The node asks the agent to pre-commit a frame by sending the whole frame (the
+egg-agent protocol, ``docs/PROTOCOL.md``). The agent decodes it, recomputes the
+frame hash and the domain-separated pre-commit message itself, and never signs
+a hash it was handed.
+
+**Double-sign guard.** Before a signature leaves the agent, it is written with
+``sync=True`` to the agent's own LevelDB (never the node's data folder):
+
+- ``S`` + entity + height + round -> ``[frame_hash, signature]``: asked again at
+  that (height, round), the agent returns the same signature; asked for a
+  different frame there, it refuses.
+- ``L`` + entity + height -> ``[round, frame_hash]``: the lock. Once it has
+  pre-committed a frame at a height, the agent pre-commits only that frame at
+  that height in later rounds, and never signs at a lower round than its last.
+
+The lock is not released at the same height. In this single-phase protocol,
+the evidence that could release it (pre-commits holding the threshold for
+another frame at a later round) is itself that frame's certificate: the frame
+is committed, and the replica moves on by applying the commit, not by signing.
+``docs/CONSENSUS.md`` gives the argument.
+
+The wallet reuses this class; the built-in agent (tests, simulation, headless
+hubs) loads its key from an EIP-2335 keystore with :func:`Agent.from_keystore`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import plyvel_next as plyvel
+
+from node.codec import as_bytes, as_int, as_list, decode, encode
+from node.crypto import bls, keystore
+from node.machines.entity import Batch, sign_batch
+from node.machines.frames import Frame
+from node.machines.governance import signer_id
+from node.txs import Tx
+
+
+class Refused(Exception):
+    """The agent will not sign this (double sign, lock, or a malformed frame)."""
+
+
+class Agent:
+    def __init__(
+        self,
+        secret_key: int,
+        guard_dir: Path,
+        *,
+        after_record: Callable[[], None] | None = None,
+    ) -> None:
+        if not bls.secret_key_valid(secret_key):
+            raise ValueError("invalid BLS secret key")
+        self._sk = secret_key
+        self.pubkey = bls.sk_to_pk(secret_key)
+        self.signer_id = signer_id(self.pubkey)
+        guard_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db: Any = plyvel.DB(str(guard_dir), create_if_missing=True)
+        self._lock = threading.Lock()
+        self._after_record = after_record  # tests: crash between record and reply
+        self.signed = 0
+
+    @classmethod
+    def from_keystore(cls, path: Path, password: str, guard_dir: Path) -> Agent:
+        secret = keystore.decrypt(keystore.load(path), password)
+        return cls(int.from_bytes(secret, "big"), guard_dir)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def proof_of_possession(self) -> bytes:
+        return bls.pop_prove(self._sk)
+
+    def sign_precommit(self, frame_raw: bytes, round_: int) -> bytes:
+        """Pre-commit ``frame_raw`` at ``round_``; raises Refused. Thread-safe."""
+        try:
+            frame = Frame.decode(frame_raw)
+        except ValueError as exc:
+            raise Refused(f"not a frame: {exc}") from None
+        if not 0 <= round_ < 2**32:
+            raise Refused("round out of range")
+        at = frame.entity_id + frame.height.to_bytes(8, "big")
+        slot = b"S" + at + round_.to_bytes(4, "big")
+        with self._lock:
+            previous = self._db.get(slot)
+            if previous is not None:
+                fields = as_list(decode(previous), "guard record", size=2)
+                if as_bytes(fields[0], "frame hash") != frame.hash:
+                    raise Refused(
+                        f"already signed a different frame at height {frame.height} "
+                        f"round {round_}"
+                    )
+                return as_bytes(fields[1], "signature")
+            lock = self._db.get(b"L" + at)
+            if lock is not None:
+                fields = as_list(decode(lock), "lock record", size=2)
+                locked_round = as_int(fields[0], "lock round")
+                if round_ < locked_round:
+                    raise Refused(f"already signed at round {locked_round} of this height")
+                if as_bytes(fields[1], "lock frame") != frame.hash:
+                    raise Refused(
+                        f"locked on another frame at height {frame.height} since round "
+                        f"{locked_round}"
+                    )
+            signature = bls.sign(self._sk, frame.message(round_))
+            with self._db.write_batch(transaction=True, sync=True) as wb:
+                wb.put(slot, encode([frame.hash, signature]))
+                wb.put(b"L" + at, encode([round_, frame.hash]))
+            if self._after_record is not None:
+                self._after_record()
+            self.signed += 1
+            return signature
+
+    def sign_batch(self, entity_id: bytes, nonce: int, txs: Sequence[Tx]) -> Batch:
+        return sign_batch(entity_id, self._sk, self.signer_id, nonce, txs)

@@ -1,0 +1,324 @@
+"""The runtime side of entity consensus: everything that is I/O or clock.
+
+The pure replica machine (``node/machines/replica.py``) decides; this module
+carries its decisions out once the block that made them is durable:
+
+- ``Send``: an input for another signer's replica, queued locally if that
+  signer is hosted here, else delivered to the peer that hosts it;
+- ``ProposeFrame``: ask this signer's agent to pre-commit the frame, then send
+  the proposal (with that pre-commit, which authenticates it) to the members;
+- proposals from others: re-execute on our replica (``check_proposal``); if
+  the rules accept it, ask our signer's agent, and send the pre-commit to the
+  round's proposer (and record it locally as a lock);
+- the round timer: a replica with work that makes no progress for
+  ``round_timeout × (round + 1)`` gets a ``timeout`` input from our clock;
+- catch-up: a replica behind its peers fetches certified frames (GET_FRAMES)
+  and applies them as ``commit`` inputs; each is verified before it applies.
+
+Agents: a signer's key is held by its agent, either in this process (built-in,
+loaded from an EIP-2335 keystore) or on the far side of the agent protocol.
+Independent sign requests run concurrently (``asyncio.gather``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from node.agent import Agent, Refused
+from node.machines import replica as rep
+from node.machines import signer as sig
+from node.machines.frames import Certificate, Frame
+from node.machines.replica import Commit, Lock, Precommit, SeenLock, Timeout
+from node.machines.server import Step
+from node.net.peers import PeerLink, PeerNetwork
+from node.runtime import Node
+from node.storage import Store
+from node.txs import Tx
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROUND_TIMEOUT_MS = 2_000
+SYNC_PAGE = 256
+
+
+class AgentUnavailable(Exception):
+    """No agent is connected for this signer (or it went away mid-request)."""
+
+
+class AgentLink(Protocol):
+    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> bytes: ...
+
+
+class LocalAgent:
+    """A built-in agent, in this process; signing and its synced record run on a thread."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+        return await asyncio.to_thread(self.agent.sign_precommit, frame_raw, round_)
+
+
+@dataclass
+class _Timer:
+    height: int
+    round: int
+    since: float
+    fired: bool = False
+
+
+class Coordinator:
+    def __init__(
+        self,
+        node: Node,
+        peers: PeerNetwork | None = None,
+        round_timeout_ms: int = DEFAULT_ROUND_TIMEOUT_MS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node = node
+        self.peers = peers
+        self.round_timeout_s = round_timeout_ms / 1000
+        self._clock = clock
+        self.agents: dict[bytes, AgentLink] = {}
+        self._timers: dict[tuple[bytes, bytes], _Timer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._syncing: set[bytes] = set()
+        self.stats = {"proposals_signed": 0, "proposals_refused": 0, "syncs": 0}
+        node.durable_hooks.append(self.on_step)
+        node.tick_hooks.append(self.on_tick)
+        if peers is not None:
+            peers.on_change.append(self._on_peer_change)
+
+    @property
+    def store(self) -> Store:
+        return self.node.store
+
+    def hosted_signers(self) -> list[bytes]:
+        return [s.id for s in self.node.state.signers]
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("consensus task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # Effects of a durable block ------------------------------------------------
+
+    def on_step(self, step: Step) -> None:
+        proposals = []
+        for effect in step.effects:
+            what = effect.what
+            match what:
+                case rep.Send(to=to, tx=tx):
+                    assert effect.entity is not None
+                    self.route_input(to, effect.entity, tx)
+                case sig.SendToSigner(to=to, tx=tx):
+                    self.route_input(to, None, tx)
+                case rep.ProposeFrame():
+                    assert effect.entity is not None
+                    proposals.append(self._propose(effect.signer, what))
+                case rep.Note(message=message):
+                    log.info(
+                        "signer %s entity %s: %s",
+                        effect.signer.hex()[:12],
+                        (effect.entity or b"").hex()[:12],
+                        message,
+                    )
+                case rep.Committed():
+                    pass  # published as a FrameEvent by the node
+        if proposals:
+            self._spawn(_gather(proposals))
+
+    def route_input(self, to: bytes, entity: bytes | None, tx: Tx) -> None:
+        """An input for signer ``to`` (and its replica of ``entity``), wherever it is hosted."""
+        local = self.node.state.by_id.get(to)
+        if local is not None:
+            if entity is None:
+                self.node.submit_internal((to,), [tx])
+            elif entity in local.by_entity:
+                self.node.submit_internal((to, entity), [tx])
+            return
+        if self.peers is None or not self.peers.deliver(to, entity, tx):
+            log.debug("no route to signer %s", to.hex()[:12])
+
+    async def _sign(self, signer: bytes, frame: Frame, round_: int) -> bytes | None:
+        agent = self.agents.get(signer)
+        if agent is None:
+            log.warning("no agent for signer %s; cannot pre-commit", signer.hex()[:12])
+            return None
+        try:
+            return await agent.sign_precommit(frame.entity_id, frame.raw, round_)
+        except Refused as exc:
+            log.warning("agent of %s refused: %s", signer.hex()[:12], exc)
+        except AgentUnavailable as exc:
+            log.warning("agent of %s unavailable: %s", signer.hex()[:12], exc)
+        return None
+
+    async def _propose(self, signer: bytes, p: rep.ProposeFrame) -> None:
+        signature = await self._sign(signer, p.frame, p.round)
+        if signature is None:
+            return
+        entity = p.frame.entity_id
+        self.node.submit_internal(
+            (signer, entity),
+            [Tx.of(Precommit(p.frame.height, p.round, p.frame.hash, signer, signature))],
+        )
+        for member in p.members:
+            if member == signer:
+                continue
+            if member in self.node.state.by_id:
+                self._spawn(self.on_proposal(member, p.frame.raw, p.round, signature))
+            elif self.peers is not None:
+                self.peers.proposal(member, p.frame.raw, p.round, signature)
+
+    # Proposals from other signers --------------------------------------------------
+
+    async def on_proposal(
+        self, signer: bytes, frame_raw: bytes, round_: int, proposer_sig: bytes
+    ) -> str | None:
+        """Pre-commit a proposal for our ``signer`` if the rules accept it; returns why not."""
+        try:
+            frame = Frame.decode(frame_raw)
+        except ValueError as exc:
+            return f"malformed frame: {exc}"
+        replica = self.node.state.replica(signer, frame.entity_id)
+        if replica is None:
+            return "no such replica here"
+        if frame.height > replica.next_height:
+            self.request_sync(frame.entity_id)
+            return "behind; catching up"
+        reason = rep.check_proposal(replica, frame, round_, proposer_sig)
+        if reason is not None:
+            self.stats["proposals_refused"] += 1
+            log.warning("signer %s refuses a proposal: %s", signer.hex()[:12], reason)
+            return reason
+        signature = await self._sign(signer, frame, round_)
+        if signature is None:
+            return "agent did not sign"
+        self.stats["proposals_signed"] += 1
+        proposer = replica.entity.config.proposer_at(round_)
+        self.route_input(
+            proposer,
+            frame.entity_id,
+            Tx.of(Precommit(frame.height, round_, frame.hash, signer, signature)),
+        )
+        self.node.submit_internal(
+            (signer, frame.entity_id), [Tx.of(SeenLock(Lock(round_, frame, signer, signature)))]
+        )
+        return None
+
+    # Timers --------------------------------------------------------------------------
+
+    def on_tick(self) -> None:
+        now = self._clock()
+        live = set()
+        for signer in self.node.state.signers:
+            for replica in signer.replicas:
+                key = (signer.id, replica.entity_id)
+                if not (replica.pool or replica.pending or replica.lock):
+                    continue
+                live.add(key)
+                timer = self._timers.get(key)
+                at = (replica.next_height, replica.round)
+                if timer is None or (timer.height, timer.round) != at:
+                    self._timers[key] = _Timer(*at, since=now)
+                    continue
+                if timer.fired:
+                    continue
+                if now - timer.since >= self.round_timeout_s * (replica.round + 1):
+                    timer.fired = True
+                    self.node.submit_internal(key, [Tx.of(Timeout(*at))])
+        for key in list(self._timers):
+            if key not in live:
+                del self._timers[key]
+
+    # Catch-up ---------------------------------------------------------------------------
+
+    def _on_peer_change(self, link: PeerLink) -> None:
+        for signer in self.node.state.signers:
+            for replica in signer.replicas:
+                if link.hosted & set(replica.entity.config.ids):
+                    self.request_sync(replica.entity_id)
+
+    def request_sync(self, entity: bytes) -> None:
+        if entity in self._syncing:
+            return
+        self._syncing.add(entity)
+        self._spawn(self._sync(entity))
+
+    async def _sync(self, entity: bytes) -> None:
+        try:
+            self.stats["syncs"] += 1
+            while True:
+                replicas = self._replicas_of(entity)
+                if not replicas:
+                    return
+                start = min(r.next_height for r in replicas)
+                frames = await self._fetch(entity, start, replicas[0])
+                if not frames:
+                    return
+                for r in replicas:
+                    txs = [
+                        Tx.of(Commit(Frame.decode(raw), cert))
+                        for raw, cert in frames
+                        if Frame.decode(raw).height >= r.next_height
+                    ]
+                    if txs:
+                        self.node.submit_internal((r.signer, entity), txs)
+                target = start + len(frames)
+                if not await self._wait_for(entity, target):
+                    return
+                if len(frames) < SYNC_PAGE:
+                    return
+        finally:
+            self._syncing.discard(entity)
+
+    def _replicas_of(self, entity: bytes) -> list[rep.Replica]:
+        return [s.by_entity[entity] for s in self.node.state.signers if entity in s.by_entity]
+
+    async def _fetch(
+        self, entity: bytes, start: int, replica: rep.Replica
+    ) -> list[tuple[bytes, Certificate]]:
+        local = await asyncio.to_thread(self.store.frames, entity, start, SYNC_PAGE)
+        if local:
+            return local
+        if self.peers is None:
+            return []
+        members = set(replica.entity.config.ids)
+        for link in self.peers.links:
+            if link.connected and link.hosted & members:
+                try:
+                    frames = await self.peers.get_frames(link, entity, start, SYNC_PAGE)
+                except (ConnectionError, TimeoutError) as exc:
+                    log.info("catch-up from %s failed: %r", link.url, exc)
+                    continue
+                if frames:
+                    return frames
+        return []
+
+    async def _wait_for(self, entity: bytes, height: int, timeout_s: float = 10.0) -> bool:
+        """Wait until every local replica of ``entity`` reached ``height`` (or gave up)."""
+        deadline = self._clock() + timeout_s
+        while self._clock() < deadline:
+            if all(r.next_height >= height for r in self._replicas_of(entity)):
+                return True
+            await asyncio.sleep(self.node.config.tick_ms / 1000)
+        return False
+
+
+async def _gather(coros: list[Awaitable[None]]) -> None:
+    await asyncio.gather(*coros)

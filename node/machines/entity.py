@@ -1,0 +1,452 @@
+"""The entity machine: counter, proposals, per-signer nonces, config; and its frames' rules.
+
+An entity's state is identical on every replica: the same frames give the same
+state and state hash. ``execute(state, batches, height)`` is the whole
+transition for one frame; it is pure and strict (any rejected transaction makes
+the whole frame invalid, so an honest signer never pre-commits it).
+
+**Signed batches.** Signers submit transactions as ``[signer_id, nonce, [tx...],
+signature]``. The signature is BLS over ``batch_message`` (see
+``docs/PROTOCOL.md``); ``nonce`` must be the signer's last nonce + 1, so a batch
+replayed is refused. Only the signer's own key can make its votes.
+
+**Public transactions.** ``increment(n)``, ``propose(action, expires_at)``,
+``vote(proposal_id)``.
+
+**Proposal rules** (the same on every replica; ``docs/ENTITIES.md`` explains them):
+
+1. ``propose`` counts as the proposer's vote. Proposal ids are the entity's
+   proposal counter, from 1.
+2. ``expires_at`` is an entity height, at least the height of the frame that
+   holds the proposal. A proposal may still be voted on, and still execute, in
+   the frame at height ``expires_at``.
+3. At the end of every frame, open proposals are evaluated once each in
+   ascending id; each is counted with the config as it stands at that moment
+   (so after the executions of lower ids in the same frame). One whose voting
+   shares reach the threshold executes (``executeProposal``) and closes. If its
+   action is no longer valid (say, its signer was removed meanwhile), it closes
+   without effect and the frame's events say why.
+4. Then proposals whose ``expires_at`` is this frame's height are dropped.
+   Crossing the threshold wins over expiry in the same frame.
+5. A change of signer set or shares keeps open proposals open. Votes are kept
+   as signer ids and always counted with the current config: a removed
+   signer's vote stops counting, a new share weight counts at once.
+6. One vote per signer per proposal; a second one is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import ClassVar, Self
+
+from node.codec import (
+    HASH_LEN,
+    UINT64_MAX,
+    DecodeError,
+    RlpItem,
+    RlpTree,
+    as_bytes,
+    as_int,
+    as_list,
+    decode_with_raw,
+    encode_list,
+    encode_tree,
+    int_bytes,
+    keccak,
+)
+from node.crypto import bls
+from node.machines import governance
+from node.machines.governance import Action, Config, ConfigError
+from node.txs import Level, Tx, TxRegistry
+
+STATE_VERSION = 1
+MAX_INCREMENT = 2**32 - 1
+MAX_PROPOSAL_TTL = 1_000_000  # frames
+MAX_OPEN_PROPOSALS = 1024
+MAX_BATCH_TXS = 256
+SIG_LEN = 96
+
+BATCH_DOMAIN = b"XLN/entity-batch/v1"
+ENTITY_ID_DOMAIN = b"XLN/entity-id/v1"
+
+# Transactions inside a signed batch.
+ENTITY_TXS = TxRegistry(Level.ENTITY)
+
+
+class FrameInvalid(ValueError):
+    """A frame (or one batch in it) that the entity's rules reject."""
+
+
+@ENTITY_TXS.register
+@dataclass(frozen=True, slots=True)
+class Increment:
+    TYPE: ClassVar[int] = 1
+    NAME: ClassVar[str] = "increment"
+    n: int
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 1:
+            raise DecodeError(f"increment: expected [n], got {len(fields)} fields")
+        return cls(as_int(fields[0], "increment n", min_value=1, max_value=MAX_INCREMENT))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [int_bytes(self.n)]
+
+
+@ENTITY_TXS.register
+@dataclass(frozen=True, slots=True)
+class Propose:
+    TYPE: ClassVar[int] = 2
+    NAME: ClassVar[str] = "propose"
+    action: Action
+    expires_at: int
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 2:
+            raise DecodeError(f"propose: expected [action, expires_at], got {len(fields)}")
+        return cls(governance.action_from_item(fields[0]), as_int(fields[1], "expires_at"))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [governance.action_tree(self.action), int_bytes(self.expires_at)]
+
+
+@ENTITY_TXS.register
+@dataclass(frozen=True, slots=True)
+class Vote:
+    TYPE: ClassVar[int] = 3
+    NAME: ClassVar[str] = "vote"
+    proposal_id: int
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 1:
+            raise DecodeError(f"vote: expected [proposal_id], got {len(fields)} fields")
+        return cls(as_int(fields[0], "proposal id", min_value=1))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [int_bytes(self.proposal_id)]
+
+
+# Batches -----------------------------------------------------------------------
+
+
+def batch_message(entity_id: bytes, signer: bytes, nonce: int, txs_raw: Sequence[bytes]) -> bytes:
+    """What a signer signs for a batch: domain, entity, signer, nonce, keccak of the txs' RLP list."""
+    return (
+        BATCH_DOMAIN
+        + entity_id
+        + signer
+        + nonce.to_bytes(8, "big")
+        + keccak(encode_list(txs_raw))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    signer: bytes
+    nonce: int
+    txs: tuple[Tx, ...]
+    signature: bytes
+    raw: bytes
+
+    @classmethod
+    def make(
+        cls, signer: bytes, nonce: int, txs: Sequence[Tx], signature: bytes
+    ) -> Batch:
+        raw = encode_list(
+            [
+                encode_tree(signer),
+                encode_tree(int_bytes(nonce)),
+                encode_list(t.raw for t in txs),
+                encode_tree(signature),
+            ]
+        )
+        return cls(signer, nonce, tuple(txs), signature, raw)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Batch:
+        item, per_item = decode_with_raw(raw)
+        fields = as_list(item, "batch", size=4)
+        tx_items = as_list(fields[2], "batch txs", max_len=MAX_BATCH_TXS)
+        if not tx_items:
+            raise DecodeError("batch: no transactions")
+        txs_raw = per_item[3]
+        txs = tuple(ENTITY_TXS.decode(t, txs_raw[i + 1][0]) for i, t in enumerate(tx_items))
+        return cls(
+            as_bytes(fields[0], "batch signer", size=HASH_LEN),
+            as_int(fields[1], "batch nonce", min_value=1),
+            txs,
+            as_bytes(fields[3], "batch signature", size=SIG_LEN),
+            raw,
+        )
+
+    def message(self, entity_id: bytes) -> bytes:
+        return batch_message(entity_id, self.signer, self.nonce, [t.raw for t in self.txs])
+
+
+def sign_batch(
+    entity_id: bytes, sk: int, signer: bytes, nonce: int, txs: Sequence[Tx]
+) -> Batch:
+    """Sign a batch (clients, agents and tests; the node never holds ``sk``)."""
+    sig = bls.sign(sk, batch_message(entity_id, signer, nonce, [t.raw for t in txs]))
+    return Batch.make(signer, nonce, txs, sig)
+
+
+# State --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    id: int
+    action: Action
+    expires_at: int
+    proposer: bytes
+    votes: tuple[bytes, ...]  # signer ids, ascending
+
+    def to_tree(self) -> RlpTree:
+        return [
+            int_bytes(self.id),
+            governance.action_tree(self.action),
+            int_bytes(self.expires_at),
+            self.proposer,
+            list(self.votes),
+        ]
+
+    @classmethod
+    def from_item(cls, item: RlpItem) -> Proposal:
+        f = as_list(item, "proposal", size=5)
+        return cls(
+            as_int(f[0], "proposal id", min_value=1),
+            governance.action_from_item(f[1]),
+            as_int(f[2], "expires_at"),
+            as_bytes(f[3], "proposer", size=HASH_LEN),
+            tuple(
+                as_bytes(v, "vote", size=HASH_LEN)
+                for v in as_list(f[4], "votes", max_len=governance.MAX_SIGNERS)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class EntityState:
+    entity_id: bytes
+    config: Config
+    height: int = 0
+    counter: int = 0
+    proposals: tuple[Proposal, ...] = ()  # ascending id
+    next_proposal_id: int = 1
+    nonces: tuple[tuple[bytes, int], ...] = ()  # ascending signer id; kept after removal
+
+    def to_tree(self) -> RlpTree:
+        return [
+            int_bytes(STATE_VERSION),
+            self.entity_id,
+            self.config.to_tree(),
+            int_bytes(self.height),
+            int_bytes(self.counter),
+            [p.to_tree() for p in self.proposals],
+            int_bytes(self.next_proposal_id),
+            [[sid, int_bytes(n)] for sid, n in self.nonces],
+        ]
+
+    @cached_property
+    def encoded(self) -> bytes:
+        return encode_tree(self.to_tree())
+
+    @cached_property
+    def hash(self) -> bytes:
+        return keccak(self.encoded)
+
+    @classmethod
+    def from_item(cls, item: RlpItem) -> EntityState:
+        f = as_list(item, "entity state", size=8)
+        if as_int(f[0], "entity state version") != STATE_VERSION:
+            raise DecodeError("entity state: unknown version")
+        return cls(
+            as_bytes(f[1], "entity id", size=HASH_LEN),
+            Config.from_item(f[2]),
+            as_int(f[3], "entity height"),
+            as_int(f[4], "entity counter"),
+            tuple(Proposal.from_item(p) for p in as_list(f[5], "proposals")),
+            as_int(f[6], "next proposal id", min_value=1),
+            tuple(
+                (
+                    as_bytes(as_list(n, "nonce", size=2)[0], "nonce signer", size=HASH_LEN),
+                    as_int(as_list(n, "nonce", size=2)[1], "nonce"),
+                )
+                for n in as_list(f[7], "nonces")
+            ),
+        )
+
+    def nonce_of(self, signer: bytes) -> int:
+        for sid, n in self.nonces:
+            if sid == signer:
+                return n
+        return 0
+
+
+def entity_id_for(config: Config, salt: bytes) -> bytes:
+    """keccak-256 of RLP ``[b"XLN/entity-id/v1", config, salt]`` (salt: 32 bytes)."""
+    return keccak(encode_tree([ENTITY_ID_DOMAIN, config.to_tree(), salt]))
+
+
+def genesis(config: Config, salt: bytes) -> EntityState:
+    return EntityState(entity_id_for(config, salt), config)
+
+
+# The transition -------------------------------------------------------------------
+
+
+@dataclass
+class FrameEvents:
+    """What a frame did, for receipts, logs and the wallet (not part of the state)."""
+
+    executed: list[tuple[int, str]] = field(default_factory=list)  # (proposal id, action)
+    voided: list[tuple[int, str]] = field(default_factory=list)  # (proposal id, reason)
+    expired: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Work:
+    """The mutable scratch copy one frame works on; frozen again at the end."""
+
+    config: Config
+    counter: int
+    proposals: dict[int, Proposal]
+    next_proposal_id: int
+    nonces: dict[bytes, int]
+
+    @classmethod
+    def of(cls, state: EntityState) -> _Work:
+        return cls(
+            state.config,
+            state.counter,
+            {p.id: p for p in state.proposals},
+            state.next_proposal_id,
+            dict(state.nonces),
+        )
+
+    def copy(self) -> _Work:
+        return _Work(
+            self.config,
+            self.counter,
+            dict(self.proposals),
+            self.next_proposal_id,
+            dict(self.nonces),
+        )
+
+
+def apply_batch(state: EntityState, work: _Work, batch: Batch, height: int, verify: bool) -> None:
+    if batch.signer not in work.config.index:
+        raise FrameInvalid(f"batch from {batch.signer.hex()[:16]}, not a signer")
+    expected = work.nonces.get(batch.signer, 0) + 1
+    if batch.nonce != expected:
+        raise FrameInvalid(f"batch nonce {batch.nonce}, expected {expected}")
+    if verify:
+        pubkey = work.config.members[work.config.index[batch.signer]].pubkey
+        if not bls.verify(pubkey, batch.message(state.entity_id), batch.signature):
+            raise FrameInvalid("bad batch signature")
+    for i, tx in enumerate(batch.txs):
+        try:
+            _apply_tx(work, tx, batch.signer, height)
+        except ConfigError as exc:
+            raise FrameInvalid(f"tx {i} ({tx.body.NAME}): {exc}") from None
+    work.nonces[batch.signer] = batch.nonce
+
+
+def _apply_tx(work: _Work, tx: Tx, signer: bytes, height: int) -> None:
+    match tx.body:
+        case Increment(n=n):
+            if work.counter + n > UINT64_MAX:
+                raise ConfigError("counter overflow")
+            work.counter += n
+        case Propose(action=action, expires_at=expires_at):
+            if not height <= expires_at <= height + MAX_PROPOSAL_TTL:
+                raise ConfigError(
+                    f"expires_at {expires_at} must be within {height} .. {height + MAX_PROPOSAL_TTL}"
+                )
+            if len(work.proposals) >= MAX_OPEN_PROPOSALS:
+                raise ConfigError("too many open proposals")
+            action.apply(work.config)  # would the result be a valid config now?
+            governance.check_action(action)
+            pid = work.next_proposal_id
+            work.next_proposal_id += 1
+            work.proposals[pid] = Proposal(pid, action, expires_at, signer, (signer,))
+        case Vote(proposal_id=pid):
+            proposal = work.proposals.get(pid)
+            if proposal is None:
+                raise ConfigError(f"no open proposal {pid}")
+            if signer in proposal.votes:
+                raise ConfigError(f"already voted on proposal {pid}")
+            work.proposals[pid] = replace(proposal, votes=tuple(sorted((*proposal.votes, signer))))
+        case _:
+            raise ConfigError(f"{tx.body.NAME} is not an entity transaction")
+
+
+def _end_of_frame(work: _Work, height: int, events: FrameEvents) -> None:
+    for pid in sorted(work.proposals):
+        proposal = work.proposals[pid]
+        if work.config.shares_of(proposal.votes) < work.config.threshold:
+            continue
+        del work.proposals[pid]
+        name = governance.ACTION_NAMES[type(proposal.action)]
+        try:
+            work.config = proposal.action.apply(work.config)
+        except ConfigError as exc:
+            events.voided.append((pid, f"{name}: {exc}"))
+            continue
+        events.executed.append((pid, name))
+    for pid in sorted(work.proposals):
+        if work.proposals[pid].expires_at <= height:
+            del work.proposals[pid]
+            events.expired.append(pid)
+
+
+def execute(
+    state: EntityState, batches: Sequence[Batch], *, verify: bool = True
+) -> tuple[EntityState, FrameEvents]:
+    """Apply one frame's batches; raises FrameInvalid if any batch is rejected."""
+    height = state.height + 1
+    work = _Work.of(state)
+    for batch in batches:
+        apply_batch(state, work, batch, height, verify)
+    events = FrameEvents()
+    _end_of_frame(work, height, events)
+    new = EntityState(
+        state.entity_id,
+        work.config,
+        height,
+        work.counter,
+        tuple(work.proposals[pid] for pid in sorted(work.proposals)),
+        work.next_proposal_id,
+        tuple(sorted(work.nonces.items())),
+    )
+    return new, events
+
+
+def select_batches(
+    state: EntityState, candidates: Sequence[Batch]
+) -> tuple[list[Batch], list[tuple[Batch, str]]]:
+    """The proposer's filter: keep, in order, the batches that apply cleanly on top of
+    the ones kept so far; report the others with the reason. Batches whose nonce is
+    still in the future are neither kept nor rejected (returned in neither list)."""
+    height = state.height + 1
+    work = _Work.of(state)
+    kept: list[Batch] = []
+    rejected: list[tuple[Batch, str]] = []
+    for batch in candidates:
+        if batch.nonce > work.nonces.get(batch.signer, 0) + 1:
+            continue
+        trial = work.copy()
+        try:
+            apply_batch(state, trial, batch, height, verify=True)
+        except FrameInvalid as exc:
+            rejected.append((batch, str(exc)))
+            continue
+        work = trial
+        kept.append(batch)
+    return kept, rejected

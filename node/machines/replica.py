@@ -1,0 +1,599 @@
+"""One signer's replica of an entity, and the consensus that moves it (pure).
+
+The replica holds the agreed :class:`EntityState` (identical on every replica)
+and this signer's local consensus state: the pool of signed batches not yet
+committed, the current round, the proposer's frame in flight with the
+pre-commits gathered for it, and the highest-round pre-committed frame seen at
+the next height (the lock a new proposer must re-propose).
+
+``step(replica, inputs) -> (replica, effects)`` is the transition. Its inputs
+are the entity-level entries of the server's mempool, so a replay re-derives
+every decision. Effects are sent only after the block is durable.
+
+Inputs:
+
+``submit_batch``  a signed batch: pooled, and forwarded to the round's proposer
+``precommit``     a member's signature over the proposer's frame in flight
+``commit``        a frame with its certificate: verified, re-executed, applied
+``timeout``       from this node's own clock only: the round moves on
+``seen_lock``     a member's pre-commit on a frame at the next height, with the
+                  frame: remembered if it is the highest round seen
+
+The proposer builds a frame at the end of a step when it has none in flight
+and has batches (or a lock to re-propose). It commits at the end of a step once
+the slots it has verified hold the threshold: aggregate first, single
+signatures only if the aggregate fails, so a bad one is found and dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import ClassVar, Self
+
+from node.codec import (
+    HASH_LEN,
+    ZERO_HASH,
+    DecodeError,
+    RlpItem,
+    RlpTree,
+    as_bytes,
+    as_int,
+    as_list,
+    decode,
+    encode_tree,
+    int_bytes,
+    keccak,
+)
+from node.crypto import bls
+from node.machines import entity as ent
+from node.machines.entity import Batch, EntityState, FrameInvalid
+from node.machines.frames import (
+    MAX_ROUND,
+    Certificate,
+    Frame,
+    aggregate_precommits,
+    verify_certificate,
+)
+from node.machines.governance import Config
+from node.txs import REGISTRIES, Level, Tx
+
+STATE_VERSION = 1
+MAX_POOL = 10_000
+
+ENTITY_INPUTS = REGISTRIES[Level.ENTITY]
+
+
+# Inputs -------------------------------------------------------------------------
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class SubmitBatch:
+    TYPE: ClassVar[int] = 1
+    NAME: ClassVar[str] = "submit_batch"
+    batch: Batch
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 1:
+            raise DecodeError("submit_batch: expected [batch]")
+        return cls(Batch.decode(encode_tree(fields[0])))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [decode(self.batch.raw)]
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class Precommit:
+    TYPE: ClassVar[int] = 2
+    NAME: ClassVar[str] = "precommit"
+    height: int
+    round: int
+    frame_hash: bytes
+    signer: bytes
+    signature: bytes
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 5:
+            raise DecodeError("precommit: expected [height, round, frame_hash, signer, sig]")
+        return cls(
+            as_int(fields[0], "height", min_value=1),
+            as_int(fields[1], "round", max_value=MAX_ROUND),
+            as_bytes(fields[2], "frame hash", size=HASH_LEN),
+            as_bytes(fields[3], "signer", size=HASH_LEN),
+            as_bytes(fields[4], "signature", size=ent.SIG_LEN),
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [
+            int_bytes(self.height),
+            int_bytes(self.round),
+            self.frame_hash,
+            self.signer,
+            self.signature,
+        ]
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class Commit:
+    TYPE: ClassVar[int] = 3
+    NAME: ClassVar[str] = "commit"
+    frame: Frame
+    cert: Certificate
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 2:
+            raise DecodeError("commit: expected [frame, certificate]")
+        return cls(Frame.decode(encode_tree(fields[0])), Certificate.from_item(fields[1]))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [decode(self.frame.raw), self.cert.to_tree()]
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Only the node's own clock makes this; the network layer refuses it from outside."""
+
+    TYPE: ClassVar[int] = 4
+    NAME: ClassVar[str] = "timeout"
+    height: int
+    round: int
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 2:
+            raise DecodeError("timeout: expected [height, round]")
+        return cls(
+            as_int(fields[0], "height", min_value=1),
+            as_int(fields[1], "round", max_value=MAX_ROUND - 1),
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [int_bytes(self.height), int_bytes(self.round)]
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A member's pre-commit on ``frame`` at ``round``: evidence that the frame may be
+    certified, so later proposers at that height must re-propose it."""
+
+    round: int
+    frame: Frame
+    signer: bytes
+    signature: bytes
+
+    def to_tree(self) -> list[RlpItem]:
+        return [int_bytes(self.round), decode(self.frame.raw), self.signer, self.signature]
+
+    @classmethod
+    def from_item(cls, item: RlpItem) -> Lock:
+        f = as_list(item, "lock", size=4)
+        return cls(
+            as_int(f[0], "lock round", max_value=MAX_ROUND),
+            Frame.decode(encode_tree(f[1])),
+            as_bytes(f[2], "lock signer", size=HASH_LEN),
+            as_bytes(f[3], "lock signature", size=ent.SIG_LEN),
+        )
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class SeenLock:
+    TYPE: ClassVar[int] = 5
+    NAME: ClassVar[str] = "seen_lock"
+    lock: Lock
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 1:
+            raise DecodeError("seen_lock: expected [lock]")
+        return cls(Lock.from_item(fields[0]))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [self.lock.to_tree()]
+
+
+INTERNAL_INPUTS = frozenset({Timeout.TYPE})
+
+
+# Effects --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Deliver ``tx`` to signer ``to``'s replica of this entity (on whichever server hosts it)."""
+
+    to: bytes
+    tx: Tx
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeFrame:
+    """Ask this signer's agent to pre-commit, then send the proposal to ``members``."""
+
+    frame: Frame
+    round: int
+    members: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    frame: Frame
+    cert: Certificate
+    events: ent.FrameEvents
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something refused or noteworthy, for the log and the input's receipt."""
+
+    index: int  # the input's index in this step, or -1
+    message: str
+
+
+type Effect = Send | ProposeFrame | Committed | Note
+
+
+# State --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pending:
+    frame: Frame
+    round: int
+    post: EntityState
+    sigs: tuple[tuple[int, bytes], ...] = ()  # (slot, signature), ascending slot
+
+    def to_tree(self) -> RlpTree:
+        return [
+            decode(self.frame.raw),
+            int_bytes(self.round),
+            self.post.to_tree(),
+            [[int_bytes(i), s] for i, s in self.sigs],
+        ]
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """How the entity was created: enough for a new member to rebuild it from frame 1."""
+
+    config: Config
+    salt: bytes
+    pops: tuple[bytes, ...]
+
+    def to_tree(self) -> RlpTree:
+        return [self.config.to_tree(), self.salt, list(self.pops)]
+
+    @classmethod
+    def from_item(cls, item: RlpItem) -> Genesis:
+        f = as_list(item, "genesis", size=3)
+        return cls(
+            Config.from_item(f[0]),
+            as_bytes(f[1], "salt", size=HASH_LEN),
+            tuple(as_bytes(p, "pop", size=ent.SIG_LEN) for p in as_list(f[2], "pops")),
+        )
+
+
+@dataclass(frozen=True)
+class Replica:
+    signer: bytes
+    genesis: Genesis
+    entity: EntityState
+    head: bytes = ZERO_HASH
+    cert: Certificate | None = None
+    round: int = 0
+    pool: tuple[Batch, ...] = ()
+    pending: Pending | None = None
+    lock: Lock | None = None
+
+    @property
+    def entity_id(self) -> bytes:
+        return self.entity.entity_id
+
+    @property
+    def next_height(self) -> int:
+        return self.entity.height + 1
+
+    @property
+    def proposer(self) -> bytes:
+        return self.entity.config.proposer_at(self.round)
+
+    def to_tree(self) -> RlpTree:
+        return [
+            int_bytes(STATE_VERSION),
+            self.signer,
+            self.genesis.to_tree(),
+            self.entity.to_tree(),
+            self.head,
+            self.cert.to_tree() if self.cert else [],
+            int_bytes(self.round),
+            [decode(b.raw) for b in self.pool],
+            self.pending.to_tree() if self.pending else [],
+            self.lock.to_tree() if self.lock else [],
+        ]
+
+    @cached_property
+    def encoded(self) -> bytes:
+        return encode_tree(self.to_tree())
+
+    @cached_property
+    def hash(self) -> bytes:
+        return keccak(self.encoded)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Replica:
+        f = as_list(decode(raw), "replica", size=10)
+        if as_int(f[0], "replica version") != STATE_VERSION:
+            raise DecodeError("replica: unknown version")
+        pending = None
+        if f[8]:
+            p = as_list(f[8], "pending", size=4)
+            pending = Pending(
+                Frame.decode(encode_tree(p[0])),
+                as_int(p[1], "pending round"),
+                EntityState.from_item(p[2]),
+                tuple(
+                    (as_int(s[0], "slot"), as_bytes(s[1], "sig", size=ent.SIG_LEN))
+                    for s in (as_list(x, "slot sig", size=2) for x in as_list(p[3], "sigs"))
+                ),
+            )
+        return cls(
+            as_bytes(f[1], "replica signer", size=HASH_LEN),
+            Genesis.from_item(f[2]),
+            EntityState.from_item(f[3]),
+            as_bytes(f[4], "head", size=HASH_LEN),
+            Certificate.from_item(f[5]) if f[5] else None,
+            as_int(f[6], "round", max_value=MAX_ROUND),
+            tuple(Batch.decode(encode_tree(b)) for b in as_list(f[7], "pool", max_len=MAX_POOL)),
+            pending,
+            Lock.from_item(f[9]) if f[9] else None,
+        )
+
+
+def create(signer: bytes, genesis: Genesis) -> Replica:
+    return Replica(signer, genesis, ent.genesis(genesis.config, genesis.salt))
+
+
+# The transition ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Step:
+    r: Replica
+    effects: list[Effect] = field(default_factory=list)
+
+    def note(self, index: int, message: str) -> None:
+        self.effects.append(Note(index, message))
+
+
+def step(replica: Replica, inputs: Sequence[Tx]) -> tuple[Replica, list[Effect]]:
+    s = _Step(replica)
+    for index, tx in enumerate(inputs):
+        match tx.body:
+            case SubmitBatch(batch=batch):
+                _on_batch(s, index, batch, tx)
+            case Precommit() as pc:
+                _on_precommit(s, index, pc)
+            case Commit(frame=frame, cert=cert):
+                _on_commit(s, index, frame, cert)
+            case Timeout(height=height, round=round_):
+                _on_timeout(s, index, height, round_)
+            case SeenLock(lock=lock):
+                _on_lock(s, index, lock)
+            case _:
+                s.note(index, f"{tx.body.NAME} is not an entity input")
+    _try_commit(s)
+    _try_propose(s)
+    return s.r, s.effects
+
+
+def _on_batch(s: _Step, index: int, batch: Batch, tx: Tx) -> None:
+    r = s.r
+    if batch.signer not in r.entity.config.index:
+        s.note(index, "batch from a signer not in the entity")
+        return
+    if batch.nonce <= r.entity.nonce_of(batch.signer):
+        s.note(index, f"batch nonce {batch.nonce} already used")
+        return
+    if any(b.raw == batch.raw for b in r.pool):
+        return  # a resend: idempotent
+    if len(r.pool) >= MAX_POOL:
+        s.note(index, "entity pool full; retry later")
+        return
+    s.r = replace(r, pool=(*r.pool, batch))
+    if r.proposer != r.signer:
+        s.effects.append(Send(r.proposer, tx))
+
+
+def _on_precommit(s: _Step, index: int, pc: Precommit) -> None:
+    r = s.r
+    p = r.pending
+    slot = r.entity.config.index.get(pc.signer)
+    if pc.height <= r.entity.height:
+        return  # late: that frame is committed already
+    if p is None or pc.height != p.frame.height or pc.round != p.round:
+        s.note(index, f"precommit at {pc.height}/{pc.round}: no frame in flight there")
+    elif pc.frame_hash != p.frame.hash:
+        s.note(index, f"precommit from {pc.signer.hex()[:16]} for a different frame")
+    elif slot is None:
+        s.note(index, f"precommit from {pc.signer.hex()[:16]}, not a signer")
+    elif any(i == slot for i, _ in p.sigs):
+        s.note(index, f"duplicate precommit from {pc.signer.hex()[:16]}")
+    else:
+        sigs = tuple(sorted((*p.sigs, (slot, pc.signature))))
+        s.r = replace(r, pending=replace(p, sigs=sigs))
+
+
+def _try_commit(s: _Step) -> None:
+    r = s.r
+    p = r.pending
+    if p is None:
+        return
+    config = r.entity.config
+    if config.shares_of([config.ids[i] for i, _ in p.sigs]) < config.threshold:
+        return
+    cert, bad = aggregate_precommits(config, p.frame, p.round, dict(p.sigs))
+    for i in bad:
+        s.note(-1, f"invalid precommit signature from {config.ids[i].hex()[:16]}; not counted")
+    if bad:
+        p = replace(p, sigs=tuple((i, sig) for i, sig in p.sigs if i not in bad))
+        s.r = replace(r, pending=p)
+    if cert is None:
+        return
+    _apply_committed(s, p.frame, cert, p.post, ent.FrameEvents())
+    for member in r.entity.config.ids:
+        if member != r.signer:
+            s.effects.append(Send(member, Tx.of(Commit(p.frame, cert))))
+
+
+def _on_commit(s: _Step, index: int, frame: Frame, cert: Certificate) -> None:
+    r = s.r
+    if frame.entity_id != r.entity_id:
+        s.note(index, "commit for another entity")
+        return
+    if frame.height <= r.entity.height:
+        return  # already applied: idempotent
+    if frame.height != r.next_height:
+        s.note(index, f"commit at height {frame.height}, expected {r.next_height}; catch up first")
+        return
+    if frame.prev_hash != r.head:
+        s.note(index, "commit does not extend this replica's head")
+        return
+    reason = verify_certificate(r.entity.config, frame, cert)
+    if reason is not None:
+        s.note(index, f"commit refused: {reason}")
+        return
+    try:
+        post, events = ent.execute(r.entity, frame.batches)
+    except FrameInvalid as exc:
+        s.note(index, f"certified frame does not execute here: {exc}")
+        return
+    if post.hash != frame.state_hash:
+        s.note(index, "certified frame's state hash differs from this replica's")
+        return
+    _apply_committed(s, frame, cert, post, events)
+
+
+def _apply_committed(
+    s: _Step, frame: Frame, cert: Certificate, post: EntityState, events: ent.FrameEvents
+) -> None:
+    r = s.r
+    included = {b.raw for b in frame.batches}
+    pool = tuple(
+        b for b in r.pool if b.raw not in included and b.nonce > post.nonce_of(b.signer)
+    )
+    s.r = replace(
+        r,
+        entity=post,
+        head=frame.hash,
+        cert=cert,
+        round=0,
+        pool=pool,
+        pending=None,
+        lock=None,
+    )
+    s.effects.append(Committed(frame, cert, events))
+    new = s.r
+    if pool and new.proposer != new.signer:
+        # The proposer may have changed, or missed some: make sure it has them.
+        s.effects.extend(Send(new.proposer, Tx.of(SubmitBatch(b))) for b in pool)
+
+
+def _on_timeout(s: _Step, index: int, height: int, round_: int) -> None:
+    r = s.r
+    if height != r.next_height or round_ != r.round:
+        s.note(index, f"stale timeout {height}/{round_}")
+        return
+    s.r = r = replace(r, round=r.round + 1, pending=None)
+    others = [m for m in r.entity.config.ids if m != r.signer]
+    if r.lock is not None:
+        s.effects.extend(Send(m, Tx.of(SeenLock(r.lock))) for m in others)
+    if r.proposer != r.signer:
+        s.effects.extend(Send(r.proposer, Tx.of(SubmitBatch(b))) for b in r.pool)
+
+
+def _on_lock(s: _Step, index: int, lock: Lock) -> None:
+    r = s.r
+    if lock.frame.entity_id != r.entity_id or lock.frame.height != r.next_height:
+        return  # about another height: harmless, ignored
+    slot = r.entity.config.index.get(lock.signer)
+    if slot is None:
+        s.note(index, "lock from a non-signer")
+        return
+    if r.lock is not None and lock.round <= r.lock.round:
+        return
+    key = bls.load_public_key(r.entity.config.members[slot].pubkey)
+    if not bls.fast_aggregate_verify_keys([key], lock.frame.message(lock.round), lock.signature):
+        s.note(index, "lock with an invalid signature")
+        return
+    s.r = replace(r, lock=lock)
+
+
+def _try_propose(s: _Step) -> None:
+    r = s.r
+    if r.pending is not None or r.proposer != r.signer:
+        return
+    frame: Frame | None = None
+    post: EntityState | None = None
+    if r.lock is not None and r.lock.frame.prev_hash == r.head:
+        try:
+            post, _ = ent.execute(r.entity, r.lock.frame.batches)
+        except FrameInvalid:
+            post = None
+        if post is not None and post.hash == r.lock.frame.state_hash:
+            frame = r.lock.frame
+    if frame is None:
+        if not r.pool:
+            return
+        kept, rejected = ent.select_batches(r.entity, r.pool)
+        for batch, reason in rejected:
+            s.note(-1, f"batch {keccak(batch.raw).hex()[:16]} dropped: {reason}")
+        if rejected:
+            dropped = {b.raw for b, _ in rejected}
+            s.r = r = replace(r, pool=tuple(b for b in r.pool if b.raw not in dropped))
+        if not kept:
+            return
+        post, _ = ent.execute(r.entity, kept, verify=False)
+        frame = Frame.make(r.entity_id, r.next_height, r.head, kept, post.hash)
+    assert post is not None
+    s.r = replace(r, pending=Pending(frame, r.round, post))
+    s.effects.append(ProposeFrame(frame, r.round, r.entity.config.ids))
+
+
+# Checks the runtime makes outside a block ------------------------------------------------
+
+
+def check_proposal(
+    r: Replica, frame: Frame, round_: int, proposer_sig: bytes
+) -> str | None:
+    """None if this replica's signer should pre-commit ``frame`` at ``round_``: the
+    round's proposer pre-committed it (``proposer_sig``), it extends our head, its
+    round is not behind ours, and re-executing it on our replica gives the
+    frame's state hash. Locking is the agent's to enforce."""
+    if frame.entity_id != r.entity_id:
+        return "proposal for another entity"
+    if frame.height != r.next_height:
+        return f"proposal at height {frame.height}, this replica is at {r.entity.height}"
+    if frame.prev_hash != r.head:
+        return "proposal does not extend this replica's head"
+    if round_ < r.round:
+        return f"proposal at round {round_}, this replica is at round {r.round}"
+    config = r.entity.config
+    proposer = config.members[config.index[config.proposer_at(round_)]]
+    if not bls.verify(proposer.pubkey, frame.message(round_), proposer_sig):
+        return "proposal not signed by the round's proposer"
+    try:
+        post, _ = ent.execute(r.entity, frame.batches)
+    except FrameInvalid as exc:
+        return f"proposal rejected by the entity rules: {exc}"
+    if post.hash != frame.state_hash:
+        return "proposal's state hash differs from re-execution"
+    return None
+

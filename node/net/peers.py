@@ -1,0 +1,223 @@
+"""Outbound links to peer servers (``--peer URL``): introduce ourselves, learn
+which signers each peer hosts, and carry consensus messages to them.
+
+Each link keeps one WebSocket open, reconnecting with backoff. Messages for a
+peer queue while it is away (bounded; the oldest go first). Losing one is safe:
+consensus re-derives what matters (a replica that missed commits fetches them
+with GET_FRAMES; batches are re-forwarded and frames re-proposed on timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from node.codec import HASH_LEN, DecodeError, RlpItem, as_bytes, as_list, decode
+from node.identity import Identity
+from node.machines.frames import Certificate
+from node.net.protocol import (
+    MAX_FRAME_BYTES,
+    Rep,
+    Reply,
+    Req,
+    Sender,
+    SenderKind,
+    decode_reply,
+    encode_request,
+    error_of,
+)
+from node.txs import Tx
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED = 10_000
+PEER_INFO_INTERVAL_S = 1.0
+RECONNECT_MAX_S = 2.0
+REQUEST_TIMEOUT_S = 10.0
+
+
+@dataclass(eq=False)
+class PeerLink:
+    url: str
+    hosted: frozenset[bytes] = frozenset()
+    connected: bool = False
+    queue: deque[bytes] = field(default_factory=lambda: deque(maxlen=MAX_QUEUED))
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: dict[int, asyncio.Future[Reply]] = field(default_factory=dict)
+    ws: ClientConnection | None = None
+
+
+class PeerNetwork:
+    def __init__(self, urls: list[str], identity: Identity) -> None:
+        self.identity = identity
+        self.links = [PeerLink(url) for url in urls]
+        self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+        # Called with a link when it (re)connects or its hosted signers change.
+        self.on_change: list[Callable[[PeerLink], object]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run(link)) for link in self.links]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def host_of(self, signer: bytes) -> PeerLink | None:
+        for link in self.links:
+            if signer in link.hosted:
+                return link
+        return None
+
+    @property
+    def sender(self) -> Sender:
+        return Sender(SenderKind.SERVER, self.identity.id)
+
+    def _send(self, link: PeerLink, req: Req, route: list[bytes], body: list[object]) -> None:
+        frame = encode_request(req, next(self._ids), self.sender, tuple(route), body)
+        link.queue.append(frame)
+        link.wake.set()
+
+    def deliver(self, to_signer: bytes, entity: bytes | None, tx: Tx) -> bool:
+        link = self.host_of(to_signer)
+        if link is None:
+            return False
+        self._send(link, Req.DELIVER, [], [to_signer, entity or b"", decode(tx.raw)])
+        return True
+
+    def proposal(self, to_signer: bytes, frame_raw: bytes, round_: int, sig: bytes) -> bool:
+        link = self.host_of(to_signer)
+        if link is None:
+            return False
+        self._send(link, Req.PROPOSAL, [], [to_signer, decode(frame_raw), round_, sig])
+        return True
+
+    async def get_frames(
+        self, link: PeerLink, entity: bytes, start: int, count: int
+    ) -> list[tuple[bytes, Certificate]]:
+        reply = await self._request(link, Req.GET_FRAMES, [entity, start, count])
+        if reply.type is not Rep.FRAMES:
+            return []
+        out = []
+        for item in as_list(reply.body[0], "frames"):
+            pair = as_list(item, "frame", size=2)
+            out.append((as_bytes(pair[0], "frame"), Certificate.from_item(pair[1])))
+        return out
+
+    async def _request(self, link: PeerLink, req: Req, body: list[object]) -> Reply:
+        ws = link.ws
+        if ws is None:
+            raise ConnectionError(f"peer {link.url} is not connected")
+        rid = next(self._ids)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        link.waiting[rid] = future
+        try:
+            await ws.send(encode_request(req, rid, self.sender, (), body))
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                return await future
+        finally:
+            link.waiting.pop(rid, None)
+
+    # The link's life ---------------------------------------------------------
+
+    async def _run(self, link: PeerLink) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                async with connect(
+                    link.url, max_size=MAX_FRAME_BYTES * 64, compression=None, open_timeout=5
+                ) as ws:
+                    await self._session(link, ws)
+                    backoff = 0.05
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, DecodeError) as exc:
+                log.debug("peer %s: %r", link.url, exc)
+            except InvalidURI:
+                log.error("peer URL %s is not a WebSocket URL; giving up on it", link.url)
+                return
+            finally:
+                link.connected = False
+                link.ws = None
+                for future in link.waiting.values():
+                    if not future.done():
+                        future.set_exception(ConnectionError("peer connection lost"))
+                link.waiting.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX_S)
+
+    async def _session(self, link: PeerLink, ws: ClientConnection) -> None:
+        hello = self.identity.hello(time.time_ns() // 1_000_000)
+        await ws.send(encode_request(Req.HELLO, 0, self.sender, (), hello))
+        reply = decode_reply(await ws.recv(decode=False))
+        if reply.type is Rep.ERROR:
+            code, message = error_of(reply)
+            log.warning("peer %s refused us: %s %s", link.url, code.name, message)
+            raise ConnectionError(message)
+        link.ws = ws
+        link.connected = True
+        self._set_hosted(link, reply.body[4] if len(reply.body) > 4 else [], always=True)
+        reader = asyncio.create_task(self._read(link, ws))
+        info = asyncio.create_task(self._poll_info(link))
+        try:
+            while not reader.done():
+                while link.queue:
+                    await ws.send(link.queue[0])
+                    link.queue.popleft()
+                link.wake.clear()
+                waiter = asyncio.ensure_future(link.wake.wait())
+                await asyncio.wait([waiter, reader], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        finally:
+            reader.cancel()
+            info.cancel()
+
+    async def _read(self, link: PeerLink, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for frame in ws:
+                if isinstance(frame, str):
+                    continue
+                try:
+                    reply = decode_reply(frame)
+                except DecodeError:
+                    log.warning("peer %s sent an undecodable frame", link.url)
+                    continue
+                future = link.waiting.get(reply.request_id)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+                elif reply.type is Rep.ERROR:
+                    code, message = error_of(reply)
+                    log.info("peer %s: %s %s", link.url, code.name, message)
+
+    async def _poll_info(self, link: PeerLink) -> None:
+        while True:
+            await asyncio.sleep(PEER_INFO_INTERVAL_S)
+            try:
+                reply = await self._request(link, Req.PEER_INFO, [])
+            except (ConnectionError, TimeoutError, ConnectionClosed):
+                return
+            if reply.type is Rep.PEER_INFO:
+                self._set_hosted(link, reply.body[0])
+
+    def _set_hosted(self, link: PeerLink, item: RlpItem, *, always: bool = False) -> None:
+        try:
+            hosted = frozenset(
+                as_bytes(s, "signer", size=HASH_LEN) for s in as_list(item, "signers")
+            )
+        except DecodeError:
+            return
+        if hosted == link.hosted and not always:
+            return
+        link.hosted = hosted
+        for callback in self.on_change:
+            callback(link)
