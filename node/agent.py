@@ -66,9 +66,10 @@ class Agent:
         self.signed = 0
 
     @classmethod
-    def from_keystore(cls, path: Path, password: str, guard_dir: Path) -> Agent:
-        secret = keystore.decrypt(keystore.load(path), password)
-        return cls(int.from_bytes(secret, "big"), guard_dir)
+    def from_keystore(cls, path: Path, password: str, guard_root: Path) -> Agent:
+        """Load the key; its guard records go in ``guard_root/<signer id hex>``."""
+        sk = int.from_bytes(keystore.decrypt(keystore.load(path), password), "big")
+        return cls(sk, guard_root / signer_id(bls.sk_to_pk(sk)).hex())
 
     def close(self) -> None:
         self._db.close()
@@ -92,8 +93,7 @@ class Agent:
                 fields = as_list(decode(previous), "guard record", size=2)
                 if as_bytes(fields[0], "frame hash") != frame.hash:
                     raise Refused(
-                        f"already signed a different frame at height {frame.height} "
-                        f"round {round_}"
+                        f"already signed a different frame at height {frame.height} round {round_}"
                     )
                 return as_bytes(fields[1], "signature")
             lock = self._db.get(b"L" + at)
@@ -104,8 +104,8 @@ class Agent:
                     raise Refused(f"already signed at round {locked_round} of this height")
                 if as_bytes(fields[1], "lock frame") != frame.hash:
                     raise Refused(
-                        f"locked on another frame at height {frame.height} since round "
-                        f"{locked_round}"
+                        f"asked for round {round_} but locked on another frame at height "
+                        f"{frame.height} since round {locked_round}"
                     )
             signature = bls.sign(self._sk, frame.message(round_))
             with self._db.write_batch(transaction=True, sync=True) as wb:

@@ -1,9 +1,12 @@
-"""``xln-node``: run a node, inspect and verify its chain, manage API tokens.
+"""``xln-node``: run a node, inspect and verify its chain, manage API tokens,
+make signer keys, run an agent, and run a multi-process simulation.
 
-The data folder holds ``chain/`` (LevelDB), ``tokens.json`` and, while a node
+The data folder holds ``chain/`` (LevelDB), ``tokens.json``, the node's
+encrypted identity key ``identity.json`` (only with peers) and, while a node
 runs, the control socket ``node.sock``. LevelDB admits one process, so
 ``inspect`` and ``verify`` ask the running node over the control socket when
 it holds the store; ``token`` only touches ``tokens.json`` and works either way.
+Signers' keys never go in the data folder: they live with their agents.
 """
 
 from __future__ import annotations
@@ -14,22 +17,35 @@ import contextlib
 import gc
 import json
 import logging
+import os
+import secrets
 import signal
 import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from node import __version__
+from node import identity as node_identity
+from node.agent import Agent
 from node.chain_verify import ChainInvalid, Replayer, VerifyReport, verify_chain
 from node.codec import ZERO_HASH
+from node.coordinator import DEFAULT_ROUND_TIMEOUT_MS, Coordinator, LocalAgent
+from node.crypto import bls, keystore
+from node.crypto.keystore import KeystoreError
 from node.errors import Refused
+from node.machines.governance import signer_id
 from node.machines.server import Increment
+from node.net.agent_client import serve_agent
 from node.net.client import NodeClient
+from node.net.peers import PeerNetwork
 from node.net.protocol import MAX_BLOCKS_PER_PAGE
 from node.net.server import ApiServer
 from node.runtime import DEFAULT_TICK_MS, Node, NodeConfig
+from node.sim import add_sim_parser, run_sim
+from node.state_view import describe
 from node.storage import Store, StoreError, StoreLocked
 from node.tokens import Scope, ScopeError, TokenStore
 from node.txs import Tx
@@ -62,7 +78,23 @@ async def run_node(args: argparse.Namespace) -> int:
         NodeConfig(tick_ms=args.tick_ms, empty_blocks=args.empty_blocks, inbox_cap=args.inbox_cap),
     )
     tokens = TokenStore(data)
-    api = ApiServer(node, tokens, node_id=ZERO_HASH)
+    peers = None
+    if args.peer:
+        password = _read_secret(args.identity_password_file, "XLN_NODE_PASSWORD")
+        if password is None:
+            print(
+                "error: peers need the node identity key; give --identity-password-file "
+                "or set XLN_NODE_PASSWORD",
+                file=sys.stderr,
+            )
+            node.close()
+            return 2
+        peers = PeerNetwork(args.peer, node_identity.load_or_create(data, password))
+    coordinator = Coordinator(node, peers, round_timeout_ms=args.round_timeout_ms)
+    agents = _builtin_agents(args)
+    for agent in agents:
+        coordinator.agents[agent.signer_id] = LocalAgent(agent)
+    api = ApiServer(node, tokens, node_id=ZERO_HASH, coordinator=coordinator)
     node.tick_hooks.append(api.refresh_tokens)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,16 +112,42 @@ async def run_node(args: argparse.Namespace) -> int:
             log.warning("no Unix sockets here: inspect and verify need the node stopped")
         print(f"xln-node {__version__} listening on ws://{args.host}:{port}", flush=True)
         print(f"height {node.state.height}, head {node.state.head.hex()}", flush=True)
+        if peers is not None:
+            peers.start()
         tasks = [asyncio.create_task(node.run(stop))]
         if args.simulate:
             tasks.append(asyncio.create_task(_simulate(node, stop)))
         await asyncio.gather(*tasks)
     finally:
+        await coordinator.close()
+        if peers is not None:
+            await peers.close()
         await api.close()
+        for agent in agents:
+            agent.close()
         (data / CONTROL_SOCKET).unlink(missing_ok=True)
         node.close()
     print(f"stopped cleanly at height {node.state.height}", flush=True)
     return 0
+
+
+def _read_secret(path: str | None, env: str) -> str | None:
+    if path:
+        return Path(path).read_text(encoding="utf-8").rstrip("\n")
+    return os.environ.get(env)
+
+
+def _builtin_agents(args: argparse.Namespace) -> list[Agent]:
+    """Agents in this process for ``--agent KEYSTORE`` (tests, simulation, headless hubs)."""
+    if not args.agent:
+        return []
+    password = _read_secret(args.agent_password_file, "XLN_AGENT_PASSWORD")
+    if password is None or not args.agent_guard:
+        raise SystemExit("error: --agent needs --agent-password-file and --agent-guard")
+    guard = Path(args.agent_guard).expanduser().resolve()
+    if guard.is_relative_to(Path(args.data).expanduser().resolve()):
+        raise SystemExit("error: the agent's guard folder must be outside the node's data")
+    return [Agent.from_keystore(Path(path), password, guard) for path in args.agent]
 
 
 async def _simulate(node: Node, stop: asyncio.Event) -> None:
@@ -129,37 +187,45 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         with Store(data / CHAIN_DIR) as store:
             state, _ = store.load()
-            info = {
-                "height": state.height,
-                "head": state.head.hex(),
-                "state_hash": state.hash().hex(),
-                "counter": state.counter,
-                "blocks": state.height,
-                "timestamp": state.timestamp,
-                "source": "store",
-            }
+            info = {**describe(state), "source": "store"}
     except StoreLocked:
         info = asyncio.run(_inspect_running(data))
     if args.json:
         print(json.dumps(info))
     else:
-        for key, value in info.items():
-            print(f"{key:>11}  {value}")
+        _print_info(info)
     return 0
 
 
-async def _inspect_running(data: Path) -> dict[str, object]:
+def _print_info(info: dict[str, Any]) -> None:
+    for key, value in info.items():
+        if key != "signers":
+            print(f"{key:>11}  {value}")
+    for s in info["signers"]:
+        print(f"signer {s['id']}  counter {s['counter']}")
+        for e in s["entities"]:
+            members = ", ".join(f"{m['id'][:12]}:{m['shares']}" for m in e["members"])
+            print(f"  entity {e['id']}")
+            print(f"    height {e['height']}  counter {e['counter']}  round {e['round']}")
+            print(f"    members {members}  threshold {e['threshold']}")
+            print(f"    proposer {e['proposer'][:12]}  pool {e['pool']}")
+            for p in e["proposals"]:
+                print(
+                    f"    proposal {p['id']} {p['action']} expires at {p['expires_at']}: "
+                    f"{len(p['votes'])} votes, {p['shares']} shares"
+                )
+            cert = e["last_certificate"]
+            if cert is not None:
+                print(
+                    f"    last certificate: round {cert['round']} bits {cert['bitfield']} "
+                    f"sig {cert['signature'][:24]}..."
+                )
+
+
+async def _inspect_running(data: Path) -> dict[str, Any]:
     async with _running_node(data) as client:
-        s = await client.status()
-    return {
-        "height": s.height,
-        "head": s.head.hex(),
-        "state_hash": s.state_hash.hex(),
-        "counter": s.counter,
-        "blocks": s.height,
-        "timestamp": s.timestamp,
-        "source": "running node",
-    }
+        state = await client.server_state()
+    return {**describe(state), "source": "running node"}
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -262,6 +328,56 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 1
 
 
+# key / agent ------------------------------------------------------------------------
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    password = _read_secret(args.password_file, "XLN_AGENT_PASSWORD")
+    if password is None:
+        print("error: give --password-file or set XLN_AGENT_PASSWORD", file=sys.stderr)
+        return 2
+    path = Path(args.keystore)
+    if args.key_cmd == "create":
+        if path.exists():
+            print(f"error: {path} exists; not overwriting a key", file=sys.stderr)
+            return 1
+        sk = bls.keygen(secrets.token_bytes(32))
+        pubkey = bls.sk_to_pk(sk)
+        keystore.save(
+            path,
+            keystore.encrypt(sk.to_bytes(32, "big"), password, pubkey=pubkey, fast=args.fast_kdf),
+        )
+    else:
+        sk = int.from_bytes(keystore.decrypt(keystore.load(path), password), "big")
+        pubkey = bls.sk_to_pk(sk)
+    info = {
+        "signer_id": signer_id(pubkey).hex(),
+        "pubkey": pubkey.hex(),
+        "proof_of_possession": bls.pop_prove(sk).hex(),
+    }
+    print(json.dumps(info))
+    return 0
+
+
+async def run_agent(args: argparse.Namespace) -> int:
+    password = _read_secret(args.password_file, "XLN_AGENT_PASSWORD")
+    token = _read_secret(args.token_file, "XLN_TOKEN")
+    if password is None or token is None:
+        print("error: the agent needs --password-file and --token-file", file=sys.stderr)
+        return 2
+    agent = Agent.from_keystore(Path(args.keystore), password, Path(args.guard))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"agent for signer {agent.signer_id.hex()} serving {args.node}", flush=True)
+    try:
+        await serve_agent(args.node, token, agent, stop)
+    finally:
+        agent.close()
+    return 0
+
+
 # entry --------------------------------------------------------------------------
 
 
@@ -287,6 +403,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--inbox-cap", type=_positive, default=NodeConfig().inbox_cap, help=argparse.SUPPRESS
     )
+    run.add_argument(
+        "--peer", action="append", default=[], metavar="URL", help="a peer server (repeatable)"
+    )
+    run.add_argument(
+        "--identity-password-file",
+        help="password of the node identity key (needed with --peer; or XLN_NODE_PASSWORD)",
+    )
+    run.add_argument(
+        "--round-timeout-ms",
+        type=_positive,
+        default=DEFAULT_ROUND_TIMEOUT_MS,
+        help="silence after which an entity's height moves to the next round",
+    )
+    run.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="KEYSTORE",
+        help="built-in agent: a signer's EIP-2335 keystore (repeatable)",
+    )
+    run.add_argument("--agent-password-file", help="keystore password (or XLN_AGENT_PASSWORD)")
+    run.add_argument("--agent-guard", help="the built-in agents' double-sign records folder")
 
     inspect = sub.add_parser("inspect", help="show height, head, state hash and counter")
     inspect.add_argument("--data", required=True)
@@ -307,6 +445,28 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_sub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("--data", required=True)
     revoke.add_argument("id")
+
+    key = sub.add_parser("key", help="signer keys in EIP-2335 keystores (for agents)")
+    key_sub = key.add_subparsers(dest="key_cmd", required=True)
+    for name, text in (("create", "make a new key"), ("show", "show id, key and proof")):
+        k = key_sub.add_parser(name, help=text)
+        k.add_argument("--keystore", required=True, help="keystore file (never in a data folder)")
+        k.add_argument("--password-file", help="keystore password (or XLN_AGENT_PASSWORD)")
+        if name == "create":
+            k.add_argument(
+                "--fast-kdf",
+                action="store_true",
+                help="a weak KDF for tests and simulation only",
+            )
+
+    agent = sub.add_parser("agent", help="run a signer's agent against its node")
+    agent.add_argument("--node", required=True, help="the node's ws:// URL")
+    agent.add_argument("--token-file", help="a token reaching the signer (or XLN_TOKEN)")
+    agent.add_argument("--keystore", required=True)
+    agent.add_argument("--password-file", help="keystore password (or XLN_AGENT_PASSWORD)")
+    agent.add_argument("--guard", required=True, help="folder for the double-sign records")
+
+    add_sim_parser(sub)
     return parser
 
 
@@ -324,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         if args.cmd == "run":
             return asyncio.run(run_node(args))
@@ -331,7 +492,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_inspect(args)
         if args.cmd == "verify":
             return cmd_verify(args)
+        if args.cmd == "key":
+            return cmd_key(args)
+        if args.cmd == "agent":
+            return asyncio.run(run_agent(args))
+        if args.cmd == "sim":
+            return asyncio.run(run_sim(args))
         return cmd_token(args)
+    except KeystoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (StoreError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ carries its decisions out once the block that made them is durable:
   the rules accept it, ask our signer's agent, and send the pre-commit to the
   round's proposer (and record it locally as a lock);
 - the round timer: a replica with work that makes no progress for
-  ``round_timeout × (round + 1)`` gets a ``timeout`` input from our clock;
+  ``round_timeout * (round + 1)`` gets a ``timeout`` input from our clock;
 - catch-up: a replica behind its peers fetches certified frames (GET_FRAMES)
   and applies them as ``commit`` inputs; each is verified before it applies.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,6 +88,7 @@ class Coordinator:
         self._timers: dict[tuple[bytes, bytes], _Timer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._syncing: set[bytes] = set()
+        self._deferred: dict[tuple[bytes, bytes], tuple[bytes, int, bytes]] = {}
         self.stats = {"proposals_signed": 0, "proposals_refused": 0, "syncs": 0}
         node.durable_hooks.append(self.on_step)
         node.tick_hooks.append(self.on_tick)
@@ -140,8 +141,18 @@ class Coordinator:
                     )
                 case rep.Committed():
                     pass  # published as a FrameEvent by the node
+        for key, (frame_raw, round_, psig) in list(self._deferred.items()):
+            del self._deferred[key]
+            proposals.append(self._retry(key[0], frame_raw, round_, psig))
         if proposals:
             self._spawn(_gather(proposals))
+
+    async def _retry(self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes) -> None:
+        await self.on_proposal(signer, frame_raw, round_, psig)
+
+    def proposal_received(self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes) -> None:
+        """A proposal for our ``signer`` arrived from a peer: answer it in the background."""
+        self._spawn(self._retry(signer, frame_raw, round_, psig))
 
     def route_input(self, to: bytes, entity: bytes | None, tx: Tx) -> None:
         """An input for signer ``to`` (and its replica of ``entity``), wherever it is hosted."""
@@ -169,19 +180,29 @@ class Coordinator:
         return None
 
     async def _propose(self, signer: bytes, p: rep.ProposeFrame) -> None:
+        log.debug(
+            "signer %s proposes %s at %d/%d",
+            signer.hex()[:12],
+            p.frame.hash.hex()[:12],
+            p.frame.height,
+            p.round,
+        )
         signature = await self._sign(signer, p.frame, p.round)
         if signature is None:
             return
         entity = p.frame.entity_id
         self.node.submit_internal(
             (signer, entity),
-            [Tx.of(Precommit(p.frame.height, p.round, p.frame.hash, signer, signature))],
+            [
+                Tx.of(Precommit(p.frame.height, p.round, p.frame.hash, signer, signature)),
+                Tx.of(SeenLock(Lock(p.round, p.frame, signer, signature))),
+            ],
         )
         for member in p.members:
             if member == signer:
                 continue
             if member in self.node.state.by_id:
-                self._spawn(self.on_proposal(member, p.frame.raw, p.round, signature))
+                self.proposal_received(member, p.frame.raw, p.round, signature)
             elif self.peers is not None:
                 self.peers.proposal(member, p.frame.raw, p.round, signature)
 
@@ -199,8 +220,12 @@ class Coordinator:
         if replica is None:
             return "no such replica here"
         if frame.height > replica.next_height:
-            self.request_sync(frame.entity_id)
-            return "behind; catching up"
+            # Usually the commit of the height before is in our inbox: the proposer
+            # pipelines. Retry after the next block; if we are further behind, sync.
+            self._deferred[(signer, frame.entity_id)] = (frame_raw, round_, proposer_sig)
+            if frame.height > replica.next_height + 1:
+                self.request_sync(frame.entity_id)
+            return "behind; retried after the next block"
         reason = rep.check_proposal(replica, frame, round_, proposer_sig)
         if reason is not None:
             self.stats["proposals_refused"] += 1
@@ -320,5 +345,5 @@ class Coordinator:
         return False
 
 
-async def _gather(coros: list[Awaitable[None]]) -> None:
+async def _gather(coros: Sequence[Awaitable[None]]) -> None:
     await asyncio.gather(*coros)

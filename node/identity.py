@@ -59,13 +59,14 @@ def check_hello(pubkey: bytes, timestamp_ms: int, signature: bytes, now_ms: int)
     return None
 
 
-def load_or_create(data_dir: Path, password: str) -> Identity:
-    """Read the identity keystore, or make a new key on first start."""
+def load_or_create(data_dir: Path, password: str, *, fast_kdf: bool = False) -> Identity:
+    """Read the identity keystore, or make a new key on first start (``fast_kdf``:
+    a weak KDF, for tests and simulation only)."""
     path = data_dir / IDENTITY_FILE
     if path.exists():
         secret = keystore.decrypt(keystore.load(path), password)
         return Identity(int.from_bytes(secret, "big"))
     sk = bls.keygen(secrets.token_bytes(32))
     secret = sk.to_bytes(32, "big")
-    keystore.save(path, keystore.encrypt(secret, password, pubkey=bls.sk_to_pk(sk)))
+    keystore.save(path, keystore.encrypt(secret, password, pubkey=bls.sk_to_pk(sk), fast=fast_kdf))
     return Identity(sk)

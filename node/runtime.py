@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from node.block import Block
-from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
 from node.codec import keccak
+from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
 from node.machines.frames import Certificate
 from node.machines.replica import Committed
 from node.machines.server import Receipt, Step, apply_block
@@ -261,6 +261,14 @@ class Node:
             return signer.encoded
         return signer.by_entity[route[1]].encoded
 
+    def read_tree(self) -> list[tuple[tuple[bytes, ...], bytes]]:
+        """Every signer's and replica's state, read at one instant (between blocks)."""
+        out: list[tuple[tuple[bytes, ...], bytes]] = []
+        for signer in self.state.signers:
+            out.append(((signer.id,), signer.encoded))
+            out.extend(((signer.id, r.entity_id), r.encoded) for r in signer.replicas)
+        return out
+
     def blocks(self, start_height: int, max_count: int, max_bytes: int) -> list[bytes]:
         """Raw blocks from ``start_height`` on: at most ``max_count``, and no more than
         ``max_bytes`` in all unless the first block alone is larger. Safe on any thread."""
@@ -482,9 +490,7 @@ def _build_mempool(batch: list[_Pending]) -> tuple[Mempool, int]:
 
 def _subtree(route: tuple[bytes, ...], tree: dict[tuple[bytes, ...], list[Tx]]) -> Mempool:
     depth = len(route)
-    children = sorted(
-        {r[depth] for r in tree if len(r) > depth and r[:depth] == route}
-    )
+    children = sorted({r[depth] for r in tree if len(r) > depth and r[:depth] == route})
     return Mempool.build(
         children, [_subtree((*route, c), tree) for c in children], tree.get(route, ())
     )

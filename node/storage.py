@@ -37,10 +37,7 @@ from node.codec import (
     as_list,
     decode,
     encode,
-    keccak,
 )
-from node.machines import replica as rep
-from node.machines import signer as sig
 from node.machines.frames import Certificate
 from node.machines.server import ServerState, Step
 
@@ -130,31 +127,17 @@ class Store:
             items = as_list(decode(raw), "root", size=2)
             block = Block.decode(as_bytes(items[0], "root block"))
             state_raw = as_bytes(items[1], "root state")
-            state = ServerState.decode(state_raw, head=block.hash, load_signer=self._load_signer)
+            state = ServerState.decode(state_raw, head=block.hash, get=self._get)
         except DecodeError as exc:
             raise StoreError(f"unreadable root: {exc}") from exc
         if state.hash() != block.state_hash or state.height != block.height:
             raise StoreError("root state does not match its block's state hash")
         return state, block
 
-    def _load_signer(self, signer_id: bytes, expected: bytes) -> sig.SignerState:
-        raw = self._get_checked(sub_key((signer_id,)), expected, "signer")
-        pubkey, counter, refs = sig.SignerState.decode_header(raw)
-        replicas = tuple(
-            rep.Replica.decode(self._get_checked(sub_key((signer_id, e)), h, "replica"))
-            for e, h in refs
-        )
-        state = sig.SignerState(pubkey, counter, replicas)
-        if state.id != signer_id or state.hash != expected:
-            raise DecodeError(f"signer {signer_id.hex()} does not match its hash")
-        return state
-
-    def _get_checked(self, key: bytes, expected: bytes, what: str) -> bytes:
-        raw: bytes | None = self._db.get(key)
+    def _get(self, route: tuple[bytes, ...]) -> bytes:
+        raw: bytes | None = self._db.get(sub_key(route))
         if raw is None:
-            raise DecodeError(f"{what} {key[1:].hex()} is missing")
-        if what == "replica" and keccak(raw) != expected:
-            raise DecodeError(f"{what} {key[1:].hex()} does not match its hash")
+            raise DecodeError(f"state of {b'/'.join(r.hex().encode() for r in route)!r} is missing")
         return raw
 
     def write_block(self, step: Step) -> None:

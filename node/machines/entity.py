@@ -1,7 +1,7 @@
 """The entity machine: counter, proposals, per-signer nonces, config; and its frames' rules.
 
 An entity's state is identical on every replica: the same frames give the same
-state and state hash. ``execute(state, batches, height)`` is the whole
+state and state hash. ``execute(state, batches)`` is the whole
 transition for one frame; it is pure and strict (any rejected transaction makes
 the whole frame invalid, so an honest signer never pre-commits it).
 
@@ -135,13 +135,10 @@ class Vote:
 
 
 def batch_message(entity_id: bytes, signer: bytes, nonce: int, txs_raw: Sequence[bytes]) -> bytes:
-    """What a signer signs for a batch: domain, entity, signer, nonce, keccak of the txs' RLP list."""
+    """What a signer signs for a batch: domain, entity, signer, nonce (8 bytes), and
+    keccak-256 of the RLP list of the batch's transactions."""
     return (
-        BATCH_DOMAIN
-        + entity_id
-        + signer
-        + nonce.to_bytes(8, "big")
-        + keccak(encode_list(txs_raw))
+        BATCH_DOMAIN + entity_id + signer + nonce.to_bytes(8, "big") + keccak(encode_list(txs_raw))
     )
 
 
@@ -154,9 +151,7 @@ class Batch:
     raw: bytes
 
     @classmethod
-    def make(
-        cls, signer: bytes, nonce: int, txs: Sequence[Tx], signature: bytes
-    ) -> Batch:
+    def make(cls, signer: bytes, nonce: int, txs: Sequence[Tx], signature: bytes) -> Batch:
         raw = encode_list(
             [
                 encode_tree(signer),
@@ -188,9 +183,7 @@ class Batch:
         return batch_message(entity_id, self.signer, self.nonce, [t.raw for t in self.txs])
 
 
-def sign_batch(
-    entity_id: bytes, sk: int, signer: bytes, nonce: int, txs: Sequence[Tx]
-) -> Batch:
+def sign_batch(entity_id: bytes, sk: int, signer: bytes, nonce: int, txs: Sequence[Tx]) -> Batch:
     """Sign a batch (clients, agents and tests; the node never holds ``sk``)."""
     sig = bls.sign(sk, batch_message(entity_id, signer, nonce, [t.raw for t in txs]))
     return Batch.make(signer, nonce, txs, sig)
@@ -226,7 +219,8 @@ class Proposal:
             as_bytes(f[3], "proposer", size=HASH_LEN),
             tuple(
                 as_bytes(v, "vote", size=HASH_LEN)
-                for v in as_list(f[4], "votes", max_len=governance.MAX_SIGNERS)
+                # Votes of removed signers stay recorded, so this may exceed MAX_SIGNERS.
+                for v in as_list(f[4], "votes")
             ),
         )
 
@@ -366,9 +360,8 @@ def _apply_tx(work: _Work, tx: Tx, signer: bytes, height: int) -> None:
             work.counter += n
         case Propose(action=action, expires_at=expires_at):
             if not height <= expires_at <= height + MAX_PROPOSAL_TTL:
-                raise ConfigError(
-                    f"expires_at {expires_at} must be within {height} .. {height + MAX_PROPOSAL_TTL}"
-                )
+                latest = height + MAX_PROPOSAL_TTL
+                raise ConfigError(f"expires_at {expires_at} must be within {height} .. {latest}")
             if len(work.proposals) >= MAX_OPEN_PROPOSALS:
                 raise ConfigError("too many open proposals")
             action.apply(work.config)  # would the result be a valid config now?

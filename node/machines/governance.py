@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import ClassVar
 
 from node.codec import (
@@ -142,8 +142,14 @@ def check_new_key(pubkey: bytes, pop: bytes) -> None:
     """A key may join only if it is a valid public key with a proof of possession."""
     if not bls.key_validate(pubkey):
         raise ConfigError("invalid BLS public key")
-    if not bls.pop_verify(pubkey, pop):
+    if not _pop_valid(pubkey, pop):
         raise ConfigError("invalid proof of possession")
+
+
+@lru_cache(maxsize=4096)
+def _pop_valid(pubkey: bytes, pop: bytes) -> bool:
+    # Cached: replicas and replays check the same few proofs again and again.
+    return bls.pop_verify(pubkey, pop)
 
 
 # Actions ---------------------------------------------------------------------
@@ -270,7 +276,10 @@ def action_from_item(item: RlpItem) -> Action:
             return SetShares(sid(0), shares(1))
         case SetThreshold.KIND:
             want(1)
-            return SetThreshold(as_int(args[0], "threshold", min_value=1, max_value=2**40))
+            # Up to the largest possible total, not less: any valid threshold can be set.
+            return SetThreshold(
+                as_int(args[0], "threshold", min_value=1, max_value=MAX_SIGNERS * MAX_SHARES)
+            )
         case SetProposer.KIND:
             want(1)
             return SetProposer(sid(0))

@@ -18,6 +18,15 @@ Inputs:
 ``timeout``       from this node's own clock only: the round moves on
 ``seen_lock``     a member's pre-commit on a frame at the next height, with the
                   frame: remembered if it is the highest round seen
+``round_change``  a member moved to a later round (with its lock): counted by
+                  that round's proposer
+
+**Rounds.** A proposer at round 0 proposes at once. The proposer of a later
+round waits until members holding the threshold of shares (itself included)
+have reported the round change, then re-proposes the highest-round locked
+frame among those reports (and any lock it saw itself), or else a fresh frame.
+Any two sets of members that each hold the threshold share a member, so if a
+frame might have been certified, the new proposer hears of it.
 
 The proposer builds a frame at the end of a step when it has none in flight
 and has batches (or a lock to re-propose). It commits at the end of a step once
@@ -200,6 +209,39 @@ class SeenLock:
         return [self.lock.to_tree()]
 
 
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class RoundChange:
+    """A member timed out at ``round - 1`` and moved to ``round``; sent to that round's
+    proposer with the member's lock, if it has one."""
+
+    TYPE: ClassVar[int] = 6
+    NAME: ClassVar[str] = "round_change"
+    height: int
+    round: int
+    signer: bytes
+    lock: Lock | None
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 4:
+            raise DecodeError("round_change: expected [height, round, signer, lock or []]")
+        return cls(
+            as_int(fields[0], "height", min_value=1),
+            as_int(fields[1], "round", min_value=1, max_value=MAX_ROUND),
+            as_bytes(fields[2], "signer", size=HASH_LEN),
+            Lock.from_item(fields[3]) if fields[3] else None,
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [
+            int_bytes(self.height),
+            int_bytes(self.round),
+            self.signer,
+            self.lock.to_tree() if self.lock else [],
+        ]
+
+
 INTERNAL_INPUTS = frozenset({Timeout.TYPE})
 
 
@@ -292,6 +334,7 @@ class Replica:
     pool: tuple[Batch, ...] = ()
     pending: Pending | None = None
     lock: Lock | None = None
+    changes: tuple[bytes, ...] = ()  # members that reported moving to ``round``
 
     @property
     def entity_id(self) -> bytes:
@@ -317,6 +360,7 @@ class Replica:
             [decode(b.raw) for b in self.pool],
             self.pending.to_tree() if self.pending else [],
             self.lock.to_tree() if self.lock else [],
+            list(self.changes),
         ]
 
     @cached_property
@@ -329,7 +373,7 @@ class Replica:
 
     @classmethod
     def decode(cls, raw: bytes) -> Replica:
-        f = as_list(decode(raw), "replica", size=10)
+        f = as_list(decode(raw), "replica", size=11)
         if as_int(f[0], "replica version") != STATE_VERSION:
             raise DecodeError("replica: unknown version")
         pending = None
@@ -354,6 +398,7 @@ class Replica:
             tuple(Batch.decode(encode_tree(b)) for b in as_list(f[7], "pool", max_len=MAX_POOL)),
             pending,
             Lock.from_item(f[9]) if f[9] else None,
+            tuple(as_bytes(x, "change", size=HASH_LEN) for x in as_list(f[10], "changes")),
         )
 
 
@@ -387,6 +432,8 @@ def step(replica: Replica, inputs: Sequence[Tx]) -> tuple[Replica, list[Effect]]
                 _on_timeout(s, index, height, round_)
             case SeenLock(lock=lock):
                 _on_lock(s, index, lock)
+            case RoundChange() as rc:
+                _on_round_change(s, index, rc)
             case _:
                 s.note(index, f"{tx.body.NAME} is not an entity input")
     _try_commit(s)
@@ -486,9 +533,7 @@ def _apply_committed(
 ) -> None:
     r = s.r
     included = {b.raw for b in frame.batches}
-    pool = tuple(
-        b for b in r.pool if b.raw not in included and b.nonce > post.nonce_of(b.signer)
-    )
+    pool = tuple(b for b in r.pool if b.raw not in included and b.nonce > post.nonce_of(b.signer))
     s.r = replace(
         r,
         entity=post,
@@ -498,6 +543,7 @@ def _apply_committed(
         pool=pool,
         pending=None,
         lock=None,
+        changes=(),
     )
     s.effects.append(Committed(frame, cert, events))
     new = s.r
@@ -511,45 +557,80 @@ def _on_timeout(s: _Step, index: int, height: int, round_: int) -> None:
     if height != r.next_height or round_ != r.round:
         s.note(index, f"stale timeout {height}/{round_}")
         return
-    s.r = r = replace(r, round=r.round + 1, pending=None)
-    others = [m for m in r.entity.config.ids if m != r.signer]
-    if r.lock is not None:
-        s.effects.extend(Send(m, Tx.of(SeenLock(r.lock))) for m in others)
+    s.r = r = replace(r, round=r.round + 1, pending=None, changes=(r.signer,))
     if r.proposer != r.signer:
+        report = RoundChange(r.next_height, r.round, r.signer, r.lock)
+        s.effects.append(Send(r.proposer, Tx.of(report)))
         s.effects.extend(Send(r.proposer, Tx.of(SubmitBatch(b))) for b in r.pool)
 
 
+def _on_round_change(s: _Step, index: int, rc: RoundChange) -> None:
+    r = s.r
+    if rc.height != r.next_height or rc.round < r.round:
+        return  # stale: harmless
+    if rc.signer not in r.entity.config.index:
+        s.note(index, "round change from a non-signer")
+        return
+    if rc.round > r.round:
+        if r.entity.config.proposer_at(rc.round) != r.signer:
+            return  # not ours to lead; our own clock will move us on
+        s.r = r = replace(r, round=rc.round, pending=None, changes=(r.signer,))
+    if rc.lock is not None:
+        _on_lock(s, index, rc.lock)
+        r = s.r
+    if rc.signer not in r.changes:
+        s.r = replace(r, changes=tuple(sorted((*r.changes, rc.signer))))
+
+
 def _on_lock(s: _Step, index: int, lock: Lock) -> None:
+    """Remember the highest-round lock at the next height. Its signature is checked
+    only if it is ever used (``_locked_frame``): most locks never are."""
     r = s.r
     if lock.frame.entity_id != r.entity_id or lock.frame.height != r.next_height:
         return  # about another height: harmless, ignored
-    slot = r.entity.config.index.get(lock.signer)
-    if slot is None:
+    if lock.signer not in r.entity.config.index:
         s.note(index, "lock from a non-signer")
         return
     if r.lock is not None and lock.round <= r.lock.round:
         return
-    key = bls.load_public_key(r.entity.config.members[slot].pubkey)
-    if not bls.fast_aggregate_verify_keys([key], lock.frame.message(lock.round), lock.signature):
-        s.note(index, "lock with an invalid signature")
-        return
     s.r = replace(r, lock=lock)
+
+
+def _locked_frame(s: _Step) -> tuple[Frame, EntityState] | None:
+    """The lock's frame, if its pre-commit is genuine and the frame still applies here."""
+    r = s.r
+    lock = r.lock
+    if lock is None or lock.frame.prev_hash != r.head:
+        return None
+    config = r.entity.config
+    key = bls.load_public_key(config.members[config.index[lock.signer]].pubkey)
+    if not bls.fast_aggregate_verify_keys([key], lock.frame.message(lock.round), lock.signature):
+        s.note(-1, f"lock from {lock.signer.hex()[:16]} has an invalid signature; ignored")
+        s.r = replace(r, lock=None)
+        return None
+    try:
+        post, _ = ent.execute(r.entity, lock.frame.batches)
+    except FrameInvalid:
+        return None
+    if post.hash != lock.frame.state_hash:
+        return None
+    return lock.frame, post
 
 
 def _try_propose(s: _Step) -> None:
     r = s.r
     if r.pending is not None or r.proposer != r.signer:
         return
+    config = r.entity.config
+    if r.round > 0 and config.shares_of(r.changes) < config.threshold:
+        return  # wait for the round-change reports that could name a lock
     frame: Frame | None = None
     post: EntityState | None = None
-    if r.lock is not None and r.lock.frame.prev_hash == r.head:
-        try:
-            post, _ = ent.execute(r.entity, r.lock.frame.batches)
-        except FrameInvalid:
-            post = None
-        if post is not None and post.hash == r.lock.frame.state_hash:
-            frame = r.lock.frame
-    if frame is None:
+    locked = _locked_frame(s) if r.round > 0 else None
+    if locked is not None:
+        frame, post = locked
+    else:
+        r = s.r
         if not r.pool:
             return
         kept, rejected = ent.select_batches(r.entity, r.pool)
@@ -570,9 +651,7 @@ def _try_propose(s: _Step) -> None:
 # Checks the runtime makes outside a block ------------------------------------------------
 
 
-def check_proposal(
-    r: Replica, frame: Frame, round_: int, proposer_sig: bytes
-) -> str | None:
+def check_proposal(r: Replica, frame: Frame, round_: int, proposer_sig: bytes) -> str | None:
     """None if this replica's signer should pre-commit ``frame`` at ``round_``: the
     round's proposer pre-committed it (``proposer_sig``), it extends our head, its
     round is not behind ours, and re-executing it on our replica gives the
@@ -596,4 +675,3 @@ def check_proposal(
     if post.hash != frame.state_hash:
         return "proposal's state hash differs from re-execution"
     return None
-

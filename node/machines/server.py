@@ -127,28 +127,34 @@ class ServerState:
     def hash(self) -> bytes:
         return keccak(self.encode())
 
-    @classmethod
-    def decode(
-        cls,
-        raw: bytes,
-        head: bytes = ZERO_HASH,
-        load_signer: Callable[[bytes, bytes], sig.SignerState] | None = None,
-    ) -> ServerState:
-        """``load_signer(id, hash)`` reads a signer stored apart (see ``node/storage.py``)."""
+    @staticmethod
+    def signer_refs(raw: bytes) -> list[tuple[bytes, bytes]]:
+        """``(signer_id, signer_hash)`` of every signer named by an encoded state."""
         items = as_list(decode(raw), "server state", size=5)
-        version = as_int(items[0], "state version")
-        if version != STATE_VERSION:
-            raise DecodeError(f"server state version {version} is not {STATE_VERSION}")
-        subs = [
+        return [
             (
                 as_bytes(as_list(s, "sub", size=2)[0], "sub id", size=HASH_LEN),
                 as_bytes(as_list(s, "sub", size=2)[1], "sub hash", size=HASH_LEN),
             )
             for s in as_list(items[4], "subs")
         ]
-        if subs and load_signer is None:
+
+    @classmethod
+    def decode(
+        cls,
+        raw: bytes,
+        head: bytes = ZERO_HASH,
+        get: Callable[[tuple[bytes, ...]], bytes] | None = None,
+    ) -> ServerState:
+        """``get(route)`` reads the signers and replicas stored apart (``node/storage.py``)."""
+        items = as_list(decode(raw), "server state", size=5)
+        version = as_int(items[0], "state version")
+        if version != STATE_VERSION:
+            raise DecodeError(f"server state version {version} is not {STATE_VERSION}")
+        subs = cls.signer_refs(raw)
+        if subs and get is None:
             raise DecodeError("server state has signers but no way to load them")
-        signers = tuple(load_signer(i, h) for i, h in subs) if load_signer else ()
+        signers = tuple(sig.load(i, h, get) for i, h in subs) if get else ()
         return cls(
             height=as_int(items[1], "state height"),
             timestamp=as_int(items[2], "state timestamp"),

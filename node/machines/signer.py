@@ -13,6 +13,7 @@ replica from genesis and catch up through certified frames.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import ClassVar, Self
@@ -148,6 +149,24 @@ class SignerState:
         return as_bytes(f[1], "pubkey", size=PUBKEY_LEN), as_int(f[2], "counter"), subs
 
 
+def load(
+    signer_id: bytes, expected: bytes, get: Callable[[tuple[bytes, ...]], bytes]
+) -> SignerState:
+    """Rebuild a signer stored apart from the server state: ``get(route)`` returns
+    the raw state at ``(signer,)`` and at ``(signer, entity)``. Hashes are checked."""
+    pubkey, counter, refs = SignerState.decode_header(get((signer_id,)))
+    replicas = []
+    for entity_id, replica_hash in refs:
+        raw = get((signer_id, entity_id))
+        if keccak(raw) != replica_hash:
+            raise DecodeError(f"replica {entity_id.hex()} does not match its hash")
+        replicas.append(rep.Replica.decode(raw))
+    state = SignerState(pubkey, counter, tuple(replicas))
+    if state.id != signer_id or state.hash != expected:
+        raise DecodeError(f"signer {signer_id.hex()} does not match its hash")
+    return state
+
+
 @dataclass
 class SignerStep:
     state: SignerState
@@ -177,9 +196,7 @@ def apply(state: SignerState, mempool: Mempool) -> SignerStep:
                 out.errors.append(((state.id, entity_id), effect.index, effect.message))
             out.replica_effects.append((entity_id, effect))
     if out.changed:
-        out.state = replace(
-            out.state, replicas=tuple(replicas[k] for k in sorted(replicas))
-        )
+        out.state = replace(out.state, replicas=tuple(replicas[k] for k in sorted(replicas)))
     return out
 
 

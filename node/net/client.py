@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
 
 from node.codec import HASH_LEN, as_bytes, as_int, as_list, as_text, decode
+from node.machines.server import ServerState
 from node.net.protocol import (
     Err,
     Rep,
@@ -161,6 +162,17 @@ class NodeClient:
         reply = await self.request(Req.READ_STATE, [], route)
         return as_bytes(reply.body[1], "state")
 
+    async def server_state(self) -> ServerState:
+        """The whole hierarchy (server, signers, replicas); needs server scope."""
+        reply = await self.request(Req.READ_STATE, [1])
+        top = as_bytes(reply.body[1], "state")
+        raws: dict[tuple[bytes, ...], bytes] = {}
+        for item in as_list(reply.body[2], "sub-machines"):
+            pair = as_list(item, "sub-machine", size=2)
+            route = tuple(as_bytes(r, "route", size=HASH_LEN) for r in as_list(pair[0], "route"))
+            raws[route] = as_bytes(pair[1], "state")
+        return ServerState.decode(top, get=raws.__getitem__)
+
     async def blocks(self, start_height: int, max_count: int) -> list[bytes]:
         reply = await self.request(Req.GET_BLOCKS, [start_height, max_count])
         return [as_bytes(b, "block") for b in as_list(reply.body[0], "blocks")]
@@ -172,6 +184,10 @@ class NodeClient:
         reply = await self.request(Req.SUBSCRIBE, [topic], route)
         sub_id = as_int(reply.body[0], "subscription id")
         return sub_id, self._subs.setdefault(sub_id, asyncio.Queue())
+
+    async def unsubscribe(self, sub_id: int) -> None:
+        await self.request(Req.UNSUBSCRIBE, [sub_id])
+        self._subs.pop(sub_id, None)
 
     async def metrics(self) -> dict[str, Any]:
         b = (await self.request(Req.METRICS, [])).body
@@ -191,7 +207,7 @@ class NodeClient:
                 if isinstance(frame, str):
                     continue
                 reply = decode_reply(frame)
-                if reply.type in (Rep.BLOCK_EVENT, Rep.COMMIT_EVENT) or (
+                if reply.type in (Rep.BLOCK_EVENT, Rep.COMMIT_EVENT, Rep.FRAME_EVENT) or (
                     reply.type is Rep.ERROR
                     and error_of(reply)[0] is Err.SUBSCRIPTION_OVERFLOW
                     and reply.request_id in self._subs

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from node.codec import HASH_LEN, DecodeError, RlpItem, as_bytes, as_list, decode
+from node.codec import HASH_LEN, DecodeError, RlpItem, as_bytes, as_list, decode, encode_tree
 from node.identity import Identity
 from node.machines.frames import Certificate
 from node.net.protocol import (
@@ -75,11 +75,11 @@ class PeerNetwork:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def host_of(self, signer: bytes) -> PeerLink | None:
-        for link in self.links:
-            if signer in link.hosted:
-                return link
-        return None
+    def hosts_of(self, signer: bytes) -> list[PeerLink]:
+        """The peer hosting ``signer``; while no peer is known to, all of them (a peer
+        that does not host it answers UNKNOWN_ROUTE, which is harmless)."""
+        known = [link for link in self.links if signer in link.hosted]
+        return known or self.links
 
     @property
     def sender(self) -> Sender:
@@ -91,18 +91,16 @@ class PeerNetwork:
         link.wake.set()
 
     def deliver(self, to_signer: bytes, entity: bytes | None, tx: Tx) -> bool:
-        link = self.host_of(to_signer)
-        if link is None:
-            return False
-        self._send(link, Req.DELIVER, [], [to_signer, entity or b"", decode(tx.raw)])
-        return True
+        links = self.hosts_of(to_signer)
+        for link in links:
+            self._send(link, Req.DELIVER, [], [to_signer, entity or b"", decode(tx.raw)])
+        return bool(links)
 
     def proposal(self, to_signer: bytes, frame_raw: bytes, round_: int, sig: bytes) -> bool:
-        link = self.host_of(to_signer)
-        if link is None:
-            return False
-        self._send(link, Req.PROPOSAL, [], [to_signer, decode(frame_raw), round_, sig])
-        return True
+        links = self.hosts_of(to_signer)
+        for link in links:
+            self._send(link, Req.PROPOSAL, [], [to_signer, decode(frame_raw), round_, sig])
+        return bool(links)
 
     async def get_frames(
         self, link: PeerLink, entity: bytes, start: int, count: int
@@ -113,7 +111,7 @@ class PeerNetwork:
         out = []
         for item in as_list(reply.body[0], "frames"):
             pair = as_list(item, "frame", size=2)
-            out.append((as_bytes(pair[0], "frame"), Certificate.from_item(pair[1])))
+            out.append((encode_tree(as_list(pair[0], "frame")), Certificate.from_item(pair[1])))
         return out
 
     async def _request(self, link: PeerLink, req: Req, body: list[object]) -> Reply:

@@ -63,7 +63,6 @@ from node.net.protocol import (
     encode_error,
     encode_reply,
     encode_request,
-    error_of,
     is_reply,
 )
 from node.runtime import Ack, BlockEvent, CommitEvent, FrameEvent, Node, Priority, Subscription
@@ -95,7 +94,13 @@ PEER_REQUESTS = frozenset(
 # What a peer may deliver: entity inputs except the node's own clock, and
 # create_entity to a signer.
 PEER_ENTITY_INPUTS = frozenset(
-    {rep.SubmitBatch.TYPE, rep.Precommit.TYPE, rep.Commit.TYPE, rep.SeenLock.TYPE}
+    {
+        rep.SubmitBatch.TYPE,
+        rep.Precommit.TYPE,
+        rep.Commit.TYPE,
+        rep.SeenLock.TYPE,
+        rep.RoundChange.TYPE,
+    }
 )
 PEER_SIGNER_INPUTS = frozenset({sig.CreateEntity.TYPE})
 MAX_FRAMES_PER_PAGE = 256
@@ -296,9 +301,9 @@ class ApiServer:
             self._sessions.pop(session, None)
             if session.agent is not None:
                 session.agent.fail_all()
-                if self.coordinator is not None:
-                    if self.coordinator.agents.get(session.agent.signer) is session.agent:
-                        del self.coordinator.agents[session.agent.signer]
+                agents = self.coordinator.agents if self.coordinator else {}
+                if agents.get(session.agent.signer) is session.agent:
+                    del agents[session.agent.signer]
             for sub, task in session.subs.values():
                 self.node.unsubscribe(sub)
                 task.cancel()
@@ -308,7 +313,7 @@ class ApiServer:
     async def _require_hello(self, ws: ServerConnection, session: Session) -> None:
         """Close a TCP connection that has not authenticated within the deadline."""
         await asyncio.sleep(self.hello_timeout_s)
-        if session.scope is None:
+        if session.scope is None and session.peer is None:
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(encode_error(Err.UNAUTHORIZED, "no HELLO within the deadline"))
                 await ws.close(1008, "no HELLO within the deadline")
@@ -351,9 +356,8 @@ class ApiServer:
 
     async def _hello(self, ws: ServerConnection, session: Session, req: Request) -> None:
         rid = req.request_id
-        if session.scope is not None or session.peer is not None:
-            if not session.local:
-                raise ProtocolError(Err.FORBIDDEN, "already authenticated", rid)
+        if (session.scope is not None or session.peer is not None) and not session.local:
+            raise ProtocolError(Err.FORBIDDEN, "already authenticated", rid)
         if req.sender.kind is SenderKind.SERVER:
             await self._peer_hello(ws, session, req)
             return
@@ -479,11 +483,20 @@ class ApiServer:
         await ws.send(encode_reply(Rep.STATUS, req.request_id, body))
 
     async def _read_state(self, ws: ServerConnection, session: Session, req: Request) -> None:
-        _no_fields(req)
+        """Body ``[]``: the machine's state. Body ``[1]`` on the server route (server
+        scope): also every signer and replica, ``[[route, state]...]``, read at once."""
         self._check_scope(session, req)
         self._check_route(req)
         state = self.node.read_state(req.route)
-        await ws.send(encode_reply(Rep.STATE, req.request_id, [list(req.route), state]))
+        body: list[object] = [list(req.route), state]
+        if req.body:
+            deep = _one_field(req, lambda item: as_int(item, "deep", max_value=1))
+            if deep:
+                self._require_server_scope(session, req, "reading every machine")
+                if req.route:
+                    raise ProtocolError(Err.MALFORMED, "deep reads start at the server", 0)
+                body.append([[list(route), raw] for route, raw in self.node.read_tree()])
+        await ws.send(encode_reply(Rep.STATE, req.request_id, body))
 
     async def _subscribe(self, ws: ServerConnection, session: Session, req: Request) -> None:
         rid = req.request_id
@@ -644,13 +657,8 @@ class ApiServer:
             proposer_sig = as_bytes(req.body[3], "proposer signature", size=SIG_LEN)
         except DecodeError as exc:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
-        self._spawn(session, self._answer_proposal(coordinator, to, frame_raw, round_, proposer_sig))
+        coordinator.proposal_received(to, frame_raw, round_, proposer_sig)
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
-
-    async def _answer_proposal(
-        self, coordinator: Coordinator, to: bytes, frame_raw: bytes, round_: int, psig: bytes
-    ) -> None:
-        await coordinator.on_proposal(to, frame_raw, round_, psig)
 
     async def _get_frames(self, ws: ServerConnection, session: Session, req: Request) -> None:
         self._require_peer(session, req)

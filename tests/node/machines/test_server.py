@@ -10,13 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.codec import UINT64_MAX, ZERO_HASH, keccak
+from node.crypto import bls
+from node.machines.governance import signer_id
 from node.machines.server import (
     MAX_INCREMENT,
+    CreateSigner,
     Increment,
     InvalidBlock,
     ServerState,
     apply_block,
 )
+from node.machines.signer import SignerState
 from node.mempool import Mempool
 from node.txs import Tx
 from tests.conftest import run_python
@@ -36,7 +40,7 @@ def test_genesis_and_first_block() -> None:
     assert step.state.head == step.block.hash
     assert [r.error for r in step.receipts] == [None, None, None]
     assert [r.index for r in step.receipts] == [0, 1, 2]
-    assert step.outbox == ()
+    assert step.effects == ()
 
 
 def test_blocks_chain_by_hash() -> None:
@@ -48,9 +52,23 @@ def test_blocks_chain_by_hash() -> None:
 
 def test_state_hash_covers_sub_machine_map() -> None:
     plain = ServerState(height=1, counter=1)
-    with_sub = ServerState(height=1, counter=1, subs=((b"\x01" * 32, b"\x02" * 32),))
+    with_sub = ServerState(height=1, counter=1, signers=(SignerState(bls.sk_to_pk(7)),))
     assert plain.hash() != with_sub.hash()
-    assert ServerState.decode(with_sub.encode()) == with_sub
+    stored = {route: raw for route, raw in [((s.id,), s.encoded) for s in with_sub.signers]}
+    assert ServerState.decode(with_sub.encode(), get=stored.__getitem__) == with_sub
+
+
+def test_create_signer_needs_a_proof_of_possession() -> None:
+    sk = 11
+    good = Tx.of(CreateSigner(bls.sk_to_pk(sk), bls.pop_prove(sk)))
+    forged = Tx.of(CreateSigner(bls.sk_to_pk(12), bls.pop_prove(sk)))
+    step = apply_block(ServerState(), Mempool.build(txs=[good, forged, good]), 0)
+    errors = [r.error for r in step.receipts]
+    assert errors[0] is None
+    assert "proof of possession" in (errors[1] or "")
+    assert "already exists" in (errors[2] or "")
+    assert [s.id for s in step.state.signers] == [signer_id(bls.sk_to_pk(sk))]
+    assert step.changed == (((signer_id(bls.sk_to_pk(sk)),), step.state.signers[0].encoded),)
 
 
 def test_overflow_gets_an_error_receipt_and_changes_nothing() -> None:
@@ -93,6 +111,7 @@ def test_same_inputs_same_bytes(blocks: list[list[int]]) -> None:
 CHAIN_SCRIPT = """
 import json, random
 from node.machines.server import Increment, ServerState, apply_block
+from node.machines.signer import SignerState
 from node.mempool import Mempool
 from node.txs import Tx
 rng = random.Random(1234)

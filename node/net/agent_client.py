@@ -1,0 +1,109 @@
+"""The agent's side of the egg-agent protocol: answer a node's SIGN requests.
+
+The agent connects to its node like a client, with sender kind AGENT, its
+signer id as sender id, and a token whose scope reaches that signer. The node
+then sends ``SIGN`` requests on this connection (route ``[signer, entity]``,
+body ``[frame, round]``); the agent answers ``SIGNATURE [sig]`` or an ERROR
+with code REFUSED. Signing runs on a thread, so a slow disk never stalls the
+connection. The connection is re-established with backoff until ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from node.agent import Agent, Refused
+from node.codec import DecodeError, as_int, as_list, encode_tree
+from node.net.protocol import (
+    MAX_FRAME_BYTES,
+    Err,
+    ProtocolError,
+    Rep,
+    Req,
+    Sender,
+    SenderKind,
+    decode_reply,
+    decode_request,
+    encode_error,
+    encode_reply,
+    encode_request,
+    error_of,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def serve_agent(url: str, token: str, agent: Agent, stop: asyncio.Event) -> None:
+    backoff = 0.05
+    while not stop.is_set():
+        try:
+            async with connect(url, max_size=MAX_FRAME_BYTES, compression=None) as ws:
+                await _hello(ws, token, agent)
+                backoff = 0.05
+                log.info("agent of %s connected to %s", agent.signer_id.hex()[:12], url)
+                await _serve(ws, agent, stop)
+        except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+            log.info("agent connection to %s: %r", url, exc)
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(backoff):
+                await stop.wait()
+        backoff = min(backoff * 2, 2.0)
+
+
+async def _hello(ws: ClientConnection, token: str, agent: Agent) -> None:
+    sender = Sender(SenderKind.AGENT, agent.signer_id)
+    await ws.send(encode_request(Req.HELLO, 1, sender, (), [token.encode()]))
+    reply = decode_reply(await ws.recv(decode=False))
+    if reply.type is Rep.ERROR:
+        code, message = error_of(reply)
+        raise ConnectionError(f"node refused the agent: {code.name} {message}")
+
+
+async def _serve(ws: ClientConnection, agent: Agent, stop: asyncio.Event) -> None:
+    stopper = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[None]] = set()
+    try:
+        while not stop.is_set():
+            receive = asyncio.create_task(ws.recv(decode=False))
+            done, _ = await asyncio.wait({receive, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                receive.cancel()
+                return
+            frame = receive.result()
+            task = asyncio.create_task(_answer(ws, agent, frame))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+    finally:
+        stopper.cancel()
+        for task in pending:
+            task.cancel()
+
+
+async def _answer(ws: ClientConnection, agent: Agent, frame: bytes) -> None:
+    try:
+        req = decode_request(frame)
+    except ProtocolError:
+        return  # replies to our HELLO or garbage: nothing to answer
+    if req.type is not Req.SIGN:
+        return
+    try:
+        if len(req.body) != 2:
+            raise DecodeError("SIGN body is [frame, round]")
+        frame_raw = encode_tree(as_list(req.body[0], "frame"))
+        round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
+        if req.route[:1] != (agent.signer_id,):
+            raise Refused("this agent does not hold that signer's key")
+        signature = await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
+    except (DecodeError, Refused) as exc:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode_error(Err.REFUSED, str(exc), req.request_id))
+        return
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(encode_reply(Rep.SIGNATURE, req.request_id, [signature]))
