@@ -17,6 +17,7 @@ from hypothesis import settings
 from websockets.asyncio.client import ClientConnection
 
 from node.codec import ZERO_HASH
+from node.coordinator import Coordinator
 from node.net.protocol import Reply, decode_reply
 from node.net.server import ApiServer
 from node.runtime import Node, NodeConfig
@@ -154,11 +155,12 @@ class LiveNode:
 async def start_live_node(
     data: Path, config: NodeConfig | None = None, **node_kwargs: object
 ) -> LiveNode:
+    """A node with its coordinator (so agents and peers are accepted) on a free port."""
     store = Store(data / "chain")
     node = Node(store, config or NodeConfig(tick_ms=10), **node_kwargs)  # type: ignore[arg-type]
     tokens = TokenStore(data)
     token, _ = tokens.create(Scope("server"), "test")
-    api = ApiServer(node, tokens, ZERO_HASH)
+    api = ApiServer(node, tokens, ZERO_HASH, coordinator=Coordinator(node))
     node.tick_hooks.append(api.refresh_tokens)
     port = await api.listen_tcp("127.0.0.1", 0)
     stop = asyncio.Event()
@@ -169,6 +171,8 @@ async def start_live_node(
 async def stop_live_node(live: LiveNode) -> None:
     live.stop.set()
     await asyncio.wait_for(live.task, 30)
+    if live.api.coordinator is not None:
+        await live.api.coordinator.close()
     await live.api.close()
     live.node.close()
 

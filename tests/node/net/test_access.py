@@ -1,0 +1,148 @@
+"""Who may send what: token scopes on every route, peer servers, and agents."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from node.codec import as_bytes, as_list, decode
+from node.crypto import bls
+from node.identity import Identity
+from node.machines import entity as ent
+from node.machines.governance import Config, Member, signer_id
+from node.machines.replica import Genesis, SubmitBatch, Timeout
+from node.machines.server import CreateSigner
+from node.machines.signer import CreateEntity
+from node.net.client import NodeClient, NodeError
+from node.net.protocol import Err, Rep, Reply, Req, Sender, SenderKind, encode_request, error_of
+from node.tokens import Scope
+from node.txs import Tx
+from tests.conftest import LiveNode, recv_reply
+
+SK_A, SK_B = 101, 202
+
+
+@dataclass
+class World:
+    live: LiveNode
+    a: bytes
+    b: bytes
+    entity: bytes
+
+
+@pytest.fixture
+async def world(live_node: LiveNode) -> World:
+    async with await NodeClient.connect(live_node.url, token=live_node.token) as admin:
+        for sk in (SK_A, SK_B):
+            await admin.submit([CreateSigner(bls.sk_to_pk(sk), bls.pop_prove(sk))])
+        a = signer_id(bls.sk_to_pk(SK_A))
+        config = Config((Member(bls.sk_to_pk(SK_A), 1),), 1, a)
+        genesis = Genesis(config, b"\x01" * 32, (bls.pop_prove(SK_A),))
+        receipts = await admin.submit([CreateEntity(genesis)], [a])
+        assert receipts.receipts[0].error is None
+    entity = ent.entity_id_for(config, b"\x01" * 32)
+    return World(live_node, a, signer_id(bls.sk_to_pk(SK_B)), entity)
+
+
+def token(w: World, scope: Scope) -> str:
+    return w.live.tokens.create(scope, "access test")[0]
+
+
+def batch(w: World, nonce: int = 1) -> Tx:
+    return Tx.of(SubmitBatch(ent.sign_batch(w.entity, SK_A, w.a, nonce, [Tx.of(ent.Increment(1))])))
+
+
+async def expect_error(coro: object, code: Err) -> None:
+    with pytest.raises(NodeError) as info:
+        await coro  # type: ignore[misc]
+    assert info.value.code is code, info.value
+
+
+async def test_signer_token_reaches_its_signer_and_entities_only(world: World) -> None:
+    w = world
+    async with await NodeClient.connect(w.live.url, token=token(w, Scope("signer", w.a))) as c:
+        receipts = await c.submit([batch(w)], [w.a, w.entity])
+        assert receipts.receipts[0].error is None
+        await c.read_state([w.a])
+        await expect_error(c.read_state([w.b]), Err.FORBIDDEN)
+        await expect_error(c.read_state(), Err.FORBIDDEN)
+        await expect_error(c.request(Req.READ_STATE, [1]), Err.FORBIDDEN)
+
+
+async def test_entity_token_reaches_only_that_entity(world: World) -> None:
+    w = world
+    async with await NodeClient.connect(w.live.url, token=token(w, Scope("entity", w.entity))) as c:
+        assert (await c.submit([batch(w)], [w.a, w.entity])).receipts[0].error is None
+        await expect_error(c.read_state([w.a]), Err.FORBIDDEN)
+
+
+async def test_nobody_outside_the_node_may_send_its_clock(world: World) -> None:
+    w = world
+    async with await NodeClient.connect(w.live.url, token=w.live.token) as c:
+        await expect_error(c.submit([Timeout(1, 0)], [w.a, w.entity]), Err.FORBIDDEN)
+        await expect_error(c.submit([batch(w)], [w.b, w.entity]), Err.UNKNOWN_ROUTE)
+        await expect_error(
+            c.request(Req.DELIVER, [w.a, w.entity, decode(batch(w).raw)]), Err.FORBIDDEN
+        )
+
+
+async def peer_hello(w: World, body: Sequence[object]) -> tuple[ClientConnection, Reply]:
+    ws = await connect(w.live.url)
+    sender = Sender(SenderKind.SERVER, b"\x07" * 32)
+    await ws.send(encode_request(Req.HELLO, 1, sender, (), list(body)))
+    return ws, await recv_reply(ws)
+
+
+async def test_peer_servers_authenticate_by_signature(world: World) -> None:
+    w = world
+    now = time.time_ns() // 1_000_000
+    ident = Identity(bls.keygen(b"\x05" * 32))
+    other = Identity(bls.keygen(b"\x06" * 32))
+    forged = [ident.pubkey, now, other.hello(now)[2]]
+    ws, reply = await peer_hello(w, forged)
+    assert reply.type is Rep.ERROR
+    assert error_of(reply)[0] is Err.UNAUTHORIZED
+    await ws.close()
+    ws, reply = await peer_hello(w, ident.hello(now - 10 * 60_000))  # stale: a replay
+    assert error_of(reply)[0] is Err.UNAUTHORIZED
+    await ws.close()
+
+    ws, reply = await peer_hello(w, ident.hello(now))
+    assert reply.type is Rep.WELCOME
+    assert sorted(as_bytes(x, "signer") for x in as_list(reply.body[4], "signers")) == sorted(
+        [w.a, w.b]
+    )
+    sender = Sender(SenderKind.SERVER, b"\x07" * 32)
+
+    async def ask(req: Req, body: list[object], route: tuple[bytes, ...] = ()) -> Reply:
+        await ws.send(encode_request(req, 2, sender, route, body))
+        return await recv_reply(ws)
+
+    reply = await ask(Req.SUBMIT, [decode(batch(w).raw)], (w.a, w.entity))
+    assert error_of(reply)[0] is Err.FORBIDDEN  # peers use DELIVER, and only for some inputs
+    timeout = decode(Tx.of(Timeout(1, 0)).raw)
+    assert error_of(await ask(Req.DELIVER, [w.a, w.entity, timeout]))[0] is Err.FORBIDDEN
+    unknown = await ask(Req.DELIVER, [w.b, w.entity, decode(batch(w).raw)])
+    assert error_of(unknown)[0] is Err.UNKNOWN_ROUTE
+    delivered = await ask(Req.DELIVER, [w.a, w.entity, decode(batch(w).raw)])
+    assert delivered.type is Rep.DELIVERED
+    info = await ask(Req.PEER_INFO, [])
+    assert info.type is Rep.PEER_INFO
+    await ws.close()
+
+
+async def test_an_agent_token_must_reach_its_signer(world: World) -> None:
+    w = world
+    ws = await connect(w.live.url)
+    wrong = token(w, Scope("signer", w.b))
+    await ws.send(encode_request(Req.HELLO, 1, Sender(SenderKind.AGENT, w.a), (), [wrong.encode()]))
+    reply = await recv_reply(ws)
+    assert error_of(reply)[0] is Err.UNAUTHORIZED
+    await ws.close()
+    coordinator = w.live.api.coordinator
+    assert coordinator is not None
+    assert w.a not in coordinator.agents
