@@ -52,6 +52,7 @@ SIGNATURE_LEN: Final = 96
 BACKEND_ENV: Final = "XLN_BLS_BACKEND"
 BACKEND_NAMES: Final = ("blst", "py_ecc")
 KEY_CACHE_SIZE: Final = 8192  # deserialized public keys kept per backend
+VERIFY_CACHE: Final = 16384  # signature-check outcomes kept (they are pure; see verify)
 
 # The G1 generator, compressed (the public key of secret key 1).
 _G1_GENERATOR: Final = bytes.fromhex(
@@ -579,8 +580,16 @@ def sign(sk: int, msg: bytes) -> bytes:
 
 
 def verify(pk: bytes, msg: bytes, sig: bytes) -> bool:
-    """Whether ``sig`` is ``pk``'s signature of ``msg``; False for anything malformed."""
-    return _active.verify(pk, msg, sig)
+    """Whether ``sig`` is ``pk``'s signature of ``msg``; False for anything malformed.
+
+    Outcomes are cached: a node checks the same batch and proposal signatures
+    once per replica it hosts, and again when the frame commits."""
+    return _verify_cached(_active, bytes(pk), bytes(msg), bytes(sig))
+
+
+@functools.lru_cache(maxsize=VERIFY_CACHE)
+def _verify_cached(backend: Backend, pk: bytes, msg: bytes, sig: bytes) -> bool:
+    return backend.verify(pk, msg, sig)
 
 
 def aggregate(sigs: Sequence[bytes]) -> bytes:
@@ -594,8 +603,14 @@ def fast_aggregate_verify(pks: Sequence[bytes], msg: bytes, sig: bytes) -> bool:
 
 
 def fast_aggregate_verify_keys(keys: Sequence[PublicKey], msg: bytes, sig: bytes) -> bool:
-    """:func:`fast_aggregate_verify` over loaded keys (the hot path: no deserialization)."""
-    return _active.fast_aggregate_verify_keys(keys, msg, sig)
+    """:func:`fast_aggregate_verify` over loaded keys (the hot path: no deserialization).
+    Cached like :func:`verify`: every local replica checks the same certificate."""
+    return _fav_cached(_active, tuple(keys), bytes(msg), bytes(sig))
+
+
+@functools.lru_cache(maxsize=VERIFY_CACHE)
+def _fav_cached(backend: Backend, keys: tuple[PublicKey, ...], msg: bytes, sig: bytes) -> bool:
+    return backend.fast_aggregate_verify_keys(keys, msg, sig)
 
 
 def aggregate_verify(pks: Sequence[bytes], msgs: Sequence[bytes], sig: bytes) -> bool:

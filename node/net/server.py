@@ -457,6 +457,8 @@ class ApiServer:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
         except ShuttingDown as exc:
             raise ProtocolError(Err.SHUTTING_DOWN, str(exc), rid) from None
+        if registry.level is Level.ENTITY:
+            self.node.expedite()  # entity batches start a consensus round: no tick wait
         self._spawn(session, self._send_receipts(ws, rid, future))
 
     async def _send_receipts(
@@ -643,6 +645,7 @@ class ApiServer:
             self.node.submit(route, [tx], Priority.PEER)
         except (Busy, TooLarge, ShuttingDown) as exc:
             raise ProtocolError(Err.BUSY, str(exc), rid) from None
+        self.node.expedite()  # a consensus message: don't hold it for the next tick
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
 
     async def _proposal(self, ws: ServerConnection, session: Session, req: Request) -> None:

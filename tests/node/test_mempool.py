@@ -151,13 +151,15 @@ def test_rejects_sub_machines_below_the_deepest_level() -> None:
     _reject(encode_tree(deep), "no sub-machines")
 
 
-def test_server_registry_rejects_signer_level_types() -> None:
-    """The real registries: the server accepts increment; no signer types exist yet."""
+def test_each_level_decodes_with_its_own_registry() -> None:
+    """The real registries: a type known at one level is unknown one level down."""
     mp = Mempool.build(txs=[Tx.of(Increment(1))])
     assert Mempool.decode(mp.raw).txs[0].body == Increment(1)
-    nested = encode_tree([[key(1)], [[[], [[b"\x01", b"\x01"]]]]])
-    with pytest.raises(DecodeError, match="unknown signer transaction type 1"):
-        Mempool.decode(nested)
+    signer_increment = encode_tree([[key(1)], [[[], [[b"\x01", b"\x01"]]]]])
+    assert Mempool.decode(signer_increment).subs[0].txs[0].body.NAME == "increment"
+    unknown = encode_tree([[key(1)], [[[], [[b"\x63", b"\x01"]]]]])
+    with pytest.raises(DecodeError, match="unknown signer transaction type 99"):
+        Mempool.decode(unknown)
 
 
 def test_build_refuses_non_canonical_shapes() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,10 @@ def test_store_of_another_server_is_refused(tmp_path: Path) -> None:
         Store(tmp_path / "db", server_id=b"\x01" * 32)
 
 
-class Exploding(dict[tuple[bytes, ...], bytes]):
+class Exploding(tuple[tuple[tuple[bytes, ...], bytes], ...]):
     """Sub-machine states whose iteration fails half way through the batch."""
 
-    def items(self) -> Any:
+    def __iter__(self) -> Any:
         yield (b"\x01" * 32,), b"state"
         raise RuntimeError("disk on fire")
 
@@ -82,7 +83,7 @@ def test_a_failed_batch_writes_nothing(tmp_path: Path) -> None:
         first, second = steps(2)
         store.write_block(first)
         with pytest.raises(RuntimeError, match="disk on fire"):
-            store.write_block(second, Exploding())
+            store.write_block(dataclasses.replace(second, changed=Exploding()))
         # Neither the block, its height, the sub state nor the root moved.
         assert store.block(second.block.hash) is None
         assert store.block_hash_at(2) is None

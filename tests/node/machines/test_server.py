@@ -54,7 +54,7 @@ def test_state_hash_covers_sub_machine_map() -> None:
     plain = ServerState(height=1, counter=1)
     with_sub = ServerState(height=1, counter=1, signers=(SignerState(bls.sk_to_pk(7)),))
     assert plain.hash() != with_sub.hash()
-    stored = {route: raw for route, raw in [((s.id,), s.encoded) for s in with_sub.signers]}
+    stored: dict[tuple[bytes, ...], bytes] = {(s.id,): s.encoded for s in with_sub.signers}
     assert ServerState.decode(with_sub.encode(), get=stored.__getitem__) == with_sub
 
 

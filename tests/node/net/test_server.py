@@ -121,10 +121,10 @@ async def test_oversize_token_is_malformed(raw: Raw) -> None:
     assert "token" in message
 
 
-async def test_peer_and_agent_senders_are_not_accepted_yet(raw: Raw, live_node: LiveNode) -> None:
+async def test_a_peer_server_cannot_log_in_with_a_token(raw: Raw, live_node: LiveNode) -> None:
     peer = Sender(SenderKind.SERVER, b"\x01" * 32)
     code, _, _ = await raw.error(encode_request(Req.HELLO, 1, peer, (), [live_node.token.encode()]))
-    assert code is Err.UNSUPPORTED_SENDER
+    assert code is Err.UNAUTHORIZED  # peers prove their identity key by signature
 
 
 async def test_submit_status_read_state(live_node: LiveNode) -> None:
