@@ -9,6 +9,8 @@ Nodes are killed with SIGKILL and restarted.
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -53,9 +55,10 @@ async def wait_converged(
         while True:
             cluster.commits.changed.clear()
             current = await replicas(cluster, members, entity)
-            if min(r.entity.height for r in current) >= height and len(
-                {(r.entity.hash, r.head) for r in current}
-            ) == 1:
+            if (
+                min(r.entity.height for r in current) >= height
+                and len({(r.entity.hash, r.head) for r in current}) == 1
+            ):
                 return current
             await cluster.commits.changed.wait()
 
@@ -135,6 +138,28 @@ async def test_entity_finalizes_across_servers_and_survives_sigkill(cluster: Clu
     message = precommit_message(entity, r.entity.height, r.cert.round, r.head)
     assert bls.get_backend("py_ecc").fast_aggregate_verify(pubkeys, message, r.cert.signature)
     assert config.threshold == 3
+
+    # inspect shows the signers, the entity, its proposals and last certificate.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "node.cli",
+        "inspect",
+        "--data",
+        str(cluster.servers[1].data),
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), DEADLINE_S)
+    info = json.loads(out)
+    assert info["source"] == "running node"
+    hosted = {s["id"]: s for s in info["signers"]}
+    assert set(hosted) == {keys[1].id.hex(), keys[4].id.hex()}
+    shown = hosted[keys[1].id.hex()]["entities"][0]
+    assert shown["id"] == entity.hex()
+    assert shown["threshold"] == 3
+    assert shown["proposals"] == []
+    assert shown["last_certificate"]["signature"]
 
     # No node's data folder holds any signer's secret key.
     for server in cluster.servers:
