@@ -96,8 +96,10 @@ class Cluster:
         round_timeout_ms: int = 2000,
         external_agents: bool = False,
         seed: int = 1,
+        debug_logs: bool = False,
     ) -> None:
         self.root = root
+        self.debug_logs = debug_logs
         self.tick_ms = tick_ms
         self.round_timeout_ms = round_timeout_ms
         self.external_agents = external_agents
@@ -178,6 +180,7 @@ class Cluster:
             sys.executable,
             "-m",
             "node.cli",
+            *(["-v"] if self.debug_logs else []),
             "run",
             "--data",
             str(s.data),

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ROUND_TIMEOUT_MS = 2_000
 SYNC_PAGE = 256
+CHECK_MEMO = 1024
+ANSWERED_MEMO = 16_384
 
 
 class AgentUnavailable(Exception):
@@ -89,6 +91,8 @@ class Coordinator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._syncing: set[bytes] = set()
         self._deferred: dict[tuple[bytes, bytes], tuple[bytes, int, bytes]] = {}
+        self._checked: dict[tuple[bytes, bytes, int, bytes, int, bytes], str | None] = {}
+        self._answered: set[tuple[bytes, int, bytes]] = set()  # (frame hash, round, signer)
         self.stats = {"proposals_signed": 0, "proposals_refused": 0, "syncs": 0}
         node.durable_hooks.append(self.on_step)
         node.tick_hooks.append(self.on_tick)
@@ -143,16 +147,40 @@ class Coordinator:
                     pass  # published as a FrameEvent by the node
         for key, (frame_raw, round_, psig) in list(self._deferred.items()):
             del self._deferred[key]
-            proposals.append(self._retry(key[0], frame_raw, round_, psig))
+            proposals.append(self._fan_out(key[0], frame_raw, round_, psig))
         if proposals:
             self._spawn(_gather(proposals))
 
-    async def _retry(self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes) -> None:
-        await self.on_proposal(signer, frame_raw, round_, psig)
-
     def proposal_received(self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes) -> None:
-        """A proposal for our ``signer`` arrived from a peer: answer it in the background."""
-        self._spawn(self._retry(signer, frame_raw, round_, psig))
+        """A proposal for our ``signer`` arrived: answer it, in the background, for
+        every member of the entity hosted here (the proposer sends one proposal per
+        server), each pre-commit at most once."""
+        self._spawn(self._fan_out(signer, frame_raw, round_, psig))
+
+    async def _fan_out(self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes) -> None:
+        try:
+            frame = Frame.decode(frame_raw)
+        except ValueError:
+            await self.on_proposal(signer, frame_raw, round_, psig)  # refuses and logs
+            return
+        targets = [
+            s.id
+            for s in self.node.state.signers
+            if frame.entity_id in s.by_entity
+            and s.id != s.by_entity[frame.entity_id].entity.config.proposer_at(round_)
+            and (frame.hash, round_, s.id) not in self._answered
+        ]
+        if len(self._answered) > ANSWERED_MEMO:
+            self._answered.clear()
+        self._answered.update((frame.hash, round_, t) for t in targets)
+        await asyncio.gather(*(self._answer(t, frame, frame_raw, round_, psig) for t in targets))
+
+    async def _answer(
+        self, signer: bytes, frame: Frame, frame_raw: bytes, round_: int, psig: bytes
+    ) -> None:
+        reason = await self.on_proposal(signer, frame_raw, round_, psig)
+        if reason is not None and (signer, frame.entity_id) in self._deferred:
+            self._answered.discard((frame.hash, round_, signer))  # retried later
 
     def route_input(self, to: bytes, entity: bytes | None, tx: Tx) -> None:
         """An input for signer ``to`` (and its replica of ``entity``), wherever it is hosted."""
@@ -191,20 +219,43 @@ class Coordinator:
         if signature is None:
             return
         entity = p.frame.entity_id
+        # Not urgent: the proposer's own pre-commit alone completes nothing (unless
+        # it holds the threshold itself; then the next tick commits).
         self.node.submit_internal(
             (signer, entity),
             [
                 Tx.of(Precommit(p.frame.height, p.round, p.frame.hash, signer, signature)),
                 Tx.of(SeenLock(Lock(p.round, p.frame, signer, signature))),
             ],
+            urgent=self._holds_threshold(signer, entity),
         )
-        for member in p.members:
-            if member == signer:
-                continue
-            if member in self.node.state.by_id:
-                self.proposal_received(member, p.frame.raw, p.round, signature)
-            elif self.peers is not None:
-                self.peers.proposal(member, p.frame.raw, p.round, signature)
+        others = [m for m in p.members if m != signer]
+        remote = [m for m in others if m not in self.node.state.by_id]
+        if remote and self.peers is not None:
+            self.peers.proposals(remote, p.frame.raw, p.round, signature)
+        local = [m for m in others if m in self.node.state.by_id]
+        if local:
+            self.proposal_received(local[0], p.frame.raw, p.round, signature)
+
+    def _check(
+        self, replica: rep.Replica, frame: Frame, round_: int, proposer_sig: bytes
+    ) -> str | None:
+        """``check_proposal``, once per proposal and replica state: the replicas of an
+        entity's members hosted here are identical, so the first one's answer holds
+        for the others (the key covers everything the check reads)."""
+        key = (replica.entity.hash, replica.head, replica.round, frame.hash, round_, proposer_sig)
+        if key not in self._checked:
+            if len(self._checked) >= CHECK_MEMO:
+                self._checked.clear()
+            self._checked[key] = rep.check_proposal(replica, frame, round_, proposer_sig)
+        return self._checked[key]
+
+    def _holds_threshold(self, signer: bytes, entity: bytes) -> bool:
+        replica = self.node.state.replica(signer, entity)
+        if replica is None:
+            return False
+        config = replica.entity.config
+        return config.shares_of([signer]) >= config.threshold
 
     # Proposals from other signers --------------------------------------------------
 
@@ -226,7 +277,8 @@ class Coordinator:
             if frame.height > replica.next_height + 1:
                 self.request_sync(frame.entity_id)
             return "behind; retried after the next block"
-        reason = rep.check_proposal(replica, frame, round_, proposer_sig)
+        log.debug("signer %s checks %d/%d", signer.hex()[:8], frame.height, round_)
+        reason = self._check(replica, frame, round_, proposer_sig)
         if reason is not None:
             self.stats["proposals_refused"] += 1
             log.warning("signer %s refuses a proposal: %s", signer.hex()[:12], reason)
@@ -234,6 +286,7 @@ class Coordinator:
         signature = await self._sign(signer, frame, round_)
         if signature is None:
             return "agent did not sign"
+        log.debug("signer %s signed %d/%d", signer.hex()[:8], frame.height, round_)
         self.stats["proposals_signed"] += 1
         proposer = replica.entity.config.proposer_at(round_)
         self.route_input(
@@ -242,7 +295,9 @@ class Coordinator:
             Tx.of(Precommit(frame.height, round_, frame.hash, signer, signature)),
         )
         self.node.submit_internal(
-            (signer, frame.entity_id), [Tx.of(SeenLock(Lock(round_, frame, signer, signature)))]
+            (signer, frame.entity_id),
+            [Tx.of(SeenLock(Lock(round_, frame, signer, signature)))],
+            urgent=False,
         )
         return None
 

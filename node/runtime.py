@@ -205,15 +205,19 @@ class Node:
         self._enqueue(route, txs, priority, future)
         return future
 
-    def submit_internal(self, route: tuple[bytes, ...], txs: Sequence[Tx]) -> bool:
+    def submit_internal(
+        self, route: tuple[bytes, ...], txs: Sequence[Tx], *, urgent: bool = True
+    ) -> bool:
         """Queue the node's own inputs (consensus messages); nobody awaits an ack.
-        False if refused (unknown route, shutting down, busy)."""
+        ``urgent`` asks for an early block. False if refused (unknown route,
+        shutting down, busy)."""
         try:
             self._enqueue(route, txs, Priority.INTERNAL, None)
         except (Busy, TooLarge, UnknownRoute, ShuttingDown) as exc:
             log.warning("internal input to %s refused: %s", _route_text(route), exc)
             return False
-        self.expedite()
+        if urgent:
+            self.expedite()
         return True
 
     def expedite(self) -> None:
@@ -364,6 +368,10 @@ class Node:
         self.metrics.write_us.append(int((time.perf_counter() - started) * 1e6))
         self.metrics.blocks += 1
         self.metrics.txs += tx_count
+        log.debug(
+            "block %d: %d txs, %.2f ms", step.block.height, tx_count,
+            (time.perf_counter() - started) * 1000,
+        )
         self.state, self.head_block = step.state, step.block
         self._acknowledge(batch, step.block, step.receipts)
         self._publish(step, tx_count, batch)

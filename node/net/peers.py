@@ -96,11 +96,18 @@ class PeerNetwork:
             self._send(link, Req.DELIVER, [], [to_signer, entity or b"", decode(tx.raw)])
         return bool(links)
 
-    def proposal(self, to_signer: bytes, frame_raw: bytes, round_: int, sig: bytes) -> bool:
-        links = self.hosts_of(to_signer)
-        for link in links:
-            self._send(link, Req.PROPOSAL, [], [to_signer, decode(frame_raw), round_, sig])
-        return bool(links)
+    def proposals(self, members: list[bytes], frame_raw: bytes, round_: int, sig: bytes) -> None:
+        """Send a proposal to the servers hosting ``members``: one per server (it answers
+        for all the members it hosts), or to every peer for members whose host is
+        not known yet."""
+        frame = decode(frame_raw)
+        sent: set[int] = set()
+        for member in members:
+            for link in self.hosts_of(member):
+                if member in link.hosted and id(link) in sent:
+                    continue
+                sent.add(id(link))
+                self._send(link, Req.PROPOSAL, [], [member, frame, round_, sig])
 
     async def get_frames(
         self, link: PeerLink, entity: bytes, start: int, count: int
