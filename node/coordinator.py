@@ -296,7 +296,7 @@ class Coordinator:
         )
         self.node.submit_internal(
             (signer, frame.entity_id),
-            [Tx.of(SeenLock(Lock(round_, frame, signer, signature)))],
+            [Tx.of(SeenLock(Lock(round_, frame, proposer, proposer_sig)))],
             urgent=False,
         )
         return None

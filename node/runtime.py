@@ -369,7 +369,9 @@ class Node:
         self.metrics.blocks += 1
         self.metrics.txs += tx_count
         log.debug(
-            "block %d: %d txs, %.2f ms", step.block.height, tx_count,
+            "block %d: %d txs, %.2f ms",
+            step.block.height,
+            tx_count,
             (time.perf_counter() - started) * 1000,
         )
         self.state, self.head_block = step.state, step.block

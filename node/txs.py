@@ -53,8 +53,9 @@ class Tx:
 class TxRegistry:
     """The transaction types one machine level accepts."""
 
-    def __init__(self, level: Level) -> None:
+    def __init__(self, level: Level, max_tx_bytes: int = MAX_TX_BYTES) -> None:
         self.level = level
+        self.max_tx_bytes = max_tx_bytes
         self._types: dict[int, Callable[[list[RlpItem]], TxBody]] = {}
 
     def register[T: type[TxBody]](self, cls: T) -> T:
@@ -64,8 +65,10 @@ class TxRegistry:
         return cls
 
     def decode(self, item: RlpItem, raw: bytes) -> Tx:
-        if len(raw) > MAX_TX_BYTES:
-            raise DecodeError(f"transaction of {len(raw)} bytes exceeds the cap of {MAX_TX_BYTES}")
+        if len(raw) > self.max_tx_bytes:
+            raise DecodeError(
+                f"transaction of {len(raw)} bytes exceeds the cap of {self.max_tx_bytes}"
+            )
         fields = as_list(item, "transaction", max_len=MAX_TX_FIELDS + 1)
         if not fields:
             raise DecodeError("transaction: empty list, expected [type, field...]")
@@ -76,7 +79,12 @@ class TxRegistry:
         return Tx(decoder(fields[1:]), raw)
 
 
-REGISTRIES: dict[Level, TxRegistry] = {level: TxRegistry(level) for level in Level}
+# Entity inputs carry whole frames (commits, locks), so they may be larger.
+MAX_ENTITY_INPUT_BYTES = 512 * 1024
+REGISTRIES: dict[Level, TxRegistry] = {
+    level: TxRegistry(level, MAX_ENTITY_INPUT_BYTES if level is Level.ENTITY else MAX_TX_BYTES)
+    for level in Level
+}
 
 
 def registry_for_depth(depth: int) -> TxRegistry:

@@ -70,6 +70,8 @@ from node.txs import REGISTRIES, Level, Tx
 
 STATE_VERSION = 1
 MAX_POOL = 10_000
+# A frame must fit, with its certificate, in one commit input (MAX_ENTITY_INPUT_BYTES).
+MAX_FRAME_BATCH_BYTES = 256 * 1024
 
 ENTITY_INPUTS = REGISTRIES[Level.ENTITY]
 
@@ -170,8 +172,10 @@ class Timeout:
 
 @dataclass(frozen=True, slots=True)
 class Lock:
-    """A member's pre-commit on ``frame`` at ``round``: evidence that the frame may be
-    certified, so later proposers at that height must re-propose it."""
+    """A frame some member pre-committed at ``round``, with the pre-commit of that
+    round's proposer (``signer``), which every proposal carries. Later proposers at
+    that height must re-propose it. Requiring the round proposer's signature means
+    a member cannot make up a lock on a frame nobody proposed."""
 
     round: int
     frame: Frame
@@ -335,6 +339,7 @@ class Replica:
     pending: Pending | None = None
     lock: Lock | None = None
     changes: tuple[bytes, ...] = ()  # members that reported moving to ``round``
+    ahead: tuple[tuple[bytes, int], ...] = ()  # (member, round) reports above ``round``
 
     @property
     def entity_id(self) -> bytes:
@@ -361,6 +366,7 @@ class Replica:
             self.pending.to_tree() if self.pending else [],
             self.lock.to_tree() if self.lock else [],
             list(self.changes),
+            [[m, int_bytes(rd)] for m, rd in self.ahead],
         ]
 
     @cached_property
@@ -373,7 +379,7 @@ class Replica:
 
     @classmethod
     def decode(cls, raw: bytes) -> Replica:
-        f = as_list(decode(raw), "replica", size=11)
+        f = as_list(decode(raw), "replica", size=12)
         if as_int(f[0], "replica version") != STATE_VERSION:
             raise DecodeError("replica: unknown version")
         pending = None
@@ -399,6 +405,10 @@ class Replica:
             pending,
             Lock.from_item(f[9]) if f[9] else None,
             tuple(as_bytes(x, "change", size=HASH_LEN) for x in as_list(f[10], "changes")),
+            tuple(
+                (as_bytes(a[0], "ahead member", size=HASH_LEN), as_int(a[1], "ahead round"))
+                for a in (as_list(x, "ahead", size=2) for x in as_list(f[11], "ahead"))
+            ),
         )
 
 
@@ -494,7 +504,8 @@ def _try_commit(s: _Step) -> None:
         s.r = replace(r, pending=p)
     if cert is None:
         return
-    _apply_committed(s, p.frame, cert, p.post, ent.FrameEvents())
+    _, events = ent.execute(r.entity, p.frame.batches, verify=False)
+    _apply_committed(s, p.frame, cert, p.post, events)
     for member in r.entity.config.ids:
         if member != r.signer:
             s.effects.append(Send(member, Tx.of(Commit(p.frame, cert))))
@@ -544,6 +555,7 @@ def _apply_committed(
         pending=None,
         lock=None,
         changes=(),
+        ahead=(),
     )
     s.effects.append(Committed(frame, cert, events))
     new = s.r
@@ -557,11 +569,40 @@ def _on_timeout(s: _Step, index: int, height: int, round_: int) -> None:
     if height != r.next_height or round_ != r.round:
         s.note(index, f"stale timeout {height}/{round_}")
         return
-    s.r = r = replace(r, round=r.round + 1, pending=None, changes=(r.signer,))
+    _enter_round(s, r.round + 1)
+
+
+def _enter_round(s: _Step, round_: int) -> None:
+    r = s.r
+    joined = [m for m, rd in r.ahead if rd == round_]
+    s.r = r = replace(
+        r,
+        round=round_,
+        pending=None,
+        changes=tuple(sorted({r.signer, *joined})),
+        ahead=tuple((m, rd) for m, rd in r.ahead if rd > round_),
+    )
     if r.proposer != r.signer:
         report = RoundChange(r.next_height, r.round, r.signer, r.lock)
         s.effects.append(Send(r.proposer, Tx.of(report)))
         s.effects.extend(Send(r.proposer, Tx.of(SubmitBatch(b))) for b in r.pool)
+
+
+def _catch_up(s: _Step) -> None:
+    """Move to a later round R on reports, never on one member's word alone: when
+    members holding more than ``total - threshold`` shares reached R or later (one
+    of them, at least, is not faulty), or when this replica leads R and the members
+    that reported R hold, with it, the threshold (it can propose at once)."""
+    r = s.r
+    config = r.entity.config
+    for round_ in sorted({rd for _, rd in r.ahead}, reverse=True):
+        later = [m for m, rd in r.ahead if rd >= round_]
+        at = [r.signer, *(m for m, rd in r.ahead if rd == round_)]
+        if config.shares_of(later) > config.total_shares - config.threshold or (
+            config.proposer_at(round_) == r.signer and config.shares_of(at) >= config.threshold
+        ):
+            _enter_round(s, round_)
+            return
 
 
 def _on_round_change(s: _Step, index: int, rc: RoundChange) -> None:
@@ -571,27 +612,34 @@ def _on_round_change(s: _Step, index: int, rc: RoundChange) -> None:
     if rc.signer not in r.entity.config.index:
         s.note(index, "round change from a non-signer")
         return
-    if rc.round > r.round:
-        if r.entity.config.proposer_at(rc.round) != r.signer:
-            return  # not ours to lead; our own clock will move us on
-        s.r = r = replace(r, round=rc.round, pending=None, changes=(r.signer,))
     if rc.lock is not None:
         _on_lock(s, index, rc.lock)
         r = s.r
+    if rc.round > r.round:
+        best = dict(r.ahead)
+        best[rc.signer] = max(rc.round, best.get(rc.signer, 0))
+        s.r = replace(r, ahead=tuple(sorted(best.items())))
+        _catch_up(s)
+        return
     if rc.signer not in r.changes:
         s.r = replace(r, changes=tuple(sorted((*r.changes, rc.signer))))
 
 
 def _on_lock(s: _Step, index: int, lock: Lock) -> None:
-    """Remember the highest-round lock at the next height. Its signature is checked
-    only if it is ever used (``_locked_frame``): most locks never are."""
+    """Remember the highest-round lock at the next height, once its signature is
+    checked: a lock with a bad one must not displace a genuine lower-round lock."""
     r = s.r
     if lock.frame.entity_id != r.entity_id or lock.frame.height != r.next_height:
         return  # about another height: harmless, ignored
-    if lock.signer not in r.entity.config.index:
-        s.note(index, "lock from a non-signer")
+    config = r.entity.config
+    if lock.round > r.round or lock.signer != config.proposer_at(lock.round):
+        s.note(index, "lock not signed by its round's proposer, or from a future round")
         return
     if r.lock is not None and lock.round <= r.lock.round:
+        return
+    key = bls.load_public_key(config.members[config.index[lock.signer]].pubkey)
+    if not bls.fast_aggregate_verify_keys([key], lock.frame.message(lock.round), lock.signature):
+        s.note(index, f"lock from {lock.signer.hex()[:16]} has an invalid signature; ignored")
         return
     s.r = replace(r, lock=lock)
 
@@ -633,7 +681,7 @@ def _try_propose(s: _Step) -> None:
         r = s.r
         if not r.pool:
             return
-        kept, rejected = ent.select_batches(r.entity, r.pool)
+        kept, rejected = ent.select_batches(r.entity, _frame_sized(r.pool))
         for batch, reason in rejected:
             s.note(-1, f"batch {keccak(batch.raw).hex()[:16]} dropped: {reason}")
         if rejected:
@@ -646,6 +694,18 @@ def _try_propose(s: _Step) -> None:
     assert post is not None
     s.r = replace(r, pending=Pending(frame, r.round, post))
     s.effects.append(ProposeFrame(frame, r.round, r.entity.config.ids))
+
+
+def _frame_sized(pool: Sequence[Batch]) -> list[Batch]:
+    """The oldest batches of the pool that fit one frame."""
+    out: list[Batch] = []
+    size = 0
+    for batch in pool:
+        size += len(batch.raw)
+        if size > MAX_FRAME_BATCH_BYTES and out:
+            break
+        out.append(batch)
+    return out
 
 
 # Checks the runtime makes outside a block ------------------------------------------------

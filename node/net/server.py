@@ -213,6 +213,7 @@ class ApiServer:
             Req.PROPOSAL: self._proposal,
             Req.GET_FRAMES: self._get_frames,
             Req.PEER_INFO: self._peer_info,
+            Req.SIGN: self._sign,
         }
 
     async def listen_tcp(self, host: str, port: int) -> int:
@@ -393,7 +394,9 @@ class ApiServer:
                 req.request_id,
             )
         if self.coordinator is None:
-            raise ProtocolError(Err.UNSUPPORTED_SENDER, "this node runs no consensus", 0)
+            raise ProtocolError(
+                Err.UNSUPPORTED_SENDER, "this node runs no consensus", req.request_id
+            )
         session.agent = RemoteAgent(ws, signer, self.node_id)
         self.coordinator.agents[signer] = session.agent
 
@@ -496,7 +499,9 @@ class ApiServer:
             if deep:
                 self._require_server_scope(session, req, "reading every machine")
                 if req.route:
-                    raise ProtocolError(Err.MALFORMED, "deep reads start at the server", 0)
+                    raise ProtocolError(
+                        Err.MALFORMED, "deep reads start at the server", req.request_id
+                    )
                 body.append([[list(route), raw] for route, raw in self.node.read_tree()])
         await ws.send(encode_reply(Rep.STATE, req.request_id, body))
 
@@ -677,6 +682,11 @@ class ApiServer:
         frames = await asyncio.to_thread(self.node.store.frames, entity, start, count)
         body = [[_item(raw), cert.to_tree()] for raw, cert in frames]
         await ws.send(encode_reply(Rep.FRAMES, rid, [body]))
+
+    async def _sign(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        raise ProtocolError(
+            Err.FORBIDDEN, "SIGN goes from a node to its agent, not to a node", req.request_id
+        )
 
     async def _peer_info(self, ws: ServerConnection, session: Session, req: Request) -> None:
         coordinator = self._require_peer(session, req)

@@ -147,6 +147,12 @@ VALID_BODIES: dict[Req, list[Any]] = {
     Req.UNSUBSCRIBE: [1],
     Req.GET_BLOCKS: [1, 10],
     Req.METRICS: [],
+    # Peer and agent messages: whatever their shape, a client gets an error.
+    Req.DELIVER: [b"\x01" * 32, b"", [1, 1]],
+    Req.PROPOSAL: [b"\x01" * 32, [b"\x01"], 0, b"\x00" * 96],
+    Req.GET_FRAMES: [b"\x01" * 32, 1, 10],
+    Req.PEER_INFO: [],
+    Req.SIGN: [[b"\x01"], 0],
 }
 
 INVALID_BODIES: dict[Req, list[list[Any]]] = {
@@ -164,11 +170,16 @@ INVALID_BODIES: dict[Req, list[list[Any]]] = {
         [[1, 1]] * 4097,
     ],
     Req.STATUS: [[1], [b""], [[]]],
-    Req.READ_STATE: [[1], [[]]],
+    Req.READ_STATE: [[2], [1, 1], [[]]],
     Req.SUBSCRIBE: [[], [0], [3], [255], [1, 1], [[1]], [b"\x00\x01"]],
     Req.UNSUBSCRIBE: [[], [10**6], [[1]], [1, 2]],
     Req.GET_BLOCKS: [[], [1], [0, 1], [1, 0], [1, 1001], [[1], 1], [1, b"\x00\x05"]],
     Req.METRICS: [[1], [[]]],
+    Req.DELIVER: [[], [b"\x01"], [b"\x01" * 32, b"", [1, 1]]],
+    Req.PROPOSAL: [[], [b"\x01" * 32, [], 0, b""]],
+    Req.GET_FRAMES: [[], [b"\x01" * 32, 0, 10]],
+    Req.PEER_INFO: [[1], []],
+    Req.SIGN: [[], [[b"\x01"], 0]],
 }
 
 
@@ -211,7 +222,8 @@ def mutants(req: Req, token: bytes, rng: random.Random, count: int) -> list[byte
         return encode(fields)
 
     def unknown_type() -> bytes:
-        return encode([rng.choice([0, *range(9, 256)]), 7, [ME.kind, ME.id], [], valid_body])
+        unknown = [0, *range(13, 20), *range(21, 256)]
+        return encode([rng.choice(unknown), 7, [ME.kind, ME.id], [], valid_body])
 
     def bad_route() -> bytes:
         route: list[Any] = rng.choice(

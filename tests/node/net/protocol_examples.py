@@ -1,17 +1,23 @@
-"""Generator of the replayable examples in ``docs/PROTOCOL.md``, and the node they replay against.
+"""Generator of the replayable examples in ``docs/PROTOCOL.md``, and the nodes they replay against.
 
 The document holds fenced blocks with the info string ``exchange <name> [key=value...]``
-(frames a client sends and the frames a live node answers with) and
+(frames the replay sends and the frames a live node answers with) and
 ``illustration <name>`` (hex that cannot be produced on demand, never replayed).
-This module knows, for every example name, which requests to send; it runs them
-against a freshly started, deterministic node and rewrites the body of each
+This module knows, for every example name, which frames to send; it runs them
+against freshly started, deterministic nodes and rewrites the body of each
 block in the document, in document order. The prose around the blocks is not
 touched. Regenerate after a protocol change with::
 
     python -m tests.node.net.protocol_examples          # rewrites docs/PROTOCOL.md
 
+An exchange may use several connections to the same node (``@ <name>`` lines):
+a client, an agent and a peer server, say. The replay plays every one of them;
+where it plays a signer's agent, its answers to the node's ``SIGN`` requests
+come from a real :class:`node.agent.Agent` (with its double-sign guard) holding
+a fixed key, so they are what ``xln-node agent`` would send.
+
 ``tests/node/net/test_protocol_doc.py`` parses the blocks as written in the
-document, replays them against the same kind of node and compares every byte.
+document, replays them against the same kind of nodes and compares every byte.
 It shares with this generator only the node set-up (:class:`ReplayNodes`), the
 receive helpers and the one-line descriptions of frames (``describe_*``), which
 it uses to check the comment above each frame.
@@ -29,17 +35,21 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
 
+from node.agent import Agent, Refused
 from node.codec import (
     UINT64_MAX,
+    ZERO_HASH,
     DecodeError,
     RlpItem,
     as_bytes,
@@ -48,10 +58,21 @@ from node.codec import (
     decode,
     encode,
     encode_list,
+    encode_tree,
     keccak,
 )
+from node.coordinator import Coordinator
+from node.crypto import bls
+from node.identity import HELLO_WINDOW_MS, Identity
+from node.machines import entity as ent
+from node.machines import replica as rep
+from node.machines import server as srv
+from node.machines import signer as sig
+from node.machines.frames import Certificate, Frame, aggregate_precommits
+from node.machines.governance import ACTION_NAMES, Config, Member, signer_id
 from node.machines.server import ServerState, apply_block
 from node.mempool import Mempool
+from node.net import server as net_server
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
     MAX_FRAME_BYTES,
@@ -59,22 +80,25 @@ from node.net.protocol import (
     ProtocolError,
     Rep,
     Req,
+    Request,
     Sender,
     SenderKind,
     Topic,
     decode_reply,
     decode_request,
     encode_error,
+    encode_reply,
     encode_request,
 )
 from node.net.server import MAX_SUBSCRIPTIONS_PER_SESSION, UNIX_PATH_MAX, ApiServer
 from node.runtime import Metrics, Node, NodeConfig
 from node.storage import Store
 from node.tokens import FILE_VERSION, TOKENS_FILE, TokenStore
+from node.txs import REGISTRIES, Level, Tx, TxBody
 
 DOC_PATH = Path(__file__).resolve().parents[3] / "docs" / "PROTOCOL.md"
 
-# The replay node ----------------------------------------------------------------
+# The replay nodes ---------------------------------------------------------------
 
 FIXED_CLOCK_MS = 1_700_000_000_000
 TICK_MS = 20
@@ -91,9 +115,71 @@ SEED_COUNTER = UINT64_MAX - 2
 # The "slow" node makes its first block an hour after it starts, so an inbox filled
 # during an example stays full: the only deterministic way to show BUSY.
 SLOW_TICK_MS = 3_600_000
+# The "consensus" node's rounds time out after an hour, so no timeout input (and
+# no block) ever comes from its clock while the examples run.
+ROUND_TIMEOUT_MS = 3_600_000
 
 ME = Sender(SenderKind.CLIENT, b"example")
 SIGNER_ID = bytes([0x11]) * 32
+
+
+# Fixed keys, entities, batches and frames of the consensus examples ----------------
+
+
+def _secret_key(i: int) -> int:
+    """The docs' i-th BLS key: IETF KeyGen of 32 bytes of value ``i``."""
+    return bls.keygen(bytes([i]) * 32)
+
+
+SK_A = _secret_key(1)  # signer A: hosted on the consensus node; the replay plays its agent
+SK_B = _secret_key(2)  # signer B: hosted on the peer server that the replay plays
+PEER_IDENTITY = Identity(_secret_key(3))  # that peer server's identity key
+PK_A, PK_B = bls.sk_to_pk(SK_A), bls.sk_to_pk(SK_B)
+ID_A, ID_B = signer_id(PK_A), signer_id(PK_B)
+POP_A, POP_B = bls.pop_prove(SK_A), bls.pop_prove(SK_B)
+AGENT_A = Sender(SenderKind.AGENT, ID_A)
+PEER = Sender(SenderKind.SERVER, PEER_IDENTITY.id)
+UNKNOWN_ENTITY = bytes([0x33]) * 32
+
+# E1: A alone (threshold 1), created by a client. E2: B and A (threshold 2, B
+# proposes at round 0), created by B and delivered to A by B's server.
+GENESIS_1 = rep.Genesis(Config((Member(PK_A, 1),), 1, ID_A), bytes(31) + b"\x01", (POP_A,))
+GENESIS_2 = rep.Genesis(
+    Config((Member(PK_B, 1), Member(PK_A, 1)), 2, ID_B), bytes(31) + b"\x02", (POP_B, POP_A)
+)
+E1 = ent.entity_id_for(GENESIS_1.config, GENESIS_1.salt)
+E2 = ent.entity_id_for(GENESIS_2.config, GENESIS_2.salt)
+
+
+def _frame_1(genesis: rep.Genesis, batch: ent.Batch) -> Frame:
+    state = ent.genesis(genesis.config, genesis.salt)
+    post, _ = ent.execute(state, [batch])
+    return Frame.make(state.entity_id, 1, ZERO_HASH, [batch], post.hash)
+
+
+BATCH_A1 = ent.sign_batch(E1, SK_A, ID_A, 1, [Tx.of(ent.Increment(5))])
+BATCH_B1 = ent.sign_batch(E2, SK_B, ID_B, 1, [Tx.of(ent.Increment(7))])
+# B equivocating: another batch with the same nonce, so another frame at height 1.
+BATCH_B1_OTHER = ent.sign_batch(E2, SK_B, ID_B, 1, [Tx.of(ent.Increment(8))])
+FRAME_E2 = _frame_1(GENESIS_2, BATCH_B1)
+FRAME_E2_OTHER = _frame_1(GENESIS_2, BATCH_B1_OTHER)
+PRECOMMIT_B = bls.sign(SK_B, FRAME_E2.message(0))
+PRECOMMIT_B_OTHER = bls.sign(SK_B, FRAME_E2_OTHER.message(0))
+PRECOMMIT_A = bls.sign(SK_A, FRAME_E2.message(0))  # what A's agent answers; B's server gets it
+
+
+def _certificate(frame: Frame, config: Config, precommits: dict[int, bytes]) -> Certificate:
+    cert, bad = aggregate_precommits(config, frame, 0, precommits)
+    assert cert is not None
+    assert not bad
+    return cert
+
+
+CERT_E2 = _certificate(FRAME_E2, GENESIS_2.config, {0: PRECOMMIT_B, 1: PRECOMMIT_A})
+
+
+def _item(tx: TxBody) -> RlpItem:
+    return decode(Tx.of(tx).raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +208,13 @@ SIGNER_TOKEN = DocToken(
 REVOKED_TOKEN = DocToken(
     "00000003", "vyLNddEI6hRubbCERdtN84Q-Uam5H8gb0cxD7zNBJLc", "server", "docs, revoked"
 )
-DOC_TOKENS = (SERVER_TOKEN, SIGNER_TOKEN, REVOKED_TOKEN)
+AGENT_TOKEN = DocToken(
+    "00000004",
+    "BvOXqKfQN65IbyQvasX34P-OFEwlOvuPIRENgDFxWNI",
+    f"signer:{ID_A.hex()}",
+    "docs, the agent of signer A",
+)
+DOC_TOKENS = (SERVER_TOKEN, SIGNER_TOKEN, REVOKED_TOKEN, AGENT_TOKEN)
 
 
 def write_token_file(data: Path, tokens: Sequence[DocToken] = DOC_TOKENS) -> None:
@@ -156,11 +248,17 @@ class LiveNode:
     stop: asyncio.Event
     task: asyncio.Task[None]
     unix_path: Path | None
+    coordinator: Coordinator | None = None
     ticked: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def start_node(
-    data: Path, *, seed_counter: int | None = None, control_socket: bool, tick_ms: int = TICK_MS
+    data: Path,
+    *,
+    seed_counter: int | None = None,
+    control_socket: bool,
+    tick_ms: int = TICK_MS,
+    consensus: bool = False,
 ) -> LiveNode:
     write_token_file(data)
     store = Store(data / "chain")
@@ -174,8 +272,12 @@ async def start_node(
     )
     # Latency samples are timing noise; keep none so METRICS replies are reproducible.
     node.metrics = Metrics(tick_lateness_us=deque(maxlen=0), write_us=deque(maxlen=0))
+    # As xln-node run does, without peer links: no --peer, and no built-in agent.
+    coordinator = Coordinator(node, round_timeout_ms=ROUND_TIMEOUT_MS) if consensus else None
     tokens = TokenStore(data)
-    api = ApiServer(node, tokens, NODE_ID, hello_timeout_s=HELLO_DEADLINE_S)
+    api = ApiServer(
+        node, tokens, NODE_ID, hello_timeout_s=HELLO_DEADLINE_S, coordinator=coordinator
+    )
     node.tick_hooks.append(api.refresh_tokens)  # as xln-node run does
     port = await api.listen_tcp("127.0.0.1", 0)
     unix_path = None
@@ -186,7 +288,7 @@ async def start_node(
         await api.listen_unix(unix_path)
     stop = asyncio.Event()
     task = asyncio.create_task(node.run(stop))
-    live = LiveNode(data, node, tokens, api, port, stop, task, unix_path)
+    live = LiveNode(data, node, tokens, api, port, stop, task, unix_path, coordinator)
     node.tick_hooks.append(live.ticked.set)
     return live
 
@@ -196,14 +298,31 @@ async def close_node(live: LiveNode) -> None:
     try:
         await asyncio.wait_for(live.task, DEADLINE_S)
     finally:
+        if live.coordinator is not None:
+            await live.coordinator.close()
         await live.api.close()
         live.node.close()
         if live.unix_path is not None and live.unix_path.parent != live.data:
             shutil.rmtree(live.unix_path.parent, ignore_errors=True)
 
 
+class FrozenWallClock:
+    """Stands in for the ``time`` module inside ``node/net/server.py`` while the replay
+    nodes run: a peer's HELLO is checked against ``time.time_ns()`` there (ApiServer
+    takes no clock), and the replay pins it to the nodes' fixed clock. Every other
+    attribute is the real module's."""
+
+    def time_ns(self) -> int:
+        return FIXED_CLOCK_MS * 1_000_000
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 class ReplayNodes:
-    """The replay nodes: ``main`` (with a control socket), ``seeded`` and ``slow``."""
+    """The replay nodes: ``main`` (with a control socket), ``seeded``, ``slow`` and
+    ``consensus`` (the only one with a coordinator, so the only one that takes
+    agents and peer servers)."""
 
     def __init__(self, nodes: dict[str, LiveNode]) -> None:
         self.nodes = nodes
@@ -212,19 +331,23 @@ class ReplayNodes:
     @contextlib.asynccontextmanager
     async def started(cls, root: Path) -> AsyncIterator[ReplayNodes]:
         nodes: dict[str, LiveNode] = {}
-        try:
-            nodes["main"] = await start_node(root / "main", control_socket=True)
-            nodes["seeded"] = await start_node(
-                root / "seeded", seed_counter=SEED_COUNTER, control_socket=False
-            )
-            nodes["slow"] = await start_node(
-                root / "slow", control_socket=False, tick_ms=SLOW_TICK_MS
-            )
-            yield cls(nodes)
-        finally:
-            async with contextlib.AsyncExitStack() as stack:
-                for live in nodes.values():
-                    stack.push_async_callback(close_node, live)
+        with mock.patch.object(net_server, "time", FrozenWallClock()):
+            try:
+                nodes["main"] = await start_node(root / "main", control_socket=True)
+                nodes["seeded"] = await start_node(
+                    root / "seeded", seed_counter=SEED_COUNTER, control_socket=False
+                )
+                nodes["slow"] = await start_node(
+                    root / "slow", control_socket=False, tick_ms=SLOW_TICK_MS
+                )
+                nodes["consensus"] = await start_node(
+                    root / "consensus", control_socket=False, consensus=True
+                )
+                yield cls(nodes)
+            finally:
+                async with contextlib.AsyncExitStack() as stack:
+                    for live in nodes.values():
+                        stack.push_async_callback(close_node, live)
 
     async def connect(self, node: str, via: str) -> ClientConnection:
         live = self.nodes[node]
@@ -271,6 +394,24 @@ async def recv_close(ws: ClientConnection) -> tuple[int, str] | bytes | str:
     return frame
 
 
+async def answer_sign(agent: Agent, frame: bytes) -> bytes:
+    """An agent's answer to the node's ``SIGN`` request, as ``node/net/agent_client.py``
+    makes it: ``SIGNATURE [signature]``, or ``ERROR REFUSED`` from the agent's guard."""
+    req = decode_request(frame)
+    assert req.type is Req.SIGN, f"expected SIGN, got {describe_frame(frame)}"
+    try:
+        if len(req.body) != 2:
+            raise DecodeError("SIGN body is [frame, round]")
+        frame_raw = encode_tree(as_list(req.body[0], "frame"))
+        round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
+        if req.route[:1] != (agent.signer_id,):
+            raise Refused("this agent does not hold that signer's key")
+        signature = await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
+    except (DecodeError, Refused) as exc:
+        return encode_error(Err.REFUSED, str(exc), req.request_id)
+    return encode_reply(Rep.SIGNATURE, req.request_id, [signature])
+
+
 # Annotations --------------------------------------------------------------------
 
 
@@ -285,20 +426,104 @@ def _text(raw: bytes) -> str:
         return _hex(raw)
 
 
+def _name(raw: bytes) -> str:
+    """A sender id: quoted when it is printable ASCII (a client's name), else hex."""
+    if all(0x20 <= b < 0x7F for b in raw):
+        return json.dumps(raw.decode("ascii"))
+    return _hex(raw)
+
+
 def _generic(item: RlpItem) -> str:
     if isinstance(item, bytes):
         return _hex(item)
     return "[" + ", ".join(_generic(i) for i in item) + "]"
 
 
-def _tx(item: RlpItem) -> str:
+def _hexes(items: Sequence[bytes]) -> str:
+    return "[" + ", ".join(_hex(i) for i in items) + "]"
+
+
+def _config(c: Config) -> str:
+    members = ", ".join(f"({_hex(m.pubkey)}, {m.shares})" for m in c.members)
+    return f"config(members=[{members}] threshold={c.threshold} proposer={_hex(c.proposer)})"
+
+
+def _batch(b: ent.Batch) -> str:
+    txs = ", ".join(_tx_body(t.body) for t in b.txs)
+    return (
+        f"batch(signer={_hex(b.signer)} nonce={b.nonce} txs=[{txs}] "
+        f"signature={_hex(b.signature)}; batch hash {_hex(keccak(b.raw))})"
+    )
+
+
+def _frame(f: Frame) -> str:
+    batches = ", ".join(_batch(b) for b in f.batches)
+    return (
+        f"frame(entity={_hex(f.entity_id)} height={f.height} prev={_hex(f.prev_hash)} "
+        f"batches=[{batches}] state_hash={_hex(f.state_hash)}; frame hash {_hex(f.hash)})"
+    )
+
+
+def _cert(c: Certificate) -> str:
+    return f"certificate(round={c.round} bitfield={_hex(c.bits)} signature={_hex(c.signature)})"
+
+
+def _lock(lock: rep.Lock) -> str:
+    return (
+        f"lock(round={lock.round} {_frame(lock.frame)} signer={_hex(lock.signer)} "
+        f"signature={_hex(lock.signature)})"
+    )
+
+
+def _tx_body(body: TxBody) -> str:
+    match body:
+        case srv.Increment(n=n) | sig.Increment(n=n) | ent.Increment(n=n):
+            return f"increment({n})"
+        case srv.CreateSigner(pubkey=pubkey, pop=pop):
+            return (
+                f"create_signer(pubkey={_hex(pubkey)} proof_of_possession={_hex(pop)}; "
+                f"signer id {_hex(signer_id(pubkey))})"
+            )
+        case sig.CreateEntity(genesis=g) as create:
+            return (
+                f"create_entity({_config(g.config)} salt={_hex(g.salt)} "
+                f"proofs_of_possession={_hexes(g.pops)}; entity id {_hex(create.entity_id)})"
+            )
+        case rep.SubmitBatch(batch=batch):
+            return f"submit_batch({_batch(batch)})"
+        case rep.Precommit(height=h, round=r, frame_hash=fh, signer=s, signature=signature):
+            return (
+                f"precommit(height={h} round={r} frame_hash={_hex(fh)} signer={_hex(s)} "
+                f"signature={_hex(signature)})"
+            )
+        case rep.Commit(frame=frame, cert=cert):
+            return f"commit({_frame(frame)}, {_cert(cert)})"
+        case rep.Timeout(height=h, round=r):
+            return f"timeout(height={h} round={r})"
+        case rep.SeenLock(lock=lock):
+            return f"seen_lock({_lock(lock)})"
+        case rep.RoundChange(height=h, round=r, signer=s, lock=lock):
+            held = _lock(lock) if lock is not None else "no lock"
+            return f"round_change(height={h} round={r} signer={_hex(s)} {held})"
+        case ent.Propose(action=action, expires_at=expires_at):
+            name = ACTION_NAMES[type(action)]
+            return f"propose({name}{_generic(action.fields())} expires_at={expires_at})"
+        case ent.Vote(proposal_id=pid):
+            return f"vote({pid})"
+    return f"{body.NAME}(...)"
+
+
+def _tx(item: RlpItem, level: Level) -> str:
+    """A transaction (an input) for a machine at ``level``, as that level decodes it."""
     try:
-        fields = as_list(item, "tx")
-        type_id = as_int(fields[0], "type")
-        if type_id == 1 and len(fields) == 2:
-            return f"increment({as_int(fields[1], 'n', max_value=2**256)})"
-    except (DecodeError, IndexError):
+        return _tx_body(REGISTRIES[level].decode(item, encode_tree(item)).body)
+    except DecodeError:
         pass
+    if level in (Level.SERVER, Level.SIGNER):  # name an out-of-range increment all the same
+        with contextlib.suppress(DecodeError):
+            fields = as_list(item, "tx")
+            if len(fields) == 2 and as_int(fields[0], "type") == 1:
+                return f"increment({as_int(fields[1], 'n', max_value=2**256)})"
     return _generic(item)
 
 
@@ -309,7 +534,7 @@ def _route(items: Sequence[RlpItem]) -> str:
 def _block(raw: bytes) -> str:
     items = as_list(decode(raw), "block", size=5)
     keys_values = as_list(decode(as_bytes(items[3], "mempool")), "mempool", size=2)
-    txs = ", ".join(_tx(t) for t in as_list(keys_values[1], "values"))
+    txs = ", ".join(_tx(t, Level.SERVER) for t in as_list(keys_values[1], "values"))
     return (
         f"block(height={as_int(items[0], 'h')} prev={_generic(items[1])} "
         f"timestamp={as_int(items[2], 't')} mempool=[keys {_generic(keys_values[0])}, txs [{txs}]] "
@@ -317,32 +542,82 @@ def _block(raw: bytes) -> str:
     )
 
 
-def _state(raw: bytes) -> str:
-    s = ServerState.decode(raw)
-    subs = "[" + ", ".join(f"({_hex(i)}, {_hex(h)})" for i, h in s.subs) + "]"
+def _state(route: Sequence[RlpItem], raw: bytes) -> str:
+    """The state of the machine at ``route``: the server, a signer or a replica."""
+    if not route:
+        items = as_list(decode(raw), "server state", size=5)
+        refs = ServerState.signer_refs(raw)
+        subs = "[" + ", ".join(f"({_hex(i)}, {_hex(h)})" for i, h in refs) + "]"
+        return (
+            f"state(version={as_int(items[0], 'v')} height={as_int(items[1], 'h')} "
+            f"timestamp={as_int(items[2], 't')} counter={as_int(items[3], 'c')} subs={subs}; "
+            f"state hash {_hex(keccak(raw))})"
+        )
+    if len(route) == 1:
+        pubkey, counter, refs = sig.SignerState.decode_header(raw)
+        replicas = "[" + ", ".join(f"({_hex(e)}, {_hex(h)})" for e, h in refs) + "]"
+        return (
+            f"signer(version=1 pubkey={_hex(pubkey)} counter={counter} replicas={replicas}; "
+            f"state hash {_hex(keccak(raw))})"
+        )
+    r = rep.Replica.decode(raw)
+    pending = _hex(r.pending.frame.hash) if r.pending else "none"
+    lock = f"round {r.lock.round} frame {_hex(r.lock.frame.hash)}" if r.lock else "none"
     return (
-        f"state(version=1 height={s.height} timestamp={s.timestamp} counter={s.counter} "
-        f"subs={subs}; state hash {_hex(s.hash())})"
+        f"replica(version=1 signer={_hex(r.signer)} entity={_hex(r.entity_id)} "
+        f"height={r.entity.height} counter={r.entity.counter} head={_hex(r.head)} "
+        f"round={r.round} pool={len(r.pool)} pending={pending} lock={lock}; "
+        f"state hash {_hex(keccak(raw))})"
     )
 
 
-def _request_body(req_type: Req, body: list[RlpItem]) -> str:
-    match req_type, body:
-        case Req.HELLO, [bytes() as token]:
+def _hello_body(req: Request) -> str:
+    match req.sender.kind, req.body:
+        case SenderKind.SERVER, [bytes() as pubkey, bytes() as stamp, bytes() as signature]:
+            with contextlib.suppress(DecodeError):
+                return (
+                    f"identity_key={_hex(pubkey)} timestamp={as_int(stamp, 't')} "
+                    f"signature={_hex(signature)}; peer id {_hex(signer_id(pubkey))}"
+                )
+        case _, [bytes() as token]:
             return f"token={_text(token)}"
-        case Req.SUBMIT, _ if body:
-            return "txs=[" + ", ".join(_tx(t) for t in body) + "]"
-        case Req.SUBSCRIBE, [bytes() as topic]:
-            with contextlib.suppress(DecodeError, ValueError):
+    return f"body={_generic(req.body)}"
+
+
+def _request_body(req: Request) -> str:
+    body = req.body
+    with contextlib.suppress(DecodeError, ValueError, IndexError):
+        match req.type, body:
+            case Req.HELLO, _:
+                return _hello_body(req)
+            case Req.SUBMIT, _ if body and len(req.route) <= Level.CHANNEL:
+                level = Level(len(req.route))
+                return "txs=[" + ", ".join(_tx(t, level) for t in body) + "]"
+            case Req.READ_STATE, [bytes() as deep]:
+                return f"deep={as_int(deep, 'deep')}"
+            case Req.SUBSCRIBE, [bytes() as topic]:
                 return f"topic={Topic(as_int(topic, 'topic', max_value=255)).name}"
-        case Req.UNSUBSCRIBE, [bytes() as sub]:
-            with contextlib.suppress(DecodeError):
+            case Req.UNSUBSCRIBE, [bytes() as sub]:
                 return f"subscription={as_int(sub, 'sub')}"
-        case Req.GET_BLOCKS, [bytes() as start, bytes() as count]:
-            with contextlib.suppress(DecodeError):
+            case Req.GET_BLOCKS, [bytes() as start, bytes() as count]:
                 return f"from_height={as_int(start, 's')} max_count={as_int(count, 'c')}"
-        case _, []:
-            return "body=[]"
+            case Req.DELIVER, [bytes() as to, bytes() as entity, list() as tx]:
+                level = Level.ENTITY if entity else Level.SIGNER
+                return f"to_signer={_hex(to)} entity={_hex(entity)} input={_tx(tx, level)}"
+            case Req.PROPOSAL, [bytes() as to, list() as frame, bytes() as rnd, bytes() as psig]:
+                return (
+                    f"to_signer={_hex(to)} {_frame(Frame.decode(encode_tree(frame)))} "
+                    f"round={as_int(rnd, 'r')} proposer_signature={_hex(psig)}"
+                )
+            case Req.GET_FRAMES, [bytes() as entity, bytes() as start, bytes() as count]:
+                return (
+                    f"entity={_hex(entity)} from_height={as_int(start, 's')} "
+                    f"max_count={as_int(count, 'c')}"
+                )
+            case Req.SIGN, [list() as frame, bytes() as rnd]:
+                return f"{_frame(Frame.decode(encode_tree(frame)))} round={as_int(rnd, 'r')}"
+            case _, []:
+                return "body=[]"
     return f"body={_generic(body)}"
 
 
@@ -352,22 +627,26 @@ def describe_request(frame: bytes) -> str:
         req = decode_request(frame)
     except ProtocolError as exc:
         return f"not a valid request ({exc.code.name}: {exc.message})"
-    sender = f"{req.sender.kind.name.lower()}:{_text(req.sender.id)}"
+    sender = f"{req.sender.kind.name.lower()}:{_name(req.sender.id)}"
     return (
         f"{req.type.name} id={req.request_id} sender={sender} route={_route(list(req.route))} "
-        f"{_request_body(req.type, req.body)}"
+        f"{_request_body(req)}"
     )
 
 
-def _reply_body(rep: Rep, b: list[RlpItem]) -> str:
+def _reply_body(rep_type: Rep, b: list[RlpItem]) -> str:
     def i(k: int, name: str) -> int:
         return as_int(b[k], name)
 
-    match rep:
+    def ids(item: RlpItem) -> str:
+        return _hexes([as_bytes(x, "id") for x in as_list(item, "ids")])
+
+    match rep_type:
         case Rep.WELCOME:
+            hosted = f" hosted_signers={ids(b[4])}" if len(b) == 5 else ""
             return (
                 f"version={i(0, 'v')} scope={_text(as_bytes(b[1], 's'))} "
-                f"node_id={_generic(b[2])} height={i(3, 'h')}"
+                f"node_id={_generic(b[2])} height={i(3, 'h')}{hosted}"
             )
         case Rep.RECEIPTS:
             receipts = []
@@ -387,7 +666,16 @@ def _reply_body(rep: Rep, b: list[RlpItem]) -> str:
                 f"counter={i(3, 'c')} timestamp={i(4, 't')} inbox={i(5, 'i')}"
             )
         case Rep.STATE:
-            return f"route={_route(as_list(b[0], 'r'))} {_state(as_bytes(b[1], 'state'))}"
+            route = as_list(b[0], "r")
+            text = f"route={_route(route)} {_state(route, as_bytes(b[1], 'state'))}"
+            if len(b) == 3:
+                tree = []
+                for entry in as_list(b[2], "tree"):
+                    sub_route, raw = as_list(entry, "entry", size=2)
+                    sub = as_list(sub_route, "route")
+                    tree.append(f"({_route(sub)}, {_state(sub, as_bytes(raw, 'state'))})")
+                text += " machines=[" + ", ".join(tree) + "]"
+            return text
         case Rep.SUBSCRIBED | Rep.UNSUBSCRIBED:
             return f"subscription={i(0, 's')}"
         case Rep.BLOCK_EVENT:
@@ -411,8 +699,32 @@ def _reply_body(rep: Rep, b: list[RlpItem]) -> str:
                 f"tick_ms={i(0, 't')} tick_lateness_us={lateness} write_us={writes} "
                 f"blocks={i(3, 'b')} txs={i(4, 'x')}"
             )
+        case Rep.DELIVERED:
+            return f"body={_generic(b)}"
+        case Rep.FRAMES:
+            frames = []
+            for entry in as_list(b[0], "frames"):
+                frame, cert = as_list(entry, "entry", size=2)
+                frames.append(
+                    f"({_frame(Frame.decode(encode_tree(frame)))}, "
+                    f"{_cert(Certificate.from_item(cert))})"
+                )
+            return f"{len(frames)} frame(s): [" + ", ".join(frames) + "]"
+        case Rep.PEER_INFO:
+            return f"hosted_signers={ids(b[0])}"
+        case Rep.FRAME_EVENT:
+            return (
+                f"route={_route(as_list(b[0], 'r'))} height={i(1, 'h')} "
+                f"frame_hash={_generic(b[2])} {_cert(Certificate.from_item(b[3]))} "
+                f"batch_hashes={ids(b[4])}"
+            )
+        case Rep.SIGNATURE:
+            return f"signature={_generic(b[0])}"
         case Rep.ERROR:
             return f"code={Err(i(0, 'code')).name} message={_text(as_bytes(b[1], 'm'))}"
+
+
+EVENTS = (Rep.BLOCK_EVENT, Rep.COMMIT_EVENT, Rep.FRAME_EVENT)
 
 
 def describe_reply(frame: bytes | str) -> str:
@@ -420,10 +732,30 @@ def describe_reply(frame: bytes | str) -> str:
         return f"a text frame {json.dumps(frame)}"
     try:
         reply = decode_reply(frame)
-        label = "subscription" if reply.type in (Rep.BLOCK_EVENT, Rep.COMMIT_EVENT) else "id"
+        label = "subscription" if reply.type in EVENTS else "id"
         return f"{reply.type.name} {label}={reply.request_id} {_reply_body(reply.type, reply.body)}"
     except (DecodeError, ValueError, IndexError) as exc:
         return f"not a valid reply ({exc})"
+
+
+def is_reply_frame(frame: bytes) -> bool:
+    """True for a 3-item envelope (a reply or event), False for anything else.
+
+    Replies usually go node to client, but an agent sends them too (its answers to
+    ``SIGN``), and the node sends one request (``SIGN``); the envelope tells them apart.
+    """
+    try:
+        item = decode(frame)
+    except DecodeError:
+        return False
+    return isinstance(item, list) and len(item) == 3
+
+
+def describe_frame(frame: bytes | str) -> str:
+    """One line for any frame, in either direction: a reply or a request, by its envelope."""
+    if isinstance(frame, str) or is_reply_frame(frame):
+        return describe_reply(frame)
+    return describe_request(frame)
 
 
 # Example specifications -----------------------------------------------------------
@@ -449,7 +781,7 @@ class SendZeros:
 
 @dataclass(frozen=True, slots=True)
 class Expect:
-    """Record the next ``count`` frames the node sends."""
+    """Record the next ``count`` frames the node sends on the current connection."""
 
     count: int = 1
     note: str = ""
@@ -468,7 +800,22 @@ class Act:
     note: str = ""
 
 
-type Step = Send | SendText | SendZeros | Expect | ExpectClose | Act
+@dataclass(frozen=True, slots=True)
+class On:
+    """Switch to the connection ``conn`` (opened at its first use)."""
+
+    conn: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """As signer A's agent: answer the ``SIGN`` request last received on this connection."""
+
+    note: str = ""
+
+
+type Step = Send | SendText | SendZeros | Expect | ExpectClose | Act | On | Answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +839,14 @@ def hello(rid: int = 1, token: DocToken = SERVER_TOKEN, sender: Sender = ME) -> 
     return req(Req.HELLO, rid, [token.token.encode()], sender=sender)
 
 
+def peer_hello(rid: int = 1, timestamp_ms: int = FIXED_CLOCK_MS) -> bytes:
+    return req(Req.HELLO, rid, PEER_IDENTITY.hello(timestamp_ms), sender=PEER)
+
+
+def peer(req_type: Req, rid: int, body: list[Any]) -> bytes:
+    return req(req_type, rid, body, sender=PEER)
+
+
 def inc(n: int) -> list[int]:
     return [1, n]
 
@@ -501,6 +856,10 @@ def _ask(frame: bytes, note: str = "", replies: int = 1) -> tuple[Step, Step]:
 
 
 def _examples() -> dict[str, Example]:
+    return {**_server_examples(), **_consensus_examples()}
+
+
+def _server_examples() -> dict[str, Example]:
     status = Req.STATUS
     return {
         "hello": Example((*_ask(hello()), *_ask(req(status, 2, [])))),
@@ -545,7 +904,7 @@ def _examples() -> dict[str, Example]:
         "unknown-type": Example(
             (
                 *_ask(hello()),
-                *_ask(req_raw(9, 2), "type 9 is not assigned"),
+                *_ask(req_raw(99, 2), "type 99 is not assigned"),
                 *_ask(req_raw(256, 3), "a type above 255 is MALFORMED, not UNKNOWN_TYPE"),
             )
         ),
@@ -556,7 +915,7 @@ def _examples() -> dict[str, Example]:
                     req(Req.SUBMIT, 2, [inc(1), inc(0)]), "n = 0 is out of range; nothing is queued"
                 ),
                 *_ask(req(Req.SUBMIT, 3, [inc(2**32)]), "n = 2^32 is out of range"),
-                *_ask(req(Req.SUBMIT, 4, [[2, 1]]), "no server transaction type 2"),
+                *_ask(req(Req.SUBMIT, 4, [[3, 1]]), "no server transaction type 3"),
                 *_ask(req(Req.SUBMIT, 5, [[1, 1, 1]]), "increment takes exactly one field"),
                 *_ask(req(Req.SUBMIT, 6, [b"\x01"]), "a transaction is a list, not a byte string"),
             )
@@ -596,7 +955,7 @@ def _examples() -> dict[str, Example]:
                 *_ask(req(Req.SUBSCRIBE, 6, [Topic.COMMITS])),
                 *_ask(
                     req(Req.READ_STATE, 7, [], route=(SIGNER_ID,)),
-                    "inside the scope, but no such signer yet",
+                    "inside the scope, but no such signer",
                 ),
                 *_ask(req(status, 8, []), "STATUS needs no particular scope"),
             )
@@ -658,8 +1017,14 @@ def _examples() -> dict[str, Example]:
             (
                 *_ask(
                     hello(sender=Sender(SenderKind.AGENT, b"agent-1")),
-                    "HELLO from an agent sender",
+                    "HELLO from an agent whose sender id is not a signer id",
                 ),
+                ExpectClose(),
+            )
+        ),
+        "peer-without-consensus": Example(
+            (
+                *_ask(peer_hello(), "a peer server's HELLO to a node that runs no consensus"),
                 ExpectClose(),
             )
         ),
@@ -689,6 +1054,157 @@ def _examples() -> dict[str, Example]:
                 *_ask(hello()),
                 *_ask(req(Req.SUBMIT, 2, [inc(1)])),
             )
+        ),
+    }
+
+
+def _consensus_examples() -> dict[str, Example]:
+    create_signer = _item(srv.CreateSigner(PK_A, POP_A))
+    create_e1 = _item(sig.CreateEntity(GENESIS_1))
+    create_e2 = _item(sig.CreateEntity(GENESIS_2))
+    commit_e2 = _item(rep.Commit(FRAME_E2, CERT_E2))
+    at_e1 = (ID_A, E1)
+    return {
+        "signers-and-entities": Example(
+            (
+                *_ask(hello()),
+                *_ask(
+                    req(Req.SUBMIT, 2, [create_signer]),
+                    "host signer A: its public key and proof of possession",
+                ),
+                *_ask(
+                    req(Req.SUBMIT, 3, [create_e1], route=(ID_A,)),
+                    "entity E1, whose only member is A",
+                ),
+                *_ask(req(Req.READ_STATE, 4, [1]), "every machine at once"),
+            ),
+            node="consensus",
+        ),
+        "agent-sign": Example(
+            (
+                On("agent", "the agent of signer A connects, with token 00000004"),
+                *_ask(hello(token=AGENT_TOKEN, sender=AGENT_A)),
+                On("wallet", "a client watches E1, then submits a batch that A signed"),
+                *_ask(hello()),
+                *_ask(req(Req.SUBSCRIBE, 2, [Topic.COMMITS], route=at_e1)),
+                *_ask(
+                    req(Req.SUBMIT, 3, [_item(rep.SubmitBatch(BATCH_A1))], route=at_e1),
+                    replies=2,
+                ),
+                On("agent"),
+                Expect(1, "A proposes frame 1 of E1; the node asks A's agent to pre-commit it"),
+                Answer("the agent checks the frame, records its pre-commit, then answers"),
+                On("wallet"),
+                Expect(
+                    2,
+                    "A's pre-commit (and its lock) reach the replica: the threshold (1) is met, "
+                    "the frame is certified and applied",
+                ),
+            ),
+            node="consensus",
+        ),
+        "between-servers": Example(
+            (
+                On("agent", "the agent of signer A"),
+                *_ask(hello(token=AGENT_TOKEN, sender=AGENT_A)),
+                On("wallet", "a client watching signer A"),
+                *_ask(hello()),
+                *_ask(req(Req.SUBSCRIBE, 2, [Topic.COMMITS], route=(ID_A,))),
+                On("peer", "the server hosting signer B introduces itself"),
+                *_ask(peer_hello()),
+                *_ask(peer(Req.PEER_INFO, 2, [])),
+                *_ask(
+                    peer(Req.DELIVER, 3, [ID_A, b"", create_e2]),
+                    "B created E2 (members B and A, threshold 2); its server hands A the "
+                    "create_entity",
+                ),
+                On("wallet"),
+                Expect(1, "the block that created A's replica of E2"),
+                *_ask(req(Req.SUBSCRIBE, 3, [Topic.COMMITS], route=(ID_A, E2))),
+                On("peer"),
+                *_ask(
+                    peer(Req.PROPOSAL, 4, [ID_A, decode(FRAME_E2.raw), 0, PRECOMMIT_B]),
+                    "B, the proposer of round 0, proposes frame 1 with its own pre-commit",
+                ),
+                On("agent"),
+                Expect(1, "A's replica re-executed the frame and accepts it"),
+                Answer(),
+                On("wallet"),
+                Expect(
+                    1,
+                    "A's pre-commit is recorded as a lock; it goes to B's server over this "
+                    "node's own peer links (none here)",
+                ),
+                On("peer"),
+                *_ask(
+                    peer(Req.PROPOSAL, 5, [ID_A, decode(FRAME_E2_OTHER.raw), 0, PRECOMMIT_B_OTHER]),
+                    "B equivocates: another frame at the same height and round",
+                ),
+                On("agent"),
+                Expect(1, "it passes the replica's checks: locking is the agent's to enforce"),
+                Answer("the agent's guard refuses"),
+                On("peer"),
+                *_ask(
+                    peer(Req.DELIVER, 6, [ID_A, E2, commit_e2]),
+                    "B's server aggregated B's and A's pre-commits: the frame is certified",
+                ),
+                On("wallet"),
+                Expect(2, "A's replica verifies the certificate and applies the frame"),
+                On("peer"),
+                *_ask(peer(Req.GET_FRAMES, 7, [E2, 1, 16]), "catch-up reads certified frames"),
+            ),
+            node="consensus",
+        ),
+        "peer-forbidden": Example(
+            (
+                On("peer"),
+                *_ask(peer_hello()),
+                *_ask(peer(Req.SUBMIT, 2, [inc(1)]), "peers deliver; they do not submit"),
+                *_ask(
+                    peer(Req.DELIVER, 3, [ID_A, E1, _item(rep.Timeout(2, 0))]),
+                    "a timeout comes only from a node's own clock",
+                ),
+                *_ask(
+                    peer(Req.DELIVER, 4, [ID_A, b"", inc(1)]),
+                    "a signer takes only create_entity from peers",
+                ),
+                *_ask(
+                    peer(Req.DELIVER, 5, [ID_A, b"", [2, 1]]),
+                    "an input that does not decode for its level",
+                ),
+                *_ask(
+                    peer(
+                        Req.DELIVER,
+                        6,
+                        [
+                            ID_A,
+                            UNKNOWN_ENTITY,
+                            _item(rep.Precommit(1, 0, FRAME_E2.hash, ID_B, PRECOMMIT_B)),
+                        ],
+                    ),
+                    "A holds no such entity",
+                ),
+                *_ask(peer(Req.GET_FRAMES, 7, [E1, 2, 16]), "nothing past E1's height 1"),
+                On("client", "and a client may not speak for a server"),
+                *_ask(hello()),
+                *_ask(req(Req.DELIVER, 2, [ID_A, E1, _item(rep.Timeout(2, 0))])),
+                *_ask(req(Req.PEER_INFO, 3, [])),
+                *_ask(
+                    req(Req.SUBMIT, 4, [_item(rep.Timeout(2, 0))], route=at_e1),
+                    "nor forge the node's clock",
+                ),
+            ),
+            node="consensus",
+        ),
+        "peer-stale-hello": Example(
+            (
+                *_ask(
+                    peer_hello(timestamp_ms=FIXED_CLOCK_MS - HELLO_WINDOW_MS - 1),
+                    f"signed {HELLO_WINDOW_MS // 1000} s and 1 ms before the node's clock",
+                ),
+                ExpectClose(),
+            ),
+            node="consensus",
         ),
     }
 
@@ -752,6 +1268,12 @@ ILLUSTRATIONS: dict[str, Callable[[], list[tuple[str, bytes]]]] = {
             encode_error(Err.INTERNAL, "internal error; see the node log"),
         )
     ],
+    "agent-unavailable": lambda: [
+        (
+            "the encoding only; node 0.1.0 never sends this code",
+            encode_error(Err.AGENT_UNAVAILABLE, "no agent is connected for this signer", 1),
+        )
+    ],
 }
 
 
@@ -762,10 +1284,12 @@ def _comment(text: str) -> str:
     return f"# {text}" if text else "#"
 
 
-async def record(nodes: ReplayNodes, example: Example) -> list[str]:
-    """Runs one example on a fresh connection; returns the lines of its block."""
+async def record(nodes: ReplayNodes, example: Example, agent: Agent) -> list[str]:
+    """Runs one example on fresh connections; returns the lines of its block."""
     lines: list[str] = []
-    ws: ClientConnection | None = None
+    conns: dict[str, ClientConnection] = {}
+    last: dict[str, bytes] = {}  # the last frame received on each connection
+    current = ""
     try:
         for step in example.steps:
             if isinstance(step, Act):
@@ -773,13 +1297,27 @@ async def record(nodes: ReplayNodes, example: Example) -> list[str]:
                 lines.append(f"! {step.action} {step.arg}".rstrip())
                 await nodes.act(example.node, step.action, step.arg)
                 continue
+            if isinstance(step, On):
+                if step.note:
+                    lines.append(_comment(step.note))
+                lines.append(f"@ {step.conn}")
+                current = step.conn
+                continue
+            ws = conns.get(current)
             if ws is None:
-                ws = await nodes.connect(example.node, example.via)
+                ws = conns[current] = await nodes.connect(example.node, example.via)
             match step:
                 case Send(frame, note):
                     if note:
                         lines.append(_comment(note))
-                    lines.append(_comment("> " + describe_request(frame)))
+                    lines.append(_comment("> " + describe_frame(frame)))
+                    lines.append(f"> {frame.hex()}")
+                    await ws.send(frame)
+                case Answer(note):
+                    frame = await answer_sign(agent, last[current])
+                    if note:
+                        lines.append(_comment(note))
+                    lines.append(_comment("> " + describe_frame(frame)))
                     lines.append(f"> {frame.hex()}")
                     await ws.send(frame)
                 case SendText(text, note):
@@ -796,12 +1334,13 @@ async def record(nodes: ReplayNodes, example: Example) -> list[str]:
                     for _ in range(count):
                         got = await recv_frame(ws)
                         assert isinstance(got, bytes), f"the node sent a text frame {got!r}"
-                        lines.append(_comment("< " + describe_reply(got)))
+                        last[current] = got
+                        lines.append(_comment("< " + describe_frame(got)))
                         lines.append(f"< {got.hex()}")
                 case ExpectClose(with_reason, note):
                     closed = await recv_close(ws)
                     assert isinstance(closed, tuple), (
-                        f"expected a close, got {describe_reply(closed)}"
+                        f"expected a close, got {describe_frame(closed)}"
                     )
                     code, reason = closed
                     if note:
@@ -811,7 +1350,7 @@ async def record(nodes: ReplayNodes, example: Example) -> list[str]:
                         f"<close {code} {json.dumps(reason)}" if with_reason else f"<close {code}"
                     )
     finally:
-        if ws is not None:
+        for ws in conns.values():
             await ws.close()
     return lines
 
@@ -831,20 +1370,25 @@ async def regenerate(doc: str, root: Path) -> str:
     """The document with every example block re-recorded, in document order."""
     examples = _examples()
     names = [(m.group(1), m.group(2)) for m in BLOCK_RE.finditer(doc)]
-    in_doc = {name for kind, name in names if kind == "exchange"}
-    missing = sorted(set(examples) - in_doc)
-    unknown = sorted(in_doc - set(examples))
-    if missing or unknown:
-        raise SystemExit(
-            f"exchange blocks missing from the document: {missing}; unknown in it: {unknown}"
-        )
+    for kind, known in (("exchange", set(examples)), ("illustration", set(ILLUSTRATIONS))):
+        in_doc = {name for k, name in names if k == kind}
+        missing, unknown = sorted(known - in_doc), sorted(in_doc - known)
+        if missing or unknown:
+            raise SystemExit(
+                f"{kind} blocks missing from the document: {missing}; unknown in it: {unknown}"
+            )
     bodies: dict[tuple[str, str], list[str]] = {}
-    async with ReplayNodes.started(root) as nodes:
-        for kind, name in names:
-            if kind == "exchange":
-                bodies[kind, name] = await record(nodes, examples[name])
-            else:
-                bodies[kind, name] = render_illustration(name)
+    # Signer A's agent, with its own double-sign guard, as xln-node agent runs it.
+    agent = Agent(SK_A, root / "agent-guard")
+    try:
+        async with ReplayNodes.started(root / "nodes") as nodes:
+            for kind, name in names:
+                if kind == "exchange":
+                    bodies[kind, name] = await record(nodes, examples[name], agent)
+                else:
+                    bodies[kind, name] = render_illustration(name)
+    finally:
+        agent.close()
 
     def replace(m: re.Match[str]) -> str:
         kind, name = m.group(1), m.group(2)

@@ -146,3 +146,21 @@ async def test_an_agent_token_must_reach_its_signer(world: World) -> None:
     coordinator = w.live.api.coordinator
     assert coordinator is not None
     assert w.a not in coordinator.agents
+
+
+def test_entity_inputs_may_carry_frames_larger_than_a_transaction() -> None:
+    """A commit of a frame with dozens of batches still crosses to a peer (issue found
+    in review: entity inputs were capped like single transactions, at 4 KiB)."""
+    from node.machines.frames import Certificate, Frame
+    from node.machines.replica import Commit
+    from node.txs import MAX_TX_BYTES, REGISTRIES, Level
+
+    a = signer_id(bls.sk_to_pk(SK_A))
+    batches = [
+        ent.sign_batch(b"\x02" * 32, SK_A, a, n, [Tx.of(ent.Increment(1))]) for n in range(1, 41)
+    ]
+    frame = Frame.make(b"\x02" * 32, 1, b"\x00" * 32, batches, b"\x03" * 32)
+    commit = Tx.of(Commit(frame, Certificate(0, b"\x01", b"\xc0" + b"\x00" * 95)))
+    assert len(commit.raw) > MAX_TX_BYTES
+    decoded = REGISTRIES[Level.ENTITY].decode(decode(commit.raw), commit.raw)
+    assert decoded.body == commit.body

@@ -2,13 +2,18 @@
 
 The document is the source of truth here. Every fenced block with the info string
 ``exchange <name> [node=...] [via=...]`` is parsed from the document and replayed,
-in document order and each on a fresh WebSocket connection, against nodes started
-in-process exactly as the document describes (fixed clock, fixed tokens). Every
-frame the node sends must equal the documented hex, and once a block's lines are
-done no undocumented frame may follow. Every frame must carry its decoded meaning
-as the comment above it. The document must give an example of every request type,
-reply type and error code, apart from the short allow-list below, and its table
-of constants must match the code.
+in document order and each on fresh WebSocket connections (one, or one per ``@``
+name), against nodes started in-process exactly as the document describes (fixed
+clock, fixed tokens, fixed keys). Every frame the node sends must equal the
+documented hex, and once a block's lines are done no undocumented frame may follow
+on any of its connections. Every frame must carry its decoded meaning as the
+comment above it. The document must give an example of every request type, reply
+type and error code, apart from the short allow-list below, and its table of
+constants must match the code.
+
+A frame counts as an example of its type whichever way it travels: the node sends
+one request (``SIGN``, to an agent) and an agent sends replies (``SIGNATURE``, or
+``ERROR REFUSED``); the envelope, not the direction, says which it is.
 
 Regenerate the blocks after a protocol change with
 ``python -m tests.node.net.protocol_examples``.
@@ -31,10 +36,12 @@ from websockets.exceptions import ConnectionClosed
 
 from node.codec import DecodeError, as_int, as_list
 from node.net.protocol import Err, ProtocolError, Rep, Req, decode_reply, decode_request, error_of
+from tests.node.net import protocol_examples as examples
 from tests.node.net.protocol_examples import (
     ReplayNodes,
-    describe_reply,
+    describe_frame,
     describe_request,
+    is_reply_frame,
     recv_close,
     recv_frame,
 )
@@ -51,7 +58,12 @@ NOT_REPLAYABLE: dict[Err, str] = {
         "buffers stay full: slow and timing-dependent"
     ),
     Err.INTERNAL: "sent only when a request hits a bug in the node",
+    Err.AGENT_UNAVAILABLE: (
+        "reserved: node 0.1.0 never sends it; when no agent is connected for a signer, the "
+        "coordinator logs it and does not pre-commit (node/coordinator.py, Coordinator._sign)"
+    ),
 }
+NODES = ("main", "seeded", "slow", "consensus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +98,14 @@ class Action:
     arg: str
 
 
-type Line = Send | SendText | SendZeros | Receive | Closed | Action
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """``@ <name>``: the lines below use the connection ``name``, opened at its first use."""
+
+    name: str
+
+
+type Line = Send | SendText | SendZeros | Receive | Closed | Action | Switch
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +152,10 @@ def parse_line(text: str) -> Line | None:
         case "!":
             name, _, arg = rest.partition(" ")
             return Action(name, arg.strip())
+        case "@":
+            if not rest or " " in rest:
+                raise ValueError("@ takes one connection name")
+            return Switch(rest)
     raise ValueError(f"unrecognised example line {text!r}")
 
 
@@ -178,29 +201,33 @@ def test_the_document_has_exchanges(blocks: list[DocBlock]) -> None:
     assert len(names) == len(set(names)), f"example names repeat: {names}"
     for block in found:
         assert any(isinstance(line, Receive | Closed) for _, line in block.lines), block.name
-        assert block.node in ("main", "seeded", "slow"), block.name
+        assert block.node in NODES, block.name
         assert block.via in ("tcp", "unix"), block.name
 
 
 def _coverage(blocks: list[DocBlock]) -> tuple[set[Req], set[Rep], set[Err]]:
+    """The request types, reply types and error codes the blocks' frames show, in
+    either direction."""
     requests: set[Req] = set()
     replies: set[Rep] = set()
     codes: set[Err] = set()
     for block in blocks:
         for _, line in block.lines:
-            if isinstance(line, Send):
+            if not isinstance(line, Send | Receive):
+                continue
+            if not is_reply_frame(line.frame):
                 with contextlib.suppress(ProtocolError):  # a deliberately bad frame
                     requests.add(decode_request(line.frame).type)
-            elif isinstance(line, Receive):
-                reply = decode_reply(line.frame)
-                replies.add(reply.type)
-                if reply.type is Rep.ERROR:
-                    codes.add(error_of(reply)[0])
-                elif reply.type is Rep.RECEIPTS:
-                    for receipt in as_list(reply.body[2], "receipts"):
-                        code = as_int(as_list(receipt, "receipt", size=3)[1], "code")
-                        if code:
-                            codes.add(Err(code))
+                continue
+            reply = decode_reply(line.frame)
+            replies.add(reply.type)
+            if reply.type is Rep.ERROR:
+                codes.add(error_of(reply)[0])
+            elif reply.type is Rep.RECEIPTS:
+                for receipt in as_list(reply.body[2], "receipts"):
+                    code = as_int(as_list(receipt, "receipt", size=3)[1], "code")
+                    if code:
+                        codes.add(Err(code))
     return requests, replies, codes
 
 
@@ -239,6 +266,23 @@ def test_documented_constants_match_the_code(doc_text: str) -> None:
             assert _resolve(name.strip()) == ast.literal_eval(value.strip()), raw
 
 
+def test_documented_keys_and_tokens_match_the_replay(doc_text: str) -> None:
+    """The fixed keys, ids and tokens that § 15.1 lists in prose are the replay's."""
+    for name, value in (
+        ("signer A's public key", examples.PK_A),
+        ("signer A's id", examples.ID_A),
+        ("signer B's public key", examples.PK_B),
+        ("signer B's id", examples.ID_B),
+        ("the peer's identity key", examples.PEER_IDENTITY.pubkey),
+        ("the peer's id", examples.PEER_IDENTITY.id),
+        ("E1's id", examples.E1),
+        ("E2's id", examples.E2),
+    ):
+        assert f"`{value.hex()}`" in doc_text, f"PROTOCOL.md does not give {name}"
+    for token in examples.DOC_TOKENS:
+        assert f"`{token.token}`" in doc_text, f"PROTOCOL.md does not list token {token.id}"
+
+
 def _resolve(dotted: str) -> Any:
     """``package.module.Name.ATTR``: the longest importable prefix, then attributes."""
     parts = dotted.split(".")
@@ -254,16 +298,21 @@ def _resolve(dotted: str) -> Any:
 
 
 async def _replay(nodes: ReplayNodes, block: DocBlock) -> None:
-    ws: ClientConnection | None = None
-    closed = False
+    conns: dict[str, ClientConnection] = {}
+    closed: set[str] = set()
+    current = ""  # the connection of a block without @ lines
     try:
         for number, line in block.lines:
             where = f"PROTOCOL.md line {number} ({block.name})"
             if isinstance(line, Action):
                 await nodes.act(block.node, line.name, line.arg)
                 continue
+            if isinstance(line, Switch):
+                current = line.name
+                continue
+            ws = conns.get(current)
             if ws is None:
-                ws = await nodes.connect(block.node, block.via)
+                ws = conns[current] = await nodes.connect(block.node, block.via)
             match line:
                 case Send(frame):
                     await ws.send(frame)
@@ -276,26 +325,27 @@ async def _replay(nodes: ReplayNodes, block: DocBlock) -> None:
                         got = await recv_frame(ws)
                     except (TimeoutError, ConnectionClosed) as exc:
                         raise AssertionError(
-                            f"{where}: no frame ({exc!r}); expected {describe_reply(expected)}"
+                            f"{where}: no frame ({exc!r}); expected {describe_frame(expected)}"
                         ) from None
                     assert got == expected, (
-                        f"{where}: the node sent\n  {describe_reply(got)}\n"
+                        f"{where}: the node sent\n  {describe_frame(got)}\n"
                         f"  {got.hex() if isinstance(got, bytes) else got!r}\n"
-                        f"the document says\n  {describe_reply(expected)}\n  {expected.hex()}"
+                        f"the document says\n  {describe_frame(expected)}\n  {expected.hex()}"
                     )
                 case Closed(code, reason):
                     close = await recv_close(ws)
                     assert isinstance(close, tuple), (
-                        f"{where}: expected the node to close, got {describe_reply(close)}"
+                        f"{where}: expected the node to close, got {describe_frame(close)}"
                     )
                     assert close[0] == code, f"{where}: close code {close[0]}, expected {code}"
                     if reason is not None:
                         assert close[1] == reason, f"{where}: close reason {close[1]!r}"
-                    closed = True
-        if ws is not None and not closed:
-            await _expect_nothing_more(ws, block.name)
+                    closed.add(current)
+        for name, ws in conns.items():
+            if name not in closed:
+                await _expect_nothing_more(ws, f"{block.name} (@ {name})" if name else block.name)
     finally:
-        if ws is not None:
+        for ws in conns.values():
             await ws.close()
 
 
@@ -311,8 +361,9 @@ async def _expect_nothing_more(ws: ClientConnection, name: str) -> None:
     except (TimeoutError, ConnectionClosed) as exc:
         raise AssertionError(f"{name}: the connection failed after the exchange: {exc!r}") from None
     assert isinstance(got, bytes), f"{name}: an undocumented text frame {got!r}"
+    undocumented = f"{name}: an undocumented frame at the end: {describe_frame(got)}"
+    assert is_reply_frame(got), undocumented
     reply = decode_reply(got)
-    undocumented = f"{name}: an undocumented frame at the end: {describe_reply(got)}"
     assert reply.type is Rep.ERROR, undocumented
     assert reply.request_id == 0, undocumented
     assert error_of(reply)[0] is Err.MALFORMED, undocumented
@@ -336,11 +387,7 @@ def test_every_frame_is_annotated_with_its_meaning(doc_text: str) -> None:
         for offset, raw in enumerate(m.group(3).splitlines()):
             where = f"PROTOCOL.md line {first + offset}"
             if raw.startswith(("> ", "< ")):
-                frame = bytes.fromhex(raw[2:])
-                if raw[0] == ">":
-                    meaning = "# > " + describe_request(frame)
-                else:
-                    meaning = "# < " + describe_reply(frame)
+                meaning = f"# {raw[0]} " + describe_frame(bytes.fromhex(raw[2:]))
                 if m.group(1) == "illustration":
                     assert previous.endswith(meaning[4:]), f"{where}: annotation {previous!r}"
                 else:
