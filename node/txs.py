@@ -79,10 +79,14 @@ class TxRegistry:
         return Tx(decoder(fields[1:]), raw)
 
 
-# Entity inputs carry whole frames (commits, locks), so they may be larger.
+# Entity inputs carry whole frames (commits, locks), and a signer's create_entity
+# carries every member's key and proof of possession: they may be larger.
 MAX_ENTITY_INPUT_BYTES = 512 * 1024
 REGISTRIES: dict[Level, TxRegistry] = {
-    level: TxRegistry(level, MAX_ENTITY_INPUT_BYTES if level is Level.ENTITY else MAX_TX_BYTES)
+    level: TxRegistry(
+        level,
+        MAX_ENTITY_INPUT_BYTES if level in (Level.SIGNER, Level.ENTITY) else MAX_TX_BYTES,
+    )
     for level in Level
 }
 

@@ -58,11 +58,11 @@ from node.codec import (
 )
 from node.crypto import bls
 from node.machines import governance
+from node.machines.counter import Increment as Increment
 from node.machines.governance import Action, Config, ConfigError
 from node.txs import Level, Tx, TxRegistry
 
 STATE_VERSION = 1
-MAX_INCREMENT = 2**32 - 1
 MAX_PROPOSAL_TTL = 1_000_000  # frames
 MAX_OPEN_PROPOSALS = 1024
 MAX_BATCH_TXS = 256
@@ -79,21 +79,7 @@ class FrameInvalid(ValueError):
     """A frame (or one batch in it) that the entity's rules reject."""
 
 
-@ENTITY_TXS.register
-@dataclass(frozen=True, slots=True)
-class Increment:
-    TYPE: ClassVar[int] = 1
-    NAME: ClassVar[str] = "increment"
-    n: int
-
-    @classmethod
-    def from_fields(cls, fields: list[RlpItem]) -> Self:
-        if len(fields) != 1:
-            raise DecodeError(f"increment: expected [n], got {len(fields)} fields")
-        return cls(as_int(fields[0], "increment n", min_value=1, max_value=MAX_INCREMENT))
-
-    def to_fields(self) -> list[RlpItem]:
-        return [int_bytes(self.n)]
+ENTITY_TXS.register(Increment)
 
 
 @ENTITY_TXS.register

@@ -35,33 +35,17 @@ from node.codec import (
 )
 from node.machines import replica as rep
 from node.machines import signer as sig
+from node.machines.counter import Increment as Increment
 from node.machines.governance import POP_LEN, PUBKEY_LEN, ConfigError, check_new_key, signer_id
 from node.mempool import Mempool
 from node.txs import REGISTRIES, Level, Tx
 
 STATE_VERSION = 1
-MAX_INCREMENT = 2**32 - 1
 
 SERVER_TXS = REGISTRIES[Level.SERVER]
 
 
-@SERVER_TXS.register
-@dataclass(frozen=True, slots=True)
-class Increment:
-    """Add ``n`` (1 .. 2**32-1) to the machine's counter."""
-
-    TYPE: ClassVar[int] = 1
-    NAME: ClassVar[str] = "increment"
-    n: int
-
-    @classmethod
-    def from_fields(cls, fields: list[RlpItem]) -> Self:
-        if len(fields) != 1:
-            raise DecodeError(f"increment: expected 1 field [n], got {len(fields)}")
-        return cls(as_int(fields[0], "increment n", min_value=1, max_value=MAX_INCREMENT))
-
-    def to_fields(self) -> list[RlpItem]:
-        return [int_bytes(self.n)]
+SERVER_TXS.register(Increment)
 
 
 @SERVER_TXS.register

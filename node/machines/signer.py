@@ -32,6 +32,7 @@ from node.codec import (
     keccak,
 )
 from node.machines import replica as rep
+from node.machines.counter import Increment as Increment
 from node.machines.entity import entity_id_for
 from node.machines.governance import (
     PUBKEY_LEN,
@@ -44,26 +45,11 @@ from node.mempool import Mempool
 from node.txs import REGISTRIES, Level, Tx
 
 STATE_VERSION = 1
-MAX_INCREMENT = 2**32 - 1
 
 SIGNER_TXS = REGISTRIES[Level.SIGNER]
 
 
-@SIGNER_TXS.register
-@dataclass(frozen=True, slots=True)
-class Increment:
-    TYPE: ClassVar[int] = 1
-    NAME: ClassVar[str] = "increment"
-    n: int
-
-    @classmethod
-    def from_fields(cls, fields: list[RlpItem]) -> Self:
-        if len(fields) != 1:
-            raise DecodeError(f"increment: expected [n], got {len(fields)} fields")
-        return cls(as_int(fields[0], "increment n", min_value=1, max_value=MAX_INCREMENT))
-
-    def to_fields(self) -> list[RlpItem]:
-        return [int_bytes(self.n)]
+SIGNER_TXS.register(Increment)
 
 
 @SIGNER_TXS.register

@@ -15,7 +15,8 @@ from websockets.exceptions import ConnectionClosed
 
 from node.block import Block
 from node.codec import DecodeError, decode, encode, encode_tree, int_bytes
-from node.machines.server import MAX_INCREMENT, Increment
+from node.machines.counter import MAX_INCREMENT
+from node.machines.server import Increment
 from node.mempool import Mempool
 from node.net.client import NodeClient, NodeError
 from node.net.protocol import (

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from node.codec import UINT64_MAX, ZERO_HASH, keccak
 from node.crypto import bls
+from node.machines.counter import MAX_INCREMENT
 from node.machines.governance import signer_id
 from node.machines.server import (
-    MAX_INCREMENT,
     CreateSigner,
     Increment,
     InvalidBlock,
