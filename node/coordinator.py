@@ -143,11 +143,21 @@ class Coordinator:
                         (effect.entity or b"").hex()[:12],
                         message,
                     )
+                case rep.Invite(to=to, genesis=genesis):
+                    self.route_input(to, None, Tx.of(sig.JoinEntity(genesis)))
                 case rep.Committed():
                     pass  # published as a FrameEvent by the node
         for key, (frame_raw, round_, psig) in list(self._deferred.items()):
             del self._deferred[key]
             proposals.append(self._fan_out(key[0], frame_raw, round_, psig))
+        for route, _ in step.changed:
+            joined = self.node.state.replica(*route) if len(route) == 2 else None
+            if (
+                joined is not None
+                and joined.entity.height == 0
+                and joined.signer not in joined.entity.config.index
+            ):
+                self.request_sync(joined.entity_id)  # invited after genesis: catch up
         if proposals:
             self._spawn(_gather(proposals))
 
@@ -167,6 +177,7 @@ class Coordinator:
             s.id
             for s in self.node.state.signers
             if frame.entity_id in s.by_entity
+            and s.id in s.by_entity[frame.entity_id].entity.config.index
             and s.id != s.by_entity[frame.entity_id].entity.config.proposer_at(round_)
             and (frame.hash, round_, s.id) not in self._answered
         ]

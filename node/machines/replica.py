@@ -277,6 +277,14 @@ class Committed:
 
 
 @dataclass(frozen=True, slots=True)
+class Invite:
+    """Signer ``to`` became a member: it should make a replica from ``genesis``."""
+
+    to: bytes
+    genesis: Genesis
+
+
+@dataclass(frozen=True, slots=True)
 class Note:
     """Something refused or noteworthy, for the log and the input's receipt."""
 
@@ -284,7 +292,7 @@ class Note:
     message: str
 
 
-type Effect = Send | ProposeFrame | Committed | Note
+type Effect = Send | ProposeFrame | Committed | Invite | Note
 
 
 # State --------------------------------------------------------------------------------
@@ -559,6 +567,8 @@ def _apply_committed(
     )
     s.effects.append(Committed(frame, cert, events))
     new = s.r
+    joined = [m for m in post.config.ids if m not in r.entity.config.index]
+    s.effects.extend(Invite(m, r.genesis) for m in joined)
     if pool and new.proposer != new.signer:
         # The proposer may have changed, or missed some: make sure it has them.
         s.effects.extend(Send(new.proposer, Tx.of(SubmitBatch(b))) for b in pool)

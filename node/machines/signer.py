@@ -82,6 +82,25 @@ class CreateEntity:
         return entity_id_for(self.genesis.config, self.genesis.salt)
 
 
+@SIGNER_TXS.register
+@dataclass(frozen=True, slots=True)
+class JoinEntity:
+    """Sent by an entity's replicas to a signer that an executed ``add_signer``
+    made a member: make a replica from genesis, then catch up through certified
+    frames (each verified before it applies)."""
+
+    TYPE: ClassVar[int] = 3
+    NAME: ClassVar[str] = "join_entity"
+    genesis: rep.Genesis
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        return cls(CreateEntity.from_fields(fields).genesis)
+
+    def to_fields(self) -> list[RlpItem]:
+        return CreateEntity(self.genesis).to_fields()
+
+
 @dataclass(frozen=True, slots=True)
 class SendToSigner:
     """A signer-level transaction for another signer (on whichever server hosts it)."""
@@ -196,7 +215,27 @@ def _apply_tx(out: SignerStep, tx: Tx) -> str | None:
             return None
         case CreateEntity(genesis=genesis) as create:
             return _create_entity(out, create.entity_id, genesis, tx)
+        case JoinEntity(genesis=genesis):
+            return _join_entity(out, genesis)
     return f"{tx.body.NAME} is not a signer transaction"
+
+
+def _join_entity(out: SignerStep, genesis: rep.Genesis) -> str | None:
+    s = out.state
+    entity_id = entity_id_for(genesis.config, genesis.salt)
+    if entity_id in s.by_entity:
+        return None  # every replica of the entity invites: idempotent
+    try:
+        for member, pop in zip(genesis.config.members, genesis.pops, strict=True):
+            check_new_key(member.pubkey, pop)
+    except ConfigError as exc:
+        return f"join_entity: {exc}"
+    replica = rep.create(s.id, genesis)
+    out.state = replace(
+        s, replicas=tuple(sorted((*s.replicas, replica), key=lambda r: r.entity_id))
+    )
+    out.changed.append(entity_id)
+    return None
 
 
 def _create_entity(out: SignerStep, entity_id: bytes, genesis: rep.Genesis, tx: Tx) -> str | None:

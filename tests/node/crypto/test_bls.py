@@ -63,21 +63,21 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     try:
         return bls.get_backend(request.param)
     except BLSError as exc:
-        pytest.skip(str(exc))
+        pytest.fail(f"both backends are installed by the project's set-up: {exc}")
 
 
 def both_backends() -> tuple[Backend, Backend]:
     try:
         return bls.get_backend("blst"), bls.get_backend("py_ecc")
     except BLSError as exc:
-        pytest.skip(str(exc))
+        pytest.fail(f"both backends are installed by the project's set-up: {exc}")
 
 
 def blst_backend() -> Backend:
     try:
         return bls.get_backend("blst")
     except BLSError as exc:
-        pytest.skip(str(exc))
+        pytest.fail(f"both backends are installed by the project's set-up: {exc}")
 
 
 # -- the vectors -------------------------------------------------------------
@@ -87,9 +87,19 @@ def test_every_vector_family_is_tested() -> None:
     assert {d.name for d in VECTORS.iterdir() if d.is_dir()} == FAMILIES
 
 
-def test_vector_copy_matches_shared() -> None:
+# sha256 over (relative path, bytes) of every vector file, as copied from the
+# public set in ../shared/vectors/bls: checks the copy where shared/ is absent.
+VECTORS_DIGEST = "0c7c961fb8074b8f4da39c645f33b702099148faaba99dfd4b2e9d12840dc6cf"
+
+
+def test_vector_copy_is_the_public_set() -> None:
+    digest = hashlib.sha256()
+    for path in sorted(VECTORS.rglob("*.json")):
+        digest.update(path.relative_to(VECTORS).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    assert digest.hexdigest() == VECTORS_DIGEST
     if not SHARED_VECTORS.is_dir():
-        pytest.skip(f"no shared vectors at {SHARED_VECTORS}")
+        return  # a checkout without the shared folder: the digest above is the check
     for family in FAMILIES:
         ours, theirs = VECTORS / family, SHARED_VECTORS / family
         names = sorted(p.name for p in theirs.iterdir())

@@ -1,0 +1,112 @@
+"""The coordinator in one node process: local agents, a signer added by a proposal
+joins the entity and catches up through certified frames."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from node.agent import Agent
+from node.coordinator import Coordinator, LocalAgent
+from node.crypto import bls
+from node.machines import entity as ent
+from node.machines.governance import AddSigner, Config, Member
+from node.machines.replica import Genesis, Replica, SubmitBatch
+from node.machines.server import CreateSigner
+from node.machines.signer import CreateEntity
+from node.runtime import Node, NodeConfig
+from node.storage import Store
+from node.txs import Tx, TxBody
+
+DEADLINE_S = 30.0
+
+
+@dataclass
+class Local:
+    node: Node
+    agents: list[Agent]
+    blocks: asyncio.Queue[object]
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        """Wait, block by block, until ``done()``."""
+        async with asyncio.timeout(DEADLINE_S):
+            while not done():
+                await self.blocks.get()
+
+    def replica(self, i: int, entity: bytes) -> Replica | None:
+        return self.node.state.replica(self.agents[i].signer_id, entity)
+
+
+@pytest.fixture
+async def local(tmp_path: Path) -> AsyncIterator[Local]:
+    node = Node(Store(tmp_path / "chain"), NodeConfig(tick_ms=10))
+    coordinator = Coordinator(node, round_timeout_ms=1000)
+    agents = [Agent(bls.keygen(bytes([i + 1]) * 32), tmp_path / f"guard{i}") for i in range(3)]
+    for agent in agents:
+        coordinator.agents[agent.signer_id] = LocalAgent(agent)
+    stop = asyncio.Event()
+    run = asyncio.create_task(node.run(stop))
+    sub = node.subscribe(None)
+    try:
+        for agent in agents:
+            ack = await node.submit(
+                (), [Tx.of(CreateSigner(agent.pubkey, agent.proof_of_possession()))]
+            )
+            assert ack.receipts[0].error is None
+        yield Local(node, agents, sub.queue)  # type: ignore[arg-type]
+    finally:
+        stop.set()
+        await run
+        await coordinator.close()
+        node.close()
+        for agent in agents:
+            agent.close()
+
+
+async def submit(local: Local, who: int, entity: bytes, nonce: int, body: TxBody) -> None:
+    agent = local.agents[who]
+    batch = agent.sign_batch(entity, nonce, [Tx.of(body)])
+    ack = await local.node.submit((agent.signer_id, entity), [Tx.of(SubmitBatch(batch))])
+    assert ack.receipts[0].error is None
+
+
+async def test_a_signer_added_by_proposal_joins_and_catches_up(local: Local) -> None:
+    a, b, c = local.agents
+    config = Config((Member(a.pubkey, 1), Member(b.pubkey, 1)), 2, a.signer_id)
+    genesis = Genesis(config, b"\x09" * 32, (a.proof_of_possession(), b.proof_of_possession()))
+    ack = await local.node.submit((a.signer_id,), [Tx.of(CreateEntity(genesis))])
+    assert ack.receipts[0].error is None
+    entity = ent.entity_id_for(config, genesis.salt)
+    await local.until(lambda: local.replica(1, entity) is not None)
+
+    await submit(local, 0, entity, 1, ent.Increment(5))
+    await submit(
+        local, 0, entity, 2, ent.Propose(AddSigner(c.pubkey, c.proof_of_possession(), 1), 50)
+    )
+    await local.until(lambda: bool(local.replica(1, entity).entity.proposals))  # type: ignore[union-attr]
+    await submit(local, 1, entity, 1, ent.Vote(1))
+
+    # C was never in the genesis config: it is invited, and catches up from frame 1.
+    def c_caught_up() -> bool:
+        rc, ra = local.replica(2, entity), local.replica(0, entity)
+        return rc is not None and ra is not None and rc.entity.hash == ra.entity.hash
+
+    await local.until(c_caught_up)
+    joined = local.replica(2, entity)
+    assert joined is not None
+    assert c.signer_id in joined.entity.config.index
+    assert joined.entity.counter == 5
+
+    # And C now signs as a member: its own batch is certified on all three replicas.
+    await submit(local, 2, entity, 1, ent.Increment(1))
+    await local.until(
+        lambda: all(
+            (r := local.replica(i, entity)) is not None and r.entity.counter == 6 for i in range(3)
+        )
+    )
+    heads = {local.replica(i, entity).head for i in range(3)}  # type: ignore[union-attr]
+    assert len(heads) == 1
