@@ -102,7 +102,7 @@ PEER_ENTITY_INPUTS = frozenset(
         rep.RoundChange.TYPE,
     }
 )
-PEER_SIGNER_INPUTS = frozenset({sig.CreateEntity.TYPE})
+PEER_SIGNER_INPUTS = frozenset({sig.CreateEntity.TYPE, sig.JoinEntity.TYPE})
 MAX_FRAMES_PER_PAGE = 256
 SIGN_TIMEOUT_S = 30.0
 
