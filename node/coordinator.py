@@ -92,7 +92,8 @@ class Coordinator:
         self._syncing: set[bytes] = set()
         self._deferred: dict[tuple[bytes, bytes], tuple[bytes, int, bytes]] = {}
         self._checked: dict[tuple[bytes, bytes, int, bytes, int, bytes], str | None] = {}
-        self._answered: set[tuple[bytes, int, bytes]] = set()  # (frame hash, round, signer)
+        self._answered: set[tuple[bytes, int, bytes]] = set()
+        self._stepped = asyncio.Event()  # (frame hash, round, signer)
         self.stats = {"proposals_signed": 0, "proposals_refused": 0, "syncs": 0}
         node.durable_hooks.append(self.on_step)
         node.tick_hooks.append(self.on_tick)
@@ -124,6 +125,7 @@ class Coordinator:
     # Effects of a durable block ------------------------------------------------
 
     def on_step(self, step: Step) -> None:
+        self._stepped.set()
         proposals = []
         for effect in step.effects:
             what = effect.what
@@ -403,12 +405,14 @@ class Coordinator:
 
     async def _wait_for(self, entity: bytes, height: int, timeout_s: float = 10.0) -> bool:
         """Wait until every local replica of ``entity`` reached ``height`` (or gave up)."""
-        deadline = self._clock() + timeout_s
-        while self._clock() < deadline:
-            if all(r.next_height >= height for r in self._replicas_of(entity)):
-                return True
-            await asyncio.sleep(self.node.config.tick_ms / 1000)
-        return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not all(r.next_height >= height for r in self._replicas_of(entity)):
+                    self._stepped.clear()
+                    await self._stepped.wait()  # set after every durable block
+        except TimeoutError:
+            return False
+        return True
 
 
 async def _gather(coros: Sequence[Awaitable[None]]) -> None:

@@ -37,7 +37,16 @@ from websockets.asyncio.server import Server, ServerConnection, serve, unix_serv
 from websockets.exceptions import ConnectionClosed
 
 from node.agent import Refused
-from node.codec import HASH_LEN, DecodeError, RlpItem, as_bytes, as_int, as_list, encode_tree
+from node.codec import (
+    HASH_LEN,
+    DecodeError,
+    RlpItem,
+    as_bytes,
+    as_int,
+    as_list,
+    decode,
+    encode_tree,
+)
 from node.coordinator import AgentUnavailable, Coordinator
 from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
 from node.identity import check_hello
@@ -141,7 +150,7 @@ class RemoteAgent:
             rid,
             Sender(SenderKind.SERVER, self.node_id),
             (self.signer, entity),
-            [_item(frame_raw), round_],
+            [decode(frame_raw), round_],
         )
         try:
             await self.ws.send(frame)
@@ -172,12 +181,6 @@ class RemoteAgent:
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(ConnectionClosed(None, None))
-
-
-def _item(raw: bytes) -> RlpItem:
-    from node.codec import decode
-
-    return decode(raw)
 
 
 class ApiServer:
@@ -680,7 +683,7 @@ class ApiServer:
         except DecodeError as exc:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
         frames = await asyncio.to_thread(self.node.store.frames, entity, start, count)
-        body = [[_item(raw), cert.to_tree()] for raw, cert in frames]
+        body = [[decode(raw), cert.to_tree()] for raw, cert in frames]
         await ws.send(encode_reply(Rep.FRAMES, rid, [body]))
 
     async def _sign(self, ws: ServerConnection, session: Session, req: Request) -> None:
