@@ -221,21 +221,10 @@ def _apply_tx(out: SignerStep, tx: Tx) -> str | None:
 
 
 def _join_entity(out: SignerStep, genesis: rep.Genesis) -> str | None:
-    s = out.state
     entity_id = entity_id_for(genesis.config, genesis.salt)
-    if entity_id in s.by_entity:
+    if entity_id in out.state.by_entity:
         return None  # every replica of the entity invites: idempotent
-    try:
-        for member, pop in zip(genesis.config.members, genesis.pops, strict=True):
-            check_new_key(member.pubkey, pop)
-    except ConfigError as exc:
-        return f"join_entity: {exc}"
-    replica = rep.create(s.id, genesis)
-    out.state = replace(
-        s, replicas=tuple(sorted((*s.replicas, replica), key=lambda r: r.entity_id))
-    )
-    out.changed.append(entity_id)
-    return None
+    return _add_replica(out, entity_id, genesis, "join_entity")
 
 
 def _create_entity(out: SignerStep, entity_id: bytes, genesis: rep.Genesis, tx: Tx) -> str | None:
@@ -245,15 +234,23 @@ def _create_entity(out: SignerStep, entity_id: bytes, genesis: rep.Genesis, tx: 
         return "this signer is not a member of the entity"
     if entity_id in s.by_entity:
         return None  # already created (the other members echo it): idempotent
+    error = _add_replica(out, entity_id, genesis, "create_entity")
+    if error is None:
+        out.sends.extend(SendToSigner(m, tx) for m in config.ids if m != s.id)
+    return error
+
+
+def _add_replica(out: SignerStep, entity_id: bytes, genesis: rep.Genesis, what: str) -> str | None:
+    """This signer's replica of a new entity, once every member's key and proof check out."""
     try:
-        for member, pop in zip(config.members, genesis.pops, strict=True):
+        for member, pop in zip(genesis.config.members, genesis.pops, strict=True):
             check_new_key(member.pubkey, pop)
     except ConfigError as exc:
-        return f"create_entity: {exc}"
+        return f"{what}: {exc}"
+    s = out.state
     replica = rep.create(s.id, genesis)
     out.state = replace(
         s, replicas=tuple(sorted((*s.replicas, replica), key=lambda r: r.entity_id))
     )
     out.changed.append(entity_id)
-    out.sends.extend(SendToSigner(m, tx) for m in config.ids if m != s.id)
     return None
