@@ -195,14 +195,22 @@ class Node:
     # Public API -------------------------------------------------------------
 
     def submit(
-        self, route: tuple[bytes, ...], txs: Sequence[Tx], priority: int = Priority.SERVER
+        self,
+        route: tuple[bytes, ...],
+        txs: Sequence[Tx],
+        priority: int = Priority.SERVER,
+        *,
+        urgent: bool = False,
     ) -> asyncio.Future[Ack]:
         """Queue transactions for the next block; the future resolves once it is durable.
+        ``urgent`` (consensus inputs) asks for an early block rather than the next tick.
 
         Raises Busy, TooLarge, UnknownRoute or ShuttingDown at once, having queued nothing.
         """
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._enqueue(route, txs, priority, future)
+        if urgent:
+            self.expedite()
         return future
 
     def submit_internal(

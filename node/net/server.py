@@ -456,15 +456,15 @@ class ApiServer:
         assert session.scope is not None
         priority = Priority.SERVER if session.scope.is_server else Priority.SCOPED
         try:
-            future = self.node.submit(req.route, txs, priority)
+            # Entity batches start a consensus round: no waiting for the tick.
+            urgent = registry.level is Level.ENTITY
+            future = self.node.submit(req.route, txs, priority, urgent=urgent)
         except Busy as exc:
             raise ProtocolError(Err.BUSY, str(exc), rid) from None
         except TooLarge as exc:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
         except ShuttingDown as exc:
             raise ProtocolError(Err.SHUTTING_DOWN, str(exc), rid) from None
-        if registry.level is Level.ENTITY:
-            self.node.expedite()  # entity batches start a consensus round: no tick wait
         self._spawn(session, self._send_receipts(ws, rid, future))
 
     async def _send_receipts(
@@ -650,10 +650,9 @@ class ApiServer:
             if replica is not None and tx.body.frame.height > replica.next_height:
                 coordinator.request_sync(entity)
         try:
-            self.node.submit(route, [tx], Priority.PEER)
+            self.node.submit(route, [tx], Priority.PEER, urgent=True)  # a consensus message
         except (Busy, TooLarge, ShuttingDown) as exc:
             raise ProtocolError(Err.BUSY, str(exc), rid) from None
-        self.node.expedite()  # a consensus message: don't hold it for the next tick
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
 
     async def _proposal(self, ws: ServerConnection, session: Session, req: Request) -> None:
