@@ -94,7 +94,6 @@ class Coordinator:
         self._checked: dict[tuple[bytes, bytes, int, bytes, int, bytes], str | None] = {}
         self._answered: set[tuple[bytes, int, bytes]] = set()
         self._stepped = asyncio.Event()  # (frame hash, round, signer)
-        self.stats = {"proposals_signed": 0, "proposals_refused": 0, "syncs": 0}
         node.durable_hooks.append(self.on_step)
         node.tick_hooks.append(self.on_tick)
         if peers is not None:
@@ -293,14 +292,12 @@ class Coordinator:
         log.debug("signer %s checks %d/%d", signer.hex()[:8], frame.height, round_)
         reason = self._check(replica, frame, round_, proposer_sig)
         if reason is not None:
-            self.stats["proposals_refused"] += 1
             log.warning("signer %s refuses a proposal: %s", signer.hex()[:12], reason)
             return reason
         signature = await self._sign(signer, frame, round_)
         if signature is None:
             return "agent did not sign"
         log.debug("signer %s signed %d/%d", signer.hex()[:8], frame.height, round_)
-        self.stats["proposals_signed"] += 1
         proposer = replica.entity.config.proposer_at(round_)
         self.route_input(
             proposer,
@@ -355,7 +352,6 @@ class Coordinator:
 
     async def _sync(self, entity: bytes) -> None:
         try:
-            self.stats["syncs"] += 1
             while True:
                 replicas = self._replicas_of(entity)
                 if not replicas:
