@@ -38,7 +38,7 @@ from node.crypto.keystore import KeystoreError
 from node.errors import Refused
 from node.machines.governance import signer_id
 from node.machines.server import Increment
-from node.net.agent_client import serve_agent
+from node.net.agent_client import AgentRejected, serve_agent
 from node.net.client import NodeClient
 from node.net.peers import PeerNetwork
 from node.net.protocol import MAX_BLOCKS_PER_PAGE
@@ -373,6 +373,9 @@ async def run_agent(args: argparse.Namespace) -> int:
     print(f"agent for signer {agent.signer_id.hex()} serving {args.node}", flush=True)
     try:
         await serve_agent(args.node, token, agent, stop)
+    except AgentRejected as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         agent.close()
     return 0

@@ -38,6 +38,10 @@ from node.net.protocol import (
 log = logging.getLogger(__name__)
 
 
+class AgentRejected(Exception):
+    """The node refused this agent's HELLO (bad token, wrong signer): retrying won't help."""
+
+
 async def serve_agent(url: str, token: str, agent: Agent, stop: asyncio.Event) -> None:
     backoff = 0.05
     while not stop.is_set():
@@ -63,7 +67,7 @@ async def _hello(ws: ClientConnection, token: str, agent: Agent) -> None:
     reply = decode_reply(await ws.recv(decode=False))
     if reply.type is Rep.ERROR:
         code, message = error_of(reply)
-        raise ConnectionError(f"node refused the agent: {code.name} {message}")
+        raise AgentRejected(f"the node refused the agent: {code.name} {message}")
 
 
 async def _serve(ws: ClientConnection, agent: Agent, stop: asyncio.Event) -> None:

@@ -117,3 +117,40 @@ def test_port_zero_prints_the_bound_port(
     assert a.port
     assert b.port
     assert a.port != b.port
+
+
+def test_key_create_and_an_agent_with_a_bad_token_exits_with_a_clear_error(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    node = node_process()
+    (tmp_path / "pw").write_text("pw")
+    (tmp_path / "token").write_text("xln_00000000_" + "A" * 43)
+    keystore = str(tmp_path / "key.json")
+    made = xln_node(
+        "key",
+        "create",
+        "--keystore",
+        keystore,
+        "--password-file",
+        str(tmp_path / "pw"),
+        "--fast-kdf",
+    )
+    assert made.returncode == 0, made.stderr
+    info = json.loads(made.stdout)
+    shown = xln_node("key", "show", "--keystore", keystore, "--password-file", str(tmp_path / "pw"))
+    assert json.loads(shown.stdout) == info
+    agent = xln_node(
+        "agent",
+        "--node",
+        node.url,
+        "--token-file",
+        str(tmp_path / "token"),
+        "--keystore",
+        keystore,
+        "--password-file",
+        str(tmp_path / "pw"),
+        "--guard",
+        str(tmp_path / "guard"),
+    )
+    assert agent.returncode == 1
+    assert "refused the agent: UNAUTHORIZED" in agent.stderr
