@@ -1,0 +1,1 @@
+"""Signer keys: mnemonics and derivation, keyring backends, and the vault."""

@@ -1,0 +1,1 @@
+"""Thin Qt widgets over the models in ``wallet.flows`` (all Qt through ``wallet.qt``)."""
