@@ -11,6 +11,12 @@ Default KDF costs are EIP-2335's (scrypt n=2**18 r=8 p=1: ~1 s and 256 MiB;
 PBKDF2 c=2**18). ``fast=True`` uses n=2**14 / c=2**14: for tests and
 simulations only, never for a key that guards anything.
 
+A keystore may also hold a small non-key secret (1 to 256 bytes, say an API
+token): :func:`encrypt_data` and :func:`decrypt_data` make and open one. It is
+the same version-4 format with no ``pubkey``; :func:`decrypt`, and
+:func:`validate` and :func:`save` unless given ``data=True``, still accept only
+32-byte secrets, so nothing expecting a key can be handed such a keystore.
+
 Everything read from a file is validated before use: a malformed keystore
 raises :class:`KeystoreError` (never KeyError or TypeError), and so does a KDF
 cost beyond what this module will spend (scrypt over ~1 GiB, PBKDF2 over 2**24
@@ -43,6 +49,7 @@ type Kdf = Literal["scrypt", "pbkdf2"]
 
 VERSION: Final = 4
 SECRET_LEN: Final = 32
+MAX_DATA_LEN: Final = 256  # a non-key secret: 1 to this many bytes
 DKLEN: Final = 32
 SALT_LEN: Final = 32
 IV_LEN: Final = 16
@@ -116,6 +123,31 @@ def encrypt(
         raise KeystoreError("pubkey must be bytes")
     if pubkey:
         _check_pubkey(secret, pubkey)
+    return _encrypt(secret, password, kdf, path, description, pubkey, fast)
+
+
+def encrypt_data(
+    data: bytes,
+    password: str,
+    *,
+    kdf: Kdf = "scrypt",
+    description: str = "",
+    fast: bool = False,
+) -> dict[str, Any]:
+    """A version-4 keystore holding a non-key secret of 1 to 256 bytes (no pubkey, no path).
+
+    Open it with :func:`decrypt_data`; :func:`decrypt` refuses it unless it is 32 bytes.
+    """
+    if not isinstance(data, bytes) or not 1 <= len(data) <= MAX_DATA_LEN:
+        raise KeystoreError(f"data must be 1 to {MAX_DATA_LEN} bytes")
+    if not isinstance(description, str):
+        raise KeystoreError("description must be str")
+    return _encrypt(data, password, kdf, "", description, b"", fast)
+
+
+def _encrypt(
+    secret: bytes, password: str, kdf: str, path: str, description: str, pubkey: bytes, fast: bool
+) -> dict[str, Any]:
     salt = secrets.token_bytes(SALT_LEN)
     params: dict[str, Any]
     if kdf == "scrypt":
@@ -155,7 +187,18 @@ def decrypt(keystore: object, password: str) -> bytes:
     malformed keystore, and KeystoreError when a stored ``pubkey`` is not the
     public key of the decrypted secret.
     """
-    parsed = _parse(keystore)
+    return _decrypt(_parse(keystore), password)
+
+
+def decrypt_data(keystore: object, password: str) -> bytes:
+    """The secret in ``keystore``, a key or a non-key secret of 1 to 256 bytes (see encrypt_data).
+
+    Raises as :func:`decrypt` does.
+    """
+    return _decrypt(_parse(keystore, data=True), password)
+
+
+def _decrypt(parsed: _Parsed, password: str) -> bytes:
     key = _derive_key(parsed.kdf, parsed.kdf_params, normalize_password(password))
     checksum = hashlib.sha256(key[16:32] + parsed.ciphertext).digest()
     if not hmac.compare_digest(checksum, parsed.checksum):
@@ -166,19 +209,23 @@ def decrypt(keystore: object, password: str) -> bytes:
     return secret
 
 
-def validate(keystore: object) -> None:
-    """Check every field of ``keystore`` without the password; KeystoreError if malformed."""
-    _parse(keystore)
+def validate(keystore: object, *, data: bool = False) -> None:
+    """Check every field of ``keystore`` without the password; KeystoreError if malformed.
+
+    ``data=True`` also accepts a keystore of a non-key secret (see encrypt_data).
+    """
+    _parse(keystore, data=data)
 
 
-def save(path: str | os.PathLike[str], keystore: Mapping[str, Any]) -> None:
+def save(path: str | os.PathLike[str], keystore: Mapping[str, Any], *, data: bool = False) -> None:
     """Write ``keystore`` to ``path`` atomically, readable by its owner only (mode 0600).
 
     The JSON goes to a temporary file in the same folder, is fsynced, and
     replaces ``path`` by rename; the folder is fsynced after (where the OS
     allows it). The keystore is validated first: a malformed one is never written.
+    ``data=True`` also accepts a keystore of a non-key secret (see encrypt_data).
     """
-    _parse(keystore)
+    _parse(keystore, data=data)
     target = Path(path)
     text = json.dumps(dict(keystore), indent=2, sort_keys=True) + "\n"
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -264,7 +311,7 @@ def _aes_128_ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
 # -- validation -------------------------------------------------------------
 
 
-def _parse(keystore: object) -> _Parsed:
+def _parse(keystore: object, *, data: bool = False) -> _Parsed:
     ks = _mapping(keystore, "keystore")
     version = _int(ks, "version", "keystore")
     if version != VERSION:
@@ -297,7 +344,10 @@ def _parse(keystore: object) -> _Parsed:
     iv = _hex(cipher_params, "iv", "crypto.cipher.params")
     if len(iv) != IV_LEN:
         raise KeystoreError(f"crypto.cipher.params.iv must be {IV_LEN} bytes")
-    if len(ciphertext) != SECRET_LEN:
+    if data and not pubkey:
+        if not 1 <= len(ciphertext) <= MAX_DATA_LEN:
+            raise KeystoreError(f"crypto.cipher.message must be 1 to {MAX_DATA_LEN} bytes")
+    elif len(ciphertext) != SECRET_LEN:
         raise KeystoreError(f"crypto.cipher.message must be {SECRET_LEN} bytes")
     return _Parsed(kdf_fn, params, checksum, iv, ciphertext, pubkey)
 

@@ -443,3 +443,67 @@ def test_load_refuses_what_is_no_keystore(tmp_path: Path, content: bytes) -> Non
 def test_load_missing_file_is_an_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         keystore.load(tmp_path / "missing.json")
+
+
+# -- non-key secrets (encrypt_data / decrypt_data) ---------------------------
+
+
+@pytest.mark.parametrize("size", [1, 20, 32, keystore.MAX_DATA_LEN])
+def test_data_round_trip(size: int) -> None:
+    data = bytes(range(256))[:size]
+    ks = keystore.encrypt_data(data, PASSWORD, kdf="pbkdf2", description="token", fast=True)
+    assert ks["pubkey"] == ""
+    assert ks["path"] == ""
+    keystore.validate(ks, data=True)
+    assert keystore.decrypt_data(ks, PASSWORD) == data
+    assert keystore.decrypt_data(json.loads(json.dumps(ks)), PASSWORD) == data
+    with pytest.raises(WrongPassword):
+        keystore.decrypt_data(ks, PASSWORD + "!")
+
+
+def test_data_keystore_is_no_key_keystore() -> None:
+    """Only the data functions accept a secret that is not 32 bytes."""
+    ks = keystore.encrypt_data(b"a token", PASSWORD, kdf="pbkdf2", fast=True)
+    with pytest.raises(KeystoreError, match="32 bytes"):
+        keystore.validate(ks)
+    with pytest.raises(KeystoreError, match="32 bytes"):
+        keystore.decrypt(ks, PASSWORD)
+
+
+def test_data_bad_arguments() -> None:
+    bad: Any
+    for bad in (b"", bytes(keystore.MAX_DATA_LEN + 1), bytearray(5), "token"):
+        with pytest.raises(KeystoreError):
+            keystore.encrypt_data(bad, PASSWORD, fast=True)
+    with pytest.raises(KeystoreError):
+        keystore.encrypt_data(b"x", PASSWORD, kdf="argon2", fast=True)  # type: ignore[arg-type]
+    with pytest.raises(KeystoreError):
+        keystore.encrypt_data(b"x", PASSWORD, description=None, fast=True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("message", ["", "00" * (keystore.MAX_DATA_LEN + 1)])
+def test_data_keystore_length_limits(message: str) -> None:
+    ks = keystore.encrypt_data(b"x", PASSWORD, kdf="pbkdf2", fast=True)
+    ks["crypto"]["cipher"]["message"] = message
+    with pytest.raises(KeystoreError, match="1 to"):
+        keystore.validate(ks, data=True)
+    with pytest.raises(KeystoreError):
+        keystore.decrypt_data(ks, PASSWORD)
+
+
+def test_data_with_a_pubkey_must_still_be_a_key(fast_keystore: dict[str, Any]) -> None:
+    """With a pubkey the secret is a key: data=True does not relax its length."""
+    ks = mutate(fast_keystore, ("crypto", "cipher", "message"), "00" * 31)
+    with pytest.raises(KeystoreError, match="32 bytes"):
+        keystore.validate(ks, data=True)
+    assert keystore.decrypt_data(fast_keystore, PASSWORD) == SECRET
+
+
+def test_save_data_keystore(tmp_path: Path) -> None:
+    ks = keystore.encrypt_data(b"a token", PASSWORD, kdf="pbkdf2", fast=True)
+    target = tmp_path / "token.json"
+    with pytest.raises(KeystoreError):
+        keystore.save(target, ks)
+    assert not target.exists()
+    keystore.save(target, ks, data=True)
+    assert keystore.decrypt_data(json.loads(target.read_text()), PASSWORD) == b"a token"
