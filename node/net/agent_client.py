@@ -4,8 +4,14 @@ The agent connects to its node like a client, with sender kind AGENT, its
 signer id as sender id, and a token whose scope reaches that signer. The node
 then sends ``SIGN`` requests on this connection (route ``[signer, entity]``,
 body ``[frame, round]``); the agent answers ``SIGNATURE [sig]`` or an ERROR
-with code REFUSED. Signing runs on a thread, so a slow disk never stalls the
-connection. The connection is re-established with backoff until ``stop``.
+with code REFUSED. The connection is re-established with backoff until ``stop``.
+
+:func:`serve_signer` runs the connection for any signing callback
+``async (entity, frame_raw, round) -> signature`` that raises :class:`Refused`
+to say no (the wallet decides through its approvals there; each request is
+answered in its own task, so a slow decision never holds up the others).
+:func:`serve_agent` is that loop for a plain :class:`Agent`, whose signing runs
+on a thread so a slow disk never stalls the connection.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -37,20 +44,51 @@ from node.net.protocol import (
 
 log = logging.getLogger(__name__)
 
+# (entity, frame_raw, round) -> the 96-byte pre-commit; raises Refused.
+type SignCallback = Callable[[bytes, bytes, int], Awaitable[bytes]]
+
 
 class AgentRejected(Exception):
     """The node refused this agent's HELLO (bad token, wrong signer): retrying won't help."""
 
 
 async def serve_agent(url: str, token: str, agent: Agent, stop: asyncio.Event) -> None:
+    """Answer SIGN requests for ``agent``'s signer until ``stop``; raises AgentRejected."""
+
+    async def sign(entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+        return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
+
+    await serve_signer(url, token, agent.signer_id, sign, stop)
+
+
+async def serve_signer(
+    url: str,
+    token: str,
+    signer: bytes,
+    sign: SignCallback,
+    stop: asyncio.Event,
+    *,
+    on_link: Callable[[bool], object] | None = None,
+) -> None:
+    """Be ``signer``'s agent at ``url`` until ``stop``, reconnecting with backoff.
+
+    ``on_link(True/False)`` is told when the node accepts the agent and when the
+    connection is lost. A HELLO the node refuses raises AgentRejected.
+    """
     backoff = 0.05
     while not stop.is_set():
         try:
             async with connect(url, max_size=MAX_FRAME_BYTES, compression=None) as ws:
-                await _hello(ws, token, agent)
+                await _hello(ws, token, signer)
                 backoff = 0.05
-                log.info("agent of %s connected to %s", agent.signer_id.hex()[:12], url)
-                await _serve(ws, agent, stop)
+                log.info("agent of %s connected to %s", signer.hex()[:12], url)
+                if on_link is not None:
+                    on_link(True)
+                try:
+                    await _serve(ws, signer, sign, stop)
+                finally:
+                    if on_link is not None:
+                        on_link(False)
         except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
             log.info("agent connection to %s: %r", url, exc)
         if stop.is_set():
@@ -61,8 +99,8 @@ async def serve_agent(url: str, token: str, agent: Agent, stop: asyncio.Event) -
         backoff = min(backoff * 2, 2.0)
 
 
-async def _hello(ws: ClientConnection, token: str, agent: Agent) -> None:
-    sender = Sender(SenderKind.AGENT, agent.signer_id)
+async def _hello(ws: ClientConnection, token: str, signer: bytes) -> None:
+    sender = Sender(SenderKind.AGENT, signer)
     await ws.send(encode_request(Req.HELLO, 1, sender, (), [token.encode()]))
     reply = decode_reply(await ws.recv(decode=False))
     if reply.type is Rep.ERROR:
@@ -70,7 +108,9 @@ async def _hello(ws: ClientConnection, token: str, agent: Agent) -> None:
         raise AgentRejected(f"the node refused the agent: {code.name} {message}")
 
 
-async def _serve(ws: ClientConnection, agent: Agent, stop: asyncio.Event) -> None:
+async def _serve(
+    ws: ClientConnection, signer: bytes, sign: SignCallback, stop: asyncio.Event
+) -> None:
     stopper = asyncio.create_task(stop.wait())
     pending: set[asyncio.Task[None]] = set()
     try:
@@ -81,7 +121,7 @@ async def _serve(ws: ClientConnection, agent: Agent, stop: asyncio.Event) -> Non
                 receive.cancel()
                 return
             frame = receive.result()
-            task = asyncio.create_task(_answer(ws, agent, frame))
+            task = asyncio.create_task(_answer(ws, signer, sign, frame))
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:
@@ -90,7 +130,7 @@ async def _serve(ws: ClientConnection, agent: Agent, stop: asyncio.Event) -> Non
             task.cancel()
 
 
-async def _answer(ws: ClientConnection, agent: Agent, frame: bytes) -> None:
+async def _answer(ws: ClientConnection, signer: bytes, sign: SignCallback, frame: bytes) -> None:
     try:
         req = decode_request(frame)
     except ProtocolError:
@@ -102,12 +142,19 @@ async def _answer(ws: ClientConnection, agent: Agent, frame: bytes) -> None:
             raise DecodeError("SIGN body is [frame, round]")
         frame_raw = encode_tree(as_list(req.body[0], "frame"))
         round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
-        if req.route[:1] != (agent.signer_id,):
+        if req.route[:1] != (signer,):
             raise Refused("this agent does not hold that signer's key")
-        signature = await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
+        if len(req.route) != 2:
+            raise Refused("a SIGN route is [signer, entity]")
+        signature = await sign(req.route[1], frame_raw, round_)
     except (DecodeError, Refused) as exc:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(encode_error(Err.REFUSED, str(exc), req.request_id))
+        return
+    except Exception:
+        log.exception("signing callback failed")
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode_error(Err.REFUSED, "the agent failed", req.request_id))
         return
     with contextlib.suppress(ConnectionClosed):
         await ws.send(encode_reply(Rep.SIGNATURE, req.request_id, [signature]))
