@@ -1,0 +1,168 @@
+"""ApprovalsView over a real ApprovalQueue and real frames (real BLS): list order and
+countdowns, the detail (hash, effects with governance highlighted, raw bytes, the
+signer bar), approve and reject by click and by keyboard, the accountant's decisions."""
+
+from __future__ import annotations
+
+from pytestqt.qtbot import QtBot
+
+from node.machines.entity import Increment, Vote
+from node.machines.governance import SetThreshold
+from wallet.flows.approvals import Status
+from wallet.model import EntityEntry
+from wallet.qt import QGuiApplication, Qt
+from wallet.views.approvals import ApprovalsView, countdown
+
+from .content_helpers import (
+    IDS,
+    ME,
+    Clock,
+    RecordingActions,
+    Replica,
+    entity,
+    model_with,
+    queue_with,
+    request_for,
+)
+
+
+def setup(qtbot: QtBot) -> tuple[ApprovalsView, RecordingActions, Clock, Replica]:
+    clock = Clock()
+    queue = queue_with(clock)
+    replica = Replica(entity())
+    actions = RecordingActions(queue)
+    view = ApprovalsView(model_with(replica.state), actions, queue)
+    qtbot.addWidget(view)
+    view.resize(960, 560)
+    return view, actions, clock, replica
+
+
+def test_countdown_format() -> None:
+    assert countdown(42.2) == "0:43"
+    assert countdown(61) == "1:01"
+    assert countdown(0) == "0:00"
+    assert countdown(-3) == "0:00"
+
+
+def test_newest_pending_first_with_countdowns(qtbot: QtBot) -> None:
+    view, _, clock, replica = setup(qtbot)
+    assert view.empty.isVisibleTo(view)
+    first = request_for(view.queue, replica, (1, [Increment(3)]), ttl=30)
+    clock.now += 5
+    second = request_for(view.queue, replica, (1, [Increment(4)]), ttl=30)
+    ids = [view.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(view.list.count())]
+    assert ids == [second, first]
+    # A new arrival never moves the selection from under the user's keyboard.
+    current = view.current()
+    assert current is not None
+    assert current.id == first
+    view.select(second)
+    assert "0:30 left" in view.list.item(0).text()
+    assert "0:25 left" in view.list.item(1).text()
+    clock.now += 12
+    view.tick()
+    assert "0:18 left" in view.list.item(0).text()
+    assert view.countdown.text() == "0:18 left"
+    clock.now += 18
+    view.tick()
+    assert view.countdown.text() == "expiring"
+    view.queue.expire_due()
+    assert "expired" in view.list.item(0).text()
+    assert not view.approve_button.isVisibleTo(view)
+
+
+def test_detail_shows_hash_effects_raw_and_signers(qtbot: QtBot) -> None:
+    view, _, _, replica = setup(qtbot)
+    replica.propose(1, SetThreshold(75))  # proposal 1 by member 1 (30 shares)
+    view.model.set_entity(EntityEntry(IDS[ME], replica.state))
+    # Member 2's vote brings 30 + 20 = 50 shares, short of 67; member 0's (50 more)
+    # executes the proposal in the same frame.
+    rid = request_for(view.queue, replica, (2, [Vote(1)]), (0, [Vote(1), Increment(3)]))
+    view.show()
+    request = view.queue.get(rid)
+    assert request is not None
+    assert view.hash.value == request.frame_hash
+    assert view.hash.label.text() == "0x" + request.frame_hash.hex()
+    view.hash.copy()
+    assert QGuiApplication.clipboard().text() == "0x" + request.frame_hash.hex()
+    text = view.effects.text()
+    assert "threshold 67 -&gt; 75" in text or "threshold 67 -> 75" in text
+    assert "governance" in text
+    assert "background" in text  # highlighted
+    assert "counter +3" in text
+    assert view.txs_caption.text() == "TRANSACTIONS (3)"
+    assert not view.raw.isVisible()
+    view.raw_button.click()
+    assert view.raw.isVisible()
+    raw = view.raw.toPlainText()
+    assert request.frame.raw.hex() in raw.replace("\n", "")
+    assert request.analysis is not None
+    assert all(t.raw_hex in raw for t in request.analysis.txs)
+    # The bar: one segment per member, by shares, the threshold marker at 67 of 100.
+    assert [s.shares for s in view.bar.segments] == [50, 30, 20]
+    assert not any(s.filled for s in view.bar.segments)
+    assert view.bar.threshold == 67
+    view.grab().save("/tmp/approvals_view.png")
+
+
+def test_approve_and_reject_by_click(qtbot: QtBot) -> None:
+    view, actions, _, replica = setup(qtbot)
+    a = request_for(view.queue, replica, (1, [Increment(1)]))
+    b = request_for(view.queue, replica, (1, [Increment(2)]))
+    view.show()
+    view.select(b)
+    view.approve_button.click()
+    assert actions.calls == [("approve", b)]
+    assert view.queue.get(b).status is Status.APPROVED  # type: ignore[union-attr]
+    # The selection moves on to the next pending request.
+    assert view.current().id == a  # type: ignore[union-attr]
+    view.reject_button.click()
+    assert actions.calls[-1] == ("reject", a)
+    assert view.queue.get(a).status is Status.REJECTED  # type: ignore[union-attr]
+    assert "rejected by you" in view.list.item(1).text()
+
+
+def test_approve_and_reject_by_keyboard(qtbot: QtBot) -> None:
+    view, actions, _, replica = setup(qtbot)
+    a = request_for(view.queue, replica, (1, [Increment(1)]))
+    b = request_for(view.queue, replica, (1, [Increment(2)]))
+    view.select(b)
+    view.show()
+    view.activateWindow()
+    qtbot.waitUntil(view.isActiveWindow)
+    view.list.setFocus()
+    qtbot.keyClick(view.list, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)  # type: ignore[no-untyped-call]
+    assert actions.calls == [("approve", b)]
+    qtbot.keyClick(view.list, Qt.Key.Key_Delete)  # type: ignore[no-untyped-call]
+    assert actions.calls == [("approve", b), ("reject", a)]
+
+
+def test_error_from_a_late_decision_is_shown(qtbot: QtBot) -> None:
+    view, _, clock, replica = setup(qtbot)
+    request_for(view.queue, replica, (1, [Increment(1)]), ttl=10)
+    clock.now += 11  # past the deadline, the queue refuses the decision
+    view.approve_button.click()
+    assert view.status.error is not None
+    assert "expired" in view.status.error
+    assert "expired" in view.list.item(0).text()
+
+
+def test_accountant_decisions_are_greyed_with_their_rule(qtbot: QtBot) -> None:
+    view, _, _, replica = setup(qtbot)
+    _, frame = replica.frame((1, [Increment(5)]))
+    view.queue.record(
+        IDS[ME],
+        replica.state.entity_id,
+        frame,
+        0,
+        None,
+        Status.APPROVED,
+        "accountant: small-counter",
+        "counter +5 within the limit",
+    )
+    item = view.list.item(0)
+    assert "approved by accountant: small-counter" in item.text()
+    assert item.foreground().color().red() == 128
+    assert "automatically" in view.title.text().lower()
+    assert "counter +5 within the limit" in view.subtitle.text()
+    assert not view.approve_button.isVisibleTo(view)

@@ -1,0 +1,436 @@
+"""The Approvals view: pre-commit requests waiting for the user, newest first, each
+with a countdown; the selected one's hash, effects (governance highlighted),
+decoded transactions with their raw bytes, and the signer bar; Approve and Reject
+from buttons or the keyboard. The accountant's decisions are listed greyed, with
+the rule that made them.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Status
+from wallet.flows.effects import Effect
+from wallet.model import WalletActions, WalletModel
+from wallet.qt import (
+    QBrush,
+    QColor,
+    QHBoxLayout,
+    QKeySequence,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QShortcut,
+    QSplitter,
+    Qt,
+    QTimer,
+    QVBoxLayout,
+    QWidget,
+)
+from wallet.views.segbar import SegmentedBar, segments_for
+from wallet.views.widgets import (
+    CopyableHash,
+    StatusLine,
+    caption,
+    mono_font,
+    name,
+    short_hex,
+    signer_names,
+)
+
+APPROVE_KEYS = ("Ctrl+Return", "Ctrl+Enter")
+REJECT_KEYS = ("Ctrl+Backspace", "Delete")
+GOVERNANCE_BG = "#f6e7c1"
+GOVERNANCE_FG = "#6b4e00"
+ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+def countdown(seconds: float) -> str:
+    """``0:42`` left; whole seconds, rounded up so 0:00 means really over."""
+    s = max(0, math.ceil(seconds))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def ordered(queue: ApprovalQueue) -> list[ApprovalRequest]:
+    """Pending newest first, then decided newest first."""
+    pending = sorted(queue.pending(), key=lambda r: r.id, reverse=True)
+    decided = sorted(queue.decided, key=lambda r: r.id, reverse=True)
+    return [*pending, *decided]
+
+
+def outcome_text(r: ApprovalRequest) -> str:
+    match r.status:
+        case Status.PENDING:
+            return "waiting for you"
+        case Status.EXPIRED:
+            return f"expired: {r.reason}" if r.reason else "expired"
+    who = r.decided_by or "?"
+    text = f"{r.status.value} by {who}"
+    if r.status is Status.APPROVED and r.signed:
+        text += ", signed"
+    return text
+
+
+def effect_html(e: Effect) -> str:
+    text = html.escape(e.text)
+    if e.governance:
+        return (
+            f'<span style="background:{GOVERNANCE_BG}; color:{GOVERNANCE_FG};">'
+            f"&nbsp;<b>{text}</b>&nbsp;</span>&nbsp;"
+            f'<span style="color:{GOVERNANCE_FG};">governance</span>'
+        )
+    return text
+
+
+class ApprovalsView(QWidget):
+    def __init__(
+        self,
+        model: WalletModel,
+        actions: WalletActions,
+        approvals: ApprovalQueue,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.model = model
+        self.wallet_actions = actions
+        self.queue = approvals
+        self._selected: int | None = None
+
+        self.list = QListWidget()
+        self.list.setAlternatingRowColors(False)
+        self.list.setSpacing(2)
+        self.list.currentItemChanged.connect(self._on_current)
+        self.list.setMinimumWidth(240)
+
+        self.empty = QLabel("Nothing waits for your approval.")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setStyleSheet("color: palette(mid);")
+
+        # Detail ---------------------------------------------------------------
+        self.title = QLabel()
+        font = self.title.font()
+        font.setPointSizeF(font.pointSizeF() * 1.2)
+        font.setBold(True)
+        self.title.setFont(font)
+        self.subtitle = QLabel()
+        self.subtitle.setStyleSheet("color: palette(mid);")
+        self.countdown = QLabel()
+        self.countdown.setFont(mono_font())
+        self.hash = CopyableHash(full=True)
+        self.entity = CopyableHash()
+        self.where = QLabel()
+        self.effects = QLabel()
+        self.effects.setTextFormat(Qt.TextFormat.RichText)
+        self.effects.setWordWrap(True)
+        self.txs_caption = caption("Transactions")
+        self.txs = QLabel()
+        self.txs.setTextFormat(Qt.TextFormat.RichText)
+        self.txs.setWordWrap(True)
+        self.raw_button = QPushButton("Show raw")
+        self.raw_button.setCheckable(True)
+        self.raw_button.setFlat(True)
+        self.raw_button.toggled.connect(self._toggle_raw)
+        self.raw = QPlainTextEdit()
+        self.raw.setReadOnly(True)
+        self.raw.setFont(mono_font())
+        self.raw.setMaximumHeight(140)
+        self.raw.hide()
+        self.bar = SegmentedBar()
+        self.bar_text = QLabel()
+        self.bar_text.setStyleSheet("color: palette(mid);")
+        self.reject_button = QPushButton("Reject")
+        self.reject_button.setToolTip("Reject (Ctrl+Backspace or Delete)")
+        self.reject_button.clicked.connect(self.reject_current)
+        self.approve_button = QPushButton("Approve and sign")
+        self.approve_button.setDefault(True)
+        self.approve_button.setToolTip("Approve and sign (Ctrl+Enter)")
+        self.approve_button.clicked.connect(self.approve_current)
+        self.status = StatusLine()
+
+        d = QVBoxLayout()
+        d.setSpacing(6)
+        head = QHBoxLayout()
+        head.addWidget(self.title)
+        head.addStretch(1)
+        head.addWidget(self.countdown)
+        d.addLayout(head)
+        d.addWidget(self.subtitle)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Frame hash"))
+        row.addWidget(self.hash, 1)
+        d.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Entity"))
+        row.addWidget(self.entity)
+        row.addWidget(self.where, 1)
+        d.addLayout(row)
+        d.addSpacing(6)
+        d.addWidget(caption("Effects"))
+        d.addWidget(self.effects)
+        d.addSpacing(6)
+        row = QHBoxLayout()
+        row.addWidget(self.txs_caption)
+        row.addStretch(1)
+        row.addWidget(self.raw_button)
+        d.addLayout(row)
+        d.addWidget(self.txs)
+        d.addWidget(self.raw)
+        d.addSpacing(6)
+        d.addWidget(caption("Signers"))
+        row = QHBoxLayout()
+        row.addWidget(self.bar, 1)
+        row.addWidget(self.bar_text)
+        d.addLayout(row)
+        d.addStretch(1)
+        d.addWidget(self.status)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.reject_button)
+        buttons.addWidget(self.approve_button)
+        d.addLayout(buttons)
+
+        self.detail = QWidget()
+        self.detail.setLayout(d)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(self.detail)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(12, 8, 8, 8)
+        rl.addWidget(self.empty)
+        rl.addWidget(scroll)
+        self._scroll = scroll
+
+        split = QSplitter()
+        split.addWidget(self.list)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        split.setSizes([280, 620])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(split)
+
+        for keys in APPROVE_KEYS:
+            QShortcut(
+                QKeySequence(keys),
+                self,
+                self.approve_current,
+                context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
+            )
+        for keys in REJECT_KEYS:
+            QShortcut(
+                QKeySequence(keys),
+                self,
+                self.reject_current,
+                context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
+            )
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(1000)
+        self.timer.timeout.connect(self.tick)
+        self.timer.start()
+
+        on_request, on_entities = self._on_request, self._show_detail
+        approvals.added.append(on_request)
+        approvals.changed.append(on_request)
+        model.entities_changed.connect(on_entities)
+
+        def detach() -> None:  # a closure: the view's wrapper may be gone by then
+            for listeners in (approvals.added, approvals.changed):
+                if on_request in listeners:
+                    listeners.remove(on_request)
+            model.entities_changed.disconnect(on_entities)
+
+        self.destroyed.connect(detach)
+        self.rebuild()
+
+    # The list ---------------------------------------------------------------
+
+    def _on_request(self, request: ApprovalRequest) -> None:
+        current = self.current()
+        if current is None or (current.id == request.id and request.status is not Status.PENDING):
+            # Nothing shown, or the shown request was decided: on to the newest pending one.
+            self._selected = None
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        requests = ordered(self.queue)
+        if self._selected is None or self.queue.get(self._selected) is None:
+            first = [r for r in requests if r.status is Status.PENDING] or requests
+            self._selected = first[0].id if first else None
+        self.list.blockSignals(True)
+        self.list.clear()
+        for r in requests:
+            item = QListWidgetItem(self._item_text(r))
+            item.setData(ID_ROLE, r.id)
+            if r.status is not Status.PENDING:
+                item.setForeground(QBrush(QColor(128, 128, 128)))
+            if r.analysis is not None and r.analysis.governance:
+                item.setToolTip("Changes the entity's governance")
+            self.list.addItem(item)
+            if r.id == self._selected:
+                self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+        self._show_detail()
+
+    def _item_text(self, r: ApprovalRequest) -> str:
+        names = signer_names(self.model)
+        what = f"Frame #{r.frame.height}  ·  round {r.round}"
+        if r.analysis is not None and r.analysis.governance:
+            what += "  ·  governance"
+        if r.status is Status.PENDING:
+            when = f"{countdown(r.remaining(self.queue.clock()))} left"
+        else:
+            when = outcome_text(r)
+        return f"{what}\n{short_hex(r.entity)} for {name(names, r.signer)}  ·  {when}"
+
+    def tick(self) -> None:
+        """Once a second: the countdowns."""
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            r = self.queue.get(int(item.data(ID_ROLE)))
+            if r is not None and r.status is Status.PENDING:
+                item.setText(self._item_text(r))
+        current = self.current()
+        if current is not None:
+            self._show_countdown(current)
+
+    def _on_current(self, item: QListWidgetItem | None, _previous: object = None) -> None:
+        self._selected = None if item is None else int(item.data(ID_ROLE))
+        self.status.done()
+        self._show_detail()
+
+    def current(self) -> ApprovalRequest | None:
+        return None if self._selected is None else self.queue.get(self._selected)
+
+    def select(self, request_id: int) -> None:
+        for i in range(self.list.count()):
+            if self.list.item(i).data(ID_ROLE) == request_id:
+                self.list.setCurrentRow(i)
+                return
+        raise KeyError(f"no approval request {request_id} listed")
+
+    # The detail --------------------------------------------------------------
+
+    def _show_countdown(self, r: ApprovalRequest) -> None:
+        if r.status is Status.PENDING:
+            left = r.remaining(self.queue.clock())
+            self.countdown.setText(f"{countdown(left)} left" if left > 0 else "expiring")
+            self.countdown.setStyleSheet("color: #c0392b;" if left < 10 else "")
+        else:
+            self.countdown.setText("")
+
+    def _show_detail(self) -> None:
+        r = self.current()
+        self.empty.setVisible(r is None)
+        self._scroll.setVisible(r is not None)
+        if r is None:
+            return
+        names = signer_names(self.model)
+        pending = r.status is Status.PENDING
+        entry = self.model.entities.get((r.signer, r.entity))
+        config = entry.state.config if entry is not None else None
+        if config is None and r.analysis is not None and r.analysis.new_state is not None:
+            config = r.analysis.new_state.config
+        proposer = config.proposer_at(r.round) if config is not None else None
+
+        if pending:
+            self.title.setText("Approval needed")
+        elif r.automatic:
+            self.title.setText(f"{r.status.value.capitalize()} automatically")
+        else:
+            self.title.setText(r.status.value.capitalize())
+        parts = [f"frame #{r.frame.height}", f"round {r.round}"]
+        if proposer is not None:
+            parts.append(f"from {name(names, proposer)} (proposer)")
+        parts.append(f"for {name(names, r.signer)}")
+        sub = "  ·  ".join(parts)
+        if not pending:
+            sub += f"\n{outcome_text(r)}"
+            if r.reason and r.status is not Status.EXPIRED:
+                sub += f": {r.reason}"
+        self.subtitle.setText(sub)
+        self._show_countdown(r)
+        self.hash.set_value(r.frame_hash)
+        self.entity.set_value(r.entity)
+        self.where.setText(f"height {r.frame.height}, round {r.round}")
+
+        a = r.analysis
+        if a is None:
+            self.effects.setText("<i>Not analysed: the replica's state was not available.</i>")
+        elif a.error is not None:
+            self.effects.setText(
+                f'<span style="color:#c0392b;">This frame does not apply here: '
+                f"{html.escape(a.error)}</span>"
+            )
+        elif not a.effects:
+            self.effects.setText("<i>No effect (an empty frame).</i>")
+        else:
+            self.effects.setText("<br>".join(f"•&nbsp;{effect_html(e)}" for e in a.effects))
+
+        txs = a.txs if a is not None else []
+        self.txs_caption.setText(f"TRANSACTIONS ({len(txs)})")
+        self.txs.setText(
+            "<br>".join(
+                f"•&nbsp;<b>{html.escape(name(names, t.signer))}</b> "
+                f'<span style="color:gray;">#{t.nonce}</span>&nbsp; {html.escape(t.text)}'
+                for t in txs
+            )
+            or "<i>none</i>"
+        )
+        raw = [f"{i + 1}. {t.name}: {t.raw_hex}" for i, t in enumerate(txs)]
+        frame_hex = r.frame.raw.hex()
+        raw.append(f"frame ({len(r.frame.raw)} bytes):")
+        raw.extend(frame_hex[i : i + 64] for i in range(0, len(frame_hex), 64))
+        self.raw.setPlainText("\n".join(raw))
+
+        if config is not None:
+            signed = {r.signer} if r.signed else set()
+            self.bar.set_segments(
+                segments_for(config, signed, lambda s: name(names, s)), config.threshold
+            )
+            self.bar_text.setText(
+                f"{self.bar.filled_shares}/{config.threshold} of {config.total_shares} shares"
+            )
+            self.bar.show()
+        else:
+            self.bar.hide()
+            self.bar_text.setText("members unknown")
+
+        self.approve_button.setEnabled(pending)
+        self.reject_button.setEnabled(pending)
+        self.approve_button.setVisible(pending)
+        self.reject_button.setVisible(pending)
+
+    def _toggle_raw(self, on: bool) -> None:
+        self.raw.setVisible(on)
+        self.raw_button.setText("Hide raw" if on else "Show raw")
+
+    # Deciding ----------------------------------------------------------------
+
+    def approve_current(self) -> None:
+        self._decide(approve=True)
+
+    def reject_current(self) -> None:
+        self._decide(approve=False)
+
+    def _decide(self, approve: bool) -> None:
+        r = self.current()
+        if r is None or r.status is not Status.PENDING:
+            return
+        try:
+            if approve:
+                self.wallet_actions.approve(r.id)
+            else:
+                self.wallet_actions.reject(r.id)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            self.status.fail(str(exc).strip("'\""))
+            self.rebuild()
+            return
+        self.status.done("Approved; signing" if approve else "Rejected")
