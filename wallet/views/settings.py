@@ -1,0 +1,226 @@
+"""The Settings view: node (embedded, or remote URL and token), theme, the
+accountant and its rules file (checked with ``Rules.load``, result shown), the
+keyring backend in use (with a visible warning when it is not the system
+keyring) and the lock timeout.
+
+The view edits a copy of :class:`~wallet.settings.Settings`; Save validates it and
+hands it, with a new token if one was typed, to the ``save`` callback the app
+gives (which writes ``settings.json`` and keeps the token in the vault).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from wallet.flows.accountant import Rules, RulesError
+from wallet.qt import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from wallet.settings import Settings, SettingsError
+
+SaveCallback = Callable[[Settings, str | None], None]  # (settings, new token or None)
+
+
+def check_rules(path: str) -> tuple[bool, str]:
+    """(ok, what to show) for a rules file; an empty path means the default rules."""
+    try:
+        rules = Rules.load(path) if path.strip() else Rules.default()
+    except RulesError as exc:
+        return False, str(exc)
+    n = len(rules.rules)
+    which = "default rules" if not path.strip() else Path(path).name
+    return True, f"{which}: {n} rule{'s' if n != 1 else ''}, valid"
+
+
+class SettingsView(QWidget):
+    def __init__(
+        self,
+        settings: Settings,
+        save: SaveCallback,
+        *,
+        backend_name: str,
+        backend_system: bool,
+        backend_warning: str | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("Page")
+        self.settings = settings
+        self._save = save
+
+        # node
+        self.embedded = QRadioButton("Embedded node (runs inside the wallet)")
+        self.remote = QRadioButton("Remote node")
+        group = QButtonGroup(self)
+        group.addButton(self.embedded)
+        group.addButton(self.remote)
+        self.url = QLineEdit(settings.node_url)
+        self.url.setPlaceholderText("ws://host:port")
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token.setPlaceholderText("unchanged")
+        (self.remote if settings.node_mode == "remote" else self.embedded).setChecked(True)
+        self.remote.toggled.connect(self._node_mode)
+        node_box = QGroupBox("Node")
+        node = QFormLayout(node_box)
+        node.addRow(self.embedded)
+        node.addRow(self.remote)
+        node.addRow("URL", self.url)
+        node.addRow("API token", self.token)
+
+        # appearance and lock
+        self.theme = QComboBox()
+        self.theme.addItems(["system", "light", "dark"])
+        self.theme.setCurrentText(settings.theme)
+        self.lock_timeout = QSpinBox()
+        self.lock_timeout.setRange(0, 24 * 60)
+        self.lock_timeout.setSuffix(" min")
+        self.lock_timeout.setSpecialValueText("never")
+        self.lock_timeout.setValue(settings.lock_timeout_min)
+        general_box = QGroupBox("General")
+        general = QFormLayout(general_box)
+        general.addRow("Theme", self.theme)
+        general.addRow("Lock after idle", self.lock_timeout)
+
+        # accountant
+        self.accountant = QCheckBox("Let the accountant decide sign requests by its rules")
+        self.accountant.setChecked(settings.accountant_on)
+        self.rules_path = QLineEdit(settings.rules_path)
+        self.rules_path.setPlaceholderText("default rules")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.rules_result = QLabel()
+        self.rules_result.setWordWrap(True)
+        self.rules_path.textChanged.connect(self._check_rules)
+        rules_row = QHBoxLayout()
+        rules_row.addWidget(self.rules_path, 1)
+        rules_row.addWidget(browse)
+        acc_box = QGroupBox("Accountant")
+        acc = QFormLayout(acc_box)
+        acc.addRow(self.accountant)
+        acc.addRow("Rules file", rules_row)
+        acc.addRow("", self.rules_result)
+
+        # keys
+        self.backend = QLabel(backend_name + ("" if backend_system else "  (not a system keyring)"))
+        self.backend_warning = QLabel(backend_warning or "")
+        self.backend_warning.setProperty("role", "warning")
+        self.backend_warning.setWordWrap(True)
+        self.backend_warning.setVisible(not backend_system)
+        if not backend_system and not backend_warning:
+            self.backend_warning.setText(
+                "Keys are kept in encrypted files in the data folder, not in the system keyring."
+            )
+        keys_box = QGroupBox("Keys")
+        keys = QFormLayout(keys_box)
+        keys.addRow("Keyring backend", self.backend)
+        keys.addRow(self.backend_warning)
+
+        self.save_button = QPushButton("Save")
+        self.save_button.setProperty("primary", True)
+        self.save_button.clicked.connect(self.save)
+        self.result = QLabel()
+        self.result.setWordWrap(True)
+        actions = QHBoxLayout()
+        actions.addWidget(self.result, 1)
+        actions.addWidget(self.save_button)
+
+        title = QLabel("Settings")
+        title.setProperty("role", "title")
+        body = QWidget()
+        body.setObjectName("Page")
+        col = QVBoxLayout(body)
+        col.setContentsMargins(20, 16, 20, 16)
+        col.setSpacing(12)
+        col.addWidget(title)
+        for box in (node_box, general_box, acc_box, keys_box):
+            box.setMaximumWidth(720)
+            col.addWidget(box)
+        col.addLayout(actions)
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(body)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+
+        self._node_mode()
+        self._check_rules()
+
+    def edited(self) -> Settings:
+        """The settings as the form shows them (not yet validated)."""
+        return replace(
+            self.settings,
+            node_mode="remote" if self.remote.isChecked() else "embedded",
+            node_url=self.url.text().strip(),
+            theme=self.theme.currentText(),
+            accountant_on=self.accountant.isChecked(),
+            rules_path=self.rules_path.text().strip(),
+            lock_timeout_min=self.lock_timeout.value(),
+        )
+
+    def save(self) -> bool:
+        """Validate and save; a refusal says why and saves nothing."""
+        new = self.edited()
+        token = self.token.text().strip() or None
+        try:
+            new.validate()
+        except SettingsError as exc:
+            return self._show(False, str(exc))
+        ok, why = check_rules(new.rules_path)
+        if not ok:
+            return self._show(False, f"rules file: {why}")
+        try:
+            self._save(new, token)
+        except (OSError, ValueError) as exc:
+            return self._show(False, f"not saved: {exc}")
+        restart = new.node_mode != self.settings.node_mode or new.node_url != self.settings.node_url
+        self.settings = new
+        self.token.clear()
+        return self._show(
+            True, "Saved." + (" The node change applies at the next start." if restart else "")
+        )
+
+    def _show(self, ok: bool, text: str) -> bool:
+        self.result.setText(text)
+        self.result.setProperty("role", "ok" if ok else "error")
+        self.result.style().unpolish(self.result)
+        self.result.style().polish(self.result)
+        return ok
+
+    def _node_mode(self) -> None:
+        remote = self.remote.isChecked()
+        self.url.setEnabled(remote)
+        self.token.setEnabled(remote)
+
+    def _check_rules(self) -> None:
+        ok, text = check_rules(self.rules_path.text())
+        self.rules_result.setText(("✓ " if ok else "✗ ") + text)
+        self.rules_result.setProperty("role", "ok" if ok else "error")
+        self.rules_result.style().unpolish(self.rules_result)
+        self.rules_result.style().polish(self.rules_result)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Accountant rules", "", "TOML (*.toml);;All files (*)"
+        )
+        if path:
+            self.rules_path.setText(path)
