@@ -1,0 +1,362 @@
+"""The entity transactions a user composes, checked before anything is signed.
+
+``increment(n)``, ``propose(action, expires_at)`` and ``vote(proposal_id)``
+give the node's transaction bodies; one small form per governance action
+(:class:`AddSignerForm`, ...) turns what the user typed into the node's
+:class:`~node.machines.governance.Action`, checked against the entity's current
+config, with an error per field. ``signed_batch`` signs bodies into the
+``submit_batch`` input the node takes.
+
+A **signer card** is a member's public key and proof of possession as one
+copyable line, ``xln-signer:<pubkey hex>:<pop hex>``: what a member sends the
+others to be put in a new entity or added to one.
+
+Nothing here talks to the node or holds a key beyond the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from node.codec import HASH_LEN, UINT64_MAX
+from node.crypto import bls
+from node.machines import governance
+from node.machines.counter import MAX_INCREMENT
+from node.machines.entity import (
+    MAX_BATCH_TXS,
+    MAX_PROPOSAL_TTL,
+    EntityState,
+    Increment,
+    Propose,
+    Vote,
+    sign_batch,
+)
+from node.machines.governance import (
+    MAX_SHARES,
+    MAX_SIGNERS,
+    POP_LEN,
+    PUBKEY_LEN,
+    Action,
+    AddSigner,
+    Config,
+    ConfigError,
+    RemoveSigner,
+    SetProposer,
+    SetShares,
+    SetThreshold,
+)
+from node.machines.governance import signer_id as key_id
+from node.machines.replica import SubmitBatch
+from node.txs import Tx, TxBody
+from wallet.model import NewMember
+
+DEFAULT_TTL = 100  # frames a new proposal stays open by default
+CARD_PREFIX = "xln-signer:"
+
+
+class ComposeError(ValueError):
+    """Input that cannot make a transaction: ``errors`` maps each bad field to why."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+# Parsing what was typed ------------------------------------------------------------
+
+
+def parse_hex(text: str, size: int, what: str) -> bytes:
+    """Hex (an optional ``0x``, spaces ignored) of exactly ``size`` bytes; ValueError else."""
+    clean = "".join(text.split())
+    if clean[:2].lower() == "0x":
+        clean = clean[2:]
+    if not clean:
+        raise ValueError(f"enter the {what}")
+    try:
+        raw = bytes.fromhex(clean)
+    except ValueError:
+        raise ValueError(f"the {what} must be hexadecimal") from None
+    if len(raw) != size:
+        raise ValueError(f"the {what} must be {size} bytes ({2 * size} hex digits), not {len(raw)}")
+    return raw
+
+
+def parse_int(value: int | str, what: str, low: int, high: int) -> int:
+    """A whole number in ``low .. high``, from an int or typed text; ValueError else."""
+    if isinstance(value, bool):
+        raise ValueError(f"the {what} must be a whole number")
+    if isinstance(value, str):
+        try:
+            value = int(value.strip().replace("_", ""), 10)
+        except ValueError:
+            raise ValueError(f"the {what} must be a whole number") from None
+    if not low <= value <= high:
+        raise ValueError(f"the {what} must be {low} .. {high}, not {value}")
+    return value
+
+
+# Signer cards ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SignerCard:
+    pubkey: bytes
+    pop: bytes
+
+    @property
+    def signer_id(self) -> bytes:
+        return key_id(self.pubkey)
+
+    def encode(self) -> str:
+        return f"{CARD_PREFIX}{self.pubkey.hex()}:{self.pop.hex()}"
+
+    def member(self, shares: int) -> NewMember:
+        return NewMember(self.pubkey, self.pop, shares)
+
+    @classmethod
+    def decode(cls, text: str) -> SignerCard:
+        """A card from its text; ValueError unless the key is valid and the proof proves it."""
+        text = text.strip()
+        if not text.startswith(CARD_PREFIX):
+            raise ValueError(f"a signer card starts with {CARD_PREFIX!r}")
+        parts = text[len(CARD_PREFIX) :].split(":")
+        if len(parts) != 2:
+            raise ValueError("a signer card is xln-signer:<public key hex>:<proof hex>")
+        pubkey = parse_hex(parts[0], PUBKEY_LEN, "public key")
+        pop = parse_hex(parts[1], POP_LEN, "proof of possession")
+        check_key(pubkey, pop)
+        return cls(pubkey, pop)
+
+
+def check_key(pubkey: bytes, pop: bytes) -> None:
+    """ValueError unless ``pubkey`` is a valid BLS key and ``pop`` proves possession of it."""
+    if not bls.key_validate(pubkey):
+        raise ValueError("the public key is not a valid BLS public key")
+    if not bls.pop_verify(pubkey, pop):
+        raise ValueError("the proof of possession does not match the public key")
+
+
+# Governance forms ------------------------------------------------------------------
+
+
+class _Form:
+    """One governance action's editor: fields as typed, checked against a config."""
+
+    RESULT_FIELD: ClassVar[str]  # the field blamed when the new config would be invalid
+
+    def _build(self, config: Config, errors: dict[str, str]) -> Action | None:
+        raise NotImplementedError
+
+    def errors(self, config: Config) -> dict[str, str]:
+        """Field -> what is wrong; empty when the form makes a valid action."""
+        errors: dict[str, str] = {}
+        self._build(config, errors)
+        return errors
+
+    def to_action(self, config: Config) -> Action:
+        """The node's action; ComposeError with an error per field if it cannot be made."""
+        errors: dict[str, str] = {}
+        action = self._build(config, errors)
+        if errors or action is None:
+            raise ComposeError(errors or {"": "incomplete"})
+        return action
+
+    def _result(self, action: Action, config: Config, errors: dict[str, str]) -> Action | None:
+        """Whether the config would still be valid after the action (the threshold rule)."""
+        try:
+            action.apply(config)
+        except ConfigError as exc:
+            errors[self.RESULT_FIELD] = str(exc)
+            return None
+        return action
+
+
+def _field[T](errors: dict[str, str], name: str, parse: Callable[[], T]) -> T | None:
+    """``parse()``, or None with its error recorded against the field ``name``."""
+    try:
+        return parse()
+    except ValueError as exc:
+        errors[name] = str(exc)
+        return None
+
+
+def _member_id(text: str, config: Config) -> bytes:
+    sid = parse_hex(text, HASH_LEN, "signer id")
+    if sid not in config.index:
+        raise ValueError("not a signer of this entity")
+    return sid
+
+
+@dataclass(frozen=True)
+class AddSignerForm(_Form):
+    pubkey_hex: str
+    pop_hex: str
+    shares: int | str = 1
+    RESULT_FIELD: ClassVar[str] = "shares"
+
+    @classmethod
+    def from_card(cls, card: str, shares: int | str = 1) -> AddSignerForm:
+        """A form filled from a signer card (checked when the form is)."""
+        body = card.strip().removeprefix(CARD_PREFIX)
+        pubkey, _, pop = body.partition(":")
+        return cls(pubkey, pop, shares)
+
+    def _build(self, config: Config, errors: dict[str, str]) -> Action | None:
+        if len(config.members) >= MAX_SIGNERS:
+            errors["pubkey_hex"] = f"the entity already has the most signers, {MAX_SIGNERS}"
+            return None
+        pubkey = _field(
+            errors, "pubkey_hex", lambda: parse_hex(self.pubkey_hex, PUBKEY_LEN, "public key")
+        )
+        pop = _field(
+            errors, "pop_hex", lambda: parse_hex(self.pop_hex, POP_LEN, "proof of possession")
+        )
+        shares = _field(errors, "shares", lambda: parse_int(self.shares, "shares", 1, MAX_SHARES))
+        if pubkey is not None:
+            if not bls.key_validate(pubkey):
+                errors["pubkey_hex"] = "not a valid BLS public key"
+            elif key_id(pubkey) in config.index:
+                errors["pubkey_hex"] = "already a signer of this entity"
+            elif pop is not None and not bls.pop_verify(pubkey, pop):
+                errors["pop_hex"] = "the proof of possession does not match the public key"
+        if errors or pubkey is None or pop is None or shares is None:
+            return None
+        return self._result(AddSigner(pubkey, pop, shares), config, errors)
+
+
+@dataclass(frozen=True)
+class RemoveSignerForm(_Form):
+    signer_id_hex: str
+    RESULT_FIELD: ClassVar[str] = "signer_id_hex"
+
+    def _build(self, config: Config, errors: dict[str, str]) -> Action | None:
+        sid = _field(errors, "signer_id_hex", lambda: _member_id(self.signer_id_hex, config))
+        if sid is None:
+            return None
+        if sid == config.proposer:
+            errors["signer_id_hex"] = "the proposer cannot be removed; change the proposer first"
+            return None
+        return self._result(RemoveSigner(sid), config, errors)
+
+
+@dataclass(frozen=True)
+class SetSharesForm(_Form):
+    signer_id_hex: str
+    shares: int | str
+    RESULT_FIELD: ClassVar[str] = "shares"
+
+    def _build(self, config: Config, errors: dict[str, str]) -> Action | None:
+        sid = _field(errors, "signer_id_hex", lambda: _member_id(self.signer_id_hex, config))
+        shares = _field(errors, "shares", lambda: parse_int(self.shares, "shares", 1, MAX_SHARES))
+        if sid is None or shares is None:
+            return None
+        return self._result(SetShares(sid, shares), config, errors)
+
+
+@dataclass(frozen=True)
+class SetThresholdForm(_Form):
+    threshold: int | str
+    RESULT_FIELD: ClassVar[str] = "threshold"
+
+    def _build(self, config: Config, errors: dict[str, str]) -> Action | None:
+        total = config.total_shares
+        t = _field(
+            errors, "threshold", lambda: parse_int(self.threshold, "threshold", 0, UINT64_MAX)
+        )
+        if t is None:
+            return None
+        if not total < 2 * t <= 2 * total:
+            errors["threshold"] = (
+                f"the threshold must be more than half of all {total} shares and at most "
+                f"all of them: {total // 2 + 1} .. {total}"
+            )
+            return None
+        return self._result(SetThreshold(t), config, errors)
+
+
+@dataclass(frozen=True)
+class SetProposerForm(_Form):
+    signer_id_hex: str
+    RESULT_FIELD: ClassVar[str] = "signer_id_hex"
+
+    def _build(self, config: Config, errors: dict[str, str]) -> Action | None:
+        sid = _field(errors, "signer_id_hex", lambda: _member_id(self.signer_id_hex, config))
+        if sid is None:
+            return None
+        return self._result(SetProposer(sid), config, errors)
+
+
+type GovernanceForm = (
+    AddSignerForm | RemoveSignerForm | SetSharesForm | SetThresholdForm | (SetProposerForm)
+)
+
+
+# Transactions ----------------------------------------------------------------------
+
+
+def increment(n: int | str) -> Increment:
+    try:
+        return Increment(parse_int(n, "increment", 1, MAX_INCREMENT))
+    except ValueError as exc:
+        raise ComposeError({"n": str(exc)}) from None
+
+
+def default_expiry(state: EntityState) -> int:
+    """The expiry height a new proposal gets unless the user picks one."""
+    return state.height + DEFAULT_TTL
+
+
+def propose(action: Action, expires_at: int | str, state: EntityState | None = None) -> Propose:
+    """A proposal; with ``state``, also checked against the entity as it stands (the
+    action applies, the expiry is not before the next frame nor too far)."""
+    errors: dict[str, str] = {}
+    low = 1 if state is None else state.height + 1
+    # Valid if the next frame holds it; a later frame only widens the window.
+    high = UINT64_MAX if state is None else low + MAX_PROPOSAL_TTL
+    at = _field(errors, "expires_at", lambda: parse_int(expires_at, "expiry height", low, high))
+    try:
+        governance.check_action(action)  # a new signer's key and proof of possession
+        if state is not None:
+            action.apply(state.config)
+    except ConfigError as exc:
+        errors["action"] = str(exc)
+    if errors or at is None:
+        raise ComposeError(errors)
+    return Propose(action, at)
+
+
+def vote(
+    proposal_id: int | str, state: EntityState | None = None, signer: bytes | None = None
+) -> Vote:
+    """A vote; with ``state``, the proposal must be open (and not voted on by ``signer``)."""
+    try:
+        pid = parse_int(proposal_id, "proposal id", 1, UINT64_MAX)
+    except ValueError as exc:
+        raise ComposeError({"proposal_id": str(exc)}) from None
+    if state is not None:
+        proposal = next((p for p in state.proposals if p.id == pid), None)
+        if proposal is None:
+            raise ComposeError({"proposal_id": f"no open proposal {pid}"})
+        if signer is not None and signer in proposal.votes:
+            raise ComposeError({"proposal_id": f"already voted on proposal {pid}"})
+    return Vote(pid)
+
+
+def signed_batch(
+    entity_id: bytes, sk: int, signer_id: bytes, nonce: int, tx_bodies: Sequence[TxBody]
+) -> SubmitBatch:
+    """The bodies signed as one batch, ready to submit to ``[signer, entity]``."""
+    if not tx_bodies:
+        raise ComposeError({"txs": "a batch needs at least one transaction"})
+    if len(tx_bodies) > MAX_BATCH_TXS:
+        raise ComposeError({"txs": f"a batch holds at most {MAX_BATCH_TXS} transactions"})
+    if nonce < 1:
+        raise ComposeError({"nonce": "nonces start at 1"})
+    if len(entity_id) != HASH_LEN:
+        raise ComposeError({"entity_id": "an entity id is 32 bytes"})
+    if key_id(bls.sk_to_pk(sk)) != signer_id:
+        raise ComposeError({"signer_id": "the key does not belong to this signer"})
+    txs = [Tx.of(b) for b in tx_bodies]
+    return SubmitBatch(sign_batch(entity_id, sk, signer_id, nonce, txs))
