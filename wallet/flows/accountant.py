@@ -161,7 +161,8 @@ class Rules:
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise RulesError(f"not valid TOML: {exc}") from None
+            at = _TOML_LINE.search(str(exc))
+            raise RulesError(f"not valid TOML: {exc}", int(at[1]) if at else None) from None
         unknown = sorted(set(doc) - {"rule"})
         if unknown:
             raise RulesError(f"unknown top-level key {unknown[0]!r}; rules are [[rule]] tables")
@@ -252,6 +253,7 @@ def _str_list(value: object, key: str) -> list[str]:
 
 
 _RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]")
+_TOML_LINE = re.compile(r"at line (\d+)")
 
 
 def _rule_lines(text: str) -> list[int]:

@@ -155,6 +155,10 @@ def test_a_rule_error_knows_its_line() -> None:
     with pytest.raises(RulesError) as info:
         Rules.parse(text)
     assert info.value.line == 7
+    with pytest.raises(RulesError) as info:
+        Rules.parse('[[rule]]\nname = "ok"\napprove = ["vote"]\nmax = = 1\n')
+    assert info.value.line == 4
+    assert str(info.value).startswith(f"line {info.value.line}: not valid TOML")
 
 
 def test_load_reads_a_file_and_refuses_a_missing_one(tmp_path: Path) -> None:
