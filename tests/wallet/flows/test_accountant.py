@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from node.codec import ZERO_HASH
-from node.machines.entity import Increment
+from node.machines.entity import Increment, Propose, Vote, execute, select_batches
 from node.machines.frames import Frame
-from node.machines.governance import Action, RemoveSigner, SetThreshold
-from tests.node.machines.test_entity import IDS, A, B, Entity
+from node.machines.governance import Action, RemoveSigner, SetProposer, SetShares, SetThreshold
+from node.txs import TxBody
+from tests.node.machines.test_entity import IDS, A, B, C, Entity
 from tests.wallet.flows.test_effects import make_frame
 from wallet.flows.accountant import DEFAULT_RULES, Rules, RulesError, Verdict
 from wallet.flows.effects import FrameAnalysis, analyze
@@ -185,3 +188,43 @@ def test_the_example_file_parses_and_judges() -> None:
 def test_the_documented_default_is_the_built_in_one() -> None:
     doc = (ROOT / "docs" / "ACCOUNTANT.md").read_text(encoding="utf-8")
     assert DEFAULT_RULES in doc
+
+
+# Any frame the proposer could make: the default approves exactly the non-governance ones.
+
+OPS = st.lists(
+    st.lists(st.tuples(st.sampled_from([A, B, C]), st.integers(0, 5)), max_size=3), max_size=6
+)
+
+
+@given(OPS)
+@settings(max_examples=40)
+def test_default_rules_approve_exactly_the_frames_that_change_no_config(
+    steps: list[list[tuple[int, int]]],
+) -> None:
+    e = Entity([1, 1, 1], 2)  # one vote beside the proposer's executes
+    rules = Rules.default()
+    for ops in steps:
+        h = e.next_height
+        newest, oldest = e.state.next_proposal_id - 1, min(e.open_ids(), default=1)
+        bodies: list[TxBody] = [
+            Increment(1),
+            Propose(SetThreshold(3), h + 1),
+            Propose(SetShares(IDS[B], 2), h),
+            Propose(SetProposer(IDS[C]), h + 2),
+            Vote(max(newest, 1)),
+            Vote(oldest),
+        ]
+        candidates = [e.batch(who, bodies[op]) for who, op in ops]
+        kept, _ = select_batches(e.state, candidates)
+        a = analyze(e.state, make_frame(e.state, *kept))
+        assert a.error is None
+        new, events = execute(e.state, kept)
+        assert a.new_state == new
+        assert [x.kind for x in a.effects if x.governance] == [n for _, n in events.executed]
+        d = rules.judge(a)
+        assert d.verdict is (Verdict.ASK if a.governance else Verdict.APPROVE)
+        event(f"governance: {a.governance}")
+        e.state = new
+        for who in (A, B, C):
+            e.nonces[who] = new.nonce_of(IDS[who])
