@@ -63,11 +63,11 @@ def test_vote_runs_then_disables(qtbot: QtBot) -> None:
         row = view.row(1)
         row.vote_button.click()
         assert not row.vote_button.isEnabled()
-        assert view.status.is_busy
+        assert view.status.progress.isVisibleTo(view.status)
         actions.hold.set()
         await view.runner.wait_idle()
         assert actions.calls == [("vote", IDS[ME], replica.state.entity_id, 1)]
-        assert not view.status.is_busy
+        assert not view.status.progress.isVisibleTo(view.status)
         # Sent but not committed yet: no second vote.
         assert view.row(1).vote_button.text() == "Vote sent"
         assert not view.row(1).vote_button.isEnabled()
