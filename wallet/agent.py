@@ -1,0 +1,297 @@
+"""The wallet's egg agent: one :class:`WalletAgent` per signer key.
+
+It connects to the node as that signer's agent (``node.net.agent_client``) and
+answers each SIGN request as ``docs/WALLET.md`` says:
+
+1. decode the frame, read the signer's replica (``READ_STATE [signer, entity]``)
+   and ``analyze`` the frame on its agreed state;
+2. a frame hash already approved is signed again at a later round without
+   asking (the guard's lock allows nothing else at that height anyway);
+3. accountant on: APPROVE signs, REJECT refuses, ASK goes to the human (a
+   headless agent refuses);
+4. otherwise the request waits in the :class:`ApprovalQueue` until approved,
+   rejected, or expired (a little before the node's ``SIGN_TIMEOUT_S``);
+5. while locked, an approved request waits for unlock or expires: nothing is
+   signed while locked;
+6. signing is :meth:`node.agent.Agent.sign_precommit` on a worker thread: the
+   guard in ``DATA/guard/<signer hex>`` records the signature durably first.
+
+Every decision is logged (logger ``wallet.agent``) with its reason and appears
+in the approval queue, automatic ones marked with their rule. The key is held
+in a :class:`node.agent.Agent` only while the wallet is unlocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn, Protocol
+
+from node.agent import Agent, Refused
+from node.machines.frames import Frame
+from node.machines.replica import Replica
+from node.net.agent_client import AgentRejected, serve_signer
+from node.net.server import SIGN_TIMEOUT_S
+from wallet.flows.accountant import Rules, Verdict
+from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
+from wallet.flows.effects import FrameAnalysis, analyze
+
+log = logging.getLogger("wallet.agent")
+
+GUARD_DIR = "guard"
+# A human's answer must reach the node before it gives up on the request.
+APPROVAL_MARGIN_S = 3.0
+DEFAULT_TTL_S = SIGN_TIMEOUT_S - APPROVAL_MARGIN_S
+APPROVED_MEMO = 4096
+
+type ReadReplica = Callable[[bytes, bytes], Awaitable[Replica | None]]
+
+
+class KeySource(Protocol):
+    """Where the secret key comes from (the vault)."""
+
+    @property
+    def locked(self) -> bool: ...
+
+    def secret_key(self, signer_id: bytes) -> int: ...
+
+
+@dataclass
+class Policy:
+    """How requests are decided; shared by every agent of a wallet and changed live."""
+
+    accountant_on: bool = False
+    rules: Rules | None = None  # None: the accountant's default rules
+    headless: bool = False  # no human: ASK means refuse
+    ttl_s: float = DEFAULT_TTL_S  # how long a request may wait for a human or an unlock
+
+    def judge_rules(self) -> Rules:
+        if self.rules is None:
+            self.rules = Rules.default()
+        return self.rules
+
+
+class WalletAgent:
+    def __init__(
+        self,
+        signer: bytes,
+        keys: KeySource,
+        guard_root: Path,
+        read_replica: ReadReplica,
+        queue: ApprovalQueue,
+        policy: Policy,
+        unlocked: asyncio.Event,
+        notifications: Notifications | None = None,
+        label: str = "",
+    ) -> None:
+        self.signer = signer
+        self.label = label or signer.hex()[:12]
+        self.keys = keys
+        self.guard_dir = guard_root / signer.hex()
+        self.read_replica = read_replica
+        self.queue = queue
+        self.policy = policy
+        self.unlocked = unlocked  # set while the wallet is unlocked
+        self.notifications = notifications
+        self.connected = False
+        self.on_link: list[Callable[[bool], None]] = []
+        self._approved: OrderedDict[bytes, None] = OrderedDict()  # frame hashes
+        self._agent: Agent | None = None
+        self._signing = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # Running ------------------------------------------------------------------
+
+    def start(self, url: str, token: str) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._serve(url, token))
+
+    async def _serve(self, url: str, token: str) -> None:
+        try:
+            await serve_signer(url, token, self.signer, self.sign, self._stop, on_link=self._link)
+        except AgentRejected as exc:
+            log.error("agent of %s: %s", self.label, exc)
+
+    def _link(self, up: bool) -> None:
+        self.connected = up
+        for callback in list(self.on_link):
+            callback(up)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self.forget_key()
+
+    async def forget_key(self) -> None:
+        """Close the signing agent (the wallet locked): the key leaves memory."""
+        async with self._signing:
+            agent, self._agent = self._agent, None
+            if agent is not None:
+                await asyncio.to_thread(agent.close)
+
+    # Answering ----------------------------------------------------------------
+
+    async def sign(self, entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+        """The signing callback of the agent protocol: a signature, or Refused."""
+        try:
+            frame = Frame.decode(frame_raw)
+        except ValueError as exc:
+            log.warning("refused a SIGN for %s: not a frame: %s", self.label, exc)
+            raise Refused(f"not a frame: {exc}") from None
+        if frame.entity_id != entity:
+            raise Refused("the frame is for another entity than the route says")
+        what = f"frame {frame.hash.hex()[:12]} height {frame.height} round {round_}"
+        if frame.hash in self._approved:
+            request = self.queue.record(
+                self.signer,
+                entity,
+                frame,
+                round_,
+                None,
+                Status.APPROVED,
+                "approved before",
+                "the same frame, already approved, at a later round",
+                self.policy.ttl_s,
+            )
+            log.info(
+                "%s: %s approved again (already approved at an earlier round)", self.label, what
+            )
+            return await self._sign_approved(request)
+        analysis = await self._analyze(entity, frame)
+        request = await self._decide(entity, frame, round_, analysis, what)
+        return await self._sign_approved(request)
+
+    async def _analyze(self, entity: bytes, frame: Frame) -> FrameAnalysis | None:
+        try:
+            replica = await self.read_replica(self.signer, entity)
+        except (ConnectionError, OSError) as exc:
+            log.warning("%s: cannot read the replica to check a frame: %s", self.label, exc)
+            return None
+        if replica is None:
+            return None
+        return analyze(replica.entity, frame)
+
+    async def _decide(
+        self,
+        entity: bytes,
+        frame: Frame,
+        round_: int,
+        analysis: FrameAnalysis | None,
+        what: str,
+    ) -> ApprovalRequest:
+        """Approved (auto or human) requests return; anything else raises Refused."""
+        policy = self.policy
+        if analysis is None:
+            reason = "the wallet could not read this signer's replica to check the frame"
+            self._refuse_record(entity, frame, round_, None, "wallet", reason, what)
+        if policy.accountant_on:
+            decision = policy.judge_rules().judge(analysis)
+            by = f"accountant: {decision.rule}" if decision.rule else "accountant"
+            if decision.verdict is Verdict.APPROVE:
+                request = self.queue.record(
+                    self.signer,
+                    entity,
+                    frame,
+                    round_,
+                    analysis,
+                    Status.APPROVED,
+                    by,
+                    decision.reason,
+                    policy.ttl_s,
+                )
+                log.info("%s: %s approved by %s: %s", self.label, what, by, decision.reason)
+                self._remember(frame.hash)
+                return request
+            if decision.verdict is Verdict.REJECT:
+                self._refuse_record(entity, frame, round_, analysis, by, decision.reason, what)
+            log.info("%s: %s: the accountant asks: %s", self.label, what, decision.reason)
+        if policy.headless:
+            self._refuse_record(
+                entity,
+                frame,
+                round_,
+                analysis,
+                "headless",
+                "needs a human and there is none (headless agent)",
+                what,
+            )
+        request = self.queue.add(self.signer, entity, frame, round_, analysis, policy.ttl_s)
+        log.info("%s: %s waits for your approval (request %d)", self.label, what, request.id)
+        if self.notifications is not None:
+            self.notifications.notify(
+                "Approval needed", f"{self.label}: {what} of entity {entity.hex()[:12]}"
+            )
+        status = await self.queue.wait(request)
+        if status is Status.APPROVED:
+            log.info("%s: %s approved by %s", self.label, what, request.decided_by)
+            self._remember(frame.hash)
+            return request
+        log.info("%s: %s %s: %s", self.label, what, status.value, request.reason)
+        raise Refused(f"{status.value} by the wallet: {request.reason}")
+
+    def _refuse_record(
+        self,
+        entity: bytes,
+        frame: Frame,
+        round_: int,
+        analysis: FrameAnalysis | None,
+        by: str,
+        reason: str,
+        what: str,
+    ) -> NoReturn:
+        self.queue.record(self.signer, entity, frame, round_, analysis, Status.REJECTED, by, reason)
+        log.info("%s: %s rejected by %s: %s", self.label, what, by, reason)
+        raise Refused(f"rejected by {by}: {reason}")
+
+    def _remember(self, frame_hash: bytes) -> None:
+        self._approved[frame_hash] = None
+        while len(self._approved) > APPROVED_MEMO:
+            self._approved.popitem(last=False)
+
+    # Signing ------------------------------------------------------------------
+
+    async def _sign_approved(self, request: ApprovalRequest) -> bytes:
+        """Sign once unlocked; expire if the wallet stays locked past the request's time."""
+        if not self.unlocked.is_set() or self.keys.locked:
+            log.info("%s: request %d waits for the wallet to be unlocked", self.label, request.id)
+            remaining = request.remaining(self.queue.clock())
+            try:
+                async with asyncio.timeout(remaining):
+                    await self.unlocked.wait()
+            except TimeoutError:
+                self.queue.expire(request, "the wallet stayed locked")
+                log.info("%s: request %d expired: the wallet stayed locked", self.label, request.id)
+                raise Refused("the wallet is locked") from None
+        try:
+            signature = await self._sign_now(request.frame.raw, request.round)
+        except Refused as exc:
+            self.queue.update(request, signed=False)
+            log.warning("%s: the guard refused request %d: %s", self.label, request.id, exc)
+            raise
+        self.queue.update(request, signed=True)
+        log.info(
+            "%s: signed frame %s at round %d",
+            self.label,
+            request.frame_hash.hex()[:12],
+            request.round,
+        )
+        return signature
+
+    async def _sign_now(self, frame_raw: bytes, round_: int) -> bytes:
+        async with self._signing:
+            if self._agent is None:
+                try:
+                    sk = self.keys.secret_key(self.signer)
+                except Exception as exc:  # Locked raced us, or the key is gone
+                    raise Refused(f"the key is not available: {exc}") from None
+                self._agent = await asyncio.to_thread(Agent, sk, self.guard_dir)
+            return await asyncio.to_thread(self._agent.sign_precommit, frame_raw, round_)

@@ -1,0 +1,404 @@
+"""The wallet's side of the node protocol: one :class:`NodeSession` over ``NodeClient``.
+
+It keeps a connection to one node (embedded or remote), reconnecting with
+backoff, and pushes its :class:`~wallet.model.Connection` state to the
+:class:`~wallet.model.WalletModel`. Subscriptions (``BLOCKS``, and
+``COMMITS`` on each ``[signer, entity]``) are remembered and made again on every
+new connection, so their handlers keep receiving events across reconnects; the
+service reads what it missed from ``READ_STATE``. While connected it polls
+``METRICS`` for the tick-lateness chart.
+
+Requests made while disconnected raise :class:`NotConnected` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from node.codec import HASH_LEN, as_bytes, as_int, as_list, keccak
+from node.machines.entity import Batch
+from node.machines.frames import Certificate
+from node.machines.replica import Replica, SubmitBatch
+from node.machines.server import CreateSigner
+from node.machines.signer import CreateEntity, SignerState
+from node.net.client import NodeClient, NodeError, NodeStatus, Receipts
+from node.net.protocol import Err, Rep, Reply, Topic
+from node.txs import Tx, TxBody
+from wallet.model import Connection, Link, WalletModel
+
+log = logging.getLogger(__name__)
+
+SENDER_ID = b"xln-wallet"
+BACKOFF_START_S = 0.1
+BACKOFF_MAX_S = 5.0
+METRICS_EVERY_S = 1.0
+CONNECT_TIMEOUT_S = 10.0
+
+type EventHandler = Callable[[Reply], object]
+type ConnectHook = Callable[[], Awaitable[None]]
+
+
+class NotConnected(ConnectionError):
+    """No connection to the node right now; the session is reconnecting."""
+
+
+class SubmitRefused(Exception):
+    """The node applied the transaction and it failed (its receipt carries the reason)."""
+
+
+@dataclass(eq=False)
+class _Watch:
+    topic: Topic
+    route: tuple[bytes, ...]
+    handler: EventHandler
+    sub_id: int | None = None
+    pump: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRef:
+    """What a signer's registration needs: its public key and proof of possession."""
+
+    signer_id: bytes
+    pubkey: bytes
+    pop: bytes
+
+
+class NodeSession:
+    def __init__(
+        self,
+        model: WalletModel | None = None,
+        mode: str = "remote",
+        *,
+        metrics_every_s: float = METRICS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model
+        self.mode = mode
+        self.metrics_every_s = metrics_every_s
+        self.clock = clock
+        self.url = ""
+        self.scope = ""
+        self.client: NodeClient | None = None
+        self.on_connect: list[ConnectHook] = []  # run after each (re)connection
+        self._token = ""
+        self._watches: list[_Watch] = []
+        self._stop = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._last_metrics: float | None = None  # the clock at the last METRICS
+        self._state = Connection(mode=mode)
+
+    # Lifecycle -------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None
+
+    @property
+    def state(self) -> Connection:
+        return self._state
+
+    async def connect(self, url: str, token: str, *, wait: bool = True) -> None:
+        """Start the session; with ``wait``, return once the first connection is up.
+
+        A token the node refuses raises NodeError (UNAUTHORIZED) and the session
+        does not retry: a wrong token stays wrong.
+        """
+        if self._runner is not None:
+            raise RuntimeError("the session is already started")
+        self.url, self._token = url, token
+        self._stop = asyncio.Event()
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._runner = asyncio.create_task(self._run(first))
+        if wait:
+            await first
+        else:
+            first.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        await self._drop_client()
+        self._set(Connection(Link.DISCONNECTED, self.mode, self.url))
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self._connected.wait()
+
+    def _set(self, state: Connection) -> None:
+        self._state = state
+        if self.model is not None:
+            self.model.set_connection(state)
+
+    async def _run(self, first: asyncio.Future[None]) -> None:
+        backoff = BACKOFF_START_S
+        while not self._stop.is_set():
+            self._set(Connection(Link.CONNECTING, self.mode, self.url, error=self._state.error))
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    client = await NodeClient.connect(
+                        self.url, token=self._token, sender_id=SENDER_ID
+                    )
+            except NodeError as exc:
+                self._set(Connection(Link.DISCONNECTED, self.mode, self.url, error=str(exc)))
+                log.error("the node at %s refused the wallet: %s", self.url, exc)
+                if not first.done():
+                    first.set_exception(exc)
+                if exc.code is Err.UNAUTHORIZED:
+                    return
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ConnectionClosed) as exc:
+                error = f"cannot reach {self.url}: {exc}"
+                self._set(Connection(Link.DISCONNECTED, self.mode, self.url, error=error))
+                log.info("%s; retrying in %.1f s", error, backoff)
+                if isinstance(exc, InvalidURI) and not first.done():
+                    first.set_exception(exc)
+                    return
+            else:
+                backoff = BACKOFF_START_S
+                await self._serve(client, first)
+            if self._stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff):
+                    await self._stop.wait()
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _serve(self, client: NodeClient, first: asyncio.Future[None]) -> None:
+        self.client = client
+        self.scope = client.scope
+        metrics: asyncio.Task[None] | None = None
+        try:
+            status = await client.status()
+            tick_ms = 0
+            with contextlib.suppress(NodeError):
+                tick_ms = int((await client.metrics())["tick_ms"])
+            self._set(Connection(Link.CONNECTED, self.mode, self.url, status.height, tick_ms))
+            for watch in self._watches:
+                await self._subscribe(watch)
+            self._connected.set()
+            log.info("connected to the node at %s (scope %s)", self.url, self.scope)
+            for hook in list(self.on_connect):
+                try:
+                    await hook()
+                except (NodeError, ConnectionError) as exc:
+                    log.warning("after connecting: %s", exc)
+            if not first.done():
+                first.set_result(None)
+            metrics = asyncio.create_task(self._poll_metrics(client))
+            await client.ws.wait_closed()
+        except (ConnectionError, ConnectionClosed) as exc:
+            log.info("connection to %s lost: %s", self.url, exc)
+        finally:
+            self._connected.clear()
+            if metrics is not None:
+                metrics.cancel()
+            await self._drop_client()
+            if not self._stop.is_set():
+                self._set(
+                    Connection(Link.DISCONNECTED, self.mode, self.url, error="connection lost")
+                )
+
+    async def _drop_client(self) -> None:
+        client, self.client = self.client, None
+        for watch in self._watches:
+            if watch.pump is not None:
+                watch.pump.cancel()
+            watch.pump, watch.sub_id = None, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    def _need(self) -> NodeClient:
+        if self.client is None:
+            raise NotConnected(f"not connected to the node at {self.url or '(none)'}")
+        return self.client
+
+    # Subscriptions ---------------------------------------------------------
+
+    async def watch(self, topic: Topic, route: Sequence[bytes], handler: EventHandler) -> None:
+        """Events of ``topic`` on ``route`` go to ``handler``, now and after reconnects."""
+        key = (topic, tuple(route))
+        if any((w.topic, w.route) == key for w in self._watches):
+            return
+        watch = _Watch(topic, tuple(route), handler)
+        self._watches.append(watch)
+        if self.client is not None:
+            await self._subscribe(watch)
+
+    def watching(self, topic: Topic, route: Sequence[bytes]) -> bool:
+        return any((w.topic, w.route) == (topic, tuple(route)) for w in self._watches)
+
+    async def _subscribe(self, watch: _Watch) -> None:
+        client = self._need()
+        sub_id, queue = await client.subscribe(watch.topic, watch.route)
+        watch.sub_id = sub_id
+        watch.pump = asyncio.create_task(self._pump(watch, queue))
+
+    async def _pump(self, watch: _Watch, queue: asyncio.Queue[Reply]) -> None:
+        while True:
+            reply = await queue.get()
+            if reply.type is Rep.ERROR:  # SUBSCRIPTION_OVERFLOW: subscribe again
+                log.warning("events lost on %s; subscribing again", watch.topic.name)
+                watch.pump = None
+                with contextlib.suppress(NodeError, ConnectionError):
+                    await self._subscribe(watch)
+                return
+            if reply.type is Rep.BLOCK_EVENT:
+                self._on_block(reply)
+            try:
+                watch.handler(reply)
+            except Exception:
+                log.exception("an event handler failed")
+
+    def _on_block(self, reply: Reply) -> None:
+        height = as_int(reply.body[0], "height")
+        if height > self._state.height and self._state.link is Link.CONNECTED:
+            self._set(replace(self._state, height=height))
+
+    # Metrics ----------------------------------------------------------------
+
+    async def _poll_metrics(self, client: NodeClient) -> None:
+        while True:
+            try:
+                self.record_metrics(await client.metrics())
+            except (NodeError, ConnectionError):
+                return
+            await asyncio.sleep(self.metrics_every_s)
+
+    def record_metrics(self, metrics: dict[str, Any]) -> None:
+        """Add the worst tick lateness since the last poll to the model's chart."""
+        now = self.clock()
+        tick_ms = int(metrics["tick_ms"])
+        samples: list[int] = list(metrics["tick_lateness_us"])
+        if self._last_metrics is None:
+            fresh = samples[-1:]
+        else:
+            # METRICS holds the most recent ticks: those since the last poll are at its end.
+            elapsed_ms = (now - self._last_metrics) * 1000
+            fresh = samples[-max(1, round(elapsed_ms / max(tick_ms, 1))) :]
+        self._last_metrics = now
+        if self.model is None or not fresh:
+            return
+        self.model.tick_lateness_ms.append((now, max(fresh) / 1000))
+        if self._state.tick_ms != tick_ms and self._state.link is Link.CONNECTED:
+            self._set(replace(self._state, tick_ms=tick_ms))
+        self.model.metrics_changed.emit()
+
+    # Requests ---------------------------------------------------------------
+
+    async def status(self) -> NodeStatus:
+        return await self._need().status()
+
+    async def signer_exists(self, signer: bytes) -> bool:
+        try:
+            await self._need().read_state([signer])
+        except NodeError as exc:
+            if exc.code is Err.UNKNOWN_ROUTE:
+                return False
+            raise
+        return True
+
+    async def ensure_signer(self, key: KeyRef) -> bool:
+        """Register the signer on the node if it lacks it (needs server scope).
+
+        Returns True when this call created it.
+        """
+        if await self.signer_exists(key.signer_id):
+            return False
+        receipts = await self._need().submit([CreateSigner(key.pubkey, key.pop)])
+        error = receipts.receipts[0].error
+        if error is not None and "already exists" not in error:
+            raise SubmitRefused(f"create_signer: {error}")
+        log.info("signer %s registered on the node", key.signer_id.hex()[:12])
+        return error is None
+
+    async def entities_of(self, signer: bytes) -> list[bytes]:
+        """The entity ids the signer holds a replica of, ascending."""
+        raw = await self._need().read_state([signer])
+        _, _, refs = SignerState.decode_header(raw)
+        return [entity for entity, _ in refs]
+
+    async def read_replica(self, signer: bytes, entity: bytes) -> Replica | None:
+        try:
+            raw = await self._need().read_state([signer, entity])
+        except NodeError as exc:
+            if exc.code is Err.UNKNOWN_ROUTE:
+                return None
+            raise
+        return Replica.decode(raw)
+
+    async def submit_batch(self, signer: bytes, entity: bytes, batch: Batch) -> bytes:
+        """Submit a signed batch; returns its hash once the node's block holding it is
+        durable. A batch the replica refused raises SubmitRefused."""
+        receipts = await self._need().submit([SubmitBatch(batch)], [signer, entity])
+        error = receipts.receipts[0].error
+        if error is not None:
+            raise SubmitRefused(f"batch refused: {error}")
+        return keccak(batch.raw)
+
+    async def create_entity(self, signer: bytes, tx: CreateEntity) -> Receipts:
+        receipts = await self._need().submit([tx], [signer])
+        error = receipts.receipts[0].error
+        if error is not None:
+            raise SubmitRefused(f"create_entity: {error}")
+        return receipts
+
+    async def submit(self, txs: Sequence[Tx | TxBody], route: Sequence[bytes] = ()) -> Receipts:
+        return await self._need().submit(txs, route)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameNews:
+    """A FRAME_EVENT, decoded: a frame certified and applied on the replica at ``route``."""
+
+    route: tuple[bytes, ...]
+    height: int  # the entity's height
+    frame_hash: bytes
+    cert: Certificate
+    batch_hashes: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, reply: Reply) -> FrameNews:
+        body = reply.body
+        return cls(
+            tuple(as_bytes(r, "route", size=HASH_LEN) for r in as_list(body[0], "route")),
+            as_int(body[1], "height"),
+            as_bytes(body[2], "frame hash", size=HASH_LEN),
+            Certificate.from_item(body[3]),
+            tuple(as_bytes(h, "batch hash", size=HASH_LEN) for h in as_list(body[4], "batches")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BlockNews:
+    """A BLOCK_EVENT, decoded."""
+
+    height: int
+    hash: bytes
+    state_hash: bytes
+    timestamp: int
+    tx_count: int
+
+    @classmethod
+    def of(cls, reply: Reply) -> BlockNews:
+        b = reply.body
+        return cls(
+            as_int(b[0], "height"),
+            as_bytes(b[1], "hash", size=HASH_LEN),
+            as_bytes(b[2], "state hash", size=HASH_LEN),
+            as_int(b[3], "timestamp"),
+            as_int(b[4], "tx count"),
+        )

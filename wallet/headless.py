@@ -1,0 +1,136 @@
+"""``xln-wallet agent``: the wallet's agents and accountant with no window.
+
+    xln-wallet agent --node URL --token T [--accountant [--rules FILE]] [--data DIR]
+                     [--password-file F | env XLN_WALLET_PASSWORD] [--keyring file|system]
+
+It unlocks the vault with the wallet password and runs one agent per key
+against the node, exactly as the GUI does, except that nobody is there to
+ask: a frame the accountant would ASK about (or every frame, without
+``--accountant``) is refused, and the refusal is logged. SIGINT or SIGTERM
+stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from node.crypto.keystore import WrongPassword
+from wallet import settings as settings_io
+from wallet.flows.accountant import Rules, RulesError
+from wallet.keys.backends import PREFER_CHOICES, BackendError, choose_backend
+from wallet.keys.vault import Vault, VaultError
+from wallet.model import WalletModel
+from wallet.paths import app_data_dir
+
+PASSWORD_ENV = "XLN_WALLET_PASSWORD"  # noqa: S105 (the variable's name)
+log = logging.getLogger("wallet.headless")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # --data, --node and --token also exist on the main parser: SUPPRESS keeps a
+    # value given before "agent" from being reset by this parser's default.
+    parser.add_argument("--node", default=argparse.SUPPRESS, help="the node's ws:// URL")
+    parser.add_argument("--token", default=argparse.SUPPRESS, help="an API token of that node")
+    parser.add_argument(
+        "--data", default=argparse.SUPPRESS, help="the wallet's data folder (its keys)"
+    )
+    parser.add_argument("--accountant", action="store_true", help="approve what the rules approve")
+    parser.add_argument("--rules", help="the accountant's TOML rules (default: built-in)")
+    parser.add_argument("--password-file", help=f"the wallet password (or {PASSWORD_ENV})")
+    parser.add_argument(
+        "--keyring",
+        choices=PREFER_CHOICES,
+        help="where the keys are: the encrypted files, or the system keyring",
+    )
+
+
+def _error(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    url = getattr(args, "node", None)
+    token = getattr(args, "token", None)
+    if not url or not token:
+        return _error("the agent needs --node URL and --token T")
+    if args.password_file:
+        password: str | None = Path(args.password_file).read_text("utf-8").rstrip("\n")
+    else:
+        password = os.environ.get(PASSWORD_ENV)
+    if not password:
+        return _error(f"give --password-file or set {PASSWORD_ENV}")
+    rules: Rules | None = None
+    if args.rules:
+        try:
+            rules = Rules.load(args.rules)
+        except RulesError as exc:
+            return _error(f"{args.rules}: {exc}")
+    data = app_data_dir(getattr(args, "data", None))
+    try:
+        vault = Vault(data, choose_backend(data, args.keyring))
+    except (BackendError, VaultError) as exc:
+        return _error(str(exc), 1)
+    if not vault.keys():
+        return _error(f"no signer keys in {data}: add one in the wallet first", 1)
+    try:
+        vault.unlock(password)
+    except WrongPassword:
+        return _error("wrong wallet password", 1)
+    except VaultError as exc:
+        return _error(str(exc), 1)
+    settings, _ = settings_io.load_or_default(data)
+    settings.accountant_on = bool(args.accountant)
+    return asyncio.run(_serve(data, vault, settings, url, token, rules))
+
+
+async def _serve(
+    data: Path,
+    vault: Vault,
+    settings: settings_io.Settings,
+    url: str,
+    token: str,
+    rules: Rules | None,
+) -> int:
+    from wallet.service import WalletService
+
+    service = WalletService(
+        data,
+        WalletModel(),
+        vault,
+        settings,
+        node_url=url,
+        token=token,
+        headless=True,
+        rules=rules,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await service.start()
+    except Exception as exc:
+        await service.stop()
+        return _error(f"cannot start: {exc}", 1)
+    names = ", ".join(k.label for k in list(vault.keys()))
+    mode = "accountant" if settings.accountant_on else "refuse all (no accountant)"
+    print(f"xln-wallet agent for {names} serving {url} ({mode})", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
+        vault.lock()
+    return 0

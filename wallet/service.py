@@ -1,0 +1,541 @@
+"""``WalletService``: what the wallet does, behind the views; implements ``WalletActions``.
+
+It owns the vault, the settings, the node session (embedded or remote), one
+:class:`~wallet.agent.WalletAgent` per key, the approval queue and the
+notifications, and keeps :class:`~wallet.model.WalletModel` current:
+
+- on each connection it registers every key's signer if the node lacks it,
+  lists each signer's entities, and watches ``COMMITS`` on each
+  ``[signer, entity]`` (and ``BLOCKS``);
+- after each ``FRAME_EVENT`` it refreshes that entity from ``READ_STATE`` and
+  adds a history item with the certificate's signers and whether it verifies;
+- it signs and submits batches (nonce: the replica's nonce for the signer plus
+  the batches in flight) and charts their finality, submission to
+  ``FRAME_EVENT``;
+- the lock state follows the vault; log records reach the model through
+  :class:`ModelLogHandler`, which masks API tokens.
+
+Everything runs on the event loop (qasync's in the GUI); slow work (KDFs,
+signing) goes to threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from node.codec import keccak
+from node.machines import entity as ent
+from node.machines.entity import Propose, Vote
+from node.machines.frames import (
+    Certificate,
+    Frame,
+    precommit_message,
+    signers_of,
+    verify_certificate,
+)
+from node.machines.governance import Action, Config, ConfigError, Member, signer_id
+from node.machines.replica import Genesis, Replica
+from node.machines.signer import CreateEntity
+from node.net.client import NodeError
+from node.net.protocol import Rep, Reply, Topic
+from node.runtime import wall_clock_ms
+from node.txs import Tx, TxBody
+from wallet import settings as settings_io
+from wallet.agent import GUARD_DIR, Policy, WalletAgent
+from wallet.connection import BlockNews, FrameNews, KeyRef, NodeSession, NotConnected
+from wallet.embedded import EmbeddedNode
+from wallet.flows.accountant import Rules
+from wallet.flows.approvals import ApprovalQueue, Notifications
+from wallet.keys.vault import Locked, Vault
+from wallet.model import EntityEntry, HistoryItem, LogLine, NewMember, WalletModel
+from wallet.settings import Settings
+
+log = logging.getLogger("wallet.service")
+
+NODE_TOKEN_SECRET = "node-token"  # noqa: S105 (the vault entry's name)
+IN_FLIGHT_STALE_S = 120.0
+JOIN_TIMEOUT_S = 300.0
+_TOKEN_RE = re.compile(r"xln_([0-9A-Za-z]+)_[A-Za-z0-9_\-]+")
+
+
+class WalletError(Exception):
+    """An action that cannot be done; the message is for the user."""
+
+
+# Logging -------------------------------------------------------------------------------
+
+
+def redact(text: str) -> str:
+    """Mask API tokens (``xln_<id>_<secret>`` keeps its public id)."""
+    return _TOKEN_RE.sub(lambda m: f"xln_{m.group(1)}_***", text)
+
+
+class ModelLogHandler(logging.Handler):
+    """Log records into the model's log list, on the loop's thread, tokens masked."""
+
+    def __init__(self, model: WalletModel, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(logging.INFO)
+        self.model = model
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = redact(record.getMessage())
+            if record.exc_info and record.exc_info[1] is not None:
+                message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+            line = LogLine(int(record.created * 1000), record.levelname, record.name, message)
+            if threading.get_ident() == self._loop_thread:
+                self.model.add_log(line)
+            elif not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(self.model.add_log, line)
+        except Exception:
+            self.handleError(record)
+
+
+# Certificates ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CertifiedFrame:
+    """What ``verify_certificate`` reads of a frame: its pre-commit message. A
+    FRAME_EVENT names the frame by hash, which is all that message needs."""
+
+    entity_id: bytes
+    height: int
+    hash: bytes
+
+    def message(self, round_: int) -> bytes:
+        return precommit_message(self.entity_id, self.height, round_, self.hash)
+
+
+def check_certificate(
+    config: Config, entity_id: bytes, height: int, frame_hash: bytes, cert: Certificate
+) -> tuple[tuple[bytes, ...], bool]:
+    """The certificate's signer ids (member order) under ``config``, and whether it verifies."""
+    try:
+        signers = tuple(config.members[i].id for i in signers_of(config, cert))
+    except ValueError:
+        return (), False
+    ref = _CertifiedFrame(entity_id, height, frame_hash)
+    return signers, verify_certificate(config, cast(Frame, ref), cert) is None
+
+
+@dataclass
+class _InFlight:
+    signer: bytes
+    entity: bytes
+    nonce: int
+    submitted: float  # monotonic
+
+
+# The service -------------------------------------------------------------------------------
+
+
+class WalletService:
+    def __init__(
+        self,
+        data_dir: Path,
+        model: WalletModel,
+        vault: Vault,
+        settings: Settings,
+        *,
+        node_url: str | None = None,
+        token: str | None = None,
+        headless: bool = False,
+        rules: Rules | None = None,
+        identity_password: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        ttl_s: float | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.model = model
+        self.vault = vault
+        self.settings = settings
+        self.clock = clock
+        self.queue = ApprovalQueue(clock)
+        self.notifications = Notifications(clock)
+        self.policy = Policy(accountant_on=settings.accountant_on, rules=rules, headless=headless)
+        if ttl_s is not None:
+            self.policy.ttl_s = ttl_s
+        self.remote = node_url is not None or settings.node_mode == "remote"
+        self._url = node_url or (settings.node_url if self.remote else "")
+        self._token = token
+        self._identity_password = identity_password
+        self.session = NodeSession(model, "remote" if self.remote else "embedded", clock=clock)
+        self.session.on_connect.append(self._on_connected)
+        self.embedded: EmbeddedNode | None = None
+        self.agents: dict[bytes, WalletAgent] = {}
+        self.unlocked = asyncio.Event()
+        self._in_flight: dict[bytes, _InFlight] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._log_handler: ModelLogHandler | None = None
+        self._block_seen = asyncio.Event()
+        self._rescan_due = False
+        self._started = False
+
+    # Lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the node (embedded) or connect (remote), then the agents.
+
+        In remote mode with no token given, the token is read from the vault at
+        the first unlock, and the connection starts then.
+        """
+        if self._started:
+            return
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._log_handler = ModelLogHandler(self.model, self._loop)
+        logging.getLogger().addHandler(self._log_handler)
+        self.vault.on_change.append(self._vault_changed)
+        self.model.accountant_on = self.policy.accountant_on
+        self._apply_lock_state()
+        if not self.remote:
+            self.embedded = EmbeddedNode(
+                self.data_dir,
+                self.settings.tick_ms,
+                self.settings.peers,
+                self._identity_password,
+            )
+            self._url, self._token = await self.embedded.start()
+        elif not self._url:
+            raise WalletError("remote mode needs the node's URL")
+        if self._token is not None:
+            await self._connect()
+        else:
+            log.info("the remote node's token is in the vault: unlock to connect")
+
+    async def _connect(self) -> None:
+        assert self._token is not None
+        await self.session.connect(self._url, self._token)
+        self._start_agents()
+
+    def _start_agents(self) -> None:
+        assert self._token is not None
+        guard_root = self.data_dir / GUARD_DIR
+        guard_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for key in list(self.vault.keys()):
+            if key.signer_id in self.agents:
+                continue
+            agent = WalletAgent(
+                key.signer_id,
+                self.vault,
+                guard_root,
+                self.session.read_replica,
+                self.queue,
+                self.policy,
+                self.unlocked,
+                self.notifications,
+                key.label,
+            )
+            self.agents[key.signer_id] = agent
+            agent.start(self._url, self._token)
+
+    async def stop(self) -> None:
+        for agent in list(self.agents.values()):
+            await agent.stop()
+        self.agents.clear()
+        await self.session.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.embedded is not None:
+            await self.embedded.stop()
+            self.embedded = None
+        with contextlib.suppress(ValueError):
+            self.vault.on_change.remove(self._vault_changed)
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler = None
+        self._started = False
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if isinstance(exc, (NotConnected, NodeError, ConnectionError)):
+                log.warning("%s", exc)
+            else:
+                log.error("wallet task failed", exc_info=exc)
+
+    # Lock ----------------------------------------------------------------------------
+
+    def _vault_changed(self) -> None:
+        """Vault callback; runs on the thread that locked or unlocked."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._apply_lock_state()
+        else:
+            loop.call_soon_threadsafe(self._apply_lock_state)
+
+    def _apply_lock_state(self) -> None:
+        locked = self.vault.locked
+        if locked:
+            self.unlocked.clear()
+            for agent in self.agents.values():
+                self._spawn(agent.forget_key())
+        else:
+            self.unlocked.set()
+        if self.model.locked != locked:
+            self.model.set_locked(locked)
+
+    async def unlock(self, password: str) -> None:
+        await asyncio.to_thread(self.vault.unlock, password)
+        self._apply_lock_state()
+        log.info("wallet unlocked")
+        if self.remote and self._token is None and self._started:
+            secret = await asyncio.to_thread(self.vault.get_secret, NODE_TOKEN_SECRET, password)
+            if secret is None:
+                raise WalletError("no token for the remote node is stored: set it in Settings")
+            self._token = secret.decode("utf-8")
+            await self._connect()
+
+    def lock(self) -> None:
+        self.vault.lock()
+        self._apply_lock_state()
+        log.info("wallet locked")
+
+    # Approvals and accountant ----------------------------------------------------------
+
+    def approve(self, request_id: int) -> None:
+        self.queue.approve(request_id)
+
+    def reject(self, request_id: int) -> None:
+        self.queue.reject(request_id)
+
+    def set_accountant(self, on: bool) -> None:
+        self.policy.accountant_on = on
+        self.model.accountant_on = on
+        self.settings.accountant_on = on
+        try:
+            settings_io.save(self.data_dir, self.settings)
+        except (OSError, settings_io.SettingsError) as exc:
+            log.error("could not save the settings: %s", exc)
+        log.info("accountant %s", "on" if on else "off")
+
+    # Node events ------------------------------------------------------------------------
+
+    async def _on_connected(self) -> None:
+        if self.session.scope == "server" and not self.session.watching(Topic.BLOCKS, ()):
+            await self.session.watch(Topic.BLOCKS, (), self._on_block)
+        await self.rescan()
+
+    async def rescan(self) -> None:
+        """Register missing signers, and watch every entity each signer holds."""
+        for key in list(self.vault.keys()):
+            if self.session.scope == "server":
+                await self.session.ensure_signer(KeyRef(key.signer_id, key.pubkey, key.pop))
+            elif not await self.session.signer_exists(key.signer_id):
+                continue
+            for entity in await self.session.entities_of(key.signer_id):
+                await self.watch_entity(key.signer_id, entity)
+
+    async def watch_entity(self, signer: bytes, entity: bytes) -> None:
+        if not self.session.watching(Topic.COMMITS, (signer, entity)):
+
+            def handler(reply: Reply) -> None:
+                self._on_commits(signer, entity, reply)
+
+            await self.session.watch(Topic.COMMITS, (signer, entity), handler)
+        await self.refresh(signer, entity)
+
+    def _on_block(self, reply: Reply) -> None:
+        news = BlockNews.of(reply)
+        self._block_seen.set()
+        self.model.add_history(
+            HistoryItem(
+                "block",
+                news.height,
+                news.hash,
+                wall_clock_ms(),
+                f"block {news.height}: {news.tx_count} transaction"
+                + ("" if news.tx_count == 1 else "s"),
+            )
+        )
+        if news.tx_count and not self._rescan_due:
+            # A block may have given a signer a new entity (created or invited).
+            self._rescan_due = True
+            self._spawn(self._rescan_soon())
+
+    async def _rescan_soon(self) -> None:
+        try:
+            await self.rescan()
+        finally:
+            self._rescan_due = False
+
+    def _on_commits(self, signer: bytes, entity: bytes, reply: Reply) -> None:
+        if reply.type is not Rep.FRAME_EVENT:
+            return
+        news = FrameNews.of(reply)
+        now = self.clock()
+        finalized = False
+        for batch_hash in news.batch_hashes:
+            flight = self._in_flight.pop(batch_hash, None)
+            if flight is not None:
+                self.model.finality_ms.append((now, (now - flight.submitted) * 1000))
+                finalized = True
+        if finalized:
+            self.model.metrics_changed.emit()
+        before = self.model.entities.get((signer, entity))
+        signers: tuple[bytes, ...] = ()
+        valid: bool | None = None
+        if before is not None and before.state.height == news.height - 1:
+            signers, valid = check_certificate(
+                before.state.config, entity, news.height, news.frame_hash, news.cert
+            )
+        count = len(news.batch_hashes)
+        self.model.add_history(
+            HistoryItem(
+                "frame",
+                news.height,
+                news.frame_hash,
+                wall_clock_ms(),
+                f"frame {news.height} of {entity.hex()[:12]}: {count} batch"
+                + ("" if count == 1 else "es"),
+                entity_id=entity,
+                signer_id=signer,
+                cert_signers=signers,
+                cert_bitfield=news.cert.bits,
+                cert_valid=valid,
+            )
+        )
+        self._spawn(self.refresh(signer, entity))
+
+    async def refresh(self, signer: bytes, entity: bytes) -> Replica | None:
+        """Read the replica and put its agreed state in the model."""
+        replica = await self.session.read_replica(signer, entity)
+        if replica is None:
+            return None
+        cert_signers: tuple[bytes, ...] = ()
+        if replica.cert is not None:
+            config = replica.entity.config
+            with contextlib.suppress(ValueError):
+                cert_signers = tuple(
+                    config.members[i].id
+                    for i in signers_of(config, replica.cert)
+                    if i < len(config.members)
+                )
+        current = self.model.entities.get((signer, entity))
+        if current is None or current.state.height <= replica.entity.height:
+            self.model.set_entity(EntityEntry(signer, replica.entity, cert_signers))
+        self._prune_in_flight(signer, entity, replica.entity.nonce_of(signer))
+        return replica
+
+    # Batches ---------------------------------------------------------------------------
+
+    def _prune_in_flight(self, signer: bytes, entity: bytes, used: int) -> None:
+        now = self.clock()
+        for batch_hash, f in list(self._in_flight.items()):
+            mine = (f.signer, f.entity) == (signer, entity)
+            if mine and (f.nonce <= used or now - f.submitted > IN_FLIGHT_STALE_S):
+                del self._in_flight[batch_hash]
+
+    def _next_nonce(self, signer: bytes, entity: bytes, replica: Replica) -> int:
+        used = replica.entity.nonce_of(signer)
+        self._prune_in_flight(signer, entity, used)
+        flying = [
+            f.nonce for f in self._in_flight.values() if (f.signer, f.entity) == (signer, entity)
+        ]
+        return max([used, *flying]) + 1
+
+    async def submit_txs(self, signer: bytes, entity: bytes, txs: Sequence[TxBody]) -> bytes:
+        """Sign ``txs`` as one batch and submit it; returns the batch hash once the
+        node's block holds it (finality is charted when its frame is certified)."""
+        if self.vault.locked:
+            raise WalletError("the wallet is locked: unlock it to sign")
+        replica = await self.session.read_replica(signer, entity)
+        if replica is None:
+            raise WalletError("this signer holds no replica of that entity on the node")
+        nonce = self._next_nonce(signer, entity, replica)
+        try:
+            sk = self.vault.secret_key(signer)
+        except Locked as exc:
+            raise WalletError(str(exc)) from None
+        batch = await asyncio.to_thread(
+            ent.sign_batch, entity, sk, signer, nonce, [Tx.of(t) for t in txs]
+        )
+        batch_hash = keccak(batch.raw)
+        self._in_flight[batch_hash] = _InFlight(signer, entity, nonce, self.clock())
+        try:
+            await self.session.submit_batch(signer, entity, batch)
+        except BaseException:
+            self._in_flight.pop(batch_hash, None)
+            raise
+        log.info(
+            "batch %s (nonce %d) of %s submitted to %s",
+            batch_hash.hex()[:12],
+            nonce,
+            signer.hex()[:12],
+            entity.hex()[:12],
+        )
+        return batch_hash
+
+    async def increment(self, signer: bytes, entity: bytes, n: int) -> None:
+        if n < 1:
+            raise WalletError("an increment must be at least 1")
+        await self.submit_txs(signer, entity, [ent.Increment(n)])
+
+    async def propose(self, signer: bytes, entity: bytes, action: Action, expires_at: int) -> None:
+        await self.submit_txs(signer, entity, [Propose(action, expires_at)])
+
+    async def vote(self, signer: bytes, entity: bytes, proposal_id: int) -> None:
+        await self.submit_txs(signer, entity, [Vote(proposal_id)])
+
+    async def create_entity(
+        self,
+        signer: bytes,
+        members: Sequence[NewMember],
+        threshold: int,
+        proposer_index: int,
+    ) -> bytes:
+        if not 0 <= proposer_index < len(members):
+            raise WalletError("the proposer must be one of the members")
+        try:
+            config = Config(
+                tuple(Member(m.pubkey, m.shares) for m in members),
+                threshold,
+                signer_id(members[proposer_index].pubkey),
+            )
+        except ConfigError as exc:
+            raise WalletError(f"not a valid entity: {exc}") from None
+        salt = keccak(os.urandom(32))
+        genesis = Genesis(config, salt, tuple(m.pop for m in members))
+        await self.session.create_entity(signer, CreateEntity(genesis))
+        entity = ent.entity_id_for(config, salt)
+        await self.watch_entity(signer, entity)
+        log.info("entity %s created by %s", entity.hex()[:12], signer.hex()[:12])
+        return entity
+
+    async def join_entity(self, signer: bytes, entity: bytes) -> None:
+        """Wait until the node holds this signer's replica of ``entity``, then watch it."""
+        deadline = self.clock() + JOIN_TIMEOUT_S
+        while await self.session.read_replica(signer, entity) is None:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise WalletError("the entity never reached this signer: is it a member?")
+            self._block_seen.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 1.0)):
+                    await self._block_seen.wait()
+        await self.watch_entity(signer, entity)
