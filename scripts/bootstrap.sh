@@ -26,18 +26,30 @@ find_python() {
     return 1
 }
 
-# Qt (the gui extra) needs these system libraries even offscreen. Debian/Ubuntu only.
-qt_libs="libgl1 libegl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3"
-if [[ "$extras" == *gui* || "$extras" == *dev* ]] && command -v dpkg-query >/dev/null 2>&1; then
-    missing=""
-    for pkg in $qt_libs; do
+# System packages, Debian/Ubuntu only: installs those of PACKAGES that are missing.
+ensure_debs() {
+    local why="$1"; shift
+    command -v dpkg-query >/dev/null 2>&1 || return 0
+    local pkg missing=""
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
     done
     if [ -n "$missing" ]; then
-        echo "bootstrap: installing Qt's system libraries:$missing" >&2
-        sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+        echo "bootstrap: installing $why:$missing" >&2
+        local sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
         $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq $missing
     fi
+}
+
+# Qt (the gui extra) needs these system libraries even offscreen.
+qt_libs="libgl1 libegl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3"
+if [[ "$extras" == *gui* || "$extras" == *dev* ]]; then
+    ensure_debs "Qt's system libraries" $qt_libs
+fi
+# The tests run against a real Secret Service: GNOME Keyring on a private D-Bus session.
+keyring_debs="gnome-keyring dbus dbus-daemon"
+if [[ "$extras" == *dev* ]]; then
+    ensure_debs "a Secret Service for the keyring tests" $keyring_debs
 fi
 
 if [ ! -x .venv/bin/python ] || ! version_ok .venv/bin/python; then

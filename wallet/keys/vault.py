@@ -1,0 +1,340 @@
+"""The vault: the wallet's signer keys and small secrets, under one wallet password.
+
+Each signer key is an EIP-2335 keystore (scrypt; ``fast_kdf`` only in tests)
+kept in the chosen keyring backend under ``service`` / the signer id in hex.
+Other secrets (a remote node's token, the embedded node's identity password)
+are keystores of non-key data, under ``secret-<name>``. A small check entry,
+a keystore of random bytes, tells whether a password is set and whether a
+given one is right, even before any key exists; the first call that takes a
+password on a vault with none sets it.
+
+``DATA/keys.json`` is the public index: each key's signer id, public key,
+proof of possession, label and derivation path. It holds no secret and is
+readable while locked. A mnemonic is never stored: it is the user's backup.
+
+Unlocking decrypts every key into memory (slow: one KDF per entry, so call it
+off the GUI thread); locking drops them. ``on_change`` callbacks run, on the
+thread that locked or unlocked, after each change of the locked state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import tempfile
+import threading
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from node.crypto import bls, keystore
+from node.crypto.keystore import WrongPassword
+from node.machines.governance import signer_id as signer_id_of
+from wallet.keys import mnemonic
+from wallet.keys.backends import BackendChoice
+
+INDEX_FILE: Final = "keys.json"
+INDEX_VERSION: Final = 1
+CHECK_ENTRY: Final = "wallet-password-check"
+SECRET_PREFIX: Final = "secret-"  # noqa: S105 - a name prefix, not a secret
+MAX_LABEL: Final = 64
+_SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+__all__ = ["KeyInfo", "Locked", "Vault", "VaultError", "WrongPassword"]
+
+
+class VaultError(ValueError):
+    """A request the vault refuses: a duplicate key, a bad label or name, a damaged index."""
+
+
+class Locked(RuntimeError):
+    """The vault is locked: unlock it with the wallet password first."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One signer key's public record (an entry of ``keys.json``)."""
+
+    signer_id: bytes
+    pubkey: bytes
+    pop: bytes
+    label: str
+    path: str
+
+
+class Vault:
+    """The signer keys in a keyring backend, locked or unlocked (see the module's docstring)."""
+
+    def __init__(self, data_dir: Path, backend: BackendChoice, *, fast_kdf: bool = False) -> None:
+        self.data_dir = Path(data_dir)
+        self.backend = backend
+        self.on_change: list[Callable[[], None]] = []
+        self._fast = fast_kdf
+        self._mutex = threading.RLock()
+        self._secret_keys: dict[bytes, int] | None = None
+        self._index_path = self.data_dir / INDEX_FILE
+        self.keys()  # a damaged index is an error now, not at the first unlock
+
+    # -- reading ---------------------------------------------------------
+
+    def keys(self) -> list[KeyInfo]:
+        """The public index, in the order the keys were added; readable while locked."""
+        try:
+            raw = self._index_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+            return _parse_index(doc)
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise VaultError(f"{self._index_path} is damaged: {exc}") from exc
+
+    def has_password(self) -> bool:
+        """True once a wallet password is set (onboarding sets it)."""
+        return self._entry(CHECK_ENTRY) is not None
+
+    @property
+    def locked(self) -> bool:
+        return self._secret_keys is None
+
+    def secret_key(self, signer_id: bytes) -> int:
+        """The secret key of ``signer_id``; raises Locked when locked, VaultError if unknown."""
+        keys = self._secret_keys
+        if keys is None:
+            raise Locked("the wallet is locked")
+        try:
+            return keys[signer_id]
+        except KeyError:
+            raise VaultError(f"no key for signer {signer_id.hex()}") from None
+
+    # -- adding keys -----------------------------------------------------
+
+    def add_mnemonic(self, words: str, password: str, label: str, index: int = 0) -> KeyInfo:
+        """Derive the key at ``m/12381/3600/{index}/0/0`` from ``words`` and store it.
+
+        Raises MnemonicError for a bad phrase, VaultError for a duplicate key or a
+        bad label, WrongPassword if the password is not the wallet's.
+        """
+        phrase = mnemonic.validate(words)
+        sk, path = mnemonic.signer_key(phrase, index)
+        return self._add(sk, path, password, label)
+
+    def add_keystore(
+        self, keystore_json: Mapping[str, Any], keystore_password: str, password: str, label: str
+    ) -> KeyInfo:
+        """Import an EIP-2335 keystore (opened with ``keystore_password``) under the wallet's."""
+        keystore.validate(keystore_json)
+        secret = keystore.decrypt(keystore_json, keystore_password)
+        sk = int.from_bytes(secret, "big")
+        if not bls.secret_key_valid(sk):
+            raise VaultError("the keystore does not hold a BLS secret key")
+        path = keystore_json.get("path", "")
+        return self._add(sk, path if isinstance(path, str) else "", password, label)
+
+    def _add(self, sk: int, path: str, password: str, label: str) -> KeyInfo:
+        label = _check_label(label)
+        pubkey = bls.sk_to_pk(sk)
+        sid = signer_id_of(pubkey)
+        with self._mutex:
+            index = self.keys()
+            for known in index:
+                if known.signer_id == sid:
+                    raise VaultError(f"this key is already in the wallet, as {known.label!r}")
+            self._ensure_password(password)
+            entry = keystore.encrypt(
+                sk.to_bytes(keystore.SECRET_LEN, "big"),
+                password,
+                pubkey=pubkey,
+                path=path,
+                description=f"xln-signer key {label}",
+                fast=self._fast,
+            )
+            info = KeyInfo(sid, pubkey, bls.pop_prove(sk), label, path)
+            self._store(sid.hex(), entry)
+            self._write_index([*index, info])
+            if self._secret_keys is not None:
+                self._secret_keys = {**self._secret_keys, sid: sk}
+        return info
+
+    # -- lock and unlock -------------------------------------------------
+
+    def unlock(self, password: str) -> None:
+        """Decrypt every key into memory; WrongPassword (and nothing changes) if wrong."""
+        with self._mutex:
+            self._check_password(password)
+            keys: dict[bytes, int] = {}
+            for info in self.keys():
+                entry = self._entry(info.signer_id.hex())
+                if entry is None:
+                    raise VaultError(
+                        f"the key {info.label!r} is missing from the {self.backend.name} keyring"
+                    )
+                if entry.get("pubkey") != info.pubkey.hex():
+                    raise VaultError(f"the stored key {info.label!r} is not the indexed one")
+                keys[info.signer_id] = int.from_bytes(keystore.decrypt(entry, password), "big")
+            changed = self._secret_keys is None
+            self._secret_keys = keys
+        if changed:
+            self._fire()
+
+    def lock(self) -> None:
+        """Forget the decrypted keys."""
+        with self._mutex:
+            changed = self._secret_keys is not None
+            self._secret_keys = None
+        if changed:
+            self._fire()
+
+    def _fire(self) -> None:
+        for callback in list(self.on_change):
+            callback()
+
+    # -- other secrets ---------------------------------------------------
+
+    def put_secret(self, name: str, data: bytes, password: str) -> None:
+        """Store ``data`` (1 to 256 bytes) encrypted under the wallet password as ``name``."""
+        username = _secret_username(name)
+        if not isinstance(data, bytes) or not 1 <= len(data) <= keystore.MAX_DATA_LEN:
+            raise VaultError(f"a secret must be 1 to {keystore.MAX_DATA_LEN} bytes")
+        with self._mutex:
+            self._ensure_password(password)
+            entry = keystore.encrypt_data(
+                data, password, description=f"xln-signer secret {name}", fast=self._fast
+            )
+            self._store(username, entry)
+
+    def get_secret(self, name: str, password: str) -> bytes | None:
+        """The secret stored as ``name``, None if there is none; WrongPassword if wrong."""
+        entry = self._entry(_secret_username(name))
+        if entry is None:
+            return None
+        return keystore.decrypt_data(entry, password)
+
+    def delete_secret(self, name: str) -> bool:
+        """Remove the secret ``name``; False if there was none."""
+        username = _secret_username(name)
+        with self._mutex:
+            if self._entry(username) is None:
+                return False
+            self.backend.keyring.delete_password(self.backend.service, username)
+        return True
+
+    # -- the password check ----------------------------------------------
+
+    def _check_password(self, password: str) -> None:
+        entry = self._entry(CHECK_ENTRY)
+        if entry is None:
+            raise VaultError("no wallet password is set yet")
+        keystore.decrypt_data(entry, password)
+
+    def _ensure_password(self, password: str) -> None:
+        if self.has_password():
+            self._check_password(password)
+            return
+        if not isinstance(password, str) or not keystore.normalize_password(password):
+            raise VaultError("the wallet password must not be empty")
+        check = keystore.encrypt_data(
+            secrets.token_bytes(32),
+            password,
+            description="xln-signer wallet password check",
+            fast=self._fast,
+        )
+        self._store(CHECK_ENTRY, check)
+
+    # -- storage ---------------------------------------------------------
+
+    def _entry(self, username: str) -> dict[str, Any] | None:
+        text = self.backend.keyring.get_password(self.backend.service, username)
+        if text is None:
+            return None
+        try:
+            entry = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise VaultError(f"the keyring entry {username!r} is not a keystore") from exc
+        if not isinstance(entry, dict):
+            raise VaultError(f"the keyring entry {username!r} is not a keystore")
+        return entry
+
+    def _store(self, username: str, entry: Mapping[str, Any]) -> None:
+        self.backend.keyring.set_password(
+            self.backend.service, username, json.dumps(dict(entry), sort_keys=True)
+        )
+
+    def _write_index(self, infos: list[KeyInfo]) -> None:
+        doc = {
+            "version": INDEX_VERSION,
+            "keys": [
+                {
+                    "signer_id": k.signer_id.hex(),
+                    "pubkey": k.pubkey.hex(),
+                    "pop": k.pop.hex(),
+                    "label": k.label,
+                    "path": k.path,
+                }
+                for k in infos
+            ],
+        }
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _atomic_write(self._index_path, json.dumps(doc, indent=2) + "\n")
+
+
+def _parse_index(doc: object) -> list[KeyInfo]:
+    if not isinstance(doc, dict) or doc.get("version") != INDEX_VERSION:
+        raise ValueError(f"not a version-{INDEX_VERSION} key index")
+    entries = doc["keys"]
+    if not isinstance(entries, list):
+        raise ValueError("keys must be a list")
+    infos: list[KeyInfo] = []
+    for entry in entries:
+        pubkey = bytes.fromhex(entry["pubkey"])
+        info = KeyInfo(
+            bytes.fromhex(entry["signer_id"]),
+            pubkey,
+            bytes.fromhex(entry["pop"]),
+            entry["label"],
+            entry["path"],
+        )
+        if len(pubkey) != bls.PUBKEY_LEN or info.signer_id != signer_id_of(pubkey):
+            raise ValueError(f"entry {info.label!r}: the signer id is not its pubkey's")
+        if len(info.pop) != bls.SIGNATURE_LEN:
+            raise ValueError(f"entry {info.label!r}: the proof of possession is malformed")
+        if not isinstance(info.label, str) or not isinstance(info.path, str):
+            raise ValueError("label and path must be strings")
+        infos.append(info)
+    return infos
+
+
+def _check_label(label: str) -> str:
+    if not isinstance(label, str):
+        raise VaultError("the label must be text")
+    label = unicodedata.normalize("NFC", label).strip()
+    if not 1 <= len(label) <= MAX_LABEL:
+        raise VaultError(f"a key's label has 1 to {MAX_LABEL} characters")
+    if any(unicodedata.category(c) == "Cc" for c in label):
+        raise VaultError("a key's label must not contain control characters")
+    return label
+
+
+def _secret_username(name: str) -> str:
+    if not isinstance(name, str) or not _SECRET_NAME.fullmatch(name):
+        raise VaultError(f"secret name {name!r}: lower-case letters, digits, '_', '.', '-'")
+    return SECRET_PREFIX + name
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
