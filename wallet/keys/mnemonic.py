@@ -86,14 +86,14 @@ def to_seed(phrase: str) -> bytes:
 
 
 def check_positions(rng: random.Random, count: int = 3, words: int = WORDS) -> list[int]:
-    """``count`` distinct word positions (1-based, ascending) to ask back during onboarding.
+    """``count`` distinct word indexes (0-based, ascending) to ask back during onboarding.
 
-    Deterministic for a given ``rng``: pass ``random.SystemRandom()`` in the app
-    and a seeded ``random.Random`` in tests.
+    Show them to the user as index + 1. Deterministic for a given ``rng``: pass
+    ``random.SystemRandom()`` in the app and a seeded ``random.Random`` in tests.
     """
     if not 1 <= count <= words:
         raise ValueError(f"count must be in [1, {words}]")
-    return sorted(rng.sample(range(1, words + 1), count))
+    return sorted(rng.sample(range(words), count))
 
 
 # -- EIP-2333 -------------------------------------------------------------

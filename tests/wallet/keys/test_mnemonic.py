@@ -171,8 +171,8 @@ def test_check_positions_are_deterministic_and_distinct() -> None:
     assert first == mnemonic.check_positions(random.Random(42))
     assert first == sorted(set(first))
     assert len(first) == 3
-    assert all(1 <= p <= 24 for p in first)
-    assert mnemonic.check_positions(random.Random(1), count=24) == list(range(1, 25))
+    assert all(0 <= p < 24 for p in first)
+    assert mnemonic.check_positions(random.Random(1), count=24) == list(range(24))
     seen = {tuple(mnemonic.check_positions(random.Random(seed))) for seed in range(20)}
     assert len(seen) > 1
     for bad in (0, 25):
