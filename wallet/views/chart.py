@@ -7,7 +7,7 @@ repaints at most :data:`FPS` times a second, so a busy node cannot flood the GUI
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from statistics import median
 
@@ -47,7 +47,8 @@ class LiveChart(QWidget):
         super().__init__(parent)
         self.model = model
         self.dirty = False
-        self.paints = 0  # for tests: how often it really repainted
+        self.paints = 0  # how often it really repainted
+        self.painted: list[Callable[[], None]] = []  # called after each repaint
         self.setToolTip("tick lateness (line) and frame finality (dots), last 60 s")
         self._timer = QTimer(self)
         self._timer.setInterval(1000 // FPS)
@@ -69,6 +70,11 @@ class LiveChart(QWidget):
 
     def paintEvent(self, event: QPaintEvent) -> None:
         self.paints += 1
+        self._draw()
+        for listener in list(self.painted):
+            listener()
+
+    def _draw(self) -> None:
         c = theme.colors()
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)

@@ -1,0 +1,68 @@
+"""Qt view tests, offscreen: async tests run on ONE qasync loop per test, and any
+unhandled exception (in a loop callback, a task, or a Qt slot through
+``sys.excepthook``) fails the test that raised it.
+
+The ``pytest_asyncio_loop_factories`` hook makes every async test's loop a
+``qasync.QEventLoop`` on the one ``QApplication``; the ``fail_on_unhandled``
+fixture collects what that loop's exception handler and ``sys.excepthook`` saw. Inside
+async tests wait with asyncio (events, ``asyncio.timeout``), never
+``qtbot.waitUntil``; that is fine only in synchronous tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from wallet.qt import QApplication, QEventLoop
+
+_errors: list[str] = []
+
+
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
+    detail = "".join(traceback.format_exception(exc)) if isinstance(exc, BaseException) else ""
+    _errors.append(f"{context.get('message', 'loop error')}\n{detail}")
+
+
+def _hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    _errors.append("".join(traceback.format_exception(kind, exc, tb)))
+
+
+def _qt_loop() -> asyncio.AbstractEventLoop:
+    app = QApplication.instance() or QApplication([])
+    loop: asyncio.AbstractEventLoop = QEventLoop(app)
+    loop.set_exception_handler(_loop_error)
+    return loop
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test in this folder runs on a fresh qasync loop."""
+    return {"qasync": _qt_loop}
+
+
+@pytest.fixture(autouse=True)
+def fail_on_unhandled() -> Iterator[None]:
+    """Fails the test on any exception nobody handled while it ran."""
+    _errors.clear()
+    previous = sys.excepthook
+    sys.excepthook = _hook
+    try:
+        yield
+    finally:
+        sys.excepthook = previous
+    if _errors:
+        found = list(_errors)
+        _errors.clear()
+        pytest.fail("unhandled exceptions:\n" + "\n".join(found), pytrace=False)
