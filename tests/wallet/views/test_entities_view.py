@@ -1,0 +1,134 @@
+"""EntitiesView: the user's signers and entities (members bar, threshold, proposer,
+height, counter, id to copy), Increment, Create entity from signer cards, Join."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pytestqt.qtbot import QtBot
+
+from wallet.flows.compose import SignerCard
+from wallet.model import EntityEntry, WalletModel
+from wallet.qt import QGuiApplication
+from wallet.views.entities import EntitiesView
+
+from .content_helpers import (
+    IDS,
+    ME,
+    PKS,
+    POPS,
+    Clock,
+    RecordingActions,
+    Replica,
+    entity,
+    model_with,
+    queue_with,
+    run_qt,
+)
+
+
+def test_entity_card_shows_config_and_numbers(qtbot: QtBot) -> None:
+    replica = Replica(entity((50, 30, 20), 67))
+    replica.increment(1, 4)
+    model = model_with()
+    model.set_entity(EntityEntry(IDS[ME], replica.state, (IDS[0], IDS[1])))
+    view = EntitiesView(model, RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    view.resize(760, 420)
+    (card,) = view.cards
+    assert "3 signers" in card.summary.text()
+    assert "threshold 67 of 100 shares" in card.summary.text()
+    assert "proposer you" in card.summary.text()
+    assert "height 1" in card.numbers.text()
+    assert "counter 4" in card.numbers.text()
+    assert [s.shares for s in card.bar.segments] == [50, 30, 20]
+    assert [s.filled for s in card.bar.segments] == [True, True, False]
+    card.entity_id.copy()
+    assert QGuiApplication.clipboard().text() == "0x" + replica.state.entity_id.hex()
+    view.show()
+    view.grab().save("/tmp/entities_view.png")
+
+
+def test_increment_runs_and_closes(qtbot: QtBot) -> None:
+    replica = Replica(entity())
+    actions = RecordingActions()
+    view = EntitiesView(model_with(replica.state), actions, queue_with(Clock()))
+    qtbot.addWidget(view)
+
+    async def scenario() -> None:
+        view.cards[0].increment_button.click()
+        dialog = view.dialog
+        assert dialog is not None
+        dialog.n.setText("0")  # type: ignore[union-attr]
+        dialog.ok_button.click()
+        assert "increment" in dialog.errors["n"].text()
+        assert actions.calls == []
+        dialog.n.setText("5")  # type: ignore[union-attr]
+        actions.hold = asyncio.Event()
+        dialog.ok_button.click()
+        assert not dialog.ok_button.isEnabled()
+        actions.hold.set()
+        await dialog.runner.wait_idle()
+        assert not dialog.isVisible()
+
+    run_qt(scenario())
+    assert actions.calls == [("increment", IDS[ME], replica.state.entity_id, 5)]
+
+
+def test_create_entity_from_cards(qtbot: QtBot) -> None:
+    actions = RecordingActions()
+    view = EntitiesView(WalletModel(), actions, queue_with(Clock()))
+    qtbot.addWidget(view)
+    view.set_own_cards([SignerCard(PKS[0], POPS[0])])
+
+    async def scenario() -> None:
+        dialog = view.open_create()
+        assert len(dialog.rows) == 1
+        assert dialog.rows[0].card.text() == SignerCard(PKS[0], POPS[0]).encode()
+        dialog.rows[0].shares.setText("2")
+        bad = dialog.add_member("xln-signer:00:11", 1)
+        dialog.threshold.setText("2")
+        dialog.ok_button.click()
+        assert "public key" in bad.error.text(), bad.error.text()
+        assert not bad.error.isHidden()
+        assert actions.calls == []
+        bad.card.setText(SignerCard(PKS[1], POPS[1]).encode())
+        dialog.ok_button.click()  # 2 of 3 shares is fine; 1 would not be
+        await dialog.runner.wait_idle()
+        assert dialog.created == actions.created
+
+    run_qt(scenario())
+    ((_, signer, members, threshold, proposer),) = actions.calls
+    assert signer == IDS[0]
+    assert [(m.pubkey, m.shares) for m in members] == [(PKS[0], 2), (PKS[1], 1)]
+    assert (threshold, proposer) == (2, 0)
+    assert actions.created.hex() in view.status.text
+
+
+def test_create_entity_threshold_error_shown(qtbot: QtBot) -> None:
+    view = EntitiesView(WalletModel(), RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    view.set_own_cards([SignerCard(PKS[0], POPS[0])])
+    dialog = view.open_create()
+    dialog.add_member(SignerCard(PKS[1], POPS[1]).encode(), 1)
+    dialog.threshold.setText("1")
+    assert dialog.validate() is None
+    assert "exceed half" in dialog.errors["threshold"].text()
+
+
+def test_join_by_id(qtbot: QtBot) -> None:
+    actions = RecordingActions()
+    view = EntitiesView(model_with(entity()), actions, queue_with(Clock()))
+    qtbot.addWidget(view)
+
+    async def scenario() -> None:
+        dialog = view.open_join()
+        dialog.entity.setText("0x1234")
+        dialog.ok_button.click()
+        assert "32 bytes" in dialog.errors["entity"].text()
+        dialog.entity.setText("0x" + "ab" * 32)
+        dialog.ok_button.click()
+        await dialog.runner.wait_idle()
+
+    run_qt(scenario())
+    assert actions.calls == [("join_entity", IDS[ME], b"\xab" * 32)]

@@ -1,0 +1,187 @@
+"""The Entities view: the user's signers, and each entity they sign for: members with
+their shares drawn as a bar (filled: who signed the last certificate), threshold,
+proposer, height, counter and the entity id to copy; Increment per entity, Create
+entity and Join by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from wallet.flows.approvals import ApprovalQueue
+from wallet.flows.compose import SignerCard
+from wallet.model import EntityEntry, WalletActions, WalletModel
+from wallet.qt import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+from wallet.views.compose import CreateEntityDialog, IncrementDialog, JoinEntityDialog
+from wallet.views.segbar import SegmentedBar, segments_for
+from wallet.views.widgets import (
+    CopyableHash,
+    StatusLine,
+    caption,
+    name,
+    signer_names,
+)
+
+
+class EntityCard(QFrame):
+    def __init__(self, entry: EntityEntry, names: dict[bytes, str]) -> None:
+        super().__init__()
+        self.entry = entry
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        s = entry.state
+        c = s.config
+        self.entity_id = CopyableHash(s.entity_id)
+        self.bar = SegmentedBar()
+        self.bar.set_segments(
+            segments_for(c, set(entry.last_cert_signers), lambda sid: name(names, sid)),
+            c.threshold,
+        )
+        self.summary = QLabel(
+            f"{len(c.members)} signer{'s' if len(c.members) != 1 else ''}  ·  threshold "
+            f"{c.threshold} of {c.total_shares} shares  ·  proposer {name(names, c.proposer)}"
+        )
+        self.numbers = QLabel(
+            f"height {s.height}  ·  counter {s.counter}  ·  "
+            f"{len(s.proposals)} open proposal{'s' if len(s.proposals) != 1 else ''}"
+        )
+        self.numbers.setStyleSheet("color: palette(mid);")
+        members = "  ".join(
+            f"{name(names, m.id)} {m.shares}" + (" (proposer)" if m.id == c.proposer else "")
+            for m in c.members[:12]
+        )
+        if len(c.members) > 12:
+            members += f"  … and {len(c.members) - 12} more"
+        self.members = QLabel(members)
+        self.members.setWordWrap(True)
+        self.increment_button = QPushButton("Increment\u2026")
+        grid = QGridLayout(self)
+        grid.setContentsMargins(10, 8, 10, 8)
+        head = QHBoxLayout()
+        head.addWidget(QLabel(f"<b>Entity</b> as {name(names, entry.signer_id)}"))
+        head.addWidget(self.entity_id, 1)
+        grid.addLayout(head, 0, 0)
+        grid.addWidget(self.increment_button, 0, 1)
+        grid.addWidget(self.summary, 1, 0, 1, 2)
+        grid.addWidget(self.bar, 2, 0, 1, 2)
+        grid.addWidget(self.members, 3, 0, 1, 2)
+        grid.addWidget(self.numbers, 4, 0, 1, 2)
+        grid.setColumnStretch(0, 1)
+
+
+class EntitiesView(QWidget):
+    def __init__(
+        self,
+        model: WalletModel,
+        actions: WalletActions,
+        approvals: ApprovalQueue,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.model = model
+        self.wallet_actions = actions
+        self.own_cards: list[SignerCard] = []
+        self.cards: list[EntityCard] = []
+        self.dialog: IncrementDialog | CreateEntityDialog | JoinEntityDialog | None = None
+
+        self.create_button = QPushButton("Create entity\u2026")
+        self.create_button.clicked.connect(self.open_create)
+        self.join_button = QPushButton("Join by id\u2026")
+        self.join_button.clicked.connect(self.open_join)
+        self.status = StatusLine()
+        top = QHBoxLayout()
+        top.addWidget(caption("Your signers and entities"))
+        top.addStretch(1)
+        top.addWidget(self.join_button)
+        top.addWidget(self.create_button)
+
+        self.body = QWidget()
+        self.body_layout = QVBoxLayout(self.body)
+        self.body_layout.setSpacing(8)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.body)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 8, 12, 8)
+        layout.addLayout(top)
+        layout.addWidget(scroll, 1)
+        layout.addWidget(self.status)
+
+        on_entities = self.refresh
+        model.entities_changed.connect(on_entities)
+        self.destroyed.connect(lambda: model.entities_changed.disconnect(on_entities))
+        self.refresh()
+
+    def set_own_cards(self, cards: Sequence[SignerCard]) -> None:
+        """The user's keys as signer cards (from the vault), for Create entity."""
+        self.own_cards = list(cards)
+        self.refresh()
+
+    def own_signers(self) -> list[bytes]:
+        return sorted({c.signer_id for c in self.own_cards} | {s for s, _ in self.model.entities})
+
+    def refresh(self) -> None:
+        while self.body_layout.count():
+            item = self.body_layout.takeAt(0)
+            w = item.widget() if item is not None else None
+            if w is not None:
+                w.hide()
+                w.deleteLater()
+        self.cards = []
+        names = signer_names(self.model)
+        signers = self.own_signers()
+        self.join_button.setEnabled(bool(signers))
+        self.body_layout.addWidget(caption(f"Signers ({len(signers)})"))
+        for sid in signers:
+            row = QWidget()
+            h = QHBoxLayout(row)
+            h.setContentsMargins(0, 0, 0, 0)
+            h.addWidget(QLabel(name(names, sid)))
+            h.addWidget(CopyableHash(sid), 1)
+            self.body_layout.addWidget(row)
+        self.body_layout.addSpacing(8)
+        self.body_layout.addWidget(caption(f"Entities ({len(self.model.entities)})"))
+        if not self.model.entities:
+            hint = QLabel("No entity yet: create one, or join one whose members list your signer.")
+            hint.setStyleSheet("color: palette(mid);")
+            self.body_layout.addWidget(hint)
+        for key in sorted(self.model.entities):
+            card = EntityCard(self.model.entities[key], names)
+            card.increment_button.clicked.connect(
+                lambda _=False, e=card.entry: self.open_increment(e)
+            )
+            self.cards.append(card)
+            self.body_layout.addWidget(card)
+        self.body_layout.addStretch(1)
+
+    def open_increment(self, entry: EntityEntry) -> IncrementDialog:
+        dialog = IncrementDialog(self.wallet_actions, entry, self)
+        dialog.open()
+        self.dialog = dialog
+        return dialog
+
+    def open_create(self) -> CreateEntityDialog:
+        dialog = CreateEntityDialog(self.model, self.wallet_actions, self.own_cards, self)
+        dialog.accepted.connect(
+            lambda: self.status.done(
+                f"Entity created: 0x{dialog.created.hex()}" if dialog.created else ""
+            )
+        )
+        dialog.open()
+        self.dialog = dialog
+        return dialog
+
+    def open_join(self) -> JoinEntityDialog:
+        dialog = JoinEntityDialog(self.model, self.wallet_actions, self.own_signers(), self)
+        dialog.open()
+        self.dialog = dialog
+        return dialog
