@@ -1,0 +1,198 @@
+"""Wallet test fixtures.
+
+Non-Qt fixtures first: a vault holding one signer key (``alice``) in the
+encrypted-file backend, and ``duo``: a running :class:`WalletService` with
+its embedded node, a second signer (``bob``, a plain ``node.agent.Agent``
+served over the agent protocol) and one entity of both (threshold 2, alice
+proposes first), so no frame is certified without the wallet's signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from node.agent import Agent
+from node.crypto import bls, keystore
+from node.machines import entity as ent
+from node.machines.governance import signer_id
+from node.machines.replica import SubmitBatch
+from node.machines.server import CreateSigner
+from node.net.agent_client import serve_signer
+from node.net.client import NodeClient
+from node.tokens import Scope, TokenStore
+from node.txs import Tx, TxBody
+from wallet.keys.backends import choose_backend
+from wallet.keys.vault import KeyInfo, Vault
+from wallet.model import NewMember, WalletModel
+from wallet.service import WalletService
+from wallet.settings import Settings
+
+PASSWORD = "wallet test password"  # noqa: S105 (a throwaway test wallet)
+WAIT_S = 30.0
+
+
+@dataclass
+class Kit:
+    data: Path
+    vault: Vault
+    key: KeyInfo
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> Kit:
+    data = tmp_path / "wallet"
+    data.mkdir(mode=0o700)
+    choice = choose_backend(data, prefer="file", service=f"xln-signer-test-{secrets.token_hex(6)}")
+    vault = Vault(data, choice, fast_kdf=True)
+    sk = bls.keygen(secrets.token_bytes(32))
+    stored = keystore.encrypt(sk.to_bytes(32, "big"), "import", pubkey=bls.sk_to_pk(sk), fast=True)
+    key = vault.add_keystore(stored, "import", PASSWORD, "alice")
+    return Kit(data, vault, key)
+
+
+class Waiter:
+    """Wakes on model, queue and log changes and on the node's blocks; ``until``
+    re-checks a condition at each wake-up, with a deadline (no sleeping)."""
+
+    def __init__(self) -> None:
+        self.woken = asyncio.Event()
+
+    def wake(self, *_: object) -> None:
+        self.woken.set()
+
+    async def until(self, check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not check():
+                self.woken.clear()
+                await self.woken.wait()
+
+    async def until_async(
+        self, check: Callable[[], Awaitable[bool]], timeout_s: float = WAIT_S
+    ) -> None:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                self.woken.clear()
+                if await check():
+                    return
+                await self.woken.wait()
+
+
+class _WakeHandler(logging.Handler):
+    def __init__(self, waiter: Waiter, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(logging.DEBUG)
+        self.waiter = waiter
+        self.loop = loop
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.name}: {record.getMessage()}")
+        self.loop.call_soon_threadsafe(self.waiter.wake)
+
+
+@dataclass
+class Duo:
+    service: WalletService
+    model: WalletModel
+    kit: Kit
+    alice: bytes
+    bob_sk: int
+    bob: bytes
+    entity: bytes
+    client: NodeClient  # server scope, on the embedded node
+    waiter: Waiter
+    logs: list[str] = field(default_factory=list)
+
+    async def bob_submits(self, txs: list[TxBody]) -> None:
+        """A batch of bob's, signed with his key, through the node."""
+        replica = await self.service.session.read_replica(self.bob, self.entity)
+        assert replica is not None
+        nonce = replica.entity.nonce_of(self.bob) + 1
+        batch = ent.sign_batch(self.entity, self.bob_sk, self.bob, nonce, [Tx.of(t) for t in txs])
+        receipts = await self.client.submit([SubmitBatch(batch)], [self.bob, self.entity])
+        assert receipts.receipts[0].error is None, receipts.receipts[0].error
+
+    def counter(self) -> int:
+        entry = self.model.entities.get((self.alice, self.entity))
+        return -1 if entry is None else entry.state.counter
+
+
+@pytest.fixture
+async def duo(kit: Kit, tmp_path: Path) -> AsyncIterator[Duo]:
+    model = WalletModel()
+    service = WalletService(
+        kit.data, model, kit.vault, Settings(tick_ms=20, accountant_on=True), ttl_s=20.0
+    )
+    waiter = Waiter()
+    for signal in (model.entities_changed, model.lock_changed, model.connection_changed):
+        signal.connect(waiter.wake)
+    model.history_added.connect(waiter.wake)
+    service.queue.added.append(waiter.wake)
+    service.queue.changed.append(waiter.wake)
+    handler = _WakeHandler(waiter, asyncio.get_running_loop())
+    logging.getLogger().addHandler(handler)
+    previous_level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.INFO)
+    await service.start()
+    await service.unlock(PASSWORD)
+    assert service.embedded is not None
+    token, _ = TokenStore(service.embedded.data).create(Scope("server"), "test")
+    assert service.embedded.api is not None
+    service.embedded.api.refresh_tokens()
+    client = await NodeClient.connect(service.embedded.url, token=token)
+    bob_sk = bls.keygen(secrets.token_bytes(32))
+    bob_pk = bls.sk_to_pk(bob_sk)
+    receipts = await client.submit([CreateSigner(bob_pk, bls.pop_prove(bob_sk))])
+    assert receipts.receipts[0].error is None
+    bob_agent = Agent(bob_sk, tmp_path / "bob-guard")
+    stop = asyncio.Event()
+    bob_up: list[bool] = []
+
+    async def bob_signs(entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+        return await asyncio.to_thread(bob_agent.sign_precommit, frame_raw, round_)
+
+    def bob_link(up: bool) -> None:
+        bob_up.append(up)
+        waiter.wake()
+
+    bob_task = asyncio.create_task(
+        serve_signer(
+            service.embedded.url, token, bob_agent.signer_id, bob_signs, stop, on_link=bob_link
+        )
+    )
+    wallet_agent = service.agents[kit.key.signer_id]
+    wallet_agent.on_link.append(waiter.wake)
+    await waiter.until(lambda: wallet_agent.connected and bool(bob_up) and bob_up[-1])
+    key = kit.key
+    entity = await service.create_entity(
+        key.signer_id,
+        [NewMember(key.pubkey, key.pop, 1), NewMember(bob_pk, bls.pop_prove(bob_sk), 1)],
+        threshold=2,
+        proposer_index=0,
+    )
+    duo = Duo(service, model, kit, key.signer_id, bob_sk, signer_id(bob_pk), entity, client, waiter)
+    duo.logs = handler.messages
+    await waiter.until(lambda: duo.counter() == 0)
+
+    async def bob_has_replica() -> bool:
+        return await service.session.read_replica(duo.bob, entity) is not None
+
+    await waiter.until_async(bob_has_replica)  # woken by each block (the history)
+    try:
+        yield duo
+    finally:
+        stop.set()
+        await bob_task
+        bob_agent.close()
+        with contextlib.suppress(Exception):
+            await client.close()
+        await service.stop()
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(previous_level)
