@@ -74,7 +74,7 @@ async def test_locked_wallet_signs_nothing_until_unlocked(duo: Duo) -> None:
     await duo.service.refresh(duo.alice, duo.entity)
     assert duo.counter() == 0, "nothing is certified while the wallet is locked"
     await duo.service.unlock(PASSWORD)
-    assert not duo.model.locked
+    assert duo.service.unlocked.is_set()
     await duo.waiter.until(lambda: duo.counter() == 2)
     assert any(r.signed for r in _all(duo))
 
