@@ -1,0 +1,130 @@
+"""The approval queue and notifications, headless, with an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from node.crypto import bls
+from node.machines.entity import Increment, sign_batch
+from node.machines.frames import Frame
+from node.machines.governance import signer_id
+from node.txs import Tx
+from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
+
+SK = bls.keygen(bytes([3]) * 32)
+SIGNER = signer_id(bls.sk_to_pk(SK))
+ENTITY = b"\xe1" * 32
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frame(n: int = 1) -> Frame:
+    batch = sign_batch(ENTITY, SK, SIGNER, 1, [Tx.of(Increment(n))])
+    return Frame.make(ENTITY, 1, b"\x00" * 32, [batch], bytes([n]) * 32)
+
+
+def status(request: ApprovalRequest) -> Status:
+    return request.status  # read afresh (no narrowing across the queue's calls)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_add_approve_and_listeners(clock: Clock) -> None:
+    queue = ApprovalQueue(clock)
+    seen: list[tuple[str, int, Status]] = []
+    queue.added.append(lambda r: seen.append(("added", r.id, r.status)))
+    queue.changed.append(lambda r: seen.append(("changed", r.id, r.status)))
+    request = queue.add(SIGNER, ENTITY, frame(), 0, None, ttl_s=25)
+    assert queue.pending() == [request]
+    assert request.remaining(clock()) == 25
+    clock.now += 5
+    queue.approve(request.id)
+    assert request.status is Status.APPROVED
+    assert request.decided_by == "you"
+    assert request.decided_at == clock.now
+    assert queue.pending() == []
+    assert queue.get(request.id) is request
+    assert seen == [("added", 1, Status.PENDING), ("changed", 1, Status.APPROVED)]
+
+
+def test_bad_decisions_change_nothing(clock: Clock) -> None:
+    queue = ApprovalQueue(clock)
+    request = queue.add(SIGNER, ENTITY, frame(), 0, None, ttl_s=25)
+    with pytest.raises(KeyError):
+        queue.approve(99)
+    queue.reject(request.id)
+    with pytest.raises(ValueError, match="already rejected"):
+        queue.approve(request.id)
+    assert request.status is Status.REJECTED
+    with pytest.raises(ValueError, match="positive"):
+        queue.add(SIGNER, ENTITY, frame(), 0, None, ttl_s=0)
+    with pytest.raises(ValueError, match="decided"):
+        queue.record(SIGNER, ENTITY, frame(), 0, None, Status.PENDING, "x", "y")
+
+
+def test_expiry_follows_the_injected_clock(clock: Clock) -> None:
+    queue = ApprovalQueue(clock)
+    early = queue.add(SIGNER, ENTITY, frame(1), 0, None, ttl_s=10)
+    late = queue.add(SIGNER, ENTITY, frame(2), 0, None, ttl_s=20)
+    clock.now += 9.99
+    assert queue.expire_due() == []
+    clock.now += 0.01
+    assert queue.expire_due() == [early]
+    assert early.status is Status.EXPIRED
+    assert late.status is Status.PENDING
+    clock.now += 10
+    with pytest.raises(ValueError, match="expired"):
+        queue.approve(late.id)  # too late: it expires instead
+    assert status(late) is Status.EXPIRED
+    assert [r.id for r in queue.all()] == [late.id, early.id]
+
+
+async def test_wait_returns_the_outcome(clock: Clock) -> None:
+    queue = ApprovalQueue(clock)
+    request = queue.add(SIGNER, ENTITY, frame(), 0, None, ttl_s=3600)
+    waiting = asyncio.create_task(queue.wait(request))
+    await asyncio.sleep(0)  # let the waiter start (a turn of the loop, not a timed wait)
+    queue.reject(request.id, reason="no")
+    assert await asyncio.wait_for(waiting, 5) is Status.REJECTED
+    # Expiry wakes a waiter too, when the clock says so.
+    second = queue.add(SIGNER, ENTITY, frame(2), 0, None, ttl_s=3600)
+    waiting = asyncio.create_task(queue.wait(second))
+    await asyncio.sleep(0)
+    clock.now += 3600
+    queue.expire_due()
+    assert await asyncio.wait_for(waiting, 5) is Status.EXPIRED
+    # Already due: no waiting at all.
+    third = queue.add(SIGNER, ENTITY, frame(3), 0, None, ttl_s=1)
+    clock.now += 1
+    assert await asyncio.wait_for(queue.wait(third), 5) is Status.EXPIRED
+
+
+def test_recorded_decisions_and_notifications(clock: Clock) -> None:
+    queue = ApprovalQueue(clock)
+    added: list[ApprovalRequest] = []
+    queue.added.append(added.append)
+    auto = queue.record(
+        SIGNER, ENTITY, frame(), 0, None, Status.APPROVED, "accountant: routine", "counter"
+    )
+    assert auto.automatic
+    assert added == [auto]
+    queue.update(auto, signed=True)
+    assert auto.signed
+    notes = Notifications(clock)
+    got: list[str] = []
+    notes.added.append(lambda n: got.append(n.title))
+    notes.notify("Approval needed", "frame 1")
+    assert [n.text for n in notes.items] == ["frame 1"]
+    assert got == ["Approval needed"]
+    assert notes.items[0].time == clock.now
