@@ -178,6 +178,7 @@ class WalletService:
         self.agents: dict[bytes, WalletAgent] = {}
         self.unlocked = asyncio.Event()
         self._in_flight: dict[bytes, _InFlight] = {}
+        self._nonce_locks: dict[tuple[bytes, bytes], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -464,19 +465,22 @@ class WalletService:
         node's block holds it (finality is charted when its frame is certified)."""
         if self.vault.locked:
             raise WalletError("the wallet is locked: unlock it to sign")
-        replica = await self.session.read_replica(signer, entity)
-        if replica is None:
-            raise WalletError("this signer holds no replica of that entity on the node")
-        nonce = self._next_nonce(signer, entity, replica)
-        try:
-            sk = self.vault.secret_key(signer)
-        except Locked as exc:
-            raise WalletError(str(exc)) from None
-        batch = await asyncio.to_thread(
-            ent.sign_batch, entity, sk, signer, nonce, [Tx.of(t) for t in txs]
-        )
-        batch_hash = keccak(batch.raw)
-        self._in_flight[batch_hash] = _InFlight(signer, entity, nonce, self.clock())
+        # Reading the nonce and registering the batch in flight is one step per
+        # route, so batches submitted together take consecutive nonces.
+        async with self._nonce_locks.setdefault((signer, entity), asyncio.Lock()):
+            replica = await self.session.read_replica(signer, entity)
+            if replica is None:
+                raise WalletError("this signer holds no replica of that entity on the node")
+            nonce = self._next_nonce(signer, entity, replica)
+            try:
+                sk = self.vault.secret_key(signer)
+            except Locked as exc:
+                raise WalletError(str(exc)) from None
+            batch = await asyncio.to_thread(
+                ent.sign_batch, entity, sk, signer, nonce, [Tx.of(t) for t in txs]
+            )
+            batch_hash = keccak(batch.raw)
+            self._in_flight[batch_hash] = _InFlight(signer, entity, nonce, self.clock())
         try:
             await self.session.submit_batch(signer, entity, batch)
         except BaseException:

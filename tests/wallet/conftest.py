@@ -50,7 +50,9 @@ class Kit:
 def kit(tmp_path: Path) -> Kit:
     data = tmp_path / "wallet"
     data.mkdir(mode=0o700)
-    choice = choose_backend(data, prefer="file", service=f"xln-signer-test-{secrets.token_hex(6)}")
+    # The encrypted files live in this test's folder, under the wallet's own service
+    # name, so a headless agent started on this folder finds the key.
+    choice = choose_backend(data, prefer="file")
     vault = Vault(data, choice, fast_kdf=True)
     sk = bls.keygen(secrets.token_bytes(32))
     stored = keystore.encrypt(sk.to_bytes(32, "big"), "import", pubkey=bls.sk_to_pk(sk), fast=True)

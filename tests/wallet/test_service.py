@@ -1,0 +1,127 @@
+"""WalletService on a real embedded node, and the settings file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.wallet.conftest import PASSWORD, Duo
+from wallet import settings as settings_io
+from wallet.model import NewMember
+from wallet.service import WalletError, redact
+from wallet.settings import Settings, SettingsError
+
+# Settings ------------------------------------------------------------------------------
+
+
+def test_settings_round_trip(tmp_path: Path) -> None:
+    assert settings_io.load(tmp_path) == Settings()
+    saved = Settings(
+        node_mode="remote",
+        node_url="ws://127.0.0.1:8765",
+        peers=["ws://10.0.0.2:8765"],
+        theme="dark",
+        accountant_on=True,
+        rules_path="/etc/rules.toml",
+        lock_timeout_min=5,
+        tick_ms=50,
+    )
+    settings_io.save(tmp_path, saved)
+    assert settings_io.load(tmp_path) == saved
+    assert (tmp_path / "settings.json").stat().st_mode & 0o077 == 0
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"theme": "pink"}', "theme"),
+        ('{"tick_ms": "fast"}', "tick_ms"),
+        ('{"tick_ms": true}', "tick_ms"),
+        ('{"node_mode": "remote"}', "node_url"),
+        ('{"peers": ["http://x"]}', "peer"),
+        ('{"accountant_on": 1}', "accountant_on"),
+    ],
+)
+def test_bad_settings_give_a_clear_error_and_defaults(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    (tmp_path / "settings.json").write_text(text)
+    with pytest.raises(SettingsError, match=message):
+        settings_io.load(tmp_path)
+    settings, error = settings_io.load_or_default(tmp_path)
+    assert settings == Settings()
+    assert error is not None
+    assert message in error
+    assert (tmp_path / "settings.json").read_text() == text, "the bad file is left alone"
+
+
+def test_saving_bad_settings_changes_nothing(tmp_path: Path) -> None:
+    settings_io.save(tmp_path, Settings(theme="light"))
+    with pytest.raises(SettingsError):
+        settings_io.save(tmp_path, Settings(theme="neon"))
+    assert json.loads((tmp_path / "settings.json").read_text())["theme"] == "light"
+
+
+# The service ------------------------------------------------------------------------------
+
+
+async def test_batches_in_flight_take_consecutive_nonces(duo: Duo) -> None:
+    await asyncio.gather(
+        duo.service.increment(duo.alice, duo.entity, 1),
+        duo.service.increment(duo.alice, duo.entity, 2),
+        duo.service.increment(duo.alice, duo.entity, 4),
+    )
+    await duo.waiter.until(lambda: duo.counter() == 7)
+    entry = duo.model.entities[(duo.alice, duo.entity)]
+    assert entry.state.nonce_of(duo.alice) == 3
+    assert set(entry.last_cert_signers) == {duo.alice, duo.bob}
+
+
+async def test_lock_state_follows_the_vault_and_locked_actions_fail(duo: Duo) -> None:
+    locks: list[bool] = []
+    duo.model.lock_changed.connect(lambda: locks.append(duo.model.locked))
+    duo.service.lock()
+    assert locks == [True]
+    with pytest.raises(WalletError, match="locked"):
+        await duo.service.increment(duo.alice, duo.entity, 1)
+    await duo.service.unlock(PASSWORD)
+    assert duo.service.unlocked.is_set()
+    assert locks == [True, False]
+
+
+async def test_bad_entity_and_bad_increment(duo: Duo) -> None:
+    key = duo.kit.key
+    with pytest.raises(WalletError, match="valid entity"):
+        await duo.service.create_entity(key.signer_id, [NewMember(key.pubkey, key.pop, 1)], 5, 0)
+    with pytest.raises(WalletError, match="proposer"):
+        await duo.service.create_entity(key.signer_id, [NewMember(key.pubkey, key.pop, 1)], 1, 3)
+    with pytest.raises(WalletError, match="at least 1"):
+        await duo.service.increment(duo.alice, duo.entity, 0)
+
+
+async def test_a_second_entity_is_watched(duo: Duo) -> None:
+    key = duo.kit.key
+    solo = await duo.service.create_entity(key.signer_id, [NewMember(key.pubkey, key.pop, 1)], 1, 0)
+    await duo.waiter.until(lambda: (duo.alice, solo) in duo.model.entities)
+    await duo.service.increment(duo.alice, solo, 9)
+    await duo.waiter.until(lambda: duo.model.entities[(duo.alice, solo)].state.counter == 9)
+
+
+def test_logs_never_carry_tokens() -> None:
+    token = "xln_0a1b2c3d_Zm9vYmFyYmF6cXV4LXNlY3JldC1zZWNyZXQtc2VjcmV0"  # noqa: S105 (made up)
+    assert redact(f"connecting with {token}") == "connecting with xln_0a1b2c3d_***"
+
+
+async def test_log_lines_reach_the_model_masked(duo: Duo) -> None:
+    logging.getLogger("wallet.test").warning("token xln_deadbeef_c2VjcmV0c2VjcmV0c2VjcmV0")
+    line = next(line for line in duo.model.logs if line.source == "wallet.test")
+    assert line.level == "WARNING"
+    assert "c2VjcmV0" not in line.message
+    assert "xln_deadbeef_***" in line.message
