@@ -1,0 +1,201 @@
+"""The onboarding pages end to end on the real app controller: a real vault in the
+encrypted-file backend, the embedded node, each page refusing bad input with its
+reason, then the main window, connected; and afterwards no trace of the secret
+key or the recovery phrase in the data folder or the logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+from pytestqt.qtbot import QtBot
+
+from node.crypto import bls
+from wallet.app import WalletApp
+from wallet.flows.onboarding import Step
+from wallet.keys import mnemonic
+from wallet.model import Link, WalletModel
+from wallet.qt import QApplication
+from wallet.views.onboarding import (
+    BackupPage,
+    CheckPage,
+    EntityPage,
+    KeyPage,
+    NodePage,
+    OnboardingWindow,
+    PasswordPage,
+)
+
+PASSWORD = "correct horse battery"  # noqa: S105 (a throwaway test wallet)
+WAIT_S = 30.0
+
+
+def make_app(data: Path) -> WalletApp:
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    return WalletApp(
+        app,
+        data,
+        theme_name="light",
+        prefer_backend="file",
+        backend_service=f"xln-signer-test-{secrets.token_hex(6)}",
+        fast_kdf=True,
+        tick_ms=20,
+    )
+
+
+async def until_connected(model: WalletModel) -> None:
+    changed = asyncio.Event()
+    model.connection_changed.connect(changed.set)
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while model.connection.link is not Link.CONNECTED:
+                changed.clear()
+                await changed.wait()
+    finally:
+        model.connection_changed.disconnect(changed.set)
+
+
+def current(w: OnboardingWindow) -> Step:
+    """The window's step (a call, so that mypy does not narrow it between steps)."""
+    return w.step
+
+
+def refused(w: OnboardingWindow, action: Callable[[], None], step: Step) -> str:
+    """Run ``action`` then Next; the page must refuse, say why, and stay."""
+    action()
+    w.next()
+    assert current(w) is step
+    assert w.error.isVisibleTo(w)
+    assert w.error.text()
+    return w.error.text()
+
+
+async def test_onboarding_creates_a_wallet_and_opens_the_main_window(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    data = tmp_path / "wallet"
+    data.mkdir(mode=0o700)
+    wallet = make_app(data)
+    run = asyncio.ensure_future(wallet.run())
+    try:
+        await wallet.wait_stage("onboarding")
+        w = wallet.onboarding
+        assert w is not None
+
+        key = w.page(Step.KEY)
+        assert isinstance(key, KeyPage)
+        key.restore.setChecked(True)
+        assert "12 to 24 words" in refused(w, lambda: key.phrase.setPlainText("abandon"), Step.KEY)
+        key.new_key.setChecked(True)
+        key.label.setText("alice")
+        w.next()
+        assert current(w) is Step.BACKUP
+
+        backup = w.page(Step.BACKUP)
+        assert isinstance(backup, BackupPage)
+        words = [cell.text() for cell in backup.cells]
+        assert len(words) == 24
+        assert all(words)
+        phrase = " ".join(words)
+        assert mnemonic.is_valid(phrase)
+        assert "wrote" in refused(w, lambda: None, Step.BACKUP)
+        backup.confirm.setChecked(True)
+        w.next()
+        assert current(w) is Step.CHECK
+        assert not any(cell.text() for cell in backup.cells), "the words leave the screen"
+
+        check = w.page(Step.CHECK)
+        assert isinstance(check, CheckPage)
+        positions = w.flow.check_positions
+        assert [lab.text() for lab in check.labels] == [f"Word #{p + 1}" for p in positions]
+
+        def wrong() -> None:
+            for edit in check.answers:
+                edit.setText("zoo")
+
+        assert "does not match" in refused(w, wrong, Step.CHECK)
+        for edit, pos in zip(check.answers, positions, strict=True):
+            edit.setText(words[pos].upper())
+        w.next()
+        assert current(w) is Step.PASSWORD
+
+        pw = w.page(Step.PASSWORD)
+        assert isinstance(pw, PasswordPage)
+
+        def differ() -> None:
+            pw.password.setText(PASSWORD)
+            pw.again.setText(PASSWORD + "!")
+
+        assert "differ" in refused(w, differ, Step.PASSWORD)
+        pw.password.setText(PASSWORD)
+        pw.again.setText(PASSWORD)
+        w.next()
+        assert current(w) is Step.NODE
+
+        node = w.page(Step.NODE)
+        assert isinstance(node, NodePage)
+
+        def bad_remote() -> None:
+            node.remote.setChecked(True)
+            node.url.setText("http://example")
+
+        assert "ws://" in refused(w, bad_remote, Step.NODE)
+        node.embedded.setChecked(True)
+        w.next()
+        assert current(w) is Step.ENTITY
+
+        entity = w.page(Step.ENTITY)
+        assert isinstance(entity, EntityPage)
+        assert w._card_task is not None
+        await w._card_task
+        card = json.loads(entity.card.text())
+        sk, _ = mnemonic.signer_key(phrase)
+        assert card["pubkey"] == bls.sk_to_pk(sk).hex()
+        entity.copy.click()
+        assert QApplication.clipboard().text() == entity.card.text()
+
+        def bad_entity() -> None:
+            entity.create_mode.setChecked(True)
+            entity.add_row().card.setText("not a card")
+
+        assert "signer card" in refused(w, bad_entity, Step.ENTITY)
+        entity.skip_mode.setChecked(True)
+        w.next()
+
+        await wallet.wait_stage("main")
+        assert wallet.window is not None
+        assert wallet.window.isVisible()
+        assert wallet.onboarding is None
+        await until_connected(wallet.model)
+        assert wallet.vault is not None
+        assert not wallet.vault.locked
+        assert [k.label for k in wallet.vault.keys()] == ["alice"]  # noqa: SIM118
+        assert wallet.model.locked is False
+        wallet.window.close()
+        async with asyncio.timeout(WAIT_S):
+            assert await run == 0
+    finally:
+        if not run.done():
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+
+    secrets_to_find = [
+        sk.to_bytes(32, "big"),
+        sk.to_bytes(32, "big").hex().encode(),
+        phrase.encode(),
+        " ".join(words[:3]).encode(),
+    ]
+    for path in data.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            for secret in secrets_to_find:
+                assert secret not in content, f"{path} holds a secret"
+    log_text = "\n".join(line.message for line in wallet.model.logs).encode()
+    assert log_text, "the app's logs reached the model"
+    for secret in secrets_to_find:
+        assert secret not in log_text
+    assert PASSWORD.encode() not in log_text

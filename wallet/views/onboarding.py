@@ -1,0 +1,690 @@
+"""The first-run pages: thin Qt over :class:`wallet.flows.onboarding.Onboarding`.
+
+One page per step (key, backup, check, password, node, entity) in a
+``QStackedWidget`` with Back and Next; Next hands the page's input to the flow,
+and a :class:`StepRefused` shows its reason under the page, changing nothing.
+At the end the window runs ``execute(plan)`` (the app's: the vault in an
+executor, then the service), with a progress bar, and emits ``finished``.
+
+The entity page shows the user's own signer card (computed off the GUI thread
+from the phrase) with a copy button, to send to co-signers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+from wallet.flows.onboarding import (
+    CHECKED_WORDS,
+    Onboarding,
+    Plan,
+    Step,
+    StepRefused,
+)
+from wallet.qt import (
+    QApplication,
+    QButtonGroup,
+    QCheckBox,
+    QCloseEvent,
+    QComboBox,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QSpinBox,
+    QStackedWidget,
+    Qt,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+)
+from wallet.views import theme
+
+Execute = Callable[[Plan], Awaitable[None]]
+
+STEPS = (Step.KEY, Step.BACKUP, Step.CHECK, Step.PASSWORD, Step.NODE, Step.ENTITY, Step.DONE)
+TITLES = {
+    Step.KEY: ("Your signer key", "Create a new key, or restore one from its recovery phrase."),
+    Step.BACKUP: (
+        "Your recovery phrase",
+        "These 24 words are the only backup of your key. Write them down, in order, on "
+        "paper, and keep them somewhere safe. Anyone who has them can sign as you.",
+    ),
+    Step.CHECK: ("Check your backup", "Type the words asked for, from what you wrote down."),
+    Step.PASSWORD: (
+        "Wallet password",
+        "The password locks and unlocks your keys on this computer. It is not part of "
+        "the backup: the recovery phrase alone restores the key.",
+    ),
+    Step.NODE: (
+        "Node",
+        "The wallet talks to an XLN node. The embedded node runs inside the wallet; a "
+        "remote node is reached by its URL and API token.",
+    ),
+    Step.ENTITY: (
+        "Entity",
+        "Create an entity with your co-signers, join one that lists your key, or skip "
+        "this and do it later from the Entities view.",
+    ),
+    Step.DONE: ("Setting up", "Storing your key in the keyring and starting the wallet."),
+}
+
+
+def signer_card(phrase: str) -> str:
+    """This key's signer card (the JSON that ``xln-node key show`` prints). Slow-ish
+    (key derivation): run it in an executor."""
+    from node.crypto import bls
+    from node.machines.governance import signer_id
+    from wallet.keys import mnemonic
+
+    sk, _path = mnemonic.signer_key(phrase)
+    pubkey = bls.sk_to_pk(sk)
+    return json.dumps(
+        {
+            "signer_id": signer_id(pubkey).hex(),
+            "pubkey": pubkey.hex(),
+            "proof_of_possession": bls.pop_prove(sk).hex(),
+        }
+    )
+
+
+def _explain(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setProperty("role", "muted")
+    return label
+
+
+class KeyPage(QWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("Page")
+        self.new_key = QRadioButton("Create a new key")
+        self.restore = QRadioButton("Restore a key from its recovery phrase")
+        group = QButtonGroup(self)
+        group.addButton(self.new_key)
+        group.addButton(self.restore)
+        self.new_key.setChecked(True)
+        self.phrase = QPlainTextEdit()
+        self.phrase.setPlaceholderText("The 12 to 24 words of your recovery phrase, in order")
+        self.phrase.setFixedHeight(84)
+        self.phrase.setEnabled(False)
+        self.restore.toggled.connect(self.phrase.setEnabled)
+        self.label = QLineEdit("my signer")
+        self.label.setMaxLength(64)
+        self.label.setPlaceholderText("A name for this key")
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(10)
+        col.addWidget(self.new_key)
+        col.addWidget(_explain("A new 24-word recovery phrase is made on this computer."))
+        col.addSpacing(6)
+        col.addWidget(self.restore)
+        col.addWidget(self.phrase)
+        col.addSpacing(6)
+        name = QLabel("Key name")
+        name.setProperty("role", "section")
+        col.addWidget(name)
+        col.addWidget(self.label)
+        col.addStretch(1)
+
+    def submit(self, flow: Onboarding) -> None:
+        if self.restore.isChecked():
+            flow.import_key(self.phrase.toPlainText(), self.label.text())
+            self.phrase.clear()  # the flow holds it now; no copy in the widget
+        else:
+            flow.create_key(self.label.text())
+
+
+class BackupPage(QWidget):
+    """The 24 words in a numbered grid, and the "I wrote it down" confirm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("Page")
+        self.grid_frame = QFrame()
+        self.grid_frame.setProperty("role", "card")
+        self.grid = QGridLayout(self.grid_frame)
+        self.grid.setContentsMargins(16, 12, 16, 12)
+        self.grid.setHorizontalSpacing(24)
+        self.grid.setVerticalSpacing(6)
+        self.cells: list[QLabel] = []
+        for i in range(24):
+            number = QLabel(f"{i + 1}.")
+            number.setProperty("role", "muted")
+            number.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            number.setMinimumWidth(24)
+            word = QLabel("")
+            word.setProperty("role", "mono")
+            word.setTextInteractionFlags(Qt.TextInteractionFlag.NoTextInteraction)
+            row, column = i % 6, i // 6
+            self.grid.addWidget(number, row, column * 2)
+            self.grid.addWidget(word, row, column * 2 + 1)
+            self.cells.append(word)
+        self.confirm = QCheckBox("I wrote the 24 words down, in order, and keep them safe")
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(12)
+        col.addWidget(self.grid_frame)
+        col.addWidget(self.confirm)
+        col.addStretch(1)
+
+    def show_words(self, words: list[str]) -> None:
+        for cell, word in zip(self.cells, words + [""] * (24 - len(words)), strict=True):
+            cell.setText(word)
+        self.confirm.setChecked(False)
+
+    def clear(self) -> None:
+        for cell in self.cells:
+            cell.setText("")
+
+    def submit(self, flow: Onboarding) -> None:
+        if not self.confirm.isChecked():
+            raise StepRefused("confirm that you wrote the words down before going on")
+        flow.backup_done()
+        self.clear()
+
+
+class CheckPage(QWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("Page")
+        self.form = QGridLayout()
+        self.form.setHorizontalSpacing(12)
+        self.form.setVerticalSpacing(8)
+        self.labels: list[QLabel] = []
+        self.answers: list[QLineEdit] = []
+        for i in range(CHECKED_WORDS):
+            label = QLabel("")
+            edit = QLineEdit()
+            edit.setMaximumWidth(260)
+            self.form.addWidget(label, i, 0)
+            self.form.addWidget(edit, i, 1)
+            self.labels.append(label)
+            self.answers.append(edit)
+        self.form.setColumnStretch(2, 1)
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addLayout(self.form)
+        col.addStretch(1)
+
+    def ask(self, positions: tuple[int, ...]) -> None:
+        for label, edit, pos in zip(self.labels, self.answers, positions, strict=True):
+            label.setText(f"Word #{pos + 1}")
+            edit.clear()
+            edit.setPlaceholderText(f"word number {pos + 1}")
+
+    def submit(self, flow: Onboarding) -> None:
+        flow.check_words([e.text() for e in self.answers])
+        for edit in self.answers:
+            edit.clear()
+
+
+class PasswordPage(QWidget):
+    def __init__(self, min_length: int) -> None:
+        super().__init__()
+        self.setObjectName("Page")
+        self.password = QLineEdit()
+        self.again = QLineEdit()
+        for edit, hint in ((self.password, "Password"), (self.again, "The same password again")):
+            edit.setEchoMode(QLineEdit.EchoMode.Password)
+            edit.setPlaceholderText(hint)
+            edit.setMaximumWidth(360)
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(10)
+        col.addWidget(self.password)
+        col.addWidget(self.again)
+        col.addWidget(_explain(f"At least {min_length} characters."))
+        col.addStretch(1)
+
+    def submit(self, flow: Onboarding) -> None:
+        flow.set_password(self.password.text(), self.again.text())
+        self.password.clear()
+        self.again.clear()
+
+
+class NodePage(QWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("Page")
+        self.embedded = QRadioButton("Embedded node (recommended)")
+        self.remote = QRadioButton("Remote node")
+        group = QButtonGroup(self)
+        group.addButton(self.embedded)
+        group.addButton(self.remote)
+        self.embedded.setChecked(True)
+        self.url = QLineEdit()
+        self.url.setPlaceholderText("ws://host:port")
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token.setPlaceholderText("API token (kept encrypted in the keyring)")
+        for edit in (self.url, self.token):
+            edit.setEnabled(False)
+            edit.setMaximumWidth(420)
+            self.remote.toggled.connect(edit.setEnabled)
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(8)
+        col.addWidget(self.embedded)
+        col.addWidget(_explain("A light node in this process, on 127.0.0.1 only."))
+        col.addSpacing(8)
+        col.addWidget(self.remote)
+        col.addWidget(self.url)
+        col.addWidget(self.token)
+        col.addStretch(1)
+
+    def submit(self, flow: Onboarding) -> None:
+        if self.remote.isChecked():
+            flow.use_remote_node(self.url.text(), self.token.text())
+            self.token.clear()
+        else:
+            flow.use_embedded_node()
+
+
+class CoSignerRow(QWidget):
+    def __init__(self, on_remove: Callable[[CoSignerRow], None]) -> None:
+        super().__init__()
+        self.card = QLineEdit()
+        self.card.setPlaceholderText('Signer card: {"pubkey": …, "proof_of_possession": …}')
+        self.shares = QSpinBox()
+        self.shares.setRange(1, 10_000)
+        self.shares.setValue(1)
+        self.shares.setToolTip("Shares")
+        remove = QToolButton()
+        remove.setText("✕")
+        remove.setToolTip("Remove this co-signer")
+        remove.clicked.connect(lambda: on_remove(self))
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.card, 1)
+        row.addWidget(QLabel("shares"))
+        row.addWidget(self.shares)
+        row.addWidget(remove)
+
+
+class EntityPage(QWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("Page")
+        # own card
+        card_title = QLabel("YOUR SIGNER CARD")
+        card_title.setProperty("role", "section")
+        self.card = QLineEdit()
+        self.card.setReadOnly(True)
+        self.card.setPlaceholderText("Computing…")
+        self.card.setCursorPosition(0)
+        self.copy = QToolButton()
+        self.copy.setIcon(theme.icon("copy", size=16))
+        self.copy.setToolTip("Copy your signer card, to send it to your co-signers")
+        self.copy.clicked.connect(self.copy_card)
+        self.copy.setEnabled(False)
+        card_row = QHBoxLayout()
+        card_row.addWidget(self.card, 1)
+        card_row.addWidget(self.copy)
+
+        # choice
+        self.create_mode = QRadioButton("Create an entity")
+        self.join_mode = QRadioButton("Join an entity by its id")
+        self.skip_mode = QRadioButton("Skip for now")
+        group = QButtonGroup(self)
+        for b in (self.create_mode, self.join_mode, self.skip_mode):
+            group.addButton(b)
+        self.skip_mode.setChecked(True)
+
+        # create
+        self.create_box = QWidget()
+        self.own_shares = QSpinBox()
+        self.own_shares.setRange(1, 10_000)
+        self.own_shares.setValue(1)
+        self.threshold = QSpinBox()
+        self.threshold.setRange(1, 1_000_000)
+        self.threshold.setValue(1)
+        self.proposer = QComboBox()
+        self.rows: list[CoSignerRow] = []
+        self.rows_box = QVBoxLayout()
+        self.rows_box.setSpacing(6)
+        add = QPushButton("Add co-signer")
+        add.clicked.connect(self.add_row)
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(10)
+        grid.addWidget(QLabel("Your shares"), 0, 0)
+        grid.addWidget(self.own_shares, 0, 1)
+        grid.addWidget(QLabel("Threshold"), 0, 2)
+        grid.addWidget(self.threshold, 0, 3)
+        grid.addWidget(QLabel("Proposer"), 0, 4)
+        grid.addWidget(self.proposer, 0, 5)
+        grid.setColumnStretch(6, 1)
+        create_col = QVBoxLayout(self.create_box)
+        create_col.setContentsMargins(22, 0, 0, 0)
+        create_col.addLayout(grid)
+        create_col.addLayout(self.rows_box)
+        add_row = QHBoxLayout()
+        add_row.addWidget(add)
+        add_row.addStretch(1)
+        create_col.addLayout(add_row)
+
+        # join
+        self.entity_id = QLineEdit()
+        self.entity_id.setPlaceholderText("0x… (64 hex digits)")
+        self.join_box = QWidget()
+        join_col = QVBoxLayout(self.join_box)
+        join_col.setContentsMargins(22, 0, 0, 0)
+        join_col.addWidget(self.entity_id)
+
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(8)
+        col.addWidget(card_title)
+        col.addLayout(card_row)
+        col.addSpacing(6)
+        col.addWidget(self.create_mode)
+        col.addWidget(self.create_box)
+        col.addWidget(self.join_mode)
+        col.addWidget(self.join_box)
+        col.addWidget(self.skip_mode)
+        col.addStretch(1)
+        for button in (self.create_mode, self.join_mode, self.skip_mode):
+            button.toggled.connect(self._mode)
+        self._mode()
+        self._refresh_proposers()
+
+    def set_card(self, card: str) -> None:
+        self.card.setText(card)
+        self.card.setCursorPosition(0)
+        self.copy.setEnabled(bool(card))
+
+    def copy_card(self) -> None:
+        if self.card.text():
+            QApplication.clipboard().setText(self.card.text())
+
+    def _mode(self) -> None:
+        self.create_box.setVisible(self.create_mode.isChecked())
+        self.join_box.setVisible(self.join_mode.isChecked())
+
+    def add_row(self) -> CoSignerRow:
+        row = CoSignerRow(self.remove_row)
+        self.rows.append(row)
+        self.rows_box.addWidget(row)
+        self._refresh_proposers()
+        return row
+
+    def remove_row(self, row: CoSignerRow) -> None:
+        self.rows.remove(row)
+        row.setParent(None)
+        row.deleteLater()
+        self._refresh_proposers()
+
+    def _refresh_proposers(self) -> None:
+        current = self.proposer.currentIndex()
+        self.proposer.clear()
+        self.proposer.addItem("you")
+        for i in range(len(self.rows)):
+            self.proposer.addItem(f"co-signer {i + 1}")
+        self.proposer.setCurrentIndex(current if 0 <= current < self.proposer.count() else 0)
+
+    def submit(self, flow: Onboarding) -> None:
+        if self.create_mode.isChecked():
+            flow.create_entity(
+                self.own_shares.value(),
+                [(r.card.text(), r.shares.value()) for r in self.rows],
+                self.threshold.value(),
+                self.proposer.currentIndex(),
+            )
+        elif self.join_mode.isChecked():
+            flow.join_entity(self.entity_id.text())
+        else:
+            flow.skip_entity()
+
+
+class DonePage(QWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("Page")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)
+        self.progress.setTextVisible(False)
+        self.progress.setFixedHeight(6)
+        self.text = _explain("Storing your key…")
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(self.progress)
+        col.addWidget(self.text)
+        col.addStretch(1)
+
+
+class OnboardingWindow(QWidget):
+    """The first-run window. ``finished`` fires after ``execute`` succeeded;
+    ``quit_requested`` when the user closes it before that."""
+
+    finished = Signal()
+    quit_requested = Signal()
+
+    def __init__(
+        self,
+        flow: Onboarding,
+        execute: Execute,
+        *,
+        card_of: Callable[[str], str] = signer_card,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.flow = flow
+        self._execute = execute
+        self._card_of = card_of
+        self._card_for = ""
+        self._card_task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._done = False
+        self.setWindowTitle("XLN Signer · Set up")
+        self.setWindowIcon(theme.app_icon())
+        self.setObjectName("Page")
+        self.resize(760, 560)
+
+        self.step_label = QLabel("")
+        self.step_label.setProperty("role", "section")
+        self.heading = QLabel("")
+        self.heading.setProperty("role", "title")
+        self.explain = _explain("")
+        self.pages = {
+            Step.KEY: KeyPage(),
+            Step.BACKUP: BackupPage(),
+            Step.CHECK: CheckPage(),
+            Step.PASSWORD: PasswordPage(flow.min_password),
+            Step.NODE: NodePage(),
+            Step.ENTITY: EntityPage(),
+            Step.DONE: DonePage(),
+        }
+        self.stack = QStackedWidget()
+        for step in STEPS:
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setWidget(self.pages[step])
+            self.stack.addWidget(scroll)
+        self.error = QLabel("")
+        self.error.setProperty("role", "error")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        self.back_button = QPushButton("Back")
+        self.back_button.clicked.connect(self.back)
+        self.next_button = QPushButton("Next")
+        self.next_button.setProperty("primary", True)
+        self.next_button.setDefault(True)
+        self.next_button.clicked.connect(self.next)
+
+        side = QFrame()
+        side.setObjectName("Sidebar")
+        side.setFixedWidth(184)
+        side_col = QVBoxLayout(side)
+        side_col.setContentsMargins(16, 20, 12, 16)
+        side_col.setSpacing(8)
+        brand = QLabel("XLN Signer")
+        brand.setProperty("role", "title")
+        side_col.addWidget(brand)
+        side_col.addSpacing(12)
+        self.trail: dict[Step, QLabel] = {}
+        for step in STEPS[:-1]:
+            item = QLabel(TITLES[step][0])
+            self.trail[step] = item
+            side_col.addWidget(item)
+        side_col.addStretch(1)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.back_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.next_button)
+        main = QVBoxLayout()
+        main.setContentsMargins(28, 22, 28, 20)
+        main.setSpacing(8)
+        main.addWidget(self.step_label)
+        main.addWidget(self.heading)
+        main.addWidget(self.explain)
+        main.addSpacing(8)
+        main.addWidget(self.stack, 1)
+        main.addWidget(self.error)
+        main.addLayout(buttons)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(side)
+        row.addLayout(main, 1)
+        self._show_step()
+
+    # navigation ----------------------------------------------------------------
+
+    @property
+    def step(self) -> Step:
+        return self.flow.step
+
+    def page(self, step: Step) -> QWidget:
+        return self.pages[step]
+
+    def next(self) -> None:
+        """Hand the page's input to the flow; show why when it refuses."""
+        if self.busy:
+            return
+        step = self.flow.step
+        page = self.pages[step]
+        submit = getattr(page, "submit", None)
+        if submit is None:  # DONE: a failed setup, tried again
+            self._start_execute()
+            return
+        try:
+            submit(self.flow)
+        except StepRefused as exc:
+            self._refuse(str(exc))
+            return
+        self._show_step()
+
+    def back(self) -> None:
+        if self.busy:
+            return
+        if self.flow.step is Step.BACKUP:
+            self.pages[Step.BACKUP].clear()  # type: ignore[attr-defined]
+        try:
+            self.flow.back()
+        except StepRefused as exc:
+            self._refuse(str(exc))
+            return
+        self._show_step()
+
+    def _refuse(self, reason: str) -> None:
+        self.error.setText(reason[:1].upper() + reason[1:] + ("" if reason.endswith(".") else "."))
+        self.error.show()
+
+    def _show_step(self) -> None:
+        step = self.flow.step
+        self.error.hide()
+        index = STEPS.index(step)
+        self.stack.setCurrentIndex(index)
+        title, text = TITLES[step]
+        self.heading.setText(title)
+        self.explain.setText(text)
+        self.step_label.setText(
+            f"STEP {index + 1} OF {len(STEPS) - 1}" if step is not Step.DONE else "ALMOST DONE"
+        )
+        for s, label in self.trail.items():
+            here = STEPS.index(s)
+            label.setProperty("role", "" if here <= index else "muted")
+            font = label.font()
+            font.setBold(s is step)
+            label.setFont(font)
+            label.style().unpolish(label)
+            label.style().polish(label)
+        self.back_button.setEnabled(step not in (Step.KEY, Step.DONE))
+        self.next_button.setText("Finish" if step is Step.ENTITY else "Next")
+        self.next_button.setVisible(step is not Step.DONE)
+        if step is Step.BACKUP:
+            backup: BackupPage = self.pages[Step.BACKUP]  # type: ignore[assignment]
+            backup.show_words(self.flow.words)
+        elif step is Step.CHECK:
+            check: CheckPage = self.pages[Step.CHECK]  # type: ignore[assignment]
+            check.ask(self.flow.check_positions)
+        elif step is Step.ENTITY:
+            self._compute_card()
+        elif step is Step.DONE:
+            self._start_execute()
+
+    # background work -------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _compute_card(self) -> None:
+        phrase = self.flow.mnemonic
+        if self._card_for == phrase:
+            return
+        self._card_for = phrase
+        entity: EntityPage = self.pages[Step.ENTITY]  # type: ignore[assignment]
+        entity.set_card("")
+
+        async def compute() -> None:
+            loop = asyncio.get_running_loop()
+            card = await loop.run_in_executor(None, self._card_of, phrase)
+            if self._card_for == phrase:
+                entity.set_card(card)
+
+        self._card_task = asyncio.ensure_future(compute())
+
+    def _start_execute(self) -> None:
+        done: DonePage = self.pages[Step.DONE]  # type: ignore[assignment]
+        done.progress.show()
+        done.text.setText("Storing your key in the keyring and starting the wallet…")
+        self.error.hide()
+        self.next_button.hide()
+        self._task = asyncio.ensure_future(self._run(self.flow.plan()))
+
+    async def _run(self, plan: Plan) -> None:
+        done: DonePage = self.pages[Step.DONE]  # type: ignore[assignment]
+        try:
+            await self._execute(plan)
+        except Exception as exc:
+            done.progress.hide()
+            done.text.setText("The wallet could not be set up.")
+            self._refuse(str(exc) or type(exc).__name__)
+            self.next_button.setText("Try again")
+            self.next_button.show()
+            return
+        self._done = True
+        self.finished.emit()
+        self.close()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._done:
+            if self.busy:  # the key is being stored: let it finish
+                event.ignore()
+                return
+            self._done = True
+            self.quit_requested.emit()
+        event.accept()
