@@ -23,8 +23,8 @@ class Tray(QObject):
         notifications: Notifications,
         window: QMainWindow,
         *,
-        on_lock: Callable[[], None] | None = None,
-        on_quit: Callable[[], None] | None = None,
+        on_lock: Callable[[], object] | None = None,
+        on_quit: Callable[[], object] | None = None,
         available: bool | None = None,
     ) -> None:
         super().__init__(window)

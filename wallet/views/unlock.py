@@ -111,6 +111,12 @@ class UnlockDialog(QDialog):
     def busy(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    async def settled(self) -> None:
+        """Wait for the attempt under way, if any, to end (either way)."""
+        task = self._task
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
     def submit(self) -> None:
         """Try the typed password (off the GUI thread, through ``attempt``)."""
         if self.busy or self._done:

@@ -1,0 +1,136 @@
+"""The app's start path with an existing vault: the unlock dialog refuses a wrong
+password (error shown, still locked), takes the right one, the main window shows,
+the embedded node connects, and closing the window stops the service; and the
+ready file for cold-start benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+from pytestqt.qtbot import QtBot
+
+from node.crypto import bls, keystore
+from tests.wallet.views.test_onboarding_view import WAIT_S, until_connected
+from wallet.app import WalletApp
+from wallet.keys import Vault, choose_backend
+from wallet.qt import QApplication
+from wallet.service import WalletService
+
+PASSWORD = "the right password"  # noqa: S105 (a throwaway test wallet)
+
+
+def wallet_with_key(data: Path, ready: Path | None = None) -> WalletApp:
+    service = f"xln-signer-test-{secrets.token_hex(6)}"
+    vault = Vault(data, choose_backend(data, prefer="file", service=service), fast_kdf=True)
+    sk = bls.keygen(secrets.token_bytes(32))
+    stored = keystore.encrypt(sk.to_bytes(32, "big"), "import", pubkey=bls.sk_to_pk(sk), fast=True)
+    vault.add_keystore(stored, "import", PASSWORD, "alice")
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    return WalletApp(
+        app,
+        data,
+        theme_name="dark",
+        prefer_backend="file",
+        backend_service=service,
+        fast_kdf=True,
+        tick_ms=20,
+        ready_file=str(ready) if ready else None,
+    )
+
+
+def vault_locked(wallet: WalletApp) -> bool:
+    assert wallet.vault is not None
+    return wallet.vault.locked
+
+
+def model_locked(wallet: WalletApp) -> bool:
+    return wallet.model.locked
+
+
+def stopped(service: WalletService) -> bool:
+    return service.embedded is None and not service.agents
+
+
+def main_shown(wallet: WalletApp) -> bool:
+    return wallet.window is not None and wallet.window.isVisible()
+
+
+async def test_unlock_then_main_window_then_close_stops_the_service(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    data = tmp_path / "wallet"
+    data.mkdir(mode=0o700)
+    ready = tmp_path / "ready"
+    wallet = wallet_with_key(data, ready)
+    run = asyncio.ensure_future(wallet.run())
+    try:
+        await wallet.wait_stage("unlock")
+        dialog = wallet.unlock_dialog
+        assert dialog is not None
+        assert dialog.isVisible()
+        assert wallet.stage == "unlock"
+
+        dialog.password.setText("not the password")
+        dialog.submit()
+        assert dialog.busy
+        assert dialog.progress.isVisibleTo(dialog), "progress shows while the KDF runs"
+        await dialog.settled()
+        assert "Wrong password" in dialog.error.text()
+        assert dialog.error.isVisibleTo(dialog)
+        assert not dialog.progress.isVisibleTo(dialog)
+        assert wallet.vault is not None
+        assert vault_locked(wallet)
+        assert not main_shown(wallet)
+
+        dialog.password.setText(PASSWORD)
+        dialog.submit()
+        await wallet.wait_stage("main")
+        assert wallet.window is not None
+        assert wallet.window.isVisible()
+        assert not wallet.vault.locked
+        await until_connected(wallet.model)
+        service = wallet.service
+        assert service is not None
+        assert service.embedded is not None
+        assert ready.read_text().startswith("ready ")
+        assert int(ready.read_text().split()[1]) > 0
+        assert wallet.model.connection.mode == "embedded"
+
+        # lock from the window, unlock again through the dialog
+        wallet.window.lock()
+        assert model_locked(wallet)
+        wallet.window.unlock()
+        again = wallet.unlock_dialog
+        assert again is not None
+        again.password.setText(PASSWORD)
+        again.submit()
+        await again.settled()
+        assert not model_locked(wallet)
+
+        wallet.window.close()
+        async with asyncio.timeout(WAIT_S):
+            assert await run == 0
+        assert stopped(service)
+        assert not service.agents
+        assert vault_locked(wallet)
+    finally:
+        if not run.done():
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_quit_at_the_unlock_dialog_exits_0(qtbot: QtBot, tmp_path: Path) -> None:
+    data = tmp_path / "wallet"
+    data.mkdir(mode=0o700)
+    wallet = wallet_with_key(data)
+    run = asyncio.ensure_future(wallet.run())
+    await wallet.wait_stage("unlock")
+    assert wallet.unlock_dialog is not None
+    wallet.unlock_dialog.quit_button.click()
+    async with asyncio.timeout(WAIT_S):
+        assert await run == 0
+    assert wallet.service is None
+    assert wallet.window is None
