@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -63,9 +63,22 @@ class _Watch:
     pump: asyncio.Task[None] | None = None
 
 
+class SignerKey(Protocol):
+    """What a signer's registration needs (``wallet.keys.vault.KeyInfo`` has it)."""
+
+    @property
+    def signer_id(self) -> bytes: ...
+
+    @property
+    def pubkey(self) -> bytes: ...
+
+    @property
+    def pop(self) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRef:
-    """What a signer's registration needs: its public key and proof of possession."""
+    """A :class:`SignerKey` made by hand."""
 
     signer_id: bytes
     pubkey: bytes
@@ -311,7 +324,7 @@ class NodeSession:
             raise
         return True
 
-    async def ensure_signer(self, key: KeyRef) -> bool:
+    async def ensure_signer(self, key: SignerKey) -> bool:
         """Register the signer on the node if it lacks it (needs server scope).
 
         Returns True when this call created it.

@@ -52,7 +52,7 @@ from node.runtime import wall_clock_ms
 from node.txs import Tx, TxBody
 from wallet import settings as settings_io
 from wallet.agent import GUARD_DIR, Policy, WalletAgent
-from wallet.connection import BlockNews, FrameNews, KeyRef, NodeSession, NotConnected
+from wallet.connection import BlockNews, FrameNews, NodeSession, NotConnected
 from wallet.embedded import EmbeddedNode
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, Notifications
@@ -65,6 +65,7 @@ log = logging.getLogger("wallet.service")
 NODE_TOKEN_SECRET = "node-token"  # noqa: S105 (the vault entry's name)
 IN_FLIGHT_STALE_S = 120.0
 JOIN_TIMEOUT_S = 300.0
+AUTO_LOCK_CHECK_S = 5.0
 _TOKEN_RE = re.compile(r"xln_([0-9A-Za-z]+)_[A-Za-z0-9_\-]+")
 
 
@@ -186,6 +187,7 @@ class WalletService:
         self._block_seen = asyncio.Event()
         self._rescan_due = False
         self._started = False
+        self._last_activity = clock()
 
     # Lifecycle -----------------------------------------------------------------
 
@@ -205,6 +207,7 @@ class WalletService:
         self.vault.on_change.append(self._vault_changed)
         self.model.accountant_on = self.policy.accountant_on
         self._apply_lock_state()
+        self._spawn(self._auto_lock())
         if not self.remote:
             self.embedded = EmbeddedNode(
                 self.data_dir,
@@ -301,7 +304,28 @@ class WalletService:
         if self.model.locked != locked:
             self.model.set_locked(locked)
 
+    def touch(self) -> None:
+        """The user did something: the idle lock timer starts again."""
+        self._last_activity = self.clock()
+
+    def check_idle(self) -> bool:
+        """Lock when idle for ``settings.lock_timeout_min`` (0: never); True if it locked."""
+        timeout_s = self.settings.lock_timeout_min * 60
+        if not timeout_s or self.vault.locked:
+            return False
+        if self.clock() - self._last_activity < timeout_s:
+            return False
+        log.info("locking after %d minutes without activity", self.settings.lock_timeout_min)
+        self.lock()
+        return True
+
+    async def _auto_lock(self) -> None:
+        while True:
+            self.check_idle()
+            await asyncio.sleep(AUTO_LOCK_CHECK_S)
+
     async def unlock(self, password: str) -> None:
+        self.touch()
         await asyncio.to_thread(self.vault.unlock, password)
         self._apply_lock_state()
         log.info("wallet unlocked")
@@ -320,9 +344,11 @@ class WalletService:
     # Approvals and accountant ----------------------------------------------------------
 
     def approve(self, request_id: int) -> None:
+        self.touch()
         self.queue.approve(request_id)
 
     def reject(self, request_id: int) -> None:
+        self.touch()
         self.queue.reject(request_id)
 
     def set_accountant(self, on: bool) -> None:
@@ -346,7 +372,7 @@ class WalletService:
         """Register missing signers, and watch every entity each signer holds."""
         for key in list(self.vault.keys()):
             if self.session.scope == "server":
-                await self.session.ensure_signer(KeyRef(key.signer_id, key.pubkey, key.pop))
+                await self.session.ensure_signer(key)
             elif not await self.session.signer_exists(key.signer_id):
                 continue
             for entity in await self.session.entities_of(key.signer_id):
@@ -463,6 +489,7 @@ class WalletService:
     async def submit_txs(self, signer: bytes, entity: bytes, txs: Sequence[TxBody]) -> bytes:
         """Sign ``txs`` as one batch and submit it; returns the batch hash once the
         node's block holds it (finality is charted when its frame is certified)."""
+        self.touch()
         if self.vault.locked:
             raise WalletError("the wallet is locked: unlock it to sign")
         # Reading the nonce and registering the batch in flight is one step per

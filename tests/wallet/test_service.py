@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.wallet.conftest import PASSWORD, Duo
+from tests.wallet.conftest import PASSWORD, Duo, Kit
 from wallet import settings as settings_io
-from wallet.model import NewMember
-from wallet.service import WalletError, redact
+from wallet.model import NewMember, WalletModel
+from wallet.service import WalletError, WalletService, redact
 from wallet.settings import Settings, SettingsError
 
 # Settings ------------------------------------------------------------------------------
@@ -125,3 +125,29 @@ async def test_log_lines_reach_the_model_masked(duo: Duo) -> None:
     assert line.level == "WARNING"
     assert "c2VjcmV0" not in line.message
     assert "xln_deadbeef_***" in line.message
+
+
+def test_idle_lock_follows_the_injected_clock(kit: Kit) -> None:
+    now = [0.0]
+    model = WalletModel()
+    service = WalletService(
+        kit.data, model, kit.vault, Settings(lock_timeout_min=1), clock=lambda: now[0]
+    )
+
+    def locked() -> bool:
+        return kit.vault.locked
+
+    kit.vault.unlock(PASSWORD)
+    service.touch()
+    now[0] = 59.0
+    assert not service.check_idle()
+    assert not locked()
+    service.touch()
+    now[0] = 59.0 + 60
+    assert service.check_idle()
+    assert locked()
+    assert model.locked
+    service.settings.lock_timeout_min = 0  # never
+    kit.vault.unlock(PASSWORD)
+    now[0] += 10_000
+    assert not service.check_idle()
