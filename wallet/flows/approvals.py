@@ -184,6 +184,11 @@ class ApprovalQueue:
             self.expire_due()
             raise ValueError(f"request {request_id} expired")
         self._finish(request, status, by, reason)
+        # The same frame asked again at a later round (the proposer's round timed out
+        # while the human read it) is the same question: one answer decides them all.
+        for twin in self.pending():
+            if twin.signer == request.signer and twin.frame_hash == request.frame_hash:
+                self._finish(twin, status, by, f"{reason} (as request {request.id})")
         return request
 
     def expire_due(self) -> list[ApprovalRequest]:
