@@ -5,6 +5,9 @@ make a block, then stores a secret through the keyring backend the wallet
 would choose (under a separate service name), reads it back and deletes it. It
 prints the backend's name and exits 1 when that backend is keyring's ``fail``
 backend or a plaintext one (``keyrings.alt``), or when any step fails; else 0.
+Last it checks the GUI's parts (offscreen unless a display is set): Qt starts,
+finds fonts (a bundle without them draws every glyph as an empty box), loads
+the style sheets and icons from ``resources/``, and draws text into an image.
 
 It needs no source files: everything runs in this process.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -90,6 +94,41 @@ def check_keyring(data: Path) -> str:
     return choice.name
 
 
+def check_gui() -> str:
+    """Qt, fonts, resources: returns the first font family Qt found."""
+    headless = not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+    if headless and not os.environ.get("QT_QPA_PLATFORM"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from wallet.qt import QApplication, QColor, QFontDatabase, QImage, QLabel
+    from wallet.views import theme
+
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(["xln-wallet"])
+    families = QFontDatabase.families()
+    if not families:
+        raise SelfTestFailed("Qt finds no fonts: install a font package (fonts-dejavu-core)")
+    for name in ("light", "dark"):
+        if not theme.style_sheet(name).strip():
+            raise SelfTestFailed(f"the {name} style sheet is missing from resources/")
+    theme.apply(app, "light")
+    if theme.app_icon().isNull():
+        raise SelfTestFailed("the app icon (resources/icons/app.svg) did not load")
+    label = QLabel("XLN Signer 0123456789")
+    label.resize(240, 40)
+    image = QImage(label.size(), QImage.Format.Format_ARGB32)
+    image.fill(QColor("white"))
+    label.render(image)
+    inked = sum(
+        1
+        for x in range(image.width())
+        for y in range(image.height())
+        if image.pixelColor(x, y).lightness() < 128
+    )
+    if inked == 0:
+        raise SelfTestFailed("Qt drew no text")
+    return f"font {families[0]}"
+
+
 def run(args: argparse.Namespace | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="xln-wallet-selftest-") as tmp:
         data = Path(tmp)
@@ -97,9 +136,11 @@ def run(args: argparse.Namespace | None = None) -> int:
             height = asyncio.run(check_node(data))
             print(f"embedded node: ok (block {height})", flush=True)
             name = check_keyring(data)
+            print(f"keyring backend: {name}", flush=True)
+            gui = check_gui()
+            print(f"gui: ok ({gui})", flush=True)
         except Exception as exc:
             print(f"self-test FAILED: {exc}", file=sys.stderr, flush=True)
             return 1
-    print(f"keyring backend: {name}", flush=True)
     print("self-test: ok", flush=True)
     return 0

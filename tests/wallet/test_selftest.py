@@ -1,4 +1,5 @@
-"""``xln-wallet --self-test`` in a real subprocess: embedded node and keyring round trip."""
+"""``xln-wallet --self-test`` in a real subprocess: embedded node, keyring round trip, and
+the GUI's parts (Qt offscreen, fonts, style sheets, icons, text drawn)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def test_self_test_exits_zero() -> None:
     assert result.returncode == 0, result.stderr
     assert "embedded node: ok" in result.stdout
     assert "keyring backend: " in result.stdout
+    assert "gui: ok (font " in result.stdout
+    assert result.stdout.rstrip().endswith("self-test: ok")
 
 
 def test_fail_backend_is_refused() -> None:
