@@ -8,17 +8,20 @@ case mapping, time-zone names and the layout of mixed-script text.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import PySide6
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "packaging"))
 import icu_trim
 
-QT_LIB = Path(PySide6.__file__).parent / "Qt" / "lib"
+# PySide6's folder, found without importing Qt here (only wallet/qt.py imports it).
+_PYSIDE = importlib.util.find_spec("PySide6")
+assert _PYSIDE is not None
+assert _PYSIDE.origin is not None
+QT_LIB = Path(_PYSIDE.origin).parent / "Qt" / "lib"
 PROBE = """
 from PySide6.QtCore import QCollator, QDateTime, QLocale, QTimeZone
 from PySide6.QtWidgets import QApplication, QLabel
