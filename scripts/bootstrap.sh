@@ -41,10 +41,17 @@ ensure_debs() {
     fi
 }
 
-# Qt (the gui extra) needs these system libraries even offscreen.
-qt_libs="libgl1 libegl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3"
+# Qt (the gui extra) needs these system libraries even offscreen, a font to draw
+# text with, and the xcb set to open a real window on X11.
+qt_libs="libgl1 libegl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3 fonts-dejavu-core"
+xcb_libs="libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
+    libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0"
 if [[ "$extras" == *gui* || "$extras" == *dev* ]]; then
-    ensure_debs "Qt's system libraries" $qt_libs
+    ensure_debs "Qt's system libraries" $qt_libs $xcb_libs
+fi
+# The PyInstaller build (package extra) trims Qt's ICU data with a C compiler and nm.
+if [[ "$extras" == *package* || "$extras" == *dev* ]]; then
+    ensure_debs "a C compiler and binutils for the bundle build" gcc binutils
 fi
 # The tests run against a real Secret Service: GNOME Keyring on a private D-Bus session.
 keyring_debs="gnome-keyring dbus dbus-daemon"
