@@ -312,7 +312,9 @@ class WalletApp:
     # the main window ---------------------------------------------------------------------
 
     async def _open_main(self) -> None:
+        from wallet.flows.compose import SignerCard
         from wallet.service import WalletService
+        from wallet.views.entities import EntitiesView
         from wallet.views.logs import LogsView
         from wallet.views.main_window import MainWindow
         from wallet.views.settings import SettingsView
@@ -350,6 +352,11 @@ class WalletApp:
             on_close=self._closed.set,
         )
         self.window = window
+        entities = window.pages.get("entities")
+        if isinstance(entities, EntitiesView):
+            # Create entity starts from the user's own signer card(s).
+            own_keys = vault.keys()
+            entities.set_own_cards([SignerCard(k.pubkey, k.pop) for k in own_keys])
         self.tray = Tray(
             service.notifications, window, on_lock=window.lock, on_quit=self._closed.set
         )
