@@ -28,14 +28,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from node.codec import keccak
 from node.machines import entity as ent
-from node.machines.entity import Propose, Vote
+from node.machines.entity import EntityState
 from node.machines.frames import (
     Certificate,
     Frame,
@@ -49,11 +49,12 @@ from node.machines.signer import CreateEntity
 from node.net.client import NodeError
 from node.net.protocol import Rep, Reply, Topic
 from node.runtime import wall_clock_ms
-from node.txs import Tx, TxBody
+from node.txs import TxBody
 from wallet import settings as settings_io
 from wallet.agent import GUARD_DIR, Policy, WalletAgent
 from wallet.connection import BlockNews, FrameNews, NodeSession, NotConnected
 from wallet.embedded import EmbeddedNode
+from wallet.flows import compose
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, Notifications
 from wallet.keys.vault import Locked, Vault
@@ -71,6 +72,15 @@ _TOKEN_RE = re.compile(r"xln_([0-9A-Za-z]+)_[A-Za-z0-9_\-]+")
 
 class WalletError(Exception):
     """An action that cannot be done; the message is for the user."""
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """A composed transaction that does not check out, as a WalletError."""
+    try:
+        yield
+    except compose.ComposeError as exc:
+        raise WalletError(str(exc)) from None
 
 
 # Logging -------------------------------------------------------------------------------
@@ -503,9 +513,11 @@ class WalletService:
                 sk = self.vault.secret_key(signer)
             except Locked as exc:
                 raise WalletError(str(exc)) from None
-            batch = await asyncio.to_thread(
-                ent.sign_batch, entity, sk, signer, nonce, [Tx.of(t) for t in txs]
-            )
+            with _user_errors():
+                submit = await asyncio.to_thread(
+                    compose.signed_batch, entity, sk, signer, nonce, txs
+                )
+            batch = submit.batch
             batch_hash = keccak(batch.raw)
             self._in_flight[batch_hash] = _InFlight(signer, entity, nonce, self.clock())
         try:
@@ -522,16 +534,24 @@ class WalletService:
         )
         return batch_hash
 
+    def _state(self, signer: bytes, entity: bytes) -> EntityState | None:
+        entry = self.model.entities.get((signer, entity))
+        return None if entry is None else entry.state
+
     async def increment(self, signer: bytes, entity: bytes, n: int) -> None:
-        if n < 1:
-            raise WalletError("an increment must be at least 1")
-        await self.submit_txs(signer, entity, [ent.Increment(n)])
+        with _user_errors():
+            tx = compose.increment(n)
+        await self.submit_txs(signer, entity, [tx])
 
     async def propose(self, signer: bytes, entity: bytes, action: Action, expires_at: int) -> None:
-        await self.submit_txs(signer, entity, [Propose(action, expires_at)])
+        with _user_errors():
+            tx = compose.propose(action, expires_at, self._state(signer, entity))
+        await self.submit_txs(signer, entity, [tx])
 
     async def vote(self, signer: bytes, entity: bytes, proposal_id: int) -> None:
-        await self.submit_txs(signer, entity, [Vote(proposal_id)])
+        with _user_errors():
+            tx = compose.vote(proposal_id, self._state(signer, entity), signer)
+        await self.submit_txs(signer, entity, [tx])
 
     async def create_entity(
         self,

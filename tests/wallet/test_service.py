@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from node.machines.governance import SetThreshold
 from tests.wallet.conftest import PASSWORD, Duo, Kit
 from wallet import settings as settings_io
 from wallet.model import NewMember, WalletModel
@@ -102,8 +103,15 @@ async def test_bad_entity_and_bad_increment(duo: Duo) -> None:
         await duo.service.create_entity(key.signer_id, [NewMember(key.pubkey, key.pop, 1)], 5, 0)
     with pytest.raises(WalletError, match="proposer"):
         await duo.service.create_entity(key.signer_id, [NewMember(key.pubkey, key.pop, 1)], 1, 3)
-    with pytest.raises(WalletError, match="at least 1"):
+    with pytest.raises(WalletError, match=r"increment must be 1 \.\. "):
         await duo.service.increment(duo.alice, duo.entity, 0)
+    # Checked against the entity as the wallet sees it, before anything is signed:
+    # a threshold above the total shares (2), a vote on no proposal.
+    with pytest.raises(WalletError, match="action: "):
+        await duo.service.propose(duo.alice, duo.entity, SetThreshold(5), expires_at=100)
+    with pytest.raises(WalletError, match="no open proposal 7"):
+        await duo.service.vote(duo.alice, duo.entity, 7)
+    assert duo.service._in_flight == {}, "nothing was signed or submitted"
 
 
 async def test_a_second_entity_is_watched(duo: Duo) -> None:
