@@ -31,6 +31,7 @@ import pytest
 
 from node.cluster import Cluster
 from tests.wallet.keys.conftest import HOW_TO_GET_ONE
+from wallet.flows.compose import SignerCard
 from wallet.keys.backends import BackendError, choose_backend
 from wallet.views.approvals import GOVERNANCE_BG
 
@@ -45,10 +46,13 @@ pytestmark = pytest.mark.slow
 class WalletProcess:
     """One ``tests.wallet.wallet_process`` child: send a command, get its reply."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, stderr: Path) -> None:
+    def __init__(
+        self, name: str, proc: asyncio.subprocess.Process, stderr: Path, password: str
+    ) -> None:
         self.name = name
         self.proc = proc
         self.stderr = stderr
+        self.password = password
 
     @classmethod
     async def start(
@@ -74,7 +78,7 @@ class WalletProcess:
                 env=env,
                 limit=1 << 22,
             )
-        return cls(name, proc, stderr)
+        return cls(name, proc, stderr, password.read_text().strip())
 
     async def _read(self, what: str) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -133,13 +137,18 @@ def effect(pending: dict[str, Any], contains: str) -> tuple[str, str]:
     raise AssertionError(f"no effect with {contains!r}: {pending['effects']}")
 
 
-def delete_keyring_items(service: str) -> None:
+def keyring_items(service: str, delete: bool = False) -> list[str]:
+    """The usernames of the Secret Service's entries under ``service`` (deleted if asked)."""
     import secretstorage
 
     with contextlib.closing(secretstorage.dbus_init()) as connection:
         collection = secretstorage.get_default_collection(connection)
-        for item in list(collection.search_items({"service": service})):
-            item.delete()
+        items = list(collection.search_items({"service": service}))
+        names = [item.get_attributes().get("username", "") for item in items]
+        if delete:
+            for item in items:
+                item.delete()
+    return names
 
 
 @pytest.fixture
@@ -183,14 +192,18 @@ async def test_two_wallets_change_the_threshold_together(cluster: Cluster, tmp_p
         assert ready_a["system"] is True
         assert ready_b["backend"] == "encrypted files"
         assert ready_b["system"] is False
-        assert (tmp_path / "b" / "keys" / service_b).is_dir()
+        # A's key is an entry of the Secret Service; B's an encrypted file; never both.
+        signer_a, signer_b = ready_a["signer"][2:], ready_b["signer"][2:]
+        assert signer_a in keyring_items(service_a)
+        assert (tmp_path / "b" / "keys" / service_b / f"{signer_b}.json").is_file()
         assert not (tmp_path / "a" / "keys").exists()
+        assert keyring_items(service_b) == []
 
         # A creates the entity from both signer cards; B's window shows it.
         card_a = (await a.call("card"))["card"]
         card_b = (await b.call("card"))["card"]
-        assert card_a.startswith("xln-signer:")
-        assert card_a != card_b
+        assert SignerCard.decode(card_a).signer_id.hex() == signer_a
+        assert SignerCard.decode(card_b).signer_id.hex() == signer_b
         created = await a.call(
             "create_entity", members=[card_a, card_b], shares=[2, 1], threshold=3, proposer=0
         )
@@ -264,6 +277,10 @@ async def test_two_wallets_change_the_threshold_together(cluster: Cluster, tmp_p
         await both(a, b, "quit")
         assert await a.exit_code() == 0, a.log_tail()
         assert await b.exit_code() == 0, b.log_tail()
+        for w, server in ((a, node_a), (b, node_b)):
+            log_text = w.stderr.read_text("utf-8", "replace")
+            assert w.password not in log_text, "the wallet password never reaches the log"
+            assert server.token.split("_")[2] not in log_text, "nor does the node's token"
     except BaseException:
         for w in wallets:
             print(f"----- wallet {w.name} stderr ({w.stderr}) -----\n{w.log_tail()}")
@@ -272,4 +289,4 @@ async def test_two_wallets_change_the_threshold_together(cluster: Cluster, tmp_p
         for w in wallets:
             await w.kill()
         with contextlib.suppress(Exception):
-            delete_keyring_items(service_a)
+            keyring_items(service_a, delete=True)
