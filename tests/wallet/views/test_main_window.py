@@ -52,8 +52,8 @@ def window(qtbot: QtBot, *, pending: int = 0) -> tuple[MainWindow, RecordingActi
     replica = Replica(state)
     model = model_with(state, entity((1,), 1))
     queue = queue_with(Clock())
-    for _ in range(pending):
-        request_for(queue, replica, (ME, [Propose(SetThreshold(80), 100)]))
+    for i in range(pending):  # distinct frames: one answer decides all requests for a frame
+        request_for(queue, replica, (ME, [Propose(SetThreshold(80 + i), 100)]))
     actions = RecordingActions()
     w = MainWindow(model, actions, queue)
     qtbot.addWidget(w)
