@@ -12,6 +12,7 @@ from wallet.flows.approvals import ApprovalQueue
 from wallet.flows.compose import SignerCard
 from wallet.model import EntityEntry, WalletActions, WalletModel
 from wallet.qt import (
+    QApplication,
     QFrame,
     QGridLayout,
     QHBoxLayout,
@@ -141,12 +142,24 @@ class EntitiesView(QWidget):
         signers = self.own_signers()
         self.join_button.setEnabled(bool(signers))
         self.body_layout.addWidget(caption(f"Signers ({len(signers)})"))
+        cards = {c.signer_id: c for c in self.own_cards}
+        self.card_buttons: dict[bytes, QPushButton] = {}
         for sid in signers:
             row = QWidget()
             h = QHBoxLayout(row)
             h.setContentsMargins(0, 0, 0, 0)
             h.addWidget(QLabel(name(names, sid)))
             h.addWidget(CopyableHash(sid), 1)
+            card = cards.get(sid)
+            if card is not None:
+                button = QPushButton("Copy signer card")
+                button.setToolTip(
+                    "Your public key and proof of possession, as one line to send to "
+                    "co-signers: they need it to create an entity with you or add you."
+                )
+                button.clicked.connect(lambda _=False, c=card: self.copy_card(c))
+                self.card_buttons[sid] = button
+                h.addWidget(button)
             self.body_layout.addWidget(row)
         self.body_layout.addSpacing(8)
         self.body_layout.addWidget(caption(f"Entities ({len(self.model.entities)})"))
@@ -162,6 +175,10 @@ class EntitiesView(QWidget):
             self.cards.append(card)
             self.body_layout.addWidget(card)
         self.body_layout.addStretch(1)
+
+    def copy_card(self, card: SignerCard) -> None:
+        QApplication.clipboard().setText(card.encode())
+        self.status.done("Signer card copied: send it to your co-signers")
 
     def open_increment(self, entry: EntityEntry) -> IncrementDialog:
         dialog = IncrementDialog(self.wallet_actions, entry, self)

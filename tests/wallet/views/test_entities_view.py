@@ -132,3 +132,16 @@ def test_join_by_id(qtbot: QtBot) -> None:
 
     run_qt(scenario())
     assert actions.calls == [("join_entity", IDS[ME], b"\xab" * 32)]
+
+
+def test_copy_own_signer_card(qtbot: QtBot) -> None:
+    view = EntitiesView(WalletModel(), RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    card = SignerCard(PKS[0], POPS[0])
+    view.set_own_cards([card])
+    button = view.card_buttons[card.signer_id]
+    button.click()
+    copied = QGuiApplication.clipboard().text()
+    assert copied == card.encode()
+    assert SignerCard.decode(copied) == card
+    assert "copied" in view.status.text
