@@ -142,7 +142,7 @@ class EntitiesView(QWidget):
         signers = self.own_signers()
         self.join_button.setEnabled(bool(signers))
         self.body_layout.addWidget(caption(f"Signers ({len(signers)})"))
-        cards = {c.signer_id: c for c in self.own_cards}
+        own_cards = {c.signer_id: c for c in self.own_cards}
         self.card_buttons: dict[bytes, QPushButton] = {}
         for sid in signers:
             row = QWidget()
@@ -150,14 +150,14 @@ class EntitiesView(QWidget):
             h.setContentsMargins(0, 0, 0, 0)
             h.addWidget(QLabel(name(names, sid)))
             h.addWidget(CopyableHash(sid), 1)
-            card = cards.get(sid)
-            if card is not None:
+            own = own_cards.get(sid)
+            if own is not None:
                 button = QPushButton("Copy signer card")
                 button.setToolTip(
                     "Your public key and proof of possession, as one line to send to "
                     "co-signers: they need it to create an entity with you or add you."
                 )
-                button.clicked.connect(lambda _=False, c=card: self.copy_card(c))
+                button.clicked.connect(lambda _=False, c=own: self.copy_card(c))
                 self.card_buttons[sid] = button
                 h.addWidget(button)
             self.body_layout.addWidget(row)
