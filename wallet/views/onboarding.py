@@ -79,6 +79,16 @@ TITLES = {
 }
 
 
+TRAIL = {
+    Step.KEY: "Key",
+    Step.BACKUP: "Backup",
+    Step.CHECK: "Check",
+    Step.PASSWORD: "Password",
+    Step.NODE: "Node",
+    Step.ENTITY: "Entity",
+}
+
+
 def signer_card(phrase: str) -> str:
     """This key's signer card (the JSON that ``xln-node key show`` prints). Slow-ish
     (key derivation): run it in an executor."""
@@ -170,6 +180,8 @@ class BackupPage(QWidget):
             self.grid.addWidget(number, row, column * 2)
             self.grid.addWidget(word, row, column * 2 + 1)
             self.cells.append(word)
+        for column in range(4):
+            self.grid.setColumnStretch(column * 2 + 1, 1)
         self.confirm = QCheckBox("I wrote the 24 words down, in order, and keep them safe")
         col = QVBoxLayout(self)
         col.setContentsMargins(0, 0, 0, 0)
@@ -534,7 +546,7 @@ class OnboardingWindow(QWidget):
         side_col.addSpacing(12)
         self.trail: dict[Step, QLabel] = {}
         for step in STEPS[:-1]:
-            item = QLabel(TITLES[step][0])
+            item = QLabel(TRAIL[step])
             self.trail[step] = item
             side_col.addWidget(item)
         side_col.addStretch(1)
@@ -615,10 +627,9 @@ class OnboardingWindow(QWidget):
         )
         for s, label in self.trail.items():
             here = STEPS.index(s)
+            number = f"{here + 1}. {TRAIL[s]}"
+            label.setText(f"<b>{number}</b>" if s is step else number)
             label.setProperty("role", "" if here <= index else "muted")
-            font = label.font()
-            font.setBold(s is step)
-            label.setFont(font)
             label.style().unpolish(label)
             label.style().polish(label)
         self.back_button.setEnabled(step not in (Step.KEY, Step.DONE))

@@ -21,7 +21,6 @@ from wallet.qt import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    Qt,
     QVBoxLayout,
     QWidget,
     Signal,
@@ -55,7 +54,7 @@ class UnlockDialog(QDialog):
         self.setMinimumWidth(420)
 
         icon = QLabel()
-        icon.setPixmap(theme.icon("lock", size=32).pixmap(32, 32))
+        icon.setPixmap(theme.icon("lock", size=24).pixmap(24, 24))
         heading = QLabel(title)
         heading.setProperty("role", "title")
         explain = QLabel(text)
@@ -85,13 +84,9 @@ class UnlockDialog(QDialog):
         self.unlock_button.clicked.connect(self.submit)
 
         top = QHBoxLayout()
-        top.setSpacing(12)
-        top.addWidget(icon, 0, Qt.AlignmentFlag.AlignTop)
-        words = QVBoxLayout()
-        words.setSpacing(4)
-        words.addWidget(heading)
-        words.addWidget(explain)
-        top.addLayout(words, 1)
+        top.setSpacing(10)
+        top.addWidget(icon)
+        top.addWidget(heading, 1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.busy_text)
         buttons.addStretch(1)
@@ -101,6 +96,7 @@ class UnlockDialog(QDialog):
         col.setContentsMargins(20, 18, 20, 16)
         col.setSpacing(10)
         col.addLayout(top)
+        col.addWidget(explain)
         col.addSpacing(4)
         col.addWidget(self.password)
         col.addWidget(self.error)
