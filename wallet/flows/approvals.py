@@ -120,9 +120,17 @@ class ApprovalQueue:
         analysis: FrameAnalysis | None,
         ttl_s: float,
     ) -> ApprovalRequest:
-        """A request waiting for a human, expiring ``ttl_s`` from now."""
+        """A request waiting for a human, expiring ``ttl_s`` from now.
+
+        The same frame asked again at a later round (the round timed out while the
+        human read it) is the same question: the new request replaces the pending
+        one, whose round is over (its waiter gets EXPIRED and refuses that round).
+        """
         if ttl_s <= 0:
             raise ValueError("an approval request needs a positive time to live")
+        for older in self.pending():
+            if older.signer == signer and older.frame_hash == frame.hash:
+                self._finish(older, Status.EXPIRED, "", f"asked again at round {round_}")
         now = self.clock()
         request = ApprovalRequest(
             next(self._ids), signer, entity, frame, round_, analysis, now, now + ttl_s
@@ -184,11 +192,6 @@ class ApprovalQueue:
             self.expire_due()
             raise ValueError(f"request {request_id} expired")
         self._finish(request, status, by, reason)
-        # The same frame asked again at a later round (the proposer's round timed out
-        # while the human read it) is the same question: one answer decides them all.
-        for twin in self.pending():
-            if twin.signer == request.signer and twin.frame_hash == request.frame_hash:
-                self._finish(twin, status, by, f"{reason} (as request {request.id})")
         return request
 
     def expire_due(self) -> list[ApprovalRequest]:

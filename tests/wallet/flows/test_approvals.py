@@ -130,14 +130,13 @@ def test_recorded_decisions_and_notifications(clock: Clock) -> None:
     assert notes.items[0].time == clock.now
 
 
-def test_one_answer_decides_the_same_frame_at_every_round(clock: Clock) -> None:
+def test_the_same_frame_at_a_later_round_replaces_the_pending_request(clock: Clock) -> None:
     queue = ApprovalQueue(clock)
     round0 = queue.add(SIGNER, ENTITY, frame(1), 0, None, ttl_s=25)
+    other = queue.add(SIGNER, ENTITY, frame(2), 0, None, ttl_s=25)
     round1 = queue.add(SIGNER, ENTITY, frame(1), 1, None, ttl_s=25)
-    other = queue.add(SIGNER, ENTITY, frame(2), 1, None, ttl_s=25)
+    assert status(round0) is Status.EXPIRED
+    assert round0.reason == "asked again at round 1"
+    assert queue.pending() == [other, round1], "one pending request per frame"
     queue.approve(round1.id)
-    assert status(round0) is Status.APPROVED
-    assert round0.reason == f"approved (as request {round1.id})"
-    assert queue.pending() == [other]
-    queue.reject(other.id)
-    assert status(other) is Status.REJECTED
+    assert status(other) is Status.PENDING
