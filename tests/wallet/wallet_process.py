@@ -67,6 +67,11 @@ class CommandError(Exception):
     """A command that cannot be done; the reply says why."""
 
 
+def _shown_hash(text: str) -> str:
+    """The hash as the Approvals view shows it (``0x`` and groups of eight), as 0x-hex."""
+    return text.replace(" ", "")
+
+
 def plain(rich: str) -> str:
     """Rich text as a user reads it."""
     return html.unescape(_TAGS.sub("", rich)).replace("\xa0", " ").strip()
@@ -369,7 +374,7 @@ class Driver:
             shown.append(
                 {
                     "row": item.text(),
-                    "hash": view.hash.label.text(),
+                    "hash": _shown_hash(view.hash.label.text()),
                     "round": int(found.group(1)) if found else -1,
                     "subtitle": view.subtitle.text(),
                     "effects": [plain(line) for line in rich.split("<br>")],
@@ -408,7 +413,8 @@ class Driver:
         view = self.approvals_view()
         for i in range(view.list.count()):
             view.select(int(view.list.item(i).data(ID_ROLE)))
-            if view.title.text() == "Approval needed" and view.hash.label.text() == frame:
+            shown = _shown_hash(view.hash.label.text())
+            if view.title.text() == "Approval needed" and shown == frame:
                 button = view.approve_button if approve else view.reject_button
                 if not button.isVisibleTo(view) or not button.isEnabled():
                     raise CommandError("the button is not offered")

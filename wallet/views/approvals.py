@@ -38,6 +38,7 @@ from wallet.views.widgets import (
     caption,
     mono_font,
     name,
+    set_role,
     short_hex,
     signer_names,
 )
@@ -108,7 +109,7 @@ class ApprovalsView(QWidget):
 
         self.empty = QLabel("Nothing waits for your approval.")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.empty.setStyleSheet("color: palette(mid);")
+        set_role(self.empty, "muted")
 
         # Detail ---------------------------------------------------------------
         self.title = QLabel()
@@ -117,7 +118,7 @@ class ApprovalsView(QWidget):
         font.setBold(True)
         self.title.setFont(font)
         self.subtitle = QLabel()
-        self.subtitle.setStyleSheet("color: palette(mid);")
+        set_role(self.subtitle, "muted")
         self.countdown = QLabel()
         self.countdown.setFont(mono_font())
         self.hash = CopyableHash(full=True)
@@ -141,7 +142,7 @@ class ApprovalsView(QWidget):
         self.raw.hide()
         self.bar = SegmentedBar()
         self.bar_text = QLabel()
-        self.bar_text.setStyleSheet("color: palette(mid);")
+        set_role(self.bar_text, "muted")
         self.reject_button = QPushButton("Reject")
         self.reject_button.setToolTip("Reject (Ctrl+Backspace or Delete)")
         self.reject_button.clicked.connect(self.reject_current)
@@ -198,6 +199,7 @@ class ApprovalsView(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(self.detail)
 
         right = QWidget()

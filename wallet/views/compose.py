@@ -40,7 +40,7 @@ from wallet.qt import (
     QVBoxLayout,
     QWidget,
 )
-from wallet.views.widgets import StatusLine, TaskRunner, name, short_hex, signer_names
+from wallet.views.widgets import StatusLine, TaskRunner, name, set_role, short_hex, signer_names
 
 ERROR_STYLE = "color: #c0392b;"
 
@@ -244,7 +244,7 @@ class SetThresholdEditor(_Editor):
         self.threshold.setPlaceholderText(f"{c.total_shares // 2 + 1} .. {c.total_shares}")
         self.row("Threshold", self.threshold, "threshold")
         hint = QLabel(f"now {c.threshold} of {c.total_shares} shares")
-        hint.setStyleSheet("color: palette(mid);")
+        set_role(hint, "muted")
         self.layout_.addRow("", hint)
 
     def form(self) -> GovernanceForm:

@@ -29,6 +29,7 @@ from wallet.views.widgets import (
     StatusLine,
     caption,
     name,
+    set_role,
     signer_names,
 )
 
@@ -54,7 +55,7 @@ class EntityCard(QFrame):
             f"height {s.height}  ·  counter {s.counter}  ·  "
             f"{len(s.proposals)} open proposal{'s' if len(s.proposals) != 1 else ''}"
         )
-        self.numbers.setStyleSheet("color: palette(mid);")
+        set_role(self.numbers, "muted")
         members = "  ".join(
             f"{name(names, m.id)} {m.shares}" + (" (proposer)" if m.id == c.proposer else "")
             for m in c.members[:12]
@@ -165,7 +166,7 @@ class EntitiesView(QWidget):
         self.body_layout.addWidget(caption(f"Entities ({len(self.model.entities)})"))
         if not self.model.entities:
             hint = QLabel("No entity yet: create one, or join one whose members list your signer.")
-            hint.setStyleSheet("color: palette(mid);")
+            set_role(hint, "muted")
             self.body_layout.addWidget(hint)
         for key in sorted(self.model.entities):
             card = EntityCard(self.model.entities[key], names)

@@ -31,7 +31,15 @@ from wallet.qt import (
     QVBoxLayout,
     QWidget,
 )
-from wallet.views.widgets import CopyableHash, caption, mono_font, name, short_hex, signer_names
+from wallet.views.widgets import (
+    CopyableHash,
+    caption,
+    mono_font,
+    name,
+    set_role,
+    short_hex,
+    signer_names,
+)
 
 COLUMNS = ("Time", "Kind", "Height", "Entity", "What", "Hash")
 ALL = ""
@@ -152,7 +160,7 @@ class HistoryView(QWidget):
             signal.connect(self.apply_filter)
         self.text.textChanged.connect(self.apply_filter)
         self.count = QLabel()
-        self.count.setStyleSheet("color: palette(mid);")
+        set_role(self.count, "muted")
 
         self.view = QTableView()
         self.view.setModel(self.proxy)
@@ -319,6 +327,6 @@ class HistoryView(QWidget):
                 self.cert_valid.setStyleSheet("color: #c0392b; font-weight: bold;")
             case None:
                 self.cert_valid.setText("not checked here")
-                self.cert_valid.setStyleSheet("color: palette(mid);")
+                set_role(self.cert_valid, "muted")
         for w in (self.cert_signers, self.cert_bits, self.cert_valid):
             w.show()

@@ -25,7 +25,15 @@ from wallet.qt import (
     QWidget,
 )
 from wallet.views.segbar import SegmentedBar, segments_for
-from wallet.views.widgets import StatusLine, TaskRunner, caption, name, short_hex, signer_names
+from wallet.views.widgets import (
+    StatusLine,
+    TaskRunner,
+    caption,
+    name,
+    set_role,
+    short_hex,
+    signer_names,
+)
 
 CLOSED_LIMIT = 200
 
@@ -93,7 +101,7 @@ class ProposalRow(QFrame):
         title = QLabel(f"<b>#{p.id}</b>&nbsp; {describe_action(p.action, names)}")
         title.setTextFormat(Qt.TextFormat.RichText)
         meta = QLabel()
-        meta.setStyleSheet("color: palette(mid);")
+        set_role(meta, "muted")
         self.bar = SegmentedBar()
         self.bar.set_segments(
             segments_for(config, set(p.votes), lambda s: name(names, s)), config.threshold
@@ -248,7 +256,7 @@ class ProposalsView(QWidget):
         self.list_layout.addWidget(caption(f"Open ({len(state.proposals)})"))
         if not state.proposals:
             none = QLabel("No open proposal.")
-            none.setStyleSheet("color: palette(mid);")
+            set_role(none, "muted")
             self.list_layout.addWidget(none)
         for p in sorted(state.proposals, key=lambda p: p.id, reverse=True):
             sent = (entry.signer_id, state.entity_id, p.id) in self.sent

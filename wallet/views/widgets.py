@@ -63,6 +63,20 @@ def name(names: dict[bytes, str], sid: bytes) -> str:
     return names.get(sid) or short(sid)
 
 
+def set_role(label: QLabel, role: str) -> None:
+    """Style a label by its role in the theme's style sheet (muted, error, ok, ...)."""
+    label.setStyleSheet("")
+    label.setProperty("role", role)
+    label.style().unpolish(label)
+    label.style().polish(label)
+
+
+def grouped_hex(value: bytes) -> str:
+    """``0x`` and the hex in groups of eight, for checking a hash out of band."""
+    digits = value.hex()
+    return "0x " + " ".join(digits[i : i + 8] for i in range(0, len(digits), 8))
+
+
 def caption(text: str) -> QLabel:
     """A small, quiet section heading."""
     label = QLabel(text.upper())
@@ -72,7 +86,6 @@ def caption(text: str) -> QLabel:
     font.setBold(True)
     font.setLetterSpacing(QFont.SpacingType.PercentageSpacing, 108)
     label.setFont(font)
-    label.setStyleSheet("color: palette(mid);")
     return label
 
 
@@ -104,9 +117,14 @@ class CopyableHash(QWidget):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
-        layout.addWidget(self.label)
-        layout.addWidget(self.button)
-        layout.addStretch(1)
+        if full:  # the whole value, in groups that wrap and are easy to read aloud
+            self.label.setWordWrap(True)
+            layout.addWidget(self.label, 1)
+            layout.addWidget(self.button, 0, Qt.AlignmentFlag.AlignTop)
+        else:
+            layout.addWidget(self.label)
+            layout.addWidget(self.button)
+            layout.addStretch(1)
         self._revert = QTimer(self)
         self._revert.setSingleShot(True)
         self._revert.setInterval(1200)
@@ -119,7 +137,7 @@ class CopyableHash(QWidget):
 
     def set_value(self, value: bytes) -> None:
         self._value = value
-        self.label.setText(hex0x(value) if self._full else short_hex(value))
+        self.label.setText(grouped_hex(value) if self._full else short_hex(value))
         self.label.setToolTip(hex0x(value))
         self.button.setEnabled(bool(value))
 
@@ -152,19 +170,19 @@ class StatusLine(QWidget):
     def busy(self, text: str) -> None:
         self.error = None
         self.progress.show()
-        self.label.setStyleSheet("color: palette(mid);")
+        set_role(self.label, "muted")
         self.label.setText(text)
 
     def done(self, text: str = "") -> None:
         self.error = None
         self.progress.hide()
-        self.label.setStyleSheet("color: palette(mid);")
+        set_role(self.label, "muted")
         self.label.setText(text)
 
     def fail(self, text: str) -> None:
         self.error = text
         self.progress.hide()
-        self.label.setStyleSheet("color: #c0392b;")
+        set_role(self.label, "error")
         self.label.setText(text)
 
     @property

@@ -82,7 +82,9 @@ def test_detail_shows_hash_effects_raw_and_signers(qtbot: QtBot) -> None:
     request = view.queue.get(rid)
     assert request is not None
     assert view.hash.value == request.frame_hash
-    assert view.hash.label.text() == "0x" + request.frame_hash.hex()
+    digits = request.frame_hash.hex()
+    groups = " ".join(digits[i : i + 8] for i in range(0, 64, 8))
+    assert view.hash.label.text() == "0x " + groups, "the whole hash, in groups of eight"
     view.hash.copy()
     assert QGuiApplication.clipboard().text() == "0x" + request.frame_hash.hex()
     text = view.effects.text()
