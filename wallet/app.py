@@ -33,7 +33,7 @@ from wallet import paths
 from wallet import settings as settings_io
 from wallet.flows.onboarding import CreateEntity, JoinEntity, Onboarding, Plan
 from wallet.model import NewMember, WalletModel
-from wallet.qt import QApplication, QEventLoop, QMessageBox
+from wallet.qt import QApplication, QEvent, QEventLoop, QMessageBox, QObject
 from wallet.settings import Settings
 from wallet.views import theme
 
@@ -91,6 +91,21 @@ class _EarlyLogs(logging.Handler):
         self._inner.emit(record)
 
 
+class _ActivityFilter(QObject):
+    """Key presses and clicks anywhere in the app restart the idle-lock timer."""
+
+    ACTIVITY = frozenset({QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.Wheel})
+
+    def __init__(self, service: WalletService) -> None:
+        super().__init__()
+        self.service = service
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in self.ACTIVITY:
+            self.service.touch()
+        return False
+
+
 class WalletApp:
     """The app's controller. ``stage`` is "starting", "onboarding", "unlock",
     "main" or "closed"; ``stage_changed`` is set at each change (tests wait on it)."""
@@ -136,6 +151,7 @@ class WalletApp:
         self._pending_entity: CreateEntity | JoinEntity | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._early_logs: _EarlyLogs | None = None
+        self._activity: _ActivityFilter | None = None
 
     # stages ----------------------------------------------------------------------
 
@@ -357,6 +373,8 @@ class WalletApp:
             # Create entity starts from the user's own signer card(s).
             own_keys = vault.keys()
             entities.set_own_cards([SignerCard(k.pubkey, k.pop) for k in own_keys])
+        self._activity = _ActivityFilter(service)
+        self.app.installEventFilter(self._activity)
         self.tray = Tray(
             service.notifications, window, on_lock=window.lock, on_quit=self._closed.set
         )
@@ -413,8 +431,10 @@ class WalletApp:
         old, self.settings = self.settings, new
         if new.theme != old.theme:
             theme.apply(self.app, new.theme)
-        if self.service is not None and new.accountant_on != old.accountant_on:
-            self.service.set_accountant(new.accountant_on)
+        if self.service is not None:
+            self.service.settings = new  # lock timeout, and what the service saves next
+            if new.accountant_on != old.accountant_on:
+                self.service.set_accountant(new.accountant_on)
         if token:
             self._ask_to_store_token(token)
 
@@ -452,6 +472,8 @@ class WalletApp:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._activity is not None:
+            self.app.removeEventFilter(self._activity)
         if self.tray is not None:
             self.tray.close()
         if self.service is not None:

@@ -318,12 +318,16 @@ class WalletService:
         """The user did something: the idle lock timer starts again."""
         self._last_activity = self.clock()
 
+    def idle_s(self) -> float:
+        """Seconds since the user last did something (the idle lock counts these)."""
+        return self.clock() - self._last_activity
+
     def check_idle(self) -> bool:
         """Lock when idle for ``settings.lock_timeout_min`` (0: never); True if it locked."""
         timeout_s = self.settings.lock_timeout_min * 60
         if not timeout_s or self.vault.locked:
             return False
-        if self.clock() - self._last_activity < timeout_s:
+        if self.idle_s() < timeout_s:
             return False
         log.info("locking after %d minutes without activity", self.settings.lock_timeout_min)
         self.lock()

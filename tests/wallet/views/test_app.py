@@ -15,7 +15,7 @@ from node.crypto import bls, keystore
 from tests.wallet.views.test_onboarding_view import WAIT_S, until_connected
 from wallet.app import WalletApp
 from wallet.keys import Vault, choose_backend
-from wallet.qt import QApplication
+from wallet.qt import QApplication, QEvent, QKeyEvent, Qt
 from wallet.service import WalletService
 
 PASSWORD = "the right password"  # noqa: S105 (a throwaway test wallet)
@@ -98,6 +98,13 @@ async def test_unlock_then_main_window_then_close_stops_the_service(
         assert ready.read_text().startswith("ready ")
         assert int(ready.read_text().split()[1]) > 0
         assert wallet.model.connection.mode == "embedded"
+
+        # a key press anywhere restarts the idle-lock timer (sent through the app's
+        # event filters at once; a simulated click would wait for a loop turn)
+        idle_before = service.idle_s()
+        key = QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Shift, Qt.KeyboardModifier.NoModifier)
+        QApplication.sendEvent(wallet.window, key)
+        assert service.idle_s() < idle_before
 
         # lock from the window, unlock again through the dialog
         wallet.window.lock()
