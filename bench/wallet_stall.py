@@ -419,7 +419,7 @@ async def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str,
 
 
 class _Until:
-    """Waits for a condition re-checked on each block (here: every 50 ms), with a cap."""
+    """Waits (bounded) for a condition, re-checked every 50 ms: bob is in another process."""
 
     def __init__(self, check: Callable[[], bool]) -> None:
         self.check = check
