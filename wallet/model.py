@@ -23,7 +23,9 @@ CHART_POINTS = 600
 LOG_LIMIT = 5_000
 
 
-class _Slots[F: Callable[..., None]]:
+class Slots[F: Callable[..., None]]:
+    """Callbacks of one kind; ``Signal`` and ``Signal1`` say how they are called."""
+
     def __init__(self) -> None:
         self._slots: list[F] = []
 
@@ -41,14 +43,14 @@ class _Slots[F: Callable[..., None]]:
                 logging.getLogger(__name__).exception("a listener failed")
 
 
-class Signal(_Slots[Callable[[], None]]):
+class Signal(Slots[Callable[[], None]]):
     """Callbacks with no argument. ``emit`` calls each; one that raises is logged and skipped."""
 
     def emit(self) -> None:
         self._call()
 
 
-class Signal1[T](_Slots[Callable[[T], None]]):
+class Signal1[T](Slots[Callable[[T], None]]):
     """Callbacks with one argument."""
 
     def emit(self, value: T) -> None:

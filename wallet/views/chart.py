@@ -14,6 +14,7 @@ from statistics import median
 from wallet.model import WalletModel
 from wallet.qt import QColor, QPainter, QPaintEvent, QPen, QPointF, QSize, Qt, QTimer, QWidget
 from wallet.views import theme
+from wallet.views.widgets import follow
 
 FPS = 4
 WINDOW_S = 60.0  # the chart shows this many recent seconds
@@ -54,8 +55,7 @@ class LiveChart(QWidget):
         self._timer.setInterval(1000 // FPS)
         self._timer.timeout.connect(self._flush)
         self._timer.start()
-        model.metrics_changed.connect(self._mark)
-        self.destroyed.connect(lambda: model.metrics_changed.disconnect(self._mark))
+        follow(self, [(model.metrics_changed, self._mark)])
 
     def sizeHint(self) -> QSize:
         return QSize(160, 22)

@@ -18,8 +18,6 @@ from wallet.qt import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
-    QVBoxLayout,
     QWidget,
 )
 from wallet.views.compose import CreateEntityDialog, IncrementDialog, JoinEntityDialog
@@ -28,7 +26,9 @@ from wallet.views.widgets import (
     CopyableHash,
     StatusLine,
     caption,
+    follow,
     name,
+    scrolled_page,
     set_role,
     signer_names,
 )
@@ -105,22 +105,8 @@ class EntitiesView(QWidget):
         top.addWidget(self.join_button)
         top.addWidget(self.create_button)
 
-        self.body = QWidget()
-        self.body_layout = QVBoxLayout(self.body)
-        self.body_layout.setSpacing(8)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(self.body)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 8, 12, 8)
-        layout.addLayout(top)
-        layout.addWidget(scroll, 1)
-        layout.addWidget(self.status)
-
-        on_entities = self.refresh
-        model.entities_changed.connect(on_entities)
-        self.destroyed.connect(lambda: model.entities_changed.disconnect(on_entities))
+        self.body_layout = scrolled_page(self, top, self.status)
+        follow(self, [(model.entities_changed, self.refresh)])
         self.refresh()
 
     def set_own_cards(self, cards: Sequence[SignerCard]) -> None:

@@ -34,6 +34,7 @@ from wallet.qt import (
 from wallet.views.widgets import (
     CopyableHash,
     caption,
+    follow,
     mono_font,
     name,
     set_role,
@@ -223,15 +224,10 @@ class HistoryView(QWidget):
         layout.addLayout(top)
         layout.addWidget(split, 1)
 
-        on_added, on_entities = self._on_added, self._fill_entities
-        model.history_added.connect(on_added)
-        model.entities_changed.connect(on_entities)
-
-        def detach() -> None:
-            model.history_added.disconnect(on_added)
-            model.entities_changed.disconnect(on_entities)
-
-        self.destroyed.connect(detach)
+        follow(
+            self,
+            [(model.history_added, self._on_added), (model.entities_changed, self._fill_entities)],
+        )
         self._fill_entities()
         self._update_count()
 

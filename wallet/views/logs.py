@@ -31,6 +31,7 @@ from wallet.qt import (
     QWidget,
 )
 from wallet.views import theme
+from wallet.views.widgets import follow
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 COLUMNS = ("Time", "Level", "Source", "Message")
@@ -170,8 +171,7 @@ class LogsView(QWidget):
         self.level.currentTextChanged.connect(self._filter_changed)
         self.source.currentIndexChanged.connect(self._filter_changed)
         self.text.textChanged.connect(self._filter_changed)
-        model.log_added.connect(self._added)
-        self.destroyed.connect(lambda: model.log_added.disconnect(self._added))
+        follow(self, [(model.log_added, self._added)])
         self._known_sources: list[str] = []
         self._refresh_sources()
         self._apply()

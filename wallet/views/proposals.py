@@ -19,9 +19,7 @@ from wallet.qt import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     Qt,
-    QVBoxLayout,
     QWidget,
 )
 from wallet.views.segbar import SegmentedBar, segments_for
@@ -29,7 +27,9 @@ from wallet.views.widgets import (
     StatusLine,
     TaskRunner,
     caption,
+    follow,
     name,
+    scrolled_page,
     set_role,
     short_hex,
     signer_names,
@@ -169,23 +169,8 @@ class ProposalsView(QWidget):
         top.addWidget(self.picker, 1)
         top.addWidget(self.new_button)
 
-        self.list_widget = QWidget()
-        self.list_layout = QVBoxLayout(self.list_widget)
-        self.list_layout.setSpacing(8)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(self.list_widget)
-
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 8, 12, 8)
-        layout.addLayout(top)
-        layout.addWidget(scroll, 1)
-        layout.addWidget(self.status)
-
-        on_entities = self._on_entities
-        model.entities_changed.connect(on_entities)
-        self.destroyed.connect(lambda: model.entities_changed.disconnect(on_entities))
+        self.list_layout = scrolled_page(self, top, self.status)
+        follow(self, [(model.entities_changed, self._on_entities)])
         self._fill_picker()
 
     # Entities ----------------------------------------------------------------

@@ -24,6 +24,7 @@ from wallet.qt import (
 )
 from wallet.views import theme
 from wallet.views.chart import LiveChart, stats
+from wallet.views.widgets import follow
 
 
 def connection_text(c: Connection) -> str:
@@ -110,19 +111,15 @@ class StatusArea(QFrame):
         row.addWidget(self.locked)
         row.addWidget(self.lock_button)
 
-        model.connection_changed.connect(self.refresh)
-        model.lock_changed.connect(self.refresh)
-        model.metrics_changed.connect(self._metrics)
-        self.destroyed.connect(self._detach)
+        follow(
+            self,
+            [
+                (model.connection_changed, self.refresh),
+                (model.lock_changed, self.refresh),
+                (model.metrics_changed, self._metrics),
+            ],
+        )
         self.refresh()
-
-    def _detach(self) -> None:
-        for sig, slot in (
-            (self.model.connection_changed, self.refresh),
-            (self.model.lock_changed, self.refresh),
-            (self.model.metrics_changed, self._metrics),
-        ):
-            sig.disconnect(slot)
 
     def refresh(self) -> None:
         m = self.model

@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from wallet.flows.effects import short
-from wallet.model import WalletModel
+from wallet.model import Slots, WalletModel
 from wallet.qt import (
     QFont,
     QFontDatabase,
@@ -21,10 +21,12 @@ from wallet.qt import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
+    QScrollArea,
     QSizePolicy,
     Qt,
     QTimer,
     QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -61,6 +63,37 @@ def signer_names(model: WalletModel) -> dict[bytes, str]:
 
 def name(names: dict[bytes, str], sid: bytes) -> str:
     return names.get(sid) or short(sid)
+
+
+def follow(widget: QWidget, links: Sequence[tuple[Slots[Any], Callable[..., None]]]) -> None:
+    """Connect each (signal, slot) of the model, and disconnect them when ``widget``
+    is destroyed (the model outlives its views)."""
+    for signal, slot in links:
+        signal.connect(slot)
+
+    def detach() -> None:  # a closure: the widget's Python wrapper may be gone by then
+        for signal, slot in links:
+            signal.disconnect(slot)
+
+    widget.destroyed.connect(detach)
+
+
+def scrolled_page(page: QWidget, top: QHBoxLayout, status: QWidget) -> QVBoxLayout:
+    """The common page: a row of controls, a scrolling body, a status line; returns
+    the body's layout."""
+    body = QWidget()
+    body_layout = QVBoxLayout(body)
+    body_layout.setSpacing(8)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setWidget(body)
+    layout = QVBoxLayout(page)
+    layout.setContentsMargins(12, 8, 12, 8)
+    layout.addLayout(top)
+    layout.addWidget(scroll, 1)
+    layout.addWidget(status)
+    return body_layout
 
 
 def set_role(label: QLabel, role: str) -> None:
