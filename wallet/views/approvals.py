@@ -56,11 +56,13 @@ def countdown(seconds: float) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
+def _order_key(r: ApprovalRequest) -> tuple[bool, int]:
+    return (r.status is not Status.PENDING, -r.id)
+
+
 def ordered(queue: ApprovalQueue) -> list[ApprovalRequest]:
     """Pending newest first, then decided newest first."""
-    pending = sorted(queue.pending(), key=lambda r: r.id, reverse=True)
-    decided = sorted(queue.decided, key=lambda r: r.id, reverse=True)
-    return [*pending, *decided]
+    return sorted(queue.all(), key=_order_key)
 
 
 def outcome_text(r: ApprovalRequest) -> str:
@@ -100,6 +102,7 @@ class ApprovalsView(QWidget):
         self.wallet_actions = actions
         self.queue = approvals
         self._selected: int | None = None
+        self._items: dict[int, QListWidgetItem] = {}
 
         self.list = QListWidget()
         self.list.setAlternatingRowColors(False)
@@ -255,31 +258,84 @@ class ApprovalsView(QWidget):
     # The list ---------------------------------------------------------------
 
     def _on_request(self, request: ApprovalRequest) -> None:
+        """One request arrived or changed: insert or update its row alone (a full
+        rebuild per event stalled the loop once hundreds of decisions were listed)."""
         current = self.current()
+        item = self._items.get(request.id)
+        self.list.blockSignals(True)
+        if item is None:
+            item = QListWidgetItem()
+            item.setData(ID_ROLE, request.id)
+            self._items[request.id] = item
+        else:
+            self.list.takeItem(self.list.row(item))  # re-placed below: it may have been decided
+        self._style_item(item, request)
+        self.list.insertItem(self._row_for(request), item)
+        self._forget_dropped()
         if current is None or (current.id == request.id and request.status is not Status.PENDING):
             # Nothing shown, or the shown request was decided: on to the newest pending one.
             self._selected = None
-        self.rebuild()
+            self._select_default()
+        else:
+            self.list.setCurrentItem(self._items[current.id])
+        self.list.blockSignals(False)
+        if current is None or current.id == request.id or self._selected != current.id:
+            self._show_detail()
+
+    def _row_for(self, request: ApprovalRequest) -> int:
+        """Where a request goes: pending newest first, then decided newest first."""
+        key = _order_key(request)
+        low, high = 0, self.list.count()
+        while low < high:  # rows are sorted by _order_key
+            mid = (low + high) // 2
+            if _order_key(self._request_at(mid)) < key:
+                low = mid + 1
+            else:
+                high = mid
+        return low
+
+    def _request_at(self, row: int) -> ApprovalRequest:
+        request = self.queue.get(int(self.list.item(row).data(ID_ROLE)))
+        assert request is not None, "rows of requests the queue dropped are removed first"
+        return request
+
+    def _forget_dropped(self) -> None:
+        """Remove the rows of decisions the queue no longer keeps (it keeps the latest)."""
+        while (
+            self.list.count()
+            and self.queue.get(int(self.list.item(self.list.count() - 1).data(ID_ROLE))) is None
+        ):
+            gone = self.list.takeItem(self.list.count() - 1)
+            self._items.pop(int(gone.data(ID_ROLE)), None)
+
+    def _select_default(self) -> None:
+        if self._selected is None or self.queue.get(self._selected) is None:
+            first = self.list.item(0) if self.list.count() else None
+            self._selected = None if first is None else int(first.data(ID_ROLE))
+        item = self._items.get(self._selected) if self._selected is not None else None
+        if item is not None:
+            self.list.setCurrentItem(item)
 
     def rebuild(self) -> None:
-        requests = ordered(self.queue)
-        if self._selected is None or self.queue.get(self._selected) is None:
-            first = [r for r in requests if r.status is Status.PENDING] or requests
-            self._selected = first[0].id if first else None
         self.list.blockSignals(True)
         self.list.clear()
-        for r in requests:
-            item = QListWidgetItem(self._item_text(r))
+        self._items = {}
+        for r in ordered(self.queue):
+            item = QListWidgetItem()
             item.setData(ID_ROLE, r.id)
-            if r.status is not Status.PENDING:
-                item.setForeground(QBrush(QColor(128, 128, 128)))
-            if r.analysis is not None and r.analysis.governance:
-                item.setToolTip("Changes the entity's governance")
+            self._style_item(item, r)
+            self._items[r.id] = item
             self.list.addItem(item)
-            if r.id == self._selected:
-                self.list.setCurrentItem(item)
+        self._select_default()
         self.list.blockSignals(False)
         self._show_detail()
+
+    def _style_item(self, item: QListWidgetItem, r: ApprovalRequest) -> None:
+        item.setText(self._item_text(r))
+        if r.status is not Status.PENDING:
+            item.setForeground(QBrush(QColor(128, 128, 128)))
+        if r.analysis is not None and r.analysis.governance:
+            item.setToolTip("Changes the entity's governance")
 
     def _item_text(self, r: ApprovalRequest) -> str:
         names = signer_names(self.model)

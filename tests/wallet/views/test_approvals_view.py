@@ -8,7 +8,7 @@ from pytestqt.qtbot import QtBot
 
 from node.machines.entity import Increment, Vote
 from node.machines.governance import SetThreshold
-from wallet.flows.approvals import Status
+from wallet.flows.approvals import DECIDED_LIMIT, Status
 from wallet.model import EntityEntry
 from wallet.qt import QGuiApplication, Qt
 from wallet.views.approvals import ApprovalsView, countdown
@@ -57,6 +57,7 @@ def test_newest_pending_first_with_countdowns(qtbot: QtBot) -> None:
     assert current is not None
     assert current.id == first
     view.select(second)
+    view.tick()  # countdowns move once a second, not when another request arrives
     assert "0:30 left" in view.list.item(0).text()
     assert "0:25 left" in view.list.item(1).text()
     clock.now += 12
@@ -168,3 +169,24 @@ def test_accountant_decisions_are_greyed_with_their_rule(qtbot: QtBot) -> None:
     assert "automatically" in view.title.text().lower()
     assert "counter +5 within the limit" in view.subtitle.text()
     assert not view.approve_button.isVisibleTo(view)
+
+
+def test_rows_follow_each_event_without_rebuilding(qtbot: QtBot) -> None:
+    view, _, _, replica = setup(qtbot)
+    ids = [request_for(view.queue, replica, (1, [Increment(n)])) for n in (1, 2, 3)]
+    rows = view.list.item(0), view.list.item(1), view.list.item(2)
+    view.queue.reject(ids[1])  # the middle one leaves the pending section
+    order = [view.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(3)]
+    assert order == [ids[2], ids[0], ids[1]], "pending newest first, then decided"
+    now = [view.list.item(i) for i in range(3)]
+    assert all(any(r is n for n in now) for r in rows), "rows moved, not rebuilt"
+    assert "rejected" in view.list.item(2).text()
+    # The queue keeps the latest decisions only; the list drops the rows it forgot.
+    request = view.queue.get(ids[2])
+    assert request is not None
+    for _ in range(DECIDED_LIMIT + 5):
+        view.queue.record(
+            request.signer, request.entity, request.frame, 0, None, Status.APPROVED, "test", ""
+        )
+    assert view.list.count() == len(view.queue.all()) == DECIDED_LIMIT + 2
+    assert view.current() is not None
