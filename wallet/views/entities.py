@@ -35,34 +35,17 @@ from wallet.views.widgets import (
 
 
 class EntityCard(QFrame):
+    """One entity; :meth:`show_entry` refreshes it in place as its frames arrive."""
+
     def __init__(self, entry: EntityEntry, names: dict[bytes, str]) -> None:
         super().__init__()
-        self.entry = entry
         self.setFrameShape(QFrame.Shape.StyledPanel)
-        s = entry.state
-        c = s.config
-        self.entity_id = CopyableHash(s.entity_id)
+        self.entity_id = CopyableHash(entry.state.entity_id)
         self.bar = SegmentedBar()
-        self.bar.set_segments(
-            segments_for(c, set(entry.last_cert_signers), lambda sid: name(names, sid)),
-            c.threshold,
-        )
-        self.summary = QLabel(
-            f"{len(c.members)} signer{'s' if len(c.members) != 1 else ''}  ·  threshold "
-            f"{c.threshold} of {c.total_shares} shares  ·  proposer {name(names, c.proposer)}"
-        )
-        self.numbers = QLabel(
-            f"height {s.height}  ·  counter {s.counter}  ·  "
-            f"{len(s.proposals)} open proposal{'s' if len(s.proposals) != 1 else ''}"
-        )
+        self.summary = QLabel()
+        self.numbers = QLabel()
         set_role(self.numbers, "muted")
-        members = "  ".join(
-            f"{name(names, m.id)} {m.shares}" + (" (proposer)" if m.id == c.proposer else "")
-            for m in c.members[:12]
-        )
-        if len(c.members) > 12:
-            members += f"  … and {len(c.members) - 12} more"
-        self.members = QLabel(members)
+        self.members = QLabel()
         self.members.setWordWrap(True)
         self.increment_button = QPushButton("Increment\u2026")
         grid = QGridLayout(self)
@@ -77,6 +60,31 @@ class EntityCard(QFrame):
         grid.addWidget(self.members, 3, 0, 1, 2)
         grid.addWidget(self.numbers, 4, 0, 1, 2)
         grid.setColumnStretch(0, 1)
+        self.show_entry(entry, names)
+
+    def show_entry(self, entry: EntityEntry, names: dict[bytes, str]) -> None:
+        self.entry = entry
+        s = entry.state
+        c = s.config
+        self.bar.set_segments(
+            segments_for(c, set(entry.last_cert_signers), lambda sid: name(names, sid)),
+            c.threshold,
+        )
+        self.summary.setText(
+            f"{len(c.members)} signer{'s' if len(c.members) != 1 else ''}  ·  threshold "
+            f"{c.threshold} of {c.total_shares} shares  ·  proposer {name(names, c.proposer)}"
+        )
+        self.numbers.setText(
+            f"height {s.height}  ·  counter {s.counter}  ·  "
+            f"{len(s.proposals)} open proposal{'s' if len(s.proposals) != 1 else ''}"
+        )
+        members = "  ".join(
+            f"{name(names, m.id)} {m.shares}" + (" (proposer)" if m.id == c.proposer else "")
+            for m in c.members[:12]
+        )
+        if len(c.members) > 12:
+            members += f"  … and {len(c.members) - 12} more"
+        self.members.setText(members)
 
 
 class EntitiesView(QWidget):
@@ -91,6 +99,7 @@ class EntitiesView(QWidget):
         self.model = model
         self.wallet_actions = actions
         self.own_cards: list[SignerCard] = []
+        self._shown_signers: list[bytes] | None = None
         self.cards: list[EntityCard] = []
         self.dialog: IncrementDialog | CreateEntityDialog | JoinEntityDialog | None = None
 
@@ -112,12 +121,25 @@ class EntitiesView(QWidget):
     def set_own_cards(self, cards: Sequence[SignerCard]) -> None:
         """The user's keys as signer cards (from the vault), for Create entity."""
         self.own_cards = list(cards)
-        self.refresh()
+        self._rebuild()
 
     def own_signers(self) -> list[bytes]:
         return sorted({c.signer_id for c in self.own_cards} | {s for s, _ in self.model.entities})
 
     def refresh(self) -> None:
+        """Update the cards in place when only the entities' states moved (each frame
+        does that); rebuild the page when signers or entities come or go."""
+        shown = [(c.entry.signer_id, c.entry.state.entity_id) for c in self.cards]
+        if shown == sorted(self.model.entities) and self._shown_signers == self.own_signers():
+            names = signer_names(self.model)
+            for card in self.cards:
+                entry = self.model.entities[(card.entry.signer_id, card.entry.state.entity_id)]
+                if entry is not card.entry:
+                    card.show_entry(entry, names)
+            return
+        self._rebuild()
+
+    def _rebuild(self) -> None:
         while self.body_layout.count():
             item = self.body_layout.takeAt(0)
             w = item.widget() if item is not None else None
@@ -127,6 +149,7 @@ class EntitiesView(QWidget):
         self.cards = []
         names = signer_names(self.model)
         signers = self.own_signers()
+        self._shown_signers = signers
         self.join_button.setEnabled(bool(signers))
         self.body_layout.addWidget(caption(f"Signers ({len(signers)})"))
         own_cards = {c.signer_id: c for c in self.own_cards}
@@ -157,7 +180,7 @@ class EntitiesView(QWidget):
         for key in sorted(self.model.entities):
             card = EntityCard(self.model.entities[key], names)
             card.increment_button.clicked.connect(
-                lambda _=False, e=card.entry: self.open_increment(e)
+                lambda _=False, c=card: self.open_increment(c.entry)
             )
             self.cards.append(card)
             self.body_layout.addWidget(card)

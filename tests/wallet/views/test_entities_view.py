@@ -10,6 +10,7 @@ from pytestqt.qtbot import QtBot
 from wallet.flows.compose import SignerCard
 from wallet.model import EntityEntry, WalletModel
 from wallet.qt import QGuiApplication
+from wallet.views.compose import IncrementDialog
 from wallet.views.entities import EntitiesView
 
 from .content_helpers import (
@@ -145,3 +146,22 @@ def test_copy_own_signer_card(qtbot: QtBot) -> None:
     assert copied == card.encode()
     assert SignerCard.decode(copied) == card
     assert "copied" in view.status.text
+
+
+def test_a_new_frame_updates_the_card_in_place(qtbot: QtBot) -> None:
+    replica = Replica(entity((50, 30, 20), 67))
+    model = model_with(replica.state)
+    view = EntitiesView(model, RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    (card,) = view.cards
+    replica.increment(1, 4)
+    model.set_entity(EntityEntry(IDS[ME], replica.state, (IDS[0], IDS[1])))
+    assert view.cards == [card], "the same card, updated"
+    assert "counter 4" in card.numbers.text()
+    assert [s.filled for s in card.bar.segments] == [True, True, False]
+    card.increment_button.click()
+    assert isinstance(view.dialog, IncrementDialog)
+    assert view.dialog.entry.state.counter == 4, "the dialog works on the entity as it is now"
+    other = Replica(entity((1,), 1))
+    model.set_entity(EntityEntry(IDS[ME], other.state))
+    assert len(view.cards) == 2, "a new entity rebuilds the page"
