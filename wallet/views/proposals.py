@@ -19,6 +19,7 @@ from wallet.qt import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QShowEvent,
     Qt,
     QWidget,
 )
@@ -151,6 +152,7 @@ class ProposalsView(QWidget):
         self.model = model
         self.wallet_actions = actions
         self._key: Key | None = None
+        self._stale = True  # rows wait until the view is shown
         self._seen: dict[Key, EntityState] = dict((k, e.state) for k, e in model.entities.items())
         self.closed: dict[Key, list[Closed]] = {}
         self.rows: list[ProposalRow] = []
@@ -188,7 +190,19 @@ class ProposalsView(QWidget):
             self.picker.setCurrentIndex(keys.index(self._key))
         self.picker.blockSignals(False)
         self.new_button.setEnabled(self._key is not None)
-        self.refresh()
+        self._refresh_when_shown()
+
+    def _refresh_when_shown(self) -> None:
+        """Rows are rebuilt on each frame (heights left move); not while hidden."""
+        if self.isVisible():
+            self.refresh()
+        else:
+            self._stale = True
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._stale:
+            self.refresh()
 
     def set_entity(self, signer: bytes, entity: bytes) -> None:
         """Show this entity (the main window's switcher calls it)."""
@@ -224,6 +238,7 @@ class ProposalsView(QWidget):
     # Rows ----------------------------------------------------------------------
 
     def refresh(self) -> None:
+        self._stale = False
         while self.list_layout.count():
             item = self.list_layout.takeAt(0)
             w = item.widget() if item is not None else None

@@ -32,6 +32,7 @@ def setup(qtbot: QtBot) -> tuple[ProposalsView, RecordingActions, Replica]:
     view = ProposalsView(model_with(replica.state), actions, queue_with(Clock()))
     qtbot.addWidget(view)
     view.resize(760, 420)
+    view.show()  # a hidden view defers its rows until shown
     return view, actions, replica
 
 
@@ -122,3 +123,16 @@ def test_new_proposal_opens_the_editor(qtbot: QtBot) -> None:
     view.new_button.click()
     assert view.editor.isVisible()
     view.editor.reject()
+
+
+def test_a_hidden_view_builds_its_rows_when_shown(qtbot: QtBot) -> None:
+    replica = Replica(entity((50, 30, 20), 67))
+    replica.propose(1, SetThreshold(75), ttl=10)
+    view = ProposalsView(model_with(replica.state), RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    assert view.rows == [], "nothing built while hidden"
+    replica.increment(2, 1)
+    update(view, replica)
+    assert view.rows == []
+    view.show()
+    assert "9 heights left" in view.row(1).meta.text()
