@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -405,6 +406,10 @@ class WalletApp:
             return
         finally:
             self.service_started.set()
+        # Start-up leaves many long-lived objects (Qt wrappers, the node's modules) that
+        # every full collection would walk, a stall of the loop; none of them is garbage.
+        gc.collect()
+        gc.freeze()
         entity, self._pending_entity = self._pending_entity, None
         if entity is not None:
             await self._make_entity(service, entity)
