@@ -99,6 +99,8 @@ def test_frozen_self_test_passes_with_a_safe_keyring(bundle: Path, tmp_path: Pat
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
     assert "self-test: ok" in run.stdout
+    # The frozen Qt: platform plugin, fonts, style sheets and icons from resources/.
+    assert "gui: ok (font " in run.stdout
     [line] = [ln for ln in run.stdout.splitlines() if ln.startswith("keyring backend: ")]
     backend = line.removeprefix("keyring backend: ")
     assert backend in SAFE_BACKENDS, output
