@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from wallet import paths
 from wallet import settings as settings_io
-from wallet.flows.onboarding import CreateEntity, JoinEntity, Onboarding, Plan
 from wallet.model import NewMember, WalletModel
 from wallet.qt import QApplication, QEvent, QEventLoop, QMessageBox, QObject
 from wallet.settings import Settings
 from wallet.views import theme
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # and imported where used: the first window must not wait for them
+    from wallet.flows.onboarding import CreateEntity, JoinEntity, Plan
     from wallet.keys import BackendChoice, Vault
     from wallet.service import WalletService
     from wallet.views.main_window import MainWindow
@@ -80,7 +80,7 @@ class _EarlyLogs(logging.Handler):
 
     def __init__(self, model: WalletModel) -> None:
         super().__init__(logging.INFO)
-        from wallet.service import ModelLogHandler
+        from wallet.logsink import ModelLogHandler
 
         self._inner = ModelLogHandler(model, asyncio.get_running_loop())
         self._kind = ModelLogHandler
@@ -225,6 +225,7 @@ class WalletApp:
     # onboarding --------------------------------------------------------------------
 
     async def _onboard(self) -> bool:
+        from wallet.flows.onboarding import Onboarding
         from wallet.keys import mnemonic
         from wallet.views.onboarding import OnboardingWindow
 
@@ -420,6 +421,8 @@ class WalletApp:
             return
         key = keys[0]
         try:
+            from wallet.flows.onboarding import CreateEntity
+
             if isinstance(plan, CreateEntity):
                 members = [NewMember(key.pubkey, key.pop, plan.own_shares), *plan.others]
                 await service.create_entity(

@@ -22,32 +22,14 @@ from pathlib import Path
 
 from node.crypto.keystore import WrongPassword
 from wallet import settings as settings_io
+from wallet.cli import PASSWORD_ENV
 from wallet.flows.accountant import Rules, RulesError
-from wallet.keys.backends import PREFER_CHOICES, BackendError, choose_backend
+from wallet.keys.backends import BackendError, choose_backend
 from wallet.keys.vault import Vault, VaultError
 from wallet.model import WalletModel
 from wallet.paths import app_data_dir
 
-PASSWORD_ENV = "XLN_WALLET_PASSWORD"  # noqa: S105 (the variable's name)
 log = logging.getLogger("wallet.headless")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # --data, --node and --token also exist on the main parser: SUPPRESS keeps a
-    # value given before "agent" from being reset by this parser's default.
-    parser.add_argument("--node", default=argparse.SUPPRESS, help="the node's ws:// URL")
-    parser.add_argument("--token", default=argparse.SUPPRESS, help="an API token of that node")
-    parser.add_argument(
-        "--data", default=argparse.SUPPRESS, help="the wallet's data folder (its keys)"
-    )
-    parser.add_argument("--accountant", action="store_true", help="approve what the rules approve")
-    parser.add_argument("--rules", help="the accountant's TOML rules (default: built-in)")
-    parser.add_argument("--password-file", help=f"the wallet password (or {PASSWORD_ENV})")
-    parser.add_argument(
-        "--keyring",
-        choices=PREFER_CHOICES,
-        help="where the keys are: the encrypted files, or the system keyring",
-    )
 
 
 def _error(message: str, code: int = 2) -> int:

@@ -13,10 +13,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from node.machines.entity import EntityState
-from node.machines.governance import Action
+if TYPE_CHECKING:  # annotations only: the model loads before the node does
+    from node.machines.entity import EntityState
+    from node.machines.governance import Action
 
 HISTORY_LIMIT = 5_000
 CHART_POINTS = 600

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -58,7 +57,8 @@ from wallet.flows import compose
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, Notifications
 from wallet.keys.vault import Locked, Vault
-from wallet.model import EntityEntry, HistoryItem, LogLine, NewMember, WalletModel
+from wallet.logsink import ModelLogHandler
+from wallet.model import EntityEntry, HistoryItem, NewMember, WalletModel
 from wallet.settings import Settings
 
 log = logging.getLogger("wallet.service")
@@ -67,7 +67,6 @@ NODE_TOKEN_SECRET = "node-token"  # noqa: S105 (the vault entry's name)
 IN_FLIGHT_STALE_S = 120.0
 JOIN_TIMEOUT_S = 300.0
 AUTO_LOCK_CHECK_S = 5.0
-_TOKEN_RE = re.compile(r"xln_([0-9A-Za-z]+)_[A-Za-z0-9_\-]+")
 
 
 class WalletError(Exception):
@@ -81,37 +80,6 @@ def _user_errors() -> Iterator[None]:
         yield
     except compose.ComposeError as exc:
         raise WalletError(str(exc)) from None
-
-
-# Logging -------------------------------------------------------------------------------
-
-
-def redact(text: str) -> str:
-    """Mask API tokens (``xln_<id>_<secret>`` keeps its public id)."""
-    return _TOKEN_RE.sub(lambda m: f"xln_{m.group(1)}_***", text)
-
-
-class ModelLogHandler(logging.Handler):
-    """Log records into the model's log list, on the loop's thread, tokens masked."""
-
-    def __init__(self, model: WalletModel, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(logging.INFO)
-        self.model = model
-        self.loop = loop
-        self._loop_thread = threading.get_ident()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = redact(record.getMessage())
-            if record.exc_info and record.exc_info[1] is not None:
-                message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
-            line = LogLine(int(record.created * 1000), record.levelname, record.name, message)
-            if threading.get_ident() == self._loop_thread:
-                self.model.add_log(line)
-            elif not self.loop.is_closed():
-                self.loop.call_soon_threadsafe(self.model.add_log, line)
-        except Exception:
-            self.handleError(record)
 
 
 # Certificates ----------------------------------------------------------------------------

@@ -90,3 +90,10 @@ async def test_serves_a_real_node_until_sigterm(
     assert proc.stderr is not None
     err = (await proc.stderr.read()).decode()
     assert token.split("_")[2] not in err, "the token never reaches the log"
+
+
+def test_agent_keyring_choices_are_the_backends_prefer_values() -> None:
+    from wallet.cli import KEYRING_CHOICES
+    from wallet.keys.backends import PREFER_CHOICES
+
+    assert KEYRING_CHOICES == PREFER_CHOICES

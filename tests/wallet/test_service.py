@@ -12,8 +12,9 @@ import pytest
 from node.machines.governance import SetThreshold
 from tests.wallet.conftest import PASSWORD, Duo, Kit
 from wallet import settings as settings_io
+from wallet.logsink import redact
 from wallet.model import NewMember, WalletModel
-from wallet.service import WalletError, WalletService, redact
+from wallet.service import WalletError, WalletService
 from wallet.settings import Settings, SettingsError
 
 # Settings ------------------------------------------------------------------------------
