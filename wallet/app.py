@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import secrets
@@ -92,6 +93,26 @@ class _EarlyLogs(logging.Handler):
         self._inner.emit(record)
 
 
+MAIN_WINDOW_MODULES = (
+    "wallet.service",
+    "wallet.flows.onboarding",
+    "wallet.views.main_window",
+    "wallet.views.approvals",
+    "wallet.views.proposals",
+    "wallet.views.entities",
+    "wallet.views.history",
+    "wallet.views.logs",
+    "wallet.views.settings",
+    "wallet.views.tray",
+)
+
+
+def _import_main() -> None:
+    """Module imports only (no widget is made off the GUI thread)."""
+    for name in MAIN_WINDOW_MODULES:
+        importlib.import_module(name)
+
+
 class _ActivityFilter(QObject):
     """Key presses and clicks anywhere in the app restart the idle-lock timer."""
 
@@ -153,6 +174,7 @@ class WalletApp:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._early_logs: _EarlyLogs | None = None
         self._activity: _ActivityFilter | None = None
+        self._preloading: asyncio.Future[None] | None = None
 
     # stages ----------------------------------------------------------------------
 
@@ -209,6 +231,7 @@ class WalletApp:
             log.warning("settings: %s", bad)
         go_on = await (self._unlock_at_start() if has_keys else self._onboard())
         if not go_on:
+            await self.preloaded()
             return 0
         await self._open_main()
         await self._closed.wait()
@@ -221,6 +244,18 @@ class WalletApp:
         box.finished.connect(lambda _r: done.set())
         box.open()
         await done.wait()
+
+    def _preload(self) -> None:
+        """While the user types, import what the main window needs (the service, the
+        node, the views) on a thread, so Enter leads to the window at once."""
+        if self._preloading is None:
+            self._preloading = asyncio.get_running_loop().run_in_executor(None, _import_main)
+
+    async def preloaded(self) -> None:
+        """Let the preload thread finish (the app does not exit mid-import)."""
+        if self._preloading is not None:
+            with contextlib.suppress(Exception):
+                await self._preloading
 
     # onboarding --------------------------------------------------------------------
 
@@ -238,6 +273,7 @@ class WalletApp:
         window.show()
         self._set_stage("onboarding")
         asyncio.get_running_loop().call_soon(self._mark, "window onboarding")
+        self._preload()
         try:
             return await outcome
         finally:
@@ -289,6 +325,7 @@ class WalletApp:
         dialog.show()
         self._set_stage("unlock")
         asyncio.get_running_loop().call_soon(self._mark, "window unlock")
+        self._preload()
         try:
             return await outcome
         finally:
@@ -477,6 +514,7 @@ class WalletApp:
 
     async def shutdown(self) -> None:
         """Stop the service (the embedded node flushes) and close the windows."""
+        await self.preloaded()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
