@@ -177,6 +177,7 @@ async def main(out: Path) -> None:
                     backend_warning=backend.warning,
                 ),
             )
+            window.set_own_keys(vault.keys())
             window.resize(SIZE)
             window.show()
             window.sidebar.setFocus()

@@ -367,9 +367,7 @@ class WalletApp:
     # the main window ---------------------------------------------------------------------
 
     async def _open_main(self) -> None:
-        from wallet.flows.compose import SignerCard
         from wallet.service import WalletService
-        from wallet.views.entities import EntitiesView
         from wallet.views.logs import LogsView
         from wallet.views.main_window import MainWindow
         from wallet.views.settings import SettingsView
@@ -407,11 +405,7 @@ class WalletApp:
             on_close=self._closed.set,
         )
         self.window = window
-        entities = window.pages.get("entities")
-        if isinstance(entities, EntitiesView):
-            # Create entity starts from the user's own signer card(s).
-            own_keys = vault.keys()
-            entities.set_own_cards([SignerCard(k.pubkey, k.pop) for k in own_keys])
+        window.set_own_keys(vault.keys())
         self._activity = _ActivityFilter(service)
         self.app.installEventFilter(self._activity)
         self.tray = Tray(

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest
+from wallet.flows.compose import SignerCard
 from wallet.model import EntityEntry, WalletActions, WalletModel
 from wallet.qt import (
     QApplication,
@@ -38,6 +40,9 @@ from wallet.qt import (
 )
 from wallet.views import theme
 from wallet.views.status import StatusArea
+
+if TYPE_CHECKING:
+    from wallet.keys.vault import KeyInfo
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +198,14 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(widget)
         self.pages[key] = widget
         self._labels[key] = label
+
+    def set_own_keys(self, keys: Sequence[KeyInfo]) -> None:
+        """The user's keys (public parts), so the Entities page offers their signer
+        cards (to copy, and as the first member of Create entity)."""
+        entities = self.pages.get("entities")
+        set_cards = getattr(entities, "set_own_cards", None)
+        if set_cards is not None:
+            set_cards([SignerCard(k.pubkey, k.pop) for k in keys])
 
     def show_page(self, key: str) -> None:
         self.sidebar.setCurrentRow(PAGES.index(key))
