@@ -53,6 +53,19 @@ def error_label() -> QLabel:
     return label
 
 
+def add_field(form: QFormLayout, label: str, widget: QWidget) -> QLabel:
+    """A form row: the widget with its own error line under it; returns the line."""
+    box = QWidget()
+    v = QVBoxLayout(box)
+    v.setContentsMargins(0, 0, 0, 0)
+    v.setSpacing(2)
+    v.addWidget(widget)
+    err = error_label()
+    v.addWidget(err)
+    form.addRow(label, box)
+    return err
+
+
 def show_error(label: QLabel, text: str | None) -> None:
     label.setText(text or "")
     label.setVisible(bool(text))
@@ -87,15 +100,7 @@ class ActionDialog(QDialog):
 
     def field(self, label: str, widget: QWidget, key: str) -> None:
         """A row with its own error line under it."""
-        box = QWidget()
-        v = QVBoxLayout(box)
-        v.setContentsMargins(0, 0, 0, 0)
-        v.setSpacing(2)
-        v.addWidget(widget)
-        err = error_label()
-        v.addWidget(err)
-        self.errors[key] = err
-        self.form.addRow(label, box)
+        self.errors[key] = add_field(self.form, label, widget)
 
     def show_errors(self, errors: dict[str, str]) -> None:
         for key, label in self.errors.items():
@@ -170,15 +175,7 @@ class _Editor(QWidget):
         self.names = names
 
     def row(self, label: str, widget: QWidget, key: str) -> None:
-        box = QWidget()
-        v = QVBoxLayout(box)
-        v.setContentsMargins(0, 0, 0, 0)
-        v.setSpacing(2)
-        v.addWidget(widget)
-        err = error_label()
-        v.addWidget(err)
-        self.errors[key] = err
-        self.layout_.addRow(label, box)
+        self.errors[key] = add_field(self.layout_, label, widget)
 
     def member_picker(self, exclude_proposer: bool = False) -> QComboBox:
         combo = QComboBox()
