@@ -271,6 +271,7 @@ def test_stale_future_and_foreign_messages_change_nothing(
         (right, ch.ReceiveFrame(f2), "future frame"),
         (right, ch.ReceiveAck(ack1), "not for our pending"),
         (right1, ch.ReceiveFrame(replace_channel(f1)), "another channel"),
+        (right, ch.ReceiveFrame(fork(f1)), "does not extend the agreed head"),
         (left2, ch.ReceiveFrame(f2), "our own side"),
         (left2, ch.ReceiveAck(ch.Ack(left.channel_id, 5, f2.hash)), "not for our pending"),
         (left2, ch.ReceiveAck(ch.Ack(A, 4, f2.hash)), "another channel"),
@@ -279,6 +280,12 @@ def test_stale_future_and_foreign_messages_change_nothing(
         after, outs = ch.step(side, event)
         assert reason in only(outs, ch.Ignored).reason
         assert after is side
+
+
+def fork(frame: ch.Frame) -> ch.Frame:
+    return ch.Frame.make(
+        frame.channel_id, frame.height, ZERO_HASH, frame.from_side, frame.txs, frame.state_hash
+    )
 
 
 def replace_channel(frame: ch.Frame) -> ch.Frame:
