@@ -16,6 +16,7 @@ Nothing here talks to the node or holds a key beyond the call.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -117,15 +118,32 @@ class SignerCard:
 
     @classmethod
     def decode(cls, text: str) -> SignerCard:
-        """A card from its text; ValueError unless the key is valid and the proof proves it."""
+        """A card from its text; ValueError unless the key is valid and the proof proves it.
+
+        Three spellings are read: the wallet's own ``xln-signer:<key hex>:<proof hex>``
+        (what it shows and copies), the JSON that ``xln-node key show`` prints, and a
+        bare ``<key hex>:<proof hex>``.
+        """
         text = text.strip()
-        if not text.startswith(CARD_PREFIX):
-            raise ValueError(f"a signer card starts with {CARD_PREFIX!r}")
-        parts = text[len(CARD_PREFIX) :].split(":")
-        if len(parts) != 2:
-            raise ValueError("a signer card is xln-signer:<public key hex>:<proof hex>")
-        pubkey = parse_hex(parts[0], PUBKEY_LEN, "public key")
-        pop = parse_hex(parts[1], POP_LEN, "proof of possession")
+        if text.startswith("{"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("a signer card in JSON must be valid JSON") from None
+            if not isinstance(data, dict):
+                raise ValueError("a signer card in JSON is an object")
+            key_hex, proof_hex = (
+                str(data.get("pubkey", "")),
+                str(data.get("proof_of_possession", "")),
+            )
+        else:
+            body = text.removeprefix(CARD_PREFIX)
+            parts = body.split(":")
+            if len(parts) != 2:
+                raise ValueError("a signer card is xln-signer:<public key hex>:<proof hex>")
+            key_hex, proof_hex = parts
+        pubkey = parse_hex(key_hex, PUBKEY_LEN, "public key")
+        pop = parse_hex(proof_hex, POP_LEN, "proof of possession")
         check_key(pubkey, pop)
         return cls(pubkey, pop)
 

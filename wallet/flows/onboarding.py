@@ -17,14 +17,14 @@ reason when it refuses; a refusal changes nothing. :meth:`Onboarding.back` goes
 to the previous step. At DONE, :meth:`Onboarding.plan` gives the :class:`Plan`
 the app carries out through the ``Vault`` and the ``WalletService``.
 
-A *signer card* is how another signer shares its public key: the JSON that
-``xln-node key show`` prints (``pubkey`` and ``proof_of_possession``, hex), or
-the two hex strings joined by ``:``.
+A *signer card* is how another signer shares its public key and proof of
+possession: ``xln-signer:<key hex>:<proof hex>`` as the wallet shows it, the JSON
+that ``xln-node key show`` prints, or the two hex strings joined by ``:``
+(``wallet.flows.compose.SignerCard`` reads them all).
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,12 +34,9 @@ from urllib.parse import urlsplit
 from node.machines.governance import (
     MAX_SHARES,
     MAX_SIGNERS,
-    POP_LEN,
-    PUBKEY_LEN,
-    ConfigError,
-    check_new_key,
     signer_id,
 )
+from wallet.flows.compose import SignerCard
 from wallet.model import NewMember
 
 MIN_PASSWORD = 8
@@ -97,31 +94,15 @@ class Plan:
 
 
 def parse_card(text: str) -> NewMember:
-    """A signer card (JSON from ``xln-node key show``, or ``PUBKEY:POP`` hex) as a
-    member with 1 share; refuses a bad key or proof of possession."""
-    text = text.strip()
-    if not text:
+    """A signer card (``SignerCard.decode`` reads its spellings) as a member with 1
+    share; refuses a bad key or proof of possession."""
+    if not text.strip():
         raise StepRefused("a signer card is empty")
     try:
-        if text.startswith("{"):
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise StepRefused("a signer card must be a JSON object")
-            pub_hex, pop_hex = str(data.get("pubkey", "")), str(data.get("proof_of_possession", ""))
-        else:
-            pub_hex, _, pop_hex = text.partition(":")
-        pubkey, pop = bytes.fromhex(_strip0x(pub_hex)), bytes.fromhex(_strip0x(pop_hex))
-    except (ValueError, json.JSONDecodeError):
-        raise StepRefused("a signer card is not valid JSON or PUBKEY:POP hex") from None
-    if len(pubkey) != PUBKEY_LEN or len(pop) != POP_LEN:
-        raise StepRefused(
-            f"a signer card needs a {PUBKEY_LEN}-byte key and a {POP_LEN}-byte proof of possession"
-        )
-    try:
-        check_new_key(pubkey, pop)
-    except ConfigError as exc:
-        raise StepRefused(f"signer card {signer_id(pubkey).hex()[:10]}…: {exc}") from None
-    return NewMember(pubkey=pubkey, pop=pop, shares=1)
+        card = SignerCard.decode(text)
+    except ValueError as exc:
+        raise StepRefused(f"not a signer card: {exc}") from None
+    return card.member(1)
 
 
 def parse_entity_id(text: str) -> bytes:

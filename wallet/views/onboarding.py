@@ -13,7 +13,6 @@ from the phrase) with a copy button, to send to co-signers.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 
 from wallet.flows.onboarding import (
@@ -90,21 +89,14 @@ TRAIL = {
 
 
 def signer_card(phrase: str) -> str:
-    """This key's signer card (the JSON that ``xln-node key show`` prints). Slow-ish
-    (key derivation): run it in an executor."""
+    """This key's signer card, as the wallet shows and copies it everywhere
+    (``xln-signer:<key>:<proof>``). Slow-ish (key derivation): run it in an executor."""
     from node.crypto import bls
-    from node.machines.governance import signer_id
+    from wallet.flows.compose import SignerCard
     from wallet.keys import mnemonic
 
     sk, _path = mnemonic.signer_key(phrase)
-    pubkey = bls.sk_to_pk(sk)
-    return json.dumps(
-        {
-            "signer_id": signer_id(pubkey).hex(),
-            "pubkey": pubkey.hex(),
-            "proof_of_possession": bls.pop_prove(sk).hex(),
-        }
-    )
+    return SignerCard(bls.sk_to_pk(sk), bls.pop_prove(sk)).encode()
 
 
 def _explain(text: str) -> QLabel:

@@ -3,6 +3,8 @@ config, real BLS keys and proofs, batches the entity machine accepts."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from node.machines.entity import Batch, Increment, Propose, Vote, execute
@@ -114,11 +116,17 @@ def test_signer_card_round_trip_and_validation() -> None:
     text = card.encode()
     assert text == f"xln-signer:{PKS[D].hex()}:{POPS[D].hex()}"
     assert SignerCard.decode(f"  {text}\n") == card
+    # The other spellings: `xln-node key show`'s JSON, and the bare key:proof.
+    shown = json.dumps({"pubkey": PKS[D].hex(), "proof_of_possession": POPS[D].hex()})
+    assert SignerCard.decode(shown) == card
+    assert SignerCard.decode(f"{PKS[D].hex()}:{POPS[D].hex()}") == card
     assert card.signer_id == IDS[D]
     assert card.member(2).shares == 2
     assert AddSignerForm.from_card(text, 1).to_action(CONFIG) == AddSigner(PKS[D], POPS[D], 1)
     for bad, message in [
-        ("xln-other:00:00", "starts with"),
+        ("xln-other:00:00", "xln-signer:<public key hex>:<proof hex>"),
+        ('{"pubkey": "00"', "valid JSON"),
+        ("[1, 2]", "xln-signer:<public key hex>:<proof hex>"),
         ("xln-signer:00", "xln-signer:<public key hex>:<proof hex>"),
         (f"xln-signer:{PKS[D].hex()}:{POPS[E].hex()}", "proof of possession does not match"),
         (f"xln-signer:{'ab' * 48}:{POPS[D].hex()}", "not a valid BLS public key"),

@@ -187,9 +187,9 @@ def test_entity_refusals() -> None:
         (1, [(card(1), 1)], 3, 0, "exceed half"),
         (0, [], 1, 0, "shares must be"),
         (1, [(card(1), 1), (card(1), 1)], 2, 0, "twice"),
-        (1, [("{}", 1)], 2, 0, "48-byte"),
-        (1, [("nothex:zz", 1)], 2, 0, "not valid"),
-        (1, [("[1]", 1)], 2, 0, "not valid"),
+        (1, [("{}", 1)], 2, 0, "enter the public key"),
+        (1, [("nothex:zz", 1)], 2, 0, "must be hexadecimal"),
+        (1, [("[1]", 1)], 2, 0, "xln-signer:<public key hex>:<proof hex>"),
         (1, [("", 1)], 2, 0, "empty"),
         (1, [(card(1), 1)], 2, 5, "proposer"),
     ]

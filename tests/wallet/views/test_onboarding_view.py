@@ -6,7 +6,6 @@ key or the recovery phrase in the data folder or the logs."""
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from pytestqt.qtbot import QtBot
 
 from node.crypto import bls
 from wallet.app import WalletApp
+from wallet.flows.compose import SignerCard
 from wallet.flows.onboarding import Step
 from wallet.keys import mnemonic
 from wallet.model import Link, WalletModel
@@ -152,9 +152,10 @@ async def test_onboarding_creates_a_wallet_and_opens_the_main_window(
         assert isinstance(entity, EntityPage)
         assert w._card_task is not None
         await w._card_task
-        card = json.loads(entity.card.text())
+        card = SignerCard.decode(entity.card.text())  # the form the Entities view copies
+        assert entity.card.text() == card.encode()
         sk, _ = mnemonic.signer_key(phrase)
-        assert card["pubkey"] == bls.sk_to_pk(sk).hex()
+        assert card.pubkey == bls.sk_to_pk(sk)
         entity.copy.click()
         assert QApplication.clipboard().text() == entity.card.text()
 
