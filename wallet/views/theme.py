@@ -85,11 +85,15 @@ def colors() -> Colors:
 
 
 def style_sheet(name: str) -> str:
-    path = resource_dir() / f"{name}.qss"
+    """The theme's style sheet; ``@RESOURCES@`` in it becomes the resources folder
+    (its images, wherever the app or the bundle lives)."""
+    folder = resource_dir()
+    path = folder / f"{name}.qss"
     try:
-        return path.read_text("utf-8")
+        text = path.read_text("utf-8")
     except OSError as exc:
         raise FileNotFoundError(f"theme style sheet missing: {path}") from exc
+    return text.replace("@RESOURCES@", folder.as_posix())
 
 
 def palette(c: Colors) -> QPalette:
