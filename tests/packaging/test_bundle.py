@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,28 @@ def test_frozen_self_test_passes_with_a_safe_keyring(bundle: Path, tmp_path: Pat
     # Frozen, the wallet must find the same keyring as this interpreter does here.
     expected = choose_backend(tmp_path / "unfrozen", service="xln-signer-selftest").name
     assert backend == expected, output
+
+
+def test_frozen_gui_shows_its_first_window(bundle: Path, tmp_path: Path) -> None:
+    """The frozen app itself (not only its self-test): Qt, the theme, the vault and
+    the onboarding window, offscreen on an empty data folder."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XLN_WALLET_READY_FILE="-")
+    proc = subprocess.Popen(
+        [str(_executable(bundle)), "--data", str(tmp_path / "data")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pool = ThreadPoolExecutor(1)  # readline with a deadline
+    try:
+        assert proc.stdout is not None
+        line = pool.submit(proc.stdout.readline).result(timeout=RUN_DEADLINE_S)
+        assert line.startswith("window onboarding "), line
+        assert proc.poll() is None, "the window stays up"
+    finally:
+        proc.kill()  # first: it ends a readline still waiting
+        _, err = proc.communicate(timeout=RUN_DEADLINE_S)
+        pool.shutdown()
+    assert "Traceback" not in err, err
