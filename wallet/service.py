@@ -30,17 +30,15 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from node.codec import keccak
 from node.machines import entity as ent
 from node.machines.entity import EntityState
 from node.machines.frames import (
     Certificate,
-    Frame,
-    precommit_message,
     signers_of,
-    verify_certificate,
+    verify_certificate_of,
 )
 from node.machines.governance import Action, Config, ConfigError, Member, signer_id
 from node.machines.replica import Genesis, Replica
@@ -85,19 +83,6 @@ def _user_errors() -> Iterator[None]:
 # Certificates ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _CertifiedFrame:
-    """What ``verify_certificate`` reads of a frame: its pre-commit message. A
-    FRAME_EVENT names the frame by hash, which is all that message needs."""
-
-    entity_id: bytes
-    height: int
-    hash: bytes
-
-    def message(self, round_: int) -> bytes:
-        return precommit_message(self.entity_id, self.height, round_, self.hash)
-
-
 def check_certificate(
     config: Config, entity_id: bytes, height: int, frame_hash: bytes, cert: Certificate
 ) -> tuple[tuple[bytes, ...], bool]:
@@ -106,8 +91,7 @@ def check_certificate(
         signers = tuple(config.members[i].id for i in signers_of(config, cert))
     except ValueError:
         return (), False
-    ref = _CertifiedFrame(entity_id, height, frame_hash)
-    return signers, verify_certificate(config, cast(Frame, ref), cert) is None
+    return signers, verify_certificate_of(config, entity_id, height, frame_hash, cert) is None
 
 
 @dataclass

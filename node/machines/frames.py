@@ -153,6 +153,14 @@ def signers_of(config: Config, cert: Certificate) -> list[int]:
 
 def verify_certificate(config: Config, frame: Frame, cert: Certificate) -> str | None:
     """None if ``cert`` certifies ``frame`` under ``config``, else the reason it does not."""
+    return verify_certificate_of(config, frame.entity_id, frame.height, frame.hash, cert)
+
+
+def verify_certificate_of(
+    config: Config, entity_id: bytes, height: int, frame_hash: bytes, cert: Certificate
+) -> str | None:
+    """The same, for a frame known by its hash (a FRAME_EVENT names it so): the
+    pre-commit message needs no more than the entity, the height and the hash."""
     try:
         indexes = signers_of(config, cert)
     except DecodeError as exc:
@@ -164,7 +172,8 @@ def verify_certificate(config: Config, frame: Frame, cert: Certificate) -> str |
         keys = [bls.load_public_key(config.members[i].pubkey) for i in indexes]
     except bls.BLSError as exc:
         return f"bad signer key: {exc}"
-    if not bls.fast_aggregate_verify_keys(keys, frame.message(cert.round), cert.signature):
+    message = precommit_message(entity_id, height, cert.round, frame_hash)
+    if not bls.fast_aggregate_verify_keys(keys, message, cert.signature):
         return "aggregate signature does not verify"
     return None
 
