@@ -44,6 +44,7 @@ from node.codec import (
     as_bytes,
     as_int,
     as_list,
+    decode,
     decode_with_raw,
     encode_list,
     encode_tree,
@@ -175,8 +176,7 @@ class AddCollateral:
 
 
 def decode_tx(raw: bytes) -> Tx:
-    item, _ = decode_with_raw(raw)
-    return CHANNEL_TXS.decode(item, raw)
+    return CHANNEL_TXS.decode(decode(raw), raw)
 
 
 # Agreed state ---------------------------------------------------------------------------
@@ -340,8 +340,7 @@ class ChannelState:
 
     @classmethod
     def decode(cls, raw: bytes) -> ChannelState:
-        item, _ = decode_with_raw(raw)
-        return cls.from_item(item)
+        return cls.from_item(decode(raw))
 
 
 def genesis(a: bytes, b: bytes) -> ChannelState:
@@ -484,8 +483,7 @@ class Ack:
 
     @classmethod
     def decode(cls, raw: bytes) -> Ack:
-        item, _ = decode_with_raw(raw)
-        return cls.from_item(item)
+        return cls.from_item(decode(raw))
 
 
 # One side's whole state -----------------------------------------------------------------
