@@ -83,14 +83,19 @@ def _user_errors() -> Iterator[None]:
 # Certificates ----------------------------------------------------------------------------
 
 
+def cert_signer_ids(config: Config, cert: Certificate) -> tuple[bytes, ...]:
+    """The certificate's signer ids, in member order; () if its bitfield does not fit."""
+    try:
+        return tuple(config.members[i].id for i in signers_of(config, cert))
+    except ValueError:
+        return ()
+
+
 def check_certificate(
     config: Config, entity_id: bytes, height: int, frame_hash: bytes, cert: Certificate
 ) -> tuple[tuple[bytes, ...], bool]:
     """The certificate's signer ids (member order) under ``config``, and whether it verifies."""
-    try:
-        signers = tuple(config.members[i].id for i in signers_of(config, cert))
-    except ValueError:
-        return (), False
+    signers = cert_signer_ids(config, cert)
     return signers, verify_certificate_of(config, entity_id, height, frame_hash, cert) is None
 
 
@@ -420,15 +425,8 @@ class WalletService:
         replica = await self.session.read_replica(signer, entity)
         if replica is None:
             return None
-        cert_signers: tuple[bytes, ...] = ()
-        if replica.cert is not None:
-            config = replica.entity.config
-            with contextlib.suppress(ValueError):
-                cert_signers = tuple(
-                    config.members[i].id
-                    for i in signers_of(config, replica.cert)
-                    if i < len(config.members)
-                )
+        cert = replica.cert
+        cert_signers = () if cert is None else cert_signer_ids(replica.entity.config, cert)
         current = self.model.entities.get((signer, entity))
         if current is None or current.state.height <= replica.entity.height:
             self.model.set_entity(EntityEntry(signer, replica.entity, cert_signers))
