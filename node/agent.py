@@ -3,7 +3,11 @@
 The node asks the agent to pre-commit a frame by sending the whole frame (the
 egg-agent protocol, ``docs/PROTOCOL.md``). The agent decodes it, recomputes the
 frame hash and the domain-separated pre-commit message itself, and never signs
-a hash it was handed.
+a hash it was handed. In the same answer it signs each outgoing hash the frame
+lists (its channel frames, acks and signer-set announcement,
+``node/machines/accounts.py``): those hashes are part of the frame it
+pre-commits, and its node re-executed the frame before asking. A 32-byte
+message is never anything else: every other message the key signs is longer.
 
 **Double-sign guard.** Before a signature leaves the agent, it is written with
 ``sync=True`` to the agent's own LevelDB (never the node's data folder):
@@ -37,7 +41,7 @@ import plyvel_next as plyvel
 from node.codec import as_bytes, as_int, as_list, decode, encode
 from node.crypto import bls, keystore
 from node.machines.entity import Batch, sign_batch
-from node.machines.frames import Frame
+from node.machines.frames import Frame, Signatures
 from node.machines.governance import signer_id
 from node.txs import Tx
 
@@ -77,8 +81,13 @@ class Agent:
     def proof_of_possession(self) -> bytes:
         return bls.pop_prove(self._sk)
 
-    def sign_precommit(self, frame_raw: bytes, round_: int) -> bytes:
-        """Pre-commit ``frame_raw`` at ``round_``; raises Refused. Thread-safe."""
+    def sign_precommit(self, frame_raw: bytes, round_: int) -> Signatures:
+        """Pre-commit ``frame_raw`` at ``round_``, and sign its outgoing hashes; raises
+        Refused. Thread-safe."""
+        frame, precommit = self._precommit(frame_raw, round_)
+        return Signatures(precommit, tuple(bls.sign(self._sk, o.hash) for o in frame.outbox))
+
+    def _precommit(self, frame_raw: bytes, round_: int) -> tuple[Frame, bytes]:
         try:
             frame = Frame.decode(frame_raw)
         except ValueError as exc:
@@ -95,7 +104,7 @@ class Agent:
                     raise Refused(
                         f"already signed a different frame at height {frame.height} round {round_}"
                     )
-                return as_bytes(fields[1], "signature")
+                return frame, as_bytes(fields[1], "signature")
             lock = self._db.get(b"L" + at)
             if lock is not None:
                 fields = as_list(decode(lock), "lock record", size=2)
@@ -114,7 +123,7 @@ class Agent:
             if self._after_record is not None:
                 self._after_record()
             self.signed += 1
-            return signature
+            return frame, signature
 
     def sign_batch(self, entity_id: bytes, nonce: int, txs: Sequence[Tx]) -> Batch:
         return sign_batch(entity_id, self._sk, self.signer_id, nonce, txs)

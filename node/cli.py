@@ -75,8 +75,15 @@ async def run_node(args: argparse.Namespace) -> int:
         return 1
     node = Node(
         store,
-        NodeConfig(tick_ms=args.tick_ms, empty_blocks=args.empty_blocks, inbox_cap=args.inbox_cap),
+        NodeConfig(
+            tick_ms=args.tick_ms,
+            empty_blocks=args.empty_blocks,
+            inbox_cap=args.inbox_cap,
+            simulation=args.simulation,
+        ),
     )
+    if args.simulation and not node.state.simulation:
+        log.warning("--simulation is ignored: this chain was started without it")
     tokens = TokenStore(data)
     peers = None
     if args.peer:
@@ -403,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--empty-blocks", action="store_true", help="make a block every tick, even empty"
     )
     run.add_argument("--simulate", action="store_true", help="inject one increment every 100 ms")
+    run.add_argument(
+        "--simulation",
+        action="store_true",
+        help="a new chain allows the test faucet (server tx faucet); fixed for the chain's life",
+    )
     run.add_argument(
         "--inbox-cap", type=_positive, default=NodeConfig().inbox_cap, help=argparse.SUPPRESS
     )

@@ -13,7 +13,12 @@ carries its decisions out once the block that made them is durable:
 - the round timer: a replica with work that makes no progress for
   ``round_timeout * (round + 1)`` gets a ``timeout`` input from our clock;
 - catch-up: a replica behind its peers fetches certified frames (GET_FRAMES)
-  and applies them as ``commit`` inputs; each is verified before it applies.
+  and applies them as ``commit`` inputs; each is verified before it applies;
+- ``Transmit``: a signed channel message for a member of a counterparty
+  entity, routed like ``Send``; and the resend timer: while a channel waits for
+  its ack, or a counterparty's ack may have been lost, the signed messages go
+  out again every ``resend_ms`` (each is idempotent), and at once when a peer
+  server (re)connects.
 
 Agents: a signer's key is held by its agent, either in this process (built-in,
 loaded from an EIP-2335 keystore) or on the far side of the agent protocol.
@@ -32,7 +37,7 @@ from typing import Protocol
 from node.agent import Agent, Refused
 from node.machines import replica as rep
 from node.machines import signer as sig
-from node.machines.frames import Certificate, Frame
+from node.machines.frames import Certificate, Frame, Signatures
 from node.machines.replica import Commit, Lock, Precommit, SeenLock, Timeout
 from node.machines.server import Step
 from node.net.peers import PeerLink, PeerNetwork
@@ -43,6 +48,7 @@ from node.txs import Tx
 log = logging.getLogger(__name__)
 
 DEFAULT_ROUND_TIMEOUT_MS = 2_000
+DEFAULT_RESEND_MS = 1_000
 SYNC_PAGE = 256
 CHECK_MEMO = 1024
 ANSWERED_MEMO = 16_384
@@ -53,7 +59,9 @@ class AgentUnavailable(Exception):
 
 
 class AgentLink(Protocol):
-    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> bytes: ...
+    async def sign_precommit(
+        self, entity: bytes, frame_raw: bytes, round_: int
+    ) -> Signatures: ...
 
 
 class LocalAgent:
@@ -62,7 +70,7 @@ class LocalAgent:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
-    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
         return await asyncio.to_thread(self.agent.sign_precommit, frame_raw, round_)
 
 
@@ -81,10 +89,14 @@ class Coordinator:
         peers: PeerNetwork | None = None,
         round_timeout_ms: int = DEFAULT_ROUND_TIMEOUT_MS,
         clock: Callable[[], float] = time.monotonic,
+        resend_ms: int = DEFAULT_RESEND_MS,
     ) -> None:
         self.node = node
         self.peers = peers
         self.round_timeout_s = round_timeout_ms / 1000
+        self.resend_s = resend_ms / 1000
+        # (entity) -> (what its signed messages were, when they last went out)
+        self._resent: dict[bytes, tuple[tuple[bytes, ...], float]] = {}
         self._clock = clock
         self.agents: dict[bytes, AgentLink] = {}
         self._timers: dict[tuple[bytes, bytes], _Timer] = {}
@@ -132,6 +144,8 @@ class Coordinator:
                 case rep.Send(to=to, tx=tx):
                     assert effect.entity is not None
                     self.route_input(to, effect.entity, tx)
+                case rep.Transmit(entity=entity, to=to, tx=tx):
+                    self.route_input(to, entity, tx)
                 case sig.SendToSigner(to=to, tx=tx):
                     self.route_input(to, None, tx)
                 case rep.ProposeFrame():
@@ -206,7 +220,7 @@ class Coordinator:
         if self.peers is None or not self.peers.deliver(to, entity, tx):
             log.debug("no route to signer %s", to.hex()[:12])
 
-    async def _sign(self, signer: bytes, frame: Frame, round_: int) -> bytes | None:
+    async def _sign(self, signer: bytes, frame: Frame, round_: int) -> Signatures | None:
         agent = self.agents.get(signer)
         if agent is None:
             log.warning("no agent for signer %s; cannot pre-commit", signer.hex()[:12])
@@ -227,16 +241,21 @@ class Coordinator:
             p.frame.height,
             p.round,
         )
-        signature = await self._sign(signer, p.frame, p.round)
-        if signature is None:
+        signed = await self._sign(signer, p.frame, p.round)
+        if signed is None:
             return
+        signature = signed.precommit
         entity = p.frame.entity_id
         # Not urgent: the proposer's own pre-commit alone completes nothing (unless
         # it holds the threshold itself; then the next tick commits).
         self.node.submit_internal(
             (signer, entity),
             [
-                Tx.of(Precommit(p.frame.height, p.round, p.frame.hash, signer, signature)),
+                Tx.of(
+                    Precommit(
+                        p.frame.height, p.round, p.frame.hash, signer, signature, signed.outbox
+                    )
+                ),
                 Tx.of(SeenLock(Lock(p.round, p.frame, signer, signature))),
             ],
             urgent=self._holds_threshold(signer, entity),
@@ -259,7 +278,9 @@ class Coordinator:
         if key not in self._checked:
             if len(self._checked) >= CHECK_MEMO:
                 self._checked.clear()
-            self._checked[key] = rep.check_proposal(replica, frame, round_, proposer_sig)
+            self._checked[key] = rep.check_proposal(
+                replica, frame, round_, proposer_sig, simulation=self.node.state.simulation
+            )
         return self._checked[key]
 
     def _holds_threshold(self, signer: bytes, entity: bytes) -> bool:
@@ -294,15 +315,19 @@ class Coordinator:
         if reason is not None:
             log.warning("signer %s refuses a proposal: %s", signer.hex()[:12], reason)
             return reason
-        signature = await self._sign(signer, frame, round_)
-        if signature is None:
+        signed = await self._sign(signer, frame, round_)
+        if signed is None:
             return "agent did not sign"
         log.debug("signer %s signed %d/%d", signer.hex()[:8], frame.height, round_)
         proposer = replica.entity.config.proposer_at(round_)
         self.route_input(
             proposer,
             frame.entity_id,
-            Tx.of(Precommit(frame.height, round_, frame.hash, signer, signature)),
+            Tx.of(
+                Precommit(
+                    frame.height, round_, frame.hash, signer, signed.precommit, signed.outbox
+                )
+            ),
         )
         self.node.submit_internal(
             (signer, frame.entity_id),
@@ -335,10 +360,35 @@ class Coordinator:
         for key in list(self._timers):
             if key not in live:
                 del self._timers[key]
+        self._resend_due(now)
+
+    def _resend_due(self, now: float, force: bool = False) -> None:
+        """Send each entity's signed channel messages again if they have waited
+        ``resend_s`` unchanged (one replica per entity does it for this server)."""
+        seen: set[bytes] = set()
+        for signer in self.node.state.signers:
+            for replica in signer.replicas:
+                entity = replica.entity_id
+                if entity in seen or not replica.signed:
+                    continue
+                seen.add(entity)
+                what = tuple(m.hash for _, m in replica.signed)
+                last = self._resent.get(entity)
+                if last is None or last[0] != what:
+                    self._resent[entity] = (what, now)  # new messages went out on commit
+                    if not force:
+                        continue
+                elif not force and now - last[1] < self.resend_s:
+                    continue
+                self._resent[entity] = (what, now)
+                for effect in rep.resend(replica):
+                    assert isinstance(effect, rep.Transmit)
+                    self.route_input(effect.to, effect.entity, effect.tx)
 
     # Catch-up ---------------------------------------------------------------------------
 
     def _on_peer_change(self, link: PeerLink) -> None:
+        self._resend_due(self._clock(), force=True)
         for signer in self.node.state.signers:
             for replica in signer.replicas:
                 if link.hosted & set(replica.entity.config.ids):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.machines import governance
+from node.machines import entity as ent
+from node.machines.accounts import ChannelRecord
 from node.machines.replica import Replica
 from node.machines.server import ServerState
 
@@ -44,7 +45,7 @@ def describe_replica(r: Replica) -> dict[str, Any]:
         "proposals": [
             {
                 "id": p.id,
-                "action": governance.ACTION_NAMES[type(p.action)],
+                "action": ent.ACTION_NAMES[type(p.action)],
                 "expires_at": p.expires_at,
                 "proposer": p.proposer.hex(),
                 "votes": [v.hex() for v in p.votes],
@@ -62,4 +63,40 @@ def describe_replica(r: Replica) -> dict[str, Any]:
         "round": r.round,
         "pool": len(r.pool),
         "in_flight": None if r.pending is None else r.pending.frame.hash.hex(),
+        "inbox": len(r.inbox),
+        "reserves": {str(asset): str(amount) for asset, amount in e.reserves},
+        "channels": [describe_channel(c) for c in e.channels],
+    }
+
+
+def describe_channel(c: ChannelRecord) -> dict[str, Any]:
+    """Amounts are decimal strings (they may exceed what JSON readers hold exactly)."""
+    side = c.side
+    return {
+        "peer": c.peer.hex(),
+        "channel_id": side.channel_id.hex(),
+        "side": side.me.name.lower(),
+        "status": side.status,
+        "height": side.agreed.height,
+        "pending": None
+        if side.pending is None
+        else {"height": side.pending.height, "txs": len(side.pending.txs)},
+        "queued": len(side.queue),
+        "peer_signers": [m.hex() for m in c.peer_config.ids],
+        "peer_threshold": c.peer_config.threshold,
+        "assets": [
+            {
+                "asset": a.asset,
+                "balance": str(a.balance(side.me)),
+                "peer_balance": str(a.balance(side.me.other)),
+                "capacity": str(a.capacity(side.me)),
+                "peer_capacity": str(a.capacity(side.me.other)),
+                "collateral": str(
+                    a.collateral_left if side.me.name == "LEFT" else a.collateral_right
+                ),
+                "credit_extended": str(a.credit_extended_by(side.me)),
+                "credit_received": str(a.credit_extended_by(side.me.other)),
+            }
+            for a in side.agreed.assets
+        ],
     }

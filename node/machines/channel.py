@@ -44,6 +44,7 @@ from node.codec import (
     as_bytes,
     as_int,
     as_list,
+    as_text,
     decode,
     decode_with_raw,
     encode_list,
@@ -175,6 +176,87 @@ class AddCollateral:
         return [int_bytes(self.asset), int_bytes(self.amount)]
 
 
+MAX_HOPS = 8  # entities a routed payment may still pass after its receiver
+MAX_REASON = 200  # bytes of a refund's reason
+
+
+@CHANNEL_TXS.register
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A routed payment: like ``payment``, and the receiver passes it on to ``hops[0]``
+    (with ``hops[1:]``), or keeps it if ``hops`` is empty. ``payment_id`` names it
+    end to end, so a refund can find its way back."""
+
+    TYPE: ClassVar[int] = 4
+    NAME: ClassVar[str] = "forward"
+    asset: int
+    amount: int
+    hops: tuple[bytes, ...]
+    payment_id: bytes
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 4:
+            raise DecodeError(
+                f"forward: expected [asset, amount, hops, payment_id], got {len(fields)} fields"
+            )
+        amount = as_int(fields[1], "forward amount", min_value=1, max_value=MAX_AMOUNT)
+        hops = tuple(
+            as_bytes(h, "hop", size=HASH_LEN)
+            for h in as_list(fields[2], "forward hops", max_len=MAX_HOPS)
+        )
+        return cls(
+            _asset(fields[0]), amount, hops, as_bytes(fields[3], "payment id", size=HASH_LEN)
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [int_bytes(self.asset), int_bytes(self.amount), list(self.hops), self.payment_id]
+
+
+@CHANNEL_TXS.register
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """A routed payment coming back: like ``payment``, with the id of the payment it
+    returns and why it could not go on."""
+
+    TYPE: ClassVar[int] = 5
+    NAME: ClassVar[str] = "refund"
+    asset: int
+    amount: int
+    payment_id: bytes
+    reason: str
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 4:
+            raise DecodeError(
+                f"refund: expected [asset, amount, payment_id, reason], got {len(fields)} fields"
+            )
+        amount = as_int(fields[1], "refund amount", min_value=1, max_value=MAX_AMOUNT)
+        return cls(
+            _asset(fields[0]),
+            amount,
+            as_bytes(fields[2], "payment id", size=HASH_LEN),
+            as_text(fields[3], "refund reason", max_len=MAX_REASON),
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [
+            int_bytes(self.asset),
+            int_bytes(self.amount),
+            self.payment_id,
+            self.reason.encode(),
+        ]
+
+
+def amount_paid(tx: Tx) -> int:
+    """What ``tx`` moves from its actor to the other side (0 for credit and collateral)."""
+    body = tx.body
+    if isinstance(body, Payment | Forward | Refund):
+        return body.amount
+    return 0
+
+
 def decode_tx(raw: bytes) -> Tx:
     return CHANNEL_TXS.decode(decode(raw), raw)
 
@@ -249,7 +331,7 @@ class AssetBalance:
 def apply_tx(balance: AssetBalance, tx: Tx, actor: Side) -> AssetBalance:
     """The asset's balance after ``actor``'s ``tx``; raises TxRefused (nothing changes)."""
     match tx.body:
-        case Payment(amount=amount):
+        case Payment(amount=amount) | Forward(amount=amount) | Refund(amount=amount):
             if amount > balance.capacity(actor):
                 raise TxRefused(
                     f"payment of {amount} exceeds the capacity {balance.capacity(actor)}"
@@ -277,7 +359,7 @@ def apply_tx(balance: AssetBalance, tx: Tx, actor: Side) -> AssetBalance:
 
 def _tx_asset(tx: Tx) -> int:
     body = tx.body
-    if isinstance(body, Payment | SetCredit | AddCollateral):
+    if isinstance(body, Payment | SetCredit | AddCollateral | Forward | Refund):
         return body.asset
     raise TxRefused(f"{body.NAME} is not a channel transaction")
 

@@ -57,7 +57,8 @@ from node.codec import (
     keccak,
 )
 from node.crypto import bls
-from node.machines import governance
+from node.machines import accounts, governance
+from node.machines.accounts import ChannelAction, ChannelRecord, FrameInput, Ledger, Outgoing, Pay
 from node.machines.counter import Increment as Increment
 from node.machines.governance import Action, Config, ConfigError
 from node.txs import Level, Tx, TxRegistry
@@ -80,6 +81,26 @@ class FrameInvalid(ValueError):
 
 
 ENTITY_TXS.register(Increment)
+ENTITY_TXS.register(Pay)
+
+# Governance actions change the config; channel actions the entity's accounts.
+type EntityAction = Action | ChannelAction
+ACTION_NAMES: dict[type, str] = {**governance.ACTION_NAMES, **accounts.CHANNEL_ACTION_NAMES}
+
+
+def action_tree(action: EntityAction) -> RlpItem:
+    return [int_bytes(action.KIND), *action.fields()]
+
+
+def action_from_item(item: RlpItem) -> EntityAction:
+    fields = as_list(item, "action", max_len=6)
+    if fields:
+        found = accounts.channel_action_from(
+            as_int(fields[0], "action kind", max_value=255), fields[1:]
+        )
+        if found is not None:
+            return found
+    return governance.action_from_item(item)
 
 
 @ENTITY_TXS.register
@@ -87,17 +108,17 @@ ENTITY_TXS.register(Increment)
 class Propose:
     TYPE: ClassVar[int] = 2
     NAME: ClassVar[str] = "propose"
-    action: Action
+    action: EntityAction
     expires_at: int
 
     @classmethod
     def from_fields(cls, fields: list[RlpItem]) -> Self:
         if len(fields) != 2:
             raise DecodeError(f"propose: expected [action, expires_at], got {len(fields)}")
-        return cls(governance.action_from_item(fields[0]), as_int(fields[1], "expires_at"))
+        return cls(action_from_item(fields[0]), as_int(fields[1], "expires_at"))
 
     def to_fields(self) -> list[RlpItem]:
-        return [governance.action_tree(self.action), int_bytes(self.expires_at)]
+        return [action_tree(self.action), int_bytes(self.expires_at)]
 
 
 @ENTITY_TXS.register
@@ -181,7 +202,7 @@ def sign_batch(entity_id: bytes, sk: int, signer: bytes, nonce: int, txs: Sequen
 @dataclass(frozen=True, slots=True)
 class Proposal:
     id: int
-    action: Action
+    action: EntityAction
     expires_at: int
     proposer: bytes
     votes: tuple[bytes, ...]  # signer ids, ascending
@@ -189,7 +210,7 @@ class Proposal:
     def to_tree(self) -> RlpTree:
         return [
             int_bytes(self.id),
-            governance.action_tree(self.action),
+            action_tree(self.action),
             int_bytes(self.expires_at),
             self.proposer,
             list(self.votes),
@@ -200,7 +221,7 @@ class Proposal:
         f = as_list(item, "proposal", size=5)
         return cls(
             as_int(f[0], "proposal id", min_value=1),
-            governance.action_from_item(f[1]),
+            action_from_item(f[1]),
             as_int(f[2], "expires_at"),
             as_bytes(f[3], "proposer", size=HASH_LEN),
             tuple(
@@ -220,6 +241,11 @@ class EntityState:
     proposals: tuple[Proposal, ...] = ()  # ascending id
     next_proposal_id: int = 1
     nonces: tuple[tuple[bytes, int], ...] = ()  # ascending signer id; kept after removal
+    config_height: int = 0  # the height of the frame that set ``config`` (0: genesis)
+    reserves: tuple[tuple[int, int], ...] = ()  # (asset, amount > 0), ascending asset
+    channels: tuple[ChannelRecord, ...] = ()  # ascending counterparty id
+    forwards: tuple[tuple[bytes, bytes], ...] = ()  # (payment id, from peer), ascending id
+    mints: tuple[bytes, ...] = ()  # faucet mints applied (simulation), ascending
 
     def to_tree(self) -> RlpTree:
         return [
@@ -231,6 +257,11 @@ class EntityState:
             [p.to_tree() for p in self.proposals],
             int_bytes(self.next_proposal_id),
             [[sid, int_bytes(n)] for sid, n in self.nonces],
+            int_bytes(self.config_height),
+            [[int_bytes(a), int_bytes(n)] for a, n in self.reserves],
+            [c.to_tree() for c in self.channels],
+            [[pid, peer] for pid, peer in self.forwards],
+            list(self.mints),
         ]
 
     @cached_property
@@ -243,7 +274,7 @@ class EntityState:
 
     @classmethod
     def from_item(cls, item: RlpItem) -> EntityState:
-        f = as_list(item, "entity state", size=8)
+        f = as_list(item, "entity state", size=13)
         if as_int(f[0], "entity state version") != STATE_VERSION:
             raise DecodeError("entity state: unknown version")
         return cls(
@@ -260,6 +291,23 @@ class EntityState:
                 )
                 for n in as_list(f[7], "nonces")
             ),
+            as_int(f[8], "config height"),
+            tuple(
+                (
+                    as_int(as_list(r, "reserve", size=2)[0], "reserve asset"),
+                    as_int(as_list(r, "reserve", size=2)[1], "reserve amount", min_value=1),
+                )
+                for r in as_list(f[9], "reserves")
+            ),
+            tuple(ChannelRecord.from_item(c) for c in as_list(f[10], "channels")),
+            tuple(
+                (
+                    as_bytes(as_list(x, "forward", size=2)[0], "payment id", size=HASH_LEN),
+                    as_bytes(as_list(x, "forward", size=2)[1], "forward peer", size=HASH_LEN),
+                )
+                for x in as_list(f[11], "forwards")
+            ),
+            tuple(as_bytes(m, "mint id", size=HASH_LEN) for m in as_list(f[12], "mints")),
         )
 
     def nonce_of(self, signer: bytes) -> int:
@@ -267,6 +315,15 @@ class EntityState:
             if sid == signer:
                 return n
         return 0
+
+    def channel(self, peer: bytes) -> ChannelRecord | None:
+        for c in self.channels:
+            if c.peer == peer:
+                return c
+        return None
+
+    def reserve(self, asset: int) -> int:
+        return dict(self.reserves).get(asset, 0)
 
 
 def entity_id_for(config: Config, salt: bytes) -> bytes:
@@ -288,6 +345,8 @@ class FrameEvents:
     executed: list[tuple[int, str]] = field(default_factory=list)  # (proposal id, action)
     voided: list[tuple[int, str]] = field(default_factory=list)  # (proposal id, reason)
     expired: list[int] = field(default_factory=list)
+    payments: list[accounts.PaymentEvent] = field(default_factory=list)
+    outbox: list[Outgoing] = field(default_factory=list)  # hashes the signers sign
 
 
 @dataclass
@@ -299,6 +358,7 @@ class _Work:
     proposals: dict[int, Proposal]
     next_proposal_id: int
     nonces: dict[bytes, int]
+    ledger: Ledger
 
     @classmethod
     def of(cls, state: EntityState) -> _Work:
@@ -308,6 +368,13 @@ class _Work:
             {p.id: p for p in state.proposals},
             state.next_proposal_id,
             dict(state.nonces),
+            Ledger(
+                state.entity_id,
+                dict(state.reserves),
+                {c.peer: c for c in state.channels},
+                dict(state.forwards),
+                set(state.mints),
+            ),
         )
 
     def copy(self) -> _Work:
@@ -317,6 +384,7 @@ class _Work:
             dict(self.proposals),
             self.next_proposal_id,
             dict(self.nonces),
+            self.ledger.copy(),
         )
 
 
@@ -332,13 +400,14 @@ def apply_batch(state: EntityState, work: _Work, batch: Batch, height: int, veri
             raise FrameInvalid("bad batch signature")
     for i, tx in enumerate(batch.txs):
         try:
-            _apply_tx(work, tx, batch.signer, height)
+            _apply_tx(work, tx, batch, i, height)
         except ConfigError as exc:
             raise FrameInvalid(f"tx {i} ({tx.body.NAME}): {exc}") from None
     work.nonces[batch.signer] = batch.nonce
 
 
-def _apply_tx(work: _Work, tx: Tx, signer: bytes, height: int) -> None:
+def _apply_tx(work: _Work, tx: Tx, batch: Batch, index: int, height: int) -> None:
+    signer = batch.signer
     match tx.body:
         case Increment(n=n):
             if work.counter + n > UINT64_MAX:
@@ -350,8 +419,13 @@ def _apply_tx(work: _Work, tx: Tx, signer: bytes, height: int) -> None:
                 raise ConfigError(f"expires_at {expires_at} must be within {height} .. {latest}")
             if len(work.proposals) >= MAX_OPEN_PROPOSALS:
                 raise ConfigError("too many open proposals")
-            action.apply(work.config)  # would the result be a valid config now?
-            governance.check_action(action)
+            if isinstance(
+                action, accounts.OpenChannel | accounts.ExtendCredit | accounts.FundChannel
+            ):
+                accounts.check_channel_action(work.ledger.entity_id, action)
+            else:
+                action.apply(work.config)  # would the result be a valid config now?
+                governance.check_action(action)
             pid = work.next_proposal_id
             work.next_proposal_id += 1
             work.proposals[pid] = Proposal(pid, action, expires_at, signer, (signer,))
@@ -362,6 +436,9 @@ def _apply_tx(work: _Work, tx: Tx, signer: bytes, height: int) -> None:
             if signer in proposal.votes:
                 raise ConfigError(f"already voted on proposal {pid}")
             work.proposals[pid] = replace(proposal, votes=tuple(sorted((*proposal.votes, signer))))
+        case Pay() as body:
+            payment_id = accounts.payment_id_for(work.ledger.entity_id, signer, batch.nonce, index)
+            accounts.pay(work.ledger, body, payment_id)
         case _:
             raise ConfigError(f"{tx.body.NAME} is not an entity transaction")
 
@@ -372,9 +449,17 @@ def _end_of_frame(work: _Work, height: int, events: FrameEvents) -> None:
         if work.config.shares_of(proposal.votes) < work.config.threshold:
             continue
         del work.proposals[pid]
-        name = governance.ACTION_NAMES[type(proposal.action)]
+        action = proposal.action
+        name = ACTION_NAMES[type(action)]
         try:
-            work.config = proposal.action.apply(work.config)
+            if isinstance(
+                action, accounts.OpenChannel | accounts.ExtendCredit | accounts.FundChannel
+            ):
+                trial = work.ledger.copy()
+                accounts.apply_action(trial, action)
+                work.ledger = trial
+            else:
+                work.config = action.apply(work.config)
         except ConfigError as exc:
             events.voided.append((pid, f"{name}: {exc}"))
             continue
@@ -386,15 +471,38 @@ def _end_of_frame(work: _Work, height: int, events: FrameEvents) -> None:
 
 
 def execute(
-    state: EntityState, batches: Sequence[Batch], *, verify: bool = True
+    state: EntityState,
+    batches: Sequence[Batch],
+    *,
+    verify: bool = True,
+    inputs: Sequence[FrameInput] = (),
+    allow_mint: bool = False,
 ) -> tuple[EntityState, FrameEvents]:
-    """Apply one frame's batches; raises FrameInvalid if any batch is rejected."""
+    """Apply one frame: its batches, then its inputs (counterparties' channel messages,
+    faucet mints), then the proposals, then the channels propose. Raises FrameInvalid
+    if any batch or input is rejected. ``events.outbox`` is what the signers sign."""
     height = state.height + 1
     work = _Work.of(state)
+    acks_before = {
+        c.peer: (c.side.last_ack.hash if c.side.last_ack else None) for c in state.channels
+    }
     for batch in batches:
         apply_batch(state, work, batch, height, verify)
+    for i, inp in enumerate(inputs):
+        try:
+            accounts.apply_input(work.ledger, inp, allow_mint=allow_mint, verify=verify)
+        except ConfigError as exc:
+            raise FrameInvalid(f"input {i}: {exc}") from None
     events = FrameEvents()
     _end_of_frame(work, height, events)
+    config_height = state.config_height
+    announce = None
+    if work.config != state.config:
+        config_height = height
+        announce = accounts.Announce(state.entity_id, height, work.config)
+    ledger = work.ledger
+    events.outbox = accounts.finish(ledger, acks_before, announce)
+    events.payments = ledger.events
     new = EntityState(
         state.entity_id,
         work.config,
@@ -403,8 +511,39 @@ def execute(
         tuple(work.proposals[pid] for pid in sorted(work.proposals)),
         work.next_proposal_id,
         tuple(sorted(work.nonces.items())),
+        config_height,
+        tuple(sorted(ledger.reserves.items())),
+        tuple(ledger.channels[p] for p in sorted(ledger.channels)),
+        tuple(sorted(ledger.forwards.items())),
+        tuple(sorted(ledger.mints)),
     )
     return new, events
+
+
+def select_inputs(
+    state: EntityState, candidates: Sequence[FrameInput], *, allow_mint: bool
+) -> tuple[list[FrameInput], list[tuple[FrameInput, str]]]:
+    """The proposer's filter for inputs, on top of the frame's batches (``state`` is
+    the state before the frame; the batches do not touch what inputs read, except
+    channels a ``pay`` queued on). Keeps, in order, the inputs that apply and change
+    something; reports the others with the reason, except those that may apply later
+    (``FutureInput``) and duplicates, which are returned in neither list."""
+    ledger = _Work.of(state).ledger
+    kept: list[FrameInput] = []
+    rejected: list[tuple[FrameInput, str]] = []
+    for inp in candidates:
+        trial = ledger.copy()
+        try:
+            changed = accounts.apply_input(trial, inp, allow_mint=allow_mint, verify=True)
+        except accounts.FutureInput:
+            continue
+        except ConfigError as exc:
+            rejected.append((inp, str(exc)))
+            continue
+        if changed:
+            ledger = trial
+            kept.append(inp)
+    return kept, rejected
 
 
 def select_batches(

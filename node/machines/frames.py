@@ -1,30 +1,36 @@
 """Entity frames, the pre-commit message, and quorum certificates.
 
 A frame is the RLP list ``[entity_id, height, prev_frame_hash, [batch...],
-state_hash]``; its hash is keccak-256 of those bytes. ``state_hash`` is the
-entity's state hash after the frame.
+[input...], [outgoing...], state_hash]``; its hash is keccak-256 of those bytes.
+``state_hash`` is the entity's state hash after the frame. ``input`` are the
+counterparties' signed channel messages and faucet mints the frame applies;
+``outgoing`` are ``[kind, peer, hash]`` of the channel messages it produces,
+whose hashes the signers sign together with their pre-commit
+(``node/machines/accounts.py``).
 
 A pre-commit is a BLS signature over ``precommit_message`` (byte layout in
 ``docs/PROTOCOL.md``): a domain tag, the entity id, the height (8 bytes), the
 round (4 bytes) and the frame hash. Agents rebuild it from the whole frame;
 they never sign a hash they were handed.
 
-A certificate is ``[round, bitfield, aggregate_signature]``. Bit ``i`` (byte
-``i // 8``, bit ``i % 8``, least significant first, as Ethereum's
-aggregation bits) is set when member ``i`` of the config signed. It is valid
-when the set bits' shares reach the threshold and the aggregate verifies
-against those members' keys for the message at the certificate's round.
+A certificate is ``[round, bitfield, aggregate_signature, [outbox_signature...]]``.
+Bit ``i`` (byte ``i // 8``, bit ``i % 8``, least significant first, as
+Ethereum's aggregation bits) is set when member ``i`` of the config signed. It
+is valid when the set bits' shares reach the threshold and the aggregate
+verifies against those members' keys for the message at the certificate's
+round. The same members' aggregate over each outgoing hash of the frame is
+``outbox_signature`` (one per outgoing message, in order): that is the quorum
+signature the message travels with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 from node.codec import (
     HASH_LEN,
-    DecodeError,
     RlpItem,
     as_bytes,
     as_int,
@@ -36,12 +42,19 @@ from node.codec import (
     keccak,
 )
 from node.crypto import bls
+from node.machines import accounts
+from node.machines.accounts import FrameInput, Outgoing
 from node.machines.entity import SIG_LEN, Batch
 from node.machines.governance import Config
+from node.machines.quorum import bitfield, bitfield_indexes, verify_quorum
+
+__all__ = ["bitfield", "bitfield_indexes"]  # re-exported: older callers import them here
 
 PRECOMMIT_DOMAIN = b"XLN/entity-precommit/v1"
 MAX_ROUND = 2**32 - 1
 MAX_FRAME_BATCHES = 4096
+MAX_FRAME_INPUTS = 4096
+MAX_OUTBOX = 2 * accounts.MAX_CHANNELS + 1
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,8 @@ class Frame:
     batches: tuple[Batch, ...]
     state_hash: bytes
     raw: bytes
+    inputs: tuple[FrameInput, ...] = ()
+    outbox: tuple[Outgoing, ...] = ()
 
     @cached_property
     def hash(self) -> bytes:
@@ -65,6 +80,8 @@ class Frame:
         prev_hash: bytes,
         batches: Sequence[Batch],
         state_hash: bytes,
+        inputs: Sequence[FrameInput] = (),
+        outbox: Sequence[Outgoing] = (),
     ) -> Frame:
         raw = encode_list(
             [
@@ -72,25 +89,45 @@ class Frame:
                 encode_tree(int_bytes(height)),
                 encode_tree(prev_hash),
                 encode_list(b.raw for b in batches),
+                encode_list(accounts.input_raw(i) for i in inputs),
+                encode_tree([o.to_tree() for o in outbox]),
                 encode_tree(state_hash),
             ]
         )
-        return cls(entity_id, height, prev_hash, tuple(batches), state_hash, raw)
+        return cls(
+            entity_id,
+            height,
+            prev_hash,
+            tuple(batches),
+            state_hash,
+            raw,
+            tuple(inputs),
+            tuple(outbox),
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> Frame:
         item, per_item = decode_with_raw(raw)
-        f = as_list(item, "frame", size=5)
+        f = as_list(item, "frame", size=7)
         batch_items = as_list(f[3], "frame batches", max_len=MAX_FRAME_BATCHES)
         batch_raws = per_item[4]
         batches = tuple(Batch.decode(batch_raws[i + 1][0]) for i in range(len(batch_items)))
+        inputs = tuple(
+            accounts.input_from_item(x)
+            for x in as_list(f[4], "frame inputs", max_len=MAX_FRAME_INPUTS)
+        )
+        outbox = tuple(
+            Outgoing.from_item(x) for x in as_list(f[5], "frame outbox", max_len=MAX_OUTBOX)
+        )
         return cls(
             as_bytes(f[0], "frame entity", size=HASH_LEN),
             as_int(f[1], "frame height", min_value=1),
             as_bytes(f[2], "frame prev hash", size=HASH_LEN),
             batches,
-            as_bytes(f[4], "frame state hash", size=HASH_LEN),
+            as_bytes(f[6], "frame state hash", size=HASH_LEN),
             raw,
+            inputs,
+            outbox,
         )
 
     def message(self, round_: int) -> bytes:
@@ -107,31 +144,15 @@ def precommit_message(entity_id: bytes, height: int, round_: int, frame_hash: by
     )
 
 
-def bitfield(indexes: Iterable[int], size: int) -> bytes:
-    bits = bytearray((size + 7) // 8)
-    for i in indexes:
-        bits[i // 8] |= 1 << (i % 8)
-    return bytes(bits)
-
-
-def bitfield_indexes(bits: bytes, size: int) -> list[int]:
-    """Set bits, checking the length and that no bit past ``size`` is set."""
-    if len(bits) != (size + 7) // 8:
-        raise DecodeError(f"bitfield of {len(bits)} bytes for {size} signers")
-    out = [i for i in range(size) if bits[i // 8] >> (i % 8) & 1]
-    if bits and bits[-1] >> (size % 8 or 8):
-        raise DecodeError("bitfield has bits past the last signer")
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class Certificate:
     round: int
     bits: bytes
     signature: bytes
+    outbox: tuple[bytes, ...] = ()  # the same members' aggregate over each outgoing hash
 
     def to_tree(self) -> list[RlpItem]:
-        return [int_bytes(self.round), self.bits, self.signature]
+        return [int_bytes(self.round), self.bits, self.signature, list(self.outbox)]
 
     @property
     def raw(self) -> bytes:
@@ -139,11 +160,15 @@ class Certificate:
 
     @classmethod
     def from_item(cls, item: RlpItem) -> Certificate:
-        f = as_list(item, "certificate", size=3)
+        f = as_list(item, "certificate", size=4)
         return cls(
             as_int(f[0], "certificate round", max_value=MAX_ROUND),
             as_bytes(f[1], "certificate bitfield", max_len=128),
             as_bytes(f[2], "certificate signature", size=SIG_LEN),
+            tuple(
+                as_bytes(x, "outbox signature", size=SIG_LEN)
+                for x in as_list(f[3], "outbox signatures", max_len=MAX_OUTBOX)
+            ),
         )
 
 
@@ -152,8 +177,18 @@ def signers_of(config: Config, cert: Certificate) -> list[int]:
 
 
 def verify_certificate(config: Config, frame: Frame, cert: Certificate) -> str | None:
-    """None if ``cert`` certifies ``frame`` under ``config``, else the reason it does not."""
-    return verify_certificate_of(config, frame.entity_id, frame.height, frame.hash, cert)
+    """None if ``cert`` certifies ``frame`` under ``config``, with a valid quorum
+    signature over each outgoing hash; else the reason it does not."""
+    reason = verify_certificate_of(config, frame.entity_id, frame.height, frame.hash, cert)
+    if reason is not None:
+        return reason
+    if len(cert.outbox) != len(frame.outbox):
+        return f"{len(cert.outbox)} outbox signatures for {len(frame.outbox)} outgoing messages"
+    for out, sig in zip(frame.outbox, cert.outbox, strict=True):
+        reason = verify_quorum(config, cert.bits, out.hash, sig)
+        if reason is not None:
+            return f"outgoing {accounts.KIND_NAMES[out.kind]}: {reason}"
+    return None
 
 
 def verify_certificate_of(
@@ -161,46 +196,59 @@ def verify_certificate_of(
 ) -> str | None:
     """The same, for a frame known by its hash (a FRAME_EVENT names it so): the
     pre-commit message needs no more than the entity, the height and the hash."""
-    try:
-        indexes = signers_of(config, cert)
-    except DecodeError as exc:
-        return str(exc)
-    shares = sum(config.members[i].shares for i in indexes)
-    if shares < config.threshold:
-        return f"certificate holds {shares} shares, below the threshold {config.threshold}"
-    try:
-        keys = [bls.load_public_key(config.members[i].pubkey) for i in indexes]
-    except bls.BLSError as exc:
-        return f"bad signer key: {exc}"
     message = precommit_message(entity_id, height, cert.round, frame_hash)
-    if not bls.fast_aggregate_verify_keys(keys, message, cert.signature):
-        return "aggregate signature does not verify"
-    return None
+    return verify_quorum(config, cert.bits, message, cert.signature, "certificate")
+
+
+@dataclass(frozen=True, slots=True)
+class Signatures:
+    """One member's answer to a proposal: its pre-commit and one signature per
+    outgoing hash of the frame, in order."""
+
+    precommit: bytes
+    outbox: tuple[bytes, ...] = ()
 
 
 def aggregate_precommits(
-    config: Config, frame: Frame, round_: int, sigs: dict[int, bytes]
+    config: Config, frame: Frame, round_: int, sigs: dict[int, Signatures]
 ) -> tuple[Certificate | None, list[int]]:
-    """Aggregate the slots' signatures, verifying the aggregate first and single
-    signatures only if it fails. Returns the certificate over the valid slots
+    """Aggregate the slots' signatures, verifying the aggregates first and each slot's
+    signatures only if one fails. Returns the certificate over the valid slots
     (None if they are below the threshold) and the slots found bad."""
-    message = frame.message(round_)
+    messages = [frame.message(round_), *(o.hash for o in frame.outbox)]
     indexes = sorted(sigs)
-    bad: list[int] = []
-    agg = _try_aggregate([sigs[i] for i in indexes])
+    bad: list[int] = [i for i in indexes if len(sigs[i].outbox) != len(frame.outbox)]
+    indexes = [i for i in indexes if i not in bad]
     keys = [bls.load_public_key(config.members[i].pubkey) for i in indexes]
-    if agg is None or not bls.fast_aggregate_verify_keys(keys, message, agg):
+
+    def parts(i: int) -> list[bytes]:
+        return [sigs[i].precommit, *sigs[i].outbox]
+
+    aggs = [_try_aggregate([parts(i)[j] for i in indexes]) for j in range(len(messages))]
+    if any(
+        agg is None or not bls.fast_aggregate_verify_keys(keys, msg, agg)
+        for agg, msg in zip(aggs, messages, strict=True)
+    ):
         good = []
         for i, key in zip(indexes, keys, strict=True):
-            if bls.fast_aggregate_verify_keys([key], message, sigs[i]):
+            if all(
+                bls.fast_aggregate_verify_keys([key], msg, sig)
+                for msg, sig in zip(messages, parts(i), strict=True)
+            ):
                 good.append(i)
             else:
                 bad.append(i)
         indexes = good
-        agg = _try_aggregate([sigs[i] for i in indexes]) if indexes else None
-    if agg is None or sum(config.members[i].shares for i in indexes) < config.threshold:
-        return None, bad
-    return Certificate(round_, bitfield(indexes, len(config.members)), agg), bad
+        aggs = [_try_aggregate([parts(i)[j] for i in indexes]) for j in range(len(messages))]
+    if (
+        not indexes
+        or any(a is None for a in aggs)
+        or sum(config.members[i].shares for i in indexes) < config.threshold
+    ):
+        return None, sorted(bad)
+    signature, *outbox = (a for a in aggs if a is not None)
+    bits = bitfield(indexes, len(config.members))
+    return Certificate(round_, bits, signature, tuple(outbox)), sorted(bad)
 
 
 def _try_aggregate(sigs: list[bytes]) -> bytes | None:

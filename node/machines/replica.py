@@ -20,6 +20,10 @@ Inputs:
                   frame: remembered if it is the highest round seen
 ``round_change``  a member moved to a later round (with its lock): counted by
                   that round's proposer
+``deliver``       a counterparty entity's signed channel message: kept in the
+                  inbox until a frame applies it (every member gets its own copy)
+``mint``          from this node's faucet only (simulation): kept in the inbox
+                  and forwarded to the proposer
 
 **Rounds.** A proposer at round 0 proposes at once. The proposer of a later
 round waits until members holding the threshold of shares (itself included)
@@ -29,7 +33,8 @@ Any two sets of members that each hold the threshold share a member, so if a
 frame might have been certified, the new proposer hears of it.
 
 The proposer builds a frame at the end of a step when it has none in flight
-and has batches (or a lock to re-propose). It commits at the end of a step once
+and has batches or inputs to apply, a channel with queued transactions that may
+propose, or a lock to re-propose. It commits at the end of a step once
 the slots it has verified hold the threshold: aggregate first, single
 signatures only if the aggregate fails, so a bad one is found and dropped.
 """
@@ -56,12 +61,17 @@ from node.codec import (
     keccak,
 )
 from node.crypto import bls
+from node.machines import accounts
+from node.machines import channel as ch
 from node.machines import entity as ent
+from node.machines.accounts import FrameInput, Message, Mint
 from node.machines.entity import Batch, EntityState, FrameInvalid
 from node.machines.frames import (
+    MAX_OUTBOX,
     MAX_ROUND,
     Certificate,
     Frame,
+    Signatures,
     aggregate_precommits,
     verify_certificate,
 )
@@ -72,6 +82,8 @@ STATE_VERSION = 1
 MAX_POOL = 10_000
 # A frame must fit, with its certificate, in one commit input (MAX_ENTITY_INPUT_BYTES).
 MAX_FRAME_BATCH_BYTES = 256 * 1024
+MAX_INBOX = 10_000
+MAX_FRAME_INPUTS = 256
 
 ENTITY_INPUTS = REGISTRIES[Level.ENTITY]
 
@@ -106,17 +118,24 @@ class Precommit:
     frame_hash: bytes
     signer: bytes
     signature: bytes
+    outbox: tuple[bytes, ...] = ()  # the signer's signature over each outgoing hash
 
     @classmethod
     def from_fields(cls, fields: list[RlpItem]) -> Self:
-        if len(fields) != 5:
-            raise DecodeError("precommit: expected [height, round, frame_hash, signer, sig]")
+        if len(fields) != 6:
+            raise DecodeError(
+                "precommit: expected [height, round, frame_hash, signer, sig, [outbox sig...]]"
+            )
         return cls(
             as_int(fields[0], "height", min_value=1),
             as_int(fields[1], "round", max_value=MAX_ROUND),
             as_bytes(fields[2], "frame hash", size=HASH_LEN),
             as_bytes(fields[3], "signer", size=HASH_LEN),
             as_bytes(fields[4], "signature", size=ent.SIG_LEN),
+            tuple(
+                as_bytes(x, "outbox signature", size=ent.SIG_LEN)
+                for x in as_list(fields[5], "outbox signatures", max_len=MAX_OUTBOX)
+            ),
         )
 
     def to_fields(self) -> list[RlpItem]:
@@ -126,6 +145,7 @@ class Precommit:
             self.frame_hash,
             self.signer,
             self.signature,
+            list(self.outbox),
         ]
 
 
@@ -246,7 +266,51 @@ class RoundChange:
         ]
 
 
-INTERNAL_INPUTS = frozenset({Timeout.TYPE})
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A counterparty entity's signed channel message (``accounts.Message``)."""
+
+    TYPE: ClassVar[int] = 7
+    NAME: ClassVar[str] = "deliver"
+    message: Message
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 1:
+            raise DecodeError("deliver: expected [message]")
+        message = accounts.input_from_item(fields[0])
+        if not isinstance(message, Message):
+            raise DecodeError("deliver: not a channel message")
+        return cls(message)
+
+    def to_fields(self) -> list[RlpItem]:
+        return [decode(accounts.input_raw(self.message))]
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class MintInput:
+    """Only this node's faucet makes this (simulation); refused from outside."""
+
+    TYPE: ClassVar[int] = 8
+    NAME: ClassVar[str] = "mint"
+    mint: Mint
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 1:
+            raise DecodeError("mint: expected [mint]")
+        mint = accounts.input_from_item(fields[0])
+        if not isinstance(mint, Mint):
+            raise DecodeError("mint: not a mint")
+        return cls(mint)
+
+    def to_fields(self) -> list[RlpItem]:
+        return [decode(accounts.input_raw(self.mint))]
+
+
+INTERNAL_INPUTS = frozenset({Timeout.TYPE, MintInput.TYPE})
 
 
 # Effects --------------------------------------------------------------------------
@@ -267,6 +331,15 @@ class ProposeFrame:
     frame: Frame
     round: int
     members: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Deliver ``tx`` to signer ``to``'s replica of another entity, ``entity``."""
+
+    entity: bytes
+    to: bytes
+    tx: Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +365,7 @@ class Note:
     message: str
 
 
-type Effect = Send | ProposeFrame | Committed | Invite | Note
+type Effect = Send | Transmit | ProposeFrame | Committed | Invite | Note
 
 
 # State --------------------------------------------------------------------------------
@@ -303,14 +376,14 @@ class Pending:
     frame: Frame
     round: int
     post: EntityState
-    sigs: tuple[tuple[int, bytes], ...] = ()  # (slot, signature), ascending slot
+    sigs: tuple[tuple[int, Signatures], ...] = ()  # ascending slot
 
     def to_tree(self) -> RlpTree:
         return [
             decode(self.frame.raw),
             int_bytes(self.round),
             self.post.to_tree(),
-            [[int_bytes(i), s] for i, s in self.sigs],
+            [[int_bytes(i), s.precommit, list(s.outbox)] for i, s in self.sigs],
         ]
 
 
@@ -348,6 +421,10 @@ class Replica:
     lock: Lock | None = None
     changes: tuple[bytes, ...] = ()  # members that reported moving to ``round``
     ahead: tuple[tuple[bytes, int], ...] = ()  # (member, round) reports above ``round``
+    inbox: tuple[FrameInput, ...] = ()  # channel messages and mints not yet applied
+    # Our signed channel messages still to be delivered (or resent): (peer, message),
+    # peer empty for an announcement of our signer set (to every counterparty).
+    signed: tuple[tuple[bytes, Message], ...] = ()
 
     @property
     def entity_id(self) -> bytes:
@@ -375,6 +452,8 @@ class Replica:
             self.lock.to_tree() if self.lock else [],
             list(self.changes),
             [[m, int_bytes(rd)] for m, rd in self.ahead],
+            [i.to_tree() for i in self.inbox],
+            [[peer, m.to_tree()] for peer, m in self.signed],
         ]
 
     @cached_property
@@ -387,7 +466,7 @@ class Replica:
 
     @classmethod
     def decode(cls, raw: bytes) -> Replica:
-        f = as_list(decode(raw), "replica", size=12)
+        f = as_list(decode(raw), "replica", size=14)
         if as_int(f[0], "replica version") != STATE_VERSION:
             raise DecodeError("replica: unknown version")
         pending = None
@@ -398,8 +477,17 @@ class Replica:
                 as_int(p[1], "pending round"),
                 EntityState.from_item(p[2]),
                 tuple(
-                    (as_int(s[0], "slot"), as_bytes(s[1], "sig", size=ent.SIG_LEN))
-                    for s in (as_list(x, "slot sig", size=2) for x in as_list(p[3], "sigs"))
+                    (
+                        as_int(s[0], "slot"),
+                        Signatures(
+                            as_bytes(s[1], "sig", size=ent.SIG_LEN),
+                            tuple(
+                                as_bytes(o, "outbox sig", size=ent.SIG_LEN)
+                                for o in as_list(s[2], "outbox sigs", max_len=MAX_OUTBOX)
+                            ),
+                        ),
+                    )
+                    for s in (as_list(x, "slot sigs", size=3) for x in as_list(p[3], "sigs"))
                 ),
             )
         return cls(
@@ -417,7 +505,20 @@ class Replica:
                 (as_bytes(a[0], "ahead member", size=HASH_LEN), as_int(a[1], "ahead round"))
                 for a in (as_list(x, "ahead", size=2) for x in as_list(f[11], "ahead"))
             ),
+            tuple(accounts.input_from_item(x) for x in as_list(f[12], "inbox", max_len=MAX_INBOX)),
+            tuple(_signed_from(x) for x in as_list(f[13], "signed")),
         )
+
+
+def _signed_from(item: RlpItem) -> tuple[bytes, Message]:
+    f = as_list(item, "signed message", size=2)
+    message = accounts.input_from_item(f[1])
+    if not isinstance(message, Message):
+        raise DecodeError("signed message: not a channel message")
+    peer = as_bytes(
+        f[0], "signed message peer", size=0 if message.kind == accounts.ANNOUNCE else HASH_LEN
+    )
+    return peer, message
 
 
 def create(signer: bytes, genesis: Genesis) -> Replica:
@@ -430,14 +531,17 @@ def create(signer: bytes, genesis: Genesis) -> Replica:
 @dataclass
 class _Step:
     r: Replica
+    simulation: bool = False  # the server's: may frames apply faucet mints?
     effects: list[Effect] = field(default_factory=list)
 
     def note(self, index: int, message: str) -> None:
         self.effects.append(Note(index, message))
 
 
-def step(replica: Replica, inputs: Sequence[Tx]) -> tuple[Replica, list[Effect]]:
-    s = _Step(replica)
+def step(
+    replica: Replica, inputs: Sequence[Tx], *, simulation: bool = False
+) -> tuple[Replica, list[Effect]]:
+    s = _Step(replica, simulation)
     for index, tx in enumerate(inputs):
         match tx.body:
             case SubmitBatch(batch=batch):
@@ -452,6 +556,12 @@ def step(replica: Replica, inputs: Sequence[Tx]) -> tuple[Replica, list[Effect]]
                 _on_lock(s, index, lock)
             case RoundChange() as rc:
                 _on_round_change(s, index, rc)
+            case Deliver(message=message):
+                _on_inbound(s, index, message)
+            case MintInput(mint=mint):
+                _on_inbound(s, index, mint)
+                if s.r.proposer != s.r.signer:
+                    s.effects.append(Send(s.r.proposer, tx))
             case _:
                 s.note(index, f"{tx.body.NAME} is not an entity input")
     _try_commit(s)
@@ -477,6 +587,44 @@ def _on_batch(s: _Step, index: int, batch: Batch, tx: Tx) -> None:
         s.effects.append(Send(r.proposer, tx))
 
 
+def _input_key(inp: FrameInput) -> tuple[bytes, ...]:
+    if isinstance(inp, Mint):
+        return (inp.mint_id,)
+    return (inp.sender, inp.hash, inp.bits, inp.signature)
+
+
+def _on_inbound(s: _Step, index: int, inp: FrameInput) -> None:
+    r = s.r
+    if accounts.is_stale({c.peer: c for c in r.entity.channels}, inp):
+        # Applied already. If it is the frame we acked last, our ack was lost: again.
+        if isinstance(inp, Message) and inp.kind == accounts.FRAME:
+            again = [
+                (p, m)
+                for p, m in r.signed
+                if m.kind == accounts.ACK
+                and p == inp.sender
+                and isinstance(m.body, ch.Ack)
+                and m.body.frame_hash == inp.hash
+            ]
+            s.effects.extend(transmissions(r.entity, again))
+        return
+    key = _input_key(inp)
+    if any(_input_key(i) == key for i in r.inbox):
+        return  # another copy: idempotent
+    if len(r.inbox) >= MAX_INBOX:
+        s.note(index, "entity inbox full; the sender will resend")
+        return
+    s.r = replace(r, inbox=(*r.inbox, inp))
+
+
+def _execute(
+    s: _Step, entity: EntityState, frame: Frame, *, verify: bool
+) -> tuple[EntityState, ent.FrameEvents]:
+    return ent.execute(
+        entity, frame.batches, verify=verify, inputs=frame.inputs, allow_mint=s.simulation
+    )
+
+
 def _on_precommit(s: _Step, index: int, pc: Precommit) -> None:
     r = s.r
     p = r.pending
@@ -492,7 +640,7 @@ def _on_precommit(s: _Step, index: int, pc: Precommit) -> None:
     elif any(i == slot for i, _ in p.sigs):
         s.note(index, f"duplicate precommit from {pc.signer.hex()[:16]}")
     else:
-        sigs = tuple(sorted((*p.sigs, (slot, pc.signature))))
+        sigs = tuple(sorted((*p.sigs, (slot, Signatures(pc.signature, pc.outbox)))))
         s.r = replace(r, pending=replace(p, sigs=sigs))
 
 
@@ -512,7 +660,7 @@ def _try_commit(s: _Step) -> None:
         s.r = replace(r, pending=p)
     if cert is None:
         return
-    _, events = ent.execute(r.entity, p.frame.batches, verify=False)
+    _, events = _execute(s, r.entity, p.frame, verify=False)
     _apply_committed(s, p.frame, cert, p.post, events)
     for member in r.entity.config.ids:
         if member != r.signer:
@@ -537,12 +685,15 @@ def _on_commit(s: _Step, index: int, frame: Frame, cert: Certificate) -> None:
         s.note(index, f"commit refused: {reason}")
         return
     try:
-        post, events = ent.execute(r.entity, frame.batches)
+        post, events = _execute(s, r.entity, frame, verify=True)
     except FrameInvalid as exc:
         s.note(index, f"certified frame does not execute here: {exc}")
         return
     if post.hash != frame.state_hash:
         s.note(index, "certified frame's state hash differs from this replica's")
+        return
+    if tuple(events.outbox) != frame.outbox:
+        s.note(index, "certified frame's outgoing messages differ from this replica's")
         return
     _apply_committed(s, frame, cert, post, events)
 
@@ -553,6 +704,13 @@ def _apply_committed(
     r = s.r
     included = {b.raw for b in frame.batches}
     pool = tuple(b for b in r.pool if b.raw not in included and b.nonce > post.nonce_of(b.signer))
+    applied = {_input_key(i) for i in frame.inputs}
+    channels = {c.peer: c for c in post.channels}
+    inbox = tuple(
+        i for i in r.inbox if _input_key(i) not in applied and not accounts.is_stale(channels, i)
+    )
+    fresh = _signed_messages(r.entity, post, frame, cert)
+    signed = (*_still_needed(r.signed, post), *fresh)
     s.r = replace(
         r,
         entity=post,
@@ -564,14 +722,85 @@ def _apply_committed(
         lock=None,
         changes=(),
         ahead=(),
+        inbox=inbox,
+        signed=signed,
     )
     s.effects.append(Committed(frame, cert, events))
+    s.effects.extend(transmissions(post, fresh))
     new = s.r
     joined = [m for m in post.config.ids if m not in r.entity.config.index]
     s.effects.extend(Invite(m, r.genesis) for m in joined)
     if pool and new.proposer != new.signer:
         # The proposer may have changed, or missed some: make sure it has them.
         s.effects.extend(Send(new.proposer, Tx.of(SubmitBatch(b))) for b in pool)
+
+
+def _signed_messages(
+    pre: EntityState, post: EntityState, frame: Frame, cert: Certificate
+) -> list[tuple[bytes, Message]]:
+    """The frame's outgoing messages with their quorum signatures (made by the signer
+    set before the frame, whose height the message names)."""
+    out: list[tuple[bytes, Message]] = []
+    for item, signature in zip(frame.outbox, cert.outbox, strict=True):
+        body: accounts.MessageBody
+        if item.kind == accounts.ANNOUNCE:
+            body = accounts.Announce(post.entity_id, post.config_height, post.config)
+        else:
+            record = post.channel(item.peer)
+            assert record is not None
+            side = record.side
+            found = side.pending if item.kind == accounts.FRAME else side.last_ack
+            assert found is not None
+            assert found.hash == item.hash
+            body = found
+        message = Message(item.kind, post.entity_id, body, pre.config_height, cert.bits, signature)
+        out.append((item.peer, message))
+    return out
+
+
+def _still_needed(
+    signed: Sequence[tuple[bytes, Message]], post: EntityState
+) -> list[tuple[bytes, Message]]:
+    """Messages a counterparty may still need: our pending frames, our last acks, and
+    the latest announcements of our signer set."""
+    keep: list[tuple[bytes, Message]] = []
+    announced = [(p, m) for p, m in signed if m.kind == accounts.ANNOUNCE]
+    for peer, m in signed:
+        if m.kind == accounts.ANNOUNCE:
+            continue
+        record = post.channel(peer)
+        if record is None:
+            continue
+        side = record.side
+        current = side.pending if m.kind == accounts.FRAME else side.last_ack
+        if current is not None and current.hash == m.hash:
+            keep.append((peer, m))
+    return [*announced[-(accounts.MAX_ANNOUNCED - 1) :], *keep]
+
+
+def transmissions(entity: EntityState, messages: Sequence[tuple[bytes, Message]]) -> list[Effect]:
+    """Deliver each message to every member of its counterparty (an announcement: of
+    every counterparty), as we know their signer sets."""
+    out: list[Effect] = []
+    for peer, message in messages:
+        records = [entity.channel(peer)] if peer else list(entity.channels)
+        for record in records:
+            if record is None:
+                continue
+            tx = Tx.of(Deliver(message))
+            out.extend(Transmit(record.peer, m, tx) for m in record.peer_config.ids)
+    return out
+
+
+def resend(replica: Replica) -> list[Effect]:
+    """Our pending channel frames again, after the announcements of our signer set
+    (after a reconnect, a restart or a timeout; every message is idempotent). Acks
+    go again when the frame they ack comes again (``_on_inbound``)."""
+    frames = [(p, m) for p, m in replica.signed if m.kind == accounts.FRAME]
+    if not frames:
+        return []
+    announced = [(p, m) for p, m in replica.signed if m.kind == accounts.ANNOUNCE]
+    return transmissions(replica.entity, [*announced, *frames])
 
 
 def _on_timeout(s: _Step, index: int, height: int, round_: int) -> None:
@@ -596,6 +825,9 @@ def _enter_round(s: _Step, round_: int) -> None:
         report = RoundChange(r.next_height, r.round, r.signer, r.lock)
         s.effects.append(Send(r.proposer, Tx.of(report)))
         s.effects.extend(Send(r.proposer, Tx.of(SubmitBatch(b))) for b in r.pool)
+        s.effects.extend(
+            Send(r.proposer, Tx.of(MintInput(i))) for i in r.inbox if isinstance(i, Mint)
+        )
 
 
 def _catch_up(s: _Step) -> None:
@@ -667,10 +899,10 @@ def _locked_frame(s: _Step) -> tuple[Frame, EntityState] | None:
         s.r = replace(r, lock=None)
         return None
     try:
-        post, _ = ent.execute(r.entity, lock.frame.batches)
+        post, events = _execute(s, r.entity, lock.frame, verify=True)
     except FrameInvalid:
         return None
-    if post.hash != lock.frame.state_hash:
+    if post.hash != lock.frame.state_hash or tuple(events.outbox) != lock.frame.outbox:
         return None
     return lock.frame, post
 
@@ -689,7 +921,8 @@ def _try_propose(s: _Step) -> None:
         frame, post = locked
     else:
         r = s.r
-        if not r.pool:
+        waiting = _channels_waiting(r.entity)
+        if not (r.pool or r.inbox or waiting):
             return
         kept, rejected = ent.select_batches(r.entity, _frame_sized(r.pool))
         for batch, reason in rejected:
@@ -697,13 +930,30 @@ def _try_propose(s: _Step) -> None:
         if rejected:
             dropped = {b.raw for b, _ in rejected}
             s.r = r = replace(r, pool=tuple(b for b in r.pool if b.raw not in dropped))
-        if not kept:
+        inputs, refused = ent.select_inputs(
+            r.entity, r.inbox[:MAX_FRAME_INPUTS], allow_mint=s.simulation
+        )
+        for _inp, reason in refused:
+            s.note(-1, f"input dropped: {reason}")
+        if refused:
+            gone = {_input_key(i) for i, _ in refused}
+            s.r = r = replace(r, inbox=tuple(i for i in r.inbox if _input_key(i) not in gone))
+        if not (kept or inputs or waiting):
             return
-        post, _ = ent.execute(r.entity, kept, verify=False)
-        frame = Frame.make(r.entity_id, r.next_height, r.head, kept, post.hash)
+        post, events = ent.execute(
+            r.entity, kept, verify=False, inputs=inputs, allow_mint=s.simulation
+        )
+        frame = Frame.make(
+            r.entity_id, r.next_height, r.head, kept, post.hash, inputs, events.outbox
+        )
     assert post is not None
     s.r = replace(r, pending=Pending(frame, r.round, post))
     s.effects.append(ProposeFrame(frame, r.round, r.entity.config.ids))
+
+
+def _channels_waiting(entity: EntityState) -> bool:
+    """A ready channel with queued transactions: a frame would send them."""
+    return any(c.side.pending is None and c.side.queue for c in entity.channels)
 
 
 def _frame_sized(pool: Sequence[Batch]) -> list[Batch]:
@@ -721,7 +971,9 @@ def _frame_sized(pool: Sequence[Batch]) -> list[Batch]:
 # Checks the runtime makes outside a block ------------------------------------------------
 
 
-def check_proposal(r: Replica, frame: Frame, round_: int, proposer_sig: bytes) -> str | None:
+def check_proposal(
+    r: Replica, frame: Frame, round_: int, proposer_sig: bytes, *, simulation: bool = False
+) -> str | None:
     """None if this replica's signer should pre-commit ``frame`` at ``round_``: the
     round's proposer pre-committed it (``proposer_sig``), it extends our head, its
     round is not behind ours, and re-executing it on our replica gives the
@@ -739,9 +991,13 @@ def check_proposal(r: Replica, frame: Frame, round_: int, proposer_sig: bytes) -
     if not bls.verify(proposer.pubkey, frame.message(round_), proposer_sig):
         return "proposal not signed by the round's proposer"
     try:
-        post, _ = ent.execute(r.entity, frame.batches)
+        post, events = ent.execute(
+            r.entity, frame.batches, inputs=frame.inputs, allow_mint=simulation
+        )
     except FrameInvalid as exc:
         return f"proposal rejected by the entity rules: {exc}"
     if post.hash != frame.state_hash:
         return "proposal's state hash differs from re-execution"
+    if tuple(events.outbox) != frame.outbox:
+        return "proposal's outgoing messages differ from re-execution"
     return None

@@ -1,13 +1,15 @@
 """The server machine: the root of the hierarchy, one per node process.
 
 ``apply_block(state, mempool, timestamp) -> Step`` is the whole transition. The
-server's own transactions are ``increment(n)`` and ``create_signer(pubkey,
-proof_of_possession)``. Its mempool keys are signer ids: the server applies its
+server's own transactions are ``increment(n)``, ``create_signer(pubkey,
+proof_of_possession)`` and, on a simulation server only, ``faucet(entity, asset,
+amount)``, which credits the entity's reserve through a ``mint`` input to a
+member's replica hosted here. Its mempool keys are signer ids: the server applies its
 own transactions first, then each signer's share in key order, and each signer
 applies its own transactions and then its entities' in key order.
 
 The state hash covers ``[version, height, timestamp, counter, [[signer_id,
-signer_hash]...]]``; each signer's hash covers its replicas' hashes, so the
+signer_hash]...], simulation]``; each signer's hash covers its replicas' hashes, so the
 server's state hash covers the whole hierarchy.
 """
 
@@ -33,6 +35,7 @@ from node.codec import (
     int_bytes,
     keccak,
 )
+from node.machines import accounts
 from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.counter import Increment as Increment
@@ -71,6 +74,31 @@ class CreateSigner:
         return [self.pubkey, self.pop]
 
 
+@SERVER_TXS.register
+@dataclass(frozen=True, slots=True)
+class Faucet:
+    """Simulation only: credit ``amount`` of ``asset`` to ``entity``'s reserve."""
+
+    TYPE: ClassVar[int] = 3
+    NAME: ClassVar[str] = "faucet"
+    entity: bytes
+    asset: int
+    amount: int
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 3:
+            raise DecodeError("faucet: expected [entity, asset, amount]")
+        return cls(
+            as_bytes(fields[0], "entity", size=HASH_LEN),
+            as_int(fields[1], "asset", max_value=2**32 - 1),
+            as_int(fields[2], "amount", min_value=1, max_value=2**128 - 1),
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [self.entity, int_bytes(self.asset), int_bytes(self.amount)]
+
+
 @dataclass(frozen=True)
 class ServerState:
     """What the state hash covers, plus ``head``: the hash of the block that made it.
@@ -84,6 +112,7 @@ class ServerState:
     counter: int = 0
     signers: tuple[sig.SignerState, ...] = ()  # ascending id
     head: bytes = ZERO_HASH
+    simulation: bool = False  # fixed at genesis: may the faucet mint?
 
     @property
     def subs(self) -> tuple[tuple[bytes, bytes], ...]:
@@ -105,6 +134,7 @@ class ServerState:
                 int_bytes(self.timestamp),
                 int_bytes(self.counter),
                 [[sub_id, sub_hash] for sub_id, sub_hash in self.subs],
+                int_bytes(int(self.simulation)),
             ]
         )
 
@@ -114,7 +144,7 @@ class ServerState:
     @staticmethod
     def signer_refs(raw: bytes) -> list[tuple[bytes, bytes]]:
         """``(signer_id, signer_hash)`` of every signer named by an encoded state."""
-        items = as_list(decode(raw), "server state", size=5)
+        items = as_list(decode(raw), "server state", size=6)
         return [
             (
                 as_bytes(as_list(s, "sub", size=2)[0], "sub id", size=HASH_LEN),
@@ -131,7 +161,7 @@ class ServerState:
         get: Callable[[tuple[bytes, ...]], bytes] | None = None,
     ) -> ServerState:
         """``get(route)`` reads the signers and replicas stored apart (``node/storage.py``)."""
-        items = as_list(decode(raw), "server state", size=5)
+        items = as_list(decode(raw), "server state", size=6)
         version = as_int(items[0], "state version")
         if version != STATE_VERSION:
             raise DecodeError(f"server state version {version} is not {STATE_VERSION}")
@@ -145,6 +175,7 @@ class ServerState:
             counter=as_int(items[3], "state counter"),
             signers=signers,
             head=head,
+            simulation=bool(as_int(items[5], "simulation", max_value=1)),
         )
 
 
@@ -197,7 +228,10 @@ def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
     changed: list[tuple[tuple[bytes, ...], bytes]] = []
     frames: list[tuple[bytes, rep.Committed]] = []
     for index, tx in enumerate(mempool.txs):
-        counter, error = _apply_tx(counter, signers, tx)
+        if isinstance(tx.body, Faucet):
+            error = _faucet(state, signers, tx.body, index, effects)
+        else:
+            counter, error = _apply_tx(counter, signers, tx)
         receipts.append(Receipt((), index, error))
     for key, sub in zip(mempool.keys, mempool.subs, strict=True):
         signer = signers.get(key)
@@ -206,7 +240,7 @@ def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
         for entity_id in sub.keys:
             if entity_id not in signer.by_entity:
                 raise InvalidBlock(f"mempool addresses unknown entity {entity_id.hex()}")
-        out = sig.apply(signer, sub)
+        out = sig.apply(signer, sub, simulation=state.simulation)
         signers[key] = out.state
         receipts.extend(Receipt(route, index, error) for route, index, error in out.errors)
         effects.extend(Effect(key, None, send) for send in out.sends)
@@ -221,10 +255,31 @@ def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
         if state.by_id.get(s.id) is not s:
             changed.append(((s.id,), s.encoded))
     height = state.height + 1
-    body = ServerState(height, timestamp, counter, new_signers)
+    body = ServerState(height, timestamp, counter, new_signers, simulation=state.simulation)
     block = Block.make(height, state.head, timestamp, mempool.raw, body.hash())
     new_state = replace(body, head=block.hash)
     return Step(new_state, block, tuple(receipts), tuple(effects), tuple(changed), tuple(frames))
+
+
+def _faucet(
+    state: ServerState,
+    signers: dict[bytes, sig.SignerState],
+    faucet: Faucet,
+    index: int,
+    effects: list[Effect],
+) -> str | None:
+    if not state.simulation:
+        return "the faucet is disabled outside simulation (start the node with --simulation)"
+    for sid in sorted(signers):
+        replica = signers[sid].by_entity.get(faucet.entity)
+        if replica is not None and sid in replica.entity.config.index:
+            mint = accounts.Mint(
+                accounts.mint_id_for(state.head, index), faucet.asset, faucet.amount
+            )
+            tx = Tx.of(rep.MintInput(mint))
+            effects.append(Effect(sid, faucet.entity, rep.Send(sid, tx)))
+            return None
+    return "no member of that entity is hosted on this server"
 
 
 def _apply_tx(

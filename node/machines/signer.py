@@ -181,7 +181,7 @@ class SignerStep:
     changed: list[bytes]  # entity ids whose replica changed
 
 
-def apply(state: SignerState, mempool: Mempool) -> SignerStep:
+def apply(state: SignerState, mempool: Mempool, *, simulation: bool = False) -> SignerStep:
     """This signer's share of a block: its own transactions first, then its
     entities in key order."""
     out = SignerStep(state, [], [], [], [])
@@ -192,7 +192,7 @@ def apply(state: SignerState, mempool: Mempool) -> SignerStep:
     replicas = dict(out.state.by_entity)
     for entity_id, sub in zip(mempool.keys, mempool.subs, strict=True):
         replica = replicas[entity_id]  # the runtime never routes to a missing entity
-        new, effects = rep.step(replica, sub.txs)
+        new, effects = rep.step(replica, sub.txs, simulation=simulation)
         if new is not replica:
             replicas[entity_id] = new
             out.changed.append(entity_id)

@@ -3,7 +3,8 @@
 The agent connects to its node like a client, with sender kind AGENT, its
 signer id as sender id, and a token whose scope reaches that signer. The node
 then sends ``SIGN`` requests on this connection (route ``[signer, entity]``,
-body ``[frame, round]``); the agent answers ``SIGNATURE [sig]`` or an ERROR
+body ``[frame, round]``); the agent answers ``SIGNATURE [sig, [outgoing sig...]]``
+(its pre-commit and its signature over each outgoing hash of the frame) or an ERROR
 with code REFUSED. The connection is re-established with backoff until ``stop``.
 
 :func:`serve_signer` runs the connection for any signing callback
@@ -25,7 +26,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from node.agent import Agent, Refused
-from node.codec import DecodeError, as_int, as_list, encode_tree
+from node.codec import DecodeError, RlpItem, as_int, as_list, encode_tree
+from node.machines.frames import Signatures
 from node.net.protocol import (
     MAX_FRAME_BYTES,
     Err,
@@ -44,8 +46,8 @@ from node.net.protocol import (
 
 log = logging.getLogger(__name__)
 
-# (entity, frame_raw, round) -> the 96-byte pre-commit; raises Refused.
-type SignCallback = Callable[[bytes, bytes, int], Awaitable[bytes]]
+# (entity, frame_raw, round) -> the pre-commit and outgoing signatures; raises Refused.
+type SignCallback = Callable[[bytes, bytes, int], Awaitable[Signatures]]
 
 
 class AgentRejected(Exception):
@@ -55,7 +57,7 @@ class AgentRejected(Exception):
 async def serve_agent(url: str, token: str, agent: Agent, stop: asyncio.Event) -> None:
     """Answer SIGN requests for ``agent``'s signer until ``stop``; raises AgentRejected."""
 
-    async def sign(entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+    async def sign(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
         return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
 
     await serve_signer(url, token, agent.signer_id, sign, stop)
@@ -157,4 +159,5 @@ async def _answer(ws: ClientConnection, signer: bytes, sign: SignCallback, frame
             await ws.send(encode_error(Err.REFUSED, "the agent failed", req.request_id))
         return
     with contextlib.suppress(ConnectionClosed):
-        await ws.send(encode_reply(Rep.SIGNATURE, req.request_id, [signature]))
+        body: list[RlpItem] = [signature.precommit, list(signature.outbox)]
+        await ws.send(encode_reply(Rep.SIGNATURE, req.request_id, body))

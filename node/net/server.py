@@ -53,6 +53,7 @@ from node.identity import check_hello
 from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.entity import SIG_LEN
+from node.machines.frames import MAX_OUTBOX, Signatures
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
     MAX_FRAME_BYTES,
@@ -109,6 +110,7 @@ PEER_ENTITY_INPUTS = frozenset(
         rep.Commit.TYPE,
         rep.SeenLock.TYPE,
         rep.RoundChange.TYPE,
+        rep.Deliver.TYPE,  # a channel message for an entity hosted here, from its counterparty
     }
 )
 PEER_SIGNER_INPUTS = frozenset({sig.CreateEntity.TYPE, sig.JoinEntity.TYPE})
@@ -139,7 +141,7 @@ class RemoteAgent:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[tuple[Rep, list[RlpItem]]]] = {}
 
-    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
         rid = next(self._ids)
         future: asyncio.Future[tuple[Rep, list[RlpItem]]] = (
             asyncio.get_running_loop().create_future()
@@ -163,7 +165,15 @@ class RemoteAgent:
         if rep_type is Rep.ERROR:
             raise Refused(as_bytes(body[1], "message").decode("utf-8", "replace"))
         try:
-            return as_bytes(body[0], "signature", size=SIG_LEN)
+            if len(body) != 2:
+                raise DecodeError("SIGNATURE body is [signature, [outgoing signature...]]")
+            return Signatures(
+                as_bytes(body[0], "signature", size=SIG_LEN),
+                tuple(
+                    as_bytes(x, "outgoing signature", size=SIG_LEN)
+                    for x in as_list(body[1], "outgoing signatures", max_len=MAX_OUTBOX)
+                ),
+            )
         except (DecodeError, IndexError) as exc:
             raise Refused(f"agent sent a malformed signature: {exc}") from None
 

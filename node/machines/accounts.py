@@ -1,0 +1,718 @@
+"""An entity's accounts: reserves per asset, its channels, payments and hub forwarding (pure).
+
+This is the part of the entity's frame transition (``node/machines/entity.py``)
+that drives the channel machine (``node/machines/channel.py``): one
+:class:`ChannelRecord` per counterparty, holding our :class:`ChannelSide` and
+the counterparty's signer set as we know it. ``docs/CHANNELS.md`` explains the
+rules; in short:
+
+- **Reserves** come from the simulation faucet (a ``mint`` frame input, refused
+  outside simulation). Opening or funding a channel moves reserve into it.
+- **Entity transactions**: ``pay(route, asset, amount)`` queues a ``forward`` on
+  the channel to ``route[0]``; the receiver passes it on along the route.
+  **Actions** (run by an executed proposal): ``open_channel``, ``set_credit``,
+  ``add_collateral``.
+- **Frame inputs** are what the counterparties send: signed channel frames,
+  acks and signer-set announcements (a :class:`Message`, verified against the
+  sender's signer set), and the faucet's mints.
+- At the end of a frame every ``ready`` channel with queued transactions
+  proposes, and the frame's **outbox** lists the hashes of what the entity's
+  signers must sign with their pre-commits: the acks and channel frames it
+  produced, and an announcement of its new signer set if it changed.
+- A hub forwards a payment when it applies the incoming frame; if the next hop
+  is missing or lacks capacity, it refunds the payment to where it came from,
+  with the reason. Value is conserved: a payment moves a channel's delta only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import ClassVar, Self
+
+from node.codec import (
+    HASH_LEN,
+    DecodeError,
+    RlpItem,
+    RlpTree,
+    as_bytes,
+    as_int,
+    as_list,
+    decode,
+    encode_tree,
+    int_bytes,
+    keccak,
+)
+from node.machines import channel as ch
+from node.machines.channel import (
+    MAX_AMOUNT,
+    MAX_HOPS,
+    Ack,
+    AddCollateral,
+    ChannelSide,
+    Forward,
+    Refund,
+    amount_paid,
+)
+from node.machines.governance import Config, ConfigError
+from node.machines.quorum import verify_quorum
+from node.txs import Tx
+
+MAX_CHANNELS = 1024
+MAX_ANNOUNCED = 8  # signer-set announcements a sender keeps for counterparties that missed some
+ANNOUNCE_DOMAIN = b"XLN/entity-signers/v1"
+PAYMENT_ID_DOMAIN = b"XLN/payment-id/v1"
+MINT_ID_DOMAIN = b"XLN/mint-id/v1"
+
+# Kinds of signed channel message.
+FRAME = 1
+ACK = 2
+ANNOUNCE = 3
+KIND_NAMES = {FRAME: "frame", ACK: "ack", ANNOUNCE: "signers"}
+
+
+class FutureInput(ConfigError):
+    """An input that may apply later (signed by a signer set not announced to us yet)."""
+
+
+def _asset(item: RlpItem) -> int:
+    return as_int(item, "asset", max_value=ch.MAX_ASSET)
+
+
+def _amount(item: RlpItem, what: str, min_value: int = 1) -> int:
+    return as_int(item, what, min_value=min_value, max_value=MAX_AMOUNT)
+
+
+def _peer(item: RlpItem) -> bytes:
+    return as_bytes(item, "counterparty", size=HASH_LEN)
+
+
+# State ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelRecord:
+    """Our side of the channel with ``peer``, and the peer's signer set as we know it:
+    the config it had from entity height ``peer_config_height`` on."""
+
+    peer: bytes
+    peer_config: Config
+    peer_config_height: int
+    side: ChannelSide
+
+    def to_tree(self) -> RlpTree:
+        return [
+            self.peer,
+            self.peer_config.to_tree(),
+            int_bytes(self.peer_config_height),
+            decode(self.side.encoded),
+        ]
+
+    @classmethod
+    def from_item(cls, item: RlpItem) -> ChannelRecord:
+        f = as_list(item, "channel record", size=4)
+        side = ChannelSide.decode(encode_tree(f[3]))
+        peer = _peer(f[0])
+        if side.peer != peer:
+            raise DecodeError("channel record: the side is for another counterparty")
+        return cls(peer, Config.from_item(f[1]), as_int(f[2], "peer config height"), side)
+
+
+def payment_id_for(entity_id: bytes, signer: bytes, nonce: int, index: int) -> bytes:
+    """keccak-256 of domain, payer entity, batch signer, nonce (8 bytes), tx index (2)."""
+    return keccak(
+        PAYMENT_ID_DOMAIN + entity_id + signer + nonce.to_bytes(8, "big") + index.to_bytes(2, "big")
+    )
+
+
+def mint_id_for(server_head: bytes, index: int) -> bytes:
+    """A faucet transaction's mint: keccak-256 of domain, the server's previous block
+    hash and the transaction's index in the block (unique per faucet call)."""
+    return keccak(MINT_ID_DOMAIN + server_head + index.to_bytes(4, "big"))
+
+
+# Entity transaction: pay ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pay:
+    """Pay ``amount`` of ``asset`` along ``route``: ``route[0]`` is our channel's
+    counterparty, ``route[-1]`` the payee (the same entity for a direct payment)."""
+
+    TYPE: ClassVar[int] = 4
+    NAME: ClassVar[str] = "pay"
+    route: tuple[bytes, ...]
+    asset: int
+    amount: int
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 3:
+            raise DecodeError(f"pay: expected [route, asset, amount], got {len(fields)} fields")
+        route = tuple(
+            as_bytes(h, "route hop", size=HASH_LEN)
+            for h in as_list(fields[0], "route", max_len=MAX_HOPS + 1)
+        )
+        if not route:
+            raise DecodeError("pay: the route is empty")
+        if len(set(route)) != len(route):
+            raise DecodeError("pay: the route visits an entity twice")
+        return cls(route, _asset(fields[1]), _amount(fields[2], "pay amount"))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [list(self.route), int_bytes(self.asset), int_bytes(self.amount)]
+
+
+# Actions (run by an executed proposal) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenChannel:
+    """Open a channel with ``peer``, whose signer set is ``peer_config`` (as of its
+    entity height ``peer_config_height``), moving ``collateral`` of ``asset`` from
+    reserve into it (0: none)."""
+
+    KIND: ClassVar[int] = 6
+    peer: bytes
+    peer_config: Config
+    peer_config_height: int
+    asset: int
+    collateral: int
+
+    def fields(self) -> list[RlpItem]:
+        return [
+            self.peer,
+            self.peer_config.to_tree(),  # type: ignore[list-item]
+            int_bytes(self.peer_config_height),
+            int_bytes(self.asset),
+            int_bytes(self.collateral),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendCredit:
+    """Set the credit we extend to ``peer`` in ``asset`` (what it may owe us)."""
+
+    KIND: ClassVar[int] = 7
+    peer: bytes
+    asset: int
+    limit: int
+
+    def fields(self) -> list[RlpItem]:
+        return [self.peer, int_bytes(self.asset), int_bytes(self.limit)]
+
+
+@dataclass(frozen=True, slots=True)
+class FundChannel:
+    """Move ``amount`` of ``asset`` from reserve into our collateral with ``peer``."""
+
+    KIND: ClassVar[int] = 8
+    peer: bytes
+    asset: int
+    amount: int
+
+    def fields(self) -> list[RlpItem]:
+        return [self.peer, int_bytes(self.asset), int_bytes(self.amount)]
+
+
+type ChannelAction = OpenChannel | ExtendCredit | FundChannel
+
+CHANNEL_ACTION_NAMES: dict[type[ChannelAction], str] = {
+    OpenChannel: "open_channel",
+    ExtendCredit: "set_credit",
+    FundChannel: "add_collateral",
+}
+
+
+def channel_action_from(kind: int, args: list[RlpItem]) -> ChannelAction | None:
+    """The channel action of ``kind`` (None if ``kind`` is not one)."""
+
+    def want(n: int) -> None:
+        if len(args) != n:
+            raise DecodeError(f"action {kind}: expected {n} fields, got {len(args)}")
+
+    match kind:
+        case OpenChannel.KIND:
+            want(5)
+            return OpenChannel(
+                _peer(args[0]),
+                Config.from_item(args[1]),
+                as_int(args[2], "peer config height"),
+                _asset(args[3]),
+                _amount(args[4], "collateral", min_value=0),
+            )
+        case ExtendCredit.KIND:
+            want(3)
+            return ExtendCredit(_peer(args[0]), _asset(args[1]), _amount(args[2], "limit", 0))
+        case FundChannel.KIND:
+            want(3)
+            return FundChannel(_peer(args[0]), _asset(args[1]), _amount(args[2], "amount"))
+    return None
+
+
+# Frame inputs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Announce:
+    """``[entity_id, config_height, config]``: from its height ``config_height`` on,
+    the entity's signer set is ``config``. Signed by the set before it."""
+
+    entity_id: bytes
+    config_height: int
+    config: Config
+
+    @cached_property
+    def raw(self) -> bytes:
+        return encode_tree([self.entity_id, int_bytes(self.config_height), self.config.to_tree()])
+
+    @cached_property
+    def hash(self) -> bytes:
+        return keccak(ANNOUNCE_DOMAIN + self.raw)
+
+    @classmethod
+    def from_item(cls, item: RlpItem) -> Announce:
+        f = as_list(item, "announcement", size=3)
+        return cls(
+            as_bytes(f[0], "announced entity", size=HASH_LEN),
+            as_int(f[1], "announced config height", min_value=1),
+            Config.from_item(f[2]),
+        )
+
+
+type MessageBody = ch.Frame | Ack | Announce
+
+
+def _body_hash(body: MessageBody) -> bytes:
+    return body.hash
+
+
+def _body_raw(body: MessageBody) -> bytes:
+    return body.raw
+
+
+@dataclass(frozen=True)
+class Message:
+    """A signed channel message from entity ``sender``: ``[1, kind, sender, body,
+    config_height, bits, signature]``. ``bits`` name the members of the sender's
+    signer set of height ``config_height`` whose aggregate ``signature`` covers the
+    body's hash (the channel frame's or ack's domain hash, or the announcement's)."""
+
+    TAG: ClassVar[int] = 1
+    kind: int
+    sender: bytes
+    body: MessageBody
+    config_height: int
+    bits: bytes
+    signature: bytes
+
+    @property
+    def hash(self) -> bytes:
+        return _body_hash(self.body)
+
+    def to_tree(self) -> RlpTree:
+        return [
+            int_bytes(self.TAG),
+            int_bytes(self.kind),
+            self.sender,
+            decode(_body_raw(self.body)),
+            int_bytes(self.config_height),
+            self.bits,
+            self.signature,
+        ]
+
+    def describe(self) -> str:
+        body = self.body
+        what = KIND_NAMES[self.kind]
+        if isinstance(body, ch.Frame | Ack):
+            return f"channel {what} at height {body.height} from {self.sender.hex()[:12]}"
+        return f"signer set of {self.sender.hex()[:12]} from height {body.config_height}"
+
+
+@dataclass(frozen=True)
+class Mint:
+    """``[2, mint_id, asset, amount]``: the simulation faucet credits the reserve."""
+
+    TAG: ClassVar[int] = 2
+    mint_id: bytes
+    asset: int
+    amount: int
+
+    def to_tree(self) -> RlpTree:
+        return [int_bytes(self.TAG), self.mint_id, int_bytes(self.asset), int_bytes(self.amount)]
+
+    def describe(self) -> str:
+        return f"faucet: {self.amount} of asset {self.asset}"
+
+
+type FrameInput = Message | Mint
+
+
+def input_from_item(item: RlpItem) -> FrameInput:
+    f = as_list(item, "frame input", max_len=7)
+    if not f:
+        raise DecodeError("frame input: empty list")
+    tag = as_int(f[0], "frame input tag", max_value=255)
+    if tag == Mint.TAG:
+        if len(f) != 4:
+            raise DecodeError("mint: expected [2, mint_id, asset, amount]")
+        return Mint(as_bytes(f[1], "mint id", size=HASH_LEN), _asset(f[2]), _amount(f[3], "mint"))
+    if tag != Message.TAG:
+        raise DecodeError(f"unknown frame input tag {tag}")
+    if len(f) != 7:
+        raise DecodeError("channel message: expected [1, kind, sender, body, height, bits, sig]")
+    kind = as_int(f[1], "message kind", max_value=255)
+    body: MessageBody
+    match kind:
+        case 1:
+            body = ch.Frame.decode(encode_tree(f[3]))
+        case 2:
+            body = Ack.from_item(f[3])
+        case 3:
+            body = Announce.from_item(f[3])
+        case _:
+            raise DecodeError(f"unknown channel message kind {kind}")
+    return Message(
+        kind,
+        as_bytes(f[2], "message sender", size=HASH_LEN),
+        body,
+        as_int(f[4], "signer config height"),
+        as_bytes(f[5], "message bitfield", max_len=128),
+        as_bytes(f[6], "message signature", size=96),
+    )
+
+
+def input_raw(inp: FrameInput) -> bytes:
+    return encode_tree(inp.to_tree())
+
+
+# Outbox -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """``[kind, peer, hash]``: a message this frame produced, whose ``hash`` the signers
+    sign with their pre-commit. ``peer`` is empty for an announcement (to every peer)."""
+
+    kind: int
+    peer: bytes
+    hash: bytes
+
+    def to_tree(self) -> RlpTree:
+        return [int_bytes(self.kind), self.peer, self.hash]
+
+    @classmethod
+    def from_item(cls, item: RlpItem) -> Outgoing:
+        f = as_list(item, "outgoing", size=3)
+        kind = as_int(f[0], "outgoing kind", min_value=1, max_value=3)
+        peer = as_bytes(f[1], "outgoing peer", size=0 if kind == ANNOUNCE else HASH_LEN)
+        return cls(kind, peer, as_bytes(f[2], "outgoing hash", size=HASH_LEN))
+
+
+# Events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentEvent:
+    """What a frame did to a payment, for receipts, history and the accountant.
+
+    ``kind``: ``queued`` (our pay, on its first channel), ``paid`` (the first
+    channel agreed it), ``received`` (we are the payee), ``forwarded`` (as a hub:
+    passed on and agreed downstream), ``refunded`` (ours came back; ``detail`` says
+    why), ``rejected`` (ours never left; why), ``minted`` (faucet), ``note``.
+    """
+
+    kind: str
+    peer: bytes
+    asset: int
+    amount: int
+    payment_id: bytes = b""
+    detail: str = ""
+
+
+# The mutable scratch of one frame ---------------------------------------------------------
+
+
+@dataclass
+class Ledger:
+    entity_id: bytes
+    reserves: dict[int, int]
+    channels: dict[bytes, ChannelRecord]
+    forwards: dict[bytes, bytes]  # payment id -> the peer it came from, while in flight
+    mints: set[bytes]
+    events: list[PaymentEvent] = field(default_factory=list)
+
+    def copy(self) -> Ledger:
+        return Ledger(
+            self.entity_id,
+            dict(self.reserves),
+            dict(self.channels),
+            dict(self.forwards),
+            set(self.mints),
+            list(self.events),
+        )
+
+    def record(self, peer: bytes) -> ChannelRecord:
+        rec = self.channels.get(peer)
+        if rec is None:
+            raise ConfigError(f"no channel with {peer.hex()[:16]}")
+        return rec
+
+    def set_side(self, peer: bytes, side: ChannelSide) -> None:
+        rec = self.channels[peer]
+        self.channels[peer] = ChannelRecord(rec.peer, rec.peer_config, rec.peer_config_height, side)
+
+    def take_reserve(self, asset: int, amount: int) -> None:
+        have = self.reserves.get(asset, 0)
+        if amount > have:
+            raise ConfigError(f"reserve of asset {asset} is {have}, {amount} needed")
+        if have == amount:
+            del self.reserves[asset]
+        else:
+            self.reserves[asset] = have - amount
+
+    def add_reserve(self, asset: int, amount: int) -> None:
+        total = self.reserves.get(asset, 0) + amount
+        if total > MAX_AMOUNT:
+            raise ConfigError(f"reserve of asset {asset} would exceed the maximum")
+        self.reserves[asset] = total
+
+
+def available(side: ChannelSide, asset: int) -> int:
+    """What this side can still queue to pay in ``asset``: its capacity on the agreed
+    state, less what its pending frame and queue already pay (incoming not counted)."""
+    spent = sum(
+        amount_paid(tx)
+        for tx in (*(side.pending.txs if side.pending else ()), *side.queue)
+        if getattr(tx.body, "asset", None) == asset
+    )
+    return side.agreed.asset(asset).capacity(side.me) - spent
+
+
+# Transactions and actions -----------------------------------------------------------------
+
+
+def pay(ledger: Ledger, body: Pay, payment_id: bytes) -> None:
+    if ledger.entity_id in body.route:
+        raise ConfigError("the route passes through this entity")
+    first = body.route[0]
+    rec = ledger.record(first)
+    free = available(rec.side, body.asset)
+    if body.amount > free:
+        raise ConfigError(
+            f"insufficient capacity: {max(free, 0)} of asset {body.asset} available "
+            f"towards {first.hex()[:16]}, {body.amount} asked"
+        )
+    tx = Tx.of(Forward(body.asset, body.amount, body.route[1:], payment_id))
+    side, out = ch.step(rec.side, ch.Enqueue(tx))
+    for o in out:
+        if isinstance(o, ch.Rejected):
+            raise ConfigError(o.reason)
+    ledger.set_side(first, side)
+    ledger.events.append(
+        PaymentEvent("queued", first, body.asset, body.amount, payment_id, body.route[-1].hex())
+    )
+
+
+def check_channel_action(entity_id: bytes, action: ChannelAction) -> None:
+    """Checks made when the action is proposed (the rest happen when it executes)."""
+    if action.peer == entity_id:
+        raise ConfigError("a channel joins two different entities")
+
+
+def apply_action(ledger: Ledger, action: ChannelAction) -> None:
+    """Run an executed proposal's channel action; ConfigError voids it (nothing changes)."""
+    check_channel_action(ledger.entity_id, action)
+    match action:
+        case OpenChannel(peer=peer, asset=asset, collateral=collateral):
+            if peer in ledger.channels:
+                raise ConfigError(f"a channel with {peer.hex()[:16]} is open already")
+            if len(ledger.channels) >= MAX_CHANNELS:
+                raise ConfigError(f"at most {MAX_CHANNELS} channels")
+            if collateral:
+                ledger.take_reserve(asset, collateral)
+            side = ch.open_side(ledger.entity_id, peer)
+            ledger.channels[peer] = ChannelRecord(
+                peer, action.peer_config, action.peer_config_height, side
+            )
+            if collateral:
+                _enqueue(ledger, peer, Tx.of(AddCollateral(asset, collateral)))
+        case ExtendCredit(peer=peer, asset=asset, limit=limit):
+            ledger.record(peer)
+            _enqueue(ledger, peer, Tx.of(ch.SetCredit(asset, limit)))
+        case FundChannel(peer=peer, asset=asset, amount=amount):
+            ledger.record(peer)
+            ledger.take_reserve(asset, amount)
+            _enqueue(ledger, peer, Tx.of(AddCollateral(asset, amount)))
+
+
+def _enqueue(ledger: Ledger, peer: bytes, tx: Tx) -> None:
+    side, out = ch.step(ledger.channels[peer].side, ch.Enqueue(tx))
+    ledger.set_side(peer, side)
+    _outputs(ledger, peer, out)
+
+
+# Inputs -----------------------------------------------------------------------------------
+
+
+def apply_input(ledger: Ledger, inp: FrameInput, *, allow_mint: bool, verify: bool) -> bool:
+    """Apply one frame input; raises ConfigError (FutureInput: not yet) if the frame
+    may not hold it. Returns False if it changed nothing (a duplicate, say)."""
+    if isinstance(inp, Mint):
+        if not allow_mint:
+            raise ConfigError("the faucet is disabled outside simulation")
+        if inp.mint_id in ledger.mints:
+            raise ConfigError("mint applied already")
+        ledger.add_reserve(inp.asset, inp.amount)
+        ledger.mints.add(inp.mint_id)
+        ledger.events.append(PaymentEvent("minted", b"", inp.asset, inp.amount, inp.mint_id))
+        return True
+    rec = ledger.record(inp.sender)
+    if inp.config_height < rec.peer_config_height:
+        raise ConfigError(f"{inp.describe()}: signed by a stale signer set")
+    if inp.config_height > rec.peer_config_height:
+        raise FutureInput(f"{inp.describe()}: signed by a signer set not announced yet")
+    body = inp.body
+    if isinstance(body, Announce) and (
+        body.entity_id != inp.sender or body.config_height <= rec.peer_config_height
+    ):
+        raise ConfigError(f"{inp.describe()}: not a newer signer set of the sender")
+    if verify:
+        reason = verify_quorum(rec.peer_config, inp.bits, inp.hash, inp.signature)
+        if reason is not None:
+            raise ConfigError(f"{inp.describe()}: {reason}")
+    match body:
+        case Announce(config_height=height, config=config):
+            ledger.channels[inp.sender] = ChannelRecord(inp.sender, config, height, rec.side)
+            return True
+        case ch.Frame():
+            side, out = ch.step(rec.side, ch.ReceiveFrame(body))
+        case Ack():
+            side, out = ch.step(rec.side, ch.ReceiveAck(body))
+    if side is rec.side:
+        return False  # ignored, or a duplicate frame answered with the same ack
+    ledger.set_side(inp.sender, side)
+    _outputs(ledger, inp.sender, out)
+    return True
+
+
+def _outputs(ledger: Ledger, peer: bytes, outputs: Sequence[ch.Output]) -> None:
+    me = ledger.channels[peer].side.me
+    for o in outputs:
+        match o:
+            case ch.Applied(frame=frame) if frame.from_side == me:
+                _ours_agreed(ledger, peer, frame)
+            case ch.Applied(frame=frame):
+                for tx in frame.txs:
+                    _incoming(ledger, peer, tx)
+            case ch.Rejected(tx=tx, reason=reason):
+                _rejected(ledger, peer, tx, reason)
+            case _:
+                pass  # SendFrame / SendAck: the outbox is read from the sides at the end
+
+
+def _ours_agreed(ledger: Ledger, peer: bytes, frame: ch.Frame) -> None:
+    for tx in frame.txs:
+        body = tx.body
+        if isinstance(body, Forward):
+            hub = ledger.forwards.pop(body.payment_id, None) is not None
+            kind = "forwarded" if hub else "paid"
+            ledger.events.append(PaymentEvent(kind, peer, body.asset, body.amount, body.payment_id))
+
+
+def _incoming(ledger: Ledger, peer: bytes, tx: Tx) -> None:
+    body = tx.body
+    match body:
+        case Forward(asset=asset, amount=amount, hops=hops, payment_id=pid) if not hops:
+            ledger.events.append(PaymentEvent("received", peer, asset, amount, pid))
+        case Forward(asset=asset, amount=amount, hops=hops, payment_id=pid):
+            nxt = hops[0]
+            if nxt not in ledger.channels or nxt == peer or pid in ledger.forwards:
+                reason = f"no channel from {ledger.entity_id.hex()[:16]} to {nxt.hex()[:16]}"
+                _enqueue(ledger, peer, Tx.of(Refund(asset, amount, pid, reason)))
+                return
+            ledger.forwards[pid] = peer
+            _enqueue(ledger, nxt, Tx.of(Forward(asset, amount, hops[1:], pid)))
+        case Refund(asset=asset, amount=amount, payment_id=pid, reason=reason):
+            upstream = ledger.forwards.pop(pid, None)
+            if upstream is not None and upstream in ledger.channels:
+                _enqueue(ledger, upstream, Tx.of(Refund(asset, amount, pid, reason)))
+            else:
+                ledger.events.append(PaymentEvent("refunded", peer, asset, amount, pid, reason))
+        case ch.Payment(asset=asset, amount=amount):
+            ledger.events.append(PaymentEvent("received", peer, asset, amount))
+        case _:
+            pass  # the counterparty's credit or collateral: visible in the channel's state
+
+
+def _rejected(ledger: Ledger, peer: bytes, tx: Tx, reason: str) -> None:
+    body = tx.body
+    match body:
+        case Forward(asset=asset, amount=amount, payment_id=pid) if pid in ledger.forwards:
+            upstream = ledger.forwards.pop(pid)
+            why = f"hop {ledger.entity_id.hex()[:16]} -> {peer.hex()[:16]}: {reason}"
+            _enqueue(ledger, upstream, Tx.of(Refund(asset, amount, pid, why)))
+        case Forward(asset=asset, amount=amount, payment_id=pid):
+            ledger.events.append(PaymentEvent("rejected", peer, asset, amount, pid, reason))
+        case AddCollateral(asset=asset, amount=amount):
+            ledger.add_reserve(asset, amount)  # back where it came from
+            ledger.events.append(PaymentEvent("note", peer, asset, amount, b"", reason))
+        case _:
+            asset = getattr(body, "asset", 0)
+            ledger.events.append(
+                PaymentEvent("note", peer, asset, amount_paid(tx), b"", f"{reason} (lost)")
+            )
+
+
+# End of frame -----------------------------------------------------------------------------
+
+
+def finish(
+    ledger: Ledger, acks_before: dict[bytes, bytes | None], announce: Announce | None
+) -> list[Outgoing]:
+    """Propose on every ready channel with queued transactions, and list the outbox:
+    the announcement first, then per counterparty (ascending) its new ack and its new
+    frame. ``acks_before`` maps each peer to its last ack's hash when the frame began."""
+    proposed: dict[bytes, bytes] = {}
+    # Two passes: a refund queued on an earlier channel by a rejection in the first pass
+    # goes out in the second.
+    for _ in range(2):
+        for peer in sorted(ledger.channels):
+            side = ledger.channels[peer].side
+            if side.pending is not None or not side.queue:
+                continue
+            new, out = ch.step(side, ch.Propose())
+            ledger.set_side(peer, new)
+            if new.pending is not None:
+                proposed[peer] = new.pending.hash
+            _outputs(ledger, peer, out)
+    outbox = [Outgoing(ANNOUNCE, b"", announce.hash)] if announce is not None else []
+    for peer in sorted(ledger.channels):
+        side = ledger.channels[peer].side
+        ack = side.last_ack.hash if side.last_ack is not None else None
+        if ack is not None and acks_before.get(peer) != ack:
+            outbox.append(Outgoing(ACK, peer, ack))
+        if peer in proposed:
+            outbox.append(Outgoing(FRAME, peer, proposed[peer]))
+    return outbox
+
+
+def is_stale(channels: dict[bytes, ChannelRecord], inp: FrameInput) -> bool:
+    """True if ``inp`` can never matter again here (dropped from the inbox)."""
+    if not isinstance(inp, Message):
+        return False
+    rec = channels.get(inp.sender)
+    if rec is None:
+        return False  # the channel may be opened yet
+    if inp.config_height < rec.peer_config_height:
+        return True
+    body = inp.body
+    agreed = rec.side.agreed.height
+    match body:
+        case Announce(config_height=height):
+            return height <= rec.peer_config_height
+        case ch.Frame(height=height):
+            return height <= agreed  # a lost ack goes again by resend, not by this frame
+        case Ack(height=height):
+            return rec.side.pending is None or height < rec.side.pending.height
