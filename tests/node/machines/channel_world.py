@@ -1,0 +1,211 @@
+"""A pure, in-process world of entities with channels between them, for tests.
+
+It plays the network and the coordinator (``node/coordinator.py``) for several
+entities at once: ``Send`` goes to another replica of the same entity,
+``Transmit`` to a member's replica of a counterparty entity; ``ProposeFrame``
+asks the proposer's real :class:`Agent` (LevelDB guard) for its pre-commit and
+outgoing signatures, and every other member answers when ``check_proposal``
+accepts the frame. Every step checks that the replica's encoding round-trips.
+A ``drop`` hook lets a test lose messages between entities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.agent import Agent
+from node.crypto import bls
+from node.machines import accounts
+from node.machines import replica as rep
+from node.machines.entity import EntityAction, EntityState, FrameEvents, Propose, Vote, sign_batch
+from node.machines.governance import Config, Member, signer_id
+from node.machines.replica import Genesis, Replica
+from node.txs import Tx, TxBody
+
+N_KEYS = 8
+SKS = [bls.keygen(bytes([0x40 + i]) * 32) for i in range(N_KEYS)]
+PKS = [bls.sk_to_pk(sk) for sk in SKS]
+IDS = [signer_id(pk) for pk in PKS]
+POPS = [bls.pop_prove(sk) for sk in SKS]
+ASSET = 1
+
+
+@dataclass
+class World:
+    guard_root: Path
+    simulation: bool = True
+    replicas: dict[tuple[int, bytes], Replica] = field(default_factory=dict)
+    inbox: dict[tuple[int, bytes], list[Tx]] = field(default_factory=dict)
+    agents: dict[int, Agent] = field(default_factory=dict)
+    nonces: dict[tuple[int, bytes], int] = field(default_factory=dict)
+    names: dict[str, bytes] = field(default_factory=dict)
+    members: dict[bytes, list[int]] = field(default_factory=dict)
+    events: dict[bytes, list[FrameEvents]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    # (from entity, to entity, tx) -> deliver it? Lost messages come again by resend.
+    drop: Callable[[bytes, bytes, Tx], bool] = lambda src, dst, tx: False
+    mints: int = 0
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.close()
+
+    # Set-up -------------------------------------------------------------------------
+
+    def entity(self, name: str, keys: list[int], threshold: int, salt: int = 0) -> bytes:
+        config = Config(tuple(Member(PKS[k], 1) for k in keys), threshold, IDS[keys[0]])
+        genesis = Genesis(config, bytes([salt]) * 32, tuple(POPS[k] for k in keys))
+        eid = b""
+        for k in keys:
+            r = rep.create(IDS[k], genesis)
+            eid = r.entity_id
+            self.replicas[(k, eid)] = r
+            self.inbox[(k, eid)] = []
+            if k not in self.agents:
+                self.agents[k] = Agent(SKS[k], self.guard_root / f"agent-{k}")
+        self.names[name] = eid
+        self.members[eid] = keys
+        self.events[eid] = []
+        return eid
+
+    def state(self, name_or_id: str | bytes) -> EntityState:
+        eid = self.names[name_or_id] if isinstance(name_or_id, str) else name_or_id
+        states = {self.replicas[(k, eid)].entity.hash for k in self.members[eid]}
+        assert len(states) == 1, "replicas of one entity disagree"
+        return self.replicas[(self.members[eid][0], eid)].entity
+
+    def config_of(self, name: str) -> tuple[Config, int]:
+        s = self.state(name)
+        return s.config, s.config_height
+
+    def submit(self, name: str, *bodies: TxBody, key: int | None = None) -> None:
+        eid = self.names[name]
+        k = self.members[eid][0] if key is None else key
+        n = self.nonces.get((k, eid), 0) + 1
+        self.nonces[(k, eid)] = n
+        batch = sign_batch(eid, SKS[k], IDS[k], n, [Tx.of(b) for b in bodies])
+        self.inbox[(k, eid)].append(Tx.of(rep.SubmitBatch(batch)))
+
+    def mint(self, name: str, amount: int, asset: int = ASSET) -> None:
+        eid = self.names[name]
+        self.mints += 1
+        mint = accounts.Mint(bytes([self.mints]) * 32, asset, amount)
+        self.inbox[(self.members[eid][0], eid)].append(Tx.of(rep.MintInput(mint)))
+
+    def open(self, a: str, b: str, collateral: int = 0, asset: int = ASSET) -> None:
+        """``a`` proposes a channel with ``b`` (each member votes if the threshold needs it)."""
+        config, height = self.config_of(b)
+        action = accounts.OpenChannel(self.names[b], config, height, asset, collateral)
+        self.propose(a, action)
+
+    def propose(self, name: str, action: EntityAction) -> None:
+        eid = self.names[name]
+        state = self.state(name)
+        pid = state.next_proposal_id
+        self.submit(name, Propose(action, state.height + 1000))
+        self.run()
+        for k in self.members[eid][1:]:
+            if all(p.id != pid for p in self.state(name).proposals):
+                break
+            self.submit(name, Vote(pid), key=k)
+            self.run()
+
+    # The network ------------------------------------------------------------------
+
+    def step(self, k: int, eid: bytes) -> bool:
+        inputs = self.inbox[(k, eid)]
+        self.inbox[(k, eid)] = []
+        before = self.replicas[(k, eid)]
+        replica, effects = rep.step(before, inputs, simulation=self.simulation)
+        again = Replica.decode(replica.encoded)
+        assert again.encoded == replica.encoded
+        self.replicas[(k, eid)] = replica
+        for effect in effects:
+            self._effect(k, eid, effect)
+        return bool(inputs) or replica is not before
+
+    def _effect(self, k: int, eid: bytes, effect: rep.Effect) -> None:
+        match effect:
+            case rep.Send(to=to, tx=tx):
+                self.inbox[(IDS.index(to), eid)].append(tx)
+            case rep.Transmit(entity=dst, to=to, tx=tx):
+                key = (IDS.index(to), dst)
+                if key in self.replicas and not self.drop(eid, dst, tx):
+                    self.inbox[key].append(tx)
+            case rep.ProposeFrame(frame=frame, round=round_, members=members):
+                signed = self.agents[k].sign_precommit(frame.raw, round_)
+                pc = rep.Precommit(
+                    frame.height, round_, frame.hash, IDS[k], signed.precommit, signed.outbox
+                )
+                self.inbox[(k, eid)].append(Tx.of(pc))
+                for m in members:
+                    mk = IDS.index(m)
+                    if mk == k:
+                        continue
+                    if self.inbox[(mk, eid)]:
+                        self.step(mk, eid)  # the commit before may still be in its inbox
+                    reason = rep.check_proposal(
+                        self.replicas[(mk, eid)],
+                        frame,
+                        round_,
+                        signed.precommit,
+                        simulation=self.simulation,
+                    )
+                    if reason is not None:
+                        self.notes.append(reason)
+                        continue
+                    theirs = self.agents[mk].sign_precommit(frame.raw, round_)
+                    self.inbox[(k, eid)].append(
+                        Tx.of(
+                            rep.Precommit(
+                                frame.height,
+                                round_,
+                                frame.hash,
+                                m,
+                                theirs.precommit,
+                                theirs.outbox,
+                            )
+                        )
+                    )
+            case rep.Committed(events=events):
+                if k == self.members[eid][0]:
+                    self.events[eid].append(events)
+            case rep.Note(message=message):
+                self.notes.append(message)
+            case _:
+                pass
+
+    def run(self, max_rounds: int = 10_000) -> None:
+        """Step every replica with inputs until none has any."""
+        for _ in range(max_rounds):
+            busy = [key for key, txs in self.inbox.items() if txs]
+            if not busy:
+                return
+            for k, eid in busy:
+                self.step(k, eid)
+        raise AssertionError("the world did not quiesce")
+
+    def resend_all(self) -> None:
+        for (k, eid), replica in list(self.replicas.items()):
+            if k != self.members[eid][0]:
+                continue
+            for effect in rep.resend(replica):
+                self._effect(k, eid, effect)
+
+    def settle(self, rounds: int = 50) -> None:
+        """Run, and resend until no channel waits for an ack."""
+        for _ in range(rounds):
+            self.run()
+            if not any(
+                c.side.pending is not None
+                for r in self.replicas.values()
+                for c in r.entity.channels
+            ):
+                return
+            self.resend_all()
+        raise AssertionError("channels did not settle")
+
+    def payments(self, name: str, kind: str) -> list[accounts.PaymentEvent]:
+        return [p for ev in self.events[self.names[name]] for p in ev.payments if p.kind == kind]
