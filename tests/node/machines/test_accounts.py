@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from node.codec import decode
 from node.crypto import bls
 from node.machines import accounts
 from node.machines import channel as ch
@@ -22,7 +23,7 @@ from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines.accounts import ExtendCredit, FundChannel, Pay
 from node.machines.entity import EntityState
-from node.machines.governance import SetThreshold
+from node.machines.governance import ConfigError, SetThreshold
 from node.machines.quorum import bitfield
 from node.txs import Tx
 from tests.node.machines.channel_world import ASSET, SKS, World
@@ -125,7 +126,7 @@ def test_payment_through_a_hub_conserves_value(world: World) -> None:
 
 
 def test_hub_without_capacity_refunds_with_the_reason(world: World) -> None:
-    a = world.entity("A", [0], 1, salt=1)
+    world.entity("A", [0], 1, salt=1)
     h = world.entity("H", [2, 3, 4], 2, salt=3)
     b = world.entity("B", [1], 1, salt=2)
     world.mint("A", 1_000)
@@ -147,7 +148,7 @@ def test_hub_without_capacity_refunds_with_the_reason(world: World) -> None:
 
 
 def test_route_to_an_entity_the_hub_has_no_channel_with(world: World) -> None:
-    a = world.entity("A", [0], 1, salt=1)
+    world.entity("A", [0], 1, salt=1)
     h = world.entity("H", [2], 1, salt=3)
     stranger = b"\x77" * 32
     world.mint("A", 100)
@@ -212,7 +213,7 @@ def test_add_collateral_and_credit_limits(world: World) -> None:
 
 
 def test_signer_set_change_reaches_the_counterparty(world: World) -> None:
-    a = world.entity("A", [0], 1, salt=1)
+    world.entity("A", [0], 1, salt=1)
     h = world.entity("H", [2, 3, 4], 2, salt=3)
     world.mint("A", 100)
     world.run()
@@ -243,7 +244,7 @@ def _signed(keys: list[int], bits_of: list[int], size: int, body: ch.Ack) -> tup
 
 
 def test_sub_threshold_and_stale_signatures_are_refused(world: World) -> None:
-    a = world.entity("A", [0], 1, salt=1)
+    world.entity("A", [0], 1, salt=1)
     h = world.entity("H", [2, 3, 4], 2, salt=3)
     world.mint("A", 100)
     world.run()
@@ -257,19 +258,19 @@ def test_sub_threshold_and_stale_signatures_are_refused(world: World) -> None:
     ledger = ent._Work.of(state).ledger
     bits, sig = _signed([2], [0], 3, ack)
     one = accounts.Message(accounts.ACK, h, ack, record.peer_config_height, bits, sig)
-    with pytest.raises(ent.ConfigError, match="below the threshold"):
+    with pytest.raises(ConfigError, match="below the threshold"):
         accounts.apply_input(ledger, one, allow_mint=True, verify=True)
     bits, sig = _signed([2, 3], [0, 1], 3, ack)
     forged = accounts.Message(
         accounts.ACK, h, ack, record.peer_config_height, bits, sig[:-1] + b"\0"
     )
-    with pytest.raises(ent.ConfigError):
+    with pytest.raises(ConfigError):
         accounts.apply_input(ledger, forged, allow_mint=True, verify=True)
     # A set the receiver has moved past is stale; one it has not heard of is not yet valid.
     moved = accounts.ChannelRecord(h, record.peer_config, 5, record.side)
     ledger.channels[h] = moved
     stale = accounts.Message(accounts.ACK, h, ack, 4, bits, sig)
-    with pytest.raises(ent.ConfigError, match="stale signer set"):
+    with pytest.raises(ConfigError, match="stale signer set"):
         accounts.apply_input(ledger, stale, allow_mint=True, verify=True)
     future = accounts.Message(accounts.ACK, h, ack, 6, bits, sig)
     with pytest.raises(accounts.FutureInput):
@@ -289,11 +290,11 @@ def test_faucet_is_refused_outside_simulation(tmp_path: Path) -> None:
 
 
 def test_threshold_entity_state_round_trips_with_channels(world: World) -> None:
-    a, b = _pair(world)
+    _, b = _pair(world)
     world.submit("A", Pay((b,), ASSET, 3))
     world.run()  # mid-flight: pending frames, queues, inbox
     for replica in world.replicas.values():
         again = rep.Replica.decode(replica.encoded)
         assert again.encoded == replica.encoded
-        assert EntityState.from_item(rep.decode(replica.entity.encoded)).hash == replica.entity.hash
+        assert EntityState.from_item(decode(replica.entity.encoded)).hash == replica.entity.hash
     world.settle()
