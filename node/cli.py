@@ -32,7 +32,7 @@ from node import identity as node_identity
 from node.agent import Agent
 from node.chain_verify import ChainInvalid, Replayer, VerifyReport, verify_chain
 from node.codec import ZERO_HASH
-from node.coordinator import DEFAULT_ROUND_TIMEOUT_MS, Coordinator, LocalAgent
+from node.coordinator import DEFAULT_RESEND_MS, DEFAULT_ROUND_TIMEOUT_MS, Coordinator, LocalAgent
 from node.crypto import bls, keystore
 from node.crypto.keystore import KeystoreError
 from node.errors import Refused
@@ -97,7 +97,9 @@ async def run_node(args: argparse.Namespace) -> int:
             node.close()
             return 2
         peers = PeerNetwork(args.peer, node_identity.load_or_create(data, password))
-    coordinator = Coordinator(node, peers, round_timeout_ms=args.round_timeout_ms)
+    coordinator = Coordinator(
+        node, peers, round_timeout_ms=args.round_timeout_ms, resend_ms=args.resend_ms
+    )
     agents = _builtin_agents(args)
     for agent in agents:
         coordinator.agents[agent.signer_id] = LocalAgent(agent)
@@ -430,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=DEFAULT_ROUND_TIMEOUT_MS,
         help="silence after which an entity's height moves to the next round",
+    )
+    run.add_argument(
+        "--resend-ms",
+        type=_positive,
+        default=DEFAULT_RESEND_MS,
+        help="how long a channel frame waits for its ack before it is sent again",
     )
     run.add_argument(
         "--agent",

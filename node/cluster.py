@@ -31,7 +31,7 @@ from node.crypto import bls, keystore
 from node.machines import entity as ent
 from node.machines.governance import Config, Member, signer_id
 from node.machines.replica import Genesis, Replica, SubmitBatch
-from node.machines.server import CreateSigner
+from node.machines.server import CreateSigner, Faucet
 from node.machines.signer import CreateEntity
 from node.net.client import NodeClient
 from node.net.protocol import Rep, Reply, Topic
@@ -97,8 +97,12 @@ class Cluster:
         external_agents: bool = False,
         seed: int = 1,
         debug_logs: bool = False,
+        simulation: bool = False,
+        resend_ms: int | None = None,
     ) -> None:
         self.root = root
+        self.simulation = simulation  # --simulation: the faucet works
+        self.resend_ms = resend_ms
         self.debug_logs = debug_logs
         self.tick_ms = tick_ms
         self.round_timeout_ms = round_timeout_ms
@@ -192,6 +196,8 @@ class Cluster:
             str(self.round_timeout_ms),
             "--identity-password-file",
             str(self.root / "secret"),
+            *(["--simulation"] if self.simulation else []),
+            *(["--resend-ms", str(self.resend_ms)] if self.resend_ms else []),
             *peers,
             *agents,
             stdout=asyncio.subprocess.PIPE,
@@ -369,3 +375,45 @@ class Cluster:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self.commits.changed.wait()
+
+    # Channels (simulation) -----------------------------------------------------------------
+
+    async def faucet(self, key: SignerKey, entity_id: bytes, asset: int, amount: int) -> None:
+        """Credit ``entity_id``'s reserve through the faucet of ``key``'s server."""
+        client = self.client(self.servers[key.server])
+        receipts = await client.submit([Faucet(entity_id, asset, amount)])
+        error = receipts.receipts[0].error
+        if error is not None:
+            raise RuntimeError(f"faucet refused: {error}")
+
+    async def pass_proposal(
+        self, members: Sequence[SignerKey], entity_id: bytes, action: ent.EntityAction
+    ) -> None:
+        """Propose ``action`` as ``members[0]`` and vote with the others until it executes."""
+        replica = await self.replica(members[0], entity_id)
+        assert replica is not None
+        pid = replica.entity.next_proposal_id
+        expires = replica.entity.height + 10_000
+        await self.submit(members[0], entity_id, [ent.Propose(action, expires)])
+        voters = list(members[1:])
+        deadline = time.monotonic() + 60
+        while True:
+            replica = await self.replica(members[0], entity_id)
+            assert replica is not None
+            if replica.entity.next_proposal_id > pid:
+                if all(p.id != pid for p in replica.entity.proposals):
+                    return  # executed (or voided: the frame's events say why)
+                if voters:  # open: the next member votes
+                    await self.submit(voters.pop(0), entity_id, [ent.Vote(pid)])
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"proposal {pid} did not execute")
+            self.commits.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await self.commits.changed.wait()
+
+    async def channel_card(self, key: SignerKey, entity_id: bytes) -> tuple[Config, int]:
+        """The entity's signer set and its height, as a counterparty needs them to open."""
+        replica = await self.replica(key, entity_id)
+        assert replica is not None
+        return replica.entity.config, replica.entity.config_height
