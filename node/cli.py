@@ -38,7 +38,7 @@ from node.crypto.keystore import KeystoreError
 from node.errors import Refused
 from node.machines.governance import signer_id
 from node.machines.server import Increment
-from node.net.agent_client import AgentRejected, serve_agent
+from node.net.agent_client import AgentRejected, AgentStats, serve_agent
 from node.net.client import NodeClient
 from node.net.peers import PeerNetwork
 from node.net.protocol import MAX_BLOCKS_PER_PAGE
@@ -380,13 +380,19 @@ async def run_agent(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     print(f"agent for signer {agent.signer_id.hex()} serving {args.node}", flush=True)
+    stats = AgentStats()
     try:
-        await serve_agent(args.node, token, agent, stop)
+        await serve_agent(args.node, token, agent, stop, stats)
     except AgentRejected as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         agent.close()
+        print(
+            f"agent stopped: {stats.requests} SIGN requests, {stats.signed} answered with "
+            f"signatures ({stats.outgoing} outgoing-message signatures), {stats.refused} refused",
+            flush=True,
+        )
     return 0
 
 

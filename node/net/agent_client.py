@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -50,17 +51,29 @@ log = logging.getLogger(__name__)
 type SignCallback = Callable[[bytes, bytes, int], Awaitable[Signatures]]
 
 
+@dataclass
+class AgentStats:
+    """What an agent connection answered: one SIGN request gets one reply."""
+
+    requests: int = 0
+    signed: int = 0  # replies with signatures
+    outgoing: int = 0  # outgoing-message signatures in those replies
+    refused: int = 0
+
+
 class AgentRejected(Exception):
     """The node refused this agent's HELLO (bad token, wrong signer): retrying won't help."""
 
 
-async def serve_agent(url: str, token: str, agent: Agent, stop: asyncio.Event) -> None:
+async def serve_agent(
+    url: str, token: str, agent: Agent, stop: asyncio.Event, stats: AgentStats | None = None
+) -> None:
     """Answer SIGN requests for ``agent``'s signer until ``stop``; raises AgentRejected."""
 
     async def sign(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
         return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
 
-    await serve_signer(url, token, agent.signer_id, sign, stop)
+    await serve_signer(url, token, agent.signer_id, sign, stop, stats=stats)
 
 
 async def serve_signer(
@@ -71,6 +84,7 @@ async def serve_signer(
     stop: asyncio.Event,
     *,
     on_link: Callable[[bool], object] | None = None,
+    stats: AgentStats | None = None,
 ) -> None:
     """Be ``signer``'s agent at ``url`` until ``stop``, reconnecting with backoff.
 
@@ -87,7 +101,7 @@ async def serve_signer(
                 if on_link is not None:
                     on_link(True)
                 try:
-                    await _serve(ws, signer, sign, stop)
+                    await _serve(ws, signer, sign, stop, stats or AgentStats())
                 finally:
                     if on_link is not None:
                         on_link(False)
@@ -111,7 +125,11 @@ async def _hello(ws: ClientConnection, token: str, signer: bytes) -> None:
 
 
 async def _serve(
-    ws: ClientConnection, signer: bytes, sign: SignCallback, stop: asyncio.Event
+    ws: ClientConnection,
+    signer: bytes,
+    sign: SignCallback,
+    stop: asyncio.Event,
+    stats: AgentStats,
 ) -> None:
     stopper = asyncio.create_task(stop.wait())
     pending: set[asyncio.Task[None]] = set()
@@ -123,7 +141,7 @@ async def _serve(
                 receive.cancel()
                 return
             frame = receive.result()
-            task = asyncio.create_task(_answer(ws, signer, sign, frame))
+            task = asyncio.create_task(_answer(ws, signer, sign, frame, stats))
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:
@@ -132,13 +150,16 @@ async def _serve(
             task.cancel()
 
 
-async def _answer(ws: ClientConnection, signer: bytes, sign: SignCallback, frame: bytes) -> None:
+async def _answer(
+    ws: ClientConnection, signer: bytes, sign: SignCallback, frame: bytes, stats: AgentStats
+) -> None:
     try:
         req = decode_request(frame)
     except ProtocolError:
         return  # replies to our HELLO or garbage: nothing to answer
     if req.type is not Req.SIGN:
         return
+    stats.requests += 1
     try:
         if len(req.body) != 2:
             raise DecodeError("SIGN body is [frame, round]")
@@ -150,14 +171,18 @@ async def _answer(ws: ClientConnection, signer: bytes, sign: SignCallback, frame
             raise Refused("a SIGN route is [signer, entity]")
         signature = await sign(req.route[1], frame_raw, round_)
     except (DecodeError, Refused) as exc:
+        stats.refused += 1
         with contextlib.suppress(ConnectionClosed):
             await ws.send(encode_error(Err.REFUSED, str(exc), req.request_id))
         return
     except Exception:
         log.exception("signing callback failed")
+        stats.refused += 1
         with contextlib.suppress(ConnectionClosed):
             await ws.send(encode_error(Err.REFUSED, "the agent failed", req.request_id))
         return
     with contextlib.suppress(ConnectionClosed):
         body: list[RlpItem] = [signature.precommit, list(signature.outbox)]
+        stats.signed += 1
+        stats.outgoing += len(signature.outbox)
         await ws.send(encode_reply(Rep.SIGNATURE, req.request_id, body))
