@@ -14,8 +14,9 @@ from eth_hash.auto import keccak as eth_keccak
 from node.agent import Agent, Refused
 from node.codec import encode
 from node.crypto import bls, keystore
+from node.machines.accounts import ACK, ANNOUNCE, FRAME, Outgoing
 from node.machines.entity import Increment, sign_batch
-from node.machines.frames import Frame
+from node.machines.frames import Frame, Signatures
 from node.machines.governance import signer_id
 from node.txs import Tx
 from tests.conftest import run_python
@@ -28,10 +29,12 @@ OTHER_ENTITY = b"\xe8" * 32
 PREV = b"\x11" * 32
 
 
-def frame(height: int = 3, n: int = 1, entity: bytes = ENTITY) -> Frame:
+def frame(
+    height: int = 3, n: int = 1, entity: bytes = ENTITY, outbox: tuple[Outgoing, ...] = ()
+) -> Frame:
     """A frame whose content (and hash) depends on ``n``."""
     b = sign_batch(entity, SK, SIGNER, 1, [Tx.of(Increment(n))])
-    return Frame.make(entity, height, PREV, [b], bytes([n % 256]) * 32)
+    return Frame.make(entity, height, PREV, [b], bytes([n % 256]) * 32, (), outbox)
 
 
 def expected_message(frame_raw: bytes, round_: int) -> bytes:
@@ -69,10 +72,10 @@ def test_same_frame_same_round_same_signature(open_agent: Callable[..., Agent]) 
     again = agent.sign_precommit(f.raw, 0)
     assert again == first
     assert agent.signed == 1  # the second answer came from the record
-    assert bls.verify(PK, expected_message(f.raw, 0), first)
+    assert bls.verify(PK, expected_message(f.raw, 0), first.precommit)
     # Exactly the deterministic BLS signature over the independently rebuilt message:
     # the agent signs what it recomputes from the frame, nothing else.
-    assert first == bls.sign(SK, expected_message(f.raw, 0))
+    assert first == Signatures(bls.sign(SK, expected_message(f.raw, 0)), ())
     assert f.message(0) == expected_message(f.raw, 0)
 
 
@@ -93,7 +96,7 @@ def test_lock_across_rounds(open_agent: Callable[..., Agent]) -> None:
     with pytest.raises(Refused, match="locked on another frame"):
         agent.sign_precommit(g.raw, 100)
     sig3 = agent.sign_precommit(f.raw, 3)
-    assert bls.verify(PK, expected_message(f.raw, 3), sig3)
+    assert bls.verify(PK, expected_message(f.raw, 3), sig3.precommit)
     assert sig3 != agent.sign_precommit(f.raw, 2)  # another round, another message
     # Never below the last round signed, not even the same frame.
     for round_ in (0, 1):
@@ -124,9 +127,12 @@ def test_lock_is_per_height_and_per_entity(open_agent: Callable[..., Agent]) -> 
         b"\xc0",
         frame().raw[:-1],
         frame().raw + b"\x00",
-        encode([ENTITY, 0, PREV, [], b"\x00" * 32]),  # height 0
-        encode([ENTITY[:31], 1, PREV, [], b"\x00" * 32]),
-        encode([ENTITY, 1, PREV, [b"not a batch"], b"\x00" * 32]),
+        encode([ENTITY, 1, PREV, [], b"\x00" * 32]),  # the layout before inputs and outbox
+        encode([ENTITY, 0, PREV, [], [], [], b"\x00" * 32]),  # height 0
+        encode([ENTITY[:31], 1, PREV, [], [], [], b"\x00" * 32]),
+        encode([ENTITY, 1, PREV, [b"not a batch"], [], [], b"\x00" * 32]),
+        encode([ENTITY, 1, PREV, [], [b"not an input"], [], b"\x00" * 32]),
+        encode([ENTITY, 1, PREV, [], [], [[2, b"", b"\x00" * 32]], b"\x00" * 32]),  # no peer
         eth_keccak(b"a hash is not a frame"),
     ],
 )
@@ -148,7 +154,28 @@ def test_top_round_is_signed(open_agent: Callable[..., Agent]) -> None:
     agent = open_agent()
     f = frame()
     sig = agent.sign_precommit(f.raw, 2**32 - 1)
-    assert bls.verify(PK, expected_message(f.raw, 2**32 - 1), sig)
+    assert bls.verify(PK, expected_message(f.raw, 2**32 - 1), sig.precommit)
+
+
+def test_outgoing_hashes_are_signed_with_the_precommit(open_agent: Callable[..., Agent]) -> None:
+    agent = open_agent()
+    outbox = (
+        Outgoing(ANNOUNCE, b"", b"\xa0" * 32),
+        Outgoing(ACK, OTHER_ENTITY, b"\xa1" * 32),
+        Outgoing(FRAME, OTHER_ENTITY, b"\xa2" * 32),
+    )
+    f = frame(outbox=outbox)
+    sigs = agent.sign_precommit(f.raw, 1)
+    # One signature per outgoing hash, in the frame's order, over the 32 bytes alone.
+    assert sigs == Signatures(
+        bls.sign(SK, expected_message(f.raw, 1)), tuple(bls.sign(SK, o.hash) for o in outbox)
+    )
+    # The record answers again with the same outgoing signatures.
+    assert agent.sign_precommit(f.raw, 1) == sigs
+    assert agent.signed == 1
+    # Another frame at the same height and round is refused, outbox or not.
+    with pytest.raises(Refused, match="different frame"):
+        agent.sign_precommit(frame(outbox=outbox[:1]).raw, 1)
 
 
 def test_no_sign_this_hash_api() -> None:
@@ -192,7 +219,7 @@ agent = Agent(
 )
 print("STARTED", flush=True)
 sig = agent.sign_precommit(bytes.fromhex(sys.argv[2]), int(sys.argv[3]))
-print("SIGNED", sig.hex(), flush=True)
+print("SIGNED", sig.precommit.hex(), flush=True)
 """
 
 
@@ -212,7 +239,7 @@ def test_crash_between_record_and_reply(tmp_path: Path, open_agent: Callable[...
         agent.sign_precommit(g.raw, 5)
     sig = agent.sign_precommit(f.raw, 4)
     assert agent.signed == 0
-    assert bls.verify(PK, expected_message(f.raw, 4), sig)
+    assert bls.verify(PK, expected_message(f.raw, 4), sig.precommit)
 
 
 def test_guard_folder_holds_the_records_and_never_the_key(tmp_path: Path) -> None:
