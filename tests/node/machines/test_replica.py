@@ -134,12 +134,14 @@ class Net:
                 if who in self.down:
                     return
                 try:
-                    sig = self.agents[who].sign_precommit(frame.raw, round_)
+                    signed = self.agents[who].sign_precommit(frame.raw, round_)
                 except Refused as exc:
                     self.refusals.append((who, str(exc)))
                     return
+                sig = signed.precommit
+                pc = Precommit(frame.height, round_, frame.hash, IDS[who], sig, signed.outbox)
                 self.inbox[who] += [
-                    Tx.of(Precommit(frame.height, round_, frame.hash, IDS[who], sig)),
+                    Tx.of(pc),
                     Tx.of(SeenLock(Lock(round_, frame, IDS[who], sig))),
                 ]
                 for member in members:
@@ -152,7 +154,7 @@ class Net:
         reason = rep.check_proposal(r, p.frame, p.round, p.signature)
         if reason is None:
             try:
-                sig = self.agents[p.to].sign_precommit(p.frame.raw, p.round)
+                signed = self.agents[p.to].sign_precommit(p.frame.raw, p.round)
             except Refused as exc:
                 reason = f"agent: {exc}"
         if reason is not None:
@@ -160,7 +162,8 @@ class Net:
             return reason
         f = p.frame
         proposer = IDS.index(r.entity.config.proposer_at(p.round))
-        self.inbox[proposer].append(Tx.of(Precommit(f.height, p.round, f.hash, IDS[p.to], sig)))
+        pc = Precommit(f.height, p.round, f.hash, IDS[p.to], signed.precommit, signed.outbox)
+        self.inbox[proposer].append(Tx.of(pc))
         self.inbox[p.to].append(Tx.of(SeenLock(Lock(p.round, f, IDS[proposer], p.signature))))
         return None
 
@@ -233,9 +236,11 @@ def make_net(tmp_path: Path) -> Iterator[Callable[..., Net]]:
 
 
 def sign_pc(who: int, frame: Frame, round_: int) -> Tx:
-    """An honest pre-commit by ``who``, made with its key directly (no agent)."""
+    """An honest pre-commit by ``who``, made with its key directly (no agent), with its
+    signature over each outgoing hash of the frame."""
     sig = bls.sign(SKS[who], frame.message(round_))
-    return Tx.of(Precommit(frame.height, round_, frame.hash, IDS[who], sig))
+    outbox = tuple(bls.sign(SKS[who], o.hash) for o in frame.outbox)
+    return Tx.of(Precommit(frame.height, round_, frame.hash, IDS[who], sig, outbox))
 
 
 def cert_of(
