@@ -13,8 +13,9 @@ from node.codec import as_bytes, as_list, decode
 from node.crypto import bls
 from node.identity import Identity
 from node.machines import entity as ent
+from node.machines.accounts import Mint
 from node.machines.governance import Config, Member, signer_id
-from node.machines.replica import Genesis, SubmitBatch, Timeout
+from node.machines.replica import Genesis, MintInput, SubmitBatch, Timeout
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity
 from node.net.client import NodeClient, NodeError
@@ -80,10 +81,15 @@ async def test_entity_token_reaches_only_that_entity(world: World) -> None:
         await expect_error(c.read_state([w.a]), Err.FORBIDDEN)
 
 
-async def test_nobody_outside_the_node_may_send_its_clock(world: World) -> None:
+MINT = MintInput(Mint(b"\x4d" * 32, 1, 10**6))
+
+
+async def test_nobody_outside_the_node_may_send_its_clock_or_mint(world: World) -> None:
     w = world
     async with await NodeClient.connect(w.live.url, token=w.live.token) as c:
         await expect_error(c.submit([Timeout(1, 0)], [w.a, w.entity]), Err.FORBIDDEN)
+        # A mint comes only from this node's faucet (a server transaction), never as input.
+        await expect_error(c.submit([MINT], [w.a, w.entity]), Err.FORBIDDEN)
         await expect_error(c.submit([batch(w)], [w.b, w.entity]), Err.UNKNOWN_ROUTE)
         await expect_error(
             c.request(Req.DELIVER, [w.a, w.entity, decode(batch(w).raw)]), Err.FORBIDDEN
@@ -126,6 +132,8 @@ async def test_peer_servers_authenticate_by_signature(world: World) -> None:
     assert error_of(reply)[0] is Err.FORBIDDEN  # peers use DELIVER, and only for some inputs
     timeout = decode(Tx.of(Timeout(1, 0)).raw)
     assert error_of(await ask(Req.DELIVER, [w.a, w.entity, timeout]))[0] is Err.FORBIDDEN
+    mint = decode(Tx.of(MINT).raw)
+    assert error_of(await ask(Req.DELIVER, [w.a, w.entity, mint]))[0] is Err.FORBIDDEN
     unknown = await ask(Req.DELIVER, [w.b, w.entity, decode(batch(w).raw)])
     assert error_of(unknown)[0] is Err.UNKNOWN_ROUTE
     delivered = await ask(Req.DELIVER, [w.a, w.entity, decode(batch(w).raw)])
