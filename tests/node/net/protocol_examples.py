@@ -64,12 +64,13 @@ from node.codec import (
 from node.coordinator import Coordinator
 from node.crypto import bls
 from node.identity import HELLO_WINDOW_MS, Identity
+from node.machines import accounts
 from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines import server as srv
 from node.machines import signer as sig
-from node.machines.frames import Certificate, Frame, aggregate_precommits
-from node.machines.governance import ACTION_NAMES, Config, Member, signer_id
+from node.machines.frames import Certificate, Frame, Signatures, aggregate_precommits
+from node.machines.governance import Config, Member, signer_id
 from node.machines.server import ServerState, apply_block
 from node.mempool import Mempool
 from node.net import server as net_server
@@ -169,7 +170,10 @@ PRECOMMIT_A = bls.sign(SK_A, FRAME_E2.message(0))  # what A's agent answers; B's
 
 
 def _certificate(frame: Frame, config: Config, precommits: dict[int, bytes]) -> Certificate:
-    cert, bad = aggregate_precommits(config, frame, 0, precommits)
+    """The frames of the examples have no outbox, so no outgoing signatures."""
+    assert not frame.outbox
+    sigs = {slot: Signatures(pc) for slot, pc in precommits.items()}
+    cert, bad = aggregate_precommits(config, frame, 0, sigs)
     assert cert is not None
     assert not bad
     return cert
@@ -396,7 +400,8 @@ async def recv_close(ws: ClientConnection) -> tuple[int, str] | bytes | str:
 
 async def answer_sign(agent: Agent, frame: bytes) -> bytes:
     """An agent's answer to the node's ``SIGN`` request, as ``node/net/agent_client.py``
-    makes it: ``SIGNATURE [signature]``, or ``ERROR REFUSED`` from the agent's guard."""
+    makes it: ``SIGNATURE [signature, [outgoing signature...]]``, or ``ERROR REFUSED``
+    from the agent's guard."""
     req = decode_request(frame)
     assert req.type is Req.SIGN, f"expected SIGN, got {describe_frame(frame)}"
     try:
@@ -406,10 +411,11 @@ async def answer_sign(agent: Agent, frame: bytes) -> bytes:
         round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
         if req.route[:1] != (agent.signer_id,):
             raise Refused("this agent does not hold that signer's key")
-        signature = await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
+        signed = await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
     except (DecodeError, Refused) as exc:
         return encode_error(Err.REFUSED, str(exc), req.request_id)
-    return encode_reply(Rep.SIGNATURE, req.request_id, [signature])
+    body: list[RlpItem] = [signed.precommit, list(signed.outbox)]
+    return encode_reply(Rep.SIGNATURE, req.request_id, body)
 
 
 # Annotations --------------------------------------------------------------------
@@ -456,16 +462,41 @@ def _batch(b: ent.Batch) -> str:
     )
 
 
+def _message(m: accounts.Message) -> str:
+    return (
+        f"message({m.describe()} body_hash={_hex(m.hash)} config_height={m.config_height} "
+        f"bitfield={_hex(m.bits)} signature={_hex(m.signature)})"
+    )
+
+
+def _mint(m: accounts.Mint) -> str:
+    return f"mint(id={_hex(m.mint_id)} asset={m.asset} amount={m.amount})"
+
+
+def _input(i: accounts.FrameInput) -> str:
+    return _mint(i) if isinstance(i, accounts.Mint) else _message(i)
+
+
+def _outgoing(o: accounts.Outgoing) -> str:
+    return f"({accounts.KIND_NAMES[o.kind]} to={_hex(o.peer)} hash={_hex(o.hash)})"
+
+
 def _frame(f: Frame) -> str:
     batches = ", ".join(_batch(b) for b in f.batches)
+    inputs = ", ".join(_input(i) for i in f.inputs)
+    outbox = ", ".join(_outgoing(o) for o in f.outbox)
     return (
         f"frame(entity={_hex(f.entity_id)} height={f.height} prev={_hex(f.prev_hash)} "
-        f"batches=[{batches}] state_hash={_hex(f.state_hash)}; frame hash {_hex(f.hash)})"
+        f"batches=[{batches}] inputs=[{inputs}] outbox=[{outbox}] "
+        f"state_hash={_hex(f.state_hash)}; frame hash {_hex(f.hash)})"
     )
 
 
 def _cert(c: Certificate) -> str:
-    return f"certificate(round={c.round} bitfield={_hex(c.bits)} signature={_hex(c.signature)})"
+    return (
+        f"certificate(round={c.round} bitfield={_hex(c.bits)} signature={_hex(c.signature)} "
+        f"outbox_signatures={_hexes(c.outbox)})"
+    )
 
 
 def _lock(lock: rep.Lock) -> str:
@@ -479,6 +510,8 @@ def _tx_body(body: TxBody) -> str:
     match body:
         case srv.Increment(n=n) | sig.Increment(n=n) | ent.Increment(n=n):
             return f"increment({n})"
+        case srv.Faucet(entity=entity, asset=asset, amount=amount):
+            return f"faucet(entity={_hex(entity)} asset={asset} amount={amount})"
         case srv.CreateSigner(pubkey=pubkey, pop=pop):
             return (
                 f"create_signer(pubkey={_hex(pubkey)} proof_of_possession={_hex(pop)}; "
@@ -491,10 +524,12 @@ def _tx_body(body: TxBody) -> str:
             )
         case rep.SubmitBatch(batch=batch):
             return f"submit_batch({_batch(batch)})"
-        case rep.Precommit(height=h, round=r, frame_hash=fh, signer=s, signature=signature):
+        case rep.Precommit(
+            height=h, round=r, frame_hash=fh, signer=s, signature=signature, outbox=outbox
+        ):
             return (
                 f"precommit(height={h} round={r} frame_hash={_hex(fh)} signer={_hex(s)} "
-                f"signature={_hex(signature)})"
+                f"signature={_hex(signature)} outbox_signatures={_hexes(outbox)})"
             )
         case rep.Commit(frame=frame, cert=cert):
             return f"commit({_frame(frame)}, {_cert(cert)})"
@@ -505,11 +540,17 @@ def _tx_body(body: TxBody) -> str:
         case rep.RoundChange(height=h, round=r, signer=s, lock=lock):
             held = _lock(lock) if lock is not None else "no lock"
             return f"round_change(height={h} round={r} signer={_hex(s)} {held})"
+        case rep.Deliver(message=message):
+            return f"deliver({_message(message)})"
+        case rep.MintInput(mint=mint):
+            return f"mint({_mint(mint)})"
         case ent.Propose(action=action, expires_at=expires_at):
-            name = ACTION_NAMES[type(action)]
+            name = ent.ACTION_NAMES[type(action)]
             return f"propose({name}{_generic(action.fields())} expires_at={expires_at})"
         case ent.Vote(proposal_id=pid):
             return f"vote({pid})"
+        case accounts.Pay(route=route, asset=asset, amount=amount):
+            return f"pay(route={_hexes(route)} asset={asset} amount={amount})"
     return f"{body.NAME}(...)"
 
 
@@ -545,13 +586,13 @@ def _block(raw: bytes) -> str:
 def _state(route: Sequence[RlpItem], raw: bytes) -> str:
     """The state of the machine at ``route``: the server, a signer or a replica."""
     if not route:
-        items = as_list(decode(raw), "server state", size=5)
+        items = as_list(decode(raw), "server state", size=6)
         refs = ServerState.signer_refs(raw)
         subs = "[" + ", ".join(f"({_hex(i)}, {_hex(h)})" for i, h in refs) + "]"
         return (
             f"state(version={as_int(items[0], 'v')} height={as_int(items[1], 'h')} "
-            f"timestamp={as_int(items[2], 't')} counter={as_int(items[3], 'c')} subs={subs}; "
-            f"state hash {_hex(keccak(raw))})"
+            f"timestamp={as_int(items[2], 't')} counter={as_int(items[3], 'c')} subs={subs} "
+            f"simulation={as_int(items[5], 's')}; state hash {_hex(keccak(raw))})"
         )
     if len(route) == 1:
         pubkey, counter, refs = sig.SignerState.decode_header(raw)
@@ -566,8 +607,8 @@ def _state(route: Sequence[RlpItem], raw: bytes) -> str:
     return (
         f"replica(version=1 signer={_hex(r.signer)} entity={_hex(r.entity_id)} "
         f"height={r.entity.height} counter={r.entity.counter} head={_hex(r.head)} "
-        f"round={r.round} pool={len(r.pool)} pending={pending} lock={lock}; "
-        f"state hash {_hex(keccak(raw))})"
+        f"round={r.round} pool={len(r.pool)} pending={pending} lock={lock} "
+        f"inbox={len(r.inbox)} signed={len(r.signed)}; state hash {_hex(keccak(raw))})"
     )
 
 
@@ -719,7 +760,7 @@ def _reply_body(rep_type: Rep, b: list[RlpItem]) -> str:
                 f"batch_hashes={ids(b[4])}"
             )
         case Rep.SIGNATURE:
-            return f"signature={_generic(b[0])}"
+            return f"signature={_generic(b[0])} outbox_signatures={_generic(b[1])}"
         case Rep.ERROR:
             return f"code={Err(i(0, 'code')).name} message={_text(as_bytes(b[1], 'm'))}"
 
