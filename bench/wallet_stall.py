@@ -79,6 +79,7 @@ def bob_main(url: str, rate: float, seconds: float) -> int:
     from node.agent import Agent
     from node.crypto import bls
     from node.machines import entity as ent
+    from node.machines.frames import Signatures
     from node.machines.governance import signer_id
     from node.machines.replica import Replica, SubmitBatch
     from node.machines.server import CreateSigner
@@ -103,7 +104,7 @@ def bob_main(url: str, rate: float, seconds: float) -> int:
             stop = asyncio.Event()
             up = asyncio.Event()
 
-            async def sign(entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+            async def sign(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
                 return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
 
             serving = asyncio.create_task(

@@ -14,7 +14,12 @@ answers each SIGN request as ``docs/WALLET.md`` says:
 5. while locked, an approved request waits for unlock or expires: nothing is
    signed while locked;
 6. signing is :meth:`node.agent.Agent.sign_precommit` on a worker thread: the
-   guard in ``DATA/guard/<signer hex>`` records the signature durably first.
+   guard in ``DATA/guard/<signer hex>`` records the signature durably first; it
+   returns the pre-commit and the signatures over the frame's outbox (its
+   channel frames, acks, signer-set announcement), which ``analyze`` checked is
+   exactly what the frame produces;
+7. once signed, the frame's outgoing payments go in the spend ledger
+   (``flows/payments.py``), which the accountant's period limits read.
 
 Every decision is logged (logger ``wallet.agent``) with its reason and appears
 in the approval queue, automatic ones marked with their rule. The key is held
@@ -32,13 +37,14 @@ from pathlib import Path
 from typing import NoReturn, Protocol
 
 from node.agent import Agent, Refused
-from node.machines.frames import Frame
+from node.machines.frames import Frame, Signatures
 from node.machines.replica import Replica
 from node.net.agent_client import AgentRejected, serve_signer
 from node.net.server import SIGN_TIMEOUT_S
 from wallet.flows.accountant import Rules, Verdict
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
 from wallet.flows.effects import FrameAnalysis, analyze
+from wallet.flows.payments import SpendLedger
 
 log = logging.getLogger("wallet.agent")
 
@@ -68,6 +74,8 @@ class Policy:
     rules: Rules | None = None  # None: the accountant's default rules
     headless: bool = False  # no human: ASK means refuse
     ttl_s: float = DEFAULT_TTL_S  # how long a request may wait for a human or an unlock
+    # Payments signed (period limits read it); None: judged as if nothing was spent.
+    ledger: SpendLedger | None = None
 
     def judge_rules(self) -> Rules:
         if self.rules is None:
@@ -140,8 +148,9 @@ class WalletAgent:
 
     # Answering ----------------------------------------------------------------
 
-    async def sign(self, entity: bytes, frame_raw: bytes, round_: int) -> bytes:
-        """The signing callback of the agent protocol: a signature, or Refused."""
+    async def sign(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
+        """The signing callback of the agent protocol: the pre-commit and the frame's
+        outgoing signatures, or Refused."""
         try:
             frame = Frame.decode(frame_raw)
         except ValueError as exc:
@@ -194,7 +203,7 @@ class WalletAgent:
             reason = "the wallet could not read this signer's replica to check the frame"
             self._refuse_record(entity, frame, round_, None, "wallet", reason, what)
         if policy.accountant_on:
-            decision = policy.judge_rules().judge(analysis)
+            decision = policy.judge_rules().judge(analysis, policy.ledger)
             by = f"accountant: {decision.rule}" if decision.rule else "accountant"
             if decision.verdict is Verdict.APPROVE:
                 request = self.queue.record(
@@ -259,7 +268,7 @@ class WalletAgent:
 
     # Signing ------------------------------------------------------------------
 
-    async def _sign_approved(self, request: ApprovalRequest) -> bytes:
+    async def _sign_approved(self, request: ApprovalRequest) -> Signatures:
         """Sign once unlocked; expire if the wallet stays locked past the request's time."""
         if not self.unlocked.is_set() or self.keys.locked:
             log.info("%s: request %d waits for the wallet to be unlocked", self.label, request.id)
@@ -278,6 +287,8 @@ class WalletAgent:
             log.warning("%s: the guard refused request %d: %s", self.label, request.id, exc)
             raise
         self.queue.update(request, signed=True)
+        if request.analysis is not None and self.policy.ledger is not None:
+            self.policy.ledger.record(request.analysis)
         log.info(
             "%s: signed frame %s at round %d",
             self.label,
@@ -286,7 +297,7 @@ class WalletAgent:
         )
         return signature
 
-    async def _sign_now(self, frame_raw: bytes, round_: int) -> bytes:
+    async def _sign_now(self, frame_raw: bytes, round_: int) -> Signatures:
         async with self._signing:
             if self._agent is None:
                 try:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from node.codec import HASH_LEN, as_bytes, as_int, as_list, keccak
-from node.machines.entity import Batch
+from node.machines.entity import Batch, EntityState
 from node.machines.frames import Certificate
 from node.machines.replica import Replica, SubmitBatch
 from node.machines.server import CreateSigner
@@ -352,6 +352,19 @@ class NodeSession:
                 return None
             raise
         return Replica.decode(raw)
+
+    async def find_entity(self, entity: bytes) -> EntityState | None:
+        """The agreed state of ``entity`` as any signer hosted on the node holds it
+        (reads the whole hierarchy: server scope; for a one-off look-up)."""
+        state = await self._need().server_state()
+        best: EntityState | None = None
+        for signer in state.signers:
+            for replica in signer.replicas:
+                if replica.entity_id == entity and (
+                    best is None or replica.entity.height > best.height
+                ):
+                    best = replica.entity
+        return best
 
     async def submit_batch(self, signer: bytes, entity: bytes, batch: Batch) -> bytes:
         """Submit a signed batch; returns its hash once the node's block holding it is

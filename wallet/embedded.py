@@ -8,7 +8,8 @@ run by more than one start. :meth:`EmbeddedNode.stop` ends like ``xln-node
 run`` on SIGTERM: the inbox is flushed in a last block before the store closes.
 
 The wiring follows ``node.cli.run_node``; the node's own agents are not used
-here (the wallet's agents connect through the protocol).
+here (the wallet's agents connect through the protocol). ``simulation=True``
+starts a new chain whose faucet may credit reserves (tests, demos).
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ class EmbeddedNode:
         identity_password: str | None = None,
         *,
         fast_kdf: bool = False,
+        simulation: bool = False,
     ) -> None:
         self.data = data_dir / NODE_DIR
+        # A new chain's genesis allows the faucet (kept for the chain's life).
+        self.simulation = simulation
         self.tick_ms = tick_ms
         self.peer_urls = list(peers or [])
         self._identity_password = identity_password
@@ -84,7 +88,7 @@ class EmbeddedNode:
                 f"the embedded node's data ({self.data}) is in use by another process"
             ) from exc
         try:
-            node = Node(store, NodeConfig(tick_ms=self.tick_ms))
+            node = Node(store, NodeConfig(tick_ms=self.tick_ms, simulation=self.simulation))
         except BaseException:
             store.close()
             raise

@@ -16,8 +16,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # annotations only: the model loads before the node does
-    from node.machines.entity import EntityState
-    from node.machines.governance import Action
+    from node.machines.entity import EntityAction, EntityState
 
 HISTORY_LIMIT = 5_000
 CHART_POINTS = 600
@@ -85,7 +84,7 @@ class EntityEntry:
 
 @dataclass(frozen=True, slots=True)
 class HistoryItem:
-    kind: str  # "frame" or "block"
+    kind: str  # "frame", "block" or "payment"
     height: int
     hash: bytes
     time_ms: int  # wall clock when the wallet saw it
@@ -95,6 +94,12 @@ class HistoryItem:
     cert_signers: tuple[bytes, ...] = ()  # frames: who signed, in member order
     cert_bitfield: bytes = b""
     cert_valid: bool | None = None  # frames: did the certificate verify here
+    # payments: what became of it (payment, paid, received, forward, forwarded,
+    # refunded, rejected, minted), the amount, asset and counterparty
+    payment: str = ""
+    amount: int | None = None
+    asset: int | None = None
+    counterparty: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +171,22 @@ class WalletActions(Protocol):
     async def increment(self, signer: bytes, entity: bytes, n: int) -> None: ...
 
     async def propose(
-        self, signer: bytes, entity: bytes, action: Action, expires_at: int
+        self, signer: bytes, entity: bytes, action: EntityAction, expires_at: int
     ) -> None: ...
+
+    async def pay(
+        self, signer: bytes, entity: bytes, route: tuple[bytes, ...], asset: int, amount: int
+    ) -> None:
+        """Sign and submit a payment (checked against the channel's capacity first)."""
+        ...
+
+    async def channel_card(self, entity: bytes) -> str:
+        """The channel card (JSON) of an entity hosted on the node, for open_channel."""
+        ...
+
+    async def faucet(self, entity: bytes, asset: int, amount: int) -> None:
+        """Simulation only: credit the entity's reserve (the node refuses otherwise)."""
+        ...
 
     async def vote(self, signer: bytes, entity: bytes, proposal_id: int) -> None: ...
 

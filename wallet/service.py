@@ -12,6 +12,12 @@ notifications, and keeps :class:`~wallet.model.WalletModel` current:
 - it signs and submits batches (nonce: the replica's nonce for the signer plus
   the batches in flight) and charts their finality, submission to
   ``FRAME_EVENT``;
+- channels: ``pay`` (checked against the channel's capacity first), the
+  channel card of an entity on the node (for ``open_channel``), the simulation
+  faucet; each certified frame's payments become history items, read from the
+  analysis the agent made when it was asked to sign that frame (the node's
+  FRAME_EVENT does not carry the frame); the spend ledger the accountant's
+  period limits read lives in ``DATA/spend.json``;
 - the lock state follows the vault; log records reach the model through
   :class:`ModelLogHandler`, which masks API tokens.
 
@@ -27,6 +33,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +41,15 @@ from typing import Any
 
 from node.codec import keccak
 from node.machines import entity as ent
-from node.machines.entity import EntityState
+from node.machines.entity import EntityAction, EntityState
 from node.machines.frames import (
     Certificate,
     signers_of,
     verify_certificate_of,
 )
-from node.machines.governance import Action, Config, ConfigError, Member, signer_id
+from node.machines.governance import Config, ConfigError, Member, signer_id
 from node.machines.replica import Genesis, Replica
+from node.machines.server import Faucet
 from node.machines.signer import CreateEntity
 from node.net.client import NodeError
 from node.net.protocol import Rep, Reply, Topic
@@ -53,7 +61,9 @@ from wallet.connection import BlockNews, FrameNews, NodeSession, NotConnected
 from wallet.embedded import EmbeddedNode
 from wallet.flows import compose
 from wallet.flows.accountant import Rules
-from wallet.flows.approvals import ApprovalQueue, Notifications
+from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications
+from wallet.flows.effects import FrameAnalysis
+from wallet.flows.payments import LEDGER_FILE, SpendLedger
 from wallet.keys.vault import Locked, Vault
 from wallet.logsink import ModelLogHandler
 from wallet.model import EntityEntry, HistoryItem, NewMember, WalletModel
@@ -65,6 +75,7 @@ NODE_TOKEN_SECRET = "node-token"  # noqa: S105 (the vault entry's name)
 IN_FLIGHT_STALE_S = 120.0
 JOIN_TIMEOUT_S = 300.0
 AUTO_LOCK_CHECK_S = 5.0
+ANALYSIS_MEMO = 1024  # frames analysed for signing, kept for their payments in history
 
 
 class WalletError(Exception):
@@ -125,6 +136,7 @@ class WalletService:
         identity_password: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         ttl_s: float | None = None,
+        simulation: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.model = model
@@ -136,6 +148,12 @@ class WalletService:
         self.policy = Policy(accountant_on=settings.accountant_on, rules=rules, headless=headless)
         if ttl_s is not None:
             self.policy.ttl_s = ttl_s
+        self.ledger = SpendLedger(data_dir / LEDGER_FILE)
+        self.policy.ledger = self.ledger
+        self.simulation = simulation
+        self._analyses: OrderedDict[bytes, FrameAnalysis] = OrderedDict()
+        self._payments_shown: OrderedDict[bytes, None] = OrderedDict()
+        self.queue.added.append(self._remember_analysis)
         self.remote = node_url is not None or settings.node_mode == "remote"
         self._url = node_url or (settings.node_url if self.remote else "")
         self._token = token
@@ -181,6 +199,7 @@ class WalletService:
                 self.settings.tick_ms,
                 self.settings.peers,
                 self._identity_password,
+                simulation=self.simulation,
             )
             self._url, self._token = await self.embedded.start()
         elif not self._url:
@@ -418,7 +437,41 @@ class WalletService:
                 cert_valid=valid,
             )
         )
+        self._add_payments(entity, news.height, news.frame_hash)
         self._spawn(self.refresh(signer, entity))
+
+    def _remember_analysis(self, request: ApprovalRequest) -> None:
+        a = request.analysis
+        if a is not None and a.ok and a.frame_hash not in self._analyses:
+            self._analyses[a.frame_hash] = a
+            while len(self._analyses) > ANALYSIS_MEMO:
+                self._analyses.popitem(last=False)
+
+    def _add_payments(self, entity: bytes, height: int, frame_hash: bytes) -> None:
+        """The certified frame's payment effects as history items (once per frame)."""
+        analysis = self._analyses.get(frame_hash)
+        if analysis is None or frame_hash in self._payments_shown:
+            return
+        self._payments_shown[frame_hash] = None
+        while len(self._payments_shown) > ANALYSIS_MEMO:
+            self._payments_shown.popitem(last=False)
+        for effect in analysis.effects:
+            if not effect.is_payment:
+                continue
+            self.model.add_history(
+                HistoryItem(
+                    "payment",
+                    height,
+                    frame_hash,
+                    wall_clock_ms(),
+                    effect.text,
+                    entity_id=entity,
+                    payment=effect.kind,
+                    amount=effect.amount,
+                    asset=effect.asset,
+                    counterparty=effect.counterparty,
+                )
+            )
 
     async def refresh(self, signer: bytes, entity: bytes) -> Replica | None:
         """Read the replica and put its agreed state in the model."""
@@ -497,7 +550,9 @@ class WalletService:
             tx = compose.increment(n)
         await self.submit_txs(signer, entity, [tx])
 
-    async def propose(self, signer: bytes, entity: bytes, action: Action, expires_at: int) -> None:
+    async def propose(
+        self, signer: bytes, entity: bytes, action: EntityAction, expires_at: int
+    ) -> None:
         with _user_errors():
             tx = compose.propose(action, expires_at, self._state(signer, entity))
         await self.submit_txs(signer, entity, [tx])
@@ -506,6 +561,45 @@ class WalletService:
         with _user_errors():
             tx = compose.vote(proposal_id, self._state(signer, entity), signer)
         await self.submit_txs(signer, entity, [tx])
+
+    async def pay(
+        self, signer: bytes, entity: bytes, route: tuple[bytes, ...], asset: int, amount: int
+    ) -> None:
+        """Pay along ``route`` (first hop .. payee); refused here, with the node's words,
+        if the first channel lacks the capacity."""
+        replica = await self.session.read_replica(signer, entity)
+        state = replica.entity if replica is not None else self._state(signer, entity)
+        with _user_errors():
+            tx = compose.pay(route, asset, amount, state)
+        await self.submit_txs(signer, entity, [tx])
+        log.info(
+            "payment of %d of asset %d from %s to %s submitted",
+            amount,
+            asset,
+            entity.hex()[:12],
+            route[-1].hex()[:12],
+        )
+
+    async def channel_card(self, entity: bytes) -> str:
+        """The channel card of ``entity``: from the user's own entities, else from any
+        replica the node hosts (server scope)."""
+        for (_, eid), entry in self.model.entities.items():
+            if eid == entity:
+                return compose.ChannelCard.of(entry.state).encode()
+        if self.session.scope != "server":
+            raise WalletError("this node token cannot look up other entities: paste a card")
+        state = await self.session.find_entity(entity)
+        if state is None:
+            raise WalletError("no replica of that entity on this node: paste its channel card")
+        return compose.ChannelCard.of(state).encode()
+
+    async def faucet(self, entity: bytes, asset: int, amount: int) -> None:
+        """Simulation only: the node's faucet credits the entity's reserve (in a frame)."""
+        receipts = await self.session.submit([Faucet(entity, asset, amount)])
+        error = receipts.receipts[0].error
+        if error is not None:
+            raise WalletError(f"faucet: {error}")
+        log.info("faucet: %d of asset %d to %s", amount, asset, entity.hex()[:12])
 
     async def create_entity(
         self,

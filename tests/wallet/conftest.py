@@ -22,6 +22,7 @@ import pytest
 from node.agent import Agent
 from node.crypto import bls, keystore
 from node.machines import entity as ent
+from node.machines.frames import Signatures
 from node.machines.governance import signer_id
 from node.machines.replica import SubmitBatch
 from node.machines.server import CreateSigner
@@ -157,7 +158,7 @@ async def duo(kit: Kit, tmp_path: Path) -> AsyncIterator[Duo]:
     stop = asyncio.Event()
     bob_up: list[bool] = []
 
-    async def bob_signs(entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+    async def bob_signs(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
         return await asyncio.to_thread(bob_agent.sign_precommit, frame_raw, round_)
 
     def bob_link(up: bool) -> None:

@@ -11,6 +11,13 @@ A **signer card** is a member's public key and proof of possession as one
 copyable line, ``xln-signer:<pubkey hex>:<pop hex>``: what a member sends the
 others to be put in a new entity or added to one.
 
+Channels: ``pay(route, asset, amount, state)`` checks the payment against the
+channel's capacity (``accounts.available``) before anything is signed, with the
+node's own words; :class:`OpenChannelForm`, :class:`ExtendCreditForm` and
+:class:`FundChannelForm` make the channel actions a proposal carries. A
+**channel card** is what opening a channel with an entity needs, as JSON:
+``{"entity": hex, "config_height": n, "config": <hex of the RLP config>}``.
+
 Nothing here talks to the node or holds a key beyond the call.
 """
 
@@ -21,13 +28,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from node.codec import HASH_LEN, UINT64_MAX
+from node.codec import HASH_LEN, UINT64_MAX, DecodeError, decode, encode_tree
 from node.crypto import bls
-from node.machines import governance
+from node.machines import accounts, governance
+from node.machines.accounts import ChannelAction, ExtendCredit, FundChannel, OpenChannel, Pay
+from node.machines.channel import MAX_AMOUNT, MAX_ASSET, MAX_HOPS
 from node.machines.counter import MAX_INCREMENT
 from node.machines.entity import (
     MAX_BATCH_TXS,
     MAX_PROPOSAL_TTL,
+    EntityAction,
     EntityState,
     Increment,
     Propose,
@@ -326,7 +336,9 @@ def default_expiry(state: EntityState) -> int:
     return state.height + DEFAULT_TTL
 
 
-def propose(action: Action, expires_at: int | str, state: EntityState | None = None) -> Propose:
+def propose(
+    action: EntityAction, expires_at: int | str, state: EntityState | None = None
+) -> Propose:
     """A proposal; with ``state``, also checked against the entity as it stands (the
     action applies, the expiry is not before the next frame nor too far)."""
     errors: dict[str, str] = {}
@@ -335,9 +347,14 @@ def propose(action: Action, expires_at: int | str, state: EntityState | None = N
     high = UINT64_MAX if state is None else low + MAX_PROPOSAL_TTL
     at = _field(errors, "expires_at", lambda: parse_int(expires_at, "expiry height", low, high))
     try:
-        governance.check_action(action)  # a new signer's key and proof of possession
-        if state is not None:
-            action.apply(state.config)
+        if isinstance(action, OpenChannel | ExtendCredit | FundChannel):
+            if state is not None:
+                accounts.check_channel_action(state.entity_id, action)
+                check_channel_action(action, state)
+        else:
+            governance.check_action(action)  # a new signer's key and proof of possession
+            if state is not None:
+                action.apply(state.config)
     except ConfigError as exc:
         errors["action"] = str(exc)
     if errors or at is None:
@@ -360,6 +377,203 @@ def vote(
         if signer is not None and signer in proposal.votes:
             raise ComposeError({"proposal_id": f"already voted on proposal {pid}"})
     return Vote(pid)
+
+
+# Channels ---------------------------------------------------------------------------
+
+
+def parse_amount(value: int | str, what: str = "amount", low: int = 1) -> int:
+    return parse_int(value, what, low, MAX_AMOUNT)
+
+
+def parse_asset(value: int | str) -> int:
+    return parse_int(value, "asset", 0, MAX_ASSET)
+
+
+def parse_route(text: str) -> tuple[bytes, ...]:
+    """Entity ids separated by commas, spaces or arrows: the first hop first, the payee
+    last (one id: a direct payment)."""
+    parts = [p for p in text.replace("->", ",").replace(",", " ").split() if p]
+    if not parts:
+        raise ValueError("enter the payee (or the route: hub, ..., payee)")
+    route = tuple(parse_hex(p, HASH_LEN, "entity id") for p in parts)
+    if len(route) > MAX_HOPS + 1:
+        raise ValueError(f"a route has at most {MAX_HOPS + 1} entities")
+    if len(set(route)) != len(route):
+        raise ValueError("the route visits an entity twice")
+    return route
+
+
+def pay(
+    route: Sequence[bytes] | str,
+    asset: int | str,
+    amount: int | str,
+    state: EntityState | None = None,
+) -> Pay:
+    """A payment; with ``state``, checked like the node will: the first hop is a
+    channel of ours with the capacity (the node's "insufficient capacity" text)."""
+    errors: dict[str, str] = {}
+    hops = _field(
+        errors, "route", lambda: parse_route(route) if isinstance(route, str) else tuple(route)
+    )
+    a = _field(errors, "asset", lambda: parse_asset(asset))
+    n = _field(errors, "amount", lambda: parse_amount(amount))
+    if hops is not None and not hops:
+        errors["route"] = "enter the payee"
+    if errors or hops is None or a is None or n is None:
+        raise ComposeError(errors)
+    if state is not None:
+        if state.entity_id in hops:
+            raise ComposeError({"route": "the route passes through this entity"})
+        rec = state.channel(hops[0])
+        if rec is None:
+            raise ComposeError({"route": f"no channel with {hops[0].hex()[:16]}"})
+        free = accounts.available(rec.side, a)
+        if n > free:
+            raise ComposeError(
+                {
+                    "amount": f"insufficient capacity: {max(free, 0)} of asset {a} available "
+                    f"towards {hops[0].hex()[:16]}, {n} asked"
+                }
+            )
+    return Pay(hops, a, n)
+
+
+def check_channel_action(action: ChannelAction, state: EntityState) -> None:
+    """ConfigError if the action would be void were it executed now."""
+    has = state.channel(action.peer) is not None
+    match action:
+        case OpenChannel(peer=peer, asset=asset, collateral=collateral):
+            if has:
+                raise ConfigError(f"a channel with {peer.hex()[:16]} is open already")
+            if collateral > state.reserve(asset):
+                raise ConfigError(
+                    f"reserve of asset {asset} is {state.reserve(asset)}, {collateral} needed"
+                )
+        case FundChannel(peer=peer, asset=asset, amount=amount):
+            if not has:
+                raise ConfigError(f"no channel with {peer.hex()[:16]}")
+            if amount > state.reserve(asset):
+                raise ConfigError(
+                    f"reserve of asset {asset} is {state.reserve(asset)}, {amount} needed"
+                )
+        case ExtendCredit(peer=peer):
+            if not has:
+                raise ConfigError(f"no channel with {peer.hex()[:16]}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCard:
+    """What opening a channel with ``entity`` needs: its signer set as of its height
+    ``config_height``."""
+
+    entity: bytes
+    config_height: int
+    config: Config
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "entity": self.entity.hex(),
+                "config_height": self.config_height,
+                "config": encode_tree(self.config.to_tree()).hex(),
+            }
+        )
+
+    @classmethod
+    def of(cls, state: EntityState) -> ChannelCard:
+        return cls(state.entity_id, state.config_height, state.config)
+
+    @classmethod
+    def decode(cls, text: str) -> ChannelCard:
+        """ValueError unless ``text`` is a channel card with a valid config."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError('a channel card is JSON: {"entity": …, "config": …}') from None
+        if not isinstance(data, dict):
+            raise ValueError("a channel card is a JSON object")
+        entity = parse_hex(str(data.get("entity", "")), HASH_LEN, "card's entity id")
+        height = data.get("config_height")
+        if isinstance(height, bool) or not isinstance(height, int) or height < 0:
+            raise ValueError("the card's config_height must be a whole number")
+        try:
+            config = Config.from_item(decode(bytes.fromhex(str(data.get("config", "")))))
+        except (ValueError, DecodeError, ConfigError) as exc:
+            raise ValueError(f"the card's config is not valid: {exc}") from None
+        return cls(entity, height, config)
+
+
+@dataclass(frozen=True)
+class OpenChannelForm:
+    """Open a channel with the entity of ``card`` (a channel card, or one fetched from
+    the node), moving ``collateral`` of ``asset`` from the reserve into it."""
+
+    card: ChannelCard | str
+    asset: int | str = 1
+    collateral: int | str = 0
+
+    def to_action(self, state: EntityState) -> OpenChannel:
+        errors: dict[str, str] = {}
+        card = _field(
+            errors,
+            "card",
+            lambda: ChannelCard.decode(self.card) if isinstance(self.card, str) else self.card,
+        )
+        a = _field(errors, "asset", lambda: parse_asset(self.asset))
+        n = _field(errors, "collateral", lambda: parse_amount(self.collateral, "collateral", 0))
+        if errors or card is None or a is None or n is None:
+            raise ComposeError(errors)
+        action = OpenChannel(card.entity, card.config, card.config_height, a, n)
+        _check(action, state, "card" if card.entity == state.entity_id else "collateral")
+        return action
+
+
+@dataclass(frozen=True)
+class ExtendCreditForm:
+    peer_hex: str
+    asset: int | str
+    limit: int | str
+
+    def to_action(self, state: EntityState) -> ExtendCredit:
+        errors: dict[str, str] = {}
+        peer = _field(errors, "peer", lambda: parse_hex(self.peer_hex, HASH_LEN, "counterparty"))
+        a = _field(errors, "asset", lambda: parse_asset(self.asset))
+        n = _field(errors, "limit", lambda: parse_amount(self.limit, "credit limit", 0))
+        if errors or peer is None or a is None or n is None:
+            raise ComposeError(errors)
+        action = ExtendCredit(peer, a, n)
+        _check(action, state, "peer")
+        return action
+
+
+@dataclass(frozen=True)
+class FundChannelForm:
+    peer_hex: str
+    asset: int | str
+    amount: int | str
+
+    def to_action(self, state: EntityState) -> FundChannel:
+        errors: dict[str, str] = {}
+        peer = _field(errors, "peer", lambda: parse_hex(self.peer_hex, HASH_LEN, "counterparty"))
+        a = _field(errors, "asset", lambda: parse_asset(self.asset))
+        n = _field(errors, "amount", lambda: parse_amount(self.amount))
+        if errors or peer is None or a is None or n is None:
+            raise ComposeError(errors)
+        action = FundChannel(peer, a, n)
+        _check(action, state, "peer" if state.channel(peer) is None else "amount")
+        return action
+
+
+type ChannelForm = OpenChannelForm | ExtendCreditForm | FundChannelForm
+
+
+def _check(action: ChannelAction, state: EntityState, blame: str) -> None:
+    try:
+        accounts.check_channel_action(state.entity_id, action)
+        check_channel_action(action, state)
+    except ConfigError as exc:
+        raise ComposeError({blame: str(exc)}) from None
 
 
 def signed_batch(

@@ -14,6 +14,22 @@ each proposal that executes in the frame, its governance kind (``add_signer``,
 executed governance kinds are ``governance=True``: a vote that makes a proposal
 execute is routine itself, and the execution is listed as its own effect.
 
+Channels add, from the frame's payment events (``FrameEvents.payments``):
+``payment`` (one of ours leaves: queued on its first channel; the accountant's
+payment rules judge it), ``paid`` (the first channel agreed it), ``received``
+(we are the payee), ``forward`` (as a hub: a payment in passed on, value in =
+value out), ``forwarded`` (agreed downstream), ``refunded`` and ``rejected``
+(ours came back or never left, with why), ``minted`` (the simulation faucet),
+``channel_note``; and the executed channel actions ``open_channel``,
+``set_credit``, ``add_collateral``. Payment effects carry ``amount``, ``asset``
+and ``counterparty`` (the payee of ours, the peer otherwise).
+
+The frame is re-executed with its inputs (the counterparties' channel
+messages, faucet mints) and ``allow_mint=True``: a wallet cannot know the
+server's simulation flag, and a node outside simulation refuses a mint itself.
+The outbox the signers would sign must be exactly what the re-execution
+produced, or the frame is refused.
+
 Pure: no I/O, no clock.
 """
 
@@ -22,8 +38,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from node.machines import governance
+from node.machines import accounts, governance
+from node.machines.accounts import (
+    ChannelRecord,
+    ExtendCredit,
+    FundChannel,
+    OpenChannel,
+    Pay,
+    PaymentEvent,
+)
+from node.machines.channel import Forward
+from node.machines.channel import Frame as ChannelFrame
 from node.machines.entity import (
+    EntityAction,
     EntityState,
     FrameEvents,
     Increment,
@@ -51,7 +78,36 @@ EXPIRED = "expired"
 VOIDED = "voided"
 ROUTINE_KINDS: frozenset[str] = frozenset({COUNTER, PROPOSAL, VOTE, EXPIRED, VOIDED})
 GOVERNANCE_KINDS: frozenset[str] = frozenset(ACTION_NAMES.values())
-EFFECT_KINDS: frozenset[str] = ROUTINE_KINDS | GOVERNANCE_KINDS
+
+# Payments (channels).
+PAYMENT = "payment"  # ours leaves: what payment rules judge
+PAID = "paid"
+RECEIVED = "received"
+FORWARD = "forward"  # as a hub: in and out in this frame, value in = value out
+FORWARDED = "forwarded"
+REFUNDED = "refunded"
+REJECTED = "rejected"
+MINTED = "minted"
+CHANNEL_NOTE = "channel_note"
+UNBALANCED_FORWARD = "unbalanced_forward"  # a hub's out differs from its in: never routine
+# Routine: nothing of ours leaves (or it comes back, or a hub passes value through).
+PAYMENT_ROUTINE_KINDS: frozenset[str] = frozenset(
+    {PAID, RECEIVED, FORWARD, FORWARDED, REFUNDED, REJECTED, MINTED, CHANNEL_NOTE}
+)
+PAYMENT_KINDS: frozenset[str] = PAYMENT_ROUTINE_KINDS | {PAYMENT, UNBALANCED_FORWARD}
+CHANNEL_ACTION_KINDS: frozenset[str] = frozenset(accounts.CHANNEL_ACTION_NAMES.values())
+EFFECT_KINDS: frozenset[str] = (
+    ROUTINE_KINDS | GOVERNANCE_KINDS | PAYMENT_KINDS | CHANNEL_ACTION_KINDS
+)
+_EVENT_KINDS = {
+    "paid": PAID,
+    "received": RECEIVED,
+    "forwarded": FORWARDED,
+    "refunded": REFUNDED,
+    "rejected": REJECTED,
+    "minted": MINTED,
+    "note": CHANNEL_NOTE,
+}
 
 type Names = Mapping[bytes, str]
 
@@ -73,9 +129,17 @@ class Effect:
     governance: bool  # True for an executed governance action
     text: str
     proposal_id: int | None = None
-    # The effect's size where it has one (the counter delta). Rules read it
-    # (``max_counter``); payment effects will carry their amount here.
+    # The effect's size where it has one (the counter delta, a payment's amount).
+    # Rules read it (``max_counter``, the payment limits).
     amount: int | None = None
+    asset: int | None = None  # payments: the asset
+    counterparty: bytes | None = None  # payments: our payee, else the channel's peer
+    route: tuple[bytes, ...] = ()  # ``payment``: the whole route (first hop .. payee)
+    payment_id: bytes = b""
+
+    @property
+    def is_payment(self) -> bool:
+        return self.kind in PAYMENT_KINDS
 
 
 @dataclass(frozen=True)
@@ -102,6 +166,11 @@ class FrameAnalysis:
     def counter_delta(self) -> int:
         return sum(e.amount or 0 for e in self.effects if e.kind == COUNTER)
 
+    @property
+    def payments_out(self) -> list[Effect]:
+        """Our payments leaving in this frame (what payment limits count)."""
+        return [e for e in self.effects if e.kind == PAYMENT]
+
 
 def short(sid: bytes) -> str:
     """A signer id as the first 8 hex digits."""
@@ -115,9 +184,16 @@ def name_of(sid: bytes, names: Names | None = None) -> str:
     return short(sid)
 
 
-def describe_action(action: Action, names: Names | None = None) -> str:
+def describe_action(action: EntityAction, names: Names | None = None) -> str:
     """An action in words, as proposed (before it runs)."""
     match action:
+        case OpenChannel(peer=peer, asset=asset, collateral=collateral):
+            funds = f", with {collateral} of asset {asset} as collateral" if collateral else ""
+            return f"open a channel with {short(peer)}{funds}"
+        case ExtendCredit(peer=peer, asset=asset, limit=limit):
+            return f"extend credit of {limit} in asset {asset} to {short(peer)}"
+        case FundChannel(peer=peer, asset=asset, amount=amount):
+            return f"add {amount} of asset {asset} as collateral with {short(peer)}"
         case AddSigner(pubkey=pubkey, shares=shares):
             who = name_of(governance.signer_id(pubkey), names)
             return f"add signer {who} with {_shares(shares)}"
@@ -165,7 +241,17 @@ def describe_tx(body: object, names: Names | None = None) -> str:
             return f"propose: {describe_action(action, names)}, expires at height {expires_at}"
         case Vote(proposal_id=pid):
             return f"vote for proposal #{pid}"
+        case Pay(route=route, asset=asset, amount=amount):
+            return f"pay {amount} of asset {asset} to {describe_route(route)}"
     return "unknown transaction"  # the entity registry decodes no other type
+
+
+def describe_route(route: tuple[bytes, ...]) -> str:
+    """``payee`` for a direct payment, ``payee via hub, ...`` otherwise."""
+    payee = short(route[-1])
+    if len(route) == 1:
+        return payee
+    return f"{payee} via {', '.join(short(h) for h in route[:-1])}"
 
 
 def analyze(state: EntityState, frame: Frame, names: Names | None = None) -> FrameAnalysis:
@@ -186,13 +272,21 @@ def analyze(state: EntityState, frame: Frame, names: Names | None = None) -> Fra
     if frame.height != state.height + 1:
         return refused(f"frame height {frame.height}, expected {state.height + 1}")
     try:
-        new, events = execute(state, frame.batches, verify=True)
+        new, events = execute(
+            state, frame.batches, verify=True, inputs=frame.inputs, allow_mint=True
+        )
     except ValueError as exc:  # FrameInvalid, or a malformed key or signature
         return refused(f"frame does not apply: {exc}")
     if new.hash != frame.state_hash:
         return refused(
             f"frame claims state hash {frame.state_hash.hex()}, "
             f"re-executing it gives {new.hash.hex()}"
+        )
+    if list(frame.outbox) != events.outbox:
+        # The signers sign these hashes with their pre-commit: only what the frame makes.
+        return refused(
+            f"the frame's outbox ({len(frame.outbox)} messages) is not what re-executing "
+            f"it produces ({len(events.outbox)})"
         )
     effects = _effects(state, new, frame, events, names)
     return FrameAnalysis(frame.hash, frame.entity_id, frame.height, txs, effects, None, new, events)
@@ -260,6 +354,26 @@ def _effects(
     closed: list[tuple[int, Effect]] = []
     for pid, kind in events.executed:
         action = proposals[pid].action
+        if isinstance(action, OpenChannel | ExtendCredit | FundChannel):
+            text = f"proposal #{pid} executes: {describe_action(action, names)}"
+            amount = action.limit if isinstance(action, ExtendCredit) else None
+            if isinstance(action, OpenChannel | FundChannel):
+                amount = action.collateral if isinstance(action, OpenChannel) else action.amount
+            closed.append(
+                (
+                    pid,
+                    Effect(
+                        kind,
+                        False,
+                        text,
+                        pid,
+                        amount=amount,
+                        asset=action.asset,
+                        counterparty=action.peer,
+                    ),
+                )
+            )
+            continue
         after = action.apply(config)
         text = f"proposal #{pid} executes: {describe_change(action, config, after, names)}"
         closed.append((pid, Effect(kind, True, text, pid)))
@@ -275,7 +389,148 @@ def _effects(
             f"with {new.config.shares_of(p.votes)} of {new.config.threshold} shares needed"
         )
         out.append(Effect(EXPIRED, False, text, pid))
+    out.extend(payment_effects(old, new, frame, events.payments))
     return out
+
+
+def payment_effects(
+    old: EntityState, new: EntityState, frame: Frame, payments: list[PaymentEvent]
+) -> list[Effect]:
+    """The frame's payment events as effects, and the hub's forwards (in and out here)."""
+    routes = _pay_routes(old, frame)
+    out: list[Effect] = []
+    for ev in payments:
+        if ev.kind == "queued":
+            route = routes.get(ev.payment_id, (ev.peer,))
+            payee = route[-1]
+            out.append(
+                Effect(
+                    PAYMENT,
+                    False,
+                    f"pay {ev.amount} of asset {ev.asset} to {describe_route(route)}",
+                    amount=ev.amount,
+                    asset=ev.asset,
+                    counterparty=payee,
+                    route=route,
+                    payment_id=ev.payment_id,
+                )
+            )
+            continue
+        kind = _EVENT_KINDS.get(ev.kind)
+        if kind is None:
+            continue
+        out.append(
+            Effect(
+                kind,
+                False,
+                _event_text(ev),
+                amount=ev.amount,
+                asset=ev.asset,
+                counterparty=ev.peer or None,
+                payment_id=ev.payment_id,
+            )
+        )
+    out.extend(_forwards(old, new, frame))
+    return out
+
+
+def _event_text(ev: PaymentEvent) -> str:
+    what = f"{ev.amount} of asset {ev.asset}"
+    peer = short(ev.peer) if ev.peer else ""
+    match ev.kind:
+        case "paid":
+            return f"payment of {what} agreed by {peer}"
+        case "received":
+            return f"received {what} from {peer}"
+        case "forwarded":
+            return f"forwarded {what} to {peer} (agreed)"
+        case "refunded":
+            return f"payment of {what} refunded by {peer}: {ev.detail}"
+        case "rejected":
+            return f"payment of {what} to {peer} did not leave: {ev.detail}"
+        case "minted":
+            return f"faucet: {what} to the reserve"
+    return f"channel with {peer}: {ev.detail} ({what})"
+
+
+def _pay_routes(old: EntityState, frame: Frame) -> dict[bytes, tuple[bytes, ...]]:
+    """Payment id -> route of each pay transaction in the frame (ids as the node makes them)."""
+    routes: dict[bytes, tuple[bytes, ...]] = {}
+    for batch in frame.batches:
+        for index, tx in enumerate(batch.txs):
+            if isinstance(tx.body, Pay):
+                pid = accounts.payment_id_for(old.entity_id, batch.signer, batch.nonce, index)
+                routes[pid] = tx.body.route
+    return routes
+
+
+def _forwards(old: EntityState, new: EntityState, frame: Frame) -> list[Effect]:
+    """Payments this entity passes on as a hub in this frame: a new in-flight forward
+    (payment id -> where it came from), matched with the Forward that came in (in a
+    channel frame among the frame's inputs) and the one queued towards the next hop.
+    Value in must equal value out (the node guarantees it; checked anyway)."""
+    before = dict(old.forwards)
+    out: list[Effect] = []
+    for pid, upstream in new.forwards:
+        if pid in before:
+            continue
+        incoming = _incoming_forward(frame, upstream, pid)
+        outgoing = next(
+            (
+                (c.peer, f)
+                for c in new.channels
+                if c.peer != upstream
+                for f in [_outgoing_forward(c, pid)]
+                if f is not None
+            ),
+            None,
+        )
+        if incoming is None or outgoing is None:
+            continue
+        nxt, sent = outgoing
+        if (incoming.asset, incoming.amount) == (sent.asset, sent.amount):
+            text = (
+                f"forward {sent.amount} of asset {sent.asset} from {short(upstream)} "
+                f"to {short(nxt)} (value in = value out)"
+            )
+            kind = FORWARD
+        else:
+            text = (
+                f"forward from {short(upstream)} to {short(nxt)}: {incoming.amount} of asset "
+                f"{incoming.asset} in, {sent.amount} of asset {sent.asset} out"
+            )
+            kind = UNBALANCED_FORWARD
+        out.append(
+            Effect(
+                kind,
+                False,
+                text,
+                amount=sent.amount,
+                asset=sent.asset,
+                counterparty=nxt,
+                payment_id=pid,
+            )
+        )
+    return out
+
+
+def _incoming_forward(frame: Frame, upstream: bytes, pid: bytes) -> Forward | None:
+    for inp in frame.inputs:
+        if isinstance(inp, accounts.Message) and inp.sender == upstream:
+            body = inp.body
+            if isinstance(body, ChannelFrame):
+                for tx in body.txs:
+                    if isinstance(tx.body, Forward) and tx.body.payment_id == pid:
+                        return tx.body
+    return None
+
+
+def _outgoing_forward(rec: ChannelRecord, pid: bytes) -> Forward | None:
+    side = rec.side
+    for tx in (*(side.pending.txs if side.pending else ()), *side.queue):
+        if isinstance(tx.body, Forward) and tx.body.payment_id == pid:
+            return tx.body
+    return None
 
 
 def _shares(n: int) -> str:

@@ -32,8 +32,10 @@ from wallet.flows.effects import EFFECT_KINDS, FrameAnalysis, analyze
 
 def make_frame(state: EntityState, *batches: Batch) -> Frame:
     """The frame a proposer would make: the batches and the state hash they give."""
-    after, _ = execute(state, batches)
-    return Frame.make(state.entity_id, state.height + 1, ZERO_HASH, batches, after.hash)
+    after, events = execute(state, batches)
+    return Frame.make(
+        state.entity_id, state.height + 1, ZERO_HASH, batches, after.hash, outbox=events.outbox
+    )
 
 
 def commit(e: Entity, *batches: Batch) -> FrameAnalysis:

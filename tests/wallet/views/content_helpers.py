@@ -14,6 +14,7 @@ from typing import Any
 from node.codec import ZERO_HASH
 from node.crypto import bls
 from node.machines.entity import (
+    EntityAction,
     EntityState,
     Increment,
     Propose,
@@ -65,8 +66,15 @@ class Replica:
             )
             for who, bodies in batches
         ]
-        new, _ = execute(self.state, signed)
-        frame = Frame.make(self.state.entity_id, self.state.height + 1, ZERO_HASH, signed, new.hash)
+        new, events = execute(self.state, signed)
+        frame = Frame.make(
+            self.state.entity_id,
+            self.state.height + 1,
+            ZERO_HASH,
+            signed,
+            new.hash,
+            outbox=events.outbox,
+        )
         return new, frame
 
     def commit(self, *batches: tuple[int, Sequence[TxBody]]) -> EntityState:
@@ -121,6 +129,7 @@ class RecordingActions:
     hold: asyncio.Event | None = None
     fail: str | None = None
     created: bytes = b"\x77" * 32
+    cards: dict[bytes, str] = field(default_factory=dict)  # channel_card answers
 
     async def _run(self, *call: Any) -> None:
         self.calls.append(call)
@@ -132,8 +141,22 @@ class RecordingActions:
     async def increment(self, signer: bytes, entity: bytes, n: int) -> None:
         await self._run("increment", signer, entity, n)
 
-    async def propose(self, signer: bytes, entity: bytes, action: Action, expires_at: int) -> None:
+    async def propose(
+        self, signer: bytes, entity: bytes, action: EntityAction, expires_at: int
+    ) -> None:
         await self._run("propose", signer, entity, action, expires_at)
+
+    async def pay(
+        self, signer: bytes, entity: bytes, route: tuple[bytes, ...], asset: int, amount: int
+    ) -> None:
+        await self._run("pay", signer, entity, route, asset, amount)
+
+    async def channel_card(self, entity: bytes) -> str:
+        await self._run("channel_card", entity)
+        return self.cards[entity]
+
+    async def faucet(self, entity: bytes, asset: int, amount: int) -> None:
+        await self._run("faucet", entity, asset, amount)
 
     async def vote(self, signer: bytes, entity: bytes, proposal_id: int) -> None:
         await self._run("vote", signer, entity, proposal_id)
