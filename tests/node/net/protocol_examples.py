@@ -180,6 +180,8 @@ def _certificate(frame: Frame, config: Config, precommits: dict[int, bytes]) -> 
 
 
 CERT_E2 = _certificate(FRAME_E2, GENESIS_2.config, {0: PRECOMMIT_B, 1: PRECOMMIT_A})
+# A faucet's mint, as a client or a peer might try to send it (both are refused).
+DOC_MINT = rep.MintInput(accounts.Mint(bytes([0x4D]) * 32, 1, 1000))
 
 
 def _item(tx: TxBody) -> RlpItem:
@@ -543,7 +545,7 @@ def _tx_body(body: TxBody) -> str:
         case rep.Deliver(message=message):
             return f"deliver({_message(message)})"
         case rep.MintInput(mint=mint):
-            return f"mint({_mint(mint)})"
+            return _mint(mint)
         case ent.Propose(action=action, expires_at=expires_at):
             name = ent.ACTION_NAMES[type(action)]
             return f"propose({name}{_generic(action.fields())} expires_at={expires_at})"
@@ -1226,6 +1228,10 @@ def _consensus_examples() -> dict[str, Example]:
                     "A holds no such entity",
                 ),
                 *_ask(peer(Req.GET_FRAMES, 7, [E1, 2, 16]), "nothing past E1's height 1"),
+                *_ask(
+                    peer(Req.DELIVER, 8, [ID_A, E1, _item(DOC_MINT)]),
+                    "a mint comes only from a node's own faucet",
+                ),
                 On("client", "and a client may not speak for a server"),
                 *_ask(hello()),
                 *_ask(req(Req.DELIVER, 2, [ID_A, E1, _item(rep.Timeout(2, 0))])),
@@ -1233,6 +1239,10 @@ def _consensus_examples() -> dict[str, Example]:
                 *_ask(
                     req(Req.SUBMIT, 4, [_item(rep.Timeout(2, 0))], route=at_e1),
                     "nor forge the node's clock",
+                ),
+                *_ask(
+                    req(Req.SUBMIT, 5, [_item(DOC_MINT)], route=at_e1),
+                    "nor its faucet",
                 ),
             ),
             node="consensus",
