@@ -36,6 +36,14 @@ from hypothesis import strategies as st
 from node.codec import decode
 from node.crypto import bls
 from node.machines import entity, governance
+from node.machines.accounts import (
+    ANNOUNCE,
+    Announce,
+    ExtendCredit,
+    FundChannel,
+    OpenChannel,
+    Outgoing,
+)
 from node.txs import Tx
 
 # The fixed pool of signers: real keys and proofs of possession, made once.
@@ -336,7 +344,9 @@ def real_action(a: MAction) -> governance.Action:
     return governance.SetProposer(IDS[a.who])
 
 
-def model_action(a: governance.Action) -> MAction:
+def model_action(a: entity.EntityAction) -> MAction:
+    # The model proposes governance actions only; channel actions are tested elsewhere.
+    assert not isinstance(a, OpenChannel | ExtendCredit | FundChannel), a
     if isinstance(a, governance.AddSigner):
         who = BY_PK[a.pubkey]
         return MAdd(who, a.shares, a.pop == POPS[who])
@@ -368,6 +378,9 @@ def real_view(s: entity.EntityState) -> tuple[object, ...]:
         assert list(p.votes) == sorted(p.votes)  # stored ascending
     assert [p.id for p in s.proposals] == sorted(p.id for p in s.proposals)
     assert [sid for sid, _ in s.nonces] == sorted(sid for sid, _ in s.nonces)
+    # Nothing here touches the accounts: no reserves, channels, forwards or mints.
+    assert (s.reserves, s.channels, s.forwards, s.mints) == ((), (), (), ())
+    assert 0 <= s.config_height <= s.height
     return (
         s.height,
         s.counter,
@@ -597,7 +610,17 @@ def run_sequence(
         assert kept == batches
         assert rejected == []
         s3, events3 = entity.execute(s3, kept)
+        prev = s1
         (s1, events), (s2, events2) = r1, r2
+        # A config change is announced to the counterparties (none here) and dates the
+        # signer set: the frame's outbox holds its announcement, nothing else.
+        if s1.config != prev.config:
+            assert s1.config_height == s1.height
+            announce = Announce(s1.entity_id, s1.height, s1.config)
+            assert events.outbox == [Outgoing(ANNOUNCE, b"", announce.hash)]
+        else:
+            assert s1.config_height == prev.config_height
+            assert events.outbox == []
         assert s1.hash == s2.hash == s3.hash
         assert s1 == s2 == s3
         assert events == events2 == events3
