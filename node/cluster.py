@@ -219,6 +219,7 @@ class Cluster:
         if not token_file.exists():
             token, _ = TokenStore(server.data).create(Scope("signer", key.id), "agent")
             token_file.write_text(token)
+        out = (self.root / "keys" / f"agent{key.index}.out").open("ab")
         self.agents[key.index] = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -234,9 +235,15 @@ class Cluster:
             str(self.root / "secret"),
             "--guard",
             str(self.root / "guards"),
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=out,
             stderr=asyncio.subprocess.DEVNULL,
         )
+        out.close()
+
+    def agent_output(self, key: SignerKey) -> str:
+        """What ``key``'s agent process printed (its counts, once it stopped)."""
+        path = self.root / "keys" / f"agent{key.index}.out"
+        return path.read_text(encoding="utf-8") if path.exists() else ""
 
     async def kill_server(self, index: int) -> None:
         """SIGKILL: the node gets no chance to clean up."""
@@ -401,9 +408,11 @@ class Cluster:
             replica = await self.replica(members[0], entity_id)
             assert replica is not None
             if replica.entity.next_proposal_id > pid:
-                if all(p.id != pid for p in replica.entity.proposals):
+                proposal = next((p for p in replica.entity.proposals if p.id == pid), None)
+                if proposal is None:
                     return  # executed (or voided: the frame's events say why)
-                if voters:  # open: the next member votes
+                if voters and len(proposal.votes) == len(members) - len(voters):
+                    # open, and every vote so far counted: the next member votes
                     await self.submit(voters.pop(0), entity_id, [ent.Vote(pid)])
             if time.monotonic() > deadline:
                 raise TimeoutError(f"proposal {pid} did not execute")

@@ -1,0 +1,229 @@
+"""Benchmark: payments per second through a hub entity with 3 signers on 3 server processes.
+
+A cluster (``node/cluster.py``) of three ``xln-node run --simulation`` processes
+peering on loopback. The hub H has three signers, one per server (threshold
+2); the payer A (a signer on server 0) and the payee B (on server 1) have one
+each. Every signer's key is held by its own agent process (``xln-node agent``),
+so every pre-commit and every channel-message signature crosses the agent
+protocol. The faucet funds A and H; channels A-H and H-B are opened by
+proposals on both sides.
+
+Then A's signer submits signed batches of ``--batch`` ``pay(H -> B, 1)``
+transactions, keeping at most ``--window`` payments in flight (submitted but
+not yet in B's channel balance), for ``--seconds`` after a warm-up. The rate is
+the growth of B's agreed balance with H: payments that crossed both channels,
+each agreed by both sides' quorums. BLS is paid per batch and per frame: one
+signature per batch of payments, one pre-commit plus one signature per
+outgoing channel message per signer per entity frame.
+
+When the agents stop they print how many SIGN requests they answered; the
+script checks that each hub signer's agent got exactly one request per hub
+entity frame and answered each with one reply carrying both kinds of
+signature.
+
+Target (issue 5): at least 2,500 payments/s on this 2-core machine.
+
+Usage (from the repo root)::
+
+    .venv/bin/python -m bench.payments --json bench/out/payments.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+try:
+    import benchlib
+except ModuleNotFoundError:  # run as ``python -m bench.payments``: benchlib is beside us
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import benchlib
+
+from node.cluster import Cluster, SignerKey
+from node.machines.accounts import OpenChannel, Pay
+from node.machines.entity import MAX_BATCH_TXS
+
+ASSET = 1
+FUNDS = 10**15
+STATS = re.compile(
+    r"agent stopped: (\d+) SIGN requests, (\d+) answered with signatures "
+    r"\((\d+) outgoing-message signatures\), (\d+) refused"
+)
+
+
+async def _balance(cluster: Cluster, key: SignerKey, entity: bytes, peer: bytes) -> int:
+    replica = await cluster.replica(key, entity)
+    record = None if replica is None else replica.entity.channel(peer)
+    if record is None:
+        return 0
+    side = record.side
+    return side.agreed.asset(ASSET).balance(side.me)
+
+
+async def _settled(cluster: Cluster, views: list[tuple[SignerKey, bytes, bytes]]) -> None:
+    """Until every channel is open on both sides, with its collateral agreed."""
+    async with asyncio.timeout(60):
+        while True:
+            ready = []
+            for key, entity, peer in views:
+                replica = await cluster.replica(key, entity)
+                record = None if replica is None else replica.entity.channel(peer)
+                ready.append(
+                    record is not None
+                    and record.side.status == "ready"
+                    and not record.side.queue
+                    and record.side.agreed.height > 0
+                )
+            if all(ready):
+                return
+            cluster.commits.changed.clear()
+            try:
+                async with asyncio.timeout(0.2):
+                    await cluster.commits.changed.wait()
+            except TimeoutError:
+                pass
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="xln-payments-", dir=args.root) as tmp:
+        cluster = Cluster(
+            Path(tmp),
+            servers=3,
+            signers=5,
+            tick_ms=args.tick_ms,
+            round_timeout_ms=5_000,
+            external_agents=True,
+            simulation=True,
+        )
+        await cluster.start()
+        try:
+            h0, h1, h2, ka, kb = cluster.keys
+            hub = [h0, h1, h2]
+            H = await cluster.create_entity(hub, [1, 1, 1], 2)
+            A = await cluster.create_entity([ka], [1], 1)
+            B = await cluster.create_entity([kb], [1], 1)
+            await cluster.faucet(ka, A, ASSET, FUNDS)
+            await cluster.faucet(h0, H, ASSET, FUNDS)
+            h_card = await cluster.channel_card(h0, H)
+            await cluster.pass_proposal([ka], A, OpenChannel(H, *h_card, ASSET, FUNDS))
+            await cluster.pass_proposal(
+                hub, H, OpenChannel(A, *await cluster.channel_card(ka, A), ASSET, 0)
+            )
+            await cluster.pass_proposal(
+                hub, H, OpenChannel(B, *await cluster.channel_card(kb, B), ASSET, FUNDS)
+            )
+            await cluster.pass_proposal([kb], B, OpenChannel(H, *h_card, ASSET, 0))
+
+            await _settled(cluster, [(ka, A, H), (h0, H, A), (h0, H, B), (kb, B, H)])
+            pay = Pay((H, B), ASSET, 1)
+            submitted = 0
+            received = 0
+            marks: list[tuple[float, int]] = []
+            start = time.perf_counter()
+            measure_from = start + args.warmup
+            end = measure_from + args.seconds
+            hub_start = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
+            hub_at_mark = hub_start
+            while True:
+                now = time.perf_counter()
+                if now >= end:
+                    break
+                if submitted - received + args.batch <= args.window:
+                    await cluster.submit(ka, A, [pay] * args.batch)
+                    submitted += args.batch
+                received = await _balance(cluster, kb, B, H)
+                if args.verbose:
+                    print(f"{now - start:6.2f}s submitted {submitted} received {received}")
+                if not marks and now >= measure_from:
+                    marks.append((now, received))
+                    hub_at_mark = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
+                if submitted - received + args.batch > args.window:
+                    cluster.commits.changed.clear()
+                    try:
+                        async with asyncio.timeout(0.05):
+                            await cluster.commits.changed.wait()
+                    except TimeoutError:
+                        pass
+            received = await _balance(cluster, kb, B, H)
+            done = time.perf_counter()
+            marks.append((done, received))
+            hub_end = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
+            (t0, r0), (t1, r1) = marks[0], marks[-1]
+            rate = (r1 - r0) / (t1 - t0)
+            # Let everything in flight land, then stop the agents to read their counts.
+            async with asyncio.timeout(60):
+                while await _balance(cluster, kb, B, H) < submitted:
+                    cluster.commits.changed.clear()
+                    try:
+                        async with asyncio.timeout(0.2):
+                            await cluster.commits.changed.wait()
+                    except TimeoutError:
+                        pass
+            hub_frames = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
+        finally:
+            await cluster.stop()
+        agents = {}
+        for key in hub:
+            m = STATS.search(cluster.agent_output(key))
+            agents[key.index] = (
+                None
+                if m is None
+                else dict(zip(("requests", "signed", "outgoing", "refused"), map(int, m.groups())))
+            )
+        return {
+            "payments_per_s": rate,
+            "payments_measured": r1 - r0,
+            "seconds": t1 - t0,
+            "payments_total": submitted,
+            "batch": args.batch,
+            "window": args.window,
+            "tick_ms": args.tick_ms,
+            "hub_frames_total": hub_frames,
+            "hub_frames_per_s": (hub_end - hub_at_mark) / (t1 - t0),
+            "payments_per_hub_frame": (r1 - r0) / max(1, hub_end - hub_at_mark),
+            "hub_agents": agents,
+            "one_request_per_frame": all(
+                a is not None and a["requests"] == hub_frames and a["signed"] == hub_frames
+                for a in agents.values()
+            ),
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    parser.add_argument("--batch", type=int, default=MAX_BATCH_TXS, help="payments per batch")
+    parser.add_argument("--window", type=int, default=3_000, help="payments in flight at most")
+    parser.add_argument("--tick-ms", type=int, default=20, help="the nodes' block period")
+    parser.add_argument("--json", help="write every figure here (- for stdout)")
+    parser.add_argument("--root", help="where the cluster's folders go (default: system temp)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print progress")
+    args = parser.parse_args(argv)
+    result = asyncio.run(measure(args))
+    print(
+        f"payments through a 3-signer hub on 3 processes: {result['payments_per_s']:,.0f}/s "
+        f"({result['payments_measured']} in {result['seconds']:.1f} s; "
+        f"{result['hub_frames_per_s']:.1f} hub frames/s, "
+        f"{result['payments_per_hub_frame']:.0f} payments per hub frame)"
+    )
+    print(f"  target >= 2,500/s: {benchlib.verdict(result['payments_per_s'] >= 2_500)}")
+    for index, stats in result["hub_agents"].items():
+        print(f"  hub signer {index}'s agent: {stats}")
+    print(
+        f"  one SIGN request and one reply per signer per hub frame "
+        f"({result['hub_frames_total']} frames): "
+        f"{benchlib.verdict(result['one_request_per_frame'])}"
+    )
+    benchlib.write_json(args.json, {"payments": result, "machine": benchlib.machine_info()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
