@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from node.agent import Agent
 from node.crypto import bls
 from node.machines import entity as ent
+from node.machines.frames import Signatures
 from node.machines.governance import SetShares, signer_id
 from node.machines.replica import SubmitBatch
 from node.machines.server import CreateSigner
@@ -117,7 +118,7 @@ async def main(out: Path) -> None:
         stop = asyncio.Event()
         up: list[bool] = []
 
-        async def bob_signs(entity: bytes, frame_raw: bytes, round_: int) -> bytes:
+        async def bob_signs(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
             return await asyncio.to_thread(bob_agent.sign_precommit, frame_raw, round_)
 
         bob_task = asyncio.ensure_future(
@@ -182,7 +183,15 @@ async def main(out: Path) -> None:
             window.show()
             window.sidebar.setFocus()
             await settle()
-            for page in ("approvals", "proposals", "entities", "history", "logs", "settings"):
+            for page in (
+                "approvals",
+                "proposals",
+                "entities",
+                "channels",
+                "history",
+                "logs",
+                "settings",
+            ):
                 window.show_page(page)
                 await settle()
                 save(window, out / f"{page}-{name}.png")

@@ -1,5 +1,6 @@
 """The Approvals view: pre-commit requests waiting for the user, newest first, each
-with a countdown; the selected one's hash, effects (governance highlighted),
+with a countdown; the selected one's hash, effects (governance and channel actions
+highlighted, payments with their amount: what leaves red, what comes in green),
 decoded transactions with their raw bytes, and the signer bar; Approve and Reject
 from buttons or the keyboard. The accountant's decisions are listed greyed, with
 the rule that made them.
@@ -11,7 +12,7 @@ import html
 import math
 
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Status
-from wallet.flows.effects import Effect
+from wallet.flows.effects import CHANNEL_ACTION_KINDS, PAYMENT, UNBALANCED_FORWARD, Effect
 from wallet.model import WalletActions, WalletModel
 from wallet.qt import (
     QBrush,
@@ -78,8 +79,32 @@ def outcome_text(r: ApprovalRequest) -> str:
     return text
 
 
+PAY_OUT_FG = "#c0392b"
+PAY_IN_FG = "#2e7d32"
+OUT_KINDS = frozenset({PAYMENT, UNBALANCED_FORWARD})
+IN_KINDS = frozenset({"received", "refunded", "minted"})
+
+
+def amount_html(e: Effect) -> str:
+    """A payment's amount, signed and coloured: what leaves red, what comes in green."""
+    if e.amount is None or not (e.is_payment or e.kind in CHANNEL_ACTION_KINDS):
+        return ""
+    asset = f" <small>asset {e.asset}</small>" if e.asset is not None else ""
+    if e.kind in OUT_KINDS or e.kind in CHANNEL_ACTION_KINDS:
+        return f'<b style="color:{PAY_OUT_FG};">\u2212{e.amount:,}</b>{asset}&nbsp; '
+    if e.kind in IN_KINDS:
+        return f'<b style="color:{PAY_IN_FG};">+{e.amount:,}</b>{asset}&nbsp; '
+    return f"<b>{e.amount:,}</b>{asset}&nbsp; "
+
+
 def effect_html(e: Effect) -> str:
-    text = html.escape(e.text)
+    text = amount_html(e) + html.escape(e.text)
+    if e.kind in CHANNEL_ACTION_KINDS:
+        return (
+            f'<span style="background:{GOVERNANCE_BG}; color:{GOVERNANCE_FG};">'
+            f"&nbsp;{text}&nbsp;</span>&nbsp;"
+            f'<span style="color:{GOVERNANCE_FG};">channel</span>'
+        )
     if e.governance:
         return (
             f'<span style="background:{GOVERNANCE_BG}; color:{GOVERNANCE_FG};">'
@@ -342,6 +367,9 @@ class ApprovalsView(QWidget):
         what = f"Frame #{r.frame.height}  ·  round {r.round}"
         if r.analysis is not None and r.analysis.governance:
             what += "  ·  governance"
+        if r.analysis is not None and r.analysis.payments_out:
+            total = sum(e.amount or 0 for e in r.analysis.payments_out)
+            what += f"  ·  pays {total:,}"
         if r.status is Status.PENDING:
             when = f"{countdown(r.remaining(self.queue.clock()))} left"
         else:

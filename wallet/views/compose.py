@@ -1,5 +1,7 @@
 """The dialogs that compose a user's entity actions: increment, a new proposal (one
-editor per governance action), a vote, create an entity from signer cards, and join
+editor per governance action, and per channel action: open a channel from the
+counterparty's channel card, pasted or fetched from the node; extend credit; add
+collateral), a vote, create an entity from signer cards, and join
 one by id.
 
 Every check is ``wallet.flows.compose``'s (its forms give an error per field,
@@ -12,14 +14,18 @@ from __future__ import annotations
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from node.machines.entity import EntityState, Propose
+from node.machines.entity import EntityAction, EntityState, Propose
 from node.machines.governance import MAX_SHARES, Config, ConfigError, Member
 from node.machines.governance import signer_id as key_id
 from wallet.flows import compose
 from wallet.flows.compose import (
     AddSignerForm,
+    ChannelForm,
     ComposeError,
+    ExtendCreditForm,
+    FundChannelForm,
     GovernanceForm,
+    OpenChannelForm,
     RemoveSignerForm,
     SetProposerForm,
     SetSharesForm,
@@ -189,6 +195,10 @@ class _Editor(QWidget):
     def form(self) -> GovernanceForm:
         raise NotImplementedError
 
+    def action(self, state: EntityState) -> EntityAction:
+        """The node's action; ComposeError with an error per field."""
+        return self.form().to_action(state.config)
+
 
 class AddSignerEditor(_Editor):
     KIND, TITLE = "add_signer", "Add a signer"
@@ -260,12 +270,101 @@ class SetProposerEditor(_Editor):
         return SetProposerForm(str(self.member.currentData() or ""))
 
 
+class _ChannelEditor(_Editor):
+    def channel_form(self) -> ChannelForm:
+        raise NotImplementedError
+
+    def action(self, state: EntityState) -> EntityAction:
+        return self.channel_form().to_action(state)
+
+    def peer_picker(self) -> QComboBox:
+        combo = QComboBox()
+        combo.setEditable(True)
+        for c in self.state.channels:
+            combo.addItem(f"0x{c.peer.hex()}", c.peer.hex())
+        return combo
+
+
+class OpenChannelEditor(_ChannelEditor):
+    """The counterparty's channel card: pasted, or fetched from the node by entity id
+    (when the node hosts that entity)."""
+
+    KIND, TITLE = "open_channel", "Open a channel"
+
+    def __init__(self, state: EntityState, names: dict[bytes, str]) -> None:
+        super().__init__(state, names)
+        self.peer = QLineEdit()
+        self.peer.setPlaceholderText("the counterparty's entity id, 0x…")
+        self.fetch_button = QPushButton("Fetch card")
+        self.fetch_button.setToolTip("Read the entity's signer set from this node")
+        fetch = QWidget()
+        row = QGridLayout(fetch)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.peer, 0, 0)
+        row.addWidget(self.fetch_button, 0, 1)
+        row.setColumnStretch(0, 1)
+        self.card = QLineEdit()
+        self.card.setPlaceholderText('{"entity": …, "config_height": …, "config": …}')
+        self.asset = _spin_text(1)
+        self.collateral = _spin_text(0)
+        self.row("Counterparty", fetch, "peer")
+        self.row("Channel card", self.card, "card")
+        self.row("Asset", self.asset, "asset")
+        self.row("Collateral", self.collateral, "collateral")
+        hint = QLabel(
+            "Reserve: "
+            + (", ".join(f"{n:,} of asset {a}" for a, n in state.reserves) or "none")
+            + ". The counterparty must open a channel to this entity too."
+        )
+        hint.setWordWrap(True)
+        set_role(hint, "muted")
+        self.layout_.addRow("", hint)
+
+    def channel_form(self) -> ChannelForm:
+        return OpenChannelForm(self.card.text(), self.asset.text(), self.collateral.text())
+
+
+class ExtendCreditEditor(_ChannelEditor):
+    KIND, TITLE = "set_credit", "Extend credit"
+
+    def __init__(self, state: EntityState, names: dict[bytes, str]) -> None:
+        super().__init__(state, names)
+        self.peer = self.peer_picker()
+        self.asset = _spin_text(1)
+        self.limit = _spin_text(0)
+        self.row("Counterparty", self.peer, "peer")
+        self.row("Asset", self.asset, "asset")
+        self.row("Credit limit", self.limit, "limit")
+
+    def channel_form(self) -> ChannelForm:
+        return ExtendCreditForm(self.peer.currentText(), self.asset.text(), self.limit.text())
+
+
+class FundChannelEditor(_ChannelEditor):
+    KIND, TITLE = "add_collateral", "Add collateral"
+
+    def __init__(self, state: EntityState, names: dict[bytes, str]) -> None:
+        super().__init__(state, names)
+        self.peer = self.peer_picker()
+        self.asset = _spin_text(1)
+        self.amount = _spin_text(0)
+        self.row("Counterparty", self.peer, "peer")
+        self.row("Asset", self.asset, "asset")
+        self.row("Amount", self.amount, "amount")
+
+    def channel_form(self) -> ChannelForm:
+        return FundChannelForm(self.peer.currentText(), self.asset.text(), self.amount.text())
+
+
 EDITORS: tuple[type[_Editor], ...] = (
     AddSignerEditor,
     RemoveSignerEditor,
     SetSharesEditor,
     SetThresholdEditor,
     SetProposerEditor,
+    OpenChannelEditor,
+    ExtendCreditEditor,
+    FundChannelEditor,
 )
 
 # compose's field names -> the editor's error line
@@ -295,6 +394,8 @@ class NewProposalDialog(ActionDialog):
             self.editors[cls.KIND] = editor
             self.kind.addItem(cls.TITLE, cls.KIND)
             self.stack.addWidget(editor)
+            if isinstance(editor, OpenChannelEditor):
+                editor.fetch_button.clicked.connect(lambda _=False, e=editor: self.fetch_card(e))
         self.kind.currentIndexChanged.connect(self._on_kind)
         self.expires = _spin_text(compose.default_expiry(state))
         self.form.addRow(QLabel(f"Entity {short_hex(state.entity_id)} at height {state.height}"))
@@ -307,6 +408,26 @@ class NewProposalDialog(ActionDialog):
     def _on_kind(self, index: int) -> None:
         self.stack.setCurrentIndex(index)
         self.show_errors({})
+
+    def fetch_card(self, editor: OpenChannelEditor) -> None:
+        """Fill the card from the node, for the entity id typed."""
+        try:
+            peer = compose.parse_hex(editor.peer.text(), 32, "entity id")
+        except ValueError as exc:
+            show_error(editor.errors["peer"], str(exc))
+            return
+        show_error(editor.errors["peer"], None)
+
+        def got(card: str) -> None:
+            editor.card.setText(card)
+            self.status.done("Channel card fetched from the node")
+
+        self.runner.run(
+            self.wallet_actions.channel_card(peer),
+            disable=[editor.fetch_button],
+            busy="Fetching the channel card\u2026",
+            on_result=got,
+        )
 
     def set_kind(self, kind: str) -> _Editor:
         self.kind.setCurrentIndex(self.kind.findData(kind))
@@ -338,7 +459,7 @@ class NewProposalDialog(ActionDialog):
         errors: dict[str, str] = {}
         action = None
         try:
-            action = self.editor.form().to_action(state.config)
+            action = self.editor.action(state)
         except ComposeError as exc:
             errors.update(exc.errors)
         if action is not None:

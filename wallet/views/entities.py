@@ -1,7 +1,8 @@
 """The Entities view: the user's signers, and each entity they sign for: members with
 their shares drawn as a bar (filled: who signed the last certificate), threshold,
-proposer, height, counter and the entity id to copy; Increment per entity, Create
-entity and Join by id.
+proposer, height, counter and the entity id to copy; Increment and Copy channel
+card (what a counterparty needs to open a channel) per entity, Create entity and
+Join by id.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from wallet.flows.approvals import ApprovalQueue
-from wallet.flows.compose import SignerCard
+from wallet.flows.compose import ChannelCard, SignerCard
 from wallet.model import EntityEntry, WalletActions, WalletModel
 from wallet.qt import (
     QApplication,
@@ -48,13 +49,21 @@ class EntityCard(QFrame):
         self.members = QLabel()
         self.members.setWordWrap(True)
         self.increment_button = QPushButton("Increment\u2026")
+        self.channel_card_button = QPushButton("Copy channel card")
+        self.channel_card_button.setToolTip(
+            "This entity's id and signer set as JSON: what a counterparty pastes to "
+            "open a channel with it"
+        )
         grid = QGridLayout(self)
         grid.setContentsMargins(10, 8, 10, 8)
         head = QHBoxLayout()
         head.addWidget(QLabel(f"<b>Entity</b> as {name(names, entry.signer_id)}"))
         head.addWidget(self.entity_id, 1)
         grid.addLayout(head, 0, 0)
-        grid.addWidget(self.increment_button, 0, 1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.channel_card_button)
+        buttons.addWidget(self.increment_button)
+        grid.addLayout(buttons, 0, 1)
         grid.addWidget(self.summary, 1, 0, 1, 2)
         grid.addWidget(self.bar, 2, 0, 1, 2)
         grid.addWidget(self.members, 3, 0, 1, 2)
@@ -182,6 +191,9 @@ class EntitiesView(QWidget):
             card.increment_button.clicked.connect(
                 lambda _=False, c=card: self.open_increment(c.entry)
             )
+            card.channel_card_button.clicked.connect(
+                lambda _=False, c=card: self.copy_channel_card(c.entry)
+            )
             self.cards.append(card)
             self.body_layout.addWidget(card)
         self.body_layout.addStretch(1)
@@ -189,6 +201,10 @@ class EntitiesView(QWidget):
     def copy_card(self, card: SignerCard) -> None:
         QApplication.clipboard().setText(card.encode())
         self.status.done("Signer card copied: send it to your co-signers")
+
+    def copy_channel_card(self, entry: EntityEntry) -> None:
+        QApplication.clipboard().setText(ChannelCard.of(entry.state).encode())
+        self.status.done("Channel card copied: a counterparty pastes it to open a channel")
 
     def open_increment(self, entry: EntityEntry) -> IncrementDialog:
         dialog = IncrementDialog(self.wallet_actions, entry, self)

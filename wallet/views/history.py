@@ -1,6 +1,8 @@
-"""The History view: committed frames and blocks (``WalletModel.history``) in one
+"""The History view: committed frames, their payments (sent, paid, received,
+forwarded, refunded with the reason) and blocks (``WalletModel.history``) in one
 table model behind a filter (entity, kind, text), newest first; selecting a row
-shows its certificate: who signed, the bitfield, and whether it verified.
+shows its certificate: who signed, the bitfield, and whether it verified (for a
+payment: the payment, and the frame that holds it).
 
 One ``QAbstractTableModel`` over the model's deque and a ``QSortFilterProxyModel``:
 5,000 rows are 5,000 tuples, not widgets.
@@ -81,7 +83,7 @@ class HistoryTable(QAbstractTableModel):
                 case 0:
                     return when(item.time_ms)
                 case 1:
-                    return item.kind
+                    return item.payment or item.kind
                 case 2:
                     return item.height
                 case 3:
@@ -152,7 +154,12 @@ class HistoryView(QWidget):
 
         self.entity = QComboBox()
         self.kind = QComboBox()
-        for label, value in (("All kinds", ALL), ("Frames", "frame"), ("Blocks", "block")):
+        for label, value in (
+            ("All kinds", ALL),
+            ("Frames", "frame"),
+            ("Payments", "payment"),
+            ("Blocks", "block"),
+        ):
             self.kind.addItem(label, value)
         self.text = QLineEdit()
         self.text.setPlaceholderText("Filter: words, a hash, a height")
@@ -297,6 +304,18 @@ class HistoryView(QWidget):
             return
         self.cert_hash.show()
         self.cert_hash.set_value(item.hash)
+        if item.kind == "payment":
+            ent = short_hex(item.entity_id) if item.entity_id else "?"
+            self.cert_title.setText(f"Payment ({item.payment}) of {ent}: {item.text}")
+            who = short_hex(item.counterparty) if item.counterparty else "nobody"
+            self.cert_signers.setText(
+                f"{item.amount or 0:,} of asset {item.asset}, counterparty {who}, "
+                f"in frame #{item.height} (its certificate is on the frame's row)"
+            )
+            self.cert_signers.show()
+            self.cert_bits.hide()
+            self.cert_valid.hide()
+            return
         if item.kind != "frame":
             self.cert_title.setText(f"Block {item.height}: {item.text}")
             self.cert_signers.setText("Blocks carry no entity certificate.")

@@ -1,10 +1,10 @@
 """The main window: a header with the entity switcher, the sidebar (Approvals with
-its badge, Proposals, Entities, History, Logs, Settings), the content stack and
-the status area.
+its badge, Proposals, Entities, Channels, History, Logs, Settings), the content
+stack and the status area.
 
 It hosts the content views (``ApprovalsView``, ``ProposalsView``, ``EntitiesView``,
-``HistoryView``: each ``View(model, actions, approvals)``) and shows a quiet
-placeholder for any that is not there. Shortcuts: Ctrl+1..6 the views, Ctrl+L
+``ChannelsView``, ``HistoryView``: each ``View(model, actions, approvals)``) and
+shows a quiet placeholder for any that is not there. Shortcuts: Ctrl+1..7 the views, Ctrl+L
 lock, Ctrl+U unlock, Ctrl+Shift+C copy the current entity id, Ctrl+Q quit.
 """
 
@@ -51,6 +51,7 @@ CONTENT = (
     ("approvals", "Approvals", "approvals", "wallet.views.approvals", "ApprovalsView"),
     ("proposals", "Proposals", "proposals", "wallet.views.proposals", "ProposalsView"),
     ("entities", "Entities", "entities", "wallet.views.entities", "EntitiesView"),
+    ("channels", "Channels", "node", "wallet.views.channels", "ChannelsView"),
     ("history", "History", "history", "wallet.views.history", "HistoryView"),
 )
 PAGES = (*(c[0] for c in CONTENT), "logs", "settings")

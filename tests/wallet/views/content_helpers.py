@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from node.codec import ZERO_HASH
 from node.crypto import bls
+from node.machines import channel as ch
+from node.machines.accounts import ChannelRecord
+from node.machines.channel import ChannelSide
 from node.machines.entity import (
     EntityAction,
     EntityState,
@@ -202,3 +205,42 @@ def run_qt[T](coro: Coroutine[Any, Any, T], timeout_s: float = 20) -> T:
     finally:
         loop.close()
         asyncio.set_event_loop(None)
+
+
+def exchange(a: ChannelSide, b: ChannelSide, *txs: TxBody) -> tuple[ChannelSide, ChannelSide]:
+    """``a`` proposes ``txs`` and ``b`` acks: both sides agree (the pure channel machine;
+    signatures are the entity layer's business)."""
+    for body in txs:
+        a, _ = ch.step(a, ch.Enqueue(Tx.of(body)))
+    a, out = ch.step(a, ch.Propose())
+    (sent,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
+    b, out = ch.step(b, ch.ReceiveFrame(sent))
+    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
+    a, _ = ch.step(a, ch.ReceiveAck(ack))
+    return a, b
+
+
+def with_channel(
+    state: EntityState,
+    peer: EntityState,
+    mine: int,
+    theirs: int,
+    credit_given: int = 0,
+    paid: int = 0,
+    asset: int = 1,
+    reserve: int = 0,
+) -> EntityState:
+    """``state`` with an agreed channel to ``peer``: ``mine``/``theirs`` collateral,
+    the credit we extend, and ``paid`` sent by us; ``reserve`` left in reserve."""
+    me_side = ch.open_side(state.entity_id, peer.entity_id)
+    peer_side = ch.open_side(peer.entity_id, state.entity_id)
+    me_side, peer_side = exchange(me_side, peer_side, ch.AddCollateral(asset, mine))
+    peer_side, me_side = exchange(peer_side, me_side, ch.AddCollateral(asset, theirs))
+    if credit_given:
+        me_side, peer_side = exchange(me_side, peer_side, ch.SetCredit(asset, credit_given))
+    if paid:
+        me_side, peer_side = exchange(me_side, peer_side, ch.Payment(asset, paid))
+    record = ChannelRecord(peer.entity_id, peer.config, peer.config_height, me_side)
+    channels = tuple(sorted((*state.channels, record), key=lambda c: c.peer))
+    reserves = ((asset, reserve),) if reserve else state.reserves
+    return replace(state, channels=channels, reserves=reserves)

@@ -33,13 +33,16 @@ def dialog_for(qtbot: QtBot) -> tuple[NewProposalDialog, RecordingActions, Repli
 
 def test_one_editor_per_action(qtbot: QtBot) -> None:
     dialog, _, _ = dialog_for(qtbot)
-    assert dialog.kind.count() == len(EDITORS) == 5
+    assert dialog.kind.count() == len(EDITORS) == 8  # 5 governance, 3 channel actions
     assert set(dialog.editors) == {
         "add_signer",
         "remove_signer",
         "set_shares",
         "set_threshold",
         "set_proposer",
+        "open_channel",
+        "set_credit",
+        "add_collateral",
     }
     # The proposer cannot be removed: it is not offered.
     remove = dialog.set_kind("remove_signer")
