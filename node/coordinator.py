@@ -59,9 +59,7 @@ class AgentUnavailable(Exception):
 
 
 class AgentLink(Protocol):
-    async def sign_precommit(
-        self, entity: bytes, frame_raw: bytes, round_: int
-    ) -> Signatures: ...
+    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures: ...
 
 
 class LocalAgent:
@@ -324,9 +322,7 @@ class Coordinator:
             proposer,
             frame.entity_id,
             Tx.of(
-                Precommit(
-                    frame.height, round_, frame.hash, signer, signed.precommit, signed.outbox
-                )
+                Precommit(frame.height, round_, frame.hash, signer, signed.precommit, signed.outbox)
             ),
         )
         self.node.submit_internal(

@@ -442,6 +442,9 @@ class Ledger:
     forwards: dict[bytes, bytes]  # payment id -> the peer it came from, while in flight
     mints: set[bytes]
     events: list[PaymentEvent] = field(default_factory=list)
+    # (peer, asset) -> (the side it was computed on, what is still available): a frame
+    # of many payments on one channel would otherwise sum its queue once per payment.
+    free: dict[tuple[bytes, int], tuple[ChannelSide, int]] = field(default_factory=dict)
 
     def copy(self) -> Ledger:
         return Ledger(
@@ -451,7 +454,15 @@ class Ledger:
             dict(self.forwards),
             set(self.mints),
             list(self.events),
+            dict(self.free),
         )
+
+    def available(self, peer: bytes, asset: int) -> int:
+        side = self.channels[peer].side
+        cached = self.free.get((peer, asset))
+        if cached is not None and cached[0] is side:
+            return cached[1]
+        return available(side, asset)
 
     def record(self, peer: bytes) -> ChannelRecord:
         rec = self.channels.get(peer)
@@ -497,19 +508,20 @@ def pay(ledger: Ledger, body: Pay, payment_id: bytes) -> None:
     if ledger.entity_id in body.route:
         raise ConfigError("the route passes through this entity")
     first = body.route[0]
-    rec = ledger.record(first)
-    free = available(rec.side, body.asset)
+    ledger.record(first)
+    free = ledger.available(first, body.asset)
     if body.amount > free:
         raise ConfigError(
             f"insufficient capacity: {max(free, 0)} of asset {body.asset} available "
             f"towards {first.hex()[:16]}, {body.amount} asked"
         )
     tx = Tx.of(Forward(body.asset, body.amount, body.route[1:], payment_id))
-    side, out = ch.step(rec.side, ch.Enqueue(tx))
+    side, out = ch.step(ledger.channels[first].side, ch.Enqueue(tx))
     for o in out:
         if isinstance(o, ch.Rejected):
             raise ConfigError(o.reason)
     ledger.set_side(first, side)
+    ledger.free[(first, body.asset)] = (side, free - body.amount)
     ledger.events.append(
         PaymentEvent("queued", first, body.asset, body.amount, payment_id, body.route[-1].hex())
     )
