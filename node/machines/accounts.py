@@ -640,8 +640,15 @@ def _incoming(ledger: Ledger, peer: bytes, tx: Tx) -> None:
             ledger.events.append(PaymentEvent("received", peer, asset, amount, pid))
         case Forward(asset=asset, amount=amount, hops=hops, payment_id=pid):
             nxt = hops[0]
-            if nxt not in ledger.channels or nxt == peer or pid in ledger.forwards:
-                reason = f"no channel from {ledger.entity_id.hex()[:16]} to {nxt.hex()[:16]}"
+            here = ledger.entity_id.hex()[:16]
+            reason = None
+            if nxt == peer:
+                reason = f"the route turns back at {here}"
+            elif pid in ledger.forwards:
+                reason = f"payment {pid.hex()[:16]} is already in flight through {here}"
+            elif nxt not in ledger.channels:
+                reason = f"no channel from {here} to {nxt.hex()[:16]}"
+            if reason is not None:
                 _enqueue(ledger, peer, Tx.of(Refund(asset, amount, pid, reason)))
                 return
             ledger.forwards[pid] = peer
