@@ -51,6 +51,7 @@ from node.machines.entity import MAX_BATCH_TXS
 
 ASSET = 1
 FUNDS = 10**15
+FIELDS = ("requests", "signed", "outgoing", "refused")
 STATS = re.compile(
     r"agent stopped: (\d+) SIGN requests, (\d+) answered with signatures "
     r"\((\d+) outgoing-message signatures\), (\d+) refused"
@@ -82,12 +83,7 @@ async def _settled(cluster: Cluster, views: list[tuple[SignerKey, bytes, bytes]]
                 )
             if all(ready):
                 return
-            cluster.commits.changed.clear()
-            try:
-                async with asyncio.timeout(0.2):
-                    await cluster.commits.changed.wait()
-            except TimeoutError:
-                pass
+            await cluster.next_commit(0.2)
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,12 +140,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     marks.append((now, received))
                     hub_at_mark = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
                 if submitted - received + args.batch > args.window:
-                    cluster.commits.changed.clear()
-                    try:
-                        async with asyncio.timeout(0.05):
-                            await cluster.commits.changed.wait()
-                    except TimeoutError:
-                        pass
+                    await cluster.next_commit(0.05)
             received = await _balance(cluster, kb, B, H)
             done = time.perf_counter()
             marks.append((done, received))
@@ -159,12 +150,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             # Let everything in flight land, then stop the agents to read their counts.
             async with asyncio.timeout(60):
                 while await _balance(cluster, kb, B, H) < submitted:
-                    cluster.commits.changed.clear()
-                    try:
-                        async with asyncio.timeout(0.2):
-                            await cluster.commits.changed.wait()
-                    except TimeoutError:
-                        pass
+                    await cluster.next_commit(0.2)
             hub_frames = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
         finally:
             await cluster.stop()
@@ -172,9 +158,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         for key in hub:
             m = STATS.search(cluster.agent_output(key))
             agents[key.index] = (
-                None
-                if m is None
-                else dict(zip(("requests", "signed", "outgoing", "refused"), map(int, m.groups())))
+                None if m is None else dict(zip(FIELDS, map(int, m.groups()), strict=True))
             )
         return {
             "payments_per_s": rate,

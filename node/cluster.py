@@ -416,10 +416,14 @@ class Cluster:
                     await self.submit(voters.pop(0), entity_id, [ent.Vote(pid)])
             if time.monotonic() > deadline:
                 raise TimeoutError(f"proposal {pid} did not execute")
-            self.commits.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1):
-                    await self.commits.changed.wait()
+            await self.next_commit(1.0)
+
+    async def next_commit(self, timeout_s: float) -> None:
+        """Until a watched replica reports a certified frame, or ``timeout_s``."""
+        self.commits.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.commits.changed.wait()
 
     async def channel_card(self, key: SignerKey, entity_id: bytes) -> tuple[Config, int]:
         """The entity's signer set and its height, as a counterparty needs them to open."""
