@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import sys
 import tempfile
@@ -87,7 +88,8 @@ async def _settled(cluster: Cluster, views: list[tuple[SignerKey, bytes, bytes]]
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="xln-payments-", dir=args.root) as tmp:
+    keep = contextlib.nullcontext(tempfile.mkdtemp(prefix="xln-payments-", dir=args.root))
+    with keep if args.root else tempfile.TemporaryDirectory(prefix="xln-payments-") as tmp:
         cluster = Cluster(
             Path(tmp),
             servers=3,
@@ -96,6 +98,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             round_timeout_ms=5_000,
             external_agents=True,
             simulation=True,
+            debug_logs=args.debug_logs,
+            profile_dir=Path(args.profile) if args.profile else None,
         )
         await cluster.start()
         try:
@@ -187,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=3_000, help="payments in flight at most")
     parser.add_argument("--tick-ms", type=int, default=20, help="the nodes' block period")
     parser.add_argument("--json", help="write every figure here (- for stdout)")
-    parser.add_argument("--root", help="where the cluster's folders go (default: system temp)")
+    parser.add_argument("--root", help="keep the cluster folders here (default: removed)")
+    parser.add_argument("--profile", help="run the nodes under cProfile, stats in this folder")
+    parser.add_argument("--debug-logs", action="store_true", help="nodes log at debug level")
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress")
     args = parser.parse_args(argv)
     result = asyncio.run(measure(args))

@@ -99,10 +99,12 @@ class Cluster:
         debug_logs: bool = False,
         simulation: bool = False,
         resend_ms: int | None = None,
+        profile_dir: Path | None = None,
     ) -> None:
         self.root = root
         self.simulation = simulation  # --simulation: the faucet works
         self.resend_ms = resend_ms
+        self.profile_dir = profile_dir  # servers run under cProfile, stats in server<i>.prof
         self.debug_logs = debug_logs
         self.tick_ms = tick_ms
         self.round_timeout_ms = round_timeout_ms
@@ -180,8 +182,14 @@ class Cluster:
                     str(self.root / "guards"),
                 ]
         log = (s.data / "node.log").open("ab")
+        profile = (
+            ["-m", "cProfile", "-o", str(self.profile_dir / f"server{index}.prof")]
+            if self.profile_dir is not None
+            else []
+        )
         s.proc = await asyncio.create_subprocess_exec(
             sys.executable,
+            *profile,
             "-m",
             "node.cli",
             *(["-v"] if self.debug_logs else []),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Protocol, Self
 
-from node.codec import DecodeError, RlpItem, as_int, as_list, encode
+from node.codec import DecodeError, RlpItem, as_int, as_list, encode, encode_list, encode_uint
 
 MAX_TX_BYTES = 4096
 MAX_TX_FIELDS = 16
@@ -47,6 +47,11 @@ class Tx:
 
     @classmethod
     def of(cls, body: TxBody) -> Tx:
+        # Bodies that carry whole frames give their fields already encoded: decoding a
+        # frame only to encode it again dominated the hot path.
+        encoded_fields = getattr(body, "encoded_fields", None)
+        if encoded_fields is not None:
+            return cls(body, encode_list([encode_uint(body.TYPE), *encoded_fields()]))
         return cls(body, encode([body.TYPE, *body.to_fields()]))
 
 

@@ -40,6 +40,7 @@ from node.codec import (
     as_int,
     as_list,
     decode,
+    encode_list,
     encode_tree,
     int_bytes,
     keccak,
@@ -108,6 +109,17 @@ class ChannelRecord:
             int_bytes(self.peer_config_height),
             decode(self.side.encoded),
         ]
+
+    @cached_property
+    def encoded(self) -> bytes:
+        return encode_list(
+            [
+                encode_tree(self.peer),
+                encode_tree(self.peer_config.to_tree()),
+                encode_tree(int_bytes(self.peer_config_height)),
+                self.side.encoded,
+            ]
+        )
 
     @classmethod
     def from_item(cls, item: RlpItem) -> ChannelRecord:
@@ -311,6 +323,20 @@ class Message:
     def hash(self) -> bytes:
         return _body_hash(self.body)
 
+    @cached_property
+    def raw(self) -> bytes:
+        return encode_list(
+            [
+                encode_tree(int_bytes(self.TAG)),
+                encode_tree(int_bytes(self.kind)),
+                encode_tree(self.sender),
+                _body_raw(self.body),
+                encode_tree(int_bytes(self.config_height)),
+                encode_tree(self.bits),
+                encode_tree(self.signature),
+            ]
+        )
+
     def to_tree(self) -> RlpTree:
         return [
             int_bytes(self.TAG),
@@ -341,6 +367,10 @@ class Mint:
 
     def to_tree(self) -> RlpTree:
         return [int_bytes(self.TAG), self.mint_id, int_bytes(self.asset), int_bytes(self.amount)]
+
+    @property
+    def raw(self) -> bytes:
+        return encode_tree(self.to_tree())
 
     def describe(self) -> str:
         return f"faucet: {self.amount} of asset {self.asset}"
@@ -384,7 +414,7 @@ def input_from_item(item: RlpItem) -> FrameInput:
 
 
 def input_raw(inp: FrameInput) -> bytes:
-    return encode_tree(inp.to_tree())
+    return inp.raw
 
 
 # Outbox -----------------------------------------------------------------------------------

@@ -62,8 +62,11 @@ ACK_DOMAIN = b"XLN/channel-ack/v1"
 MAX_AMOUNT = 2**128 - 1  # one side's collateral, one credit limit, one payment
 MAX_ASSET = 2**32 - 1
 MAX_ASSETS = 256  # per channel
-MAX_FRAME_TXS = 1024
-MAX_QUEUE = 4096  # queued plus pending transactions, per side
+MAX_FRAME_TXS = 2048
+# A frame's transactions, encoded: a frame travels inside one entity input (512 KiB)
+# and is applied inside an entity frame beside other inputs (see replica.py).
+MAX_FRAME_TX_BYTES = 160 * 1024
+MAX_QUEUE = 8192  # queued plus pending transactions, per side
 # |delta| <= collateral + credit <= 2 * MAX_AMOUNT, zigzag-encoded below 2**131.
 _MAX_DELTA_CODE = 2**131
 
@@ -454,8 +457,9 @@ def select_txs(
     work = {a.asset: a for a in state.assets}
     kept: list[Tx] = []
     rejected: list[tuple[Tx, str]] = []
+    size = 0
     for i, tx in enumerate(queue):
-        if len(kept) == MAX_FRAME_TXS:
+        if len(kept) == MAX_FRAME_TXS or size + len(tx.raw) > MAX_FRAME_TX_BYTES:
             return kept, rejected, list(queue[i:])
         try:
             asset = _tx_asset(tx)
@@ -466,6 +470,7 @@ def select_txs(
             rejected.append((tx, f"{tx.body.NAME}: {exc}"))
             continue
         kept.append(tx)
+        size += len(tx.raw)
     return kept, rejected, []
 
 

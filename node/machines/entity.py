@@ -266,7 +266,32 @@ class EntityState:
 
     @cached_property
     def encoded(self) -> bytes:
-        return encode_tree(self.to_tree())
+        """The same bytes as ``encode_tree(self.to_tree())``, from the channels' own
+        encodings (they hold whole channel frames: no decoding to encode again)."""
+        tree = self.to_tree_without_channels()
+        return encode_list(
+            [
+                *(encode_tree(x) for x in tree[:10]),
+                encode_list(c.encoded for c in self.channels),
+                *(encode_tree(x) for x in tree[10:]),
+            ]
+        )
+
+    def to_tree_without_channels(self) -> list[RlpTree]:
+        return [
+            int_bytes(STATE_VERSION),
+            self.entity_id,
+            self.config.to_tree(),
+            int_bytes(self.height),
+            int_bytes(self.counter),
+            [p.to_tree() for p in self.proposals],
+            int_bytes(self.next_proposal_id),
+            [[sid, int_bytes(n)] for sid, n in self.nonces],
+            int_bytes(self.config_height),
+            [[int_bytes(a), int_bytes(n)] for a, n in self.reserves],
+            [[pid, peer] for pid, peer in self.forwards],
+            list(self.mints),
+        ]
 
     @cached_property
     def hash(self) -> bytes:

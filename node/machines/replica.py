@@ -56,6 +56,7 @@ from node.codec import (
     as_int,
     as_list,
     decode,
+    encode_list,
     encode_tree,
     int_bytes,
     keccak,
@@ -84,6 +85,9 @@ MAX_POOL = 10_000
 MAX_FRAME_BATCH_BYTES = 256 * 1024
 MAX_INBOX = 10_000
 MAX_FRAME_INPUTS = 256
+# Inputs (mostly channel frames, each at most ch.MAX_FRAME_TX_BYTES of transactions)
+# beside MAX_FRAME_BATCH_BYTES of batches: the frame still fits one commit input.
+MAX_FRAME_INPUT_BYTES = 192 * 1024
 
 ENTITY_INPUTS = REGISTRIES[Level.ENTITY]
 
@@ -106,6 +110,9 @@ class SubmitBatch:
 
     def to_fields(self) -> list[RlpItem]:
         return [decode(self.batch.raw)]
+
+    def encoded_fields(self) -> list[bytes]:
+        return [self.batch.raw]
 
 
 @ENTITY_INPUTS.register
@@ -166,6 +173,9 @@ class Commit:
     def to_fields(self) -> list[RlpItem]:
         return [decode(self.frame.raw), self.cert.to_tree()]
 
+    def encoded_fields(self) -> list[bytes]:
+        return [self.frame.raw, encode_tree(self.cert.to_tree())]
+
 
 @ENTITY_INPUTS.register
 @dataclass(frozen=True, slots=True)
@@ -205,6 +215,17 @@ class Lock:
     def to_tree(self) -> list[RlpItem]:
         return [int_bytes(self.round), decode(self.frame.raw), self.signer, self.signature]
 
+    @property
+    def encoded(self) -> bytes:
+        return encode_list(
+            [
+                encode_tree(int_bytes(self.round)),
+                self.frame.raw,
+                encode_tree(self.signer),
+                encode_tree(self.signature),
+            ]
+        )
+
     @classmethod
     def from_item(cls, item: RlpItem) -> Lock:
         f = as_list(item, "lock", size=4)
@@ -231,6 +252,9 @@ class SeenLock:
 
     def to_fields(self) -> list[RlpItem]:
         return [self.lock.to_tree()]
+
+    def encoded_fields(self) -> list[bytes]:
+        return [self.lock.encoded]
 
 
 @ENTITY_INPUTS.register
@@ -286,6 +310,9 @@ class Deliver:
 
     def to_fields(self) -> list[RlpItem]:
         return [decode(accounts.input_raw(self.message))]
+
+    def encoded_fields(self) -> list[bytes]:
+        return [self.message.raw]
 
 
 @ENTITY_INPUTS.register
@@ -386,6 +413,17 @@ class Pending:
             [[int_bytes(i), s.precommit, list(s.outbox)] for i, s in self.sigs],
         ]
 
+    @property
+    def encoded(self) -> bytes:
+        return encode_list(
+            [
+                self.frame.raw,
+                encode_tree(int_bytes(self.round)),
+                self.post.encoded,
+                encode_tree([[int_bytes(i), s.precommit, list(s.outbox)] for i, s in self.sigs]),
+            ]
+        )
+
 
 @dataclass(frozen=True)
 class Genesis:
@@ -458,7 +496,27 @@ class Replica:
 
     @cached_property
     def encoded(self) -> bytes:
-        return encode_tree(self.to_tree())
+        """The same bytes as ``encode_tree(self.to_tree())``, built from the parts'
+        own encodings: the replica holds whole frames (pool, pending, lock, inbox,
+        signed messages, channel frames), and it is encoded every block."""
+        return encode_list(
+            [
+                encode_tree(int_bytes(STATE_VERSION)),
+                encode_tree(self.signer),
+                encode_tree(self.genesis.to_tree()),
+                self.entity.encoded,
+                encode_tree(self.head),
+                encode_tree(self.cert.to_tree() if self.cert else []),
+                encode_tree(int_bytes(self.round)),
+                encode_list(b.raw for b in self.pool),
+                self.pending.encoded if self.pending else encode_tree([]),
+                self.lock.encoded if self.lock else encode_tree([]),
+                encode_tree(list(self.changes)),
+                encode_tree([[m, int_bytes(rd)] for m, rd in self.ahead]),
+                encode_list(i.raw for i in self.inbox),
+                encode_list(encode_list([encode_tree(p), m.raw]) for p, m in self.signed),
+            ]
+        )
 
     @cached_property
     def hash(self) -> bytes:
@@ -931,7 +989,7 @@ def _try_propose(s: _Step) -> None:
             dropped = {b.raw for b, _ in rejected}
             s.r = r = replace(r, pool=tuple(b for b in r.pool if b.raw not in dropped))
         inputs, refused = ent.select_inputs(
-            r.entity, r.inbox[:MAX_FRAME_INPUTS], allow_mint=s.simulation
+            r.entity, _inputs_sized(r.inbox), allow_mint=s.simulation
         )
         for _inp, reason in refused:
             s.note(-1, f"input dropped: {reason}")
@@ -949,6 +1007,18 @@ def _try_propose(s: _Step) -> None:
     assert post is not None
     s.r = replace(r, pending=Pending(frame, r.round, post))
     s.effects.append(ProposeFrame(frame, r.round, r.entity.config.ids))
+
+
+def _inputs_sized(inbox: Sequence[FrameInput]) -> list[FrameInput]:
+    """The oldest inputs of the inbox that fit one frame (at least one)."""
+    out: list[FrameInput] = []
+    size = 0
+    for inp in inbox[:MAX_FRAME_INPUTS]:
+        size += len(accounts.input_raw(inp))
+        if size > MAX_FRAME_INPUT_BYTES and out:
+            break
+        out.append(inp)
+    return out
 
 
 def _channels_waiting(entity: EntityState) -> bool:
