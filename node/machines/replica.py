@@ -41,6 +41,7 @@ signatures only if the aggregate fails, so a bad one is found and dropped.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -678,9 +679,47 @@ def _on_inbound(s: _Step, index: int, inp: FrameInput) -> None:
 def _execute(
     s: _Step, entity: EntityState, frame: Frame, *, verify: bool
 ) -> tuple[EntityState, ent.FrameEvents]:
-    return ent.execute(
-        entity, frame.batches, verify=verify, inputs=frame.inputs, allow_mint=s.simulation
+    return execute_frame(entity, frame, verify=verify, simulation=s.simulation)
+
+
+# (pre-state hash, frame hash, simulation) -> the frame's outcome. The same frame is
+# executed by the proposer when it builds it and when it commits, and by a member
+# when it checks the proposal and when the commit arrives: a frame of thousands of
+# payments costs tens of milliseconds each time. An entry is made only by an
+# execution that checked every signature (or by the proposer, which checked them
+# when it selected the frame's batches and inputs); the outcome is a function of
+# the key, so a hit changes nothing but the time.
+_OUTCOMES: OrderedDict[tuple[bytes, bytes, bool], tuple[EntityState, ent.FrameEvents]] = (
+    OrderedDict()
+)
+_OUTCOMES_MAX = 16
+
+
+def execute_frame(
+    entity: EntityState, frame: Frame, *, verify: bool, simulation: bool
+) -> tuple[EntityState, ent.FrameEvents]:
+    """``ent.execute`` of a frame's batches and inputs, remembered for a while."""
+    key = (entity.hash, frame.hash, simulation)
+    found = _OUTCOMES.get(key)
+    if found is not None:
+        _OUTCOMES.move_to_end(key)
+        return found
+    outcome = ent.execute(
+        entity, frame.batches, verify=verify, inputs=frame.inputs, allow_mint=simulation
     )
+    remember(entity, frame, simulation, outcome)
+    return outcome
+
+
+def remember(
+    entity: EntityState,
+    frame: Frame,
+    simulation: bool,
+    outcome: tuple[EntityState, ent.FrameEvents],
+) -> None:
+    _OUTCOMES[(entity.hash, frame.hash, simulation)] = outcome
+    while len(_OUTCOMES) > _OUTCOMES_MAX:
+        _OUTCOMES.popitem(last=False)
 
 
 def _on_precommit(s: _Step, index: int, pc: Precommit) -> None:
@@ -1004,6 +1043,7 @@ def _try_propose(s: _Step) -> None:
         frame = Frame.make(
             r.entity_id, r.next_height, r.head, kept, post.hash, inputs, events.outbox
         )
+        remember(r.entity, frame, s.simulation, (post, events))
     assert post is not None
     s.r = replace(r, pending=Pending(frame, r.round, post))
     s.effects.append(ProposeFrame(frame, r.round, r.entity.config.ids))
@@ -1061,9 +1101,7 @@ def check_proposal(
     if not bls.verify(proposer.pubkey, frame.message(round_), proposer_sig):
         return "proposal not signed by the round's proposer"
     try:
-        post, events = ent.execute(
-            r.entity, frame.batches, inputs=frame.inputs, allow_mint=simulation
-        )
+        post, events = execute_frame(r.entity, frame, verify=True, simulation=simulation)
     except FrameInvalid as exc:
         return f"proposal rejected by the entity rules: {exc}"
     if post.hash != frame.state_hash:

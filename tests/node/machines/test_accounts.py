@@ -320,5 +320,8 @@ def test_fast_encodings_equal_the_tree_encodings(world: World) -> None:
                 assert r.pending.encoded == encode_tree(r.pending.to_tree())
             if r.lock is not None:
                 assert r.lock.encoded == encode_tree(r.lock.to_tree())
+            for c in r.entity.channels:
+                waiting = (*c.side.queue, *(c.side.pending.txs if c.side.pending else ()))
+                assert all(t.raw == encode([t.body.TYPE, *t.body.to_fields()]) for t in waiting)
             checked += bool(r.inbox or r.signed or r.pending)
     assert checked > 0
