@@ -89,7 +89,7 @@ class Agent:
 
     def _precommit(self, frame_raw: bytes, round_: int) -> tuple[Frame, bytes]:
         try:
-            frame = Frame.decode(frame_raw)
+            frame = Frame.decode_shallow(frame_raw)
         except ValueError as exc:
             raise Refused(f"not a frame: {exc}") from None
         if not 0 <= round_ < 2**32:

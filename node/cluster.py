@@ -359,7 +359,17 @@ class Cluster:
         """Sign a batch as ``key`` and submit it to its node; returns the batch hash once
         the batch is durable in that node's block."""
         nonce = self.nonces.get((entity_id, key.id), 0) + 1
-        batch = ent.sign_batch(entity_id, key.sk, key.id, nonce, [Tx.of(t) for t in txs])
+        encoded: dict[int, Tx] = {}  # a batch of one body repeated is encoded once
+        batch = ent.sign_batch(
+            entity_id,
+            key.sk,
+            key.id,
+            nonce,
+            [
+                encoded[id(t)] if id(t) in encoded else encoded.setdefault(id(t), Tx.of(t))
+                for t in txs
+            ],
+        )
         client = self.client(self.servers[key.server])
         receipts = await client.submit([SubmitBatch(batch)], [key.id, entity_id])
         error = receipts.receipts[0].error

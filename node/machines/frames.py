@@ -31,10 +31,12 @@ from functools import cached_property
 
 from node.codec import (
     HASH_LEN,
+    DecodeError,
     RlpItem,
     as_bytes,
     as_int,
     as_list,
+    decode,
     decode_with_raw,
     encode_list,
     encode_tree,
@@ -103,6 +105,34 @@ class Frame:
             raw,
             tuple(inputs),
             tuple(outbox),
+        )
+
+    @classmethod
+    def decode_shallow(cls, raw: bytes) -> Frame:
+        """The frame's header and outbox, checking that batches and inputs are lists but
+        not decoding them (``batches`` and ``inputs`` are left empty). For the agent,
+        which signs the frame's hash and outgoing hashes: its node checked the content
+        (``replica.check_proposal``), and decoding thousands of payments again would
+        cost the agent more than signing."""
+        item = decode(raw)
+        f = as_list(item, "frame", size=7)
+        for x in as_list(f[3], "frame batches", max_len=MAX_FRAME_BATCHES):
+            as_list(x, "batch", size=4)
+        for x in as_list(f[4], "frame inputs", max_len=MAX_FRAME_INPUTS):
+            if not as_list(x, "frame input"):
+                raise DecodeError("frame input: empty list")
+        outbox = tuple(
+            Outgoing.from_item(x) for x in as_list(f[5], "frame outbox", max_len=MAX_OUTBOX)
+        )
+        return cls(
+            as_bytes(f[0], "frame entity", size=HASH_LEN),
+            as_int(f[1], "frame height", min_value=1),
+            as_bytes(f[2], "frame prev hash", size=HASH_LEN),
+            (),
+            as_bytes(f[6], "frame state hash", size=HASH_LEN),
+            raw,
+            (),
+            outbox,
         )
 
     @classmethod

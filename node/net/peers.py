@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from node.codec import HASH_LEN, DecodeError, RlpItem, as_bytes, as_list, decode, encode_tree
+from node.codec import (
+    HASH_LEN,
+    DecodeError,
+    RlpItem,
+    as_bytes,
+    as_list,
+    encode_bytes,
+    encode_tree,
+    encode_uint,
+)
 from node.identity import Identity
 from node.machines.frames import Certificate
 from node.net.protocol import (
@@ -33,6 +42,7 @@ from node.net.protocol import (
     SenderKind,
     decode_reply,
     encode_request,
+    encode_request_raw,
     error_of,
 )
 from node.txs import Tx
@@ -86,28 +96,33 @@ class PeerNetwork:
         return Sender(SenderKind.SERVER, self.identity.id)
 
     def _send(self, link: PeerLink, req: Req, route: list[bytes], body: list[object]) -> None:
-        frame = encode_request(req, next(self._ids), self.sender, tuple(route), body)
+        self._queue(link, encode_request(req, next(self._ids), self.sender, tuple(route), body))
+
+    def _queue(self, link: PeerLink, frame: bytes) -> None:
         link.queue.append(frame)
         link.wake.set()
 
     def deliver(self, to_signer: bytes, entity: bytes | None, tx: Tx) -> bool:
         links = self.hosts_of(to_signer)
+        body = [encode_bytes(to_signer), encode_bytes(entity or b""), tx.raw]
         for link in links:
-            self._send(link, Req.DELIVER, [], [to_signer, entity or b"", decode(tx.raw)])
+            rid = next(self._ids)
+            self._queue(link, encode_request_raw(Req.DELIVER, rid, self.sender, (), body))
         return bool(links)
 
     def proposals(self, members: list[bytes], frame_raw: bytes, round_: int, sig: bytes) -> None:
         """Send a proposal to the servers hosting ``members``: one per server (it answers
         for all the members it hosts), or to every peer for members whose host is
         not known yet."""
-        frame = decode(frame_raw)
         sent: set[int] = set()
         for member in members:
             for link in self.hosts_of(member):
                 if member in link.hosted and id(link) in sent:
                     continue
                 sent.add(id(link))
-                self._send(link, Req.PROPOSAL, [], [member, frame, round_, sig])
+                body = [encode_bytes(member), frame_raw, encode_uint(round_), encode_bytes(sig)]
+                rid = next(self._ids)
+                self._queue(link, encode_request_raw(Req.PROPOSAL, rid, self.sender, (), body))
 
     async def get_frames(
         self, link: PeerLink, entity: bytes, start: int, count: int

@@ -30,6 +30,8 @@ from node.codec import (
     as_text,
     decode_with_raw,
     encode,
+    encode_list,
+    encode_uint,
 )
 from node.txs import MAX_TX_BYTES, Level
 
@@ -184,6 +186,26 @@ def encode_request(
     req_type: Req, request_id: int, sender: Sender, route: tuple[bytes, ...], body: list[Any]
 ) -> bytes:
     return encode([req_type, request_id, [sender.kind, sender.id], list(route), body])
+
+
+def encode_request_raw(
+    req_type: Req,
+    request_id: int,
+    sender: Sender,
+    route: tuple[bytes, ...],
+    body_items: list[bytes],
+) -> bytes:
+    """The same bytes as :func:`encode_request` for a body whose items are already
+    RLP-encoded (a whole frame, say: no decoding it to encode it again)."""
+    return encode_list(
+        [
+            encode_uint(req_type),
+            encode_uint(request_id),
+            encode([sender.kind, sender.id]),
+            encode(list(route)),
+            encode_list(body_items),
+        ]
+    )
 
 
 def encode_reply(rep_type: Rep, request_id: int, body: list[Any]) -> bytes:

@@ -46,6 +46,7 @@ from node.codec import (
     as_list,
     decode,
     encode_tree,
+    encode_uint,
 )
 from node.coordinator import AgentUnavailable, Coordinator
 from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
@@ -72,7 +73,7 @@ from node.net.protocol import (
     decode_request,
     encode_error,
     encode_reply,
-    encode_request,
+    encode_request_raw,
     is_reply,
 )
 from node.runtime import Ack, BlockEvent, CommitEvent, FrameEvent, Node, Priority, Subscription
@@ -147,12 +148,12 @@ class RemoteAgent:
             asyncio.get_running_loop().create_future()
         )
         self._waiting[rid] = future
-        frame = encode_request(
+        frame = encode_request_raw(
             Req.SIGN,
             rid,
             Sender(SenderKind.SERVER, self.node_id),
             (self.signer, entity),
-            [decode(frame_raw), round_],
+            [frame_raw, encode_uint(round_)],
         )
         try:
             await self.ws.send(frame)
