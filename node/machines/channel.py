@@ -351,7 +351,11 @@ def apply_tx(balance: AssetBalance, tx: Tx, actor: Side) -> AssetBalance:
                     f"payment of {amount} exceeds the capacity {balance.capacity(actor)}"
                 )
             delta = balance.delta + amount if actor is Side.LEFT else balance.delta - amount
-            return replace(balance, delta=delta)
+            # Not dataclasses.replace: this runs once per payment, and replace is slow.
+            b = balance
+            return AssetBalance(
+                b.asset, b.collateral_left, b.collateral_right, b.credit_left, b.credit_right, delta
+            )
         case SetCredit(limit=limit):
             drawn = max(0, -balance.balance(actor.other))
             if limit < drawn:
@@ -771,7 +775,8 @@ def _enqueue(side: ChannelSide, tx: Tx) -> tuple[ChannelSide, list[Output]]:
         return side, [Rejected(tx, str(exc))]
     if _waiting(side) >= MAX_QUEUE:
         return side, [Rejected(tx, f"queue full ({MAX_QUEUE} transactions waiting)")]
-    return replace(side, queue=(*side.queue, tx)), []
+    queue = (*side.queue, tx)  # once per payment: the constructor, not replace
+    return ChannelSide(side.me, side.agreed, side.head, side.pending, queue, side.last_ack), []
 
 
 def _propose(side: ChannelSide) -> tuple[ChannelSide, list[Output]]:

@@ -758,7 +758,7 @@ def _try_commit(s: _Step) -> None:
     if cert is None:
         return
     _, events = _execute(s, r.entity, p.frame, verify=False)
-    _apply_committed(s, p.frame, cert, p.post, events)
+    _apply_committed(s, p.frame, cert, p.post, events, transmit=True)
     for member in r.entity.config.ids:
         if member != r.signer:
             s.effects.append(Send(member, Tx.of(Commit(p.frame, cert))))
@@ -792,12 +792,21 @@ def _on_commit(s: _Step, index: int, frame: Frame, cert: Certificate) -> None:
     if tuple(events.outbox) != frame.outbox:
         s.note(index, "certified frame's outgoing messages differ from this replica's")
         return
-    _apply_committed(s, frame, cert, post, events)
+    _apply_committed(s, frame, cert, post, events, transmit=False)
 
 
 def _apply_committed(
-    s: _Step, frame: Frame, cert: Certificate, post: EntityState, events: ent.FrameEvents
+    s: _Step,
+    frame: Frame,
+    cert: Certificate,
+    post: EntityState,
+    events: ent.FrameEvents,
+    *,
+    transmit: bool,
 ) -> None:
+    """Apply a certified frame. ``transmit``: this replica made the certificate (it is
+    the round's proposer), so it sends the frame's channel messages; the other
+    replicas keep them, and resend them if they wait too long (``resend``)."""
     r = s.r
     included = {b.raw for b in frame.batches}
     pool = tuple(b for b in r.pool if b.raw not in included and b.nonce > post.nonce_of(b.signer))
@@ -823,7 +832,8 @@ def _apply_committed(
         signed=signed,
     )
     s.effects.append(Committed(frame, cert, events))
-    s.effects.extend(transmissions(post, fresh))
+    if transmit:
+        s.effects.extend(transmissions(post, fresh))
     new = s.r
     joined = [m for m in post.config.ids if m not in r.entity.config.index]
     s.effects.extend(Invite(m, r.genesis) for m in joined)
