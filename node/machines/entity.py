@@ -508,9 +508,6 @@ def execute(
     if any batch or input is rejected. ``events.outbox`` is what the signers sign."""
     height = state.height + 1
     work = _Work.of(state)
-    acks_before = {
-        c.peer: (c.side.last_ack.hash if c.side.last_ack else None) for c in state.channels
-    }
     for batch in batches:
         apply_batch(state, work, batch, height, verify)
     for i, inp in enumerate(inputs):
@@ -518,6 +515,14 @@ def execute(
             accounts.apply_input(work.ledger, inp, allow_mint=allow_mint, verify=verify)
         except ConfigError as exc:
             raise FrameInvalid(f"input {i}: {exc}") from None
+    return _close(state, work, height)
+
+
+def _close(state: EntityState, work: _Work, height: int) -> tuple[EntityState, FrameEvents]:
+    """The end of a frame: proposals, then the channels propose; the new state."""
+    acks_before = {
+        c.peer: (c.side.last_ack.hash if c.side.last_ack else None) for c in state.channels
+    }
     events = FrameEvents()
     _end_of_frame(work, height, events)
     config_height = state.config_height
@@ -545,15 +550,52 @@ def execute(
     return new, events
 
 
-def select_inputs(
-    state: EntityState, candidates: Sequence[FrameInput], *, allow_mint: bool
-) -> tuple[list[FrameInput], list[tuple[FrameInput, str]]]:
-    """The proposer's filter for inputs, on top of the frame's batches (``state`` is
-    the state before the frame; the batches do not touch what inputs read, except
-    channels a ``pay`` queued on). Keeps, in order, the inputs that apply and change
-    something; reports the others with the reason, except those that may apply later
-    (``FutureInput``) and duplicates, which are returned in neither list."""
-    ledger = _Work.of(state).ledger
+@dataclass
+class Built:
+    """A frame the proposer built: what it kept, what it refused and why, the outcome."""
+
+    batches: list[Batch]
+    refused_batches: list[tuple[Batch, str]]
+    inputs: list[FrameInput]
+    refused_inputs: list[tuple[FrameInput, str]]
+    post: EntityState
+    events: FrameEvents
+
+
+def build(
+    state: EntityState,
+    batches: Sequence[Batch],
+    inputs: Sequence[FrameInput],
+    *,
+    allow_mint: bool,
+) -> Built:
+    """The proposer's frame, in one pass: keep, in order, the batches that apply on top
+    of the ones kept so far (``select_batches``' rule), then the inputs that apply and
+    change something (``select_inputs``' rule), then close the frame. The outcome is
+    what ``execute`` gives for the kept batches and inputs."""
+    height = state.height + 1
+    work = _Work.of(state)
+    kept: list[Batch] = []
+    refused: list[tuple[Batch, str]] = []
+    for batch in batches:
+        if batch.nonce > work.nonces.get(batch.signer, 0) + 1:
+            continue
+        trial = work.copy()
+        try:
+            apply_batch(state, trial, batch, height, verify=True)
+        except FrameInvalid as exc:
+            refused.append((batch, str(exc)))
+            continue
+        work = trial
+        kept.append(batch)
+    kept_inputs, refused_inputs, work.ledger = _select_inputs(work.ledger, inputs, allow_mint)
+    post, events = _close(state, work, height)
+    return Built(kept, refused, kept_inputs, refused_inputs, post, events)
+
+
+def _select_inputs(
+    ledger: Ledger, candidates: Sequence[FrameInput], allow_mint: bool
+) -> tuple[list[FrameInput], list[tuple[FrameInput, str]], Ledger]:
     kept: list[FrameInput] = []
     rejected: list[tuple[FrameInput, str]] = []
     for inp in candidates:
@@ -568,6 +610,16 @@ def select_inputs(
         if changed:
             ledger = trial
             kept.append(inp)
+    return kept, rejected, ledger
+
+
+def select_inputs(
+    state: EntityState, candidates: Sequence[FrameInput], *, allow_mint: bool
+) -> tuple[list[FrameInput], list[tuple[FrameInput, str]]]:
+    """The proposer's filter for inputs on ``state``: keeps, in order, the inputs that
+    apply and change something; reports the others with the reason, except those that
+    may apply later (``FutureInput``) and duplicates, returned in neither list."""
+    kept, rejected, _ = _select_inputs(_Work.of(state).ledger, candidates, allow_mint)
     return kept, rejected
 
 

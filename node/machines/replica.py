@@ -711,6 +711,11 @@ def execute_frame(
     return outcome
 
 
+def forget_outcomes() -> None:
+    """Tests: make the next execution of every frame independent of earlier ones."""
+    _OUTCOMES.clear()
+
+
 def remember(
     entity: EntityState,
     frame: Frame,
@@ -1031,27 +1036,30 @@ def _try_propose(s: _Step) -> None:
         waiting = _channels_waiting(r.entity)
         if not (r.pool or r.inbox or waiting):
             return
-        kept, rejected = ent.select_batches(r.entity, _frame_sized(r.pool))
-        for batch, reason in rejected:
+        built = ent.build(
+            r.entity, _frame_sized(r.pool), _inputs_sized(r.inbox), allow_mint=s.simulation
+        )
+        for batch, reason in built.refused_batches:
             s.note(-1, f"batch {keccak(batch.raw).hex()[:16]} dropped: {reason}")
-        if rejected:
-            dropped = {b.raw for b, _ in rejected}
+        if built.refused_batches:
+            dropped = {b.raw for b, _ in built.refused_batches}
             s.r = r = replace(r, pool=tuple(b for b in r.pool if b.raw not in dropped))
-        inputs, refused = ent.select_inputs(
-            r.entity, _inputs_sized(r.inbox), allow_mint=s.simulation
-        )
-        for _inp, reason in refused:
+        for _inp, reason in built.refused_inputs:
             s.note(-1, f"input dropped: {reason}")
-        if refused:
-            gone = {_input_key(i) for i, _ in refused}
+        if built.refused_inputs:
+            gone = {_input_key(i) for i, _ in built.refused_inputs}
             s.r = r = replace(r, inbox=tuple(i for i in r.inbox if _input_key(i) not in gone))
-        if not (kept or inputs or waiting):
+        if not (built.batches or built.inputs or waiting):
             return
-        post, events = ent.execute(
-            r.entity, kept, verify=False, inputs=inputs, allow_mint=s.simulation
-        )
+        post, events = built.post, built.events
         frame = Frame.make(
-            r.entity_id, r.next_height, r.head, kept, post.hash, inputs, events.outbox
+            r.entity_id,
+            r.next_height,
+            r.head,
+            built.batches,
+            post.hash,
+            built.inputs,
+            events.outbox,
         )
         remember(r.entity, frame, s.simulation, (post, events))
     assert post is not None

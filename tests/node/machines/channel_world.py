@@ -146,6 +146,9 @@ class World:
                         continue
                     if self.inbox[(mk, eid)]:
                         self.step(mk, eid)  # the commit before may still be in its inbox
+                    # Every replica here shares this process's memo of frame outcomes; a
+                    # member on its own server executes the proposal itself.
+                    rep.forget_outcomes()
                     reason = rep.check_proposal(
                         self.replicas[(mk, eid)],
                         frame,
