@@ -95,8 +95,7 @@ async def _quiet_height(cluster: Cluster, members: list[SignerKey], entity: byte
             replicas = [await cluster.replica(k, entity) for k in members]
             states = {(r.entity.height, r.head) for r in replicas if r is not None}
             if len(states) == 1 and all(
-                r is not None and r.pending is None and not r.inbox and not r.pool
-                for r in replicas
+                r is not None and r.pending is None and not r.inbox and not r.pool for r in replicas
             ):
                 return states.pop()[0]
             await cluster.next_commit(0.2)
