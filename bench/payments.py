@@ -46,7 +46,7 @@ except ModuleNotFoundError:  # run as ``python -m bench.payments``: benchlib is 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import benchlib
 
-from node.cluster import Cluster, SignerKey
+from node.cluster import PASSWORD, Cluster, SignerKey
 from node.machines.accounts import OpenChannel, Pay
 from node.machines.entity import MAX_BATCH_TXS
 
@@ -88,6 +88,93 @@ async def _settled(cluster: Cluster, views: list[tuple[SignerKey, bytes, bytes]]
             await cluster.next_commit(0.2)
 
 
+WALLET_PASSWORD = "bench wallet password"  # noqa: S105 (a throwaway wallet)
+# The hub's accountant: its default rules, and the set-up's channel openings (which
+# the defaults leave to a human).
+HUB_RULES = """\
+[[rule]]
+name = "hub set-up"
+approve = ["open_channel", "proposal", "vote"]
+
+[[rule]]
+name = "channel routine"
+approve = ["paid", "received", "forward", "forwarded", "refunded", "rejected", "minted",
+           "channel_note"]
+
+[[rule]]
+name = "routine"
+approve = ["counter", "proposal", "vote", "expired", "voided"]
+"""
+
+
+async def _wallet_agents(cluster: Cluster, keys: list[SignerKey]) -> list[Path]:
+    """Replace ``keys``' ``xln-node agent`` processes with the wallet's headless agent in
+    accountant mode (``xln-wallet agent --accountant``), each with its own wallet
+    folder holding the key; returns their log files."""
+    from node.crypto import keystore
+    from node.tokens import Scope, TokenStore
+    from wallet.keys.backends import choose_backend
+    from wallet.keys.vault import Vault
+
+    logs = []
+    secret = cluster.root / "wallet-password"
+    secret.write_text(WALLET_PASSWORD)
+    rules = cluster.root / "hub-rules.toml"
+    rules.write_text(HUB_RULES)
+    for key in keys:
+        proc = cluster.agents.pop(key.index)
+        proc.terminate()
+        await proc.wait()
+        data = cluster.root / f"wallet{key.index}"
+        data.mkdir()
+        vault = Vault(data, choose_backend(data, "file"), fast_kdf=True)
+        stored = keystore.load(cluster.keystore(key))
+        vault.add_keystore(stored, PASSWORD, WALLET_PASSWORD, f"hub signer {key.index}")
+        server = cluster.servers[key.server]
+        token, _ = TokenStore(server.data).create(Scope("signer", key.id), "wallet")
+        log = data / "agent.log"
+        with log.open("wb") as out:
+            profile = (
+                ["-m", "cProfile", "-o", str(cluster.profile_dir / f"wallet{key.index}.prof")]
+                if cluster.profile_dir is not None
+                else []
+            )
+            cluster.agents[key.index] = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *profile,
+                "-m",
+                "wallet.cli",
+                "agent",
+                "--node",
+                server.url,
+                "--token",
+                token,
+                "--accountant",
+                "--rules",
+                str(rules),
+                "--data",
+                str(data),
+                "--password-file",
+                str(secret),
+                "--keyring",
+                "file",
+                stdout=out,
+                stderr=out,
+            )
+        logs.append(log)
+    return logs
+
+
+def _wallet_counts(log: Path) -> dict[str, int]:
+    text = log.read_text(encoding="utf-8", errors="replace")
+    return {
+        "signed": text.count(": signed frame "),
+        "approved_by_accountant": text.count("approved by accountant"),
+        "asked": text.count("the accountant asks"),
+        "refused": text.count("refused a SIGN") + text.count("rejected by"),
+    }
+
+
 async def _quiet_height(cluster: Cluster, members: list[SignerKey], entity: bytes) -> int:
     """The entity's height once no frame is in flight and every replica agrees."""
     async with asyncio.timeout(60):
@@ -116,9 +203,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             profile_dir=Path(args.profile) if args.profile else None,
         )
         await cluster.start()
+        wallet_logs: list[Path] = []
         try:
             h0, h1, h2, ka, kb = cluster.keys
             hub = [h0, h1, h2]
+            if args.agents == "accountant":
+                wallet_logs = await _wallet_agents(cluster, hub)
             H = await cluster.create_entity(hub, [1, 1, 1], 2)
             A = await cluster.create_entity([ka], [1], 1)
             B = await cluster.create_entity([kb], [1], 1)
@@ -176,12 +266,23 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             hub_frames = await _quiet_height(cluster, hub, H)
         finally:
             await cluster.stop()
-        agents = {}
+        agents: dict[int, dict[str, int] | None] = {}
         for key in hub:
             m = STATS.search(cluster.agent_output(key))
             agents[key.index] = (
                 None if m is None else dict(zip(FIELDS, map(int, m.groups()), strict=True))
             )
+        for key, log in zip(hub, wallet_logs, strict=False):
+            counts = _wallet_counts(log)
+            # The wallet logs each signature it sends; a request it did not sign is
+            # refused or asked about, and logged as such.
+            agents[key.index] = {
+                "requests": counts["signed"] + counts["asked"] + counts["refused"],
+                "signed": counts["signed"],
+                "outgoing": -1,
+                "refused": counts["refused"] + counts["asked"],
+                "approved_by_accountant": counts["approved_by_accountant"],
+            }
         return {
             "payments_per_s": rate,
             "payments_measured": r1 - r0,
@@ -214,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tick-ms", type=int, default=20, help="the nodes' block period")
     parser.add_argument("--json", help="write every figure here (- for stdout)")
     parser.add_argument("--root", help="keep the cluster folders here (default: removed)")
+    parser.add_argument(
+        "--agents",
+        choices=["accountant", "node"],
+        default="accountant",
+        help="the hub signers' agents: the wallet's headless accountant (default) or "
+        "xln-node agent",
+    )
     parser.add_argument("--profile", help="run the nodes under cProfile, stats in this folder")
     parser.add_argument("--debug-logs", action="store_true", help="nodes log at debug level")
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress")

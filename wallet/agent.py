@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import NoReturn, Protocol
 
 from node.agent import Agent, Refused
+from node.machines.entity import EntityState
 from node.machines.frames import Frame, Signatures
 from node.machines.replica import Replica
 from node.net.agent_client import AgentRejected, serve_signer
@@ -53,6 +54,7 @@ GUARD_DIR = "guard"
 APPROVAL_MARGIN_S = 3.0
 DEFAULT_TTL_S = SIGN_TIMEOUT_S - APPROVAL_MARGIN_S
 APPROVED_MEMO = 4096
+AFTER_MEMO = 8  # states after recently analyzed frames
 
 type ReadReplica = Callable[[bytes, bytes], Awaitable[Replica | None]]
 
@@ -108,6 +110,7 @@ class WalletAgent:
         self.connected = False
         self.on_link: list[Callable[[bool], None]] = []
         self._approved: OrderedDict[bytes, None] = OrderedDict()  # frame hashes
+        self._after: OrderedDict[bytes, EntityState] = OrderedDict()  # frame hash -> post
         self._agent: Agent | None = None
         self._signing = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -180,14 +183,25 @@ class WalletAgent:
         return await self._sign_approved(request)
 
     async def _analyze(self, entity: bytes, frame: Frame) -> FrameAnalysis | None:
-        try:
-            replica = await self.read_replica(self.signer, entity)
-        except (ConnectionError, OSError) as exc:
-            log.warning("%s: cannot read the replica to check a frame: %s", self.label, exc)
-            return None
-        if replica is None:
-            return None
-        return analyze(replica.entity, frame)
+        # The state after a frame we analyzed is the state before the next one if that
+        # frame was certified (the next one names it as prev_hash): a hub's frames come
+        # one after another, and reading the replica costs more than executing.
+        state = self._after.get(frame.prev_hash)
+        if state is None or state.height + 1 != frame.height or state.entity_id != entity:
+            try:
+                replica = await self.read_replica(self.signer, entity)
+            except (ConnectionError, OSError) as exc:
+                log.warning("%s: cannot read the replica to check a frame: %s", self.label, exc)
+                return None
+            if replica is None:
+                return None
+            state = replica.entity
+        analysis = analyze(state, frame)
+        if analysis.new_state is not None:
+            self._after[frame.hash] = analysis.new_state
+            while len(self._after) > AFTER_MEMO:
+                self._after.popitem(last=False)
+        return analysis
 
     async def _decide(
         self,

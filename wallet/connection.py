@@ -351,7 +351,7 @@ class NodeSession:
             if exc.code is Err.UNKNOWN_ROUTE:
                 return None
             raise
-        return Replica.decode(raw)
+        return Replica.decode_agreed(raw)  # the wallet reads the entity, not the pool
 
     async def find_entity(self, entity: bytes) -> EntityState | None:
         """The agreed state of ``entity`` as any signer hosted on the node holds it

@@ -438,7 +438,20 @@ class WalletService:
             )
         )
         self._add_payments(entity, news.height, news.frame_hash)
-        self._spawn(self.refresh(signer, entity))
+        analysis = self._analyses.get(news.frame_hash)
+        if (
+            analysis is not None
+            and analysis.new_state is not None
+            and before is not None
+            and before.state.height == news.height - 1
+            and valid
+        ):
+            # We re-executed this very frame when asked to sign it: its outcome is the
+            # state now, no need to read the replica again.
+            self.model.set_entity(EntityEntry(signer, analysis.new_state, signers))
+            self._prune_in_flight(signer, entity, analysis.new_state.nonce_of(signer))
+        else:
+            self._spawn(self.refresh(signer, entity))
 
     def _remember_analysis(self, request: ApprovalRequest) -> None:
         a = request.analysis

@@ -524,6 +524,24 @@ class Replica:
         return keccak(self.encoded)
 
     @classmethod
+    def decode_agreed(cls, raw: bytes) -> Replica:
+        """The agreed part only: signer, genesis, entity state, head, certificate and
+        round; this signer's consensus state (pool, frame in flight, lock, round-change
+        reports, inbox, signed messages) is left empty. For readers such as a wallet,
+        which need the entity and not thousands of payments in flight."""
+        f = as_list(decode(raw), "replica", size=14)
+        if as_int(f[0], "replica version") != STATE_VERSION:
+            raise DecodeError("replica: unknown version")
+        return cls(
+            as_bytes(f[1], "replica signer", size=HASH_LEN),
+            Genesis.from_item(f[2]),
+            EntityState.from_item(f[3]),
+            as_bytes(f[4], "head", size=HASH_LEN),
+            Certificate.from_item(f[5]) if f[5] else None,
+            as_int(f[6], "round", max_value=MAX_ROUND),
+        )
+
+    @classmethod
     def decode(cls, raw: bytes) -> Replica:
         f = as_list(decode(raw), "replica", size=14)
         if as_int(f[0], "replica version") != STATE_VERSION:

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field, replace
 
 from node.machines import accounts, governance
 from node.machines.accounts import (
-    ChannelRecord,
     ExtendCredit,
     FundChannel,
     OpenChannel,
@@ -470,21 +469,16 @@ def _forwards(old: EntityState, new: EntityState, frame: Frame) -> list[Effect]:
     channel frame among the frame's inputs) and the one queued towards the next hop.
     Value in must equal value out (the node guarantees it; checked anyway)."""
     before = dict(old.forwards)
+    incoming_of = _incoming_forwards(frame)
+    outgoing_of = _outgoing_forwards(new)
     out: list[Effect] = []
     for pid, upstream in new.forwards:
         if pid in before:
             continue
-        incoming = _incoming_forward(frame, upstream, pid)
-        outgoing = next(
-            (
-                (c.peer, f)
-                for c in new.channels
-                if c.peer != upstream
-                for f in [_outgoing_forward(c, pid)]
-                if f is not None
-            ),
-            None,
-        )
+        incoming = incoming_of.get((upstream, pid))
+        outgoing = outgoing_of.get(pid)
+        if outgoing is not None and outgoing[0] == upstream:
+            outgoing = None
         if incoming is None or outgoing is None:
             continue
         nxt, sent = outgoing
@@ -514,23 +508,27 @@ def _forwards(old: EntityState, new: EntityState, frame: Frame) -> list[Effect]:
     return out
 
 
-def _incoming_forward(frame: Frame, upstream: bytes, pid: bytes) -> Forward | None:
+def _incoming_forwards(frame: Frame) -> dict[tuple[bytes, bytes], Forward]:
+    """(sender, payment id) -> each Forward that came in, in the frame's channel frames
+    (one pass: a hub's frame holds thousands)."""
+    found: dict[tuple[bytes, bytes], Forward] = {}
     for inp in frame.inputs:
-        if isinstance(inp, accounts.Message) and inp.sender == upstream:
-            body = inp.body
-            if isinstance(body, ChannelFrame):
-                for tx in body.txs:
-                    if isinstance(tx.body, Forward) and tx.body.payment_id == pid:
-                        return tx.body
-    return None
+        if isinstance(inp, accounts.Message) and isinstance(inp.body, ChannelFrame):
+            for tx in inp.body.txs:
+                if isinstance(tx.body, Forward):
+                    found.setdefault((inp.sender, tx.body.payment_id), tx.body)
+    return found
 
 
-def _outgoing_forward(rec: ChannelRecord, pid: bytes) -> Forward | None:
-    side = rec.side
-    for tx in (*(side.pending.txs if side.pending else ()), *side.queue):
-        if isinstance(tx.body, Forward) and tx.body.payment_id == pid:
-            return tx.body
-    return None
+def _outgoing_forwards(state: EntityState) -> dict[bytes, tuple[bytes, Forward]]:
+    """Payment id -> (next hop, Forward) for each Forward pending or queued on a channel."""
+    found: dict[bytes, tuple[bytes, Forward]] = {}
+    for rec in state.channels:
+        side = rec.side
+        for tx in (*(side.pending.txs if side.pending else ()), *side.queue):
+            if isinstance(tx.body, Forward):
+                found.setdefault(tx.body.payment_id, (rec.peer, tx.body))
+    return found
 
 
 def _shares(n: int) -> str:
