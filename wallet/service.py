@@ -62,7 +62,7 @@ from wallet.embedded import EmbeddedNode
 from wallet.flows import compose
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications
-from wallet.flows.effects import FrameAnalysis
+from wallet.flows.effects import Effect, FrameAnalysis
 from wallet.flows.payments import LEDGER_FILE, SpendLedger
 from wallet.keys.vault import Locked, Vault
 from wallet.logsink import ModelLogHandler
@@ -461,28 +461,40 @@ class WalletService:
                 self._analyses.popitem(last=False)
 
     def _add_payments(self, entity: bytes, height: int, frame_hash: bytes) -> None:
-        """The certified frame's payment effects as history items (once per frame)."""
+        """The certified frame's payment effects as history items (once per frame). A
+        hub's frame carries thousands: payments of one kind, asset and counterparty are
+        one item with their count and total."""
         analysis = self._analyses.get(frame_hash)
         if analysis is None or frame_hash in self._payments_shown:
             return
         self._payments_shown[frame_hash] = None
         while len(self._payments_shown) > ANALYSIS_MEMO:
             self._payments_shown.popitem(last=False)
+        groups: dict[tuple[str, int | None, bytes | None], list[Effect]] = {}
         for effect in analysis.effects:
-            if not effect.is_payment:
-                continue
+            if effect.is_payment:
+                groups.setdefault((effect.kind, effect.asset, effect.counterparty), []).append(
+                    effect
+                )
+        for (kind, asset, counterparty), effects in groups.items():
+            total = sum(e.amount or 0 for e in effects)
+            text = effects[0].text
+            if len(effects) > 1:
+                text = f"{len(effects)} payments ({kind}), {total} in all of asset {asset}"
+                if counterparty is not None:
+                    text += f", counterparty {counterparty.hex()[:12]}"
             self.model.add_history(
                 HistoryItem(
                     "payment",
                     height,
                     frame_hash,
                     wall_clock_ms(),
-                    effect.text,
+                    text,
                     entity_id=entity,
-                    payment=effect.kind,
-                    amount=effect.amount,
-                    asset=effect.asset,
-                    counterparty=effect.counterparty,
+                    payment=kind,
+                    amount=total if len(effects) > 1 else effects[0].amount,
+                    asset=asset,
+                    counterparty=counterparty,
                 )
             )
 
