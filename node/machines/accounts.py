@@ -26,6 +26,7 @@ rules; in short:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -379,6 +380,25 @@ class Mint:
 type FrameInput = Message | Mint
 
 
+# Channel frames decoded lately, by their bytes: one frame arrives as a DELIVER, then
+# inside the proposal that applies it, then inside its commit (thousands of payments,
+# tens of milliseconds to decode each time). Frames are immutable: sharing is safe.
+_DECODED: OrderedDict[bytes, ch.Frame] = OrderedDict()
+_DECODED_MAX = 32
+
+
+def _channel_frame(raw: bytes) -> ch.Frame:
+    frame = _DECODED.get(raw)
+    if frame is None:
+        frame = ch.Frame.decode(raw)
+        _DECODED[raw] = frame
+        while len(_DECODED) > _DECODED_MAX:
+            _DECODED.popitem(last=False)
+    else:
+        _DECODED.move_to_end(raw)
+    return frame
+
+
 def input_from_item(item: RlpItem) -> FrameInput:
     f = as_list(item, "frame input", max_len=7)
     if not f:
@@ -396,7 +416,7 @@ def input_from_item(item: RlpItem) -> FrameInput:
     body: MessageBody
     match kind:
         case 1:
-            body = ch.Frame.decode(encode_tree(f[3]))
+            body = _channel_frame(encode_tree(f[3]))
         case 2:
             body = Ack.from_item(f[3])
         case 3:
