@@ -448,20 +448,74 @@ def genesis(a: bytes, b: bytes) -> ChannelState:
     return ChannelState(channel_id_for(left, right), left, right)
 
 
+_PAYMENTS = (Payment, Forward, Refund)
+
+
+class _Work:
+    """A frame's per-asset balances while its transactions apply. Payments, thousands
+    to a frame, only move ``delta``: they run on plain integers, and the asset's
+    :class:`AssetBalance` is rebuilt once (``apply_tx`` would make one per payment).
+    Same rules, same results, same messages as ``apply_tx``."""
+
+    __slots__ = ("actor", "balances", "deltas")
+
+    def __init__(self, state: ChannelState, actor: Side) -> None:
+        self.actor = actor
+        self.balances = {a.asset: a for a in state.assets}
+        self.deltas: dict[int, int] = {}  # asset -> delta, where payments moved it
+
+    def apply(self, tx: Tx) -> None:
+        """Raises TxRefused; nothing changes then."""
+        body = tx.body
+        if type(body) in _PAYMENTS:
+            asset = body.asset  # type: ignore[attr-defined]
+            amount: int = body.amount  # type: ignore[attr-defined]
+            b = self.balances.get(asset)
+            if b is None:
+                if len(self.balances) == MAX_ASSETS:
+                    raise TxRefused(f"more than {MAX_ASSETS} assets")
+                b = self.balances[asset] = AssetBalance(asset)
+            delta = self.deltas.get(asset, b.delta)
+            if self.actor is Side.LEFT:
+                capacity = b.collateral_left - delta + b.credit_right
+                delta += amount
+            else:
+                capacity = b.collateral_right + delta + b.credit_left
+                delta -= amount
+            if amount > capacity:
+                raise TxRefused(f"payment of {amount} exceeds the capacity {capacity}")
+            self.deltas[asset] = delta
+            return
+        asset = _tx_asset(tx)
+        if asset not in self.balances and len(self.balances) == MAX_ASSETS:
+            raise TxRefused(f"more than {MAX_ASSETS} assets")
+        self.balances[asset] = apply_tx(self.balance(asset), tx, self.actor)
+        self.deltas.pop(asset, None)
+
+    def balance(self, asset: int) -> AssetBalance:
+        b = self.balances.get(asset) or AssetBalance(asset)
+        delta = self.deltas.get(asset)
+        if delta is None or delta == b.delta:
+            return b
+        return AssetBalance(
+            b.asset, b.collateral_left, b.collateral_right, b.credit_left, b.credit_right, delta
+        )
+
+    def assets(self) -> tuple[AssetBalance, ...]:
+        return tuple(self.balance(k) for k in sorted(self.balances))
+
+
 def apply_txs(state: ChannelState, txs: Sequence[Tx], actor: Side) -> ChannelState:
     """Strict: the state one frame of ``actor``'s later; any refused tx raises TxRefused."""
-    work = {a.asset: a for a in state.assets}
+    work = _Work(state, actor)
     for i, tx in enumerate(txs):
-        asset = _tx_asset(tx)
-        current = work.get(asset) or AssetBalance(asset)
         try:
-            work[asset] = apply_tx(current, tx, actor)
+            work.apply(tx)
         except TxRefused as exc:
             raise TxRefused(f"tx {i} ({tx.body.NAME}): {exc}") from None
-        if len(work) > MAX_ASSETS:
-            raise TxRefused(f"tx {i} ({tx.body.NAME}): more than {MAX_ASSETS} assets")
-    assets = tuple(work[k] for k in sorted(work))
-    return ChannelState(state.channel_id, state.left, state.right, state.height + 1, assets)
+    return ChannelState(
+        state.channel_id, state.left, state.right, state.height + 1, work.assets()
+    )
 
 
 def select_txs(
@@ -469,7 +523,7 @@ def select_txs(
 ) -> tuple[list[Tx], list[tuple[Tx, str]], list[Tx]]:
     """The proposer's builder: (kept, rejected with reasons, left waiting for a later
     frame). Keeps in order the txs that apply on top of the ones kept so far."""
-    work = {a.asset: a for a in state.assets}
+    work = _Work(state, actor)
     kept: list[Tx] = []
     rejected: list[tuple[Tx, str]] = []
     size = 0
@@ -477,10 +531,7 @@ def select_txs(
         if len(kept) == MAX_FRAME_TXS or size + len(tx.raw) > MAX_FRAME_TX_BYTES:
             return kept, rejected, list(queue[i:])
         try:
-            asset = _tx_asset(tx)
-            if asset not in work and len(work) == MAX_ASSETS:
-                raise TxRefused(f"more than {MAX_ASSETS} assets")
-            work[asset] = apply_tx(work.get(asset) or AssetBalance(asset), tx, actor)
+            work.apply(tx)
         except TxRefused as exc:
             rejected.append((tx, f"{tx.body.NAME}: {exc}"))
             continue
