@@ -666,8 +666,13 @@ def _outputs(ledger: Ledger, peer: bytes, outputs: Sequence[ch.Output]) -> None:
             case ch.Applied(frame=frame) if frame.from_side == me:
                 _ours_agreed(ledger, peer, frame)
             case ch.Applied(frame=frame):
+                queued: dict[bytes, list[Tx]] = {}  # per channel, in order
                 for tx in frame.txs:
-                    _incoming(ledger, peer, tx)
+                    _incoming(ledger, peer, tx, queued)
+                for to, txs in queued.items():
+                    side, rejected = ch.enqueue_all(ledger.channels[to].side, txs)
+                    ledger.set_side(to, side)
+                    _outputs(ledger, to, rejected)
             case ch.Rejected(tx=tx, reason=reason):
                 _rejected(ledger, peer, tx, reason)
             case _:
@@ -683,7 +688,9 @@ def _ours_agreed(ledger: Ledger, peer: bytes, frame: ch.Frame) -> None:
             ledger.events.append(PaymentEvent(kind, peer, body.asset, body.amount, body.payment_id))
 
 
-def _incoming(ledger: Ledger, peer: bytes, tx: Tx) -> None:
+def _incoming(ledger: Ledger, peer: bytes, tx: Tx, queued: dict[bytes, list[Tx]]) -> None:
+    """What a transaction the counterparty applied means for us; what we pass on or
+    refund goes in ``queued`` (per channel), queued once the frame is read."""
     body = tx.body
     match body:
         case Forward(asset=asset, amount=amount, hops=hops, payment_id=pid) if not hops:
@@ -699,14 +706,14 @@ def _incoming(ledger: Ledger, peer: bytes, tx: Tx) -> None:
             elif nxt not in ledger.channels:
                 reason = f"no channel from {here} to {nxt.hex()[:16]}"
             if reason is not None:
-                _enqueue(ledger, peer, Tx.of(Refund(asset, amount, pid, reason)))
+                queued.setdefault(peer, []).append(Tx.of(Refund(asset, amount, pid, reason)))
                 return
             ledger.forwards[pid] = peer
-            _enqueue(ledger, nxt, Tx.of(Forward(asset, amount, hops[1:], pid)))
+            queued.setdefault(nxt, []).append(Tx.of(Forward(asset, amount, hops[1:], pid)))
         case Refund(asset=asset, amount=amount, payment_id=pid, reason=reason):
             upstream = ledger.forwards.pop(pid, None)
             if upstream is not None and upstream in ledger.channels:
-                _enqueue(ledger, upstream, Tx.of(Refund(asset, amount, pid, reason)))
+                queued.setdefault(upstream, []).append(Tx.of(Refund(asset, amount, pid, reason)))
             else:
                 ledger.events.append(PaymentEvent("refunded", peer, asset, amount, pid, reason))
         case ch.Payment(asset=asset, amount=amount):

@@ -819,6 +819,28 @@ def _waiting(side: ChannelSide) -> int:
     return len(side.queue) + (len(side.pending.txs) if side.pending else 0)
 
 
+def enqueue_all(side: ChannelSide, txs: Sequence[Tx]) -> tuple[ChannelSide, list[Output]]:
+    """``Enqueue`` of each of ``txs`` in order, with one new side (a hub queues a whole
+    incoming frame's forwards at once)."""
+    out: list[Output] = []
+    room = MAX_QUEUE - _waiting(side)
+    queued: list[Tx] = []
+    for tx in txs:
+        try:
+            _tx_asset(tx)
+        except TxRefused as exc:
+            out.append(Rejected(tx, str(exc)))
+            continue
+        if len(queued) >= room:
+            out.append(Rejected(tx, f"queue full ({MAX_QUEUE} transactions waiting)"))
+            continue
+        queued.append(tx)
+    if not queued:
+        return side, out
+    queue = (*side.queue, *queued)
+    return ChannelSide(side.me, side.agreed, side.head, side.pending, queue, side.last_ack), out
+
+
 def _enqueue(side: ChannelSide, tx: Tx) -> tuple[ChannelSide, list[Output]]:
     try:
         _tx_asset(tx)
