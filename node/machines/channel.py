@@ -513,9 +513,7 @@ def apply_txs(state: ChannelState, txs: Sequence[Tx], actor: Side) -> ChannelSta
             work.apply(tx)
         except TxRefused as exc:
             raise TxRefused(f"tx {i} ({tx.body.NAME}): {exc}") from None
-    return ChannelState(
-        state.channel_id, state.left, state.right, state.height + 1, work.assets()
-    )
+    return ChannelState(state.channel_id, state.left, state.right, state.height + 1, work.assets())
 
 
 def select_txs(

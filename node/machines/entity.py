@@ -574,20 +574,7 @@ def build(
     change something (``select_inputs``' rule), then close the frame. The outcome is
     what ``execute`` gives for the kept batches and inputs."""
     height = state.height + 1
-    work = _Work.of(state)
-    kept: list[Batch] = []
-    refused: list[tuple[Batch, str]] = []
-    for batch in batches:
-        if batch.nonce > work.nonces.get(batch.signer, 0) + 1:
-            continue
-        trial = work.copy()
-        try:
-            apply_batch(state, trial, batch, height, verify=True)
-        except FrameInvalid as exc:
-            refused.append((batch, str(exc)))
-            continue
-        work = trial
-        kept.append(batch)
+    work, kept, refused = _select_batches(state, batches)
     kept_inputs, refused_inputs, work.ledger = _select_inputs(work.ledger, inputs, allow_mint)
     post, events = _close(state, work, height)
     return Built(kept, refused, kept_inputs, refused_inputs, post, events)
@@ -629,6 +616,13 @@ def select_batches(
     """The proposer's filter: keep, in order, the batches that apply cleanly on top of
     the ones kept so far; report the others with the reason. Batches whose nonce is
     still in the future are neither kept nor rejected (returned in neither list)."""
+    _, kept, rejected = _select_batches(state, candidates)
+    return kept, rejected
+
+
+def _select_batches(
+    state: EntityState, candidates: Sequence[Batch]
+) -> tuple[_Work, list[Batch], list[tuple[Batch, str]]]:
     height = state.height + 1
     work = _Work.of(state)
     kept: list[Batch] = []
@@ -644,4 +638,4 @@ def select_batches(
             continue
         work = trial
         kept.append(batch)
-    return kept, rejected
+    return work, kept, rejected

@@ -291,6 +291,15 @@ class RoundChange:
         ]
 
 
+def _one_input[T: (Message, Mint)](fields: list[RlpItem], kind: type[T], name: str, what: str) -> T:
+    if len(fields) != 1:
+        raise DecodeError(f"{name}: expected one field, {what}")
+    found = accounts.input_from_item(fields[0])
+    if not isinstance(found, kind):
+        raise DecodeError(f"{name}: not {what}")
+    return found
+
+
 @ENTITY_INPUTS.register
 @dataclass(frozen=True, slots=True)
 class Deliver:
@@ -302,12 +311,7 @@ class Deliver:
 
     @classmethod
     def from_fields(cls, fields: list[RlpItem]) -> Self:
-        if len(fields) != 1:
-            raise DecodeError("deliver: expected [message]")
-        message = accounts.input_from_item(fields[0])
-        if not isinstance(message, Message):
-            raise DecodeError("deliver: not a channel message")
-        return cls(message)
+        return cls(_one_input(fields, Message, "deliver", "a channel message"))
 
     def to_fields(self) -> list[RlpItem]:
         return [decode(accounts.input_raw(self.message))]
@@ -327,12 +331,7 @@ class MintInput:
 
     @classmethod
     def from_fields(cls, fields: list[RlpItem]) -> Self:
-        if len(fields) != 1:
-            raise DecodeError("mint: expected [mint]")
-        mint = accounts.input_from_item(fields[0])
-        if not isinstance(mint, Mint):
-            raise DecodeError("mint: not a mint")
-        return cls(mint)
+        return cls(_one_input(fields, Mint, "mint", "a mint"))
 
     def to_fields(self) -> list[RlpItem]:
         return [decode(accounts.input_raw(self.mint))]
