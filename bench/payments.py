@@ -54,6 +54,7 @@ ASSET = 1
 POLL_S = 0.1
 FUNDS = 10**15
 FIELDS = ("requests", "signed", "outgoing", "refused")
+OUTGOING = re.compile(r": signed frame \w+ at round \d+ \(and (\d+) outgoing")
 STATS = re.compile(
     r"agent stopped: (\d+) SIGN requests, (\d+) answered with signatures "
     r"\((\d+) outgoing-message signatures\), (\d+) refused"
@@ -169,6 +170,7 @@ def _wallet_counts(log: Path) -> dict[str, int]:
     text = log.read_text(encoding="utf-8", errors="replace")
     return {
         "signed": text.count(": signed frame "),
+        "outgoing": sum(int(n) for n in OUTGOING.findall(text)),
         "approved_by_accountant": text.count("approved by accountant"),
         "asked": text.count("the accountant asks"),
         "refused": text.count("refused a SIGN") + text.count("rejected by"),
@@ -279,7 +281,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             agents[key.index] = {
                 "requests": counts["signed"] + counts["asked"] + counts["refused"],
                 "signed": counts["signed"],
-                "outgoing": -1,
+                "outgoing": counts["outgoing"],
                 "refused": counts["refused"] + counts["asked"],
                 "approved_by_accountant": counts["approved_by_accountant"],
             }

@@ -304,10 +304,11 @@ class WalletAgent:
         if request.analysis is not None and self.policy.ledger is not None:
             self.policy.ledger.record(request.analysis)
         log.info(
-            "%s: signed frame %s at round %d",
+            "%s: signed frame %s at round %d (and %d outgoing channel messages)",
             self.label,
             request.frame_hash.hex()[:12],
             request.round,
+            len(signature.outbox),
         )
         return signature
 
