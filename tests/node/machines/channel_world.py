@@ -47,6 +47,10 @@ class World:
     # (from entity, to entity, tx) -> deliver it? Lost messages come again by resend.
     drop: Callable[[bytes, bytes, Tx], bool] = lambda src, dst, tx: False
     mints: int = 0
+    # With ``hold``, messages between entities wait on this wire until ``release``
+    # delivers them (in any order, some twice, some never: see the property test).
+    hold: bool = False
+    wire: list[tuple[tuple[int, bytes], Tx]] = field(default_factory=list)
 
     def close(self) -> None:
         for agent in self.agents.values():
@@ -133,7 +137,10 @@ class World:
             case rep.Transmit(entity=dst, to=to, tx=tx):
                 key = (IDS.index(to), dst)
                 if key in self.replicas and not self.drop(eid, dst, tx):
-                    self.inbox[key].append(tx)
+                    if self.hold:
+                        self.wire.append((key, tx))
+                    else:
+                        self.inbox[key].append(tx)
             case rep.ProposeFrame(frame=frame, round=round_, members=members):
                 signed = self.agents[k].sign_precommit(frame.raw, round_)
                 pc = rep.Precommit(
@@ -179,6 +186,19 @@ class World:
                 self.notes.append(message)
             case _:
                 pass
+
+    def release(self, index: int, *, twice: bool = False) -> None:
+        """Deliver the message at ``index`` of the wire (and keep a copy if ``twice``)."""
+        key, tx = self.wire[index]
+        if not twice:
+            del self.wire[index]
+        self.inbox[key].append(tx)
+
+    def crash(self, key: tuple[int, bytes]) -> None:
+        """The replica's server dies: what it had not put in a block is lost; it comes
+        back from its persisted state (its encoding)."""
+        self.inbox[key] = []
+        self.replicas[key] = Replica.decode(self.replicas[key].encoded)
 
     def run(self, max_rounds: int = 10_000) -> None:
         """Step every replica with inputs until none has any."""

@@ -9,6 +9,7 @@ signature against the signer set it knows.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -325,3 +326,79 @@ def test_fast_encodings_equal_the_tree_encodings(world: World) -> None:
                 assert all(t.raw == encode([t.body.TYPE, *t.body.to_fields()]) for t in waiting)
             checked += bool(r.inbox or r.signed or r.pending)
     assert checked > 0
+
+
+# Actions per seed; a longer run: XLN_HUB_ACTIONS=20000 (see bench/README.md).
+HOSTILE_ACTIONS = int(os.environ.get("XLN_HUB_ACTIONS", "1000"))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_payments_both_ways_through_a_hub_over_a_hostile_network(tmp_path: Path, seed: int) -> None:
+    """Random payments both ways through a 3-signer hub while the messages between
+    entities are delayed, reordered, duplicated and dropped, and replicas crash and
+    restart from their persisted state. After quiescence: both sides of each channel
+    hold the same state at the same height, value is conserved, and no payment is
+    received twice; every payment was received, or came back with its reason."""
+    rng = random.Random(seed)
+    world = World(tmp_path, hold=True)
+    try:
+        a = world.entity("A", [0], 1, salt=1)
+        h = world.entity("H", [2, 3, 4], 2, salt=3)
+        b = world.entity("B", [1], 1, salt=2)
+        world.hold = False
+        for name in ("A", "H", "B"):
+            world.mint(name, 10_000)
+        world.run()
+        world.open("A", "H", collateral=2_000)
+        world.open("H", "A", collateral=2_000)
+        world.open("H", "B", collateral=2_000)
+        world.open("B", "H", collateral=2_000)
+        world.settle()
+        total = _value(world, "A", "H", "B")
+        world.hold = True
+        sent = 0
+        for _ in range(HOSTILE_ACTIONS):
+            roll = rng.random()
+            if roll < 0.15:
+                payer, payee = rng.choice((("A", b), ("B", a)))
+                world.submit(payer, Pay((h, payee), ASSET, rng.randint(1, 300)))
+                sent += 1
+            elif roll < 0.55 and world.wire:
+                i = rng.randrange(len(world.wire))
+                fate = rng.random()
+                if fate < 0.1:
+                    del world.wire[i]  # lost
+                else:
+                    world.release(i, twice=fate < 0.2)
+            elif roll < 0.6:
+                world.crash(rng.choice(sorted(world.replicas)))
+            elif roll < 0.65:
+                world.resend_all()
+            else:
+                world.run()
+        world.hold = False
+        for key, tx in world.wire:
+            world.inbox[key].append(tx)
+        world.wire.clear()
+        world.settle(rounds=200)
+
+        for x, y in ((a, h), (h, b)):
+            sx, sy = _side(world.state(x), y), _side(world.state(y), x)
+            assert sx.agreed.hash == sy.agreed.hash
+            assert sx.agreed.height == sy.agreed.height
+            assert sx.head == sy.head
+        assert _value(world, "A", "H", "B") == total
+        assert world.state("H").forwards == ()
+        received = [p.payment_id for n in ("A", "B") for p in world.payments(n, "received")]
+        assert len(received) == len(set(received))
+        settled = {
+            p.payment_id
+            for n in ("A", "B")
+            for kind in ("received", "refunded", "rejected")
+            for p in world.payments(n, kind)
+        }
+        queued = {p.payment_id for n in ("A", "B") for p in world.payments(n, "queued")}
+        assert queued <= settled  # every payment that left arrived, or came back
+        assert sent >= len(queued) > 0
+    finally:
+        world.close()
