@@ -178,7 +178,11 @@ def test_the_example_file_parses_and_judges() -> None:
         "routine",
         "treasury may change its threshold",
         "never remove signers",
+        "channel routine",
+        "never an unbalanced forward",
+        "pay the shop",
     ]
+    assert [n for n, _ in rules.counterparties] == ["shop"]
     assert rules.judge(routine()).verdict is Verdict.APPROVE
     assert rules.judge(routine(1001)).verdict is Verdict.ASK
     assert rules.judge(executes(SetThreshold(4))).verdict is Verdict.ASK  # not the treasury
