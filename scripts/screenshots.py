@@ -2,12 +2,14 @@
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py [OUT_DIR]
 
-It sets up an embedded node, a key in the encrypted-file backend, a second
-signer (bob, a plain ``node.agent.Agent`` served by the same embedded node over
-the agent protocol), a two-member entity (1 share each, threshold 2), a few
-increments, an open proposal, and a frame of bob's waiting for the user's
-approval; then saves each main view, the onboarding and the unlock dialog, in
-the light and the dark theme (PNG, 1100x700).
+It sets up an embedded node (in simulation: the faucet works), a key in the
+encrypted-file backend, a second signer (bob, a plain ``node.agent.Agent``
+served by the same embedded node over the agent protocol), a two-member entity
+(1 share each, threshold 2), a few increments, an open proposal, two entities
+of the user's with a channel between them and a few payments, and a frame of
+bob's waiting for the user's approval; then saves each main view, the
+onboarding and the unlock dialog, in the light and the dark theme (PNG,
+1100x700).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from node.agent import Agent
 from node.crypto import bls
 from node.machines import entity as ent
+from node.machines.accounts import OpenChannel
+from node.machines.entity import EntityState
 from node.machines.frames import Signatures
 from node.machines.governance import SetShares, signer_id
 from node.machines.replica import SubmitBatch
@@ -37,8 +41,11 @@ from node.net.agent_client import serve_signer
 from node.net.client import NodeClient
 from node.tokens import Scope, TokenStore
 from node.txs import Tx
+from wallet.flows.accountant import Rules
+from wallet.flows.compose import ChannelCard
 from wallet.flows.onboarding import Onboarding
 from wallet.keys import Vault, choose_backend, mnemonic
+from wallet.keys.vault import KeyInfo
 from wallet.model import NewMember, WalletModel
 from wallet.qt import QApplication, QEventLoop, QSize, QWidget
 from wallet.service import WalletService
@@ -97,7 +104,7 @@ async def main(out: Path) -> None:
         key = vault.add_mnemonic(mnemonic.generate(), PASSWORD, "alice (this laptop)")
         model = WalletModel()
         settings = Settings(tick_ms=100, accountant_on=True)
-        service = WalletService(data, model, vault, settings, ttl_s=3600.0)
+        service = WalletService(data, model, vault, settings, ttl_s=3600.0, simulation=True)
         waiter = Waiter()
         for signal in (model.entities_changed, model.connection_changed, model.metrics_changed):
             signal.connect(waiter.wake)
@@ -143,6 +150,7 @@ async def main(out: Path) -> None:
             await service.increment(key.signer_id, entity, n)
             target = counter() + n
             await waiter.until(lambda t=target: counter() >= t)  # type: ignore[misc]
+        await channels(service, model, waiter, key)
         # a proposal: opening one is routine for the default rules; bob has not voted
         height = model.entities[(key.signer_id, entity)].state.height
         await service.propose(key.signer_id, entity, SetShares(key.signer_id, 2), height + 4000)
@@ -240,6 +248,55 @@ async def main(out: Path) -> None:
         bob_agent.close()
         await client.close()
         await service.stop()
+
+
+async def channels(
+    service: WalletService, model: WalletModel, waiter: Waiter, key: KeyInfo
+) -> None:
+    """Two entities of the user's, funded by the faucet, a channel between them opened
+    from both sides, and a few payments each way (the rules approve them here)."""
+    me = [NewMember(key.pubkey, key.pop, 1)]
+    treasury = await service.create_entity(key.signer_id, me, 1, 0)
+    shop = await service.create_entity(key.signer_id, me, 1, 0)
+
+    def state(entity: bytes) -> EntityState | None:
+        entry = model.entities.get((key.signer_id, entity))
+        return None if entry is None else entry.state
+
+    await waiter.until(lambda: state(treasury) is not None and state(shop) is not None)
+    service.policy.rules = Rules.parse(SHOT_RULES)
+    await service.faucet(treasury, 1, 5_000)
+    await service.faucet(shop, 1, 1_000)
+    await waiter.until(
+        lambda: all((s := state(e)) is not None and s.reserve(1) > 0 for e in (treasury, shop))
+    )
+    for mine, peer, collateral in ((treasury, shop, 2_000), (shop, treasury, 300)):
+        card = ChannelCard.decode(await service.channel_card(peer))
+        here = state(mine)
+        assert here is not None
+        action = OpenChannel(peer, card.config, card.config_height, 1, collateral)
+        await service.propose(key.signer_id, mine, action, here.height + 50)
+
+    def ready(mine: bytes, peer: bytes) -> bool:
+        s = state(mine)
+        record = None if s is None else s.channel(peer)
+        return (
+            record is not None and record.side.status == "ready" and record.side.agreed.height > 0
+        )
+
+    await waiter.until(lambda: ready(treasury, shop) and ready(shop, treasury))
+    for payer, payee, amount in ((treasury, shop, 120), (shop, treasury, 35), (treasury, shop, 60)):
+        await service.pay(key.signer_id, payer, (payee,), 1, amount)
+    await waiter.until(lambda: ready(treasury, shop) and ready(shop, treasury))
+    service.policy.rules = None  # back to the defaults
+
+
+SHOT_RULES = """\
+[[rule]]
+name = "screenshots"
+approve = ["counter", "proposal", "vote", "expired", "voided", "open_channel", "payment",
+           "paid", "received", "minted", "channel_note"]
+"""
 
 
 def run() -> int:
