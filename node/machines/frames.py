@@ -25,6 +25,7 @@ signature the message travels with.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -137,6 +138,20 @@ class Frame:
 
     @classmethod
     def decode(cls, raw: bytes) -> Frame:
+        """Strict decode; a frame decoded lately is returned again (a member gets the
+        same frame in a proposal and in its commit; frames are immutable)."""
+        frame = _DECODED.get(raw)
+        if frame is not None:
+            _DECODED.move_to_end(raw)
+            return frame
+        frame = cls._decode(raw)
+        _DECODED[raw] = frame
+        while len(_DECODED) > _DECODED_MAX:
+            _DECODED.popitem(last=False)
+        return frame
+
+    @classmethod
+    def _decode(cls, raw: bytes) -> Frame:
         item, per_item = decode_with_raw(raw)
         f = as_list(item, "frame", size=7)
         batch_items = as_list(f[3], "frame batches", max_len=MAX_FRAME_BATCHES)
@@ -162,6 +177,10 @@ class Frame:
 
     def message(self, round_: int) -> bytes:
         return precommit_message(self.entity_id, self.height, round_, self.hash)
+
+
+_DECODED: OrderedDict[bytes, Frame] = OrderedDict()
+_DECODED_MAX = 16
 
 
 def precommit_message(entity_id: bytes, height: int, round_: int, frame_hash: bytes) -> bytes:
