@@ -248,21 +248,8 @@ class EntityState:
     mints: tuple[bytes, ...] = ()  # faucet mints applied (simulation), ascending
 
     def to_tree(self) -> RlpTree:
-        return [
-            int_bytes(STATE_VERSION),
-            self.entity_id,
-            self.config.to_tree(),
-            int_bytes(self.height),
-            int_bytes(self.counter),
-            [p.to_tree() for p in self.proposals],
-            int_bytes(self.next_proposal_id),
-            [[sid, int_bytes(n)] for sid, n in self.nonces],
-            int_bytes(self.config_height),
-            [[int_bytes(a), int_bytes(n)] for a, n in self.reserves],
-            [c.to_tree() for c in self.channels],
-            [[pid, peer] for pid, peer in self.forwards],
-            list(self.mints),
-        ]
+        tree = self.to_tree_without_channels()
+        return [*tree[:10], [c.to_tree() for c in self.channels], *tree[10:]]
 
     @cached_property
     def encoded(self) -> bytes:
@@ -278,6 +265,7 @@ class EntityState:
         )
 
     def to_tree_without_channels(self) -> list[RlpTree]:
+        """Every field but the channels (which go at index 10)."""
         return [
             int_bytes(STATE_VERSION),
             self.entity_id,
