@@ -353,6 +353,11 @@ class NodeSession:
             raise
         return Replica.decode_agreed(raw)  # the wallet reads the entity, not the pool
 
+    async def frame(self, entity: bytes, height: int) -> bytes | None:
+        """The certified frame of ``entity`` at ``height`` (GET_FRAMES), or None."""
+        frames = await self._need().frames(entity, height, 1)
+        return frames[0][0] if frames else None
+
     async def find_entity(self, entity: bytes) -> EntityState | None:
         """The agreed state of ``entity`` as any signer hosted on the node holds it
         (reads the whole hierarchy: server scope; for a one-off look-up)."""

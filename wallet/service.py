@@ -44,6 +44,7 @@ from node.machines import entity as ent
 from node.machines.entity import EntityAction, EntityState
 from node.machines.frames import (
     Certificate,
+    Frame,
     signers_of,
     verify_certificate_of,
 )
@@ -62,7 +63,7 @@ from wallet.embedded import EmbeddedNode
 from wallet.flows import compose
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications
-from wallet.flows.effects import Effect, FrameAnalysis
+from wallet.flows.effects import Effect, FrameAnalysis, analyze
 from wallet.flows.payments import LEDGER_FILE, SpendLedger
 from wallet.keys.vault import Locked, Vault
 from wallet.logsink import ModelLogHandler
@@ -450,8 +451,40 @@ class WalletService:
             # state now, no need to read the replica again.
             self.model.set_entity(EntityEntry(signer, analysis.new_state, signers))
             self._prune_in_flight(signer, entity, analysis.new_state.nonce_of(signer))
+        elif before is not None and before.state.height == news.height - 1 and valid:
+            # A frame this wallet was not asked to sign (the others made its quorum):
+            # read it, to know what it did and show its payments.
+            self._spawn(self._learn_frame(signer, entity, before.state, news, signers))
         else:
             self._spawn(self.refresh(signer, entity))
+
+    async def _learn_frame(
+        self,
+        signer: bytes,
+        entity: bytes,
+        before: EntityState,
+        news: FrameNews,
+        signers: tuple[bytes, ...],
+    ) -> None:
+        try:
+            raw = await self.session.frame(entity, news.height)
+        except (ConnectionError, OSError, NodeError) as exc:
+            log.info("cannot read frame %d of %s: %s", news.height, entity.hex()[:12], exc)
+            raw = None
+        analysis = None
+        if raw is not None:
+            frame = Frame.decode(raw)
+            if frame.hash == news.frame_hash:
+                analysis = analyze(before, frame)
+        if analysis is None or analysis.new_state is None:
+            await self.refresh(signer, entity)
+            return
+        self._analyses[news.frame_hash] = analysis
+        self._add_payments(entity, news.height, news.frame_hash)
+        current = self.model.entities.get((signer, entity))
+        if current is None or current.state.height < news.height:
+            self.model.set_entity(EntityEntry(signer, analysis.new_state, signers))
+        self._prune_in_flight(signer, entity, analysis.new_state.nonce_of(signer))
 
     def _remember_analysis(self, request: ApprovalRequest) -> None:
         a = request.analysis

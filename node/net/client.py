@@ -17,7 +17,8 @@ from typing import Any, Self
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
 
-from node.codec import HASH_LEN, as_bytes, as_int, as_list, as_text, decode
+from node.codec import HASH_LEN, as_bytes, as_int, as_list, as_text, decode, encode_tree
+from node.machines.frames import Certificate
 from node.machines.server import ServerState
 from node.net.protocol import (
     Err,
@@ -172,6 +173,18 @@ class NodeClient:
             route = tuple(as_bytes(r, "route", size=HASH_LEN) for r in as_list(pair[0], "route"))
             raws[route] = as_bytes(pair[1], "state")
         return ServerState.decode(top, get=raws.__getitem__)
+
+    async def frames(
+        self, entity: bytes, start_height: int, max_count: int
+    ) -> list[tuple[bytes, Certificate]]:
+        """Certified frames of ``entity`` from ``start_height`` (a scope that reaches one
+        of its replicas on this node)."""
+        reply = await self.request(Req.GET_FRAMES, [entity, start_height, max_count])
+        out = []
+        for item in as_list(reply.body[0], "frames"):
+            pair = as_list(item, "frame", size=2)
+            out.append((encode_tree(as_list(pair[0], "frame")), Certificate.from_item(pair[1])))
+        return out
 
     async def blocks(self, start_height: int, max_count: int) -> list[bytes]:
         reply = await self.request(Req.GET_BLOCKS, [start_height, max_count])

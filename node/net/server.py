@@ -682,7 +682,10 @@ class ApiServer:
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
 
     async def _get_frames(self, ws: ServerConnection, session: Session, req: Request) -> None:
-        self._require_peer(session, req)
+        """Peer servers (catch-up), and clients whose scope reaches a replica of the
+        entity hosted here (a wallet reads the frames it was not asked to sign)."""
+        if session.peer is not None:
+            self._require_peer(session, req)
         rid = req.request_id
         try:
             if len(req.body) != 3:
@@ -692,6 +695,20 @@ class ApiServer:
             count = as_int(req.body[2], "max_count", min_value=1, max_value=MAX_FRAMES_PER_PAGE)
         except DecodeError as exc:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
+        scope = session.scope
+        if session.peer is None and not (
+            scope is not None
+            and any(
+                scope.allows((s.id, entity))
+                for s in self.node.state.signers
+                if entity in s.by_entity
+            )
+        ):
+            raise ProtocolError(
+                Err.FORBIDDEN,
+                f"token scope {scope} reaches no replica of that entity here",
+                rid,
+            )
         frames = await asyncio.to_thread(self.node.store.frames, entity, start, count)
         body = [[decode(raw), cert.to_tree()] for raw, cert in frames]
         await ws.send(encode_reply(Rep.FRAMES, rid, [body]))

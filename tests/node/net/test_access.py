@@ -81,6 +81,18 @@ async def test_entity_token_reaches_only_that_entity(world: World) -> None:
         await expect_error(c.read_state([w.a]), Err.FORBIDDEN)
 
 
+async def test_frames_are_readable_with_a_scope_that_reaches_a_replica(world: World) -> None:
+    """GET_FRAMES: peer servers, and clients whose scope reaches a replica of the entity
+    hosted here (a wallet reads the frames it was not asked to sign)."""
+    w = world
+    for scope in (Scope("server"), Scope("signer", w.a), Scope("entity", w.entity)):
+        async with await NodeClient.connect(w.live.url, token=token(w, scope)) as c:
+            assert await c.frames(w.entity, 1, 8) == []  # allowed; none certified yet
+    for scope in (Scope("signer", w.b), Scope("entity", b"\x09" * 32)):
+        async with await NodeClient.connect(w.live.url, token=token(w, scope)) as c:
+            await expect_error(c.frames(w.entity, 1, 8), Err.FORBIDDEN)
+
+
 MINT = MintInput(Mint(b"\x4d" * 32, 1, 10**6))
 
 
