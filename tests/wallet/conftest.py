@@ -16,6 +16,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,12 +128,25 @@ class Duo:
         return -1 if entry is None else entry.state.counter
 
 
-@pytest.fixture
-async def duo(kit: Kit, tmp_path: Path) -> AsyncIterator[Duo]:
+@dataclass
+class Running:
+    """A started, unlocked :class:`WalletService` whose model, approval queue and log
+    lines wake ``waiter``; ``logs`` holds the log lines."""
+
+    service: WalletService
+    model: WalletModel
+    waiter: Waiter
+    logs: list[str]
+
+
+@contextlib.asynccontextmanager
+async def running_service(kit: Kit, **options: Any) -> AsyncIterator[Running]:
+    """The wallet on its embedded node (20 ms ticks, accountant on, 20 s approval
+    time-out unless ``options`` say otherwise), stopped at the end."""
     model = WalletModel()
-    service = WalletService(
-        kit.data, model, kit.vault, Settings(tick_ms=20, accountant_on=True), ttl_s=20.0
-    )
+    options.setdefault("ttl_s", 20.0)
+    settings = options.pop("settings", Settings(tick_ms=20, accountant_on=True))
+    service = WalletService(kit.data, model, kit.vault, settings, **options)
     waiter = Waiter()
     for signal in (model.entities_changed, model.lock_changed, model.connection_changed):
         signal.connect(waiter.wake)
@@ -143,59 +157,89 @@ async def duo(kit: Kit, tmp_path: Path) -> AsyncIterator[Duo]:
     logging.getLogger().addHandler(handler)
     previous_level = logging.getLogger().level
     logging.getLogger().setLevel(logging.INFO)
-    await service.start()
-    await service.unlock(PASSWORD)
-    assert service.embedded is not None
-    token, _ = TokenStore(service.embedded.data).create(Scope("server"), "test")
-    assert service.embedded.api is not None
-    service.embedded.api.refresh_tokens()
-    client = await NodeClient.connect(service.embedded.url, token=token)
-    bob_sk = bls.keygen(secrets.token_bytes(32))
-    bob_pk = bls.sk_to_pk(bob_sk)
-    receipts = await client.submit([CreateSigner(bob_pk, bls.pop_prove(bob_sk))])
-    assert receipts.receipts[0].error is None
-    bob_agent = Agent(bob_sk, tmp_path / "bob-guard")
-    stop = asyncio.Event()
-    bob_up: list[bool] = []
-
-    async def bob_signs(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
-        return await asyncio.to_thread(bob_agent.sign_precommit, frame_raw, round_)
-
-    def bob_link(up: bool) -> None:
-        bob_up.append(up)
-        waiter.wake()
-
-    bob_task = asyncio.create_task(
-        serve_signer(
-            service.embedded.url, token, bob_agent.signer_id, bob_signs, stop, on_link=bob_link
-        )
-    )
-    wallet_agent = service.agents[kit.key.signer_id]
-    wallet_agent.on_link.append(waiter.wake)
-    await waiter.until(lambda: wallet_agent.connected and bool(bob_up) and bob_up[-1])
-    key = kit.key
-    entity = await service.create_entity(
-        key.signer_id,
-        [NewMember(key.pubkey, key.pop, 1), NewMember(bob_pk, bls.pop_prove(bob_sk), 1)],
-        threshold=2,
-        proposer_index=0,
-    )
-    duo = Duo(service, model, kit, key.signer_id, bob_sk, signer_id(bob_pk), entity, client, waiter)
-    duo.logs = handler.messages
-    await waiter.until(lambda: duo.counter() == 0)
-
-    async def bob_has_replica() -> bool:
-        return await service.session.read_replica(duo.bob, entity) is not None
-
-    await waiter.until_async(bob_has_replica)  # woken by each block (the history)
     try:
-        yield duo
+        await service.start()
+        await service.unlock(PASSWORD)
+        yield Running(service, model, waiter, handler.messages)
     finally:
-        stop.set()
-        await bob_task
-        bob_agent.close()
-        with contextlib.suppress(Exception):
-            await client.close()
         await service.stop()
         logging.getLogger().removeHandler(handler)
         logging.getLogger().setLevel(previous_level)
+
+
+@dataclass
+class Bob:
+    """A second signer on the wallet's embedded node, his key in a plain
+    :class:`Agent` served over the agent protocol; ``client`` has server scope."""
+
+    sk: int
+    pubkey: bytes
+    id: bytes
+    client: NodeClient
+
+
+@contextlib.asynccontextmanager
+async def bob_served(run: Running, guard: Path) -> AsyncIterator[Bob]:
+    """Bob, until the end; returns once both his agent and the wallet's are connected."""
+    service, waiter = run.service, run.waiter
+    assert service.embedded is not None
+    assert service.embedded.api is not None
+    token, _ = TokenStore(service.embedded.data).create(Scope("server"), "test")
+    service.embedded.api.refresh_tokens()
+    client = await NodeClient.connect(service.embedded.url, token=token)
+    sk = bls.keygen(secrets.token_bytes(32))
+    pubkey = bls.sk_to_pk(sk)
+    receipts = await client.submit([CreateSigner(pubkey, bls.pop_prove(sk))])
+    assert receipts.receipts[0].error is None
+    agent = Agent(sk, guard)
+    stop = asyncio.Event()
+    up: list[bool] = []
+
+    async def signs(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
+        return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
+
+    def link(on: bool) -> None:
+        up.append(on)
+        waiter.wake()
+
+    task = asyncio.create_task(
+        serve_signer(service.embedded.url, token, agent.signer_id, signs, stop, on_link=link)
+    )
+    try:
+        wallet_agents = list(service.agents.values())
+        for wallet_agent in wallet_agents:
+            wallet_agent.on_link.append(waiter.wake)
+        await waiter.until(lambda: all(a.connected for a in wallet_agents) and bool(up) and up[-1])
+        yield Bob(sk, pubkey, signer_id(pubkey), client)
+    finally:
+        stop.set()
+        await task
+        agent.close()
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+@pytest.fixture
+async def duo(kit: Kit, tmp_path: Path) -> AsyncIterator[Duo]:
+    async with (
+        running_service(kit) as run,
+        bob_served(run, tmp_path / "bob-guard") as bob,
+    ):
+        service, waiter, key = run.service, run.waiter, kit.key
+        entity = await service.create_entity(
+            key.signer_id,
+            [NewMember(key.pubkey, key.pop, 1), NewMember(bob.pubkey, bls.pop_prove(bob.sk), 1)],
+            threshold=2,
+            proposer_index=0,
+        )
+        duo = Duo(
+            service, run.model, kit, key.signer_id, bob.sk, bob.id, entity, bob.client, waiter
+        )
+        duo.logs = run.logs
+        await waiter.until(lambda: duo.counter() == 0)
+
+        async def bob_has_replica() -> bool:
+            return await service.session.read_replica(duo.bob, entity) is not None
+
+        await waiter.until_async(bob_has_replica)  # woken by each block (the history)
+        yield duo

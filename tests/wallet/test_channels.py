@@ -7,8 +7,6 @@ limit, ask beyond it, and the spend ledger remembers what was signed."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +15,13 @@ import pytest
 
 from node.machines.accounts import OpenChannel
 from node.machines.entity import EntityState
-from tests.wallet.conftest import PASSWORD, Kit, Waiter, _WakeHandler
+from tests.wallet.conftest import Kit, Waiter, running_service
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import Status
 from wallet.flows.compose import ChannelCard
 from wallet.flows.payments import SpendLedger
 from wallet.model import HistoryItem, NewMember, WalletModel
 from wallet.service import WalletError, WalletService
-from wallet.settings import Settings
 
 ASSET = 1
 ROUTINE = (
@@ -63,43 +60,17 @@ class Pair:
 
 @pytest.fixture
 async def pair(kit: Kit) -> AsyncIterator[Pair]:
-    model = WalletModel()
-    service = WalletService(
-        kit.data,
-        model,
-        kit.vault,
-        Settings(tick_ms=20, accountant_on=True),
-        rules=Rules.parse(ROUTINE),
-        ttl_s=20.0,
-        simulation=True,
-    )
-    waiter = Waiter()
-    for signal in (model.entities_changed, model.connection_changed):
-        signal.connect(waiter.wake)
-    model.history_added.connect(waiter.wake)
-    service.queue.added.append(waiter.wake)
-    service.queue.changed.append(waiter.wake)
-    handler = _WakeHandler(waiter, asyncio.get_running_loop())
-    logging.getLogger().addHandler(handler)
-    previous = logging.getLogger().level
-    logging.getLogger().setLevel(logging.INFO)
-    await service.start()
-    await service.unlock(PASSWORD)
-    agent = service.agents[kit.key.signer_id]
-    agent.on_link.append(waiter.wake)
-    await waiter.until(lambda: agent.connected)
-    key = kit.key
-    me = [NewMember(key.pubkey, key.pop, 1)]
-    a = await service.create_entity(key.signer_id, me, 1, 0)
-    b = await service.create_entity(key.signer_id, me, 1, 0)
-    pair = Pair(service, model, kit, key.signer_id, a, b, waiter, handler.messages)
-    await waiter.until(lambda: pair.has(a) and pair.has(b))
-    try:
+    async with running_service(kit, rules=Rules.parse(ROUTINE), simulation=True) as run:
+        service, waiter, key = run.service, run.waiter, kit.key
+        agent = service.agents[key.signer_id]
+        agent.on_link.append(waiter.wake)
+        await waiter.until(lambda: agent.connected)
+        me = [NewMember(key.pubkey, key.pop, 1)]
+        a = await service.create_entity(key.signer_id, me, 1, 0)
+        b = await service.create_entity(key.signer_id, me, 1, 0)
+        pair = Pair(service, run.model, kit, key.signer_id, a, b, waiter, run.logs)
+        await waiter.until(lambda: pair.has(a) and pair.has(b))
         yield pair
-    finally:
-        await service.stop()
-        logging.getLogger().removeHandler(handler)
-        logging.getLogger().setLevel(previous)
 
 
 async def open_both(p: Pair, collateral_a: int, collateral_b: int) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from node.cluster import Cluster
 from node.crypto import bls, keystore
 from node.machines.accounts import OpenChannel
 from node.machines.entity import EntityState
-from tests.wallet.conftest import PASSWORD, _WakeHandler
+from tests.wallet.conftest import PASSWORD, Waiter, _WakeHandler
 from wallet.flows.accountant import Rules
 from wallet.flows.compose import ChannelCard
 from wallet.keys.backends import choose_backend
@@ -56,22 +56,6 @@ def pay_rules(payee: bytes) -> Rules:
     )
 
 
-class Wake:
-    """One event for everything a test waits on: model changes, logs, commits."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    def __call__(self, *_: object) -> None:
-        self.event.set()
-
-    async def until(self, check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not check():
-                self.event.clear()
-                await self.event.wait()
-
-
 @dataclass
 class Wallet:
     name: str
@@ -84,7 +68,7 @@ class Wallet:
     model: WalletModel | None = None
     entity: bytes = b""
 
-    async def open(self, wake: Wake, rules: Rules | None = None) -> None:
+    async def open(self, wake: Waiter, rules: Rules | None = None) -> None:
         self.model = WalletModel()
         self.service = WalletService(
             self.data,
@@ -97,13 +81,13 @@ class Wallet:
             ttl_s=20.0,
         )
         for signal in (self.model.entities_changed, self.model.connection_changed):
-            signal.connect(wake)
-        self.model.history_added.connect(wake)
+            signal.connect(wake.wake)
+        self.model.history_added.connect(wake.wake)
         await self.service.start()
         await self.service.unlock(PASSWORD)
         agent = self.service.agents[self.key.signer_id]
-        agent.on_link.append(wake)
-        await wake.until(lambda: agent.connected)
+        agent.on_link.append(wake.wake)
+        await wake.until(lambda: agent.connected, timeout_s=WAIT_S)
 
     async def close(self) -> None:
         if self.service is not None:
@@ -186,8 +170,8 @@ async def hub(tmp_path: Path) -> AsyncIterator[Cluster]:
 async def test_two_wallets_pay_each_other_through_a_hub_across_restarts(
     hub: Cluster, tmp_path: Path
 ) -> None:
-    wake = Wake()
-    handler = _WakeHandler(wake, asyncio.get_running_loop())  # type: ignore[arg-type]
+    wake = Waiter()
+    handler = _WakeHandler(wake, asyncio.get_running_loop())
     logging.getLogger().addHandler(handler)
     keys = hub.keys
     H = await hub.create_entity(keys, [1, 1, 1], 2)
@@ -200,10 +184,11 @@ async def test_two_wallets_pay_each_other_through_a_hub_across_restarts(
             assert w.service is not None
             me = [NewMember(w.key.pubkey, w.key.pop, 1)]
             w.entity = await w.service.create_entity(w.key.signer_id, me, 1, 0)
-            await wake.until(lambda w=w: w.state() is not None)  # type: ignore[misc]
+            await wake.until(lambda w=w: w.state() is not None, timeout_s=WAIT_S)  # type: ignore[misc]
             await w.service.faucet(w.entity, ASSET, 1_000)
         await wake.until(
-            lambda: all((s := w.state()) and s.reserve(ASSET) == 1_000 for w in (alice, bob))
+            lambda: all((s := w.state()) and s.reserve(ASSET) == 1_000 for w in (alice, bob)),
+            timeout_s=WAIT_S,
         )
         # Each wallet opens a channel with the hub, with 500 of collateral; the hub opens
         # back with 2,000 of its own, so it can forward both ways.
@@ -217,7 +202,9 @@ async def test_two_wallets_pay_each_other_through_a_hub_across_restarts(
             await w.service.propose(w.key.signer_id, w.entity, action, state.height + 50)
             back = OpenChannel(w.entity, card.config, card.config_height, ASSET, 2_000)
             await hub.pass_proposal(keys, H, back)
-        await wake.until(lambda: alice.balance(H) == 500 and bob.balance(H) == 500)
+        await wake.until(
+            lambda: alice.balance(H) == 500 and bob.balance(H) == 500, timeout_s=WAIT_S
+        )
         assert alice.service is not None
         assert bob.service is not None
         alice.service.policy.rules = pay_rules(bob.entity)
@@ -234,7 +221,7 @@ async def test_two_wallets_pay_each_other_through_a_hub_across_restarts(
             await pay(alice, bob, amount)
         for amount in b_to_a[:2]:
             await pay(bob, alice, amount)
-        await wake.until(lambda: bob.history("received") == sum(a_to_b[:2]))
+        await wake.until(lambda: bob.history("received") == sum(a_to_b[:2]), timeout_s=WAIT_S)
 
         # A hub signer's server dies mid-stream and comes back.
         await pay(alice, bob, a_to_b[2])
@@ -244,19 +231,21 @@ async def test_two_wallets_pay_each_other_through_a_hub_across_restarts(
         await hub.watch(keys[2], H)
 
         # Alice's wallet is closed and opened again on its folder (keys from its vault).
-        await wake.until(lambda: alice.history("received") == sum(b_to_a[:3]))
+        await wake.until(lambda: alice.history("received") == sum(b_to_a[:3]), timeout_s=WAIT_S)
         await alice.close()
         await alice.open(wake, pay_rules(bob.entity))
-        await wake.until(lambda: alice.state() is not None)
+        await wake.until(lambda: alice.state() is not None, timeout_s=WAIT_S)
         for amount in a_to_b[3:]:
             await pay(alice, bob, amount)
         await pay(bob, alice, b_to_a[3])
 
         net = sum(a_to_b) - sum(b_to_a)
-        await wake.until(lambda: alice.balance(H) == 500 - net and bob.balance(H) == 500 + net)
-        await wake.until(lambda: bob.history("received") == sum(a_to_b))
+        await wake.until(
+            lambda: alice.balance(H) == 500 - net and bob.balance(H) == 500 + net, timeout_s=WAIT_S
+        )
+        await wake.until(lambda: bob.history("received") == sum(a_to_b), timeout_s=WAIT_S)
         # Alice's wallet was opened again: its history holds what came after.
-        await wake.until(lambda: alice.history("received") == b_to_a[3])
+        await wake.until(lambda: alice.history("received") == b_to_a[3], timeout_s=WAIT_S)
         assert bob.history("paid") == sum(b_to_a)
         h_state = await hub_settled(hub, H, (alice.entity, bob.entity))
         # Value conserved: the hub's balances moved by exactly what passed through.

@@ -13,35 +13,23 @@ wallet's agent is gone altogether and E pays F.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from node.agent import Agent
 from node.crypto import bls
 from node.machines import entity as ent
 from node.machines.accounts import OpenChannel, Pay
 from node.machines.entity import EntityState
-from node.machines.frames import Signatures
-from node.machines.governance import signer_id
 from node.machines.replica import SubmitBatch
-from node.machines.server import CreateSigner
-from node.net.agent_client import serve_signer
-from node.net.client import NodeClient
-from node.tokens import Scope, TokenStore
 from node.txs import Tx, TxBody
-from tests.wallet.conftest import PASSWORD, Kit, Waiter, _WakeHandler
+from tests.wallet.conftest import Bob, Kit, Waiter, bob_served, running_service
 from wallet.flows.accountant import Rules
 from wallet.flows.compose import ChannelCard
 from wallet.model import NewMember, WalletModel
 from wallet.service import WalletService
-from wallet.settings import Settings
 
 ASSET = 1
 
@@ -51,9 +39,7 @@ class Setup:
     service: WalletService
     model: WalletModel
     alice: bytes
-    bob_sk: int
-    bob: bytes
-    client: NodeClient
+    bob: Bob
     waiter: Waiter
     e: bytes = b""
     f: bytes = b""
@@ -63,80 +49,31 @@ class Setup:
         return None if entry is None else entry.state
 
     async def bob_submits(self, txs: list[TxBody]) -> None:
-        replica = await self.service.session.read_replica(self.bob, self.e)
+        replica = await self.service.session.read_replica(self.bob.id, self.e)
         assert replica is not None
-        nonce = replica.entity.nonce_of(self.bob) + 1
-        batch = ent.sign_batch(self.e, self.bob_sk, self.bob, nonce, [Tx.of(t) for t in txs])
-        receipts = await self.client.submit([SubmitBatch(batch)], [self.bob, self.e])
+        nonce = replica.entity.nonce_of(self.bob.id) + 1
+        batch = ent.sign_batch(self.e, self.bob.sk, self.bob.id, nonce, [Tx.of(t) for t in txs])
+        receipts = await self.bob.client.submit([SubmitBatch(batch)], [self.bob.id, self.e])
         assert receipts.receipts[0].error is None, receipts.receipts[0].error
 
 
 @pytest.fixture
 async def setup(kit: Kit, tmp_path: Path) -> AsyncIterator[Setup]:
-    model = WalletModel()
-    service = WalletService(
-        kit.data,
-        model,
-        kit.vault,
-        Settings(tick_ms=20, accountant_on=True),
-        ttl_s=20.0,
-        simulation=True,
-    )
-    waiter = Waiter()
-    for signal in (model.entities_changed, model.connection_changed):
-        signal.connect(waiter.wake)
-    model.history_added.connect(waiter.wake)
-    handler = _WakeHandler(waiter, asyncio.get_running_loop())
-    logging.getLogger().addHandler(handler)
-    await service.start()
-    await service.unlock(PASSWORD)
-    assert service.embedded is not None
-    assert service.embedded.api is not None
-    token, _ = TokenStore(service.embedded.data).create(Scope("server"), "test")
-    service.embedded.api.refresh_tokens()
-    client = await NodeClient.connect(service.embedded.url, token=token)
-    bob_sk = bls.keygen(secrets.token_bytes(32))
-    bob_pk = bls.sk_to_pk(bob_sk)
-    await client.submit([CreateSigner(bob_pk, bls.pop_prove(bob_sk))])
-    bob_agent = Agent(bob_sk, tmp_path / "bob-guard")
-    stop = asyncio.Event()
-    up: list[bool] = []
-
-    async def bob_signs(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
-        return await asyncio.to_thread(bob_agent.sign_precommit, frame_raw, round_)
-
-    def bob_link(on: bool) -> None:
-        up.append(on)
-        waiter.wake()
-
-    bob_task = asyncio.create_task(
-        serve_signer(
-            service.embedded.url, token, signer_id(bob_pk), bob_signs, stop, on_link=bob_link
+    async with (
+        running_service(kit, simulation=True) as run,
+        bob_served(run, tmp_path / "bob-guard") as bob,
+    ):
+        service, key = run.service, kit.key
+        s = Setup(service, run.model, key.signer_id, bob, run.waiter)
+        s.e = await service.create_entity(
+            key.signer_id,
+            [NewMember(key.pubkey, key.pop, 1), NewMember(bob.pubkey, bls.pop_prove(bob.sk), 2)],
+            threshold=2,
+            proposer_index=1,
         )
-    )
-    agent = service.agents[kit.key.signer_id]
-    agent.on_link.append(waiter.wake)
-    await waiter.until(lambda: agent.connected and bool(up) and up[-1])
-    s = Setup(service, model, kit.key.signer_id, bob_sk, signer_id(bob_pk), client, waiter)
-    key = kit.key
-    s.e = await service.create_entity(
-        key.signer_id,
-        [NewMember(key.pubkey, key.pop, 1), NewMember(bob_pk, bls.pop_prove(bob_sk), 2)],
-        threshold=2,
-        proposer_index=1,
-    )
-    s.f = await service.create_entity(key.signer_id, [NewMember(key.pubkey, key.pop, 1)], 1, 0)
-    await waiter.until(lambda: s.state(s.e) is not None and s.state(s.f) is not None)
-    try:
+        s.f = await service.create_entity(key.signer_id, [NewMember(key.pubkey, key.pop, 1)], 1, 0)
+        await s.waiter.until(lambda: s.state(s.e) is not None and s.state(s.f) is not None)
         yield s
-    finally:
-        stop.set()
-        await bob_task
-        bob_agent.close()
-        with contextlib.suppress(Exception):
-            await client.close()
-        await service.stop()
-        logging.getLogger().removeHandler(handler)
 
 
 async def test_a_payment_in_a_frame_the_wallet_did_not_sign_shows_in_history(
