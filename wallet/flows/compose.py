@@ -529,6 +529,20 @@ class OpenChannelForm:
         return action
 
 
+def _peer_asset_amount(
+    peer_hex: str, asset: int | str, name: str, amount: Callable[[], int]
+) -> tuple[bytes, int, int]:
+    """A channel action's counterparty, asset and amount (field ``name``), every error
+    reported at once."""
+    errors: dict[str, str] = {}
+    peer = _field(errors, "peer", lambda: parse_hex(peer_hex, HASH_LEN, "counterparty"))
+    a = _field(errors, "asset", lambda: parse_asset(asset))
+    n = _field(errors, name, amount)
+    if errors or peer is None or a is None or n is None:
+        raise ComposeError(errors)
+    return peer, a, n
+
+
 @dataclass(frozen=True)
 class ExtendCreditForm:
     peer_hex: str
@@ -536,12 +550,9 @@ class ExtendCreditForm:
     limit: int | str
 
     def to_action(self, state: EntityState) -> ExtendCredit:
-        errors: dict[str, str] = {}
-        peer = _field(errors, "peer", lambda: parse_hex(self.peer_hex, HASH_LEN, "counterparty"))
-        a = _field(errors, "asset", lambda: parse_asset(self.asset))
-        n = _field(errors, "limit", lambda: parse_amount(self.limit, "credit limit", 0))
-        if errors or peer is None or a is None or n is None:
-            raise ComposeError(errors)
+        peer, a, n = _peer_asset_amount(
+            self.peer_hex, self.asset, "limit", lambda: parse_amount(self.limit, "credit limit", 0)
+        )
         action = ExtendCredit(peer, a, n)
         _check(action, state, "peer")
         return action
@@ -554,12 +565,9 @@ class FundChannelForm:
     amount: int | str
 
     def to_action(self, state: EntityState) -> FundChannel:
-        errors: dict[str, str] = {}
-        peer = _field(errors, "peer", lambda: parse_hex(self.peer_hex, HASH_LEN, "counterparty"))
-        a = _field(errors, "asset", lambda: parse_asset(self.asset))
-        n = _field(errors, "amount", lambda: parse_amount(self.amount))
-        if errors or peer is None or a is None or n is None:
-            raise ComposeError(errors)
+        peer, a, n = _peer_asset_amount(
+            self.peer_hex, self.asset, "amount", lambda: parse_amount(self.amount)
+        )
         action = FundChannel(peer, a, n)
         _check(action, state, "peer" if state.channel(peer) is None else "amount")
         return action
