@@ -360,16 +360,10 @@ class Cluster:
         the batch is durable in that node's block."""
         nonce = self.nonces.get((entity_id, key.id), 0) + 1
         encoded: dict[int, Tx] = {}  # a batch of one body repeated is encoded once
-        batch = ent.sign_batch(
-            entity_id,
-            key.sk,
-            key.id,
-            nonce,
-            [
-                encoded[id(t)] if id(t) in encoded else encoded.setdefault(id(t), Tx.of(t))
-                for t in txs
-            ],
-        )
+        for t in txs:
+            if id(t) not in encoded:
+                encoded[id(t)] = Tx.of(t)
+        batch = ent.sign_batch(entity_id, key.sk, key.id, nonce, [encoded[id(t)] for t in txs])
         client = self.client(self.servers[key.server])
         receipts = await client.submit([SubmitBatch(batch)], [key.id, entity_id])
         error = receipts.receipts[0].error

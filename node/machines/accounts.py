@@ -433,10 +433,6 @@ def input_from_item(item: RlpItem) -> FrameInput:
     )
 
 
-def input_raw(inp: FrameInput) -> bytes:
-    return inp.raw
-
-
 # Outbox -----------------------------------------------------------------------------------
 
 

@@ -559,8 +559,9 @@ def build(
 ) -> Built:
     """The proposer's frame, in one pass: keep, in order, the batches that apply on top
     of the ones kept so far (``select_batches``' rule), then the inputs that apply and
-    change something (``select_inputs``' rule), then close the frame. The outcome is
-    what ``execute`` gives for the kept batches and inputs."""
+    change something (those that may apply later, ``FutureInput``, and duplicates are
+    neither kept nor refused), then close the frame. The outcome is what ``execute``
+    gives for the kept batches and inputs."""
     height = state.height + 1
     work, kept, refused = _select_batches(state, batches)
     kept_inputs, refused_inputs, work.ledger = _select_inputs(work.ledger, inputs, allow_mint)
@@ -586,16 +587,6 @@ def _select_inputs(
             ledger = trial
             kept.append(inp)
     return kept, rejected, ledger
-
-
-def select_inputs(
-    state: EntityState, candidates: Sequence[FrameInput], *, allow_mint: bool
-) -> tuple[list[FrameInput], list[tuple[FrameInput, str]]]:
-    """The proposer's filter for inputs on ``state``: keeps, in order, the inputs that
-    apply and change something; reports the others with the reason, except those that
-    may apply later (``FutureInput``) and duplicates, returned in neither list."""
-    kept, rejected, _ = _select_inputs(_Work.of(state).ledger, candidates, allow_mint)
-    return kept, rejected
 
 
 def select_batches(

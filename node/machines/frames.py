@@ -92,7 +92,7 @@ class Frame:
                 encode_tree(int_bytes(height)),
                 encode_tree(prev_hash),
                 encode_list(b.raw for b in batches),
-                encode_list(accounts.input_raw(i) for i in inputs),
+                encode_list(i.raw for i in inputs),
                 encode_tree([o.to_tree() for o in outbox]),
                 encode_tree(state_hash),
             ]

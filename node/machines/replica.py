@@ -314,7 +314,7 @@ class Deliver:
         return cls(_one_input(fields, Message, "deliver", "a channel message"))
 
     def to_fields(self) -> list[RlpItem]:
-        return [decode(accounts.input_raw(self.message))]
+        return [decode(self.message.raw)]
 
     def encoded_fields(self) -> list[bytes]:
         return [self.message.raw]
@@ -334,7 +334,7 @@ class MintInput:
         return cls(_one_input(fields, Mint, "mint", "a mint"))
 
     def to_fields(self) -> list[RlpItem]:
-        return [decode(accounts.input_raw(self.mint))]
+        return [decode(self.mint.raw)]
 
 
 INTERNAL_INPUTS = frozenset({Timeout.TYPE, MintInput.TYPE})
@@ -1089,7 +1089,7 @@ def _inputs_sized(inbox: Sequence[FrameInput]) -> list[FrameInput]:
     out: list[FrameInput] = []
     size = 0
     for inp in inbox[:MAX_FRAME_INPUTS]:
-        size += len(accounts.input_raw(inp))
+        size += len(inp.raw)
         if size > MAX_FRAME_INPUT_BYTES and out:
             break
         out.append(inp)
