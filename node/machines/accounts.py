@@ -231,6 +231,7 @@ class FundChannel:
 
 type ChannelAction = OpenChannel | ExtendCredit | FundChannel
 
+CHANNEL_ACTIONS = (OpenChannel, ExtendCredit, FundChannel)
 CHANNEL_ACTION_NAMES: dict[type[ChannelAction], str] = {
     OpenChannel: "open_channel",
     ExtendCredit: "set_credit",
@@ -297,14 +298,6 @@ class Announce:
 type MessageBody = ch.Frame | Ack | Announce
 
 
-def _body_hash(body: MessageBody) -> bytes:
-    return body.hash
-
-
-def _body_raw(body: MessageBody) -> bytes:
-    return body.raw
-
-
 @dataclass(frozen=True)
 class Message:
     """A signed channel message from entity ``sender``: ``[1, kind, sender, body,
@@ -322,7 +315,7 @@ class Message:
 
     @property
     def hash(self) -> bytes:
-        return _body_hash(self.body)
+        return self.body.hash
 
     @cached_property
     def raw(self) -> bytes:
@@ -331,7 +324,7 @@ class Message:
                 encode_tree(int_bytes(self.TAG)),
                 encode_tree(int_bytes(self.kind)),
                 encode_tree(self.sender),
-                _body_raw(self.body),
+                self.body.raw,
                 encode_tree(int_bytes(self.config_height)),
                 encode_tree(self.bits),
                 encode_tree(self.signature),
@@ -343,7 +336,7 @@ class Message:
             int_bytes(self.TAG),
             int_bytes(self.kind),
             self.sender,
-            decode(_body_raw(self.body)),
+            decode(self.body.raw),
             int_bytes(self.config_height),
             self.bits,
             self.signature,

@@ -432,9 +432,7 @@ def _apply_tx(work: _Work, tx: Tx, batch: Batch, index: int, height: int) -> Non
                 raise ConfigError(f"expires_at {expires_at} must be within {height} .. {latest}")
             if len(work.proposals) >= MAX_OPEN_PROPOSALS:
                 raise ConfigError("too many open proposals")
-            if isinstance(
-                action, accounts.OpenChannel | accounts.ExtendCredit | accounts.FundChannel
-            ):
+            if isinstance(action, accounts.CHANNEL_ACTIONS):
                 accounts.check_channel_action(work.ledger.entity_id, action)
             else:
                 action.apply(work.config)  # would the result be a valid config now?
@@ -465,9 +463,7 @@ def _end_of_frame(work: _Work, height: int, events: FrameEvents) -> None:
         action = proposal.action
         name = ACTION_NAMES[type(action)]
         try:
-            if isinstance(
-                action, accounts.OpenChannel | accounts.ExtendCredit | accounts.FundChannel
-            ):
+            if isinstance(action, accounts.CHANNEL_ACTIONS):
                 trial = work.ledger.copy()
                 accounts.apply_action(trial, action)
                 work.ledger = trial
