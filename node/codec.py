@@ -13,6 +13,7 @@ item into a typed value, or raise :class:`DecodeError` naming the field.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import rlp
@@ -44,6 +45,81 @@ _keccak = _keccak_backend().keccak256
 
 class DecodeError(ValueError):
     """Input that is not valid, canonical RLP of the expected shape."""
+
+
+class LimitExceeded(DecodeError):
+    """Input whose structure goes past a :class:`Limits` cap; found before decoding."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on one encoded item from outside the process, checked by :func:`scan`.
+
+    ``max_items`` counts every byte string and every list, the outermost one too;
+    ``max_depth`` counts list levels (``[]`` is depth 1, ``[[]]`` depth 2).
+    """
+
+    max_bytes: int
+    max_depth: int
+    max_items: int
+
+
+def scan(data: bytes, limits: Limits) -> int:
+    """Check ``data``'s size, nesting depth and item count against ``limits``
+    without building anything; returns the item count.
+
+    One loop over the item headers, no recursion: the cost is linear in the
+    bytes and stops at the first cap crossed, so a hostile frame costs at most
+    ``limits.max_items`` steps. A length prefix that points past its enclosing
+    list or the input is reported as truncated. Everything else (canonical
+    form) is left to the decoder, which only ever sees input that passed here.
+    """
+    n = len(data)
+    if n > limits.max_bytes:
+        raise LimitExceeded(f"frame of {n} bytes exceeds the cap of {limits.max_bytes} bytes")
+    max_depth = limits.max_depth
+    max_items = limits.max_items
+    ends: list[int] = []  # the end offset of each open list, innermost last
+    end = n  # the end of the innermost open list (or of the input)
+    pos = 0
+    items = 0
+    while pos < n:
+        while pos == end:  # leave every list that ends here
+            ends.pop()
+            end = ends[-1] if ends else n
+        if pos >= n:
+            break
+        items += 1
+        if items > max_items:
+            raise LimitExceeded(f"more than {max_items} RLP items (the cap)")
+        b = data[pos]
+        if b < 0x80:
+            pos += 1
+        elif b < 0xB8:
+            pos += 1 + b - 0x80
+        elif b < 0xC0:
+            size = b - 0xB7
+            pos += 1 + size + int.from_bytes(data[pos + 1 : pos + 1 + size], "big")
+        else:
+            if b < 0xF8:
+                start, length = pos + 1, b - 0xC0
+            else:
+                size = b - 0xF7
+                start = pos + 1 + size
+                length = int.from_bytes(data[pos + 1 : start], "big")
+            if len(ends) >= max_depth:
+                raise LimitExceeded(f"lists nested deeper than {max_depth} levels (the cap)")
+            pos = start
+            end = start + length
+            if end > (ends[-1] if ends else n):
+                raise DecodeError("invalid RLP: truncated input")
+            ends.append(end)
+            continue
+        if pos > end:
+            raise DecodeError("invalid RLP: truncated input")
+    if ends and ends[-1] != n:  # pragma: no cover - the loop pops every list that ends at n
+        raise DecodeError("invalid RLP: truncated input")
+    return items
 
 
 def keccak(data: bytes) -> bytes:
@@ -100,20 +176,29 @@ def encode_uint(value: int) -> bytes:
     return encode_bytes(int_bytes(value))
 
 
-def decode(data: bytes, *, max_size: int | None = None) -> RlpItem:
+def decode(data: bytes, *, max_size: int | None = None, limits: Limits | None = None) -> RlpItem:
     """Strictly decode exactly one RLP item that fills ``data``."""
-    return decode_with_raw(data, max_size=max_size)[0]
+    return decode_with_raw(data, max_size=max_size, limits=limits)[0]
 
 
-def decode_with_raw(data: bytes, *, max_size: int | None = None) -> tuple[RlpItem, list[Any]]:
+def decode_with_raw(
+    data: bytes, *, max_size: int | None = None, limits: Limits | None = None
+) -> tuple[RlpItem, list[Any]]:
     """Decode strictly, also returning each item's own encoding.
 
     The second value mirrors the item: for bytes ``[raw]``; for a list
     ``[raw, <child 0>, <child 1>, ...]``. It lets callers keep the exact bytes of
     sub-items (transactions) without encoding them again.
+
+    Bytes from outside the process must come with ``limits``: the decoder
+    recurses once per nesting level and builds objects for every item, so only
+    :func:`scan`'s caps keep its depth and cost bounded. Bytes the node wrote
+    itself, or parts of a message already scanned, need none.
     """
     if not isinstance(data, bytes):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    if limits is not None:
+        scan(data, limits)
     if max_size is not None and len(data) > max_size:
         raise DecodeError(f"input of {len(data)} bytes exceeds the cap of {max_size}")
     if not data:

@@ -51,6 +51,7 @@ from node.codec import (
     HASH_LEN,
     ZERO_HASH,
     DecodeError,
+    Limits,
     RlpItem,
     RlpTree,
     as_bytes,
@@ -61,6 +62,7 @@ from node.codec import (
     encode_tree,
     int_bytes,
     keccak,
+    scan,
 )
 from node.crypto import bls
 from node.machines import accounts
@@ -89,6 +91,12 @@ MAX_FRAME_INPUTS = 256
 # Inputs (mostly channel frames, each at most ch.MAX_FRAME_TX_BYTES of transactions)
 # beside MAX_FRAME_BATCH_BYTES of batches: the frame still fits one commit input.
 MAX_FRAME_INPUT_BYTES = 192 * 1024
+# RLP items, counted as the network counts them (node.net.limits): a proposal or
+# commit carrying the frame, its outbox and certificate stays within the peer
+# link's item cap. A batch or input alone above its budget is refused on intake.
+MAX_FRAME_BATCH_ITEMS = 24_576
+MAX_FRAME_INPUT_ITEMS = 24_576
+_COUNTING = Limits(max_bytes=2**40, max_depth=2**16, max_items=2**40)  # our own bytes
 
 ENTITY_INPUTS = REGISTRIES[Level.ENTITY]
 
@@ -1087,10 +1095,11 @@ def _try_propose(s: _Step) -> None:
 def _inputs_sized(inbox: Sequence[FrameInput]) -> list[FrameInput]:
     """The oldest inputs of the inbox that fit one frame (at least one)."""
     out: list[FrameInput] = []
-    size = 0
+    size = items = 0
     for inp in inbox[:MAX_FRAME_INPUTS]:
         size += len(inp.raw)
-        if size > MAX_FRAME_INPUT_BYTES and out:
+        items += scan(inp.raw, _COUNTING)
+        if (size > MAX_FRAME_INPUT_BYTES or items > MAX_FRAME_INPUT_ITEMS) and out:
             break
         out.append(inp)
     return out
@@ -1101,13 +1110,30 @@ def _channels_waiting(entity: EntityState) -> bool:
     return any(c.side.pending is None and c.side.queue for c in entity.channels)
 
 
+def over_frame_budget(body: object) -> str | None:
+    """Why an input can never fit a frame (its items alone pass the frame's budget),
+    or None. The node refuses such inputs on intake, so the proposer's "at least
+    one" never builds a frame that a peer link would refuse."""
+    if isinstance(body, SubmitBatch):
+        raw, cap, what = body.batch.raw, MAX_FRAME_BATCH_ITEMS, "batch"
+    elif isinstance(body, Deliver):
+        raw, cap, what = body.message.raw, MAX_FRAME_INPUT_ITEMS, "channel message"
+    else:
+        return None
+    items = scan(raw, _COUNTING)
+    if items > cap:
+        return f"a {what} of {items} RLP items exceeds a frame's budget of {cap}"
+    return None
+
+
 def _frame_sized(pool: Sequence[Batch]) -> list[Batch]:
     """The oldest batches of the pool that fit one frame."""
     out: list[Batch] = []
-    size = 0
+    size = items = 0
     for batch in pool:
         size += len(batch.raw)
-        if size > MAX_FRAME_BATCH_BYTES and out:
+        items += scan(batch.raw, _COUNTING)
+        if (size > MAX_FRAME_BATCH_BYTES or items > MAX_FRAME_BATCH_ITEMS) and out:
             break
         out.append(batch)
     return out

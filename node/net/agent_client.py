@@ -29,8 +29,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from node.agent import Agent, Refused
 from node.codec import DecodeError, RlpItem, as_int, as_list, encode_tree
 from node.machines.frames import Signatures
+from node.net import limits
 from node.net.protocol import (
-    MAX_FRAME_BYTES,
     Err,
     ProtocolError,
     Rep,
@@ -94,7 +94,12 @@ async def serve_signer(
     backoff = 0.05
     while not stop.is_set():
         try:
-            async with connect(url, max_size=MAX_FRAME_BYTES, compression=None) as ws:
+            async with connect(
+                url,
+                max_size=limits.MAX_FRAME_BYTES,
+                max_queue=limits.MAX_QUEUED_FRAMES,
+                compression=None,
+            ) as ws:
                 await _hello(ws, token, signer)
                 backoff = 0.05
                 log.info("agent of %s connected to %s", signer.hex()[:12], url)
@@ -154,7 +159,7 @@ async def _answer(
     ws: ClientConnection, signer: bytes, sign: SignCallback, frame: bytes, stats: AgentStats
 ) -> None:
     try:
-        req = decode_request(frame)
+        req = decode_request(frame, limits=limits.REQUEST)
     except ProtocolError:
         return  # replies to our HELLO or garbage: nothing to answer
     if req.type is not Req.SIGN:

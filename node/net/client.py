@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,21 @@ from typing import Any, Self
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
 
-from node.codec import HASH_LEN, as_bytes, as_int, as_list, as_text, decode, encode_tree
+from node.codec import (
+    HASH_LEN,
+    DecodeError,
+    Limits,
+    as_bytes,
+    as_int,
+    as_list,
+    as_text,
+    decode,
+    encode_tree,
+    scan,
+)
 from node.machines.frames import Certificate
 from node.machines.server import ServerState
+from node.net import limits
 from node.net.protocol import (
     Err,
     Rep,
@@ -34,7 +47,7 @@ from node.net.protocol import (
 )
 from node.txs import Tx, TxBody
 
-MAX_REPLY_BYTES = 64 * 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 class NodeError(Exception):
@@ -79,6 +92,7 @@ class NodeClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._subs: dict[int, asyncio.Queue[Reply]] = {}
+        self._failure = "connection to the node closed"
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -93,10 +107,10 @@ class NodeClient:
         """Connect by ``ws://`` URL with a token, or to a data folder's control socket."""
         if unix_path is not None:
             ws = await unix_connect(
-                str(unix_path), "ws://localhost/", max_size=MAX_REPLY_BYTES, compression=None
+                str(unix_path), "ws://localhost/", max_size=limits.MAX_REPLY_BYTES, compression=None
             )
         elif url is not None:
-            ws = await connect(url, max_size=MAX_REPLY_BYTES, compression=None)
+            ws = await connect(url, max_size=limits.MAX_REPLY_BYTES, compression=None)
         else:
             raise ValueError("connect needs a url or a unix_path")
         client = cls(ws, Sender(SenderKind.CLIENT, sender_id))
@@ -160,18 +174,20 @@ class NodeClient:
         )
 
     async def read_state(self, route: Sequence[bytes] = ()) -> bytes:
+        """The machine's encoded state, its structure already checked against
+        ``limits.STATE`` (so decoding it is bounded, whatever the node sent)."""
         reply = await self.request(Req.READ_STATE, [], route)
-        return as_bytes(reply.body[1], "state")
+        return _scanned(as_bytes(reply.body[1], "state"), limits.STATE)
 
     async def server_state(self) -> ServerState:
         """The whole hierarchy (server, signers, replicas); needs server scope."""
         reply = await self.request(Req.READ_STATE, [1])
-        top = as_bytes(reply.body[1], "state")
+        top = _scanned(as_bytes(reply.body[1], "state"), limits.STATE)
         raws: dict[tuple[bytes, ...], bytes] = {}
         for item in as_list(reply.body[2], "sub-machines"):
             pair = as_list(item, "sub-machine", size=2)
             route = tuple(as_bytes(r, "route", size=HASH_LEN) for r in as_list(pair[0], "route"))
-            raws[route] = as_bytes(pair[1], "state")
+            raws[route] = _scanned(as_bytes(pair[1], "state"), limits.STATE)
         return ServerState.decode(top, get=raws.__getitem__)
 
     async def frames(
@@ -188,7 +204,8 @@ class NodeClient:
 
     async def blocks(self, start_height: int, max_count: int) -> list[bytes]:
         reply = await self.request(Req.GET_BLOCKS, [start_height, max_count])
-        return [as_bytes(b, "block") for b in as_list(reply.body[0], "blocks")]
+        blocks = as_list(reply.body[0], "blocks")
+        return [_scanned(as_bytes(b, "block"), limits.BLOCK) for b in blocks]
 
     async def subscribe(
         self, topic: Topic, route: Sequence[bytes] = ()
@@ -219,7 +236,14 @@ class NodeClient:
             async for frame in self.ws:
                 if isinstance(frame, str):
                     continue
-                reply = decode_reply(frame)
+                try:
+                    reply = decode_reply(frame)
+                except DecodeError as exc:
+                    # A node that sends what is not a reply is not one to keep talking to.
+                    log.warning("the node sent a malformed frame: %s", exc)
+                    self._failure = f"the node sent a malformed frame: {exc}"
+                    await self.ws.close(1002, "malformed frame")
+                    return
                 if reply.type in (Rep.BLOCK_EVENT, Rep.COMMIT_EVENT, Rep.FRAME_EVENT) or (
                     reply.type is Rep.ERROR
                     and error_of(reply)[0] is Err.SUBSCRIPTION_OVERFLOW
@@ -240,7 +264,7 @@ class NodeClient:
         finally:
             for f in self._pending.values():
                 if not f.done():
-                    f.set_exception(ConnectionError("connection to the node closed"))
+                    f.set_exception(ConnectionError(self._failure))
 
 
 def parse_receipts(reply: Reply) -> Receipts:
@@ -256,3 +280,9 @@ def parse_receipts(reply: Reply) -> Receipts:
             )
         )
     return Receipts(as_int(b[0], "height"), as_bytes(b[1], "hash", size=HASH_LEN), tuple(items))
+
+
+def _scanned(raw: bytes, caps: Limits) -> bytes:
+    """``raw``, once its structure is within ``caps`` (DecodeError otherwise)."""
+    scan(raw, caps)
+    return raw

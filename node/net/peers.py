@@ -33,8 +33,8 @@ from node.codec import (
 )
 from node.identity import Identity
 from node.machines.frames import Certificate
+from node.net import limits
 from node.net.protocol import (
-    MAX_FRAME_BYTES,
     Rep,
     Reply,
     Req,
@@ -157,7 +157,11 @@ class PeerNetwork:
         while True:
             try:
                 async with connect(
-                    link.url, max_size=MAX_FRAME_BYTES * 64, compression=None, open_timeout=5
+                    link.url,
+                    max_size=limits.PEER_REPLY.max_bytes,
+                    max_queue=limits.MAX_QUEUED_FRAMES,
+                    compression=None,
+                    open_timeout=5,
                 ) as ws:
                     await self._session(link, ws)
                     backoff = 0.05
@@ -179,7 +183,7 @@ class PeerNetwork:
     async def _session(self, link: PeerLink, ws: ClientConnection) -> None:
         hello = self.identity.hello(time.time_ns() // 1_000_000)
         await ws.send(encode_request(Req.HELLO, 0, self.sender, (), hello))
-        reply = decode_reply(await ws.recv(decode=False))
+        reply = decode_reply(await ws.recv(decode=False), limits.PEER_REPLY)
         if reply.type is Rep.ERROR:
             code, message = error_of(reply)
             log.warning("peer %s refused us: %s %s", link.url, code.name, message)
@@ -208,7 +212,7 @@ class PeerNetwork:
                 if isinstance(frame, str):
                     continue
                 try:
-                    reply = decode_reply(frame)
+                    reply = decode_reply(frame, limits.PEER_REPLY)
                 except DecodeError:
                     log.warning("peer %s sent an undecodable frame", link.url)
                     continue

@@ -23,6 +23,7 @@ from node.codec import (
     HASH_LEN,
     UINT64_MAX,
     DecodeError,
+    Limits,
     RlpItem,
     as_bytes,
     as_int,
@@ -33,10 +34,10 @@ from node.codec import (
     encode_list,
     encode_uint,
 )
+from node.net.limits import MAX_FRAME_BYTES, REPLY
 from node.txs import MAX_TX_BYTES, Level
 
 PROTOCOL_VERSION = 1
-MAX_FRAME_BYTES = 1024 * 1024
 MAX_TXS_PER_SUBMIT = 4096
 MAX_SENDER_ID_BYTES = 64
 MAX_TOKEN_BYTES = 128
@@ -139,17 +140,53 @@ class Request:
 
 
 def is_reply(frame: bytes) -> bool:
-    """True if ``frame`` is a 3-item reply envelope (agents send replies to SIGN)."""
+    """True if ``frame`` is a 3-item reply envelope (agents send replies to SIGN).
+
+    Reads only the outer list's header and counts its items' headers: no decoding.
+    """
     try:
-        return len(as_list(decode_with_raw(frame, max_size=MAX_FRAME_BYTES)[0], "")) == 3
-    except DecodeError:
+        return _top_items(frame) == 3
+    except (IndexError, ValueError):
         return False
 
 
-def decode_request(frame: bytes) -> Request:
-    """Parse a request envelope; raises ProtocolError (MALFORMED or UNKNOWN_TYPE)."""
+def _top_items(frame: bytes) -> int:
+    """How many items the outer list of ``frame`` holds (at most 6 are counted)."""
+    b = frame[0]
+    if b < 0xC0:
+        return -1
+    if b < 0xF8:
+        pos, end = 1, 1 + b - 0xC0
+    else:
+        pos = 1 + b - 0xF7
+        end = pos + int.from_bytes(frame[1:pos], "big")
+    count = 0
+    while pos < end and count < 6:
+        h = frame[pos]
+        if h < 0x80:
+            pos += 1
+        elif h < 0xB8:
+            pos += 1 + h - 0x80
+        elif h < 0xC0:
+            n = h - 0xB7
+            pos += 1 + n + int.from_bytes(frame[pos + 1 : pos + 1 + n], "big")
+        elif h < 0xF8:
+            pos += 1 + h - 0xC0
+        else:
+            n = h - 0xF7
+            pos += 1 + n + int.from_bytes(frame[pos + 1 : pos + 1 + n], "big")
+        count += 1
+    return count
+
+
+def decode_request(frame: bytes, *, limits: Limits | None) -> Request:
+    """Parse a request envelope; raises ProtocolError (MALFORMED or UNKNOWN_TYPE).
+
+    ``limits`` are the caps of the link the frame came on (``node.net.limits``);
+    ``None`` only for a frame that the caller has already scanned against them.
+    """
     try:
-        item, raws = decode_with_raw(frame, max_size=MAX_FRAME_BYTES)
+        item, raws = decode_with_raw(frame, limits=limits)
         top = as_list(item, "envelope", size=5)
     except DecodeError as exc:
         raise ProtocolError(Err.MALFORMED, str(exc)) from None
@@ -223,8 +260,9 @@ class Reply:
     body: list[RlpItem]
 
 
-def decode_reply(frame: bytes) -> Reply:
-    item, _ = decode_with_raw(frame, max_size=MAX_FRAME_BYTES * 64)
+def decode_reply(frame: bytes, limits: Limits = REPLY) -> Reply:
+    """Parse a reply or event from a node; its structure is checked against ``limits``."""
+    item, _ = decode_with_raw(frame, limits=limits)
     top = as_list(item, "reply", size=3)
     type_id = as_int(top[0], "reply type", max_value=255)
     try:

@@ -44,9 +44,10 @@ from node.codec import (
     as_bytes,
     as_int,
     as_list,
-    decode,
+    encode_list,
     encode_tree,
     encode_uint,
+    scan,
 )
 from node.coordinator import AgentUnavailable, Coordinator
 from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
@@ -55,9 +56,9 @@ from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.entity import SIG_LEN
 from node.machines.frames import MAX_OUTBOX, Signatures
+from node.net import limits
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
-    MAX_FRAME_BYTES,
     MAX_TOKEN_BYTES,
     MAX_TXS_PER_SUBMIT,
     PROTOCOL_VERSION,
@@ -85,7 +86,6 @@ log = logging.getLogger(__name__)
 MAX_SUBSCRIPTIONS_PER_SESSION = 64
 MAX_BLOCKS_REPLY_BYTES = 8 * 1024 * 1024
 UNIX_PATH_MAX = 100
-HELLO_TIMEOUT_S = 10.0
 SERVER_WIDE = frozenset(
     {
         Req.HELLO,
@@ -130,6 +130,11 @@ class Session:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     peer: bytes | None = None  # a peer server's identity key
     agent: RemoteAgent | None = None
+    awaiting_hello: bool = False  # a TCP connection that has not yet authenticated
+
+    @property
+    def authenticated(self) -> bool:
+        return self.scope is not None or self.peer is not None
 
 
 class RemoteAgent:
@@ -202,10 +207,13 @@ class ApiServer:
         node: Node,
         tokens: TokenStore,
         node_id: bytes,
-        hello_timeout_s: float = HELLO_TIMEOUT_S,
+        hello_timeout_s: float = limits.HELLO_TIMEOUT_S,
         coordinator: Coordinator | None = None,
+        max_connections: int = limits.MAX_CONNECTIONS,
     ) -> None:
         self.node = node
+        self.max_connections = max_connections
+        self.gate = limits.HeavyGate()
         self.coordinator = coordinator
         self.hello_timeout_s = hello_timeout_s
         self.tokens = tokens
@@ -236,7 +244,8 @@ class ApiServer:
             lambda ws: self._serve(ws, local=False),
             host,
             port,
-            max_size=MAX_FRAME_BYTES,
+            max_size=limits.PRE_HELLO_WS_BYTES,  # raised for the connection by its HELLO
+            max_queue=limits.MAX_QUEUED_FRAMES,
             compression=None,
         )
         self._servers.append(server)
@@ -251,7 +260,8 @@ class ApiServer:
         server = await unix_serve(
             lambda ws: self._serve(ws, local=True),
             str(path),
-            max_size=MAX_FRAME_BYTES,
+            max_size=limits.MAX_FRAME_BYTES,
+            max_queue=limits.MAX_QUEUED_FRAMES,
             compression=None,
         )
         os.chmod(path, 0o600)
@@ -286,6 +296,13 @@ class ApiServer:
     async def _serve(self, ws: ServerConnection, *, local: bool) -> None:
         session = Session(local=local, scope=Scope("server") if local else None)
         if not local:
+            refusal = self._admit()
+            if refusal is not None:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(encode_error(Err.BUSY, refusal))
+                    await ws.close(1013, refusal)
+                return
+            session.awaiting_hello = True
             self._spawn(session, self._require_hello(ws, session))
         self._sessions[session] = ws
         try:
@@ -300,16 +317,11 @@ class ApiServer:
                 # websockets hands over already-buffered frames without yielding;
                 # let the tick (and other connections) in between requests.
                 await asyncio.sleep(0)
-                if session.agent is not None and is_reply(frame):
-                    session.agent.on_reply(frame)
-                    continue
-                try:
-                    await self._handle(ws, session, frame)
-                except ProtocolError as exc:
-                    await ws.send(encode_error(exc.code, exc.message, exc.request_id))
-                    if exc.code in (Err.UNAUTHORIZED, Err.UNSUPPORTED_SENDER):
-                        await ws.close(1008, exc.message[:100])
-                        return
+                if not await self._on_frame(ws, session, frame):
+                    return
+                if len(session.tasks) >= limits.MAX_PENDING_REPLIES:
+                    # A client that sends but does not read: stop reading it too.
+                    await asyncio.wait(session.tasks, return_when=asyncio.FIRST_COMPLETED)
         except ConnectionClosed:
             pass
         finally:
@@ -325,16 +337,69 @@ class ApiServer:
             for task in session.tasks:
                 task.cancel()
 
+    def _admit(self) -> str | None:
+        """Why a new TCP connection is refused, or None to take it."""
+        tcp = sum(1 for s in self._sessions if not s.local)
+        if tcp >= self.max_connections:
+            return f"the node serves at most {self.max_connections} connections; try again later"
+        if sum(1 for s in self._sessions if s.awaiting_hello) >= limits.MAX_UNAUTHENTICATED:
+            return (
+                f"at most {limits.MAX_UNAUTHENTICATED} connections may wait for their HELLO;"
+                " try again later"
+            )
+        return None
+
+    async def _on_frame(self, ws: ServerConnection, session: Session, frame: bytes) -> bool:
+        """Handle one binary frame; False when the connection was closed for it.
+
+        Before HELLO only a small frame shaped like a HELLO is read; anything else
+        gets its error and the connection closes. After it, the frame is scanned
+        against the link's caps before anything is decoded, and a heavy frame
+        waits its turn at the gate.
+        """
+        authenticated = session.authenticated
+        try:
+            if session.agent is not None and is_reply(frame):
+                scan(frame, limits.REQUEST)
+                session.agent.on_reply(frame)
+                return True
+            items = scan(frame, limits.REQUEST if authenticated else limits.PRE_HELLO)
+            if self.gate.is_heavy(len(frame), items):
+                async with self.gate.turn():
+                    await self._handle(ws, session, frame)
+            else:
+                await self._handle(ws, session, frame)
+        except DecodeError as exc:  # the structural scan
+            failure = ProtocolError(Err.MALFORMED, str(exc))
+        except ProtocolError as exc:
+            failure = exc
+        else:
+            if session.awaiting_hello and session.authenticated:
+                session.awaiting_hello = False
+                ws.protocol.max_message_size = limits.MAX_FRAME_BYTES
+            return True
+        await ws.send(encode_error(failure.code, failure.message, failure.request_id))
+        if failure.code in (Err.UNAUTHORIZED, Err.UNSUPPORTED_SENDER) or not authenticated:
+            await ws.close(1008, failure.message[:100])
+            return False
+        return True
+
     async def _require_hello(self, ws: ServerConnection, session: Session) -> None:
         """Close a TCP connection that has not authenticated within the deadline."""
         await asyncio.sleep(self.hello_timeout_s)
-        if session.scope is None and session.peer is None:
+        if not session.authenticated:
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(encode_error(Err.UNAUTHORIZED, "no HELLO within the deadline"))
                 await ws.close(1008, "no HELLO within the deadline")
 
     async def _handle(self, ws: ServerConnection, session: Session, frame: bytes) -> None:
-        req = decode_request(frame)
+        req = decode_request(frame, limits=None)  # _on_frame scanned it
+        if not session.authenticated and req.type is not Req.HELLO:
+            raise ProtocolError(
+                Err.UNAUTHORIZED,
+                "the first request must be HELLO with an API token",
+                req.request_id,
+            )
         if req.route and req.type in SERVER_WIDE:
             raise ProtocolError(
                 Err.MALFORMED,
@@ -344,12 +409,6 @@ class ApiServer:
         if session.peer is not None and req.type not in PEER_REQUESTS:
             raise ProtocolError(
                 Err.FORBIDDEN, f"peer servers may not send {req.type.name}", req.request_id
-            )
-        if req.type is not Req.HELLO and session.scope is None and session.peer is None:
-            raise ProtocolError(
-                Err.UNAUTHORIZED,
-                "the first request must be HELLO with an API token",
-                req.request_id,
             )
         if session.token_id is not None and not self.tokens.is_live(session.token_id):
             raise ProtocolError(Err.UNAUTHORIZED, "token revoked", req.request_id)
@@ -463,6 +522,8 @@ class ApiServer:
                 raise ProtocolError(
                     Err.FORBIDDEN, f"transaction {i}: {tx.body.NAME} comes only from the node", rid
                 )
+            if registry.level is Level.ENTITY and (why := rep.over_frame_budget(tx.body)):
+                raise ProtocolError(Err.INVALID_TX, f"transaction {i}: {why}", rid)
             txs.append(tx)
         assert session.scope is not None
         priority = Priority.SERVER if session.scope.is_server else Priority.SCOPED
@@ -647,6 +708,8 @@ class ApiServer:
         allowed = PEER_ENTITY_INPUTS if entity else PEER_SIGNER_INPUTS
         if tx.body.TYPE not in allowed:
             raise ProtocolError(Err.FORBIDDEN, f"peers may not send {tx.body.NAME}", rid)
+        if entity and (why := rep.over_frame_budget(tx.body)):
+            raise ProtocolError(Err.INVALID_TX, why, rid)
         if entity and len(entity) != HASH_LEN:
             raise ProtocolError(Err.MALFORMED, "entity id must be 32 bytes", rid)
         route = (to, entity) if entity else (to,)
@@ -709,9 +772,25 @@ class ApiServer:
                 f"token scope {scope} reaches no replica of that entity here",
                 rid,
             )
-        frames = await asyncio.to_thread(self.node.store.frames, entity, start, count)
-        body = [[decode(raw), cert.to_tree()] for raw, cert in frames]
-        await ws.send(encode_reply(Rep.FRAMES, rid, [body]))
+        page = await asyncio.to_thread(self._frames_page, entity, start, count)
+        await ws.send(encode_list([encode_uint(Rep.FRAMES), encode_uint(rid), encode_list([page])]))
+
+    def _frames_page(self, entity: bytes, start: int, count: int) -> bytes:
+        """The FRAMES page from the stored bytes, as many frames as fit the reply caps
+        (at least one); runs off the loop."""
+        parts: list[bytes] = []
+        size = items = 0
+        for raw, cert in self.node.store.frames(entity, start, count):
+            cert_raw = cert.raw
+            n = 1 + scan(raw, limits.BLOCK) + scan(cert_raw, limits.BLOCK)
+            size += len(raw) + len(cert_raw)
+            items += n
+            if parts and (
+                size > limits.MAX_FRAMES_REPLY_BYTES or items > limits.MAX_FRAMES_REPLY_ITEMS
+            ):
+                break
+            parts.append(encode_list([raw, cert_raw]))
+        return encode_list(parts)
 
     async def _sign(self, ws: ServerConnection, session: Session, req: Request) -> None:
         raise ProtocolError(

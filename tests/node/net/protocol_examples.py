@@ -74,6 +74,7 @@ from node.machines.governance import Config, Member, signer_id
 from node.machines.server import ServerState, apply_block
 from node.mempool import Mempool
 from node.net import server as net_server
+from node.net.limits import MAX_DEPTH, PRE_HELLO_WS_BYTES, REQUEST
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
     MAX_FRAME_BYTES,
@@ -404,7 +405,7 @@ async def answer_sign(agent: Agent, frame: bytes) -> bytes:
     """An agent's answer to the node's ``SIGN`` request, as ``node/net/agent_client.py``
     makes it: ``SIGNATURE [signature, [outgoing signature...]]``, or ``ERROR REFUSED``
     from the agent's guard."""
-    req = decode_request(frame)
+    req = decode_request(frame, limits=REQUEST)
     assert req.type is Req.SIGN, f"expected SIGN, got {describe_frame(frame)}"
     try:
         if len(req.body) != 2:
@@ -667,7 +668,7 @@ def _request_body(req: Request) -> str:
 def describe_request(frame: bytes) -> str:
     """One line saying what a request frame means (for comments and failure messages)."""
     try:
-        req = decode_request(frame)
+        req = decode_request(frame, limits=REQUEST)
     except ProtocolError as exc:
         return f"not a valid request ({exc.code.name}: {exc.message})"
     sender = f"{req.sender.kind.name.lower()}:{_name(req.sender.id)}"
@@ -1071,6 +1072,40 @@ def _server_examples() -> dict[str, Example]:
                 ExpectClose(),
             )
         ),
+        "pre-hello": Example(
+            (
+                *_ask(
+                    bytes.fromhex("c30102"),
+                    "truncated, before HELLO: the error, then the connection closes",
+                ),
+                ExpectClose(),
+            )
+        ),
+        "pre-hello-cap": Example(
+            (
+                *_ask(
+                    req(Req.STATUS, 1, [b"\x00" * 1003]),
+                    "a well-formed STATUS of 1,025 bytes before HELLO: over the 1 KiB cap",
+                ),
+                ExpectClose(),
+            )
+        ),
+        "pre-hello-oversize": Example(
+            (
+                SendZeros(PRE_HELLO_WS_BYTES + 1, "4,097 bytes before HELLO: not even read"),
+                ExpectClose(with_reason=False),
+            )
+        ),
+        "too-deep": Example(
+            (
+                *_ask(hello()),
+                *_ask(
+                    req(Req.STATUS, 2, [_nested(MAX_DEPTH - 1)]),
+                    "STATUS whose body nests lists 17 levels deep in all: over the depth cap",
+                ),
+                *_ask(req(Req.STATUS, 3, []), "the connection stays open"),
+            )
+        ),
         "oversize": Example(
             (
                 *_ask(hello()),
@@ -1260,6 +1295,14 @@ def _consensus_examples() -> dict[str, Example]:
     }
 
 
+def _nested(depth: int) -> RlpItem:
+    """``depth`` levels of lists around nothing: ``[[[...]]]``."""
+    item: RlpItem = []
+    for _ in range(depth - 1):
+        item = [item]
+    return item
+
+
 def req_raw(type_id: int, rid: int) -> bytes:
     return encode([type_id, rid, [ME.kind, ME.id], [], []])
 
@@ -1267,10 +1310,12 @@ def req_raw(type_id: int, rid: int) -> bytes:
 def _malformed() -> tuple[Step, ...]:
     status = req(Req.STATUS, 2, [])
     return (
+        *_ask(hello()),
         *_ask(
-            bytes.fromhex("c30102"), "truncated: a list announcing 3 bytes holds 2; before HELLO"
+            bytes.fromhex("c30102"),
+            "truncated: a list announcing 3 bytes holds 2; after HELLO, MALFORMED does not"
+            " close the connection",
         ),
-        *_ask(hello(), "MALFORMED does not close the connection"),
         *_ask(status + b"\x00", "a valid STATUS followed by one trailing byte"),
         *_ask(
             encode_list(

@@ -1,0 +1,107 @@
+"""Every cap on what crosses the wire, in one place; docs/PROTOCOL.md §1.3 lists them.
+
+A frame from the network is checked in this order, each step bounded by the one
+before it:
+
+1. WebSocket: a frame over the connection's size cap closes the connection
+   (1009) while its header is read; nothing is buffered. Before HELLO that cap
+   is :data:`PRE_HELLO_WS_BYTES`, after it the link's own.
+2. :func:`node.codec.scan`: one loop over the item headers, no recursion, stops
+   at the first cap crossed. A frame beyond a :class:`~node.codec.Limits` gets
+   MALFORMED naming the cap; nothing was decoded.
+3. The strict decoder, which only ever sees frames that passed 2: its
+   recursion depth is at most ``max_depth`` and its work at most ``max_items``.
+
+The item caps come from the decoder's cost (about 2 us per item with the
+per-item encodings kept): the largest frame one connection may send costs at
+most ~140 ms of the node's loop, and :class:`HeavyGate` lets only one such frame
+through per loop turn. The largest legitimate messages (a proposal of a frame
+whose batches and inputs fill their item budgets in
+``node.machines.replica``, a SUBMIT of 4,096 small transactions, a full FRAMES
+page) fit inside them; ``tests/node/net/test_limits.py`` checks that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from node.codec import Limits
+
+MAX_FRAME_BYTES = 1024 * 1024
+MAX_DEPTH = 16  # the deepest legitimate message (a DELIVER of a channel frame) has 12 levels
+MAX_ITEMS = 65_536
+
+# Before HELLO: what a HELLO can be. A client HELLO with the longest sender id and
+# token is about 220 bytes and 11 items; a peer HELLO about 260 bytes.
+PRE_HELLO = Limits(max_bytes=1024, max_depth=3, max_items=16)
+# WebSocket's own cap before HELLO: larger frames are cut off by the library (1009).
+PRE_HELLO_WS_BYTES = 4096
+
+# Requests on an authenticated connection (clients, the control socket, peers,
+# agents' replies) and SIGN requests an agent receives.
+REQUEST = Limits(max_bytes=MAX_FRAME_BYTES, max_depth=MAX_DEPTH, max_items=MAX_ITEMS)
+
+# Replies and events a client, peer or agent reads from a node. The byte cap is
+# large for reads of whole states (issue 11 pages them); items stay bounded, so a
+# hostile node costs its client at most ~0.5 s of decoding per reply.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+REPLY = Limits(max_bytes=MAX_REPLY_BYTES, max_depth=MAX_DEPTH, max_items=8 * MAX_ITEMS)
+# A state a client reads (READ_STATE) travels as one byte string inside the
+# reply; it is scanned against these before it is decoded.
+# Until reads come in parts (issue 11), a state read carries the whole replica,
+# pool included: its item cap is the loosest, and reading it may take seconds.
+STATE = Limits(max_bytes=MAX_REPLY_BYTES, max_depth=MAX_DEPTH, max_items=1 << 20)
+
+# Blocks a client reads (GET_BLOCKS, for verify) are byte strings inside the
+# reply, scanned on their own: a block holds up to 50,000 transactions. The node
+# also counts the items of its own stored frames against this.
+BLOCK = Limits(max_bytes=MAX_REPLY_BYTES, max_depth=MAX_DEPTH, max_items=1 << 22)
+# What a peer link's reader accepts: FRAMES pages and small replies.
+PEER_REPLY = Limits(max_bytes=2 * 8 * 1024 * 1024, max_depth=MAX_DEPTH, max_items=8 * MAX_ITEMS)
+
+# A FRAMES page is filled while it fits these (at least one frame always goes).
+MAX_FRAMES_REPLY_BYTES = 8 * 1024 * 1024
+MAX_FRAMES_REPLY_ITEMS = REPLY.max_items // 2
+
+# Connections.
+MAX_UNAUTHENTICATED = 64  # connections that have not yet sent a good HELLO, at once
+MAX_CONNECTIONS = 256  # all connections of the TCP listener, at once
+HELLO_TIMEOUT_S = 10.0
+# Frames websockets may buffer per connection before it stops reading the socket.
+MAX_QUEUED_FRAMES = 4
+# Replies a connection may have waiting to be sent (receipts of pipelined
+# SUBMITs); past it the node stops reading that connection until they drain.
+MAX_PENDING_REPLIES = 1024
+# A frame with more items than this, or more bytes than HEAVY_BYTES, waits for
+# its turn at the HeavyGate.
+HEAVY_ITEMS = 2048
+HEAVY_BYTES = 64 * 1024
+
+
+class HeavyGate:
+    """Lets one heavy frame at a time be decoded and handled, and yields after each.
+
+    A connection that floods the largest frames the caps allow then gets one
+    frame per loop turn at most, shared fairly (FIFO) with every other flooding
+    connection, while small frames (an honest client's SUBMIT, the tick) never
+    wait behind it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self.waited = 0  # heavy frames that had to wait for another one
+
+    @staticmethod
+    def is_heavy(size: int, items: int) -> bool:
+        return items > HEAVY_ITEMS or size > HEAVY_BYTES
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if self._lock.locked():
+            self.waited += 1
+        async with self._lock:
+            yield
+            # Let everything else that is ready run before the next heavy frame.
+            await asyncio.sleep(0)
