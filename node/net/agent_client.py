@@ -110,7 +110,7 @@ async def serve_signer(
                 finally:
                     if on_link is not None:
                         on_link(False)
-        except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+        except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, DecodeError) as exc:
             log.info("agent connection to %s: %r", url, exc)
         if stop.is_set():
             return
@@ -123,7 +123,8 @@ async def serve_signer(
 async def _hello(ws: ClientConnection, token: str, signer: bytes) -> None:
     sender = Sender(SenderKind.AGENT, signer)
     await ws.send(encode_request(Req.HELLO, 1, sender, (), [token.encode()]))
-    reply = decode_reply(await ws.recv(decode=False))
+    async with asyncio.timeout(limits.HELLO_TIMEOUT_S):  # a node that never answers
+        reply = decode_reply(await ws.recv(decode=False))
     if reply.type is Rep.ERROR:
         code, message = error_of(reply)
         raise AgentRejected(f"the node refused the agent: {code.name} {message}")

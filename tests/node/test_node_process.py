@@ -291,8 +291,9 @@ class Conn:
         reply = await recv_reply(ws, DEADLINE)
         assert reply.type is Rep.ERROR, (frame.hex(), reply)
         code = error_of(reply)[0]
-        if code in (Err.UNAUTHORIZED, Err.UNSUPPORTED_SENDER):
-            # Documented: these two close the connection, with code 1008.
+        if code in (Err.UNAUTHORIZED, Err.UNSUPPORTED_SENDER) or not self.authenticate:
+            # Documented: these two close the connection, with code 1008, and before
+            # HELLO so does every error (PROTOCOL.md § 1.3).
             await asyncio.wait_for(ws.wait_closed(), DEADLINE)
             assert ws.close_code == 1008
         return code
