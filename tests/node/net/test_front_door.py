@@ -155,6 +155,8 @@ def peer_hello(rid: int) -> bytes:
 
 
 def kinds(node: NodeProcess, token: str, agent_token: str) -> list[Kind]:
+    token_bytes = token.encode()
+
     def tcp() -> contextlib.AbstractAsyncContextManager[ClientConnection]:
         return connect(node.url, compression=None, max_size=None)
 
@@ -164,7 +166,7 @@ def kinds(node: NodeProcess, token: str, agent_token: str) -> list[Kind]:
         )
 
     return [
-        Kind("client", tcp, lambda rid: encode_request(Req.HELLO, rid, CLIENT, (), [token.encode()])),
+        Kind("client", tcp, lambda rid: encode_request(Req.HELLO, rid, CLIENT, (), [token_bytes])),
         Kind(
             "agent",
             tcp,
@@ -238,15 +240,19 @@ async def test_structural_extremes_on_every_connection_kind(
                     if phase == "after HELLO":
                         assert kind.hello is not None
                         await ws.send(kind.hello(1))
-                        welcome = decode_reply(await asyncio.wait_for(ws.recv(), DEADLINE_S))
+                        welcome = decode_reply(
+                            await asyncio.wait_for(ws.recv(decode=False), DEADLINE_S)
+                        )
                         assert welcome.type is Rep.WELCOME, what
                     outcome = await answer_to(ws, frame)
                     check_outcome(outcome, phase, extreme, what)
                     if outcome.close_code is None:
                         # The same connection still gets answers.
                         await ws.send(encode_request(Req.STATUS, 2, _sender(kind), (), []))
-                        status = decode_reply(await asyncio.wait_for(ws.recv(), DEADLINE_S))
-                        assert status.type is Rep.STATUS, what
+                        answer = decode_reply(
+                            await asyncio.wait_for(ws.recv(decode=False), DEADLINE_S)
+                        )
+                        assert answer.type is Rep.STATUS, what
                 assert node.alive, f"the node died on {what}"
                 peak_mb = max(peak_mb, rss_mb(pid))
             await acks.reach(acked_before + 1)  # the honest client went on
