@@ -4,7 +4,7 @@
    transition, not in real time: ``Mempool.build`` + ``apply_block`` +
    ``Store.write_block`` (one synced LevelDB batch per block, exactly as the
    node writes), ``--txs-per-block`` increment(1) transactions per block
-   (default 1, like ``xln-node run --simulate``), timestamps 100 ms apart.
+   (default 1, like ``xln-node run --demo-increments``), timestamps 100 ms apart.
 2. Restart, in-process: ``Store(path)`` + ``store.load()`` (``--repeat`` times).
 3. Restart, subprocess: wall time from spawning ``xln-node run --data DIR
    --port 0`` until it prints its listening line (includes Python start-up and

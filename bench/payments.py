@@ -1,6 +1,6 @@
 """Benchmark: payments per second through a hub entity with 3 signers on 3 server processes.
 
-A cluster (``node/cluster.py``) of three ``xln-node run --simulation`` processes
+A cluster (``node/cluster.py``) of three ``xln-node run --faucet-chain`` processes
 peering on loopback. The hub H has three signers, one per server (threshold
 2); the payer A (a signer on server 0) and the payee B (on server 1) have one
 each. Every signer's key is held by its own agent process (``xln-node agent``),

@@ -36,7 +36,7 @@ class Replayer:
     def __init__(self) -> None:
         self.state = ServerState()
         # The last decoded mempool. Consecutive blocks often carry identical input
-        # (empty blocks, --simulate), and a Mempool is immutable.
+        # (empty blocks, --demo-increments), and a Mempool is immutable.
         self._mempool_raw = b""
         self._mempool = Mempool.empty()
 

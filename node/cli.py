@@ -54,7 +54,7 @@ log = logging.getLogger("xln-node")
 
 CHAIN_DIR = "chain"
 CONTROL_SOCKET = "node.sock"
-SIMULATE_EVERY_S = 0.1
+DEMO_INCREMENT_EVERY_S = 0.1
 
 
 def _data(path: str) -> Path:
@@ -79,11 +79,11 @@ async def run_node(args: argparse.Namespace) -> int:
             tick_ms=args.tick_ms,
             empty_blocks=args.empty_blocks,
             inbox_cap=args.inbox_cap,
-            simulation=args.simulation,
+            simulation=args.faucet_chain,
         ),
     )
-    if args.simulation and not node.state.simulation:
-        log.warning("--simulation is ignored: this chain was started without it")
+    if args.faucet_chain and not node.state.simulation:
+        log.warning("--faucet-chain is ignored: this chain was started without it")
     tokens = TokenStore(data)
     peers = None
     if args.peer:
@@ -124,8 +124,8 @@ async def run_node(args: argparse.Namespace) -> int:
         if peers is not None:
             peers.start()
         tasks = [asyncio.create_task(node.run(stop))]
-        if args.simulate:
-            tasks.append(asyncio.create_task(_simulate(node, stop)))
+        if args.demo_increments:
+            tasks.append(asyncio.create_task(_demo_increments(node, stop)))
         await asyncio.gather(*tasks)
     finally:
         await coordinator.close()
@@ -159,14 +159,14 @@ def _builtin_agents(args: argparse.Namespace) -> list[Agent]:
     return [Agent.from_keystore(Path(path), password, guard) for path in args.agent]
 
 
-async def _simulate(node: Node, stop: asyncio.Event) -> None:
-    """The seed's MVP traffic: one increment every 100 ms, drift-free."""
+async def _demo_increments(node: Node, stop: asyncio.Event) -> None:
+    """Demo traffic (``--demo-increments``): one server increment every 100 ms, drift-free."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     n = 0
     while not stop.is_set():
         n += 1
-        await asyncio.sleep(max(0.0, start + n * SIMULATE_EVERY_S - loop.time()))
+        await asyncio.sleep(max(0.0, start + n * DEMO_INCREMENT_EVERY_S - loop.time()))
         if stop.is_set():
             return
         with contextlib.suppress(Refused):
@@ -417,14 +417,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--empty-blocks", action="store_true", help="make a block every tick, even empty"
     )
-    run.add_argument("--simulate", action="store_true", help="inject one increment every 100 ms")
     run.add_argument(
-        "--simulation",
+        "--demo-increments",
         action="store_true",
-        help="a new chain allows the test faucet (server tx faucet); fixed for the chain's life",
+        help="demo traffic: the node submits one server increment(1) every 100 ms",
     )
     run.add_argument(
-        "--inbox-cap", type=_positive, default=NodeConfig().inbox_cap, help=argparse.SUPPRESS
+        "--faucet-chain",
+        action="store_true",
+        help=(
+            "on a chain with no block yet: make it a chain whose server transaction faucet "
+            "works (simulation), fixed for the chain's life; ignored on a chain with blocks"
+        ),
+    )
+    run.add_argument(
+        "--inbox-cap",
+        type=_positive,
+        default=NodeConfig().inbox_cap,
+        metavar="N",
+        help=(
+            "transactions the inbox holds before SUBMIT gets BUSY "
+            f"(default {NodeConfig().inbox_cap})"
+        ),
     )
     run.add_argument(
         "--peer", action="append", default=[], metavar="URL", help="a peer server (repeatable)"

@@ -102,7 +102,7 @@ class Cluster:
         profile_dir: Path | None = None,
     ) -> None:
         self.root = root
-        self.simulation = simulation  # --simulation: the faucet works
+        self.simulation = simulation  # --faucet-chain: the faucet works
         self.resend_ms = resend_ms
         self.profile_dir = profile_dir  # servers run under cProfile, stats in server<i>.prof
         self.debug_logs = debug_logs
@@ -204,7 +204,7 @@ class Cluster:
             str(self.round_timeout_ms),
             "--identity-password-file",
             str(self.root / "secret"),
-            *(["--simulation"] if self.simulation else []),
+            *(["--faucet-chain"] if self.simulation else []),
             *(["--resend-ms", str(self.resend_ms)] if self.resend_ms else []),
             *peers,
             *agents,

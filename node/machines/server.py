@@ -269,7 +269,7 @@ def _faucet(
     effects: list[Effect],
 ) -> str | None:
     if not state.simulation:
-        return "the faucet is disabled outside simulation (start the node with --simulation)"
+        return "the faucet is disabled outside simulation (start a new chain with --faucet-chain)"
     for sid in sorted(signers):
         replica = signers[sid].by_entity.get(faucet.entity)
         if replica is not None and sid in replica.entity.config.index:

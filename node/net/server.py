@@ -12,8 +12,8 @@ Three kinds of sender (see docs/PROTOCOL.md):
 
 - clients authenticate with an API token; its scope is checked on every message;
 - peer servers introduce themselves with their node identity key; they may only
-  deliver entity inputs (or ``create_entity`` to a signer), proposals, and read
-  certified frames;
+  deliver entity inputs (or ``create_entity`` and ``join_entity`` to a signer),
+  proposals, and read certified frames;
 - agents authenticate with a token whose scope reaches their signer; the node
   then sends them SIGN requests on that connection and they reply.
 
@@ -102,8 +102,8 @@ SERVER_WIDE = frozenset(
 PEER_REQUESTS = frozenset(
     {Req.HELLO, Req.STATUS, Req.DELIVER, Req.PROPOSAL, Req.GET_FRAMES, Req.PEER_INFO}
 )
-# What a peer may deliver: entity inputs except the node's own clock, and
-# create_entity to a signer.
+# What a peer may deliver: entity inputs except the node's own clock and faucet, and
+# create_entity and join_entity to a signer.
 PEER_ENTITY_INPUTS = frozenset(
     {
         rep.SubmitBatch.TYPE,

@@ -1,6 +1,6 @@
 """Payments through a hub across real node processes, with SIGKILL and restart.
 
-Three ``xln-node run --simulation`` processes peer over loopback. The hub H has
+Three ``xln-node run --faucet-chain`` processes peer over loopback. The hub H has
 three signers, one per server (threshold 2); the payer A and the payee B have
 one signer each. The faucet funds A and H; channels A-H and H-B are opened by
 proposals on both sides; A pays B through H. A hub server is killed with SIGKILL

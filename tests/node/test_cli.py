@@ -7,10 +7,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from node.block import Block
 from node.codec import keccak
 from node.machines.server import Increment
-from node.net.client import NodeClient, NodeStatus
+from node.net.client import NodeClient, NodeError, NodeStatus
+from node.net.protocol import Err
 from node.storage import BLOCK, Store, height_key
 from tests.conftest import NodeProcess, create_token, xln_node
 
@@ -38,7 +41,7 @@ async def test_inspect_and_verify_while_running_and_after(
 ) -> None:
     data = tmp_path / "data"
     token = create_token(data)
-    node = node_process("--simulate", "--tick-ms", "20", data=data)
+    node = node_process("--demo-increments", "--tick-ms", "20", data=data)
     async with await NodeClient.connect(node.url, token=token) as client:
         await client.submit([Increment(1000)])
         await _wait_for_height(client, 5)
@@ -78,7 +81,7 @@ def test_verify_fails_on_a_tampered_block(
     tmp_path: Path, node_process: Callable[..., NodeProcess]
 ) -> None:
     data = tmp_path / "data"
-    node = node_process("--simulate", "--tick-ms", "10", "--empty-blocks", data=data)
+    node = node_process("--demo-increments", "--tick-ms", "10", "--empty-blocks", data=data)
     asyncio.run(_until_height(node, data, 3))
     assert node.terminate() == 0
     with Store(data / "chain") as store:
@@ -154,3 +157,44 @@ def test_key_create_and_an_agent_with_a_bad_token_exits_with_a_clear_error(
     )
     assert agent.returncode == 1
     assert "refused the agent: UNAUTHORIZED" in agent.stderr
+
+
+async def test_inbox_cap_option_sets_the_cap_busy_answers_at(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    token = create_token(data)
+    # A block period of an hour: what is queued stays queued while the test runs.
+    node = node_process("--inbox-cap", "3", "--tick-ms", "3600000", data=data)
+    async with await NodeClient.connect(node.url, token=token) as client:
+        queued = asyncio.create_task(client.submit([Increment(1)] * 3))
+        status = await client.status()
+        while status.inbox < 3:
+            await asyncio.sleep(0.01)
+            status = await client.status()
+        with pytest.raises(NodeError) as busy:
+            await client.submit([Increment(1)])
+        assert busy.value.code is Err.BUSY
+        assert "inbox full (3 of 3 transactions queued)" in busy.value.message
+        # SIGTERM: the last block takes the queued three (the loop keeps reading meanwhile).
+        assert await asyncio.to_thread(node.terminate) == 0
+        receipts = await asyncio.wait_for(queued, DEADLINE)
+        assert [r.error for r in receipts.receipts] == [None, None, None]
+
+
+def test_the_old_run_flags_are_refused(tmp_path: Path) -> None:
+    for old in ("--simulate", "--simulation"):
+        result = xln_node("run", "--data", str(tmp_path / "data"), old)
+        assert result.returncode == 2
+        assert f"unrecognized arguments: {old}" in result.stderr
+
+
+async def test_a_token_created_while_the_node_runs_is_accepted_within_a_tick(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    node = node_process("--tick-ms", "20", data=data)
+    token = create_token(data)  # while `run` holds the folder
+    await asyncio.sleep(0.1)  # a few ticks
+    async with await NodeClient.connect(node.url, token=token) as client:
+        assert client.scope == "server"

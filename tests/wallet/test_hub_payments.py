@@ -1,6 +1,6 @@
 """Two wallets pay each other through a hub entity, and restarts do not disturb it.
 
-The hub is three real ``xln-node run --simulation`` processes on loopback
+The hub is three real ``xln-node run --faucet-chain`` processes on loopback
 (``node/cluster.py``) with a hub entity of three signers, one per server
 (threshold 2, built-in agents). Alice's wallet and Bob's wallet are two
 :class:`WalletService` stacks, each with its own data folder and vault

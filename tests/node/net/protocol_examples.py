@@ -1244,7 +1244,7 @@ def _consensus_examples() -> dict[str, Example]:
                 ),
                 *_ask(
                     peer(Req.DELIVER, 4, [ID_A, b"", inc(1)]),
-                    "a signer takes only create_entity from peers",
+                    "a signer takes only create_entity and join_entity from peers",
                 ),
                 *_ask(
                     peer(Req.DELIVER, 5, [ID_A, b"", [2, 1]]),
