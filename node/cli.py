@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--simulation",
         action="store_true",
-        help="a new chain allows the test faucet (server tx faucet); fixed for the chain's life",
+        help="a new chain allows the test faucet (entity tx faucet); fixed for the chain's life",
     )
     run.add_argument(
         "--inbox-cap", type=_positive, default=NodeConfig().inbox_cap, help=argparse.SUPPRESS
