@@ -28,10 +28,11 @@ from pathlib import Path
 from node import identity as node_identity
 from node.codec import as_bytes, as_list, keccak
 from node.crypto import bls, keystore
+from node.machines import accounts
 from node.machines import entity as ent
 from node.machines.governance import Config, Member, signer_id
 from node.machines.replica import Genesis, Replica, SubmitBatch
-from node.machines.server import CreateSigner, Faucet
+from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity
 from node.net.client import NodeClient
 from node.net.protocol import Rep, Reply, Topic
@@ -397,13 +398,11 @@ class Cluster:
 
     # Channels (simulation) -----------------------------------------------------------------
 
-    async def faucet(self, key: SignerKey, entity_id: bytes, asset: int, amount: int) -> None:
-        """Credit ``entity_id``'s reserve through the faucet of ``key``'s server."""
-        client = self.client(self.servers[key.server])
-        receipts = await client.submit([Faucet(entity_id, asset, amount)])
-        error = receipts.receipts[0].error
-        if error is not None:
-            raise RuntimeError(f"faucet refused: {error}")
+    async def faucet(self, key: SignerKey, entity_id: bytes, asset: int, amount: int) -> bytes:
+        """Credit ``entity_id``'s reserve: member ``key`` signs ``faucet(asset, amount)``
+        and submits it to its own server; returns the batch hash once it is durable
+        there (the reserve grows when a frame holding it is certified)."""
+        return await self.submit(key, entity_id, [accounts.Faucet(asset, amount)])
 
     async def pass_proposal(
         self, members: Sequence[SignerKey], entity_id: bytes, action: ent.EntityAction

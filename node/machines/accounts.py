@@ -6,15 +6,17 @@ that drives the channel machine (``node/machines/channel.py``): one
 the counterparty's signer set as we know it. ``docs/CHANNELS.md`` explains the
 rules; in short:
 
-- **Reserves** come from the simulation faucet (a ``mint`` frame input, refused
-  outside simulation). Opening or funding a channel moves reserve into it.
+- **Reserves** come from the simulation faucet: the entity transaction
+  ``faucet(asset, amount)``, in a member's signed batch, refused outside
+  simulation. Opening or funding a channel moves reserve into it.
 - **Entity transactions**: ``pay(route, asset, amount)`` queues a ``forward`` on
   the channel to ``route[0]``; the receiver passes it on along the route.
   **Actions** (run by an executed proposal): ``open_channel``, ``set_credit``,
   ``add_collateral``.
 - **Frame inputs** are what the counterparties send: signed channel frames,
   acks and signer-set announcements (a :class:`Message`, verified against the
-  sender's signer set), and the faucet's mints.
+  sender's signer set). Chains made before the faucet became an entity
+  transaction also hold :class:`Mint` inputs, which replay still applies.
 - At the end of a frame every ``ready`` channel with queued transactions
   proposes, and the frame's **outbox** lists the hashes of what the entity's
   signers must sign with their pre-commits: the acks and channel frames it
@@ -65,7 +67,6 @@ MAX_CHANNELS = 1024
 MAX_ANNOUNCED = 8  # signer-set announcements a sender keeps for counterparties that missed some
 ANNOUNCE_DOMAIN = b"XLN/entity-signers/v1"
 PAYMENT_ID_DOMAIN = b"XLN/payment-id/v1"
-MINT_ID_DOMAIN = b"XLN/mint-id/v1"
 
 # Kinds of signed channel message.
 FRAME = 1
@@ -139,12 +140,6 @@ def payment_id_for(entity_id: bytes, signer: bytes, nonce: int, index: int) -> b
     )
 
 
-def mint_id_for(server_head: bytes, index: int) -> bytes:
-    """A faucet transaction's mint: keccak-256 of domain, the server's previous block
-    hash and the transaction's index in the block (unique per faucet call)."""
-    return keccak(MINT_ID_DOMAIN + server_head + index.to_bytes(4, "big"))
-
-
 # Entity transaction: pay ------------------------------------------------------------------
 
 
@@ -175,6 +170,44 @@ class Pay:
 
     def to_fields(self) -> list[RlpItem]:
         return [list(self.route), int_bytes(self.asset), int_bytes(self.amount)]
+
+
+# Entity transaction: faucet (simulation) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Faucet:
+    """Simulation only: credit ``amount`` of ``asset`` to the entity's reserve. It is a
+    member's signed transaction, so the member's signature authorises it and the
+    batch nonce makes it apply once; every replica re-executes it, and one whose
+    server is not a simulation chain refuses it."""
+
+    TYPE: ClassVar[int] = 5
+    NAME: ClassVar[str] = "faucet"
+    asset: int
+    amount: int
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 2:
+            raise DecodeError(f"faucet: expected [asset, amount], got {len(fields)} fields")
+        return cls(_asset(fields[0]), _amount(fields[1], "faucet amount"))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [int_bytes(self.asset), int_bytes(self.amount)]
+
+
+FAUCET_DISABLED = (
+    "the faucet is disabled outside simulation (start a new chain with --faucet-chain)"
+)
+
+
+def faucet(ledger: Ledger, tx: Faucet, tx_id: bytes, *, allow_mint: bool) -> None:
+    """Credit the reserve; ``tx_id`` names the transaction in the frame's events."""
+    if not allow_mint:
+        raise ConfigError(FAUCET_DISABLED)
+    ledger.add_reserve(tx.asset, tx.amount)
+    ledger.events.append(PaymentEvent("minted", b"", tx.asset, tx.amount, tx_id))
 
 
 # Actions (run by an executed proposal) ----------------------------------------------------
@@ -352,7 +385,10 @@ class Message:
 
 @dataclass(frozen=True)
 class Mint:
-    """``[2, mint_id, asset, amount]``: the simulation faucet credits the reserve."""
+    """``[2, mint_id, asset, amount]``: how the simulation faucet credited a reserve
+    before it became a member's signed ``faucet`` transaction. Nothing makes one now
+    (it spoke for no member, so a proposer could not prove where it came from);
+    frames of older chains hold them, and replay applies them as it did."""
 
     TAG: ClassVar[int] = 2
     mint_id: bytes
@@ -612,7 +648,7 @@ def apply_input(ledger: Ledger, inp: FrameInput, *, allow_mint: bool, verify: bo
     may not hold it. Returns False if it changed nothing (a duplicate, say)."""
     if isinstance(inp, Mint):
         if not allow_mint:
-            raise ConfigError("the faucet is disabled outside simulation")
+            raise ConfigError(FAUCET_DISABLED)
         if inp.mint_id in ledger.mints:
             raise ConfigError("mint applied already")
         ledger.add_reserve(inp.asset, inp.amount)

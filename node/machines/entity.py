@@ -11,7 +11,8 @@ signature]``. The signature is BLS over ``batch_message`` (see
 replayed is refused. Only the signer's own key can make its votes.
 
 **Public transactions.** ``increment(n)``, ``propose(action, expires_at)``,
-``vote(proposal_id)``.
+``vote(proposal_id)``; ``pay`` and, on a simulation chain only, ``faucet`` are
+``accounts``'.
 
 **Proposal rules** (the same on every replica; ``docs/ENTITIES.md`` explains them):
 
@@ -82,6 +83,7 @@ class FrameInvalid(ValueError):
 
 ENTITY_TXS.register(Increment)
 ENTITY_TXS.register(Pay)
+ENTITY_TXS.register(accounts.Faucet)
 
 # Governance actions change the config; channel actions the entity's accounts.
 type EntityAction = Action | ChannelAction
@@ -245,7 +247,7 @@ class EntityState:
     reserves: tuple[tuple[int, int], ...] = ()  # (asset, amount > 0), ascending asset
     channels: tuple[ChannelRecord, ...] = ()  # ascending counterparty id
     forwards: tuple[tuple[bytes, bytes], ...] = ()  # (payment id, from peer), ascending id
-    mints: tuple[bytes, ...] = ()  # faucet mints applied (simulation), ascending
+    mints: tuple[bytes, ...] = ()  # legacy ``Mint`` inputs applied (older chains), ascending
 
     def to_tree(self) -> RlpTree:
         tree = self.to_tree_without_channels()
@@ -401,7 +403,14 @@ class _Work:
         )
 
 
-def apply_batch(state: EntityState, work: _Work, batch: Batch, height: int, verify: bool) -> None:
+def apply_batch(
+    state: EntityState,
+    work: _Work,
+    batch: Batch,
+    height: int,
+    verify: bool,
+    allow_mint: bool = False,
+) -> None:
     if batch.signer not in work.config.index:
         raise FrameInvalid(f"batch from {batch.signer.hex()[:16]}, not a signer")
     expected = work.nonces.get(batch.signer, 0) + 1
@@ -413,13 +422,13 @@ def apply_batch(state: EntityState, work: _Work, batch: Batch, height: int, veri
             raise FrameInvalid("bad batch signature")
     for i, tx in enumerate(batch.txs):
         try:
-            _apply_tx(work, tx, batch, i, height)
+            _apply_tx(work, tx, batch, i, height, allow_mint)
         except ConfigError as exc:
             raise FrameInvalid(f"tx {i} ({tx.body.NAME}): {exc}") from None
     work.nonces[batch.signer] = batch.nonce
 
 
-def _apply_tx(work: _Work, tx: Tx, batch: Batch, index: int, height: int) -> None:
+def _apply_tx(work: _Work, tx: Tx, batch: Batch, index: int, height: int, allow_mint: bool) -> None:
     signer = batch.signer
     match tx.body:
         case Increment(n=n):
@@ -450,6 +459,9 @@ def _apply_tx(work: _Work, tx: Tx, batch: Batch, index: int, height: int) -> Non
         case Pay() as body:
             payment_id = accounts.payment_id_for(work.ledger.entity_id, signer, batch.nonce, index)
             accounts.pay(work.ledger, body, payment_id)
+        case accounts.Faucet() as body:
+            tx_id = accounts.payment_id_for(work.ledger.entity_id, signer, batch.nonce, index)
+            accounts.faucet(work.ledger, body, tx_id, allow_mint=allow_mint)
         case _:
             raise ConfigError(f"{tx.body.NAME} is not an entity transaction")
 
@@ -487,13 +499,14 @@ def execute(
     inputs: Sequence[FrameInput] = (),
     allow_mint: bool = False,
 ) -> tuple[EntityState, FrameEvents]:
-    """Apply one frame: its batches, then its inputs (counterparties' channel messages,
-    faucet mints), then the proposals, then the channels propose. Raises FrameInvalid
-    if any batch or input is rejected. ``events.outbox`` is what the signers sign."""
+    """Apply one frame: its batches, then its inputs (counterparties' channel messages;
+    legacy mints), then the proposals, then the channels propose. Raises FrameInvalid
+    if any batch or input is rejected. ``events.outbox`` is what the signers sign.
+    ``allow_mint``: the replica's server is a simulation chain (``faucet`` applies)."""
     height = state.height + 1
     work = _Work.of(state)
     for batch in batches:
-        apply_batch(state, work, batch, height, verify)
+        apply_batch(state, work, batch, height, verify, allow_mint)
     for i, inp in enumerate(inputs):
         try:
             accounts.apply_input(work.ledger, inp, allow_mint=allow_mint, verify=verify)
@@ -559,7 +572,7 @@ def build(
     neither kept nor refused), then close the frame. The outcome is what ``execute``
     gives for the kept batches and inputs."""
     height = state.height + 1
-    work, kept, refused = _select_batches(state, batches)
+    work, kept, refused = _select_batches(state, batches, allow_mint)
     kept_inputs, refused_inputs, work.ledger = _select_inputs(work.ledger, inputs, allow_mint)
     post, events = _close(state, work, height)
     return Built(kept, refused, kept_inputs, refused_inputs, post, events)
@@ -586,17 +599,17 @@ def _select_inputs(
 
 
 def select_batches(
-    state: EntityState, candidates: Sequence[Batch]
+    state: EntityState, candidates: Sequence[Batch], *, allow_mint: bool = False
 ) -> tuple[list[Batch], list[tuple[Batch, str]]]:
     """The proposer's filter: keep, in order, the batches that apply cleanly on top of
     the ones kept so far; report the others with the reason. Batches whose nonce is
     still in the future are neither kept nor rejected (returned in neither list)."""
-    _, kept, rejected = _select_batches(state, candidates)
+    _, kept, rejected = _select_batches(state, candidates, allow_mint)
     return kept, rejected
 
 
 def _select_batches(
-    state: EntityState, candidates: Sequence[Batch]
+    state: EntityState, candidates: Sequence[Batch], allow_mint: bool
 ) -> tuple[_Work, list[Batch], list[tuple[Batch, str]]]:
     height = state.height + 1
     work = _Work.of(state)
@@ -607,7 +620,7 @@ def _select_batches(
             continue
         trial = work.copy()
         try:
-            apply_batch(state, trial, batch, height, verify=True)
+            apply_batch(state, trial, batch, height, True, allow_mint)
         except FrameInvalid as exc:
             rejected.append((batch, str(exc)))
             continue

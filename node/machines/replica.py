@@ -22,8 +22,10 @@ Inputs:
                   that round's proposer
 ``deliver``       a counterparty entity's signed channel message: kept in the
                   inbox until a frame applies it (every member gets its own copy)
-``mint``          from this node's faucet only (simulation): kept in the inbox
-                  and forwarded to the proposer
+``mint``          legacy: how the faucet credited a reserve before it became a
+                  member's signed ``faucet`` transaction. Nothing makes one now
+                  (clients and peers may not send it); replay of older chains
+                  keeps it in the inbox, and frames apply it, as they did
 
 **Rounds.** A proposer at round 0 proposes at once. The proposer of a later
 round waits until members holding the threshold of shares (itself included)
@@ -331,7 +333,7 @@ class Deliver:
 @ENTITY_INPUTS.register
 @dataclass(frozen=True, slots=True)
 class MintInput:
-    """Only this node's faucet makes this (simulation); refused from outside."""
+    """Legacy (older chains' faucet): nothing makes it now; refused from outside."""
 
     TYPE: ClassVar[int] = 8
     NAME: ClassVar[str] = "mint"
@@ -644,8 +646,6 @@ def step(
                 _on_inbound(s, index, message)
             case MintInput(mint=mint):
                 _on_inbound(s, index, mint)
-                if s.r.proposer != s.r.signer:
-                    s.effects.append(Send(s.r.proposer, tx))
             case _:
                 s.note(index, f"{tx.body.NAME} is not an entity input")
     _try_commit(s)
@@ -660,6 +660,9 @@ def _on_batch(s: _Step, index: int, batch: Batch, tx: Tx) -> None:
         return
     if batch.nonce <= r.entity.nonce_of(batch.signer):
         s.note(index, f"batch nonce {batch.nonce} already used")
+        return
+    if not s.simulation and any(isinstance(t.body, accounts.Faucet) for t in batch.txs):
+        s.note(index, f"batch refused: {accounts.FAUCET_DISABLED}")
         return
     if any(b.raw == batch.raw for b in r.pool):
         return  # a resend: idempotent
@@ -962,9 +965,6 @@ def _enter_round(s: _Step, round_: int) -> None:
         report = RoundChange(r.next_height, r.round, r.signer, r.lock)
         s.effects.append(Send(r.proposer, Tx.of(report)))
         s.effects.extend(Send(r.proposer, Tx.of(SubmitBatch(b))) for b in r.pool)
-        s.effects.extend(
-            Send(r.proposer, Tx.of(MintInput(i))) for i in r.inbox if isinstance(i, Mint)
-        )
 
 
 def _catch_up(s: _Step) -> None:
@@ -1142,6 +1142,19 @@ def _frame_sized(pool: Sequence[Batch]) -> list[Batch]:
 # Checks the runtime makes outside a block ------------------------------------------------
 
 
+def check_batch(r: Replica, batch: Batch) -> str | None:
+    """None if ``batch`` is signed by a member of the entity as this replica knows it:
+    what a peer's forwarded batch must prove before it is queued (a batch, a faucet's
+    among them, speaks for its member alone)."""
+    config = r.entity.config
+    slot = config.index.get(batch.signer)
+    if slot is None:
+        return f"batch from {batch.signer.hex()[:16]}, not a member of the entity"
+    if not bls.verify(config.members[slot].pubkey, batch.message(r.entity_id), batch.signature):
+        return f"batch signature does not verify under member {batch.signer.hex()[:16]}'s key"
+    return None
+
+
 def check_proposal(
     r: Replica, frame: Frame, round_: int, proposer_sig: bytes, *, simulation: bool = False
 ) -> str | None:
@@ -1157,6 +1170,10 @@ def check_proposal(
         return "proposal does not extend this replica's head"
     if round_ < r.round:
         return f"proposal at round {round_}, this replica is at round {r.round}"
+    if any(isinstance(i, Mint) for i in frame.inputs):
+        # Older chains' frames hold them (replay applies them), but a mint input speaks
+        # for no member: a new frame credits a reserve only by a member's faucet.
+        return "proposal holds a mint input; the faucet is a member's signed transaction"
     config = r.entity.config
     proposer = config.members[config.index[config.proposer_at(round_)]]
     if not bls.verify(proposer.pubkey, frame.message(round_), proposer_sig):

@@ -1,12 +1,13 @@
 """The server machine: the root of the hierarchy, one per node process.
 
 ``apply_block(state, mempool, timestamp) -> Step`` is the whole transition. The
-server's own transactions are ``increment(n)``, ``create_signer(pubkey,
-proof_of_possession)`` and, on a simulation server only, ``faucet(entity, asset,
-amount)``, which credits the entity's reserve through a ``mint`` input to a
-member's replica hosted here. Its mempool keys are signer ids: the server applies its
-own transactions first, then each signer's share in key order, and each signer
-applies its own transactions and then its entities' in key order.
+server's own transactions are ``increment(n)`` and ``create_signer(pubkey,
+proof_of_possession)``; ``faucet(entity, asset, amount)`` is retired (it always
+fails: the faucet is now an entity transaction in a member's signed batch) and
+kept only so that older chains still decode. Its mempool keys are signer ids:
+the server applies its own transactions first, then each signer's share in key
+order, and each signer applies its own transactions and then its entities' in
+key order.
 
 The state hash covers ``[version, height, timestamp, counter, [[signer_id,
 signer_hash]...], simulation]``; each signer's hash covers its replicas' hashes, so the
@@ -35,7 +36,6 @@ from node.codec import (
     int_bytes,
     keccak,
 )
-from node.machines import accounts
 from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.counter import Increment as Increment
@@ -77,7 +77,8 @@ class CreateSigner:
 @SERVER_TXS.register
 @dataclass(frozen=True, slots=True)
 class Faucet:
-    """Simulation only: credit ``amount`` of ``asset`` to ``entity``'s reserve."""
+    """Retired: always fails. It sent the entity an unsigned ``mint`` input, which
+    only the server it was applied on could vouch for; older chains hold it."""
 
     TYPE: ClassVar[int] = 3
     NAME: ClassVar[str] = "faucet"
@@ -112,7 +113,7 @@ class ServerState:
     counter: int = 0
     signers: tuple[sig.SignerState, ...] = ()  # ascending id
     head: bytes = ZERO_HASH
-    simulation: bool = False  # fixed at genesis: may the faucet mint?
+    simulation: bool = False  # fixed at genesis: may frames apply the faucet?
 
     @property
     def subs(self) -> tuple[tuple[bytes, bytes], ...]:
@@ -228,10 +229,7 @@ def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
     changed: list[tuple[tuple[bytes, ...], bytes]] = []
     frames: list[tuple[bytes, rep.Committed]] = []
     for index, tx in enumerate(mempool.txs):
-        if isinstance(tx.body, Faucet):
-            error = _faucet(state, signers, tx.body, index, effects)
-        else:
-            counter, error = _apply_tx(counter, signers, tx)
+        counter, error = _apply_tx(counter, signers, tx)
         receipts.append(Receipt((), index, error))
     for key, sub in zip(mempool.keys, mempool.subs, strict=True):
         signer = signers.get(key)
@@ -261,25 +259,10 @@ def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
     return Step(new_state, block, tuple(receipts), tuple(effects), tuple(changed), tuple(frames))
 
 
-def _faucet(
-    state: ServerState,
-    signers: dict[bytes, sig.SignerState],
-    faucet: Faucet,
-    index: int,
-    effects: list[Effect],
-) -> str | None:
-    if not state.simulation:
-        return "the faucet is disabled outside simulation (start a new chain with --faucet-chain)"
-    for sid in sorted(signers):
-        replica = signers[sid].by_entity.get(faucet.entity)
-        if replica is not None and sid in replica.entity.config.index:
-            mint = accounts.Mint(
-                accounts.mint_id_for(state.head, index), faucet.asset, faucet.amount
-            )
-            tx = Tx.of(rep.MintInput(mint))
-            effects.append(Effect(sid, faucet.entity, rep.Send(sid, tx)))
-            return None
-    return "no member of that entity is hosted on this server"
+FAUCET_RETIRED = (
+    "the server faucet is retired: a member of the entity submits faucet(asset, amount) "
+    "in a signed batch"
+)
 
 
 def _apply_tx(
@@ -300,4 +283,6 @@ def _apply_tx(
                 return counter, f"create_signer: {exc}"
             signers[sid] = sig.SignerState(pubkey)
             return counter, None
+        case Faucet():
+            return counter, FAUCET_RETIRED
     return counter, f"{tx.body.NAME} is not a server transaction"

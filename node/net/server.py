@@ -102,8 +102,9 @@ SERVER_WIDE = frozenset(
 PEER_REQUESTS = frozenset(
     {Req.HELLO, Req.STATUS, Req.DELIVER, Req.PROPOSAL, Req.GET_FRAMES, Req.PEER_INFO}
 )
-# What a peer may deliver: entity inputs except the node's own clock and faucet, and
-# create_entity and join_entity to a signer.
+# What a peer may deliver: entity inputs except the node's own clock and the legacy
+# mint (a batch only if a member signed it), and create_entity and join_entity to a
+# signer.
 PEER_ENTITY_INPUTS = frozenset(
     {
         rep.SubmitBatch.TYPE,
@@ -719,6 +720,11 @@ class ApiServer:
             if entity and to in self.node.state.by_id:
                 coordinator.request_sync(entity)  # maybe created here soon; catch up then
             raise ProtocolError(Err.UNKNOWN_ROUTE, str(exc), rid) from None
+        if isinstance(tx.body, rep.SubmitBatch):
+            replica = self.node.state.replica(to, entity)
+            reason = None if replica is None else rep.check_batch(replica, tx.body.batch)
+            if reason is not None:
+                raise ProtocolError(Err.FORBIDDEN, reason, rid)
         if isinstance(tx.body, rep.Commit) and entity:
             replica = self.node.state.replica(to, entity)
             if replica is not None and tx.body.frame.height > replica.next_height:

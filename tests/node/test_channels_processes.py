@@ -6,6 +6,10 @@ one signer each. The faucet funds A and H; channels A-H and H-B are opened by
 proposals on both sides; A pays B through H. A hub server is killed with SIGKILL
 mid-stream and restarted: every payment arrives exactly once, value is
 conserved, and both sides of each channel hold the same state.
+
+The faucet is a member's signed batch: one submitted on a server that does not
+host the entity's proposer travels there like any batch, and every replica's
+reserve grows.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from node.machines.replica import Replica
 
 ASSET = 1
 DEADLINE_S = 90.0
+FAUCET_DEADLINE_S = 20.0  # a few frames; the lost mint of old waited forever
 
 
 @pytest.fixture
@@ -90,6 +95,25 @@ async def hub_converged(cluster: Cluster, hub: list[SignerKey], entity: bytes) -
             if len({(r.entity.hash, r.head) for r in replicas}) == 1:
                 return replicas
             await cluster.commits.changed.wait()
+
+
+async def test_a_faucet_away_from_the_proposer_reaches_every_replica(cluster: Cluster) -> None:
+    h0, h1, h2, _, _ = cluster.keys
+    hub = [h0, h1, h2]
+    H = await cluster.create_entity(hub, [1, 1, 1], 2)  # proposer h0, on server 0
+    assert (await replica_of(cluster, h1, H)).proposer == h0.id
+    assert h1.server != h0.server
+    await cluster.faucet(h1, H, ASSET, 700)  # on server 1: the batch goes to h0's server
+    async with asyncio.timeout(FAUCET_DEADLINE_S):
+        while True:
+            cluster.commits.changed.clear()
+            replicas = [await replica_of(cluster, k, H) for k in hub]
+            if all(r.entity.reserve(ASSET) == 700 for r in replicas):
+                break
+            await cluster.commits.changed.wait()
+    assert len({r.entity.hash for r in replicas}) == 1
+    assert replicas[0].entity.nonce_of(h1.id) == 1
+    assert replicas[0].entity.mints == ()  # no legacy mint input: a signed transaction
 
 
 async def test_payments_through_a_hub_survive_a_sigkill(cluster: Cluster) -> None:

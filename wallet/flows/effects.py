@@ -25,8 +25,9 @@ value out), ``forwarded`` (agreed downstream), ``refunded`` and ``rejected``
 and ``counterparty`` (the payee of ours, the peer otherwise).
 
 The frame is re-executed with its inputs (the counterparties' channel
-messages, faucet mints) and ``allow_mint=True``: a wallet cannot know the
-server's simulation flag, and a node outside simulation refuses a mint itself.
+messages; legacy mints in older chains) and ``allow_mint=True``: a wallet cannot
+know the server's simulation flag, and a node outside simulation refuses a
+``faucet`` transaction itself.
 The outbox the signers would sign must be exactly what the re-execution
 produced, or the frame is refused.
 
@@ -242,6 +243,8 @@ def describe_tx(body: object, names: Names | None = None) -> str:
             return f"vote for proposal #{pid}"
         case Pay(route=route, asset=asset, amount=amount):
             return f"pay {amount} of asset {asset} to {describe_route(route)}"
+        case accounts.Faucet(asset=asset, amount=amount):
+            return f"faucet: {amount} of asset {asset} to the reserve (simulation)"
     return "unknown transaction"  # the entity registry decodes no other type
 
 

@@ -24,10 +24,11 @@ from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines.accounts import ExtendCredit, FundChannel, Pay
 from node.machines.entity import EntityState
+from node.machines.frames import Frame
 from node.machines.governance import ConfigError, SetThreshold
 from node.machines.quorum import bitfield
 from node.txs import Tx
-from tests.node.machines.channel_world import ASSET, SKS, World
+from tests.node.machines.channel_world import ASSET, IDS, SKS, World
 
 
 @pytest.fixture
@@ -288,6 +289,45 @@ def test_faucet_is_refused_outside_simulation(tmp_path: Path) -> None:
         assert any("disabled outside simulation" in n for n in world.notes)
     finally:
         world.close()
+
+
+def test_a_faucet_from_a_member_that_does_not_propose(world: World) -> None:
+    """The faucet is a member's signed batch: one from a non-proposer goes to the
+    proposer like any batch, and every replica applies it; its event is ``minted``."""
+    h = world.entity("H", [2, 3, 4], 2, salt=3)
+    world.submit("H", accounts.Faucet(ASSET, 700), key=3)
+    world.run()
+    assert world.state("H").reserve(ASSET) == 700  # asserts every replica agrees
+    assert world.state("H").mints == ()
+    minted = world.payments("H", "minted")
+    assert [(m.asset, m.amount) for m in minted] == [(ASSET, 700)]
+    assert minted[0].payment_id == accounts.payment_id_for(h, IDS[3], 1, 0)
+
+
+def test_a_legacy_mint_input_still_replays(world: World) -> None:
+    """Older chains hold ``mint`` inputs from the retired server faucet: a block that
+    hands one to the proposer's replica still credits the reserve once, as it did."""
+    world.entity("A", [0], 1, salt=1)
+    eid = world.names["A"]
+    mint = accounts.Mint(b"\x4d" * 32, ASSET, 300)
+    for _ in range(2):
+        world.inbox[(0, eid)].append(Tx.of(rep.MintInput(mint)))
+        world.run()
+    assert world.state("A").reserve(ASSET) == 300
+    assert world.state("A").mints == (mint.mint_id,)
+
+
+def test_a_proposal_holding_a_mint_input_is_refused(world: World) -> None:
+    """A mint input speaks for no member, so a proposer cannot prove where it came
+    from: a member does not pre-commit a new frame that holds one."""
+    h = world.entity("H", [2, 3, 4], 2, salt=3)
+    member = world.replicas[(3, h)]
+    mint = accounts.Mint(b"\x4d" * 32, ASSET, 10**6)
+    post, events = ent.execute(member.entity, [], inputs=[mint], allow_mint=True)
+    frame = Frame.make(h, 1, member.head, [], post.hash, [mint], events.outbox)
+    signature = bls.sign(SKS[2], frame.message(0))  # the round's proposer signs it
+    reason = rep.check_proposal(member, frame, 0, signature, simulation=True)
+    assert reason == "proposal holds a mint input; the faucet is a member's signed transaction"
 
 
 def test_threshold_entity_state_round_trips_with_channels(world: World) -> None:

@@ -181,7 +181,8 @@ def _certificate(frame: Frame, config: Config, precommits: dict[int, bytes]) -> 
 
 
 CERT_E2 = _certificate(FRAME_E2, GENESIS_2.config, {0: PRECOMMIT_B, 1: PRECOMMIT_A})
-# A faucet's mint, as a client or a peer might try to send it (both are refused).
+# A legacy mint input (older chains), as a client or a peer might try to send it:
+# it speaks for no member, and both are refused.
 DOC_MINT = rep.MintInput(accounts.Mint(bytes([0x4D]) * 32, 1, 1000))
 
 
@@ -1265,7 +1266,7 @@ def _consensus_examples() -> dict[str, Example]:
                 *_ask(peer(Req.GET_FRAMES, 7, [E1, 2, 16]), "nothing past E1's height 1"),
                 *_ask(
                     peer(Req.DELIVER, 8, [ID_A, E1, _item(DOC_MINT)]),
-                    "a mint comes only from a node's own faucet",
+                    "a mint input speaks for no member: a faucet is a member's signed batch",
                 ),
                 On("client", "and a client may not speak for a server"),
                 *_ask(hello()),
@@ -1277,7 +1278,7 @@ def _consensus_examples() -> dict[str, Example]:
                 ),
                 *_ask(
                     req(Req.SUBMIT, 5, [_item(DOC_MINT)], route=at_e1),
-                    "nor its faucet",
+                    "nor mint a reserve",
                 ),
             ),
             node="consensus",

@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from node.agent import Agent
 from node.codec import as_bytes, as_list, decode
+from node.coordinator import LocalAgent
 from node.crypto import bls
 from node.identity import Identity
 from node.machines import entity as ent
-from node.machines.accounts import Mint
+from node.machines.accounts import Faucet, Mint
 from node.machines.governance import Config, Member, signer_id
 from node.machines.replica import Genesis, MintInput, SubmitBatch, Timeout
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity
 from node.net.client import NodeClient, NodeError
-from node.net.protocol import Err, Rep, Reply, Req, Sender, SenderKind, encode_request, error_of
+from node.net.protocol import (
+    Err,
+    Rep,
+    Reply,
+    Req,
+    Sender,
+    SenderKind,
+    Topic,
+    encode_request,
+    error_of,
+)
+from node.runtime import NodeConfig
 from node.tokens import Scope
 from node.txs import Tx
-from tests.conftest import LiveNode, recv_reply
+from tests.conftest import LiveNode, recv_reply, start_live_node, stop_live_node
 
 SK_A, SK_B = 101, 202
+DEADLINE_S = 20.0
 
 
 @dataclass
@@ -100,7 +116,7 @@ async def test_nobody_outside_the_node_may_send_its_clock_or_mint(world: World) 
     w = world
     async with await NodeClient.connect(w.live.url, token=w.live.token) as c:
         await expect_error(c.submit([Timeout(1, 0)], [w.a, w.entity]), Err.FORBIDDEN)
-        # A mint comes only from this node's faucet (a server transaction), never as input.
+        # The legacy mint input (older chains) speaks for no member: nobody may send it.
         await expect_error(c.submit([MINT], [w.a, w.entity]), Err.FORBIDDEN)
         await expect_error(c.submit([batch(w)], [w.b, w.entity]), Err.UNKNOWN_ROUTE)
         await expect_error(
@@ -152,6 +168,72 @@ async def test_peer_servers_authenticate_by_signature(world: World) -> None:
     assert delivered.type is Rep.DELIVERED
     info = await ask(Req.PEER_INFO, [])
     assert info.type is Rep.PEER_INFO
+    await ws.close()
+
+
+@pytest.fixture
+async def simulation(tmp_path: Path) -> AsyncIterator[World]:
+    """A simulation node hosting A (with its agent) and B; entity of A alone."""
+    live = await start_live_node(tmp_path / "sim", NodeConfig(tick_ms=10, simulation=True))
+    agent = Agent(SK_A, tmp_path / "guard")
+    assert live.api.coordinator is not None
+    live.api.coordinator.agents[agent.signer_id] = LocalAgent(agent)
+    try:
+        async with await NodeClient.connect(live.url, token=live.token) as admin:
+            for sk in (SK_A, SK_B):
+                await admin.submit([CreateSigner(bls.sk_to_pk(sk), bls.pop_prove(sk))])
+            a = agent.signer_id
+            config = Config((Member(bls.sk_to_pk(SK_A), 1),), 1, a)
+            genesis = Genesis(config, b"\x01" * 32, (bls.pop_prove(SK_A),))
+            receipts = await admin.submit([CreateEntity(genesis)], [a])
+            assert receipts.receipts[0].error is None
+        yield World(live, a, signer_id(bls.sk_to_pk(SK_B)), ent.entity_id_for(config, genesis.salt))
+    finally:
+        await stop_live_node(live)
+        agent.close()
+
+
+async def test_a_peer_cannot_forge_a_faucet(simulation: World) -> None:
+    """On a simulation chain a faucet is worth forging. A peer may deliver it only as
+    a batch its member signed: a legacy mint input, a batch claiming A but signed by
+    B, and B's own batch (not a member) are refused at once, naming why, and change
+    nothing; A's genuine batch, relayed by the same peer, credits the reserve."""
+    w = simulation
+    now = time.time_ns() // 1_000_000
+    ws, reply = await peer_hello(w, Identity(bls.keygen(b"\x05" * 32)).hello(now))
+    assert reply.type is Rep.WELCOME
+    sender = Sender(SenderKind.SERVER, b"\x07" * 32)
+
+    def faucet_batch(sk: int, signer: bytes) -> object:
+        batch = ent.sign_batch(w.entity, sk, signer, 1, [Tx.of(Faucet(1, 10**6))])
+        return decode(Tx.of(SubmitBatch(batch)).raw)
+
+    async def deliver(rid: int, item: object) -> Reply:
+        await ws.send(encode_request(Req.DELIVER, rid, sender, (), [w.a, w.entity, item]))
+        return await recv_reply(ws)
+
+    node = w.live.node
+    before = (node.state.height, node.state.hash())
+    refused = [
+        (decode(Tx.of(MINT).raw), "peers may not send mint"),
+        (
+            faucet_batch(SK_B, w.a),
+            f"batch signature does not verify under member {w.a.hex()[:16]}'s key",
+        ),
+        (faucet_batch(SK_B, w.b), f"batch from {w.b.hex()[:16]}, not a member of the entity"),
+    ]
+    for rid, (item, reason) in enumerate(refused, start=2):
+        assert error_of(await deliver(rid, item)) == (Err.FORBIDDEN, reason)
+    assert (node.state.height, node.state.hash()) == before  # not even a block
+
+    async with await NodeClient.connect(w.live.url, token=w.live.token) as c:
+        _, frames = await c.subscribe(Topic.COMMITS, [w.a, w.entity])
+        assert (await deliver(9, faucet_batch(SK_A, w.a))).type is Rep.DELIVERED
+        async with asyncio.timeout(DEADLINE_S):
+            while (r := node.state.replica(w.a, w.entity)) is None or r.entity.height == 0:
+                await frames.get()
+    assert r.entity.reserve(1) == 10**6
+    assert r.entity.nonce_of(w.a) == 1
     await ws.close()
 
 

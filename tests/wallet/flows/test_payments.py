@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.codec import ZERO_HASH, keccak
-from node.machines.accounts import ExtendCredit, Mint, OpenChannel, Pay
+from node.machines.accounts import ExtendCredit, Faucet, OpenChannel, Pay
 from node.machines.entity import EntityState, Propose, execute
 from node.machines.frames import Frame
 from tests.node.machines.test_entity import A, B, Entity
@@ -242,10 +242,10 @@ def frame_of(state: EntityState, batches: list, inputs: list) -> Frame:  # type:
     )
 
 
-def test_a_faucet_mint_and_an_open_channel_are_effects_with_amounts() -> None:
+def test_a_faucet_and_an_open_channel_are_effects_with_amounts() -> None:
     e, peer = Entity([1], 1), Entity([1, 1], 2)
-    mint = Mint(b"\x42" * 32, 1, 1000)
-    a = analyze(e.state, frame_of(e.state, [], [mint]))
+    a = analyze(e.state, frame_of(e.state, [e.batch(A, Faucet(1, 1000))], []))
+    assert [x.text for x in a.txs] == ["faucet: 1000 of asset 1 to the reserve (simulation)"]
     assert [(x.kind, x.amount, x.asset) for x in a.effects] == [("minted", 1000, 1)]
     assert a.new_state is not None
     e.state = a.new_state
@@ -266,7 +266,7 @@ def test_a_faucet_mint_and_an_open_channel_are_effects_with_amounts() -> None:
 
 def test_a_frame_whose_outbox_is_not_what_it_makes_is_refused() -> None:
     e, peer = Entity([1], 1), Entity([1, 1], 2)
-    e.state = analyze(e.state, frame_of(e.state, [], [Mint(b"\x42" * 32, 1, 10)])).new_state  # type: ignore[assignment]
+    e.state = analyze(e.state, frame_of(e.state, [e.batch(A, Faucet(1, 10))], [])).new_state  # type: ignore[assignment]
     action = OpenChannel(peer.state.entity_id, peer.state.config, 0, 1, 5)
     good = frame_of(e.state, [e.batch(A, Propose(action, e.next_height))], [])
     forged = Frame.make(
@@ -293,7 +293,7 @@ def test_pay_needs_a_channel_and_the_capacity() -> None:
     with pytest.raises(ComposeError) as no_channel:
         compose.pay((pid,), 1, 5, e.state)
     assert "no channel with" in no_channel.value.errors["route"]
-    e.state = analyze(e.state, frame_of(e.state, [], [Mint(b"\x42" * 32, 1, 10)])).new_state  # type: ignore[assignment]
+    e.state = analyze(e.state, frame_of(e.state, [e.batch(A, Faucet(1, 10))], [])).new_state  # type: ignore[assignment]
     action = OpenChannel(pid, peer.state.config, 0, 1, 5)
     e.state = analyze(  # type: ignore[assignment]
         e.state, frame_of(e.state, [e.batch(A, Propose(action, e.next_height))], [])
