@@ -10,14 +10,24 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
 
-from node.codec import HASH_LEN, as_bytes, as_int, as_list, as_text, decode, encode_tree
+from node.block import Block
+from node.codec import (
+    HASH_LEN,
+    DecodeError,
+    as_bytes,
+    as_int,
+    as_list,
+    as_text,
+    decode,
+    encode_tree,
+)
 from node.machines.frames import Certificate
 from node.machines.server import ServerState
 from node.net.protocol import (
@@ -164,7 +174,13 @@ class NodeClient:
         return as_bytes(reply.body[1], "state")
 
     async def server_state(self) -> ServerState:
-        """The whole hierarchy (server, signers, replicas); needs server scope."""
+        """The whole hierarchy (server, signers, replicas), with its ``head``; needs
+        server scope.
+
+        The state's encoding leaves out ``head`` (a block cannot commit to its own
+        hash), so it is read as the hash of the block at the state's height, which
+        must carry the state's hash.
+        """
         reply = await self.request(Req.READ_STATE, [1])
         top = as_bytes(reply.body[1], "state")
         raws: dict[tuple[bytes, ...], bytes] = {}
@@ -172,7 +188,14 @@ class NodeClient:
             pair = as_list(item, "sub-machine", size=2)
             route = tuple(as_bytes(r, "route", size=HASH_LEN) for r in as_list(pair[0], "route"))
             raws[route] = as_bytes(pair[1], "state")
-        return ServerState.decode(top, get=raws.__getitem__)
+        state = ServerState.decode(top, get=raws.__getitem__)
+        if state.height == 0:
+            return state
+        page = await self.blocks(state.height, 1)
+        block = Block.decode(page[0]) if page else None
+        if block is None or block.height != state.height or block.state_hash != state.hash():
+            raise DecodeError(f"the node's block {state.height} does not hold the state it sent")
+        return replace(state, head=block.hash)
 
     async def frames(
         self, entity: bytes, start_height: int, max_count: int
