@@ -45,6 +45,7 @@ from node.net.protocol import (
 from node.txs import Tx, TxBody
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024
+KEEPALIVE_S = 20.0  # websockets' default ping interval and timeout
 
 
 class NodeError(Exception):
@@ -99,14 +100,24 @@ class NodeClient:
         unix_path: Path | None = None,
         token: str | None = None,
         sender_id: bytes = b"xln-client",
+        ping_interval: float | None = KEEPALIVE_S,
+        ping_timeout: float | None = KEEPALIVE_S,
     ) -> Self:
-        """Connect by ``ws://`` URL with a token, or to a data folder's control socket."""
+        """Connect by ``ws://`` URL with a token, or to a data folder's control socket.
+
+        The connection pings the node every ``ping_interval`` seconds and closes if
+        no pong comes within ``ping_timeout`` (websockets' keepalive).
+        """
+        options: dict[str, Any] = {
+            "max_size": MAX_REPLY_BYTES,
+            "compression": None,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+        }
         if unix_path is not None:
-            ws = await unix_connect(
-                str(unix_path), "ws://localhost/", max_size=MAX_REPLY_BYTES, compression=None
-            )
+            ws = await unix_connect(str(unix_path), "ws://localhost/", **options)
         elif url is not None:
-            ws = await connect(url, max_size=MAX_REPLY_BYTES, compression=None)
+            ws = await connect(url, **options)
         else:
             raise ValueError("connect needs a url or a unix_path")
         client = cls(ws, Sender(SenderKind.CLIENT, sender_id))
