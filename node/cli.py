@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from node.errors import Refused
 from node.machines.governance import signer_id
 from node.machines.server import Increment
 from node.net.agent_client import AgentRejected, AgentStats, serve_agent
-from node.net.client import NodeClient
+from node.net.client import KEEPALIVE_S, NodeClient
 from node.net.peers import PeerNetwork
 from node.net.protocol import MAX_BLOCKS_PER_PAGE
 from node.net.server import ApiServer
@@ -177,10 +177,15 @@ async def _demo_increments(node: Node, stop: asyncio.Event) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _running_node(data: Path) -> AsyncIterator[NodeClient]:
+async def _running_node(data: Path, keepalive_s: float = KEEPALIVE_S) -> AsyncIterator[NodeClient]:
     sock = data / CONTROL_SOCKET
     try:
-        client = await NodeClient.connect(unix_path=sock, sender_id=b"xln-node-cli")
+        client = await NodeClient.connect(
+            unix_path=sock,
+            sender_id=b"xln-node-cli",
+            ping_interval=keepalive_s,
+            ping_timeout=keepalive_s,
+        )
     except OSError as exc:
         raise StoreLocked(
             f"{data} is locked by another process, and its control socket does not answer ({exc})"
@@ -271,29 +276,53 @@ class _Progress:
         print(f"  {done}/{self.total} blocks ({100 * done / self.total:.0f}%)", file=sys.stderr)
 
 
-async def _verify_running(data: Path) -> VerifyReport:
-    """Verify up to the node's head at the time of asking, fetching pages of blocks."""
-    async with _running_node(data) as client:
+def replay_page(replayer: Replayer, page: Sequence[bytes]) -> None:
+    """Replay one page of raw blocks, in order."""
+    for raw in page:
+        replayer.push(raw)
+
+
+async def _verify_running(
+    data: Path,
+    *,
+    page_blocks: int = MAX_BLOCKS_PER_PAGE,
+    keepalive_s: float = KEEPALIVE_S,
+    replay: Callable[[Replayer, Sequence[bytes]], None] = replay_page,
+) -> VerifyReport:
+    """Verify up to the node's head at the time of asking, fetching pages of blocks.
+
+    Each page is replayed in a worker thread, so the event loop keeps answering the
+    connection's keepalive pings however long a page takes (a page of big blocks
+    can take minutes), and fetches the next page meanwhile. One line of progress
+    on stderr per page.
+    """
+    async with _running_node(data, keepalive_s) as client:
         status = await client.status()
         print(f"verifying {status.height} blocks through the running node", file=sys.stderr)
         progress = _Progress(status.height)
         replayer = Replayer()
+
+        def fetch(start: int) -> asyncio.Task[list[bytes]]:
+            count = min(page_blocks, status.height - start + 1)
+            return asyncio.create_task(client.blocks(start, count))
+
+        start = 1
+        next_page = fetch(start) if status.height else None
         try:
-            while replayer.state.height < status.height:
-                start = replayer.state.height + 1
-                page = await client.blocks(
-                    start, min(MAX_BLOCKS_PER_PAGE, status.height - start + 1)
-                )
+            while next_page is not None:
+                page = await next_page
                 if not page:
                     raise ChainInvalid(f"the node has no block {start}")
-                for raw in page:
-                    replayer.push(raw)
-                    if replayer.state.height % 10_000 == 0:
-                        progress(replayer.state.height)
+                start += len(page)
+                next_page = fetch(start) if start <= status.height else None
+                await asyncio.to_thread(replay, replayer, page)
+                progress(replayer.state.height)
             replayer.finish((status.height, status.head))
         except ChainInvalid as exc:
             return VerifyReport(replayer.state.height, replayer.state, str(exc))
-    progress(replayer.state.height)
+        finally:
+            if next_page is not None:
+                next_page.cancel()
     return VerifyReport(replayer.state.height, replayer.state)
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with a Python 3.12+ interpreter and installs the project into it.
 # Usage: scripts/bootstrap.sh [EXTRAS]   (EXTRAS like "dev" or "gui,dev")
+#        scripts/bootstrap.sh --print-python   (print the interpreter it would use, and exit)
 # Idempotent: re-running only installs what changed in pyproject.toml.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,14 +17,31 @@ find_python() {
         if command -v "$c" >/dev/null 2>&1 && version_ok "$c"; then command -v "$c"; return; fi
     done
     # pyenv installs that are not the default: plain `python3.12` fails through the shim,
-    # so look for the interpreter binaries directly.
+    # so look for the interpreter binaries directly, newest first (each sort key carries
+    # its own "r": a global -r does not reach keys that have their own "n").
     local root="${PYENV_ROOT:-$HOME/.pyenv}"
     if [ -d "$root/versions" ]; then
-        for c in $(ls -1 "$root/versions" | grep -E '^3\.(1[2-9]|[2-9][0-9])(\.[0-9]+)?$' | sort -t. -k1,1n -k2,2n -k3,3n -r); do
+        for c in $(ls -1 "$root/versions" | grep -E '^3\.(1[2-9]|[2-9][0-9])(\.[0-9]+)?$' | sort -t. -k1,1nr -k2,2nr -k3,3nr); do
             if version_ok "$root/versions/$c/bin/python3"; then echo "$root/versions/$c/bin/python3"; return; fi
         done
     fi
     return 1
+}
+
+no_python() { echo "error: xln-signer needs Python 3.12 or newer; none was found" >&2; exit 1; }
+
+if [ "$extras" = "--print-python" ]; then
+    find_python || no_python
+    exit 0
+fi
+
+# apt-get that waits for the dpkg lock while another apt or dpkg holds it (an
+# unattended upgrade on a newcomer's machine) rather than failing at once.
+APT_LOCK_TIMEOUT_S=600
+apt_get() {
+    local sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    echo "bootstrap: apt-get $1 (if another apt or dpkg holds the lock, waiting for it up to ${APT_LOCK_TIMEOUT_S} s)" >&2
+    $sudo_cmd apt-get -o DPkg::Lock::Timeout="$APT_LOCK_TIMEOUT_S" "$@"
 }
 
 # System packages, Debian/Ubuntu only: installs those of PACKAGES that are missing.
@@ -36,8 +54,7 @@ ensure_debs() {
     done
     if [ -n "$missing" ]; then
         echo "bootstrap: installing $why:$missing" >&2
-        local sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-        $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq $missing
+        apt_get update -qq && apt_get install -y -qq $missing
     fi
 }
 
@@ -60,7 +77,7 @@ if [[ "$extras" == *dev* ]]; then
 fi
 
 if [ ! -x .venv/bin/python ] || ! version_ok .venv/bin/python; then
-    py="$(find_python)" || { echo "error: xln-signer needs Python 3.12 or newer; none was found" >&2; exit 1; }
+    py="$(find_python)" || no_python
     echo "bootstrap: using $py ($("$py" --version))" >&2
     rm -rf .venv
     "$py" -m venv .venv

@@ -214,6 +214,11 @@ class NodeSession:
             await client.ws.wait_closed()
         except (ConnectionError, ConnectionClosed) as exc:
             log.info("connection to %s lost: %s", self.url, exc)
+        except NodeError as exc:
+            # The node's last word before it closes the connection at shutdown.
+            if exc.code is not Err.SHUTTING_DOWN:
+                raise
+            log.info("the node at %s is shutting down", self.url)
         finally:
             self._connected.clear()
             if metrics is not None:

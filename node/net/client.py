@@ -11,13 +11,14 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
 
+from node.block import Block
 from node.codec import (
     HASH_LEN,
     DecodeError,
@@ -48,6 +49,7 @@ from node.net.protocol import (
 from node.txs import Tx, TxBody
 
 log = logging.getLogger(__name__)
+KEEPALIVE_S = 20.0  # websockets' default ping interval and timeout
 
 
 class NodeError(Exception):
@@ -103,14 +105,24 @@ class NodeClient:
         unix_path: Path | None = None,
         token: str | None = None,
         sender_id: bytes = b"xln-client",
+        ping_interval: float | None = KEEPALIVE_S,
+        ping_timeout: float | None = KEEPALIVE_S,
     ) -> Self:
-        """Connect by ``ws://`` URL with a token, or to a data folder's control socket."""
+        """Connect by ``ws://`` URL with a token, or to a data folder's control socket.
+
+        The connection pings the node every ``ping_interval`` seconds and closes if
+        no pong comes within ``ping_timeout`` (websockets' keepalive).
+        """
+        options: dict[str, Any] = {
+            "max_size": limits.MAX_REPLY_BYTES,
+            "compression": None,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+        }
         if unix_path is not None:
-            ws = await unix_connect(
-                str(unix_path), "ws://localhost/", max_size=limits.MAX_REPLY_BYTES, compression=None
-            )
+            ws = await unix_connect(str(unix_path), "ws://localhost/", **options)
         elif url is not None:
-            ws = await connect(url, max_size=limits.MAX_REPLY_BYTES, compression=None)
+            ws = await connect(url, **options)
         else:
             raise ValueError("connect needs a url or a unix_path")
         client = cls(ws, Sender(SenderKind.CLIENT, sender_id))
@@ -180,7 +192,13 @@ class NodeClient:
         return _scanned(as_bytes(reply.body[1], "state"), limits.STATE)
 
     async def server_state(self) -> ServerState:
-        """The whole hierarchy (server, signers, replicas); needs server scope."""
+        """The whole hierarchy (server, signers, replicas), with its ``head``; needs
+        server scope.
+
+        The state's encoding leaves out ``head`` (a block cannot commit to its own
+        hash), so it is read as the hash of the block at the state's height, which
+        must carry the state's hash.
+        """
         reply = await self.request(Req.READ_STATE, [1])
         top = _scanned(as_bytes(reply.body[1], "state"), limits.STATE)
         raws: dict[tuple[bytes, ...], bytes] = {}
@@ -188,7 +206,14 @@ class NodeClient:
             pair = as_list(item, "sub-machine", size=2)
             route = tuple(as_bytes(r, "route", size=HASH_LEN) for r in as_list(pair[0], "route"))
             raws[route] = _scanned(as_bytes(pair[1], "state"), limits.STATE)
-        return ServerState.decode(top, get=raws.__getitem__)
+        state = ServerState.decode(top, get=raws.__getitem__)
+        if state.height == 0:
+            return state
+        page = await self.blocks(state.height, 1)
+        block = Block.decode(page[0]) if page else None
+        if block is None or block.height != state.height or block.state_hash != state.hash():
+            raise DecodeError(f"the node's block {state.height} does not hold the state it sent")
+        return replace(state, head=block.hash)
 
     async def frames(
         self, entity: bytes, start_height: int, max_count: int

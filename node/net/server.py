@@ -118,6 +118,9 @@ PEER_ENTITY_INPUTS = frozenset(
 PEER_SIGNER_INPUTS = frozenset({sig.CreateEntity.TYPE, sig.JoinEntity.TYPE})
 MAX_FRAMES_PER_PAGE = 256
 SIGN_TIMEOUT_S = 30.0
+# How long closing waits for a connection's owed replies (a client that reads nothing).
+CLOSE_TIMEOUT_S = 10.0
+SHUTDOWN_NOTICE = "the node is shutting down; requests not answered before this were not applied"
 
 
 @dataclass(eq=False)
@@ -136,6 +139,13 @@ class Session:
     @property
     def authenticated(self) -> bool:
         return self.scope is not None or self.peer is not None
+
+    receipts: set[asyncio.Task[None]] = field(default_factory=set)  # RECEIPTS still owed
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # no request being handled
+    closing: bool = False  # the node is closing it: read no more requests
+
+    def __post_init__(self) -> None:
+        self.idle.set()
 
 
 class RemoteAgent:
@@ -221,6 +231,7 @@ class ApiServer:
         self.node_id = node_id
         self._servers: list[Server] = []
         self._sessions: dict[Session, ServerConnection] = {}
+        self._closing = False
         self._handlers: dict[
             Req, Callable[[ServerConnection, Session, Request], Awaitable[None]]
         ] = {
@@ -286,16 +297,47 @@ class ApiServer:
             await ws.close(1008, "token revoked")
 
     async def close(self) -> None:
+        """Stop serving, once the node has stopped (docs/PROTOCOL.md § 6).
+
+        No new connections. On each open one: read no more requests, finish the
+        one being handled, send the RECEIPTS still owed, then ERROR SHUTTING_DOWN
+        with request id 0 (a request without a reply by then was not applied) and
+        close with 1001.
+        """
+        self._closing = True
         for server in self._servers:
-            server.close()
+            server.close(close_connections=False)
+        sessions = list(self._sessions.items())
+        await asyncio.gather(*(self._close_session(session, ws) for session, ws in sessions))
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        self._closing = False  # it may listen again
+
+    async def _close_session(self, session: Session, ws: ServerConnection) -> None:
+        session.closing = True
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await session.idle.wait()
+                while session.receipts:
+                    await asyncio.wait(set(session.receipts))
+                await ws.send(encode_error(Err.SHUTTING_DOWN, SHUTDOWN_NOTICE))
+        except TimeoutError:
+            # Owed replies could not be sent; without the notice the client cannot
+            # take silence to mean "not applied".
+            log.warning("replies owed to a client not sent in %.0f s; closing", CLOSE_TIMEOUT_S)
+        except ConnectionClosed:
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await ws.close(1001, "the node is shutting down")
 
     # Connection -------------------------------------------------------------
 
     async def _serve(self, ws: ServerConnection, *, local: bool) -> None:
         session = Session(local=local, scope=Scope("server") if local else None)
+        if self._closing:  # opened while the node was closing the others
+            await self._close_session(session, ws)
+            return
         if not local:
             refusal = self._admit()
             if refusal is not None:
@@ -308,6 +350,11 @@ class ApiServer:
         self._sessions[session] = ws
         try:
             async for frame in ws:
+                # websockets hands over already-buffered frames without yielding;
+                # let the tick (and other connections) in between requests.
+                await asyncio.sleep(0)
+                if session.closing:
+                    continue  # unread: the shutdown notice covers it
                 if isinstance(frame, str):
                     await ws.send(
                         encode_error(
@@ -315,11 +362,12 @@ class ApiServer:
                         )
                     )
                     continue
-                # websockets hands over already-buffered frames without yielding;
-                # let the tick (and other connections) in between requests.
-                await asyncio.sleep(0)
-                if not await self._on_frame(ws, session, frame):
-                    return
+                session.idle.clear()
+                try:
+                    if not await self._on_frame(ws, session, frame):
+                        return
+                finally:
+                    session.idle.set()
                 if len(session.tasks) >= limits.MAX_PENDING_REPLIES:
                     # A client that sends but does not read: stop reading it too.
                     await asyncio.wait(session.tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -538,7 +586,9 @@ class ApiServer:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
         except ShuttingDown as exc:
             raise ProtocolError(Err.SHUTTING_DOWN, str(exc), rid) from None
-        self._spawn(session, self._send_receipts(ws, rid, future))
+        task = self._spawn(session, self._send_receipts(ws, rid, future))
+        session.receipts.add(task)
+        task.add_done_callback(session.receipts.discard)
 
     async def _send_receipts(
         self, ws: ServerConnection, rid: int, future: asyncio.Future[Ack]
@@ -828,10 +878,11 @@ class ApiServer:
         except UnknownRoute as exc:
             raise ProtocolError(Err.UNKNOWN_ROUTE, str(exc), req.request_id) from None
 
-    def _spawn(self, session: Session, coro: Awaitable[None]) -> None:
+    def _spawn(self, session: Session, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
+        return task
 
 
 def _no_fields(req: Request) -> None:

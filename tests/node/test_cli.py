@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from node import cli
 from node.block import Block
+from node.chain_verify import Replayer
 from node.codec import keccak
 from node.machines.server import Increment
 from node.net.client import NodeClient, NodeError, NodeStatus
@@ -47,9 +50,12 @@ async def test_inspect_and_verify_while_running_and_after(
         await _wait_for_height(client, 5)
     running = inspect(data)
     assert running["source"] == "running node"
-    assert set(running) >= {"height", "head", "state_hash", "counter", "blocks"}
     assert isinstance(running["counter"], int)
     assert running["counter"] >= 1000
+    height = running["height"]
+    assert isinstance(height, int)
+    assert height >= 5
+    assert running["blocks"] == height
     verify = xln_node("verify", "--data", str(data))
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "through the running node" in verify.stderr
@@ -61,10 +67,65 @@ async def test_inspect_and_verify_while_running_and_after(
     stopped = inspect(data)
     assert stopped["source"] == "store"
     assert isinstance(stopped["height"], int)
-    assert stopped["height"] >= int(str(running["height"]))
+    assert stopped["height"] >= height
+    # The running node's head is the hash of its block at that height, whose state
+    # hash is the one it reported.
+    with Store(data / "chain") as store:
+        head = store.block_hash_at(height)
+        assert head is not None
+        raw = store.block(head)
+        assert raw is not None
+    assert running["head"] == head.hex()
+    assert running["state_hash"] == Block.decode(raw).state_hash.hex()
     verify = xln_node("verify", "--data", str(data))
     assert verify.returncode == 0
     assert "blocks verified" in verify.stdout
+
+
+async def test_online_verify_keeps_the_connection_alive_through_slow_pages(
+    tmp_path: Path,
+    node_process: Callable[..., NodeProcess],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each page's replay takes longer than the keepalive's ping interval and timeout
+    together; the event loop must keep serving the connection meanwhile."""
+    data = tmp_path / "data"
+    node = node_process("--empty-blocks", "--tick-ms", "10", data=data)
+    await _until_height(node, data, 7)
+    keepalive_s = 0.05
+    beats = 0
+
+    async def heartbeat() -> None:
+        nonlocal beats
+        while True:
+            await asyncio.sleep(0.01)
+            beats += 1
+
+    loop_ran: list[int] = []
+
+    def slow_replay(replayer: Replayer, page: Sequence[bytes]) -> None:
+        before = beats
+        cli.replay_page(replayer, page)
+        time.sleep(6 * keepalive_s)  # a heavy page, in whatever thread replays it
+        loop_ran.append(beats - before)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        report = await cli._verify_running(
+            data, page_blocks=2, keepalive_s=keepalive_s, replay=slow_replay
+        )
+    finally:
+        beating.cancel()
+    assert report.error is None
+    height = report.blocks
+    assert height >= 7
+    pages = (height + 1) // 2
+    assert len(loop_ran) == pages
+    assert min(loop_ran) >= 5, loop_ran  # the loop ran while each page was replayed
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"verifying {height} blocks through the running node"
+    done = [min(2 * i, height) for i in range(1, pages + 1)]
+    assert err[1:] == [f"  {d}/{height} blocks ({100 * d / height:.0f}%)" for d in done]
 
 
 def test_a_second_node_on_the_same_folder_is_refused(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,11 @@ from node.codec import DecodeError, decode, encode, encode_tree, int_bytes
 from node.machines.counter import MAX_INCREMENT
 from node.machines.server import Increment
 from node.mempool import Mempool
-from node.net.client import NodeClient, NodeError
+from node.net.client import NodeClient, NodeError, parse_receipts
 from node.net.protocol import (
     Err,
     Rep,
+    Reply,
     Req,
     Sender,
     SenderKind,
@@ -29,6 +32,7 @@ from node.net.protocol import (
     error_of,
 )
 from node.storage import Store
+from node.txs import Tx
 from tests.conftest import NodeProcess, create_token, recv_reply, xln_node
 
 pytestmark = pytest.mark.slow
@@ -135,6 +139,117 @@ async def test_sigkill_at_random_moments_loses_no_acknowledged_transaction(
             assert store.block_hash_at(height) == block_hash, f"acked block {height} was lost"
             assert seen.get(n) == (height, index)
     assert state.counter == sum(seen)
+
+
+# Shutdown ----------------------------------------------------------------------
+
+SHUTDOWN_ATTEMPTS = 3
+SUBMITS_PER_ATTEMPT = 5_000
+
+
+@dataclass
+class ShutdownOutcome:
+    """What one connection heard while the node stopped under it."""
+
+    receipted: dict[int, tuple[int, bytes, int]]  # increment -> (height, block hash, index)
+    refused: set[int]  # increments answered SHUTTING_DOWN, alone or by the request-id-0 error
+    close_code: int | None
+    exit_code: int
+
+
+async def _submit_through_sigterm(node: NodeProcess, token: str, base: int) -> ShutdownOutcome:
+    """Pipeline SUBMITs of ``increment(base + request id)`` until the node closes the
+    connection; SIGTERM goes to the node once the first RECEIPTS comes back."""
+    assert node.proc is not None
+    sent: dict[int, int] = {}
+    replies: list[Reply] = []
+    close_code = None
+    async with connect(node.url, compression=None) as ws:
+        await ws.send(encode_request(Req.HELLO, 1, ME, (), [token.encode()]))
+        assert (await recv_reply(ws, DEADLINE)).type is Rep.WELCOME
+
+        async def send_all() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                for rid in range(2, SUBMITS_PER_ATTEMPT + 2):
+                    tx = Tx.of(Increment(base + rid))
+                    await ws.send(encode_request(Req.SUBMIT, rid, ME, (), [decode(tx.raw)]))
+                    sent[rid] = base + rid
+                    await asyncio.sleep(0)  # let the replies in
+
+        sender = asyncio.create_task(send_all())
+        terminated = False
+        try:
+            while True:
+                reply = await recv_reply(ws, DEADLINE)
+                replies.append(reply)
+                if reply.type is Rep.RECEIPTS and not terminated:
+                    node.proc.send_signal(signal.SIGTERM)
+                    terminated = True
+        except ConnectionClosed as exc:
+            close_code = exc.rcvd.code if exc.rcvd is not None else None
+        await asyncio.wait_for(sender, DEADLINE)
+    exit_code = node.proc.wait(timeout=DEADLINE)
+
+    receipted: dict[int, tuple[int, bytes, int]] = {}
+    refused: set[int] = set()
+    answered: set[int] = set()
+    notice = False
+    for reply in replies:
+        assert not notice, "a reply came after the connection-wide SHUTTING_DOWN"
+        rid = reply.request_id
+        if reply.type is Rep.ERROR:
+            code, message = error_of(reply)
+            assert code is Err.SHUTTING_DOWN, message
+            if rid == 0:
+                notice = True
+                continue
+            refused.add(sent[rid])
+        else:
+            assert reply.type is Rep.RECEIPTS
+            receipts = parse_receipts(reply)
+            (receipt,) = receipts.receipts
+            assert receipt.error is None
+            receipted[sent[rid]] = (receipts.height, receipts.block_hash, receipt.index)
+        assert rid not in answered, f"request {rid} answered twice"
+        answered.add(rid)
+    unanswered = {sent[rid] for rid in sent.keys() - answered}
+    assert notice or not unanswered, f"{len(unanswered)} SUBMITs heard nothing before the close"
+    return ShutdownOutcome(receipted, refused | unanswered, close_code, exit_code)
+
+
+async def test_sigterm_answers_every_submit_with_receipts_or_shutting_down(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    """docs/PROTOCOL.md § 6: RECEIPTS means in the chain; SHUTTING_DOWN (its own, or the
+    request-id-0 error that comes before close 1001) means not applied; nothing else."""
+    data = tmp_path / "data"
+    token = create_token(data)
+    receipted: dict[int, tuple[int, bytes, int]] = {}
+    refused: set[int] = set()
+    for attempt in range(SHUTDOWN_ATTEMPTS):
+        node = node_process("--tick-ms", "10", data=data)
+        outcome = await _submit_through_sigterm(node, token, attempt * 2 * SUBMITS_PER_ATTEMPT)
+        assert outcome.exit_code == 0
+        assert outcome.close_code == 1001
+        assert outcome.receipted, "SIGTERM came after a RECEIPTS"
+        receipted |= outcome.receipted
+        refused |= outcome.refused
+    assert refused, "some SUBMITs should have come too late"
+
+    verify = xln_node("verify", "--data", str(data))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    seen: dict[int, tuple[int, int]] = {}
+    with Store(data / "chain") as store:
+        for raw in store.blocks():
+            block = Block.decode(raw)
+            for index, tx in enumerate(Mempool.decode(block.mempool).txs):
+                assert isinstance(tx.body, Increment)
+                seen[tx.body.n] = (block.height, index)
+        for n, (height, block_hash, index) in receipted.items():
+            assert store.block_hash_at(height) == block_hash
+            assert seen.get(n) == (height, index)
+    assert seen.keys() == receipted.keys()
+    assert not refused & seen.keys()
 
 
 # Fuzzing ---------------------------------------------------------------------

@@ -286,3 +286,30 @@ async def test_pipelined_requests_are_matched_by_id(live_node: LiveNode) -> None
         results = await asyncio.gather(*(client.submit([Increment(i + 1)]) for i in range(200)))
     assert sum(len(r.receipts) for r in results) == 200
     assert live_node.node.state.counter == sum(range(1, 201))
+
+
+async def test_closing_answers_every_pending_submit(live_node: LiveNode) -> None:
+    """Closing the API (the node still running): the SUBMITs it read get RECEIPTS, the
+    ones sent once it was closing the connection-wide SHUTTING_DOWN; none is left to a
+    dropped connection."""
+    client = await NodeClient.connect(live_node.url, token=live_node.token)
+    try:
+        early = [asyncio.ensure_future(client.submit([Increment(n)])) for n in range(1, 201)]
+        await asyncio.wait(early, timeout=DEADLINE, return_when=asyncio.FIRST_COMPLETED)
+        closing = asyncio.ensure_future(live_node.api.close())
+        await asyncio.sleep(0)  # the node reads no more requests from here on
+        late = [asyncio.ensure_future(client.submit([Increment(n)])) for n in range(201, 251)]
+        await asyncio.wait_for(closing, DEADLINE)
+        results = await asyncio.wait_for(
+            asyncio.gather(*early, *late, return_exceptions=True), DEADLINE
+        )
+    finally:
+        await client.close()
+    receipted = [n for n, r in enumerate(results, 1) if not isinstance(r, BaseException)]
+    refused = {n: r for n, r in enumerate(results, 1) if isinstance(r, BaseException)}
+    assert receipted
+    assert refused.keys() >= set(range(201, 251))
+    for exc in refused.values():
+        assert isinstance(exc, NodeError), repr(exc)
+        assert exc.code is Err.SHUTTING_DOWN
+    assert live_node.node.state.counter == sum(receipted)
