@@ -10,6 +10,8 @@ from rlp.codec import consume_item
 
 from node.codec import (
     DecodeError,
+    LimitExceeded,
+    Limits,
     RlpItem,
     RlpTree,
     as_bytes,
@@ -22,6 +24,7 @@ from node.codec import (
     encode_tree,
     int_bytes,
     keccak,
+    scan,
 )
 from tests.conftest import run_python
 
@@ -245,3 +248,103 @@ def test_keccak_fallback_backend_agrees() -> None:
     result = run_python("-c", script, timeout_s=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == keccak(b"abc").hex()
+
+
+# The structural scan ----------------------------------------------------------------
+
+LOOSE = Limits(max_bytes=2**40, max_depth=2**20, max_items=2**40)
+
+
+def _count(item: RlpItem) -> tuple[int, int]:
+    """Items and list depth of a decoded tree, by the definitions of Limits."""
+    if isinstance(item, bytes):
+        return 1, 0
+    items, depth = 1, 0
+    for child in item:
+        n, d = _count(child)
+        items += n
+        depth = max(depth, d)
+    return items, depth + 1
+
+
+@given(rlp_trees)
+def test_scan_counts_every_item_of_canonical_rlp(tree: RlpItem) -> None:
+    data = encode_tree(tree)
+    items, depth = _count(tree)
+    assert scan(data, LOOSE) == items
+    exact = Limits(max_bytes=len(data), max_depth=depth, max_items=items)
+    assert scan(data, exact) == items  # every cap is inclusive
+    if depth:
+        with pytest.raises(LimitExceeded, match=f"deeper than {depth - 1} levels"):
+            scan(data, Limits(len(data), depth - 1, items))
+    with pytest.raises(LimitExceeded, match=f"more than {items - 1} RLP items"):
+        scan(data, Limits(len(data), depth, items - 1))
+    with pytest.raises(LimitExceeded, match=f"exceeds the cap of {len(data) - 1} bytes"):
+        scan(data, Limits(len(data) - 1, depth, items))
+
+
+@given(st.binary(max_size=64))
+def test_scan_accepts_whatever_decodes_and_never_crashes(data: bytes) -> None:
+    """Arbitrary bytes: the scan either refuses them with DecodeError or passes them
+    on; nothing the decoder accepts is refused."""
+    try:
+        decoded: RlpItem | None = decode(data)
+    except DecodeError:
+        decoded = None
+    try:
+        count = scan(data, LOOSE)
+    except DecodeError:
+        assert decoded is None, data.hex()
+        return
+    if decoded is not None:
+        assert count == _count(decoded)[0]
+
+
+def _nested(depth: int) -> bytes:
+    """``depth`` levels of lists around nothing, built in linear time."""
+    prefixes = []
+    size = 1
+    for _ in range(depth - 1):
+        if size < 56:
+            prefix = bytes([0xC0 + size])
+        else:
+            length = int_bytes(size)
+            prefix = bytes([0xF7 + len(length)]) + length
+        prefixes.append(prefix)
+        size += len(prefix)
+    return b"".join(reversed(prefixes)) + b"\xc0"
+
+
+@pytest.mark.parametrize("depth", [1, 16, 1_000, 100_000])
+def test_scan_walks_any_depth_without_recursion(depth: int) -> None:
+    data = _nested(depth)
+    assert scan(data, LOOSE) == depth
+    if depth > 16:
+        with pytest.raises(LimitExceeded, match="deeper than 16 levels"):
+            scan(data, Limits(len(data), 16, 2**20))
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"\xb9\xff\xff" + b"a" * 10, "truncated"),
+        (b"\xbf" + b"\xff" * 8 + b"x", "truncated"),
+        (b"\xf9\xff\xff\xc0", "truncated"),
+        (b"\xff" + b"\xff" * 8 + b"\xc0", "truncated"),
+        (b"\xc2\xc5\x80\x80", "truncated"),
+        (b"\xc1\xb8", "truncated"),
+    ],
+)
+def test_scan_refuses_length_prefixes_that_lie(data: bytes, why: str) -> None:
+    with pytest.raises(DecodeError, match=why):
+        scan(data, LOOSE)
+
+
+def test_decode_with_limits_scans_first() -> None:
+    deep = _nested(100_000)
+    with pytest.raises(LimitExceeded, match="deeper than 16"):
+        decode(deep, limits=Limits(len(deep), 16, 2**20))
+    wide = encode_list([b"\x80"] * 1000)
+    with pytest.raises(LimitExceeded, match="more than 999 RLP items"):
+        decode(wide, limits=Limits(len(wide), 2, 999))
+    assert decode(wide, limits=Limits(len(wide), 1, 1001)) == [b""] * 1000
