@@ -38,6 +38,7 @@ from node.crypto.keystore import KeystoreError
 from node.errors import Refused
 from node.machines.governance import signer_id
 from node.machines.server import Increment
+from node.net import limits
 from node.net.agent_client import AgentRejected, AgentStats, serve_agent
 from node.net.client import KEEPALIVE_S, NodeClient
 from node.net.peers import PeerNetwork
@@ -103,7 +104,13 @@ async def run_node(args: argparse.Namespace) -> int:
     agents = _builtin_agents(args)
     for agent in agents:
         coordinator.agents[agent.signer_id] = LocalAgent(agent)
-    api = ApiServer(node, tokens, node_id=ZERO_HASH, coordinator=coordinator)
+    api = ApiServer(
+        node,
+        tokens,
+        node_id=ZERO_HASH,
+        coordinator=coordinator,
+        max_connections=args.max_connections,
+    )
     node.tick_hooks.append(api.refresh_tokens)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -457,6 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "on a chain with no block yet: make it a chain whose server transaction faucet "
             "works (simulation), fixed for the chain's life; ignored on a chain with blocks"
+        ),
+    )
+    run.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=limits.MAX_CONNECTIONS,
+        metavar="N",
+        help=(
+            "TCP connections served at once; more are refused with BUSY, close 1013 "
+            f"(default {limits.MAX_CONNECTIONS}; of them at most {limits.MAX_UNAUTHENTICATED} "
+            "may be waiting for their HELLO)"
         ),
     )
     run.add_argument(

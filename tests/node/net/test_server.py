@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from node.block import Block
 from node.codec import as_bytes, as_list, encode, encode_tree
 from node.machines.server import Increment
 from node.mempool import Mempool
+from node.net import limits
 from node.net.client import NodeClient, NodeError
 from node.net.protocol import (
     MAX_FRAME_BYTES,
@@ -29,8 +31,9 @@ from node.net.protocol import (
     encode_request,
     error_of,
 )
+from node.runtime import NodeConfig
 from node.tokens import Scope, TokenStore
-from tests.conftest import LiveNode, recv_reply
+from tests.conftest import LiveNode, recv_reply, start_live_node, stop_live_node
 
 DEADLINE = 10
 ME = Sender(SenderKind.CLIENT, b"tester")
@@ -313,3 +316,68 @@ async def test_closing_answers_every_pending_submit(live_node: LiveNode) -> None
         assert isinstance(exc, NodeError), repr(exc)
         assert exc.code is Err.SHUTTING_DOWN
     assert live_node.node.state.counter == sum(receipted)
+
+
+async def _refused_busy(url: str) -> None:
+    """The node refuses a new connection with ERROR BUSY and close 1013."""
+    async with connect(url, compression=None) as ws:
+        reply = await recv_reply(ws, DEADLINE)
+        assert reply.type is Rep.ERROR
+        assert error_of(reply)[0] is Err.BUSY
+        await asyncio.wait_for(ws.wait_closed(), DEADLINE)
+        assert ws.close_code == 1013
+
+
+async def test_connections_waiting_for_hello_are_capped(live_node: LiveNode) -> None:
+    hello = encode_request(Req.HELLO, 1, ME, (), [live_node.token.encode()])
+    async with contextlib.AsyncExitStack() as stack:
+        waiting = [
+            await stack.enter_async_context(connect(live_node.url, compression=None))
+            for _ in range(limits.MAX_UNAUTHENTICATED)
+        ]
+        await _refused_busy(live_node.url)
+        # One of them authenticates: a place frees up.
+        await waiting[0].send(hello)
+        assert (await recv_reply(waiting[0], DEADLINE)).type is Rep.WELCOME
+        async with connect(live_node.url, compression=None) as late:
+            await late.send(hello)
+            assert (await recv_reply(late, DEADLINE)).type is Rep.WELCOME
+
+
+async def test_connections_are_capped_in_all(live_node: LiveNode) -> None:
+    live_node.api.max_connections = 3
+    hello = encode_request(Req.HELLO, 1, ME, (), [live_node.token.encode()])
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(3):
+            ws = await stack.enter_async_context(connect(live_node.url, compression=None))
+            await ws.send(hello)
+            assert (await recv_reply(ws, DEADLINE)).type is Rep.WELCOME
+        await _refused_busy(live_node.url)
+
+
+async def test_a_connection_owed_too_many_replies_is_not_read_further(tmp_path: Path) -> None:
+    """Past MAX_PENDING_REPLIES receipts owed, the node stops reading the connection:
+    its later frames wait in the socket instead of queueing replies without bound.
+    The node here never ticks, so no receipt is ever sent while the test looks."""
+    live = await start_live_node(tmp_path / "data", NodeConfig(tick_ms=3_600_000))
+    try:
+        async with connect(live.url, compression=None) as ws:
+            await ws.send(encode_request(Req.HELLO, 1, ME, (), [live.token.encode()]))
+            assert (await recv_reply(ws, DEADLINE)).type is Rep.WELCOME
+            sent = limits.MAX_PENDING_REPLIES + 50
+            for i in range(sent):
+                await ws.send(encode_request(Req.SUBMIT, 10 + i, ME, (), [[1, 1]]))
+            await ws.send(encode_request(Req.STATUS, 9, ME, (), []))
+            # Another connection sees the inbox stop at the cap.
+            async with await NodeClient.connect(live.url, token=live.token) as other:
+                async with asyncio.timeout(DEADLINE):
+                    while live.node.inbox_size < limits.MAX_PENDING_REPLIES - 1:
+                        await other.status()
+                status = await other.status()
+            assert status.inbox <= limits.MAX_PENDING_REPLIES
+            assert live.node.inbox_size == status.inbox
+            # The STATUS behind them was not read: nothing came back on this connection.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.3)
+    finally:
+        await stop_live_node(live)
