@@ -12,7 +12,7 @@ item into a typed value, or raise :class:`DecodeError` naming the field.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,21 @@ def scan(data: bytes, limits: Limits) -> int:
     list or the input is reported as truncated. Everything else (canonical
     form) is left to the decoder, which only ever sees input that passed here.
     """
+    steps = scan_steps(data, limits, step=1 << 62)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            count: int = done.value
+            return count
+
+
+def scan_steps(data: bytes, limits: Limits, step: int = 4096) -> Generator[None, None, int]:
+    """:func:`scan`, pausing (``yield``) after every ``step`` items; returns the count.
+
+    A caller that must not hold the event loop for the whole scan of a large
+    frame awaits between the steps (``node.net.sliced_decode.scan_sliced``).
+    """
     n = len(data)
     if n > limits.max_bytes:
         raise LimitExceeded(f"frame of {n} bytes exceeds the cap of {limits.max_bytes} bytes")
@@ -92,6 +107,8 @@ def scan(data: bytes, limits: Limits) -> int:
         items += 1
         if items > max_items:
             raise LimitExceeded(f"more than {max_items} RLP items (the cap)")
+        if not items % step:
+            yield
         b = data[pos]
         if b < 0x80:
             pos += 1

@@ -13,17 +13,19 @@ before it:
    recursion depth is at most ``max_depth`` and its work at most ``max_items``.
 
 The item caps come from the decoder's cost (about 2 us per item with the
-per-item encodings kept): the largest frame one connection may send costs at
-most ~140 ms of the node's loop, and :class:`HeavyGate` lets only one such frame
-through per loop turn. The largest legitimate messages (a proposal of a frame
-whose batches and inputs fill their item budgets in
-``node.machines.replica``, a SUBMIT of 4,096 small transactions, a full FRAMES
-page) fit inside them; ``tests/node/net/test_limits.py`` checks that.
+per-item encodings kept): the largest frame one connection may send costs
+~140 ms of CPU, which :class:`HeavyGate` and ``node.net.sliced_decode`` spread
+over many loop turns of a few milliseconds each. The largest legitimate
+messages (a proposal of a frame whose batches and inputs fill their item
+budgets in ``node.machines.replica``, a SUBMIT of 4,096 small transactions, a
+full FRAMES page) fit inside them; ``tests/node/net/test_limits.py`` checks
+that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -74,19 +76,20 @@ MAX_QUEUED_FRAMES = 4
 # Replies a connection may have waiting to be sent (receipts of pipelined
 # SUBMITs); past it the node stops reading that connection until they drain.
 MAX_PENDING_REPLIES = 1024
-# A frame with more items than this, or more bytes than HEAVY_BYTES, waits for
-# its turn at the HeavyGate.
-HEAVY_ITEMS = 2048
-HEAVY_BYTES = 64 * 1024
+# A frame larger than this is heavy: it waits for its turn at the HeavyGate, and
+# is scanned, decoded in slices (node.net.sliced_decode) and handled there. A
+# smaller one holds at most as many items, decoded in a few milliseconds.
+HEAVY_BYTES = 2048
 
 
 class HeavyGate:
-    """Lets one heavy frame at a time be decoded and handled, and yields after each.
+    """Lets one heavy frame at a time be scanned, decoded and handled.
 
-    A connection that floods the largest frames the caps allow then gets one
-    frame per loop turn at most, shared fairly (FIFO) with every other flooding
-    connection, while small frames (an honest client's SUBMIT, the tick) never
-    wait behind it.
+    While it holds the gate, a heavy frame's decoding and handling yield to the
+    loop every few milliseconds; other heavy frames wait their turn (FIFO), so
+    connections that flood the largest frames the caps allow take turns with
+    each other, and small frames (an honest client's SUBMIT) and the block tick
+    run between the slices.
     """
 
     def __init__(self) -> None:
@@ -94,14 +97,28 @@ class HeavyGate:
         self.waited = 0  # heavy frames that had to wait for another one
 
     @staticmethod
-    def is_heavy(size: int, items: int) -> bool:
-        return items > HEAVY_ITEMS or size > HEAVY_BYTES
+    def is_heavy(size: int) -> bool:
+        return size > HEAVY_BYTES
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
+        """One heavy frame's turn.
+
+        The cycle collector is paused for the turn: a frame's decoded tree (up to
+        65,536 lists, alive across the slices) is acyclic and freed by reference
+        counting, but every full collection during the turn would walk all of
+        it, holding the loop for up to ~120 ms at a time. Collection resumes
+        when the turn ends and the tree is gone (the caller must not hold it).
+        """
         if self._lock.locked():
             self.waited += 1
         async with self._lock:
-            yield
+            paused = gc.isenabled()
+            gc.disable()
+            try:
+                yield
+            finally:
+                if paused:
+                    gc.enable()
             # Let everything else that is ready run before the next heavy frame.
             await asyncio.sleep(0)

@@ -187,6 +187,14 @@ def decode_request(frame: bytes, *, limits: Limits | None) -> Request:
     """
     try:
         item, raws = decode_with_raw(frame, limits=limits)
+    except DecodeError as exc:
+        raise ProtocolError(Err.MALFORMED, str(exc)) from None
+    return request_from(item, raws)
+
+
+def request_from(item: RlpItem, raws: list[Any]) -> Request:
+    """The request a decoded envelope holds (``raws`` as decode_with_raw gives them)."""
+    try:
         top = as_list(item, "envelope", size=5)
     except DecodeError as exc:
         raise ProtocolError(Err.MALFORMED, str(exc)) from None
@@ -262,7 +270,11 @@ class Reply:
 
 def decode_reply(frame: bytes, limits: Limits = REPLY) -> Reply:
     """Parse a reply or event from a node; its structure is checked against ``limits``."""
-    item, _ = decode_with_raw(frame, limits=limits)
+    return reply_from(decode_with_raw(frame, limits=limits)[0])
+
+
+def reply_from(item: RlpItem) -> Reply:
+    """The reply or event a decoded envelope holds; DecodeError if it is none."""
     top = as_list(item, "reply", size=3)
     type_id = as_int(top[0], "reply type", max_value=255)
     try:
@@ -303,4 +315,6 @@ __all__ = [
     "encode_request",
     "error_of",
     "is_reply",
+    "reply_from",
+    "request_from",
 ]

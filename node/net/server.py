@@ -40,10 +40,12 @@ from node.agent import Refused
 from node.codec import (
     HASH_LEN,
     DecodeError,
+    Limits,
     RlpItem,
     as_bytes,
     as_int,
     as_list,
+    decode,
     encode_list,
     encode_tree,
     encode_uint,
@@ -65,18 +67,21 @@ from node.net.protocol import (
     Err,
     ProtocolError,
     Rep,
+    Reply,
     Req,
     Request,
     Sender,
     SenderKind,
     Topic,
-    decode_reply,
     decode_request,
     encode_error,
     encode_reply,
     encode_request_raw,
     is_reply,
+    reply_from,
+    request_from,
 )
+from node.net.sliced_decode import decode_sliced, scan_sliced
 from node.runtime import Ack, BlockEvent, CommitEvent, FrameEvent, Node, Priority, Subscription
 from node.tokens import Scope, TokenStore
 from node.txs import REGISTRIES, Level, registry_for_depth
@@ -194,12 +199,7 @@ class RemoteAgent:
         except (DecodeError, IndexError) as exc:
             raise Refused(f"agent sent a malformed signature: {exc}") from None
 
-    def on_reply(self, frame: bytes) -> None:
-        try:
-            reply = decode_reply(frame)
-        except DecodeError as exc:
-            log.warning("agent of %s sent a malformed reply: %s", self.signer.hex()[:12], exc)
-            return
+    def on_reply(self, reply: Reply) -> None:
         future = self._waiting.get(reply.request_id)
         if future is not None and not future.done():
             future.set_result((reply.type, reply.body))
@@ -407,22 +407,26 @@ class ApiServer:
         waits its turn at the gate.
         """
         authenticated = session.authenticated
+        caps = limits.REQUEST if authenticated else limits.PRE_HELLO
+        # Failures are kept as fresh exceptions, never the caught ones: a caught
+        # exception's traceback holds this frame (and the bytes it read) in a cycle
+        # that only the collector would free.
+        failure: ProtocolError | None = None
         try:
-            if session.agent is not None and is_reply(frame):
-                scan(frame, limits.REQUEST)
-                session.agent.on_reply(frame)
-                return True
-            items = scan(frame, limits.REQUEST if authenticated else limits.PRE_HELLO)
-            if self.gate.is_heavy(len(frame), items):
-                async with self.gate.turn():
-                    await self._handle(ws, session, frame)
+            if not self.gate.is_heavy(len(frame)):
+                scan(frame, caps)
+                if session.agent is not None and is_reply(frame):
+                    session.agent.on_reply(reply_from(decode(frame)))
+                else:
+                    await self._handle(ws, session, decode_request(frame, limits=None))
             else:
-                await self._handle(ws, session, frame)
-        except DecodeError as exc:  # the structural scan
+                async with self.gate.turn():
+                    failure = await self._heavy(ws, session, frame, caps)
+        except DecodeError as exc:  # the scan, or the envelope of a reply
             failure = ProtocolError(Err.MALFORMED, str(exc))
         except ProtocolError as exc:
-            failure = exc
-        else:
+            failure = ProtocolError(exc.code, exc.message, exc.request_id)
+        if failure is None:
             if session.awaiting_hello and session.authenticated:
                 session.awaiting_hello = False
                 ws.protocol.max_message_size = limits.MAX_FRAME_BYTES
@@ -433,6 +437,25 @@ class ApiServer:
             return False
         return True
 
+    async def _heavy(
+        self, ws: ServerConnection, session: Session, frame: bytes, caps: Limits
+    ) -> ProtocolError | None:
+        """A heavy frame, in its turn at the gate: scanned and decoded in slices,
+        then handled. Its failure comes back without a traceback, so that nothing
+        holds the decoded tree once this returns (see HeavyGate.turn)."""
+        try:
+            await scan_sliced(frame, caps)
+            item, raws = await decode_sliced(frame)
+            if session.agent is not None and is_reply(frame):
+                session.agent.on_reply(reply_from(item))
+            else:
+                await self._handle(ws, session, request_from(item, raws))
+        except DecodeError as exc:
+            return ProtocolError(Err.MALFORMED, str(exc))
+        except ProtocolError as exc:
+            return ProtocolError(exc.code, exc.message, exc.request_id)
+        return None
+
     async def _require_hello(self, ws: ServerConnection, session: Session) -> None:
         """Close a TCP connection that has not authenticated within the deadline."""
         await asyncio.sleep(self.hello_timeout_s)
@@ -441,8 +464,7 @@ class ApiServer:
                 await ws.send(encode_error(Err.UNAUTHORIZED, "no HELLO within the deadline"))
                 await ws.close(1008, "no HELLO within the deadline")
 
-    async def _handle(self, ws: ServerConnection, session: Session, frame: bytes) -> None:
-        req = decode_request(frame, limits=None)  # _on_frame scanned it
+    async def _handle(self, ws: ServerConnection, session: Session, req: Request) -> None:
         if not session.authenticated and req.type is not Req.HELLO:
             raise ProtocolError(
                 Err.UNAUTHORIZED,
@@ -563,6 +585,8 @@ class ApiServer:
         registry = registry_for_depth(len(req.route))
         txs = []
         for i, item in enumerate(req.body):
+            if i % 256 == 255:
+                await asyncio.sleep(0)  # thousands of transactions: let the tick in
             try:
                 tx = registry.decode(item, req.body_raws[i][0])
             except DecodeError as exc:

@@ -182,6 +182,5 @@ async def test_heavy_frames_take_turns_and_the_rest_runs_between_them() -> None:
     assert order.index("a end") < order.index("b start")
     assert order.index("light") < order.index("b start")
     assert gate.waited == 1
-    assert limits.HeavyGate.is_heavy(100, limits.HEAVY_ITEMS + 1)
-    assert limits.HeavyGate.is_heavy(limits.HEAVY_BYTES + 1, 10)
-    assert not limits.HeavyGate.is_heavy(limits.HEAVY_BYTES, limits.HEAVY_ITEMS)
+    assert limits.HeavyGate.is_heavy(limits.HEAVY_BYTES + 1)
+    assert not limits.HeavyGate.is_heavy(limits.HEAVY_BYTES)
