@@ -56,6 +56,7 @@ log = logging.getLogger("xln-node")
 CHAIN_DIR = "chain"
 CONTROL_SOCKET = "node.sock"
 DEMO_INCREMENT_EVERY_S = 0.1
+SWITCH_INTERVAL_S = 0.001  # how long a thread holds the GIL before others may take it
 
 
 def _data(path: str) -> Path:
@@ -120,6 +121,9 @@ async def run_node(args: argparse.Namespace) -> int:
     # (~30 ms here, a stall of the tick loop). None of them is garbage.
     gc.collect()
     gc.freeze()
+    # The block writer thread needs the GIL for its Python steps; while the loop
+    # decodes a flood's slices it would wait up to the 5 ms default per hand-off.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         port = await api.listen_tcp(args.host, args.port)
         if hasattr(socket, "AF_UNIX"):
