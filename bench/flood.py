@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlp.codec import length_prefix
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -48,7 +47,7 @@ except ModuleNotFoundError:  # run as ``python -m bench.flood``: benchlib is bes
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import benchlib
 
-from node.codec import encode, encode_list, encode_uint
+from node.codec import encode, encode_list, encode_uint, nested_lists
 from node.machines.server import Increment
 from node.net import limits
 from node.net.client import NodeClient
@@ -58,16 +57,6 @@ from node.txs import Tx
 TICK_MS = 100
 SENDER = Sender(SenderKind.CLIENT, b"flood")
 KINDS = ("deep", "pre-hello", "wide", "submit", "lies", "deep-auth")
-
-
-def nested(depth: int) -> bytes:
-    prefixes = []
-    size = 1
-    for _ in range(depth - 1):
-        prefix: bytes = length_prefix(size, 0xC0)
-        prefixes.append(prefix)
-        size += len(prefix)
-    return b"".join(reversed(prefixes)) + b"\xc0"
 
 
 def envelope(req: Req, body_items: list[bytes]) -> bytes:
@@ -86,7 +75,7 @@ def hostile_frames(kind: str) -> tuple[bool, list[bytes]]:
     """``(after_hello, frames)`` a flooder of ``kind`` sends in turn."""
     cap = limits.REQUEST.max_items
     if kind == "deep":
-        return False, [nested(100_000)]
+        return False, [nested_lists(100_000)]
     if kind == "pre-hello":
         return False, [encode_list([b"\x01"] * 1000)]
     if kind == "wide":
@@ -102,7 +91,7 @@ def hostile_frames(kind: str) -> tuple[bool, list[bytes]]:
             envelope(Req.STATUS, [b"\xbf" + b"\xff" * 8 + b"x"]),
         ]
     if kind == "deep-auth":
-        return True, [envelope(Req.STATUS, [nested(100_000)])]
+        return True, [envelope(Req.STATUS, [nested_lists(100_000)])]
     raise ValueError(kind)
 
 

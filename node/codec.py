@@ -64,6 +64,39 @@ class Limits:
     max_items: int
 
 
+def item_header(data: bytes, pos: int) -> tuple[bool, int, int]:
+    """``(is_list, payload start, end)`` of the item whose header is at ``pos``.
+
+    Reads the header alone; ``end`` may lie past the data (a prefix that lies),
+    and an IndexError means the header itself is cut off.
+    """
+    b = data[pos]
+    if b < 0x80:
+        return False, pos, pos + 1
+    if b < 0xB8:
+        return False, pos + 1, pos + 1 + b - 0x80
+    if b < 0xC0:
+        start = pos + 1 + b - 0xB7
+        return False, start, start + int.from_bytes(data[pos + 1 : start], "big")
+    if b < 0xF8:
+        return True, pos + 1, pos + 1 + b - 0xC0
+    start = pos + 1 + b - 0xF7
+    return True, start, start + int.from_bytes(data[pos + 1 : start], "big")
+
+
+def nested_lists(depth: int) -> bytes:
+    """The encoding of ``depth`` lists nested in each other around nothing
+    (``[[[...]]]``), built in linear time: the shape of the deepest hostile
+    frames, for tests and benchmarks."""
+    prefixes = []
+    size = 1  # the innermost c0
+    for _ in range(depth - 1):
+        prefix = length_prefix(size, 0xC0)
+        prefixes.append(prefix)
+        size += len(prefix)
+    return b"".join(reversed(prefixes)) + b"\xc0"
+
+
 def scan(data: bytes, limits: Limits) -> int:
     """Check ``data``'s size, nesting depth and item count against ``limits``
     without building anything; returns the item count.

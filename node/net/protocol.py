@@ -33,6 +33,7 @@ from node.codec import (
     encode,
     encode_list,
     encode_uint,
+    item_header,
 )
 from node.net.limits import MAX_FRAME_BYTES, REPLY
 from node.txs import MAX_TX_BYTES, Level
@@ -152,29 +153,12 @@ def is_reply(frame: bytes) -> bool:
 
 def _top_items(frame: bytes) -> int:
     """How many items the outer list of ``frame`` holds (at most 6 are counted)."""
-    b = frame[0]
-    if b < 0xC0:
+    is_list, pos, end = item_header(frame, 0)
+    if not is_list:
         return -1
-    if b < 0xF8:
-        pos, end = 1, 1 + b - 0xC0
-    else:
-        pos = 1 + b - 0xF7
-        end = pos + int.from_bytes(frame[1:pos], "big")
     count = 0
     while pos < end and count < 6:
-        h = frame[pos]
-        if h < 0x80:
-            pos += 1
-        elif h < 0xB8:
-            pos += 1 + h - 0x80
-        elif h < 0xC0:
-            n = h - 0xB7
-            pos += 1 + n + int.from_bytes(frame[pos + 1 : pos + 1 + n], "big")
-        elif h < 0xF8:
-            pos += 1 + h - 0xC0
-        else:
-            n = h - 0xF7
-            pos += 1 + n + int.from_bytes(frame[pos + 1 : pos + 1 + n], "big")
+        pos = item_header(frame, pos)[2]
         count += 1
     return count
 

@@ -18,7 +18,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from node.codec import DecodeError, Limits, RlpItem, decode_with_raw, encode_list, scan_steps
+from node.codec import (
+    DecodeError,
+    Limits,
+    RlpItem,
+    decode_with_raw,
+    encode_list,
+    item_header,
+    scan_steps,
+)
 
 SLICE_BYTES = 1024
 YIELD_BYTES = 1024
@@ -120,20 +128,7 @@ def _check_canonical(data: bytes, pos: int, start: int, end: int) -> None:
 
 
 def _header(data: bytes, pos: int) -> tuple[bool, int, int]:
-    """``(is_list, payload start, end)`` of the item at ``pos``."""
-    if pos >= len(data):
-        raise DecodeError("invalid RLP: truncated input")
-    b = data[pos]
-    if b < 0x80:
-        return False, pos, pos + 1
-    if b < 0xB8:
-        return False, pos + 1, pos + 1 + b - 0x80
-    if b < 0xC0:
-        n = b - 0xB7
-        start = pos + 1 + n
-        return False, start, start + int.from_bytes(data[pos + 1 : start], "big")
-    if b < 0xF8:
-        return True, pos + 1, pos + 1 + b - 0xC0
-    n = b - 0xF7
-    start = pos + 1 + n
-    return True, start, start + int.from_bytes(data[pos + 1 : start], "big")
+    try:
+        return item_header(data, pos)
+    except IndexError:
+        raise DecodeError("invalid RLP: truncated input") from None

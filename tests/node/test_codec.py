@@ -24,6 +24,7 @@ from node.codec import (
     encode_tree,
     int_bytes,
     keccak,
+    nested_lists,
     scan,
 )
 from tests.conftest import run_python
@@ -300,24 +301,9 @@ def test_scan_accepts_whatever_decodes_and_never_crashes(data: bytes) -> None:
         assert count == _count(decoded)[0]
 
 
-def _nested(depth: int) -> bytes:
-    """``depth`` levels of lists around nothing, built in linear time."""
-    prefixes = []
-    size = 1
-    for _ in range(depth - 1):
-        if size < 56:
-            prefix = bytes([0xC0 + size])
-        else:
-            length = int_bytes(size)
-            prefix = bytes([0xF7 + len(length)]) + length
-        prefixes.append(prefix)
-        size += len(prefix)
-    return b"".join(reversed(prefixes)) + b"\xc0"
-
-
 @pytest.mark.parametrize("depth", [1, 16, 1_000, 100_000])
 def test_scan_walks_any_depth_without_recursion(depth: int) -> None:
-    data = _nested(depth)
+    data = nested_lists(depth)
     assert scan(data, LOOSE) == depth
     if depth > 16:
         with pytest.raises(LimitExceeded, match="deeper than 16 levels"):
@@ -341,7 +327,7 @@ def test_scan_refuses_length_prefixes_that_lie(data: bytes, why: str) -> None:
 
 
 def test_decode_with_limits_scans_first() -> None:
-    deep = _nested(100_000)
+    deep = nested_lists(100_000)
     with pytest.raises(LimitExceeded, match="deeper than 16"):
         decode(deep, limits=Limits(len(deep), 16, 2**20))
     wide = encode_list([b"\x80"] * 1000)

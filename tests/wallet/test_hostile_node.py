@@ -18,11 +18,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
-from rlp.codec import length_prefix
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from node.codec import DecodeError, encode, encode_list, encode_uint
+from node.codec import DecodeError, encode, encode_bytes, encode_list, encode_uint, nested_lists
 from node.net import limits
 from node.net.agent_client import AgentStats, serve_signer
 from node.net.protocol import (
@@ -41,17 +40,7 @@ DEADLINE_S = 20
 SIGNER = b"\x33" * 32
 
 
-def nested(depth: int) -> bytes:
-    prefixes = []
-    size = 1
-    for _ in range(depth - 1):
-        prefix: bytes = length_prefix(size, 0xC0)
-        prefixes.append(prefix)
-        size += len(prefix)
-    return b"".join(reversed(prefixes)) + b"\xc0"
-
-
-DEEP = nested(100_000)
+DEEP = nested_lists(100_000)
 WIDE = encode_list([b"\x80"] * (limits.STATE.max_items + 1))
 LYING_REPLY = b"\xf9\xff\xff" + encode_reply(Rep.STATUS, 2, [])
 
@@ -87,17 +76,13 @@ class HostileNode:
                     await ws.send(encode_reply(Rep.ERROR, rid, [7, b"not here"]))
 
 
-def _bytes_item(data: bytes) -> bytes:
-    return bytes(length_prefix(len(data), 0x80)) + data
-
-
 def _state(rid: int, route: tuple[bytes, ...], blob: bytes) -> bytes:
     """A STATE reply carrying ``blob`` as the state, built without re-encoding it."""
     return encode_list(
         [
             encode_uint(Rep.STATE),
             encode_uint(rid),
-            encode_list([encode(list(route)), _bytes_item(blob)]),
+            encode_list([encode(list(route)), encode_bytes(blob)]),
         ]
     )
 

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from rlp.codec import length_prefix
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
 
-from node.codec import LimitExceeded, encode, encode_list, encode_uint, scan
+from node.codec import LimitExceeded, encode, encode_list, encode_uint, nested_lists, scan
 from node.crypto import bls
 from node.identity import Identity
 from node.machines.governance import signer_id
@@ -50,17 +49,6 @@ CLIENT = Sender(SenderKind.CLIENT, b"fuzzer")
 SIGNER_KEY = bls.keygen(b"\x07" * 32)
 SIGNER = signer_id(bls.sk_to_pk(SIGNER_KEY))
 PEER = Identity(bls.keygen(b"\x08" * 32))
-
-
-def nested(depth: int) -> bytes:
-    """``depth`` levels of lists around nothing, built in linear time."""
-    prefixes = []
-    size = 1  # the innermost c0
-    for _ in range(depth - 1):
-        prefix: bytes = length_prefix(size, 0xC0)
-        prefixes.append(prefix)
-        size += len(prefix)
-    return b"".join(reversed(prefixes)) + b"\xc0"
 
 
 def wide(count: int, item: bytes = b"\x80") -> bytes:
@@ -91,10 +79,10 @@ def extremes() -> Iterator[Extreme]:
     """Every extreme frame; request id 9 wherever an envelope carries one."""
     depth_cap = limits.REQUEST.max_depth
     for depth in (1, 2, 3, 4, 16, 17, 1_000, 26_000, 100_000):
-        yield Extreme(f"{depth} nested lists", nested(depth), depth > depth_cap)
+        yield Extreme(f"{depth} nested lists", nested_lists(depth), depth > depth_cap)
     for depth in (13, 14, 15, 1_000, 100_000):
         # The envelope and its body list add two levels.
-        frame = envelope(Req.STATUS, 9, [nested(depth)])
+        frame = envelope(Req.STATUS, 9, [nested_lists(depth)])
         yield Extreme(f"STATUS, body nested {depth} deep", frame, depth + 2 > depth_cap)
     cap = limits.REQUEST.max_items
     for count in (cap - 1, cap, limits.MAX_FRAME_BYTES - 8):
@@ -298,4 +286,4 @@ def check_outcome(outcome: Outcome, phase: str, extreme: Extreme, what: str) -> 
 def test_nested_frames_are_measured_without_recursion(depth: int) -> None:
     """The scan refuses deep nesting by counting, whatever the interpreter's limit."""
     with pytest.raises(LimitExceeded, match="deeper than 16"):
-        scan(nested(depth), limits.REQUEST)
+        scan(nested_lists(depth), limits.REQUEST)
