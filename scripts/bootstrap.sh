@@ -10,21 +10,30 @@ extras="${1:-}"
 
 version_ok() { "$@" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; }
 
+# The interpreter: XLN_PYTHON when set; else the newest 3.12 (every wheel the project
+# uses ships for it, and every figure in docs/PERFORMANCE.md was measured on it); only
+# when there is no 3.12, the newest newer one (rusty-rlp has no wheel past 3.12, so the
+# codec there runs on pyrlp's pure-Python backend).
 find_python() {
     local c
     if [ -n "${XLN_PYTHON:-}" ] && version_ok "$XLN_PYTHON"; then echo "$XLN_PYTHON"; return; fi
-    for c in python3.14 python3.13 python3.12 python3; do
-        if command -v "$c" >/dev/null 2>&1 && version_ok "$c"; then command -v "$c"; return; fi
-    done
     # pyenv installs that are not the default: plain `python3.12` fails through the shim,
     # so look for the interpreter binaries directly, newest first (each sort key carries
     # its own "r": a global -r does not reach keys that have their own "n").
-    local root="${PYENV_ROOT:-$HOME/.pyenv}"
+    local root="${PYENV_ROOT:-$HOME/.pyenv}" installs=""
     if [ -d "$root/versions" ]; then
-        for c in $(ls -1 "$root/versions" | grep -E '^3\.(1[2-9]|[2-9][0-9])(\.[0-9]+)?$' | sort -t. -k1,1nr -k2,2nr -k3,3nr); do
-            if version_ok "$root/versions/$c/bin/python3"; then echo "$root/versions/$c/bin/python3"; return; fi
-        done
+        installs="$(ls -1 "$root/versions" | grep -E '^3\.(1[2-9]|[2-9][0-9])(\.[0-9]+)?$' | sort -t. -k1,1nr -k2,2nr -k3,3nr)" || true
     fi
+    for c in $(echo "$installs" | grep -E '^3\.12(\.|$)'); do
+        if version_ok "$root/versions/$c/bin/python3"; then echo "$root/versions/$c/bin/python3"; return; fi
+    done
+    if command -v python3.12 >/dev/null 2>&1 && version_ok python3.12; then command -v python3.12; return; fi
+    for c in python3.14 python3.13 python3; do
+        if command -v "$c" >/dev/null 2>&1 && version_ok "$c"; then command -v "$c"; return; fi
+    done
+    for c in $installs; do
+        if version_ok "$root/versions/$c/bin/python3"; then echo "$root/versions/$c/bin/python3"; return; fi
+    done
     return 1
 }
 

@@ -50,21 +50,24 @@ def print_python(tmp_path: Path, root: Path) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.parametrize(
-    ("installed", "newest"),
+    ("installed", "chosen"),
     [
-        (("3.12.1", "3.12.10", "3.13.0"), "3.13.0"),
+        # The newest 3.12 over anything newer: rusty-rlp's wheels stop at 3.12.
+        (("3.12.1", "3.12.10", "3.13.0"), "3.12.10"),
         (("3.12.1", "3.12.10", "3.12.9"), "3.12.10"),
         (("3.12", "3.12.2"), "3.12.2"),
+        # No 3.12: the newest newer one.
+        (("3.13.0", "3.14.1", "3.13.9"), "3.14.1"),
     ],
 )
-def test_picks_the_newest_pyenv_install(
-    tmp_path: Path, installed: tuple[str, ...], newest: str
+def test_picks_the_newest_312_then_the_newest_newer(
+    tmp_path: Path, installed: tuple[str, ...], chosen: str
 ) -> None:
     root = tmp_path / "pyenv"
     paths = {version: fake_python(root, version) for version in installed}
     result = print_python(tmp_path, root)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"{paths[newest]}\n"
+    assert result.stdout == f"{paths[chosen]}\n"
 
 
 def test_skips_older_pythons_and_ones_that_fail_the_check(tmp_path: Path) -> None:
@@ -72,6 +75,15 @@ def test_skips_older_pythons_and_ones_that_fail_the_check(tmp_path: Path) -> Non
     fake_python(root, "3.11.9")  # too old: not even asked
     fake_python(root, "3.14.0", ok=False)  # a broken install
     chosen = fake_python(root, "3.12.3")
+    result = print_python(tmp_path, root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{chosen}\n"
+
+
+def test_a_broken_312_falls_through_to_a_newer_one(tmp_path: Path) -> None:
+    root = tmp_path / "pyenv"
+    fake_python(root, "3.12.5", ok=False)
+    chosen = fake_python(root, "3.13.1")
     result = print_python(tmp_path, root)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{chosen}\n"
