@@ -65,7 +65,7 @@ def describe_replica(r: Replica) -> dict[str, Any]:
         "in_flight": None if r.pending is None else r.pending.frame.hash.hex(),
         "inbox": len(r.inbox),
         "reserves": {str(asset): str(amount) for asset, amount in e.reserves},
-        "channels": [describe_channel(c) for c in e.channels],
+        "channels": [describe_channel(c) for c in e.channels.values()],
     }
 
 

@@ -60,6 +60,7 @@ from node.machines.channel import (
     amount_paid,
 )
 from node.machines.governance import Config, ConfigError
+from node.machines.overlay import Base, Overlay
 from node.machines.quorum import verify_quorum
 from node.txs import Tx
 
@@ -511,9 +512,13 @@ class PaymentEvent:
 
 @dataclass
 class Ledger:
+    """One frame's scratch over the entity's accounts. ``channels`` is an overlay on
+    the state's channel map: copying a ledger (to try one input) copies only the
+    channels this frame changed, never all of them."""
+
     entity_id: bytes
     reserves: dict[int, int]
-    channels: dict[bytes, ChannelRecord]
+    channels: Overlay[bytes, ChannelRecord]
     forwards: dict[bytes, bytes]  # payment id -> the peer it came from, while in flight
     mints: set[bytes]
     events: list[PaymentEvent] = field(default_factory=list)
@@ -525,7 +530,7 @@ class Ledger:
         return Ledger(
             self.entity_id,
             dict(self.reserves),
-            dict(self.channels),
+            self.channels.copy(),
             dict(self.forwards),
             set(self.mints),
             list(self.events),
@@ -769,37 +774,48 @@ def _rejected(ledger: Ledger, peer: bytes, tx: Tx, reason: str) -> None:
 # End of frame -----------------------------------------------------------------------------
 
 
-def finish(
-    ledger: Ledger, acks_before: dict[bytes, bytes | None], announce: Announce | None
-) -> list[Outgoing]:
+def finish(ledger: Ledger, waiting: frozenset[bytes], announce: Announce | None) -> list[Outgoing]:
     """Propose on every ready channel with queued transactions, and list the outbox:
     the announcement first, then per counterparty (ascending) its new ack and its new
-    frame. ``acks_before`` maps each peer to its last ack's hash when the frame began."""
+    frame. Only the channels this frame changed, and those ``waiting`` before it
+    (ready, with a queue), can have anything to propose or a new ack: the others are
+    not looked at. The acks before the frame are the overlay's base records'."""
     proposed: dict[bytes, bytes] = {}
     # Two passes: a refund queued on an earlier channel by a rejection in the first pass
     # goes out in the second.
     for _ in range(2):
-        for peer in sorted(ledger.channels):
-            side = ledger.channels[peer].side
-            if side.pending is not None or not side.queue:
+        for peer in sorted({*ledger.channels.touched(), *waiting}):
+            rec = ledger.channels.get(peer)
+            if rec is None or rec.side.pending is not None or not rec.side.queue:
                 continue
-            new, out = ch.step(side, ch.Propose())
+            new, out = ch.step(rec.side, ch.Propose())
             ledger.set_side(peer, new)
             if new.pending is not None:
                 proposed[peer] = new.pending.hash
             _outputs(ledger, peer, out)
     outbox = [Outgoing(ANNOUNCE, b"", announce.hash)] if announce is not None else []
-    for peer in sorted(ledger.channels):
-        side = ledger.channels[peer].side
-        ack = side.last_ack.hash if side.last_ack is not None else None
-        if ack is not None and acks_before.get(peer) != ack:
+    for peer in sorted(ledger.channels.touched()):
+        rec = ledger.channels.get(peer)
+        if rec is None:
+            continue
+        ack = rec.side.last_ack.hash if rec.side.last_ack is not None else None
+        before = ledger.channels.base.get(peer)
+        ack_before = None
+        if before is not None and before.side.last_ack is not None:
+            ack_before = before.side.last_ack.hash
+        if ack is not None and ack_before != ack:
             outbox.append(Outgoing(ACK, peer, ack))
         if peer in proposed:
             outbox.append(Outgoing(FRAME, peer, proposed[peer]))
     return outbox
 
 
-def is_stale(channels: dict[bytes, ChannelRecord], inp: FrameInput) -> bool:
+def is_waiting(rec: ChannelRecord) -> bool:
+    """Ready, with queued transactions: the next frame proposes on it."""
+    return rec.side.pending is None and bool(rec.side.queue)
+
+
+def is_stale(channels: Base[bytes, ChannelRecord], inp: FrameInput) -> bool:
     """True if ``inp`` can never matter again here (dropped from the inbox)."""
     if not isinstance(inp, Message):
         return False

@@ -37,6 +37,7 @@ replayed is refused. Only the signer's own key can make its votes.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -62,9 +63,11 @@ from node.machines import accounts, governance
 from node.machines.accounts import ChannelAction, ChannelRecord, FrameInput, Ledger, Outgoing, Pay
 from node.machines.counter import Increment as Increment
 from node.machines.governance import Action, Config, ConfigError
+from node.machines.overlay import Overlay
+from node.merkle_map import MerkleMap
 from node.txs import Level, Tx, TxRegistry
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 MAX_PROPOSAL_TTL = 1_000_000  # frames
 MAX_OPEN_PROPOSALS = 1024
 MAX_BATCH_TXS = 256
@@ -234,8 +237,19 @@ class Proposal:
         )
 
 
+type Channels = MerkleMap[ChannelRecord]
+NO_CHANNELS: Channels = MerkleMap.empty()
+CHANNELS_INDEX = 10  # where the channels go in the state's encoding
+
+
 @dataclass(frozen=True)
 class EntityState:
+    """An entity's state. Its **hash** is keccak-256 of the RLP list of its fields with
+    the channels replaced by the root of their Merkle map (``node/merkle_map.py``), so
+    a frame re-hashes only the channels it changed, and one channel can be proven
+    against a certified state hash. Its **encoding** (a replica's snapshot, and what
+    READ_STATE returns) holds the channel records themselves at the same place."""
+
     entity_id: bytes
     config: Config
     height: int = 0
@@ -245,29 +259,42 @@ class EntityState:
     nonces: tuple[tuple[bytes, int], ...] = ()  # ascending signer id; kept after removal
     config_height: int = 0  # the height of the frame that set ``config`` (0: genesis)
     reserves: tuple[tuple[int, int], ...] = ()  # (asset, amount > 0), ascending asset
-    channels: tuple[ChannelRecord, ...] = ()  # ascending counterparty id
+    channels: Channels = NO_CHANNELS  # by counterparty id
     forwards: tuple[tuple[bytes, bytes], ...] = ()  # (payment id, from peer), ascending id
     mints: tuple[bytes, ...] = ()  # legacy ``Mint`` inputs applied (older chains), ascending
 
     def to_tree(self) -> RlpTree:
         tree = self.to_tree_without_channels()
-        return [*tree[:10], [c.to_tree() for c in self.channels], *tree[10:]]
+        return [
+            *tree[:CHANNELS_INDEX],
+            [c.to_tree() for c in self.channels.values()],
+            *tree[CHANNELS_INDEX:],
+        ]
 
     @cached_property
     def encoded(self) -> bytes:
         """The same bytes as ``encode_tree(self.to_tree())``, from the channels' own
         encodings (they hold whole channel frames: no decoding to encode again)."""
+        return self._encode(encode_list(c.encoded for c in self.channels.values()))
+
+    @cached_property
+    def header(self) -> bytes:
+        """What the hash is of: the encoding with the channels' Merkle root in place of
+        the channels."""
+        return self._encode(encode_tree(self.channels.root))
+
+    def _encode(self, channels: bytes) -> bytes:
         tree = self.to_tree_without_channels()
         return encode_list(
             [
-                *(encode_tree(x) for x in tree[:10]),
-                encode_list(c.encoded for c in self.channels),
-                *(encode_tree(x) for x in tree[10:]),
+                *(encode_tree(x) for x in tree[:CHANNELS_INDEX]),
+                channels,
+                *(encode_tree(x) for x in tree[CHANNELS_INDEX:]),
             ]
         )
 
     def to_tree_without_channels(self) -> list[RlpTree]:
-        """Every field but the channels (which go at index 10)."""
+        """Every field but the channels (which go at ``CHANNELS_INDEX``)."""
         return [
             int_bytes(STATE_VERSION),
             self.entity_id,
@@ -285,13 +312,23 @@ class EntityState:
 
     @cached_property
     def hash(self) -> bytes:
-        return keccak(self.encoded)
+        return keccak(self.header)
+
+    @cached_property
+    def waiting(self) -> frozenset[bytes]:
+        """Channels that are ready with queued transactions (the next frame proposes on
+        them). A frame's ``_close`` sets it from the channels it touched; a decoded
+        state finds it by looking at every channel once."""
+        return frozenset(c.peer for c in self.channels.values() if accounts.is_waiting(c))
 
     @classmethod
     def from_item(cls, item: RlpItem) -> EntityState:
         f = as_list(item, "entity state", size=13)
         if as_int(f[0], "entity state version") != STATE_VERSION:
             raise DecodeError("entity state: unknown version")
+        records = [ChannelRecord.from_item(c) for c in as_list(f[10], "channels")]
+        if any(a.peer >= b.peer for a, b in itertools.pairwise(records)):
+            raise DecodeError("entity state: channels not in ascending counterparty order")
         return cls(
             as_bytes(f[1], "entity id", size=HASH_LEN),
             Config.from_item(f[2]),
@@ -314,7 +351,7 @@ class EntityState:
                 )
                 for r in as_list(f[9], "reserves")
             ),
-            tuple(ChannelRecord.from_item(c) for c in as_list(f[10], "channels")),
+            MerkleMap.from_items((c.peer, c) for c in records),
             tuple(
                 (
                     as_bytes(as_list(x, "forward", size=2)[0], "payment id", size=HASH_LEN),
@@ -332,10 +369,7 @@ class EntityState:
         return 0
 
     def channel(self, peer: bytes) -> ChannelRecord | None:
-        for c in self.channels:
-            if c.peer == peer:
-                return c
-        return None
+        return self.channels.get(peer) if len(peer) == HASH_LEN else None
 
     def reserve(self, asset: int) -> int:
         return dict(self.reserves).get(asset, 0)
@@ -362,6 +396,8 @@ class FrameEvents:
     expired: list[int] = field(default_factory=list)
     payments: list[accounts.PaymentEvent] = field(default_factory=list)
     outbox: list[Outgoing] = field(default_factory=list)  # hashes the signers sign
+    # The counterparties whose channel records the frame changed (or closed).
+    channels: frozenset[bytes] = frozenset()
 
 
 @dataclass
@@ -386,7 +422,7 @@ class _Work:
             Ledger(
                 state.entity_id,
                 dict(state.reserves),
-                {c.peer: c for c in state.channels},
+                Overlay(state.channels),
                 dict(state.forwards),
                 set(state.mints),
             ),
@@ -516,10 +552,8 @@ def execute(
 
 
 def _close(state: EntityState, work: _Work, height: int) -> tuple[EntityState, FrameEvents]:
-    """The end of a frame: proposals, then the channels propose; the new state."""
-    acks_before = {
-        c.peer: (c.side.last_ack.hash if c.side.last_ack else None) for c in state.channels
-    }
+    """The end of a frame: proposals, then the channels propose; the new state. Costs
+    what the frame touched: the channels it changed, and those waiting before it."""
     events = FrameEvents()
     _end_of_frame(work, height, events)
     config_height = state.config_height
@@ -528,8 +562,10 @@ def _close(state: EntityState, work: _Work, height: int) -> tuple[EntityState, F
         config_height = height
         announce = accounts.Announce(state.entity_id, height, work.config)
     ledger = work.ledger
-    events.outbox = accounts.finish(ledger, acks_before, announce)
+    events.outbox = accounts.finish(ledger, state.waiting, announce)
     events.payments = ledger.events
+    changes = ledger.channels.changes
+    events.channels = frozenset(changes)
     new = EntityState(
         state.entity_id,
         work.config,
@@ -540,10 +576,13 @@ def _close(state: EntityState, work: _Work, height: int) -> tuple[EntityState, F
         tuple(sorted(work.nonces.items())),
         config_height,
         tuple(sorted(ledger.reserves.items())),
-        tuple(ledger.channels[p] for p in sorted(ledger.channels)),
+        state.channels.set_many(changes) if changes else state.channels,
         tuple(sorted(ledger.forwards.items())),
         tuple(sorted(ledger.mints)),
     )
+    waiting = {p for p in state.waiting if p not in changes}
+    waiting.update(p for p, rec in changes.items() if rec is not None and accounts.is_waiting(rec))
+    new.__dict__["waiting"] = frozenset(waiting)  # the cached property, without a scan
     return new, events
 
 

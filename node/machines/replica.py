@@ -682,7 +682,7 @@ def _input_key(inp: FrameInput) -> tuple[bytes, ...]:
 
 def _on_inbound(s: _Step, index: int, inp: FrameInput) -> None:
     r = s.r
-    if accounts.is_stale({c.peer: c for c in r.entity.channels}, inp):
+    if accounts.is_stale(r.entity.channels, inp):
         # Applied already. If it is the frame we acked last, our ack was lost: again.
         if isinstance(inp, Message) and inp.kind == accounts.FRAME:
             again = [
@@ -844,12 +844,13 @@ def _apply_committed(
     included = {b.raw for b in frame.batches}
     pool = tuple(b for b in r.pool if b.raw not in included and b.nonce > post.nonce_of(b.signer))
     applied = {_input_key(i) for i in frame.inputs}
-    channels = {c.peer: c for c in post.channels}
     inbox = tuple(
-        i for i in r.inbox if _input_key(i) not in applied and not accounts.is_stale(channels, i)
+        i
+        for i in r.inbox
+        if _input_key(i) not in applied and not accounts.is_stale(post.channels, i)
     )
     fresh = _signed_messages(r.entity, post, frame, cert)
-    signed = (*_still_needed(r.signed, post), *fresh)
+    signed = (*_still_needed(r.signed, post, events.channels), *fresh)
     s.r = replace(
         r,
         entity=post,
@@ -899,14 +900,19 @@ def _signed_messages(
 
 
 def _still_needed(
-    signed: Sequence[tuple[bytes, Message]], post: EntityState
+    signed: Sequence[tuple[bytes, Message]], post: EntityState, changed: frozenset[bytes]
 ) -> list[tuple[bytes, Message]]:
     """Messages a counterparty may still need: our pending frames, our last acks, and
-    the latest announcements of our signer set."""
+    the latest announcements of our signer set. Only the channels in ``changed`` (the
+    frame changed their records) are looked up: a kept message for any other channel
+    still matches its record."""
     keep: list[tuple[bytes, Message]] = []
     announced = [(p, m) for p, m in signed if m.kind == accounts.ANNOUNCE]
     for peer, m in signed:
         if m.kind == accounts.ANNOUNCE:
+            continue
+        if peer not in changed:
+            keep.append((peer, m))
             continue
         record = post.channel(peer)
         if record is None:
@@ -923,7 +929,7 @@ def transmissions(entity: EntityState, messages: Sequence[tuple[bytes, Message]]
     every counterparty), as we know their signer sets."""
     out: list[Effect] = []
     for peer, message in messages:
-        records = [entity.channel(peer)] if peer else list(entity.channels)
+        records = [entity.channel(peer)] if peer else list(entity.channels.values())
         for record in records:
             if record is None:
                 continue
@@ -1107,7 +1113,7 @@ def _inputs_sized(inbox: Sequence[FrameInput]) -> list[FrameInput]:
 
 def _channels_waiting(entity: EntityState) -> bool:
     """A ready channel with queued transactions: a frame would send them."""
-    return any(c.side.pending is None and c.side.queue for c in entity.channels)
+    return bool(entity.waiting)
 
 
 def over_frame_budget(body: object) -> str | None:

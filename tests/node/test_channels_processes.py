@@ -160,6 +160,6 @@ async def test_payments_through_a_hub_survive_a_sigkill(cluster: Cluster) -> Non
     # Value conserved: reserves plus balances are what the faucet gave.
     total = sum(r.entity.reserve(ASSET) for r in (a, b, hubs[0]))
     for r in (a, b, hubs[0]):
-        for c in r.entity.channels:
+        for c in r.entity.channels.values():
             total += c.side.agreed.asset(ASSET).balance(c.side.me)
     assert total == 20_000

@@ -526,7 +526,7 @@ def _incoming_forwards(frame: Frame) -> dict[tuple[bytes, bytes], Forward]:
 def _outgoing_forwards(state: EntityState) -> dict[bytes, tuple[bytes, Forward]]:
     """Payment id -> (next hop, Forward) for each Forward pending or queued on a channel."""
     found: dict[bytes, tuple[bytes, Forward]] = {}
-    for rec in state.channels:
+    for rec in state.channels.values():
         side = rec.side
         for tx in (*(side.pending.txs if side.pending else ()), *side.queue):
             if isinstance(tx.body, Forward):

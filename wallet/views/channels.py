@@ -87,7 +87,7 @@ class ChannelRow:
 
 
 def channel_rows(state: EntityState) -> list[ChannelRow]:
-    return [_row(c) for c in state.channels]
+    return [_row(c) for c in state.channels.values()]
 
 
 def _row(c: ChannelRecord) -> ChannelRow:
@@ -239,7 +239,7 @@ class PayDialog(ActionDialog):
         state = entry.state
         self.to = QComboBox()
         self.to.setEditable(True)
-        for c in state.channels:
+        for c in state.channels.values():
             self.to.addItem(f"0x{c.peer.hex()}", c.peer.hex())
         self.to.setToolTip(
             "The payee, or a route: the first hop (a counterparty of ours), then the "

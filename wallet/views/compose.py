@@ -280,7 +280,7 @@ class _ChannelEditor(_Editor):
     def peer_picker(self) -> QComboBox:
         combo = QComboBox()
         combo.setEditable(True)
-        for c in self.state.channels:
+        for c in self.state.channels.values():
             combo.addItem(f"0x{c.peer.hex()}", c.peer.hex())
         return combo
 

@@ -221,7 +221,7 @@ class World:
             if not any(
                 c.side.pending is not None
                 for r in self.replicas.values()
-                for c in r.entity.channels
+                for c in r.entity.channels.values()
             ):
                 return
             self.resend_all()

@@ -61,7 +61,7 @@ def _value(world: World, *names: str) -> int:
     for name in names:
         s = world.state(name)
         total += s.reserve(ASSET)
-        for c in s.channels:
+        for c in s.channels.values():
             total += c.side.agreed.asset(ASSET).balance(c.side.me)
     return total
 
@@ -361,7 +361,7 @@ def test_fast_encodings_equal_the_tree_encodings(world: World) -> None:
                 assert r.pending.encoded == encode_tree(r.pending.to_tree())
             if r.lock is not None:
                 assert r.lock.encoded == encode_tree(r.lock.to_tree())
-            for c in r.entity.channels:
+            for c in r.entity.channels.values():
                 waiting = (*c.side.queue, *(c.side.pending.txs if c.side.pending else ()))
                 assert all(t.raw == encode([t.body.TYPE, *t.body.to_fields()]) for t in waiting)
             checked += bool(r.inbox or r.signed or r.pending)

@@ -574,7 +574,13 @@ def test_state_encode_decode_round_trip() -> None:
     back = EntityState.from_item(decode(s.encoded))
     assert back == s
     assert back.encoded == s.encoded
-    assert back.hash == s.hash == eth_keccak(s.encoded)
+    assert back.hash == s.hash == eth_keccak(s.header)
+    # The header is the encoding with the channels' Merkle root in their place (no
+    # channels here: the empty map's root, 32 zero bytes).
+    tree = decode(s.encoded)
+    assert isinstance(tree, list)
+    assert tree[10] == []
+    assert decode(s.header) == [*tree[:10], bytes(32), *tree[11:]]
     # A different state hashes differently.
     assert replace(s, counter=s.counter + 1).hash != s.hash
 

@@ -241,6 +241,6 @@ def with_channel(
     if paid:
         me_side, peer_side = exchange(me_side, peer_side, ch.Payment(asset, paid))
     record = ChannelRecord(peer.entity_id, peer.config, peer.config_height, me_side)
-    channels = tuple(sorted((*state.channels, record), key=lambda c: c.peer))
+    channels = state.channels.set(record.peer, record)
     reserves = ((asset, reserve),) if reserve else state.reserves
     return replace(state, channels=channels, reserves=reserves)

@@ -90,9 +90,7 @@ def test_view_shows_channels_and_updates_in_place(qtbot: QtBot) -> None:
     moved = replace(
         state,
         height=state.height + 1,
-        channels=tuple(
-            replace(c, side=side) if c.peer == hub.entity_id else c for c in state.channels
-        ),
+        channels=state.channels.set(hub.entity_id, replace(rec, side=side)),
     )
     model.set_entity(EntityEntry(IDS[ME], moved))
     assert view.cards == [card]
