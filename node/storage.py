@@ -41,7 +41,7 @@ from node.codec import (
 from node.machines.frames import Certificate
 from node.machines.server import ServerState, Step
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: entity states hashed with a Merkle root over their channels
 
 META = b"M"
 BLOCK = b"B"
@@ -104,6 +104,14 @@ class Store:
             server_id = as_bytes(items[1], "server id", size=HASH_LEN)
         except DecodeError as exc:
             raise StoreError(f"unreadable meta record: {exc}") from exc
+        if version < FORMAT_VERSION:
+            raise StoreError(
+                f"this data folder was written by an older node (store format {version}); "
+                f"this node reads format {FORMAT_VERSION}, where an entity's state hash commits "
+                "to its channels by a Merkle root, so the old certificates do not carry over "
+                "and there is no migration: start this node with a new data folder, and keep "
+                "the old one for the older node"
+            )
         if version != FORMAT_VERSION:
             raise StoreError(f"store format {version}, this node reads {FORMAT_VERSION}")
         if server_id != self.server_id:

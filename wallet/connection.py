@@ -29,7 +29,7 @@ from node.machines.frames import Certificate
 from node.machines.replica import Replica, SubmitBatch
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity, SignerState
-from node.net.client import NodeClient, NodeError, NodeStatus, Receipts
+from node.net.client import NodeClient, NodeError, NodeStatus, Receipts, VersionMismatch
 from node.net.protocol import Err, Rep, Reply, Topic
 from node.txs import Tx, TxBody
 from wallet.model import Connection, Link, WalletModel
@@ -172,6 +172,13 @@ class NodeSession:
                     first.set_exception(exc)
                 if exc.code is Err.UNAUTHORIZED:
                     return
+            except VersionMismatch as exc:
+                # Like a wrong token: retrying cannot help.
+                self._set(Connection(Link.DISCONNECTED, self.mode, self.url, error=str(exc)))
+                log.error("cannot use the node at %s: %s", self.url, exc)
+                if not first.done():
+                    first.set_exception(exc)
+                return
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ConnectionClosed) as exc:
                 error = f"cannot reach {self.url}: {exc}"
                 self._set(Connection(Link.DISCONNECTED, self.mode, self.url, error=error))

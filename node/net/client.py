@@ -35,6 +35,7 @@ from node.machines.frames import Certificate
 from node.machines.server import ServerState
 from node.net import limits
 from node.net.protocol import (
+    PROTOCOL_VERSION,
     Err,
     Rep,
     Reply,
@@ -50,6 +51,10 @@ from node.txs import Tx, TxBody
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 20.0  # websockets' default ping interval and timeout
+
+
+class VersionMismatch(ConnectionError):
+    """The node speaks another version of the protocol than this client."""
 
 
 class NodeError(Exception):
@@ -166,6 +171,12 @@ class NodeClient:
 
     async def hello(self, token: str) -> str:
         reply = await self.request(Req.HELLO, [token.encode()])
+        version = as_int(reply.body[0], "protocol version")
+        if version != PROTOCOL_VERSION:
+            raise VersionMismatch(
+                f"the node speaks protocol version {version}; this client speaks "
+                f"{PROTOCOL_VERSION} (update the older of the two)"
+            )
         self.scope = as_text(reply.body[1], "scope", max_len=200)
         return self.scope
 

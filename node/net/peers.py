@@ -26,6 +26,7 @@ from node.codec import (
     DecodeError,
     RlpItem,
     as_bytes,
+    as_int,
     as_list,
     encode_bytes,
     encode_tree,
@@ -35,6 +36,7 @@ from node.identity import Identity
 from node.machines.frames import Certificate
 from node.net import limits
 from node.net.protocol import (
+    PROTOCOL_VERSION,
     Rep,
     Reply,
     Req,
@@ -188,6 +190,17 @@ class PeerNetwork:
             code, message = error_of(reply)
             log.warning("peer %s refused us: %s %s", link.url, code.name, message)
             raise ConnectionError(message)
+        version: int | None = None
+        with contextlib.suppress(DecodeError, IndexError):
+            version = as_int(reply.body[0], "protocol version")
+        if version != PROTOCOL_VERSION:
+            log.warning(
+                "peer %s speaks protocol version %s, this server %d: not linked",
+                link.url,
+                version,
+                PROTOCOL_VERSION,
+            )
+            raise ConnectionError(f"protocol version {version}")
         link.ws = ws
         link.connected = True
         self._set_hosted(link, reply.body[4] if len(reply.body) > 4 else [], always=True)

@@ -7,13 +7,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import plyvel_next as plyvel
 import pytest
 
 from node.block import Block
-from node.codec import ZERO_HASH
+from node.codec import ZERO_HASH, encode
 from node.machines.server import Increment, ServerState, Step, apply_block
 from node.mempool import Mempool
-from node.storage import BLOCK, HEIGHT, ROOT, Store, StoreError, StoreLocked, height_key
+from node.storage import (
+    BLOCK,
+    FORMAT_VERSION,
+    HEIGHT,
+    META,
+    ROOT,
+    Store,
+    StoreError,
+    StoreLocked,
+    height_key,
+)
 from node.txs import Tx
 
 
@@ -68,6 +79,20 @@ def test_store_of_another_server_is_refused(tmp_path: Path) -> None:
     Store(tmp_path / "db").close()
     with pytest.raises(StoreError, match="belongs to server"):
         Store(tmp_path / "db", server_id=b"\x01" * 32)
+
+
+def test_a_folder_of_an_older_format_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """Format 1 hashed entity states without a Merkle root: its certificates do not
+    carry over, so the folder is refused (untouched), saying what to do."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    db.put(META, encode([1, bytes(32)]))
+    db.close()
+    with pytest.raises(StoreError, match=r"older node.*format 1.*new data folder"):
+        Store(tmp_path / "db")
+    db = plyvel.DB(str(tmp_path / "db"))
+    assert db.get(META) == encode([1, bytes(32)])
+    db.close()
+    assert FORMAT_VERSION == 2
 
 
 class Exploding(tuple[tuple[tuple[bytes, ...], bytes], ...]):

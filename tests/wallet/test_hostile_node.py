@@ -24,7 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from node.codec import DecodeError, encode, encode_bytes, encode_list, encode_uint, nested_lists
 from node.net import limits
 from node.net.agent_client import AgentStats, serve_signer
+from node.net.client import VersionMismatch
 from node.net.protocol import (
+    PROTOCOL_VERSION,
     Rep,
     Req,
     Sender,
@@ -50,6 +52,7 @@ class HostileNode:
     """Answers HELLO and STATUS honestly; everything else with ``state_blob``."""
 
     state_blob: bytes = DEEP
+    version: int = PROTOCOL_VERSION  # what its WELCOME says
     push_after_status: bytes | None = None  # an unsolicited frame after the first STATUS
     connections: int = 0
     reconnected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -64,7 +67,9 @@ class HostileNode:
                 req = decode_request(frame, limits=limits.REQUEST)
                 rid = req.request_id
                 if req.type is Req.HELLO:
-                    await ws.send(encode_reply(Rep.WELCOME, rid, [1, b"server", b"\0" * 32, 1]))
+                    await ws.send(
+                        encode_reply(Rep.WELCOME, rid, [self.version, b"server", b"\0" * 32, 1])
+                    )
                 elif req.type is Req.STATUS:
                     status = [1, b"\1" * 32, b"\2" * 32, 0, 0, 0]
                     await ws.send(encode_reply(Rep.STATUS, rid, status))
@@ -116,6 +121,23 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._task.cancel()
+
+
+async def test_a_node_of_another_protocol_version_is_refused_once() -> None:
+    """A node whose WELCOME names another version: the session says which, and does
+    not retry (its certified hashes would never agree with this wallet's)."""
+    node = HostileNode(version=1)
+    async with hostile(node) as url:
+        session = NodeSession()
+        try:
+            with pytest.raises(VersionMismatch, match="protocol version 1; this client speaks 2"):
+                await session.connect(url, "token")
+            assert not session.connected
+            assert session.state.error is not None
+            assert "version 1" in session.state.error
+            assert node.connections == 1
+        finally:
+            await session.close()
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,7 @@ async def test_hello_welcome(raw: Raw, live_node: LiveNode) -> None:
     reply = await raw.ask(Req.HELLO, 9, [live_node.token.encode()])
     assert reply.type is Rep.WELCOME
     assert reply.request_id == 9
-    assert reply.body == [b"\x01", b"server", bytes(32), b""]
+    assert reply.body == [b"\x02", b"server", bytes(32), b""]
 
 
 async def test_requests_before_hello_are_refused_and_closed(raw: Raw) -> None:
