@@ -1,0 +1,203 @@
+"""Benchmark: how a hub entity's per-frame cost grows with the channels it holds.
+
+Issue 11 measured a 3-signer hub with N channels, one of them active, the others
+idle but funded: a frame that moves 256 payments cost 4 ms at N = 10 and 13 s at
+N = 10,000. This script measures the pure entity machine (``node/machines/``, no
+network, no signatures) on states with N channels built directly (states above the
+1,024-channel cap cannot be reached through the protocol yet):
+
+- **frame**: ``entity.execute`` of one frame whose batch pays 256 payments of 1 to
+  the active channel's counterparty (256 ``pay`` transactions queued, one channel
+  frame proposed), then the new state's **hash** (what a certificate signs);
+- **input**: one channel message looked up (``accounts.is_stale``, done per inbound
+  message);
+- **snapshot**: the new state's whole encoding, which a block still writes for the
+  replica (per-record storage is the next part of issue 11), and its bytes.
+
+Each figure is the median CPU time of ``--reps`` runs, each on a fresh state whose
+hashes are already cached (as a running replica's are). The idle channels share one
+channel side (a funded channel with credit both ways and one ack), each under its
+own counterparty id: the machine never reads an untouched channel, so only the
+record's bytes matter, and they are those of a real channel.
+
+Usage (from the repo root)::
+
+    .venv/bin/python -m bench.hub_scale --json bench/out/hub_scale.json
+    .venv/bin/python -m bench.hub_scale --channels 10,1000,10000,100000,1000000
+
+A run of the code before issue 11 (``git stash``; channels as a sorted tuple) uses
+the same states, so the two can be compared on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+try:
+    import benchlib
+except ModuleNotFoundError:  # run as ``python -m bench.hub_scale``: benchlib is beside us
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import benchlib
+
+from node.codec import keccak
+from node.crypto import bls
+from node.machines import accounts
+from node.machines import channel as ch
+from node.machines import entity as ent
+from node.machines.accounts import ChannelRecord, Pay
+from node.machines.entity import Batch, EntityState
+from node.machines.governance import Config, Member
+from node.txs import Tx, TxBody
+
+ASSET = 1
+PAYMENTS = 256
+MERKLE = hasattr(EntityState, "header")  # this tree's channels are a Merkle map
+
+
+def config(seed: int, members: int) -> Config:
+    pubs = [bls.sk_to_pk(1000 * seed + i + 1) for i in range(members)]
+    ms = tuple(Member(p, 1) for p in pubs)
+    return Config(ms, members // 2 + 1, ms[0].id)
+
+
+def exchange(a: ch.ChannelSide, b: ch.ChannelSide, *txs: TxBody) -> tuple[ch.ChannelSide, ...]:
+    """``a`` proposes ``txs`` and ``b`` acks them: both sides agree."""
+    for body in txs:
+        a, _ = ch.step(a, ch.Enqueue(Tx.of(body)))
+    a, out = ch.step(a, ch.Propose())
+    (sent,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
+    b, out = ch.step(b, ch.ReceiveFrame(sent))
+    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
+    a, _ = ch.step(a, ch.ReceiveAck(ack))
+    return a, b
+
+
+def funded_side(me: bytes, peer: bytes) -> ch.ChannelSide:
+    """``me``'s side of a channel with collateral and credit both ways."""
+    mine, theirs = ch.open_side(me, peer), ch.open_side(peer, me)
+    mine, theirs = exchange(mine, theirs, ch.AddCollateral(ASSET, 10**9))
+    theirs, mine = exchange(theirs, mine, ch.AddCollateral(ASSET, 10**9))
+    mine, theirs = exchange(mine, theirs, ch.SetCredit(ASSET, 10**6))
+    theirs, mine = exchange(theirs, mine, ch.SetCredit(ASSET, 10**6))
+    return mine
+
+
+def hub_state(n: int) -> tuple[EntityState, bytes]:
+    """A 3-signer hub with ``n`` channels; the active counterparty's id."""
+    hub = ent.genesis(config(1, 3), b"hub")
+    peer_config = config(2, 1)
+    active = keccak(b"peer 0")
+    idle_side = funded_side(hub.entity_id, keccak(b"idle"))
+    records = [ChannelRecord(active, peer_config, 0, funded_side(hub.entity_id, active))]
+    records += [
+        ChannelRecord(keccak(b"peer %d" % i), peer_config, 0, idle_side) for i in range(1, n)
+    ]
+    records.sort(key=lambda r: r.peer)
+    channels: Any
+    if MERKLE:
+        from node.merkle_map import MerkleMap
+
+        channels = MerkleMap.from_items((r.peer, r) for r in records)
+    else:
+        channels = tuple(records)
+    state = replace(hub, reserves=((ASSET, 10**12),), channels=channels)
+    _ = state.hash  # a running replica has its state's hash cached,
+    if MERKLE:
+        _ = state.waiting  # and the channels it waits on
+    return state, active
+
+
+def cpu_ms(fn: Callable[[], object]) -> float:
+    start = time.process_time()
+    fn()
+    return (time.process_time() - start) * 1000
+
+
+def measure(n: int, reps: int) -> dict[str, float]:
+    state, active = hub_state(n)
+    signer = state.config.ids[0]
+    txs = [Tx.of(Pay((active,), ASSET, 1)) for _ in range(PAYMENTS)]
+    batch = Batch.make(signer, 1, txs, bytes(96))
+    message = accounts.Message(
+        accounts.ACK,
+        active,
+        ch.Ack(state.entity_id, 1, keccak(b"frame")),
+        0,
+        b"\x01",
+        bytes(96),
+    )
+    frames, lookups, snapshots = [], [], []
+    size = 0
+    for _ in range(reps):
+        fresh, _ = hub_state(n) if reps > 1 and n <= 10_000 else (state, active)
+        result: list[EntityState] = []
+
+        def frame(s: EntityState = fresh, result: list[EntityState] = result) -> None:
+            post, events = ent.execute(s, [batch], verify=False)
+            assert len(events.outbox) == 1
+            assert len(events.payments) == PAYMENTS
+            _ = post.hash
+            result.append(post)
+
+        frames.append(cpu_ms(frame))
+        post = result[0]
+        found: Any = post.channels
+        if not MERKLE:
+            found = {c.peer: c for c in found}
+
+        def lookup(channels: Any = found) -> None:
+            accounts.is_stale(channels, message)
+
+        def snapshot(state: EntityState = post) -> None:
+            _ = state.encoded
+
+        lookups.append(cpu_ms(lookup) * 1000)
+        snapshots.append(cpu_ms(snapshot))
+        size = len(post.encoded)
+    return {
+        "channels": n,
+        "frame_ms": statistics.median(frames),
+        "lookup_us": statistics.median(lookups),
+        "snapshot_ms": statistics.median(snapshots),
+        "snapshot_bytes": size,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--channels", default="10,1000,10000,100000")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--json", default=None, help="write the figures here (- for stdout)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rows = []
+    print(f"{'channels':>10} {'frame ms':>10} {'lookup µs':>10} {'snapshot ms':>12} {'bytes':>12}")
+    for n in (int(x) for x in args.channels.split(",")):
+        row = measure(n, args.reps)
+        rows.append(row)
+        print(
+            f"{n:>10,} {row['frame_ms']:>10.2f} {row['lookup_us']:>10.1f} "
+            f"{row['snapshot_ms']:>12.1f} {row['snapshot_bytes']:>12,}",
+            flush=True,
+        )
+    benchlib.write_json(
+        args.json,
+        {"benchmark": "hub_scale", "merkle": MERKLE, "rows": rows, **benchlib.machine_info()},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
