@@ -280,6 +280,63 @@ def _leaves[V: Encoded](root: _Node[V] | None) -> Iterator[_Leaf[V]]:
         yield node  # type: ignore[misc]
 
 
+def _any_key[V: Encoded](node: _Node[V]) -> bytes:
+    while type(node) is _Branch:
+        node = node.left
+    return node.key  # type: ignore[union-attr]
+
+
+def _depth[V: Encoded](node: _Node[V]) -> int:
+    """A branch's depth; a leaf counts as deeper than any branch."""
+    return node.depth if type(node) is _Branch else KEY_BITS
+
+
+def _diff[V: Encoded](
+    new: _Node[V] | None, old: _Node[V] | None, out: dict[bytes, V | None]
+) -> None:
+    """Into ``out``, what turns ``old`` into ``new`` (two subtrees at the same place in
+    the trie): walks only where they differ, skipping the subtrees they share."""
+    if new is old:
+        return
+    if new is None or old is None:
+        for leaf in _leaves(old):
+            out[leaf.key] = None
+        for leaf in _leaves(new):
+            out[leaf.key] = leaf.value
+        return
+    dn, do = _depth(new), _depth(old)
+    if dn == do == KEY_BITS:
+        a: _Leaf[V] = new  # type: ignore[assignment]
+        b: _Leaf[V] = old  # type: ignore[assignment]
+        if a.key != b.key:
+            out[b.key] = None
+        if a.key != b.key or a.value is not b.value:
+            out[a.key] = a.value
+    elif dn == do:
+        n: _Branch[V] = new  # type: ignore[assignment]
+        o: _Branch[V] = old  # type: ignore[assignment]
+        _diff(n.left, o.left, out)
+        _diff(n.right, o.right, out)
+    elif dn < do:
+        # ``new`` splits above ``old``: all of ``old`` lies on one side of it, the
+        # other side is new.
+        n = new  # type: ignore[assignment]
+        if _bit(_any_key(old), dn):
+            _diff(n.right, old, out)
+            _diff(n.left, None, out)
+        else:
+            _diff(n.left, old, out)
+            _diff(n.right, None, out)
+    else:
+        o = old  # type: ignore[assignment]
+        if _bit(_any_key(new), do):
+            _diff(new, o.right, out)
+            _diff(None, o.left, out)
+        else:
+            _diff(new, o.left, out)
+            _diff(None, o.right, out)
+
+
 class MerkleMap[V: Encoded]:
     """An immutable map from 32-byte keys to values with a Merkle root (see the module
     docstring). Updates return new maps; the old ones stay as they were."""
@@ -400,6 +457,15 @@ class MerkleMap[V: Encoded]:
         for key, value in changes.items():
             root = _remove(root, key) if value is None else _put(root, key, value)
         return self if root is self._root else self._of(root)
+
+    def diff(self, old: MerkleMap[V]) -> dict[bytes, V | None]:
+        """The changes that turn ``old`` into this map (None: deleted), as ``set_many``
+        takes them. Costs what differs: subtrees the two maps share (an update shares
+        all but its paths with the map it came from) are skipped whole. A value
+        replaced by another object counts as changed even if it encodes the same."""
+        out: dict[bytes, V | None] = {}
+        _diff(self._root, old._root, out)
+        return out
 
     # Proofs -------------------------------------------------------------------------------
 

@@ -324,6 +324,40 @@ def test_persistence_of_roots_after_updates(d: dict[bytes, bytes], data: st.Data
     assert len(m) == len(d)
 
 
+@settings(deadline=None, max_examples=150)
+@given(value_dicts(), value_dicts(), st.data())
+def test_diff_is_exactly_the_changes(
+    a: dict[bytes, bytes], b: dict[bytes, bytes], data: st.DataObject
+) -> None:
+    """``new.diff(old)`` lists every key whose value differs (None: gone), no other;
+    applying it to ``old`` gives ``new``'s root. Both for unrelated maps and for a map
+    and its update (which share all but the changed paths)."""
+    old = to_map(a)
+    keys = sorted(a)
+    changes: dict[bytes, Val | None] = {}
+    for k in data.draw(st.lists(st.sampled_from(keys), max_size=6)) if keys else []:
+        changes[k] = None if data.draw(st.booleans()) else Val(b"changed " + k[:4])
+        changes[flip_bit(k, data.draw(st.integers(0, 255)))] = Val(b"near")
+    for k, v in b.items():
+        if data.draw(st.booleans()):
+            changes[k] = Val(v)
+    updated = old.set_many(changes)
+    unrelated = to_map(b)
+    for new in (updated, unrelated):
+        diff = new.diff(old)
+        before = dict(old.items())
+        after = dict(new.items())
+        expected = {
+            k: after.get(k)
+            for k in before.keys() | after.keys()
+            if before.get(k) is not after.get(k)
+        }
+        assert diff == expected
+        assert old.set_many(diff).root == new.root
+        assert new.set_many(new.diff(new)) is new
+        assert new.diff(new) == {}
+
+
 # Identity shortcuts, equality -------------------------------------------------------------
 
 
