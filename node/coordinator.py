@@ -94,7 +94,7 @@ class Coordinator:
         self.round_timeout_s = round_timeout_ms / 1000
         self.resend_s = resend_ms / 1000
         # (entity) -> (what its signed messages were, when they last went out)
-        self._resent: dict[bytes, tuple[tuple[bytes, ...], float]] = {}
+        self._resent: dict[bytes, tuple[bytes, float]] = {}
         self._clock = clock
         self.agents: dict[bytes, AgentLink] = {}
         self._timers: dict[tuple[bytes, bytes], _Timer] = {}
@@ -163,7 +163,8 @@ class Coordinator:
         for key, (frame_raw, round_, psig) in list(self._deferred.items()):
             del self._deferred[key]
             proposals.append(self._fan_out(key[0], frame_raw, round_, psig))
-        for route, _ in step.changed:
+        for write in step.changed:
+            route = write.route
             joined = self.node.state.replica(*route) if len(route) == 2 else None
             if (
                 joined is not None
@@ -365,10 +366,10 @@ class Coordinator:
         for signer in self.node.state.signers:
             for replica in signer.replicas:
                 entity = replica.entity_id
-                if entity in seen or not replica.signed:
+                if entity in seen or not replica.mailbox:
                     continue
                 seen.add(entity)
-                what = tuple(m.hash for _, m in replica.signed)
+                what = replica.mailbox.header()  # the announcements and the kept root
                 last = self._resent.get(entity)
                 if last is None or last[0] != what:
                     self._resent[entity] = (what, now)  # new messages went out on commit

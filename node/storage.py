@@ -9,14 +9,31 @@ Keys, each behind a one-byte prefix:
 ``R`` + server_id   root: ``[block_rlp, state_rlp]`` of the latest block
 ``S`` + route       a sub-machine's state, written only when it changes:
                     ``S`` + signer id (a signer), ``S`` + signer id + entity
-                    id (that signer's replica of the entity)
+                    id (that signer's replica of the entity: its ``header``,
+                    with its channels and kept messages by their roots)
+``C`` + signer id   one channel record of that replica (``ChannelRecord``),
+  + entity id       under the counterparty's id; written when it changes,
+  + peer            deleted when the channel goes
+``K`` + signer id   the replica's kept signed messages for one counterparty
+  + entity id       (``mailbox.Kept``), likewise
+  + peer
 ``F`` + entity id   a committed entity frame and its certificate,
   + height          ``[frame_rlp, certificate]``, served to replicas that
                     catch up
 ==================  =====================================================
 
 Every block's writes go in one ``write_batch(transaction=True, sync=True)``:
-all-or-nothing, and durable when :meth:`Store.write_block` returns.
+all-or-nothing, and durable when :meth:`Store.write_block` returns. A block
+writes what changed: the block, the changed signers' and replicas' headers, and
+the channel records and kept messages that changed (``server.Write``), never a
+whole replica. Records are keyed under their replica's route, so two replicas on
+one server never touch each other's. Nothing else is kept of a replica's past
+states: the chain of blocks is the history (``xln-node verify`` replays it).
+
+Loading reads each replica's header, then its records by prefix, rebuilds the
+two Merkle maps and checks their roots against the header (so a missing,
+extra or altered record is found), and re-executes a frame in flight to get
+the state after it, checked against its hash.
 """
 
 from __future__ import annotations
@@ -38,18 +55,30 @@ from node.codec import (
     decode,
     encode,
 )
+from node.machines.accounts import ChannelRecord
 from node.machines.frames import Certificate
+from node.machines.mailbox import Kept, kept_from_raw
+from node.machines.replica import Replica
 from node.machines.server import ServerState, Step
+from node.merkle_map import MerkleMap
 
-FORMAT_VERSION = 2  # 2: entity states hashed with a Merkle root over their channels
+FORMAT_VERSION = 2  # 2: entity states hashed with a Merkle root; records under C and K
 
 META = b"M"
 BLOCK = b"B"
 HEIGHT = b"H"
 ROOT = b"R"
 SUB = b"S"
+CHANNEL = b"C"
+KEPT = b"K"
 FRAME = b"F"
 HEIGHT_END = bytes([HEIGHT[0] + 1])
+
+
+def _record[R: (ChannelRecord, Kept)](peer: bytes, record: R) -> R:
+    if record.peer != peer:
+        raise DecodeError(f"record under {peer.hex()} is of {record.peer.hex()}")
+    return record
 
 
 class StoreError(Exception):
@@ -66,6 +95,10 @@ def height_key(height: int) -> bytes:
 
 def sub_key(route: tuple[bytes, ...]) -> bytes:
     return SUB + b"".join(route)
+
+
+def record_key(kind: bytes, route: tuple[bytes, ...], peer: bytes) -> bytes:
+    return kind + b"".join(route) + peer
 
 
 def frame_key(entity_id: bytes, height: int) -> bytes:
@@ -135,7 +168,9 @@ class Store:
             items = as_list(decode(raw), "root", size=2)
             block = Block.decode(as_bytes(items[0], "root block"))
             state_raw = as_bytes(items[1], "root state")
-            state = ServerState.decode(state_raw, head=block.hash, get=self._get)
+            state = ServerState.decode(
+                state_raw, head=block.hash, get=self._get, load_replica=self._load_replica
+            )
         except DecodeError as exc:
             raise StoreError(f"unreadable root: {exc}") from exc
         if state.hash() != block.state_hash or state.height != block.height:
@@ -148,6 +183,21 @@ class Store:
             raise DecodeError(f"state of {b'/'.join(r.hex().encode() for r in route)!r} is missing")
         return raw
 
+    def _load_replica(self, route: tuple[bytes, bytes], simulation: bool) -> Replica:
+        channels = MerkleMap.from_items(
+            (peer, _record(peer, ChannelRecord.from_item(decode(raw))))
+            for peer, raw in self._records(CHANNEL, route)
+        )
+        kept = MerkleMap.from_items(
+            (peer, _record(peer, kept_from_raw(raw))) for peer, raw in self._records(KEPT, route)
+        )
+        return Replica.load(self._get(route), channels, kept, simulation=simulation)
+
+    def _records(self, kind: bytes, route: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
+        prefix = kind + b"".join(route)
+        for key, raw in self._db.iterator(prefix=prefix):
+            yield key[len(prefix) :], raw
+
     def write_block(self, step: Step) -> None:
         """Persist a block, its height index, changed sub-machine states, committed
         entity frames and the root, in one batch. Returns only once it is synced."""
@@ -155,8 +205,15 @@ class Store:
         with self._db.write_batch(transaction=True, sync=True) as batch:
             batch.put(BLOCK + block.hash, block.raw)
             batch.put(height_key(block.height), block.hash)
-            for route, state_raw in step.changed:
-                batch.put(sub_key(route), state_raw)
+            for write in step.changed:
+                batch.put(sub_key(write.route), write.raw)
+                for kind, records in ((CHANNEL, write.channels), (KEPT, write.kept)):
+                    for peer, raw in records:
+                        key = record_key(kind, write.route, peer)
+                        if raw is None:
+                            batch.delete(key)
+                        else:
+                            batch.put(key, raw)
             for entity_id, committed in step.frames:
                 batch.put(
                     frame_key(entity_id, committed.frame.height),

@@ -324,11 +324,24 @@ class EntityState:
     @classmethod
     def from_item(cls, item: RlpItem) -> EntityState:
         f = as_list(item, "entity state", size=13)
-        if as_int(f[0], "entity state version") != STATE_VERSION:
-            raise DecodeError("entity state: unknown version")
         records = [ChannelRecord.from_item(c) for c in as_list(f[10], "channels")]
         if any(a.peer >= b.peer for a, b in itertools.pairwise(records)):
             raise DecodeError("entity state: channels not in ascending counterparty order")
+        return cls._of(f, MerkleMap.from_items((c.peer, c) for c in records))
+
+    @classmethod
+    def from_header(cls, item: RlpItem, channels: Channels) -> EntityState:
+        """The state whose ``header`` is ``item``, with its channels (read apart, as
+        storage keeps them); DecodeError if they do not have the header's root."""
+        f = as_list(item, "entity header", size=13)
+        if as_bytes(f[10], "channels root", size=HASH_LEN) != channels.root:
+            raise DecodeError("entity state: the channels do not match the header's root")
+        return cls._of(f, channels)
+
+    @classmethod
+    def _of(cls, f: list[RlpItem], channels: Channels) -> EntityState:
+        if as_int(f[0], "entity state version") != STATE_VERSION:
+            raise DecodeError("entity state: unknown version")
         return cls(
             as_bytes(f[1], "entity id", size=HASH_LEN),
             Config.from_item(f[2]),
@@ -351,7 +364,7 @@ class EntityState:
                 )
                 for r in as_list(f[9], "reserves")
             ),
-            MerkleMap.from_items((c.peer, c) for c in records),
+            channels,
             tuple(
                 (
                     as_bytes(as_list(x, "forward", size=2)[0], "payment id", size=HASH_LEN),

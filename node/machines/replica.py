@@ -44,7 +44,7 @@ signatures only if the aggregate fails, so a bad one is found and dropped.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import ClassVar, Self
@@ -68,7 +68,6 @@ from node.codec import (
 )
 from node.crypto import bls
 from node.machines import accounts
-from node.machines import channel as ch
 from node.machines import entity as ent
 from node.machines.accounts import FrameInput, Message, Mint
 from node.machines.entity import Batch, EntityState, FrameInvalid
@@ -82,6 +81,8 @@ from node.machines.frames import (
     verify_certificate,
 )
 from node.machines.governance import Config
+from node.machines.mailbox import NO_MAIL, Kept, Mailbox
+from node.merkle_map import MerkleMap
 from node.txs import REGISTRIES, Level, Tx
 
 STATE_VERSION = 1
@@ -425,11 +426,19 @@ class Pending:
 
     @property
     def encoded(self) -> bytes:
+        return self._encode(self.post.encoded)
+
+    @property
+    def header(self) -> bytes:
+        """What the replica's hash commits to: the state after the frame by its hash."""
+        return self._encode(encode_tree(self.post.hash))
+
+    def _encode(self, post: bytes) -> bytes:
         return encode_list(
             [
                 self.frame.raw,
                 encode_tree(int_bytes(self.round)),
-                self.post.encoded,
+                post,
                 encode_tree([[int_bytes(i), s.precommit, list(s.outbox)] for i, s in self.sigs]),
             ]
         )
@@ -470,9 +479,8 @@ class Replica:
     changes: tuple[bytes, ...] = ()  # members that reported moving to ``round``
     ahead: tuple[tuple[bytes, int], ...] = ()  # (member, round) reports above ``round``
     inbox: tuple[FrameInput, ...] = ()  # channel messages and mints not yet applied
-    # Our signed channel messages still to be delivered (or resent): (peer, message),
-    # peer empty for an announcement of our signer set (to every counterparty).
-    signed: tuple[tuple[bytes, Message], ...] = ()
+    # Our signed channel messages still to be delivered (or resent).
+    mailbox: Mailbox = NO_MAIL
 
     @property
     def entity_id(self) -> bytes:
@@ -501,36 +509,54 @@ class Replica:
             list(self.changes),
             [[m, int_bytes(rd)] for m, rd in self.ahead],
             [i.to_tree() for i in self.inbox],
-            [[peer, m.to_tree()] for peer, m in self.signed],
+            self.mailbox.to_tree(),
         ]
 
     @cached_property
     def encoded(self) -> bytes:
         """The same bytes as ``encode_tree(self.to_tree())``, built from the parts'
         own encodings: the replica holds whole frames (pool, pending, lock, inbox,
-        signed messages, channel frames), and it is encoded every block."""
+        signed messages, channel frames)."""
+        return self._encode(
+            self.entity.encoded,
+            self.pending.encoded if self.pending else encode_tree([]),
+            self.mailbox.encoded(),
+        )
+
+    @cached_property
+    def header(self) -> bytes:
+        """What the hash is of: the encoding with the entity state, the state after the
+        frame in flight and the kept messages each by its hash or root (their headers),
+        so a block hashes what changed, not every channel and kept message."""
+        return self._encode(
+            self.entity.header,
+            self.pending.header if self.pending else encode_tree([]),
+            self.mailbox.header(),
+        )
+
+    def _encode(self, entity: bytes, pending: bytes, mailbox: bytes) -> bytes:
         return encode_list(
             [
                 encode_tree(int_bytes(STATE_VERSION)),
                 encode_tree(self.signer),
                 encode_tree(self.genesis.to_tree()),
-                self.entity.encoded,
+                entity,
                 encode_tree(self.head),
                 encode_tree(self.cert.to_tree() if self.cert else []),
                 encode_tree(int_bytes(self.round)),
                 encode_list(b.raw for b in self.pool),
-                self.pending.encoded if self.pending else encode_tree([]),
+                pending,
                 self.lock.encoded if self.lock else encode_tree([]),
                 encode_tree(list(self.changes)),
                 encode_tree([[m, int_bytes(rd)] for m, rd in self.ahead]),
                 encode_list(i.raw for i in self.inbox),
-                encode_list(encode_list([encode_tree(p), m.raw]) for p, m in self.signed),
+                mailbox,
             ]
         )
 
     @cached_property
     def hash(self) -> bytes:
-        return keccak(self.encoded)
+        return keccak(self.header)
 
     @classmethod
     def decode_agreed(cls, raw: bytes) -> Replica:
@@ -552,16 +578,58 @@ class Replica:
 
     @classmethod
     def decode(cls, raw: bytes) -> Replica:
+        """The whole encoding (``encoded``: what READ_STATE returns)."""
         f = as_list(decode(raw), "replica", size=14)
+        entity = EntityState.from_item(f[3])
+
+        def post(p: list[RlpItem], frame: Frame) -> EntityState:
+            return EntityState.from_item(p[2])
+
+        return cls._of(f, entity, post, Mailbox.from_item(f[13]))
+
+    @classmethod
+    def load(
+        cls,
+        raw: bytes,
+        channels: ent.Channels,
+        kept: MerkleMap[Kept],
+        *,
+        simulation: bool,
+    ) -> Replica:
+        """The replica whose ``header`` is ``raw``, with its channels and kept messages
+        read apart (as storage keeps them), each checked against its root. The state
+        after a frame in flight is computed again from the frame, and checked against
+        its hash."""
+        f = as_list(decode(raw), "replica header", size=14)
+        entity = EntityState.from_header(f[3], channels)
+
+        def post(p: list[RlpItem], frame: Frame) -> EntityState:
+            expected = as_bytes(p[2], "pending post hash", size=HASH_LEN)
+            state, _ = execute_frame(entity, frame, verify=False, simulation=simulation)
+            if state.hash != expected:
+                raise DecodeError("replica: the frame in flight does not give its state")
+            return state
+
+        return cls._of(f, entity, post, Mailbox.from_header(f[13], kept))
+
+    @classmethod
+    def _of(
+        cls,
+        f: list[RlpItem],
+        entity: EntityState,
+        post: Callable[[list[RlpItem], Frame], EntityState],
+        mailbox: Mailbox,
+    ) -> Replica:
         if as_int(f[0], "replica version") != STATE_VERSION:
             raise DecodeError("replica: unknown version")
         pending = None
         if f[8]:
             p = as_list(f[8], "pending", size=4)
+            frame = Frame.decode(encode_tree(p[0]))
             pending = Pending(
-                Frame.decode(encode_tree(p[0])),
+                frame,
                 as_int(p[1], "pending round"),
-                EntityState.from_item(p[2]),
+                post(p, frame),
                 tuple(
                     (
                         as_int(s[0], "slot"),
@@ -579,7 +647,7 @@ class Replica:
         return cls(
             as_bytes(f[1], "replica signer", size=HASH_LEN),
             Genesis.from_item(f[2]),
-            EntityState.from_item(f[3]),
+            entity,
             as_bytes(f[4], "head", size=HASH_LEN),
             Certificate.from_item(f[5]) if f[5] else None,
             as_int(f[6], "round", max_value=MAX_ROUND),
@@ -592,19 +660,8 @@ class Replica:
                 for a in (as_list(x, "ahead", size=2) for x in as_list(f[11], "ahead"))
             ),
             tuple(accounts.input_from_item(x) for x in as_list(f[12], "inbox", max_len=MAX_INBOX)),
-            tuple(_signed_from(x) for x in as_list(f[13], "signed")),
+            mailbox,
         )
-
-
-def _signed_from(item: RlpItem) -> tuple[bytes, Message]:
-    f = as_list(item, "signed message", size=2)
-    message = accounts.input_from_item(f[1])
-    if not isinstance(message, Message):
-        raise DecodeError("signed message: not a channel message")
-    peer = as_bytes(
-        f[0], "signed message peer", size=0 if message.kind == accounts.ANNOUNCE else HASH_LEN
-    )
-    return peer, message
 
 
 def create(signer: bytes, genesis: Genesis) -> Replica:
@@ -685,15 +742,9 @@ def _on_inbound(s: _Step, index: int, inp: FrameInput) -> None:
     if accounts.is_stale(r.entity.channels, inp):
         # Applied already. If it is the frame we acked last, our ack was lost: again.
         if isinstance(inp, Message) and inp.kind == accounts.FRAME:
-            again = [
-                (p, m)
-                for p, m in r.signed
-                if m.kind == accounts.ACK
-                and p == inp.sender
-                and isinstance(m.body, ch.Ack)
-                and m.body.frame_hash == inp.hash
-            ]
-            s.effects.extend(transmissions(r.entity, again))
+            ack = r.mailbox.ack_for(inp.sender, inp.hash)
+            if ack is not None:
+                s.effects.extend(transmissions(r.entity, [(inp.sender, ack)]))
         return
     key = _input_key(inp)
     if any(_input_key(i) == key for i in r.inbox):
@@ -850,7 +901,7 @@ def _apply_committed(
         if _input_key(i) not in applied and not accounts.is_stale(post.channels, i)
     )
     fresh = _signed_messages(r.entity, post, frame, cert)
-    signed = (*_still_needed(r.signed, post, events.channels), *fresh)
+    mailbox = r.mailbox.after(post, events.channels, fresh)
     s.r = replace(
         r,
         entity=post,
@@ -863,7 +914,7 @@ def _apply_committed(
         changes=(),
         ahead=(),
         inbox=inbox,
-        signed=signed,
+        mailbox=mailbox,
     )
     s.effects.append(Committed(frame, cert, events))
     if transmit:
@@ -899,31 +950,6 @@ def _signed_messages(
     return out
 
 
-def _still_needed(
-    signed: Sequence[tuple[bytes, Message]], post: EntityState, changed: frozenset[bytes]
-) -> list[tuple[bytes, Message]]:
-    """Messages a counterparty may still need: our pending frames, our last acks, and
-    the latest announcements of our signer set. Only the channels in ``changed`` (the
-    frame changed their records) are looked up: a kept message for any other channel
-    still matches its record."""
-    keep: list[tuple[bytes, Message]] = []
-    announced = [(p, m) for p, m in signed if m.kind == accounts.ANNOUNCE]
-    for peer, m in signed:
-        if m.kind == accounts.ANNOUNCE:
-            continue
-        if peer not in changed:
-            keep.append((peer, m))
-            continue
-        record = post.channel(peer)
-        if record is None:
-            continue
-        side = record.side
-        current = side.pending if m.kind == accounts.FRAME else side.last_ack
-        if current is not None and current.hash == m.hash:
-            keep.append((peer, m))
-    return [*announced[-(accounts.MAX_ANNOUNCED - 1) :], *keep]
-
-
 def transmissions(entity: EntityState, messages: Sequence[tuple[bytes, Message]]) -> list[Effect]:
     """Deliver each message to every member of its counterparty (an announcement: of
     every counterparty), as we know their signer sets."""
@@ -942,10 +968,10 @@ def resend(replica: Replica) -> list[Effect]:
     """Our pending channel frames again, after the announcements of our signer set
     (after a reconnect, a restart or a timeout; every message is idempotent). Acks
     go again when the frame they ack comes again (``_on_inbound``)."""
-    frames = [(p, m) for p, m in replica.signed if m.kind == accounts.FRAME]
+    frames = list(replica.mailbox.pending_frames())
     if not frames:
         return []
-    announced = [(p, m) for p, m in replica.signed if m.kind == accounts.ANNOUNCE]
+    announced = [(b"", m) for m in replica.mailbox.announced]
     return transmissions(replica.entity, [*announced, *frames])
 
 

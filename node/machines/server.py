@@ -36,10 +36,12 @@ from node.codec import (
     int_bytes,
     keccak,
 )
+from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.counter import Increment as Increment
 from node.machines.governance import POP_LEN, PUBKEY_LEN, ConfigError, check_new_key, signer_id
+from node.machines.mailbox import NOTHING_KEPT
 from node.mempool import Mempool
 from node.txs import REGISTRIES, Level, Tx
 
@@ -160,8 +162,10 @@ class ServerState:
         raw: bytes,
         head: bytes = ZERO_HASH,
         get: Callable[[tuple[bytes, ...]], bytes] | None = None,
+        load_replica: sig.ReplicaLoader | None = None,
     ) -> ServerState:
-        """``get(route)`` reads the signers and replicas stored apart (``node/storage.py``)."""
+        """``get(route)`` reads the signers stored apart (``node/storage.py``), and the
+        replicas' whole encodings unless ``load_replica`` reads them another way."""
         items = as_list(decode(raw), "server state", size=6)
         version = as_int(items[0], "state version")
         if version != STATE_VERSION:
@@ -169,14 +173,23 @@ class ServerState:
         subs = cls.signer_refs(raw)
         if subs and get is None:
             raise DecodeError("server state has signers but no way to load them")
-        signers = tuple(sig.load(i, h, get) for i, h in subs) if get else ()
+        simulation = bool(as_int(items[5], "simulation", max_value=1))
+        signers: tuple[sig.SignerState, ...] = ()
+        if get is not None:
+            read = get
+
+            def whole(route: tuple[bytes, bytes], simulation: bool) -> rep.Replica:
+                return rep.Replica.decode(read(route))
+
+            loader = load_replica or whole
+            signers = tuple(sig.load(i, h, get, loader, simulation=simulation) for i, h in subs)
         return cls(
             height=as_int(items[1], "state height"),
             timestamp=as_int(items[2], "state timestamp"),
             counter=as_int(items[3], "state counter"),
             signers=signers,
             head=head,
-            simulation=bool(as_int(items[5], "simulation", max_value=1)),
+            simulation=simulation,
         )
 
 
@@ -203,13 +216,39 @@ class Effect:
 
 
 @dataclass(frozen=True, slots=True)
+class Write:
+    """A changed sub-machine for storage: ``raw`` under its route (a replica's
+    ``header``), and a replica's channel records and kept messages, which storage
+    keeps apart, each under its own key: only those that changed, by counterparty
+    (None: deleted)."""
+
+    route: tuple[bytes, ...]
+    raw: bytes
+    channels: tuple[tuple[bytes, bytes | None], ...] = ()
+    kept: tuple[tuple[bytes, bytes | None], ...] = ()
+
+
+def replica_write(route: tuple[bytes, ...], new: rep.Replica, old: rep.Replica | None) -> Write:
+    """What storage writes for a replica that changed from ``old`` (None: created):
+    costs the records that changed, not the replica's size."""
+    channels = new.entity.channels.diff(old.entity.channels if old else ent.NO_CHANNELS)
+    kept = new.mailbox.kept.diff(old.mailbox.kept if old else NOTHING_KEPT)
+    return Write(
+        route,
+        new.header,
+        tuple((p, None if r is None else r.encoded) for p, r in channels.items()),
+        tuple((p, None if k is None else k.encoded) for p, k in kept.items()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     state: ServerState
     block: Block
     receipts: tuple[Receipt, ...]
     effects: tuple[Effect, ...] = ()
-    # What storage writes beside the block: changed signers and replicas by route.
-    changed: tuple[tuple[tuple[bytes, ...], bytes], ...] = ()
+    # What storage writes beside the block: changed signers and replicas.
+    changed: tuple[Write, ...] = ()
     frames: tuple[tuple[bytes, rep.Committed], ...] = field(default=())  # (entity, committed)
 
 
@@ -226,7 +265,7 @@ def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
     signers = dict(state.by_id)
     receipts: list[Receipt] = []
     effects: list[Effect] = []
-    changed: list[tuple[tuple[bytes, ...], bytes]] = []
+    changed: list[Write] = []
     frames: list[tuple[bytes, rep.Committed]] = []
     for index, tx in enumerate(mempool.txs):
         counter, error = _apply_tx(counter, signers, tx)
@@ -247,11 +286,13 @@ def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
             if isinstance(what, rep.Committed):
                 frames.append((entity_id, what))
         replicas = out.state.by_entity
-        changed.extend(((key, e), replicas[e].encoded) for e in out.changed)
+        changed.extend(
+            replica_write((key, e), replicas[e], signer.by_entity.get(e)) for e in out.changed
+        )
     new_signers = tuple(signers[k] for k in sorted(signers))
     for s in new_signers:
         if state.by_id.get(s.id) is not s:
-            changed.append(((s.id,), s.encoded))
+            changed.append(Write((s.id,), s.encoded))
     height = state.height + 1
     body = ServerState(height, timestamp, counter, new_signers, simulation=state.simulation)
     block = Block.make(height, state.head, timestamp, mempool.raw, body.hash())

@@ -154,18 +154,27 @@ class SignerState:
         return as_bytes(f[1], "pubkey", size=PUBKEY_LEN), as_int(f[2], "counter"), subs
 
 
+type ReplicaLoader = Callable[[tuple[bytes, bytes], bool], rep.Replica]
+
+
 def load(
-    signer_id: bytes, expected: bytes, get: Callable[[tuple[bytes, ...]], bytes]
+    signer_id: bytes,
+    expected: bytes,
+    get: Callable[[tuple[bytes, ...]], bytes],
+    load_replica: ReplicaLoader,
+    *,
+    simulation: bool,
 ) -> SignerState:
-    """Rebuild a signer stored apart from the server state: ``get(route)`` returns
-    the raw state at ``(signer,)`` and at ``(signer, entity)``. Hashes are checked."""
+    """Rebuild a signer stored apart from the server state: ``get((signer,))`` returns
+    its raw state, ``load_replica((signer, entity), simulation)`` each replica's. Hashes
+    are checked."""
     pubkey, counter, refs = SignerState.decode_header(get((signer_id,)))
     replicas = []
     for entity_id, replica_hash in refs:
-        raw = get((signer_id, entity_id))
-        if keccak(raw) != replica_hash:
+        replica = load_replica((signer_id, entity_id), simulation)
+        if replica.hash != replica_hash:
             raise DecodeError(f"replica {entity_id.hex()} does not match its hash")
-        replicas.append(rep.Replica.decode(raw))
+        replicas.append(replica)
     state = SignerState(pubkey, counter, tuple(replicas))
     if state.id != signer_id or state.hash != expected:
         raise DecodeError(f"signer {signer_id.hex()} does not match its hash")

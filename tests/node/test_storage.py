@@ -12,7 +12,7 @@ import pytest
 
 from node.block import Block
 from node.codec import ZERO_HASH, encode
-from node.machines.server import Increment, ServerState, Step, apply_block
+from node.machines.server import Increment, ServerState, Step, Write, apply_block
 from node.mempool import Mempool
 from node.storage import (
     BLOCK,
@@ -95,11 +95,11 @@ def test_a_folder_of_an_older_format_is_refused_with_the_reason(tmp_path: Path) 
     assert FORMAT_VERSION == 2
 
 
-class Exploding(tuple[tuple[tuple[bytes, ...], bytes], ...]):
+class Exploding(tuple[Write, ...]):
     """Sub-machine states whose iteration fails half way through the batch."""
 
     def __iter__(self) -> Any:
-        yield (b"\x01" * 32,), b"state"
+        yield Write((b"\x01" * 32,), b"state", channels=((b"\x02" * 32, b"record"),))
         raise RuntimeError("disk on fire")
 
 
@@ -114,6 +114,7 @@ def test_a_failed_batch_writes_nothing(tmp_path: Path) -> None:
         assert store.block_hash_at(2) is None
         assert store.load()[0] == first.state
         assert list(store._db.iterator(prefix=b"S")) == []
+        assert list(store._db.iterator(prefix=b"C")) == []
 
 
 class RecordingDB:

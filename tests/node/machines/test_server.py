@@ -18,6 +18,7 @@ from node.machines.server import (
     Increment,
     InvalidBlock,
     ServerState,
+    Write,
     apply_block,
 )
 from node.machines.signer import SignerState
@@ -68,7 +69,7 @@ def test_create_signer_needs_a_proof_of_possession() -> None:
     assert "proof of possession" in (errors[1] or "")
     assert "already exists" in (errors[2] or "")
     assert [s.id for s in step.state.signers] == [signer_id(bls.sk_to_pk(sk))]
-    assert step.changed == (((signer_id(bls.sk_to_pk(sk)),), step.state.signers[0].encoded),)
+    assert step.changed == (Write((signer_id(bls.sk_to_pk(sk)),), step.state.signers[0].encoded),)
 
 
 def test_overflow_gets_an_error_receipt_and_changes_nothing() -> None:

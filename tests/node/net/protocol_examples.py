@@ -612,7 +612,8 @@ def _state(route: Sequence[RlpItem], raw: bytes) -> str:
         f"replica(version=1 signer={_hex(r.signer)} entity={_hex(r.entity_id)} "
         f"height={r.entity.height} counter={r.entity.counter} head={_hex(r.head)} "
         f"round={r.round} pool={len(r.pool)} pending={pending} lock={lock} "
-        f"inbox={len(r.inbox)} signed={len(r.signed)}; state hash {_hex(keccak(raw))})"
+        f"inbox={len(r.inbox)} signed={len(list(r.mailbox.messages()))}; "
+        f"state hash {_hex(r.hash)})"
     )
 
 

@@ -1,0 +1,190 @@
+"""A replica's channel records live under their own keys, and a block writes only
+those that changed (issue 11).
+
+The states here are built directly (a hub's replica with many funded channels, as
+``bench/hub_scale.py`` builds them), not through frames: what is tested is the
+storage of whatever the machines produce. Real LevelDB; the batches are read back
+from the database, not from a spy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import plyvel_next as plyvel
+import pytest
+
+from node.block import Block
+from node.codec import keccak
+from node.crypto import bls
+from node.machines import channel as ch
+from node.machines import entity as ent
+from node.machines import replica as rep
+from node.machines.accounts import ChannelRecord
+from node.machines.governance import Config, Member
+from node.machines.server import ServerState, Step, Write, replica_write
+from node.machines.signer import SignerState
+from node.mempool import Mempool
+from node.merkle_map import MerkleMap
+from node.storage import CHANNEL, SUB, Store, StoreError, record_key
+from node.txs import Tx
+
+SKS = [101, 102]
+PKS = [bls.sk_to_pk(sk) for sk in SKS]
+N = 300
+
+
+def _config() -> Config:
+    members = tuple(Member(pk, 1) for pk in PKS)
+    return Config(members, 2, members[0].id)
+
+
+def _side(me: bytes, peer: bytes, collateral: int) -> ch.ChannelSide:
+    """``me``'s side of a channel whose first frame added ``collateral``."""
+    mine, theirs = ch.open_side(me, peer), ch.open_side(peer, me)
+    mine, _ = ch.step(mine, ch.Enqueue(Tx.of(ch.AddCollateral(1, collateral))))
+    mine, out = ch.step(mine, ch.Propose())
+    (frame,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
+    theirs, out = ch.step(theirs, ch.ReceiveFrame(frame))
+    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
+    mine, _ = ch.step(mine, ch.ReceiveAck(ack))
+    return mine
+
+
+def _replicas() -> tuple[list[rep.Replica], list[bytes]]:
+    """Both members' replicas of one hub entity with ``N`` channels (one server hosts
+    both signers)."""
+    config = _config()
+    genesis = rep.Genesis(config, b"\x07" * 32, tuple(bls.pop_prove(sk) for sk in SKS))
+    hub = ent.genesis(config, genesis.salt)
+    peers = sorted(keccak(b"peer %d" % i) for i in range(N))
+    records = [ChannelRecord(p, config, 0, _side(hub.entity_id, p, 1000)) for p in peers]
+    entity = replace(hub, channels=MerkleMap.from_items((r.peer, r) for r in records))
+    return [rep.Replica(m, genesis, entity) for m in config.ids], peers
+
+
+def _step(prev: ServerState, replicas: list[rep.Replica], before: list[rep.Replica] | None) -> Step:
+    """A block holding ``replicas`` (changed from ``before``)."""
+    signers = tuple(
+        sorted(
+            (SignerState(pk, 0, (r,)) for pk, r in zip(PKS, replicas, strict=True)),
+            key=lambda s: s.id,
+        )
+    )
+    body = ServerState(prev.height + 1, 1000 + prev.height, 0, signers)
+    block = Block.make(body.height, prev.head, body.timestamp, Mempool.build().raw, body.hash())
+    state = replace(body, head=block.hash)
+    changed = [Write((s.id,), s.encoded) for s in signers]
+    for i, r in enumerate(replicas):
+        old = before[i] if before else None
+        changed.append(replica_write((r.signer, r.entity_id), r, old))
+    return Step(state, block, (), changed=tuple(changed))
+
+
+def _channel_keys(db_path: Path) -> dict[bytes, bytes]:
+    db = plyvel.DB(str(db_path))
+    try:
+        return dict(db.iterator(prefix=CHANNEL))
+    finally:
+        db.close()
+
+
+def test_records_are_stored_apart_and_a_block_writes_only_the_changed_ones(
+    tmp_path: Path,
+) -> None:
+    replicas, peers = _replicas()
+    first = _step(ServerState(), replicas, None)
+    with Store(tmp_path / "db") as store:
+        store.write_block(first)
+    stored = _channel_keys(tmp_path / "db")
+    # One key per channel per replica, each holding that record's encoding only.
+    assert len(stored) == 2 * N
+    for r in replicas:
+        for peer in peers:
+            record = r.entity.channels.get(peer)
+            assert record is not None
+            assert stored[record_key(CHANNEL, (r.signer, r.entity_id), peer)] == record.encoded
+    # A replica's own key holds its header (a few hundred bytes), not its channels.
+    db = plyvel.DB(str(tmp_path / "db"))
+    header = db.get(SUB + replicas[0].signer + replicas[0].entity_id)
+    db.close()
+    assert header == replicas[0].header
+    assert len(header) < 2000 < len(replicas[0].encoded)
+
+    # A frame changes one channel and closes another, on both replicas.
+    changed_peer, closed_peer = peers[5], peers[9]
+    before = replicas
+    rec = replicas[0].entity.channels.get(changed_peer)
+    assert rec is not None
+    moved = replace(rec, side=_side(replicas[0].entity_id, changed_peer, 2000))
+    entity = replace(
+        replicas[0].entity,
+        height=1,
+        channels=replicas[0].entity.channels.set_many({changed_peer: moved, closed_peer: None}),
+    )
+    after = [replace(r, entity=entity) for r in before]
+    second = _step(first.state, after, before)
+    writes = [w for w in second.changed if len(w.route) == 2]
+    assert [sorted(w.channels) for w in writes] == [
+        sorted([(changed_peer, moved.encoded), (closed_peer, None)])
+    ] * 2
+    assert all(w.kept == () for w in writes)
+    with Store(tmp_path / "db") as store:
+        store.write_block(second)
+    now = _channel_keys(tmp_path / "db")
+    assert len(now) == 2 * (N - 1)
+    for r in after:
+        assert now[record_key(CHANNEL, (r.signer, r.entity_id), changed_peer)] == moved.encoded
+        assert record_key(CHANNEL, (r.signer, r.entity_id), closed_peer) not in now
+    unchanged = {k: v for k, v in stored.items() if k in now and v == now[k]}
+    assert len(unchanged) == 2 * (N - 2)
+
+    # Restart: the same state, channels and hashes.
+    with Store(tmp_path / "db") as store:
+        state, block = store.load()
+    assert block == second.block
+    assert state == second.state
+    loaded = state.replica(after[0].signer, after[0].entity_id)
+    assert loaded is not None
+    assert loaded.entity.channels.root == entity.channels.root
+    assert loaded.entity.channels.get(changed_peer) == moved
+    assert loaded.entity.channels.get(closed_peer) is None
+    assert len(loaded.entity.channels) == N - 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "found"),
+    [
+        ("altered", "do not match the header's root"),
+        ("missing", "do not match the header's root"),
+        ("extra", "do not match the header's root"),
+        ("misfiled", "record under .* is of"),
+    ],
+)
+def test_a_damaged_record_is_found_on_load(tmp_path: Path, damage: str, found: str) -> None:
+    replicas, peers = _replicas()
+    with Store(tmp_path / "db") as store:
+        store.write_block(_step(ServerState(), replicas, None))
+    r = replicas[1]
+    key = record_key(CHANNEL, (r.signer, r.entity_id), peers[3])
+    db = plyvel.DB(str(tmp_path / "db"))
+    raw = db.get(key)
+    other = r.entity.channels.get(peers[4])
+    assert other is not None
+    if damage == "altered":
+        mine = r.entity.channels.get(peers[3])
+        assert mine is not None
+        db.put(key, replace(mine, peer_config_height=7).encoded)
+    elif damage == "missing":
+        db.delete(key)
+    elif damage == "extra":
+        peer = key[-32:-1] + bytes([key[-1] ^ 1])
+        extra = ChannelRecord(peer, other.peer_config, 0, _side(r.entity_id, peer, 5))
+        db.put(key[:-32] + peer, extra.encoded)
+    else:
+        db.put(key, other.encoded)  # another channel's record under this key
+    db.close()
+    assert raw is not None
+    with Store(tmp_path / "db") as store, pytest.raises(StoreError, match=found):
+        store.load()
