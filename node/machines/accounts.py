@@ -64,7 +64,10 @@ from node.machines.overlay import Base, Overlay
 from node.machines.quorum import verify_quorum
 from node.txs import Tx
 
-MAX_CHANNELS = 1024
+# Channels that propose a channel frame in one entity frame (the lowest counterparty
+# ids first; the others wait for the next frames). An entity's channels are not
+# capped: this bounds a frame's outbox instead (frames.MAX_OUTBOX).
+MAX_PROPOSING = 1024
 MAX_ANNOUNCED = 8  # signer-set announcements a sender keeps for counterparties that missed some
 ANNOUNCE_DOMAIN = b"XLN/entity-signers/v1"
 PAYMENT_ID_DOMAIN = b"XLN/payment-id/v1"
@@ -620,8 +623,6 @@ def apply_action(ledger: Ledger, action: ChannelAction) -> None:
         case OpenChannel(peer=peer, asset=asset, collateral=collateral):
             if peer in ledger.channels:
                 raise ConfigError(f"a channel with {peer.hex()[:16]} is open already")
-            if len(ledger.channels) >= MAX_CHANNELS:
-                raise ConfigError(f"at most {MAX_CHANNELS} channels")
             if collateral:
                 ledger.take_reserve(asset, collateral)
             side = ch.open_side(ledger.entity_id, peer)
@@ -775,7 +776,8 @@ def _rejected(ledger: Ledger, peer: bytes, tx: Tx, reason: str) -> None:
 
 
 def finish(ledger: Ledger, waiting: frozenset[bytes], announce: Announce | None) -> list[Outgoing]:
-    """Propose on every ready channel with queued transactions, and list the outbox:
+    """Propose on the ready channels with queued transactions (at most
+    ``MAX_PROPOSING``, the lowest counterparty ids first), and list the outbox:
     the announcement first, then per counterparty (ascending) its new ack and its new
     frame. Only the channels this frame changed, and those ``waiting`` before it
     (ready, with a queue), can have anything to propose or a new ack: the others are
@@ -785,6 +787,8 @@ def finish(ledger: Ledger, waiting: frozenset[bytes], announce: Announce | None)
     # goes out in the second.
     for _ in range(2):
         for peer in sorted({*ledger.channels.touched(), *waiting}):
+            if len(proposed) >= MAX_PROPOSING:
+                break
             rec = ledger.channels.get(peer)
             if rec is None or rec.side.pending is not None or not rec.side.queue:
                 continue

@@ -57,7 +57,10 @@ PRECOMMIT_DOMAIN = b"XLN/entity-precommit/v1"
 MAX_ROUND = 2**32 - 1
 MAX_FRAME_BATCHES = 4096
 MAX_FRAME_INPUTS = 4096
-MAX_OUTBOX = 2 * accounts.MAX_CHANNELS + 1
+# An honest frame's outbox: one announcement, at most one ack per input (a proposer
+# takes at most replica.MAX_FRAME_INPUTS = 256 of them) and at most
+# accounts.MAX_PROPOSING channel frames: 1,281. The cap leaves room above that.
+MAX_OUTBOX = 2049
 
 
 @dataclass(frozen=True)
