@@ -1,18 +1,21 @@
-"""Benchmark: how a hub entity's per-frame cost grows with the channels it holds.
+"""Benchmark: how a hub entity's cost per frame and per block grows with its channels.
 
 Issue 11 measured a 3-signer hub with N channels, one of them active, the others
 idle but funded: a frame that moves 256 payments cost 4 ms at N = 10 and 13 s at
-N = 10,000. This script measures the pure entity machine (``node/machines/``, no
-network, no signatures) on states with N channels built directly (states above the
-1,024-channel cap cannot be reached through the protocol yet):
+N = 10,000. This script measures the pure machines (``node/machines/``, no
+network, no signatures) on states with N channels built directly (building a
+million channels through frames would take hours):
 
 - **frame**: ``entity.execute`` of one frame whose batch pays 256 payments of 1 to
   the active channel's counterparty (256 ``pay`` transactions queued, one channel
   frame proposed), then the new state's **hash** (what a certificate signs);
 - **input**: one channel message looked up (``accounts.is_stale``, done per inbound
   message);
-- **snapshot**: the new state's whole encoding, which a block still writes for the
-  replica (per-record storage is the next part of issue 11), and its bytes.
+- **block**: the block's work for the replica after the frame: its new hash (which
+  the signer's state commits to) and what storage writes for it
+  (``server.replica_write``), and the bytes written;
+- **READ_STATE**: the replica's whole encoding, which ``READ_STATE`` returns, and
+  its bytes.
 
 Each figure is the median CPU time of ``--reps`` runs, each on a fresh state whose
 hashes are already cached (as a running replica's are). The idle channels share one
@@ -23,10 +26,11 @@ record's bytes matter, and they are those of a real channel.
 Usage (from the repo root)::
 
     .venv/bin/python -m bench.hub_scale --json bench/out/hub_scale.json
-    .venv/bin/python -m bench.hub_scale --channels 10,1000,10000,100000,1000000
+    .venv/bin/python -m bench.hub_scale --channels 1000000 --reps 1
 
-A run of the code before issue 11 (``git stash``; channels as a sorted tuple) uses
-the same states, so the two can be compared on one machine.
+The script also runs on the code before issue 11 (channels as a sorted tuple; a
+worktree of commit ``50ff6fb`` with ``PYTHONPATH`` set to it), so the two can be
+compared on one machine.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ except ModuleNotFoundError:  # run as ``python -m bench.hub_scale``: benchlib is
 
 from node.codec import keccak
 from node.crypto import bls
-from node.machines import accounts
+from node.machines import accounts, replica
 from node.machines import channel as ch
 from node.machines import entity as ent
 from node.machines.accounts import ChannelRecord, Pay
@@ -59,6 +63,8 @@ from node.txs import Tx, TxBody
 ASSET = 1
 PAYMENTS = 256
 MERKLE = hasattr(EntityState, "header")  # this tree's channels are a Merkle map
+if MERKLE:
+    from node.machines.server import replica_write
 
 
 def config(seed: int, members: int) -> Config:
@@ -133,8 +139,9 @@ def measure(n: int, reps: int) -> dict[str, float]:
         b"\x01",
         bytes(96),
     )
-    frames, lookups, snapshots = [], [], []
-    size = 0
+    frames, lookups, snapshots, blocks = [], [], [], []
+    size = written = 0
+    genesis = replica.Genesis(state.config, b"hub", ())
     for _ in range(reps):
         fresh, _ = hub_state(n) if reps > 1 and n <= 10_000 else (state, active)
         result: list[EntityState] = []
@@ -158,16 +165,40 @@ def measure(n: int, reps: int) -> dict[str, float]:
         def snapshot(state: EntityState = post) -> None:
             _ = state.encoded
 
+        sizes: list[int] = []
+
+        def block(
+            before: EntityState = fresh, after: EntityState = post, sizes: list[int] = sizes
+        ) -> None:
+            old = replica.Replica(signer, genesis, before)
+            new = replica.Replica(signer, genesis, after)
+            sizes.append(block_bytes(old, new))
+
         lookups.append(cpu_ms(lookup) * 1000)
+        blocks.append(cpu_ms(block))
+        written = sizes[0]
         snapshots.append(cpu_ms(snapshot))
         size = len(post.encoded)
     return {
         "channels": n,
         "frame_ms": statistics.median(frames),
         "lookup_us": statistics.median(lookups),
+        "block_ms": statistics.median(blocks),
+        "block_bytes": written,
         "snapshot_ms": statistics.median(snapshots),
         "snapshot_bytes": size,
     }
+
+
+def block_bytes(old: replica.Replica, new: replica.Replica) -> int:
+    """What a block does for the replica after the frame: hash it (the signer's state
+    commits to the hash) and make its writes; returns the bytes written."""
+    if not MERKLE:
+        _ = new.hash  # keccak of the whole encoding, which the block writes
+        return len(new.encoded)
+    _ = new.hash
+    write = replica_write((new.signer, new.entity_id), new, old)
+    return len(write.raw) + sum(len(key) + len(raw or b"") for _, key, raw in write.records)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,13 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rows = []
-    print(f"{'channels':>10} {'frame ms':>10} {'lookup µs':>10} {'snapshot ms':>12} {'bytes':>12}")
+    print(
+        f"{'channels':>10} {'frame ms':>10} {'lookup µs':>10} {'block ms':>10} "
+        f"{'written':>12} {'READ_STATE ms':>14} {'bytes':>12}"
+    )
     for n in (int(x) for x in args.channels.split(",")):
         row = measure(n, args.reps)
         rows.append(row)
         print(
             f"{n:>10,} {row['frame_ms']:>10.2f} {row['lookup_us']:>10.1f} "
-            f"{row['snapshot_ms']:>12.1f} {row['snapshot_bytes']:>12,}",
+            f"{row['block_ms']:>10.2f} {row['block_bytes']:>12,} "
+            f"{row['snapshot_ms']:>14.1f} {row['snapshot_bytes']:>12,}",
             flush=True,
         )
     benchlib.write_json(

@@ -14,6 +14,9 @@ Keys, each behind a one-byte prefix:
 ``C`` + signer id   one channel record of that replica (``ChannelRecord``),
   + entity id       under the counterparty's id; written when it changes,
   + peer            deleted when the channel goes
+``W`` + signer id   one payment the replica's entity forwards as a hub, in
+  + entity id       flight: the counterparty it came from, under the payment
+  + payment id      id; likewise
 ``K`` + signer id   the replica's kept signed messages for one counterparty
   + entity id       (``mailbox.Kept``), likewise
   + peer
@@ -55,11 +58,17 @@ from node.codec import (
     decode,
     encode,
 )
-from node.machines.accounts import ChannelRecord
+from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.frames import Certificate
 from node.machines.mailbox import Kept, kept_from_raw
 from node.machines.replica import Replica
-from node.machines.server import ServerState, Step
+from node.machines.server import (
+    RECORD_CHANNEL,
+    RECORD_FORWARD,
+    RECORD_KEPT,
+    ServerState,
+    Step,
+)
 from node.merkle_map import MerkleMap
 
 FORMAT_VERSION = 2  # 2: entity states hashed with a Merkle root; records under C and K
@@ -69,8 +78,9 @@ BLOCK = b"B"
 HEIGHT = b"H"
 ROOT = b"R"
 SUB = b"S"
-CHANNEL = b"C"
-KEPT = b"K"
+CHANNEL = RECORD_CHANNEL
+FORWARD = RECORD_FORWARD
+KEPT = RECORD_KEPT
 FRAME = b"F"
 HEIGHT_END = bytes([HEIGHT[0] + 1])
 
@@ -79,6 +89,10 @@ def _record[R: (ChannelRecord, Kept)](peer: bytes, record: R) -> R:
     if record.peer != peer:
         raise DecodeError(f"record under {peer.hex()} is of {record.peer.hex()}")
     return record
+
+
+def _forward_peer(raw: bytes) -> bytes:
+    return as_bytes(decode(raw), "forward peer", size=HASH_LEN)
 
 
 class StoreError(Exception):
@@ -188,10 +202,13 @@ class Store:
             (peer, _record(peer, ChannelRecord.from_item(decode(raw))))
             for peer, raw in self._records(CHANNEL, route)
         )
+        forwards = MerkleMap.from_items(
+            (pid, Forwarded(_forward_peer(raw))) for pid, raw in self._records(FORWARD, route)
+        )
         kept = MerkleMap.from_items(
             (peer, _record(peer, kept_from_raw(raw))) for peer, raw in self._records(KEPT, route)
         )
-        return Replica.load(self._get(route), channels, kept, simulation=simulation)
+        return Replica.load(self._get(route), channels, forwards, kept, simulation=simulation)
 
     def _records(self, kind: bytes, route: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
         prefix = kind + b"".join(route)
@@ -207,13 +224,12 @@ class Store:
             batch.put(height_key(block.height), block.hash)
             for write in step.changed:
                 batch.put(sub_key(write.route), write.raw)
-                for kind, records in ((CHANNEL, write.channels), (KEPT, write.kept)):
-                    for peer, raw in records:
-                        key = record_key(kind, write.route, peer)
-                        if raw is None:
-                            batch.delete(key)
-                        else:
-                            batch.put(key, raw)
+                for kind, peer, raw in write.records:
+                    key = record_key(kind, write.route, peer)
+                    if raw is None:
+                        batch.delete(key)
+                    else:
+                        batch.put(key, raw)
             for entity_id, committed in step.frames:
                 batch.put(
                     frame_key(entity_id, committed.frame.height),

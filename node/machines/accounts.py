@@ -513,6 +513,18 @@ class PaymentEvent:
 # The mutable scratch of one frame ---------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """A payment this entity passes on as a hub, while in flight: the counterparty it
+    came from (keyed by payment id in the state's ``forwards``)."""
+
+    peer: bytes
+
+    @property
+    def encoded(self) -> bytes:
+        return encode_tree(self.peer)
+
+
 @dataclass
 class Ledger:
     """One frame's scratch over the entity's accounts. ``channels`` is an overlay on
@@ -522,7 +534,7 @@ class Ledger:
     entity_id: bytes
     reserves: dict[int, int]
     channels: Overlay[bytes, ChannelRecord]
-    forwards: dict[bytes, bytes]  # payment id -> the peer it came from, while in flight
+    forwards: Overlay[bytes, Forwarded]  # by payment id, while in flight
     mints: set[bytes]
     events: list[PaymentEvent] = field(default_factory=list)
     # (peer, asset) -> (the side it was computed on, what is still available): a frame
@@ -534,7 +546,7 @@ class Ledger:
             self.entity_id,
             dict(self.reserves),
             self.channels.copy(),
-            dict(self.forwards),
+            self.forwards.copy(),
             set(self.mints),
             list(self.events),
             dict(self.free),
@@ -739,10 +751,11 @@ def _incoming(ledger: Ledger, peer: bytes, tx: Tx, queued: dict[bytes, list[Tx]]
             if reason is not None:
                 queued.setdefault(peer, []).append(Tx.of(Refund(asset, amount, pid, reason)))
                 return
-            ledger.forwards[pid] = peer
+            ledger.forwards[pid] = Forwarded(peer)
             queued.setdefault(nxt, []).append(Tx.of(Forward(asset, amount, hops[1:], pid)))
         case Refund(asset=asset, amount=amount, payment_id=pid, reason=reason):
-            upstream = ledger.forwards.pop(pid, None)
+            came = ledger.forwards.pop(pid, None)
+            upstream = None if came is None else came.peer
             if upstream is not None and upstream in ledger.channels:
                 queued.setdefault(upstream, []).append(Tx.of(Refund(asset, amount, pid, reason)))
             else:
@@ -757,9 +770,10 @@ def _rejected(ledger: Ledger, peer: bytes, tx: Tx, reason: str) -> None:
     body = tx.body
     match body:
         case Forward(asset=asset, amount=amount, payment_id=pid) if pid in ledger.forwards:
-            upstream = ledger.forwards.pop(pid)
+            came = ledger.forwards.pop(pid)
+            assert came is not None
             why = f"hop {ledger.entity_id.hex()[:16]} -> {peer.hex()[:16]}: {reason}"
-            _enqueue(ledger, upstream, Tx.of(Refund(asset, amount, pid, why)))
+            _enqueue(ledger, came.peer, Tx.of(Refund(asset, amount, pid, why)))
         case Forward(asset=asset, amount=amount, payment_id=pid):
             ledger.events.append(PaymentEvent("rejected", peer, asset, amount, pid, reason))
         case AddCollateral(asset=asset, amount=amount):

@@ -60,7 +60,15 @@ from node.codec import (
 )
 from node.crypto import bls
 from node.machines import accounts, governance
-from node.machines.accounts import ChannelAction, ChannelRecord, FrameInput, Ledger, Outgoing, Pay
+from node.machines.accounts import (
+    ChannelAction,
+    ChannelRecord,
+    Forwarded,
+    FrameInput,
+    Ledger,
+    Outgoing,
+    Pay,
+)
 from node.machines.counter import Increment as Increment
 from node.machines.governance import Action, Config, ConfigError
 from node.machines.overlay import Overlay
@@ -239,7 +247,10 @@ class Proposal:
 
 type Channels = MerkleMap[ChannelRecord]
 NO_CHANNELS: Channels = MerkleMap.empty()
+type Forwards = MerkleMap[Forwarded]
+NO_FORWARDS: Forwards = MerkleMap.empty()
 CHANNELS_INDEX = 10  # where the channels go in the state's encoding
+FORWARDS_INDEX = 11  # and the forwards
 
 
 @dataclass(frozen=True)
@@ -260,14 +271,15 @@ class EntityState:
     config_height: int = 0  # the height of the frame that set ``config`` (0: genesis)
     reserves: tuple[tuple[int, int], ...] = ()  # (asset, amount > 0), ascending asset
     channels: Channels = NO_CHANNELS  # by counterparty id
-    forwards: tuple[tuple[bytes, bytes], ...] = ()  # (payment id, from peer), ascending id
+    forwards: Forwards = NO_FORWARDS  # by payment id
     mints: tuple[bytes, ...] = ()  # legacy ``Mint`` inputs applied (older chains), ascending
 
     def to_tree(self) -> RlpTree:
-        tree = self.to_tree_without_channels()
+        tree = self._small_fields()
         return [
             *tree[:CHANNELS_INDEX],
             [c.to_tree() for c in self.channels.values()],
+            self._forwards_tree(),
             *tree[CHANNELS_INDEX:],
         ]
 
@@ -275,26 +287,34 @@ class EntityState:
     def encoded(self) -> bytes:
         """The same bytes as ``encode_tree(self.to_tree())``, from the channels' own
         encodings (they hold whole channel frames: no decoding to encode again)."""
-        return self._encode(encode_list(c.encoded for c in self.channels.values()))
+        return self._encode(
+            encode_list(c.encoded for c in self.channels.values()),
+            encode_tree(self._forwards_tree()),
+        )
 
     @cached_property
     def header(self) -> bytes:
-        """What the hash is of: the encoding with the channels' Merkle root in place of
-        the channels."""
-        return self._encode(encode_tree(self.channels.root))
+        """What the hash is of: the encoding with the Merkle roots of the channels and
+        of the forwards in their places."""
+        return self._encode(encode_tree(self.channels.root), encode_tree(self.forwards.root))
 
-    def _encode(self, channels: bytes) -> bytes:
-        tree = self.to_tree_without_channels()
+    def _forwards_tree(self) -> list[RlpTree]:
+        return [[pid, f.peer] for pid, f in self.forwards.items()]
+
+    def _encode(self, channels: bytes, forwards: bytes) -> bytes:
+        tree = self._small_fields()
         return encode_list(
             [
                 *(encode_tree(x) for x in tree[:CHANNELS_INDEX]),
                 channels,
+                forwards,
                 *(encode_tree(x) for x in tree[CHANNELS_INDEX:]),
             ]
         )
 
-    def to_tree_without_channels(self) -> list[RlpTree]:
-        """Every field but the channels (which go at ``CHANNELS_INDEX``)."""
+    def _small_fields(self) -> list[RlpTree]:
+        """Every field but the channels and the forwards (which go at
+        ``CHANNELS_INDEX`` and ``FORWARDS_INDEX``, before the mints)."""
         return [
             int_bytes(STATE_VERSION),
             self.entity_id,
@@ -306,7 +326,6 @@ class EntityState:
             [[sid, int_bytes(n)] for sid, n in self.nonces],
             int_bytes(self.config_height),
             [[int_bytes(a), int_bytes(n)] for a, n in self.reserves],
-            [[pid, peer] for pid, peer in self.forwards],
             list(self.mints),
         ]
 
@@ -327,19 +346,34 @@ class EntityState:
         records = [ChannelRecord.from_item(c) for c in as_list(f[10], "channels")]
         if any(a.peer >= b.peer for a, b in itertools.pairwise(records)):
             raise DecodeError("entity state: channels not in ascending counterparty order")
-        return cls._of(f, MerkleMap.from_items((c.peer, c) for c in records))
+        forwards = [
+            (
+                as_bytes(as_list(x, "forward", size=2)[0], "payment id", size=HASH_LEN),
+                Forwarded(
+                    as_bytes(as_list(x, "forward", size=2)[1], "forward peer", size=HASH_LEN)
+                ),
+            )
+            for x in as_list(f[FORWARDS_INDEX], "forwards")
+        ]
+        if any(a[0] >= b[0] for a, b in itertools.pairwise(forwards)):
+            raise DecodeError("entity state: forwards not in ascending payment id order")
+        return cls._of(
+            f, MerkleMap.from_items((c.peer, c) for c in records), MerkleMap.from_items(forwards)
+        )
 
     @classmethod
-    def from_header(cls, item: RlpItem, channels: Channels) -> EntityState:
-        """The state whose ``header`` is ``item``, with its channels (read apart, as
-        storage keeps them); DecodeError if they do not have the header's root."""
+    def from_header(cls, item: RlpItem, channels: Channels, forwards: Forwards) -> EntityState:
+        """The state whose ``header`` is ``item``, with its channels and forwards (read
+        apart, as storage keeps them); DecodeError unless they have the header's roots."""
         f = as_list(item, "entity header", size=13)
-        if as_bytes(f[10], "channels root", size=HASH_LEN) != channels.root:
+        if as_bytes(f[CHANNELS_INDEX], "channels root", size=HASH_LEN) != channels.root:
             raise DecodeError("entity state: the channels do not match the header's root")
-        return cls._of(f, channels)
+        if as_bytes(f[FORWARDS_INDEX], "forwards root", size=HASH_LEN) != forwards.root:
+            raise DecodeError("entity state: the forwards do not match the header's root")
+        return cls._of(f, channels, forwards)
 
     @classmethod
-    def _of(cls, f: list[RlpItem], channels: Channels) -> EntityState:
+    def _of(cls, f: list[RlpItem], channels: Channels, forwards: Forwards) -> EntityState:
         if as_int(f[0], "entity state version") != STATE_VERSION:
             raise DecodeError("entity state: unknown version")
         return cls(
@@ -365,13 +399,7 @@ class EntityState:
                 for r in as_list(f[9], "reserves")
             ),
             channels,
-            tuple(
-                (
-                    as_bytes(as_list(x, "forward", size=2)[0], "payment id", size=HASH_LEN),
-                    as_bytes(as_list(x, "forward", size=2)[1], "forward peer", size=HASH_LEN),
-                )
-                for x in as_list(f[11], "forwards")
-            ),
+            forwards,
             tuple(as_bytes(m, "mint id", size=HASH_LEN) for m in as_list(f[12], "mints")),
         )
 
@@ -436,7 +464,7 @@ class _Work:
                 state.entity_id,
                 dict(state.reserves),
                 Overlay(state.channels),
-                dict(state.forwards),
+                Overlay(state.forwards),
                 set(state.mints),
             ),
         )
@@ -590,7 +618,9 @@ def _close(state: EntityState, work: _Work, height: int) -> tuple[EntityState, F
         config_height,
         tuple(sorted(ledger.reserves.items())),
         state.channels.set_many(changes) if changes else state.channels,
-        tuple(sorted(ledger.forwards.items())),
+        state.forwards.set_many(ledger.forwards.changes)
+        if ledger.forwards.changes
+        else state.forwards,
         tuple(sorted(ledger.mints)),
     )
     waiting = {p for p in state.waiting if p not in changes}

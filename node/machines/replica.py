@@ -592,16 +592,17 @@ class Replica:
         cls,
         raw: bytes,
         channels: ent.Channels,
+        forwards: ent.Forwards,
         kept: MerkleMap[Kept],
         *,
         simulation: bool,
     ) -> Replica:
-        """The replica whose ``header`` is ``raw``, with its channels and kept messages
-        read apart (as storage keeps them), each checked against its root. The state
+        """The replica whose ``header`` is ``raw``, with its channels, forwards and kept
+        messages read apart (as storage keeps them), each checked against its root. The state
         after a frame in flight is computed again from the frame, and checked against
         its hash."""
         f = as_list(decode(raw), "replica header", size=14)
-        entity = EntityState.from_header(f[3], channels)
+        entity = EntityState.from_header(f[3], channels, forwards)
 
         def post(p: list[RlpItem], frame: Frame) -> EntityState:
             expected = as_bytes(p[2], "pending post hash", size=HASH_LEN)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from node.block import Block
 from node.codec import (
@@ -43,6 +43,7 @@ from node.machines.counter import Increment as Increment
 from node.machines.governance import POP_LEN, PUBKEY_LEN, ConfigError, check_new_key, signer_id
 from node.machines.mailbox import NOTHING_KEPT
 from node.mempool import Mempool
+from node.merkle_map import MerkleMap
 from node.txs import REGISTRIES, Level, Tx
 
 STATE_VERSION = 1
@@ -218,27 +219,34 @@ class Effect:
 @dataclass(frozen=True, slots=True)
 class Write:
     """A changed sub-machine for storage: ``raw`` under its route (a replica's
-    ``header``), and a replica's channel records and kept messages, which storage
-    keeps apart, each under its own key: only those that changed, by counterparty
-    (None: deleted)."""
+    ``header``), and a replica's records that storage keeps apart, each under its own
+    key, only those that changed: ``(kind, key, encoding or None: deleted)``, kind
+    ``RECORD_CHANNEL``, ``RECORD_FORWARD`` or ``RECORD_KEPT``."""
 
     route: tuple[bytes, ...]
     raw: bytes
-    channels: tuple[tuple[bytes, bytes | None], ...] = ()
-    kept: tuple[tuple[bytes, bytes | None], ...] = ()
+    records: tuple[tuple[bytes, bytes, bytes | None], ...] = ()
+
+
+RECORD_CHANNEL = b"C"  # a channel record, by counterparty
+RECORD_FORWARD = b"W"  # a forward in flight, by payment id
+RECORD_KEPT = b"K"  # kept signed messages, by counterparty
 
 
 def replica_write(route: tuple[bytes, ...], new: rep.Replica, old: rep.Replica | None) -> Write:
     """What storage writes for a replica that changed from ``old`` (None: created):
     costs the records that changed, not the replica's size."""
-    channels = new.entity.channels.diff(old.entity.channels if old else ent.NO_CHANNELS)
-    kept = new.mailbox.kept.diff(old.mailbox.kept if old else NOTHING_KEPT)
-    return Write(
-        route,
-        new.header,
-        tuple((p, None if r is None else r.encoded) for p, r in channels.items()),
-        tuple((p, None if k is None else k.encoded) for p, k in kept.items()),
-    )
+    maps: list[tuple[bytes, MerkleMap[Any], MerkleMap[Any]]] = [
+        (RECORD_CHANNEL, new.entity.channels, old.entity.channels if old else ent.NO_CHANNELS),
+        (RECORD_FORWARD, new.entity.forwards, old.entity.forwards if old else ent.NO_FORWARDS),
+        (RECORD_KEPT, new.mailbox.kept, old.mailbox.kept if old else NOTHING_KEPT),
+    ]
+    records = [
+        (kind, key, None if value is None else value.encoded)
+        for kind, after, before in maps
+        for key, value in after.diff(before).items()
+    ]
+    return Write(route, new.header, tuple(records))
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,7 +99,7 @@ class Exploding(tuple[Write, ...]):
     """Sub-machine states whose iteration fails half way through the batch."""
 
     def __iter__(self) -> Any:
-        yield Write((b"\x01" * 32,), b"state", channels=((b"\x02" * 32, b"record"),))
+        yield Write((b"\x01" * 32,), b"state", records=((b"C", b"\x02" * 32, b"record"),))
         raise RuntimeError("disk on fire")
 
 

@@ -10,6 +10,7 @@ from the database, not from a spy.
 from __future__ import annotations
 
 from dataclasses import replace
+from operator import itemgetter
 from pathlib import Path
 
 import plyvel_next as plyvel
@@ -21,18 +22,19 @@ from node.crypto import bls
 from node.machines import channel as ch
 from node.machines import entity as ent
 from node.machines import replica as rep
-from node.machines.accounts import ChannelRecord
+from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.governance import Config, Member
 from node.machines.server import ServerState, Step, Write, replica_write
 from node.machines.signer import SignerState
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
-from node.storage import CHANNEL, SUB, Store, StoreError, record_key
+from node.storage import CHANNEL, FORWARD, SUB, Store, StoreError, record_key
 from node.txs import Tx
 
 SKS = [101, 102]
 PKS = [bls.sk_to_pk(sk) for sk in SKS]
 N = 300
+PAYMENT = keccak(b"a payment in flight")
 
 
 def _config() -> Config:
@@ -122,14 +124,18 @@ def test_records_are_stored_apart_and_a_block_writes_only_the_changed_ones(
         replicas[0].entity,
         height=1,
         channels=replicas[0].entity.channels.set_many({changed_peer: moved, closed_peer: None}),
+        forwards=replicas[0].entity.forwards.set(PAYMENT, Forwarded(changed_peer)),
     )
     after = [replace(r, entity=entity) for r in before]
     second = _step(first.state, after, before)
     writes = [w for w in second.changed if len(w.route) == 2]
-    assert [sorted(w.channels) for w in writes] == [
-        sorted([(changed_peer, moved.encoded), (closed_peer, None)])
-    ] * 2
-    assert all(w.kept == () for w in writes)
+    expected = [
+        (CHANNEL, changed_peer, moved.encoded),
+        (CHANNEL, closed_peer, None),
+        (FORWARD, PAYMENT, Forwarded(changed_peer).encoded),
+    ]
+    key = itemgetter(0, 1)
+    assert [sorted(w.records, key=key) for w in writes] == [sorted(expected, key=key)] * 2
     with Store(tmp_path / "db") as store:
         store.write_block(second)
     now = _channel_keys(tmp_path / "db")
@@ -151,6 +157,8 @@ def test_records_are_stored_apart_and_a_block_writes_only_the_changed_ones(
     assert loaded.entity.channels.get(changed_peer) == moved
     assert loaded.entity.channels.get(closed_peer) is None
     assert len(loaded.entity.channels) == N - 1
+    assert loaded.entity.forwards.get(PAYMENT) == Forwarded(changed_peer)
+    assert loaded.entity.forwards.root == entity.forwards.root
 
 
 @pytest.mark.parametrize(

@@ -255,7 +255,7 @@ async def test_two_wallets_pay_each_other_through_a_hub_across_restarts(
         assert ha.side.agreed.asset(ASSET).balance(ha.side.me) == 2_000 + net
         assert hb.side.agreed.asset(ASSET).balance(hb.side.me) == 2_000 - net
         assert ha.side.agreed.hash == alice_side_hash(alice, H)
-        assert h_state.forwards == ()
+        assert len(h_state.forwards) == 0
     finally:
         logging.getLogger().removeHandler(handler)
         await alice.close()

@@ -471,13 +471,13 @@ def _forwards(old: EntityState, new: EntityState, frame: Frame) -> list[Effect]:
     (payment id -> where it came from), matched with the Forward that came in (in a
     channel frame among the frame's inputs) and the one queued towards the next hop.
     Value in must equal value out (the node guarantees it; checked anyway)."""
-    before = dict(old.forwards)
     incoming_of = _incoming_forwards(frame)
-    outgoing_of = _outgoing_forwards(new)
+    outgoing_of = _outgoing_forwards(old, new)
     out: list[Effect] = []
-    for pid, upstream in new.forwards:
-        if pid in before:
+    for pid, came in new.forwards.diff(old.forwards).items():
+        if came is None or old.forwards.get(pid) is not None:
             continue
+        upstream = came.peer
         incoming = incoming_of.get((upstream, pid))
         outgoing = outgoing_of.get(pid)
         if outgoing is not None and outgoing[0] == upstream:
@@ -523,10 +523,14 @@ def _incoming_forwards(frame: Frame) -> dict[tuple[bytes, bytes], Forward]:
     return found
 
 
-def _outgoing_forwards(state: EntityState) -> dict[bytes, tuple[bytes, Forward]]:
-    """Payment id -> (next hop, Forward) for each Forward pending or queued on a channel."""
+def _outgoing_forwards(old: EntityState, new: EntityState) -> dict[bytes, tuple[bytes, Forward]]:
+    """Payment id -> (next hop, Forward) for each Forward pending or queued on a channel
+    the frame changed (a forward the frame made is on one of them; the others are not
+    looked at)."""
     found: dict[bytes, tuple[bytes, Forward]] = {}
-    for rec in state.channels.values():
+    for rec in new.channels.diff(old.channels).values():
+        if rec is None:
+            continue
         side = rec.side
         for tx in (*(side.pending.txs if side.pending else ()), *side.queue):
             if isinstance(tx.body, Forward):

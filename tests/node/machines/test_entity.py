@@ -575,12 +575,12 @@ def test_state_encode_decode_round_trip() -> None:
     assert back == s
     assert back.encoded == s.encoded
     assert back.hash == s.hash == eth_keccak(s.header)
-    # The header is the encoding with the channels' Merkle root in their place (no
-    # channels here: the empty map's root, 32 zero bytes).
+    # The header is the encoding with the Merkle roots of the channels and of the
+    # forwards in their places (none here: the empty map's root, 32 zero bytes).
     tree = decode(s.encoded)
     assert isinstance(tree, list)
-    assert tree[10] == []
-    assert decode(s.header) == [*tree[:10], bytes(32), *tree[11:]]
+    assert tree[10] == tree[11] == []
+    assert decode(s.header) == [*tree[:10], bytes(32), bytes(32), *tree[12:]]
     # A different state hashes differently.
     assert replace(s, counter=s.counter + 1).hash != s.hash
 
