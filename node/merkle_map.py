@@ -37,7 +37,11 @@ Hashing (keccak-256, :func:`node.codec.keccak`)
 Hashes are computed lazily, when ``root`` is read, and cached in each node: an update
 makes new nodes only on the path to the changed key (no more than its depth, about
 ``log2(N)`` for random keys), so a batch of updates hashes each new node once, and
-nodes shared with older maps keep their hashes.
+nodes shared with older maps keep their hashes. A large batch (``set_many`` of more
+than a few changes, such as a hub frame's thousand forwards) is merged in one pass
+instead: the changes under each branch are found by bisection of the sorted keys,
+and each new node is made once. ``diff`` walks two maps together and skips the
+subtrees they share, so it costs what differs between a map and its update.
 
 Proofs
 ------
@@ -72,6 +76,7 @@ hashes instead of whole hexary nodes.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
@@ -93,6 +98,7 @@ KEY_LEN = 32
 KEY_BITS = 8 * KEY_LEN
 MAX_STEPS = KEY_BITS  # a proof has at most one step per bit of the key
 
+_ONE_BY_ONE = 8  # set_many walks each key's path below this many changes, else merges
 _LEAF_TAG = b"\x00"
 _BRANCH_TAGS = tuple(b"\x01" + bytes([depth]) for depth in range(KEY_BITS))
 
@@ -122,7 +128,7 @@ class _Leaf[V: Encoded]:
 
 
 class _Branch[V: Encoded]:
-    __slots__ = ("count", "depth", "h", "left", "right")
+    __slots__ = ("count", "depth", "h", "left", "rep", "right")
 
     def __init__(self, depth: int, left: _Node[V], right: _Node[V], count: int) -> None:
         self.depth = depth
@@ -130,6 +136,9 @@ class _Branch[V: Encoded]:
         self.right = right
         self.count = count
         self.h: bytes | None = None
+        # One key under the branch (its leftmost): all of them agree with it above
+        # ``depth``.
+        self.rep: bytes = left.key if type(left) is _Leaf else left.rep  # type: ignore[union-attr]
 
     def digest(self) -> bytes:
         h = self.h
@@ -237,21 +246,27 @@ def _remove[V: Encoded](root: _Node[V] | None, key: bytes) -> _Node[V] | None:
 
 
 def _build[V: Encoded](pairs: list[tuple[bytes, V]]) -> _Node[V] | None:
-    """The trie of ``pairs``, sorted by key with no key twice, in one pass.
+    """The trie of ``pairs``, sorted by key with no key twice, in one pass."""
+    return _build_nodes([(key, _Leaf(key, value)) for key, value in pairs])
 
-    The branch between two neighbouring keys has the depth of their first different
-    bit, and the trie is the Cartesian tree of those depths (the smallest at the
-    top), built with a stack of open branches: ``(depth, left subtree)`` waiting for
-    their right subtree, depths increasing up the stack.
+
+def _build_nodes[V: Encoded](parts: list[tuple[bytes, _Node[V]]]) -> _Node[V] | None:
+    """The trie over ``parts``: subtrees in ascending key order, each with one of its
+    keys, any two of them first differing above the top branch of either (leaves, for
+    :func:`_build`).
+
+    The branch between two neighbours has the depth of their keys' first different
+    bit, and the trie is the Cartesian tree of those depths (the smallest at the top),
+    built with a stack of open branches: ``(depth, left subtree)`` waiting for their
+    right subtree, depths increasing up the stack.
     """
-    if not pairs:
+    if not parts:
         return None
     depths: list[int] = []
     lefts: list[_Node[V]] = []
-    key, value = pairs[0]
-    node: _Node[V] = _Leaf(key, value)
+    key, node = parts[0]
     prev = int.from_bytes(key, "big")
-    for key, value in pairs[1:]:
+    for key, nxt in parts[1:]:
         cur = int.from_bytes(key, "big")
         split = KEY_BITS - (prev ^ cur).bit_length()
         prev = cur
@@ -260,11 +275,64 @@ def _build[V: Encoded](pairs: list[tuple[bytes, V]]) -> _Node[V] | None:
             node = _Branch(depths.pop(), left, node, left.count + node.count)
         depths.append(split)
         lefts.append(node)
-        node = _Leaf(key, value)
+        node = nxt
     while depths:
         left = lefts.pop()
         node = _Branch(depths.pop(), left, node, left.count + node.count)
     return node
+
+
+def _apply[V: Encoded](
+    node: _Node[V] | None,
+    iks: list[int],
+    items: list[tuple[bytes, V | None]],
+    lo: int,
+    hi: int,
+) -> _Node[V] | None:
+    """``node`` with ``items[lo:hi]`` applied (ascending keys, each once; None deletes;
+    ``iks`` the keys as integers). One pass: the changes under each branch are found
+    by bisection, each node on the changed paths is made once, the rest shared."""
+    if lo == hi:
+        return node
+    if node is None:
+        return _build_nodes([(k, _Leaf(k, v)) for k, v in items[lo:hi] if v is not None])
+    sub: _Node[V] | None = node
+    if type(node) is _Leaf:
+        rep = node.key
+        irep = int.from_bytes(rep, "big")
+        a = bisect_left(iks, irep, lo, hi)
+        b = a
+        if a < hi and iks[a] == irep:
+            b = a + 1
+            v = items[a][1]
+            sub = None if v is None else node if v is node.value else _Leaf(rep, v)
+    else:
+        branch: _Branch[V] = node  # type: ignore[assignment]
+        rep = branch.rep
+        shift = KEY_BITS - branch.depth
+        start = (int.from_bytes(rep, "big") >> shift) << shift
+        a = bisect_left(iks, start, lo, hi)
+        b = bisect_left(iks, start + (1 << shift), a, hi)
+        if a < b:
+            mid = bisect_left(iks, start + (1 << (shift - 1)), a, b)
+            left = _apply(branch.left, iks, items, a, mid)
+            right = _apply(branch.right, iks, items, mid, b)
+            if left is None or right is None:
+                sub = right if left is None else left
+            elif left is not branch.left or right is not branch.right:
+                sub = _Branch(branch.depth, left, right, left.count + right.count)
+    if a == lo and b == hi:
+        return sub
+    # Keys that leave ``node``'s prefix: a new trie over them and ``sub``, which
+    # ``rep`` places among them (every key under ``sub`` agrees with it above the bit
+    # where each of them leaves it).
+    parts: list[tuple[bytes, _Node[V]]] = [
+        (k, _Leaf(k, v)) for k, v in items[lo:a] if v is not None
+    ]
+    if sub is not None:
+        parts.append((rep, sub))
+    parts.extend((k, _Leaf(k, v)) for k, v in items[b:hi] if v is not None)
+    return _build_nodes(parts)
 
 
 def _leaves[V: Encoded](root: _Node[V] | None) -> Iterator[_Leaf[V]]:
@@ -281,9 +349,7 @@ def _leaves[V: Encoded](root: _Node[V] | None) -> Iterator[_Leaf[V]]:
 
 
 def _any_key[V: Encoded](node: _Node[V]) -> bytes:
-    while type(node) is _Branch:
-        node = node.left
-    return node.key  # type: ignore[union-attr]
+    return node.rep if type(node) is _Branch else node.key  # type: ignore[union-attr]
 
 
 def _depth[V: Encoded](node: _Node[V]) -> int:
@@ -453,9 +519,14 @@ class MerkleMap[V: Encoded]:
         for ``root``, so nodes made and replaced within the batch are never hashed."""
         for key in changes:
             _check_key(key)
-        root = self._root
-        for key, value in changes.items():
-            root = _remove(root, key) if value is None else _put(root, key, value)
+        if len(changes) <= _ONE_BY_ONE:
+            root = self._root
+            for key, value in changes.items():
+                root = _remove(root, key) if value is None else _put(root, key, value)
+        else:
+            items = sorted(changes.items(), key=itemgetter(0))
+            iks = [int.from_bytes(k, "big") for k, _ in items]
+            root = _apply(self._root, iks, items, 0, len(items))
         return self if root is self._root else self._of(root)
 
     def diff(self, old: MerkleMap[V]) -> dict[bytes, V | None]:

@@ -522,7 +522,7 @@ class Forwarded:
 
     @property
     def encoded(self) -> bytes:
-        return encode_tree(self.peer)
+        return b"\xa0" + self.peer  # the RLP string of 32 bytes (as encode_tree writes it)
 
 
 @dataclass

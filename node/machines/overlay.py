@@ -19,24 +19,21 @@ class Base[K, V](Protocol):
 
     def get(self, key: K) -> V | None: ...
 
-    def __len__(self) -> int: ...
-
 
 class Overlay[K, V]:
-    """``base`` with ``changes`` on top (a value of None: deleted in this frame)."""
+    """``base`` with ``changes`` on top (a value of None: deleted in this frame). It
+    does not count its entries: that would cost a lookup in ``base`` per write."""
 
-    __slots__ = ("_size", "base", "changes")
+    __slots__ = ("base", "changes")
 
-    def __init__(
-        self, base: Base[K, V], changes: dict[K, V | None] | None = None, size: int | None = None
-    ) -> None:
+    def __init__(self, base: Base[K, V], changes: dict[K, V | None] | None = None) -> None:
         self.base = base
         self.changes: dict[K, V | None] = {} if changes is None else changes
-        self._size = len(base) if size is None else size
 
     def get(self, key: K) -> V | None:
-        if key in self.changes:
-            return self.changes[key]
+        changes = self.changes
+        if key in changes:
+            return changes[key]
         return self.base.get(key)
 
     def __getitem__(self, key: K) -> V:
@@ -49,8 +46,6 @@ class Overlay[K, V]:
         return self.get(key) is not None  # type: ignore[arg-type]
 
     def __setitem__(self, key: K, value: V) -> None:
-        if self.get(key) is None:
-            self._size += 1
         self.changes[key] = value
 
     def pop(self, key: K, default: V | None = None) -> V | None:
@@ -58,19 +53,15 @@ class Overlay[K, V]:
         if value is None:
             return default
         self.changes[key] = None
-        self._size -= 1
         return value
 
     def __delitem__(self, key: K) -> None:
         if self.pop(key) is None:
             raise KeyError(key)
 
-    def __len__(self) -> int:
-        return self._size
-
     def touched(self) -> Iterator[K]:
         """The keys this frame wrote (set or deleted), in the order first written."""
         return iter(self.changes)
 
     def copy(self) -> Overlay[K, V]:
-        return Overlay(self.base, dict(self.changes), self._size)
+        return Overlay(self.base, dict(self.changes))

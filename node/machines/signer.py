@@ -115,7 +115,7 @@ class SignerState:
     counter: int = 0
     replicas: tuple[rep.Replica, ...] = ()  # ascending entity id
 
-    @property
+    @cached_property
     def id(self) -> bytes:
         return signer_id(self.pubkey)
 

@@ -358,6 +358,43 @@ def test_diff_is_exactly_the_changes(
         assert new.diff(new) == {}
 
 
+@settings(deadline=None, max_examples=150)
+@given(value_dicts(), value_dicts(), st.data())
+def test_a_large_batch_merges_as_single_updates_would(
+    a: dict[bytes, bytes], b: dict[bytes, bytes], data: st.DataObject
+) -> None:
+    """``set_many`` of more than a few changes merges them in one pass; the result is
+    the map of the dict model whatever the batch holds (sets, replacements, deletes of
+    present and absent keys, keys next to present ones), and unchanged subtrees and
+    values are kept."""
+    old = to_map(a)
+    changes: dict[bytes, Val | None] = {k: Val(v) for k, v in b.items()}
+    for k in sorted(a):
+        choice = data.draw(st.integers(0, 3))
+        if choice == 1:
+            changes[k] = None
+        elif choice == 2:
+            changes[k] = Val(b"replaced")
+        elif choice == 3:
+            changes[flip_bit(k, data.draw(st.integers(0, 255)))] = None  # mostly absent
+    for k in data.draw(st.lists(plain_keys, max_size=12)):
+        changes[k] = Val(b"new")
+    model = {k: Val(v) for k, v in a.items()}
+    for k, v in changes.items():
+        if v is None:
+            model.pop(k, None)
+        else:
+            model[k] = v
+    new = old.set_many(changes)
+    assert dict(new.items()) == model
+    assert len(new) == len(model)
+    assert new.root == ref_root({k: v.encoded for k, v in model.items()})
+    assert list(old.items()) == sorted((k, Val(v)) for k, v in a.items())  # unchanged
+    untouched = [k for k in a if k not in changes]
+    for k in untouched:
+        assert new.get(k) is old.get(k)
+
+
 # Identity shortcuts, equality -------------------------------------------------------------
 
 

@@ -475,8 +475,8 @@ def _forwards(old: EntityState, new: EntityState, frame: Frame) -> list[Effect]:
     outgoing_of = _outgoing_forwards(old, new)
     out: list[Effect] = []
     for pid, came in new.forwards.diff(old.forwards).items():
-        if came is None or old.forwards.get(pid) is not None:
-            continue
+        if came is None:
+            continue  # a forward that ended (an entry is made once, never replaced)
         upstream = came.peer
         incoming = incoming_of.get((upstream, pid))
         outgoing = outgoing_of.get(pid)
