@@ -104,6 +104,13 @@ class Coordinator:
         self._checked: dict[tuple[bytes, bytes, int, bytes, int, bytes], str | None] = {}
         self._answered: set[tuple[bytes, int, bytes]] = set()
         self._stepped = asyncio.Event()  # (frame hash, round, signer)
+        # The replicas a tick has work for (a frame in flight, a pool, a lock, or
+        # signed messages kept): kept up to date from each block's changes, so a tick
+        # costs what is active, not every replica hosted here.
+        self._active: set[tuple[bytes, bytes]] = set()
+        for signer in node.state.signers:
+            for replica in signer.replicas:
+                self._note((signer.id, replica.entity_id), replica)
         node.durable_hooks.append(self.on_step)
         node.tick_hooks.append(self.on_tick)
         if peers is not None:
@@ -166,6 +173,8 @@ class Coordinator:
         for write in step.changed:
             route = write.route
             joined = self.node.state.replica(*route) if len(route) == 2 else None
+            if joined is not None:
+                self._note((route[0], route[1]), joined)
             if (
                 joined is not None
                 and joined.entity.height == 0
@@ -335,25 +344,38 @@ class Coordinator:
 
     # Timers --------------------------------------------------------------------------
 
+    def _note(self, key: tuple[bytes, bytes], replica: rep.Replica) -> None:
+        if replica.pool or replica.pending or replica.lock or replica.mailbox:
+            self._active.add(key)
+        else:
+            self._active.discard(key)
+
+    def _active_replicas(self) -> list[tuple[tuple[bytes, bytes], rep.Replica]]:
+        state = self.node.state
+        found = []
+        for key in sorted(self._active):
+            replica = state.replica(*key)
+            if replica is not None:
+                found.append((key, replica))
+        return found
+
     def on_tick(self) -> None:
         now = self._clock()
         live = set()
-        for signer in self.node.state.signers:
-            for replica in signer.replicas:
-                key = (signer.id, replica.entity_id)
-                if not (replica.pool or replica.pending or replica.lock):
-                    continue
-                live.add(key)
-                timer = self._timers.get(key)
-                at = (replica.next_height, replica.round)
-                if timer is None or (timer.height, timer.round) != at:
-                    self._timers[key] = _Timer(*at, since=now)
-                    continue
-                if timer.fired:
-                    continue
-                if now - timer.since >= self.round_timeout_s * (replica.round + 1):
-                    timer.fired = True
-                    self.node.submit_internal(key, [Tx.of(Timeout(*at))])
+        for key, replica in self._active_replicas():
+            if not (replica.pool or replica.pending or replica.lock):
+                continue
+            live.add(key)
+            timer = self._timers.get(key)
+            at = (replica.next_height, replica.round)
+            if timer is None or (timer.height, timer.round) != at:
+                self._timers[key] = _Timer(*at, since=now)
+                continue
+            if timer.fired:
+                continue
+            if now - timer.since >= self.round_timeout_s * (replica.round + 1):
+                timer.fired = True
+                self.node.submit_internal(key, [Tx.of(Timeout(*at))])
         for key in list(self._timers):
             if key not in live:
                 del self._timers[key]
@@ -363,24 +385,23 @@ class Coordinator:
         """Send each entity's signed channel messages again if they have waited
         ``resend_s`` unchanged (one replica per entity does it for this server)."""
         seen: set[bytes] = set()
-        for signer in self.node.state.signers:
-            for replica in signer.replicas:
-                entity = replica.entity_id
-                if entity in seen or not replica.mailbox:
+        for _, replica in self._active_replicas():
+            entity = replica.entity_id
+            if entity in seen or not replica.mailbox:
+                continue
+            seen.add(entity)
+            what = replica.mailbox.header()  # the announcements and the kept root
+            last = self._resent.get(entity)
+            if last is None or last[0] != what:
+                self._resent[entity] = (what, now)  # new messages went out on commit
+                if not force:
                     continue
-                seen.add(entity)
-                what = replica.mailbox.header()  # the announcements and the kept root
-                last = self._resent.get(entity)
-                if last is None or last[0] != what:
-                    self._resent[entity] = (what, now)  # new messages went out on commit
-                    if not force:
-                        continue
-                elif not force and now - last[1] < self.resend_s:
-                    continue
-                self._resent[entity] = (what, now)
-                for effect in rep.resend(replica):
-                    assert isinstance(effect, rep.Transmit)
-                    self.route_input(effect.to, effect.entity, effect.tx)
+            elif not force and now - last[1] < self.resend_s:
+                continue
+            self._resent[entity] = (what, now)
+            for effect in rep.resend(replica):
+                assert isinstance(effect, rep.Transmit)
+                self.route_input(effect.to, effect.entity, effect.tx)
 
     # Catch-up ---------------------------------------------------------------------------
 

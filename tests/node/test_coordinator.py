@@ -30,6 +30,7 @@ class Local:
     node: Node
     agents: list[Agent]
     blocks: asyncio.Queue[object]
+    coordinator: Coordinator
 
     async def until(self, done: Callable[[], bool]) -> None:
         """Wait, block by block, until ``done()``."""
@@ -57,7 +58,7 @@ async def local(tmp_path: Path) -> AsyncIterator[Local]:
                 (), [Tx.of(CreateSigner(agent.pubkey, agent.proof_of_possession()))]
             )
             assert ack.receipts[0].error is None
-        yield Local(node, agents, sub.queue)  # type: ignore[arg-type]
+        yield Local(node, agents, sub.queue, coordinator)  # type: ignore[arg-type]
     finally:
         stop.set()
         await run
@@ -110,3 +111,28 @@ async def test_a_signer_added_by_proposal_joins_and_catches_up(local: Local) -> 
     )
     heads = {local.replica(i, entity).head for i in range(3)}  # type: ignore[union-attr]
     assert len(heads) == 1
+
+
+async def test_a_tick_looks_only_at_replicas_with_work(local: Local) -> None:
+    """Idle replicas (nothing pooled, in flight, locked or kept to resend) are not in
+    the set a tick walks; a replica enters it with its first batch and leaves it once
+    the batch is certified."""
+    a = local.agents[0]
+    entities = []
+    for i in range(12):
+        config = Config((Member(a.pubkey, 1),), 1, a.signer_id)
+        genesis = Genesis(config, bytes([i + 1]) * 32, (a.proof_of_possession(),))
+        ack = await local.node.submit((a.signer_id,), [Tx.of(CreateEntity(genesis))])
+        assert ack.receipts[0].error is None
+        entities.append(ent.entity_id_for(config, genesis.salt))
+    await local.until(lambda: all(local.replica(0, e) is not None for e in entities))
+    assert local.coordinator._active == set()
+
+    busy = entities[5]
+    await submit(local, 0, busy, 1, ent.Increment(3))
+    # The block that pooled the batch is durable and stepped before the ack returns;
+    # the frame needs the agent's signature, so it is not certified yet.
+    assert local.coordinator._active == {(a.signer_id, busy)}
+    await local.until(lambda: local.replica(0, busy).entity.counter == 3)  # type: ignore[union-attr]
+    await local.until(lambda: not local.coordinator._active)
+    assert all(local.replica(0, e).entity.counter == 0 for e in entities if e != busy)  # type: ignore[union-attr]
