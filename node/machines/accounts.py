@@ -15,12 +15,12 @@ rules; in short:
   ``add_collateral``.
 - **Frame inputs** are what the counterparties send: signed channel frames,
   acks and signer-set announcements (a :class:`Message`, verified against the
-  sender's signer set). Chains made before the faucet became an entity
-  transaction also hold :class:`Mint` inputs, which replay still applies.
-- At the end of a frame every ``ready`` channel with queued transactions
-  proposes, and the frame's **outbox** lists the hashes of what the entity's
-  signers must sign with their pre-commits: the acks and channel frames it
-  produced, and an announcement of its new signer set if it changed.
+  sender's signer set).
+- At the end of a frame the ``ready`` channels with queued transactions
+  propose (at most ``MAX_PROPOSING``), and the frame's **outbox** lists the
+  hashes of what the entity's signers must sign with their pre-commits: the acks
+  and channel frames it produced, and an announcement of its new signer set if
+  it changed.
 - A hub forwards a payment when it applies the incoming frame; if the next hop
   is missing or lacks capacity, it refunds the payment to where it came from,
   with the reason. Value is conserved: a payment moves a channel's delta only.
@@ -387,30 +387,7 @@ class Message:
         return f"signer set of {self.sender.hex()[:12]} from height {body.config_height}"
 
 
-@dataclass(frozen=True)
-class Mint:
-    """``[2, mint_id, asset, amount]``: how the simulation faucet credited a reserve
-    before it became a member's signed ``faucet`` transaction. Nothing makes one now
-    (it spoke for no member, so a proposer could not prove where it came from);
-    frames of older chains hold them, and replay applies them as it did."""
-
-    TAG: ClassVar[int] = 2
-    mint_id: bytes
-    asset: int
-    amount: int
-
-    def to_tree(self) -> RlpTree:
-        return [int_bytes(self.TAG), self.mint_id, int_bytes(self.asset), int_bytes(self.amount)]
-
-    @property
-    def raw(self) -> bytes:
-        return encode_tree(self.to_tree())
-
-    def describe(self) -> str:
-        return f"faucet: {self.amount} of asset {self.asset}"
-
-
-type FrameInput = Message | Mint
+type FrameInput = Message  # what a frame applies beside its batches
 
 
 # Channel frames decoded lately, by their bytes: one frame arrives as a DELIVER, then
@@ -437,10 +414,6 @@ def input_from_item(item: RlpItem) -> FrameInput:
     if not f:
         raise DecodeError("frame input: empty list")
     tag = as_int(f[0], "frame input tag", max_value=255)
-    if tag == Mint.TAG:
-        if len(f) != 4:
-            raise DecodeError("mint: expected [2, mint_id, asset, amount]")
-        return Mint(as_bytes(f[1], "mint id", size=HASH_LEN), _asset(f[2]), _amount(f[3], "mint"))
     if tag != Message.TAG:
         raise DecodeError(f"unknown frame input tag {tag}")
     if len(f) != 7:
@@ -535,7 +508,6 @@ class Ledger:
     reserves: dict[int, int]
     channels: Overlay[bytes, ChannelRecord]
     forwards: Overlay[bytes, Forwarded]  # by payment id, while in flight
-    mints: set[bytes]
     events: list[PaymentEvent] = field(default_factory=list)
     # (peer, asset) -> (the side it was computed on, what is still available): a frame
     # of many payments on one channel would otherwise sum its queue once per payment.
@@ -547,7 +519,6 @@ class Ledger:
             dict(self.reserves),
             self.channels.copy(),
             self.forwards.copy(),
-            set(self.mints),
             list(self.events),
             dict(self.free),
         )
@@ -661,18 +632,9 @@ def _enqueue(ledger: Ledger, peer: bytes, tx: Tx) -> None:
 # Inputs -----------------------------------------------------------------------------------
 
 
-def apply_input(ledger: Ledger, inp: FrameInput, *, allow_mint: bool, verify: bool) -> bool:
+def apply_input(ledger: Ledger, inp: FrameInput, *, verify: bool) -> bool:
     """Apply one frame input; raises ConfigError (FutureInput: not yet) if the frame
     may not hold it. Returns False if it changed nothing (a duplicate, say)."""
-    if isinstance(inp, Mint):
-        if not allow_mint:
-            raise ConfigError(FAUCET_DISABLED)
-        if inp.mint_id in ledger.mints:
-            raise ConfigError("mint applied already")
-        ledger.add_reserve(inp.asset, inp.amount)
-        ledger.mints.add(inp.mint_id)
-        ledger.events.append(PaymentEvent("minted", b"", inp.asset, inp.amount, inp.mint_id))
-        return True
     rec = ledger.record(inp.sender)
     if inp.config_height < rec.peer_config_height:
         raise ConfigError(f"{inp.describe()}: signed by a stale signer set")
@@ -835,8 +797,6 @@ def is_waiting(rec: ChannelRecord) -> bool:
 
 def is_stale(channels: Base[bytes, ChannelRecord], inp: FrameInput) -> bool:
     """True if ``inp`` can never matter again here (dropped from the inbox)."""
-    if not isinstance(inp, Message):
-        return False
     rec = channels.get(inp.sender)
     if rec is None:
         return False  # the channel may be opened yet

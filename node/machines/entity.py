@@ -272,7 +272,6 @@ class EntityState:
     reserves: tuple[tuple[int, int], ...] = ()  # (asset, amount > 0), ascending asset
     channels: Channels = NO_CHANNELS  # by counterparty id
     forwards: Forwards = NO_FORWARDS  # by payment id
-    mints: tuple[bytes, ...] = ()  # legacy ``Mint`` inputs applied (older chains), ascending
 
     def to_tree(self) -> RlpTree:
         tree = self._small_fields()
@@ -313,8 +312,8 @@ class EntityState:
         )
 
     def _small_fields(self) -> list[RlpTree]:
-        """Every field but the channels and the forwards (which go at
-        ``CHANNELS_INDEX`` and ``FORWARDS_INDEX``, before the mints)."""
+        """Every field but the channels and the forwards (which go last, at
+        ``CHANNELS_INDEX`` and ``FORWARDS_INDEX``)."""
         return [
             int_bytes(STATE_VERSION),
             self.entity_id,
@@ -326,7 +325,6 @@ class EntityState:
             [[sid, int_bytes(n)] for sid, n in self.nonces],
             int_bytes(self.config_height),
             [[int_bytes(a), int_bytes(n)] for a, n in self.reserves],
-            list(self.mints),
         ]
 
     @cached_property
@@ -342,7 +340,7 @@ class EntityState:
 
     @classmethod
     def from_item(cls, item: RlpItem) -> EntityState:
-        f = as_list(item, "entity state", size=13)
+        f = as_list(item, "entity state", size=12)
         records = [ChannelRecord.from_item(c) for c in as_list(f[10], "channels")]
         if any(a.peer >= b.peer for a, b in itertools.pairwise(records)):
             raise DecodeError("entity state: channels not in ascending counterparty order")
@@ -365,7 +363,7 @@ class EntityState:
     def from_header(cls, item: RlpItem, channels: Channels, forwards: Forwards) -> EntityState:
         """The state whose ``header`` is ``item``, with its channels and forwards (read
         apart, as storage keeps them); DecodeError unless they have the header's roots."""
-        f = as_list(item, "entity header", size=13)
+        f = as_list(item, "entity header", size=12)
         if as_bytes(f[CHANNELS_INDEX], "channels root", size=HASH_LEN) != channels.root:
             raise DecodeError("entity state: the channels do not match the header's root")
         if as_bytes(f[FORWARDS_INDEX], "forwards root", size=HASH_LEN) != forwards.root:
@@ -400,7 +398,6 @@ class EntityState:
             ),
             channels,
             forwards,
-            tuple(as_bytes(m, "mint id", size=HASH_LEN) for m in as_list(f[12], "mints")),
         )
 
     def nonce_of(self, signer: bytes) -> int:
@@ -465,7 +462,6 @@ class _Work:
                 dict(state.reserves),
                 Overlay(state.channels),
                 Overlay(state.forwards),
-                set(state.mints),
             ),
         )
 
@@ -576,8 +572,8 @@ def execute(
     inputs: Sequence[FrameInput] = (),
     allow_mint: bool = False,
 ) -> tuple[EntityState, FrameEvents]:
-    """Apply one frame: its batches, then its inputs (counterparties' channel messages;
-    legacy mints), then the proposals, then the channels propose. Raises FrameInvalid
+    """Apply one frame: its batches, then its inputs (counterparties' channel
+    messages), then the proposals, then the channels propose. Raises FrameInvalid
     if any batch or input is rejected. ``events.outbox`` is what the signers sign.
     ``allow_mint``: the replica's server is a simulation chain (``faucet`` applies)."""
     height = state.height + 1
@@ -586,7 +582,7 @@ def execute(
         apply_batch(state, work, batch, height, verify, allow_mint)
     for i, inp in enumerate(inputs):
         try:
-            accounts.apply_input(work.ledger, inp, allow_mint=allow_mint, verify=verify)
+            accounts.apply_input(work.ledger, inp, verify=verify)
         except ConfigError as exc:
             raise FrameInvalid(f"input {i}: {exc}") from None
     return _close(state, work, height)
@@ -621,7 +617,6 @@ def _close(state: EntityState, work: _Work, height: int) -> tuple[EntityState, F
         state.forwards.set_many(ledger.forwards.changes)
         if ledger.forwards.changes
         else state.forwards,
-        tuple(sorted(ledger.mints)),
     )
     waiting = {p for p in state.waiting if p not in changes}
     waiting.update(p for p, rec in changes.items() if rec is not None and accounts.is_waiting(rec))
@@ -655,20 +650,20 @@ def build(
     gives for the kept batches and inputs."""
     height = state.height + 1
     work, kept, refused = _select_batches(state, batches, allow_mint)
-    kept_inputs, refused_inputs, work.ledger = _select_inputs(work.ledger, inputs, allow_mint)
+    kept_inputs, refused_inputs, work.ledger = _select_inputs(work.ledger, inputs)
     post, events = _close(state, work, height)
     return Built(kept, refused, kept_inputs, refused_inputs, post, events)
 
 
 def _select_inputs(
-    ledger: Ledger, candidates: Sequence[FrameInput], allow_mint: bool
+    ledger: Ledger, candidates: Sequence[FrameInput]
 ) -> tuple[list[FrameInput], list[tuple[FrameInput, str]], Ledger]:
     kept: list[FrameInput] = []
     rejected: list[tuple[FrameInput, str]] = []
     for inp in candidates:
         trial = ledger.copy()
         try:
-            changed = accounts.apply_input(trial, inp, allow_mint=allow_mint, verify=True)
+            changed = accounts.apply_input(trial, inp, verify=True)
         except accounts.FutureInput:
             continue
         except ConfigError as exc:

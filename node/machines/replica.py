@@ -22,10 +22,6 @@ Inputs:
                   that round's proposer
 ``deliver``       a counterparty entity's signed channel message: kept in the
                   inbox until a frame applies it (every member gets its own copy)
-``mint``          legacy: how the faucet credited a reserve before it became a
-                  member's signed ``faucet`` transaction. Nothing makes one now
-                  (clients and peers may not send it); replay of older chains
-                  keeps it in the inbox, and frames apply it, as they did
 
 **Rounds.** A proposer at round 0 proposes at once. The proposer of a later
 round waits until members holding the threshold of shares (itself included)
@@ -69,7 +65,7 @@ from node.codec import (
 from node.crypto import bls
 from node.machines import accounts
 from node.machines import entity as ent
-from node.machines.accounts import FrameInput, Message, Mint
+from node.machines.accounts import FrameInput, Message
 from node.machines.entity import Batch, EntityState, FrameInvalid
 from node.machines.frames import (
     MAX_OUTBOX,
@@ -302,7 +298,7 @@ class RoundChange:
         ]
 
 
-def _one_input[T: (Message, Mint)](fields: list[RlpItem], kind: type[T], name: str, what: str) -> T:
+def _one_input[T: Message](fields: list[RlpItem], kind: type[T], name: str, what: str) -> T:
     if len(fields) != 1:
         raise DecodeError(f"{name}: expected one field, {what}")
     found = accounts.input_from_item(fields[0])
@@ -331,24 +327,7 @@ class Deliver:
         return [self.message.raw]
 
 
-@ENTITY_INPUTS.register
-@dataclass(frozen=True, slots=True)
-class MintInput:
-    """Legacy (older chains' faucet): nothing makes it now; refused from outside."""
-
-    TYPE: ClassVar[int] = 8
-    NAME: ClassVar[str] = "mint"
-    mint: Mint
-
-    @classmethod
-    def from_fields(cls, fields: list[RlpItem]) -> Self:
-        return cls(_one_input(fields, Mint, "mint", "a mint"))
-
-    def to_fields(self) -> list[RlpItem]:
-        return [decode(self.mint.raw)]
-
-
-INTERNAL_INPUTS = frozenset({Timeout.TYPE, MintInput.TYPE})
+INTERNAL_INPUTS = frozenset({Timeout.TYPE})
 
 
 # Effects --------------------------------------------------------------------------
@@ -478,7 +457,7 @@ class Replica:
     lock: Lock | None = None
     changes: tuple[bytes, ...] = ()  # members that reported moving to ``round``
     ahead: tuple[tuple[bytes, int], ...] = ()  # (member, round) reports above ``round``
-    inbox: tuple[FrameInput, ...] = ()  # channel messages and mints not yet applied
+    inbox: tuple[FrameInput, ...] = ()  # channel messages not yet applied
     # Our signed channel messages still to be delivered (or resent).
     mailbox: Mailbox = NO_MAIL
 
@@ -702,8 +681,6 @@ def step(
                 _on_round_change(s, index, rc)
             case Deliver(message=message):
                 _on_inbound(s, index, message)
-            case MintInput(mint=mint):
-                _on_inbound(s, index, mint)
             case _:
                 s.note(index, f"{tx.body.NAME} is not an entity input")
     _try_commit(s)
@@ -733,8 +710,6 @@ def _on_batch(s: _Step, index: int, batch: Batch, tx: Tx) -> None:
 
 
 def _input_key(inp: FrameInput) -> tuple[bytes, ...]:
-    if isinstance(inp, Mint):
-        return (inp.mint_id,)
     return (inp.sender, inp.hash, inp.bits, inp.signature)
 
 
@@ -1203,10 +1178,6 @@ def check_proposal(
         return "proposal does not extend this replica's head"
     if round_ < r.round:
         return f"proposal at round {round_}, this replica is at round {r.round}"
-    if any(isinstance(i, Mint) for i in frame.inputs):
-        # Older chains' frames hold them (replay applies them), but a mint input speaks
-        # for no member: a new frame credits a reserve only by a member's faucet.
-        return "proposal holds a mint input; the faucet is a member's signed transaction"
     config = r.entity.config
     proposer = config.members[config.index[config.proposer_at(round_)]]
     if not bls.verify(proposer.pubkey, frame.message(round_), proposer_sig):

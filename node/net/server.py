@@ -107,9 +107,8 @@ SERVER_WIDE = frozenset(
 PEER_REQUESTS = frozenset(
     {Req.HELLO, Req.STATUS, Req.DELIVER, Req.PROPOSAL, Req.GET_FRAMES, Req.PEER_INFO}
 )
-# What a peer may deliver: entity inputs except the node's own clock and the legacy
-# mint (a batch only if a member signed it), and create_entity and join_entity to a
-# signer.
+# What a peer may deliver: entity inputs except the node's own clock (a batch only if
+# a member signed it), and create_entity and join_entity to a signer.
 PEER_ENTITY_INPUTS = frozenset(
     {
         rep.SubmitBatch.TYPE,

@@ -113,7 +113,7 @@ async def test_a_faucet_away_from_the_proposer_reaches_every_replica(cluster: Cl
             await cluster.commits.changed.wait()
     assert len({r.entity.hash for r in replicas}) == 1
     assert replicas[0].entity.nonce_of(h1.id) == 1
-    assert replicas[0].entity.mints == ()  # no legacy mint input: a signed transaction
+    assert replicas[0].entity.reserves == ((ASSET, 700),)  # once, by the signed batch
 
 
 async def test_payments_through_a_hub_survive_a_sigkill(cluster: Cluster) -> None:

@@ -25,7 +25,7 @@ value out), ``forwarded`` (agreed downstream), ``refunded`` and ``rejected``
 and ``counterparty`` (the payee of ours, the peer otherwise).
 
 The frame is re-executed with its inputs (the counterparties' channel
-messages; legacy mints in older chains) and ``allow_mint=True``: a wallet cannot
+messages) and ``allow_mint=True``: a wallet cannot
 know the server's simulation flag, and a node outside simulation refuses a
 ``faucet`` transaction itself.
 The outbox the signers would sign must be exactly what the re-execution

@@ -24,7 +24,6 @@ from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines.accounts import ExtendCredit, FundChannel, Pay
 from node.machines.entity import EntityState
-from node.machines.frames import Frame
 from node.machines.governance import ConfigError, SetThreshold
 from node.machines.quorum import bitfield
 from node.txs import Tx
@@ -261,22 +260,22 @@ def test_sub_threshold_and_stale_signatures_are_refused(world: World) -> None:
     bits, sig = _signed([2], [0], 3, ack)
     one = accounts.Message(accounts.ACK, h, ack, record.peer_config_height, bits, sig)
     with pytest.raises(ConfigError, match="below the threshold"):
-        accounts.apply_input(ledger, one, allow_mint=True, verify=True)
+        accounts.apply_input(ledger, one, verify=True)
     bits, sig = _signed([2, 3], [0, 1], 3, ack)
     forged = accounts.Message(
         accounts.ACK, h, ack, record.peer_config_height, bits, sig[:-1] + b"\0"
     )
     with pytest.raises(ConfigError):
-        accounts.apply_input(ledger, forged, allow_mint=True, verify=True)
+        accounts.apply_input(ledger, forged, verify=True)
     # A set the receiver has moved past is stale; one it has not heard of is not yet valid.
     moved = accounts.ChannelRecord(h, record.peer_config, 5, record.side)
     ledger.channels[h] = moved
     stale = accounts.Message(accounts.ACK, h, ack, 4, bits, sig)
     with pytest.raises(ConfigError, match="stale signer set"):
-        accounts.apply_input(ledger, stale, allow_mint=True, verify=True)
+        accounts.apply_input(ledger, stale, verify=True)
     future = accounts.Message(accounts.ACK, h, ack, 6, bits, sig)
     with pytest.raises(accounts.FutureInput):
-        accounts.apply_input(ledger, future, allow_mint=True, verify=True)
+        accounts.apply_input(ledger, future, verify=True)
 
 
 def test_faucet_is_refused_outside_simulation(tmp_path: Path) -> None:
@@ -298,36 +297,10 @@ def test_a_faucet_from_a_member_that_does_not_propose(world: World) -> None:
     world.submit("H", accounts.Faucet(ASSET, 700), key=3)
     world.run()
     assert world.state("H").reserve(ASSET) == 700  # asserts every replica agrees
-    assert world.state("H").mints == ()
+    assert world.state("H").reserves == ((ASSET, 700),)
     minted = world.payments("H", "minted")
     assert [(m.asset, m.amount) for m in minted] == [(ASSET, 700)]
     assert minted[0].payment_id == accounts.payment_id_for(h, IDS[3], 1, 0)
-
-
-def test_a_legacy_mint_input_still_replays(world: World) -> None:
-    """Older chains hold ``mint`` inputs from the retired server faucet: a block that
-    hands one to the proposer's replica still credits the reserve once, as it did."""
-    world.entity("A", [0], 1, salt=1)
-    eid = world.names["A"]
-    mint = accounts.Mint(b"\x4d" * 32, ASSET, 300)
-    for _ in range(2):
-        world.inbox[(0, eid)].append(Tx.of(rep.MintInput(mint)))
-        world.run()
-    assert world.state("A").reserve(ASSET) == 300
-    assert world.state("A").mints == (mint.mint_id,)
-
-
-def test_a_proposal_holding_a_mint_input_is_refused(world: World) -> None:
-    """A mint input speaks for no member, so a proposer cannot prove where it came
-    from: a member does not pre-commit a new frame that holds one."""
-    h = world.entity("H", [2, 3, 4], 2, salt=3)
-    member = world.replicas[(3, h)]
-    mint = accounts.Mint(b"\x4d" * 32, ASSET, 10**6)
-    post, events = ent.execute(member.entity, [], inputs=[mint], allow_mint=True)
-    frame = Frame.make(h, 1, member.head, [], post.hash, [mint], events.outbox)
-    signature = bls.sign(SKS[2], frame.message(0))  # the round's proposer signs it
-    reason = rep.check_proposal(member, frame, 0, signature, simulation=True)
-    assert reason == "proposal holds a mint input; the faucet is a member's signed transaction"
 
 
 def test_threshold_entity_state_round_trips_with_channels(world: World) -> None:

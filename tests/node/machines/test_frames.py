@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from node.codec import DecodeError, decode, encode
 from node.crypto import bls
-from node.machines.accounts import ACK, ANNOUNCE, FRAME, Mint, Outgoing
+from node.machines.accounts import ACK, ANNOUNCE, FRAME, Message, Outgoing
+from node.machines.channel import Ack
 from node.machines.entity import Batch, Increment, sign_batch
 from node.machines.frames import (
     MAX_FRAME_BATCHES,
@@ -38,7 +39,7 @@ ENTITY = b"\xe1" * 32
 PREV = b"\x9a" * 32
 STATE = b"\x5b" * 32
 PEER = b"\xc7" * 32
-MINT = Mint(b"\x3e" * 32, 1, 1000)
+ACKED = Message(ACK, PEER, Ack(b"\x3c" * 32, 4, b"\x3d" * 32), 2, b"\x01", b"\x3e" * 96)
 OUTBOX = (
     Outgoing(ANNOUNCE, b"", b"\xa0" * 32),
     Outgoing(ACK, PEER, b"\xa1" * 32),
@@ -88,15 +89,26 @@ def test_frame_round_trip_and_hash() -> None:
 
 
 def test_frame_with_inputs_and_outbox_round_trip() -> None:
-    f = Frame.make(ENTITY, 3, PREV, (batch(0, 1),), STATE, (MINT,), OUTBOX)
+    f = Frame.make(ENTITY, 3, PREV, (batch(0, 1),), STATE, (ACKED,), OUTBOX)
     again = Frame.decode(f.raw)
     assert again == f
-    assert again.inputs == (MINT,)
+    assert again.inputs == (ACKED,)
     assert again.outbox == OUTBOX
     fields = rlp.decode(f.raw)
-    # A mint input is [2, mint_id, asset, amount]; an outgoing is [kind, peer, hash],
-    # the peer empty for an announcement of the signer set.
-    assert fields[4] == [[b"\x02", b"\x3e" * 32, b"\x01", (1000).to_bytes(2, "big")]]
+    # An input is a counterparty's signed message [1, kind, sender, body, config_height,
+    # bits, signature]; an outgoing is [kind, peer, hash], the peer empty for an
+    # announcement of the signer set.
+    assert fields[4] == [
+        [
+            b"\x01",
+            b"\x02",
+            PEER,
+            [b"\x3c" * 32, b"\x04", b"\x3d" * 32],
+            b"\x02",
+            b"\x01",
+            b"\x3e" * 96,
+        ]
+    ]
     assert fields[5] == [
         [b"\x03", b"", b"\xa0" * 32],
         [b"\x02", PEER, b"\xa1" * 32],
@@ -105,7 +117,11 @@ def test_frame_with_inputs_and_outbox_round_trip() -> None:
     assert fields[6] == STATE
     # Inputs and outbox are covered by the hash.
     assert f.hash != Frame.make(ENTITY, 3, PREV, (batch(0, 1),), STATE, (), OUTBOX).hash
-    assert f.hash != Frame.make(ENTITY, 3, PREV, (batch(0, 1),), STATE, (MINT,), ()).hash
+    assert f.hash != Frame.make(ENTITY, 3, PREV, (batch(0, 1),), STATE, (ACKED,), ()).hash
+    # The retired legacy mint input ([2, mint_id, asset, amount]) is no input now.
+    fields[4] = [[b"\x02", b"\x3e" * 32, b"\x01", b"\x03\xe8"]]
+    with pytest.raises(DecodeError, match="unknown frame input tag 2"):
+        Frame.decode(rlp.encode(fields))
 
 
 def test_empty_frame_round_trip() -> None:
@@ -196,11 +212,11 @@ def test_frame_batch_cap() -> None:
 
 
 def test_frame_input_and_outbox_caps() -> None:
-    mint = decode(encode([2, b"\x3e" * 32, 1, 1]))
-    at_cap = encode([ENTITY, 1, PREV, [], [mint] * MAX_FRAME_INPUTS, [], STATE])
+    acked = decode(ACKED.raw)
+    at_cap = encode([ENTITY, 1, PREV, [], [acked] * MAX_FRAME_INPUTS, [], STATE])
     assert len(Frame.decode(at_cap).inputs) == MAX_FRAME_INPUTS
     with pytest.raises(DecodeError, match="cap"):
-        Frame.decode(encode([ENTITY, 1, PREV, [], [mint] * (MAX_FRAME_INPUTS + 1), [], STATE]))
+        Frame.decode(encode([ENTITY, 1, PREV, [], [acked] * (MAX_FRAME_INPUTS + 1), [], STATE]))
     out = [2, PEER, b"\xa1" * 32]
     at_cap = encode([ENTITY, 1, PREV, [], [], [out] * MAX_OUTBOX, STATE])
     assert len(Frame.decode(at_cap).outbox) == MAX_OUTBOX

@@ -609,7 +609,8 @@ def _one_announcement_twice(story: Story) -> list[list[RlpTree]]:
 
 
 def _a_mint(story: Story) -> list[list[RlpTree]]:
-    return [[story.b, accounts.Mint(b"\x4d" * 32, ASSET, 5).to_tree()]]
+    # The retired legacy mint frame input ``[2, mint_id, asset, amount]``.
+    return [[story.b, [b"\x02", b"\x4d" * 32, b"\x01", b"\x05"]]]
 
 
 def _three_fields(story: Story) -> list[list[RlpTree]]:

@@ -183,7 +183,6 @@ def _certificate(frame: Frame, config: Config, precommits: dict[int, bytes]) -> 
 CERT_E2 = _certificate(FRAME_E2, GENESIS_2.config, {0: PRECOMMIT_B, 1: PRECOMMIT_A})
 # A legacy mint input (older chains), as a client or a peer might try to send it:
 # it speaks for no member, and both are refused.
-DOC_MINT = rep.MintInput(accounts.Mint(bytes([0x4D]) * 32, 1, 1000))
 
 
 def _item(tx: TxBody) -> RlpItem:
@@ -473,12 +472,8 @@ def _message(m: accounts.Message) -> str:
     )
 
 
-def _mint(m: accounts.Mint) -> str:
-    return f"mint(id={_hex(m.mint_id)} asset={m.asset} amount={m.amount})"
-
-
 def _input(i: accounts.FrameInput) -> str:
-    return _mint(i) if isinstance(i, accounts.Mint) else _message(i)
+    return _message(i)
 
 
 def _outgoing(o: accounts.Outgoing) -> str:
@@ -546,8 +541,6 @@ def _tx_body(body: TxBody) -> str:
             return f"round_change(height={h} round={r} signer={_hex(s)} {held})"
         case rep.Deliver(message=message):
             return f"deliver({_message(message)})"
-        case rep.MintInput(mint=mint):
-            return _mint(mint)
         case ent.Propose(action=action, expires_at=expires_at):
             name = ent.ACTION_NAMES[type(action)]
             return f"propose({name}{_generic(action.fields())} expires_at={expires_at})"
@@ -1265,10 +1258,6 @@ def _consensus_examples() -> dict[str, Example]:
                     "A holds no such entity",
                 ),
                 *_ask(peer(Req.GET_FRAMES, 7, [E1, 2, 16]), "nothing past E1's height 1"),
-                *_ask(
-                    peer(Req.DELIVER, 8, [ID_A, E1, _item(DOC_MINT)]),
-                    "a mint input speaks for no member: a faucet is a member's signed batch",
-                ),
                 On("client", "and a client may not speak for a server"),
                 *_ask(hello()),
                 *_ask(req(Req.DELIVER, 2, [ID_A, E1, _item(rep.Timeout(2, 0))])),
@@ -1276,10 +1265,6 @@ def _consensus_examples() -> dict[str, Example]:
                 *_ask(
                     req(Req.SUBMIT, 4, [_item(rep.Timeout(2, 0))], route=at_e1),
                     "nor forge the node's clock",
-                ),
-                *_ask(
-                    req(Req.SUBMIT, 5, [_item(DOC_MINT)], route=at_e1),
-                    "nor mint a reserve",
                 ),
             ),
             node="consensus",
