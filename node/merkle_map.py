@@ -176,37 +176,22 @@ def _find[V: Encoded](node: _Node[V], key: bytes) -> _Leaf[V]:
     return node  # type: ignore[return-value]
 
 
-def _put[V: Encoded](root: _Node[V] | None, key: bytes, value: V) -> _Node[V]:
-    """``root`` with ``key`` set to ``value``: new nodes on the key's path only."""
-    if root is None:
-        return _Leaf(key, value)
+def _walk[V: Encoded](root: _Node[V], key: bytes) -> tuple[list[_Branch[V]], _Leaf[V]]:
+    """The branches on ``key``'s walk from ``root``, and the leaf it ends on."""
     path: list[_Branch[V]] = []
     node = root
     while type(node) is _Branch:
         path.append(node)
         d = node.depth
         node = node.right if key[d >> 3] >> (7 - (d & 7)) & 1 else node.left
-    leaf: _Leaf[V] = node  # type: ignore[assignment]
-    new: _Node[V]
-    at = len(path)
-    if leaf.key == key:
-        if leaf.value is value:
-            return root
-        new = _Leaf(key, value)
-        grown = 0
-    else:
-        # The new branch goes above the first node on the path that is deeper than
-        # the first bit where the key leaves the path's keys.
-        split = _first_difference(leaf.key, key)
-        while at and path[at - 1].depth > split:
-            at -= 1
-        below = path[at] if at < len(path) else leaf
-        added = _Leaf(key, value)
-        if key[split >> 3] >> (7 - (split & 7)) & 1:
-            new = _Branch(split, below, added, below.count + 1)
-        else:
-            new = _Branch(split, added, below, below.count + 1)
-        grown = 1
+    return path, node  # type: ignore[return-value]
+
+
+def _rebuild[V: Encoded](
+    path: list[_Branch[V]], at: int, key: bytes, new: _Node[V], grown: int
+) -> _Node[V]:
+    """``path[:at]`` copied from the bottom up over ``new``, each count moved by
+    ``grown``: the new nodes on ``key``'s path."""
     while at:
         at -= 1
         b = path[at]
@@ -218,31 +203,44 @@ def _put[V: Encoded](root: _Node[V] | None, key: bytes, value: V) -> _Node[V]:
     return new
 
 
+def _put[V: Encoded](root: _Node[V] | None, key: bytes, value: V) -> _Node[V]:
+    """``root`` with ``key`` set to ``value``: new nodes on the key's path only."""
+    if root is None:
+        return _Leaf(key, value)
+    path, leaf = _walk(root, key)
+    at = len(path)
+    if leaf.key == key:
+        if leaf.value is value:
+            return root
+        return _rebuild(path, at, key, _Leaf(key, value), 0)
+    # The new branch goes above the first node on the path that is deeper than the
+    # first bit where the key leaves the path's keys.
+    split = _first_difference(leaf.key, key)
+    while at and path[at - 1].depth > split:
+        at -= 1
+    below = path[at] if at < len(path) else leaf
+    added = _Leaf(key, value)
+    if key[split >> 3] >> (7 - (split & 7)) & 1:
+        new = _Branch(split, below, added, below.count + 1)
+    else:
+        new = _Branch(split, added, below, below.count + 1)
+    return _rebuild(path, at, key, new, 1)
+
+
 def _remove[V: Encoded](root: _Node[V] | None, key: bytes) -> _Node[V] | None:
     """``root`` without ``key`` (``root`` itself when the key is absent)."""
     if root is None:
         return None
-    path: list[_Branch[V]] = []
-    node = root
-    while type(node) is _Branch:
-        path.append(node)
-        d = node.depth
-        node = node.right if key[d >> 3] >> (7 - (d & 7)) & 1 else node.left
-    if node.key != key:  # type: ignore[union-attr]
+    path, leaf = _walk(root, key)
+    if leaf.key != key:
         return root
     if not path:
         return None
     parent = path.pop()
     d = parent.depth
     # The parent goes; the leaf's sibling takes its place.
-    new = parent.left if key[d >> 3] >> (7 - (d & 7)) & 1 else parent.right
-    for b in reversed(path):
-        d = b.depth
-        if key[d >> 3] >> (7 - (d & 7)) & 1:
-            new = _Branch(d, b.left, new, b.count - 1)
-        else:
-            new = _Branch(d, new, b.right, b.count - 1)
-    return new
+    sibling = parent.left if key[d >> 3] >> (7 - (d & 7)) & 1 else parent.right
+    return _rebuild(path, len(path), key, sibling, -1)
 
 
 def _build[V: Encoded](pairs: list[tuple[bytes, V]]) -> _Node[V] | None:
