@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks: node subprocesses, tokens, statistics, machine facts.
+"""Shared helpers for the benchmarks: node subprocesses, tokens, statistics, machine facts,
+and channels agreed by the pure channel machine.
 
 Every node started here listens on 127.0.0.1 only, lives in a temporary data
 folder, and is terminated (then killed, if it does not stop) when its context
@@ -23,6 +24,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from node.machines import channel as ch
+from node.txs import Tx, TxBody
 
 HOST = "127.0.0.1"
 LISTENING = re.compile(rb"listening on (ws://127\.0\.0\.1:(\d+))")
@@ -227,3 +231,15 @@ def write_json(path: str | None, results: dict[str, Any]) -> None:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
+
+
+def exchange(a: ch.ChannelSide, b: ch.ChannelSide, *txs: TxBody) -> tuple[ch.ChannelSide, ...]:
+    """``a`` proposes ``txs`` and ``b`` acks them: both sides agree."""
+    for body in txs:
+        a, _ = ch.step(a, ch.Enqueue(Tx.of(body)))
+    a, out = ch.step(a, ch.Propose())
+    (sent,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
+    b, out = ch.step(b, ch.ReceiveFrame(sent))
+    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
+    a, _ = ch.step(a, ch.ReceiveAck(ack))
+    return a, b

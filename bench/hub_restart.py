@@ -46,20 +46,15 @@ from node.machines.signer import SignerState
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
 from node.storage import Store
-from node.txs import Tx
 
 SK = 7
 
 
 def side(me: bytes, peer: bytes) -> ch.ChannelSide:
     """``me``'s side of a channel whose first frame, ours, added collateral."""
-    mine, theirs = ch.open_side(me, peer), ch.open_side(peer, me)
-    mine, _ = ch.step(mine, ch.Enqueue(Tx.of(ch.AddCollateral(1, 1000))))
-    mine, out = ch.step(mine, ch.Propose())
-    (frame,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
-    theirs, out = ch.step(theirs, ch.ReceiveFrame(frame))
-    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
-    mine, _ = ch.step(mine, ch.ReceiveAck(ack))
+    mine, _ = benchlib.exchange(
+        ch.open_side(me, peer), ch.open_side(peer, me), ch.AddCollateral(1, 1000)
+    )
     return mine
 
 

@@ -28,9 +28,10 @@ Usage (from the repo root)::
     .venv/bin/python -m bench.hub_scale --json bench/out/hub_scale.json
     .venv/bin/python -m bench.hub_scale --channels 1000000 --reps 1
 
-The script also runs on the code before issue 11 (channels as a sorted tuple; a
-worktree of commit ``50ff6fb`` with ``PYTHONPATH`` set to it), so the two can be
-compared on one machine.
+The script also runs on the code before issue 11 (channels as a sorted tuple):
+copy it and ``benchlib.py`` into a worktree of commit ``50ff6fb`` and run it there
+with ``PYTHONPATH`` set to that worktree, so the two can be compared on one
+machine.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from node.machines import entity as ent
 from node.machines.accounts import ChannelRecord, Pay
 from node.machines.entity import Batch, EntityState
 from node.machines.governance import Config, Member
-from node.txs import Tx, TxBody
+from node.txs import Tx
 
 ASSET = 1
 PAYMENTS = 256
@@ -73,25 +74,13 @@ def config(seed: int, members: int) -> Config:
     return Config(ms, members // 2 + 1, ms[0].id)
 
 
-def exchange(a: ch.ChannelSide, b: ch.ChannelSide, *txs: TxBody) -> tuple[ch.ChannelSide, ...]:
-    """``a`` proposes ``txs`` and ``b`` acks them: both sides agree."""
-    for body in txs:
-        a, _ = ch.step(a, ch.Enqueue(Tx.of(body)))
-    a, out = ch.step(a, ch.Propose())
-    (sent,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
-    b, out = ch.step(b, ch.ReceiveFrame(sent))
-    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
-    a, _ = ch.step(a, ch.ReceiveAck(ack))
-    return a, b
-
-
 def funded_side(me: bytes, peer: bytes) -> ch.ChannelSide:
     """``me``'s side of a channel with collateral and credit both ways."""
     mine, theirs = ch.open_side(me, peer), ch.open_side(peer, me)
-    mine, theirs = exchange(mine, theirs, ch.AddCollateral(ASSET, 10**9))
-    theirs, mine = exchange(theirs, mine, ch.AddCollateral(ASSET, 10**9))
-    mine, theirs = exchange(mine, theirs, ch.SetCredit(ASSET, 10**6))
-    theirs, mine = exchange(theirs, mine, ch.SetCredit(ASSET, 10**6))
+    mine, theirs = benchlib.exchange(mine, theirs, ch.AddCollateral(ASSET, 10**9))
+    theirs, mine = benchlib.exchange(theirs, mine, ch.AddCollateral(ASSET, 10**9))
+    mine, theirs = benchlib.exchange(mine, theirs, ch.SetCredit(ASSET, 10**6))
+    theirs, mine = benchlib.exchange(theirs, mine, ch.SetCredit(ASSET, 10**6))
     return mine
 
 

@@ -362,7 +362,8 @@ class Coordinator:
     def on_tick(self) -> None:
         now = self._clock()
         live = set()
-        for key, replica in self._active_replicas():
+        active = self._active_replicas()
+        for key, replica in active:
             if not (replica.pool or replica.pending or replica.lock):
                 continue
             live.add(key)
@@ -379,13 +380,19 @@ class Coordinator:
         for key in list(self._timers):
             if key not in live:
                 del self._timers[key]
-        self._resend_due(now)
+        self._resend_due(now, active)
 
-    def _resend_due(self, now: float, force: bool = False) -> None:
+    def _resend_due(
+        self,
+        now: float,
+        active: list[tuple[tuple[bytes, bytes], rep.Replica]],
+        force: bool = False,
+    ) -> None:
         """Send each entity's signed channel messages again if they have waited
-        ``resend_s`` unchanged (one replica per entity does it for this server)."""
+        ``resend_s`` unchanged (one replica per entity does it for this server);
+        ``active`` is :meth:`_active_replicas`."""
         seen: set[bytes] = set()
-        for _, replica in self._active_replicas():
+        for _, replica in active:
             entity = replica.entity_id
             if entity in seen or not replica.mailbox:
                 continue
@@ -406,7 +413,7 @@ class Coordinator:
     # Catch-up ---------------------------------------------------------------------------
 
     def _on_peer_change(self, link: PeerLink) -> None:
-        self._resend_due(self._clock(), force=True)
+        self._resend_due(self._clock(), self._active_replicas(), force=True)
         for signer in self.node.state.signers:
             for replica in signer.replicas:
                 if link.hosted & set(replica.entity.config.ids):

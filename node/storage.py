@@ -10,7 +10,8 @@ Keys, each behind a one-byte prefix:
 ``S`` + route       a sub-machine's state, written only when it changes:
                     ``S`` + signer id (a signer), ``S`` + signer id + entity
                     id (that signer's replica of the entity: its ``header``,
-                    with its channels and kept messages by their roots)
+                    with its channels, forwards and kept messages by their
+                    roots)
 ``C`` + signer id   one channel record of that replica (``ChannelRecord``),
   + entity id       under the counterparty's id; written when it changes,
   + peer            deleted when the channel goes
@@ -28,13 +29,13 @@ Keys, each behind a one-byte prefix:
 Every block's writes go in one ``write_batch(transaction=True, sync=True)``:
 all-or-nothing, and durable when :meth:`Store.write_block` returns. A block
 writes what changed: the block, the changed signers' and replicas' headers, and
-the channel records and kept messages that changed (``server.Write``), never a
-whole replica. Records are keyed under their replica's route, so two replicas on
+the channel records, forwards and kept messages that changed (``server.Write``),
+never a whole replica. Records are keyed under their replica's route, so two replicas on
 one server never touch each other's. Nothing else is kept of a replica's past
 states: the chain of blocks is the history (``xln-node verify`` replays it).
 
 Loading reads each replica's header, then its records by prefix, rebuilds the
-two Merkle maps and checks their roots against the header (so a missing,
+three Merkle maps and checks their roots against the header (so a missing,
 extra or altered record is found), and re-executes a frame in flight to get
 the state after it, checked against its hash.
 """
@@ -71,7 +72,7 @@ from node.machines.server import (
 )
 from node.merkle_map import MerkleMap
 
-FORMAT_VERSION = 2  # 2: entity states hashed with a Merkle root; records under C and K
+FORMAT_VERSION = 2  # 2: entity states hashed with Merkle roots; records under C, W and K
 
 META = b"M"
 BLOCK = b"B"
@@ -89,10 +90,6 @@ def _record[R: (ChannelRecord, Kept)](peer: bytes, record: R) -> R:
     if record.peer != peer:
         raise DecodeError(f"record under {peer.hex()} is of {record.peer.hex()}")
     return record
-
-
-def _forward_peer(raw: bytes) -> bytes:
-    return as_bytes(decode(raw), "forward peer", size=HASH_LEN)
 
 
 class StoreError(Exception):
@@ -203,7 +200,7 @@ class Store:
             for peer, raw in self._records(CHANNEL, route)
         )
         forwards = MerkleMap.from_items(
-            (pid, Forwarded(_forward_peer(raw))) for pid, raw in self._records(FORWARD, route)
+            (pid, Forwarded.decode(raw)) for pid, raw in self._records(FORWARD, route)
         )
         kept = MerkleMap.from_items(
             (peer, _record(peer, kept_from_raw(raw))) for peer, raw in self._records(KEPT, route)

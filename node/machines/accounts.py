@@ -497,6 +497,11 @@ class Forwarded:
     def encoded(self) -> bytes:
         return b"\xa0" + self.peer  # the RLP string of 32 bytes (as encode_tree writes it)
 
+    @classmethod
+    def decode(cls, raw: bytes) -> Forwarded:
+        """From ``encoded`` (as storage keeps it)."""
+        return cls(as_bytes(decode(raw), "forward peer", size=HASH_LEN))
+
 
 @dataclass
 class Ledger:

@@ -341,7 +341,7 @@ class EntityState:
     @classmethod
     def from_item(cls, item: RlpItem) -> EntityState:
         f = as_list(item, "entity state", size=12)
-        records = [ChannelRecord.from_item(c) for c in as_list(f[10], "channels")]
+        records = [ChannelRecord.from_item(c) for c in as_list(f[CHANNELS_INDEX], "channels")]
         if any(a.peer >= b.peer for a, b in itertools.pairwise(records)):
             raise DecodeError("entity state: channels not in ascending counterparty order")
         forwards = [
@@ -613,10 +613,8 @@ def _close(state: EntityState, work: _Work, height: int) -> tuple[EntityState, F
         tuple(sorted(work.nonces.items())),
         config_height,
         tuple(sorted(ledger.reserves.items())),
-        state.channels.set_many(changes) if changes else state.channels,
-        state.forwards.set_many(ledger.forwards.changes)
-        if ledger.forwards.changes
-        else state.forwards,
+        state.channels.set_many(changes),
+        state.forwards.set_many(ledger.forwards.changes),
     )
     waiting = {p for p in state.waiting if p not in changes}
     waiting.update(p for p, rec in changes.items() if rec is not None and accounts.is_waiting(rec))

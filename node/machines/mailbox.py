@@ -31,6 +31,7 @@ from node.codec import (
 )
 from node.machines import accounts
 from node.machines.accounts import Message
+from node.machines.channel import Ack
 from node.machines.entity import EntityState
 from node.merkle_map import MerkleMap
 
@@ -94,7 +95,7 @@ class Mailbox:
         if k is None or k.ack is None:
             return None
         body = k.ack.body
-        return k.ack if getattr(body, "frame_hash", None) == frame_hash else None
+        return k.ack if isinstance(body, Ack) and body.frame_hash == frame_hash else None
 
     def after(
         self,
@@ -121,7 +122,7 @@ class Mailbox:
                 k = Kept(peer)
             k = Kept(peer, m, k.ack) if m.kind == accounts.FRAME else Kept(peer, k.frame, m)
             updates[peer] = k
-        return Mailbox(tuple(announced), self.kept.set_many(updates) if updates else self.kept)
+        return Mailbox(tuple(announced), self.kept.set_many(updates))
 
     def to_tree(self) -> list[RlpTree]:
         """The flat list ``[[peer, message], …]`` of :meth:`messages` (PROTOCOL.md § 10.6)."""
@@ -144,7 +145,7 @@ class Mailbox:
         announced: list[Message] = []
         for raw in as_list(f[0], "announcements", max_len=accounts.MAX_ANNOUNCED):
             m = accounts.input_from_item(raw)
-            if not isinstance(m, Message) or m.kind != accounts.ANNOUNCE:
+            if m.kind != accounts.ANNOUNCE:
                 raise DecodeError("mailbox: not an announcement")
             _check_newer(announced, m)
             announced.append(m)
@@ -160,8 +161,6 @@ class Mailbox:
         for raw in as_list(item, "signed messages"):
             f = as_list(raw, "signed message", size=2)
             message = accounts.input_from_item(f[1])
-            if not isinstance(message, Message):
-                raise DecodeError("signed message: not a channel message")
             if message.kind == accounts.ANNOUNCE:
                 as_bytes(f[0], "signed announcement peer", size=0)
                 if kept:
@@ -219,7 +218,7 @@ def kept_from_raw(raw: bytes) -> Kept:
 
 def _message(item: RlpItem, kind: int) -> Message:
     m = accounts.input_from_item(item)
-    if not isinstance(m, Message) or m.kind != kind:
+    if m.kind != kind:
         raise DecodeError("kept: not the expected channel message")
     return m
 
