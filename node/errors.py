@@ -19,3 +19,7 @@ class TooLarge(Refused):
 
 class ShuttingDown(Refused):
     """The node is stopping (or its storage failed) and takes nothing more."""
+
+
+class NotFound(Refused):
+    """What was asked for is not (or no longer) held here."""

@@ -346,6 +346,32 @@ def _leaves[V: Encoded](root: _Node[V] | None) -> Iterator[_Leaf[V]]:
         yield node  # type: ignore[misc]
 
 
+def _leaves_from[V: Encoded](root: _Node[V] | None, start: bytes) -> Iterator[_Leaf[V]]:
+    """The leaves under ``root`` whose keys are at least ``start``, ascending, lazily:
+    one walk down to where ``start`` would be, then the subtrees to its right."""
+    right: list[_Node[V]] = []  # whole subtrees still to visit, the next one last
+    node = root
+    while node is not None:
+        if type(node) is _Leaf:
+            if node.key >= start:
+                right.append(node)
+            break
+        branch: _Branch[V] = node  # type: ignore[assignment]
+        d = branch.depth
+        rep = branch.rep
+        if rep != start and _first_difference(rep, start) < d:
+            if rep > start:  # the keys here all agree with rep above d: all above start
+                right.append(branch)
+            break
+        if _bit(start, d):
+            node = branch.right
+        else:
+            right.append(branch.right)
+            node = branch.left
+    while right:
+        yield from _leaves(right.pop())
+
+
 def _any_key[V: Encoded](node: _Node[V]) -> bytes:
     return node.rep if type(node) is _Branch else node.key  # type: ignore[union-attr]
 
@@ -466,6 +492,13 @@ class MerkleMap[V: Encoded]:
     def items(self) -> Iterator[tuple[bytes, V]]:
         """The entries in ascending key order, lazily."""
         for leaf in _leaves(self._root):
+            yield leaf.key, leaf.value
+
+    def items_from(self, start: bytes) -> Iterator[tuple[bytes, V]]:
+        """The entries whose keys are at least ``start``, ascending, lazily: one walk to
+        ``start``, then a step per entry (a page costs its size plus ``log N``)."""
+        _check_key(start)
+        for leaf in _leaves_from(self._root, start):
             yield leaf.key, leaf.value
 
     def keys(self) -> Iterator[bytes]:
@@ -611,6 +644,11 @@ def verify(root: bytes, key: bytes, value_bytes: bytes | None, proof: Proof) -> 
     A key that is not 32 bytes is a ValueError (the caller's mistake); a proof of any
     other shape than :meth:`MerkleMap.prove` makes simply fails.
     """
+    return verify_hash(root, key, None if value_bytes is None else keccak(value_bytes), proof)
+
+
+def verify_hash(root: bytes, key: bytes, value_hash: bytes | None, proof: Proof) -> bool:
+    """As :func:`verify`, for a value known by its hash (``keccak(value_bytes)``)."""
     _check_key(key)
     steps = proof.steps
     if len(steps) > MAX_STEPS:
@@ -621,7 +659,7 @@ def verify(root: bytes, key: bytes, value_bytes: bytes | None, proof: Proof) -> 
             return False
         previous = depth
     end = proof.end
-    if value_bytes is None:
+    if value_hash is None:
         if end is None:
             return not steps and root == ZERO_HASH
         end_key, end_value_hash = end
@@ -631,9 +669,9 @@ def verify(root: bytes, key: bytes, value_bytes: bytes | None, proof: Proof) -> 
             return False
         h = keccak(_LEAF_TAG + end_key + end_value_hash)
     else:
-        if end is not None:
+        if end is not None or len(value_hash) != HASH_LEN:
             return False
-        h = keccak(_LEAF_TAG + key + keccak(value_bytes))
+        h = keccak(_LEAF_TAG + key + value_hash)
     for depth, sibling in reversed(steps):
         if _bit(key, depth):
             h = keccak(_BRANCH_TAGS[depth] + sibling + h)
@@ -642,4 +680,41 @@ def verify(root: bytes, key: bytes, value_bytes: bytes | None, proof: Proof) -> 
     return h == root
 
 
-__all__ = ["KEY_LEN", "Encoded", "MerkleMap", "Proof", "verify"]
+def is_edge(key: bytes, proof: Proof, side: int) -> bool:
+    """Whether a membership ``proof`` of ``key`` shows it is the map's first key
+    (``side`` 0: its walk goes left at every branch) or its last (``side`` 1)."""
+    return all(_bit(key, depth) == side for depth, _ in proof.steps)
+
+
+def adjacent(low: bytes, low_proof: Proof, high: bytes, high_proof: Proof) -> bool:
+    """Whether membership proofs (already verified against one root) of ``low`` <
+    ``high`` show that no key lies between them.
+
+    The two keys first differ at bit ``d``; both walks must pass the branch at depth
+    ``d`` (``low`` going left, ``high`` right), and below it ``low`` must be the
+    rightmost key of the left subtree (its walk goes right at every deeper branch)
+    and ``high`` the leftmost of the right one. A key in between would share the
+    walk down to ``d`` and leave one of the two walks at a deeper branch the other way.
+    """
+    if not low < high:
+        return False
+    d = _first_difference(low, high)
+    if not any(depth == d for depth, _ in low_proof.steps):
+        return False
+    if not any(depth == d for depth, _ in high_proof.steps):
+        return False
+    return all(_bit(low, depth) for depth, _ in low_proof.steps if depth > d) and not any(
+        _bit(high, depth) for depth, _ in high_proof.steps if depth > d
+    )
+
+
+__all__ = [
+    "KEY_LEN",
+    "Encoded",
+    "MerkleMap",
+    "Proof",
+    "adjacent",
+    "is_edge",
+    "verify",
+    "verify_hash",
+]

@@ -18,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from node.block import Block
 from node.codec import keccak
-from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
+from node.errors import Busy, NotFound, ShuttingDown, TooLarge, UnknownRoute
+from node.machines.entity import EntityState
 from node.machines.frames import Certificate
-from node.machines.replica import Committed
+from node.machines.replica import Committed, Genesis
 from node.machines.server import Receipt, Step, apply_block
 from node.mempool import MAX_MEMPOOL_BYTES, Mempool
 from node.storage import Store
@@ -41,6 +42,10 @@ DEFAULT_MAX_BLOCK_TXS = 50_000
 # Transaction bytes per block, leaving room for the mempool's own list headers.
 MAX_BLOCK_TX_BYTES = MAX_MEMPOOL_BYTES - 64 * 1024
 METRIC_SAMPLES = 4096
+# Agreed entity states a replica keeps readable by hash (READ_ENTITY's ``at``), so a
+# client can read one state in several parts while frames go on. They share all
+# but their changed paths, so each costs what its frame changed.
+RECENT_STATES = 16
 SUBSCRIPTION_QUEUE = 4096
 
 
@@ -194,6 +199,7 @@ class Node:
         # Called with each step once its block is durable: where effects go out.
         self.durable_hooks: list[Callable[[Step], object]] = []
         self._expedite = asyncio.Event()
+        self._recent: dict[tuple[bytes, bytes], OrderedDict[bytes, EntityState]] = {}
 
     # Public API -------------------------------------------------------------
 
@@ -284,6 +290,39 @@ class Node:
         if len(route) == 1:
             return signer.encoded
         return signer.by_entity[route[1]].encoded
+
+    def read_entity(self, route: tuple[bytes, ...], at: bytes) -> tuple[Genesis, EntityState]:
+        """A replica's agreed entity state: the current one (``at`` empty), or one of
+        its last :data:`RECENT_STATES` by state hash (NotFound if it is older)."""
+        self.check_route(route)
+        if len(route) != 2:
+            raise UnknownRoute("entity reads take the route [signer, entity]")
+        replica = self.state.by_id[route[0]].by_entity[route[1]]
+        state = replica.entity
+        if at and at != state.hash:
+            ring = self._recent.get((route[0], route[1]))
+            old = None if ring is None else ring.get(at)
+            if old is None:
+                raise NotFound(
+                    f"state {at.hex()[:16]} of that entity is not among the last "
+                    f"{RECENT_STATES} this node keeps: read the current one"
+                )
+            state = old
+        return replica.genesis, state
+
+    def _keep_recent(self, step: Step) -> None:
+        """Keep the agreed states of the replicas this block changed, by hash."""
+        for write in step.changed:
+            if len(write.route) != 2:
+                continue
+            signer, entity = write.route
+            replica = self.state.replica(signer, entity)
+            if replica is None:
+                continue
+            ring = self._recent.setdefault((signer, entity), OrderedDict())
+            ring[replica.entity.hash] = replica.entity
+            while len(ring) > RECENT_STATES:
+                ring.popitem(last=False)
 
     def read_tree(self) -> list[tuple[tuple[bytes, ...], bytes]]:
         """Every signer's and replica's state, read at one instant (between blocks)."""
@@ -386,6 +425,7 @@ class Node:
             (time.perf_counter() - started) * 1000,
         )
         self.state, self.head_block = step.state, step.block
+        self._keep_recent(step)
         self._acknowledge(batch, step.block, step.receipts)
         self._publish(step, tx_count, batch)
         for hook in self.durable_hooks:

@@ -371,6 +371,16 @@ class EntityState:
         return cls._of(f, channels, forwards)
 
     @classmethod
+    def header_fields(cls, item: RlpItem) -> tuple[EntityState, bytes, bytes]:
+        """The state of the header ``item`` with its channels and forwards left empty,
+        and their two roots: for a reader that fetches records by part
+        (``node/entity_reads.py``)."""
+        f = as_list(item, "entity header", size=12)
+        channels_root = as_bytes(f[CHANNELS_INDEX], "channels root", size=HASH_LEN)
+        forwards_root = as_bytes(f[FORWARDS_INDEX], "forwards root", size=HASH_LEN)
+        return cls._of(f, NO_CHANNELS, NO_FORWARDS), channels_root, forwards_root
+
+    @classmethod
     def _of(cls, f: list[RlpItem], channels: Channels, forwards: Forwards) -> EntityState:
         if as_int(f[0], "entity state version") != STATE_VERSION:
             raise DecodeError("entity state: unknown version")

@@ -56,6 +56,11 @@ REPLY = Limits(max_bytes=MAX_REPLY_BYTES, max_depth=MAX_DEPTH, max_items=8 * MAX
 # pool included: its item cap is the loosest, and reading it may take seconds.
 STATE = Limits(max_bytes=MAX_REPLY_BYTES, max_depth=MAX_DEPTH, max_items=1 << 20)
 
+# One record of an entity read in parts (READ_ENTITY): a byte string inside the
+# reply, scanned on its own before it is decoded. A channel record holds up to
+# 2 x 8,192 queued payments.
+RECORD = Limits(max_bytes=MAX_REPLY_BYTES, max_depth=MAX_DEPTH, max_items=1 << 18)
+
 # Blocks a client reads (GET_BLOCKS, for verify) are byte strings inside the
 # reply, scanned on their own: a block holds up to 50,000 transactions. The node
 # also counts the items of its own stored frames against this.

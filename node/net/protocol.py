@@ -60,6 +60,7 @@ class Req(IntEnum):
     PROPOSAL = 10  # [to_signer, frame, round, proposer_precommit]
     GET_FRAMES = 11  # [entity_id, from_height, max_count]
     PEER_INFO = 12  # []: which signers this server hosts
+    READ_ENTITY = 13  # route [signer, entity]: an agreed state in parts, with proofs
     # Node to agent (on the agent's own connection)
     SIGN = 20  # route [signer, entity], body [frame, round]
 
@@ -79,6 +80,7 @@ class Rep(IntEnum):
     FRAMES = 75
     PEER_INFO = 76
     FRAME_EVENT = 77
+    ENTITY = 78
     SIGNATURE = 80
     ERROR = 127
 

@@ -32,10 +32,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 
+from node import entity_reads as reads
 from node.agent import Refused
 from node.codec import (
     HASH_LEN,
@@ -52,7 +54,7 @@ from node.codec import (
     scan,
 )
 from node.coordinator import AgentUnavailable, Coordinator
-from node.errors import Busy, ShuttingDown, TooLarge, UnknownRoute
+from node.errors import Busy, NotFound, ShuttingDown, TooLarge, UnknownRoute
 from node.identity import check_hello
 from node.machines import replica as rep
 from node.machines import signer as sig
@@ -238,6 +240,7 @@ class ApiServer:
             Req.SUBMIT: self._submit,
             Req.STATUS: self._status,
             Req.READ_STATE: self._read_state,
+            Req.READ_ENTITY: self._read_entity,
             Req.SUBSCRIBE: self._subscribe,
             Req.UNSUBSCRIBE: self._unsubscribe,
             Req.GET_BLOCKS: self._get_blocks,
@@ -654,6 +657,33 @@ class ApiServer:
                 body.append([[list(route), raw] for route, raw in self.node.read_tree()])
         await ws.send(encode_reply(Rep.STATE, req.request_id, body))
 
+    async def _read_entity(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        """Body ``[part, at, ...]`` on a replica's route: one part of an agreed state,
+        with the header it is proven against (``node/entity_reads.py``)."""
+        self._check_scope(session, req)
+        self._check_route(req)
+        rid = req.request_id
+        try:
+            part, at, rest = _entity_read_fields(req.body)
+            genesis, state = self.node.read_entity(req.route, at)
+        except DecodeError as exc:
+            raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
+        except UnknownRoute as exc:
+            raise ProtocolError(Err.UNKNOWN_ROUTE, str(exc), rid) from None
+        except NotFound as exc:
+            raise ProtocolError(Err.NOT_FOUND, str(exc), rid) from None
+        body: list[object] = [list(req.route), part, reads.header_part(genesis.to_tree(), state)]
+        if part == reads.RECORD:
+            which, key = rest
+            body.append(reads.record_part(state, which, key))
+        elif part == reads.PAGE:
+            which, after, limit = rest
+            try:
+                body.append(reads.page_part(state, which, after, limit))
+            except KeyError as exc:
+                raise ProtocolError(Err.NOT_FOUND, exc.args[0], rid) from None
+        await ws.send(encode_reply(Rep.ENTITY, rid, body))
+
     async def _subscribe(self, ws: ServerConnection, session: Session, req: Request) -> None:
         rid = req.request_id
         topic_id = _one_field(req, lambda item: as_int(item, "topic", max_value=255))
@@ -915,6 +945,32 @@ def _no_fields(req: Request) -> None:
             f"{req.type.name} takes an empty body, got {len(req.body)} items",
             req.request_id,
         )
+
+
+def _entity_read_fields(body: list[RlpItem]) -> tuple[int, bytes, list[Any]]:
+    """READ_ENTITY's ``[0, at]``, ``[1, at, map, key]`` or ``[2, at, map, after,
+    limit]``, strictly; DecodeError naming what is wrong."""
+    if not body:
+        raise DecodeError("READ_ENTITY body is [part, at, ...]")
+    part = as_int(body[0], "part", max_value=reads.PAGE)
+    sizes = {reads.HEADER: 2, reads.RECORD: 4, reads.PAGE: 5}
+    if len(body) != sizes[part]:
+        raise DecodeError(
+            f"READ_ENTITY {reads.PART_NAMES[part]} body has {sizes[part]} items, got {len(body)}"
+        )
+    at = as_bytes(body[1], "at", max_len=HASH_LEN)
+    if at and len(at) != HASH_LEN:
+        raise DecodeError("at: an entity state hash (32 bytes) or empty")
+    if part == reads.HEADER:
+        return part, at, []
+    which = as_int(body[2], "map", max_value=reads.FORWARDS)
+    if part == reads.RECORD:
+        return part, at, [which, as_bytes(body[3], "key", size=HASH_LEN)]
+    after = as_bytes(body[3], "after", max_len=HASH_LEN)
+    if after and len(after) != HASH_LEN:
+        raise DecodeError("after: a key (32 bytes) or empty")
+    limit = as_int(body[4], "limit", min_value=1, max_value=reads.MAX_PAGE)
+    return part, at, [which, after, limit]
 
 
 def _one_field[T](req: Request, parse: Callable[[RlpItem], T]) -> T:

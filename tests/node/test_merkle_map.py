@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from node.codec import DecodeError, RlpItem, decode, encode_tree, int_bytes, keccak
-from node.merkle_map import MerkleMap, Proof, verify
+from node.merkle_map import MerkleMap, Proof, adjacent, is_edge, verify
 
 ZERO = bytes(32)
 
@@ -738,3 +738,44 @@ def test_from_item_roundtrip_any_well_formed_proof(
     by_depth = dict(raw_steps)
     proof = Proof(tuple(sorted(by_depth.items())), end)
     assert roundtrip(proof) == proof
+
+
+# Pages: items_from, and the proofs that a page leaves nothing out --------------------------
+
+
+@settings(deadline=None, max_examples=200)
+@given(value_dicts(), plain_keys)
+def test_items_from_is_the_sorted_suffix(d: dict[bytes, bytes], start: bytes) -> None:
+    m = to_map(d)
+    expected = [(k, d[k]) for k in sorted(d) if k >= start]
+    assert [(k, v.encoded) for k, v in m.items_from(start)] == expected
+    for k in d:  # from a member: it comes first
+        assert [key for key, _ in m.items_from(k)] == [x for x in sorted(d) if x >= k]
+
+
+@settings(deadline=None, max_examples=200)
+@given(value_dicts(min_size=1))
+def test_edges_and_adjacency_of_every_neighbour(d: dict[bytes, bytes]) -> None:
+    m = to_map(d)
+    keys = sorted(d)
+    proofs = {k: m.prove(k) for k in keys}
+    for k in keys:
+        assert is_edge(k, proofs[k], 0) == (k == keys[0])
+        assert is_edge(k, proofs[k], 1) == (k == keys[-1])
+    for i, low in enumerate(keys):
+        for j, high in enumerate(keys):
+            assert adjacent(low, proofs[low], high, proofs[high]) == (j == i + 1)
+
+
+@settings(deadline=None, max_examples=100)
+@given(value_dicts(min_size=3), st.data())
+def test_a_page_with_a_key_left_out_is_not_adjacent(
+    d: dict[bytes, bytes], data: st.DataObject
+) -> None:
+    """A node that drops a key from a page cannot make the neighbours' proofs meet."""
+    assume(len(d) >= 3)  # clustered keys may collide below the minimum
+    m = to_map(d)
+    keys = sorted(d)
+    i = data.draw(st.integers(0, len(keys) - 3))
+    low, high = keys[i], keys[i + 2]  # keys[i + 1] left out
+    assert not adjacent(low, m.prove(low), high, m.prove(high))

@@ -46,6 +46,7 @@ from unittest import mock
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
 
+from node import entity_reads as reads
 from node.agent import Agent, Refused
 from node.codec import (
     UINT64_MAX,
@@ -73,6 +74,7 @@ from node.machines.frames import Certificate, Frame, Signatures, aggregate_preco
 from node.machines.governance import Config, Member, signer_id
 from node.machines.server import ServerState, apply_block
 from node.mempool import Mempool
+from node.merkle_map import Proof
 from node.net import server as net_server
 from node.net.limits import MAX_DEPTH, PRE_HELLO_WS_BYTES, REQUEST
 from node.net.protocol import (
@@ -653,11 +655,59 @@ def _request_body(req: Request) -> str:
                     f"entity={_hex(entity)} from_height={as_int(start, 's')} "
                     f"max_count={as_int(count, 'c')}"
                 )
+            case Req.READ_ENTITY, [bytes() as part, bytes() as at, *rest]:
+                return _entity_request(as_int(part, "part"), at, rest)
             case Req.SIGN, [list() as frame, bytes() as rnd]:
                 return f"{_frame(Frame.decode(encode_tree(frame)))} round={as_int(rnd, 'r')}"
             case _, []:
                 return "body=[]"
     return f"body={_generic(body)}"
+
+
+def _entity_request(part: int, at: bytes, rest: list[RlpItem]) -> str:
+    text = f"part={reads.PART_NAMES[part]} at={_hex(at) if at else 'current'}"
+    if rest:
+        text += f" map={reads.MAP_NAMES[as_int(rest[0], 'map')]}"
+    if part == reads.RECORD:
+        text += f" key={_hex(as_bytes(rest[1], 'key'))}"
+    elif part == reads.PAGE:
+        after = as_bytes(rest[1], "after")
+        text += f" after={_hex(after) if after else 'start'} limit={as_int(rest[2], 'limit')}"
+    return text
+
+
+def _entity_header(item: RlpItem) -> str:
+    genesis, header = as_list(item, "header part", size=2)
+    small, channels_root, forwards_root = ent.EntityState.header_fields(header)
+    return (
+        f"genesis(salt={_hex(as_bytes(as_list(genesis, 'g')[1], 'salt'))}) "
+        f"header(height={small.height} counter={small.counter} "
+        f"channels_root={_hex(channels_root)} forwards_root={_hex(forwards_root)}; "
+        f"state hash {_hex(keccak(encode_tree(header)))})"
+    )
+
+
+def _proof(item: RlpItem) -> str:
+    proof = Proof.from_item(item)
+    end = "" if proof.end is None else f" end=({_hex(proof.end[0])}, {_hex(proof.end[1])})"
+    return f"proof(steps={len(proof.steps)}{end})"
+
+
+def _entity_reply(b: list[RlpItem]) -> str:
+    part = as_int(b[1], "part")
+    text = (
+        f"route={_route(as_list(b[0], 'r'))} part={reads.PART_NAMES[part]} {_entity_header(b[2])}"
+    )
+    if part == reads.RECORD:
+        value, proof = as_list(b[3], "record", size=2)
+        text += f" record={'present' if as_list(value, 'v') else 'absent'} {_proof(proof)}"
+    elif part == reads.PAGE:
+        anchor, entries = as_list(b[3], "page", size=2)
+        text += (
+            f" page(anchor={'given' if as_list(anchor, 'a') else 'none'} "
+            f"records={len(as_list(entries, 'e'))})"
+        )
+    return text
 
 
 def describe_request(frame: bytes) -> str:
@@ -757,6 +807,8 @@ def _reply_body(rep_type: Rep, b: list[RlpItem]) -> str:
                 f"frame_hash={_generic(b[2])} {_cert(Certificate.from_item(b[3]))} "
                 f"batch_hashes={ids(b[4])}"
             )
+        case Rep.ENTITY:
+            return _entity_reply(b)
         case Rep.SIGNATURE:
             return f"signature={_generic(b[0])} outbox_signatures={_generic(b[1])}"
         case Rep.ERROR:
@@ -1172,6 +1224,36 @@ def _consensus_examples() -> dict[str, Example]:
                     2,
                     "A's pre-commit (and its lock) reach the replica: the threshold (1) is met, "
                     "the frame is certified and applied",
+                ),
+            ),
+            node="consensus",
+        ),
+        "read-entity": Example(
+            (
+                *_ask(hello()),
+                *_ask(
+                    req(Req.READ_ENTITY, 2, [0, b""], route=at_e1),
+                    "the header of A's replica of E1, now at height 1",
+                ),
+                *_ask(
+                    req(Req.GET_FRAMES, 3, [E1, 1, 1]),
+                    "the certified frame at that height, which names the header's hash",
+                ),
+                *_ask(
+                    req(Req.READ_ENTITY, 4, [1, b"", 0, ID_B], route=at_e1),
+                    "E1's channel with B: there is none, and the proof says so",
+                ),
+                *_ask(
+                    req(Req.READ_ENTITY, 5, [2, b"", 1, b"", 16], route=at_e1),
+                    "the first page of E1's forwards: empty, and the last",
+                ),
+                *_ask(
+                    req(Req.READ_ENTITY, 6, [0, b"\x11" * 32], route=at_e1),
+                    "a state this node does not keep",
+                ),
+                *_ask(
+                    req(Req.READ_ENTITY, 7, [2, b"", 0, b"", 257], route=at_e1),
+                    "a page of more than 256 records",
                 ),
             ),
             node="consensus",

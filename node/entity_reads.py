@@ -1,0 +1,302 @@
+"""An entity read in parts, each part proven against the entity's state hash.
+
+A hub's replica holds a million channels: no reply may carry it whole. READ_ENTITY
+(docs/PROTOCOL.md §9, "READ_ENTITY") reads one agreed state of a replica in parts:
+
+- the **header**: the genesis and the entity header (every small field, and the
+  Merkle roots of the channels and of the forwards). Its keccak is the entity's
+  state hash, which the certified frame at its height names;
+- one **record** of a map (a channel by counterparty, a forward by payment id), or
+  proof that there is none;
+- a **page** of a map: consecutive records after a key (or from the first), each
+  with its proof, and the proof of the key it follows; the proofs also show that
+  no record was left out between them (:func:`node.merkle_map.adjacent`), that the
+  first is the map's first when the page starts at the beginning, and whether the
+  last is the map's last.
+
+Every part comes with the header it is proven against, so one reply is one
+consistent read. The node builds parts here (:func:`header_part`,
+:func:`record_part`, :func:`page_part`); the client checks them here
+(:func:`EntityHeader.from_item`, :func:`check_record`, :func:`check_page`) and that
+the header is certified (:func:`check_certified`). Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from node.codec import (
+    HASH_LEN,
+    DecodeError,
+    RlpItem,
+    RlpTree,
+    as_bytes,
+    as_list,
+    decode,
+    encode_tree,
+    keccak,
+)
+from node.machines import entity as ent
+from node.machines.accounts import ChannelRecord, Forwarded
+from node.machines.entity import EntityState
+from node.machines.frames import Certificate, Frame, verify_certificate_of
+from node.machines.governance import Config
+from node.merkle_map import KEY_LEN, MerkleMap, Proof, adjacent, is_edge, verify, verify_hash
+from node.net import limits
+
+HEADER: Final = 0
+RECORD: Final = 1
+PAGE: Final = 2
+PART_NAMES: Final = {HEADER: "header", RECORD: "record", PAGE: "page"}
+
+CHANNELS: Final = 0  # channels by counterparty id
+FORWARDS: Final = 1  # forwards by payment id
+MAP_NAMES: Final = {CHANNELS: "channels", FORWARDS: "forwards"}
+
+MAX_PAGE: Final = 256  # records a page may ask for
+# A reply carries at most this many bytes of records, so it stays under 1 MiB with
+# its header (at most ~300 KB: 1,024 members and 1,024 open proposals) and envelope.
+# A page always holds at least one record; a lone record larger than this (a
+# channel with thousands of queued payments) goes alone.
+MAX_PAGE_BYTES: Final = 640 * 1024
+
+
+class ProofError(DecodeError):
+    """A part whose proof does not hold: the node that sent it is wrong or lying."""
+
+
+class UnverifiedRead(Exception):
+    """A header whose certification cannot be checked against a config this client
+    trusts (see :func:`check_certified`)."""
+
+
+# What the node sends ------------------------------------------------------------------
+
+
+def header_part(genesis_tree: RlpTree, state: EntityState) -> list[RlpItem]:
+    """``[genesis, entity_header]``: the header as its hash is taken."""
+    return [genesis_tree, decode(state.header)]  # type: ignore[list-item]
+
+
+def _map(state: EntityState, which: int) -> MerkleMap[ChannelRecord] | MerkleMap[Forwarded]:
+    return state.channels if which == CHANNELS else state.forwards
+
+
+def record_part(state: EntityState, which: int, key: bytes) -> list[RlpItem]:
+    """``[[value] or [], proof]``: the record's canonical encoding, or nothing, and
+    the proof of either."""
+    m = _map(state, which)
+    value = m.get(key)
+    return [[] if value is None else [value.encoded], m.prove(key).to_tree()]
+
+
+def page_part(state: EntityState, which: int, after: bytes, limit: int) -> list[RlpItem]:
+    """``[anchor, [[key, value, proof]...]]``: up to ``limit`` records after the key
+    ``after`` (empty: from the first), while their bytes fit :data:`MAX_PAGE_BYTES` (at
+    least one). ``anchor`` is ``[value_hash, proof]`` of ``after``, which must be in
+    the map (KeyError otherwise), or ``[]``: what shows that nothing between it and
+    the page's first record was left out."""
+    m = _map(state, which)
+    anchor: list[RlpItem] = []
+    if after:
+        value = m.get(after)
+        if value is None:
+            raise KeyError(f"no {MAP_NAMES[which]} record at {after.hex()} to page after")
+        anchor = [keccak(value.encoded), m.prove(after).to_tree()]
+    out: list[RlpItem] = []
+    size = 0
+    for key, value in m.items_from(after or bytes(KEY_LEN)):
+        if key == after:
+            continue
+        raw = value.encoded
+        if out and (len(out) >= limit or size + len(raw) > MAX_PAGE_BYTES):
+            break
+        proof = m.prove(key)
+        out.append([key, raw, proof.to_tree()])
+        size += len(raw) + len(proof.steps) * (HASH_LEN + 3) + HASH_LEN
+    return [anchor, out]
+
+
+# What the client checks ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntityHeader:
+    """An entity's agreed state without its channels and forwards: those are known
+    here by their Merkle roots only, and read record by record or page by page."""
+
+    genesis_config: Config
+    raw: bytes  # the entity header's encoding; its keccak is the state hash
+    small: EntityState  # every field but the maps (left empty: read them by part)
+    channels_root: bytes
+    forwards_root: bytes
+
+    @property
+    def hash(self) -> bytes:
+        return keccak(self.raw)
+
+    @property
+    def entity_id(self) -> bytes:
+        return self.small.entity_id
+
+    @property
+    def height(self) -> int:
+        return self.small.height
+
+    @property
+    def config(self) -> Config:
+        return self.small.config
+
+    def root(self, which: int) -> bytes:
+        return self.channels_root if which == CHANNELS else self.forwards_root
+
+    @classmethod
+    def from_item(cls, item: RlpItem, entity: bytes) -> EntityHeader:
+        """Strictly, and only for ``entity``: its genesis must give that id (so the
+        genesis config is the entity's own) and the header must name it."""
+        from node.machines.replica import Genesis  # the replica module imports this one
+
+        f = as_list(item, "entity header part", size=2)
+        genesis = Genesis.from_item(f[0])
+        if ent.entity_id_for(genesis.config, genesis.salt) != entity:
+            raise ProofError("the genesis sent does not give this entity's id")
+        raw = encode_tree(f[1])
+        small, channels_root, forwards_root = EntityState.header_fields(f[1])
+        if small.entity_id != entity:
+            raise ProofError("the header sent is of another entity")
+        if small.height == 0 and keccak(raw) != ent.genesis(genesis.config, genesis.salt).hash:
+            raise ProofError("the header at height 0 is not the entity's genesis state")
+        return cls(genesis.config, raw, small, channels_root, forwards_root)
+
+
+def _decode_value(which: int, key: bytes, raw: bytes) -> ChannelRecord | Forwarded:
+    if which == FORWARDS:
+        return Forwarded.decode(raw)
+    record = ChannelRecord.from_item(decode(raw, limits=limits.RECORD))
+    if record.peer != key:
+        raise ProofError("a channel record under another counterparty's key")
+    return record
+
+
+def check_record(
+    header: EntityHeader, which: int, key: bytes, item: RlpItem
+) -> ChannelRecord | Forwarded | None:
+    """The record at ``key`` (None: there is none), once its proof holds under the
+    header's root; ProofError otherwise."""
+    f = as_list(item, "record part", size=2)
+    present = as_list(f[0], "record value", max_len=1)
+    raw = as_bytes(present[0], "record value") if present else None
+    proof = Proof.from_item(f[1])
+    if not verify(header.root(which), key, raw, proof):
+        raise ProofError(f"the proof of {MAP_NAMES[which]} record {key.hex()} does not hold")
+    return None if raw is None else _decode_value(which, key, raw)
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[tuple[bytes, ChannelRecord | Forwarded]]
+    last: bool  # the map holds nothing after these
+
+    @property
+    def next_after(self) -> bytes | None:
+        """Where the next page starts (after this one's last record), or None."""
+        return None if self.last or not self.records else self.records[-1][0]
+
+
+def check_page(header: EntityHeader, which: int, after: bytes, item: RlpItem) -> Page:
+    """The page of the records after ``after`` (empty: from the map's first), once
+    every proof holds and nothing was left out before or between its records;
+    ProofError otherwise."""
+    root = header.root(which)
+    name = MAP_NAMES[which]
+    f = as_list(item, "page", size=2)
+    anchor = as_list(f[0], "page anchor", max_len=2)
+    entries: list[tuple[bytes, bytes, Proof]] = []
+    if after:
+        if len(anchor) != 2:
+            raise ProofError("a page after a key without that key's proof")
+        after_proof = Proof.from_item(anchor[1])
+        value_hash = as_bytes(anchor[0], "anchor value hash", size=HASH_LEN)
+        if not verify_hash(root, after, value_hash, after_proof):
+            raise ProofError(f"the proof of the {name} record the page follows does not hold")
+    elif anchor:
+        raise ProofError("a first page with an anchor")
+    for raw_entry in as_list(f[1], "page entries", max_len=MAX_PAGE):
+        e = as_list(raw_entry, "page entry", size=3)
+        key = as_bytes(e[0], "page key", size=KEY_LEN)
+        value = as_bytes(e[1], "page value")
+        proof = Proof.from_item(e[2])
+        if not verify(root, key, value, proof):
+            raise ProofError(f"the proof of {name} record {key.hex()} does not hold")
+        entries.append((key, value, proof))
+    if not entries:
+        if after:
+            if not is_edge(after, after_proof, 1):
+                raise ProofError(f"an empty page after a {name} record that is not the last")
+        elif root != bytes(HASH_LEN):
+            raise ProofError(f"an empty first page of a non-empty {name} map")
+        return Page([], True)
+    first_key, _, first_proof = entries[0]
+    if after:
+        if not adjacent(after, after_proof, first_key, first_proof):
+            raise ProofError(f"a page that leaves out records after {after.hex()}")
+    elif not is_edge(first_key, first_proof, 0):
+        raise ProofError("a first page that does not start at the map's first key")
+    for (low, _, low_proof), (high, _, high_proof) in itertools.pairwise(entries):
+        if not adjacent(low, low_proof, high, high_proof):
+            raise ProofError(f"a page that leaves out records between {low.hex()} and {high.hex()}")
+    last_key, _, last_proof = entries[-1]
+    return Page(
+        [(k, _decode_value(which, k, v)) for k, v, _ in entries],
+        is_edge(last_key, last_proof, 1),
+    )
+
+
+def check_certified(
+    header: EntityHeader,
+    frame_raw: bytes | None,
+    cert: Certificate | None,
+    trusted: Callable[[bytes], Config | None],
+) -> Config:
+    """Check that ``header`` is the state a quorum certified; returns the entity's
+    config as of the header (a config the caller may trust from now on).
+
+    At height 0 the header is the genesis state (checked when it was decoded). Above
+    it, ``frame_raw`` and ``cert`` are the certified frame at the header's height:
+    the frame must name the header's hash as its state, and the certificate must
+    verify under the config in force before that frame. That config is anchored:
+    the genesis config (the entity id commits to it), or ``trusted(entity)``, the
+    config the caller saw certified last. A header whose frame changed the config
+    (``config_height == height``) is certified by the config before it; a config
+    set by a frame the caller never saw cannot be checked (UnverifiedRead).
+    """
+    if header.height == 0:
+        return header.genesis_config
+    if frame_raw is None or cert is None:
+        raise ProofError(f"no certified frame at height {header.height} to prove the header")
+    frame = Frame.decode_shallow(frame_raw)
+    if frame.entity_id != header.entity_id or frame.height != header.height:
+        raise ProofError("the certified frame sent is not at the header's height")
+    if frame.state_hash != header.hash:
+        raise ProofError("the certified frame does not name the header as its state")
+    small = header.small
+    anchors = [c for c in (trusted(header.entity_id), header.genesis_config) if c is not None]
+    if small.config_height < header.height:
+        if small.config not in anchors:
+            raise UnverifiedRead(
+                f"the entity's config changed at frame {small.config_height}, which this "
+                "client has not seen certified"
+            )
+        candidates = [small.config]
+    else:  # this frame set the config: the one before it signed
+        candidates = anchors
+    reasons = [
+        verify_certificate_of(c, header.entity_id, header.height, frame.hash, cert)
+        for c in candidates
+    ]
+    if all(r is not None for r in reasons):
+        raise ProofError(f"the certificate of frame {header.height}: {reasons[0]}")
+    return small.config

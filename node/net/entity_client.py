@@ -1,0 +1,169 @@
+"""Reading an entity in parts through a node, and believing only what is proven.
+
+:class:`EntityReader` sends READ_ENTITY (``node/entity_reads.py``) and checks each
+reply: the records against the header's Merkle roots, and the header against the
+certified frame at its height (GET_FRAMES), whose certificate must verify under a
+config the reader trusts. A node, local or remote, cannot make it believe a
+channel, a reserve or a nonce that no quorum of the entity certified.
+
+Trust starts at the entity's id, which commits to its genesis config. The reader
+then keeps, per entity, the config of the last header it checked (``pins``), so it
+follows config changes that it sees happen; a config set by a frame it never saw
+raises UnverifiedRead (see :func:`node.entity_reads.check_certified`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from node.codec import RlpItem, as_bytes, as_int, as_list
+from node.entity_reads import (
+    CHANNELS,
+    FORWARDS,
+    HEADER,
+    MAX_PAGE,
+    PAGE,
+    RECORD,
+    EntityHeader,
+    Page,
+    ProofError,
+    UnverifiedRead,
+    check_certified,
+    check_page,
+    check_record,
+)
+from node.machines.accounts import ChannelRecord, Forwarded
+from node.machines.entity import EntityState
+from node.machines.governance import Config
+from node.merkle_map import MerkleMap
+from node.net.client import NodeClient, NodeError
+from node.net.protocol import Err, Rep, Req
+
+__all__ = ["EntityReader", "ProofError", "UnverifiedRead"]
+
+CERTIFIED_MEMO = 4096  # state hashes already checked, most recent kept
+# A whole state is read at one state hash; if frames move past it before the last
+# page, the read starts again from the current state, at most this many times.
+WHOLE_READ_ATTEMPTS = 4
+
+
+class EntityReader:
+    """Proven reads of entities, through whichever client ``client_of`` gives."""
+
+    def __init__(self, client_of: Callable[[], NodeClient]) -> None:
+        self._client_of = client_of
+        self.pins: dict[bytes, Config] = {}
+        self._certified: OrderedDict[bytes, None] = OrderedDict()
+
+    async def _read(
+        self, signer: bytes, entity: bytes, body: list[Any]
+    ) -> tuple[EntityHeader, RlpItem | None]:
+        reply = await self._client_of().request(Req.READ_ENTITY, body, [signer, entity])
+        if reply.type is not Rep.ENTITY:
+            raise ProofError(f"READ_ENTITY answered with {reply.type.name}")
+        size = 3 if body[0] == HEADER else 4
+        f = reply.body
+        if len(f) != size:
+            raise ProofError(f"an ENTITY reply of {len(f)} items, expected {size}")
+        route = [as_bytes(r, "route") for r in as_list(f[0], "route", max_len=2)]
+        if route != [signer, entity] or as_int(f[1], "part") != body[0]:
+            raise ProofError("an ENTITY reply for another route or part")
+        header = EntityHeader.from_item(f[2], entity)
+        at = body[1]
+        if at and header.hash != at:
+            raise ProofError("an ENTITY reply at another state than the one asked for")
+        await self._certify(header)
+        return header, (f[3] if size == 4 else None)
+
+    async def _certify(self, header: EntityHeader) -> None:
+        if header.hash in self._certified:
+            self._certified.move_to_end(header.hash)
+            return
+        frame_raw = cert = None
+        if header.height > 0:
+            frames = await self._client_of().frames(header.entity_id, header.height, 1)
+            if frames:
+                frame_raw, cert = frames[0]
+        config = check_certified(header, frame_raw, cert, self.pins.get)
+        self.pins[header.entity_id] = config
+        self._certified[header.hash] = None
+        while len(self._certified) > CERTIFIED_MEMO:
+            self._certified.popitem(last=False)
+
+    async def header(self, signer: bytes, entity: bytes, at: bytes = b"") -> EntityHeader:
+        """The entity's current agreed header as ``signer``'s replica holds it (or the
+        one at state hash ``at``), certified."""
+        header, _ = await self._read(signer, entity, [HEADER, at])
+        return header
+
+    async def channel(
+        self, signer: bytes, entity: bytes, peer: bytes, at: bytes = b""
+    ) -> tuple[EntityHeader, ChannelRecord | None]:
+        """The channel with ``peer`` (None: there is none, proven), and its header."""
+        header, item = await self._read(signer, entity, [RECORD, at, CHANNELS, peer])
+        assert item is not None
+        record = check_record(header, CHANNELS, peer, item)
+        assert record is None or isinstance(record, ChannelRecord)
+        return header, record
+
+    async def page(
+        self,
+        signer: bytes,
+        entity: bytes,
+        which: int,
+        after: bytes = b"",
+        limit: int = MAX_PAGE,
+        at: bytes = b"",
+    ) -> tuple[EntityHeader, Page]:
+        """Records of map ``which`` after the key ``after`` (empty: from the first; else
+        the previous page's :attr:`~node.entity_reads.Page.next_after`), proven complete."""
+        header, item = await self._read(signer, entity, [PAGE, at, which, after, limit])
+        assert item is not None
+        return header, check_page(header, which, after, item)
+
+    async def state(self, signer: bytes, entity: bytes) -> EntityState:
+        """The whole agreed state, read page by page at one state hash: every record
+        proven, and the maps rebuilt and checked against the header's roots. Costs
+        what the entity holds: for entities whose channels a reader needs all of."""
+        for _ in range(WHOLE_READ_ATTEMPTS):
+            header = await self.header(signer, entity)
+            try:
+                channels = await self._whole_map(signer, entity, header, CHANNELS)
+                forwards = await self._whole_map(signer, entity, header, FORWARDS)
+            except NodeError as exc:
+                if exc.code is Err.NOT_FOUND:  # frames moved past this state meanwhile
+                    continue
+                raise
+            small = header.small
+            return EntityState(
+                small.entity_id,
+                small.config,
+                small.height,
+                small.counter,
+                small.proposals,
+                small.next_proposal_id,
+                small.nonces,
+                small.config_height,
+                small.reserves,
+                channels,  # type: ignore[arg-type]
+                forwards,  # type: ignore[arg-type]
+            )
+        raise ProofError(
+            f"the entity moved past every state read in {WHOLE_READ_ATTEMPTS} attempts"
+        )
+
+    async def _whole_map(
+        self, signer: bytes, entity: bytes, header: EntityHeader, which: int
+    ) -> MerkleMap[ChannelRecord | Forwarded]:
+        out: list[tuple[bytes, ChannelRecord | Forwarded]] = []
+        after: bytes | None = b""
+        while after is not None:
+            _, page = await self.page(signer, entity, which, after, at=header.hash)
+            out.extend(page.records)
+            after = page.next_after
+        records: MerkleMap[ChannelRecord | Forwarded] = MerkleMap.from_items(out)
+        if records.root != header.root(which):  # the pages' proofs already say so
+            raise ProofError("the records read do not give the header's root")
+        return records

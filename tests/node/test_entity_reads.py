@@ -1,0 +1,232 @@
+"""Parts of an entity state and their proofs (node/entity_reads.py), built and checked
+without a node: a hub state with many channels built directly (as bench/hub_scale.py
+builds them), and parts tampered with as a lying node would."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from node.codec import RlpItem, as_bytes, as_list, decode, encode_tree, keccak
+from node.crypto import bls
+from node.entity_reads import (
+    CHANNELS,
+    FORWARDS,
+    MAX_PAGE_BYTES,
+    EntityHeader,
+    Page,
+    ProofError,
+    check_page,
+    check_record,
+    header_part,
+    page_part,
+    record_part,
+)
+from node.machines import channel as ch
+from node.machines import entity as ent
+from node.machines import replica as rep
+from node.machines.accounts import ChannelRecord, Forwarded
+from node.machines.governance import Config, Member
+from node.merkle_map import MerkleMap
+from node.txs import Tx
+
+SKS = [101, 102]
+N = 40
+
+
+def _side(me: bytes, peer: bytes, collateral: int) -> ch.ChannelSide:
+    mine, theirs = ch.open_side(me, peer), ch.open_side(peer, me)
+    mine, _ = ch.step(mine, ch.Enqueue(Tx.of(ch.AddCollateral(1, collateral))))
+    mine, out = ch.step(mine, ch.Propose())
+    (frame,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
+    theirs, out = ch.step(theirs, ch.ReceiveFrame(frame))
+    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
+    mine, _ = ch.step(mine, ch.ReceiveAck(ack))
+    return mine
+
+
+def _hub(n: int = N) -> tuple[rep.Genesis, ent.EntityState]:
+    members = tuple(Member(bls.sk_to_pk(sk), 1) for sk in SKS)
+    config = Config(members, 2, members[0].id)
+    genesis = rep.Genesis(config, b"\x07" * 32, tuple(bls.pop_prove(sk) for sk in SKS))
+    hub = ent.genesis(config, genesis.salt)
+    peers = [keccak(b"peer %d" % i) for i in range(n)]
+    records = [
+        ChannelRecord(p, config, 0, _side(hub.entity_id, p, 1000 + i)) for i, p in enumerate(peers)
+    ]
+    forwards = [(keccak(b"payment %d" % i), Forwarded(peers[i % n])) for i in range(3 * n)]
+    state = replace(
+        hub,
+        height=7,  # past genesis: a height 0 header must be the genesis state itself
+        channels=MerkleMap.from_items((r.peer, r) for r in records),
+        forwards=MerkleMap.from_items(forwards),
+    )
+    return genesis, state
+
+
+type Hub = tuple[rep.Genesis, ent.EntityState, EntityHeader]
+
+
+@pytest.fixture(scope="module")
+def hub() -> Hub:
+    genesis, state = _hub()
+    header = EntityHeader.from_item(header_part(genesis.to_tree(), state), state.entity_id)
+    return genesis, state, header
+
+
+def _wire(item: list[RlpItem]) -> RlpItem:
+    """As the item reaches a client: encoded and decoded again."""
+    return decode(encode_tree(item))
+
+
+def test_the_header_is_the_state_hash_and_names_the_roots(hub: Hub) -> None:
+    genesis, state, header = hub
+    assert header.hash == state.hash
+    assert header.channels_root == state.channels.root
+    assert header.forwards_root == state.forwards.root
+    assert header.small.reserves == state.reserves
+    assert header.height == 7
+    assert header.genesis_config == genesis.config
+    assert len(header.small.channels) == 0  # read by part, never carried
+
+
+def test_a_header_of_another_entity_or_genesis_is_refused(hub: Hub) -> None:
+    genesis, state, _ = hub
+    part = header_part(genesis.to_tree(), state)
+    with pytest.raises(ProofError, match="does not give this entity's id"):
+        EntityHeader.from_item(part, keccak(b"another entity"))
+    other = replace(genesis, salt=b"\x08" * 32)
+    with pytest.raises(ProofError, match="does not give this entity's id"):
+        EntityHeader.from_item(header_part(other.to_tree(), state), state.entity_id)
+    at_zero = replace(state, height=0)  # not the genesis state: it holds channels
+    with pytest.raises(ProofError, match="not the entity's genesis state"):
+        EntityHeader.from_item(header_part(genesis.to_tree(), at_zero), state.entity_id)
+
+
+def test_every_channel_and_a_missing_one_are_proven(hub: Hub) -> None:
+    _, state, header = hub
+    for peer, record in state.channels.items():
+        got = check_record(header, CHANNELS, peer, _wire(record_part(state, CHANNELS, peer)))
+        assert isinstance(got, ChannelRecord)
+        assert got.encoded == record.encoded
+    nobody = keccak(b"nobody")
+    assert (
+        check_record(header, CHANNELS, nobody, _wire(record_part(state, CHANNELS, nobody))) is None
+    )
+    pid, fwd = next(iter(state.forwards.items()))
+    assert check_record(header, FORWARDS, pid, _wire(record_part(state, FORWARDS, pid))) == fwd
+
+
+def test_a_lying_record_is_refused(hub: Hub) -> None:
+    _, state, header = hub
+    peers = list(state.channels.keys())
+    a, b = peers[0], peers[1]
+    # b's record sent as a's, a's proof with b's record, and a's record said to be absent
+    part_b = record_part(state, CHANNELS, b)
+    with pytest.raises(ProofError):
+        check_record(header, CHANNELS, a, _wire(part_b))
+    part_a = record_part(state, CHANNELS, a)
+    with pytest.raises(ProofError):
+        check_record(header, CHANNELS, a, _wire([part_b[0], part_a[1]]))
+    with pytest.raises(ProofError):
+        check_record(header, CHANNELS, a, _wire([[], part_a[1]]))
+    # a record changed in one field
+    record = state.channels.get(a)
+    assert record is not None
+    richer = replace(record, peer_config_height=5)
+    with pytest.raises(ProofError):
+        check_record(header, CHANNELS, a, _wire([[richer.encoded], part_a[1]]))
+
+
+def _pages(state: ent.EntityState, header: EntityHeader, which: int, limit: int) -> list[Page]:
+    """Every page of a map, each checked, as a client walks them."""
+    pages: list[Page] = []
+    after: bytes | None = b""
+    while after is not None:
+        item = page_part(state, which, after, limit)
+        entries = as_list(as_list(item, "page")[1], "entries")
+        sizes = [len(as_bytes(as_list(e, "entry")[1], "value")) for e in entries]
+        assert len(entries) <= limit
+        assert len(entries) == 1 or sum(sizes) <= MAX_PAGE_BYTES
+        pages.append(check_page(header, which, after, _wire(item)))
+        after = pages[-1].next_after
+    assert pages[-1].last
+    assert not any(p.last for p in pages[:-1])
+    return pages
+
+
+def test_pages_walk_the_whole_map_in_order(hub: Hub) -> None:
+    _, state, header = hub
+    for which, m in ((CHANNELS, state.channels), (FORWARDS, state.forwards)):
+        pages = _pages(state, header, which, 7)
+        assert [k for p in pages for k, _ in p.records] == list(m.keys())
+        assert [len(p.records) for p in pages[:-1]] == [7] * (len(pages) - 1)
+
+
+def test_a_page_missing_a_record_or_starting_elsewhere_is_refused(hub: Hub) -> None:
+    _, state, header = hub
+    keys = list(state.channels.keys())
+    anchor, entries = page_part(state, CHANNELS, b"", 10)
+    assert isinstance(entries, list)
+    with pytest.raises(ProofError, match="leaves out records between"):
+        check_page(header, CHANNELS, b"", _wire([anchor, entries[:3] + entries[4:]]))
+    with pytest.raises(ProofError, match="first key"):
+        check_page(header, CHANNELS, b"", _wire([anchor, entries[1:]]))
+    with pytest.raises(ProofError, match="empty first page"):
+        check_page(header, CHANNELS, b"", _wire([[], []]))
+    # after keys[2], a page that skips keys[3]
+    anchor, entries = page_part(state, CHANNELS, keys[2], 10)
+    assert isinstance(entries, list)
+    with pytest.raises(ProofError, match="leaves out records after"):
+        check_page(header, CHANNELS, keys[2], _wire([anchor, entries[1:]]))
+    with pytest.raises(ProofError, match="without that key's proof"):
+        check_page(header, CHANNELS, keys[2], _wire([[], entries]))
+    with pytest.raises(ProofError, match="not the last"):
+        check_page(header, CHANNELS, keys[2], _wire([anchor, []]))
+    other_anchor, _ = page_part(state, CHANNELS, keys[5], 10)
+    with pytest.raises(ProofError, match="record the page follows"):
+        check_page(header, CHANNELS, keys[2], _wire([other_anchor, entries]))
+    # the last page is last, and says so only if it is
+    tail = check_page(header, CHANNELS, keys[-4], _wire(page_part(state, CHANNELS, keys[-4], 10)))
+    assert tail.last
+    assert [k for k, _ in tail.records] == keys[-3:]
+    cut = check_page(header, CHANNELS, keys[-4], _wire(page_part(state, CHANNELS, keys[-4], 2)))
+    assert not cut.last
+    assert cut.next_after == keys[-2]
+    end = check_page(header, CHANNELS, keys[-1], _wire(page_part(state, CHANNELS, keys[-1], 2)))
+    assert end.records == []
+    assert end.last
+    with pytest.raises(KeyError):  # the node pages only after a key it holds
+        page_part(state, CHANNELS, keccak(b"nobody"), 2)
+
+
+def test_an_empty_map_reads_as_one_empty_last_page() -> None:
+    genesis, state = _hub(0)
+    header = EntityHeader.from_item(header_part(genesis.to_tree(), state), state.entity_id)
+    page = check_page(header, CHANNELS, b"", _wire(page_part(state, CHANNELS, b"", 10)))
+    assert page.records == []
+    assert page.last
+    assert page.next_after is None
+
+
+def test_a_page_stays_within_its_byte_budget() -> None:
+    """Channels with thousands of queued transactions: a page holds what fits its
+    byte budget, whatever its limit; a record larger than the budget goes alone."""
+    genesis, state = _hub(6)
+    big = {}
+    for i, (peer, record) in enumerate(state.channels.items()):
+        hops = tuple(keccak(b"hop %d" % h) for h in range(8 if i == 4 else 1))
+        queue = tuple(
+            Tx.of(ch.Forward(1, 10**30 + n, hops, keccak(b"%d %d" % (i, n))))
+            for n in range(2000 if i != 4 else 4000)
+        )  # as ch.Enqueue leaves them, without stepping thousands of times
+        big[peer] = replace(record, side=replace(record.side, queue=queue))
+    state = replace(state, channels=state.channels.set_many(big))
+    header = EntityHeader.from_item(header_part(genesis.to_tree(), state), state.entity_id)
+    sizes = [len(r.encoded) for r in state.channels.values()]
+    assert min(sizes) > 100_000
+    assert max(sizes) > MAX_PAGE_BYTES
+    pages = _pages(state, header, CHANNELS, 256)
+    assert [k for p in pages for k, _ in p.records] == list(state.channels.keys())
+    assert len(pages) >= 3  # six records of 170 KB to 1.3 MB do not fit one 640 KB page
