@@ -15,7 +15,11 @@ million channels through frames would take hours):
   the signer's state commits to) and what storage writes for it
   (``server.replica_write``), and the bytes written;
 - **READ_STATE**: the replica's whole encoding, which ``READ_STATE`` returns, and
-  its bytes.
+  its bytes;
+- **read channel**: READ_ENTITY of one channel (``node/entity_reads.py``): the
+  node's part (header, record, Merkle proof), encoded, then decoded and checked
+  as the client does (the proof against the header's root), and its bytes; and
+  the same for a **page** of 256 channels with their proofs.
 
 Each figure is the median CPU time of ``--reps`` runs, each on a fresh state whose
 hashes are already cached (as a running replica's are). The idle channels share one
@@ -63,6 +67,7 @@ from node.txs import Tx
 
 ASSET = 1
 PAYMENTS = 256
+HUB_SALT = keccak(b"hub")
 MERKLE = hasattr(EntityState, "header")  # this tree's channels are a Merkle map
 if MERKLE:
     from node.machines.server import replica_write
@@ -86,7 +91,7 @@ def funded_side(me: bytes, peer: bytes) -> ch.ChannelSide:
 
 def hub_state(n: int) -> tuple[EntityState, bytes]:
     """A 3-signer hub with ``n`` channels; the active counterparty's id."""
-    hub = ent.genesis(config(1, 3), b"hub")
+    hub = ent.genesis(config(1, 3), HUB_SALT)
     peer_config = config(2, 1)
     active = keccak(b"peer 0")
     idle_side = funded_side(hub.entity_id, keccak(b"idle"))
@@ -95,6 +100,10 @@ def hub_state(n: int) -> tuple[EntityState, bytes]:
         ChannelRecord(keccak(b"peer %d" % i), peer_config, 0, idle_side) for i in range(1, n)
     ]
     records.sort(key=lambda r: r.peer)
+    # The first page's channels get sides of their own: a client decodes what it reads.
+    for i, r in enumerate(records[:256]):
+        if r.peer != active:
+            records[i] = replace(r, side=funded_side(hub.entity_id, r.peer))
     channels: Any
     if MERKLE:
         from node.merkle_map import MerkleMap
@@ -129,8 +138,10 @@ def measure(n: int, reps: int) -> dict[str, float]:
         bytes(96),
     )
     frames, lookups, snapshots, blocks = [], [], [], []
-    size = written = 0
-    genesis = replica.Genesis(state.config, b"hub", ())
+    reads: list[float] = []
+    pages: list[float] = []
+    size = written = read_bytes = page_size = 0
+    genesis = replica.Genesis(state.config, HUB_SALT, ())
     for _ in range(reps):
         fresh, _ = hub_state(n) if reps > 1 and n <= 10_000 else (state, active)
         result: list[EntityState] = []
@@ -168,6 +179,11 @@ def measure(n: int, reps: int) -> dict[str, float]:
         written = sizes[0]
         snapshots.append(cpu_ms(snapshot))
         size = len(post.encoded)
+        if MERKLE:
+            read_bytes = read_channel(post, genesis, active)
+            reads.append(cpu_ms(lambda s=post: read_channel(s, genesis, active)))  # type: ignore[misc]
+            page_size = read_page(post, genesis)
+            pages.append(cpu_ms(lambda s=post: read_page(s, genesis)))  # type: ignore[misc]
     return {
         "channels": n,
         "frame_ms": statistics.median(frames),
@@ -176,7 +192,49 @@ def measure(n: int, reps: int) -> dict[str, float]:
         "block_bytes": written,
         "snapshot_ms": statistics.median(snapshots),
         "snapshot_bytes": size,
+        "read_channel_ms": statistics.median(reads) if reads else 0.0,
+        "read_channel_bytes": read_bytes,
+        "read_page_ms": statistics.median(pages) if pages else 0.0,
+        "read_page_bytes": page_size,
     }
+
+
+def read_channel(state: EntityState, genesis: replica.Genesis, peer: bytes) -> int:
+    """READ_ENTITY of one channel, both ends (no socket); returns the part's bytes."""
+    from node import entity_reads as reads
+    from node.codec import decode, encode_tree
+
+    raw = encode_tree(
+        [
+            reads.header_part(genesis.to_tree(), state),
+            reads.record_part(state, reads.CHANNELS, peer),
+        ]
+    )
+    got = decode(raw)
+    assert isinstance(got, list)
+    header = reads.EntityHeader.from_item(got[0], state.entity_id)
+    record = reads.check_record(header, reads.CHANNELS, peer, got[1])
+    assert record is not None
+    return len(raw)
+
+
+def read_page(state: EntityState, genesis: replica.Genesis) -> int:
+    """The same for the first page of 256 channels."""
+    from node import entity_reads as reads
+    from node.codec import decode, encode_tree
+
+    raw = encode_tree(
+        [
+            reads.header_part(genesis.to_tree(), state),
+            reads.page_part(state, reads.CHANNELS, b"", reads.MAX_PAGE),
+        ]
+    )
+    got = decode(raw)
+    assert isinstance(got, list)
+    header = reads.EntityHeader.from_item(got[0], state.entity_id)
+    page = reads.check_page(header, reads.CHANNELS, b"", got[1])
+    assert len(page.records) == min(reads.MAX_PAGE, len(state.channels))
+    return len(raw)
 
 
 def block_bytes(old: replica.Replica, new: replica.Replica) -> int:
@@ -205,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(
         f"{'channels':>10} {'frame ms':>10} {'lookup µs':>10} {'block ms':>10} "
-        f"{'written':>12} {'READ_STATE ms':>14} {'bytes':>12}"
+        f"{'written':>12} {'READ_STATE ms':>14} {'bytes':>12} {'channel ms':>11} "
+        f"{'bytes':>7} {'page ms':>8} {'bytes':>8}"
     )
     for n in (int(x) for x in args.channels.split(",")):
         row = measure(n, args.reps)
@@ -213,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{n:>10,} {row['frame_ms']:>10.2f} {row['lookup_us']:>10.1f} "
             f"{row['block_ms']:>10.2f} {row['block_bytes']:>12,} "
-            f"{row['snapshot_ms']:>14.1f} {row['snapshot_bytes']:>12,}",
+            f"{row['snapshot_ms']:>14.1f} {row['snapshot_bytes']:>12,} "
+            f"{row['read_channel_ms']:>11.2f} {row['read_channel_bytes']:>7,} "
+            f"{row['read_page_ms']:>8.1f} {row['read_page_bytes']:>8,}",
             flush=True,
         )
     benchlib.write_json(

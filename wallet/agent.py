@@ -3,8 +3,9 @@
 It connects to the node as that signer's agent (``node.net.agent_client``) and
 answers each SIGN request as ``docs/WALLET.md`` says:
 
-1. decode the frame, read the signer's replica (``READ_STATE [signer, entity]``)
-   and ``analyze`` the frame on its agreed state;
+1. decode the frame, read the entity's agreed state as the signer's replica holds
+   it (``READ_ENTITY``, every part proven against its certified state hash) and
+   ``analyze`` the frame on it;
 2. a frame hash already approved is signed again at a later round without
    asking (the guard's lock allows nothing else at that height anyway);
 3. accountant on: APPROVE signs, REJECT refuses, ASK goes to the human (a
@@ -37,9 +38,9 @@ from pathlib import Path
 from typing import NoReturn, Protocol
 
 from node.agent import Agent, Refused
+from node.entity_reads import ProofError, UnverifiedRead
 from node.machines.entity import EntityState
 from node.machines.frames import Frame, Signatures
-from node.machines.replica import Replica
 from node.net.agent_client import AgentRejected, serve_signer
 from node.net.server import SIGN_TIMEOUT_S
 from wallet.flows.accountant import Rules, Verdict
@@ -56,7 +57,7 @@ DEFAULT_TTL_S = SIGN_TIMEOUT_S - APPROVAL_MARGIN_S
 APPROVED_MEMO = 4096
 AFTER_MEMO = 8  # states after recently analyzed frames
 
-type ReadReplica = Callable[[bytes, bytes], Awaitable[Replica | None]]
+type ReadEntity = Callable[[bytes, bytes], Awaitable[EntityState | None]]
 
 
 class KeySource(Protocol):
@@ -91,7 +92,7 @@ class WalletAgent:
         signer: bytes,
         keys: KeySource,
         guard_root: Path,
-        read_replica: ReadReplica,
+        read_entity: ReadEntity,
         queue: ApprovalQueue,
         policy: Policy,
         unlocked: asyncio.Event,
@@ -102,7 +103,7 @@ class WalletAgent:
         self.label = label or signer.hex()[:12]
         self.keys = keys
         self.guard_dir = guard_root / signer.hex()
-        self.read_replica = read_replica
+        self.read_entity = read_entity
         self.queue = queue
         self.policy = policy
         self.unlocked = unlocked  # set while the wallet is unlocked
@@ -189,13 +190,13 @@ class WalletAgent:
         state = self._after.get(frame.prev_hash)
         if state is None or state.height + 1 != frame.height or state.entity_id != entity:
             try:
-                replica = await self.read_replica(self.signer, entity)
-            except (ConnectionError, OSError) as exc:
-                log.warning("%s: cannot read the replica to check a frame: %s", self.label, exc)
+                read = await self.read_entity(self.signer, entity)
+            except (ConnectionError, OSError, ProofError, UnverifiedRead) as exc:
+                log.warning("%s: cannot read the entity to check a frame: %s", self.label, exc)
                 return None
-            if replica is None:
+            if read is None:
                 return None
-            state = replica.entity
+            state = read
         analysis = analyze(state, frame)
         if analysis.new_state is not None:
             self._after[frame.hash] = analysis.new_state

@@ -5,7 +5,9 @@ backoff, and pushes its :class:`~wallet.model.Connection` state to the
 :class:`~wallet.model.WalletModel`. Subscriptions (``BLOCKS``, and
 ``COMMITS`` on each ``[signer, entity]``) are remembered and made again on every
 new connection, so their handlers keep receiving events across reconnects; the
-service reads what it missed from ``READ_STATE``. While connected it polls
+service reads what it missed with ``READ_ENTITY`` (in parts, each proven against
+the entity's certified state: a node cannot make the wallet believe a channel,
+reserve or nonce that no quorum certified). While connected it polls
 ``METRICS`` for the tick-lateness chart.
 
 Requests made while disconnected raise :class:`NotConnected` at once.
@@ -24,12 +26,15 @@ from typing import Any, Protocol
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from node.codec import HASH_LEN, as_bytes, as_int, as_list, keccak
+from node.entity_reads import EntityHeader
+from node.machines.accounts import ChannelRecord
 from node.machines.entity import Batch, EntityState
 from node.machines.frames import Certificate
-from node.machines.replica import Replica, SubmitBatch
+from node.machines.replica import SubmitBatch
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity, SignerState
 from node.net.client import NodeClient, NodeError, NodeStatus, Receipts, VersionMismatch
+from node.net.entity_client import EntityReader
 from node.net.protocol import Err, Rep, Reply, Topic
 from node.txs import Tx, TxBody
 from wallet.model import Connection, Link, WalletModel
@@ -44,6 +49,16 @@ CONNECT_TIMEOUT_S = 10.0
 
 type EventHandler = Callable[[Reply], object]
 type ConnectHook = Callable[[], Awaitable[None]]
+
+
+async def _or_none[T](read: Awaitable[T]) -> T | None:
+    """``read``'s result, or None for UNKNOWN_ROUTE (the node holds no such replica)."""
+    try:
+        return await read
+    except NodeError as exc:
+        if exc.code is Err.UNKNOWN_ROUTE:
+            return None
+        raise
 
 
 class NotConnected(ConnectionError):
@@ -101,6 +116,8 @@ class NodeSession:
         self.url = ""
         self.scope = ""
         self.client: NodeClient | None = None
+        # Proven reads; the configs it trusts outlive reconnections.
+        self.reader = EntityReader(self._need)
         self.on_connect: list[ConnectHook] = []  # run after each (re)connection
         self._token = ""
         self._watches: list[_Watch] = []
@@ -356,14 +373,22 @@ class NodeSession:
         _, _, refs = SignerState.decode_header(raw)
         return [entity for entity, _ in refs]
 
-    async def read_replica(self, signer: bytes, entity: bytes) -> Replica | None:
-        try:
-            raw = await self._need().read_state([signer, entity])
-        except NodeError as exc:
-            if exc.code is Err.UNKNOWN_ROUTE:
-                return None
-            raise
-        return Replica.decode_agreed(raw)  # the wallet reads the entity, not the pool
+    async def read_entity(self, signer: bytes, entity: bytes) -> EntityState | None:
+        """The agreed state of ``signer``'s replica of ``entity`` (None: it holds none),
+        read in parts, every part proven (``node/net/entity_client.py``). Costs what
+        the entity holds, in replies of at most 1 MiB."""
+        return await _or_none(self.reader.state(signer, entity))
+
+    async def read_header(self, signer: bytes, entity: bytes) -> EntityHeader | None:
+        """The entity's certified header: every field but the channels and forwards."""
+        return await _or_none(self.reader.header(signer, entity))
+
+    async def read_channel(
+        self, signer: bytes, entity: bytes, peer: bytes
+    ) -> tuple[EntityHeader, ChannelRecord | None] | None:
+        """The entity's certified header and its channel with ``peer`` (None: no such
+        channel, proven), in one read."""
+        return await _or_none(self.reader.channel(signer, entity, peer))
 
     async def frame(self, entity: bytes, height: int) -> bytes | None:
         """The certified frame of ``entity`` at ``height`` (GET_FRAMES), or None."""

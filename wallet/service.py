@@ -35,11 +35,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from node.codec import keccak
+from node.entity_reads import EntityHeader
 from node.machines import accounts
 from node.machines import entity as ent
 from node.machines.entity import EntityAction, EntityState
@@ -50,8 +51,9 @@ from node.machines.frames import (
     verify_certificate_of,
 )
 from node.machines.governance import Config, ConfigError, Member, signer_id
-from node.machines.replica import Genesis, Replica
+from node.machines.replica import Genesis
 from node.machines.signer import CreateEntity
+from node.merkle_map import MerkleMap
 from node.net.client import NodeError
 from node.net.protocol import Rep, Reply, Topic
 from node.runtime import wall_clock_ms
@@ -226,7 +228,7 @@ class WalletService:
                 key.signer_id,
                 self.vault,
                 guard_root,
-                self.session.read_replica,
+                self.session.read_entity,
                 self.queue,
                 self.policy,
                 self.unlocked,
@@ -531,18 +533,18 @@ class WalletService:
                 )
             )
 
-    async def refresh(self, signer: bytes, entity: bytes) -> Replica | None:
-        """Read the replica and put its agreed state in the model."""
-        replica = await self.session.read_replica(signer, entity)
-        if replica is None:
+    async def refresh(self, signer: bytes, entity: bytes) -> EntityState | None:
+        """Read the entity's agreed state (proven) and put it in the model."""
+        state = await self.session.read_entity(signer, entity)
+        if state is None:
             return None
-        cert = replica.cert
-        cert_signers = () if cert is None else cert_signer_ids(replica.entity.config, cert)
+        cert = self.session.reader.certificate(state.hash)
+        cert_signers = () if cert is None else cert_signer_ids(state.config, cert)
         current = self.model.entities.get((signer, entity))
-        if current is None or current.state.height <= replica.entity.height:
-            self.model.set_entity(EntityEntry(signer, replica.entity, cert_signers))
-        self._prune_in_flight(signer, entity, replica.entity.nonce_of(signer))
-        return replica
+        if current is None or current.state.height <= state.height:
+            self.model.set_entity(EntityEntry(signer, state, cert_signers))
+        self._prune_in_flight(signer, entity, state.nonce_of(signer))
+        return state
 
     # Batches ---------------------------------------------------------------------------
 
@@ -553,8 +555,8 @@ class WalletService:
             if mine and (f.nonce <= used or now - f.submitted > IN_FLIGHT_STALE_S):
                 del self._in_flight[batch_hash]
 
-    def _next_nonce(self, signer: bytes, entity: bytes, replica: Replica) -> int:
-        used = replica.entity.nonce_of(signer)
+    def _next_nonce(self, signer: bytes, entity: bytes, header: EntityHeader) -> int:
+        used = header.small.nonce_of(signer)
         self._prune_in_flight(signer, entity, used)
         flying = [
             f.nonce for f in self._in_flight.values() if (f.signer, f.entity) == (signer, entity)
@@ -570,10 +572,10 @@ class WalletService:
         # Reading the nonce and registering the batch in flight is one step per
         # route, so batches submitted together take consecutive nonces.
         async with self._nonce_locks.setdefault((signer, entity), asyncio.Lock()):
-            replica = await self.session.read_replica(signer, entity)
-            if replica is None:
+            header = await self.session.read_header(signer, entity)
+            if header is None:
                 raise WalletError("this signer holds no replica of that entity on the node")
-            nonce = self._next_nonce(signer, entity, replica)
+            nonce = self._next_nonce(signer, entity, header)
             try:
                 sk = self.vault.secret_key(signer)
             except Locked as exc:
@@ -625,8 +627,15 @@ class WalletService:
     ) -> None:
         """Pay along ``route`` (first hop .. payee); refused here, with the node's words,
         if the first channel lacks the capacity."""
-        replica = await self.session.read_replica(signer, entity)
-        state = replica.entity if replica is not None else self._state(signer, entity)
+        state = self._state(signer, entity)
+        if route:
+            read = await self.session.read_channel(signer, entity, route[0])
+            if read is not None:
+                # The check reads the entity's id and its first hop's channel: the
+                # header with that one channel (proven) is enough.
+                header, first = read
+                channels = MerkleMap.from_items([] if first is None else [(first.peer, first)])
+                state = replace(header.small, channels=channels)
         with _user_errors():
             tx = compose.pay(route, asset, amount, state)
         await self.submit_txs(signer, entity, [tx])
@@ -689,7 +698,7 @@ class WalletService:
     async def join_entity(self, signer: bytes, entity: bytes) -> None:
         """Wait until the node holds this signer's replica of ``entity``, then watch it."""
         deadline = self.clock() + JOIN_TIMEOUT_S
-        while await self.session.read_replica(signer, entity) is None:
+        while await self.session.read_header(signer, entity) is None:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise WalletError("the entity never reached this signer: is it a member?")

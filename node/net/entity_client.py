@@ -36,6 +36,7 @@ from node.entity_reads import (
 )
 from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.entity import EntityState
+from node.machines.frames import Certificate
 from node.machines.governance import Config
 from node.merkle_map import MerkleMap
 from node.net.client import NodeClient, NodeError
@@ -55,7 +56,8 @@ class EntityReader:
     def __init__(self, client_of: Callable[[], NodeClient]) -> None:
         self._client_of = client_of
         self.pins: dict[bytes, Config] = {}
-        self._certified: OrderedDict[bytes, None] = OrderedDict()
+        # state hash -> the certificate that proved it (None: a genesis state)
+        self._certified: OrderedDict[bytes, Certificate | None] = OrderedDict()
 
     async def _read(
         self, signer: bytes, entity: bytes, body: list[Any]
@@ -88,9 +90,14 @@ class EntityReader:
                 frame_raw, cert = frames[0]
         config = check_certified(header, frame_raw, cert, self.pins.get)
         self.pins[header.entity_id] = config
-        self._certified[header.hash] = None
+        self._certified[header.hash] = cert
         while len(self._certified) > CERTIFIED_MEMO:
             self._certified.popitem(last=False)
+
+    def certificate(self, state_hash: bytes) -> Certificate | None:
+        """The certificate that proved a state this reader read lately (None: a
+        genesis state, or one it has not read)."""
+        return self._certified.get(state_hash)
 
     async def header(self, signer: bytes, entity: bytes, at: bytes = b"") -> EntityHeader:
         """The entity's current agreed header as ``signer``'s replica holds it (or the

@@ -268,6 +268,7 @@ VALID_BODIES: dict[Req, list[Any]] = {
     Req.PROPOSAL: [b"\x01" * 32, [b"\x01"], 0, b"\x00" * 96],
     Req.GET_FRAMES: [b"\x01" * 32, 1, 10],
     Req.PEER_INFO: [],
+    Req.READ_ENTITY: [2, b"", 0, b"", 16],
     Req.SIGN: [[b"\x01"], 0],
 }
 
@@ -295,6 +296,7 @@ INVALID_BODIES: dict[Req, list[list[Any]]] = {
     Req.PROPOSAL: [[], [b"\x01" * 32, [], 0, b""]],
     Req.GET_FRAMES: [[], [b"\x01" * 32, 0, 10]],
     Req.PEER_INFO: [[1], []],
+    Req.READ_ENTITY: [[], [3, b""], [0], [2, b"", 2, b"", 16], [2, b"", 0, b"", 0], [1, b"\x01"]],
     Req.SIGN: [[], [[b"\x01"], 0]],
 }
 

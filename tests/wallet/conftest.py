@@ -116,9 +116,9 @@ class Duo:
 
     async def bob_submits(self, txs: list[TxBody]) -> None:
         """A batch of bob's, signed with his key, through the node."""
-        replica = await self.service.session.read_replica(self.bob, self.entity)
-        assert replica is not None
-        nonce = replica.entity.nonce_of(self.bob) + 1
+        header = await self.service.session.read_header(self.bob, self.entity)
+        assert header is not None
+        nonce = header.small.nonce_of(self.bob) + 1
         batch = ent.sign_batch(self.entity, self.bob_sk, self.bob, nonce, [Tx.of(t) for t in txs])
         receipts = await self.client.submit([SubmitBatch(batch)], [self.bob, self.entity])
         assert receipts.receipts[0].error is None, receipts.receipts[0].error
@@ -239,7 +239,7 @@ async def duo(kit: Kit, tmp_path: Path) -> AsyncIterator[Duo]:
         await waiter.until(lambda: duo.counter() == 0)
 
         async def bob_has_replica() -> bool:
-            return await service.session.read_replica(duo.bob, entity) is not None
+            return await service.session.read_header(duo.bob, entity) is not None
 
         await waiter.until_async(bob_has_replica)  # woken by each block (the history)
         yield duo

@@ -77,6 +77,8 @@ class HostileNode:
                         await ws.send(self.push_after_status)
                 elif req.type is Req.READ_STATE:
                     await ws.send(_state(rid, req.route, self.state_blob))
+                elif req.type is Req.READ_ENTITY:
+                    await ws.send(_entity(rid, req.route, self.state_blob))
                 else:
                     await ws.send(encode_reply(Rep.ERROR, rid, [7, b"not here"]))
 
@@ -88,6 +90,19 @@ def _state(rid: int, route: tuple[bytes, ...], blob: bytes) -> bytes:
             encode_uint(Rep.STATE),
             encode_uint(rid),
             encode_list([encode(list(route)), encode_bytes(blob)]),
+        ]
+    )
+
+
+def _entity(rid: int, route: tuple[bytes, ...], blob: bytes) -> bytes:
+    """An ENTITY header reply whose genesis and header are ``blob`` (as byte strings:
+    a client must never decode them as RLP, and must refuse them)."""
+    header = encode_list([encode_bytes(blob), encode_bytes(blob)])
+    return encode_list(
+        [
+            encode_uint(Rep.ENTITY),
+            encode_uint(rid),
+            encode_list([encode(list(route)), encode_uint(0), header]),
         ]
     )
 
@@ -154,8 +169,8 @@ async def test_a_hostile_state_is_refused_before_it_is_decoded(blob: bytes, cap:
         try:
             with pytest.raises(DecodeError, match=cap):
                 await session.entities_of(SIGNER)
-            with pytest.raises(DecodeError, match=cap):
-                await session.read_replica(SIGNER, b"\x44" * 32)
+            with pytest.raises(DecodeError, match="genesis: expected a list"):
+                await session.read_entity(SIGNER, b"\x44" * 32)
             assert session.connected  # a bad state is the read's failure, not the link's
             assert (await session.status()).height == 1
             await beat.still_beating()

@@ -49,9 +49,9 @@ class Setup:
         return None if entry is None else entry.state
 
     async def bob_submits(self, txs: list[TxBody]) -> None:
-        replica = await self.service.session.read_replica(self.bob.id, self.e)
-        assert replica is not None
-        nonce = replica.entity.nonce_of(self.bob.id) + 1
+        header = await self.service.session.read_header(self.bob.id, self.e)
+        assert header is not None
+        nonce = header.small.nonce_of(self.bob.id) + 1
         batch = ent.sign_batch(self.e, self.bob.sk, self.bob.id, nonce, [Tx.of(t) for t in txs])
         receipts = await self.bob.client.submit([SubmitBatch(batch)], [self.bob.id, self.e])
         assert receipts.receipts[0].error is None, receipts.receipts[0].error
