@@ -108,6 +108,9 @@ class Coordinator:
         # signed messages kept): kept up to date from each block's changes, so a tick
         # costs what is active, not every replica hosted here.
         self._active: set[tuple[bytes, bytes]] = set()
+        # The signers hosted here that hold a replica of each entity: a proposal or a
+        # catch-up looks its entity up here, not in every signer.
+        self._holders: dict[bytes, set[bytes]] = {}
         for signer in node.state.signers:
             for replica in signer.replicas:
                 self._note((signer.id, replica.entity_id), replica)
@@ -197,12 +200,11 @@ class Coordinator:
             await self.on_proposal(signer, frame_raw, round_, psig)  # refuses and logs
             return
         targets = [
-            s.id
-            for s in self.node.state.signers
-            if frame.entity_id in s.by_entity
-            and s.id in s.by_entity[frame.entity_id].entity.config.index
-            and s.id != s.by_entity[frame.entity_id].entity.config.proposer_at(round_)
-            and (frame.hash, round_, s.id) not in self._answered
+            r.signer
+            for r in self._replicas_of(frame.entity_id)
+            if r.signer in r.entity.config.index
+            and r.signer != r.entity.config.proposer_at(round_)
+            and (frame.hash, round_, r.signer) not in self._answered
         ]
         if len(self._answered) > ANSWERED_MEMO:
             self._answered.clear()
@@ -345,6 +347,7 @@ class Coordinator:
     # Timers --------------------------------------------------------------------------
 
     def _note(self, key: tuple[bytes, bytes], replica: rep.Replica) -> None:
+        self._holders.setdefault(key[1], set()).add(key[0])
         if replica.pool or replica.pending or replica.lock or replica.mailbox:
             self._active.add(key)
         else:
@@ -452,7 +455,10 @@ class Coordinator:
             self._syncing.discard(entity)
 
     def _replicas_of(self, entity: bytes) -> list[rep.Replica]:
-        return [s.by_entity[entity] for s in self.node.state.signers if entity in s.by_entity]
+        """This server's replicas of ``entity``, in ascending signer id."""
+        state = self.node.state
+        found = (state.replica(s, entity) for s in sorted(self._holders.get(entity, ())))
+        return [r for r in found if r is not None]
 
     async def _fetch(
         self, entity: bytes, start: int, replica: rep.Replica
