@@ -124,7 +124,7 @@ class Coordinator:
         return self.node.store
 
     def hosted_signers(self) -> list[bytes]:
-        return [s.id for s in self.node.state.signers]
+        return list(self.node.state.hosted)  # the map's keys, ascending
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

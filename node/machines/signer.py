@@ -9,6 +9,12 @@ a member, and sends the same transaction to every other member, so each of
 them creates its replica too (it is idempotent: a signer that already holds the
 entity ignores it). It also lets a new member, added by a proposal, build its
 replica from genesis and catch up through certified frames.
+
+Its replicas sit in a :class:`node.machines.subs.Subs` by entity id; its encoding
+``[version, pubkey, counter, replicas_root]`` holds their map's root, so a block
+that changes one replica re-hashes one path, however many the signer holds.
+READ_STATE on the signer returns that encoding's items followed by the list of its
+replicas (``readable``, bounded by ``MAX_LISTED_REPLICAS``).
 """
 
 from __future__ import annotations
