@@ -4,8 +4,9 @@ A server hosts E one-signer entities, laid out two ways: ``signers``, E signers
 holding one entity each, and ``entities``, one signer holding all E. The state is
 built directly, as the machines build it (each replica is ``replica.create`` of a
 one-member entity, each signer holds its replicas as ``create_entity`` leaves
-them), and written into a fresh LevelDB as one block (``Store.write_block``). Then
-two kinds of block are made, through the real transition and storage:
+them; ``check_build`` compares a small one with the state the transactions make),
+and written into a fresh LevelDB as one block (``Store.write_block``). Then two
+kinds of block are made, through the real transition and storage:
 
 - **empty**: ``apply_block`` with an empty mempool;
 - **one entity**: one member's signed batch (``increment(1)``) submitted to one
@@ -16,10 +17,10 @@ two kinds of block are made, through the real transition and storage:
 
 Then the store is opened again and loaded (``Store.load``, a restart).
 
-For each kind of block: the CPU time of the transition (``apply_block``, state hash included)
-and of the storage write (``Store.write_block``: one synced LevelDB batch),
-the wall time of the write, and the keys and bytes (key + value) of the batch
-(``storage.block_writes``). Medians over ``--blocks`` blocks of each kind.
+For each kind of block: the CPU time of the transition (``apply_block``, state
+hash included) and of the storage write (``Store.write_block``: one synced LevelDB
+batch), the wall time of the write, and the keys and bytes (key + value) of the
+batch (``storage.block_writes``). Medians over ``--blocks`` blocks of each kind.
 
 Usage (from the repo root)::
 
@@ -52,8 +53,15 @@ from node.machines import replica as rep
 from node.machines.counter import Increment
 from node.machines.entity import sign_batch
 from node.machines.governance import Config, Member
-from node.machines.server import ServerState, Step, Write, apply_block, replica_write
-from node.machines.signer import SignerState
+from node.machines.server import (
+    CreateSigner,
+    ServerState,
+    Step,
+    Write,
+    apply_block,
+    replica_write,
+)
+from node.machines.signer import CreateEntity, SignerState
 from node.machines.subs import Subs
 from node.mempool import Mempool
 from node.storage import Store, block_writes
@@ -93,6 +101,27 @@ def build(n: int, layout: str) -> Hosted:
     states = [SignerState.of(pk, 0, held[i]) for i, (_, pk) in enumerate(keys)]
     state = ServerState(hosted=Subs.of((s.id, s) for s in states))
     return Hosted(state, routes, sks)
+
+
+def check_build(layout: str, n: int = 6) -> None:
+    """``build`` makes the state that ``create_signer`` and ``create_entity`` make."""
+    built = build(n, layout).state
+    signers = n if layout == "signers" else 1
+    keys = [(FIRST_SK + i, bls.sk_to_pk(FIRST_SK + i)) for i in range(signers)]
+    pops = [bls.pop_prove(sk) for sk, _ in keys]
+    create = [Tx.of(CreateSigner(pk, pop)) for (_, pk), pop in zip(keys, pops, strict=True)]
+    state = apply_block(ServerState(), Mempool.build(txs=create), 1000).state
+    txs: dict[bytes, list[Tx]] = {}
+    for e in range(n):
+        i = e % signers
+        member = Member(keys[i][1], 1)
+        genesis = rep.Genesis(Config((member,), 1, member.id), e.to_bytes(32, "big"), (pops[i],))
+        txs.setdefault(member.id, []).append(Tx.of(CreateEntity(genesis)))
+    ids = sorted(txs)
+    mempool = Mempool.build(ids, [Mempool.build(txs=txs[i]) for i in ids])
+    step = apply_block(state, mempool, 2000)
+    assert all(r.error is None for r in step.receipts)
+    assert step.state.hosted == built.hosted, "the built state is not the machines' state"
 
 
 def genesis_step(hosted: Hosted) -> Step:
@@ -208,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'one: cpu ms':>11} {'keys':>5} {'bytes':>9} | {'write wall ms':>13} | {'load s':>6}"
     )
     for layout in layouts:
+        check_build(layout)
         for n in (int(x) for x in args.entities.split(",")):
             row = measure(n, layout, args.blocks)
             rows.append(row)

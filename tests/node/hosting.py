@@ -33,11 +33,12 @@ class Hosted:
         return self.steps[-1].state
 
 
-def host(entities: int, *, signers: int | None = None) -> Hosted:
+def host(entities: int, *, signers: int | None = None, first_sk: int = FIRST_SK) -> Hosted:
     """``entities`` one-signer entities spread over ``signers`` signers (one each by
-    default), in two blocks."""
+    default; secret keys from ``first_sk`` on), in two blocks; entity ``e``'s salt
+    is ``e`` as 32 bytes."""
     signers = entities if signers is None else signers
-    keys = [(FIRST_SK + i, bls.sk_to_pk(FIRST_SK + i)) for i in range(signers)]
+    keys = [(first_sk + i, bls.sk_to_pk(first_sk + i)) for i in range(signers)]
     pops = [bls.pop_prove(sk) for sk, _ in keys]
     create = Mempool.build(
         txs=[Tx.of(CreateSigner(pk, pop)) for (_, pk), pop in zip(keys, pops, strict=True)]
