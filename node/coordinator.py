@@ -111,6 +111,9 @@ class Coordinator:
         # The signers hosted here that hold a replica of each entity: a proposal or a
         # catch-up looks its entity up here, not in every signer.
         self._holders: dict[bytes, set[bytes]] = {}
+        # The entities held here that each signer is (or was) a member of: when a
+        # peer's link changes, the entities that may have to catch up from it.
+        self._by_member: dict[bytes, set[bytes]] = {}
         for signer in node.state.signers:
             for replica in signer.replicas:
                 self._note((signer.id, replica.entity_id), replica)
@@ -348,6 +351,8 @@ class Coordinator:
 
     def _note(self, key: tuple[bytes, bytes], replica: rep.Replica) -> None:
         self._holders.setdefault(key[1], set()).add(key[0])
+        for member in replica.entity.config.ids:
+            self._by_member.setdefault(member, set()).add(key[1])
         if replica.pool or replica.pending or replica.lock or replica.mailbox:
             self._active.add(key)
         else:
@@ -417,10 +422,13 @@ class Coordinator:
 
     def _on_peer_change(self, link: PeerLink) -> None:
         self._resend_due(self._clock(), self._active_replicas(), force=True)
-        for signer in self.node.state.signers:
-            for replica in signer.replicas:
-                if link.hosted & set(replica.entity.config.ids):
-                    self.request_sync(replica.entity_id)
+        entities: set[bytes] = set()
+        for member in link.hosted:
+            entities |= self._by_member.get(member, set())
+        for entity in sorted(entities):
+            replicas = self._replicas_of(entity)
+            if any(link.hosted & set(r.entity.config.ids) for r in replicas):
+                self.request_sync(entity)
 
     def request_sync(self, entity: bytes) -> None:
         if entity in self._syncing:
