@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.codec import UINT64_MAX, ZERO_HASH, DecodeError, as_list, decode, encode_tree, keccak
@@ -219,3 +219,36 @@ def test_a_signer_as_read_lists_its_replicas_checked_against_its_root() -> None:
     assert first == refs[:2]
     assert as_list(decode(signer.readable(cap=2)), "signer", size=6)[5] == b"\x01"
     assert as_list(decode(signer.readable(cap=5)), "signer", size=6)[5] == b""
+
+
+HOSTED = host(4, signers=4)
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 9)), max_size=12), st.integers(1, 5))
+def test_the_signers_root_depends_only_on_the_signers_states(
+    increments: list[tuple[int, int]], per_block: int
+) -> None:
+    """Signer-level increments applied one block each, or grouped ``per_block`` to a
+    block (each signer's share in key order), end with the same signers' root, which
+    is that of a map built at once from the final signers."""
+    ids = [signer for signer, _ in HOSTED.routes]
+    one_by_one = HOSTED.state
+    for i, n in increments:
+        mempool = Mempool.build([ids[i]], [Mempool.build(txs=[Tx.of(Increment(n))])])
+        one_by_one = apply_block(one_by_one, mempool, one_by_one.timestamp).state
+    grouped = HOSTED.state
+    for start in range(0, len(increments), per_block):
+        txs: dict[bytes, list[Tx]] = {}
+        for i, n in increments[start : start + per_block]:
+            txs.setdefault(ids[i], []).append(Tx.of(Increment(n)))
+        keys = sorted(txs)
+        mempool = Mempool.build(keys, [Mempool.build(txs=txs[k]) for k in keys])
+        grouped = apply_block(grouped, mempool, grouped.timestamp).state
+    assert one_by_one.hosted.root == grouped.hosted.root
+    at_once = Subs.of((s.id, s) for s in reversed(grouped.signers))
+    assert at_once.root == grouped.hosted.root
+    totals = {ids[i]: 0 for i in range(4)}
+    for i, n in increments:
+        totals[ids[i]] += n
+    assert {s.id: s.counter for s in grouped.signers} == totals

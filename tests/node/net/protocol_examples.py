@@ -1157,6 +1157,10 @@ def _consensus_examples() -> dict[str, Example]:
                     "entity E1, whose only member is A",
                 ),
                 *_ask(req(Req.READ_STATE, 4, [1]), "every machine at once"),
+                *_ask(
+                    req(Req.READ_STATE, 5, [], route=(ID_A,)),
+                    "signer A alone: its state, then the list of its replicas",
+                ),
             ),
             node="consensus",
         ),
