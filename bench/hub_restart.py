@@ -43,6 +43,7 @@ from node.machines.accounts import ChannelRecord
 from node.machines.governance import Config, Member
 from node.machines.server import ServerState, Step, Write, replica_write
 from node.machines.signer import SignerState
+from node.machines.subs import Subs
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
 from node.storage import Store
@@ -73,8 +74,8 @@ def write_hub(path: Path, n: int) -> tuple[ServerState, int]:
     ]
     entity = replace(hub, channels=MerkleMap.from_items((r.peer, r) for r in records))
     replica = rep.Replica(member.id, genesis, entity)
-    signer = SignerState(pk, 0, (replica,))
-    body = ServerState(1, 1000, 0, (signer,))
+    signer = SignerState.of(pk, 0, (replica,))
+    body = ServerState(1, 1000, 0, Subs.of([(signer.id, signer)]))
     block = Block.make(1, bytes(32), 1000, Mempool.build().raw, body.hash())
     state = replace(body, head=block.hash)
     changed = (

@@ -108,6 +108,12 @@ class Coordinator:
         # signed messages kept): kept up to date from each block's changes, so a tick
         # costs what is active, not every replica hosted here.
         self._active: set[tuple[bytes, bytes]] = set()
+        # The signers hosted here that hold a replica of each entity: a proposal or a
+        # catch-up looks its entity up here, not in every signer.
+        self._holders: dict[bytes, set[bytes]] = {}
+        # The entities held here that each signer is (or was) a member of: when a
+        # peer's link changes, the entities that may have to catch up from it.
+        self._by_member: dict[bytes, set[bytes]] = {}
         for signer in node.state.signers:
             for replica in signer.replicas:
                 self._note((signer.id, replica.entity_id), replica)
@@ -121,7 +127,7 @@ class Coordinator:
         return self.node.store
 
     def hosted_signers(self) -> list[bytes]:
-        return [s.id for s in self.node.state.signers]
+        return list(self.node.state.hosted)  # the map's keys, ascending
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -139,6 +145,10 @@ class Coordinator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # Effects of a durable block ------------------------------------------------
+
+    def holders(self, entity: bytes) -> frozenset[bytes]:
+        """The signers hosted here that hold a replica of ``entity``."""
+        return frozenset(self._holders.get(entity, ()))
 
     def on_step(self, step: Step) -> None:
         self._stepped.set()
@@ -197,12 +207,11 @@ class Coordinator:
             await self.on_proposal(signer, frame_raw, round_, psig)  # refuses and logs
             return
         targets = [
-            s.id
-            for s in self.node.state.signers
-            if frame.entity_id in s.by_entity
-            and s.id in s.by_entity[frame.entity_id].entity.config.index
-            and s.id != s.by_entity[frame.entity_id].entity.config.proposer_at(round_)
-            and (frame.hash, round_, s.id) not in self._answered
+            r.signer
+            for r in self._replicas_of(frame.entity_id)
+            if r.signer in r.entity.config.index
+            and r.signer != r.entity.config.proposer_at(round_)
+            and (frame.hash, round_, r.signer) not in self._answered
         ]
         if len(self._answered) > ANSWERED_MEMO:
             self._answered.clear()
@@ -345,6 +354,9 @@ class Coordinator:
     # Timers --------------------------------------------------------------------------
 
     def _note(self, key: tuple[bytes, bytes], replica: rep.Replica) -> None:
+        self._holders.setdefault(key[1], set()).add(key[0])
+        for member in replica.entity.config.ids:
+            self._by_member.setdefault(member, set()).add(key[1])
         if replica.pool or replica.pending or replica.lock or replica.mailbox:
             self._active.add(key)
         else:
@@ -414,10 +426,13 @@ class Coordinator:
 
     def _on_peer_change(self, link: PeerLink) -> None:
         self._resend_due(self._clock(), self._active_replicas(), force=True)
-        for signer in self.node.state.signers:
-            for replica in signer.replicas:
-                if link.hosted & set(replica.entity.config.ids):
-                    self.request_sync(replica.entity_id)
+        entities: set[bytes] = set()
+        for member in link.hosted:
+            entities |= self._by_member.get(member, set())
+        for entity in sorted(entities):
+            replicas = self._replicas_of(entity)
+            if any(link.hosted & set(r.entity.config.ids) for r in replicas):
+                self.request_sync(entity)
 
     def request_sync(self, entity: bytes) -> None:
         if entity in self._syncing:
@@ -452,7 +467,10 @@ class Coordinator:
             self._syncing.discard(entity)
 
     def _replicas_of(self, entity: bytes) -> list[rep.Replica]:
-        return [s.by_entity[entity] for s in self.node.state.signers if entity in s.by_entity]
+        """This server's replicas of ``entity``, in ascending signer id."""
+        state = self.node.state
+        found = (state.replica(s, entity) for s in sorted(self._holders.get(entity, ())))
+        return [r for r in found if r is not None]
 
     async def _fetch(
         self, entity: bytes, start: int, replica: rep.Replica

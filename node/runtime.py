@@ -288,7 +288,7 @@ class Node:
             return self.state.encode()
         signer = self.state.by_id[route[0]]
         if len(route) == 1:
-            return signer.encoded
+            return signer.readable()  # its state, then its replicas' ids (bounded)
         return signer.by_entity[route[1]].encoded
 
     def read_entity(self, route: tuple[bytes, ...], at: bytes) -> tuple[Genesis, EntityState]:

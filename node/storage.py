@@ -8,10 +8,13 @@ Keys, each behind a one-byte prefix:
 ``H`` + height      block hash at that height (8-byte big-endian height)
 ``R`` + server_id   root: ``[block_rlp, state_rlp]`` of the latest block
 ``S`` + route       a sub-machine's state, written only when it changes:
-                    ``S`` + signer id (a signer), ``S`` + signer id + entity
-                    id (that signer's replica of the entity: its ``header``,
-                    with its channels, forwards and kept messages by their
-                    roots)
+                    ``S`` + signer id (a signer: its replicas by their map's
+                    root), ``S`` + signer id + entity id (that signer's
+                    replica of the entity: its ``header``, with its channels,
+                    forwards and kept messages by their roots). These keys
+                    are also the lists of signers and of each signer's
+                    replicas: the server state and a signer's state hold only
+                    the root of their map of ``(id, state hash)``
 ``C`` + signer id   one channel record of that replica (``ChannelRecord``),
   + entity id       under the counterparty's id; written when it changes,
   + peer            deleted when the channel goes
@@ -26,18 +29,26 @@ Keys, each behind a one-byte prefix:
                     catch up
 ==================  =====================================================
 
-Every block's writes go in one ``write_batch(transaction=True, sync=True)``:
-all-or-nothing, and durable when :meth:`Store.write_block` returns. A block
-writes what changed: the block, the changed signers' and replicas' headers, and
-the channel records, forwards and kept messages that changed (``server.Write``),
-never a whole replica. Records are keyed under their replica's route, so two replicas on
-one server never touch each other's. Nothing else is kept of a replica's past
-states: the chain of blocks is the history (``xln-node verify`` replays it).
+Every block's writes go in one ``write_batch(transaction=True, sync=True)``
+(:func:`block_writes` lists them): all-or-nothing, and durable when
+:meth:`Store.write_block` returns. A block writes what changed: the block, its
+height index, the root (the server state, a few dozen bytes: the signers by their
+map's root), the changed signers' states and replicas' headers, and the channel
+records, forwards and kept messages that changed (``server.Write``), never a whole
+replica, nor anything of the signers and replicas it did not touch: an empty block
+writes the same three keys whether the server hosts ten entities or a million.
+Records are keyed under their replica's route, so two replicas on one server never
+touch each other's. Nothing else is kept of a replica's past states: the chain of
+blocks is the history (``xln-node verify`` replays it).
 
-Loading reads each replica's header, then its records by prefix, rebuilds the
+Loading lists the ``S`` keys (each signer, followed by its replicas, in key
+order), reads each replica's header, then its records by prefix, rebuilds the
 three Merkle maps and checks their roots against the header (so a missing,
 extra or altered record is found), and re-executes a frame in flight to get
-the state after it, checked against its hash.
+the state after it, checked against its hash; then it rebuilds each signer's map
+of replicas and the server's map of signers and checks their roots against the
+signer's state and the root's server state (so a missing, extra, altered or
+misfiled ``S`` record is found too).
 """
 
 from __future__ import annotations
@@ -72,7 +83,10 @@ from node.machines.server import (
 )
 from node.merkle_map import MerkleMap
 
-FORMAT_VERSION = 2  # 2: entity states hashed with Merkle roots; records under C, W and K
+# 2: entity states hashed with Merkle roots; records under C, W and K.
+# 3: the server's signers and a signer's replicas by Merkle roots (server and signer
+#    state version 2); their lists are the ``S`` keys.
+FORMAT_VERSION = 3
 
 META = b"M"
 BLOCK = b"B"
@@ -116,6 +130,30 @@ def frame_key(entity_id: bytes, height: int) -> bytes:
     return FRAME + entity_id + height.to_bytes(8, "big")
 
 
+def block_writes(step: Step, server_id: bytes) -> list[tuple[bytes, bytes | None]]:
+    """Every ``(key, value)`` a block's batch holds, in order (None: a delete): the
+    block, its height index, the changed signers and replicas with their changed
+    records, committed frames, and the root. Its size follows what the block
+    changed, not how much the server hosts."""
+    block = step.block
+    out: list[tuple[bytes, bytes | None]] = [
+        (BLOCK + block.hash, block.raw),
+        (height_key(block.height), block.hash),
+    ]
+    for write in step.changed:
+        out.append((sub_key(write.route), write.raw))
+        out.extend((record_key(kind, write.route, peer), raw) for kind, peer, raw in write.records)
+    out.extend(
+        (
+            frame_key(entity_id, committed.frame.height),
+            encode([committed.frame.raw, committed.cert.to_tree()]),
+        )
+        for entity_id, committed in step.frames
+    )
+    out.append((ROOT + server_id, encode([block.raw, step.state.encode()])))
+    return out
+
+
 class Store:
     """The chain of one server in one LevelDB database."""
 
@@ -149,12 +187,18 @@ class Store:
         except DecodeError as exc:
             raise StoreError(f"unreadable meta record: {exc}") from exc
         if version < FORMAT_VERSION:
+            why = (
+                "an entity's state hash commits to its channels by a Merkle root, so the old "
+                "certificates do not carry over"
+                if version < 2
+                else "the server's and signers' state hashes commit to their signers and "
+                "replicas by Merkle roots, so the old chain's state hashes cannot be replayed"
+            )
             raise StoreError(
                 f"this data folder was written by an older node (store format {version}); "
-                f"this node reads format {FORMAT_VERSION}, where an entity's state hash commits "
-                "to its channels by a Merkle root, so the old certificates do not carry over "
-                "and there is no migration: start this node with a new data folder, and keep "
-                "the old one for the older node"
+                f"this node reads format {FORMAT_VERSION}, where {why}, and there is no "
+                "migration: start this node with a new data folder, and keep the old one "
+                "for the older node"
             )
         if version != FORMAT_VERSION:
             raise StoreError(f"store format {version}, this node reads {FORMAT_VERSION}")
@@ -180,13 +224,25 @@ class Store:
             block = Block.decode(as_bytes(items[0], "root block"))
             state_raw = as_bytes(items[1], "root state")
             state = ServerState.decode(
-                state_raw, head=block.hash, get=self._get, load_replica=self._load_replica
+                state_raw,
+                head=block.hash,
+                get=self._get,
+                load_replica=self._load_replica,
+                routes=self._routes(),
             )
         except DecodeError as exc:
             raise StoreError(f"unreadable root: {exc}") from exc
         if state.hash() != block.state_hash or state.height != block.height:
             raise StoreError("root state does not match its block's state hash")
         return state, block
+
+    def _routes(self) -> Iterator[tuple[bytes, ...]]:
+        """The route of every stored signer and replica, in key order."""
+        for key in self._db.iterator(prefix=SUB, include_value=False):
+            ids = key[len(SUB) :]
+            if len(ids) not in (HASH_LEN, 2 * HASH_LEN):
+                raise DecodeError(f"a state key of {len(ids)} bytes after its prefix")
+            yield tuple(ids[i : i + HASH_LEN] for i in range(0, len(ids), HASH_LEN))
 
     def _get(self, route: tuple[bytes, ...]) -> bytes:
         raw: bytes | None = self._db.get(sub_key(route))
@@ -214,25 +270,14 @@ class Store:
 
     def write_block(self, step: Step) -> None:
         """Persist a block, its height index, changed sub-machine states, committed
-        entity frames and the root, in one batch. Returns only once it is synced."""
-        block = step.block
+        entity frames and the root, in one batch (:func:`block_writes`). Returns only
+        once it is synced."""
         with self._db.write_batch(transaction=True, sync=True) as batch:
-            batch.put(BLOCK + block.hash, block.raw)
-            batch.put(height_key(block.height), block.hash)
-            for write in step.changed:
-                batch.put(sub_key(write.route), write.raw)
-                for kind, peer, raw in write.records:
-                    key = record_key(kind, write.route, peer)
-                    if raw is None:
-                        batch.delete(key)
-                    else:
-                        batch.put(key, raw)
-            for entity_id, committed in step.frames:
-                batch.put(
-                    frame_key(entity_id, committed.frame.height),
-                    encode([committed.frame.raw, committed.cert.to_tree()]),
-                )
-            batch.put(ROOT + self.server_id, encode([block.raw, step.state.encode()]))
+            for key, raw in block_writes(step, self.server_id):
+                if raw is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, raw)
 
     def block(self, block_hash: bytes) -> bytes | None:
         raw: bytes | None = self._db.get(BLOCK + block_hash)

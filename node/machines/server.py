@@ -9,14 +9,17 @@ the server applies its own transactions first, then each signer's share in key
 order, and each signer applies its own transactions and then its entities' in
 key order.
 
-The state hash covers ``[version, height, timestamp, counter, [[signer_id,
-signer_hash]...], simulation]``; each signer's hash covers its replicas' hashes, so the
-server's state hash covers the whole hierarchy.
+The state hash covers ``[version, height, timestamp, counter, signers_root,
+simulation]``: the signers sit in a Merkle map by id (``node/machines/subs.py``)
+whose root commits to each signer's hash, and each signer's hash to its replicas'
+root likewise, so the server's state hash covers the whole hierarchy, while a
+block that touches a few signers and replicas hashes a few paths of the two
+tries: its cost does not grow with the number of signers and replicas hosted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, ClassVar, Self
@@ -42,11 +45,12 @@ from node.machines import signer as sig
 from node.machines.counter import Increment as Increment
 from node.machines.governance import POP_LEN, PUBKEY_LEN, ConfigError, check_new_key, signer_id
 from node.machines.mailbox import NOTHING_KEPT
+from node.machines.subs import Subs
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
 from node.txs import REGISTRIES, Level, Tx
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the signers by the root of a Merkle map, not a list
 
 SERVER_TXS = REGISTRIES[Level.SERVER]
 
@@ -114,48 +118,49 @@ class ServerState:
     height: int = 0
     timestamp: int = 0
     counter: int = 0
-    signers: tuple[sig.SignerState, ...] = ()  # ascending id
+    hosted: Subs[sig.SignerState] = field(default_factory=Subs)  # by signer id
     head: bytes = ZERO_HASH
     simulation: bool = False  # fixed at genesis: may frames apply the faucet?
 
     @property
-    def subs(self) -> tuple[tuple[bytes, bytes], ...]:
-        return tuple((s.id, s.hash) for s in self.signers)
+    def by_id(self) -> Subs[sig.SignerState]:
+        """The signers by id: ``get``, ``in`` and ``[]`` walk one path."""
+        return self.hosted
 
-    @cached_property
-    def by_id(self) -> dict[bytes, sig.SignerState]:
-        return {s.id: s for s in self.signers}
+    @property
+    def signers(self) -> tuple[sig.SignerState, ...]:
+        """Every signer, in ascending id: a walk over all of them (views, reads,
+        start-up), never a block's work."""
+        return tuple(self.hosted.values())
 
     def replica(self, signer: bytes, entity: bytes) -> rep.Replica | None:
-        s = self.by_id.get(signer)
-        return None if s is None else s.by_entity.get(entity)
+        s = self.hosted.get(signer)
+        return None if s is None else s.held.get(entity)
 
-    def encode(self) -> bytes:
+    @cached_property
+    def encoded(self) -> bytes:
         return encode_tree(
             [
                 int_bytes(STATE_VERSION),
                 int_bytes(self.height),
                 int_bytes(self.timestamp),
                 int_bytes(self.counter),
-                [[sub_id, sub_hash] for sub_id, sub_hash in self.subs],
+                self.hosted.root,
                 int_bytes(int(self.simulation)),
             ]
         )
 
+    def encode(self) -> bytes:
+        return self.encoded
+
     def hash(self) -> bytes:
-        return keccak(self.encode())
+        return keccak(self.encoded)
 
     @staticmethod
-    def signer_refs(raw: bytes) -> list[tuple[bytes, bytes]]:
-        """``(signer_id, signer_hash)`` of every signer named by an encoded state."""
+    def signers_root(raw: bytes) -> bytes:
+        """The root of the signers' map named by an encoded state."""
         items = as_list(decode(raw), "server state", size=6)
-        return [
-            (
-                as_bytes(as_list(s, "sub", size=2)[0], "sub id", size=HASH_LEN),
-                as_bytes(as_list(s, "sub", size=2)[1], "sub hash", size=HASH_LEN),
-            )
-            for s in as_list(items[4], "subs")
-        ]
+        return as_bytes(items[4], "signers root", size=HASH_LEN)
 
     @classmethod
     def decode(
@@ -164,18 +169,33 @@ class ServerState:
         head: bytes = ZERO_HASH,
         get: Callable[[tuple[bytes, ...]], bytes] | None = None,
         load_replica: sig.ReplicaLoader | None = None,
+        routes: Iterable[tuple[bytes, ...]] = (),
     ) -> ServerState:
-        """``get(route)`` reads the signers stored apart (``node/storage.py``), and the
-        replicas' whole encodings unless ``load_replica`` reads them another way."""
+        """``routes`` names every signer (``(signer,)``) and replica (``(signer,
+        entity)``) stored apart; ``get(route)`` reads their encodings (``node/storage.py``),
+        the replicas' whole encodings unless ``load_replica`` reads them another way.
+        The signers' and replicas' maps are rebuilt and checked against the roots."""
         items = as_list(decode(raw), "server state", size=6)
         version = as_int(items[0], "state version")
         if version != STATE_VERSION:
             raise DecodeError(f"server state version {version} is not {STATE_VERSION}")
-        subs = cls.signer_refs(raw)
-        if subs and get is None:
-            raise DecodeError("server state has signers but no way to load them")
+        root = cls.signers_root(raw)
         simulation = bool(as_int(items[5], "simulation", max_value=1))
-        signers: tuple[sig.SignerState, ...] = ()
+        entities: dict[bytes, list[bytes]] = {}
+        routes = list(routes)
+        for route in routes:
+            if len(route) == 1:
+                entities.setdefault(route[0], [])
+        for route in routes:
+            if len(route) == 2:
+                if route[0] not in entities:
+                    raise DecodeError(f"replica {route[1].hex()} of no stored signer")
+                entities[route[0]].append(route[1])
+            elif len(route) != 1:
+                raise DecodeError(f"no machine has a route of {len(route)} ids")
+        if entities and get is None:
+            raise DecodeError("server state has signers but no way to load them")
+        hosted: Subs[sig.SignerState] = Subs()
         if get is not None:
             read = get
 
@@ -183,12 +203,17 @@ class ServerState:
                 return rep.Replica.decode(read(route))
 
             loader = load_replica or whole
-            signers = tuple(sig.load(i, h, get, loader, simulation=simulation) for i, h in subs)
+            hosted = Subs.of(
+                (i, sig.load(i, sorted(es), get, loader, simulation=simulation))
+                for i, es in sorted(entities.items())
+            )
+        if hosted.root != root:
+            raise DecodeError("the signers do not match the server state's root")
         return cls(
             height=as_int(items[1], "state height"),
             timestamp=as_int(items[2], "state timestamp"),
             counter=as_int(items[3], "state counter"),
-            signers=signers,
+            hosted=hosted,
             head=head,
             simulation=simulation,
         )
@@ -265,44 +290,49 @@ class InvalidBlock(ValueError):
 
 
 def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
+    """The block's transition. Costs what the mempool touches: the signers and
+    replicas it addresses are read and replaced one path at a time, and the new
+    state's hash re-hashes only those paths."""
     if timestamp < state.timestamp:
         raise InvalidBlock(
             f"timestamp {timestamp} is before the previous block's {state.timestamp}"
         )
     counter = state.counter
-    signers = dict(state.by_id)
+    hosted = state.hosted
+    signers: dict[bytes, sig.SignerState] = {}  # the ones this block made or changed
     receipts: list[Receipt] = []
     effects: list[Effect] = []
     changed: list[Write] = []
     frames: list[tuple[bytes, rep.Committed]] = []
     for index, tx in enumerate(mempool.txs):
-        counter, error = _apply_tx(counter, signers, tx)
+        counter, error = _apply_tx(counter, hosted, signers, tx)
         receipts.append(Receipt((), index, error))
     for key, sub in zip(mempool.keys, mempool.subs, strict=True):
-        signer = signers.get(key)
+        signer = signers.get(key) or hosted.get(key)
         if signer is None:
             raise InvalidBlock(f"mempool addresses unknown signer {key.hex()}")
         for entity_id in sub.keys:
-            if entity_id not in signer.by_entity:
+            if entity_id not in signer.held:
                 raise InvalidBlock(f"mempool addresses unknown entity {entity_id.hex()}")
         out = sig.apply(signer, sub, simulation=state.simulation)
-        signers[key] = out.state
+        if out.state is not signer:
+            signers[key] = out.state
         receipts.extend(Receipt(route, index, error) for route, index, error in out.errors)
         effects.extend(Effect(key, None, send) for send in out.sends)
         for entity_id, what in out.replica_effects:
             effects.append(Effect(key, entity_id, what))
             if isinstance(what, rep.Committed):
                 frames.append((entity_id, what))
-        replicas = out.state.by_entity
+        replicas = out.state.held
         changed.extend(
-            replica_write((key, e), replicas[e], signer.by_entity.get(e)) for e in out.changed
+            replica_write((key, e), replicas[e], signer.held.get(e)) for e in out.changed
         )
-    new_signers = tuple(signers[k] for k in sorted(signers))
-    for s in new_signers:
-        if state.by_id.get(s.id) is not s:
-            changed.append(Write((s.id,), s.encoded))
+    for key in sorted(signers):
+        changed.append(Write((key,), signers[key].encoded))
     height = state.height + 1
-    body = ServerState(height, timestamp, counter, new_signers, simulation=state.simulation)
+    body = ServerState(
+        height, timestamp, counter, hosted.set_many(signers), simulation=state.simulation
+    )
     block = Block.make(height, state.head, timestamp, mempool.raw, body.hash())
     new_state = replace(body, head=block.hash)
     return Step(new_state, block, tuple(receipts), tuple(effects), tuple(changed), tuple(frames))
@@ -315,7 +345,7 @@ FAUCET_RETIRED = (
 
 
 def _apply_tx(
-    counter: int, signers: dict[bytes, sig.SignerState], tx: Tx
+    counter: int, hosted: Subs[sig.SignerState], signers: dict[bytes, sig.SignerState], tx: Tx
 ) -> tuple[int, str | None]:
     match tx.body:
         case Increment(n=n):
@@ -324,7 +354,7 @@ def _apply_tx(
             return counter + n, None
         case CreateSigner(pubkey=pubkey, pop=pop):
             sid = signer_id(pubkey)
-            if sid in signers:
+            if sid in signers or sid in hosted:
                 return counter, "signer already exists on this server"
             try:
                 check_new_key(pubkey, pop)

@@ -9,12 +9,18 @@ a member, and sends the same transaction to every other member, so each of
 them creates its replica too (it is idempotent: a signer that already holds the
 entity ignores it). It also lets a new member, added by a proposal, build its
 replica from genesis and catch up through certified frames.
+
+Its replicas sit in a :class:`node.machines.subs.Subs` by entity id; its encoding
+``[version, pubkey, counter, replicas_root]`` holds their map's root, so a block
+that changes one replica re-hashes one path, however many the signer holds.
+READ_STATE on the signer returns that encoding's items followed by the list of its
+replicas (``readable``, bounded by ``MAX_LISTED_REPLICAS``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import ClassVar, Self
 
@@ -41,10 +47,14 @@ from node.machines.governance import (
     check_new_key,
     signer_id,
 )
+from node.machines.subs import Subs, refs_root
 from node.mempool import Mempool
 from node.txs import REGISTRIES, Level, Tx
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the replicas by the root of a Merkle map, not a list
+
+# READ_STATE on a signer lists at most this many of its replicas (about 70 bytes each).
+MAX_LISTED_REPLICAS = 65_536
 
 SIGNER_TXS = REGISTRIES[Level.SIGNER]
 
@@ -111,9 +121,17 @@ class SendToSigner:
 
 @dataclass(frozen=True)
 class SignerState:
+    """A signer's state: its key, counter, and its replicas in a :class:`Subs` by
+    entity id, whose root (of the ``(entity id, replica hash)`` pairs) is what its
+    encoding holds."""
+
     pubkey: bytes
     counter: int = 0
-    replicas: tuple[rep.Replica, ...] = ()  # ascending entity id
+    held: Subs[rep.Replica] = field(default_factory=Subs)
+
+    @classmethod
+    def of(cls, pubkey: bytes, counter: int = 0, replicas: Iterable[rep.Replica] = ()) -> Self:
+        return cls(pubkey, counter, Subs.of((r.entity_id, r) for r in replicas))
 
     @cached_property
     def id(self) -> bytes:
@@ -121,37 +139,88 @@ class SignerState:
 
     @cached_property
     def encoded(self) -> bytes:
+        """``[version, pubkey, counter, replicas_root]``: what the hash is of, and what
+        storage keeps under the signer's route."""
         return encode_tree(
-            [
-                int_bytes(STATE_VERSION),
-                self.pubkey,
-                int_bytes(self.counter),
-                [[r.entity_id, r.hash] for r in self.replicas],
-            ]
+            [int_bytes(STATE_VERSION), self.pubkey, int_bytes(self.counter), self.held.root]
         )
 
     @cached_property
     def hash(self) -> bytes:
         return keccak(self.encoded)
 
-    @cached_property
-    def by_entity(self) -> dict[bytes, rep.Replica]:
-        return {r.entity_id: r for r in self.replicas}
+    @property
+    def by_entity(self) -> Subs[rep.Replica]:
+        """The replicas by entity id: ``get``, ``in`` and ``[]`` walk one path."""
+        return self.held
+
+    @property
+    def replicas(self) -> tuple[rep.Replica, ...]:
+        """Every replica, in ascending entity id: a walk over all of them (views,
+        reads, start-up), never a block's work."""
+        return tuple(self.held.values())
+
+    def readable(self, cap: int = MAX_LISTED_REPLICAS) -> bytes:
+        """What READ_STATE returns for a signer: its encoding's four items, then its
+        replicas ``[[entity_id, replica_hash], ...]`` (at most ``cap``, ascending) and
+        1 if the list stopped at the cap, else 0."""
+        refs: list[list[bytes]] = []
+        more = False
+        for entity_id, replica_hash in self.held.refs():
+            if len(refs) == cap:
+                more = True
+                break
+            refs.append([entity_id, replica_hash])
+        return encode_tree(
+            [
+                int_bytes(STATE_VERSION),
+                self.pubkey,
+                int_bytes(self.counter),
+                self.held.root,
+                refs,
+                int_bytes(int(more)),
+            ]
+        )
+
+    @staticmethod
+    def decode_root(raw: bytes) -> tuple[bytes, int, bytes]:
+        """``(pubkey, counter, replicas_root)`` of an encoded state (``encoded``)."""
+        f = as_list(decode(raw), "signer state", size=4)
+        return _fields(f)
 
     @staticmethod
     def decode_header(raw: bytes) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
-        """``(pubkey, counter, [(entity_id, replica_hash)])``: replicas are stored apart."""
-        f = as_list(decode(raw), "signer state", size=4)
-        if as_int(f[0], "signer state version") != STATE_VERSION:
-            raise DecodeError("signer state: unknown version")
-        subs = [
+        """``(pubkey, counter, [(entity_id, replica_hash)])`` from what READ_STATE
+        returns for a signer (``readable``). A complete list is checked against the
+        root; a list cut at the cap is the first part, unchecked."""
+        f = as_list(decode(raw), "signer state as read", size=6)
+        pubkey, counter, root = _fields(f[:4])
+        refs = [
             (
                 as_bytes(as_list(x, "replica ref", size=2)[0], "entity id", size=HASH_LEN),
                 as_bytes(as_list(x, "replica ref", size=2)[1], "replica hash", size=HASH_LEN),
             )
-            for x in as_list(f[3], "replicas")
+            for x in as_list(f[4], "replicas")
         ]
-        return as_bytes(f[1], "pubkey", size=PUBKEY_LEN), as_int(f[2], "counter"), subs
+        more = as_int(f[5], "more replicas", max_value=1)
+        if not more:
+            try:
+                listed = refs_root(refs)
+            except ValueError as exc:
+                raise DecodeError(f"signer state: {exc}") from None
+            if listed != root:
+                raise DecodeError("signer state: its replicas do not match its root")
+        return pubkey, counter, refs
+
+
+def _fields(f: list[RlpItem]) -> tuple[bytes, int, bytes]:
+    if as_int(f[0], "signer state version") != STATE_VERSION:
+        raise DecodeError("signer state: unknown version")
+    return (
+        as_bytes(f[1], "pubkey", size=PUBKEY_LEN),
+        as_int(f[2], "counter"),
+        as_bytes(f[3], "replicas root", size=HASH_LEN),
+    )
 
 
 type ReplicaLoader = Callable[[tuple[bytes, bytes], bool], rep.Replica]
@@ -159,25 +228,29 @@ type ReplicaLoader = Callable[[tuple[bytes, bytes], bool], rep.Replica]
 
 def load(
     signer_id: bytes,
-    expected: bytes,
+    entities: Iterable[bytes],
     get: Callable[[tuple[bytes, ...]], bytes],
     load_replica: ReplicaLoader,
     *,
     simulation: bool,
 ) -> SignerState:
     """Rebuild a signer stored apart from the server state: ``get((signer,))`` returns
-    its raw state, ``load_replica((signer, entity), simulation)`` each replica's. Hashes
-    are checked."""
-    pubkey, counter, refs = SignerState.decode_header(get((signer_id,)))
+    its encoded state, ``load_replica((signer, entity), simulation)`` the replica of
+    each of ``entities`` (the ids stored under the signer). The replicas' map is
+    rebuilt and its root checked against the state's, so a replica missing, extra,
+    altered or filed under another id is found."""
+    pubkey, counter, root = SignerState.decode_root(get((signer_id,)))
     replicas = []
-    for entity_id, replica_hash in refs:
+    for entity_id in entities:
         replica = load_replica((signer_id, entity_id), simulation)
-        if replica.hash != replica_hash:
-            raise DecodeError(f"replica {entity_id.hex()} does not match its hash")
+        if replica.entity_id != entity_id or replica.signer != signer_id:
+            raise DecodeError(f"the replica under {entity_id.hex()} is of another route")
         replicas.append(replica)
-    state = SignerState(pubkey, counter, tuple(replicas))
-    if state.id != signer_id or state.hash != expected:
-        raise DecodeError(f"signer {signer_id.hex()} does not match its hash")
+    state = SignerState.of(pubkey, counter, replicas)
+    if state.id != signer_id:
+        raise DecodeError(f"signer {signer_id.hex()} does not match its key")
+    if state.held.root != root:
+        raise DecodeError(f"the replicas of signer {signer_id.hex()} do not match its root")
     return state
 
 
@@ -198,9 +271,10 @@ def apply(state: SignerState, mempool: Mempool, *, simulation: bool = False) -> 
         error = _apply_tx(out, tx)
         if error is not None:
             out.errors.append(((state.id,), index, error))
-    replicas = dict(out.state.by_entity)
+    held = out.state.held
+    replicas: dict[bytes, rep.Replica] = {}  # the ones that changed
     for entity_id, sub in zip(mempool.keys, mempool.subs, strict=True):
-        replica = replicas[entity_id]  # the runtime never routes to a missing entity
+        replica = held[entity_id]  # the runtime never routes to a missing entity
         new, effects = rep.step(replica, sub.txs, simulation=simulation)
         if new is not replica:
             replicas[entity_id] = new
@@ -209,8 +283,8 @@ def apply(state: SignerState, mempool: Mempool, *, simulation: bool = False) -> 
             if isinstance(effect, rep.Note) and effect.index >= 0:
                 out.errors.append(((state.id, entity_id), effect.index, effect.message))
             out.replica_effects.append((entity_id, effect))
-    if out.changed:
-        out.state = replace(out.state, replicas=tuple(replicas[k] for k in sorted(replicas)))
+    if replicas:
+        out.state = replace(out.state, held=held.set_many(replicas))
     return out
 
 
@@ -258,8 +332,6 @@ def _add_replica(out: SignerStep, entity_id: bytes, genesis: rep.Genesis, what: 
         return f"{what}: {exc}"
     s = out.state
     replica = rep.create(s.id, genesis)
-    out.state = replace(
-        s, replicas=tuple(sorted((*s.replicas, replica), key=lambda r: r.entity_id))
-    )
+    out.state = replace(s, held=s.held.set(entity_id, replica))
     out.changed.append(entity_id)
     return None

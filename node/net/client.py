@@ -217,7 +217,7 @@ class NodeClient:
             pair = as_list(item, "sub-machine", size=2)
             route = tuple(as_bytes(r, "route", size=HASH_LEN) for r in as_list(pair[0], "route"))
             raws[route] = _scanned(as_bytes(pair[1], "state"), limits.STATE)
-        state = ServerState.decode(top, get=raws.__getitem__)
+        state = ServerState.decode(top, get=raws.__getitem__, routes=raws)
         if state.height == 0:
             return state
         page = await self.blocks(state.height, 1)

@@ -869,12 +869,7 @@ class ApiServer:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
         scope = session.scope
         if session.peer is None and not (
-            scope is not None
-            and any(
-                scope.allows((s.id, entity))
-                for s in self.node.state.signers
-                if entity in s.by_entity
-            )
+            scope is not None and any(scope.allows((s, entity)) for s in self._holders(entity))
         ):
             raise ProtocolError(
                 Err.FORBIDDEN,
@@ -883,6 +878,13 @@ class ApiServer:
             )
         page = await asyncio.to_thread(self._frames_page, entity, start, count)
         await ws.send(encode_list([encode_uint(Rep.FRAMES), encode_uint(rid), encode_list([page])]))
+
+    def _holders(self, entity: bytes) -> frozenset[bytes]:
+        """The signers hosted here with a replica of ``entity`` (from the coordinator's
+        index; a node without consensus holds no certified frames to serve anyway)."""
+        if self.coordinator is None:
+            return frozenset()
+        return self.coordinator.holders(entity)
 
     def _frames_page(self, entity: bytes, start: int, count: int) -> bytes:
         """The FRAMES page from the stored bytes, as many frames as fit the reply caps

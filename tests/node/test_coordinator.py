@@ -18,6 +18,7 @@ from node.machines.governance import AddSigner, Config, Member
 from node.machines.replica import Genesis, Replica, SubmitBatch
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity
+from node.net.peers import PeerLink
 from node.runtime import Node, NodeConfig
 from node.storage import Store
 from node.txs import Tx, TxBody
@@ -136,3 +137,41 @@ async def test_a_tick_looks_only_at_replicas_with_work(local: Local) -> None:
     await local.until(lambda: local.replica(0, busy).entity.counter == 3)  # type: ignore[union-attr]
     await local.until(lambda: not local.coordinator._active)
     assert all(local.replica(0, e).entity.counter == 0 for e in entities if e != busy)  # type: ignore[union-attr]
+
+
+async def test_an_entitys_local_replicas_and_a_peers_entities_come_from_indexes(
+    local: Local,
+) -> None:
+    """A proposal's fan-out and a catch-up find an entity's replicas hosted here, and a
+    peer link's change the entities its signers are members of, by indexes kept from
+    each block's changes, not by walking every signer and replica."""
+    a, b, _ = local.agents
+    remote_sk = bls.keygen(b"\x0c" * 32)
+    remote = Member(bls.sk_to_pk(remote_sk), 1)
+    shared_config = Config((Member(a.pubkey, 1), Member(b.pubkey, 1)), 2, a.signer_id)
+    shared = Genesis(
+        shared_config, b"\x01" * 32, (a.proof_of_possession(), b.proof_of_possession())
+    )
+    with_remote_config = Config((Member(a.pubkey, 1), remote), 2, a.signer_id)
+    with_remote = Genesis(
+        with_remote_config, b"\x02" * 32, (a.proof_of_possession(), bls.pop_prove(remote_sk))
+    )
+    solo_config = Config((Member(b.pubkey, 1),), 1, b.signer_id)
+    solo = Genesis(solo_config, b"\x03" * 32, (b.proof_of_possession(),))
+    for who, genesis in [(a, shared), (a, with_remote), (b, solo)]:
+        ack = await local.node.submit((who.signer_id,), [Tx.of(CreateEntity(genesis))])
+        assert ack.receipts[0].error is None
+    ids = [ent.entity_id_for(g.config, g.salt) for g in (shared, with_remote, solo)]
+    await local.until(lambda: local.replica(1, ids[0]) is not None)
+
+    coordinator = local.coordinator
+    assert [r.signer for r in coordinator._replicas_of(ids[0])] == sorted(
+        [a.signer_id, b.signer_id]
+    )
+    assert [r.signer for r in coordinator._replicas_of(ids[1])] == [a.signer_id]
+    assert [r.signer for r in coordinator._replicas_of(ids[2])] == [b.signer_id]
+    assert coordinator._replicas_of(b"\x07" * 32) == []
+
+    assert coordinator._syncing == set()
+    coordinator._on_peer_change(PeerLink("ws://127.0.0.1:9", frozenset({remote.id})))
+    assert coordinator._syncing == {ids[1]}  # only the entity the peer's signer is in

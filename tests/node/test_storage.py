@@ -81,18 +81,30 @@ def test_store_of_another_server_is_refused(tmp_path: Path) -> None:
         Store(tmp_path / "db", server_id=b"\x01" * 32)
 
 
-def test_a_folder_of_an_older_format_is_refused_with_the_reason(tmp_path: Path) -> None:
-    """Format 1 hashed entity states without a Merkle root: its certificates do not
-    carry over, so the folder is refused (untouched), saying what to do."""
+@pytest.mark.parametrize(
+    ("version", "reason"),
+    [
+        (1, "commits to its channels by a Merkle root"),
+        (2, "commit to their signers and replicas by Merkle roots"),
+    ],
+)
+def test_a_folder_of_an_older_format_is_refused_with_the_reason(
+    tmp_path: Path, version: int, reason: str
+) -> None:
+    """Format 1 hashed entity states without a Merkle root, format 2 the server's and
+    signers' states with lists of their sub-machines: their chains do not replay under
+    this node's state hashes, so the folder is refused (untouched), saying what to do."""
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    db.put(META, encode([1, bytes(32)]))
+    db.put(META, encode([version, bytes(32)]))
     db.close()
-    with pytest.raises(StoreError, match=r"older node.*format 1.*new data folder"):
+    with pytest.raises(
+        StoreError, match=rf"older node.*format {version}.*{reason}.*new data folder"
+    ):
         Store(tmp_path / "db")
     db = plyvel.DB(str(tmp_path / "db"))
-    assert db.get(META) == encode([1, bytes(32)])
+    assert db.get(META) == encode([version, bytes(32)])
     db.close()
-    assert FORMAT_VERSION == 2
+    assert FORMAT_VERSION == 3
 
 
 class Exploding(tuple[Write, ...]):

@@ -26,6 +26,7 @@ from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.governance import Config, Member
 from node.machines.server import ServerState, Step, Write, replica_write
 from node.machines.signer import SignerState
+from node.machines.subs import Subs
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
 from node.storage import CHANNEL, FORWARD, SUB, Store, StoreError, record_key
@@ -70,11 +71,11 @@ def _step(prev: ServerState, replicas: list[rep.Replica], before: list[rep.Repli
     """A block holding ``replicas`` (changed from ``before``)."""
     signers = tuple(
         sorted(
-            (SignerState(pk, 0, (r,)) for pk, r in zip(PKS, replicas, strict=True)),
+            (SignerState.of(pk, 0, (r,)) for pk, r in zip(PKS, replicas, strict=True)),
             key=lambda s: s.id,
         )
     )
-    body = ServerState(prev.height + 1, 1000 + prev.height, 0, signers)
+    body = ServerState(prev.height + 1, 1000 + prev.height, 0, Subs.of((s.id, s) for s in signers))
     block = Block.make(body.height, prev.head, body.timestamp, Mempool.build().raw, body.hash())
     state = replace(body, head=block.hash)
     changed = [Write((s.id,), s.encoded) for s in signers]

@@ -586,19 +586,26 @@ def _state(route: Sequence[RlpItem], raw: bytes) -> str:
     """The state of the machine at ``route``: the server, a signer or a replica."""
     if not route:
         items = as_list(decode(raw), "server state", size=6)
-        refs = ServerState.signer_refs(raw)
-        subs = "[" + ", ".join(f"({_hex(i)}, {_hex(h)})" for i, h in refs) + "]"
         return (
             f"state(version={as_int(items[0], 'v')} height={as_int(items[1], 'h')} "
-            f"timestamp={as_int(items[2], 't')} counter={as_int(items[3], 'c')} subs={subs} "
+            f"timestamp={as_int(items[2], 't')} counter={as_int(items[3], 'c')} "
+            f"signers_root={_hex(ServerState.signers_root(raw))} "
             f"simulation={as_int(items[5], 's')}; state hash {_hex(keccak(raw))})"
         )
     if len(route) == 1:
-        pubkey, counter, refs = sig.SignerState.decode_header(raw)
+        items = as_list(decode(raw), "signer state")
+        if len(items) == 4:  # as stored and hashed (a deep read lists the replicas apart)
+            pubkey, counter, root = sig.SignerState.decode_root(raw)
+            return (
+                f"signer(version={sig.STATE_VERSION} pubkey={_hex(pubkey)} counter={counter} "
+                f"replicas_root={_hex(root)}; state hash {_hex(keccak(raw))})"
+            )
+        pubkey, counter, refs = sig.SignerState.decode_header(raw)  # as READ_STATE [signer]
         replicas = "[" + ", ".join(f"({_hex(e)}, {_hex(h)})" for e, h in refs) + "]"
         return (
-            f"signer(version=1 pubkey={_hex(pubkey)} counter={counter} replicas={replicas}; "
-            f"state hash {_hex(keccak(raw))})"
+            f"signer(version={sig.STATE_VERSION} pubkey={_hex(pubkey)} counter={counter} "
+            f"replicas_root={_generic(items[3])} replicas={replicas} "
+            f"more={as_int(items[5], 'more')}; state hash {_hex(keccak(encode_tree(items[:4])))})"
         )
     r = rep.Replica.decode(raw)
     pending = _hex(r.pending.frame.hash) if r.pending else "none"
@@ -1202,6 +1209,10 @@ def _consensus_examples() -> dict[str, Example]:
                     "entity E1, whose only member is A",
                 ),
                 *_ask(req(Req.READ_STATE, 4, [1]), "every machine at once"),
+                *_ask(
+                    req(Req.READ_STATE, 5, [], route=(ID_A,)),
+                    "signer A alone: its state, then the list of its replicas",
+                ),
             ),
             node="consensus",
         ),
