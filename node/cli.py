@@ -234,6 +234,9 @@ def _print_info(info: dict[str, Any]) -> None:
             print(f"    height {e['height']}  counter {e['counter']}  round {e['round']}")
             print(f"    members {members}  threshold {e['threshold']}")
             print(f"    proposer {e['proposer'][:12]}  pool {e['pool']}")
+            print(
+                f"    channels {e['channel_count']}  forwards in flight {e['forwards_in_flight']}"
+            )
             for p in e["proposals"]:
                 print(
                     f"    proposal {p['id']} {p['action']} expires at {p['expires_at']}: "

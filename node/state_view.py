@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from node.machines import entity as ent
 from node.machines.accounts import ChannelRecord
 from node.machines.replica import Replica
 from node.machines.server import ServerState
+
+LISTED = 100  # channels listed per entity
 
 
 def describe(state: ServerState) -> dict[str, Any]:
@@ -65,7 +68,11 @@ def describe_replica(r: Replica) -> dict[str, Any]:
         "in_flight": None if r.pending is None else r.pending.frame.hash.hex(),
         "inbox": len(r.inbox),
         "reserves": {str(asset): str(amount) for asset, amount in e.reserves},
-        "channels": [describe_channel(c) for c in e.channels.values()],
+        # A hub holds a million channels: the view names how many, and lists the
+        # first few (``xln-node inspect`` prints them; read the rest by part).
+        "channel_count": len(e.channels),
+        "channels": [describe_channel(c) for c in itertools.islice(e.channels.values(), LISTED)],
+        "forwards_in_flight": len(e.forwards),
     }
 
 

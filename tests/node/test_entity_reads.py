@@ -9,7 +9,6 @@ from dataclasses import replace
 import pytest
 
 from node.codec import RlpItem, as_bytes, as_list, decode, encode_tree, keccak
-from node.crypto import bls
 from node.entity_reads import (
     CHANNELS,
     FORWARDS,
@@ -26,43 +25,15 @@ from node.entity_reads import (
 from node.machines import channel as ch
 from node.machines import entity as ent
 from node.machines import replica as rep
-from node.machines.accounts import ChannelRecord, Forwarded
-from node.machines.governance import Config, Member
-from node.merkle_map import MerkleMap
+from node.machines.accounts import ChannelRecord
 from node.txs import Tx
+from tests.node import hub_state
 
-SKS = [101, 102]
 N = 40
 
 
-def _side(me: bytes, peer: bytes, collateral: int) -> ch.ChannelSide:
-    mine, theirs = ch.open_side(me, peer), ch.open_side(peer, me)
-    mine, _ = ch.step(mine, ch.Enqueue(Tx.of(ch.AddCollateral(1, collateral))))
-    mine, out = ch.step(mine, ch.Propose())
-    (frame,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
-    theirs, out = ch.step(theirs, ch.ReceiveFrame(frame))
-    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
-    mine, _ = ch.step(mine, ch.ReceiveAck(ack))
-    return mine
-
-
 def _hub(n: int = N) -> tuple[rep.Genesis, ent.EntityState]:
-    members = tuple(Member(bls.sk_to_pk(sk), 1) for sk in SKS)
-    config = Config(members, 2, members[0].id)
-    genesis = rep.Genesis(config, b"\x07" * 32, tuple(bls.pop_prove(sk) for sk in SKS))
-    hub = ent.genesis(config, genesis.salt)
-    peers = [keccak(b"peer %d" % i) for i in range(n)]
-    records = [
-        ChannelRecord(p, config, 0, _side(hub.entity_id, p, 1000 + i)) for i, p in enumerate(peers)
-    ]
-    forwards = [(keccak(b"payment %d" % i), Forwarded(peers[i % n])) for i in range(3 * n)]
-    state = replace(
-        hub,
-        height=7,  # past genesis: a height 0 header must be the genesis state itself
-        channels=MerkleMap.from_items((r.peer, r) for r in records),
-        forwards=MerkleMap.from_items(forwards),
-    )
-    return genesis, state
+    return hub_state.hub(n, forwards=3 * n)
 
 
 type Hub = tuple[rep.Genesis, ent.EntityState, EntityHeader]

@@ -19,7 +19,6 @@ import pytest
 from node.block import Block
 from node.codec import keccak
 from node.crypto import bls
-from node.machines import channel as ch
 from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines.accounts import ChannelRecord, Forwarded
@@ -30,7 +29,7 @@ from node.machines.subs import Subs
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
 from node.storage import CHANNEL, FORWARD, SUB, Store, StoreError, record_key
-from node.txs import Tx
+from tests.node.hub_state import funded_side
 
 SKS = [101, 102]
 PKS = [bls.sk_to_pk(sk) for sk in SKS]
@@ -43,18 +42,6 @@ def _config() -> Config:
     return Config(members, 2, members[0].id)
 
 
-def _side(me: bytes, peer: bytes, collateral: int) -> ch.ChannelSide:
-    """``me``'s side of a channel whose first frame added ``collateral``."""
-    mine, theirs = ch.open_side(me, peer), ch.open_side(peer, me)
-    mine, _ = ch.step(mine, ch.Enqueue(Tx.of(ch.AddCollateral(1, collateral))))
-    mine, out = ch.step(mine, ch.Propose())
-    (frame,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
-    theirs, out = ch.step(theirs, ch.ReceiveFrame(frame))
-    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
-    mine, _ = ch.step(mine, ch.ReceiveAck(ack))
-    return mine
-
-
 def _replicas() -> tuple[list[rep.Replica], list[bytes]]:
     """Both members' replicas of one hub entity with ``N`` channels (one server hosts
     both signers)."""
@@ -62,7 +49,7 @@ def _replicas() -> tuple[list[rep.Replica], list[bytes]]:
     genesis = rep.Genesis(config, b"\x07" * 32, tuple(bls.pop_prove(sk) for sk in SKS))
     hub = ent.genesis(config, genesis.salt)
     peers = sorted(keccak(b"peer %d" % i) for i in range(N))
-    records = [ChannelRecord(p, config, 0, _side(hub.entity_id, p, 1000)) for p in peers]
+    records = [ChannelRecord(p, config, 0, funded_side(hub.entity_id, p, 1000)) for p in peers]
     entity = replace(hub, channels=MerkleMap.from_items((r.peer, r) for r in records))
     return [rep.Replica(m, genesis, entity) for m in config.ids], peers
 
@@ -120,7 +107,7 @@ def test_records_are_stored_apart_and_a_block_writes_only_the_changed_ones(
     before = replicas
     rec = replicas[0].entity.channels.get(changed_peer)
     assert rec is not None
-    moved = replace(rec, side=_side(replicas[0].entity_id, changed_peer, 2000))
+    moved = replace(rec, side=funded_side(replicas[0].entity_id, changed_peer, 2000))
     entity = replace(
         replicas[0].entity,
         height=1,
@@ -189,7 +176,7 @@ def test_a_damaged_record_is_found_on_load(tmp_path: Path, damage: str, found: s
         db.delete(key)
     elif damage == "extra":
         peer = key[-32:-1] + bytes([key[-1] ^ 1])
-        extra = ChannelRecord(peer, other.peer_config, 0, _side(r.entity_id, peer, 5))
+        extra = ChannelRecord(peer, other.peer_config, 0, funded_side(r.entity_id, peer, 5))
         db.put(key[:-32] + peer, extra.encoded)
     else:
         db.put(key, other.encoded)  # another channel's record under this key
