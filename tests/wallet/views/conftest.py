@@ -38,9 +38,27 @@ def _hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | Non
     _errors.append("".join(traceback.format_exception(kind, exc, tb)))
 
 
+class _TestLoop(QEventLoop):  # type: ignore[misc]
+    """qasync's ``run_until_complete`` lets Qt process its events once more after the
+    loop stopped, with asyncio's running loop already unset: a task woken in that
+    pass (an embedded node's tick, between a fixture and the test) dies with "no
+    running event loop". This loop stays marked running through that pass."""
+
+    def _after_run_forever(self) -> None:
+        super()._after_run_forever()
+        asyncio.events._set_running_loop(self)
+
+    def run_until_complete(self, future: Any) -> Any:
+        try:
+            return super().run_until_complete(future)
+        finally:
+            if asyncio.events._get_running_loop() is self:
+                asyncio.events._set_running_loop(None)
+
+
 def _qt_loop() -> asyncio.AbstractEventLoop:
     app = QApplication.instance() or QApplication([])
-    loop: asyncio.AbstractEventLoop = QEventLoop(app)
+    loop: asyncio.AbstractEventLoop = _TestLoop(app)
     loop.set_exception_handler(_loop_error)
     return loop
 
