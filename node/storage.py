@@ -1,39 +1,25 @@
 """LevelDB layout for one server's chain (plyvel-next).
 
-Keys, each behind a one-byte prefix:
+Keys, each behind a one-byte prefix (docs/STORAGE.md gives every key's bytes, its
+value's encoding, and when it is written and deleted):
 
-==================  =====================================================
-``M``               meta: ``[format_version, server_id]``
-``B`` + hash        block RLP, under its keccak-256 hash
-``H`` + height      block hash at that height (8-byte big-endian height)
-``R`` + server_id   root: ``[block_rlp, state_rlp]`` of the latest block
-``S`` + route       a sub-machine's state, written only when it changes:
-                    ``S`` + signer id (a signer: its replicas by their map's
-                    root), ``S`` + signer id + entity id (that signer's
-                    replica of the entity: its ``header``, with its channels,
-                    forwards and kept messages by their roots). These keys
-                    are also the lists of signers and of each signer's
-                    replicas: the server state and a signer's state hold only
-                    the root of their map of ``(id, state hash)``
-``C`` + signer id   one channel record of that replica (``ChannelRecord``),
-  + entity id       under the counterparty's id; written when it changes,
-  + peer            deleted when the channel goes
-``W`` + signer id   one payment the replica's entity forwards as a hub, in
-  + entity id       flight: the counterparty it came from, under the payment
-  + payment id      id; likewise
-``K`` + signer id   the replica's kept signed messages for one counterparty
-  + entity id       (``mailbox.Kept``), likewise
-  + peer
-``F`` + entity id   a committed entity frame and its certificate,
-  + height          ``[frame_rlp, certificate]``, served to replicas that
-                    catch up
-==================  =====================================================
+- ``M``: meta, ``[format_version, server_id]``;
+- ``B`` + block hash: the block; ``H`` + 8-byte height: the block hash there;
+- ``R`` + server id: the root, ``[block_rlp, state_rlp]`` of the latest block;
+- ``S`` + signer id: a signer's state; ``S`` + signer id + entity id: that signer's
+  replica's ``header``. These keys are also the lists of signers and of each
+  signer's replicas: the server state and a signer's state hold only their map's
+  root;
+- ``C``, ``W``, ``K`` + signer id + entity id + key: one record of that replica, a
+  channel record, a forward in flight or kept messages, under the counterparty's
+  id (the payment id for ``W``);
+- ``F`` + entity id + 8-byte height: a committed frame, ``[frame_rlp, certificate]``.
 
 Every block's writes go in one ``write_batch(transaction=True, sync=True)``
 (:func:`block_writes` lists them): all-or-nothing, and durable when
 :meth:`Store.write_block` returns. A block writes what changed: the block, its
-height index, the root (the server state, a few dozen bytes: the signers by their
-map's root), the changed signers' states and replicas' headers, and the channel
+height index, the root (the block again, and the server state: a few dozen bytes,
+the signers by their map's root), the changed signers' states and replicas' headers, and the channel
 records, forwards and kept messages that changed (``server.Write``), never a whole
 replica, nor anything of the signers and replicas it did not touch: an empty block
 writes the same three keys whether the server hosts ten entities or a million.
