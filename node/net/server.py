@@ -606,12 +606,8 @@ class ApiServer:
             # Entity batches start a consensus round: no waiting for the tick.
             urgent = registry.level is Level.ENTITY
             future = self.node.submit(req.route, txs, priority, urgent=urgent)
-        except Busy as exc:
-            raise ProtocolError(Err.BUSY, str(exc), rid) from None
-        except TooLarge as exc:
-            raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
-        except ShuttingDown as exc:
-            raise ProtocolError(Err.SHUTTING_DOWN, str(exc), rid) from None
+        except (Busy, TooLarge, ShuttingDown) as exc:
+            raise _refusal(exc, rid) from None
         task = self._spawn(session, self._send_receipts(ws, rid, future))
         session.receipts.add(task)
         task.add_done_callback(session.receipts.discard)
@@ -666,12 +662,8 @@ class ApiServer:
         try:
             part, at, rest = _entity_read_fields(req.body)
             genesis, state = self.node.read_entity(req.route, at)
-        except DecodeError as exc:
-            raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
-        except UnknownRoute as exc:
-            raise ProtocolError(Err.UNKNOWN_ROUTE, str(exc), rid) from None
-        except NotFound as exc:
-            raise ProtocolError(Err.NOT_FOUND, str(exc), rid) from None
+        except (DecodeError, UnknownRoute, NotFound) as exc:
+            raise _refusal(exc, rid) from None
         body: list[object] = [list(req.route), part, reads.header_part(genesis.to_tree(), state)]
         if part == reads.RECORD:
             which, key = rest
@@ -931,7 +923,7 @@ class ApiServer:
         try:
             self.node.check_route(req.route)
         except UnknownRoute as exc:
-            raise ProtocolError(Err.UNKNOWN_ROUTE, str(exc), req.request_id) from None
+            raise _refusal(exc, req.request_id) from None
 
     def _spawn(self, session: Session, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -947,6 +939,23 @@ def _no_fields(req: Request) -> None:
             f"{req.type.name} takes an empty body, got {len(req.body)} items",
             req.request_id,
         )
+
+
+# What the node's own refusals mean on the wire.
+_REFUSAL_CODES: tuple[tuple[type[Exception], Err], ...] = (
+    (Busy, Err.BUSY),
+    (TooLarge, Err.MALFORMED),
+    (ShuttingDown, Err.SHUTTING_DOWN),
+    (UnknownRoute, Err.UNKNOWN_ROUTE),
+    (NotFound, Err.NOT_FOUND),
+    (DecodeError, Err.MALFORMED),
+)
+
+
+def _refusal(exc: Exception, rid: int) -> ProtocolError:
+    """The ERROR reply for a refusal by the node (or a body that does not decode)."""
+    code = next(c for kind, c in _REFUSAL_CODES if isinstance(exc, kind))
+    return ProtocolError(code, str(exc), rid)
 
 
 def _entity_read_fields(body: list[RlpItem]) -> tuple[int, bytes, list[Any]]:
