@@ -470,9 +470,11 @@ class PaymentEvent:
     """What a frame did to a payment, for receipts, history and the accountant.
 
     ``kind``: ``queued`` (our pay, on its first channel), ``paid`` (the first
-    channel agreed it), ``received`` (we are the payee), ``forwarded`` (as a hub:
-    passed on and agreed downstream), ``refunded`` (ours came back; ``detail`` says
-    why), ``rejected`` (ours never left; why), ``minted`` (faucet), ``note``.
+    channel agreed it), ``received`` (we are the payee), ``forward`` (as a hub: a
+    payment from ``peer`` queued on towards ``to``, ``out`` being what was queued
+    there), ``forwarded`` (as a hub: passed on and agreed downstream),
+    ``refunded`` (ours came back; ``detail`` says why), ``rejected`` (ours never
+    left; why), ``minted`` (faucet), ``note``.
     """
 
     kind: str
@@ -481,6 +483,8 @@ class PaymentEvent:
     amount: int
     payment_id: bytes = b""
     detail: str = ""
+    to: bytes = b""  # ``forward``: the next hop
+    out: tuple[int, int] = (0, 0)  # ``forward``: (asset, amount) queued towards ``to``
 
 
 # The mutable scratch of one frame ---------------------------------------------------------
@@ -719,7 +723,13 @@ def _incoming(ledger: Ledger, peer: bytes, tx: Tx, queued: dict[bytes, list[Tx]]
                 queued.setdefault(peer, []).append(Tx.of(Refund(asset, amount, pid, reason)))
                 return
             ledger.forwards[pid] = Forwarded(peer)
-            queued.setdefault(nxt, []).append(Tx.of(Forward(asset, amount, hops[1:], pid)))
+            onward = Forward(asset, amount, hops[1:], pid)
+            queued.setdefault(nxt, []).append(Tx.of(onward))
+            ledger.events.append(
+                PaymentEvent(
+                    "forward", peer, asset, amount, pid, to=nxt, out=(onward.asset, onward.amount)
+                )
+            )
         case Refund(asset=asset, amount=amount, payment_id=pid, reason=reason):
             came = ledger.forwards.pop(pid, None)
             upstream = None if came is None else came.peer

@@ -610,7 +610,10 @@ def _close(state: EntityState, work: _Work, height: int) -> tuple[EntityState, F
         announce = accounts.Announce(state.entity_id, height, work.config)
     ledger = work.ledger
     events.outbox = accounts.finish(ledger, state.waiting, announce)
-    events.payments = ledger.events
+    # A forward whose next channel refused it went back upstream in the same frame.
+    events.payments = [
+        e for e in ledger.events if e.kind != "forward" or e.payment_id in ledger.forwards
+    ]
     changes = ledger.channels.changes
     events.channels = frozenset(changes)
     new = EntityState(

@@ -391,15 +391,14 @@ def _effects(
             f"with {new.config.shares_of(p.votes)} of {new.config.threshold} shares needed"
         )
         out.append(Effect(EXPIRED, False, text, pid))
-    out.extend(payment_effects(old, new, frame, events.payments))
+    out.extend(payment_effects(old.entity_id, frame, events.payments))
     return out
 
 
-def payment_effects(
-    old: EntityState, new: EntityState, frame: Frame, payments: list[PaymentEvent]
-) -> list[Effect]:
-    """The frame's payment events as effects, and the hub's forwards (in and out here)."""
-    routes = _pay_routes(old, frame)
+def payment_effects(entity: bytes, frame: Frame, payments: list[PaymentEvent]) -> list[Effect]:
+    """The frame's payment events as effects, and the hub's forwards (in and out here):
+    read from the frame and its events alone, never by comparing states."""
+    routes = _pay_routes(entity, frame)
     out: list[Effect] = []
     for ev in payments:
         if ev.kind == "queued":
@@ -432,7 +431,7 @@ def payment_effects(
                 payment_id=ev.payment_id,
             )
         )
-    out.extend(_forwards(old, new, frame))
+    out.extend(_forwards(frame, payments))
     return out
 
 
@@ -455,46 +454,42 @@ def _event_text(ev: PaymentEvent) -> str:
     return f"channel with {peer}: {ev.detail} ({what})"
 
 
-def _pay_routes(old: EntityState, frame: Frame) -> dict[bytes, tuple[bytes, ...]]:
+def _pay_routes(entity: bytes, frame: Frame) -> dict[bytes, tuple[bytes, ...]]:
     """Payment id -> route of each pay transaction in the frame (ids as the node makes them)."""
     routes: dict[bytes, tuple[bytes, ...]] = {}
     for batch in frame.batches:
         for index, tx in enumerate(batch.txs):
             if isinstance(tx.body, Pay):
-                pid = accounts.payment_id_for(old.entity_id, batch.signer, batch.nonce, index)
+                pid = accounts.payment_id_for(entity, batch.signer, batch.nonce, index)
                 routes[pid] = tx.body.route
     return routes
 
 
-def _forwards(old: EntityState, new: EntityState, frame: Frame) -> list[Effect]:
-    """Payments this entity passes on as a hub in this frame: a new in-flight forward
-    (payment id -> where it came from), matched with the Forward that came in (in a
-    channel frame among the frame's inputs) and the one queued towards the next hop.
-    Value in must equal value out (the node guarantees it; checked anyway)."""
+def _forwards(frame: Frame, payments: list[PaymentEvent]) -> list[Effect]:
+    """Payments this entity passes on as a hub in this frame (its ``forward`` events:
+    from whom, to which next hop, what was queued there), each matched with the
+    Forward that came in (in a channel frame among the frame's inputs). Value in
+    must equal value out (the node's rules make it so; checked anyway)."""
     incoming_of = _incoming_forwards(frame)
-    outgoing_of = _outgoing_forwards(old, new)
     out: list[Effect] = []
-    for pid, came in new.forwards.diff(old.forwards).items():
-        if came is None:
-            continue  # a forward that ended (an entry is made once, never replaced)
-        upstream = came.peer
-        incoming = incoming_of.get((upstream, pid))
-        outgoing = outgoing_of.get(pid)
-        if outgoing is not None and outgoing[0] == upstream:
-            outgoing = None
-        if incoming is None or outgoing is None:
+    for ev in payments:
+        if ev.kind != "forward":
             continue
-        nxt, sent = outgoing
-        if (incoming.asset, incoming.amount) == (sent.asset, sent.amount):
+        upstream, nxt, pid = ev.peer, ev.to, ev.payment_id
+        incoming = incoming_of.get((upstream, pid))
+        if incoming is None:
+            continue
+        asset, amount = ev.out
+        if (incoming.asset, incoming.amount) == (asset, amount):
             text = (
-                f"forward {sent.amount} of asset {sent.asset} from {short(upstream)} "
+                f"forward {amount} of asset {asset} from {short(upstream)} "
                 f"to {short(nxt)} (value in = value out)"
             )
             kind = FORWARD
         else:
             text = (
                 f"forward from {short(upstream)} to {short(nxt)}: {incoming.amount} of asset "
-                f"{incoming.asset} in, {sent.amount} of asset {sent.asset} out"
+                f"{incoming.asset} in, {amount} of asset {asset} out"
             )
             kind = UNBALANCED_FORWARD
         out.append(
@@ -502,8 +497,8 @@ def _forwards(old: EntityState, new: EntityState, frame: Frame) -> list[Effect]:
                 kind,
                 False,
                 text,
-                amount=sent.amount,
-                asset=sent.asset,
+                amount=amount,
+                asset=asset,
                 counterparty=nxt,
                 payment_id=pid,
             )
@@ -520,21 +515,6 @@ def _incoming_forwards(frame: Frame) -> dict[tuple[bytes, bytes], Forward]:
             for tx in inp.body.txs:
                 if isinstance(tx.body, Forward):
                     found.setdefault((inp.sender, tx.body.payment_id), tx.body)
-    return found
-
-
-def _outgoing_forwards(old: EntityState, new: EntityState) -> dict[bytes, tuple[bytes, Forward]]:
-    """Payment id -> (next hop, Forward) for each Forward pending or queued on a channel
-    the frame changed (a forward the frame made is on one of them; the others are not
-    looked at)."""
-    found: dict[bytes, tuple[bytes, Forward]] = {}
-    for rec in new.channels.diff(old.channels).values():
-        if rec is None:
-            continue
-        side = rec.side
-        for tx in (*(side.pending.txs if side.pending else ()), *side.queue):
-            if isinstance(tx.body, Forward):
-                found.setdefault(tx.body.payment_id, (rec.peer, tx.body))
     return found
 
 
