@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from node.block import Block
 from node.codec import DecodeError
+from node.machines.outcomes import Outcomes
 from node.machines.server import InvalidBlock, ServerState, apply_block
 from node.mempool import Mempool
 
@@ -39,6 +40,9 @@ class Replayer:
         # (empty blocks, --demo-increments), and a Mempool is immutable.
         self._mempool_raw = b""
         self._mempool = Mempool.empty()
+        # The replay's own cache of frame outcomes: a frame proposed in one block is
+        # committed by the entity's other replicas in a later one.
+        self._outcomes = Outcomes()
 
     def push(self, raw: bytes) -> None:
         height = self.state.height + 1
@@ -55,12 +59,14 @@ class Replayer:
             if block.mempool != self._mempool_raw:
                 self._mempool = Mempool.decode(block.mempool)
                 self._mempool_raw = block.mempool
-            step = apply_block(self.state, self._mempool, block.timestamp)
+            step = apply_block(self.state, self._mempool, block.timestamp, outcomes=self._outcomes)
             if height == 1 and step.block.state_hash != block.state_hash:
                 # The simulation flag is fixed at genesis and not in any block: the
                 # chain's is the one that reproduces block 1's state hash.
                 genesis = replace(self.state, simulation=not self.state.simulation)
-                other = apply_block(genesis, self._mempool, block.timestamp)
+                other = apply_block(
+                    genesis, self._mempool, block.timestamp, outcomes=self._outcomes
+                )
                 if other.block.state_hash == block.state_hash:
                     step = other
         except (DecodeError, InvalidBlock) as exc:

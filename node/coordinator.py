@@ -296,7 +296,12 @@ class Coordinator:
             if len(self._checked) >= CHECK_MEMO:
                 self._checked.clear()
             self._checked[key] = rep.check_proposal(
-                replica, frame, round_, proposer_sig, simulation=self.node.state.simulation
+                replica,
+                frame,
+                round_,
+                proposer_sig,
+                simulation=self.node.state.simulation,
+                outcomes=self.node.outcomes,
             )
         return self._checked[key]
 

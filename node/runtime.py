@@ -28,6 +28,7 @@ from node.codec import keccak
 from node.errors import Busy, NotFound, ShuttingDown, TooLarge, UnknownRoute
 from node.machines.entity import EntityState
 from node.machines.frames import Certificate
+from node.machines.outcomes import Outcomes
 from node.machines.replica import Committed, Genesis
 from node.machines.server import Receipt, Step, apply_block
 from node.mempool import MAX_MEMPOOL_BYTES, Mempool
@@ -186,7 +187,10 @@ class Node:
         self.store = store
         self.config = config or NodeConfig()
         self._clock_ms = clock_ms
-        self.state, self.head_block = store.load()
+        # This node's cache of frame outcomes (node.machines.outcomes): its blocks'
+        # replicas and its coordinator's proposal checks execute a frame once.
+        self.outcomes = Outcomes()
+        self.state, self.head_block = store.load(self.outcomes)
         if self.head_block is None and self.config.simulation:
             self.state = replace(self.state, simulation=True)
         self.metrics = Metrics()
@@ -412,7 +416,7 @@ class Node:
         batch.sort(key=lambda p: p.priority)  # stable: arrival order within a priority
         mempool, tx_count = _build_mempool(batch)
         timestamp = max(self._clock_ms(), self.state.timestamp)
-        step = apply_block(self.state, mempool, timestamp)
+        step = apply_block(self.state, mempool, timestamp, outcomes=self.outcomes)
         started = time.perf_counter()
         cancelled = await self._write(step, batch)
         self.metrics.write_us.append(int((time.perf_counter() - started) * 1e6))

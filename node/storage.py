@@ -59,6 +59,7 @@ from node.codec import (
 from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.frames import Certificate
 from node.machines.mailbox import Kept, kept_from_raw
+from node.machines.outcomes import Outcomes
 from node.machines.replica import Replica
 from node.machines.server import (
     RECORD_CHANNEL,
@@ -200,8 +201,9 @@ class Store:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def load(self) -> tuple[ServerState, Block | None]:
-        """The state and block at the root, or genesis for a new store."""
+    def load(self, outcomes: Outcomes | None = None) -> tuple[ServerState, Block | None]:
+        """The state and block at the root, or genesis for a new store. ``outcomes``:
+        where a replica's frame in flight, executed again to load it, is remembered."""
         raw = self._db.get(ROOT + self.server_id)
         if raw is None:
             return ServerState(), None
@@ -213,7 +215,9 @@ class Store:
                 state_raw,
                 head=block.hash,
                 get=self._get,
-                load_replica=self._load_replica,
+                load_replica=lambda route, simulation: self._load_replica(
+                    route, simulation, outcomes
+                ),
                 routes=self._routes(),
             )
         except DecodeError as exc:
@@ -236,7 +240,9 @@ class Store:
             raise DecodeError(f"state of {b'/'.join(r.hex().encode() for r in route)!r} is missing")
         return raw
 
-    def _load_replica(self, route: tuple[bytes, bytes], simulation: bool) -> Replica:
+    def _load_replica(
+        self, route: tuple[bytes, bytes], simulation: bool, outcomes: Outcomes | None
+    ) -> Replica:
         channels = MerkleMap.from_items(
             (peer, _record(peer, ChannelRecord.from_item(decode(raw))))
             for peer, raw in self._records(CHANNEL, route)
@@ -247,7 +253,9 @@ class Store:
         kept = MerkleMap.from_items(
             (peer, _record(peer, kept_from_raw(raw))) for peer, raw in self._records(KEPT, route)
         )
-        return Replica.load(self._get(route), channels, forwards, kept, simulation=simulation)
+        return Replica.load(
+            self._get(route), channels, forwards, kept, simulation=simulation, outcomes=outcomes
+        )
 
     def _records(self, kind: bytes, route: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
         prefix = kind + b"".join(route)

@@ -39,7 +39,6 @@ signatures only if the aggregate fails, so a bad one is found and dropped.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -78,6 +77,7 @@ from node.machines.frames import (
 )
 from node.machines.governance import Config
 from node.machines.mailbox import NO_MAIL, Kept, Mailbox
+from node.machines.outcomes import Key, Outcome, Outcomes
 from node.merkle_map import MerkleMap
 from node.txs import REGISTRIES, Level, Tx
 
@@ -572,17 +572,20 @@ class Replica:
         kept: MerkleMap[Kept],
         *,
         simulation: bool,
+        outcomes: Outcomes | None = None,
     ) -> Replica:
         """The replica whose ``header`` is ``raw``, with its channels, forwards and kept
         messages read apart (as storage keeps them), each checked against its root. The state
         after a frame in flight is computed again from the frame, and checked against
-        its hash."""
+        its hash (remembered in ``outcomes``, if given, for the commit that follows)."""
         f = as_list(decode(raw), "replica header", size=14)
         entity = EntityState.from_header(f[3], channels, forwards)
 
         def post(p: list[RlpItem], frame: Frame) -> EntityState:
             expected = as_bytes(p[2], "pending post hash", size=HASH_LEN)
-            state, _ = execute_frame(entity, frame, verify=False, simulation=simulation)
+            state, _ = execute_frame(
+                entity, frame, verify=False, simulation=simulation, outcomes=outcomes
+            )
             if state.hash != expected:
                 raise DecodeError("replica: the frame in flight does not give its state")
             return state
@@ -652,6 +655,7 @@ def create(signer: bytes, genesis: Genesis) -> Replica:
 class _Step:
     r: Replica
     simulation: bool = False  # the server's: may frames apply faucet mints?
+    outcomes: Outcomes | None = None  # the owner's cache of frame outcomes, if any
     effects: list[Effect] = field(default_factory=list)
 
     def note(self, index: int, message: str) -> None:
@@ -659,9 +663,15 @@ class _Step:
 
 
 def step(
-    replica: Replica, inputs: Sequence[Tx], *, simulation: bool = False
+    replica: Replica,
+    inputs: Sequence[Tx],
+    *,
+    simulation: bool = False,
+    outcomes: Outcomes | None = None,
 ) -> tuple[Replica, list[Effect]]:
-    s = _Step(replica, simulation)
+    """The transition. ``outcomes``: the caller's cache of frame outcomes (see
+    ``node.machines.outcomes``); None executes every frame. It changes only the time."""
+    s = _Step(replica, simulation, outcomes)
     for index, tx in enumerate(inputs):
         match tx.body:
             case SubmitBatch(batch=batch):
@@ -731,52 +741,39 @@ def _on_inbound(s: _Step, index: int, inp: FrameInput) -> None:
 def _execute(
     s: _Step, entity: EntityState, frame: Frame, *, verify: bool
 ) -> tuple[EntityState, ent.FrameEvents]:
-    return execute_frame(entity, frame, verify=verify, simulation=s.simulation)
-
-
-# (pre-state hash, frame hash, simulation) -> the frame's outcome. The same frame is
-# executed by the proposer when it builds it and when it commits, and by a member
-# when it checks the proposal and when the commit arrives: a frame of thousands of
-# payments costs tens of milliseconds each time. An entry is made only by an
-# execution that checked every signature (or by the proposer, which checked them
-# when it selected the frame's batches and inputs); the outcome is a function of
-# the key, so a hit changes nothing but the time.
-_OUTCOMES: OrderedDict[tuple[bytes, bytes, bool], tuple[EntityState, ent.FrameEvents]] = (
-    OrderedDict()
-)
-_OUTCOMES_MAX = 16
+    return execute_frame(entity, frame, verify=verify, simulation=s.simulation, outcomes=s.outcomes)
 
 
 def execute_frame(
-    entity: EntityState, frame: Frame, *, verify: bool, simulation: bool
+    entity: EntityState,
+    frame: Frame,
+    *,
+    verify: bool,
+    simulation: bool,
+    outcomes: Outcomes | None = None,
 ) -> tuple[EntityState, ent.FrameEvents]:
-    """``ent.execute`` of a frame's batches and inputs, remembered for a while."""
-    key = (entity.hash, frame.hash, simulation)
-    found = _OUTCOMES.get(key)
+    """``ent.execute`` of a frame's batches and inputs, remembered in ``outcomes`` (if
+    given). The same frame is executed by the proposer when it builds it and when it
+    commits, and by a member when it checks the proposal and when the commit arrives.
+    An outcome whose signatures were checked serves every caller; one executed with
+    ``verify=False`` serves only callers that also skip the checks."""
+    if outcomes is None:
+        return _run(entity, frame, verify=verify, simulation=simulation)
+    checked = Key(entity.hash, frame.hash, simulation, True)
+    found = outcomes.get(checked)
+    if found is None and not verify:
+        found = outcomes.get(checked._replace(verified=False))
     if found is not None:
-        _OUTCOMES.move_to_end(key)
         return found
-    outcome = ent.execute(
-        entity, frame.batches, verify=verify, inputs=frame.inputs, allow_mint=simulation
-    )
-    remember(entity, frame, simulation, outcome)
+    outcome = _run(entity, frame, verify=verify, simulation=simulation)
+    outcomes.put(checked._replace(verified=verify), outcome)
     return outcome
 
 
-def forget_outcomes() -> None:
-    """Tests: make the next execution of every frame independent of earlier ones."""
-    _OUTCOMES.clear()
-
-
-def remember(
-    entity: EntityState,
-    frame: Frame,
-    simulation: bool,
-    outcome: tuple[EntityState, ent.FrameEvents],
-) -> None:
-    _OUTCOMES[(entity.hash, frame.hash, simulation)] = outcome
-    while len(_OUTCOMES) > _OUTCOMES_MAX:
-        _OUTCOMES.popitem(last=False)
+def _run(entity: EntityState, frame: Frame, *, verify: bool, simulation: bool) -> Outcome:
+    return ent.execute(
+        entity, frame.batches, verify=verify, inputs=frame.inputs, allow_mint=simulation
+    )
 
 
 def _on_precommit(s: _Step, index: int, pc: Precommit) -> None:
@@ -1091,7 +1088,8 @@ def _try_propose(s: _Step) -> None:
             built.inputs,
             events.outbox,
         )
-        remember(r.entity, frame, s.simulation, (post, events))
+        if s.outcomes is not None:  # ent.build checked every signature it kept
+            s.outcomes.put(Key(r.entity.hash, frame.hash, s.simulation, True), (post, events))
     assert post is not None
     s.r = replace(r, pending=Pending(frame, r.round, post))
     s.effects.append(ProposeFrame(frame, r.round, r.entity.config.ids))
@@ -1161,12 +1159,18 @@ def check_batch(r: Replica, batch: Batch) -> str | None:
 
 
 def check_proposal(
-    r: Replica, frame: Frame, round_: int, proposer_sig: bytes, *, simulation: bool = False
+    r: Replica,
+    frame: Frame,
+    round_: int,
+    proposer_sig: bytes,
+    *,
+    simulation: bool = False,
+    outcomes: Outcomes | None = None,
 ) -> str | None:
     """None if this replica's signer should pre-commit ``frame`` at ``round_``: the
     round's proposer pre-committed it (``proposer_sig``), it extends our head, its
     round is not behind ours, and re-executing it on our replica gives the
-    frame's state hash. Locking is the agent's to enforce."""
+    frame's state hash. Locking is the agent's to enforce. ``outcomes``: as ``step``'s."""
     if frame.entity_id != r.entity_id:
         return "proposal for another entity"
     if frame.height != r.next_height:
@@ -1180,7 +1184,9 @@ def check_proposal(
     if not bls.verify(proposer.pubkey, frame.message(round_), proposer_sig):
         return "proposal not signed by the round's proposer"
     try:
-        post, events = execute_frame(r.entity, frame, verify=True, simulation=simulation)
+        post, events = execute_frame(
+            r.entity, frame, verify=True, simulation=simulation, outcomes=outcomes
+        )
     except FrameInvalid as exc:
         return f"proposal rejected by the entity rules: {exc}"
     if post.hash != frame.state_hash:

@@ -45,6 +45,7 @@ from node.machines import signer as sig
 from node.machines.counter import Increment as Increment
 from node.machines.governance import POP_LEN, PUBKEY_LEN, ConfigError, check_new_key, signer_id
 from node.machines.mailbox import NOTHING_KEPT
+from node.machines.outcomes import Outcomes
 from node.machines.subs import Subs
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
@@ -289,10 +290,13 @@ class InvalidBlock(ValueError):
     """Inputs that no honest runtime would hand to the transition."""
 
 
-def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
+def apply_block(
+    state: ServerState, mempool: Mempool, timestamp: int, *, outcomes: Outcomes | None = None
+) -> Step:
     """The block's transition. Costs what the mempool touches: the signers and
     replicas it addresses are read and replaced one path at a time, and the new
-    state's hash re-hashes only those paths."""
+    state's hash re-hashes only those paths. ``outcomes``: the runtime's cache of frame
+    outcomes (``node.machines.outcomes``); it changes nothing but the time."""
     if timestamp < state.timestamp:
         raise InvalidBlock(
             f"timestamp {timestamp} is before the previous block's {state.timestamp}"
@@ -314,7 +318,7 @@ def apply_block(state: ServerState, mempool: Mempool, timestamp: int) -> Step:
         for entity_id in sub.keys:
             if entity_id not in signer.held:
                 raise InvalidBlock(f"mempool addresses unknown entity {entity_id.hex()}")
-        out = sig.apply(signer, sub, simulation=state.simulation)
+        out = sig.apply(signer, sub, simulation=state.simulation, outcomes=outcomes)
         if out.state is not signer:
             signers[key] = out.state
         receipts.extend(Receipt(route, index, error) for route, index, error in out.errors)

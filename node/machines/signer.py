@@ -47,6 +47,7 @@ from node.machines.governance import (
     check_new_key,
     signer_id,
 )
+from node.machines.outcomes import Outcomes
 from node.machines.subs import Subs, refs_root
 from node.mempool import Mempool
 from node.txs import REGISTRIES, Level, Tx
@@ -263,9 +264,16 @@ class SignerStep:
     changed: list[bytes]  # entity ids whose replica changed
 
 
-def apply(state: SignerState, mempool: Mempool, *, simulation: bool = False) -> SignerStep:
+def apply(
+    state: SignerState,
+    mempool: Mempool,
+    *,
+    simulation: bool = False,
+    outcomes: Outcomes | None = None,
+) -> SignerStep:
     """This signer's share of a block: its own transactions first, then its
-    entities in key order."""
+    entities in key order. ``outcomes``: the runtime's cache of frame outcomes, for
+    each replica's step (``replica.step``)."""
     out = SignerStep(state, [], [], [], [])
     for index, tx in enumerate(mempool.txs):
         error = _apply_tx(out, tx)
@@ -275,7 +283,7 @@ def apply(state: SignerState, mempool: Mempool, *, simulation: bool = False) -> 
     replicas: dict[bytes, rep.Replica] = {}  # the ones that changed
     for entity_id, sub in zip(mempool.keys, mempool.subs, strict=True):
         replica = held[entity_id]  # the runtime never routes to a missing entity
-        new, effects = rep.step(replica, sub.txs, simulation=simulation)
+        new, effects = rep.step(replica, sub.txs, simulation=simulation, outcomes=outcomes)
         if new is not replica:
             replicas[entity_id] = new
             out.changed.append(entity_id)

@@ -14,6 +14,7 @@ import plyvel_next as plyvel
 import pytest
 
 from node.codec import encode_tree, int_bytes, keccak
+from node.machines.outcomes import Key, Outcomes
 from node.machines.server import Step, apply_block
 from node.mempool import Mempool
 from node.storage import SUB, Store, StoreError, block_writes, sub_key
@@ -153,3 +154,30 @@ def test_a_damaged_state_record_is_refused_at_load(tmp_path: Path, how: str, fou
     db.close()
     with Store(tmp_path / "db") as store, pytest.raises(StoreError, match=found):
         store.load()
+
+
+def test_a_frame_in_flight_is_executed_again_on_load_and_remembered_unchecked(
+    tmp_path: Path,
+) -> None:
+    """The proposer's frame remembered when built (its signatures were checked), then,
+    after a restart, when the load executes it again to rebuild the state after it
+    (unchecked: it is the replica's own frame). Loading with or without a cache gives
+    the same state."""
+    hosted = host(2)
+    built = Outcomes()
+    step = apply_block(hosted.state, touch_entity(hosted, 1), 3000, outcomes=built)
+    replica = step.state.replica(*hosted.routes[1])
+    assert replica is not None
+    assert replica.pending is not None
+    frame = replica.pending.frame
+    assert Key(replica.entity.hash, frame.hash, False, True) in built
+    assert len(built) == 1
+    path = tmp_path / "store"
+    _written(path, [*hosted.steps, step])
+    reloaded = Outcomes()
+    with Store(path) as store:
+        plain, _ = store.load()
+        cached, _ = store.load(reloaded)
+    assert plain == cached == step.state
+    assert Key(replica.entity.hash, frame.hash, False, False) in reloaded
+    assert len(reloaded) == 1

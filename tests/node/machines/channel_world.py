@@ -5,7 +5,8 @@ entities at once: ``Send`` goes to another replica of the same entity,
 ``Transmit`` to a member's replica of a counterparty entity; ``ProposeFrame``
 asks the proposer's real :class:`Agent` (LevelDB guard) for its pre-commit and
 outgoing signatures, and every other member answers when ``check_proposal``
-accepts the frame. Every step checks that the replica's encoding round-trips.
+accepts the frame. Each key is a server of its own, with its own cache of frame
+outcomes. Every step checks that the replica's encoding round-trips.
 A ``drop`` hook lets a test lose messages between entities.
 """
 
@@ -21,6 +22,7 @@ from node.machines import accounts
 from node.machines import replica as rep
 from node.machines.entity import EntityAction, EntityState, FrameEvents, Propose, Vote, sign_batch
 from node.machines.governance import Config, Member, signer_id
+from node.machines.outcomes import Outcomes
 from node.machines.replica import Genesis, Replica
 from node.txs import Tx, TxBody
 
@@ -44,6 +46,8 @@ class World:
     members: dict[bytes, list[int]] = field(default_factory=dict)
     events: dict[bytes, list[FrameEvents]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Each key's server's cache of frame outcomes: a member checks a proposal itself.
+    outcomes: dict[int, Outcomes] = field(default_factory=dict)
     # (from entity, to entity, tx) -> deliver it? Lost messages come again by resend.
     drop: Callable[[bytes, bytes, Tx], bool] = lambda src, dst, tx: False
     # With ``hold``, messages between entities wait on this wire until ``release``
@@ -119,13 +123,18 @@ class World:
         inputs = self.inbox[(k, eid)]
         self.inbox[(k, eid)] = []
         before = self.replicas[(k, eid)]
-        replica, effects = rep.step(before, inputs, simulation=self.simulation)
+        replica, effects = rep.step(
+            before, inputs, simulation=self.simulation, outcomes=self.outcomes_of(k)
+        )
         again = Replica.decode(replica.encoded)
         assert again.encoded == replica.encoded
         self.replicas[(k, eid)] = replica
         for effect in effects:
             self._effect(k, eid, effect)
         return bool(inputs) or replica is not before
+
+    def outcomes_of(self, k: int) -> Outcomes:
+        return self.outcomes.setdefault(k, Outcomes())
 
     def _effect(self, k: int, eid: bytes, effect: rep.Effect) -> None:
         match effect:
@@ -150,15 +159,13 @@ class World:
                         continue
                     if self.inbox[(mk, eid)]:
                         self.step(mk, eid)  # the commit before may still be in its inbox
-                    # Every replica here shares this process's memo of frame outcomes; a
-                    # member on its own server executes the proposal itself.
-                    rep.forget_outcomes()
                     reason = rep.check_proposal(
                         self.replicas[(mk, eid)],
                         frame,
                         round_,
                         signed.precommit,
                         simulation=self.simulation,
+                        outcomes=self.outcomes_of(mk),
                     )
                     if reason is not None:
                         self.notes.append(reason)

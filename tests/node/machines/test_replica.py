@@ -26,6 +26,7 @@ from node.machines import replica as rep
 from node.machines.entity import Batch, Increment, Propose, Vote, sign_batch
 from node.machines.frames import Certificate, Frame, bitfield, signers_of, verify_certificate
 from node.machines.governance import Config, Member, RemoveSigner, signer_id
+from node.machines.outcomes import Key, Outcome, Outcomes
 from node.machines.replica import (
     Commit,
     Committed,
@@ -85,6 +86,8 @@ class Net:
     history: list[StepRecord] = field(default_factory=list)
     refusals: list[tuple[int, str]] = field(default_factory=list)
     nonces: dict[int, int] = field(default_factory=dict)
+    # One cache of frame outcomes for every replica (all on one server), or none.
+    outcomes: Outcomes | None = None
 
     def __post_init__(self) -> None:
         n = len(self.shares)
@@ -116,7 +119,7 @@ class Net:
     def step(self, who: int, *extra: Tx) -> list[Effect]:
         inputs = (*self.inbox[who], *extra)
         self.inbox[who] = []
-        replica, effects = rep.step(self.replicas[who], inputs)
+        replica, effects = rep.step(self.replicas[who], inputs, outcomes=self.outcomes)
         again = Replica.decode(replica.encoded)
         assert again == replica
         assert again.encoded == replica.encoded
@@ -151,7 +154,7 @@ class Net:
     def answer(self, p: Proposal) -> str | None:
         """What the coordinator does with a proposal for member ``p.to``."""
         r = self.replicas[p.to]
-        reason = rep.check_proposal(r, p.frame, p.round, p.signature)
+        reason = rep.check_proposal(r, p.frame, p.round, p.signature, outcomes=self.outcomes)
         if reason is None:
             try:
                 signed = self.agents[p.to].sign_precommit(p.frame.raw, p.round)
@@ -225,8 +228,10 @@ class Net:
 def make_net(tmp_path: Path) -> Iterator[Callable[..., Net]]:
     nets: list[Net] = []
 
-    def make(shares: list[int], threshold: int, proposer: int = A) -> Net:
-        net = Net(tmp_path / f"net-{len(nets)}", shares, threshold, proposer)
+    def make(
+        shares: list[int], threshold: int, proposer: int = A, outcomes: Outcomes | None = None
+    ) -> Net:
+        net = Net(tmp_path / f"net-{len(nets)}", shares, threshold, proposer, outcomes=outcomes)
         nets.append(net)
         return net
 
@@ -935,3 +940,25 @@ def test_replay_is_byte_identical(make_net: Callable[..., Net]) -> None:
     # Every state on the way decodes to itself (the harness checks each step too).
     for rec in first.history:
         assert Replica.decode(rec.encoded).encoded == rec.encoded
+
+
+class Counting(Outcomes):
+    """The real outcome cache, counting its hits."""
+
+    hits = 0
+
+    def get(self, key: Key) -> Outcome | None:
+        found = super().get(key)
+        self.hits += found is not None
+        return found
+
+
+def test_a_cache_shared_by_every_replica_changes_nothing(make_net: Callable[..., Net]) -> None:
+    """Rounds, locks, re-proposals and a removed signer with one cache of frame outcomes
+    for every replica and proposal check (as one server hosting them all): a replay
+    without a cache is byte-identical, and the cache was used."""
+    cache = Counting()
+    net = make_net([1, 1, 1, 1], 3, outcomes=cache)
+    _scenario(net)
+    assert cache.hits > 10
+    net.replay()
