@@ -8,7 +8,10 @@ million channels through frames would take hours):
 
 - **frame**: ``entity.execute`` of one frame whose batch pays 256 payments of 1 to
   the active channel's counterparty (256 ``pay`` transactions queued, one channel
-  frame proposed), then the new state's **hash** (what a certificate signs);
+  frame proposed), then the new state's **hash** (what a certificate signs); the
+  same frame as the **proposer** builds it (``entity.build``, the batch's BLS
+  signature checked) and as a **member** executes it (signature checked); and
+  the 256 payments **spread** over 256 channels (one each: 256 channel frames);
 - **input**: one channel message looked up (``accounts.is_stale``, done per inbound
   message);
 - **block**: the block's work for the replica after the frame: its new hash (which
@@ -20,6 +23,10 @@ million channels through frames would take hours):
   node's part (header, record, Merkle proof), encoded, then decoded and checked
   as the client does (the proof against the header's root), and its bytes; and
   the same for a **page** of 256 channels with their proofs.
+
+``rss_mb`` is the process's peak resident memory once the state is built (the
+sizes run in ascending order, so it is the peak at that N). Restart is measured
+by ``bench/hub_restart.py``.
 
 Each figure is the median CPU time of ``--reps`` runs, each on a fresh state whose
 hashes are already cached (as a running replica's are). The idle channels share one
@@ -41,6 +48,7 @@ machine.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -68,6 +76,7 @@ from node.txs import Tx
 ASSET = 1
 PAYMENTS = 256
 HUB_SALT = keccak(b"hub")
+HUB_SK = 1001  # the secret key of the hub's first member (``config(1, 3)``)
 MERKLE = hasattr(EntityState, "header")  # this tree's channels are a Merkle map
 if MERKLE:
     from node.machines.server import replica_write
@@ -89,8 +98,9 @@ def funded_side(me: bytes, peer: bytes) -> ch.ChannelSide:
     return mine
 
 
-def hub_state(n: int) -> tuple[EntityState, bytes]:
-    """A 3-signer hub with ``n`` channels; the active counterparty's id."""
+def hub_state(n: int) -> tuple[EntityState, bytes, list[bytes]]:
+    """A 3-signer hub with ``n`` channels; the active counterparty's id, and the
+    counterparties of the (up to 256) channels with sides of their own."""
     hub = ent.genesis(config(1, 3), HUB_SALT)
     peer_config = config(2, 1)
     active = keccak(b"peer 0")
@@ -101,7 +111,8 @@ def hub_state(n: int) -> tuple[EntityState, bytes]:
     ]
     records.sort(key=lambda r: r.peer)
     # The first page's channels get sides of their own: a client decodes what it reads.
-    for i, r in enumerate(records[:256]):
+    spread = [r.peer for r in records[:PAYMENTS]]
+    for i, r in enumerate(records[:PAYMENTS]):
         if r.peer != active:
             records[i] = replace(r, side=funded_side(hub.entity_id, r.peer))
     channels: Any
@@ -115,7 +126,12 @@ def hub_state(n: int) -> tuple[EntityState, bytes]:
     _ = state.hash  # a running replica has its state's hash cached,
     if MERKLE:
         _ = state.waiting  # and the channels it waits on
-    return state, active
+    return state, active, spread
+
+
+def rss_mb() -> float:
+    """The process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def cpu_ms(fn: Callable[[], object]) -> float:
@@ -125,10 +141,15 @@ def cpu_ms(fn: Callable[[], object]) -> float:
 
 
 def measure(n: int, reps: int) -> dict[str, float]:
-    state, active = hub_state(n)
+    state, active, spread = hub_state(n)
     signer = state.config.ids[0]
     txs = [Tx.of(Pay((active,), ASSET, 1)) for _ in range(PAYMENTS)]
     batch = Batch.make(signer, 1, txs, bytes(96))
+    # The same 256 payments signed for real (the proposer's build and a member's
+    # execution check the batch's signature), and spread over 256 channels.
+    signed = ent.sign_batch(state.entity_id, HUB_SK, signer, 1, txs)
+    spread_txs = [Tx.of(Pay((spread[i % len(spread)],), ASSET, 1)) for i in range(PAYMENTS)]
+    spread_batch = Batch.make(signer, 1, spread_txs, bytes(96))
     message = accounts.Message(
         accounts.ACK,
         active,
@@ -138,12 +159,15 @@ def measure(n: int, reps: int) -> dict[str, float]:
         bytes(96),
     )
     frames, lookups, snapshots, blocks = [], [], [], []
+    proposers: list[float] = []
+    members: list[float] = []
+    spreads: list[float] = []
     reads: list[float] = []
     pages: list[float] = []
     size = written = read_bytes = page_size = 0
     genesis = replica.Genesis(state.config, HUB_SALT, ())
     for _ in range(reps):
-        fresh, _ = hub_state(n) if reps > 1 and n <= 10_000 else (state, active)
+        fresh = hub_state(n)[0] if reps > 1 and n <= 10_000 else state
         result: list[EntityState] = []
 
         def frame(s: EntityState = fresh, result: list[EntityState] = result) -> None:
@@ -155,6 +179,25 @@ def measure(n: int, reps: int) -> dict[str, float]:
 
         frames.append(cpu_ms(frame))
         post = result[0]
+        if MERKLE:
+
+            def proposer(s: EntityState = fresh) -> None:
+                built = ent.build(s, [signed], [], allow_mint=False)
+                assert built.batches == [signed]
+                _ = built.post.hash
+
+            def member(s: EntityState = fresh) -> None:
+                post, _ = ent.execute(s, [signed], verify=True)
+                _ = post.hash
+
+            def spread_frame(s: EntityState = fresh) -> None:
+                post, events = ent.execute(s, [spread_batch], verify=False)
+                assert len(events.payments) == PAYMENTS
+                _ = post.hash
+
+            proposers.append(cpu_ms(proposer))
+            members.append(cpu_ms(member))
+            spreads.append(cpu_ms(spread_frame))
         found: Any = post.channels
         if not MERKLE:
             found = {c.peer: c for c in found}
@@ -186,6 +229,11 @@ def measure(n: int, reps: int) -> dict[str, float]:
             pages.append(cpu_ms(lambda s=post: read_page(s, genesis)))  # type: ignore[misc]
     return {
         "channels": n,
+        "proposer_frame_ms": statistics.median(proposers) if proposers else 0.0,
+        "member_frame_ms": statistics.median(members) if members else 0.0,
+        "spread_frame_ms": statistics.median(spreads) if spreads else 0.0,
+        "bytes_per_block": written,
+        "rss_mb": rss_mb(),
         "frame_ms": statistics.median(frames),
         "lookup_us": statistics.median(lookups),
         "block_ms": statistics.median(blocks),
@@ -262,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rows = []
     print(
-        f"{'channels':>10} {'frame ms':>10} {'lookup µs':>10} {'block ms':>10} "
+        f"{'channels':>10} {'proposer':>9} {'member':>8} {'spread':>8} {'rss MB':>8} "
+        f"{'frame ms':>10} {'lookup µs':>10} {'block ms':>10} "
         f"{'written':>12} {'READ_STATE ms':>14} {'bytes':>12} {'channel ms':>11} "
         f"{'bytes':>7} {'page ms':>8} {'bytes':>8}"
     )
@@ -270,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         row = measure(n, args.reps)
         rows.append(row)
         print(
-            f"{n:>10,} {row['frame_ms']:>10.2f} {row['lookup_us']:>10.1f} "
+            f"{n:>10,} {row['proposer_frame_ms']:>9.2f} {row['member_frame_ms']:>8.2f} "
+            f"{row['spread_frame_ms']:>8.2f} {row['rss_mb']:>8.0f} {row['frame_ms']:>10.2f} "
+            f"{row['lookup_us']:>10.1f} "
             f"{row['block_ms']:>10.2f} {row['block_bytes']:>12,} "
             f"{row['snapshot_ms']:>14.1f} {row['snapshot_bytes']:>12,} "
             f"{row['read_channel_ms']:>11.2f} {row['read_channel_bytes']:>7,} "
