@@ -30,23 +30,34 @@ from typing import Any
 from node import __version__
 from node import identity as node_identity
 from node.agent import Agent
+from node.block import Block
 from node.chain_verify import ChainInvalid, Replayer, VerifyReport, verify_chain
-from node.codec import ZERO_HASH
+from node.codec import ZERO_HASH, DecodeError, as_int, as_list, decode, keccak
 from node.coordinator import DEFAULT_RESEND_MS, DEFAULT_ROUND_TIMEOUT_MS, Coordinator, LocalAgent
 from node.crypto import bls, keystore
 from node.crypto.keystore import KeystoreError
+from node.entity_reads import CHANNELS
 from node.errors import Refused
+from node.machines.accounts import ChannelRecord
 from node.machines.governance import signer_id
-from node.machines.server import Increment
+from node.machines.server import Increment, ServerState
+from node.machines.signer import SignerState
 from node.net import limits
 from node.net.agent_client import AgentRejected, AgentStats, serve_agent
 from node.net.client import KEEPALIVE_S, NodeClient
+from node.net.entity_client import EntityReader
 from node.net.peers import PeerNetwork
 from node.net.protocol import MAX_BLOCKS_PER_PAGE
 from node.net.server import ApiServer
 from node.runtime import DEFAULT_TICK_MS, Node, NodeConfig
 from node.sim import add_sim_parser, run_sim
-from node.state_view import describe
+from node.state_view import (
+    LISTED,
+    describe,
+    describe_entity,
+    describe_server,
+    describe_signer,
+)
 from node.storage import Store, StoreError, StoreLocked
 from node.tokens import Scope, ScopeError, TokenStore
 from node.txs import Tx
@@ -231,12 +242,17 @@ def _print_info(info: dict[str, Any]) -> None:
         for e in s["entities"]:
             members = ", ".join(f"{m['id'][:12]}:{m['shares']}" for m in e["members"])
             print(f"  entity {e['id']}")
-            print(f"    height {e['height']}  counter {e['counter']}  round {e['round']}")
+            print(f"    height {e['height']}  counter {e['counter']}")
             print(f"    members {members}  threshold {e['threshold']}")
-            print(f"    proposer {e['proposer'][:12]}  pool {e['pool']}")
-            print(
-                f"    channels {e['channel_count']}  forwards in flight {e['forwards_in_flight']}"
-            )
+            print(f"    proposer {e['proposer'][:12]}")
+            if "round" in e:  # read from the store: this replica's consensus state
+                print(
+                    f"    round {e['round']}  pool {e['pool']}  channels {e['channel_count']}  "
+                    f"forwards in flight {e['forwards_in_flight']}"
+                )
+            else:  # read from a running node, in parts
+                more = " and more" if e["more_channels"] else ""
+                print(f"    channels {len(e['channels'])}{more}")
             for p in e["proposals"]:
                 print(
                     f"    proposal {p['id']} {p['action']} expires at {p['expires_at']}: "
@@ -252,8 +268,48 @@ def _print_info(info: dict[str, Any]) -> None:
 
 async def _inspect_running(data: Path) -> dict[str, Any]:
     async with _running_node(data) as client:
-        state = await client.server_state()
-    return {**describe(state), "source": "running node"}
+        info = await describe_running(client)
+    return {**info, "source": "running node"}
+
+
+async def describe_running(client: NodeClient) -> dict[str, Any]:
+    """What ``inspect`` shows, read from a running node in bounded parts: the server's
+    and each signer's lists, and each entity's certified header and first channels
+    (``READ_ENTITY``, proven), never a whole replica. A replica's own consensus state
+    (round, pool, frame in flight, inbox) is not read: ``inspect`` on the stopped
+    node's store shows it."""
+    encoded, signer_refs = ServerState.read_listing(await client.read_state())
+    top = as_list(decode(encoded), "server state", size=6)
+    height = as_int(top[1], "height")
+    state_hash = keccak(encoded)
+    head = ZERO_HASH
+    if height:
+        page = await client.blocks(height, 1)
+        block = Block.decode(page[0]) if page else None
+        if block is None or block.state_hash != state_hash:
+            raise DecodeError(f"the node's block {height} does not hold the state it sent")
+        head = block.hash
+    reader = EntityReader(lambda: client)
+    signers = []
+    for signer, _ in signer_refs:
+        pubkey, counter, refs = SignerState.decode_header(await client.read_state([signer]))
+        entities = []
+        for entity, _ in refs:
+            header = await reader.header(signer, entity)
+            _, first = await reader.page(signer, entity, CHANNELS, limit=LISTED, at=header.hash)
+            view = describe_entity(
+                header.small,
+                header.hash,
+                reader.frame_hash(header.hash),
+                reader.certificate(header.hash),
+                [r for _, r in first.records if isinstance(r, ChannelRecord)],
+            )
+            entities.append({**view, "more_channels": not first.last})
+        signers.append(describe_signer(signer, pubkey, counter, entities))
+    server = describe_server(
+        height, head, state_hash, as_int(top[3], "counter"), as_int(top[2], "timestamp")
+    )
+    return {**server, "signers": signers}
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -289,7 +289,7 @@ class Node:
         """The RLP state of the machine at ``route``: the server, a signer, or a replica."""
         self.check_route(route)
         if not route:
-            return self.state.encode()
+            return self.state.readable()  # its state, then its signers' ids (bounded)
         signer = self.state.by_id[route[0]]
         if len(route) == 1:
             return signer.readable()  # its state, then its replicas' ids (bounded)

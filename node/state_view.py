@@ -7,6 +7,8 @@ from typing import Any
 
 from node.machines import entity as ent
 from node.machines.accounts import ChannelRecord
+from node.machines.entity import EntityState
+from node.machines.frames import Certificate
 from node.machines.replica import Replica
 from node.machines.server import ServerState
 
@@ -14,34 +16,69 @@ LISTED = 100  # channels listed per entity
 
 
 def describe(state: ServerState) -> dict[str, Any]:
+    """The whole hierarchy as a node holds it (``inspect`` on a stopped node's store)."""
     return {
-        "height": state.height,
-        "head": state.head.hex(),
-        "state_hash": state.hash().hex(),
-        "counter": state.counter,
-        "blocks": state.height,
-        "timestamp": state.timestamp,
+        **describe_server(state.height, state.head, state.hash(), state.counter, state.timestamp),
         "signers": [
-            {
-                "id": s.id.hex(),
-                "pubkey": s.pubkey.hex(),
-                "counter": s.counter,
-                "entities": [describe_replica(r) for r in s.replicas],
-            }
+            describe_signer(s.id, s.pubkey, s.counter, [describe_replica(r) for r in s.replicas])
             for s in state.signers
         ],
     }
 
 
+def describe_server(
+    height: int, head: bytes, state_hash: bytes, counter: int, timestamp: int
+) -> dict[str, Any]:
+    return {
+        "height": height,
+        "head": head.hex(),
+        "state_hash": state_hash.hex(),
+        "counter": counter,
+        "blocks": height,
+        "timestamp": timestamp,
+    }
+
+
+def describe_signer(
+    signer: bytes, pubkey: bytes, counter: int, entities: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"id": signer.hex(), "pubkey": pubkey.hex(), "counter": counter, "entities": entities}
+
+
 def describe_replica(r: Replica) -> dict[str, Any]:
+    """A replica as its node holds it: the entity, and this signer's consensus state."""
     e = r.entity
+    return {
+        **describe_entity(
+            e, e.hash, r.head, r.cert, list(itertools.islice(e.channels.values(), LISTED))
+        ),
+        "round": r.round,
+        "pool": len(r.pool),
+        "in_flight": None if r.pending is None else r.pending.frame.hash.hex(),
+        "inbox": len(r.inbox),
+        # A hub holds a million channels: the view names how many, and lists the
+        # first few (``xln-node inspect`` prints them; read the rest by part).
+        "channel_count": len(e.channels),
+        "forwards_in_flight": len(e.forwards),
+    }
+
+
+def describe_entity(
+    e: EntityState,
+    state_hash: bytes,
+    head: bytes | None,
+    cert: Certificate | None,
+    channels: list[ChannelRecord],
+) -> dict[str, Any]:
+    """An entity's agreed state: its small fields (``e``'s maps are not read: a
+    header read in parts leaves them empty) and the channels given."""
     config = e.config
     return {
-        "id": r.entity_id.hex(),
+        "id": e.entity_id.hex(),
         "height": e.height,
         "counter": e.counter,
-        "state_hash": e.hash.hex(),
-        "head": r.head.hex(),
+        "state_hash": state_hash.hex(),
+        "head": None if head is None else head.hex(),
         "threshold": config.threshold,
         "proposer": config.proposer.hex(),
         "members": [{"id": m.id.hex(), "shares": m.shares} for m in config.members],
@@ -57,22 +94,14 @@ def describe_replica(r: Replica) -> dict[str, Any]:
             for p in e.proposals
         ],
         "last_certificate": None
-        if r.cert is None
+        if cert is None
         else {
-            "round": r.cert.round,
-            "bitfield": r.cert.bits.hex(),
-            "signature": r.cert.signature.hex(),
+            "round": cert.round,
+            "bitfield": cert.bits.hex(),
+            "signature": cert.signature.hex(),
         },
-        "round": r.round,
-        "pool": len(r.pool),
-        "in_flight": None if r.pending is None else r.pending.frame.hash.hex(),
-        "inbox": len(r.inbox),
         "reserves": {str(asset): str(amount) for asset, amount in e.reserves},
-        # A hub holds a million channels: the view names how many, and lists the
-        # first few (``xln-node inspect`` prints them; read the rest by part).
-        "channel_count": len(e.channels),
-        "channels": [describe_channel(c) for c in itertools.islice(e.channels.values(), LISTED)],
-        "forwards_in_flight": len(e.forwards),
+        "channels": [describe_channel(c) for c in channels],
     }
 
 

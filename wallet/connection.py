@@ -31,7 +31,7 @@ from node.machines.accounts import ChannelRecord
 from node.machines.entity import Batch, EntityState
 from node.machines.frames import Certificate
 from node.machines.replica import SubmitBatch
-from node.machines.server import CreateSigner
+from node.machines.server import CreateSigner, ServerState
 from node.machines.signer import CreateEntity, SignerState
 from node.net.client import NodeClient, NodeError, NodeStatus, Receipts, VersionMismatch
 from node.net.entity_client import EntityReader
@@ -396,17 +396,19 @@ class NodeSession:
         return frames[0][0] if frames else None
 
     async def find_entity(self, entity: bytes) -> EntityState | None:
-        """The agreed state of ``entity`` as any signer hosted on the node holds it
-        (reads the whole hierarchy: server scope; for a one-off look-up)."""
-        state = await self._need().server_state()
-        best: EntityState | None = None
-        for signer in state.signers:
-            for replica in signer.replicas:
-                if replica.entity_id == entity and (
-                    best is None or replica.entity.height > best.height
-                ):
-                    best = replica.entity
-        return best
+        """The agreed state of ``entity`` (its small fields: config, height, reserves;
+        the channels are not read) as the signer hosted on the node that is furthest
+        along holds it, certified. Reads the server's and each signer's lists (server
+        scope; for a one-off look-up such as another entity's channel card)."""
+        _, signers = ServerState.read_listing(await self._need().read_state())
+        best: EntityHeader | None = None
+        for signer, _ in signers:
+            _, _, refs = SignerState.decode_header(await self._need().read_state([signer]))
+            if any(e == entity for e, _ in refs):
+                header = await self.reader.header(signer, entity)
+                if best is None or header.height > best.height:
+                    best = header
+        return None if best is None else best.small
 
     async def submit_batch(self, signer: bytes, entity: bytes, batch: Batch) -> bytes:
         """Submit a signed batch; returns its hash once the node's block holding it is

@@ -46,12 +46,13 @@ from node.machines.counter import Increment as Increment
 from node.machines.governance import POP_LEN, PUBKEY_LEN, ConfigError, check_new_key, signer_id
 from node.machines.mailbox import NOTHING_KEPT
 from node.machines.outcomes import Outcomes
-from node.machines.subs import Subs
+from node.machines.subs import Subs, refs_root
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
 from node.txs import REGISTRIES, Level, Tx
 
 STATE_VERSION = 2  # 2: the signers by the root of a Merkle map, not a list
+MAX_LISTED_SIGNERS = 65_536  # signers READ_STATE lists after the server's state
 
 SERVER_TXS = REGISTRIES[Level.SERVER]
 
@@ -156,6 +157,45 @@ class ServerState:
 
     def hash(self) -> bytes:
         return keccak(self.encoded)
+
+    def readable(self, cap: int = MAX_LISTED_SIGNERS) -> bytes:
+        """What READ_STATE returns for the server: its encoding's six items, then its
+        signers ``[[signer_id, signer_hash], ...]`` (at most ``cap``, ascending) and 1
+        if the list stopped at the cap, else 0."""
+        refs: list[list[bytes]] = []
+        more = False
+        for sid, signer_hash in self.hosted.refs():
+            if len(refs) == cap:
+                more = True
+                break
+            refs.append([sid, signer_hash])
+        items = decode(self.encoded)
+        assert isinstance(items, list)
+        return encode_tree([*items, refs, int_bytes(int(more))])
+
+    @staticmethod
+    def read_listing(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """From what READ_STATE returns for the server (``readable``): the state's own
+        encoding (its keccak is the state hash) and the signers listed. A complete
+        list is checked against the root; a list cut at the cap is its first part."""
+        f = as_list(decode(raw), "server state as read", size=8)
+        encoded = encode_tree(f[:6])
+        root = ServerState.signers_root(encoded)
+        refs = [
+            (
+                as_bytes(as_list(x, "signer ref", size=2)[0], "signer id", size=HASH_LEN),
+                as_bytes(as_list(x, "signer ref", size=2)[1], "signer hash", size=HASH_LEN),
+            )
+            for x in as_list(f[6], "signers")
+        ]
+        if not as_int(f[7], "more signers", max_value=1):
+            try:
+                listed = refs_root(refs)
+            except ValueError as exc:
+                raise DecodeError(f"server state: {exc}") from None
+            if listed != root:
+                raise DecodeError("server state: its signers do not match its root")
+        return encoded, refs
 
     @staticmethod
     def signers_root(raw: bytes) -> bytes:

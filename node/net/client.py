@@ -211,7 +211,7 @@ class NodeClient:
         must carry the state's hash.
         """
         reply = await self.request(Req.READ_STATE, [1])
-        top = _scanned(as_bytes(reply.body[1], "state"), limits.STATE)
+        top, _ = ServerState.read_listing(_scanned(as_bytes(reply.body[1], "state"), limits.STATE))
         raws: dict[tuple[bytes, ...], bytes] = {}
         for item in as_list(reply.body[2], "sub-machines"):
             pair = as_list(item, "sub-machine", size=2)

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from node.codec import RlpItem, as_bytes, as_int, as_list
+from node.codec import RlpItem, as_bytes, as_int, as_list, keccak
 from node.entity_reads import (
     CHANNELS,
     FORWARDS,
@@ -56,8 +56,9 @@ class EntityReader:
     def __init__(self, client_of: Callable[[], NodeClient]) -> None:
         self._client_of = client_of
         self.pins: dict[bytes, Config] = {}
-        # state hash -> the certificate that proved it (None: a genesis state)
-        self._certified: OrderedDict[bytes, Certificate | None] = OrderedDict()
+        # state hash -> the certified frame's hash and certificate that proved it
+        # (None: a genesis state)
+        self._certified: OrderedDict[bytes, tuple[bytes, Certificate] | None] = OrderedDict()
 
     async def _read(
         self, signer: bytes, entity: bytes, body: list[Any]
@@ -90,14 +91,22 @@ class EntityReader:
                 frame_raw, cert = frames[0]
         config = check_certified(header, frame_raw, cert, self.pins.get)
         self.pins[header.entity_id] = config
-        self._certified[header.hash] = cert
+        self._certified[header.hash] = (
+            None if frame_raw is None or cert is None else (keccak(frame_raw), cert)
+        )
         while len(self._certified) > CERTIFIED_MEMO:
             self._certified.popitem(last=False)
 
     def certificate(self, state_hash: bytes) -> Certificate | None:
         """The certificate that proved a state this reader read lately (None: a
         genesis state, or one it has not read)."""
-        return self._certified.get(state_hash)
+        proof = self._certified.get(state_hash)
+        return None if proof is None else proof[1]
+
+    def frame_hash(self, state_hash: bytes) -> bytes | None:
+        """The hash of the certified frame that made that state (None likewise)."""
+        proof = self._certified.get(state_hash)
+        return None if proof is None else proof[0]
 
     async def header(self, signer: bytes, entity: bytes, at: bytes = b"") -> EntityHeader:
         """The entity's current agreed header as ``signer``'s replica holds it (or the

@@ -38,7 +38,7 @@ from node.codec import (
 from node.net.limits import MAX_FRAME_BYTES, REPLY
 from node.txs import MAX_TX_BYTES, Level
 
-PROTOCOL_VERSION = 2  # 2: an entity state's hash commits to its channels by a Merkle root
+PROTOCOL_VERSION = 3  # 3: READ_ENTITY; READ_STATE lists a server's signers, a signer's replicas
 MAX_TXS_PER_SUBMIT = 4096
 MAX_SENDER_ID_BYTES = 64
 MAX_TOKEN_BYTES = 128

@@ -145,7 +145,7 @@ async def test_a_node_of_another_protocol_version_is_refused_once() -> None:
     async with hostile(node) as url:
         session = NodeSession()
         try:
-            with pytest.raises(VersionMismatch, match="protocol version 1; this client speaks 2"):
+            with pytest.raises(VersionMismatch, match="protocol version 1; this client speaks 3"):
                 await session.connect(url, "token")
             assert not session.connected
             assert session.state.error is not None

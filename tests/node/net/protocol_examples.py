@@ -585,12 +585,16 @@ def _block(raw: bytes) -> str:
 def _state(route: Sequence[RlpItem], raw: bytes) -> str:
     """The state of the machine at ``route``: the server, a signer or a replica."""
     if not route:
-        items = as_list(decode(raw), "server state", size=6)
+        encoded, refs = ServerState.read_listing(raw)  # as READ_STATE [] returns it
+        items = as_list(decode(encoded), "server state", size=6)
+        signers = "[" + ", ".join(f"({_hex(i)}, {_hex(h)})" for i, h in refs) + "]"
         return (
             f"state(version={as_int(items[0], 'v')} height={as_int(items[1], 'h')} "
             f"timestamp={as_int(items[2], 't')} counter={as_int(items[3], 'c')} "
-            f"signers_root={_hex(ServerState.signers_root(raw))} "
-            f"simulation={as_int(items[5], 's')}; state hash {_hex(keccak(raw))})"
+            f"signers_root={_hex(ServerState.signers_root(encoded))} "
+            f"simulation={as_int(items[5], 's')} signers={signers} "
+            f"more={as_int(as_list(decode(raw), 'as read')[7], 'more')}; "
+            f"state hash {_hex(keccak(encoded))})"
         )
     if len(route) == 1:
         items = as_list(decode(raw), "signer state")

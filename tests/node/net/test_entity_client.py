@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from node.agent import Agent
+from node.cli import describe_running
 from node.codec import RlpItem, as_list, keccak
 from node.coordinator import LocalAgent
 from node.crypto import bls
@@ -290,3 +291,29 @@ async def test_a_lying_node_is_caught(pair: Pair) -> None:
         assert (await reader.header(p.signer, p.e1, at=honest.hash)).hash == honest.hash
     finally:
         await c.close()
+
+
+async def test_inspect_reads_a_running_node_in_proven_parts(pair: Pair) -> None:
+    """``xln-node inspect`` on a running node: lists, certified headers and each
+    entity's first channels, as the node holds them, without a whole replica."""
+    p = pair
+    route = (p.signer, p.e1)
+    async with await NodeClient.connect(p.live.url, token=p.live.token) as c:
+        info = await describe_running(c)
+    assert info["height"] >= 1
+    assert info["blocks"] == info["height"]
+    (signer,) = info["signers"]
+    assert signer["id"] == p.signer.hex()
+    entities = {e["id"]: e for e in signer["entities"]}
+    assert set(entities) == {p.e1.hex(), p.e2.hex()}
+    e1 = entities[p.e1.hex()]
+    _, held = p.live.node.read_entity(route, bytes.fromhex(e1["state_hash"]))  # kept by hash
+    assert e1["height"] == held.height
+    assert e1["reserves"] == {str(a): str(n) for a, n in held.reserves}
+    assert [c["peer"] for c in e1["channels"]] == [p.e2.hex()]
+    assert e1["more_channels"] is False
+    assert e1["last_certificate"] is not None
+    frames = p.live.node.store.frames(p.e1, held.height, 1)
+    (frame_raw, _), *_ = frames
+    assert e1["head"] == keccak(frame_raw).hex()
+    assert "round" not in e1  # a replica's own consensus state is not read this way

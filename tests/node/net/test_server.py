@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from node.block import Block
 from node.codec import as_bytes, as_list, encode, encode_tree
-from node.machines.server import Increment
+from node.machines.server import Increment, ServerState
 from node.mempool import Mempool
 from node.net import limits
 from node.net.client import NodeClient, NodeError
@@ -88,7 +88,7 @@ async def test_hello_welcome(raw: Raw, live_node: LiveNode) -> None:
     reply = await raw.ask(Req.HELLO, 9, [live_node.token.encode()])
     assert reply.type is Rep.WELCOME
     assert reply.request_id == 9
-    assert reply.body == [b"\x02", b"server", bytes(32), b""]
+    assert reply.body == [b"\x03", b"server", bytes(32), b""]
 
 
 async def test_requests_before_hello_are_refused_and_closed(raw: Raw) -> None:
@@ -140,7 +140,9 @@ async def test_submit_status_read_state(live_node: LiveNode) -> None:
     assert status.body[0] == b"\x01"
     assert status.body[3] == b"\x12"
     state = await r.ask(Req.READ_STATE, 4, [])
-    assert state.body[1] == live_node.node.state.encode()
+    encoded, signers = ServerState.read_listing(as_bytes(state.body[1], "state"))
+    assert encoded == live_node.node.state.encode()  # its keccak is the state hash
+    assert signers == []
     blocks = await r.ask(Req.GET_BLOCKS, 5, [1, 10])
     block = Block.decode(as_bytes(as_list(blocks.body[0], "blocks")[0], "block"))
     assert [t.body for t in Mempool.decode(block.mempool).txs] == [

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 import pytest
+import pytestqt.plugin as pytestqt_plugin
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -41,8 +42,8 @@ def _hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | Non
 class _TestLoop(QEventLoop):  # type: ignore[misc]
     """qasync's ``run_until_complete`` lets Qt process its events once more after the
     loop stopped, with asyncio's running loop already unset: a task woken in that
-    pass (an embedded node's tick, between a fixture and the test) dies with "no
-    running event loop". This loop stays marked running through that pass."""
+    pass (an embedded node's tick) would die with "no running event loop". This
+    loop stays marked running through that pass."""
 
     def _after_run_forever(self) -> None:
         super()._after_run_forever()
@@ -56,11 +57,35 @@ class _TestLoop(QEventLoop):  # type: ignore[misc]
                 asyncio.events._set_running_loop(None)
 
 
+_loops: list[_TestLoop] = []  # the current test's loop, last
+
+
 def _qt_loop() -> asyncio.AbstractEventLoop:
     app = QApplication.instance() or QApplication([])
-    loop: asyncio.AbstractEventLoop = _TestLoop(app)
+    loop = _TestLoop(app)
     loop.set_exception_handler(_loop_error)
+    _loops[:] = [loop]
     return loop
+
+
+def _process_events_in_loop() -> None:
+    """pytest-qt processes Qt events after each test's setup, call and teardown, from
+    outside the loop: with qasync, that runs the loop's due callbacks, and a task
+    stepped there (an embedded node's tick) died with "no running event loop", so
+    the node was gone when the test went on. Mark the test's loop running for it."""
+    loop = _loops[0] if _loops else None
+    if loop is None or loop.is_closed() or asyncio.events._get_running_loop() is not None:
+        _pytestqt_process_events()
+        return
+    asyncio.events._set_running_loop(loop)
+    try:
+        _pytestqt_process_events()
+    finally:
+        asyncio.events._set_running_loop(None)
+
+
+_pytestqt_process_events: Callable[[], None] = pytestqt_plugin._process_events
+pytestqt_plugin._process_events = _process_events_in_loop
 
 
 def pytest_asyncio_loop_factories(
