@@ -162,13 +162,7 @@ class ServerState:
         """What READ_STATE returns for the server: its encoding's six items, then its
         signers ``[[signer_id, signer_hash], ...]`` (at most ``cap``, ascending) and 1
         if the list stopped at the cap, else 0."""
-        refs: list[list[bytes]] = []
-        more = False
-        for sid, signer_hash in self.hosted.refs():
-            if len(refs) == cap:
-                more = True
-                break
-            refs.append([sid, signer_hash])
+        refs, more = self.hosted.listed(cap)
         items = decode(self.encoded)
         assert isinstance(items, list)
         return encode_tree([*items, refs, int_bytes(int(more))])

@@ -165,13 +165,7 @@ class SignerState:
         """What READ_STATE returns for a signer: its encoding's four items, then its
         replicas ``[[entity_id, replica_hash], ...]`` (at most ``cap``, ascending) and
         1 if the list stopped at the cap, else 0."""
-        refs: list[list[bytes]] = []
-        more = False
-        for entity_id, replica_hash in self.held.refs():
-            if len(refs) == cap:
-                more = True
-                break
-            refs.append([entity_id, replica_hash])
+        refs, more = self.held.listed(cap)
         return encode_tree(
             [
                 int_bytes(STATE_VERSION),

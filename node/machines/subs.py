@@ -110,6 +110,16 @@ class Subs[T: Hashed](Mapping[bytes, T]):
         for key, held in self._map.items():
             yield key, held.machine.hash
 
+    def listed(self, cap: int) -> tuple[list[list[bytes]], bool]:
+        """The first ``cap`` ``[id, state hash]`` pairs, and whether more were left out
+        (what READ_STATE lists after a server's or signer's state)."""
+        refs: list[list[bytes]] = []
+        for key, state_hash in self.refs():
+            if len(refs) == cap:
+                return refs, True
+            refs.append([key, state_hash])
+        return refs, False
+
     @property
     def root(self) -> bytes:
         """The Merkle root of the ``(id, state hash)`` pairs: 32 zero bytes when empty."""

@@ -26,7 +26,7 @@ from node.machines import replica as rep
 from node.machines.entity import Batch, Increment, Propose, Vote, sign_batch
 from node.machines.frames import Certificate, Frame, bitfield, signers_of, verify_certificate
 from node.machines.governance import Config, Member, RemoveSigner, signer_id
-from node.machines.outcomes import Key, Outcome, Outcomes
+from node.machines.outcomes import Outcomes
 from node.machines.replica import (
     Commit,
     Committed,
@@ -44,6 +44,7 @@ from node.machines.replica import (
     Timeout,
 )
 from node.txs import Tx, TxBody
+from tests.node.machines.test_outcomes import Counting
 
 N_KEYS = 6
 SKS = [bls.keygen(bytes([i + 1]) * 32) for i in range(N_KEYS)]
@@ -940,17 +941,6 @@ def test_replay_is_byte_identical(make_net: Callable[..., Net]) -> None:
     # Every state on the way decodes to itself (the harness checks each step too).
     for rec in first.history:
         assert Replica.decode(rec.encoded).encoded == rec.encoded
-
-
-class Counting(Outcomes):
-    """The real outcome cache, counting its hits."""
-
-    hits = 0
-
-    def get(self, key: Key) -> Outcome | None:
-        found = super().get(key)
-        self.hits += found is not None
-        return found
 
 
 def test_a_cache_shared_by_every_replica_changes_nothing(make_net: Callable[..., Net]) -> None:
