@@ -24,7 +24,6 @@ the header is certified (:func:`check_certified`). Pure: no I/O, no clock.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -255,26 +254,48 @@ def check_page(header: EntityHeader, which: int, after: bytes, item: RlpItem) ->
     )
 
 
+def needs_change_frame(header: EntityHeader, pinned: Config | None) -> bool:
+    """Whether :func:`check_certified` needs the certified frame that set the header's
+    config: it changed at a frame the caller did not see, from a config it trusts."""
+    small = header.small
+    return (
+        pinned is not None
+        and 0 < small.config_height < header.height
+        and small.config not in (pinned, header.genesis_config)
+    )
+
+
 def check_certified(
     header: EntityHeader,
     frame_raw: bytes | None,
     cert: Certificate | None,
-    trusted: Callable[[bytes], Config | None],
-) -> Config:
-    """Check that ``header`` is the state a quorum certified; returns the entity's
-    config as of the header (a config the caller may trust from now on).
+    pinned: Config | None,
+    change: tuple[bytes, Certificate] | None = None,
+) -> tuple[Config, bool]:
+    """Check that ``header`` is the state a quorum certified. Returns the entity's
+    config as of the header (the one to pin from now on), and whether that config
+    was taken on first use rather than traced to a config already trusted.
 
     At height 0 the header is the genesis state (checked when it was decoded). Above
     it, ``frame_raw`` and ``cert`` are the certified frame at the header's height:
     the frame must name the header's hash as its state, and the certificate must
-    verify under the config in force before that frame. That config is anchored:
-    the genesis config (the entity id commits to it), or ``trusted(entity)``, the
-    config the caller saw certified last. A header whose frame changed the config
-    (``config_height == height``) is certified by the config before it; a config
-    set by a frame the caller never saw cannot be checked (UnverifiedRead).
+    verify under the config in force before that frame: the header's own config,
+    unless that frame set it (``config_height == height``: then the one before).
+
+    That config must be trusted: the genesis config (the entity id commits to
+    it), or ``pinned``, the config the caller checked last for this entity. A
+    config set at a frame the caller did not see is trusted if ``change`` (the
+    certified frame at ``config_height``, see :func:`needs_change_frame`) is
+    certified by the pinned config; else UnverifiedRead. With nothing pinned (a
+    first contact, or a client that restarted), a config that is not the genesis
+    one is taken on first use, as SSH takes a host key: its certificate is checked
+    under it, but the chain of changes from genesis is not (the node keeps no
+    index of them); and the header of the very frame that changed it cannot be
+    checked at all (UnverifiedRead: the next frame's can).
     """
+    small = header.small
     if header.height == 0:
-        return header.genesis_config
+        return header.genesis_config, False
     if frame_raw is None or cert is None:
         raise ProofError(f"no certified frame at height {header.height} to prove the header")
     frame = Frame.decode_shallow(frame_raw)
@@ -282,21 +303,46 @@ def check_certified(
         raise ProofError("the certified frame sent is not at the header's height")
     if frame.state_hash != header.hash:
         raise ProofError("the certified frame does not name the header as its state")
-    small = header.small
-    anchors = [c for c in (trusted(header.entity_id), header.genesis_config) if c is not None]
+    trusted = [c for c in (pinned, header.genesis_config) if c is not None]
+    first_use = False
     if small.config_height < header.height:
-        if small.config not in anchors:
-            raise UnverifiedRead(
-                f"the entity's config changed at frame {small.config_height}, which this "
-                "client has not seen certified"
-            )
-        candidates = [small.config]
-    else:  # this frame set the config: the one before it signed
-        candidates = anchors
+        signers = [small.config]
+        if small.config not in trusted:
+            if pinned is None:
+                first_use = True
+            else:
+                _check_change(header, pinned, change)
+    else:  # this frame set the config: the one before it (pinned, or genesis) signed
+        signers = trusted
     reasons = [
-        verify_certificate_of(c, header.entity_id, header.height, frame.hash, cert)
-        for c in candidates
+        verify_certificate_of(c, header.entity_id, header.height, frame.hash, cert) for c in signers
     ]
     if all(r is not None for r in reasons):
+        if small.config_height == header.height and pinned is None:
+            raise UnverifiedRead(
+                f"frame {header.height} changed the entity's config, and the config before "
+                "it is not known here: read again after the next frame"
+            )
         raise ProofError(f"the certificate of frame {header.height}: {reasons[0]}")
-    return small.config
+    return small.config, first_use
+
+
+def _check_change(
+    header: EntityHeader, pinned: Config, change: tuple[bytes, Certificate] | None
+) -> None:
+    """The frame that set the header's config is certified by the pinned config."""
+    height = header.small.config_height
+    if change is None:
+        raise UnverifiedRead(
+            f"the entity's config changed at frame {height}, which this client has not "
+            "seen certified"
+        )
+    frame = Frame.decode_shallow(change[0])
+    if frame.entity_id != header.entity_id or frame.height != height:
+        raise UnverifiedRead(f"the frame sent for the config change is not frame {height}")
+    reason = verify_certificate_of(pinned, header.entity_id, height, frame.hash, change[1])
+    if reason is not None:
+        raise UnverifiedRead(
+            f"the config change at frame {height} is not certified by the config this "
+            f"client trusts: {reason}"
+        )

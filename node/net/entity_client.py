@@ -7,13 +7,16 @@ config the reader trusts. A node, local or remote, cannot make it believe a
 channel, a reserve or a nonce that no quorum of the entity certified.
 
 Trust starts at the entity's id, which commits to its genesis config. The reader
-then keeps, per entity, the config of the last header it checked (``pins``), so it
-follows config changes that it sees happen; a config set by a frame it never saw
-raises UnverifiedRead (see :func:`node.entity_reads.check_certified`).
+then keeps, per entity, the config of the last header it checked (``pins``), and
+follows a change from it through the certified frame that made it. A config met
+with nothing pinned is taken on first use (logged); a change it cannot follow
+raises UnverifiedRead and unpins the entity (see
+:func:`node.entity_reads.check_certified`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +36,7 @@ from node.entity_reads import (
     check_certified,
     check_page,
     check_record,
+    needs_change_frame,
 )
 from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.entity import EntityState
@@ -43,6 +47,8 @@ from node.net.client import NodeClient, NodeError
 from node.net.protocol import Err, Rep, Req
 
 __all__ = ["EntityReader", "ProofError", "UnverifiedRead"]
+
+log = logging.getLogger(__name__)
 
 CERTIFIED_MEMO = 4096  # state hashes already checked, most recent kept
 # A whole state is read at one state hash; if frames move past it before the last
@@ -89,8 +95,27 @@ class EntityReader:
             frames = await self._client_of().frames(header.entity_id, header.height, 1)
             if frames:
                 frame_raw, cert = frames[0]
-        config = check_certified(header, frame_raw, cert, self.pins.get)
-        self.pins[header.entity_id] = config
+        entity = header.entity_id
+        pinned = self.pins.get(entity)
+        change = None
+        if needs_change_frame(header, pinned):
+            found = await self._client_of().frames(entity, header.small.config_height, 1)
+            change = found[0] if found else None
+        try:
+            config, first_use = check_certified(header, frame_raw, cert, pinned, change)
+        except UnverifiedRead:
+            # A change this reader could not follow: the next read starts again from
+            # first use rather than failing for ever.
+            self.pins.pop(entity, None)
+            raise
+        if first_use:
+            log.warning(
+                "entity %s: config of frame %d taken on first use (its changes since "
+                "genesis are not traced)",
+                entity.hex()[:12],
+                header.small.config_height,
+            )
+        self.pins[entity] = config
         self._certified[header.hash] = (
             None if frame_raw is None or cert is None else (keccak(frame_raw), cert)
         )

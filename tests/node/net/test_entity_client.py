@@ -23,7 +23,7 @@ from node.entity_reads import CHANNELS, FORWARDS, ProofError, UnverifiedRead, he
 from node.machines import entity as ent
 from node.machines.accounts import ChannelRecord, Faucet, OpenChannel, Pay
 from node.machines.frames import Certificate, Frame
-from node.machines.governance import Config, Member
+from node.machines.governance import AddSigner, Config, Member
 from node.machines.replica import Genesis, SubmitBatch
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity
@@ -271,19 +271,38 @@ async def test_a_lying_node_is_caught(pair: Pair) -> None:
         with pytest.raises(ProofError, match="certificate"):
             await reader.header(p.signer, p.e1)
 
-        # a config said to have changed at a frame the reader never saw, signed by it
+        # honest: believed, and its config pinned
+        c.alter = lambda b: b
+        c.forged_frames = None
+        assert (await reader.header(p.signer, p.e1, at=honest.hash)).hash == honest.hash
+        assert reader.pins[p.e1] == p.config
+
+        # a config said to have changed at a frame the reader never saw, signed by it:
+        # the frame that changed it must be certified by the pinned config
         moved = replace(honest, config=stranger, config_height=1)
         c.alter = lambda b: _with(b, 2, header_part(genesis, moved))
         c.forged_frames = [_forged_frame(moved, stranger_sk)]
-        with pytest.raises(UnverifiedRead, match="has not seen certified"):
+        with pytest.raises(UnverifiedRead, match="is not frame 1"):
             await reader.header(p.signer, p.e1)
+        assert p.e1 not in reader.pins  # unpinned: the next read starts from first use
 
-        # a config said to change at this very frame: the previous one must sign it
+        # a config said to change at this very frame: the one before must sign it
         now = replace(honest, config=stranger, config_height=honest.height)
         c.alter = lambda b: _with(b, 2, header_part(genesis, now))
         c.forged_frames = [_forged_frame(now, stranger_sk)]
+        with pytest.raises(UnverifiedRead, match="the config before it is not known"):
+            await reader.header(p.signer, p.e1)
+        reader.pins[p.e1] = p.config
         with pytest.raises(ProofError, match="certificate"):
             await reader.header(p.signer, p.e1)
+
+        # with nothing pinned, a config set before this frame is taken on first use
+        # (checked only under itself: the documented limit of a first contact)
+        fresh = EntityReader(lambda: c)
+        c.alter = lambda b: _with(b, 2, header_part(genesis, moved))
+        c.forged_frames = [_forged_frame(moved, stranger_sk)]
+        assert (await fresh.header(p.signer, p.e1)).small.config == stranger
+        assert fresh.pins[p.e1] == stranger
 
         # honest again: believed, and the cache of certified states holds it
         c.alter = lambda b: b
@@ -317,3 +336,41 @@ async def test_inspect_reads_a_running_node_in_proven_parts(pair: Pair) -> None:
     (frame_raw, _), *_ = frames
     assert e1["head"] == keccak(frame_raw).hex()
     assert "round" not in e1  # a replica's own consensus state is not read this way
+
+
+async def test_a_reader_follows_a_config_change_and_a_new_one_takes_it_on_first_use(
+    pair: Pair,
+) -> None:
+    """An entity of A's (10 shares, threshold 6) adds a second signer with 1 share (A
+    alone still meets the threshold). A reader that trusted the old config follows
+    the change through the frame that made it, certified by the old config; a
+    reader that never saw the entity takes the new config on first use."""
+    p = pair
+    pk = bls.sk_to_pk(SK)
+    config = Config((Member(pk, 10),), 6, p.signer)
+    salt = b"\x03" * 32
+    async with await NodeClient.connect(p.live.url, token=p.live.token) as c:
+        receipts = await c.submit(
+            [CreateEntity(Genesis(config, salt, (bls.pop_prove(SK),)))], [p.signer]
+        )
+        assert receipts.receipts[0].error is None
+        e3 = ent.entity_id_for(config, salt)
+        await p.submit(e3, ent.Increment(1))
+        await p.until(lambda: p.entity(e3).height >= 1)
+        before = EntityReader(lambda: c)
+        await before.header(p.signer, e3)
+        assert before.pins[e3] == config
+        other_sk = 404
+        other_pk = bls.sk_to_pk(other_sk)
+        await p.submit(e3, ent.Propose(AddSigner(other_pk, bls.pop_prove(other_sk), 1), 1000))
+        await p.until(lambda: len(p.entity(e3).config.members) == 2)
+        changed_at = p.entity(e3).config_height
+        await p.submit(e3, ent.Increment(1))  # a frame after the change
+        await p.until(lambda: p.entity(e3).height > changed_at)
+        header = await before.header(p.signer, e3)
+        assert header.small.config_height == changed_at < header.height
+        assert len(before.pins[e3].members) == 2
+        after = EntityReader(lambda: c)
+        again = await after.header(p.signer, e3, at=header.hash)
+        assert again.hash == header.hash
+        assert after.pins[e3] == before.pins[e3]
