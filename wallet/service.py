@@ -58,6 +58,7 @@ from node.net.client import NodeError
 from node.net.protocol import Rep, Reply, Topic
 from node.runtime import wall_clock_ms
 from node.txs import TxBody
+from wallet import pins as wallet_pins
 from wallet import settings as settings_io
 from wallet.agent import GUARD_DIR, Policy, WalletAgent
 from wallet.connection import BlockNews, FrameNews, NodeSession, NotConnected
@@ -162,6 +163,9 @@ class WalletService:
         self._token = token
         self._identity_password = identity_password
         self.session = NodeSession(model, "remote" if self.remote else "embedded", clock=clock)
+        # The entity configs trusted before, so a restart follows changes from them.
+        self.session.reader.pins = wallet_pins.load(data_dir)
+        self.session.reader.on_pin = lambda pins: wallet_pins.save(data_dir, pins)
         self.session.on_connect.append(self._on_connected)
         self.embedded: EmbeddedNode | None = None
         self.agents: dict[bytes, WalletAgent] = {}

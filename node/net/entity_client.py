@@ -59,9 +59,18 @@ WHOLE_READ_ATTEMPTS = 4
 class EntityReader:
     """Proven reads of entities, through whichever client ``client_of`` gives."""
 
-    def __init__(self, client_of: Callable[[], NodeClient]) -> None:
+    def __init__(
+        self,
+        client_of: Callable[[], NodeClient],
+        pins: dict[bytes, Config] | None = None,
+        on_pin: Callable[[dict[bytes, Config]], object] | None = None,
+    ) -> None:
+        """``pins``: configs trusted from an earlier run; ``on_pin(pins)`` is called
+        when a pin changes (an entity's config changed, or was met for the first
+        time), to keep them."""
         self._client_of = client_of
-        self.pins: dict[bytes, Config] = {}
+        self.pins: dict[bytes, Config] = dict(pins or {})
+        self.on_pin = on_pin
         # state hash -> the certified frame's hash and certificate that proved it
         # (None: a genesis state)
         self._certified: OrderedDict[bytes, tuple[bytes, Certificate] | None] = OrderedDict()
@@ -106,7 +115,8 @@ class EntityReader:
         except UnverifiedRead:
             # A change this reader could not follow: the next read starts again from
             # first use rather than failing for ever.
-            self.pins.pop(entity, None)
+            if self.pins.pop(entity, None) is not None and self.on_pin is not None:
+                self.on_pin(self.pins)
             raise
         if first_use:
             log.warning(
@@ -115,7 +125,10 @@ class EntityReader:
                 entity.hex()[:12],
                 header.small.config_height,
             )
-        self.pins[entity] = config
+        if self.pins.get(entity) != config:
+            self.pins[entity] = config
+            if self.on_pin is not None:
+                self.on_pin(self.pins)
         self._certified[header.hash] = (
             None if frame_raw is None or cert is None else (keccak(frame_raw), cert)
         )
