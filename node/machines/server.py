@@ -46,7 +46,7 @@ from node.machines.counter import Increment as Increment
 from node.machines.governance import POP_LEN, PUBKEY_LEN, ConfigError, check_new_key, signer_id
 from node.machines.mailbox import NOTHING_KEPT
 from node.machines.outcomes import Outcomes
-from node.machines.subs import Subs, refs_root
+from node.machines.subs import Subs, read_refs
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
 from node.txs import REGISTRIES, Level, Tx
@@ -175,20 +175,7 @@ class ServerState:
         f = as_list(decode(raw), "server state as read", size=8)
         encoded = encode_tree(f[:6])
         root = ServerState.signers_root(encoded)
-        refs = [
-            (
-                as_bytes(as_list(x, "signer ref", size=2)[0], "signer id", size=HASH_LEN),
-                as_bytes(as_list(x, "signer ref", size=2)[1], "signer hash", size=HASH_LEN),
-            )
-            for x in as_list(f[6], "signers")
-        ]
-        if not as_int(f[7], "more signers", max_value=1):
-            try:
-                listed = refs_root(refs)
-            except ValueError as exc:
-                raise DecodeError(f"server state: {exc}") from None
-            if listed != root:
-                raise DecodeError("server state: its signers do not match its root")
+        refs = read_refs(f[6], f[7], root, "server state", "signer", "signer id")
         return encoded, refs
 
     @staticmethod

@@ -48,7 +48,7 @@ from node.machines.governance import (
     signer_id,
 )
 from node.machines.outcomes import Outcomes
-from node.machines.subs import Subs, refs_root
+from node.machines.subs import Subs, read_refs
 from node.mempool import Mempool
 from node.txs import REGISTRIES, Level, Tx
 
@@ -190,21 +190,7 @@ class SignerState:
         root; a list cut at the cap is the first part, unchecked."""
         f = as_list(decode(raw), "signer state as read", size=6)
         pubkey, counter, root = _fields(f[:4])
-        refs = [
-            (
-                as_bytes(as_list(x, "replica ref", size=2)[0], "entity id", size=HASH_LEN),
-                as_bytes(as_list(x, "replica ref", size=2)[1], "replica hash", size=HASH_LEN),
-            )
-            for x in as_list(f[4], "replicas")
-        ]
-        more = as_int(f[5], "more replicas", max_value=1)
-        if not more:
-            try:
-                listed = refs_root(refs)
-            except ValueError as exc:
-                raise DecodeError(f"signer state: {exc}") from None
-            if listed != root:
-                raise DecodeError("signer state: its replicas do not match its root")
+        refs = read_refs(f[4], f[5], root, "signer state", "replica", "entity id")
         return pubkey, counter, refs
 
 

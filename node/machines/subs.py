@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol
 
+from node.codec import HASH_LEN, DecodeError, RlpItem, as_bytes, as_int, as_list
 from node.merkle_map import MerkleMap
 
 
@@ -155,4 +156,27 @@ def refs_root(refs: Iterable[tuple[bytes, bytes]]) -> bytes:
     return MerkleMap.from_items((key, _Ref(h)) for key, h in refs).root
 
 
-__all__ = ["Hashed", "Subs", "refs_root"]
+def read_refs(
+    listed: RlpItem, more: RlpItem, root: bytes, owner: str, sub: str, id_name: str
+) -> list[tuple[bytes, bytes]]:
+    """The ``[[id, state hash], ...]`` pairs READ_STATE lists after ``owner``'s state
+    (``sub``: one of them, such as "replica"), strictly. A complete list (``more``
+    0) must give ``root``; a list cut at the cap is its first part, unchecked."""
+    refs = [
+        (
+            as_bytes(as_list(x, f"{sub} ref", size=2)[0], id_name, size=HASH_LEN),
+            as_bytes(as_list(x, f"{sub} ref", size=2)[1], f"{sub} hash", size=HASH_LEN),
+        )
+        for x in as_list(listed, f"{sub}s")
+    ]
+    if not as_int(more, f"more {sub}s", max_value=1):
+        try:
+            listed_root = refs_root(refs)
+        except ValueError as exc:
+            raise DecodeError(f"{owner}: {exc}") from None
+        if listed_root != root:
+            raise DecodeError(f"{owner}: its {sub}s do not match its root")
+    return refs
+
+
+__all__ = ["Hashed", "Subs", "read_refs", "refs_root"]
