@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from node.codec import RlpItem, as_bytes, as_int, as_list, keccak
@@ -190,20 +191,7 @@ class EntityReader:
                 if exc.code is Err.NOT_FOUND:  # frames moved past this state meanwhile
                     continue
                 raise
-            small = header.small
-            return EntityState(
-                small.entity_id,
-                small.config,
-                small.height,
-                small.counter,
-                small.proposals,
-                small.next_proposal_id,
-                small.nonces,
-                small.config_height,
-                small.reserves,
-                channels,  # type: ignore[arg-type]
-                forwards,  # type: ignore[arg-type]
-            )
+            return replace(header.small, channels=channels, forwards=forwards)  # type: ignore[arg-type]
         raise ProofError(
             f"the entity moved past every state read in {WHOLE_READ_ATTEMPTS} attempts"
         )

@@ -15,20 +15,16 @@ from node.machines import replica as rep
 from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.governance import Config, Member
 from node.merkle_map import MerkleMap
-from node.txs import Tx
+from tests.node.channel_sides import exchange
 
 SKS = (101, 102)
 
 
 def funded_side(me: bytes, peer: bytes, collateral: int) -> ch.ChannelSide:
     """``me``'s side of a channel whose first frame added ``collateral``."""
-    mine, theirs = ch.open_side(me, peer), ch.open_side(peer, me)
-    mine, _ = ch.step(mine, ch.Enqueue(Tx.of(ch.AddCollateral(1, collateral))))
-    mine, out = ch.step(mine, ch.Propose())
-    (frame,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
-    theirs, out = ch.step(theirs, ch.ReceiveFrame(frame))
-    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
-    mine, _ = ch.step(mine, ch.ReceiveAck(ack))
+    mine, _ = exchange(
+        ch.open_side(me, peer), ch.open_side(peer, me), ch.AddCollateral(1, collateral)
+    )
     return mine
 
 

@@ -15,7 +15,6 @@ from node.codec import ZERO_HASH
 from node.crypto import bls
 from node.machines import channel as ch
 from node.machines.accounts import ChannelRecord
-from node.machines.channel import ChannelSide
 from node.machines.entity import (
     EntityAction,
     EntityState,
@@ -29,6 +28,7 @@ from node.machines.entity import (
 from node.machines.frames import Frame
 from node.machines.governance import Action, Config, Member, signer_id
 from node.txs import Tx, TxBody
+from tests.node.channel_sides import exchange
 from wallet.flows.approvals import ApprovalQueue
 from wallet.flows.effects import analyze
 from wallet.model import EntityEntry, NewMember, WalletModel
@@ -205,19 +205,6 @@ def run_qt[T](coro: Coroutine[Any, Any, T], timeout_s: float = 20) -> T:
     finally:
         loop.close()
         asyncio.set_event_loop(None)
-
-
-def exchange(a: ChannelSide, b: ChannelSide, *txs: TxBody) -> tuple[ChannelSide, ChannelSide]:
-    """``a`` proposes ``txs`` and ``b`` acks: both sides agree (the pure channel machine;
-    signatures are the entity layer's business)."""
-    for body in txs:
-        a, _ = ch.step(a, ch.Enqueue(Tx.of(body)))
-    a, out = ch.step(a, ch.Propose())
-    (sent,) = [o.frame for o in out if isinstance(o, ch.SendFrame)]
-    b, out = ch.step(b, ch.ReceiveFrame(sent))
-    (ack,) = [o.ack for o in out if isinstance(o, ch.SendAck)]
-    a, _ = ch.step(a, ch.ReceiveAck(ack))
-    return a, b
 
 
 def with_channel(
