@@ -40,8 +40,7 @@ from node.entity_reads import CHANNELS
 from node.errors import Refused
 from node.machines.accounts import ChannelRecord
 from node.machines.governance import signer_id
-from node.machines.server import Increment, ServerState
-from node.machines.signer import SignerState
+from node.machines.server import Increment
 from node.net import limits
 from node.net.agent_client import AgentRejected, AgentStats, serve_agent
 from node.net.client import KEEPALIVE_S, NodeClient
@@ -278,7 +277,7 @@ async def describe_running(client: NodeClient) -> dict[str, Any]:
     (``READ_ENTITY``, proven), never a whole replica. A replica's own consensus state
     (round, pool, frame in flight, inbox) is not read: ``inspect`` on the stopped
     node's store shows it."""
-    encoded, signer_refs = ServerState.read_listing(await client.read_state())
+    encoded, signer_refs = await client.server_listing()
     top = as_list(decode(encoded), "server state", size=6)
     height = as_int(top[1], "height")
     state_hash = keccak(encoded)
@@ -292,7 +291,7 @@ async def describe_running(client: NodeClient) -> dict[str, Any]:
     reader = EntityReader(lambda: client)
     signers = []
     for signer, _ in signer_refs:
-        pubkey, counter, refs = SignerState.decode_header(await client.read_state([signer]))
+        pubkey, counter, refs = await client.signer_listing(signer)
         entities = []
         for entity, _ in refs:
             header = await reader.header(signer, entity)

@@ -31,8 +31,8 @@ from node.machines.accounts import ChannelRecord
 from node.machines.entity import Batch, EntityState
 from node.machines.frames import Certificate
 from node.machines.replica import SubmitBatch
-from node.machines.server import CreateSigner, ServerState
-from node.machines.signer import CreateEntity, SignerState
+from node.machines.server import CreateSigner
+from node.machines.signer import CreateEntity
 from node.net.client import NodeClient, NodeError, NodeStatus, Receipts, VersionMismatch
 from node.net.entity_client import EntityReader
 from node.net.protocol import Err, Rep, Reply, Topic
@@ -369,8 +369,7 @@ class NodeSession:
 
     async def entities_of(self, signer: bytes) -> list[bytes]:
         """The entity ids the signer holds a replica of, ascending."""
-        raw = await self._need().read_state([signer])
-        _, _, refs = SignerState.decode_header(raw)
+        _, _, refs = await self._need().signer_listing(signer)
         return [entity for entity, _ in refs]
 
     async def read_entity(self, signer: bytes, entity: bytes) -> EntityState | None:
@@ -400,10 +399,11 @@ class NodeSession:
         the channels are not read) as the signer hosted on the node that is furthest
         along holds it, certified. Reads the server's and each signer's lists (server
         scope; for a one-off look-up such as another entity's channel card)."""
-        _, signers = ServerState.read_listing(await self._need().read_state())
+        client = self._need()
+        _, signers = await client.server_listing()
         best: EntityHeader | None = None
         for signer, _ in signers:
-            _, _, refs = SignerState.decode_header(await self._need().read_state([signer]))
+            _, _, refs = await client.signer_listing(signer)
             if any(e == entity for e, _ in refs):
                 header = await self.reader.header(signer, entity)
                 if best is None or header.height > best.height:

@@ -33,6 +33,7 @@ from node.codec import (
 )
 from node.machines.frames import Certificate
 from node.machines.server import ServerState
+from node.machines.signer import SignerState
 from node.net import limits
 from node.net.protocol import (
     PROTOCOL_VERSION,
@@ -201,6 +202,15 @@ class NodeClient:
         ``limits.STATE`` (so decoding it is bounded, whatever the node sent)."""
         reply = await self.request(Req.READ_STATE, [], route)
         return _scanned(as_bytes(reply.body[1], "state"), limits.STATE)
+
+    async def server_listing(self) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The server's encoded state (its keccak is the state hash) and its signers
+        ``(id, state hash)``, listed by READ_STATE and checked against the root."""
+        return ServerState.read_listing(await self.read_state())
+
+    async def signer_listing(self, signer: bytes) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
+        """A signer's ``(pubkey, counter, [(entity_id, replica_hash)])``, likewise."""
+        return SignerState.decode_header(await self.read_state([signer]))
 
     async def server_state(self) -> ServerState:
         """The whole hierarchy (server, signers, replicas), with its ``head``; needs
