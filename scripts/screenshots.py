@@ -157,10 +157,10 @@ async def main(out: Path) -> None:
         await waiter.until(lambda: bool(model.entities[(key.signer_id, entity)].state.proposals))
         # a frame of bob's that waits for this user
         service.set_accountant(False)
-        replica = await service.session.read_replica(bob, entity)
-        assert replica is not None
+        header = await service.session.read_header(bob, entity)
+        assert header is not None
         batch = ent.sign_batch(
-            entity, bob_sk, bob, replica.entity.nonce_of(bob) + 1, [Tx.of(ent.Increment(7))]
+            entity, bob_sk, bob, header.small.nonce_of(bob) + 1, [Tx.of(ent.Increment(7))]
         )
         await client.submit([SubmitBatch(batch)], [bob, entity])
         await waiter.until(lambda: bool(service.queue.pending()))
