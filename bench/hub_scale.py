@@ -1,132 +1,87 @@
-"""Benchmark: how a hub entity's cost per frame and per block grows with its channels.
+"""Benchmark: how a hub entity's costs grow with its channels, on a stored hub.
 
 Issue 11 measured a 3-signer hub with N channels, one of them active, the others
-idle but funded: a frame that moves 256 payments cost 4 ms at N = 10 and 13 s at
-N = 10,000. This script measures the pure machines (``node/machines/``, no
-network, no signatures) on states with N channels built directly (building a
-million channels through frames would take hours):
+idle: a frame that moves 256 payments cost 4 ms at N = 10 and 13 s at N = 10,000.
+For each N this script
 
-- **frame**: ``entity.execute`` of one frame whose batch pays 256 payments of 1 to
-  the active channel's counterparty (256 ``pay`` transactions queued, one channel
-  frame proposed), then the new state's **hash** (what a certificate signs); the
-  same frame as the **proposer** builds it (``entity.build``, the batch's BLS
-  signature checked) and as a **member** executes it (signature checked); and
-  the 256 payments **spread** over 256 channels (one each: 256 channel frames);
-- **input**: one channel message looked up (``accounts.is_stale``, done per inbound
-  message);
-- **block**: the block's work for the replica after the frame: its new hash (which
-  the signer's state commits to) and what storage writes for it
-  (``server.replica_write``), and the bytes written;
-- **READ_STATE**: the replica's whole encoding, which ``READ_STATE`` returns, and
-  its bytes;
-- **read channel**: READ_ENTITY of one channel (``node/entity_reads.py``): the
-  node's part (header, record, Merkle proof), encoded, then decoded and checked
-  as the client does (the proof against the header's root), and its bytes; and
-  the same for a **page** of 256 channels with their proofs.
+1. generates a data folder holding the hub's first member's replica with N
+   channels (``bench/hub_store.py``, in its own process: real channel records and
+   trie nodes, marked synthetic);
+2. in a **fresh process**, opens that store as a node does (``Store.load``: the
+   top of each map, nothing below; ``--cache-mb`` bounds the nodes kept in
+   memory) and measures, on the loaded replica, the median CPU time of ``--reps``
+   runs of:
 
-``rss_mb`` is the process's peak resident memory once the state is built (the
-sizes run in ascending order, so it is the peak at that N). Restart is measured
-by ``bench/hub_restart.py``.
+   - **proposer**: ``entity.build`` of a frame whose signed batch pays 256 payments
+     of 1 to the active channel's counterparty (the BLS signature checked);
+   - **member**: ``entity.execute`` of the same frame (signature checked);
+   - **spread**: the 256 payments over 256 different channels (256 channel frames);
+   - **frame**: the one-channel frame, signature not checked;
+   - **lookup**: one inbound channel message looked up (``accounts.is_stale``);
+   - **block**: the block after the member's frame, made and written for real
+     (``server.replica_write`` and ``Store.write_block``): ``bytes_per_block`` is
+     the key and value bytes of its synced batch (``storage.block_writes``);
+   - **read channel** / **read page**: READ_ENTITY of one channel, or of a page of
+     256 channels, built by the node's code and checked as a client checks it;
 
-Each figure is the median CPU time of ``--reps`` runs, each on a fresh state whose
-hashes are already cached (as a running replica's are). The idle channels share one
-channel side (a funded channel with credit both ways and one ack), each under its
-own counterparty id: the machine never reads an untouched channel, so only the
-record's bytes matter, and they are those of a real channel.
+   then reports ``rss_mb``, that process's peak resident memory;
+3. measures **restart**: a real ``xln-node run`` process on that folder, from its
+   start to its answer to READ_ENTITY of the hub's header over a WebSocket.
+
+The first run of each figure reads the nodes it touches from LevelDB (the cache
+starts empty, as after a restart); the median is of runs with a warm cache, as a
+running hub's active channels are.
 
 Usage (from the repo root)::
 
     .venv/bin/python -m bench.hub_scale --json bench/out/hub_scale.json
-    .venv/bin/python -m bench.hub_scale --channels 1000000 --reps 1
-
-The script also runs on the code before issue 11 (channels as a sorted tuple):
-copy it and ``benchlib.py`` into a worktree of commit ``50ff6fb`` and run it there
-with ``PYTHONPATH`` set to that worktree, so the two can be compared on one
-machine.
+    .venv/bin/python -m bench.hub_scale --channels 1000000 --reps 3
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import re
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 try:
     import benchlib
+    import hub_store
 except ModuleNotFoundError:  # run as ``python -m bench.hub_scale``: benchlib is beside us
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import benchlib
+    import hub_store
 
+from node.block import Block
 from node.codec import keccak
-from node.crypto import bls
 from node.machines import accounts, replica
 from node.machines import channel as ch
 from node.machines import entity as ent
-from node.machines.accounts import ChannelRecord, Pay
+from node.machines.accounts import Pay
 from node.machines.entity import Batch, EntityState
-from node.machines.governance import Config, Member
+from node.machines.server import ServerState, Step, Write, replica_write
+from node.machines.signer import SignerState
+from node.machines.subs import Subs
+from node.mempool import Mempool
+from node.storage import Store, block_writes
 from node.txs import Tx
 
-ASSET = 1
+ASSET = hub_store.ASSET
 PAYMENTS = 256
-HUB_SALT = keccak(b"hub")
-HUB_SK = 1001  # the secret key of the hub's first member (``config(1, 3)``)
-MERKLE = hasattr(EntityState, "header")  # this tree's channels are a Merkle map
-if MERKLE:
-    from node.machines.server import replica_write
-
-
-def config(seed: int, members: int) -> Config:
-    pubs = [bls.sk_to_pk(1000 * seed + i + 1) for i in range(members)]
-    ms = tuple(Member(p, 1) for p in pubs)
-    return Config(ms, members // 2 + 1, ms[0].id)
-
-
-def funded_side(me: bytes, peer: bytes) -> ch.ChannelSide:
-    """``me``'s side of a channel with collateral and credit both ways."""
-    mine, theirs = ch.open_side(me, peer), ch.open_side(peer, me)
-    mine, theirs = benchlib.exchange(mine, theirs, ch.AddCollateral(ASSET, 10**9))
-    theirs, mine = benchlib.exchange(theirs, mine, ch.AddCollateral(ASSET, 10**9))
-    mine, theirs = benchlib.exchange(mine, theirs, ch.SetCredit(ASSET, 10**6))
-    theirs, mine = benchlib.exchange(theirs, mine, ch.SetCredit(ASSET, 10**6))
-    return mine
-
-
-def hub_state(n: int) -> tuple[EntityState, bytes, list[bytes]]:
-    """A 3-signer hub with ``n`` channels; the active counterparty's id, and the
-    counterparties of the (up to 256) channels with sides of their own."""
-    hub = ent.genesis(config(1, 3), HUB_SALT)
-    peer_config = config(2, 1)
-    active = keccak(b"peer 0")
-    idle_side = funded_side(hub.entity_id, keccak(b"idle"))
-    records = [ChannelRecord(active, peer_config, 0, funded_side(hub.entity_id, active))]
-    records += [
-        ChannelRecord(keccak(b"peer %d" % i), peer_config, 0, idle_side) for i in range(1, n)
-    ]
-    records.sort(key=lambda r: r.peer)
-    # The first page's channels get sides of their own: a client decodes what it reads.
-    spread = [r.peer for r in records[:PAYMENTS]]
-    for i, r in enumerate(records[:PAYMENTS]):
-        if r.peer != active:
-            records[i] = replace(r, side=funded_side(hub.entity_id, r.peer))
-    channels: Any
-    if MERKLE:
-        from node.merkle_map import MerkleMap
-
-        channels = MerkleMap.from_items((r.peer, r) for r in records)
-    else:
-        channels = tuple(records)
-    state = replace(hub, reserves=((ASSET, 10**12),), channels=channels)
-    _ = state.hash  # a running replica has its state's hash cached,
-    if MERKLE:
-        _ = state.waiting  # and the channels it waits on
-    return state, active, spread
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_mb() -> float:
@@ -140,111 +95,201 @@ def cpu_ms(fn: Callable[[], object]) -> float:
     return (time.process_time() - start) * 1000
 
 
-def measure(n: int, reps: int) -> dict[str, float]:
-    state, active, spread = hub_state(n)
-    signer = state.config.ids[0]
-    txs = [Tx.of(Pay((active,), ASSET, 1)) for _ in range(PAYMENTS)]
-    batch = Batch.make(signer, 1, txs, bytes(96))
-    # The same 256 payments signed for real (the proposer's build and a member's
-    # execution check the batch's signature), and spread over 256 channels.
-    signed = ent.sign_batch(state.entity_id, HUB_SK, signer, 1, txs)
-    spread_txs = [Tx.of(Pay((spread[i % len(spread)],), ASSET, 1)) for i in range(PAYMENTS)]
-    spread_batch = Batch.make(signer, 1, spread_txs, bytes(96))
-    message = accounts.Message(
-        accounts.ACK,
-        active,
-        ch.Ack(state.entity_id, 1, keccak(b"frame")),
-        0,
-        b"\x01",
-        bytes(96),
-    )
-    frames, lookups, snapshots, blocks = [], [], [], []
-    proposers: list[float] = []
-    members: list[float] = []
-    spreads: list[float] = []
-    reads: list[float] = []
-    pages: list[float] = []
-    size = written = read_bytes = page_size = 0
-    genesis = replica.Genesis(state.config, HUB_SALT, ())
-    for _ in range(reps):
-        fresh = hub_state(n)[0] if reps > 1 and n <= 10_000 else state
-        result: list[EntityState] = []
+def measure_store(data: Path, reps: int, cache_mb: int) -> dict[str, Any]:
+    """Step 2 of the module docstring, in this process, on the hub stored at ``data``."""
+    with Store(data / hub_store.CHAIN_DIR, cache_bytes=cache_mb << 20) as store:
+        state, _ = store.load()
+        ((signer_id, signer),) = list(state.hosted.items())
+        ((entity_id, held),) = list(signer.held.items())
+        hub: EntityState = held.entity
+        active = hub_store.peer(0)
+        member = hub.config.ids[0]
+        txs = [Tx.of(Pay((active,), ASSET, 1)) for _ in range(PAYMENTS)]
+        signed = ent.sign_batch(entity_id, hub_store.HUB_SK, member, 1, txs)
+        unsigned = Batch.make(member, 1, txs, bytes(96))
+        spread = [k for k in islice(hub.channels.keys(), PAYMENTS)]
+        spread_txs = [Tx.of(Pay((spread[i % len(spread)],), ASSET, 1)) for i in range(PAYMENTS)]
+        spread_batch = Batch.make(member, 1, spread_txs, bytes(96))
+        message = accounts.Message(
+            accounts.ACK, active, ch.Ack(entity_id, 1, keccak(b"frame")), 0, b"\x01", bytes(96)
+        )
+        genesis = held.genesis
+        posts: list[EntityState] = []
 
-        def frame(s: EntityState = fresh, result: list[EntityState] = result) -> None:
-            post, events = ent.execute(s, [batch], verify=False)
-            assert len(events.outbox) == 1
+        def proposer() -> None:
+            built = ent.build(hub, [signed], [], allow_mint=False)
+            assert built.batches == [signed]
+            _ = built.post.hash
+
+        def member_frame() -> None:
+            post, events = ent.execute(hub, [signed], verify=True)
             assert len(events.payments) == PAYMENTS
             _ = post.hash
-            result.append(post)
+            posts.append(post)
 
-        frames.append(cpu_ms(frame))
-        post = result[0]
-        if MERKLE:
+        def spread_frame() -> None:
+            post, events = ent.execute(hub, [spread_batch], verify=False)
+            assert len(events.payments) == PAYMENTS
+            _ = post.hash
 
-            def proposer(s: EntityState = fresh) -> None:
-                built = ent.build(s, [signed], [], allow_mint=False)
-                assert built.batches == [signed]
-                _ = built.post.hash
+        def frame() -> None:
+            post, events = ent.execute(hub, [unsigned], verify=False)
+            assert len(events.outbox) == 1
+            _ = post.hash
 
-            def member(s: EntityState = fresh) -> None:
-                post, _ = ent.execute(s, [signed], verify=True)
-                _ = post.hash
+        runs: dict[str, list[float]] = {}
+        for name, fn in (
+            ("proposer_frame_ms", proposer),
+            ("member_frame_ms", member_frame),
+            ("spread_frame_ms", spread_frame),
+            ("frame_ms", frame),
+            ("lookup_us", lambda: accounts.is_stale(hub.channels, message)),
+            ("read_channel_ms", lambda: read_channel(hub, genesis, active)),
+            ("read_page_ms", lambda: read_page(hub, genesis)),
+        ):
+            runs[name] = [cpu_ms(fn) for _ in range(reps + 1)]  # the first run is cold
+        runs["lookup_us"] = [t * 1000 for t in runs["lookup_us"]]
+        # The block after the member's frame, made and written as the node does.
+        new = replica.Replica(held.signer, genesis, posts[0])
+        block_cpu = time.process_time()
+        write = replica_write((signer_id, entity_id), new, held)
+        new_signer = SignerState.of(signer.pubkey, signer.counter, (new,))
+        body = ServerState(
+            state.height + 1, state.timestamp + 1, state.counter, Subs.of([(signer_id, new_signer)])
+        )
+        block = Block.make(
+            body.height, state.head, body.timestamp, Mempool.build().raw, body.hash()
+        )
+        from dataclasses import replace
 
-            def spread_frame(s: EntityState = fresh) -> None:
-                post, events = ent.execute(s, [spread_batch], verify=False)
-                assert len(events.payments) == PAYMENTS
-                _ = post.hash
+        step = Step(
+            replace(body, head=block.hash),
+            block,
+            (),
+            changed=(Write((signer_id,), new_signer.encoded), write),
+        )
+        written = sum(len(k) + len(v or b"") for k, v in block_writes(step, store.server_id))
+        store.write_block(step)
+        block_ms = (time.process_time() - block_cpu) * 1000
+        row: dict[str, Any] = {name: statistics.median(times[1:]) for name, times in runs.items()}
+        row.update(
+            {
+                name.replace("_ms", "_cold_ms"): times[0]
+                for name, times in runs.items()
+                if name.endswith("_ms")
+            }
+        )
+        row.update(
+            {
+                "channels": len(hub.channels),
+                "bytes_per_block": written,
+                "block_ms": block_ms,
+                "read_channel_bytes": read_channel(hub, genesis, active),
+                "read_page_bytes": read_page(hub, genesis),
+                "cache_mb": cache_mb,
+                "cache_used_mb": store.cache.used / 2**20,
+                "nodes_read": store.cache.loads,
+                "rss_mb": rss_mb(),
+            }
+        )
+        return row
 
-            proposers.append(cpu_ms(proposer))
-            members.append(cpu_ms(member))
-            spreads.append(cpu_ms(spread_frame))
-        found: Any = post.channels
-        if not MERKLE:
-            found = {c.peer: c for c in found}
 
-        def lookup(channels: Any = found) -> None:
-            accounts.is_stale(channels, message)
+async def _read_header(url: str, token: str, route: list[bytes]) -> None:
+    from node.entity_reads import HEADER
+    from node.net.client import NodeClient
+    from node.net.protocol import Rep, Req
 
-        def snapshot(state: EntityState = post) -> None:
-            _ = state.encoded
+    async with await NodeClient.connect(url, token=token) as client:
+        reply = await client.request(Req.READ_ENTITY, [HEADER, b""], route)
+        assert reply.type is Rep.ENTITY, reply
 
-        sizes: list[int] = []
 
-        def block(
-            before: EntityState = fresh, after: EntityState = post, sizes: list[int] = sizes
-        ) -> None:
-            old = replica.Replica(signer, genesis, before)
-            new = replica.Replica(signer, genesis, after)
-            sizes.append(block_bytes(old, new))
+def restart_ms(data: Path, route: list[bytes]) -> float:
+    """Step 3: a real node process's start to its answer to READ_ENTITY of the header."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "token",
+            "create",
+            "--data",
+            str(data),
+            "--scope",
+            "server",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    token = made.stdout.strip()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "run", "--data", str(data), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the node exited before listening")
+            found = re.search(rb"listening on ws://127\.0\.0\.1:(\d+)", line)
+            if found:
+                break
+        asyncio.run(_read_header(f"ws://127.0.0.1:{int(found.group(1))}", token, route))
+        return (time.perf_counter() - started) * 1000
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
-        lookups.append(cpu_ms(lookup) * 1000)
-        blocks.append(cpu_ms(block))
-        written = sizes[0]
-        snapshots.append(cpu_ms(snapshot))
-        size = len(post.encoded)
-        if MERKLE:
-            read_bytes = read_channel(post, genesis, active)
-            reads.append(cpu_ms(lambda s=post: read_channel(s, genesis, active)))  # type: ignore[misc]
-            page_size = read_page(post, genesis)
-            pages.append(cpu_ms(lambda s=post: read_page(s, genesis)))  # type: ignore[misc]
-    return {
-        "channels": n,
-        "proposer_frame_ms": statistics.median(proposers) if proposers else 0.0,
-        "member_frame_ms": statistics.median(members) if members else 0.0,
-        "spread_frame_ms": statistics.median(spreads) if spreads else 0.0,
-        "bytes_per_block": written,
-        "rss_mb": rss_mb(),
-        "frame_ms": statistics.median(frames),
-        "lookup_us": statistics.median(lookups),
-        "block_ms": statistics.median(blocks),
-        "block_bytes": written,
-        "snapshot_ms": statistics.median(snapshots),
-        "snapshot_bytes": size,
-        "read_channel_ms": statistics.median(reads) if reads else 0.0,
-        "read_channel_bytes": read_bytes,
-        "read_page_ms": statistics.median(pages) if pages else 0.0,
-        "read_page_bytes": page_size,
-    }
+
+def measure(n: int, reps: int, cache_mb: int) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="hub-scale-"))
+    try:
+        py = [sys.executable, "-m"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        gen = time.perf_counter()
+        subprocess.run(
+            [*py, "bench.hub_store", "--channels", str(n), "--data", str(folder)],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        gen = time.perf_counter() - gen
+        disk = sum(f.stat().st_size for f in (folder / hub_store.CHAIN_DIR).iterdir())
+        out = subprocess.run(
+            [
+                *py,
+                "bench.hub_scale",
+                "--one",
+                str(folder),
+                "--reps",
+                str(reps),
+                "--cache-mb",
+                str(cache_mb),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        row: dict[str, Any] = json.loads(out.stdout)
+        with Store(folder / hub_store.CHAIN_DIR) as store:
+            state, _ = store.load()
+            ((signer_id, signer),) = list(state.hosted.items())
+            entity_id = next(iter(signer.held))
+        row["restart_ms"] = restart_ms(folder, [signer_id, entity_id])
+        row["generate_s"] = gen
+        row["disk_bytes"] = disk
+        return row
+    finally:
+        shutil.rmtree(folder)
 
 
 def read_channel(state: EntityState, genesis: replica.Genesis, peer: bytes) -> int:
@@ -285,52 +330,49 @@ def read_page(state: EntityState, genesis: replica.Genesis) -> int:
     return len(raw)
 
 
-def block_bytes(old: replica.Replica, new: replica.Replica) -> int:
-    """What a block does for the replica after the frame: hash it (the signer's state
-    commits to the hash) and make its writes; returns the bytes written."""
-    if not MERKLE:
-        _ = new.hash  # keccak of the whole encoding, which the block writes
-        return len(new.encoded)
-    _ = new.hash
-    write = replica_write((new.signer, new.entity_id), new, old)
-    return len(write.raw) + sum(len(key) + len(raw or b"") for _, key, raw in write.records)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--channels", default="10,1000,10000,100000")
+    parser.add_argument("--channels", default="10,1000,100000,1000000")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--cache-mb", type=int, default=256, help="the node cache (MiB)")
     parser.add_argument("--json", default=None, help="write the figures here (- for stdout)")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # step 2, in-process
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(measure_store(Path(args.one), args.reps, args.cache_mb)))
+        return 0
     rows = []
     print(
-        f"{'channels':>10} {'proposer':>9} {'member':>8} {'spread':>8} {'rss MB':>8} "
-        f"{'frame ms':>10} {'lookup µs':>10} {'block ms':>10} "
-        f"{'written':>12} {'READ_STATE ms':>14} {'bytes':>12} {'channel ms':>11} "
-        f"{'bytes':>7} {'page ms':>8} {'bytes':>8}"
+        f"{'channels':>10} {'proposer':>9} {'member':>8} {'spread':>8} {'frame':>7} "
+        f"{'block ms':>9} {'written':>8} {'rss MB':>7} {'restart ms':>11} "
+        f"{'channel ms':>11} {'bytes':>7} {'page ms':>8} {'bytes':>8} {'disk MB':>8}"
     )
     for n in (int(x) for x in args.channels.split(",")):
-        row = measure(n, args.reps)
+        row = measure(n, args.reps, args.cache_mb)
         rows.append(row)
         print(
             f"{n:>10,} {row['proposer_frame_ms']:>9.2f} {row['member_frame_ms']:>8.2f} "
-            f"{row['spread_frame_ms']:>8.2f} {row['rss_mb']:>8.0f} {row['frame_ms']:>10.2f} "
-            f"{row['lookup_us']:>10.1f} "
-            f"{row['block_ms']:>10.2f} {row['block_bytes']:>12,} "
-            f"{row['snapshot_ms']:>14.1f} {row['snapshot_bytes']:>12,} "
+            f"{row['spread_frame_ms']:>8.2f} {row['frame_ms']:>7.2f} {row['block_ms']:>9.2f} "
+            f"{row['bytes_per_block']:>8,} {row['rss_mb']:>7.0f} {row['restart_ms']:>11.0f} "
             f"{row['read_channel_ms']:>11.2f} {row['read_channel_bytes']:>7,} "
-            f"{row['read_page_ms']:>8.1f} {row['read_page_bytes']:>8,}",
+            f"{row['read_page_ms']:>8.1f} {row['read_page_bytes']:>8,} "
+            f"{row['disk_bytes'] / 2**20:>8.1f}",
             flush=True,
         )
     benchlib.write_json(
         args.json,
-        {"benchmark": "hub_scale", "merkle": MERKLE, "rows": rows, **benchlib.machine_info()},
+        {
+            "benchmark": "hub_scale",
+            "cache_mb": args.cache_mb,
+            "rows": rows,
+            **benchlib.machine_info(),
+        },
     )
     return 0
 

@@ -223,6 +223,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         with Store(data / CHAIN_DIR) as store:
             state, _ = store.load()
             info = {**describe(state), "source": "store"}
+            note = store.synthetic()
+            if note is not None:
+                info["synthetic"] = note
     except StoreLocked:
         info = asyncio.run(_inspect_running(data))
     if args.json:
@@ -316,6 +319,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with Store(data / CHAIN_DIR) as store:
+            note = store.synthetic()
+            if note is not None:
+                print(
+                    f"error: {data} holds a synthetic store ({note}): its state was written "
+                    "directly, not made by its blocks, so its chain cannot be verified",
+                    file=sys.stderr,
+                )
+                return 1
             state, _ = store.load()
             print(f"verifying {state.height} blocks in {data}", file=sys.stderr)
             report = verify_chain(

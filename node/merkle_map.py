@@ -110,8 +110,8 @@ class Encoded(Protocol):
     def encoded(self) -> bytes: ...
 
 
-class _Leaf[V: Encoded]:
-    __slots__ = ("h", "key", "value")
+class Leaf[V: Encoded]:
+    __slots__ = ("h", "key", "s", "value")
 
     count: ClassVar[int] = 1
 
@@ -119,6 +119,11 @@ class _Leaf[V: Encoded]:
         self.key = key
         self.value = value
         self.h: bytes | None = None
+        self.s: Stub[V] | None = None  # the stub that owns it, once it is stored
+
+    @property
+    def rep(self) -> bytes:
+        return self.key
 
     def digest(self) -> bytes:
         h = self.h
@@ -127,18 +132,19 @@ class _Leaf[V: Encoded]:
         return h
 
 
-class _Branch[V: Encoded]:
-    __slots__ = ("count", "depth", "h", "left", "rep", "right")
+class Branch[V: Encoded]:
+    __slots__ = ("count", "depth", "h", "left", "rep", "right", "s")
 
-    def __init__(self, depth: int, left: _Node[V], right: _Node[V], count: int) -> None:
+    def __init__(self, depth: int, left: Ref[V], right: Ref[V], count: int) -> None:
         self.depth = depth
         self.left = left
         self.right = right
         self.count = count
         self.h: bytes | None = None
+        self.s: Stub[V] | None = None
         # One key under the branch (its leftmost): all of them agree with it above
         # ``depth``.
-        self.rep: bytes = left.key if type(left) is _Leaf else left.rep  # type: ignore[union-attr]
+        self.rep: bytes = left.key if type(left) is Leaf else left.rep
 
     def digest(self) -> bytes:
         h = self.h
@@ -151,7 +157,62 @@ class _Branch[V: Encoded]:
         return h
 
 
-type _Node[V: Encoded] = _Leaf[V] | _Branch[V]
+class Source[V: Encoded](Protocol):
+    """Where a :class:`Stub`'s node is read from (``node.merkle_store``)."""
+
+    def load(self, stub: Stub[V]) -> Node[V]:
+        """Read, check and remember the stub's node (setting ``stub.node``)."""
+        ...
+
+    def touch(self, stub: Stub[V]) -> None:
+        """The stub's node was used: keep it longer."""
+        ...
+
+    def pin(self, stub: Stub[V]) -> Node[V]:
+        """The stub's node, kept in memory for as long as the stub lives: it is about
+        to leave storage while an older version of the map still reaches it."""
+        ...
+
+
+class Stub[V: Encoded]:
+    """A stored node, known by its hash, its leftmost key and how many keys it holds.
+
+    A walk that reaches it opens it: its node comes from ``node`` if it is in memory,
+    else from its source, which reads it (checking it against the hash) and may drop it
+    again later. Everything about the map that does not need the node below (its
+    root, its size, a new branch above it) uses the stub alone, so a map of a million
+    stored entries is one stub until it is walked.
+    """
+
+    __slots__ = ("__weakref__", "count", "h", "node", "pinned", "rep", "source")
+
+    def __init__(
+        self, h: bytes, rep: bytes, count: int, source: Source[V], node: Node[V] | None = None
+    ) -> None:
+        self.h = h
+        self.rep = rep
+        self.count = count
+        self.source = source
+        self.node = node
+        self.pinned = False  # kept in memory: no longer stored (an older version's node)
+
+    def open(self) -> Node[V]:
+        node = self.node
+        if node is None:
+            return self.source.load(self)
+        self.source.touch(self)
+        return node
+
+    def digest(self) -> bytes:
+        return self.h
+
+
+type Node[V: Encoded] = Leaf[V] | Branch[V]
+type Ref[V: Encoded] = Leaf[V] | Branch[V] | Stub[V]  # what a branch or a map points at
+
+
+def _open[V: Encoded](ref: Ref[V]) -> Node[V]:
+    return ref.open() if type(ref) is Stub else ref  # type: ignore[return-value]
 
 
 def _check_key(key: object) -> None:
@@ -168,28 +229,33 @@ def _first_difference(a: bytes, b: bytes) -> int:
     return KEY_BITS - (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_length()
 
 
-def _find[V: Encoded](node: _Node[V], key: bytes) -> _Leaf[V]:
-    """The leaf that ``key``'s walk from ``node`` ends on."""
-    while type(node) is _Branch:
-        d = node.depth
-        node = node.right if key[d >> 3] >> (7 - (d & 7)) & 1 else node.left
-    return node  # type: ignore[return-value]
-
-
-def _walk[V: Encoded](root: _Node[V], key: bytes) -> tuple[list[_Branch[V]], _Leaf[V]]:
-    """The branches on ``key``'s walk from ``root``, and the leaf it ends on."""
-    path: list[_Branch[V]] = []
-    node = root
-    while type(node) is _Branch:
+def _walk[V: Encoded](root: Ref[V], key: bytes) -> tuple[list[Branch[V]], Leaf[V]]:
+    """The branches on ``key``'s walk from ``root``, and the leaf it ends on (stubs on
+    the way opened)."""
+    path: list[Branch[V]] = []
+    node = root.open() if type(root) is Stub else root
+    while type(node) is Branch:
         path.append(node)
         d = node.depth
         node = node.right if key[d >> 3] >> (7 - (d & 7)) & 1 else node.left
+        if type(node) is Stub:
+            node = node.open()
     return path, node  # type: ignore[return-value]
 
 
+def _child[V: Encoded](root: Ref[V], path: list[Branch[V]], at: int, key: bytes) -> Ref[V]:
+    """What ``path[at - 1]`` points at on ``key``'s side (``root`` for ``at`` 0): the
+    reference itself, a stub if it is one, so a new branch above it keeps it stored."""
+    if not at:
+        return root
+    b = path[at - 1]
+    d = b.depth
+    return b.right if key[d >> 3] >> (7 - (d & 7)) & 1 else b.left
+
+
 def _rebuild[V: Encoded](
-    path: list[_Branch[V]], at: int, key: bytes, new: _Node[V], grown: int
-) -> _Node[V]:
+    path: list[Branch[V]], at: int, key: bytes, new: Ref[V], grown: int
+) -> Ref[V]:
     """``path[:at]`` copied from the bottom up over ``new``, each count moved by
     ``grown``: the new nodes on ``key``'s path."""
     while at:
@@ -197,37 +263,37 @@ def _rebuild[V: Encoded](
         b = path[at]
         d = b.depth
         if key[d >> 3] >> (7 - (d & 7)) & 1:
-            new = _Branch(d, b.left, new, b.count + grown)
+            new = Branch(d, b.left, new, b.count + grown)
         else:
-            new = _Branch(d, new, b.right, b.count + grown)
+            new = Branch(d, new, b.right, b.count + grown)
     return new
 
 
-def _put[V: Encoded](root: _Node[V] | None, key: bytes, value: V) -> _Node[V]:
+def _put[V: Encoded](root: Ref[V] | None, key: bytes, value: V) -> Ref[V]:
     """``root`` with ``key`` set to ``value``: new nodes on the key's path only."""
     if root is None:
-        return _Leaf(key, value)
+        return Leaf(key, value)
     path, leaf = _walk(root, key)
     at = len(path)
     if leaf.key == key:
         if leaf.value is value:
             return root
-        return _rebuild(path, at, key, _Leaf(key, value), 0)
+        return _rebuild(path, at, key, Leaf(key, value), 0)
     # The new branch goes above the first node on the path that is deeper than the
     # first bit where the key leaves the path's keys.
     split = _first_difference(leaf.key, key)
     while at and path[at - 1].depth > split:
         at -= 1
-    below = path[at] if at < len(path) else leaf
-    added = _Leaf(key, value)
+    below = _child(root, path, at, key)
+    added = Leaf(key, value)
     if key[split >> 3] >> (7 - (split & 7)) & 1:
-        new = _Branch(split, below, added, below.count + 1)
+        new = Branch(split, below, added, below.count + 1)
     else:
-        new = _Branch(split, added, below, below.count + 1)
+        new = Branch(split, added, below, below.count + 1)
     return _rebuild(path, at, key, new, 1)
 
 
-def _remove[V: Encoded](root: _Node[V] | None, key: bytes) -> _Node[V] | None:
+def _remove[V: Encoded](root: Ref[V] | None, key: bytes) -> Ref[V] | None:
     """``root`` without ``key`` (``root`` itself when the key is absent)."""
     if root is None:
         return None
@@ -243,12 +309,12 @@ def _remove[V: Encoded](root: _Node[V] | None, key: bytes) -> _Node[V] | None:
     return _rebuild(path, len(path), key, sibling, -1)
 
 
-def _build[V: Encoded](pairs: list[tuple[bytes, V]]) -> _Node[V] | None:
+def _build[V: Encoded](pairs: list[tuple[bytes, V]]) -> Ref[V] | None:
     """The trie of ``pairs``, sorted by key with no key twice, in one pass."""
-    return _build_nodes([(key, _Leaf(key, value)) for key, value in pairs])
+    return _build_nodes([(key, Leaf(key, value)) for key, value in pairs])
 
 
-def _build_nodes[V: Encoded](parts: list[tuple[bytes, _Node[V]]]) -> _Node[V] | None:
+def _build_nodes[V: Encoded](parts: list[tuple[bytes, Ref[V]]]) -> Ref[V] | None:
     """The trie over ``parts``: subtrees in ascending key order, each with one of its
     keys, any two of them first differing above the top branch of either (leaves, for
     :func:`_build`).
@@ -261,7 +327,7 @@ def _build_nodes[V: Encoded](parts: list[tuple[bytes, _Node[V]]]) -> _Node[V] | 
     if not parts:
         return None
     depths: list[int] = []
-    lefts: list[_Node[V]] = []
+    lefts: list[Ref[V]] = []
     key, node = parts[0]
     prev = int.from_bytes(key, "big")
     for key, nxt in parts[1:]:
@@ -270,32 +336,33 @@ def _build_nodes[V: Encoded](parts: list[tuple[bytes, _Node[V]]]) -> _Node[V] | 
         prev = cur
         while depths and depths[-1] > split:
             left = lefts.pop()
-            node = _Branch(depths.pop(), left, node, left.count + node.count)
+            node = Branch(depths.pop(), left, node, left.count + node.count)
         depths.append(split)
         lefts.append(node)
         node = nxt
     while depths:
         left = lefts.pop()
-        node = _Branch(depths.pop(), left, node, left.count + node.count)
+        node = Branch(depths.pop(), left, node, left.count + node.count)
     return node
 
 
 def _apply[V: Encoded](
-    node: _Node[V] | None,
+    ref: Ref[V] | None,
     iks: list[int],
     items: list[tuple[bytes, V | None]],
     lo: int,
     hi: int,
-) -> _Node[V] | None:
+) -> Ref[V] | None:
     """``node`` with ``items[lo:hi]`` applied (ascending keys, each once; None deletes;
     ``iks`` the keys as integers). One pass: the changes under each branch are found
     by bisection, each node on the changed paths is made once, the rest shared."""
     if lo == hi:
-        return node
-    if node is None:
-        return _build_nodes([(k, _Leaf(k, v)) for k, v in items[lo:hi] if v is not None])
-    sub: _Node[V] | None = node
-    if type(node) is _Leaf:
+        return ref
+    if ref is None:
+        return _build_nodes([(k, Leaf(k, v)) for k, v in items[lo:hi] if v is not None])
+    node = _open(ref)
+    sub: Ref[V] | None = ref
+    if type(node) is Leaf:
         rep = node.key
         irep = int.from_bytes(rep, "big")
         a = bisect_left(iks, irep, lo, hi)
@@ -303,9 +370,9 @@ def _apply[V: Encoded](
         if a < hi and iks[a] == irep:
             b = a + 1
             v = items[a][1]
-            sub = None if v is None else node if v is node.value else _Leaf(rep, v)
+            sub = None if v is None else ref if v is node.value else Leaf(rep, v)
     else:
-        branch: _Branch[V] = node  # type: ignore[assignment]
+        branch: Branch[V] = node  # type: ignore[assignment]
         rep = branch.rep
         shift = KEY_BITS - branch.depth
         start = (int.from_bytes(rep, "big") >> shift) << shift
@@ -318,113 +385,167 @@ def _apply[V: Encoded](
             if left is None or right is None:
                 sub = right if left is None else left
             elif left is not branch.left or right is not branch.right:
-                sub = _Branch(branch.depth, left, right, left.count + right.count)
+                sub = Branch(branch.depth, left, right, left.count + right.count)
     if a == lo and b == hi:
         return sub
     # Keys that leave ``node``'s prefix: a new trie over them and ``sub``, which
     # ``rep`` places among them (every key under ``sub`` agrees with it above the bit
     # where each of them leaves it).
-    parts: list[tuple[bytes, _Node[V]]] = [
-        (k, _Leaf(k, v)) for k, v in items[lo:a] if v is not None
-    ]
+    parts: list[tuple[bytes, Ref[V]]] = [(k, Leaf(k, v)) for k, v in items[lo:a] if v is not None]
     if sub is not None:
         parts.append((rep, sub))
-    parts.extend((k, _Leaf(k, v)) for k, v in items[b:hi] if v is not None)
+    parts.extend((k, Leaf(k, v)) for k, v in items[b:hi] if v is not None)
     return _build_nodes(parts)
 
 
-def _leaves[V: Encoded](root: _Node[V] | None) -> Iterator[_Leaf[V]]:
-    """The leaves under ``root`` in ascending key order, lazily."""
+def _leaves[V: Encoded](
+    root: Ref[V] | None, seen: list[Ref[V]] | None = None, pin: bool = False
+) -> Iterator[Leaf[V]]:
+    """The leaves under ``root`` in ascending key order, lazily; every node on the way
+    (as referenced: a stub as the stub) also goes into ``seen``, if given, and stored
+    ones are pinned in memory if ``pin``."""
     if root is None:
         return
-    stack: list[_Node[V]] = [root]
+    stack: list[Ref[V]] = [root]
     while stack:
-        node = stack.pop()
-        while type(node) is _Branch:
+        ref = stack.pop()
+        if seen is not None:
+            seen.append(ref)
+        node = _pin_open(ref) if pin else ref.open() if type(ref) is Stub else ref
+        while type(node) is Branch:
             stack.append(node.right)
-            node = node.left
+            ref = node.left
+            if seen is not None:
+                seen.append(ref)
+            node = _pin_open(ref) if pin else ref.open() if type(ref) is Stub else ref
         yield node  # type: ignore[misc]
 
 
-def _leaves_from[V: Encoded](root: _Node[V] | None, start: bytes) -> Iterator[_Leaf[V]]:
+def _leaves_from[V: Encoded](root: Ref[V] | None, start: bytes) -> Iterator[Leaf[V]]:
     """The leaves under ``root`` whose keys are at least ``start``, ascending, lazily:
     one walk down to where ``start`` would be, then the subtrees to its right."""
-    right: list[_Node[V]] = []  # whole subtrees still to visit, the next one last
-    node = root
-    while node is not None:
-        if type(node) is _Leaf:
+    right: list[Ref[V]] = []  # whole subtrees still to visit, the next one last
+    ref = root
+    while ref is not None:
+        node = _open(ref)
+        if type(node) is Leaf:
             if node.key >= start:
-                right.append(node)
+                right.append(ref)
             break
-        branch: _Branch[V] = node  # type: ignore[assignment]
+        branch: Branch[V] = node  # type: ignore[assignment]
         d = branch.depth
         rep = branch.rep
         if rep != start and _first_difference(rep, start) < d:
             if rep > start:  # the keys here all agree with rep above d: all above start
-                right.append(branch)
+                right.append(ref)
             break
         if _bit(start, d):
-            node = branch.right
+            ref = branch.right
         else:
             right.append(branch.right)
-            node = branch.left
+            ref = branch.left
     while right:
         yield from _leaves(right.pop())
 
 
-def _any_key[V: Encoded](node: _Node[V]) -> bytes:
-    return node.rep if type(node) is _Branch else node.key  # type: ignore[union-attr]
-
-
-def _depth[V: Encoded](node: _Node[V]) -> int:
+def _depth[V: Encoded](node: Node[V]) -> int:
     """A branch's depth; a leaf counts as deeper than any branch."""
-    return node.depth if type(node) is _Branch else KEY_BITS
+    return node.depth if type(node) is Branch else KEY_BITS
+
+
+@dataclass(slots=True)
+class NodeChanges[V: Encoded]:
+    """The nodes one map has and another has not, as :meth:`MerkleMap.diff` finds
+    them for storage: ``added`` in the new map, ``removed`` from the old, each as
+    referenced (a stored node by its stub), leaves and branches alike. ``same``: new
+    nodes equal to the old ones at their place (the same hash), made anew (a value
+    set again to what it was): storage makes them share the old nodes' stubs."""
+
+    added: list[Ref[V]]
+    removed: list[Ref[V]]
+    same: list[Node[V]]
+
+
+def _pin_open[V: Encoded](ref: Ref[V]) -> Node[V]:
+    """``ref``'s node, pinned in memory if it is stored (``Source.pin``)."""
+    if type(ref) is Stub:
+        return ref.source.pin(ref)
+    stub = ref.s  # type: ignore[union-attr]
+    if stub is not None:
+        stub.source.pin(stub)
+    return ref  # type: ignore[return-value]
 
 
 def _diff[V: Encoded](
-    new: _Node[V] | None, old: _Node[V] | None, out: dict[bytes, V | None]
+    new: Ref[V] | None,
+    old: Ref[V] | None,
+    out: dict[bytes, V | None],
+    nodes: NodeChanges[V] | None,
 ) -> None:
     """Into ``out``, what turns ``old`` into ``new`` (two subtrees at the same place in
-    the trie): walks only where they differ, skipping the subtrees they share."""
+    the trie), and into ``nodes`` the nodes that differ: walks only where they differ,
+    skipping the subtrees they share (the same object, or the same hash).
+
+    With ``nodes``, every stored node of ``old`` that ``new`` lacks is pinned in memory
+    as the walk reaches it, before its children are read: storage is about to delete
+    it, and ``old`` (a state still held) must keep reaching it, and its children
+    through it. (Ancestors of a removed node are removed too, so the walk pins them
+    first.)"""
     if new is old:
         return
     if new is None or old is None:
-        for leaf in _leaves(old):
+        for leaf in _leaves(old, None if nodes is None else nodes.removed, nodes is not None):
             out[leaf.key] = None
-        for leaf in _leaves(new):
+        for leaf in _leaves(new, None if nodes is None else nodes.added):
             out[leaf.key] = leaf.value
         return
-    dn, do = _depth(new), _depth(old)
+    if new.h is not None and new.h == old.h:
+        if nodes is not None and type(new) is not Stub and new.s is None:  # type: ignore[union-attr]
+            nodes.same.append(new)  # type: ignore[arg-type]
+        return
+    n_node = _open(new)
+    o_node = _open(old) if nodes is None else _pin_open(old)
+    dn, do = _depth(n_node), _depth(o_node)
     if dn == do == KEY_BITS:
-        a: _Leaf[V] = new  # type: ignore[assignment]
-        b: _Leaf[V] = old  # type: ignore[assignment]
+        a: Leaf[V] = n_node  # type: ignore[assignment]
+        b: Leaf[V] = o_node  # type: ignore[assignment]
+        if a.key == b.key and a.value is b.value:
+            return
         if a.key != b.key:
             out[b.key] = None
-        if a.key != b.key or a.value is not b.value:
-            out[a.key] = a.value
-    elif dn == do:
-        n: _Branch[V] = new  # type: ignore[assignment]
-        o: _Branch[V] = old  # type: ignore[assignment]
-        _diff(n.left, o.left, out)
-        _diff(n.right, o.right, out)
+        out[a.key] = a.value
+        if nodes is not None:
+            nodes.added.append(new)
+            nodes.removed.append(old)
+        return
+    if nodes is not None:
+        if dn <= do:
+            nodes.added.append(new)
+        if do <= dn:
+            nodes.removed.append(old)
+    if dn == do:
+        n: Branch[V] = n_node  # type: ignore[assignment]
+        o: Branch[V] = o_node  # type: ignore[assignment]
+        _diff(n.left, o.left, out, nodes)
+        _diff(n.right, o.right, out, nodes)
     elif dn < do:
         # ``new`` splits above ``old``: all of ``old`` lies on one side of it, the
         # other side is new.
-        n = new  # type: ignore[assignment]
-        if _bit(_any_key(old), dn):
-            _diff(n.right, old, out)
-            _diff(n.left, None, out)
+        n = n_node  # type: ignore[assignment]
+        if _bit(old.rep, dn):
+            _diff(n.right, old, out, nodes)
+            _diff(n.left, None, out, nodes)
         else:
-            _diff(n.left, old, out)
-            _diff(n.right, None, out)
+            _diff(n.left, old, out, nodes)
+            _diff(n.right, None, out, nodes)
     else:
-        o = old  # type: ignore[assignment]
-        if _bit(_any_key(new), do):
-            _diff(new, o.right, out)
-            _diff(None, o.left, out)
+        o = o_node  # type: ignore[assignment]
+        if _bit(new.rep, do):
+            _diff(new, o.right, out, nodes)
+            _diff(None, o.left, out, nodes)
         else:
-            _diff(new, o.left, out)
-            _diff(None, o.right, out)
+            _diff(new, o.left, out, nodes)
+            _diff(None, o.right, out, nodes)
 
 
 class MerkleMap[V: Encoded]:
@@ -433,14 +554,14 @@ class MerkleMap[V: Encoded]:
 
     __slots__ = ("_root",)
 
-    _root: _Node[V] | None
+    _root: Ref[V] | None
 
     def __init__(self) -> None:
         """The empty map (as :meth:`empty`)."""
         self._root = None
 
     @classmethod
-    def _of(cls, root: _Node[V] | None) -> Self:
+    def _of(cls, root: Ref[V] | None) -> Self:
         m = object.__new__(cls)
         m._root = root
         return m
@@ -473,9 +594,13 @@ class MerkleMap[V: Encoded]:
         node = self._root
         if node is None:
             return None
-        while type(node) is _Branch:
+        if type(node) is Stub:
+            node = node.open()
+        while type(node) is Branch:
             d = node.depth
             node = node.right if key[d >> 3] >> (7 - (d & 7)) & 1 else node.left
+            if type(node) is Stub:
+                node = node.open()
         return node.value if node.key == key else None  # type: ignore[union-attr]
 
     def __contains__(self, key: object) -> bool:
@@ -563,30 +688,58 @@ class MerkleMap[V: Encoded]:
     def diff(self, old: MerkleMap[V]) -> dict[bytes, V | None]:
         """The changes that turn ``old`` into this map (None: deleted), as ``set_many``
         takes them. Costs what differs: subtrees the two maps share (an update shares
-        all but its paths with the map it came from) are skipped whole. A value
-        replaced by another object counts as changed even if it encodes the same."""
+        all but its paths with the map it came from) are skipped whole, and so are
+        subtrees whose hashes are known to be equal. A value replaced by another object
+        counts as changed if the two leaves' hashes are not both known."""
         out: dict[bytes, V | None] = {}
-        _diff(self._root, old._root, out)
+        _diff(self._root, old._root, out, None)
         return out
+
+    def changes(self, old: MerkleMap[V]) -> tuple[dict[bytes, V | None], NodeChanges[V]]:
+        """As :meth:`diff`, with the nodes that differ: what storage writes and deletes
+        (``node.merkle_store``). Hashes the new map's new nodes."""
+        self.root  # noqa: B018 - every node's hash is needed to compare and to store
+        out: dict[bytes, V | None] = {}
+        nodes: NodeChanges[V] = NodeChanges([], [], [])
+        _diff(self._root, old._root, out, nodes)
+        return out, nodes
+
+    # Stored maps ------------------------------------------------------------------------------
+
+    @classmethod
+    def stored(cls, top: Stub[V]) -> MerkleMap[V]:
+        """The map whose top node is stored: nothing is read until a walk needs it."""
+        return cls._of(top)
+
+    @property
+    def top(self) -> Ref[V] | None:
+        """The top node, as referenced (a stub once it is stored); None if empty."""
+        return self._root
+
+    def now_stored(self, stub: Stub[V]) -> None:
+        """Point at ``stub`` instead of the top node it stores (the same hash). Changes
+        nothing a reader sees (the stub opens to an equal node); lets it leave memory."""
+        if self._root is not None and self._root.digest() == stub.h:
+            self._root = stub
 
     # Proofs -------------------------------------------------------------------------------
 
     def prove(self, key: bytes) -> Proof:
         """A proof that ``key`` holds its value here, or that it is absent."""
         _check_key(key)
-        node = self._root
-        if node is None:
+        if self._root is None:
             return Proof((), None)
         steps: list[tuple[int, bytes]] = []
-        while type(node) is _Branch:
+        node = _open(self._root)
+        while type(node) is Branch:
             d = node.depth
             if key[d >> 3] >> (7 - (d & 7)) & 1:
                 steps.append((d, node.left.digest()))
-                node = node.right
+                node = _open(node.right)
             else:
                 steps.append((d, node.right.digest()))
-                node = node.left
-        leaf: _Leaf[V] = node  # type: ignore[assignment]
+                node = _open(node.left)
+        leaf: Leaf[V] = node  # type: ignore[assignment]
         end = None if leaf.key == key else (leaf.key, keccak(leaf.value.encoded))
         return Proof(tuple(steps), end)
 

@@ -39,7 +39,7 @@ misfiled ``S`` record is found too).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +69,21 @@ from node.machines.server import (
     Step,
 )
 from node.merkle_map import MerkleMap
+from node.merkle_store import (
+    DEFAULT_CACHE_BYTES,
+    NODE,
+    MapSource,
+    MapWrite,
+    NodeCache,
+    node_writes,
+)
 
 # 2: entity states hashed with Merkle roots; records under C, W and K.
 # 3: the server's signers and a signer's replicas by Merkle roots (server and signer
 #    state version 2); their lists are the ``S`` keys.
-FORMAT_VERSION = 3
+# 4: each replica map's branches and top under ``N`` (node.merkle_store), read when
+#    walked; a format-3 folder is migrated on open (the same state, nodes added).
+FORMAT_VERSION = 4
 
 META = b"M"
 BLOCK = b"B"
@@ -84,6 +94,7 @@ CHANNEL = RECORD_CHANNEL
 FORWARD = RECORD_FORWARD
 KEPT = RECORD_KEPT
 FRAME = b"F"
+SYNTHETIC = b"Y"  # only in a store written by a generator (bench/hub_store.py), not by blocks
 HEIGHT_END = bytes([HEIGHT[0] + 1])
 
 
@@ -91,6 +102,22 @@ def _record[R: (ChannelRecord, Kept)](peer: bytes, record: R) -> R:
     if record.peer != peer:
         raise DecodeError(f"record under {peer.hex()} is of {record.peer.hex()}")
     return record
+
+
+_DECODE: dict[bytes, Callable[[bytes, bytes], Any]] = {
+    CHANNEL: lambda peer, raw: _record(peer, ChannelRecord.from_item(decode(raw))),
+    FORWARD: lambda _pid, raw: Forwarded.decode(raw),
+    KEPT: lambda peer, raw: _record(peer, kept_from_raw(raw)),
+}
+
+
+class _Raw:
+    """A record by its bytes: what its leaf hashes (for the migration from format 3)."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, encoded: bytes) -> None:
+        self.encoded = encoded
 
 
 class StoreError(Exception):
@@ -113,6 +140,11 @@ def record_key(kind: bytes, route: tuple[bytes, ...], peer: bytes) -> bytes:
     return kind + b"".join(route) + peer
 
 
+def node_prefix(route: tuple[bytes, ...], tag: bytes) -> bytes:
+    """Where a replica's map keeps its branches and top (``node.merkle_store``)."""
+    return NODE + b"".join(route) + tag
+
+
 def frame_key(entity_id: bytes, height: int) -> bytes:
     return FRAME + entity_id + height.to_bytes(8, "big")
 
@@ -130,6 +162,8 @@ def block_writes(step: Step, server_id: bytes) -> list[tuple[bytes, bytes | None
     for write in step.changed:
         out.append((sub_key(write.route), write.raw))
         out.extend((record_key(kind, write.route, peer), raw) for kind, peer, raw in write.records)
+        for m in write.maps:
+            out.extend(node_writes(node_prefix(write.route, m.tag), m))
     out.extend(
         (
             frame_key(entity_id, committed.frame.height),
@@ -144,11 +178,15 @@ def block_writes(step: Step, server_id: bytes) -> list[tuple[bytes, bytes | None
 class Store:
     """The chain of one server in one LevelDB database."""
 
-    def __init__(self, path: Path, server_id: bytes = ZERO_HASH) -> None:
+    def __init__(
+        self, path: Path, server_id: bytes = ZERO_HASH, cache_bytes: int = DEFAULT_CACHE_BYTES
+    ) -> None:
         if len(server_id) != HASH_LEN:
             raise ValueError("server id must be 32 bytes")
         self.path = path
         self.server_id = server_id
+        self.cache = NodeCache(cache_bytes)
+        self._sources: dict[tuple[tuple[bytes, ...], bytes], MapSource[Any]] = {}
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self._db: Any = plyvel.DB(str(path), create_if_missing=True)
@@ -173,6 +211,9 @@ class Store:
             server_id = as_bytes(items[1], "server id", size=HASH_LEN)
         except DecodeError as exc:
             raise StoreError(f"unreadable meta record: {exc}") from exc
+        if version == 3:
+            self._migrate_from_3()
+            return
         if version < FORMAT_VERSION:
             why = (
                 "an entity's state hash commits to its channels by a Merkle root, so the old "
@@ -181,6 +222,7 @@ class Store:
                 else "the server's and signers' state hashes commit to their signers and "
                 "replicas by Merkle roots, so the old chain's state hashes cannot be replayed"
             )
+            # (format 3 is migrated above: its state hashes are this format's)
             raise StoreError(
                 f"this data folder was written by an older node (store format {version}); "
                 f"this node reads format {FORMAT_VERSION}, where {why}, and there is no "
@@ -192,8 +234,51 @@ class Store:
         if server_id != self.server_id:
             raise StoreError(f"store belongs to server {server_id.hex()}")
 
+    def _migrate_from_3(self) -> None:
+        """Format 3 kept a replica's records but not its maps' nodes: write each map's
+        branches and top from its records (one batch per replica, nodes of an earlier
+        attempt cleared first), then the new format. The state and its hashes are
+        unchanged; a map whose records do not give the header's root is left to
+        ``load`` to report."""
+        for route in self._routes():
+            if len(route) != 2:
+                continue
+            with self._db.write_batch(transaction=True) as batch:
+                for key in self._db.iterator(prefix=NODE + b"".join(route), include_value=False):
+                    batch.delete(key)
+                for tag in (CHANNEL, FORWARD, KEPT):
+                    prefix = tag + b"".join(route)
+                    m: MerkleMap[_Raw] = MerkleMap.from_items(
+                        (key[len(prefix) :], _Raw(raw))
+                        for key, raw in self._db.iterator(prefix=prefix)
+                    )
+                    _, nodes = m.changes(MerkleMap.empty())
+                    for key, raw in node_writes(node_prefix(route, tag), MapWrite(tag, m, nodes)):
+                        if raw is not None:
+                            batch.put(key, raw)
+        self._db.put(META, encode([FORMAT_VERSION, self.server_id]), sync=True)
+
     def close(self) -> None:
         self._db.close()
+
+    def synthetic(self) -> str | None:
+        """What generated this store, if its state was written directly rather than
+        made by its blocks (a benchmark's hub of a million channels); None otherwise."""
+        raw: bytes | None = self._db.get(SYNTHETIC)
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    def write_synthetic(self, note: str, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """For generators of large test stores: mark this store synthetic (``note``
+        says what made it; ``xln-node verify`` refuses such a store), then put ``items``
+        (records and trie nodes, as a block would have written them) in batches."""
+        self._db.put(SYNTHETIC, note.encode(), sync=True)
+        batch = self._db.write_batch()
+        for n, (key, raw) in enumerate(items, 1):
+            batch.put(key, raw)
+            if n % 100_000 == 0:
+                batch.write()
+                batch = self._db.write_batch()
+        batch.write()
 
     def __enter__(self) -> Store:
         return self
@@ -243,35 +328,41 @@ class Store:
     def _load_replica(
         self, route: tuple[bytes, bytes], simulation: bool, outcomes: Outcomes | None
     ) -> Replica:
-        channels = MerkleMap.from_items(
-            (peer, _record(peer, ChannelRecord.from_item(decode(raw))))
-            for peer, raw in self._records(CHANNEL, route)
-        )
-        forwards = MerkleMap.from_items(
-            (pid, Forwarded.decode(raw)) for pid, raw in self._records(FORWARD, route)
-        )
-        kept = MerkleMap.from_items(
-            (peer, _record(peer, kept_from_raw(raw))) for peer, raw in self._records(KEPT, route)
-        )
         return Replica.load(
-            self._get(route), channels, forwards, kept, simulation=simulation, outcomes=outcomes
+            self._get(route),
+            self._source(route, CHANNEL).top(),
+            self._source(route, FORWARD).top(),
+            self._source(route, KEPT).top(),
+            simulation=simulation,
+            outcomes=outcomes,
         )
 
-    def _records(self, kind: bytes, route: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
-        prefix = kind + b"".join(route)
-        for key, raw in self._db.iterator(prefix=prefix):
-            yield key[len(prefix) :], raw
+    def _source(self, route: tuple[bytes, ...], tag: bytes) -> MapSource[Any]:
+        """The stored nodes of one map of a replica: read through the cache."""
+        source = self._sources.get((route, tag))
+        if source is None:
+            source = self._sources[(route, tag)] = MapSource(
+                self._db.get,
+                node_prefix(route, tag),
+                tag + b"".join(route),
+                _DECODE[tag],
+                self.cache,
+            )
+        return source
 
     def write_block(self, step: Step) -> None:
         """Persist a block, its height index, changed sub-machine states, committed
         entity frames and the root, in one batch (:func:`block_writes`). Returns only
         once it is synced."""
+        maps = [(write.route, m) for write in step.changed for m in write.maps]
         with self._db.write_batch(transaction=True, sync=True) as batch:
             for key, raw in block_writes(step, self.server_id):
                 if raw is None:
                     batch.delete(key)
                 else:
                     batch.put(key, raw)
+        for route, m in maps:
+            self._source(route, m.tag).stored(m.map, m.nodes)
 
     def block(self, block_hash: bytes) -> bytes | None:
         raw: bytes | None = self._db.get(BLOCK + block_hash)

@@ -49,6 +49,7 @@ from node.machines.outcomes import Outcomes
 from node.machines.subs import Subs, read_refs
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
+from node.merkle_store import MapWrite
 from node.txs import REGISTRIES, Level, Tx
 
 STATE_VERSION = 2  # 2: the signers by the root of a Merkle map, not a list
@@ -273,6 +274,9 @@ class Write:
     route: tuple[bytes, ...]
     raw: bytes
     records: tuple[tuple[bytes, bytes, bytes | None], ...] = ()
+    # The changed maps with the nodes that differ, for storage to write and delete
+    # (node.merkle_store): one per kind of record above that changed.
+    maps: tuple[MapWrite, ...] = ()
 
 
 RECORD_CHANNEL = b"C"  # a channel record, by counterparty
@@ -282,18 +286,25 @@ RECORD_KEPT = b"K"  # kept signed messages, by counterparty
 
 def replica_write(route: tuple[bytes, ...], new: rep.Replica, old: rep.Replica | None) -> Write:
     """What storage writes for a replica that changed from ``old`` (None: created):
-    costs the records that changed, not the replica's size."""
+    costs the records and trie nodes that changed, not the replica's size."""
     maps: list[tuple[bytes, MerkleMap[Any], MerkleMap[Any]]] = [
         (RECORD_CHANNEL, new.entity.channels, old.entity.channels if old else ent.NO_CHANNELS),
         (RECORD_FORWARD, new.entity.forwards, old.entity.forwards if old else ent.NO_FORWARDS),
         (RECORD_KEPT, new.mailbox.kept, old.mailbox.kept if old else NOTHING_KEPT),
     ]
-    records = [
-        (kind, key, None if value is None else value.encoded)
-        for kind, after, before in maps
-        for key, value in after.diff(before).items()
-    ]
-    return Write(route, new.header, tuple(records))
+    records: list[tuple[bytes, bytes, bytes | None]] = []
+    stored: list[MapWrite] = []
+    for kind, after, before in maps:
+        if after is before:
+            continue
+        changed, nodes = after.changes(before)
+        if nodes.added or nodes.removed:
+            records.extend(
+                (kind, key, None if value is None else value.encoded)
+                for key, value in changed.items()
+            )
+            stored.append(MapWrite(kind, after, nodes))
+    return Write(route, new.header, tuple(records), tuple(stored))
 
 
 @dataclass(frozen=True, slots=True)

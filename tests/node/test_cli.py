@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from node.machines.server import Increment
 from node.net.client import NodeClient, NodeError, NodeStatus
 from node.net.protocol import Err
 from node.storage import BLOCK, Store, height_key
-from tests.conftest import NodeProcess, create_token, xln_node
+from tests.conftest import NodeProcess, create_token, run_python, xln_node
 
 DEADLINE = 20
 
@@ -259,3 +260,23 @@ async def test_a_token_created_while_the_node_runs_is_accepted_within_a_tick(
     await asyncio.sleep(0.1)  # a few ticks
     async with await NodeClient.connect(node.url, token=token) as client:
         assert client.scope == "server"
+
+
+def test_verify_refuses_a_synthetic_store_and_inspect_names_it(tmp_path: Path) -> None:
+    """``bench/hub_store.py`` writes a hub's state directly (a real store, readable
+    by the node, whose one block did not make it): ``verify`` refuses it with the
+    reason, ``inspect`` reads it and says it is synthetic."""
+    data = tmp_path / "hub"
+    made = run_python("-m", "bench.hub_store", "--channels", "300", "--data", str(data))
+    assert made.returncode == 0, made.stderr
+    result = xln_node("verify", "--data", str(data))
+    assert result.returncode == 1
+    assert "synthetic store (bench/hub_store.py: a hub of 300 channels" in result.stderr
+    assert "cannot be verified" in result.stderr
+    info = inspect(data)
+    assert info["synthetic"] == "bench/hub_store.py: a hub of 300 channels written directly"
+    signers: Any = info["signers"]
+    (entity,) = signers[0]["entities"]
+    assert len(signers) == 1
+    assert entity["channel_count"] == 300
+    assert entity["height"] == 1

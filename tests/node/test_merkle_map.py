@@ -584,7 +584,7 @@ def test_non_membership_proofs(d: dict[bytes, bytes]) -> None:
         # Nor of the end key's absence.
         assert not verify(root, end_key, None, proof)
         assert not verify(root, key, None, Proof(proof.steps, (key, end_value_hash)))
-        assert not verify(root, key, None, Proof(proof.steps, (end_key, keccak(b"?"))))
+        assert not verify(root, key, None, Proof(proof.steps, (end_key, keccak(d[end_key] + b"?"))))
         assert not verify(root, key, None, Proof((), None))
         if proof.steps:
             depth, sibling = proof.steps[0]

@@ -104,7 +104,7 @@ def test_a_folder_of_an_older_format_is_refused_with_the_reason(
     db = plyvel.DB(str(tmp_path / "db"))
     assert db.get(META) == encode([version, bytes(32)])
     db.close()
-    assert FORMAT_VERSION == 3
+    assert FORMAT_VERSION == 4
 
 
 class Exploding(tuple[Write, ...]):

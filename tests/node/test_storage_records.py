@@ -17,7 +17,7 @@ import plyvel_next as plyvel
 import pytest
 
 from node.block import Block
-from node.codec import keccak
+from node.codec import encode, keccak
 from node.crypto import bls
 from node.machines import entity as ent
 from node.machines import replica as rep
@@ -28,7 +28,18 @@ from node.machines.signer import SignerState
 from node.machines.subs import Subs
 from node.mempool import Mempool
 from node.merkle_map import MerkleMap
-from node.storage import CHANNEL, FORWARD, SUB, Store, StoreError, record_key
+from node.merkle_store import NODE, StoredNodeError
+from node.storage import (
+    CHANNEL,
+    FORMAT_VERSION,
+    FORWARD,
+    META,
+    SUB,
+    Store,
+    StoreError,
+    node_prefix,
+    record_key,
+)
 from tests.node.hub_state import funded_side
 
 SKS = [101, 102]
@@ -134,53 +145,155 @@ def test_records_are_stored_apart_and_a_block_writes_only_the_changed_ones(
     unchanged = {k: v for k, v in stored.items() if k in now and v == now[k]}
     assert len(unchanged) == 2 * (N - 2)
 
-    # Restart: the same state, channels and hashes.
+    # Restart: the same state, channels and hashes. The loaded maps read their nodes
+    # from the store when walked, so they are used while it is open.
     with Store(tmp_path / "db") as store:
         state, block = store.load()
-    assert block == second.block
-    assert state == second.state
-    loaded = state.replica(after[0].signer, after[0].entity_id)
-    assert loaded is not None
-    assert loaded.entity.channels.root == entity.channels.root
-    assert loaded.entity.channels.get(changed_peer) == moved
-    assert loaded.entity.channels.get(closed_peer) is None
-    assert len(loaded.entity.channels) == N - 1
-    assert loaded.entity.forwards.get(PAYMENT) == Forwarded(changed_peer)
-    assert loaded.entity.forwards.root == entity.forwards.root
+        assert block == second.block
+        assert state == second.state
+        loaded = state.replica(after[0].signer, after[0].entity_id)
+        assert loaded is not None
+        assert loaded.entity.channels.root == entity.channels.root
+        assert loaded.entity.channels.get(changed_peer) == moved
+        assert loaded.entity.channels.get(closed_peer) is None
+        assert len(loaded.entity.channels) == N - 1
+        assert dict(loaded.entity.channels.items()) == dict(entity.channels.items())
+        assert loaded.entity.forwards.get(PAYMENT) == Forwarded(changed_peer)
+        assert loaded.entity.forwards.root == entity.forwards.root
 
 
 @pytest.mark.parametrize(
     ("damage", "found"),
     [
-        ("altered", "do not match the header's root"),
-        ("missing", "do not match the header's root"),
-        ("extra", "do not match the header's root"),
+        ("altered", "has another hash"),
+        ("missing", "is missing"),
         ("misfiled", "record under .* is of"),
+        ("branch altered", "has another hash|is malformed"),
+        ("branch missing", "is missing"),
     ],
 )
-def test_a_damaged_record_is_found_on_load(tmp_path: Path, damage: str, found: str) -> None:
+def test_a_damaged_record_or_node_is_found_when_read(
+    tmp_path: Path, damage: str, found: str
+) -> None:
+    """A restart reads no record; each is checked against the hash its parent node
+    holds when a walk reads it, so damage is found there, as a StoredNodeError (the
+    node stops on it), and no wrong value is ever returned."""
     replicas, peers = _replicas()
     with Store(tmp_path / "db") as store:
         store.write_block(_step(ServerState(), replicas, None))
     r = replicas[1]
-    key = record_key(CHANNEL, (r.signer, r.entity_id), peers[3])
+    route = (r.signer, r.entity_id)
+    mine, other = r.entity.channels.get(peers[3]), r.entity.channels.get(peers[4])
+    assert mine is not None
+    assert other is not None
     db = plyvel.DB(str(tmp_path / "db"))
-    raw = db.get(key)
+    # Both replicas hold the same channels, and a node read for one serves the other
+    # (one stub per node): damage both copies.
+    for route in ((q.signer, q.entity_id) for q in replicas):
+        key = record_key(CHANNEL, route, peers[3])
+        if damage == "altered":
+            db.put(key, replace(mine, peer_config_height=7).encoded)
+        elif damage == "missing":
+            db.delete(key)
+        elif damage == "misfiled":
+            db.put(key, other.encoded)  # another channel's record under this key
+        else:
+            # The branch just above peers[3]'s leaf.
+            prefix = node_prefix(route, CHANNEL)
+            branches = {k: v for k, v in db.iterator(prefix=prefix) if len(k) == len(prefix) + 32}
+            above = [
+                k
+                for k, v in branches.items()
+                if v[1:33] == _leaf_hash(mine) or v[33:65] == _leaf_hash(mine)
+            ]
+            assert len(above) == 1
+            if damage == "branch missing":
+                db.delete(above[0])
+            else:
+                raw = branches[above[0]]
+                db.put(above[0], raw[:40] + bytes([raw[40] ^ 1]) + raw[41:])
+    db.close()
+    route = (r.signer, r.entity_id)
+    with Store(tmp_path / "db", cache_bytes=0) as store:
+        state, _ = store.load()  # the top is read, nothing below it
+        loaded = state.replica(*route)
+        assert loaded is not None
+        assert loaded.entity.channels.root == r.entity.channels.root
+        assert loaded.entity.channels.get(peers[200]) == r.entity.channels.get(peers[200])
+        with pytest.raises(StoredNodeError, match=found):
+            loaded.entity.channels.get(peers[3])
+
+
+def test_an_extra_record_is_not_in_the_map(tmp_path: Path) -> None:
+    """The trie decides what the map holds: a record no leaf names is never read."""
+    replicas, peers = _replicas()
+    with Store(tmp_path / "db") as store:
+        store.write_block(_step(ServerState(), replicas, None))
+    r = replicas[1]
+    route = (r.signer, r.entity_id)
     other = r.entity.channels.get(peers[4])
     assert other is not None
-    if damage == "altered":
-        mine = r.entity.channels.get(peers[3])
-        assert mine is not None
-        db.put(key, replace(mine, peer_config_height=7).encoded)
-    elif damage == "missing":
-        db.delete(key)
-    elif damage == "extra":
-        peer = key[-32:-1] + bytes([key[-1] ^ 1])
-        extra = ChannelRecord(peer, other.peer_config, 0, funded_side(r.entity_id, peer, 5))
-        db.put(key[:-32] + peer, extra.encoded)
-    else:
-        db.put(key, other.encoded)  # another channel's record under this key
+    peer = peers[3][:-1] + bytes([peers[3][-1] ^ 1])
+    extra = ChannelRecord(peer, other.peer_config, 0, funded_side(r.entity_id, peer, 5))
+    db = plyvel.DB(str(tmp_path / "db"))
+    db.put(record_key(CHANNEL, route, peer), extra.encoded)
     db.close()
-    assert raw is not None
-    with Store(tmp_path / "db") as store, pytest.raises(StoreError, match=found):
+    with Store(tmp_path / "db", cache_bytes=0) as store:
+        state, _ = store.load()
+        loaded = state.replica(*route)
+        assert loaded is not None
+        assert loaded.entity.channels.get(peer) is None
+        assert dict(loaded.entity.channels.items()) == dict(r.entity.channels.items())
+
+
+def test_a_damaged_top_is_found_on_load(tmp_path: Path) -> None:
+    replicas, _ = _replicas()
+    with Store(tmp_path / "db") as store:
+        store.write_block(_step(ServerState(), replicas, None))
+    r = replicas[1]
+    db = plyvel.DB(str(tmp_path / "db"))
+    top = node_prefix((r.signer, r.entity_id), CHANNEL)
+    raw = db.get(top)
+    db.put(top, bytes([raw[0] ^ 1]) + raw[1:])
+    db.close()
+    with Store(tmp_path / "db") as store, pytest.raises(StoreError, match="header's root"):
         store.load()
+
+
+def _leaf_hash(record: ChannelRecord) -> bytes:
+    return keccak(b"\x00" + record.peer + keccak(record.encoded))
+
+
+def test_a_format_3_folder_is_migrated_on_open(tmp_path: Path) -> None:
+    """Format 3 stored the records without the maps' nodes: opening such a folder
+    writes each map's nodes from its records and moves it to format 4, with the same
+    state, hashes and records."""
+    replicas, peers = _replicas()
+    entity = replace(
+        replicas[0].entity, forwards=MerkleMap.from_items([(PAYMENT, Forwarded(peers[2]))])
+    )
+    replicas = [replace(r, entity=entity) for r in replicas]
+    first = _step(ServerState(), replicas, None)
+    with Store(tmp_path / "db") as store:
+        store.write_block(first)
+    db = plyvel.DB(str(tmp_path / "db"))
+    nodes = dict(db.iterator(prefix=NODE))
+    assert nodes  # the branches and tops of two replicas' channels and forwards
+    for key in nodes:
+        db.delete(key)
+    db.put(META, encode([3, bytes(32)]), sync=True)
+    records = dict(db.iterator(prefix=CHANNEL))
+    db.close()
+    with Store(tmp_path / "db", cache_bytes=0) as store:
+        state, block = store.load()
+        assert block == first.block
+        assert state == first.state
+        loaded = state.replica(replicas[1].signer, replicas[1].entity_id)
+        assert loaded is not None
+        assert dict(loaded.entity.channels.items()) == dict(entity.channels.items())
+        assert loaded.entity.forwards.get(PAYMENT) == Forwarded(peers[2])
+    db = plyvel.DB(str(tmp_path / "db"))
+    assert db.get(META) == encode([FORMAT_VERSION, bytes(32)])
+    assert dict(db.iterator(prefix=NODE)) == nodes  # exactly what format 4 writes
+    assert dict(db.iterator(prefix=CHANNEL)) == records
+    db.close()
