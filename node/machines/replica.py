@@ -76,7 +76,7 @@ from node.machines.frames import (
     verify_certificate,
 )
 from node.machines.governance import Config
-from node.machines.mailbox import NO_MAIL, Kept, Mailbox
+from node.machines.mailbox import NO_MAIL, Kept, Mailbox, addressees, signed_messages
 from node.machines.outcomes import Key, Outcome, Outcomes
 from node.merkle_map import MerkleMap
 from node.txs import REGISTRIES, Level, Tx
@@ -870,7 +870,7 @@ def _apply_committed(
         for i in r.inbox
         if _input_key(i) not in applied and not accounts.is_stale(post.channels, i)
     )
-    fresh = _signed_messages(r.entity, post, frame, cert)
+    fresh = signed_messages(r.entity, post, frame, cert)
     mailbox = r.mailbox.after(post, events.channels, fresh)
     s.r = replace(
         r,
@@ -897,52 +897,22 @@ def _apply_committed(
         s.effects.extend(Send(new.proposer, Tx.of(SubmitBatch(b))) for b in pool)
 
 
-def _signed_messages(
-    pre: EntityState, post: EntityState, frame: Frame, cert: Certificate
-) -> list[tuple[bytes, Message]]:
-    """The frame's outgoing messages with their quorum signatures (made by the signer
-    set before the frame, whose height the message names)."""
-    out: list[tuple[bytes, Message]] = []
-    for item, signature in zip(frame.outbox, cert.outbox, strict=True):
-        body: accounts.MessageBody
-        if item.kind == accounts.ANNOUNCE:
-            body = accounts.Announce(post.entity_id, post.config_height, post.config)
-        else:
-            record = post.channel(item.peer)
-            assert record is not None
-            side = record.side
-            found = side.pending if item.kind == accounts.FRAME else side.last_ack
-            assert found is not None
-            assert found.hash == item.hash
-            body = found
-        message = Message(item.kind, post.entity_id, body, pre.config_height, cert.bits, signature)
-        out.append((item.peer, message))
-    return out
-
-
 def transmissions(entity: EntityState, messages: Sequence[tuple[bytes, Message]]) -> list[Effect]:
     """Deliver each message to every member of its counterparty (an announcement: of
-    every counterparty), as we know their signer sets."""
+    every counterparty), as we know their signer sets (``mailbox.addressees``)."""
     out: list[Effect] = []
     for peer, message in messages:
-        records = [entity.channel(peer)] if peer else list(entity.channels.values())
-        for record in records:
-            if record is None:
-                continue
-            tx = Tx.of(Deliver(message))
-            out.extend(Transmit(record.peer, m, tx) for m in record.peer_config.ids)
+        tx = Tx.of(Deliver(message))
+        out.extend(Transmit(counterparty, m, tx) for counterparty, m in addressees(entity, peer))
     return out
 
 
 def resend(replica: Replica) -> list[Effect]:
     """Our pending channel frames again, after the announcements of our signer set
-    (after a reconnect, a restart or a timeout; every message is idempotent). Acks
-    go again when the frame they ack comes again (``_on_inbound``)."""
-    frames = list(replica.mailbox.pending_frames())
-    if not frames:
-        return []
-    announced = [(b"", m) for m in replica.mailbox.announced]
-    return transmissions(replica.entity, [*announced, *frames])
+    (after a reconnect, a restart or a timeout; every message is idempotent): the
+    mailbox's ``to_resend``. Acks go again when the frame they ack comes again
+    (``_on_inbound``)."""
+    return transmissions(replica.entity, replica.mailbox.to_resend())
 
 
 def _on_timeout(s: _Step, index: int, height: int, round_: int) -> None:
