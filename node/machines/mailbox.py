@@ -9,7 +9,7 @@ and our last ack (until the next one replaces it); and the latest announcements
 of our signer set (at most ``MAX_ANNOUNCED - 1`` older ones and the new one).
 What goes again on a resend is :meth:`Mailbox.to_resend`, and the ack to repeat
 when a frame we applied comes again is :meth:`Mailbox.ack_for`. The replica turns
-these into its ``Transmit`` effects (``node.machines.replica``).
+these into its ``Transmit`` effects (``node.machines.replica.effects``).
 
 A hub keeps one entry per channel, so the entries live in a :class:`MerkleMap`
 keyed by counterparty: a frame updates only the entries of the channels it
