@@ -1,6 +1,6 @@
 """The runtime side of entity consensus: everything that is I/O or clock.
 
-The pure replica machine (``node/machines/replica.py``) decides; this module
+The pure replica machine (``node/machines/replica/``) decides; this module
 carries its decisions out once the block that made them is durable:
 
 - ``Send``: an input for another signer's replica, queued locally if that

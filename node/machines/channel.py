@@ -66,7 +66,7 @@ MAX_ASSET = 2**32 - 1
 MAX_ASSETS = 256  # per channel
 MAX_FRAME_TXS = 2048
 # A frame's transactions, encoded: a frame travels inside one entity input (512 KiB)
-# and is applied inside an entity frame beside other inputs (see replica.py).
+# and is applied inside an entity frame beside other inputs (see replica/proposing.py).
 MAX_FRAME_TX_BYTES = 160 * 1024
 MAX_QUEUE = 8192  # queued plus pending transactions, per side
 # |delta| <= collateral + credit <= 2 * MAX_AMOUNT, zigzag-encoded below 2**131.

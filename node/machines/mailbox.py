@@ -1,11 +1,15 @@
-"""An entity's signed channel messages that counterparties may still need (pure).
+"""The life of an entity's signed channel messages: made, addressed, kept, resent (pure).
 
 After a frame is certified, its outgoing messages (channel frames, acks and
-signer-set announcements, each with the quorum's signature) are delivered to the
-counterparties. Delivery can fail, so a replica keeps them until they cannot
+signer-set announcements) are made from its outbox with the quorum's signatures
+(:func:`signed_messages`) and delivered to every member of the counterparty
+(:func:`addressees`). Delivery can fail, so a replica keeps them until they cannot
 matter any more: per counterparty, our pending channel frame (until it is acked)
 and our last ack (until the next one replaces it); and the latest announcements
 of our signer set (at most ``MAX_ANNOUNCED - 1`` older ones and the new one).
+What goes again on a resend is :meth:`Mailbox.to_resend`, and the ack to repeat
+when a frame we applied comes again is :meth:`Mailbox.ack_for`. The replica turns
+these into its ``Transmit`` effects (``node.machines.replica.effects``).
 
 A hub keeps one entry per channel, so the entries live in a :class:`MerkleMap`
 keyed by counterparty: a frame updates only the entries of the channels it
@@ -33,6 +37,7 @@ from node.machines import accounts
 from node.machines.accounts import Message
 from node.machines.channel import Ack
 from node.machines.entity import EntityState
+from node.machines.frames import Certificate, Frame
 from node.merkle_map import MerkleMap
 
 
@@ -88,6 +93,16 @@ class Mailbox:
         for k in self.kept.values():
             if k.frame is not None:
                 yield k.peer, k.frame
+
+    def to_resend(self) -> list[tuple[bytes, Message]]:
+        """What goes again after a reconnect, a restart or a timeout: our pending channel
+        frames, after the announcements of our signer set; nothing while no frame is
+        pending. Acks go again when the frame they ack comes again (:meth:`ack_for`)."""
+        frames = list(self.pending_frames())
+        if not frames:
+            return []
+        announced = [(b"", m) for m in self.announced]
+        return [*announced, *frames]
 
     def ack_for(self, peer: bytes, frame_hash: bytes) -> Message | None:
         """Our ack of ``peer``'s frame ``frame_hash``, if it is the last one we sent."""
@@ -187,6 +202,37 @@ class Mailbox:
 
 
 NO_MAIL = Mailbox()
+
+
+def signed_messages(
+    pre: EntityState, post: EntityState, frame: Frame, cert: Certificate
+) -> list[tuple[bytes, Message]]:
+    """The frame's outgoing messages with their quorum signatures (made by the signer
+    set before the frame, whose height the message names)."""
+    out: list[tuple[bytes, Message]] = []
+    for item, signature in zip(frame.outbox, cert.outbox, strict=True):
+        body: accounts.MessageBody
+        if item.kind == accounts.ANNOUNCE:
+            body = accounts.Announce(post.entity_id, post.config_height, post.config)
+        else:
+            record = post.channel(item.peer)
+            assert record is not None
+            side = record.side
+            found = side.pending if item.kind == accounts.FRAME else side.last_ack
+            assert found is not None
+            assert found.hash == item.hash
+            body = found
+        message = Message(item.kind, post.entity_id, body, pre.config_height, cert.bits, signature)
+        out.append((item.peer, message))
+    return out
+
+
+def addressees(entity: EntityState, peer: bytes) -> list[tuple[bytes, bytes]]:
+    """Who a message for ``peer`` goes to, as (counterparty, member): every member of
+    the counterparty (an announcement, whose ``peer`` is empty: of every
+    counterparty), as we know their signer sets."""
+    records = [entity.channel(peer)] if peer else list(entity.channels.values())
+    return [(r.peer, m) for r in records if r is not None for m in r.peer_config.ids]
 
 
 def _check_newer(announced: list[Message], m: Message) -> None:

@@ -1,4 +1,4 @@
-"""Consensus among replicas (node/machines/replica.py), pure, in one process.
+"""Consensus among replicas (node/machines/replica/), pure, in one process.
 
 A small harness plays the network and the coordinator (node/coordinator.py):
 ``Send`` effects become inputs of the target replica's next step; ``ProposeFrame``
@@ -330,7 +330,7 @@ def test_batch_at_a_non_proposer_is_forwarded_framed_certified_and_applied(
 
 BUG_EVENTS = (
     "regression (fixed): the proposer's Committed effect carries empty FrameEvents "
-    "(_try_commit passes ent.FrameEvents() instead of the frame's events)"
+    "(consensus._try_commit passes ent.FrameEvents() instead of the frame's events)"
 )
 
 
@@ -832,8 +832,8 @@ def test_stale_timeouts_and_round_changes(make_net: Callable[..., Net]) -> None:
 
 
 BUG_JUNK_LOCK = (
-    "regression (fixed): _on_lock stores a higher-round lock without checking its signature; "
-    "_locked_frame later drops it, and the genuine lower-round lock it displaced is lost"
+    "regression (fixed): rounds.on_lock stores a higher-round lock without checking its signature; "
+    "rounds.locked_frame later drops it, and the genuine lower-round lock it displaced is lost"
 )
 
 
@@ -879,7 +879,7 @@ def test_a_self_made_lock_on_another_frame_does_not_win(make_net: Callable[..., 
 
 
 BUG_ROUND_JUMP = (
-    "regression (fixed): _on_round_change moves a replica to the reported round on a single "
+    "regression (fixed): rounds.on_round_change moves a replica to the reported round on a single "
     "member's report when it leads that round, dropping its frame in flight"
 )
 

@@ -22,6 +22,7 @@ from node.machines.accounts import Outgoing
 from node.machines.entity import SIG_LEN, Batch
 from node.machines.frames import MAX_OUTBOX, Certificate
 from node.machines.governance import MAX_SIGNERS
+from node.machines.replica import proposing
 from node.machines.server import Increment
 from node.net import limits
 from node.net.protocol import (
@@ -74,8 +75,8 @@ def _largest_frame() -> bytes:
             encode_tree(HASH),
             encode_tree(int_bytes(2**40)),
             encode_tree(HASH),
-            encode_list([blob(rep.MAX_FRAME_BATCH_ITEMS)]),
-            encode_list([blob(rep.MAX_FRAME_INPUT_ITEMS)]),
+            encode_list([blob(proposing.MAX_FRAME_BATCH_ITEMS)]),
+            encode_list([blob(proposing.MAX_FRAME_INPUT_ITEMS)]),
             encode_tree([o.to_tree() for o in outbox]),
             encode_tree(HASH),
         ]
@@ -101,7 +102,10 @@ def test_a_proposal_and_a_commit_of_the_largest_frame_fit_the_peer_link() -> Non
         (),
         [encode_tree(HASH), frame, encode_tree(int_bytes(2**32 - 1)), encode_tree(b"s" * 96)],
     )
-    assert scan(proposal, limits.REQUEST) > rep.MAX_FRAME_BATCH_ITEMS + rep.MAX_FRAME_INPUT_ITEMS
+    assert (
+        scan(proposal, limits.REQUEST)
+        > proposing.MAX_FRAME_BATCH_ITEMS + proposing.MAX_FRAME_INPUT_ITEMS
+    )
     # A commit input carries [type, [frame, certificate]] (and a sync reply the same
     # pair): the certificate adds one signature per outgoing message.
     commit_input = encode_list(
@@ -129,21 +133,21 @@ def _batch(items: int) -> Batch:
 
 def test_the_builder_keeps_a_frame_within_its_item_budget() -> None:
     pool = [_batch(5_000) for _ in range(10)]
-    chosen = rep._frame_sized(pool)
-    assert len(chosen) == rep.MAX_FRAME_BATCH_ITEMS // 5_000  # 4 of 5,000: 20,000 items
-    assert sum(scan(b.raw, limits.BLOCK) for b in chosen) <= rep.MAX_FRAME_BATCH_ITEMS
+    chosen = proposing._frame_sized(pool)
+    assert len(chosen) == proposing.MAX_FRAME_BATCH_ITEMS // 5_000  # 4 of 5,000: 20,000 items
+    assert sum(scan(b.raw, limits.BLOCK) for b in chosen) <= proposing.MAX_FRAME_BATCH_ITEMS
     # One batch alone always goes, so none past the budget may be taken in.
-    assert rep._frame_sized([_batch(rep.MAX_FRAME_BATCH_ITEMS + 1)]) != []
+    assert proposing._frame_sized([_batch(proposing.MAX_FRAME_BATCH_ITEMS + 1)]) != []
 
 
 def test_intake_refuses_a_batch_that_could_never_fit_a_frame() -> None:
-    too_big = rep.SubmitBatch(_batch(rep.MAX_FRAME_BATCH_ITEMS + 1))
+    too_big = rep.SubmitBatch(_batch(proposing.MAX_FRAME_BATCH_ITEMS + 1))
     why = rep.over_frame_budget(too_big)
     assert why == (
-        f"a batch of {rep.MAX_FRAME_BATCH_ITEMS + 1} RLP items exceeds a frame's budget"
-        f" of {rep.MAX_FRAME_BATCH_ITEMS}"
+        f"a batch of {proposing.MAX_FRAME_BATCH_ITEMS + 1} RLP items exceeds a frame's budget"
+        f" of {proposing.MAX_FRAME_BATCH_ITEMS}"
     )
-    assert rep.over_frame_budget(rep.SubmitBatch(_batch(rep.MAX_FRAME_BATCH_ITEMS))) is None
+    assert rep.over_frame_budget(rep.SubmitBatch(_batch(proposing.MAX_FRAME_BATCH_ITEMS))) is None
 
 
 @pytest.mark.parametrize(

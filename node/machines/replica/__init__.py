@@ -1,0 +1,79 @@
+"""One signer's replica of an entity, and the consensus that moves it (pure).
+
+``step(replica, inputs) -> (replica, effects)`` is the transition. The package's
+modules, each one job:
+
+``inputs``     the wire inputs (``submit_batch``, ``precommit``, ``commit``,
+               ``timeout``, ``seen_lock``, ``round_change``, ``deliver``), and ``Lock``
+``effects``    what a step asks of the runtime (``Send``, ``ProposeFrame``,
+               ``Transmit``, ``Committed``, ``Invite``, ``Note``), and the
+               ``Transmit`` of signed channel messages (``transmissions``, ``resend``)
+``state``      ``Replica`` with its frame in flight (``Pending``) and ``Genesis``: the
+               state, its encodings and their decoding
+``execution``  ``execute_frame``: a frame run through the caller's cache of outcomes
+``stepping``   ``Step``, one step in progress
+``consensus``  ``step``: batches and channel messages in, pre-commits, commits
+``rounds``     timeouts, round changes, catch-up and locks
+``proposing``  the proposer's frame, and a frame's budget
+``checks``     what the node checks outside a block: inputs on intake, forwarded
+               batches, proposals
+
+The signed channel messages a certified frame makes, whom they go to and how long
+they are kept are ``node.machines.mailbox``'s. This module re-exports the names
+the rest of the node uses.
+"""
+
+from node.machines.replica.checks import check_batch, check_proposal, over_frame_budget
+from node.machines.replica.consensus import step
+from node.machines.replica.effects import (
+    Committed,
+    Effect,
+    Invite,
+    Note,
+    ProposeFrame,
+    Send,
+    Transmit,
+    resend,
+)
+from node.machines.replica.execution import execute_frame
+from node.machines.replica.inputs import (
+    INTERNAL_INPUTS,
+    Commit,
+    Deliver,
+    Lock,
+    Precommit,
+    RoundChange,
+    SeenLock,
+    SubmitBatch,
+    Timeout,
+)
+from node.machines.replica.state import Genesis, Pending, Replica, create
+
+__all__ = [
+    "INTERNAL_INPUTS",
+    "Commit",
+    "Committed",
+    "Deliver",
+    "Effect",
+    "Genesis",
+    "Invite",
+    "Lock",
+    "Note",
+    "Pending",
+    "Precommit",
+    "ProposeFrame",
+    "Replica",
+    "RoundChange",
+    "SeenLock",
+    "Send",
+    "SubmitBatch",
+    "Timeout",
+    "Transmit",
+    "check_batch",
+    "check_proposal",
+    "create",
+    "execute_frame",
+    "over_frame_budget",
+    "resend",
+    "step",
+]

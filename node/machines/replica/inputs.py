@@ -1,0 +1,270 @@
+"""The replica's wire inputs: the entity-level transactions and their strict decoding.
+
+Each is registered in the entity level's registry (``node.txs.REGISTRIES``), so a
+mempool or a peer's message decodes to these bodies. What each one does to a
+replica is ``consensus.step``'s to say:
+
+``submit_batch``  a signed batch: pooled, and forwarded to the round's proposer
+``precommit``     a member's signature over the proposer's frame in flight
+``commit``        a frame with its certificate: verified, re-executed, applied
+``timeout``       from this node's own clock only: the round moves on
+``seen_lock``     a member's pre-commit on a frame at the next height, with the
+                  frame: remembered if it is the highest round seen
+``round_change``  a member moved to a later round (with its lock): counted by
+                  that round's proposer
+``deliver``       a counterparty entity's signed channel message: kept in the
+                  inbox until a frame applies it (every member gets its own copy)
+
+:class:`Lock` is no input of its own: ``seen_lock`` and ``round_change`` carry one,
+and the replica keeps the highest it has seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+from node.codec import (
+    HASH_LEN,
+    DecodeError,
+    RlpItem,
+    as_bytes,
+    as_int,
+    as_list,
+    decode,
+    encode_list,
+    encode_tree,
+    int_bytes,
+)
+from node.machines import accounts
+from node.machines import entity as ent
+from node.machines.accounts import Message
+from node.machines.entity import Batch
+from node.machines.frames import MAX_OUTBOX, MAX_ROUND, Certificate, Frame
+from node.txs import REGISTRIES, Level
+
+ENTITY_INPUTS = REGISTRIES[Level.ENTITY]
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class SubmitBatch:
+    TYPE: ClassVar[int] = 1
+    NAME: ClassVar[str] = "submit_batch"
+    batch: Batch
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 1:
+            raise DecodeError("submit_batch: expected [batch]")
+        return cls(Batch.decode(encode_tree(fields[0])))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [decode(self.batch.raw)]
+
+    def encoded_fields(self) -> list[bytes]:
+        return [self.batch.raw]
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class Precommit:
+    TYPE: ClassVar[int] = 2
+    NAME: ClassVar[str] = "precommit"
+    height: int
+    round: int
+    frame_hash: bytes
+    signer: bytes
+    signature: bytes
+    outbox: tuple[bytes, ...] = ()  # the signer's signature over each outgoing hash
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 6:
+            raise DecodeError(
+                "precommit: expected [height, round, frame_hash, signer, sig, [outbox sig...]]"
+            )
+        return cls(
+            as_int(fields[0], "height", min_value=1),
+            as_int(fields[1], "round", max_value=MAX_ROUND),
+            as_bytes(fields[2], "frame hash", size=HASH_LEN),
+            as_bytes(fields[3], "signer", size=HASH_LEN),
+            as_bytes(fields[4], "signature", size=ent.SIG_LEN),
+            tuple(
+                as_bytes(x, "outbox signature", size=ent.SIG_LEN)
+                for x in as_list(fields[5], "outbox signatures", max_len=MAX_OUTBOX)
+            ),
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [
+            int_bytes(self.height),
+            int_bytes(self.round),
+            self.frame_hash,
+            self.signer,
+            self.signature,
+            list(self.outbox),
+        ]
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class Commit:
+    TYPE: ClassVar[int] = 3
+    NAME: ClassVar[str] = "commit"
+    frame: Frame
+    cert: Certificate
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 2:
+            raise DecodeError("commit: expected [frame, certificate]")
+        return cls(Frame.decode(encode_tree(fields[0])), Certificate.from_item(fields[1]))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [decode(self.frame.raw), self.cert.to_tree()]
+
+    def encoded_fields(self) -> list[bytes]:
+        return [self.frame.raw, encode_tree(self.cert.to_tree())]
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Only the node's own clock makes this; the network layer refuses it from outside."""
+
+    TYPE: ClassVar[int] = 4
+    NAME: ClassVar[str] = "timeout"
+    height: int
+    round: int
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 2:
+            raise DecodeError("timeout: expected [height, round]")
+        return cls(
+            as_int(fields[0], "height", min_value=1),
+            as_int(fields[1], "round", max_value=MAX_ROUND - 1),
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [int_bytes(self.height), int_bytes(self.round)]
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A frame some member pre-committed at ``round``, with the pre-commit of that
+    round's proposer (``signer``), which every proposal carries. Later proposers at
+    that height must re-propose it. Requiring the round proposer's signature means
+    a member cannot make up a lock on a frame nobody proposed."""
+
+    round: int
+    frame: Frame
+    signer: bytes
+    signature: bytes
+
+    def to_tree(self) -> list[RlpItem]:
+        return [int_bytes(self.round), decode(self.frame.raw), self.signer, self.signature]
+
+    @property
+    def encoded(self) -> bytes:
+        return encode_list(
+            [
+                encode_tree(int_bytes(self.round)),
+                self.frame.raw,
+                encode_tree(self.signer),
+                encode_tree(self.signature),
+            ]
+        )
+
+    @classmethod
+    def from_item(cls, item: RlpItem) -> Lock:
+        f = as_list(item, "lock", size=4)
+        return cls(
+            as_int(f[0], "lock round", max_value=MAX_ROUND),
+            Frame.decode(encode_tree(f[1])),
+            as_bytes(f[2], "lock signer", size=HASH_LEN),
+            as_bytes(f[3], "lock signature", size=ent.SIG_LEN),
+        )
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class SeenLock:
+    TYPE: ClassVar[int] = 5
+    NAME: ClassVar[str] = "seen_lock"
+    lock: Lock
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 1:
+            raise DecodeError("seen_lock: expected [lock]")
+        return cls(Lock.from_item(fields[0]))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [self.lock.to_tree()]
+
+    def encoded_fields(self) -> list[bytes]:
+        return [self.lock.encoded]
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class RoundChange:
+    """A member timed out at ``round - 1`` and moved to ``round``; sent to that round's
+    proposer with the member's lock, if it has one."""
+
+    TYPE: ClassVar[int] = 6
+    NAME: ClassVar[str] = "round_change"
+    height: int
+    round: int
+    signer: bytes
+    lock: Lock | None
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 4:
+            raise DecodeError("round_change: expected [height, round, signer, lock or []]")
+        return cls(
+            as_int(fields[0], "height", min_value=1),
+            as_int(fields[1], "round", min_value=1, max_value=MAX_ROUND),
+            as_bytes(fields[2], "signer", size=HASH_LEN),
+            Lock.from_item(fields[3]) if fields[3] else None,
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [
+            int_bytes(self.height),
+            int_bytes(self.round),
+            self.signer,
+            self.lock.to_tree() if self.lock else [],
+        ]
+
+
+def _one_input(fields: list[RlpItem], name: str, what: str) -> Message:
+    if len(fields) != 1:
+        raise DecodeError(f"{name}: expected one field, {what}")
+    return accounts.input_from_item(fields[0])
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A counterparty entity's signed channel message (``accounts.Message``)."""
+
+    TYPE: ClassVar[int] = 7
+    NAME: ClassVar[str] = "deliver"
+    message: Message
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        return cls(_one_input(fields, "deliver", "a channel message"))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [decode(self.message.raw)]
+
+    def encoded_fields(self) -> list[bytes]:
+        return [self.message.raw]
+
+
+INTERNAL_INPUTS = frozenset({Timeout.TYPE})

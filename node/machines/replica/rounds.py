@@ -1,0 +1,125 @@
+"""Rounds, timeouts, round changes, catch-up and locks: how a height moves on (pure).
+
+A proposer at round 0 proposes at once. On a timeout (from this node's own clock
+only) a replica moves to the next round and reports it, with its lock, to that
+round's proposer. The proposer of a later round waits until members holding the
+threshold of shares (itself included) have reported the round change, then
+re-proposes the highest-round locked frame among those reports (and any lock it
+saw itself), or else a fresh frame. Any two sets of members that each hold the
+threshold share a member, so if a frame might have been certified, the new
+proposer hears of it. A replica catches up to a later round on reports, never on
+one member's word alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from node.crypto import bls
+from node.machines.entity import EntityState, FrameInvalid
+from node.machines.frames import Frame
+from node.machines.replica.effects import Send
+from node.machines.replica.inputs import Lock, RoundChange, SubmitBatch
+from node.machines.replica.stepping import Step
+from node.txs import Tx
+
+
+def on_timeout(s: Step, index: int, height: int, round_: int) -> None:
+    r = s.r
+    if height != r.next_height or round_ != r.round:
+        s.note(index, f"stale timeout {height}/{round_}")
+        return
+    _enter_round(s, r.round + 1)
+
+
+def _enter_round(s: Step, round_: int) -> None:
+    r = s.r
+    joined = [m for m, rd in r.ahead if rd == round_]
+    s.r = r = replace(
+        r,
+        round=round_,
+        pending=None,
+        changes=tuple(sorted({r.signer, *joined})),
+        ahead=tuple((m, rd) for m, rd in r.ahead if rd > round_),
+    )
+    if r.proposer != r.signer:
+        report = RoundChange(r.next_height, r.round, r.signer, r.lock)
+        s.effects.append(Send(r.proposer, Tx.of(report)))
+        s.effects.extend(Send(r.proposer, Tx.of(SubmitBatch(b))) for b in r.pool)
+
+
+def _catch_up(s: Step) -> None:
+    """Move to a later round R on reports, never on one member's word alone: when
+    members holding more than ``total - threshold`` shares reached R or later (one
+    of them, at least, is not faulty), or when this replica leads R and the members
+    that reported R hold, with it, the threshold (it can propose at once)."""
+    r = s.r
+    config = r.entity.config
+    for round_ in sorted({rd for _, rd in r.ahead}, reverse=True):
+        later = [m for m, rd in r.ahead if rd >= round_]
+        at = [r.signer, *(m for m, rd in r.ahead if rd == round_)]
+        if config.shares_of(later) > config.total_shares - config.threshold or (
+            config.proposer_at(round_) == r.signer and config.shares_of(at) >= config.threshold
+        ):
+            _enter_round(s, round_)
+            return
+
+
+def on_round_change(s: Step, index: int, rc: RoundChange) -> None:
+    r = s.r
+    if rc.height != r.next_height or rc.round < r.round:
+        return  # stale: harmless
+    if rc.signer not in r.entity.config.index:
+        s.note(index, "round change from a non-signer")
+        return
+    if rc.lock is not None:
+        on_lock(s, index, rc.lock)
+        r = s.r
+    if rc.round > r.round:
+        best = dict(r.ahead)
+        best[rc.signer] = max(rc.round, best.get(rc.signer, 0))
+        s.r = replace(r, ahead=tuple(sorted(best.items())))
+        _catch_up(s)
+        return
+    if rc.signer not in r.changes:
+        s.r = replace(r, changes=tuple(sorted((*r.changes, rc.signer))))
+
+
+def on_lock(s: Step, index: int, lock: Lock) -> None:
+    """Remember the highest-round lock at the next height, once its signature is
+    checked: a lock with a bad one must not displace a genuine lower-round lock."""
+    r = s.r
+    if lock.frame.entity_id != r.entity_id or lock.frame.height != r.next_height:
+        return  # about another height: harmless, ignored
+    config = r.entity.config
+    if lock.round > r.round or lock.signer != config.proposer_at(lock.round):
+        s.note(index, "lock not signed by its round's proposer, or from a future round")
+        return
+    if r.lock is not None and lock.round <= r.lock.round:
+        return
+    key = bls.load_public_key(config.members[config.index[lock.signer]].pubkey)
+    if not bls.fast_aggregate_verify_keys([key], lock.frame.message(lock.round), lock.signature):
+        s.note(index, f"lock from {lock.signer.hex()[:16]} has an invalid signature; ignored")
+        return
+    s.r = replace(r, lock=lock)
+
+
+def locked_frame(s: Step) -> tuple[Frame, EntityState] | None:
+    """The lock's frame, if its pre-commit is genuine and the frame still applies here."""
+    r = s.r
+    lock = r.lock
+    if lock is None or lock.frame.prev_hash != r.head:
+        return None
+    config = r.entity.config
+    key = bls.load_public_key(config.members[config.index[lock.signer]].pubkey)
+    if not bls.fast_aggregate_verify_keys([key], lock.frame.message(lock.round), lock.signature):
+        s.note(-1, f"lock from {lock.signer.hex()[:16]} has an invalid signature; ignored")
+        s.r = replace(r, lock=None)
+        return None
+    try:
+        post, events = s.execute(r.entity, lock.frame, verify=True)
+    except FrameInvalid:
+        return None
+    if post.hash != lock.frame.state_hash or tuple(events.outbox) != lock.frame.outbox:
+        return None
+    return lock.frame, post

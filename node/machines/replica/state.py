@@ -1,0 +1,315 @@
+"""One signer's replica of an entity: its state, its encodings and their decoding (pure).
+
+The replica holds the agreed :class:`EntityState` (identical on every replica)
+and this signer's local consensus state: the pool of signed batches not yet
+committed, the current round, the proposer's frame in flight (:class:`Pending`)
+with the pre-commits gathered for it, the highest-round pre-committed frame seen
+at the next height (the lock a new proposer must re-propose), the round-change
+reports, the inbox of channel messages not yet applied, and the mailbox of our
+signed channel messages still to deliver. How it moves is ``consensus.step``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+from node.codec import (
+    HASH_LEN,
+    ZERO_HASH,
+    DecodeError,
+    RlpItem,
+    RlpTree,
+    as_bytes,
+    as_int,
+    as_list,
+    decode,
+    encode_list,
+    encode_tree,
+    int_bytes,
+    keccak,
+)
+from node.machines import accounts
+from node.machines import entity as ent
+from node.machines.accounts import FrameInput
+from node.machines.entity import Batch, EntityState
+from node.machines.frames import MAX_OUTBOX, MAX_ROUND, Certificate, Frame, Signatures
+from node.machines.governance import Config
+from node.machines.mailbox import NO_MAIL, Kept, Mailbox
+from node.machines.outcomes import Outcomes
+from node.machines.replica.execution import execute_frame
+from node.machines.replica.inputs import Lock
+from node.merkle_map import MerkleMap
+
+STATE_VERSION = 1
+MAX_POOL = 10_000
+MAX_INBOX = 10_000
+
+
+@dataclass(frozen=True)
+class Pending:
+    frame: Frame
+    round: int
+    post: EntityState
+    sigs: tuple[tuple[int, Signatures], ...] = ()  # ascending slot
+
+    def to_tree(self) -> RlpTree:
+        return [
+            decode(self.frame.raw),
+            int_bytes(self.round),
+            self.post.to_tree(),
+            [[int_bytes(i), s.precommit, list(s.outbox)] for i, s in self.sigs],
+        ]
+
+    @property
+    def encoded(self) -> bytes:
+        return self._encode(self.post.encoded)
+
+    @property
+    def header(self) -> bytes:
+        """What the replica's hash commits to: the state after the frame by its hash."""
+        return self._encode(encode_tree(self.post.hash))
+
+    def _encode(self, post: bytes) -> bytes:
+        return encode_list(
+            [
+                self.frame.raw,
+                encode_tree(int_bytes(self.round)),
+                post,
+                encode_tree([[int_bytes(i), s.precommit, list(s.outbox)] for i, s in self.sigs]),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """How the entity was created: enough for a new member to rebuild it from frame 1."""
+
+    config: Config
+    salt: bytes
+    pops: tuple[bytes, ...]
+
+    def to_tree(self) -> RlpTree:
+        return [self.config.to_tree(), self.salt, list(self.pops)]
+
+    @classmethod
+    def from_item(cls, item: RlpItem) -> Genesis:
+        f = as_list(item, "genesis", size=3)
+        return cls(
+            Config.from_item(f[0]),
+            as_bytes(f[1], "salt", size=HASH_LEN),
+            tuple(as_bytes(p, "pop", size=ent.SIG_LEN) for p in as_list(f[2], "pops")),
+        )
+
+
+@dataclass(frozen=True)
+class Replica:
+    signer: bytes
+    genesis: Genesis
+    entity: EntityState
+    head: bytes = ZERO_HASH
+    cert: Certificate | None = None
+    round: int = 0
+    pool: tuple[Batch, ...] = ()
+    pending: Pending | None = None
+    lock: Lock | None = None
+    changes: tuple[bytes, ...] = ()  # members that reported moving to ``round``
+    ahead: tuple[tuple[bytes, int], ...] = ()  # (member, round) reports above ``round``
+    inbox: tuple[FrameInput, ...] = ()  # channel messages not yet applied
+    # Our signed channel messages still to be delivered (or resent).
+    mailbox: Mailbox = NO_MAIL
+
+    @property
+    def entity_id(self) -> bytes:
+        return self.entity.entity_id
+
+    @property
+    def next_height(self) -> int:
+        return self.entity.height + 1
+
+    @property
+    def proposer(self) -> bytes:
+        return self.entity.config.proposer_at(self.round)
+
+    def to_tree(self) -> RlpTree:
+        return [
+            int_bytes(STATE_VERSION),
+            self.signer,
+            self.genesis.to_tree(),
+            self.entity.to_tree(),
+            self.head,
+            self.cert.to_tree() if self.cert else [],
+            int_bytes(self.round),
+            [decode(b.raw) for b in self.pool],
+            self.pending.to_tree() if self.pending else [],
+            self.lock.to_tree() if self.lock else [],
+            list(self.changes),
+            [[m, int_bytes(rd)] for m, rd in self.ahead],
+            [i.to_tree() for i in self.inbox],
+            self.mailbox.to_tree(),
+        ]
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """The same bytes as ``encode_tree(self.to_tree())``, built from the parts'
+        own encodings: the replica holds whole frames (pool, pending, lock, inbox,
+        signed messages, channel frames)."""
+        return self._encode(
+            self.entity.encoded,
+            self.pending.encoded if self.pending else encode_tree([]),
+            self.mailbox.encoded(),
+        )
+
+    @cached_property
+    def header(self) -> bytes:
+        """What the hash is of: the encoding with the entity state, the state after the
+        frame in flight and the kept messages each by its hash or root (their headers),
+        so a block hashes what changed, not every channel and kept message."""
+        return self._encode(
+            self.entity.header,
+            self.pending.header if self.pending else encode_tree([]),
+            self.mailbox.header(),
+        )
+
+    def _encode(self, entity: bytes, pending: bytes, mailbox: bytes) -> bytes:
+        return encode_list(
+            [
+                encode_tree(int_bytes(STATE_VERSION)),
+                encode_tree(self.signer),
+                encode_tree(self.genesis.to_tree()),
+                entity,
+                encode_tree(self.head),
+                encode_tree(self.cert.to_tree() if self.cert else []),
+                encode_tree(int_bytes(self.round)),
+                encode_list(b.raw for b in self.pool),
+                pending,
+                self.lock.encoded if self.lock else encode_tree([]),
+                encode_tree(list(self.changes)),
+                encode_tree([[m, int_bytes(rd)] for m, rd in self.ahead]),
+                encode_list(i.raw for i in self.inbox),
+                mailbox,
+            ]
+        )
+
+    @cached_property
+    def hash(self) -> bytes:
+        return keccak(self.header)
+
+    @classmethod
+    def decode_agreed(cls, raw: bytes) -> Replica:
+        """The agreed part only: signer, genesis, entity state, head, certificate and
+        round; this signer's consensus state (pool, frame in flight, lock, round-change
+        reports, inbox, signed messages) is left empty. For readers such as a wallet,
+        which need the entity and not thousands of payments in flight."""
+        f = as_list(decode(raw), "replica", size=14)
+        if as_int(f[0], "replica version") != STATE_VERSION:
+            raise DecodeError("replica: unknown version")
+        return cls(
+            as_bytes(f[1], "replica signer", size=HASH_LEN),
+            Genesis.from_item(f[2]),
+            EntityState.from_item(f[3]),
+            as_bytes(f[4], "head", size=HASH_LEN),
+            Certificate.from_item(f[5]) if f[5] else None,
+            as_int(f[6], "round", max_value=MAX_ROUND),
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Replica:
+        """The whole encoding (``encoded``: what READ_STATE returns)."""
+        f = as_list(decode(raw), "replica", size=14)
+        entity = EntityState.from_item(f[3])
+
+        def post(p: list[RlpItem], frame: Frame) -> EntityState:
+            return EntityState.from_item(p[2])
+
+        return cls._of(f, entity, post, Mailbox.from_item(f[13]))
+
+    @classmethod
+    def load(
+        cls,
+        raw: bytes,
+        channels: ent.Channels,
+        forwards: ent.Forwards,
+        kept: MerkleMap[Kept],
+        *,
+        simulation: bool,
+        outcomes: Outcomes | None = None,
+    ) -> Replica:
+        """The replica whose ``header`` is ``raw``, with its channels, forwards and kept
+        messages read apart (as storage keeps them), each checked against its root. The state
+        after a frame in flight is computed again from the frame, and checked against
+        its hash (remembered in ``outcomes``, if given, for the commit that follows)."""
+        f = as_list(decode(raw), "replica header", size=14)
+        entity = EntityState.from_header(f[3], channels, forwards)
+
+        def post(p: list[RlpItem], frame: Frame) -> EntityState:
+            expected = as_bytes(p[2], "pending post hash", size=HASH_LEN)
+            state, _ = execute_frame(
+                entity, frame, verify=False, simulation=simulation, outcomes=outcomes
+            )
+            if state.hash != expected:
+                raise DecodeError("replica: the frame in flight does not give its state")
+            return state
+
+        return cls._of(f, entity, post, Mailbox.from_header(f[13], kept))
+
+    @classmethod
+    def _of(
+        cls,
+        f: list[RlpItem],
+        entity: EntityState,
+        post: Callable[[list[RlpItem], Frame], EntityState],
+        mailbox: Mailbox,
+    ) -> Replica:
+        if as_int(f[0], "replica version") != STATE_VERSION:
+            raise DecodeError("replica: unknown version")
+        pending = None
+        if f[8]:
+            p = as_list(f[8], "pending", size=4)
+            frame = Frame.decode(encode_tree(p[0]))
+            pending = Pending(
+                frame,
+                as_int(p[1], "pending round"),
+                post(p, frame),
+                tuple(
+                    (
+                        as_int(s[0], "slot"),
+                        Signatures(
+                            as_bytes(s[1], "sig", size=ent.SIG_LEN),
+                            tuple(
+                                as_bytes(o, "outbox sig", size=ent.SIG_LEN)
+                                for o in as_list(s[2], "outbox sigs", max_len=MAX_OUTBOX)
+                            ),
+                        ),
+                    )
+                    for s in (as_list(x, "slot sigs", size=3) for x in as_list(p[3], "sigs"))
+                ),
+            )
+        return cls(
+            as_bytes(f[1], "replica signer", size=HASH_LEN),
+            Genesis.from_item(f[2]),
+            entity,
+            as_bytes(f[4], "head", size=HASH_LEN),
+            Certificate.from_item(f[5]) if f[5] else None,
+            as_int(f[6], "round", max_value=MAX_ROUND),
+            tuple(Batch.decode(encode_tree(b)) for b in as_list(f[7], "pool", max_len=MAX_POOL)),
+            pending,
+            Lock.from_item(f[9]) if f[9] else None,
+            tuple(as_bytes(x, "change", size=HASH_LEN) for x in as_list(f[10], "changes")),
+            tuple(
+                (as_bytes(a[0], "ahead member", size=HASH_LEN), as_int(a[1], "ahead round"))
+                for a in (as_list(x, "ahead", size=2) for x in as_list(f[11], "ahead"))
+            ),
+            tuple(accounts.input_from_item(x) for x in as_list(f[12], "inbox", max_len=MAX_INBOX)),
+            mailbox,
+        )
+
+
+def create(signer: bytes, genesis: Genesis) -> Replica:
+    return Replica(signer, genesis, ent.genesis(genesis.config, genesis.salt))
+
+
+def input_key(inp: FrameInput) -> tuple[bytes, ...]:
+    """What tells two channel messages in the inbox apart (copies share it)."""
+    return (inp.sender, inp.hash, inp.bits, inp.signature)
