@@ -25,13 +25,14 @@ rules; in short:
   is missing or lacks capacity, it refunds the payment to where it came from,
   with the reason. Value is conserved: a payment moves a channel's delta only.
 
-The rules on ``pay`` and the actions are stated once here, as pure functions that
-the decoders and the transition call and that a client calls before it signs (the
-wallet's ``wallet/flows/compose.py``), so the two cannot disagree: the bounds of
-each number (:class:`IntField`: ``ASSET``, ``PAY_AMOUNT``, ...), ``read_route`` /
-``check_route``, ``check_pay`` and ``check_action_applies`` on an entity's
-accounts (:class:`AccountsView`: a frame's :class:`Ledger` or an ``EntityState``).
-They raise the node's own words; :class:`Refused` also names the field at fault.
+The rules on ``pay`` and the channel actions are stated once here, as pure
+functions that the decoders and the transition call and that a client calls before
+it signs (the wallet's ``wallet/flows/compose.py``), so the two cannot disagree:
+the bounds of each number (:class:`IntField`: ``ASSET``, ``PAY_AMOUNT``, ...),
+``read_route`` / ``check_route``, ``check_action_fields``, and on an entity's
+accounts as they stand (:class:`AccountsView`: a frame's :class:`Ledger` or an
+``EntityState``) ``check_pay`` and ``check_action_applies``. They raise the node's
+own words; :class:`Refused` also names the field at fault.
 """
 
 from __future__ import annotations
@@ -353,6 +354,13 @@ def channel_action_from(kind: int, args: list[RlpItem]) -> ChannelAction | None:
             want(3)
             return FundChannel(_peer(args[0]), ASSET.read(args[1]), FUND_AMOUNT.read(args[2]))
     return None
+
+
+def check_action_fields(action: ChannelAction) -> None:
+    """DecodeError, in the decoder's words, unless the node reads ``action`` back from
+    its bytes: ``channel_action_from`` itself judges its counterparty, config and
+    numbers (ValueError for a negative number, which has no encoding)."""
+    channel_action_from(action.KIND, as_list(decode(encode_tree(action.fields())), "action"))
 
 
 # Frame inputs -----------------------------------------------------------------------------

@@ -216,3 +216,12 @@ def test_a_full_queue_refuses_the_payment_in_the_batch() -> None:
     ]
     fewer = ch.ChannelSide(side.me, side.agreed, side.head, None, side.queue[1:])
     assert ch.queue_full(fewer) is None
+
+
+@settings(max_examples=300)
+@given(cases.actions(ME))
+def test_an_action_is_checked_as_it_is_decoded(action: ChannelAction) -> None:
+    ok, read = _decoded(Propose(action, 1))
+    assert _outcome(accounts.check_action_fields, action) == (ok, None if ok else read)
+    if ok:
+        assert read == Propose(action, 1)
