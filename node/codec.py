@@ -315,6 +315,14 @@ def as_int(item: RlpItem, field: str, *, max_value: int = UINT64_MAX, min_value:
     if raw[:1] == b"\x00":
         raise DecodeError(f"{field}: integer has leading zero bytes")
     value = int.from_bytes(raw, "big")
+    if value > max_value or value < min_value:
+        check_int(value, field, max_value=max_value, min_value=min_value)
+    return value
+
+
+def check_int(value: int, field: str, *, max_value: int = UINT64_MAX, min_value: int = 0) -> int:
+    """``value`` if ``as_int`` with these bounds would take it, else the DecodeError
+    ``as_int`` raises: for a number not read from bytes (one a client typed)."""
     if value > max_value:
         raise DecodeError(f"{field}: {value} exceeds the maximum {max_value}")
     if value < min_value:

@@ -24,6 +24,15 @@ rules; in short:
 - A hub forwards a payment when it applies the incoming frame; if the next hop
   is missing or lacks capacity, it refunds the payment to where it came from,
   with the reason. Value is conserved: a payment moves a channel's delta only.
+
+The rules on ``pay`` and the channel actions are stated once here, as pure
+functions that the decoders and the transition call and that a client calls before
+it signs (the wallet's ``wallet/flows/compose.py``), so the two cannot disagree:
+the bounds of each number (:class:`IntField`: ``ASSET``, ``PAY_AMOUNT``, ...),
+``read_route`` / ``check_route``, ``check_action_fields``, and on an entity's
+accounts as they stand (:class:`AccountsView`: a frame's :class:`Ledger` or an
+``EntityState``) ``check_pay`` and ``check_action_applies``. They raise the node's
+own words; :class:`Refused` also names the field at fault.
 """
 
 from __future__ import annotations
@@ -32,16 +41,18 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import ClassVar, Self
+from typing import ClassVar, Protocol, Self
 
 from node.codec import (
     HASH_LEN,
+    UINT64_MAX,
     DecodeError,
     RlpItem,
     RlpTree,
     as_bytes,
     as_int,
     as_list,
+    check_int,
     decode,
     encode_list,
     encode_tree,
@@ -83,16 +94,67 @@ class FutureInput(ConfigError):
     """An input that may apply later (signed by a signer set not announced to us yet)."""
 
 
-def _asset(item: RlpItem) -> int:
-    return as_int(item, "asset", max_value=ch.MAX_ASSET)
+class Refused(ConfigError):
+    """A payment or channel action the node refuses: the reason in the node's words,
+    and ``field``, the field of the ``pay`` or action it is about (``"route"``,
+    ``"amount"``, ``"peer"``, ``"collateral"``; a form shows it there)."""
+
+    def __init__(self, reason: str, field: str) -> None:
+        super().__init__(reason)
+        self.field = field
 
 
-def _amount(item: RlpItem, what: str, min_value: int = 1) -> int:
-    return as_int(item, what, min_value=min_value, max_value=MAX_AMOUNT)
+# The numbers of pay, faucet and the channel actions ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IntField:
+    """A whole-number field of ``pay``, ``faucet`` or a channel action: its name in the
+    node's errors and its bounds. The decoders read it with ``read``; a client checks
+    a number it was given with ``check``: the same bounds, the same DecodeError."""
+
+    name: str
+    least: int
+    most: int
+
+    def read(self, item: RlpItem) -> int:
+        return as_int(item, self.name, min_value=self.least, max_value=self.most)
+
+    def check(self, value: int) -> int:
+        return check_int(value, self.name, min_value=self.least, max_value=self.most)
+
+
+ASSET = IntField("asset", 0, ch.MAX_ASSET)
+PAY_AMOUNT = IntField("pay amount", 1, MAX_AMOUNT)
+FAUCET_AMOUNT = IntField("faucet amount", 1, MAX_AMOUNT)
+PEER_CONFIG_HEIGHT = IntField("peer config height", 0, UINT64_MAX)
+COLLATERAL = IntField("collateral", 0, MAX_AMOUNT)  # open_channel's (0: none)
+CREDIT_LIMIT = IntField("limit", 0, MAX_AMOUNT)  # set_credit's
+FUND_AMOUNT = IntField("amount", 1, MAX_AMOUNT)  # add_collateral's
 
 
 def _peer(item: RlpItem) -> bytes:
     return as_bytes(item, "counterparty", size=HASH_LEN)
+
+
+def read_route(item: RlpItem) -> tuple[bytes, ...]:
+    """A payment's route as the node takes it: 1 .. ``MAX_HOPS + 1`` distinct entity
+    ids, the first hop first and the payee last; DecodeError in the node's words."""
+    route = tuple(
+        as_bytes(h, "route hop", size=HASH_LEN)
+        for h in as_list(item, "route", max_len=MAX_HOPS + 1)
+    )
+    if not route:
+        raise DecodeError("pay: the route is empty")
+    if len(set(route)) != len(route):
+        raise DecodeError("pay: the route visits an entity twice")
+    return route
+
+
+def check_route(route: Sequence[bytes]) -> tuple[bytes, ...]:
+    """``read_route`` of a route a client built."""
+    items: list[RlpItem] = list(route)
+    return read_route(items)
 
 
 # State ------------------------------------------------------------------------------------
@@ -162,15 +224,7 @@ class Pay:
     def from_fields(cls, fields: list[RlpItem]) -> Self:
         if len(fields) != 3:
             raise DecodeError(f"pay: expected [route, asset, amount], got {len(fields)} fields")
-        route = tuple(
-            as_bytes(h, "route hop", size=HASH_LEN)
-            for h in as_list(fields[0], "route", max_len=MAX_HOPS + 1)
-        )
-        if not route:
-            raise DecodeError("pay: the route is empty")
-        if len(set(route)) != len(route):
-            raise DecodeError("pay: the route visits an entity twice")
-        return cls(route, _asset(fields[1]), _amount(fields[2], "pay amount"))
+        return cls(read_route(fields[0]), ASSET.read(fields[1]), PAY_AMOUNT.read(fields[2]))
 
     def to_fields(self) -> list[RlpItem]:
         return [list(self.route), int_bytes(self.asset), int_bytes(self.amount)]
@@ -195,7 +249,7 @@ class Faucet:
     def from_fields(cls, fields: list[RlpItem]) -> Self:
         if len(fields) != 2:
             raise DecodeError(f"faucet: expected [asset, amount], got {len(fields)} fields")
-        return cls(_asset(fields[0]), _amount(fields[1], "faucet amount"))
+        return cls(ASSET.read(fields[0]), FAUCET_AMOUNT.read(fields[1]))
 
     def to_fields(self) -> list[RlpItem]:
         return [int_bytes(self.asset), int_bytes(self.amount)]
@@ -289,17 +343,24 @@ def channel_action_from(kind: int, args: list[RlpItem]) -> ChannelAction | None:
             return OpenChannel(
                 _peer(args[0]),
                 Config.from_item(args[1]),
-                as_int(args[2], "peer config height"),
-                _asset(args[3]),
-                _amount(args[4], "collateral", min_value=0),
+                PEER_CONFIG_HEIGHT.read(args[2]),
+                ASSET.read(args[3]),
+                COLLATERAL.read(args[4]),
             )
         case ExtendCredit.KIND:
             want(3)
-            return ExtendCredit(_peer(args[0]), _asset(args[1]), _amount(args[2], "limit", 0))
+            return ExtendCredit(_peer(args[0]), ASSET.read(args[1]), CREDIT_LIMIT.read(args[2]))
         case FundChannel.KIND:
             want(3)
-            return FundChannel(_peer(args[0]), _asset(args[1]), _amount(args[2], "amount"))
+            return FundChannel(_peer(args[0]), ASSET.read(args[1]), FUND_AMOUNT.read(args[2]))
     return None
+
+
+def check_action_fields(action: ChannelAction) -> None:
+    """DecodeError, in the decoder's words, unless the node reads ``action`` back from
+    its bytes: ``channel_action_from`` itself judges its counterparty, config and
+    numbers (ValueError for a negative number, which has no encoding)."""
+    channel_action_from(action.KIND, as_list(decode(encode_tree(action.fields())), "action"))
 
 
 # Frame inputs -----------------------------------------------------------------------------
@@ -532,6 +593,12 @@ class Ledger:
             dict(self.free),
         )
 
+    def channel(self, peer: bytes) -> ChannelRecord | None:
+        return self.channels.get(peer)
+
+    def reserve(self, asset: int) -> int:
+        return self.reserves.get(asset, 0)
+
     def available(self, peer: bytes, asset: int) -> int:
         side = self.channels[peer].side
         cached = self.free.get((peer, asset))
@@ -542,7 +609,7 @@ class Ledger:
     def record(self, peer: bytes) -> ChannelRecord:
         rec = self.channels.get(peer)
         if rec is None:
-            raise ConfigError(f"no channel with {peer.hex()[:16]}")
+            raise ConfigError(_no_channel(peer))
         return rec
 
     def set_side(self, peer: bytes, side: ChannelSide) -> None:
@@ -552,7 +619,7 @@ class Ledger:
     def take_reserve(self, asset: int, amount: int) -> None:
         have = self.reserves.get(asset, 0)
         if amount > have:
-            raise ConfigError(f"reserve of asset {asset} is {have}, {amount} needed")
+            raise ConfigError(_short_reserve(asset, have, amount))
         if have == amount:
             del self.reserves[asset]
         else:
@@ -576,24 +643,95 @@ def available(side: ChannelSide, asset: int) -> int:
     return side.agreed.asset(asset).capacity(side.me) - spent
 
 
+# Checks (the transition's; a client's before it signs) ------------------------------------
+
+
+class AccountsView(Protocol):
+    """What the checks read of an entity's accounts: a frame's :class:`Ledger`, or an
+    entity's state as it stands (``EntityState``, what a client checks against)."""
+
+    @property
+    def entity_id(self) -> bytes: ...
+
+    def channel(self, peer: bytes) -> ChannelRecord | None: ...
+
+    def reserve(self, asset: int) -> int: ...
+
+    def available(self, peer: bytes, asset: int) -> int:
+        """``available`` of our side of the channel with ``peer`` (which exists)."""
+        ...
+
+
+def _no_channel(peer: bytes) -> str:
+    return f"no channel with {peer.hex()[:16]}"
+
+
+def _short_reserve(asset: int, have: int, amount: int) -> str:
+    return f"reserve of asset {asset} is {have}, {amount} needed"
+
+
+def check_pay(accounts: AccountsView, body: Pay) -> int:
+    """Refused, in the node's words, unless ``pay`` queues ``body`` on ``accounts`` as
+    they stand: the route does not pass through this entity, and its first hop is a
+    channel of ours with the capacity in the asset and room in its queue. Returns what
+    that channel has available in the asset before the payment."""
+    if accounts.entity_id in body.route:
+        raise Refused("the route passes through this entity", "route")
+    first = body.route[0]
+    rec = accounts.channel(first)
+    if rec is None:
+        raise Refused(_no_channel(first), "route")
+    free = accounts.available(first, body.asset)
+    if body.amount > free:
+        raise Refused(
+            f"insufficient capacity: {max(free, 0)} of asset {body.asset} available "
+            f"towards {first.hex()[:16]}, {body.amount} asked",
+            "amount",
+        )
+    full = ch.queue_full(rec.side)
+    if full is not None:
+        raise Refused(full, "route")
+    return free
+
+
+def check_channel_action(entity_id: bytes, action: ChannelAction) -> None:
+    """Checks made when the action is proposed (the rest happen when it executes)."""
+    if action.peer == entity_id:
+        raise Refused("a channel joins two different entities", "peer")
+
+
+def check_action_applies(accounts: AccountsView, action: ChannelAction) -> None:
+    """Refused, in the node's words, if ``action`` would be void were it executed on
+    ``accounts`` now: every check ``apply_action`` makes before it changes anything."""
+    check_channel_action(accounts.entity_id, action)
+    match action:
+        case OpenChannel(peer=peer, asset=asset, collateral=collateral):
+            if accounts.channel(peer) is not None:
+                raise Refused(f"a channel with {peer.hex()[:16]} is open already", "peer")
+            have = accounts.reserve(asset)
+            if collateral > have:
+                raise Refused(_short_reserve(asset, have, collateral), "collateral")
+        case ExtendCredit(peer=peer):
+            if accounts.channel(peer) is None:
+                raise Refused(_no_channel(peer), "peer")
+        case FundChannel(peer=peer, asset=asset, amount=amount):
+            if accounts.channel(peer) is None:
+                raise Refused(_no_channel(peer), "peer")
+            have = accounts.reserve(asset)
+            if amount > have:
+                raise Refused(_short_reserve(asset, have, amount), "amount")
+
+
 # Transactions and actions -----------------------------------------------------------------
 
 
 def pay(ledger: Ledger, body: Pay, payment_id: bytes) -> None:
-    if ledger.entity_id in body.route:
-        raise ConfigError("the route passes through this entity")
+    free = check_pay(ledger, body)
     first = body.route[0]
-    ledger.record(first)
-    free = ledger.available(first, body.asset)
-    if body.amount > free:
-        raise ConfigError(
-            f"insufficient capacity: {max(free, 0)} of asset {body.asset} available "
-            f"towards {first.hex()[:16]}, {body.amount} asked"
-        )
     tx = Tx.of(Forward(body.asset, body.amount, body.route[1:], payment_id))
     side, out = ch.step(ledger.channels[first].side, ch.Enqueue(tx))
     for o in out:
-        if isinstance(o, ch.Rejected):
+        if isinstance(o, ch.Rejected):  # none: check_pay asked the channel's queue
             raise ConfigError(o.reason)
     ledger.set_side(first, side)
     ledger.free[(first, body.asset)] = (side, free - body.amount)
@@ -602,19 +740,11 @@ def pay(ledger: Ledger, body: Pay, payment_id: bytes) -> None:
     )
 
 
-def check_channel_action(entity_id: bytes, action: ChannelAction) -> None:
-    """Checks made when the action is proposed (the rest happen when it executes)."""
-    if action.peer == entity_id:
-        raise ConfigError("a channel joins two different entities")
-
-
 def apply_action(ledger: Ledger, action: ChannelAction) -> None:
     """Run an executed proposal's channel action; ConfigError voids it (nothing changes)."""
-    check_channel_action(ledger.entity_id, action)
+    check_action_applies(ledger, action)
     match action:
         case OpenChannel(peer=peer, asset=asset, collateral=collateral):
-            if peer in ledger.channels:
-                raise ConfigError(f"a channel with {peer.hex()[:16]} is open already")
             if collateral:
                 ledger.take_reserve(asset, collateral)
             side = ch.open_side(ledger.entity_id, peer)
@@ -624,10 +754,8 @@ def apply_action(ledger: Ledger, action: ChannelAction) -> None:
             if collateral:
                 _enqueue(ledger, peer, Tx.of(AddCollateral(asset, collateral)))
         case ExtendCredit(peer=peer, asset=asset, limit=limit):
-            ledger.record(peer)
             _enqueue(ledger, peer, Tx.of(ch.SetCredit(asset, limit)))
         case FundChannel(peer=peer, asset=asset, amount=amount):
-            ledger.record(peer)
             ledger.take_reserve(asset, amount)
             _enqueue(ledger, peer, Tx.of(AddCollateral(asset, amount)))
 

@@ -817,6 +817,16 @@ def _waiting(side: ChannelSide) -> int:
     return len(side.queue) + (len(side.pending.txs) if side.pending else 0)
 
 
+QUEUE_FULL = f"queue full ({MAX_QUEUE} transactions waiting)"
+
+
+def queue_full(side: ChannelSide) -> str | None:
+    """Why ``side`` takes no more transactions now (``Enqueue`` would reject one), or
+    None: the one statement of the queue's cap, for ``step`` and for the entity's
+    checks before it queues (``accounts.check_pay``)."""
+    return QUEUE_FULL if _waiting(side) >= MAX_QUEUE else None
+
+
 def enqueue_all(side: ChannelSide, txs: Sequence[Tx]) -> tuple[ChannelSide, list[Output]]:
     """``Enqueue`` of each of ``txs`` in order, with one new side (a hub queues a whole
     incoming frame's forwards at once)."""
@@ -830,7 +840,7 @@ def enqueue_all(side: ChannelSide, txs: Sequence[Tx]) -> tuple[ChannelSide, list
             out.append(Rejected(tx, str(exc)))
             continue
         if len(queued) >= room:
-            out.append(Rejected(tx, f"queue full ({MAX_QUEUE} transactions waiting)"))
+            out.append(Rejected(tx, QUEUE_FULL))
             continue
         queued.append(tx)
     if not queued:
@@ -844,8 +854,9 @@ def _enqueue(side: ChannelSide, tx: Tx) -> tuple[ChannelSide, list[Output]]:
         _tx_asset(tx)
     except TxRefused as exc:
         return side, [Rejected(tx, str(exc))]
-    if _waiting(side) >= MAX_QUEUE:
-        return side, [Rejected(tx, f"queue full ({MAX_QUEUE} transactions waiting)")]
+    full = queue_full(side)
+    if full is not None:
+        return side, [Rejected(tx, full)]
     queue = (*side.queue, tx)  # once per payment: the constructor, not replace
     return ChannelSide(side.me, side.agreed, side.head, side.pending, queue, side.last_ack), []
 

@@ -422,6 +422,16 @@ class EntityState:
     def reserve(self, asset: int) -> int:
         return dict(self.reserves).get(asset, 0)
 
+    def available(self, peer: bytes, asset: int) -> int:
+        """What our channel with ``peer`` can still queue to pay in ``asset``
+        (``accounts.available`` of our side); KeyError if there is no such channel.
+        With ``channel`` and ``reserve``, what ``accounts.check_pay`` and
+        ``accounts.check_action_applies`` read (``accounts.AccountsView``)."""
+        rec = self.channel(peer)
+        if rec is None:
+            raise KeyError(peer)
+        return accounts.available(rec.side, asset)
+
 
 def entity_id_for(config: Config, salt: bytes) -> bytes:
     """keccak-256 of RLP ``[b"XLN/entity-id/v1", config, salt]`` (salt: 32 bytes)."""

@@ -11,11 +11,15 @@ A **signer card** is a member's public key and proof of possession as one
 copyable line, ``xln-signer:<pubkey hex>:<pop hex>``: what a member sends the
 others to be put in a new entity or added to one.
 
-Channels: ``pay(route, asset, amount, state)`` checks the payment against the
-channel's capacity (``accounts.available``) before anything is signed, with the
-node's own words; :class:`OpenChannelForm`, :class:`ExtendCreditForm` and
-:class:`FundChannelForm` make the channel actions a proposal carries. A
-**channel card** is what opening a channel with an entity needs, as JSON:
+Channels: ``pay(route, asset, amount, state)`` makes a payment and
+:class:`OpenChannelForm`, :class:`ExtendCreditForm` and :class:`FundChannelForm`
+the channel actions a proposal carries. What they check is the node's, never a
+copy: this module only parses what was typed, then calls the node's own rules in
+``node.machines.accounts`` (the bounds of each number, ``check_route``, and
+against the entity's state ``check_pay`` and ``check_action_applies``, which the
+node's transition calls too), so it refuses exactly what the node would, in the
+node's words, each error under the field it is about. A **channel card** is what
+opening a channel with an entity needs, as JSON:
 ``{"entity": hex, "config_height": n, "config": <hex of the RLP config>}``.
 
 Nothing here talks to the node or holds a key beyond the call.
@@ -24,15 +28,21 @@ Nothing here talks to the node or holds a key beyond the call.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from node.codec import HASH_LEN, UINT64_MAX, DecodeError, decode, encode_tree
 from node.crypto import bls
 from node.machines import accounts, governance
-from node.machines.accounts import ChannelAction, ExtendCredit, FundChannel, OpenChannel, Pay
-from node.machines.channel import MAX_AMOUNT, MAX_ASSET, MAX_HOPS
+from node.machines.accounts import (
+    ChannelAction,
+    ExtendCredit,
+    FundChannel,
+    IntField,
+    OpenChannel,
+    Pay,
+)
 from node.machines.counter import MAX_INCREMENT
 from node.machines.entity import (
     MAX_BATCH_TXS,
@@ -94,8 +104,8 @@ def parse_hex(text: str, size: int, what: str) -> bytes:
     return raw
 
 
-def parse_int(value: int | str, what: str, low: int, high: int) -> int:
-    """A whole number in ``low .. high``, from an int or typed text; ValueError else."""
+def parse_whole(value: int | str, what: str) -> int:
+    """A whole number (of any size or sign), from an int or typed text; ValueError else."""
     if isinstance(value, bool):
         raise ValueError(f"the {what} must be a whole number")
     if isinstance(value, str):
@@ -103,6 +113,12 @@ def parse_int(value: int | str, what: str, low: int, high: int) -> int:
             value = int(value.strip().replace("_", ""), 10)
         except ValueError:
             raise ValueError(f"the {what} must be a whole number") from None
+    return value
+
+
+def parse_int(value: int | str, what: str, low: int, high: int) -> int:
+    """A whole number in ``low .. high``, from an int or typed text; ValueError else."""
+    value = parse_whole(value, what)
     if not low <= value <= high:
         raise ValueError(f"the {what} must be {low} .. {high}, not {value}")
     return value
@@ -339,23 +355,24 @@ def default_expiry(state: EntityState) -> int:
 def propose(
     action: EntityAction, expires_at: int | str, state: EntityState | None = None
 ) -> Propose:
-    """A proposal; with ``state``, also checked against the entity as it stands (the
-    action applies, the expiry is not before the next frame nor too far)."""
+    """A proposal; a channel action as the node reads it; with ``state``, also checked
+    against the entity as it stands (the action applies, the expiry is not before the
+    next frame nor too far)."""
     errors: dict[str, str] = {}
     low = 1 if state is None else state.height + 1
     # Valid if the next frame holds it; a later frame only widens the window.
     high = UINT64_MAX if state is None else low + MAX_PROPOSAL_TTL
     at = _field(errors, "expires_at", lambda: parse_int(expires_at, "expiry height", low, high))
     try:
-        if isinstance(action, OpenChannel | ExtendCredit | FundChannel):
+        if isinstance(action, accounts.CHANNEL_ACTIONS):
+            accounts.check_action_fields(action)  # as the node reads it
             if state is not None:
-                accounts.check_channel_action(state.entity_id, action)
-                check_channel_action(action, state)
+                accounts.check_action_applies(state, action)  # would it execute now?
         else:
             governance.check_action(action)  # a new signer's key and proof of possession
             if state is not None:
                 action.apply(state.config)
-    except ConfigError as exc:
+    except ValueError as exc:  # the node's ConfigError or DecodeError
         errors["action"] = str(exc)
     if errors or at is None:
         raise ComposeError(errors)
@@ -382,26 +399,28 @@ def vote(
 # Channels ---------------------------------------------------------------------------
 
 
-def parse_amount(value: int | str, what: str = "amount", low: int = 1) -> int:
-    return parse_int(value, what, low, MAX_AMOUNT)
+def parse_number(value: int | str, field: IntField) -> int:
+    """A number of ``pay`` or a channel action, from an int or typed text: ValueError
+    unless it is a whole number within the node's bounds for ``field`` (its words)."""
+    return field.check(parse_whole(value, field.name))
 
 
 def parse_asset(value: int | str) -> int:
-    return parse_int(value, "asset", 0, MAX_ASSET)
+    return parse_number(value, accounts.ASSET)
 
 
 def parse_route(text: str) -> tuple[bytes, ...]:
     """Entity ids separated by commas, spaces or arrows: the first hop first, the payee
-    last (one id: a direct payment)."""
+    last (one id: a direct payment); ValueError unless the node takes the route."""
     parts = [p for p in text.replace("->", ",").replace(",", " ").split() if p]
     if not parts:
         raise ValueError("enter the payee (or the route: hub, ..., payee)")
-    route = tuple(parse_hex(p, HASH_LEN, "entity id") for p in parts)
-    if len(route) > MAX_HOPS + 1:
-        raise ValueError(f"a route has at most {MAX_HOPS + 1} entities")
-    if len(set(route)) != len(route):
-        raise ValueError("the route visits an entity twice")
-    return route
+    return accounts.check_route([parse_hex(p, HASH_LEN, "entity id") for p in parts])
+
+
+def _refused(exc: accounts.Refused, fields: Mapping[str, str]) -> ComposeError:
+    """The node's refusal as a form error, under the form's name for its field."""
+    return ComposeError({fields.get(exc.field, exc.field): str(exc)})
 
 
 def pay(
@@ -410,56 +429,26 @@ def pay(
     amount: int | str,
     state: EntityState | None = None,
 ) -> Pay:
-    """A payment; with ``state``, checked like the node will: the first hop is a
-    channel of ours with the capacity (the node's "insufficient capacity" text)."""
+    """A payment the node takes; with ``state``, one that its ``pay`` would queue on
+    the entity as it stands (``accounts.check_pay``: the first hop a channel of ours
+    with the capacity and room; the node's "insufficient capacity" text)."""
     errors: dict[str, str] = {}
     hops = _field(
-        errors, "route", lambda: parse_route(route) if isinstance(route, str) else tuple(route)
+        errors,
+        "route",
+        lambda: parse_route(route) if isinstance(route, str) else accounts.check_route(route),
     )
     a = _field(errors, "asset", lambda: parse_asset(asset))
-    n = _field(errors, "amount", lambda: parse_amount(amount))
-    if hops is not None and not hops:
-        errors["route"] = "enter the payee"
+    n = _field(errors, "amount", lambda: parse_number(amount, accounts.PAY_AMOUNT))
     if errors or hops is None or a is None or n is None:
         raise ComposeError(errors)
+    body = Pay(hops, a, n)
     if state is not None:
-        if state.entity_id in hops:
-            raise ComposeError({"route": "the route passes through this entity"})
-        rec = state.channel(hops[0])
-        if rec is None:
-            raise ComposeError({"route": f"no channel with {hops[0].hex()[:16]}"})
-        free = accounts.available(rec.side, a)
-        if n > free:
-            raise ComposeError(
-                {
-                    "amount": f"insufficient capacity: {max(free, 0)} of asset {a} available "
-                    f"towards {hops[0].hex()[:16]}, {n} asked"
-                }
-            )
-    return Pay(hops, a, n)
-
-
-def check_channel_action(action: ChannelAction, state: EntityState) -> None:
-    """ConfigError if the action would be void were it executed now."""
-    has = state.channel(action.peer) is not None
-    match action:
-        case OpenChannel(peer=peer, asset=asset, collateral=collateral):
-            if has:
-                raise ConfigError(f"a channel with {peer.hex()[:16]} is open already")
-            if collateral > state.reserve(asset):
-                raise ConfigError(
-                    f"reserve of asset {asset} is {state.reserve(asset)}, {collateral} needed"
-                )
-        case FundChannel(peer=peer, asset=asset, amount=amount):
-            if not has:
-                raise ConfigError(f"no channel with {peer.hex()[:16]}")
-            if amount > state.reserve(asset):
-                raise ConfigError(
-                    f"reserve of asset {asset} is {state.reserve(asset)}, {amount} needed"
-                )
-        case ExtendCredit(peer=peer):
-            if not has:
-                raise ConfigError(f"no channel with {peer.hex()[:16]}")
+        try:
+            accounts.check_pay(state, body)
+        except accounts.Refused as exc:
+            raise _refused(exc, {}) from None
+    return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,8 +484,9 @@ class ChannelCard:
             raise ValueError("a channel card is a JSON object")
         entity = parse_hex(str(data.get("entity", "")), HASH_LEN, "card's entity id")
         height = data.get("config_height")
-        if isinstance(height, bool) or not isinstance(height, int) or height < 0:
+        if isinstance(height, bool) or not isinstance(height, int):
             raise ValueError("the card's config_height must be a whole number")
+        accounts.PEER_CONFIG_HEIGHT.check(height)
         try:
             config = Config.from_item(decode(bytes.fromhex(str(data.get("config", "")))))
         except (ValueError, DecodeError, ConfigError) as exc:
@@ -520,24 +510,26 @@ class OpenChannelForm:
             "card",
             lambda: ChannelCard.decode(self.card) if isinstance(self.card, str) else self.card,
         )
+        if card is not None:
+            _field(errors, "card", lambda: accounts.PEER_CONFIG_HEIGHT.check(card.config_height))
         a = _field(errors, "asset", lambda: parse_asset(self.asset))
-        n = _field(errors, "collateral", lambda: parse_amount(self.collateral, "collateral", 0))
+        n = _field(errors, "collateral", lambda: parse_number(self.collateral, accounts.COLLATERAL))
         if errors or card is None or a is None or n is None:
             raise ComposeError(errors)
         action = OpenChannel(card.entity, card.config, card.config_height, a, n)
-        _check(action, state, "card" if card.entity == state.entity_id else "collateral")
+        _check(action, state, {"peer": "card"})  # the counterparty is the card's entity
         return action
 
 
 def _peer_asset_amount(
-    peer_hex: str, asset: int | str, name: str, amount: Callable[[], int]
+    peer_hex: str, asset: int | str, name: str, amount: int | str, field: IntField
 ) -> tuple[bytes, int, int]:
-    """A channel action's counterparty, asset and amount (field ``name``), every error
-    reported at once."""
+    """A channel action's counterparty, asset and amount (the form's field ``name``,
+    the node's ``field``), every error reported at once."""
     errors: dict[str, str] = {}
     peer = _field(errors, "peer", lambda: parse_hex(peer_hex, HASH_LEN, "counterparty"))
     a = _field(errors, "asset", lambda: parse_asset(asset))
-    n = _field(errors, name, amount)
+    n = _field(errors, name, lambda: parse_number(amount, field))
     if errors or peer is None or a is None or n is None:
         raise ComposeError(errors)
     return peer, a, n
@@ -551,10 +543,10 @@ class ExtendCreditForm:
 
     def to_action(self, state: EntityState) -> ExtendCredit:
         peer, a, n = _peer_asset_amount(
-            self.peer_hex, self.asset, "limit", lambda: parse_amount(self.limit, "credit limit", 0)
+            self.peer_hex, self.asset, "limit", self.limit, accounts.CREDIT_LIMIT
         )
         action = ExtendCredit(peer, a, n)
-        _check(action, state, "peer")
+        _check(action, state)
         return action
 
 
@@ -566,22 +558,25 @@ class FundChannelForm:
 
     def to_action(self, state: EntityState) -> FundChannel:
         peer, a, n = _peer_asset_amount(
-            self.peer_hex, self.asset, "amount", lambda: parse_amount(self.amount)
+            self.peer_hex, self.asset, "amount", self.amount, accounts.FUND_AMOUNT
         )
         action = FundChannel(peer, a, n)
-        _check(action, state, "peer" if state.channel(peer) is None else "amount")
+        _check(action, state)
         return action
 
 
 type ChannelForm = OpenChannelForm | ExtendCreditForm | FundChannelForm
 
 
-def _check(action: ChannelAction, state: EntityState, blame: str) -> None:
+def _check(
+    action: ChannelAction, state: EntityState, fields: Mapping[str, str] | None = None
+) -> None:
+    """The node's ``check_action_applies``; its refusal under the form's field
+    (``fields`` maps the action's field names to the form's where they differ)."""
     try:
-        accounts.check_channel_action(state.entity_id, action)
-        check_channel_action(action, state)
-    except ConfigError as exc:
-        raise ComposeError({blame: str(exc)}) from None
+        accounts.check_action_applies(state, action)
+    except accounts.Refused as exc:
+        raise _refused(exc, fields or {}) from None
 
 
 def signed_batch(

@@ -350,7 +350,7 @@ def test_channel_cards_round_trip_and_refuse_garbage() -> None:
         ("nope", "JSON"),
         ("[]", "object"),
         ('{"entity": "00"}', "32 bytes"),
-        (json.dumps({"entity": "11" * 32, "config_height": -1}), "config_height"),
+        (json.dumps({"entity": "11" * 32, "config_height": -1}), "peer config height: -1 is below"),
         (json.dumps({"entity": "11" * 32, "config_height": 0, "config": "c0"}), "config"),
     ):
         with pytest.raises(ValueError, match=message):
