@@ -66,6 +66,7 @@ class Agent:
         guard_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db: Any = plyvel.DB(str(guard_dir), create_if_missing=True)
         self._lock = threading.Lock()
+        self._closed = False
         self._after_record = after_record  # tests: crash between record and reply
         self.signed = 0
 
@@ -76,7 +77,13 @@ class Agent:
         return cls(sk, guard_root / signer_id(bls.sk_to_pk(sk)).hex())
 
     def close(self) -> None:
-        self._db.close()
+        """Close the guard records; a signing thread still running finishes first (a
+        LevelDB closed under a write crashes the process), and later requests are
+        refused."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
 
     def proof_of_possession(self) -> bytes:
         return bls.pop_prove(self._sk)
@@ -97,6 +104,8 @@ class Agent:
         at = frame.entity_id + frame.height.to_bytes(8, "big")
         slot = b"S" + at + round_.to_bytes(4, "big")
         with self._lock:
+            if self._closed:
+                raise Refused("the agent is closed")
             previous = self._db.get(slot)
             if previous is not None:
                 fields = as_list(decode(previous), "guard record", size=2)

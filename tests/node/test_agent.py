@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ SIGNER = signer_id(PK)
 ENTITY = b"\xe7" * 32
 OTHER_ENTITY = b"\xe8" * 32
 PREV = b"\x11" * 32
+DEADLINE_S = 20
 
 
 def frame(
@@ -291,3 +293,33 @@ def test_invalid_secret_key_is_refused(tmp_path: Path) -> None:
     for sk in (0, bls.CURVE_ORDER, -1):
         with pytest.raises(ValueError, match="invalid BLS secret key"):
             Agent(sk, tmp_path / "guard")
+
+
+def test_close_waits_for_a_signing_thread_and_then_refuses(tmp_path: Path) -> None:
+    """A thread signing while the agent closes (a node's loop shutting down under an
+    ``asyncio.to_thread`` signing call) finishes its record first; then every request
+    is refused, never a write to a closed LevelDB (which crashes the process)."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        inside.set()
+        assert release.wait(DEADLINE_S)
+
+    agent = Agent(SK, tmp_path / "guard", after_record=hold)
+    f = frame()
+    results: list[Signatures] = []
+    signer = threading.Thread(target=lambda: results.append(agent.sign_precommit(f.raw, 0)))
+    signer.start()
+    assert inside.wait(DEADLINE_S)
+    closer = threading.Thread(target=agent.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # held by the signing thread's record
+    release.set()
+    signer.join(DEADLINE_S)
+    closer.join(DEADLINE_S)
+    assert not closer.is_alive()
+    assert results == [Signatures(bls.sign(SK, f.message(0)), ())]
+    with pytest.raises(Refused, match="the agent is closed"):
+        agent.sign_precommit(frame(n=2).raw, 0)
+    agent.close()  # twice: nothing more
