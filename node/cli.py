@@ -41,6 +41,7 @@ from node.errors import Refused
 from node.machines.accounts import ChannelRecord
 from node.machines.governance import signer_id
 from node.machines.server import Increment
+from node.merkle_store import DEFAULT_CACHE_BYTES
 from node.net import limits
 from node.net.agent_client import AgentRejected, AgentStats, serve_agent
 from node.net.client import KEEPALIVE_S, NodeClient
@@ -81,7 +82,7 @@ def _data(path: str) -> Path:
 async def run_node(args: argparse.Namespace) -> int:
     data = _data(args.data)
     try:
-        store = Store(data / CHAIN_DIR)
+        store = Store(data / CHAIN_DIR, cache_bytes=args.cache_mb << 20)
     except StoreLocked:
         print(f"error: a node is already running on {data}", file=sys.stderr)
         return 1
@@ -524,6 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tick-ms", type=_positive, default=DEFAULT_TICK_MS, help="block period in ms"
     )
     run.add_argument(
+        "--cache-mb",
+        type=_not_negative,
+        default=DEFAULT_CACHE_BYTES >> 20,
+        help="memory for the stored channels and trie nodes read back (MiB, default "
+        f"{DEFAULT_CACHE_BYTES >> 20}); beyond it the least recently used are dropped",
+    )
+    run.add_argument(
         "--empty-blocks", action="store_true", help="make a block every tick, even empty"
     )
     run.add_argument(
@@ -631,6 +639,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sim_parser(sub)
     return parser
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 def _positive(text: str) -> int:

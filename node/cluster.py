@@ -101,8 +101,10 @@ class Cluster:
         simulation: bool = False,
         resend_ms: int | None = None,
         profile_dir: Path | None = None,
+        cache_mb: int | None = None,
     ) -> None:
         self.root = root
+        self.cache_mb = cache_mb  # --cache-mb: the servers' node caches (0: none)
         self.simulation = simulation  # --faucet-chain: the faucet works
         self.resend_ms = resend_ms
         self.profile_dir = profile_dir  # servers run under cProfile, stats in server<i>.prof
@@ -207,6 +209,7 @@ class Cluster:
             str(self.root / "secret"),
             *(["--faucet-chain"] if self.simulation else []),
             *(["--resend-ms", str(self.resend_ms)] if self.resend_ms else []),
+            *(["--cache-mb", str(self.cache_mb)] if self.cache_mb is not None else []),
             *peers,
             *agents,
             stdout=asyncio.subprocess.PIPE,

@@ -65,6 +65,17 @@ and at most 256 steps, the shape every honest proof has. ``Proof.to_tree`` is th
 RLP form: ``[[[depth, sibling], ...], [] or [key, value_hash]]``, the depth a
 minimal big-endian integer; ``Proof.from_item`` decodes it strictly.
 
+Stored maps
+-----------
+A node's replicas keep their maps in LevelDB a node at a time (``node.merkle_store``).
+Such a map points at :class:`Stub` s: a stored node's hash, its first key and its
+count, and the node itself while it is in memory. Every walk here opens a stub when
+it reaches one (its source reads and checks the node), and everything that needs
+no node below (the root, the size, a new branch above a subtree) uses the stub
+alone. :meth:`MerkleMap.changes` gives storage what a new version adds and removes;
+it pins the removed stored nodes, which the old version may still need once storage
+has deleted them. A map built in memory never meets a stub.
+
 Why not Ethereum's hexary Merkle Patricia trie
 ----------------------------------------------
 The ``trie`` package (pure Python) measured ~0.5 ms per update here, 136 ms for 256

@@ -50,10 +50,10 @@ DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 
 # What a node read into memory costs, roughly (CPython objects: the node, its hash
 # and key bytes, a branch's two child stubs; a leaf's value, decoded, and its cached
-# encoding). Measured with tracemalloc on hub channel records (docs/STORAGE.md).
-_BRANCH_COST = 560
-_LEAF_COST = 300
-_VALUE_FACTOR = 6
+# encoding). Measured with tracemalloc on a stored hub (docs/STORAGE.md, "The node cache").
+_BRANCH_COST = 900
+_LEAF_COST = 400
+_VALUE_FACTOR = 8
 
 
 class StoredNodeError(Exception):

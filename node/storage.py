@@ -56,7 +56,7 @@ from node.codec import (
     decode,
     encode,
 )
-from node.machines.accounts import ChannelRecord, Forwarded
+from node.machines.accounts import ChannelRecord, Forwarded, is_waiting
 from node.machines.frames import Certificate
 from node.machines.mailbox import Kept, kept_from_raw
 from node.machines.outcomes import Outcomes
@@ -94,6 +94,7 @@ CHANNEL = RECORD_CHANNEL
 FORWARD = RECORD_FORWARD
 KEPT = RECORD_KEPT
 FRAME = b"F"
+WAITING = b"Q"  # a replica's channels waiting to propose: not hashed, kept for restarts
 SYNTHETIC = b"Y"  # only in a store written by a generator (bench/hub_store.py), not by blocks
 HEIGHT_END = bytes([HEIGHT[0] + 1])
 
@@ -164,6 +165,8 @@ def block_writes(step: Step, server_id: bytes) -> list[tuple[bytes, bytes | None
         out.extend((record_key(kind, write.route, peer), raw) for kind, peer, raw in write.records)
         for m in write.maps:
             out.extend(node_writes(node_prefix(write.route, m.tag), m))
+        if write.waiting is not None:
+            out.append((WAITING + b"".join(write.route), write.waiting or None))
     out.extend(
         (
             frame_key(entity_id, committed.frame.height),
@@ -247,19 +250,29 @@ class Store:
                 for key in self._db.iterator(prefix=NODE + b"".join(route), include_value=False):
                     batch.delete(key)
                 for tag in (CHANNEL, FORWARD, KEPT):
-                    prefix = tag + b"".join(route)
                     m: MerkleMap[_Raw] = MerkleMap.from_items(
-                        (key[len(prefix) :], _Raw(raw))
-                        for key, raw in self._db.iterator(prefix=prefix)
+                        (key, _Raw(raw)) for key, raw in self._records(tag, route)
                     )
                     _, nodes = m.changes(MerkleMap.empty())
                     for key, raw in node_writes(node_prefix(route, tag), MapWrite(tag, m, nodes)):
                         if raw is not None:
                             batch.put(key, raw)
+                waiting = sorted(
+                    peer
+                    for peer, raw in self._records(CHANNEL, route)
+                    if is_waiting(_DECODE[CHANNEL](peer, raw))
+                )
+                if waiting:
+                    batch.put(WAITING + b"".join(route), b"".join(waiting))
         self._db.put(META, encode([FORMAT_VERSION, self.server_id]), sync=True)
 
     def close(self) -> None:
         self._db.close()
+
+    def _records(self, kind: bytes, route: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
+        prefix = kind + b"".join(route)
+        for key, raw in self._db.iterator(prefix=prefix):
+            yield key[len(prefix) :], raw
 
     def synthetic(self) -> str | None:
         """What generated this store, if its state was written directly rather than
@@ -328,6 +341,9 @@ class Store:
     def _load_replica(
         self, route: tuple[bytes, bytes], simulation: bool, outcomes: Outcomes | None
     ) -> Replica:
+        raw: bytes = self._db.get(WAITING + b"".join(route), b"")
+        if len(raw) % HASH_LEN:
+            raise DecodeError(f"the waiting channels of a replica are {len(raw)} bytes")
         return Replica.load(
             self._get(route),
             self._source(route, CHANNEL).top(),
@@ -335,6 +351,7 @@ class Store:
             self._source(route, KEPT).top(),
             simulation=simulation,
             outcomes=outcomes,
+            waiting=frozenset(raw[i : i + HASH_LEN] for i in range(0, len(raw), HASH_LEN)),
         )
 
     def _source(self, route: tuple[bytes, ...], tag: bytes) -> MapSource[Any]:

@@ -277,6 +277,10 @@ class Write:
     # The changed maps with the nodes that differ, for storage to write and delete
     # (node.merkle_store): one per kind of record above that changed.
     maps: tuple[MapWrite, ...] = ()
+    # A replica's channels waiting to propose (``EntityState.waiting``), sorted and
+    # joined, if they changed (b"": none); None if unchanged. Not hashed: what a
+    # restart would otherwise find by reading every channel.
+    waiting: bytes | None = None
 
 
 RECORD_CHANNEL = b"C"  # a channel record, by counterparty
@@ -304,7 +308,10 @@ def replica_write(route: tuple[bytes, ...], new: rep.Replica, old: rep.Replica |
                 for key, value in changed.items()
             )
             stored.append(MapWrite(kind, after, nodes))
-    return Write(route, new.header, tuple(records), tuple(stored))
+    waiting = new.entity.waiting
+    if old is not None and old.entity.waiting == waiting:
+        return Write(route, new.header, tuple(records), tuple(stored))
+    return Write(route, new.header, tuple(records), tuple(stored), b"".join(sorted(waiting)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,10 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         round_timeout_ms=1000,
         simulation=True,
         resend_ms=300,
+        # No node cache: every channel, forward and trie node a server walks is read
+        # back from its LevelDB, as a hub's idle channels are, so these runs go
+        # through the stored maps, the pins and the restart's lazy load for real.
+        cache_mb=0,
     )
     try:
         await c.start()

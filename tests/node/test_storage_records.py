@@ -19,6 +19,7 @@ import pytest
 from node.block import Block
 from node.codec import encode, keccak
 from node.crypto import bls
+from node.machines import channel as ch
 from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines.accounts import ChannelRecord, Forwarded
@@ -35,11 +36,13 @@ from node.storage import (
     FORWARD,
     META,
     SUB,
+    WAITING,
     Store,
     StoreError,
     node_prefix,
     record_key,
 )
+from node.txs import Tx
 from tests.node.hub_state import funded_side
 
 SKS = [101, 102]
@@ -296,4 +299,50 @@ def test_a_format_3_folder_is_migrated_on_open(tmp_path: Path) -> None:
     assert db.get(META) == encode([FORMAT_VERSION, bytes(32)])
     assert dict(db.iterator(prefix=NODE)) == nodes  # exactly what format 4 writes
     assert dict(db.iterator(prefix=CHANNEL)) == records
+    db.close()
+
+
+def test_the_waiting_channels_are_kept_so_a_restart_reads_no_channel(tmp_path: Path) -> None:
+    """``EntityState.waiting`` (ready channels with queued transactions: the next frame
+    proposes on them) decides what a frame does; it is derived from every channel, so
+    storage keeps it (``Q``, not hashed) and a restart reads it instead of the
+    channels."""
+    replicas, peers = _replicas()
+    waiting_peers = sorted(peers[i] for i in (7, 70, 170))
+    changes = {}
+    for p in waiting_peers:
+        rec = replicas[0].entity.channels.get(p)
+        assert rec is not None
+        side, _ = ch.step(rec.side, ch.Enqueue(Tx.of(ch.SetCredit(1, 5))))
+        assert side.queue
+        assert side.pending is None
+        changes[p] = replace(rec, side=side)
+    entity = replace(replicas[0].entity, channels=replicas[0].entity.channels.set_many(changes))
+    assert entity.waiting == frozenset(waiting_peers)  # found by looking at every channel
+    after = [replace(r, entity=entity) for r in replicas]
+    first = _step(ServerState(), after, None)
+    with Store(tmp_path / "db") as store:
+        store.write_block(first)
+    db = plyvel.DB(str(tmp_path / "db"))
+    route = (replicas[0].signer, replicas[0].entity_id)
+    assert db.get(WAITING + b"".join(route)) == b"".join(waiting_peers)
+    db.close()
+    with Store(tmp_path / "db", cache_bytes=0) as store:
+        state, _ = store.load()
+        loaded = state.replica(*route)
+        assert loaded is not None
+        assert loaded.entity.waiting == frozenset(waiting_peers)
+        assert store.cache.loads == 0  # no channel read to know it
+        # A block that leaves nothing waiting deletes the record.
+        calm = replace(
+            loaded.entity,
+            channels=loaded.entity.channels.set_many(
+                {p: replicas[0].entity.channels.get(p) for p in waiting_peers}
+            ),
+        )
+        assert calm.waiting == frozenset()
+        again = [replace(r, entity=calm) for r in after]
+        store.write_block(_step(first.state, again, after))
+    db = plyvel.DB(str(tmp_path / "db"))
+    assert db.get(WAITING + b"".join(route)) is None
     db.close()

@@ -235,13 +235,18 @@ class Replica:
         *,
         simulation: bool,
         outcomes: Outcomes | None = None,
+        waiting: frozenset[bytes] | None = None,
     ) -> Replica:
         """The replica whose ``header`` is ``raw``, with its channels, forwards and kept
         messages read apart (as storage keeps them), each checked against its root. The state
         after a frame in flight is computed again from the frame, and checked against
-        its hash (remembered in ``outcomes``, if given, for the commit that follows)."""
+        its hash (remembered in ``outcomes``, if given, for the commit that follows).
+        ``waiting``: the agreed state's ``EntityState.waiting``, as storage keeps it, so
+        that nothing looks at every channel to find it (None: look)."""
         f = as_list(decode(raw), "replica header", size=14)
         entity = EntityState.from_header(f[3], channels, forwards)
+        if waiting is not None:
+            entity.__dict__["waiting"] = waiting  # the cached property, without a scan
 
         def post(p: list[RlpItem], frame: Frame) -> EntityState:
             expected = as_bytes(p[2], "pending post hash", size=HASH_LEN)
