@@ -24,7 +24,10 @@ For each N this script
    - **read channel** / **read page**: READ_ENTITY of one channel, or of a page of
      256 channels, built by the node's code and checked as a client checks it;
 
-   then reports ``rss_mb``, that process's peak resident memory;
+   then reports ``rss_mb``, that process's peak resident memory, and what is
+   resident at the end split in two: ``rss_anon_mb``, its own memory, and
+   ``rss_file_mb``, pages of LevelDB's table files, which LevelDB maps and the
+   kernel reads ahead (up to 128 KB around each node read);
 3. measures **restart**: a real ``xln-node run`` process on that folder, from its
    start to its answer to READ_ENTITY of the hub's header over a WebSocket.
 
@@ -87,6 +90,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def rss_mb() -> float:
     """The process's peak resident memory so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_parts_mb() -> tuple[float, float]:
+    """Resident memory now, split: anonymous (the process's own: Python objects, the
+    cache, LevelDB's block cache) and file-backed (pages of LevelDB's tables, which it
+    maps, as the kernel read them ahead; the kernel may drop them). Linux only."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                fields[key] = int(value.split()[0]) / 1024
+    return fields.get("RssAnon", 0.0), fields.get("RssFile", 0.0)
 
 
 def cpu_ms(fn: Callable[[], object]) -> float:
@@ -192,6 +208,7 @@ def measure_store(data: Path, reps: int, cache_mb: int) -> dict[str, Any]:
                 "rss_mb": rss_mb(),
             }
         )
+        row["rss_anon_mb"], row["rss_file_mb"] = rss_parts_mb()
         return row
 
 

@@ -288,10 +288,11 @@ class Store:
         batch = self._db.write_batch()
         for n, (key, raw) in enumerate(items, 1):
             batch.put(key, raw)
-            if n % 100_000 == 0:
+            if n % 10_000 == 0:  # a few MB: a batch is held whole in LevelDB's memtable
                 batch.write()
                 batch = self._db.write_batch()
         batch.write()
+        self._db.compact_range()  # settled into tables, as a long-running node's store is
 
     def __enter__(self) -> Store:
         return self
