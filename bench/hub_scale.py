@@ -32,13 +32,17 @@ For each N this script
    start to its answer to READ_ENTITY of the hub's header over a WebSocket.
 
 The first run of each figure reads the nodes it touches from LevelDB (the cache
-starts empty, as after a restart); the median is of runs with a warm cache, as a
-running hub's active channels are.
+starts empty, as after a restart; reported as ``*_cold_ms``); the median is of
+the ``--reps`` runs after it, with a warm cache, as a running hub's active channels
+are. Steps 2 and 3 run ``--rounds`` times for each N, interleaved (N1, N2, ..., N1,
+N2, ...), each on a fresh copy of the generated folder: this machine's speed drifts
+by up to 2x between processes, so each figure is the median over rounds (the
+memory figures the largest), and every N meets the same drift.
 
 Usage (from the repo root)::
 
     .venv/bin/python -m bench.hub_scale --json bench/out/hub_scale.json
-    .venv/bin/python -m bench.hub_scale --channels 1000000 --reps 3
+    .venv/bin/python -m bench.hub_scale --channels 10,1000000 --rounds 5
 """
 
 from __future__ import annotations
@@ -266,23 +270,28 @@ def restart_ms(data: Path, route: list[bytes]) -> float:
         proc.wait(timeout=60)
 
 
-def measure(n: int, reps: int, cache_mb: int) -> dict[str, Any]:
-    folder = Path(tempfile.mkdtemp(prefix="hub-scale-"))
+def generate(n: int, root: Path) -> tuple[Path, float]:
+    """Step 1, in its own process: the stored hub with ``n`` channels, and the seconds."""
+    folder = root / f"hub-{n}"
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "bench.hub_store", "--channels", str(n), "--data", str(folder)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+    )
+    return folder, time.perf_counter() - started
+
+
+def measure_once(made: Path, reps: int, cache_mb: int) -> dict[str, Any]:
+    """Steps 2 and 3 on a copy of the generated folder (step 2 writes a block)."""
+    folder = made.with_name(made.name + "-run")
+    shutil.copytree(made, folder)
     try:
-        py = [sys.executable, "-m"]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        gen = time.perf_counter()
-        subprocess.run(
-            [*py, "bench.hub_store", "--channels", str(n), "--data", str(folder)],
-            check=True,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        gen = time.perf_counter() - gen
-        disk = sum(f.stat().st_size for f in (folder / hub_store.CHAIN_DIR).iterdir())
         out = subprocess.run(
             [
-                *py,
+                sys.executable,
+                "-m",
                 "bench.hub_scale",
                 "--one",
                 str(folder),
@@ -292,7 +301,7 @@ def measure(n: int, reps: int, cache_mb: int) -> dict[str, Any]:
                 str(cache_mb),
             ],
             check=True,
-            env=env,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
             capture_output=True,
             text=True,
         )
@@ -302,11 +311,40 @@ def measure(n: int, reps: int, cache_mb: int) -> dict[str, Any]:
             ((signer_id, signer),) = list(state.hosted.items())
             entity_id = next(iter(signer.held))
         row["restart_ms"] = restart_ms(folder, [signer_id, entity_id])
-        row["generate_s"] = gen
-        row["disk_bytes"] = disk
         return row
     finally:
         shutil.rmtree(folder)
+
+
+def measure(sizes: list[int], reps: int, rounds: int, cache_mb: int) -> list[dict[str, Any]]:
+    """Every N generated first, then ``rounds`` rounds measuring each N in turn (the
+    machine's speed drifts: each figure is the median over rounds of each round's
+    median, so every N sees the same drift)."""
+    root = Path(tempfile.mkdtemp(prefix="hub-scale-"))
+    try:
+        made = {n: generate(n, root) for n in sizes}
+        runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+        for _ in range(rounds):
+            for n in sizes:
+                runs[n].append(measure_once(made[n][0], reps, cache_mb))
+        rows = []
+        for n in sizes:
+            row: dict[str, Any] = {}
+            for key, value in runs[n][0].items():
+                if isinstance(value, float) and key not in ("rss_mb", "rss_anon_mb", "rss_file_mb"):
+                    row[key] = statistics.median(r[key] for r in runs[n])
+                elif key in ("rss_mb", "rss_anon_mb", "rss_file_mb"):
+                    row[key] = max(r[key] for r in runs[n])
+                else:
+                    row[key] = value
+            folder = made[n][0] / hub_store.CHAIN_DIR
+            row["generate_s"] = made[n][1]
+            row["disk_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
+            row["rounds"] = rounds
+            rows.append(row)
+        return rows
+    finally:
+        shutil.rmtree(root)
 
 
 def read_channel(state: EntityState, genesis: replica.Genesis, peer: bytes) -> int:
@@ -352,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--channels", default="10,1000,100000,1000000")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3, help="runs per process (after a cold one)")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per N, interleaved")
     parser.add_argument("--cache-mb", type=int, default=256, help="the node cache (MiB)")
     parser.add_argument("--json", default=None, help="write the figures here (- for stdout)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # step 2, in-process
@@ -364,15 +403,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.one is not None:
         print(json.dumps(measure_store(Path(args.one), args.reps, args.cache_mb)))
         return 0
-    rows = []
     print(
         f"{'channels':>10} {'proposer':>9} {'member':>8} {'spread':>8} {'frame':>7} "
         f"{'block ms':>9} {'written':>8} {'rss MB':>7} {'restart ms':>11} "
         f"{'channel ms':>11} {'bytes':>7} {'page ms':>8} {'bytes':>8} {'disk MB':>8}"
     )
-    for n in (int(x) for x in args.channels.split(",")):
-        row = measure(n, args.reps, args.cache_mb)
-        rows.append(row)
+    rows = measure(
+        [int(x) for x in args.channels.split(",")], args.reps, args.rounds, args.cache_mb
+    )
+    for row in rows:
+        n = row["channels"]
         print(
             f"{n:>10,} {row['proposer_frame_ms']:>9.2f} {row['member_frame_ms']:>8.2f} "
             f"{row['spread_frame_ms']:>8.2f} {row['frame_ms']:>7.2f} {row['block_ms']:>9.2f} "

@@ -190,6 +190,14 @@ async def _quiet_height(cluster: Cluster, members: list[SignerKey], entity: byte
             await cluster.next_commit(0.2)
 
 
+def _disk(cluster: Cluster) -> list[int]:
+    """The bytes of each server's chain folder (LevelDB's files, as they are now)."""
+    return [
+        sum(f.stat().st_size for f in (s.data / "chain").iterdir() if f.is_file())
+        for s in cluster.servers
+    ]
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     keep = contextlib.nullcontext(tempfile.mkdtemp(prefix="xln-payments-", dir=args.root))
     with keep if args.root else tempfile.TemporaryDirectory(prefix="xln-payments-") as tmp:
@@ -236,6 +244,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             end = measure_from + args.seconds
             hub_start = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
             hub_at_mark = hub_start
+            disk_at_mark = _disk(cluster)
             polled = 0.0
             while True:
                 now = time.perf_counter()
@@ -253,12 +262,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 if not marks and now >= measure_from:
                     marks.append((now, received))
                     hub_at_mark = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
+                    disk_at_mark = _disk(cluster)
                 if submitted - received + args.batch > args.window:
                     await cluster.next_commit(0.05)
             received = await _balance(cluster, kb, B, H)
             done = time.perf_counter()
             marks.append((done, received))
             hub_end = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
+            disk_end = _disk(cluster)
             (t0, r0), (t1, r1) = marks[0], marks[-1]
             rate = (r1 - r0) / (t1 - t0)
             # Let everything in flight land, then stop the agents to read their counts.
@@ -297,6 +308,15 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "hub_frames_per_s": (hub_end - hub_at_mark) / (t1 - t0),
             "payments_per_hub_frame": (r1 - r0) / max(1, hub_end - hub_at_mark),
             "hub_agents": agents,
+            # Each server's chain folder (LevelDB: blocks, frames, the state's records and
+            # trie nodes), grown over the measured time, and that per day at this rate.
+            "disk_bytes_per_s": [
+                (e - b) / (t1 - t0) for b, e in zip(disk_at_mark, disk_end, strict=True)
+            ],
+            "disk_gb_per_day": [
+                (e - b) / (t1 - t0) * 86_400 / 1e9
+                for b, e in zip(disk_at_mark, disk_end, strict=True)
+            ],
             # One SIGN request per frame at most (a member whose answer was not needed for
             # a frame may not be asked), each answered once with both kinds of signature.
             "one_request_per_frame": all(
@@ -336,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['payments_per_hub_frame']:.0f} payments per hub frame)"
     )
     print(f"  target >= 2,500/s: {benchlib.verdict(result['payments_per_s'] >= 2_500)}")
+    growth = ", ".join(f"{g:.2f}" for g in result["disk_gb_per_day"])
+    print(f"  disk growth per server at this rate: {growth} GB/day")
     for index, stats in result["hub_agents"].items():
         print(f"  hub signer {index}'s agent: {stats}")
     print(
