@@ -7,10 +7,12 @@ For each N this script
 1. generates a data folder holding the hub's first member's replica with N
    channels (``bench/hub_store.py``, in its own process: real channel records and
    trie nodes, marked synthetic);
-2. in a **fresh process**, opens that store as a node does (``Store.load``: the
-   top of each map, nothing below; ``--cache-mb`` bounds the nodes kept in
-   memory) and measures, on the loaded replica, the median CPU time of ``--reps``
-   runs of:
+2. in a **fresh process**, opens every N's store as a node does (``Store.load``:
+   the top of each map, nothing below; ``--cache-mb`` bounds the nodes kept in
+   memory) and times, on each loaded replica in turn (so that every N meets the
+   same speed of the machine, which drifts by up to 2x between processes), the
+   median CPU time of ``--reps`` runs, after a cold one (``*_cold_ms``: the nodes
+   read from LevelDB), of:
 
    - **proposer**: ``entity.build`` of a frame whose signed batch pays 256 payments
      of 1 to the active channel's counterparty (the BLS signature checked);
@@ -18,26 +20,22 @@ For each N this script
    - **spread**: the 256 payments over 256 different channels (256 channel frames);
    - **frame**: the one-channel frame, signature not checked;
    - **lookup**: one inbound channel message looked up (``accounts.is_stale``);
+   - **read channel** / **read page**: READ_ENTITY of one channel, or of a page of
+     256 channels, built by the node's code and checked as a client checks it;
    - **block**: the block after the member's frame, made and written for real
      (``server.replica_write`` and ``Store.write_block``): ``bytes_per_block`` is
      the key and value bytes of its synced batch (``storage.block_writes``);
-   - **read channel** / **read page**: READ_ENTITY of one channel, or of a page of
-     256 channels, built by the node's code and checked as a client checks it;
 
-   then reports ``rss_mb``, that process's peak resident memory, and what is
-   resident at the end split in two: ``rss_anon_mb``, its own memory, and
-   ``rss_file_mb``, pages of LevelDB's table files, which LevelDB maps and the
-   kernel reads ahead (up to 128 KB around each node read);
-3. measures **restart**: a real ``xln-node run`` process on that folder, from its
-   start to its answer to READ_ENTITY of the hub's header over a WebSocket.
-
-The first run of each figure reads the nodes it touches from LevelDB (the cache
-starts empty, as after a restart; reported as ``*_cold_ms``); the median is of
-the ``--reps`` runs after it, with a warm cache, as a running hub's active channels
-are. Steps 2 and 3 run ``--rounds`` times for each N, interleaved (N1, N2, ..., N1,
-N2, ...), each on a fresh copy of the generated folder: this machine's speed drifts
-by up to 2x between processes, so each figure is the median over rounds (the
-memory figures the largest), and every N meets the same drift.
+   ``--rounds`` such processes run, each on fresh copies of the folders, and each
+   figure is the median over rounds;
+3. per N, a process of its own opens that N's store and does each figure's work
+   once: ``rss_mb`` is its peak resident memory, and what is resident at the end
+   is split in two: ``rss_anon_mb``, its own memory, and ``rss_file_mb``, pages of
+   LevelDB's table files, which LevelDB maps and the kernel reads ahead (up to
+   128 KB around each node read);
+4. **restart**: a real ``xln-node run`` process on a copy of that folder, from its
+   start to its answer to READ_ENTITY of the hub's header over a WebSocket (the
+   median of ``--rounds``).
 
 Usage (from the repo root)::
 
@@ -49,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -115,105 +114,149 @@ def cpu_ms(fn: Callable[[], object]) -> float:
     return (time.process_time() - start) * 1000
 
 
-def measure_store(data: Path, reps: int, cache_mb: int) -> dict[str, Any]:
-    """Step 2 of the module docstring, in this process, on the hub stored at ``data``."""
-    with Store(data / hub_store.CHAIN_DIR, cache_bytes=cache_mb << 20) as store:
-        state, _ = store.load()
-        ((signer_id, signer),) = list(state.hosted.items())
-        ((entity_id, held),) = list(signer.held.items())
-        hub: EntityState = held.entity
-        active = hub_store.peer(0)
+class _Hub:
+    """One stored hub opened as a node opens it, with the work a figure times."""
+
+    def __init__(self, data: Path, cache_mb: int) -> None:
+        self.store = Store(data / hub_store.CHAIN_DIR, cache_bytes=cache_mb << 20)
+        self.state, _ = self.store.load()
+        ((self.signer_id, self.signer),) = list(self.state.hosted.items())
+        ((self.entity_id, self.held),) = list(self.signer.held.items())
+        hub: EntityState = self.held.entity
+        self.hub = hub
+        self.active = active = hub_store.peer(0)
         member = hub.config.ids[0]
+        nonce = dict(hub.nonces).get(member, 0) + 1
         txs = [Tx.of(Pay((active,), ASSET, 1)) for _ in range(PAYMENTS)]
-        signed = ent.sign_batch(entity_id, hub_store.HUB_SK, member, 1, txs)
-        unsigned = Batch.make(member, 1, txs, bytes(96))
+        self.signed = ent.sign_batch(self.entity_id, hub_store.HUB_SK, member, nonce, txs)
+        self.unsigned = Batch.make(member, nonce, txs, bytes(96))
         spread = [k for k in islice(hub.channels.keys(), PAYMENTS)]
         spread_txs = [Tx.of(Pay((spread[i % len(spread)],), ASSET, 1)) for i in range(PAYMENTS)]
-        spread_batch = Batch.make(member, 1, spread_txs, bytes(96))
-        message = accounts.Message(
-            accounts.ACK, active, ch.Ack(entity_id, 1, keccak(b"frame")), 0, b"\x01", bytes(96)
+        self.spread_batch = Batch.make(member, nonce, spread_txs, bytes(96))
+        self.message = accounts.Message(
+            accounts.ACK, active, ch.Ack(self.entity_id, 1, keccak(b"frame")), 0, b"\x01", bytes(96)
         )
-        genesis = held.genesis
-        posts: list[EntityState] = []
+        self.post: EntityState | None = None
 
-        def proposer() -> None:
-            built = ent.build(hub, [signed], [], allow_mint=False)
-            assert built.batches == [signed]
-            _ = built.post.hash
+    def proposer(self) -> None:
+        built = ent.build(self.hub, [self.signed], [], allow_mint=False)
+        assert built.batches == [self.signed]
+        _ = built.post.hash
 
-        def member_frame() -> None:
-            post, events = ent.execute(hub, [signed], verify=True)
-            assert len(events.payments) == PAYMENTS
-            _ = post.hash
-            posts.append(post)
+    def member_frame(self) -> None:
+        post, events = ent.execute(self.hub, [self.signed], verify=True)
+        assert len(events.payments) == PAYMENTS
+        _ = post.hash
+        self.post = post
 
-        def spread_frame() -> None:
-            post, events = ent.execute(hub, [spread_batch], verify=False)
-            assert len(events.payments) == PAYMENTS
-            _ = post.hash
+    def spread_frame(self) -> None:
+        post, events = ent.execute(self.hub, [self.spread_batch], verify=False)
+        assert len(events.payments) == PAYMENTS
+        _ = post.hash
 
-        def frame() -> None:
-            post, events = ent.execute(hub, [unsigned], verify=False)
-            assert len(events.outbox) == 1
-            _ = post.hash
+    def frame(self) -> None:
+        post, events = ent.execute(self.hub, [self.unsigned], verify=False)
+        assert len(events.outbox) == 1
+        _ = post.hash
 
-        runs: dict[str, list[float]] = {}
-        for name, fn in (
-            ("proposer_frame_ms", proposer),
-            ("member_frame_ms", member_frame),
-            ("spread_frame_ms", spread_frame),
-            ("frame_ms", frame),
-            ("lookup_us", lambda: accounts.is_stale(hub.channels, message)),
-            ("read_channel_ms", lambda: read_channel(hub, genesis, active)),
-            ("read_page_ms", lambda: read_page(hub, genesis)),
-        ):
-            runs[name] = [cpu_ms(fn) for _ in range(reps + 1)]  # the first run is cold
-        runs["lookup_us"] = [t * 1000 for t in runs["lookup_us"]]
-        # The block after the member's frame, made and written as the node does.
-        new = replica.Replica(held.signer, genesis, posts[0])
-        block_cpu = time.process_time()
-        write = replica_write((signer_id, entity_id), new, held)
+    def figures(self) -> list[tuple[str, Callable[[], object]]]:
+        genesis = self.held.genesis
+        return [
+            ("proposer_frame_ms", self.proposer),
+            ("member_frame_ms", self.member_frame),
+            ("spread_frame_ms", self.spread_frame),
+            ("frame_ms", self.frame),
+            ("lookup_us", lambda: accounts.is_stale(self.hub.channels, self.message)),
+            ("read_channel_ms", lambda: read_channel(self.hub, genesis, self.active)),
+            ("read_page_ms", lambda: read_page(self.hub, genesis)),
+        ]
+
+    def block(self) -> dict[str, Any]:
+        """The block after the member's frame, made and written as the node does."""
+        assert self.post is not None
+        held, state, signer = self.held, self.state, self.signer
+        new = replica.Replica(held.signer, held.genesis, self.post)
+        started = time.process_time()
+        write = replica_write((self.signer_id, self.entity_id), new, held)
         new_signer = SignerState.of(signer.pubkey, signer.counter, (new,))
         body = ServerState(
-            state.height + 1, state.timestamp + 1, state.counter, Subs.of([(signer_id, new_signer)])
+            state.height + 1,
+            state.timestamp + 1,
+            state.counter,
+            Subs.of([(self.signer_id, new_signer)]),
         )
         block = Block.make(
             body.height, state.head, body.timestamp, Mempool.build().raw, body.hash()
         )
-        from dataclasses import replace
-
         step = Step(
-            replace(body, head=block.hash),
+            dataclasses.replace(body, head=block.hash),
             block,
             (),
-            changed=(Write((signer_id,), new_signer.encoded), write),
+            changed=(Write((self.signer_id,), new_signer.encoded), write),
         )
-        written = sum(len(k) + len(v or b"") for k, v in block_writes(step, store.server_id))
-        store.write_block(step)
-        block_ms = (time.process_time() - block_cpu) * 1000
-        row: dict[str, Any] = {name: statistics.median(times[1:]) for name, times in runs.items()}
-        row.update(
-            {
-                name.replace("_ms", "_cold_ms"): times[0]
-                for name, times in runs.items()
-                if name.endswith("_ms")
-            }
-        )
-        row.update(
-            {
-                "channels": len(hub.channels),
-                "bytes_per_block": written,
-                "block_ms": block_ms,
-                "read_channel_bytes": read_channel(hub, genesis, active),
-                "read_page_bytes": read_page(hub, genesis),
-                "cache_mb": cache_mb,
-                "cache_used_mb": store.cache.used / 2**20,
-                "nodes_read": store.cache.loads,
-                "rss_mb": rss_mb(),
-            }
-        )
+        written = sum(len(k) + len(v or b"") for k, v in block_writes(step, self.store.server_id))
+        self.store.write_block(step)
+        return {"bytes_per_block": written, "block_ms": (time.process_time() - started) * 1000}
+
+
+def measure_times(folders: list[Path], reps: int, cache_mb: int) -> list[dict[str, Any]]:
+    """Step 2's CPU figures, in this process, for every hub at once: each figure is run
+    on each hub in turn (a cold run first, then ``reps``), so every N meets the same
+    speed of the machine."""
+    hubs = [_Hub(f, cache_mb) for f in folders]
+    try:
+        runs: list[dict[str, list[float]]] = [{} for _ in hubs]
+        names = [name for name, _ in hubs[0].figures()]
+        for i, name in enumerate(names):
+            for _ in range(reps + 1):
+                for h, hub in enumerate(hubs):
+                    fn = hub.figures()[i][1]
+                    runs[h].setdefault(name, []).append(cpu_ms(fn))
+        rows = []
+        for hub, times in zip(hubs, runs, strict=True):
+            times["lookup_us"] = [t * 1000 for t in times["lookup_us"]]
+            row: dict[str, Any] = {name: statistics.median(ts[1:]) for name, ts in times.items()}
+            row.update(
+                {
+                    n.replace("_ms", "_cold_ms"): ts[0]
+                    for n, ts in times.items()
+                    if n.endswith("_ms")
+                }
+            )
+            genesis = hub.held.genesis
+            row.update(
+                {
+                    "channels": len(hub.hub.channels),
+                    "read_channel_bytes": read_channel(hub.hub, genesis, hub.active),
+                    "read_page_bytes": read_page(hub.hub, genesis),
+                }
+            )
+            row.update(hub.block())
+            rows.append(row)
+        return rows
+    finally:
+        for hub in hubs:
+            hub.store.close()
+
+
+def measure_memory(folder: Path, cache_mb: int) -> dict[str, Any]:
+    """Step 2's memory figures: this process opens one hub and does each figure's work
+    once, then reports its peak resident memory and what is resident now."""
+    hub = _Hub(folder, cache_mb)
+    try:
+        for _, fn in hub.figures():
+            fn()
+        hub.block()
+        row: dict[str, Any] = {
+            "cache_mb": cache_mb,
+            "cache_used_mb": hub.store.cache.used / 2**20,
+            "nodes_read": hub.store.cache.loads,
+            "rss_mb": rss_mb(),
+        }
         row["rss_anon_mb"], row["rss_file_mb"] = rss_parts_mb()
         return row
+    finally:
+        hub.store.close()
 
 
 async def _read_header(url: str, token: str, route: list[bytes]) -> None:
@@ -283,63 +326,71 @@ def generate(n: int, root: Path) -> tuple[Path, float]:
     return folder, time.perf_counter() - started
 
 
-def measure_once(made: Path, reps: int, cache_mb: int) -> dict[str, Any]:
-    """Steps 2 and 3 on a copy of the generated folder (step 2 writes a block)."""
-    folder = made.with_name(made.name + "-run")
-    shutil.copytree(made, folder)
-    try:
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.hub_scale",
-                "--one",
-                str(folder),
-                "--reps",
-                str(reps),
-                "--cache-mb",
-                str(cache_mb),
-            ],
-            check=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-        )
-        row: dict[str, Any] = json.loads(out.stdout)
-        with Store(folder / hub_store.CHAIN_DIR) as store:
-            state, _ = store.load()
-            ((signer_id, signer),) = list(state.hosted.items())
-            entity_id = next(iter(signer.held))
-        row["restart_ms"] = restart_ms(folder, [signer_id, entity_id])
-        return row
-    finally:
-        shutil.rmtree(folder)
+def _run(*args: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.hub_scale", *args],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def _copies(made: list[Path]) -> list[Path]:
+    """Fresh copies of the generated folders (a measurement writes a block)."""
+    out = []
+    for folder in made:
+        copy = folder.with_name(folder.name + "-run")
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(folder, copy)
+        out.append(copy)
+    return out
+
+
+def _route(folder: Path) -> list[bytes]:
+    with Store(folder / hub_store.CHAIN_DIR) as store:
+        state, _ = store.load()
+        ((signer_id, signer),) = list(state.hosted.items())
+        return [signer_id, next(iter(signer.held))]
 
 
 def measure(sizes: list[int], reps: int, rounds: int, cache_mb: int) -> list[dict[str, Any]]:
-    """Every N generated first, then ``rounds`` rounds measuring each N in turn (the
-    machine's speed drifts: each figure is the median over rounds of each round's
-    median, so every N sees the same drift)."""
+    """Every N generated first; then ``rounds`` fresh processes timing every N at once
+    (the median over rounds of each round's median); then, per N, a process of its own
+    for the memory figures and a real node's restart (the median of ``rounds``)."""
     root = Path(tempfile.mkdtemp(prefix="hub-scale-"))
     try:
         made = {n: generate(n, root) for n in sizes}
-        runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+        folders = [made[n][0] for n in sizes]
+        timed: list[list[dict[str, Any]]] = []
         for _ in range(rounds):
-            for n in sizes:
-                runs[n].append(measure_once(made[n][0], reps, cache_mb))
+            copies = _copies(folders)
+            timed.append(
+                _run(
+                    "--times",
+                    ",".join(map(str, copies)),
+                    "--reps",
+                    str(reps),
+                    "--cache-mb",
+                    str(cache_mb),
+                )
+            )
         rows = []
-        for n in sizes:
+        for i, n in enumerate(sizes):
             row: dict[str, Any] = {}
-            for key, value in runs[n][0].items():
-                if isinstance(value, float) and key not in ("rss_mb", "rss_anon_mb", "rss_file_mb"):
-                    row[key] = statistics.median(r[key] for r in runs[n])
-                elif key in ("rss_mb", "rss_anon_mb", "rss_file_mb"):
-                    row[key] = max(r[key] for r in runs[n])
-                else:
-                    row[key] = value
-            folder = made[n][0] / hub_store.CHAIN_DIR
+            for key, value in timed[0][i].items():
+                floats = isinstance(value, float)
+                row[key] = statistics.median(t[i][key] for t in timed) if floats else value
+            (copy,) = _copies([made[n][0]])
+            row.update(_run("--memory", str(copy), "--cache-mb", str(cache_mb)))
+            route = _route(copy)
+            row["restart_ms"] = statistics.median(
+                restart_ms(c, route) for c in (_copies([made[n][0]])[0] for _ in range(rounds))
+            )
             row["generate_s"] = made[n][1]
-            row["disk_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
+            chain = made[n][0] / hub_store.CHAIN_DIR
+            row["disk_bytes"] = sum(f.stat().st_size for f in chain.iterdir())
             row["rounds"] = rounds
             rows.append(row)
         return rows
@@ -394,14 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per N, interleaved")
     parser.add_argument("--cache-mb", type=int, default=256, help="the node cache (MiB)")
     parser.add_argument("--json", default=None, help="write the figures here (- for stdout)")
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # step 2, in-process
+    parser.add_argument("--times", default=None, help=argparse.SUPPRESS)  # step 2, in-process
+    parser.add_argument("--memory", default=None, help=argparse.SUPPRESS)  # step 2's memory
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.one is not None:
-        print(json.dumps(measure_store(Path(args.one), args.reps, args.cache_mb)))
+    if args.times is not None:
+        folders = [Path(f) for f in args.times.split(",")]
+        print(json.dumps(measure_times(folders, args.reps, args.cache_mb)))
+        return 0
+    if args.memory is not None:
+        print(json.dumps(measure_memory(Path(args.memory), args.cache_mb)))
         return 0
     print(
         f"{'channels':>10} {'proposer':>9} {'member':>8} {'spread':>8} {'frame':>7} "
