@@ -15,10 +15,14 @@ carries its decisions out once the block that made them is durable:
 - catch-up: a replica behind its peers fetches certified frames (GET_FRAMES)
   and applies them as ``commit`` inputs; each is verified before it applies;
 - ``Transmit``: a signed channel message for a member of a counterparty
-  entity, routed like ``Send``; and the resend timer: while a channel waits for
-  its ack, or a counterparty's ack may have been lost, the signed messages go
-  out again every ``resend_ms`` (each is idempotent), and at once when a peer
-  server (re)connects.
+  entity, routed like ``Send``; and the resend timer, per counterparty: while
+  our channel frame waits for its ack, it goes out again (after our
+  announcements, to that counterparty's members) every ``resend_ms``, and at once
+  when a peer server (re)connects (each message is idempotent; an ack goes again
+  when the frame it acks comes again). The counterparties waiting are noted as
+  their frames go out; after a restart, a paced sweep of the kept messages (a
+  page per entity per tick) finds the ones from before, so a hub's million
+  channels are never all read at once.
 
 Agents: a signer's key is held by its agent, either in this process (built-in,
 loaded from an EIP-2335 keystore) or on the far side of the agent protocol.
@@ -37,6 +41,7 @@ from typing import Protocol
 from node.agent import Agent, Refused
 from node.machines import replica as rep
 from node.machines import signer as sig
+from node.machines.accounts import FRAME
 from node.machines.frames import Certificate, Frame, Signatures
 from node.machines.replica import Commit, Lock, Precommit, SeenLock, Timeout
 from node.machines.server import Step
@@ -50,6 +55,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ROUND_TIMEOUT_MS = 2_000
 DEFAULT_RESEND_MS = 1_000
 SYNC_PAGE = 256
+SWEEP_PAGE = 256  # kept entries looked at per entity per tick after a restart
 CHECK_MEMO = 1024
 ANSWERED_MEMO = 16_384
 
@@ -93,8 +99,11 @@ class Coordinator:
         self.peers = peers
         self.round_timeout_s = round_timeout_ms / 1000
         self.resend_s = resend_ms / 1000
-        # (entity) -> (what its signed messages were, when they last went out)
-        self._resent: dict[bytes, tuple[bytes, float]] = {}
+        # entity -> counterparty -> when our pending frame for it last went out
+        self._waiting: dict[bytes, dict[bytes, float]] = {}
+        # entity -> the last kept entry swept (None: not started), until swept whole
+        self._sweeps: dict[bytes, bytes | None] = {}
+        self._swept: set[bytes] = set()
         self._clock = clock
         self.agents: dict[bytes, AgentLink] = {}
         self._timers: dict[tuple[bytes, bytes], _Timer] = {}
@@ -161,6 +170,10 @@ class Coordinator:
                     self.route_input(to, effect.entity, tx)
                 case rep.Transmit(entity=entity, to=to, tx=tx):
                     self.route_input(to, entity, tx)
+                    body = tx.body
+                    if isinstance(body, rep.Deliver) and body.message.kind == FRAME:
+                        assert effect.entity is not None
+                        self._waiting.setdefault(effect.entity, {})[entity] = self._clock()
                 case sig.SendToSigner(to=to, tx=tx):
                     self.route_input(to, None, tx)
                 case rep.ProposeFrame():
@@ -405,27 +418,44 @@ class Coordinator:
         active: list[tuple[tuple[bytes, bytes], rep.Replica]],
         force: bool = False,
     ) -> None:
-        """Send each entity's signed channel messages again if they have waited
-        ``resend_s`` unchanged (one replica per entity does it for this server);
-        ``active`` is :meth:`_active_replicas`."""
+        """Send each pending channel frame again to its counterparty once it has waited
+        ``resend_s`` (all of them if ``force``), one replica per entity doing it for
+        this server; and take one more page of each unswept entity's kept messages.
+        Costs the frames waiting and the pages, not the channels. ``active`` is
+        :meth:`_active_replicas`."""
         seen: set[bytes] = set()
         for _, replica in active:
             entity = replica.entity_id
             if entity in seen or not replica.mailbox:
                 continue
             seen.add(entity)
-            what = replica.mailbox.header()  # the announcements and the kept root
-            last = self._resent.get(entity)
-            if last is None or last[0] != what:
-                self._resent[entity] = (what, now)  # new messages went out on commit
-                if not force:
+            waiting = self._waiting.setdefault(entity, {})
+            if entity not in self._swept:
+                self._sweep(entity, replica, waiting, now)
+            due = sorted(p for p, at in waiting.items() if force or now - at >= self.resend_s)
+            for peer in due:
+                effects = rep.resend_to(replica, peer)
+                if not effects:
+                    del waiting[peer]  # acked: nothing pending for it
                     continue
-            elif not force and now - last[1] < self.resend_s:
-                continue
-            self._resent[entity] = (what, now)
-            for effect in rep.resend(replica):
-                assert isinstance(effect, rep.Transmit)
-                self.route_input(effect.to, effect.entity, effect.tx)
+                waiting[peer] = now
+                for effect in effects:
+                    assert isinstance(effect, rep.Transmit)
+                    self.route_input(effect.to, effect.entity, effect.tx)
+
+    def _sweep(
+        self, entity: bytes, replica: rep.Replica, waiting: dict[bytes, float], now: float
+    ) -> None:
+        """One page of ``entity``'s kept messages: their pending frames are due now
+        (they may have waited since before a restart)."""
+        found, last = replica.mailbox.pending_page(self._sweeps.get(entity), SWEEP_PAGE)
+        for peer in found:
+            waiting.setdefault(peer, now - self.resend_s)
+        if last is None:
+            self._swept.add(entity)
+            self._sweeps.pop(entity, None)
+        else:
+            self._sweeps[entity] = last
 
     # Catch-up ---------------------------------------------------------------------------
 

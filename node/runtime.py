@@ -29,8 +29,8 @@ from node.errors import Busy, NotFound, ShuttingDown, TooLarge, UnknownRoute
 from node.machines.entity import EntityState
 from node.machines.frames import Certificate
 from node.machines.outcomes import Outcomes
-from node.machines.replica import Committed, Genesis
-from node.machines.server import Receipt, Step, apply_block
+from node.machines.replica import Committed, Genesis, Replica
+from node.machines.server import Receipt, ServerState, Step, apply_block
 from node.mempool import MAX_MEMPOOL_BYTES, Mempool
 from node.storage import Store
 from node.txs import Tx
@@ -175,6 +175,34 @@ async def _woken_early(early: asyncio.Event, stop: asyncio.Event, delay: float) 
     return early.is_set() and not stop.is_set()
 
 
+MAX_WHOLE_RECORDS = 4096  # a replica read whole (READ_STATE) holds at most this many records
+
+
+def _check_route(state: ServerState, route: tuple[bytes, ...]) -> None:
+    if not route:
+        return
+    signer = state.by_id.get(route[0])
+    if signer is None:
+        raise UnknownRoute(f"no signer {route[0].hex()} on this server")
+    if len(route) >= 2 and route[1] not in signer.by_entity:
+        raise UnknownRoute(f"signer {route[0].hex()[:16]} holds no entity {route[1].hex()}")
+    if len(route) > 2:
+        raise UnknownRoute("channels are not hosted yet")
+
+
+def _whole(replica: Replica) -> bytes:
+    """A replica's whole encoding, if it is small: every record is read (from LevelDB,
+    if need be) and encoded, so a hub's is refused, and read in parts instead."""
+    records = len(replica.entity.channels) + len(replica.entity.forwards)
+    records += len(replica.mailbox.kept)
+    if records > MAX_WHOLE_RECORDS:
+        raise NotFound(
+            f"entity {replica.entity_id.hex()[:16]} holds {records:,} records, more than the "
+            f"{MAX_WHOLE_RECORDS:,} a whole read takes: read it in parts with READ_ENTITY"
+        )
+    return replica.encoded
+
+
 class Node:
     """One server machine with its chain, inbox and subscribers."""
 
@@ -271,29 +299,24 @@ class Node:
         self._inbox_txs += len(txs)
 
     def check_route(self, route: tuple[bytes, ...]) -> None:
-        if not route:
-            return
-        signer = self.state.by_id.get(route[0])
-        if signer is None:
-            raise UnknownRoute(f"no signer {route[0].hex()} on this server")
-        if len(route) >= 2 and route[1] not in signer.by_entity:
-            raise UnknownRoute(f"signer {route[0].hex()[:16]} holds no entity {route[1].hex()}")
-        if len(route) > 2:
-            raise UnknownRoute("channels are not hosted yet")
+        _check_route(self.state, route)
 
     def status(self) -> Status:
         s = self.state
         return Status(s.height, s.head, s.hash(), s.counter, s.timestamp)
 
-    def read_state(self, route: tuple[bytes, ...]) -> bytes:
-        """The RLP state of the machine at ``route``: the server, a signer, or a replica."""
-        self.check_route(route)
+    def read_state(self, route: tuple[bytes, ...], state: ServerState | None = None) -> bytes:
+        """The RLP state of the machine at ``route``: the server, a signer, or a replica
+        (NotFound for a replica too large to read whole), in ``state`` (default: the
+        current one; another thread passes the state it read on the loop)."""
+        state = self.state if state is None else state
+        _check_route(state, route)
         if not route:
-            return self.state.readable()  # its state, then its signers' ids (bounded)
-        signer = self.state.by_id[route[0]]
+            return state.readable()  # its state, then its signers' ids (bounded)
+        signer = state.by_id[route[0]]
         if len(route) == 1:
             return signer.readable()  # its state, then its replicas' ids (bounded)
-        return signer.by_entity[route[1]].encoded
+        return _whole(signer.by_entity[route[1]])
 
     def read_entity(self, route: tuple[bytes, ...], at: bytes) -> tuple[Genesis, EntityState]:
         """A replica's agreed entity state: the current one (``at`` empty), or one of
@@ -328,12 +351,13 @@ class Node:
             while len(ring) > RECENT_STATES:
                 ring.popitem(last=False)
 
-    def read_tree(self) -> list[tuple[tuple[bytes, ...], bytes]]:
-        """Every signer's and replica's state, read at one instant (between blocks)."""
+    def read_tree(self, state: ServerState | None = None) -> list[tuple[tuple[bytes, ...], bytes]]:
+        """Every signer's and replica's state in ``state`` (default: the current one), so
+        at one instant (between blocks)."""
         out: list[tuple[tuple[bytes, ...], bytes]] = []
-        for signer in self.state.signers:
+        for signer in (self.state if state is None else state).signers:
             out.append(((signer.id,), signer.encoded))
-            out.extend(((signer.id, r.entity_id), r.encoded) for r in signer.replicas)
+            out.extend(((signer.id, r.entity_id), _whole(r)) for r in signer.replicas)
         return out
 
     def blocks(self, start_height: int, max_count: int, max_bytes: int) -> list[bytes]:

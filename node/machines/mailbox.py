@@ -7,8 +7,10 @@ signer-set announcements) are made from its outbox with the quorum's signatures
 matter any more: per counterparty, our pending channel frame (until it is acked)
 and our last ack (until the next one replaces it); and the latest announcements
 of our signer set (at most ``MAX_ANNOUNCED - 1`` older ones and the new one).
-What goes again on a resend is :meth:`Mailbox.to_resend`, and the ack to repeat
-when a frame we applied comes again is :meth:`Mailbox.ack_for`. The replica turns
+What goes again to a counterparty is :meth:`Mailbox.resend_for` (a runtime finds
+the counterparties with a pending frame as it sends them, and after a restart a
+page at a time with :meth:`Mailbox.pending_page`), and the ack to repeat when a
+frame we applied comes again is :meth:`Mailbox.ack_for`. The replica turns
 these into its ``Transmit`` effects (``node.machines.replica.effects``).
 
 A hub keeps one entry per channel, so the entries live in a :class:`MerkleMap`
@@ -95,14 +97,40 @@ class Mailbox:
                 yield k.peer, k.frame
 
     def to_resend(self) -> list[tuple[bytes, Message]]:
-        """What goes again after a reconnect, a restart or a timeout: our pending channel
-        frames, after the announcements of our signer set; nothing while no frame is
-        pending. Acks go again when the frame they ack comes again (:meth:`ack_for`)."""
+        """Every pending frame again, after the announcements: walks every entry (for
+        tests and simulations; a node resends per counterparty, :meth:`resend_for`)."""
         frames = list(self.pending_frames())
         if not frames:
             return []
         announced = [(b"", m) for m in self.announced]
         return [*announced, *frames]
+
+    def resend_for(self, peer: bytes) -> list[Message]:
+        """What goes again to one counterparty: our pending channel frame for it, after
+        the announcements of our signer set (it may have missed them, and needs them to
+        check the frame's signers); nothing while no frame is pending for it. Acks go
+        again when the frame they ack comes again (:meth:`ack_for`). One lookup."""
+        k = self.kept.get(peer)
+        if k is None or k.frame is None:
+            return []
+        return [*self.announced, k.frame]
+
+    def pending_page(self, after: bytes | None, limit: int) -> tuple[list[bytes], bytes | None]:
+        """The counterparties with a pending frame among the ``limit`` entries after
+        ``after`` (None: from the first), and the last entry looked at (None: the walk
+        is done). Costs the page, not the map: a restart's paced sweep."""
+        found: list[bytes] = []
+        last: bytes | None = None
+        for key, k in self.kept.items_from(after or bytes(HASH_LEN)):
+            if key == after:
+                continue
+            if k.frame is not None:
+                found.append(key)
+            last = key
+            limit -= 1
+            if not limit:
+                return found, last
+        return found, None
 
     def ack_for(self, peer: bytes, frame_hash: bytes) -> Message | None:
         """Our ack of ``peer``'s frame ``frame_hash``, if it is the last one we sent."""

@@ -640,7 +640,11 @@ class ApiServer:
         scope): also every signer and replica, ``[[route, state]...]``, read at once."""
         self._check_scope(session, req)
         self._check_route(req)
-        state = self.node.read_state(req.route)
+        snapshot = self.node.state  # one instant, read off the loop (records may be on disk)
+        try:
+            state = await asyncio.to_thread(self.node.read_state, req.route, snapshot)
+        except NotFound as exc:
+            raise _refusal(exc, req.request_id) from None
         body: list[object] = [list(req.route), state]
         if req.body:
             deep = _one_field(req, lambda item: as_int(item, "deep", max_value=1))
@@ -650,7 +654,11 @@ class ApiServer:
                     raise ProtocolError(
                         Err.MALFORMED, "deep reads start at the server", req.request_id
                     )
-                body.append([[list(route), raw] for route, raw in self.node.read_tree()])
+                try:
+                    tree = await asyncio.to_thread(self.node.read_tree, snapshot)
+                except NotFound as exc:
+                    raise _refusal(exc, req.request_id) from None
+                body.append([[list(route), raw] for route, raw in tree])
         await ws.send(encode_reply(Rep.STATE, req.request_id, body))
 
     async def _read_entity(self, ws: ServerConnection, session: Session, req: Request) -> None:

@@ -16,7 +16,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from node.block import Block
-from node.codec import DecodeError, decode, encode, encode_tree, int_bytes
+from node.codec import DecodeError, decode, encode, encode_tree, int_bytes, keccak
+from node.entity_reads import CHANNELS, HEADER, RECORD, EntityHeader, check_record
 from node.machines.counter import MAX_INCREMENT
 from node.machines.server import Increment
 from node.mempool import Mempool
@@ -33,7 +34,7 @@ from node.net.protocol import (
 )
 from node.storage import Store
 from node.txs import Tx
-from tests.conftest import NodeProcess, create_token, recv_reply, xln_node
+from tests.conftest import NodeProcess, create_token, recv_reply, run_python, xln_node
 
 pytestmark = pytest.mark.slow
 
@@ -447,3 +448,36 @@ async def test_mutated_frames_of_every_type_get_errors_and_change_nothing(
     assert Err.UNKNOWN_ROUTE in codes[Req.SUBMIT]
     assert Err.UNKNOWN_TYPE in codes[Req.STATUS]
     assert Err.UNAUTHORIZED in codes[Req.HELLO]
+
+
+async def test_a_hub_too_large_to_read_whole_is_read_in_parts(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    """A node serving a hub of 5,000 channels (``bench/hub_store.py``'s store: the
+    state written directly) refuses READ_STATE of the replica, which would read and
+    encode every channel, and answers READ_ENTITY of its header and of one channel."""
+    data = tmp_path / "hub"
+    made = run_python("-m", "bench.hub_store", "--channels", "5000", "--data", str(data))
+    assert made.returncode == 0, made.stderr
+    token = create_token(data)
+    node = node_process("--cache-mb", "1", data=data)
+    async with await NodeClient.connect(node.url, token=token) as client:
+        signers = await client.server_listing()
+        ((signer, _),) = signers[1]
+        _, _, replicas = await client.signer_listing(signer)
+        ((entity, _),) = replicas
+        with pytest.raises(NodeError) as refused:
+            await client.request(Req.READ_STATE, [], [signer, entity])
+        assert refused.value.code is Err.NOT_FOUND
+        assert "holds 5,000 records, more than the 4,096 a whole read takes" in str(refused.value)
+        assert "read it in parts with READ_ENTITY" in str(refused.value)
+        header = await client.request(Req.READ_ENTITY, [HEADER, b""], [signer, entity])
+        assert header.type is Rep.ENTITY
+        peer = keccak(b"peer 0")
+        one = await client.request(Req.READ_ENTITY, [RECORD, b"", CHANNELS, peer], [signer, entity])
+        assert one.type is Rep.ENTITY
+        head = EntityHeader.from_item(one.body[2], entity)
+        record = check_record(head, CHANNELS, peer, one.body[3])
+        assert record is not None
+        assert record.peer == peer
+    assert node.terminate() == 0

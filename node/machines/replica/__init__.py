@@ -7,7 +7,7 @@ modules, each one job:
                ``timeout``, ``seen_lock``, ``round_change``, ``deliver``), and ``Lock``
 ``effects``    what a step asks of the runtime (``Send``, ``ProposeFrame``,
                ``Transmit``, ``Committed``, ``Invite``, ``Note``), and the
-               ``Transmit`` of signed channel messages (``transmissions``, ``resend``)
+               ``Transmit`` of signed channel messages (``transmissions``, ``resend_to``)
 ``state``      ``Replica`` with its frame in flight (``Pending``) and ``Genesis``: the
                state, its encodings and their decoding
 ``execution``  ``execute_frame``: a frame run through the caller's cache of outcomes
@@ -34,6 +34,7 @@ from node.machines.replica.effects import (
     Send,
     Transmit,
     resend,
+    resend_to,
 )
 from node.machines.replica.execution import execute_frame
 from node.machines.replica.inputs import (
@@ -75,5 +76,6 @@ __all__ = [
     "execute_frame",
     "over_frame_budget",
     "resend",
+    "resend_to",
     "step",
 ]

@@ -84,6 +84,16 @@ def transmissions(entity: EntityState, messages: Sequence[tuple[bytes, Message]]
     return out
 
 
+def resend_to(replica: Replica, peer: bytes) -> list[Effect]:
+    """What goes again to one counterparty (``Mailbox.resend_for``): our pending frame
+    for it after our announcements, to its members only."""
+    out: list[Effect] = []
+    for message in replica.mailbox.resend_for(peer):
+        tx = Tx.of(Deliver(message))
+        out.extend(Transmit(c, m, tx) for c, m in addressees(replica.entity, peer))
+    return out
+
+
 def resend(replica: Replica) -> list[Effect]:
     """Our pending channel frames again, after the announcements of our signer set
     (after a reconnect, a restart or a timeout; every message is idempotent): the

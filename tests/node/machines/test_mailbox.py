@@ -683,3 +683,45 @@ def test_truth(story: Story) -> None:
     assert Mailbox((story.announcements[0],))
     assert Mailbox((), story.sent.mailbox.kept)
     assert bool(story.sent.mailbox)
+
+
+# resend per counterparty -----------------------------------------------------------------
+
+
+def test_resend_for_is_one_counterpartys_pending_frame_after_the_announcements(
+    story: Story,
+) -> None:
+    b = story.b
+    frame, ack = _frame_and_ack(story)
+    ann = story.announcements[0]
+    m = NO_MAIL.after(story.sent.entity, [], [(b"", ann), (b, frame), (b, ack)])
+    assert m.resend_for(b) == [ann, frame]
+    assert m.resend_for(UNKNOWN_PEER) == []
+    # Only an ack kept: nothing goes again (it goes when the frame it acks comes again).
+    only_ack = NO_MAIL.after(story.sent.entity, [], [(b"", ann), (b, ack)])
+    assert only_ack.resend_for(b) == []
+
+
+def test_a_sweep_of_pending_frames_goes_a_page_at_a_time(story: Story) -> None:
+    """``pending_page`` looks at ``limit`` entries after a key: a runtime's sweep after a
+    restart finds every pending frame, in key order, without reading all at once."""
+    frame, ack = _frame_and_ack(story)
+    peers = sorted(bytes([i]) * 32 for i in range(1, 12))
+    with_frame = {p for i, p in enumerate(peers) if i % 3 != 1}
+    kept = MerkleMap.from_items(
+        (p, Kept(p, frame if p in with_frame else None, ack)) for p in peers
+    )
+    m = Mailbox((), kept)
+    found: list[bytes] = []
+    pages = 0
+    after: bytes | None = None
+    while True:
+        page, after = m.pending_page(after, 4)
+        pages += 1
+        found.extend(page)
+        if after is None:
+            break
+    assert found == sorted(with_frame)
+    assert pages == 3  # 4 + 4 + 3 entries
+    assert m.pending_page(None, 100) == (sorted(with_frame), None)
+    assert Mailbox().pending_page(None, 4) == ([], None)
