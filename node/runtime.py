@@ -175,7 +175,10 @@ async def _woken_early(early: asyncio.Event, stop: asyncio.Event, delay: float) 
     return early.is_set() and not stop.is_set()
 
 
-MAX_WHOLE_RECORDS = 4096  # a replica read whole (READ_STATE) holds at most this many records
+# A replica read whole (READ_STATE) holds at most this many channels and kept entries
+# (each up to kilobytes), and this many forwards in flight (33 bytes each).
+MAX_WHOLE_RECORDS = 4096
+MAX_WHOLE_FORWARDS = 65_536
 
 
 def _check_route(state: ServerState, route: tuple[bytes, ...]) -> None:
@@ -193,12 +196,14 @@ def _check_route(state: ServerState, route: tuple[bytes, ...]) -> None:
 def _whole(replica: Replica) -> bytes:
     """A replica's whole encoding, if it is small: every record is read (from LevelDB,
     if need be) and encoded, so a hub's is refused, and read in parts instead."""
-    records = len(replica.entity.channels) + len(replica.entity.forwards)
-    records += len(replica.mailbox.kept)
-    if records > MAX_WHOLE_RECORDS:
+    records = len(replica.entity.channels) + len(replica.mailbox.kept)
+    forwards = len(replica.entity.forwards)
+    if records > MAX_WHOLE_RECORDS or forwards > MAX_WHOLE_FORWARDS:
         raise NotFound(
-            f"entity {replica.entity_id.hex()[:16]} holds {records:,} records, more than the "
-            f"{MAX_WHOLE_RECORDS:,} a whole read takes: read it in parts with READ_ENTITY"
+            f"entity {replica.entity_id.hex()[:16]} holds {records:,} channels and kept "
+            f"entries and {forwards:,} forwards, more than a whole read takes "
+            f"({MAX_WHOLE_RECORDS:,} and {MAX_WHOLE_FORWARDS:,}): read it in parts with "
+            "READ_ENTITY"
         )
     return replica.encoded
 

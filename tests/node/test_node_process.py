@@ -469,7 +469,9 @@ async def test_a_hub_too_large_to_read_whole_is_read_in_parts(
         with pytest.raises(NodeError) as refused:
             await client.request(Req.READ_STATE, [], [signer, entity])
         assert refused.value.code is Err.NOT_FOUND
-        assert "holds 5,000 records, more than the 4,096 a whole read takes" in str(refused.value)
+        message = str(refused.value)
+        assert "holds 5,000 channels and kept entries and 0 forwards" in message
+        assert "more than a whole read takes (4,096 and 65,536)" in message
         assert "read it in parts with READ_ENTITY" in str(refused.value)
         header = await client.request(Req.READ_ENTITY, [HEADER, b""], [signer, entity])
         assert header.type is Rep.ENTITY
