@@ -175,10 +175,6 @@ class Source[V: Encoded](Protocol):
         """Read, check and remember the stub's node (setting ``stub.node``)."""
         ...
 
-    def touch(self, stub: Stub[V]) -> None:
-        """The stub's node was used: keep it longer."""
-        ...
-
     def pin(self, stub: Stub[V]) -> Node[V]:
         """The stub's node, kept in memory for as long as the stub lives: it is about
         to leave storage while an older version of the map still reaches it."""
@@ -192,13 +188,19 @@ class Stub[V: Encoded]:
     else from its source, which reads it (checking it against the hash) and may drop it
     again later. Everything about the map that does not need the node below (its
     root, its size, a new branch above it) uses the stub alone, so a map of a million
-    stored entries is one stub until it is walked.
+    stored entries is one stub until it is walked. ``used`` is set at each opening: the
+    cache's clock (a second chance before a node is dropped), one store per walk step.
     """
 
-    __slots__ = ("__weakref__", "count", "h", "node", "pinned", "rep", "source")
+    __slots__ = ("__weakref__", "count", "h", "node", "pinned", "rep", "source", "used")
 
     def __init__(
-        self, h: bytes, rep: bytes, count: int, source: Source[V], node: Node[V] | None = None
+        self,
+        h: bytes,
+        rep: bytes,
+        count: int,
+        source: Source[V],
+        node: Node[V] | None = None,
     ) -> None:
         self.h = h
         self.rep = rep
@@ -206,12 +208,13 @@ class Stub[V: Encoded]:
         self.source = source
         self.node = node
         self.pinned = False  # kept in memory: no longer stored (an older version's node)
+        self.used = False
 
     def open(self) -> Node[V]:
         node = self.node
         if node is None:
             return self.source.load(self)
-        self.source.touch(self)
+        self.used = True
         return node
 
     def digest(self) -> bytes:
@@ -468,13 +471,10 @@ def _depth[V: Encoded](node: Node[V]) -> int:
 class NodeChanges[V: Encoded]:
     """The nodes one map has and another has not, as :meth:`MerkleMap.diff` finds
     them for storage: ``added`` in the new map, ``removed`` from the old, each as
-    referenced (a stored node by its stub), leaves and branches alike. ``same``: new
-    nodes equal to the old ones at their place (the same hash), made anew (a value
-    set again to what it was): storage makes them share the old nodes' stubs."""
+    referenced (a stored node by its stub), leaves and branches alike."""
 
     added: list[Ref[V]]
     removed: list[Ref[V]]
-    same: list[Node[V]]
 
 
 def _pin_open[V: Encoded](ref: Ref[V]) -> Node[V]:
@@ -511,8 +511,6 @@ def _diff[V: Encoded](
             out[leaf.key] = leaf.value
         return
     if new.h is not None and new.h == old.h:
-        if nodes is not None and type(new) is not Stub and new.s is None:  # type: ignore[union-attr]
-            nodes.same.append(new)  # type: ignore[arg-type]
         return
     n_node = _open(new)
     o_node = _open(old) if nodes is None else _pin_open(old)
@@ -711,7 +709,7 @@ class MerkleMap[V: Encoded]:
         (``node.merkle_store``). Hashes the new map's new nodes."""
         self.root  # noqa: B018 - every node's hash is needed to compare and to store
         out: dict[bytes, V | None] = {}
-        nodes: NodeChanges[V] = NodeChanges([], [], [])
+        nodes: NodeChanges[V] = NodeChanges([], [])
         _diff(self._root, old._root, out, nodes)
         return out, nodes
 

@@ -10,7 +10,9 @@ top node and nothing else, and a walk reads the nodes on its path when it needs 
   as :func:`encode_branch`: ``depth (1) ‖ left hash (32) ‖ right hash (32) ‖ left
   count (8) ‖ right count (8) ‖ right subtree's first key (32)``, 113 bytes. The
   children's hashes give the branch's hash, and the counts and first keys let a
-  walk make the children's stubs without reading them;
+  walk make the children's stubs without reading them. Only branches of ``BUCKET``
+  keys or more are stored: a smaller subtree is read back whole from its records
+  (their run from its first key), which spares a block most of a trie's nodes;
 - the **top** is ``N`` + route + map tag (:func:`top_key`): ``hash (32) ‖ first key
   (32) ‖ count (8)``, absent for an empty map.
 
@@ -36,17 +38,21 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from node.codec import HASH_LEN, keccak
-from node.merkle_map import KEY_LEN, Branch, Leaf, MerkleMap, NodeChanges, Source, Stub
+from node.merkle_map import KEY_LEN, Branch, Leaf, MerkleMap, NodeChanges, Ref, Source, Stub
 
 NODE = b"N"
 BRANCH_LEN = 1 + 2 * HASH_LEN + 8 + 8 + KEY_LEN
 TOP_LEN = HASH_LEN + KEY_LEN + 8
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+# A subtree of fewer keys is not stored as nodes: it is read back whole from its
+# records (one range scan of at most 15 records), which spares a block the writes and
+# deletes of a trie's lowest levels, most of its nodes.
+BUCKET = 16
 
 # What a node read into memory costs, roughly (CPython objects: the node, its hash
 # and key bytes, a branch's two child stubs; a leaf's value, decoded, and its cached
@@ -110,45 +116,70 @@ class NodeCache:
         return len(self._lru)
 
     def add(self, stub: Stub[Any], cost: int) -> None:
-        """Account a stub whose node is now in memory; drop the oldest past the budget."""
+        """Account a stub whose node is now in memory; drop nodes past the budget."""
         if stub.pinned:
             return
         with self._lock:
-            old = self._lru.pop(stub, None)
-            if old is not None:
-                self.used -= old
-            self._lru[stub] = cost
-            self.used += cost
-            while self.used > self.budget and self._lru:
-                dropped, c = self._lru.popitem(last=False)
-                self.used -= c
-                dropped.node = None
+            self._account(stub, cost)
+            self._evict()
 
-    def stub(
-        self,
-        h: bytes,
-        rep: bytes,
-        count: int,
-        source: Source[Any],
-        node: Leaf[Any] | Branch[Any] | None = None,
-        cost: int = 0,
-    ) -> Stub[Any]:
+    def _account(self, stub: Stub[Any], cost: int) -> None:
+        old = self._lru.pop(stub, None)
+        if old is not None:
+            self.used -= old
+        self._lru[stub] = cost
+        self.used += cost
+
+    def _evict(self) -> None:
+        """The clock: the oldest node goes, unless it was used since it last came up,
+        in which case it gets a second chance at the end of the line. (An opening only
+        sets ``stub.used``: no lock, no reordering, on the hot path.)"""
+        lru = self._lru
+        while self.used > self.budget and lru:
+            stub, cost = lru.popitem(last=False)
+            if stub.used:
+                stub.used = False
+                lru[stub] = cost
+                continue
+            self.used -= cost
+            stub.node = None
+
+    def stub(self, h: bytes, rep: bytes, count: int, source: Source[Any]) -> Stub[Any]:
         """The stub of the stored node ``h``: the one already held, if any, else a new
-        one holding ``node`` (whose children must be stubs or hold theirs). A held
-        stub is never given another node object: the one it opens to reaches stubs."""
+        one without its node."""
         with self._lock:
             stub = self._live.get(h)
-            if stub is not None:
-                return stub
-            stub = self._live[h] = Stub(h, rep, count, source, node)
-        if node is not None:
-            self.add(stub, cost)
-        return stub
+            if stub is None:
+                stub = self._live[h] = Stub(h, rep, count, source)
+            return stub
 
-    def touch(self, stub: Stub[Any]) -> None:
+    def stored(
+        self,
+        branches: list[Branch[Any]],
+        small: list[Leaf[Any] | Branch[Any]],
+        source: Source[Any],
+    ) -> list[Stub[Any]]:
+        """Give each new stored branch, and each new small subtree's top, a stub,
+        ``node.s``: the one already held for its hash, if any (never given another node
+        object: the one it opens to reaches stubs), else a new one holding the node,
+        accounted. One lock for all. Returns the stubs held for nodes inside the small
+        subtrees (see ``MapSource.stored``)."""
+        absorbed: list[Stub[Any]] = []
         with self._lock:
-            if stub in self._lru:
-                self._lru.move_to_end(stub)
+            live = self._live
+            costs: list[tuple[Leaf[Any] | Branch[Any], int]] = [
+                (node, _BRANCH_COST) for node in branches
+            ]
+            costs += [(node, _small_subtree(node, live, absorbed)) for node in small]
+            for node, cost in costs:
+                h = node.digest()
+                stub = live.get(h)
+                if stub is None:
+                    stub = live[h] = Stub(h, node.rep, node.count, source, node)
+                    self._account(stub, cost)
+                node.s = stub
+            self._evict()
+        return absorbed
 
     def pin(self, stub: Stub[Any]) -> Leaf[Any] | Branch[Any]:
         """Keep ``stub``'s node (read now if it was dropped) in memory for as long as
@@ -172,16 +203,19 @@ class MapSource[V]:
     def __init__(
         self,
         get: Callable[[bytes], bytes | None],
+        scan: Callable[[bytes, bytes], Iterable[tuple[bytes, bytes]]],
         node_prefix: bytes,
         record_prefix: bytes,
         decode: Callable[[bytes, bytes], V],
         cache: NodeCache,
     ) -> None:
         self._get = get
+        self._scan = scan  # (start, stop): the keys and values from start, below stop
         self.node_prefix = node_prefix
         self.record_prefix = record_prefix
         self._decode = decode
         self.cache = cache
+        self._records_end = _after(record_prefix)
 
     def top(self) -> MerkleMap[Any]:
         """The stored map, by its top record alone (empty if there is none)."""
@@ -215,6 +249,8 @@ class MapSource[V]:
                 raise StoredNodeError(f"record {stub.rep.hex()} of {self._where()}: {exc}") from exc
             node = Leaf(stub.rep, value)
             cost = _LEAF_COST + _VALUE_FACTOR * len(raw)
+        elif stub.count < BUCKET:
+            node, cost = self._bucket(stub)
         else:
             raw = self._read(branch_key(self.node_prefix, stub.h))
             if raw is None:
@@ -256,45 +292,108 @@ class MapSource[V]:
         node.h = keccak(b"\x01" + raw[:65])
         return node
 
-    def touch(self, stub: Stub[Any]) -> None:
-        self.cache.touch(stub)
+    def _bucket(self, stub: Stub[Any]) -> tuple[Leaf[Any] | Branch[Any], int]:
+        """A small subtree (fewer than ``BUCKET`` keys), not stored as nodes: rebuilt from
+        its records. A subtree's keys are all the map's keys that share its prefix, so
+        they are consecutive, from its first key: ``count`` records from ``rep``, one
+        range scan. (Whatever those records are, the hash check in ``load`` decides.)"""
+        pairs: list[tuple[bytes, Any]] = []
+        cost = 0
+        cut = len(self.record_prefix)
+        try:
+            for key, raw in self._scan(self.record_prefix + stub.rep, self._records_end):
+                k = key[cut:]
+                pairs.append((k, self._decode(k, raw)))
+                cost += _LEAF_COST + _BRANCH_COST + _VALUE_FACTOR * len(raw)
+                if len(pairs) == stub.count:
+                    break
+        except ValueError as exc:
+            raise StoredNodeError(f"a record of {self._where()}: {exc}") from exc
+        except RuntimeError as exc:  # plyvel: "Database is closed"
+            raise StoredNodeError(f"cannot read {self._where()}: {exc}") from exc
+        if len(pairs) < stub.count or pairs[0][0] != stub.rep:
+            raise StoredNodeError(f"node {stub.h.hex()} of {self._where()}: missing records")
+        top = MerkleMap[Any].from_items(pairs).top
+        return top, cost  # type: ignore[return-value]
 
     def pin(self, stub: Stub[Any]) -> Leaf[Any] | Branch[Any]:
         return self.cache.pin(stub)
 
-    def stored(self, m: MerkleMap[Any], nodes: NodeChanges[Any]) -> None:
-        """After the batch holding ``nodes.added`` (new nodes of ``m``) is durable: give
-        each a stub in the cache (the one of an equal node, if one is held), and point
-        ``m`` and the new branches at the stubs, so the nodes can leave memory like any
-        node read back."""
-        for same in nodes.same:
-            # Equal to the stored node in its place, but made anew with its own
-            # subtree: the stored node's stub (read back if need be) stands for it.
-            if same.s is None:
-                same.s = self.cache.stub(same.digest(), same.rep, same.count, self)
-        for ref in nodes.added:
+    def stored(self, m: MerkleMap[Any]) -> None:
+        """After the batch holding ``m``'s new nodes is durable: give each stored one (a
+        branch of ``BUCKET`` keys or more), and each small subtree below one, a stub in
+        the cache (the one of an equal node, if one is held), and point ``m`` and the new
+        branches at the stubs, so the nodes can leave memory like any node read back.
+        Walks the new nodes only: it stops at stubs and at nodes already stored.
+
+        A stored small subtree that ``m`` now holds inside a bigger small one (itself, or
+        a node made anew with its hash) is stored no more as such: the walks of later
+        blocks go through ``m``'s nodes, and will not reach its stub when they change its
+        records. So it is pinned now, for the older states that reach it (its records
+        are still ``m``'s, so it reads right)."""
+        top = m.top
+        if top is None:
+            return
+        branches: list[Branch[Any]] = []
+        small: list[Leaf[Any] | Branch[Any]] = []
+        todo: list[Ref[Any]] = [top]
+        while todo:
+            ref = todo.pop()
             if type(ref) is Stub or ref.s is not None:  # type: ignore[union-attr]
                 continue
             node: Leaf[Any] | Branch[Any] = ref  # type: ignore[assignment]
-            cost = (
-                _BRANCH_COST
-                if type(node) is Branch
-                else _LEAF_COST + _VALUE_FACTOR * len(node.value.encoded)  # type: ignore[union-attr]
-            )
-            node.s = self.cache.stub(node.digest(), node.rep, node.count, self, node, cost)
-        for ref in nodes.added:
-            if type(ref) is Branch:
-                left, right = ref.left, ref.right
-                if type(left) is not Stub and left.s is not None:  # type: ignore[union-attr]
-                    ref.left = left.s  # type: ignore[union-attr]
-                if type(right) is not Stub and right.s is not None:  # type: ignore[union-attr]
-                    ref.right = right.s  # type: ignore[union-attr]
-        top = m.top
-        if top is not None and type(top) is not Stub and top.s is not None:  # type: ignore[union-attr]
-            m.now_stored(top.s)  # type: ignore[union-attr]
+            if type(node) is Branch and node.count >= BUCKET:
+                branches.append(node)
+                todo.append(node.left)
+                todo.append(node.right)
+            else:
+                small.append(node)
+        for stub in self.cache.stored(branches, small, self):
+            self.cache.pin(stub)
+        for branch in branches:
+            left, right = branch.left, branch.right
+            if type(left) is not Stub:
+                branch.left = left.s  # type: ignore[union-attr,assignment]
+            if type(right) is not Stub:
+                branch.right = right.s  # type: ignore[union-attr,assignment]
+        if type(top) is not Stub:
+            m.now_stored(top.s)  # type: ignore[union-attr,arg-type]
 
     def _where(self) -> str:
         return f"map {self.node_prefix.hex()}"
+
+
+def _small_subtree(
+    node: Leaf[Any] | Branch[Any],
+    live: weakref.WeakValueDictionary[bytes, Stub[Any]],
+    absorbed: list[Stub[Any]],
+) -> int:
+    """What a new small subtree held whole in memory costs (its leaves and branches).
+    A node inside it that a stub stands for (a stored small subtree, or an equal node
+    made anew) goes into ``absorbed`` instead (its cost is its own)."""
+    cost = 0
+    todo: list[Ref[Any]] = [node]
+    while todo:
+        ref = todo.pop()
+        if ref is not node:
+            stub = ref if type(ref) is Stub else ref.s or live.get(ref.digest())  # type: ignore[union-attr]
+            if stub is not None:
+                absorbed.append(stub)
+                continue
+        if type(ref) is Leaf:
+            cost += _LEAF_COST + _VALUE_FACTOR * len(ref.value.encoded)
+        else:
+            branch: Branch[Any] = ref  # type: ignore[assignment]
+            cost += _BRANCH_COST
+            todo.append(branch.left)
+            todo.append(branch.right)
+    return cost
+
+
+def _after(prefix: bytes) -> bytes:
+    """The least key above every key that starts with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 def _splits_at(left: bytes, right: bytes, depth: int) -> bool:
@@ -319,9 +418,9 @@ def node_writes(prefix: bytes, w: MapWrite) -> Iterator[tuple[bytes, bytes | Non
     """The batch entries for a map's nodes under ``prefix`` (route + tag after ``N``):
     the deleted branches first, then the new ones, then the top. A branch whose hash
     is both removed and added (a value set back to what it was) stays."""
-    added = {ref.digest(): ref for ref in w.nodes.added if ref.count > 1}
+    added = {ref.digest(): ref for ref in w.nodes.added if ref.count >= BUCKET}
     for ref in w.nodes.removed:
-        if ref.count > 1 and ref.digest() not in added:
+        if ref.count >= BUCKET and ref.digest() not in added:
             yield branch_key(prefix, ref.digest()), None
     for h, ref in added.items():
         node = ref.open() if type(ref) is Stub else ref

@@ -361,6 +361,7 @@ class Store:
         if source is None:
             source = self._sources[(route, tag)] = MapSource(
                 self._db.get,
+                lambda start, stop: self._db.iterator(start=start, stop=stop),
                 node_prefix(route, tag),
                 tag + b"".join(route),
                 _DECODE[tag],
@@ -380,7 +381,7 @@ class Store:
                 else:
                     batch.put(key, raw)
         for route, m in maps:
-            self._source(route, m.tag).stored(m.map, m.nodes)
+            self._source(route, m.tag).stored(m.map)
 
     def block(self, block_hash: bytes) -> bytes | None:
         raw: bytes | None = self._db.get(BLOCK + block_hash)

@@ -28,8 +28,8 @@ from node.machines.server import ServerState, Step, Write, replica_write
 from node.machines.signer import SignerState
 from node.machines.subs import Subs
 from node.mempool import Mempool
-from node.merkle_map import MerkleMap
-from node.merkle_store import NODE, StoredNodeError
+from node.merkle_map import Branch, MerkleMap, Stub
+from node.merkle_store import BUCKET, NODE, StoredNodeError
 from node.storage import (
     CHANNEL,
     FORMAT_VERSION,
@@ -169,7 +169,8 @@ def test_records_are_stored_apart_and_a_block_writes_only_the_changed_ones(
     ("damage", "found"),
     [
         ("altered", "has another hash"),
-        ("missing", "is missing"),
+        # A missing record makes its small subtree's run of records read the next key.
+        ("missing", "missing|has another hash"),
         ("misfiled", "record under .* is of"),
         ("branch altered", "has another hash|is malformed"),
         ("branch missing", "is missing"),
@@ -201,20 +202,16 @@ def test_a_damaged_record_or_node_is_found_when_read(
         elif damage == "misfiled":
             db.put(key, other.encoded)  # another channel's record under this key
         else:
-            # The branch just above peers[3]'s leaf.
+            # The lowest stored branch over peers[3] (below it, a subtree of fewer than
+            # BUCKET keys is read back from its records).
             prefix = node_prefix(route, CHANNEL)
-            branches = {k: v for k, v in db.iterator(prefix=prefix) if len(k) == len(prefix) + 32}
-            above = [
-                k
-                for k, v in branches.items()
-                if v[1:33] == _leaf_hash(mine) or v[33:65] == _leaf_hash(mine)
-            ]
-            assert len(above) == 1
+            key = prefix + _lowest_stored_branch(r.entity.channels, peers[3])
+            raw = db.get(key)
+            assert raw is not None
             if damage == "branch missing":
-                db.delete(above[0])
+                db.delete(key)
             else:
-                raw = branches[above[0]]
-                db.put(above[0], raw[:40] + bytes([raw[40] ^ 1]) + raw[41:])
+                db.put(key, raw[:40] + bytes([raw[40] ^ 1]) + raw[41:])
     db.close()
     route = (r.signer, r.entity_id)
     with Store(tmp_path / "db", cache_bytes=0) as store:
@@ -227,26 +224,47 @@ def test_a_damaged_record_or_node_is_found_when_read(
             loaded.entity.channels.get(peers[3])
 
 
-def test_an_extra_record_is_not_in_the_map(tmp_path: Path) -> None:
-    """The trie decides what the map holds: a record no leaf names is never read."""
+@pytest.mark.parametrize("inside", [False, True])
+def test_an_extra_record_is_never_read_as_the_map(tmp_path: Path, inside: bool) -> None:
+    """The trie decides what the map holds. A small subtree (fewer than ``BUCKET``
+    keys) is read back as the run of ``count`` records from its first key, so a record
+    no leaf names is either never read (after the run's last key: the map reads as
+    before) or, among the run's keys, damage found when that subtree is read: the read
+    fails with StoredNodeError (the hash check) and never returns the extra record."""
     replicas, peers = _replicas()
     with Store(tmp_path / "db") as store:
         store.write_block(_step(ServerState(), replicas, None))
     r = replicas[1]
     route = (r.signer, r.entity_id)
-    other = r.entity.channels.get(peers[4])
+    channels = r.entity.channels
+    # A key whose last bit is 0, and its neighbour (last bit 1) as the extra record:
+    # between that key and the next one in the map, inside its run or just after it.
+    key = next(
+        k
+        for k in peers
+        if k[-1] & 1 == 0 and (_bucket_keys(channels, k)[-1] != k) == inside
+    )
+    peer = key[:-1] + bytes([key[-1] | 1])
+    assert peer not in peers
+    other = channels.get(peers[4])
     assert other is not None
-    peer = peers[3][:-1] + bytes([peers[3][-1] ^ 1])
     extra = ChannelRecord(peer, other.peer_config, 0, funded_side(r.entity_id, peer, 5))
     db = plyvel.DB(str(tmp_path / "db"))
-    db.put(record_key(CHANNEL, route, peer), extra.encoded)
+    for q in replicas:  # both replicas' copies (a node read for one serves the other)
+        db.put(record_key(CHANNEL, (q.signer, q.entity_id), peer), extra.encoded)
     db.close()
     with Store(tmp_path / "db", cache_bytes=0) as store:
         state, _ = store.load()
         loaded = state.replica(*route)
         assert loaded is not None
-        assert loaded.entity.channels.get(peer) is None
-        assert dict(loaded.entity.channels.items()) == dict(r.entity.channels.items())
+        if inside:
+            with pytest.raises(StoredNodeError, match="has another hash"):
+                loaded.entity.channels.get(peer)
+            with pytest.raises(StoredNodeError, match="has another hash"):
+                dict(loaded.entity.channels.items())
+        else:
+            assert loaded.entity.channels.get(peer) is None
+            assert dict(loaded.entity.channels.items()) == dict(channels.items())
 
 
 def test_a_damaged_top_is_found_on_load(tmp_path: Path) -> None:
@@ -263,8 +281,21 @@ def test_a_damaged_top_is_found_on_load(tmp_path: Path) -> None:
         store.load()
 
 
-def _leaf_hash(record: ChannelRecord) -> bytes:
-    return keccak(b"\x00" + record.peer + keccak(record.encoded))
+def _lowest_stored_branch(m: MerkleMap[ChannelRecord], key: bytes) -> bytes:
+    """The hash of the deepest branch on ``key``'s path that storage keeps as a node."""
+    found = b""
+    node = m.top
+    while node is not None:
+        if isinstance(node, Stub):
+            node = node.open()
+        if not isinstance(node, Branch):
+            break
+        if node.count >= BUCKET:
+            found = node.digest()
+        d = node.depth
+        node = node.right if key[d >> 3] >> (7 - (d & 7)) & 1 else node.left
+    assert found
+    return found
 
 
 def test_a_format_3_folder_is_migrated_on_open(tmp_path: Path) -> None:
@@ -346,3 +377,18 @@ def test_the_waiting_channels_are_kept_so_a_restart_reads_no_channel(tmp_path: P
     db = plyvel.DB(str(tmp_path / "db"))
     assert db.get(WAITING + b"".join(route)) is None
     db.close()
+
+
+def _bucket_keys(m: MerkleMap[ChannelRecord], key: bytes) -> list[bytes]:
+    """The keys of the small subtree (fewer than ``BUCKET`` keys) that holds ``key``."""
+    node = m.top
+    while True:
+        if isinstance(node, Stub):
+            node = node.open()
+        assert node is not None
+        if node.count < BUCKET:
+            keys = [k for k, _ in m.items_from(node.rep)]
+            return keys[: node.count]
+        assert isinstance(node, Branch)
+        d = node.depth
+        node = node.right if key[d >> 3] >> (7 - (d & 7)) & 1 else node.left
