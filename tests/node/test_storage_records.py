@@ -240,9 +240,7 @@ def test_an_extra_record_is_never_read_as_the_map(tmp_path: Path, inside: bool) 
     # A key whose last bit is 0, and its neighbour (last bit 1) as the extra record:
     # between that key and the next one in the map, inside its run or just after it.
     key = next(
-        k
-        for k in peers
-        if k[-1] & 1 == 0 and (_bucket_keys(channels, k)[-1] != k) == inside
+        k for k in peers if k[-1] & 1 == 0 and (_bucket_keys(channels, k)[-1] != k) == inside
     )
     peer = key[:-1] + bytes([key[-1] | 1])
     assert peer not in peers
