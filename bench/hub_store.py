@@ -44,7 +44,7 @@ from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines.accounts import ChannelRecord
 from node.machines.governance import Config, Member
-from node.machines.server import RECORD_CHANNEL, ServerState, Step, Write
+from node.machines.server import RECORD_CHANNEL, ServerState, Step, Write, replica_write
 from node.machines.signer import SignerState
 from node.machines.subs import Subs
 from node.mempool import Mempool
@@ -152,6 +152,48 @@ def generate(data: Path, n: int) -> Hub:
         time.perf_counter() - started,
         sum(len(raw.encoded) for _, raw in values),
     )
+
+
+IDLE_NOTE = "bench/hub_store.py: {n:,} idle channels added to entity {entity} directly"
+
+
+def add_idle_channels(chain: Path, entity_id: bytes, n: int) -> int:
+    """Add ``n`` opened, idle channels (with made-up counterparties) to every replica of
+    ``entity_id`` in the stopped node's store at ``chain``, in one block of its own on
+    top of its chain; the store is marked synthetic. Every server hosting a member must
+    get the same channels, so the replicas agree; the entity certifies the new state
+    with its next frame. Returns how many replicas were changed."""
+    peer_config = config(2, 1)
+    idle = {}
+    for i in range(n):
+        p = keccak(b"idle %d" % i)
+        idle[p] = ChannelRecord(p, peer_config, 0, ch.open_side(entity_id, p))
+    with Store(chain) as store:
+        state, _ = store.load()
+        changed: list[Write] = []
+        hosted = state.hosted
+        for signer in state.signers:
+            old = signer.held.get(entity_id)
+            if old is None:
+                continue
+            channels = old.entity.channels.set_many(
+                {p: r for p, r in idle.items() if p not in old.entity.channels}
+            )
+            new = replace(old, entity=replace(old.entity, channels=channels))
+            changed.append(replica_write((signer.id, entity_id), new, old))
+            signer = replace(signer, held=signer.held.set(entity_id, new))
+            changed.append(Write((signer.id,), signer.encoded))
+            hosted = hosted.set(signer.id, signer)
+        if changed:
+            body = replace(state, height=state.height + 1, hosted=hosted)
+            block = Block.make(
+                body.height, state.head, state.timestamp, Mempool.build().raw, body.hash()
+            )
+            store.write_synthetic(IDLE_NOTE.format(n=n, entity=entity_id.hex()), ())
+            store.write_block(
+                Step(replace(body, head=block.hash), block, (), changed=tuple(changed))
+            )
+    return len(changed) // 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,10 +45,12 @@ try:
 except ModuleNotFoundError:  # run as ``python -m bench.payments``: benchlib is beside us
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import benchlib
+import hub_store
 
 from node.cluster import PASSWORD, Cluster, SignerKey
 from node.machines.accounts import OpenChannel, Pay
 from node.machines.entity import MAX_BATCH_TXS
+from node.net.entity_client import EntityReader
 
 ASSET = 1
 POLL_S = 0.1
@@ -108,6 +110,38 @@ approve = ["counter", "proposal", "vote", "expired", "voided"]
 """
 
 
+async def _add_idle_channels(
+    cluster: Cluster,
+    n: int,
+    hub: bytes,
+    ka: SignerKey,
+    a: bytes,
+    kb: SignerKey,
+    b: bytes,
+) -> int:
+    """Give the hub ``n`` idle channels besides its two busy ones: stop the three nodes,
+    add the same channels to each hub replica in its store (``hub_store.add_idle_channels``:
+    the stores are then synthetic), start them again, and pay once so that the hub
+    certifies its new state in a frame (the wallet agents read only certified states).
+    Returns the payments made."""
+    for server in cluster.servers:
+        await cluster.kill_server(server.index)
+    started = time.perf_counter()
+    for server in cluster.servers:
+        added = hub_store.add_idle_channels(server.data / hub_store.CHAIN_DIR, hub, n)
+        assert added == 1, f"server {server.index} holds {added} replicas of the hub"
+    took = time.perf_counter() - started
+    print(f"  {n:,} idle channels added to each hub replica in {took:.1f} s")
+    for server in cluster.servers:
+        await cluster.restart_server(server.index)
+    before = await _balance(cluster, kb, b, hub)
+    await cluster.submit(ka, a, [Pay((hub, b), ASSET, 1)])
+    async with asyncio.timeout(120):
+        while await _balance(cluster, kb, b, hub) < before + 1:
+            await cluster.next_commit(0.2)
+    return 1
+
+
 async def _wallet_agents(cluster: Cluster, keys: list[SignerKey]) -> list[Path]:
     """Replace ``keys``' ``xln-node agent`` processes with the wallet's headless agent in
     accountant mode (``xln-wallet agent --accountant``), each with its own wallet
@@ -163,7 +197,16 @@ async def _wallet_agents(cluster: Cluster, keys: list[SignerKey]) -> list[Path]:
                 stderr=out,
             )
         logs.append(log)
+    # Payments start once every wallet serves its signer: a frame proposed before would
+    # wait a round's timeout for the missing signatures.
+    async with asyncio.timeout(600):
+        while not all("agent of" in _text(log) and " connected to " in _text(log) for log in logs):  # noqa: ASYNC110 - another process writes it
+            await asyncio.sleep(0.05)
     return logs
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 
 def _wallet_counts(log: Path) -> dict[str, int]:
@@ -177,17 +220,25 @@ def _wallet_counts(log: Path) -> dict[str, int]:
     }
 
 
+async def _hub_height(cluster: Cluster, key: SignerKey, entity: bytes) -> int:
+    """The certified height of ``key``'s replica of the hub, read as a wallet reads it
+    (its header only: a hub of many channels is not read whole)."""
+    server = cluster.servers[key.server]
+    reader = EntityReader(lambda: cluster.client(server))
+    return (await reader.header(key.id, entity)).height
+
+
 async def _quiet_height(cluster: Cluster, members: list[SignerKey], entity: bytes) -> int:
-    """The entity's height once no frame is in flight and every replica agrees."""
+    """The entity's height once every replica agrees on it and it stays there for a
+    second (nothing left in flight)."""
     async with asyncio.timeout(60):
+        last = -1
         while True:
-            replicas = [await cluster.replica(k, entity) for k in members]
-            states = {(r.entity.height, r.head) for r in replicas if r is not None}
-            if len(states) == 1 and all(
-                r is not None and r.pending is None and not r.inbox and not r.pool for r in replicas
-            ):
-                return states.pop()[0]
-            await cluster.next_commit(0.2)
+            heights = {await _hub_height(cluster, k, entity) for k in members}
+            if len(heights) == 1 and heights == {last}:
+                return last
+            last = heights.pop() if len(heights) == 1 else -1
+            await asyncio.sleep(1.0)
 
 
 def _disk(cluster: Cluster) -> list[int]:
@@ -217,8 +268,6 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         try:
             h0, h1, h2, ka, kb = cluster.keys
             hub = [h0, h1, h2]
-            if args.agents == "accountant":
-                wallet_logs = await _wallet_agents(cluster, hub)
             H = await cluster.create_entity(hub, [1, 1, 1], 2)
             A = await cluster.create_entity([ka], [1], 1)
             B = await cluster.create_entity([kb], [1], 1)
@@ -237,12 +286,20 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             await _settled(cluster, [(ka, A, H), (h0, H, A), (h0, H, B), (kb, B, H)])
             pay = Pay((H, B), ASSET, 1)
             submitted = 0
+            if args.idle_channels:
+                submitted = await _add_idle_channels(cluster, args.idle_channels, H, ka, A, kb, B)
+            swapped_at = 0  # the hub's height when the agents counted took over
+            if args.agents == "accountant":
+                # The wallets judge the payments' frames (the set-up's were signed by the
+                # nodes' agents).
+                swapped_at = await _quiet_height(cluster, hub, H)
+                wallet_logs = await _wallet_agents(cluster, hub)
             received = 0
             marks: list[tuple[float, int]] = []
             start = time.perf_counter()
             measure_from = start + args.warmup
             end = measure_from + args.seconds
-            hub_start = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
+            hub_start = await _hub_height(cluster, h0, H)
             hub_at_mark = hub_start
             disk_at_mark = _disk(cluster)
             polled = 0.0
@@ -261,14 +318,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"{now - start:6.2f}s submitted {submitted} received {received}")
                 if not marks and now >= measure_from:
                     marks.append((now, received))
-                    hub_at_mark = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
+                    hub_at_mark = await _hub_height(cluster, h0, H)
                     disk_at_mark = _disk(cluster)
                 if submitted - received + args.batch > args.window:
                     await cluster.next_commit(0.05)
             received = await _balance(cluster, kb, B, H)
             done = time.perf_counter()
             marks.append((done, received))
-            hub_end = (await cluster.replica(h0, H)).entity.height  # type: ignore[union-attr]
+            hub_end = await _hub_height(cluster, h0, H)
             disk_end = _disk(cluster)
             (t0, r0), (t1, r1) = marks[0], marks[-1]
             rate = (r1 - r0) / (t1 - t0)
@@ -276,7 +333,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             async with asyncio.timeout(60):
                 while await _balance(cluster, kb, B, H) < submitted:
                     await cluster.next_commit(0.2)
-            hub_frames = await _quiet_height(cluster, hub, H)
+            hub_frames = await _quiet_height(cluster, hub, H) - swapped_at
         finally:
             await cluster.stop()
         agents: dict[int, dict[str, int] | None] = {}
@@ -297,6 +354,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "approved_by_accountant": counts["approved_by_accountant"],
             }
         return {
+            "idle_channels": args.idle_channels,
             "payments_per_s": rate,
             "payments_measured": r1 - r0,
             "seconds": t1 - t0,
@@ -344,13 +402,20 @@ def main(argv: list[str] | None = None) -> int:
         help="the hub signers' agents: the wallet's headless accountant (default) or "
         "xln-node agent",
     )
+    parser.add_argument(
+        "--idle-channels",
+        type=int,
+        default=0,
+        help="idle channels the hub holds besides its two busy ones (written into its stores)",
+    )
     parser.add_argument("--profile", help="run the nodes under cProfile, stats in this folder")
     parser.add_argument("--debug-logs", action="store_true", help="nodes log at debug level")
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress")
     args = parser.parse_args(argv)
     result = asyncio.run(measure(args))
     print(
-        f"payments through a 3-signer hub on 3 processes: {result['payments_per_s']:,.0f}/s "
+        f"payments through a 3-signer hub on 3 processes"
+        f" ({args.idle_channels:,} idle channels besides): {result['payments_per_s']:,.0f}/s "
         f"({result['payments_measured']} in {result['seconds']:.1f} s; "
         f"{result['hub_frames_per_s']:.1f} hub frames/s, "
         f"{result['payments_per_hub_frame']:.0f} payments per hub frame)"
