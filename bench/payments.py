@@ -197,10 +197,11 @@ async def _wallet_agents(cluster: Cluster, keys: list[SignerKey]) -> list[Path]:
                 stderr=out,
             )
         logs.append(log)
-    # Payments start once every wallet serves its signer: a frame proposed before would
-    # wait a round's timeout for the missing signatures.
+    # Payments start once every wallet serves its signer and has read its entities (a
+    # wallet reads a hub's channels whole for its views, a minute at 100,000, and
+    # answers nothing meanwhile): a frame proposed before would wait out its rounds.
     async with asyncio.timeout(600):
-        while not all("agent of" in _text(log) and " connected to " in _text(log) for log in logs):  # noqa: ASYNC110 - another process writes it
+        while not all("read and watching" in _text(log) for log in logs):  # noqa: ASYNC110 - another process writes it
             await asyncio.sleep(0.05)
     return logs
 

@@ -8,6 +8,11 @@ A hub's replica holds a million channels: no reply may carry it whole. READ_ENTI
   state hash, which the certified frame at its height names;
 - one **record** of a map (a channel by counterparty, a forward by payment id), or
   proof that there is none;
+- one **node** of a map's trie, by its first key, count and hash (as its parent
+  names it): a subtree of at most :data:`SUBTREE` keys as its records, a bigger one
+  as its branch (``merkle_store.encode_branch``). It proves itself: the client
+  hashes it. A client walks a map lazily with these (:func:`check_node`), reading
+  only the paths it needs, as the accountant does to check a frame;
 - a **page** of a map: consecutive records after a key (or from the first), each
   with its proof, and the proof of the key it follows; the proofs also show that
   no record was left out between them (:func:`node.merkle_map.adjacent`), that the
@@ -24,8 +29,9 @@ the header is certified (:func:`check_certified`). Pure: no I/O, no clock.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from node.codec import (
     HASH_LEN,
@@ -33,9 +39,11 @@ from node.codec import (
     RlpItem,
     RlpTree,
     as_bytes,
+    as_int,
     as_list,
     decode,
     encode_tree,
+    int_bytes,
     keccak,
 )
 from node.machines import entity as ent
@@ -43,19 +51,34 @@ from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.entity import EntityState
 from node.machines.frames import Certificate, Frame, verify_certificate_of
 from node.machines.governance import Config
-from node.merkle_map import KEY_LEN, MerkleMap, Proof, adjacent, is_edge, verify, verify_hash
+from node.merkle_map import (
+    KEY_LEN,
+    MerkleMap,
+    Node,
+    Proof,
+    Stub,
+    adjacent,
+    is_edge,
+    verify,
+    verify_hash,
+)
+from node.merkle_store import BRANCH_LEN, decode_branch, encode_branch
 from node.net import limits
 
 HEADER: Final = 0
 RECORD: Final = 1
 PAGE: Final = 2
-PART_NAMES: Final = {HEADER: "header", RECORD: "record", PAGE: "page"}
+NODE: Final = 3
+PART_NAMES: Final = {HEADER: "header", RECORD: "record", PAGE: "page", NODE: "node"}
 
 CHANNELS: Final = 0  # channels by counterparty id
 FORWARDS: Final = 1  # forwards by payment id
 MAP_NAMES: Final = {CHANNELS: "channels", FORWARDS: "forwards"}
 
 MAX_PAGE: Final = 256  # records a page may ask for
+# A node read of a subtree of at most this many keys returns its records (one round
+# trip for a trie's lowest levels); a bigger one comes as its branch.
+SUBTREE: Final = 64
 # A reply carries at most this many bytes of records, so it stays under 1 MiB with
 # its header (at most ~300 KB: 1,024 members and 1,024 open proposals) and envelope.
 # A page always holds at least one record; a lone record larger than this (a
@@ -117,6 +140,26 @@ def page_part(state: EntityState, which: int, after: bytes, limit: int) -> list[
         out.append([key, raw, proof.to_tree()])
         size += len(raw) + len(proof.steps) * (HASH_LEN + 3) + HASH_LEN
     return [anchor, out]
+
+
+def node_part(state: EntityState, which: int, rep: bytes, count: int, h: bytes) -> list[RlpItem]:
+    """``[0, [[key, value], ...]]``: the records of the subtree that starts at ``rep``,
+    holds ``count`` keys and hashes to ``h``, if ``count`` is at most :data:`SUBTREE`;
+    ``[1, branch]`` for a bigger one (KeyError: the map has no such subtree). With
+    ``count`` 0, the map's top, whose hash is its root: ``[2, [first key, count]]``,
+    or ``[2, []]`` for an empty map (``rep`` and ``h`` are not looked at)."""
+    m = _map(state, which)
+    if count == 0:
+        top = m.top
+        return [int_bytes(2), [] if top is None else [top.rep, int_bytes(top.count)]]
+    sub = m.subtree(rep, count, h)
+    if sub is None:
+        raise KeyError(f"no {MAP_NAMES[which]} node {h.hex()} of {count} keys at {rep.hex()}")
+    if count <= SUBTREE:
+        return [int_bytes(0), [[key, value.encoded] for key, value in sub.items()]]
+    top = sub.top
+    node = top.open() if isinstance(top, Stub) else top
+    return [int_bytes(1), encode_branch(node)]  # type: ignore[arg-type]
 
 
 # What the client checks ---------------------------------------------------------------
@@ -346,3 +389,62 @@ def _check_change(
             f"the config change at frame {height} is not certified by the config this "
             f"client trusts: {reason}"
         )
+
+
+def check_node(
+    which: int,
+    rep: bytes,
+    count: int,
+    h: bytes,
+    item: RlpItem,
+    stub_of: Callable[[bytes, bytes, int], Stub[Any]],
+) -> Node[Any]:
+    """The node that ``node_part`` sent for ``(rep, count, h)``, once it hashes to ``h``
+    and fits its parent's description (a branch's children as ``stub_of(hash, first
+    key, count)``); ProofError otherwise."""
+    f = as_list(item, "node part", size=2)
+    kind = as_int(f[0], "node kind", max_value=1)
+    if count == 0:
+        raise ProofError("a map's top is read with top_of")
+    try:
+        if kind == 0:
+            if count > SUBTREE:
+                raise ProofError(f"records for a node of {count} keys")
+            pairs = []
+            for raw in as_list(f[1], "node records", max_len=SUBTREE):
+                pair = as_list(raw, "node record", size=2)
+                key = as_bytes(pair[0], "key", size=KEY_LEN)
+                pairs.append((key, _decode_value(which, key, as_bytes(pair[1], "value"))))
+            top = MerkleMap.from_items(pairs).top if len(pairs) == count else None
+            if top is None or pairs[0][0] != rep or top.digest() != h:
+                raise ProofError(f"the records sent for {MAP_NAMES[which]} node {h.hex()}")
+            return top  # type: ignore[return-value]
+        if count <= SUBTREE:
+            raise ProofError(f"a branch for a node of {count} keys")
+        node = decode_branch(as_bytes(f[1], "branch", size=BRANCH_LEN), rep, count, stub_of)
+    except ValueError as exc:
+        if isinstance(exc, ProofError):
+            raise
+        raise ProofError(f"{MAP_NAMES[which]} node {h.hex()}: {exc}") from None
+    if node.digest() != h:
+        raise ProofError(f"the branch sent for {MAP_NAMES[which]} node {h.hex()}")
+    return node
+
+
+def check_top(header: EntityHeader, which: int, item: RlpItem) -> tuple[bytes, int] | None:
+    """The first key and count of the map's top that ``node_part`` sent for count 0
+    (None: the map is empty, as its root says). Neither is committed to by the root:
+    a node that lies about them makes the walks it feeds reach nodes that do not hash
+    right (ProofError then), or a wrong size."""
+    f = as_list(item, "node part", size=2)
+    if as_int(f[0], "node kind") != 2:
+        raise ProofError("a top read answered with a node")
+    top = as_list(f[1], "top", max_len=2)
+    empty = header.root(which) == MerkleMap.empty().root
+    if not top:
+        if not empty:
+            raise ProofError(f"an empty top for a {MAP_NAMES[which]} root that is not")
+        return None
+    if len(top) != 2 or empty:
+        raise ProofError(f"a {MAP_NAMES[which]} top that does not fit its root")
+    return as_bytes(top[0], "first key", size=KEY_LEN), as_int(top[1], "count", min_value=1)

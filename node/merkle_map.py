@@ -731,6 +731,22 @@ class MerkleMap[V: Encoded]:
         if self._root is not None and self._root.digest() == stub.h:
             self._root = stub
 
+    def subtree(self, rep: bytes, count: int, h: bytes) -> MerkleMap[V] | None:
+        """The subtree whose first key is ``rep``, which holds ``count`` keys and hashes
+        to ``h``, as a map of its own (sharing its nodes), or None if this map has none:
+        the one walk toward ``rep`` that would reach it."""
+        _check_key(rep)
+        ref = self._root
+        while ref is not None and ref.count >= count:
+            node = _open(ref)
+            if ref.count == count and ref.rep == rep and ref.digest() == h:
+                return self._of(ref)
+            if type(node) is not Branch:
+                return None
+            d = node.depth
+            ref = node.right if rep[d >> 3] >> (7 - (d & 7)) & 1 else node.left
+        return None
+
     # Proofs -------------------------------------------------------------------------------
 
     def prove(self, key: bytes) -> Proof:

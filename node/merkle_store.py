@@ -88,6 +88,36 @@ def encode_branch(branch: Branch[Any]) -> bytes:
     )
 
 
+def decode_branch(
+    raw: bytes, rep: bytes, count: int, stub_of: Callable[[bytes, bytes, int], Stub[Any]]
+) -> Branch[Any]:
+    """The branch that :func:`encode_branch` gave ``raw``, for a node known (by its
+    parent) to start at key ``rep`` and hold ``count`` keys; its children are
+    ``stub_of(hash, first key, count)``. ValueError if it cannot be that node (its
+    hash is the caller's to check: ``node.h`` is set from ``raw``)."""
+    if len(raw) != BRANCH_LEN:
+        raise ValueError(f"a branch is {BRANCH_LEN} bytes, not {len(raw)}")
+    depth = raw[0]
+    left_h, right_h = raw[1:33], raw[33:65]
+    left_count = int.from_bytes(raw[65:73], "big")
+    right_count = int.from_bytes(raw[73:81], "big")
+    right_rep = raw[81:]
+    # The right subtree's first key agrees with the branch's keys above ``depth``
+    # and takes bit 1 there (the left one starts at the branch's own first key).
+    if (
+        left_count < 1
+        or right_count < 1
+        or left_count + right_count != count
+        or not _splits_at(rep, right_rep, depth)
+    ):
+        raise ValueError("malformed")
+    node = Branch(
+        depth, stub_of(left_h, rep, left_count), stub_of(right_h, right_rep, right_count), count
+    )
+    node.h = keccak(b"\x01" + raw[:65])
+    return node
+
+
 def encode_top(m: MerkleMap[Any]) -> bytes | None:
     top = m.top
     if top is None:
@@ -266,31 +296,12 @@ class MapSource[V]:
         return node
 
     def _branch(self, stub: Stub[Any], raw: bytes) -> Branch[Any]:
-        if len(raw) != BRANCH_LEN:
-            raise StoredNodeError(f"node {stub.h.hex()} of {self._where()} is {len(raw)} bytes")
-        depth = raw[0]
-        left_h, right_h = raw[1:33], raw[33:65]
-        left_count = int.from_bytes(raw[65:73], "big")
-        right_count = int.from_bytes(raw[73:81], "big")
-        right_rep = raw[81:]
-        rep = stub.rep
-        # The right subtree's first key agrees with the branch's keys above ``depth``
-        # and takes bit 1 there (the left one starts at the branch's own first key).
-        if (
-            left_count < 1
-            or right_count < 1
-            or left_count + right_count != stub.count
-            or not _splits_at(rep, right_rep, depth)
-        ):
-            raise StoredNodeError(f"node {stub.h.hex()} of {self._where()} is malformed")
-        node = Branch(
-            depth,
-            self.cache.stub(left_h, rep, left_count, self),
-            self.cache.stub(right_h, right_rep, right_count, self),
-            stub.count,
-        )
-        node.h = keccak(b"\x01" + raw[:65])
-        return node
+        try:
+            return decode_branch(
+                raw, stub.rep, stub.count, lambda h, rep, n: self.cache.stub(h, rep, n, self)
+            )
+        except ValueError as exc:
+            raise StoredNodeError(f"node {stub.h.hex()} of {self._where()}: {exc}") from None
 
     def _bucket(self, stub: Stub[Any]) -> tuple[Leaf[Any] | Branch[Any], int]:
         """A small subtree (fewer than ``BUCKET`` keys), not stored as nodes: rebuilt from
@@ -435,6 +446,7 @@ __all__ = [
     "MapWrite",
     "NodeCache",
     "StoredNodeError",
+    "decode_branch",
     "encode_branch",
     "node_writes",
 ]

@@ -33,7 +33,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn, Protocol
 
@@ -42,6 +42,8 @@ from node.entity_reads import ProofError, UnverifiedRead
 from node.machines.entity import EntityState
 from node.machines.frames import Frame, Signatures
 from node.net.agent_client import AgentRejected, serve_signer
+from node.net.client import NodeError
+from node.net.remote_map import assume_waiting, is_partial, read_at
 from node.net.server import SIGN_TIMEOUT_S
 from wallet.flows.accountant import Rules, Verdict
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
@@ -112,6 +114,7 @@ class WalletAgent:
         self.on_link: list[Callable[[bool], None]] = []
         self._approved: OrderedDict[bytes, None] = OrderedDict()  # frame hashes
         self._after: OrderedDict[bytes, EntityState] = OrderedDict()  # frame hash -> post
+        self._partial: set[bytes] = set()  # those of them read node by node from the node
         self._agent: Agent | None = None
         self._signing = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -188,6 +191,7 @@ class WalletAgent:
         # frame was certified (the next one names it as prev_hash): a hub's frames come
         # one after another, and reading the replica costs more than executing.
         state = self._after.get(frame.prev_hash)
+        partial = frame.prev_hash in self._partial
         if state is None or state.height + 1 != frame.height or state.entity_id != entity:
             try:
                 read = await self.read_entity(self.signer, entity)
@@ -197,11 +201,27 @@ class WalletAgent:
             if read is None:
                 return None
             state = read
-        analysis = analyze(state, frame)
+            partial = is_partial(state)
+        # The state's maps may be read node by node as the frame's execution walks them
+        # (``read_entity`` may be ``Session.read_entity_lazily``): off the loop, which
+        # runs those reads.
+        if partial:
+            read_at(state)
+            assume_waiting(state, frame)
+        try:
+            analysis = await asyncio.to_thread(analyze, state, frame)
+        except (ConnectionError, OSError, TimeoutError, NodeError) as exc:
+            log.warning("%s: cannot read the entity to check a frame: %s", self.label, exc)
+            return None
+        if partial:
+            analysis = replace(analysis, partial=True)
         if analysis.new_state is not None:
             self._after[frame.hash] = analysis.new_state
+            if partial:
+                self._partial.add(frame.hash)
             while len(self._after) > AFTER_MEMO:
-                self._after.popitem(last=False)
+                gone, _ = self._after.popitem(last=False)
+                self._partial.discard(gone)
         return analysis
 
     async def _decide(

@@ -36,10 +36,16 @@ from node.machines.signer import CreateEntity
 from node.net.client import NodeClient, NodeError, NodeStatus, Receipts, VersionMismatch
 from node.net.entity_client import EntityReader
 from node.net.protocol import Err, Rep, Reply, Topic
+from node.net.remote_map import lazy_state
 from node.txs import Tx, TxBody
 from wallet.model import Connection, Link, WalletModel
 
 log = logging.getLogger(__name__)
+
+# Entities of at most this many channels and forwards are read whole to check a frame
+# (pages of 256: a hub's thousands of forwards in flight), larger ones node by node as
+# the frame's execution walks them (whose reads cost more per record than pages).
+WHOLE_UP_TO = 65_536
 
 SENDER_ID = b"xln-wallet"
 BACKOFF_START_S = 0.1
@@ -377,6 +383,14 @@ class NodeSession:
         read in parts, every part proven (``node/net/entity_client.py``). Costs what
         the entity holds, in replies of at most 1 MiB."""
         return await _or_none(self.reader.state(signer, entity))
+
+    async def read_entity_lazily(self, signer: bytes, entity: bytes) -> EntityState | None:
+        """The agreed state of ``signer``'s replica of ``entity`` (None: it holds none):
+        its certified header now, its channels and forwards node by node as walks
+        reach them, each node checked (``node/net/remote_map.py``). Walk it off the
+        loop. Costs the paths walked, not what the entity holds. An entity of at most
+        ``WHOLE_UP_TO`` records is read whole (then nothing is read during walks)."""
+        return await _or_none(lazy_state(self.reader, signer, entity, WHOLE_UP_TO))
 
     async def read_header(self, signer: bytes, entity: bytes) -> EntityHeader | None:
         """The entity's certified header: every field but the channels and forwards."""

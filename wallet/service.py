@@ -56,6 +56,7 @@ from node.machines.signer import CreateEntity
 from node.merkle_map import MerkleMap
 from node.net.client import NodeError
 from node.net.protocol import Rep, Reply, Topic
+from node.net.remote_map import assume_waiting, is_partial, read_at
 from node.runtime import wall_clock_ms
 from node.txs import TxBody
 from wallet import pins as wallet_pins
@@ -232,7 +233,7 @@ class WalletService:
                 key.signer_id,
                 self.vault,
                 guard_root,
-                self.session.read_entity,
+                self.session.read_entity_lazily,
                 self.queue,
                 self.policy,
                 self.unlocked,
@@ -367,6 +368,7 @@ class WalletService:
 
     async def rescan(self) -> None:
         """Register missing signers, and watch every entity each signer holds."""
+        watched = 0
         for key in list(self.vault.keys()):
             if self.session.scope == "server":
                 await self.session.ensure_signer(key)
@@ -374,6 +376,8 @@ class WalletService:
                 continue
             for entity in await self.session.entities_of(key.signer_id):
                 await self.watch_entity(key.signer_id, entity)
+                watched += 1
+        log.info("read and watching %d entities", watched)
 
     async def watch_entity(self, signer: bytes, entity: bytes) -> None:
         if not self.session.watching(Topic.COMMITS, (signer, entity)):
@@ -449,6 +453,7 @@ class WalletService:
         if (
             analysis is not None
             and analysis.new_state is not None
+            and (self.policy.headless or not analysis.partial)  # views walk the channels
             and before is not None
             and before.state.height == news.height - 1
             and valid
@@ -481,7 +486,7 @@ class WalletService:
         if raw is not None:
             frame = Frame.decode(raw)
             if frame.hash == news.frame_hash:
-                analysis = analyze(before, frame)
+                analysis = await self._analyze(before, frame)
         if analysis is None or analysis.new_state is None:
             await self.refresh(signer, entity)
             return
@@ -491,6 +496,22 @@ class WalletService:
         if current is None or current.state.height < news.height:
             self.model.set_entity(EntityEntry(signer, analysis.new_state, signers))
         self._prune_in_flight(signer, entity, analysis.new_state.nonce_of(signer))
+
+    async def _analyze(self, before: EntityState, frame: Frame) -> FrameAnalysis | None:
+        """``analyze``, off the loop: a headless agent's states may be partial, their
+        maps read from the node as the execution walks them (``remote_map``)."""
+        partial = is_partial(before)
+        if partial:
+            read_at(before)
+            assume_waiting(before, frame)
+        try:
+            analysis = await asyncio.to_thread(analyze, before, frame)
+        except (ConnectionError, OSError, TimeoutError, NodeError) as exc:
+            log.info(
+                "cannot check frame %d of %s: %s", frame.height, frame.entity_id.hex()[:12], exc
+            )
+            return None
+        return replace(analysis, partial=True) if partial else analysis
 
     def _remember_analysis(self, request: ApprovalRequest) -> None:
         a = request.analysis
@@ -538,8 +559,13 @@ class WalletService:
             )
 
     async def refresh(self, signer: bytes, entity: bytes) -> EntityState | None:
-        """Read the entity's agreed state (proven) and put it in the model."""
-        state = await self.session.read_entity(signer, entity)
+        """Read the entity's agreed state (proven) and put it in the model. A headless
+        agent has no views to list channels: it reads a large entity's header only, and
+        its channels and forwards as frames' executions walk them."""
+        if self.policy.headless:
+            state = await self.session.read_entity_lazily(signer, entity)
+        else:
+            state = await self.session.read_entity(signer, entity)
         if state is None:
             return None
         cert = self.session.reader.certificate(state.hash)

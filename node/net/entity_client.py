@@ -28,6 +28,7 @@ from node.entity_reads import (
     FORWARDS,
     HEADER,
     MAX_PAGE,
+    NODE,
     PAGE,
     RECORD,
     EntityHeader,
@@ -177,6 +178,15 @@ class EntityReader:
         header, item = await self._read(signer, entity, [PAGE, at, which, after, limit])
         assert item is not None
         return header, check_page(header, which, after, item)
+
+    async def node(
+        self, signer: bytes, entity: bytes, at: bytes, which: int, rep: bytes, count: int, h: bytes
+    ) -> tuple[EntityHeader, RlpItem]:
+        """READ_ENTITY's node part, unchecked (``node.entity_reads.check_node`` and
+        ``check_top`` check it; ``node/net/remote_map.py`` walks maps with it)."""
+        header, item = await self._read(signer, entity, [NODE, at, which, rep, count, h])
+        assert item is not None
+        return header, item
 
     async def state(self, signer: bytes, entity: bytes) -> EntityState:
         """The whole agreed state, read page by page at one state hash: every record

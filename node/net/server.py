@@ -974,16 +974,20 @@ def _entity_reply(
     elif part == reads.PAGE:
         which, after, limit = rest
         body.append(reads.page_part(state, which, after, limit))
+    elif part == reads.NODE:
+        which, rep, count, h = rest
+        body.append(reads.node_part(state, which, rep, count, h))
     return body
 
 
 def _entity_read_fields(body: list[RlpItem]) -> tuple[int, bytes, list[Any]]:
-    """READ_ENTITY's ``[0, at]``, ``[1, at, map, key]`` or ``[2, at, map, after,
-    limit]``, strictly; DecodeError naming what is wrong."""
+    """READ_ENTITY's ``[0, at]``, ``[1, at, map, key]``, ``[2, at, map, after, limit]``
+    or ``[3, at, map, first_key, count, hash]``, strictly; DecodeError naming what is
+    wrong."""
     if not body:
         raise DecodeError("READ_ENTITY body is [part, at, ...]")
-    part = as_int(body[0], "part", max_value=reads.PAGE)
-    sizes = {reads.HEADER: 2, reads.RECORD: 4, reads.PAGE: 5}
+    part = as_int(body[0], "part", max_value=reads.NODE)
+    sizes = {reads.HEADER: 2, reads.RECORD: 4, reads.PAGE: 5, reads.NODE: 6}
     if len(body) != sizes[part]:
         raise DecodeError(
             f"READ_ENTITY {reads.PART_NAMES[part]} body has {sizes[part]} items, got {len(body)}"
@@ -996,6 +1000,17 @@ def _entity_read_fields(body: list[RlpItem]) -> tuple[int, bytes, list[Any]]:
     which = as_int(body[2], "map", max_value=reads.FORWARDS)
     if part == reads.RECORD:
         return part, at, [which, as_bytes(body[3], "key", size=HASH_LEN)]
+    if part == reads.NODE:
+        return (
+            part,
+            at,
+            [
+                which,
+                as_bytes(body[3], "first_key", size=HASH_LEN),
+                as_int(body[4], "count", max_value=(1 << 64) - 1),  # 0: the top
+                as_bytes(body[5], "hash", size=HASH_LEN),
+            ],
+        )
     after = as_bytes(body[3], "after", max_len=HASH_LEN)
     if after and len(after) != HASH_LEN:
         raise DecodeError("after: a key (32 bytes) or empty")

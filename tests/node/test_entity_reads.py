@@ -4,7 +4,9 @@ builds them), and parts tampered with as a lying node would."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -16,9 +18,12 @@ from node.entity_reads import (
     EntityHeader,
     Page,
     ProofError,
+    check_node,
     check_page,
     check_record,
+    check_top,
     header_part,
+    node_part,
     page_part,
     record_part,
 )
@@ -26,6 +31,7 @@ from node.machines import channel as ch
 from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines.accounts import ChannelRecord
+from node.merkle_map import MerkleMap, Node, Stub
 from node.txs import Tx
 from tests.node import hub_state
 
@@ -201,3 +207,131 @@ def test_a_page_stays_within_its_byte_budget() -> None:
     pages = _pages(state, header, CHANNELS, 256)
     assert [k for p in pages for k, _ in p.records] == list(state.channels.keys())
     assert len(pages) >= 3  # six records of 170 KB to 1.3 MB do not fit one 640 KB page
+
+
+# Node by node (READ_ENTITY's node part) ----------------------------------------------
+
+BIG = 300  # channels: more than SUBTREE, so the top levels come as branches
+
+
+class _NodeReads:
+    """A map read node by node through ``node_part`` and ``check_node``, as
+    ``node/net/remote_map.py`` reads it from a node (here without the wire's I/O).
+    ``tamper`` plays a lying node: it changes each part before it is checked."""
+
+    def __init__(
+        self,
+        state: ent.EntityState,
+        which: int,
+        tamper: Callable[[RlpItem], RlpItem] | None = None,
+    ) -> None:
+        self.state, self.which, self.tamper = state, which, tamper
+        self.loads = 0
+
+    def load(self, stub: Stub[Any]) -> Node[Any]:
+        item = _wire(node_part(self.state, self.which, stub.rep, stub.count, stub.h))
+        if self.tamper is not None:
+            item = self.tamper(item)
+        node = check_node(
+            self.which, stub.rep, stub.count, stub.h, item, lambda h, r, n: Stub(h, r, n, self)
+        )
+        stub.node = node
+        self.loads += 1
+        return node
+
+    def pin(self, stub: Stub[Any]) -> Node[Any]:
+        return stub.open()
+
+    def map(self, header: EntityHeader) -> MerkleMap[Any]:
+        part = _wire(node_part(self.state, self.which, bytes(32), 0, bytes(32)))
+        top = check_top(header, self.which, part)
+        assert top is not None
+        return MerkleMap.stored(Stub(header.root(self.which), top[0], top[1], self))
+
+
+@pytest.fixture(scope="module")
+def big() -> Hub:
+    genesis, state = _hub(BIG)
+    header = EntityHeader.from_item(header_part(genesis.to_tree(), state), state.entity_id)
+    return genesis, state, header
+
+
+def test_a_map_read_node_by_node_is_the_map(big: Hub) -> None:
+    """Walked whole, it holds every record; one look-up reads one path (a few branches,
+    then a small subtree's records in one part); an update made on it gives the root
+    the same update gives on the whole map."""
+    _, state, header = big
+    for which, whole in ((CHANNELS, state.channels), (FORWARDS, state.forwards)):
+        reads = _NodeReads(state, which)
+        assert dict(reads.map(header).items()) == dict(whole.items())
+    reads = _NodeReads(state, CHANNELS)
+    lazy = reads.map(header)
+    assert len(lazy) == BIG
+    peer = sorted(state.channels.keys())[BIG // 2]
+    assert lazy.get(peer) == state.channels.get(peer)
+    assert 2 <= reads.loads <= 6  # 300 keys: a branch or three above 64-key subtrees
+    record = state.channels.get(peer)
+    assert record is not None
+    changed = replace(record, peer_config_height=9)
+    gone = sorted(state.channels.keys())[3]
+    update = {peer: changed, gone: None}
+    assert lazy.set_many(update).root == state.channels.set_many(update).root
+
+
+def test_a_lying_node_part_is_refused(big: Hub) -> None:
+    _, state, header = big
+
+    def flip_branch(item: RlpItem) -> RlpItem:
+        kind, body = as_list(item, "part")
+        if as_bytes(kind, "kind") == b"\x01":
+            raw = bytearray(as_bytes(body, "branch"))
+            raw[40] ^= 1  # a hash the parent does not name
+            return [kind, bytes(raw)]
+        return item
+
+    def change_a_record(item: RlpItem) -> RlpItem:
+        kind, body = as_list(item, "part")
+        if as_bytes(kind, "kind") == b"":
+            records: list[RlpItem] = [list(as_list(r, "record")) for r in as_list(body, "records")]
+            last = as_list(records[-1], "record")
+            key = as_bytes(last[0], "key")
+            value = ChannelRecord.from_item(decode(as_bytes(last[1], "value")))
+            records[-1] = [key, replace(value, peer_config_height=77).encoded]
+            assert value.peer == key
+            return [kind, records]
+        return item
+
+    def drop_a_record(item: RlpItem) -> RlpItem:
+        kind, body = as_list(item, "part")
+        if as_bytes(kind, "kind") == b"":
+            return [kind, list(as_list(body, "records"))[1:]]
+        return item
+
+    for tamper in (flip_branch, change_a_record, drop_a_record):
+        lazy = _NodeReads(state, CHANNELS, tamper).map(header)
+        with pytest.raises(ProofError):
+            dict(lazy.items())
+    # A part of the wrong kind for the count its parent names.
+    top = state.channels.top
+    assert top is not None
+    records = _wire(node_part(state, CHANNELS, top.rep, BIG, top.digest()))
+    with pytest.raises(ProofError):
+        check_node(CHANNELS, top.rep, BIG, top.digest(), [b"", []], _no_stubs)
+    assert as_list(records, "part")[0] == b"\x01"
+    # A subtree the map does not have; a top said to be empty, or present in an empty map.
+    with pytest.raises(KeyError):
+        node_part(state, CHANNELS, top.rep, BIG - 1, top.digest())
+    with pytest.raises(ProofError):
+        check_top(header, CHANNELS, _wire([b"\x02", []]))
+    empty = replace(state, forwards=MerkleMap.empty())
+    empty_header = EntityHeader.from_item(header_part(big[0].to_tree(), empty), empty.entity_id)
+    no_top = _wire(node_part(empty, FORWARDS, bytes(32), 0, bytes(32)))
+    assert check_top(empty_header, FORWARDS, no_top) is None
+    with pytest.raises(ProofError):
+        check_top(
+            empty_header, FORWARDS, _wire(node_part(state, FORWARDS, bytes(32), 0, bytes(32)))
+        )
+
+
+def _no_stubs(h: bytes, rep: bytes, count: int) -> Stub[Any]:
+    raise AssertionError("no branch is decoded here")

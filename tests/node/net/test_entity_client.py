@@ -30,6 +30,7 @@ from node.machines.signer import CreateEntity
 from node.net.client import NodeClient, NodeError
 from node.net.entity_client import EntityReader
 from node.net.protocol import Err, Rep, Reply, Req
+from node.net.remote_map import is_partial, lazy_state
 from node.runtime import RECENT_STATES, NodeConfig
 from node.tokens import Scope
 from node.txs import Tx
@@ -149,6 +150,35 @@ async def test_a_header_a_channel_and_pages_read_as_the_node_holds_them(pair: Pa
         assert whole.header == held.header
 
 
+async def test_a_state_read_lazily_reads_its_maps_node_by_node(pair: Pair) -> None:
+    """``lazy_state``: the certified header now, the maps as walks (off the loop)
+    reach them, each node checked; the same records and roots as the node's state."""
+    p = pair
+    async with await NodeClient.connect(p.live.url, token=p.live.token) as c:
+        reader = EntityReader(lambda: c)
+        lazy = await lazy_state(reader, p.signer, p.e1)
+        _, held = p.live.node.read_entity((p.signer, p.e1), lazy.hash)
+        assert lazy.header == held.header
+        assert len(lazy.channels) == len(held.channels) == 1
+        assert len(lazy.forwards) == 0
+        channels = await asyncio.to_thread(lambda: dict(lazy.channels.items()))
+        assert channels == dict(held.channels.items())
+        record = channels[p.e2]
+        assert record.encoded == held.channel(p.e2).encoded  # type: ignore[union-attr]
+        # A walk on the loop would wait for the loop itself: refused, clearly.
+        fresh = await lazy_state(reader, p.signer, p.e1)
+        with pytest.raises(RuntimeError, match="off its event loop"):
+            fresh.channels.get(p.e2)
+        assert is_partial(lazy)
+        assert is_partial(fresh)
+        # A small entity is read whole instead, when asked: a state to walk anywhere.
+        whole = await lazy_state(reader, p.signer, p.e1, whole_up_to=10)
+        assert not is_partial(whole)
+        _, now = p.live.node.read_entity((p.signer, p.e1), whole.hash)  # acks move E1 on
+        assert whole.channels == now.channels
+        assert whole.channels.get(p.e2) == now.channel(p.e2)
+
+
 async def test_an_older_state_reads_until_it_leaves_the_window(pair: Pair) -> None:
     p = pair
     async with await NodeClient.connect(p.live.url, token=p.live.token) as c:
@@ -182,6 +212,11 @@ async def test_bad_requests_get_clear_errors(pair: Pair) -> None:
             ([2, b"", 0, b"", 0], Err.MALFORMED),
             ([2, b"", 0, b"", 257], Err.MALFORMED),
             ([2, b"", 0, keccak(b"not a key here"), 4], Err.NOT_FOUND),
+            ([4, b""], Err.MALFORMED),
+            ([3, b"", 0, p.e2[:31], 1, keccak(b"x")], Err.MALFORMED),
+            ([3, b"", 0, p.e2, 1 << 64, keccak(b"x")], Err.MALFORMED),
+            ([3, b"", 2, p.e2, 1, keccak(b"x")], Err.MALFORMED),
+            ([3, b"", 0, p.e2, 1, keccak(b"no such node")], Err.NOT_FOUND),
         ):
             with pytest.raises(NodeError) as info:
                 await c.request(Req.READ_ENTITY, body, route)
