@@ -62,7 +62,7 @@ from node.txs import TxBody
 from wallet import pins as wallet_pins
 from wallet import settings as settings_io
 from wallet.agent import GUARD_DIR, Policy, WalletAgent
-from wallet.connection import BlockNews, FrameNews, NodeSession, NotConnected
+from wallet.connection import BlockNews, FrameNews, NodeSession, NotConnected, SubmitRefused
 from wallet.embedded import EmbeddedNode
 from wallet.flows import compose
 from wallet.flows.accountant import Rules
@@ -78,6 +78,7 @@ log = logging.getLogger("wallet.service")
 
 NODE_TOKEN_SECRET = "node-token"  # noqa: S105 (the vault entry's name)
 IN_FLIGHT_STALE_S = 120.0
+NONCE_ATTEMPTS = 3  # signings of one batch whose nonce another batch took first
 JOIN_TIMEOUT_S = 300.0
 AUTO_LOCK_CHECK_S = 5.0
 ANALYSIS_MEMO = 1024  # frames analysed for signing, kept for their payments in history
@@ -595,7 +596,22 @@ class WalletService:
 
     async def submit_txs(self, signer: bytes, entity: bytes, txs: Sequence[TxBody]) -> bytes:
         """Sign ``txs`` as one batch and submit it; returns the batch hash once the
-        node's block holds it (finality is charted when its frame is certified)."""
+        node's block holds it (finality is charted when its frame is certified).
+
+        A batch refused because its nonce was taken meanwhile (the replica committed
+        another batch of this signer between the read of its nonce and the submit:
+        one this wallet no longer counted in flight, or another wallet's) was not
+        applied: it is signed again with the next nonce, a few times at most."""
+        for attempt in range(1, NONCE_ATTEMPTS + 1):
+            try:
+                return await self._submit_once(signer, entity, txs)
+            except SubmitRefused as exc:
+                if "already used" not in str(exc) or attempt == NONCE_ATTEMPTS:
+                    raise
+                log.info("%s; signing it again with the next nonce", exc)
+        raise AssertionError("unreachable")
+
+    async def _submit_once(self, signer: bytes, entity: bytes, txs: Sequence[TxBody]) -> bytes:
         self.touch()
         if self.vault.locked:
             raise WalletError("the wallet is locked: unlock it to sign")

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from node.entity_reads import EntityHeader
+from node.machines import entity as ent
 from node.machines.governance import SetThreshold
+from node.machines.replica import SubmitBatch
+from node.txs import Tx
 from tests.wallet.conftest import PASSWORD, Duo, Kit
 from wallet import settings as settings_io
 from wallet.logsink import redact
@@ -84,6 +88,37 @@ async def test_batches_in_flight_take_consecutive_nonces(duo: Duo) -> None:
     entry = duo.model.entities[(duo.alice, duo.entity)]
     assert entry.state.nonce_of(duo.alice) == 3
     assert set(entry.last_cert_signers) == {duo.alice, duo.bob}
+
+
+async def test_a_batch_whose_nonce_was_taken_meanwhile_is_signed_again(duo: Duo) -> None:
+    """Another holder of alice's key (a second wallet on her keys) takes her next nonce
+    between this wallet's read of it and its submit: the node refuses the batch as
+    "already used", which applied nothing, and the wallet signs it again with the next
+    nonce. The race's timing cannot be made on purpose, so the wallet's next header read
+    is answered with the one read before the other batch committed (the real read
+    after it)."""
+    start = duo.counter()
+    stale = await duo.service.session.read_header(duo.alice, duo.entity)
+    assert stale is not None
+    sk = duo.service.vault.secret_key(duo.alice)
+    nonce = stale.small.nonce_of(duo.alice) + 1
+    other = ent.sign_batch(duo.entity, sk, duo.alice, nonce, [Tx.of(ent.Increment(1))])
+    receipts = await duo.client.submit([SubmitBatch(other)], [duo.alice, duo.entity])
+    assert receipts.receipts[0].error is None
+    await duo.waiter.until(lambda: duo.counter() == start + 1)
+    real = duo.service.session.read_header
+    reads: list[int] = []
+
+    async def stale_once(signer: bytes, entity: bytes) -> EntityHeader | None:
+        reads.append(1)
+        return stale if len(reads) == 1 else await real(signer, entity)
+
+    duo.service.session.read_header = stale_once  # type: ignore[method-assign]
+    await duo.service.increment(duo.alice, duo.entity, 2)
+    await duo.waiter.until(lambda: duo.counter() == start + 3)
+    assert len(reads) == 2
+    entry = duo.model.entities[(duo.alice, duo.entity)]
+    assert entry.state.nonce_of(duo.alice) == nonce + 1
 
 
 async def test_lock_state_follows_the_vault_and_locked_actions_fail(duo: Duo) -> None:
