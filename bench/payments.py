@@ -48,8 +48,10 @@ except ModuleNotFoundError:  # run as ``python -m bench.payments``: benchlib is 
 import hub_store
 
 from node.cluster import PASSWORD, Cluster, SignerKey
+from node.entity_reads import ProofError, UnverifiedRead
 from node.machines.accounts import OpenChannel, Pay
 from node.machines.entity import MAX_BATCH_TXS
+from node.net.client import NodeError
 from node.net.entity_client import EntityReader
 
 ASSET = 1
@@ -226,7 +228,17 @@ async def _hub_height(cluster: Cluster, key: SignerKey, entity: bytes) -> int:
     (its header only: a hub of many channels is not read whole)."""
     server = cluster.servers[key.server]
     reader = EntityReader(lambda: cluster.client(server))
-    return (await reader.header(key.id, entity)).height
+    for attempt in range(3):
+        try:
+            return (await reader.header(key.id, entity)).height
+        except (NodeError, ProofError, UnverifiedRead) as exc:
+            # A header whose frame the node has not written yet, and the like: the
+            # next block settles it.
+            if attempt == 2:
+                raise
+            print(f"  reading the hub's height again: {exc}")
+            await cluster.next_commit(1.0)
+    raise AssertionError("unreachable")
 
 
 async def _quiet_height(cluster: Cluster, members: list[SignerKey], entity: bytes) -> int:

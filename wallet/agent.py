@@ -100,8 +100,13 @@ class WalletAgent:
         unlocked: asyncio.Event,
         notifications: Notifications | None = None,
         label: str = "",
+        known_state: Callable[[bytes], EntityState | None] | None = None,
     ) -> None:
+        """``known_state(entity)``: the signer's replica's state as the wallet already
+        holds it (certified frames applied to a proven read), if any: tried before a
+        read when the frame does not follow one this agent analyzed."""
         self.signer = signer
+        self.known_state = known_state
         self.label = label or signer.hex()[:12]
         self.keys = keys
         self.guard_dir = guard_root / signer.hex()
@@ -192,7 +197,12 @@ class WalletAgent:
         # one after another, and reading the replica costs more than executing.
         state = self._after.get(frame.prev_hash)
         partial = frame.prev_hash in self._partial
-        if state is None or state.height + 1 != frame.height or state.entity_id != entity:
+        if not _before(state, entity, frame) and self.known_state is not None:
+            # A frame this agent was not asked about came between (the others made its
+            # quorum): the wallet applied it to the state it holds.
+            state = self.known_state(entity)
+            partial = state is not None and is_partial(state)
+        if not _before(state, entity, frame):
             try:
                 read = await self.read_entity(self.signer, entity)
             except (ConnectionError, OSError, ProofError, UnverifiedRead) as exc:
@@ -202,6 +212,7 @@ class WalletAgent:
                 return None
             state = read
             partial = is_partial(state)
+        assert state is not None  # _before held, or a read gave it
         # The state's maps may be read node by node as the frame's execution walks them
         # (``read_entity`` may be ``Session.read_entity_lazily``): off the loop, which
         # runs those reads.
@@ -342,3 +353,9 @@ class WalletAgent:
                     raise Refused(f"the key is not available: {exc}") from None
                 self._agent = await asyncio.to_thread(Agent, sk, self.guard_dir)
             return await asyncio.to_thread(self._agent.sign_precommit, frame_raw, round_)
+
+
+def _before(state: EntityState | None, entity: bytes, frame: Frame) -> bool:
+    """Whether ``state`` can be the state ``frame`` applies to (analyze checks it
+    further: the frame's state hash after it)."""
+    return state is not None and state.entity_id == entity and state.height + 1 == frame.height

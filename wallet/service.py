@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -240,6 +241,7 @@ class WalletService:
                 self.unlocked,
                 self.notifications,
                 key.label,
+                known_state=functools.partial(self._state, key.signer_id),
             )
             self.agents[key.signer_id] = agent
             agent.start(self._url, self._token)

@@ -3,7 +3,7 @@ the wallet, bob's is a plain agent; their entity needs both signatures."""
 
 from __future__ import annotations
 
-from node.machines.entity import Increment, Vote
+from node.machines.entity import EntityState, Increment, Vote
 from node.machines.governance import SetShares
 from tests.wallet.conftest import PASSWORD, Duo
 from wallet.flows.approvals import ApprovalRequest, Status
@@ -120,3 +120,26 @@ async def test_human_approves_and_a_later_round_is_signed_without_asking(duo: Du
     await duo.waiter.until(lambda: bool(duo.service.queue.pending()))
     duo.service.approve(duo.service.queue.pending()[0].id)
     await duo.waiter.until(lambda: duo.counter() == 4)
+
+
+async def test_a_frame_after_one_not_analyzed_is_checked_on_the_wallets_state(duo: Duo) -> None:
+    """When a frame does not follow one this agent analyzed (the others made the last
+    quorum without it), the agent checks it on the state the wallet holds (the certified
+    frames applied to its proven read), and reads nothing from the node."""
+    await duo.service.increment(duo.alice, duo.entity, 1)
+    await duo.waiter.until(lambda: duo.counter() == 1)
+    agent = duo.service.agents[duo.alice]
+    agent._after.clear()  # as if the agent had not seen the frame before
+    reads: list[bytes] = []
+    read = agent.read_entity
+
+    async def counted(signer: bytes, entity: bytes) -> EntityState | None:
+        reads.append(entity)
+        return await read(signer, entity)
+
+    agent.read_entity = counted
+    await duo.service.increment(duo.alice, duo.entity, 2)
+    await duo.waiter.until(lambda: duo.counter() == 3)
+    assert reads == []
+    deltas = [r.analysis.counter_delta for r in _all(duo) if r.signed and r.analysis]
+    assert 2 in deltas
