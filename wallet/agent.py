@@ -43,7 +43,7 @@ from node.machines.entity import EntityState
 from node.machines.frames import Frame, Signatures
 from node.net.agent_client import AgentRejected, serve_signer
 from node.net.client import NodeError
-from node.net.remote_map import assume_waiting, is_partial, read_at
+from node.net.remote_map import assume_waiting, is_partial, mark_partial, read_at
 from node.net.server import SIGN_TIMEOUT_S
 from wallet.flows.accountant import Rules, Verdict
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
@@ -119,7 +119,6 @@ class WalletAgent:
         self.on_link: list[Callable[[bool], None]] = []
         self._approved: OrderedDict[bytes, None] = OrderedDict()  # frame hashes
         self._after: OrderedDict[bytes, EntityState] = OrderedDict()  # frame hash -> post
-        self._partial: set[bytes] = set()  # those of them read node by node from the node
         self._agent: Agent | None = None
         self._signing = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -196,12 +195,10 @@ class WalletAgent:
         # frame was certified (the next one names it as prev_hash): a hub's frames come
         # one after another, and reading the replica costs more than executing.
         state = self._after.get(frame.prev_hash)
-        partial = frame.prev_hash in self._partial
         if not _before(state, entity, frame) and self.known_state is not None:
             # A frame this agent was not asked about came between (the others made its
             # quorum): the wallet applied it to the state it holds.
             state = self.known_state(entity)
-            partial = state is not None and is_partial(state)
         if not _before(state, entity, frame):
             try:
                 read = await self.read_entity(self.signer, entity)
@@ -211,28 +208,16 @@ class WalletAgent:
             if read is None:
                 return None
             state = read
-            partial = is_partial(state)
         assert state is not None  # _before held, or a read gave it
-        # The state's maps may be read node by node as the frame's execution walks them
-        # (``read_entity`` may be ``Session.read_entity_lazily``): off the loop, which
-        # runs those reads.
-        if partial:
-            read_at(state)
-            assume_waiting(state, frame)
         try:
-            analysis = await asyncio.to_thread(analyze, state, frame)
+            analysis = await analyze_frame(state, frame)
         except (ConnectionError, OSError, TimeoutError, NodeError) as exc:
             log.warning("%s: cannot read the entity to check a frame: %s", self.label, exc)
             return None
-        if partial:
-            analysis = replace(analysis, partial=True)
         if analysis.new_state is not None:
             self._after[frame.hash] = analysis.new_state
-            if partial:
-                self._partial.add(frame.hash)
             while len(self._after) > AFTER_MEMO:
-                gone, _ = self._after.popitem(last=False)
-                self._partial.discard(gone)
+                self._after.popitem(last=False)
         return analysis
 
     async def _decide(
@@ -359,3 +344,20 @@ def _before(state: EntityState | None, entity: bytes, frame: Frame) -> bool:
     """Whether ``state`` can be the state ``frame`` applies to (analyze checks it
     further: the frame's state hash after it)."""
     return state is not None and state.entity_id == entity and state.height + 1 == frame.height
+
+
+async def analyze_frame(state: EntityState, frame: Frame) -> FrameAnalysis:
+    """``analyze`` on the state before ``frame``. A state held whole is executed on the
+    loop (a thread would only trade the interpreter's lock with the loop, slowing both);
+    a partial one, whose maps are read from the node as the execution walks them
+    (``node/net/remote_map.py``), off the loop, which runs those reads (its outcome is
+    partial too). Raises what a read raises (ConnectionError, OSError, TimeoutError,
+    NodeError)."""
+    if not is_partial(state):
+        return analyze(state, frame)
+    read_at(state)
+    assume_waiting(state, frame)
+    analysis = await asyncio.to_thread(analyze, state, frame)
+    if analysis.new_state is not None:
+        mark_partial(analysis.new_state)
+    return replace(analysis, partial=True)

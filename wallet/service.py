@@ -57,18 +57,17 @@ from node.machines.signer import CreateEntity
 from node.merkle_map import MerkleMap
 from node.net.client import NodeError
 from node.net.protocol import Rep, Reply, Topic
-from node.net.remote_map import assume_waiting, is_partial, read_at
 from node.runtime import wall_clock_ms
 from node.txs import TxBody
 from wallet import pins as wallet_pins
 from wallet import settings as settings_io
-from wallet.agent import GUARD_DIR, Policy, WalletAgent
+from wallet.agent import GUARD_DIR, Policy, WalletAgent, analyze_frame
 from wallet.connection import BlockNews, FrameNews, NodeSession, NotConnected, SubmitRefused
 from wallet.embedded import EmbeddedNode
 from wallet.flows import compose
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications
-from wallet.flows.effects import Effect, FrameAnalysis, analyze
+from wallet.flows.effects import Effect, FrameAnalysis
 from wallet.flows.payments import LEDGER_FILE, SpendLedger
 from wallet.keys.vault import Locked, Vault
 from wallet.logsink import ModelLogHandler
@@ -503,18 +502,12 @@ class WalletService:
     async def _analyze(self, before: EntityState, frame: Frame) -> FrameAnalysis | None:
         """``analyze``, off the loop: a headless agent's states may be partial, their
         maps read from the node as the execution walks them (``remote_map``)."""
-        partial = is_partial(before)
-        if partial:
-            read_at(before)
-            assume_waiting(before, frame)
         try:
-            analysis = await asyncio.to_thread(analyze, before, frame)
+            return await analyze_frame(before, frame)
         except (ConnectionError, OSError, TimeoutError, NodeError) as exc:
-            log.info(
-                "cannot check frame %d of %s: %s", frame.height, frame.entity_id.hex()[:12], exc
-            )
+            where = f"frame {frame.height} of {frame.entity_id.hex()[:12]}"
+            log.info("cannot check %s: %s", where, exc)
             return None
-        return replace(analysis, partial=True) if partial else analysis
 
     def _remember_analysis(self, request: ApprovalRequest) -> None:
         a = request.analysis

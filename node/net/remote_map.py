@@ -32,6 +32,7 @@ from node.net.entity_client import EntityReader
 from node.net.protocol import Err
 
 READ_TIMEOUT_S = 30.0
+_PARTIAL = "_read_from_node"  # the mark of a partial state, beside its cached properties
 NO_KEY = bytes(KEY_LEN)
 
 
@@ -110,6 +111,7 @@ async def lazy_state(
         maps[MAP_NAMES[which]] = MerkleMap.stored(Stub(header.root(which), *top, source))
     state = replace(header.small, channels=maps["channels"], forwards=maps["forwards"])
     state.__dict__["waiting"] = frozenset()  # see assume_waiting: never a scan of them all
+    mark_partial(state)
     return state
 
 
@@ -126,12 +128,15 @@ def assume_waiting(state: EntityState, frame: Frame) -> None:
 
 
 def is_partial(state: EntityState) -> bool:
-    """Whether ``state`` is one :func:`lazy_state` made lazily (its maps' tops are read
-    from a node); a state made from it by executing frames is partial too."""
-    return any(
-        isinstance(top, Stub) and isinstance(top.source, RemoteSource)
-        for top in (state.channels.top, state.forwards.top)
-    )
+    """Whether ``state``'s maps are read from a node as walks reach them: one that
+    :func:`lazy_state` made lazily, or one made from such a state and marked so
+    (:func:`mark_partial`). Walk those off the loop."""
+    return bool(state.__dict__.get(_PARTIAL))
+
+
+def mark_partial(state: EntityState) -> None:
+    """Mark a state made by executing frames on a partial one (it reaches its nodes)."""
+    state.__dict__[_PARTIAL] = True
 
 
 def read_at(state: EntityState) -> None:
