@@ -405,7 +405,7 @@ def check_node(
     f = as_list(item, "node part", size=2)
     kind = as_int(f[0], "node kind", max_value=1)
     if count == 0:
-        raise ProofError("a map's top is read with top_of")
+        raise ProofError("a map's top is checked with check_top")
     try:
         if kind == 0:
             if count > SUBTREE:
@@ -422,9 +422,9 @@ def check_node(
         if count <= SUBTREE:
             raise ProofError(f"a branch for a node of {count} keys")
         node = decode_branch(as_bytes(f[1], "branch", size=BRANCH_LEN), rep, count, stub_of)
-    except ValueError as exc:
-        if isinstance(exc, ProofError):
-            raise
+    except ProofError:
+        raise
+    except ValueError as exc:  # a record or branch that does not decode
         raise ProofError(f"{MAP_NAMES[which]} node {h.hex()}: {exc}") from None
     if node.digest() != h:
         raise ProofError(f"the branch sent for {MAP_NAMES[which]} node {h.hex()}")

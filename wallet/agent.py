@@ -33,7 +33,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Protocol
 
@@ -43,7 +43,7 @@ from node.machines.entity import EntityState
 from node.machines.frames import Frame, Signatures
 from node.net.agent_client import AgentRejected, serve_signer
 from node.net.client import NodeError
-from node.net.remote_map import assume_waiting, is_partial, mark_partial, read_at
+from node.net.remote_map import assume_waiting, carry_reads, is_partial, read_at
 from node.net.server import SIGN_TIMEOUT_S
 from wallet.flows.accountant import Rules, Verdict
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
@@ -359,5 +359,5 @@ async def analyze_frame(state: EntityState, frame: Frame) -> FrameAnalysis:
     assume_waiting(state, frame)
     analysis = await asyncio.to_thread(analyze, state, frame)
     if analysis.new_state is not None:
-        mark_partial(analysis.new_state)
-    return replace(analysis, partial=True)
+        carry_reads(analysis.new_state, state)
+    return analysis

@@ -57,6 +57,7 @@ from node.machines.signer import CreateEntity
 from node.merkle_map import MerkleMap
 from node.net.client import NodeError
 from node.net.protocol import Rep, Reply, Topic
+from node.net.remote_map import is_partial
 from node.runtime import wall_clock_ms
 from node.txs import TxBody
 from wallet import pins as wallet_pins
@@ -455,7 +456,8 @@ class WalletService:
         if (
             analysis is not None
             and analysis.new_state is not None
-            and (self.policy.headless or not analysis.partial)  # views walk the channels
+            # The views walk the channels: a partial state only where there are none.
+            and (self.policy.headless or not is_partial(analysis.new_state))
             and before is not None
             and before.state.height == news.height - 1
             and valid
@@ -500,8 +502,8 @@ class WalletService:
         self._prune_in_flight(signer, entity, analysis.new_state.nonce_of(signer))
 
     async def _analyze(self, before: EntityState, frame: Frame) -> FrameAnalysis | None:
-        """``analyze``, off the loop: a headless agent's states may be partial, their
-        maps read from the node as the execution walks them (``remote_map``)."""
+        """``analyze_frame``: None if a read it needed failed (a headless agent's states
+        may be partial, their maps read from the node as the execution walks them)."""
         try:
             return await analyze_frame(before, frame)
         except (ConnectionError, OSError, TimeoutError, NodeError) as exc:

@@ -26,13 +26,14 @@ from node.entity_reads import CHANNELS, FORWARDS, MAP_NAMES, check_node, check_t
 from node.machines.accounts import FRAME
 from node.machines.entity import EntityState
 from node.machines.frames import Frame
-from node.merkle_map import KEY_LEN, Branch, MerkleMap, Node, Stub
+from node.merkle_map import KEY_LEN, MerkleMap, Node, Stub
 from node.net.client import NodeError
 from node.net.entity_client import EntityReader
 from node.net.protocol import Err
 
 READ_TIMEOUT_S = 30.0
-_PARTIAL = "_read_from_node"  # the mark of a partial state, beside its cached properties
+# A partial state's sources, kept beside its cached properties (EntityState is frozen).
+_SOURCES = "_read_from_node"
 NO_KEY = bytes(KEY_LEN)
 
 
@@ -55,7 +56,6 @@ class RemoteSource:
         self.which = which
         self.at = at
         self.loop = loop
-        self.loads = 0  # nodes read
 
     def load(self, stub: Stub[Any]) -> Node[Any]:
         try:
@@ -67,7 +67,6 @@ class RemoteSource:
         future = asyncio.run_coroutine_threadsafe(self._read(stub), self.loop)
         node = future.result(timeout=READ_TIMEOUT_S)
         stub.node = node
-        self.loads += 1
         return node
 
     def pin(self, stub: Stub[Any]) -> Node[Any]:
@@ -103,15 +102,16 @@ async def lazy_state(
     if sum(0 if top is None else top[1] for top in tops) <= whole_up_to:
         return await reader.state(signer, entity)
     maps: dict[str, MerkleMap[Any]] = {}
+    sources: list[RemoteSource] = []
     for which, top in zip((CHANNELS, FORWARDS), tops, strict=True):
         if top is None:
             maps[MAP_NAMES[which]] = MerkleMap.empty()
             continue
-        source = RemoteSource(reader, signer, entity, which, header.hash, loop)
-        maps[MAP_NAMES[which]] = MerkleMap.stored(Stub(header.root(which), *top, source))
+        sources.append(RemoteSource(reader, signer, entity, which, header.hash, loop))
+        maps[MAP_NAMES[which]] = MerkleMap.stored(Stub(header.root(which), *top, sources[-1]))
     state = replace(header.small, channels=maps["channels"], forwards=maps["forwards"])
     state.__dict__["waiting"] = frozenset()  # see assume_waiting: never a scan of them all
-    mark_partial(state)
+    state.__dict__[_SOURCES] = tuple(sources)
     return state
 
 
@@ -129,30 +129,21 @@ def assume_waiting(state: EntityState, frame: Frame) -> None:
 
 def is_partial(state: EntityState) -> bool:
     """Whether ``state``'s maps are read from a node as walks reach them: one that
-    :func:`lazy_state` made lazily, or one made from such a state and marked so
-    (:func:`mark_partial`). Walk those off the loop."""
-    return bool(state.__dict__.get(_PARTIAL))
+    :func:`lazy_state` made lazily, or one made from such a state
+    (:func:`carry_reads`). Walk those off the loop."""
+    return bool(state.__dict__.get(_SOURCES))
 
 
-def mark_partial(state: EntityState) -> None:
-    """Mark a state made by executing frames on a partial one (it reaches its nodes)."""
-    state.__dict__[_PARTIAL] = True
+def carry_reads(new: EntityState, old: EntityState) -> None:
+    """``new`` was made by executing a frame on ``old``: it reaches the nodes ``old``
+    read from the node, and reads the rest the same way."""
+    new.__dict__[_SOURCES] = old.__dict__.get(_SOURCES, ())
 
 
 def read_at(state: EntityState) -> None:
     """Let the walks of a partial ``state`` read at ``state``'s own hash: every node its
     maps still reach is in that state, which the node keeps for a while after it (a
     state made from a lazy read by executing frames reaches nodes of the read's state
-    that those frames left alone, and the node may have moved past both). Finds each
-    map's source at the first stub below the nodes held in memory."""
-    for m in (state.channels, state.forwards):
-        todo = [] if m.top is None else [m.top]
-        while todo:
-            ref = todo.pop()
-            if isinstance(ref, Stub):
-                if isinstance(ref.source, RemoteSource):
-                    ref.source.at = state.hash
-                    break
-                continue
-            if isinstance(ref, Branch):
-                todo += (ref.right, ref.left)
+    that those frames left alone, and the node may have moved past both)."""
+    for source in state.__dict__.get(_SOURCES, ()):
+        source.at = state.hash

@@ -152,9 +152,6 @@ class FrameAnalysis:
     error: str | None  # why the frame does not apply here; then no effects
     new_state: EntityState | None
     events: FrameEvents | None = field(default=None, compare=False)
-    # new_state's maps are read from the node as walks reach them
-    # (``node/net/remote_map.py``): walk them off the loop, keep them out of the model.
-    partial: bool = field(default=False, compare=False)
 
     @property
     def ok(self) -> bool:
