@@ -45,6 +45,7 @@ from node.net.agent_client import AgentRejected, serve_signer
 from node.net.client import NodeError
 from node.net.remote_map import assume_waiting, carry_reads, is_partial, read_at
 from node.net.server import SIGN_TIMEOUT_S
+from wallet.connection import WHOLE_UP_TO, holdable
 from wallet.flows.accountant import Rules, Verdict
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
 from wallet.flows.effects import FrameAnalysis, analyze
@@ -101,11 +102,15 @@ class WalletAgent:
         notifications: Notifications | None = None,
         label: str = "",
         known_state: Callable[[bytes], EntityState | None] | None = None,
+        whole_up_to: int = WHOLE_UP_TO,
     ) -> None:
         """``known_state(entity)``: the signer's replica's state as the wallet already
         holds it (certified frames applied to a proven read), if any: tried before a
-        read when the frame does not follow one this agent analyzed."""
+        read when the frame does not follow one this agent analyzed. A state after a
+        frame is kept for the next frame if :func:`~wallet.connection.holdable` with
+        ``whole_up_to``."""
         self.signer = signer
+        self.whole_up_to = whole_up_to
         self.known_state = known_state
         self.label = label or signer.hex()[:12]
         self.keys = keys
@@ -214,7 +219,7 @@ class WalletAgent:
         except (ConnectionError, OSError, TimeoutError, NodeError) as exc:
             log.warning("%s: cannot read the entity to check a frame: %s", self.label, exc)
             return None
-        if analysis.new_state is not None:
+        if analysis.new_state is not None and holdable(analysis.new_state, self.whole_up_to):
             self._after[frame.hash] = analysis.new_state
             while len(self._after) > AFTER_MEMO:
                 self._after.popitem(last=False)

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from node.codec import HASH_LEN, as_bytes, as_int, as_list, keccak
-from node.entity_reads import EntityHeader
+from node.entity_reads import CHANNELS, EntityHeader, Page
 from node.machines.accounts import ChannelRecord
 from node.machines.entity import Batch, EntityState
 from node.machines.frames import Certificate
@@ -36,7 +36,7 @@ from node.machines.signer import CreateEntity
 from node.net.client import NodeClient, NodeError, NodeStatus, Receipts, VersionMismatch
 from node.net.entity_client import EntityReader
 from node.net.protocol import Err, Rep, Reply, Topic
-from node.net.remote_map import lazy_state
+from node.net.remote_map import is_partial, lazy_state
 from node.txs import Tx, TxBody
 from wallet.model import Connection, Link, WalletModel
 
@@ -46,6 +46,14 @@ log = logging.getLogger(__name__)
 # (pages of 256: a hub's thousands of forwards in flight), larger ones node by node as
 # the frame's execution walks them (whose reads cost more per record than pages).
 WHOLE_UP_TO = 65_536
+
+
+def holdable(state: EntityState, whole_up_to: int) -> bool:
+    """Whether the wallet may keep ``state`` as it is: partial already, or whole with at
+    most ``whole_up_to`` channels and forwards. An entity that grew past it while the
+    wallet followed its frames on a whole state is read again, partially."""
+    return is_partial(state) or len(state.channels) + len(state.forwards) <= whole_up_to
+
 
 SENDER_ID = b"xln-wallet"
 BACKOFF_START_S = 0.1
@@ -114,10 +122,12 @@ class NodeSession:
         *,
         metrics_every_s: float = METRICS_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
+        whole_up_to: int = WHOLE_UP_TO,
     ) -> None:
         self.model = model
         self.mode = mode
         self.metrics_every_s = metrics_every_s
+        self.whole_up_to = whole_up_to
         self.clock = clock
         self.url = ""
         self.scope = ""
@@ -389,8 +399,8 @@ class NodeSession:
         its certified header now, its channels and forwards node by node as walks
         reach them, each node checked (``node/net/remote_map.py``). Walk it off the
         loop. Costs the paths walked, not what the entity holds. An entity of at most
-        ``WHOLE_UP_TO`` records is read whole (then nothing is read during walks)."""
-        return await _or_none(lazy_state(self.reader, signer, entity, WHOLE_UP_TO))
+        :attr:`whole_up_to` records is read whole (then nothing is read during walks)."""
+        return await _or_none(lazy_state(self.reader, signer, entity, self.whole_up_to))
 
     async def read_header(self, signer: bytes, entity: bytes) -> EntityHeader | None:
         """The entity's certified header: every field but the channels and forwards."""
@@ -402,6 +412,15 @@ class NodeSession:
         """The entity's certified header and its channel with ``peer`` (None: no such
         channel, proven), in one read."""
         return await _or_none(self.reader.channel(signer, entity, peer))
+
+    async def read_channel_page(
+        self, signer: bytes, entity: bytes, after: bytes, limit: int, at: bytes = b""
+    ) -> Page:
+        """Up to ``limit`` of the entity's channels after the counterparty ``after``
+        (empty: from the first), at state hash ``at`` (empty: the current state),
+        proven complete."""
+        _, page = await self.reader.page(signer, entity, CHANNELS, after, limit, at)
+        return page
 
     async def frame(self, entity: bytes, height: int) -> bytes | None:
         """The certified frame of ``entity`` at ``height`` (GET_FRAMES), or None."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # annotations only: the model loads before the node does
     from node.machines.entity import EntityAction, EntityState
+    from wallet.flows.channel_pages import ChannelPage
 
 HISTORY_LIMIT = 5_000
 CHART_POINTS = 600
@@ -178,6 +179,13 @@ class WalletActions(Protocol):
         self, signer: bytes, entity: bytes, route: tuple[bytes, ...], asset: int, amount: int
     ) -> None:
         """Sign and submit a payment (checked against the channel's capacity first)."""
+        ...
+
+    async def channel_page(
+        self, signer: bytes, entity: bytes, after: bytes, limit: int
+    ) -> ChannelPage:
+        """Up to ``limit`` of the entity's channels after the counterparty ``after``
+        (empty: from the first), proven (``wallet.flows.channel_pages``)."""
         ...
 
     async def channel_card(self, entity: bytes) -> str:

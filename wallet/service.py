@@ -7,12 +7,15 @@ notifications, and keeps :class:`~wallet.model.WalletModel` current:
 - on each connection it registers every key's signer if the node lacks it,
   lists each signer's entities, and watches ``COMMITS`` on each
   ``[signer, entity]`` (and ``BLOCKS``);
-- after each ``FRAME_EVENT`` it refreshes that entity from ``READ_STATE`` and
-  adds a history item with the certificate's signers and whether it verifies;
+- after each ``FRAME_EVENT`` it takes the entity's new state from the frame it
+  checked when asked to sign, else reads it (``READ_ENTITY``, proven; a large
+  entity partially: its header, and its channels as they are needed), and adds a
+  history item with the certificate's signers and whether it verifies;
 - it signs and submits batches (nonce: the replica's nonce for the signer plus
   the batches in flight) and charts their finality, submission to
   ``FRAME_EVENT``;
-- channels: ``pay`` (checked against the channel's capacity first), the
+- channels: a page of an entity's channels for the views (``channel_page``),
+  ``pay`` (checked against the channel's capacity first), the
   channel card of an entity on the node (for ``open_channel``), the simulation
   faucet; each certified frame's payments become history items, read from the
   analysis the agent made when it was asked to sign that frame (the node's
@@ -56,18 +59,27 @@ from node.machines.replica import Genesis
 from node.machines.signer import CreateEntity
 from node.merkle_map import MerkleMap
 from node.net.client import NodeError
-from node.net.protocol import Rep, Reply, Topic
+from node.net.protocol import Err, Rep, Reply, Topic
 from node.net.remote_map import is_partial
 from node.runtime import wall_clock_ms
 from node.txs import TxBody
 from wallet import pins as wallet_pins
 from wallet import settings as settings_io
 from wallet.agent import GUARD_DIR, Policy, WalletAgent, analyze_frame
-from wallet.connection import BlockNews, FrameNews, NodeSession, NotConnected, SubmitRefused
+from wallet.connection import (
+    WHOLE_UP_TO,
+    BlockNews,
+    FrameNews,
+    NodeSession,
+    NotConnected,
+    SubmitRefused,
+    holdable,
+)
 from wallet.embedded import EmbeddedNode
 from wallet.flows import compose
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications
+from wallet.flows.channel_pages import PAGE_SIZE, ChannelPage, local_page
 from wallet.flows.effects import Effect, FrameAnalysis
 from wallet.flows.payments import LEDGER_FILE, SpendLedger
 from wallet.keys.vault import Locked, Vault
@@ -144,7 +156,10 @@ class WalletService:
         clock: Callable[[], float] = time.monotonic,
         ttl_s: float | None = None,
         simulation: bool = False,
+        whole_up_to: int = WHOLE_UP_TO,
     ) -> None:
+        """``whole_up_to``: entities of at most this many channels and forwards are held
+        whole, larger ones partially (``NodeSession.read_entity_lazily``)."""
         self.data_dir = data_dir
         self.model = model
         self.vault = vault
@@ -165,7 +180,9 @@ class WalletService:
         self._url = node_url or (settings.node_url if self.remote else "")
         self._token = token
         self._identity_password = identity_password
-        self.session = NodeSession(model, "remote" if self.remote else "embedded", clock=clock)
+        self.session = NodeSession(
+            model, "remote" if self.remote else "embedded", clock=clock, whole_up_to=whole_up_to
+        )
         # The entity configs trusted before, so a restart follows changes from them.
         self.session.reader.pins = wallet_pins.load(data_dir)
         self.session.reader.on_pin = lambda pins: wallet_pins.save(data_dir, pins)
@@ -242,6 +259,7 @@ class WalletService:
                 self.notifications,
                 key.label,
                 known_state=functools.partial(self._state, key.signer_id),
+                whole_up_to=self.session.whole_up_to,
             )
             self.agents[key.signer_id] = agent
             agent.start(self._url, self._token)
@@ -453,20 +471,17 @@ class WalletService:
         )
         self._add_payments(entity, news.height, news.frame_hash)
         analysis = self._analyses.get(news.frame_hash)
-        if (
-            analysis is not None
-            and analysis.new_state is not None
-            # The views walk the channels: a partial state only where there are none.
-            and (self.policy.headless or not is_partial(analysis.new_state))
-            and before is not None
-            and before.state.height == news.height - 1
-            and valid
-        ):
-            # We re-executed this very frame when asked to sign it: its outcome is the
-            # state now, no need to read the replica again.
-            self.model.set_entity(EntityEntry(signer, analysis.new_state, signers))
-            self._prune_in_flight(signer, entity, analysis.new_state.nonce_of(signer))
-        elif before is not None and before.state.height == news.height - 1 and valid:
+        follows = before is not None and before.state.height == news.height - 1 and valid
+        if follows and analysis is not None and analysis.new_state is not None:
+            if holdable(analysis.new_state, self.session.whole_up_to):
+                # We re-executed this very frame when asked to sign it: its outcome is
+                # the state now, no need to read the replica again.
+                self.model.set_entity(EntityEntry(signer, analysis.new_state, signers))
+                self._prune_in_flight(signer, entity, analysis.new_state.nonce_of(signer))
+            else:
+                self._spawn(self.refresh(signer, entity))  # grown too large: partially
+        elif follows:
+            assert before is not None
             # A frame this wallet was not asked to sign (the others made its quorum):
             # read it, to know what it did and show its payments.
             self._spawn(self._learn_frame(signer, entity, before.state, news, signers))
@@ -491,7 +506,11 @@ class WalletService:
             frame = Frame.decode(raw)
             if frame.hash == news.frame_hash:
                 analysis = await self._analyze(before, frame)
-        if analysis is None or analysis.new_state is None:
+        if (
+            analysis is None
+            or analysis.new_state is None
+            or not holdable(analysis.new_state, self.session.whole_up_to)
+        ):
             await self.refresh(signer, entity)
             return
         self._analyses[news.frame_hash] = analysis
@@ -557,13 +576,10 @@ class WalletService:
             )
 
     async def refresh(self, signer: bytes, entity: bytes) -> EntityState | None:
-        """Read the entity's agreed state (proven) and put it in the model. A headless
-        agent has no views to list channels: it reads a large entity's header only, and
-        its channels and forwards as frames' executions walk them."""
-        if self.policy.headless:
-            state = await self.session.read_entity_lazily(signer, entity)
-        else:
-            state = await self.session.read_entity(signer, entity)
+        """Read the entity's agreed state (proven) and put it in the model: a large
+        entity's header only, its channels and forwards read as frames' executions walk
+        them and, for the views, a page at a time (:meth:`channel_page`)."""
+        state = await self.session.read_entity_lazily(signer, entity)
         if state is None:
             return None
         cert = self.session.reader.certificate(state.hash)
@@ -648,6 +664,38 @@ class WalletService:
         entry = self.model.entities.get((signer, entity))
         return None if entry is None else entry.state
 
+    async def _with_channel(self, signer: bytes, entity: bytes, peer: bytes) -> EntityState:
+        """The entity's current certified header with its channel with ``peer`` (none:
+        proven absent) as its only channel, read in one reply: all that checking a
+        payment's first hop or a channel action needs, at any size of entity."""
+        read = await self.session.read_channel(signer, entity, peer)
+        if read is None:
+            raise WalletError("this node holds no replica of that entity for the signer")
+        header, record = read
+        channels = MerkleMap.from_items([] if record is None else [(peer, record)])
+        return replace(header.small, channels=channels)
+
+    async def channel_page(
+        self, signer: bytes, entity: bytes, after: bytes = b"", limit: int = PAGE_SIZE
+    ) -> ChannelPage:
+        """Up to ``limit`` of the entity's channels after the counterparty ``after``
+        (empty: from the first), as the wallet holds the entity: from its state when
+        held whole; else read from the node at that state, every record proven (at the
+        node's current state once it no longer keeps that one)."""
+        state = self._state(signer, entity)
+        if state is None:
+            raise WalletError("this wallet does not hold that entity")
+        if not is_partial(state):
+            return local_page(state, after, limit)
+        try:
+            page = await self.session.read_channel_page(signer, entity, after, limit, state.hash)
+        except NodeError as exc:
+            if exc.code is not Err.NOT_FOUND:
+                raise
+            page = await self.session.read_channel_page(signer, entity, after, limit)
+        records = tuple(r for _, r in page.records if isinstance(r, accounts.ChannelRecord))
+        return ChannelPage(records, page.last)
+
     async def increment(self, signer: bytes, entity: bytes, n: int) -> None:
         with _user_errors():
             tx = compose.increment(n)
@@ -656,8 +704,11 @@ class WalletService:
     async def propose(
         self, signer: bytes, entity: bytes, action: EntityAction, expires_at: int
     ) -> None:
+        state = self._state(signer, entity)
+        if isinstance(action, accounts.CHANNEL_ACTIONS) and state is not None and is_partial(state):
+            state = await self._with_channel(signer, entity, action.peer)
         with _user_errors():
-            tx = compose.propose(action, expires_at, self._state(signer, entity))
+            tx = compose.propose(action, expires_at, state)
         await self.submit_txs(signer, entity, [tx])
 
     async def vote(self, signer: bytes, entity: bytes, proposal_id: int) -> None:
@@ -672,13 +723,7 @@ class WalletService:
         if the first channel lacks the capacity."""
         state = self._state(signer, entity)
         if route:
-            read = await self.session.read_channel(signer, entity, route[0])
-            if read is not None:
-                # The check reads the entity's id and its first hop's channel: the
-                # header with that one channel (proven) is enough.
-                header, first = read
-                channels = MerkleMap.from_items([] if first is None else [(first.peer, first)])
-                state = replace(header.small, channels=channels)
+            state = await self._with_channel(signer, entity, route[0])
         with _user_errors():
             tx = compose.pay(route, asset, amount, state)
         await self.submit_txs(signer, entity, [tx])

@@ -19,6 +19,7 @@ paths walked.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +27,7 @@ from node.entity_reads import CHANNELS, FORWARDS, MAP_NAMES, check_node, check_t
 from node.machines.accounts import FRAME
 from node.machines.entity import EntityState
 from node.machines.frames import Frame
-from node.merkle_map import KEY_LEN, MerkleMap, Node, Stub
+from node.merkle_map import KEY_LEN, MerkleMap, Node, Source, Stub
 from node.net.client import NodeError
 from node.net.entity_client import EntityReader
 from node.net.protocol import Err
@@ -111,8 +112,14 @@ async def lazy_state(
         maps[MAP_NAMES[which]] = MerkleMap.stored(Stub(header.root(which), *top, sources[-1]))
     state = replace(header.small, channels=maps["channels"], forwards=maps["forwards"])
     state.__dict__["waiting"] = frozenset()  # see assume_waiting: never a scan of them all
-    state.__dict__[_SOURCES] = tuple(sources)
+    mark_partial(state, sources)
     return state
+
+
+def mark_partial(state: EntityState, sources: Sequence[Source[Any]]) -> None:
+    """Mark ``state``, whose maps read their nodes from ``sources`` as walks reach
+    them, as partial (:func:`is_partial`): walked off the loop only."""
+    state.__dict__[_SOURCES] = tuple(sources)
 
 
 def assume_waiting(state: EntityState, frame: Frame) -> None:

@@ -7,14 +7,17 @@ limit, ask beyond it, and the spend ledger remembers what was signed."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from node.machines.accounts import OpenChannel
+from node.machines.accounts import ChannelRecord, ExtendCredit, OpenChannel
 from node.machines.entity import EntityState
+from node.net.remote_map import is_partial
 from tests.wallet.conftest import Kit, Waiter, running_service
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import Status
@@ -58,9 +61,9 @@ class Pair:
         ]
 
 
-@pytest.fixture
-async def pair(kit: Kit) -> AsyncIterator[Pair]:
-    async with running_service(kit, rules=Rules.parse(ROUTINE), simulation=True) as run:
+@contextlib.asynccontextmanager
+async def pair_of(kit: Kit, **options: Any) -> AsyncIterator[Pair]:
+    async with running_service(kit, rules=Rules.parse(ROUTINE), simulation=True, **options) as run:
         service, waiter, key = run.service, run.waiter, kit.key
         agent = service.agents[key.signer_id]
         agent.on_link.append(waiter.wake)
@@ -71,6 +74,19 @@ async def pair(kit: Kit) -> AsyncIterator[Pair]:
         pair = Pair(service, run.model, kit, key.signer_id, a, b, waiter, run.logs)
         await waiter.until(lambda: pair.has(a) and pair.has(b))
         yield pair
+
+
+@pytest.fixture
+async def pair(kit: Kit) -> AsyncIterator[Pair]:
+    async with pair_of(kit) as p:
+        yield p
+
+
+async def channel(p: Pair, me: bytes, peer: bytes) -> ChannelRecord | None:
+    """``me``'s channel with ``peer`` as the wallet holds it, through the page the views
+    read (the state itself may be partial: not walked on the loop)."""
+    page = await p.service.channel_page(p.alice, me, b"", 10)
+    return next((r for r in page.records if r.peer == peer), None)
 
 
 async def open_both(p: Pair, collateral_a: int, collateral_b: int) -> None:
@@ -88,13 +104,16 @@ async def open_both(p: Pair, collateral_a: int, collateral_b: int) -> None:
         action = OpenChannel(card.entity, card.config, card.config_height, ASSET, collateral)
         await s.propose(p.alice, me, action, p.state(me).height + 50)
 
-    def agreed(me: bytes, peer: bytes, capacity: int) -> bool:
-        rec = p.state(me).channel(peer)
+    async def agreed(me: bytes, peer: bytes, capacity: int) -> bool:
+        rec = await channel(p, me, peer)
         if rec is None or rec.side.status != "ready":
             return False
         return bool(rec.side.agreed.asset(ASSET).capacity(rec.side.me) == capacity)
 
-    await p.waiter.until(lambda: agreed(p.a, p.b, collateral_a) and agreed(p.b, p.a, collateral_b))
+    async def settled() -> bool:
+        return await agreed(p.a, p.b, collateral_a) and await agreed(p.b, p.a, collateral_b)
+
+    await p.waiter.until_async(settled)
 
 
 async def test_a_payment_between_two_entities_shows_in_history(pair: Pair) -> None:
@@ -129,16 +148,7 @@ async def test_a_payment_between_two_entities_shows_in_history(pair: Pair) -> No
     assert any("approved by accountant: pay bob" in m for m in p.logs)
     assert s.ledger.spent(p.a, p.b, ASSET, 86400) == 100
 
-    def balances() -> tuple[int, int]:
-        ra, rb = p.state(p.a).channel(p.b), p.state(p.b).channel(p.a)
-        assert ra is not None
-        assert rb is not None
-        return (
-            ra.side.agreed.asset(ASSET).balance(ra.side.me),
-            rb.side.agreed.asset(ASSET).balance(rb.side.me),
-        )
-
-    await p.waiter.until(lambda: balances() == (400, 400))
+    await p.waiter.until_async(lambda: balances_are(p, (400, 400)))
 
     # Over the limit: asked of a human, with the figures; a reject leaves the money.
     await s.pay(p.alice, p.a, (p.b,), ASSET, 60)
@@ -151,6 +161,46 @@ async def test_a_payment_between_two_entities_shows_in_history(pair: Pair) -> No
 
     # The ledger is on disk: a new wallet process would count the same spend.
     assert SpendLedger(Path(p.kit.data) / "spend.json").spent(p.a, p.b, ASSET, 86400) == 100
+
+
+async def balances_are(p: Pair, expected: tuple[int, int]) -> bool:
+    ra, rb = await channel(p, p.a, p.b), await channel(p, p.b, p.a)
+    assert ra is not None
+    assert rb is not None
+    return (
+        ra.side.agreed.asset(ASSET).balance(ra.side.me),
+        rb.side.agreed.asset(ASSET).balance(rb.side.me),
+    ) == expected
+
+
+async def test_a_large_entity_is_held_partially_and_still_pays(kit: Kit) -> None:
+    """A wallet holds an entity above ``whole_up_to`` records partially (its header,
+    its channels read from the node as needed): here every entity, with
+    ``whole_up_to=0``. Its views page the channels from the node, proven; a payment's
+    first hop and a channel action are checked against the channel read, proven, in
+    the node's words; frames it signs are checked on the partial state."""
+    async with pair_of(kit, whole_up_to=0) as p:
+        s = p.service
+        await open_both(p, 500, 300)
+        assert is_partial(p.state(p.a))
+        assert is_partial(p.state(p.b))
+        page = await s.channel_page(p.alice, p.a, b"", 10)
+        assert ([r.peer for r in page.records], page.last) == ([p.b], True)
+        with pytest.raises(WalletError, match="insufficient capacity: 500 of asset 1"):
+            await s.pay(p.alice, p.a, (p.b,), ASSET, 501)
+        stranger = b"\x0c" * 32
+        with pytest.raises(WalletError, match="no channel with 0c0c"):
+            await s.propose(
+                p.alice, p.a, ExtendCredit(stranger, ASSET, 5), p.state(p.a).height + 50
+            )
+        s.policy.rules = Rules.parse(ROUTINE + '[[rule]]\nname = "pay"\napprove = ["payment"]\n')
+        await s.pay(p.alice, p.a, (p.b,), ASSET, 100)
+        await p.waiter.until(lambda: bool(p.payments(p.b, "received")))
+        await p.waiter.until_async(lambda: balances_are(p, (400, 400)))
+        assert is_partial(p.state(p.a))
+        # A page after the last channel: empty, and proven the last.
+        after = await s.channel_page(p.alice, p.a, p.b, 10)
+        assert (after.records, after.last) == ((), True)
 
 
 async def test_channel_card_of_an_unknown_entity_is_a_clear_error(pair: Pair) -> None:

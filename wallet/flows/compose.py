@@ -18,7 +18,10 @@ copy: this module only parses what was typed, then calls the node's own rules in
 ``node.machines.accounts`` (the bounds of each number, ``check_route``, and
 against the entity's state ``check_pay`` and ``check_action_applies``, which the
 node's transition calls too), so it refuses exactly what the node would, in the
-node's words, each error under the field it is about. A **channel card** is what
+node's words, each error under the field it is about. On a partial state (a large
+entity's, its channels on the node) the channel checks are left to the service,
+which runs them on the channel it reads, proven (:func:`channels_checkable`). A
+**channel card** is what
 opening a channel with an entity needs, as JSON:
 ``{"entity": hex, "config_height": n, "config": <hex of the RLP config>}``.
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeGuard
 
 from node.codec import HASH_LEN, UINT64_MAX, DecodeError, decode, encode_tree
 from node.crypto import bls
@@ -70,6 +73,7 @@ from node.machines.governance import (
 )
 from node.machines.governance import signer_id as key_id
 from node.machines.replica import SubmitBatch
+from node.net.remote_map import is_partial
 from node.txs import Tx, TxBody
 from wallet.model import NewMember
 
@@ -366,7 +370,7 @@ def propose(
     try:
         if isinstance(action, accounts.CHANNEL_ACTIONS):
             accounts.check_action_fields(action)  # as the node reads it
-            if state is not None:
+            if channels_checkable(state):
                 accounts.check_action_applies(state, action)  # would it execute now?
         else:
             governance.check_action(action)  # a new signer's key and proof of possession
@@ -418,6 +422,13 @@ def parse_route(text: str) -> tuple[bytes, ...]:
     return accounts.check_route([parse_hex(p, HASH_LEN, "entity id") for p in parts])
 
 
+def channels_checkable(state: EntityState | None) -> TypeGuard[EntityState]:
+    """Whether the channel checks run on ``state``: not on a partial state (its channels
+    are read from the node by walks off the loop; ``wallet.flows.channel_pages``), whose
+    actions the service checks against the channel it reads, proven, before signing."""
+    return state is not None and not is_partial(state)
+
+
 def _refused(exc: accounts.Refused, fields: Mapping[str, str]) -> ComposeError:
     """The node's refusal as a form error, under the form's name for its field."""
     return ComposeError({fields.get(exc.field, exc.field): str(exc)})
@@ -443,7 +454,7 @@ def pay(
     if errors or hops is None or a is None or n is None:
         raise ComposeError(errors)
     body = Pay(hops, a, n)
-    if state is not None:
+    if channels_checkable(state):
         try:
             accounts.check_pay(state, body)
         except accounts.Refused as exc:
@@ -573,6 +584,8 @@ def _check(
 ) -> None:
     """The node's ``check_action_applies``; its refusal under the form's field
     (``fields`` maps the action's field names to the form's where they differ)."""
+    if not channels_checkable(state):
+        return
     try:
         accounts.check_action_applies(state, action)
     except accounts.Refused as exc:

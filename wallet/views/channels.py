@@ -1,4 +1,5 @@
-"""The Channels view: per entity, its reserves, and per channel the counterparty,
+"""The Channels view: per entity, its reserves, and a page of its channels (50, with
+Previous and Next: a hub holds a million), each with its counterparty,
 ``ready``/``sent`` status, the channel's height, its pending frame (height,
 transactions) and queue, and per asset the balance, capacity, collateral and the
 credit extended each way. Updated in place as frames arrive; "Pay…" opens the pay
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 
 from node.machines.accounts import ChannelRecord, available
 from node.machines.entity import EntityState
+from node.net.remote_map import is_partial
 from wallet.flows import compose
 from wallet.flows.approvals import ApprovalQueue
+from wallet.flows.channel_pages import PAGE_SIZE, ChannelPage, ChannelPager, checkable, local_page
 from wallet.flows.compose import ComposeError
 from wallet.model import EntityEntry, WalletActions, WalletModel
 from wallet.qt import (
@@ -33,6 +36,7 @@ from wallet.views.compose import ActionDialog
 from wallet.views.widgets import (
     CopyableHash,
     StatusLine,
+    TaskRunner,
     caption,
     follow,
     name,
@@ -87,6 +91,7 @@ class ChannelRow:
 
 
 def channel_rows(state: EntityState) -> list[ChannelRow]:
+    """Every channel of a state held whole (a view shows a page: ``_row`` each)."""
     return [_row(c) for c in state.channels.values()]
 
 
@@ -175,11 +180,22 @@ class ChannelBox(QFrame):
 
 
 class EntityChannels(QFrame):
-    """One entity's reserves and channels; :meth:`show_entry` refreshes it in place."""
+    """One entity's reserves and a page of its channels, with Previous and Next when
+    they do not fit on one; :meth:`show_entry` refreshes it in place. The page comes
+    from the state when the wallet holds it whole, else from the node (proven); the
+    card never walks a partial state's channels (``wallet.flows.channel_pages``)."""
 
-    def __init__(self, entry: EntityEntry, names: dict[bytes, str]) -> None:
+    def __init__(
+        self,
+        entry: EntityEntry,
+        names: dict[bytes, str],
+        actions: WalletActions,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
         super().__init__()
         self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.wallet_actions = actions
+        self.pager = ChannelPager(page_size)
         self.entity_id = CopyableHash(entry.state.entity_id)
         self.summary = QLabel()
         self.pay_button = QPushButton("Pay\u2026")
@@ -188,64 +204,144 @@ class EntityChannels(QFrame):
         head.addWidget(QLabel(f"<b>Entity</b> as {name(names, entry.signer_id)}"))
         head.addWidget(self.entity_id, 1)
         head.addWidget(self.pay_button)
+        self.page_caption = QLabel()
+        set_role(self.page_caption, "muted")
+        self.previous_button = QPushButton("Previous")
+        self.next_button = QPushButton("Next")
+        self.previous_button.clicked.connect(self.show_previous)
+        self.next_button.clicked.connect(self.show_next)
+        nav = QHBoxLayout()
+        nav.addWidget(self.page_caption)
+        nav.addStretch(1)
+        nav.addWidget(self.previous_button)
+        nav.addWidget(self.next_button)
+        self.status = StatusLine()
+        self.runner = TaskRunner(self.status)
+        self._read_again = False
         self.body = QVBoxLayout()
         v = QVBoxLayout(self)
         v.setContentsMargins(10, 8, 10, 8)
         v.addLayout(head)
         v.addWidget(self.summary)
+        v.addLayout(nav)
+        v.addWidget(self.status)
         v.addLayout(self.body)
         self.boxes: list[ChannelBox] = []
+        self.hint: QLabel | None = None
         self.show_entry(entry)
+
+    @property
+    def at_hand(self) -> tuple[ChannelRecord, ...]:
+        """The channels on the page shown."""
+        return self.pager.page.records
 
     def show_entry(self, entry: EntityEntry) -> None:
         self.entry = entry
-        state = entry.state
-        self.summary.setText(entity_summary(state))
-        rows = channel_rows(state)
-        self.pay_button.setEnabled(bool(rows))
+        self.summary.setText(entity_summary(entry.state))
+        self.pay_button.setEnabled(bool(entry.state.channels))
+        self._load()
+
+    def show_next(self) -> None:
+        if self.pager.next():
+            self._load()
+
+    def show_previous(self) -> None:
+        if self.pager.previous():
+            self._load()
+
+    def _load(self) -> None:
+        """The page at the pager's place: at once from a state held whole; from the
+        node for a partial one, one read at a time (a read asked for meanwhile is
+        made when the one under way ends, at the place and state current then)."""
+        state = self.entry.state
+        after = self.pager.after
+        if not is_partial(state):
+            self._took(after, local_page(state, after, self.pager.size))
+            return
+        if self.runner.running:
+            self._read_again = True
+            return
+        self.runner.run(
+            self.wallet_actions.channel_page(
+                self.entry.signer_id, state.entity_id, after, self.pager.size
+            ),
+            busy="Reading channels\u2026",
+            on_result=lambda page: self._took(after, page),
+            after=self._read_ended,
+        )
+
+    def _read_ended(self) -> None:
+        if self._read_again:
+            self._read_again = False
+            self._load()
+
+    def _took(self, after: bytes, page: ChannelPage) -> None:
+        if after != self.pager.after:
+            self._read_again = True  # the user moved on meanwhile
+            return
+        if not self.pager.show(page):
+            self._load()
+            return
+        self.page_caption.setText(self.pager.caption(len(self.entry.state.channels)))
+        self.previous_button.setVisible(self.pager.has_previous or self.pager.has_next)
+        self.next_button.setVisible(self.pager.has_previous or self.pager.has_next)
+        self.previous_button.setEnabled(self.pager.has_previous)
+        self.next_button.setEnabled(self.pager.has_next)
+        self._show_rows([_row(r) for r in page.records])
+
+    def _show_rows(self, rows: list[ChannelRow]) -> None:
         if [b.row.peer for b in self.boxes] == [r.peer for r in rows]:
             for box, row in zip(self.boxes, rows, strict=True):
                 if box.row != row:
                     box.show_row(row)
             return
-        for box in self.boxes:
-            box.hide()
-            box.deleteLater()
+        for widget in [*self.boxes, *([self.hint] if self.hint is not None else [])]:
+            widget.hide()
+            widget.deleteLater()
+        self.hint = None
         self.boxes = [ChannelBox(r) for r in rows]
         for box in self.boxes:
             self.body.addWidget(box)
         if not rows:
-            hint = QLabel(
+            self.hint = QLabel(
                 "No channel yet: propose open_channel (Proposals, New proposal) with the "
                 "counterparty's channel card; it must open one to this entity too."
             )
-            hint.setWordWrap(True)
-            set_role(hint, "muted")
-            self.body.addWidget(hint)
+            self.hint.setWordWrap(True)
+            set_role(self.hint, "muted")
+            self.body.addWidget(self.hint)
 
 
 class PayDialog(ActionDialog):
     """Asset, amount, and the payee (one of the channels' counterparties) or a route
-    ``hub, ..., payee``; the capacity check shows inline before anything is signed."""
+    ``hub, ..., payee``; the capacity check shows inline before anything is signed.
+    The picker lists the channels on the page shown (``at_hand``); any counterparty
+    may be typed. A partial state's channel off that page is checked by the service,
+    against the channel it reads from the node, when the user pays."""
 
     OK_TEXT = "Pay"
 
     def __init__(
-        self, actions: WalletActions, entry: EntityEntry, parent: QWidget | None = None
+        self,
+        actions: WalletActions,
+        entry: EntityEntry,
+        at_hand: tuple[ChannelRecord, ...],
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__("Pay", parent)
         self.wallet_actions = actions
         self.entry = entry
+        self.at_hand = at_hand
         state = entry.state
         self.to = QComboBox()
         self.to.setEditable(True)
-        for c in state.channels.values():
+        for c in at_hand:
             self.to.addItem(f"0x{c.peer.hex()}", c.peer.hex())
         self.to.setToolTip(
             "The payee, or a route: the first hop (a counterparty of ours), then the "
             "next ones, the payee last, separated by commas"
         )
-        rows = channel_rows(state)
+        rows = [_row(c) for c in at_hand]
         first_asset = rows[0].assets[0].asset if rows and rows[0].assets else 1
         self.asset = QLineEdit(str(first_asset))
         self.amount = QLineEdit()
@@ -264,6 +360,15 @@ class PayDialog(ActionDialog):
     def route_text(self) -> str:
         return self.to.currentText()
 
+    def _first_hop(self) -> bytes | None:
+        try:
+            return compose.parse_route(self.route_text())[0]
+        except ValueError:
+            return None
+
+    def _checkable(self) -> EntityState:
+        return checkable(self.entry.state, self.at_hand, self._first_hop())
+
     def _show_available(self) -> None:
         try:
             route = compose.parse_route(self.route_text())
@@ -271,7 +376,13 @@ class PayDialog(ActionDialog):
         except ValueError:
             self.available.setText("")
             return
-        rec = self.entry.state.channel(route[0])
+        state = self._checkable()
+        if not compose.channels_checkable(state):
+            self.available.setText(
+                f"the channel with {short_hex(route[0])} is checked when you pay"
+            )
+            return
+        rec = state.channel(route[0])
         if rec is None:
             self.available.setText(f"no channel with {short_hex(route[0])}")
             return
@@ -283,7 +394,7 @@ class PayDialog(ActionDialog):
     def validate(self) -> tuple[tuple[bytes, ...], int, int] | None:
         try:
             body = compose.pay(
-                self.route_text(), self.asset.text(), self.amount.text(), self.entry.state
+                self.route_text(), self.asset.text(), self.amount.text(), self._checkable()
             )
         except ComposeError as exc:
             self.show_errors(exc.errors)
@@ -310,10 +421,12 @@ class ChannelsView(QWidget):
         actions: WalletActions,
         approvals: ApprovalQueue,
         parent: QWidget | None = None,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         super().__init__(parent)
         self.model = model
         self.wallet_actions = actions
+        self.page_size = page_size
         self.cards: list[EntityChannels] = []
         self.dialog: PayDialog | None = None
         self.status = StatusLine()
@@ -350,14 +463,16 @@ class ChannelsView(QWidget):
             set_role(hint, "muted")
             self.body_layout.addWidget(hint)
         for key in keys:
-            card = EntityChannels(self.model.entities[key], names)
-            card.pay_button.clicked.connect(lambda _=False, c=card: self.open_pay(c.entry))
+            card = EntityChannels(
+                self.model.entities[key], names, self.wallet_actions, self.page_size
+            )
+            card.pay_button.clicked.connect(lambda _=False, c=card: self.open_pay(c))
             self.cards.append(card)
             self.body_layout.addWidget(card)
         self.body_layout.addStretch(1)
 
-    def open_pay(self, entry: EntityEntry) -> PayDialog:
-        dialog = PayDialog(self.wallet_actions, entry, self)
+    def open_pay(self, card: EntityChannels) -> PayDialog:
+        dialog = PayDialog(self.wallet_actions, card.entry, card.at_hand, self)
         dialog.accepted.connect(lambda: self.status.done("Payment submitted"))
         dialog.open()
         self.dialog = dialog

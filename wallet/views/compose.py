@@ -18,6 +18,7 @@ from node.machines.entity import EntityAction, EntityState, Propose
 from node.machines.governance import MAX_SHARES, Config, ConfigError, Member
 from node.machines.governance import signer_id as key_id
 from wallet.flows import compose
+from wallet.flows.channel_pages import first_channels
 from wallet.flows.compose import (
     AddSignerForm,
     ChannelForm,
@@ -280,7 +281,7 @@ class _ChannelEditor(_Editor):
     def peer_picker(self) -> QComboBox:
         combo = QComboBox()
         combo.setEditable(True)
-        for c in self.state.channels.values():
+        for c in first_channels(self.state):
             combo.addItem(f"0x{c.peer.hex()}", c.peer.hex())
         return combo
 

@@ -30,6 +30,7 @@ from node.machines.governance import Action, Config, Member, signer_id
 from node.txs import Tx, TxBody
 from tests.node.channel_sides import exchange
 from wallet.flows.approvals import ApprovalQueue
+from wallet.flows.channel_pages import ChannelPage, local_page
 from wallet.flows.effects import analyze
 from wallet.model import EntityEntry, NewMember, WalletModel
 from wallet.qt import QApplication, QEventLoop
@@ -133,6 +134,7 @@ class RecordingActions:
     fail: str | None = None
     created: bytes = b"\x77" * 32
     cards: dict[bytes, str] = field(default_factory=dict)  # channel_card answers
+    held: dict[bytes, EntityState] = field(default_factory=dict)  # channel_page's pages
 
     async def _run(self, *call: Any) -> None:
         self.calls.append(call)
@@ -153,6 +155,13 @@ class RecordingActions:
         self, signer: bytes, entity: bytes, route: tuple[bytes, ...], asset: int, amount: int
     ) -> None:
         await self._run("pay", signer, entity, route, asset, amount)
+
+    async def channel_page(
+        self, signer: bytes, entity: bytes, after: bytes, limit: int
+    ) -> ChannelPage:
+        """A page of the whole state ``held[entity]`` stands for (a partial entry's)."""
+        await self._run("channel_page", signer, entity, after, limit)
+        return local_page(self.held[entity], after, limit)
 
     async def channel_card(self, entity: bytes) -> str:
         await self._run("channel_card", entity)

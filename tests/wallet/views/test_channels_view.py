@@ -15,6 +15,7 @@ from node.machines import channel as ch
 from node.machines.accounts import OpenChannel
 from node.machines.entity import EntityState
 from node.txs import Tx
+from tests.wallet.partial_states import partial_of
 from wallet.flows.compose import ChannelCard
 from wallet.flows.effects import Effect
 from wallet.model import EntityEntry, HistoryItem
@@ -224,3 +225,119 @@ def test_approvals_show_payment_amounts() -> None:
     assert "asset 2" in came
     opened = effect_html(Effect("open_channel", False, "open a channel", amount=3, asset=1))
     assert "channel</span>" in opened
+
+
+def many() -> tuple[EntityState, list[bytes], dict[bytes, int]]:
+    """The user's entity with five funded channels; their counterparties, ascending,
+    and the collateral we put in each."""
+    me, _, _ = two()
+    state = me
+    collateral: dict[bytes, int] = {}
+    for i in range(5):
+        peer = entity((i + 1, 1), i + 2)
+        state = with_channel(state, peer, 100 + i, 0, reserve=900)
+        collateral[peer.entity_id] = 100 + i
+    return state, sorted(collateral), collateral
+
+
+def shown(view: ChannelsView) -> list[bytes]:
+    (card,) = view.cards
+    return [b.row.peer for b in card.boxes]
+
+
+def test_channels_show_a_page_at_a_time(qtbot: QtBot) -> None:
+    state, peers, _ = many()
+    view = ChannelsView(model_with(state), RecordingActions(), queue_with(Clock()), page_size=2)
+    qtbot.addWidget(view)
+    (card,) = view.cards
+    assert shown(view) == peers[:2]
+    assert card.page_caption.text() == "Channels 1\u20132 of 5"
+    assert not card.previous_button.isEnabled()
+    card.next_button.click()
+    card.next_button.click()
+    assert shown(view) == peers[4:]
+    assert card.page_caption.text() == "Channels 5\u20135 of 5"
+    assert not card.next_button.isEnabled()
+    card.previous_button.click()
+    assert shown(view) == peers[2:4]
+    assert "5 channels" in card.summary.text()
+
+
+def test_a_large_entity_pages_from_the_node_and_is_never_walked(qtbot: QtBot) -> None:
+    """The wallet holds a large entity partially: the card reads each page through the
+    service (proven there), never walking the state on the GUI thread (a walk fails
+    this test), and a new state of the entity reads the page shown again."""
+    whole, peers, collateral = many()
+    actions = RecordingActions(held={whole.entity_id: whole})
+    model = model_with(partial_of(whole))
+
+    async def scenario() -> None:
+        view = ChannelsView(model, actions, queue_with(Clock()), page_size=2)
+        qtbot.addWidget(view)
+        (card,) = view.cards
+        await card.runner.wait_idle()
+        assert shown(view) == peers[:2]
+        assert card.page_caption.text() == "Channels 1\u20132 of 5"
+        card.next_button.click()
+        await card.runner.wait_idle()
+        assert shown(view) == peers[2:4]
+        box = card.boxes[0]
+        n = f"{collateral[peers[2]]}"
+        assert [c.text() for c in box.cells[0]] == ["1", n, n, n, "0", "0"]
+
+        # A frame moved one channel on the page shown: the page is read again.
+        rec = whole.channel(peers[2])
+        assert rec is not None
+        side, _ = ch.step(rec.side, ch.Enqueue(Tx.of(ch.Payment(1, 30))))
+        moved = replace(
+            whole,
+            height=whole.height + 1,
+            channels=whole.channels.set(peers[2], replace(rec, side=side)),
+        )
+        actions.held[whole.entity_id] = moved
+        model.set_entity(EntityEntry(IDS[ME], partial_of(moved)))
+        await card.runner.wait_idle()
+        assert card.boxes[0] is box
+        assert "1 queued" in box.line.text()
+
+    run_qt(scenario())
+    reads = [c for c in actions.calls if c[0] == "channel_page"]
+    assert reads == [
+        ("channel_page", IDS[ME], whole.entity_id, b"", 2),
+        ("channel_page", IDS[ME], whole.entity_id, peers[1], 2),
+        ("channel_page", IDS[ME], whole.entity_id, peers[1], 2),
+    ]
+
+
+def test_paying_from_a_large_entity_checks_what_is_at_hand(qtbot: QtBot) -> None:
+    """The pay form of a partial entity checks the capacity of a channel on the page
+    shown inline; one off it is left to the service (which reads it, proven)."""
+    whole, peers, collateral = many()
+    actions = RecordingActions(held={whole.entity_id: whole})
+
+    async def scenario() -> None:
+        model = model_with(partial_of(whole))
+        view = ChannelsView(model, actions, queue_with(Clock()), page_size=2)
+        qtbot.addWidget(view)
+        await view.cards[0].runner.wait_idle()
+        view.cards[0].pay_button.click()
+        dialog = view.dialog
+        assert dialog is not None
+        assert [dialog.to.itemData(i) for i in range(dialog.to.count())] == [
+            p.hex() for p in peers[:2]
+        ]
+        dialog.to.setCurrentText(f"0x{peers[0].hex()}")
+        n = collateral[peers[0]]
+        assert f"{n} of asset 1 available" in dialog.available.text()
+        dialog.amount.setText(str(n + 1))
+        dialog.ok_button.click()
+        assert dialog.errors["amount"].text().startswith(f"insufficient capacity: {n} of asset")
+        dialog.to.setCurrentText(f"0x{peers[4].hex()}")
+        assert "is checked when you pay" in dialog.available.text()
+        dialog.ok_button.click()
+        await dialog.runner.wait_idle()
+        assert not dialog.isVisible()
+
+    run_qt(scenario())
+    paid = collateral[peers[0]] + 1
+    assert actions.calls[-1] == ("pay", IDS[ME], whole.entity_id, (peers[4],), 1, paid)
