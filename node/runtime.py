@@ -343,18 +343,23 @@ class Node:
         return replica.genesis, state
 
     def _keep_recent(self, step: Step) -> None:
-        """Keep the agreed states of the replicas this block changed, by hash."""
+        """Keep, by hash, every agreed state the block's committed frames made (a block
+        may commit several frames of one replica: a signer that checks each frame on
+        the state before it reads each of them), and a new replica's first state."""
+        for effect in step.effects:
+            if effect.entity is not None and isinstance(effect.what, Committed):
+                self._keep_state(effect.signer, effect.entity, effect.what.state)
         for write in step.changed:
-            if len(write.route) != 2:
-                continue
-            signer, entity = write.route
-            replica = self.state.replica(signer, entity)
-            if replica is None:
-                continue
-            ring = self._recent.setdefault((signer, entity), OrderedDict())
-            ring[replica.entity.hash] = replica.entity
-            while len(ring) > RECENT_STATES:
-                ring.popitem(last=False)
+            if len(write.route) == 2:
+                replica = self.state.replica(*write.route)
+                if replica is not None:
+                    self._keep_state(*write.route, replica.entity)
+
+    def _keep_state(self, signer: bytes, entity: bytes, state: EntityState) -> None:
+        ring = self._recent.setdefault((signer, entity), OrderedDict())
+        ring[state.hash] = state
+        while len(ring) > RECENT_STATES:
+            ring.popitem(last=False)
 
     def read_tree(self, state: ServerState | None = None) -> list[tuple[tuple[bytes, ...], bytes]]:
         """Every signer's and replica's state in ``state`` (default: the current one), so

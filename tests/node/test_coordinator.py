@@ -14,6 +14,7 @@ from node.agent import Agent
 from node.coordinator import Coordinator, LocalAgent
 from node.crypto import bls
 from node.machines import entity as ent
+from node.machines.frames import Frame
 from node.machines.governance import AddSigner, Config, Member
 from node.machines.replica import Genesis, Replica, SubmitBatch
 from node.machines.server import CreateSigner
@@ -102,6 +103,14 @@ async def test_a_signer_added_by_proposal_joins_and_catches_up(local: Local) -> 
     assert joined is not None
     assert c.signer_id in joined.entity.config.index
     assert joined.entity.counter == 5
+    # Every state C's catch-up committed is readable there by its hash (READ_ENTITY's
+    # ``at``), also those a block committed together with the frames after them.
+    frames = local.node.store.frames(entity, 1, joined.entity.height)
+    assert len(frames) == joined.entity.height >= 3
+    for raw, _ in frames:
+        made = Frame.decode(raw).state_hash
+        _, state = local.node.read_entity((c.signer_id, entity), made)
+        assert state.hash == made
 
     # And C now signs as a member: its own batch is certified on all three replicas.
     await submit(local, 2, entity, 1, ent.Increment(1))

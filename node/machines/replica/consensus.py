@@ -230,7 +230,7 @@ def _apply_committed(
         inbox=inbox,
         mailbox=mailbox,
     )
-    s.effects.append(Committed(frame, cert, events))
+    s.effects.append(Committed(frame, cert, events, post))
     if transmit:
         s.effects.extend(transmissions(post, fresh))
     new = s.r

@@ -53,6 +53,7 @@ class Committed:
     frame: Frame
     cert: Certificate
     events: ent.FrameEvents
+    state: ent.EntityState  # the agreed state the frame made (kept readable by hash)
 
 
 @dataclass(frozen=True, slots=True)
