@@ -43,7 +43,7 @@ from node.machines.entity import EntityState
 from node.machines.frames import Frame, Signatures
 from node.net.agent_client import AgentRejected, serve_signer
 from node.net.client import NodeError
-from node.net.remote_map import assume_waiting, carry_reads, is_partial, read_at
+from node.net.remote_map import ReadNeeded, assume_waiting, carry_reads, is_partial, read_at
 from node.net.server import SIGN_TIMEOUT_S
 from wallet.connection import WHOLE_UP_TO, holdable
 from wallet.flows.accountant import Rules, Verdict
@@ -352,17 +352,23 @@ def _before(state: EntityState | None, entity: bytes, frame: Frame) -> bool:
 
 
 async def analyze_frame(state: EntityState, frame: Frame) -> FrameAnalysis:
-    """``analyze`` on the state before ``frame``. A state held whole is executed on the
-    loop (a thread would only trade the interpreter's lock with the loop, slowing both);
-    a partial one, whose maps are read from the node as the execution walks them
-    (``node/net/remote_map.py``), off the loop, which runs those reads (its outcome is
-    partial too). Raises what a read raises (ConnectionError, OSError, TimeoutError,
+    """``analyze`` on the state before ``frame``, on the loop (a thread would only trade
+    the interpreter's lock with the loop, slowing both). A partial state's maps are
+    read from the node as the execution walks them (``node/net/remote_map.py``): a
+    walk that reaches a node not read yet stops the execution (``ReadNeeded``), which
+    then runs again off the loop while the loop runs those reads (the execution is
+    pure: the first attempt changed nothing). A hub's frames mostly walk what earlier
+    frames read or made, so most run on the loop. The outcome of a partial state is
+    partial too. Raises what a read raises (ConnectionError, OSError, TimeoutError,
     NodeError)."""
     if not is_partial(state):
         return analyze(state, frame)
     read_at(state)
     assume_waiting(state, frame)
-    analysis = await asyncio.to_thread(analyze, state, frame)
+    try:
+        analysis = analyze(state, frame)
+    except ReadNeeded:
+        analysis = await asyncio.to_thread(analyze, state, frame)
     if analysis.new_state is not None:
         carry_reads(analysis.new_state, state)
     return analysis

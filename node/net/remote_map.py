@@ -38,6 +38,11 @@ _SOURCES = "_read_from_node"
 NO_KEY = bytes(KEY_LEN)
 
 
+class ReadNeeded(RuntimeError):
+    """A walk on the event loop reached a node not read yet: walk it again off the loop
+    (the read runs on the loop, which the walk would block)."""
+
+
 class RemoteSource:
     """One map of one entity state (``at``: its state hash), node by node from the node
     behind ``reader``; the reads run on ``loop``."""
@@ -64,7 +69,7 @@ class RemoteSource:
         except RuntimeError:
             running = None
         if running is self.loop:
-            raise RuntimeError("a remote map is walked off its event loop (asyncio.to_thread)")
+            raise ReadNeeded("a remote map is walked off its event loop (asyncio.to_thread)")
         future = asyncio.run_coroutine_threadsafe(self._read(stub), self.loop)
         node = future.result(timeout=READ_TIMEOUT_S)
         stub.node = node
@@ -111,14 +116,16 @@ async def lazy_state(
         sources.append(RemoteSource(reader, signer, entity, which, header.hash, loop))
         maps[MAP_NAMES[which]] = MerkleMap.stored(Stub(header.root(which), *top, sources[-1]))
     state = replace(header.small, channels=maps["channels"], forwards=maps["forwards"])
-    state.__dict__["waiting"] = frozenset()  # see assume_waiting: never a scan of them all
     mark_partial(state, sources)
     return state
 
 
 def mark_partial(state: EntityState, sources: Sequence[Source[Any]]) -> None:
     """Mark ``state``, whose maps read their nodes from ``sources`` as walks reach
-    them, as partial (:func:`is_partial`): walked off the loop only."""
+    them, as partial (:func:`is_partial`): walked off the loop only. Its waiting
+    channels start empty: each frame names them (:func:`assume_waiting`), never a
+    scan of every channel."""
+    state.__dict__["waiting"] = frozenset()
     state.__dict__[_SOURCES] = tuple(sources)
 
 
