@@ -43,6 +43,16 @@ class ReadNeeded(RuntimeError):
     (the read runs on the loop, which the walk would block)."""
 
 
+def refuse_on(loop: asyncio.AbstractEventLoop) -> None:
+    """ReadNeeded if this runs on ``loop``: a read the walk waits for runs there."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        raise ReadNeeded("a remote map is walked off its event loop (asyncio.to_thread)")
+
+
 class RemoteSource:
     """One map of one entity state (``at``: its state hash), node by node from the node
     behind ``reader``; the reads run on ``loop``."""
@@ -64,12 +74,7 @@ class RemoteSource:
         self.loop = loop
 
     def load(self, stub: Stub[Any]) -> Node[Any]:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            raise ReadNeeded("a remote map is walked off its event loop (asyncio.to_thread)")
+        refuse_on(self.loop)
         future = asyncio.run_coroutine_threadsafe(self._read(stub), self.loop)
         node = future.result(timeout=READ_TIMEOUT_S)
         stub.node = node

@@ -15,7 +15,7 @@ from node.machines.accounts import ExtendCredit
 from node.machines.entity import EntityState, Increment, Propose, execute
 from node.machines.frames import Frame
 from node.merkle_map import MerkleMap, Node, Stub
-from node.net.remote_map import ReadNeeded, is_partial, mark_partial
+from node.net.remote_map import ReadNeeded, is_partial, mark_partial, refuse_on
 from node.txs import TxBody
 from tests.node import accounts_cases as cases
 from tests.node.machines.test_entity import A
@@ -33,12 +33,10 @@ class OffTheLoop:
 
     def load(self, stub: Stub[Any]) -> Node[Any]:
         try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
+            refuse_on(self.loop)
+        except ReadNeeded:
             self.refused += 1
-            raise ReadNeeded("walked on the loop")
+            raise
         sub = self.whole.subtree(stub.rep, stub.count, stub.h)
         assert sub is not None
         top = sub.top
