@@ -169,6 +169,9 @@ async def _wallet_agents(cluster: Cluster, keys: list[SignerKey]) -> list[Path]:
         vault.add_keystore(stored, PASSWORD, WALLET_PASSWORD, f"hub signer {key.index}")
         server = cluster.servers[key.server]
         token, _ = TokenStore(server.data).create(Scope("signer", key.id), "wallet")
+        token_file = data / "node-token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(token + "\n")
         log = data / "agent.log"
         with log.open("wb") as out:
             profile = (
@@ -184,8 +187,8 @@ async def _wallet_agents(cluster: Cluster, keys: list[SignerKey]) -> list[Path]:
                 "agent",
                 "--node",
                 server.url,
-                "--token",
-                token,
+                "--token-file",
+                str(token_file),
                 "--accountant",
                 "--rules",
                 str(rules),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: the desktop wallet, with its light node embedded in the same process
 # (data in the platform's application-data folder). Extra arguments go to `xln-wallet`,
-# e.g. scripts/run.sh --node ws://HOST:PORT --token T   (a remote node instead)
+# e.g. scripts/run.sh --node ws://HOST:PORT --token-file F   (a remote node instead)
 #      scripts/run.sh --data ./wallet-data              (another data folder)
 # With no display (a server, CI), Qt draws offscreen: QT_QPA_PLATFORM=offscreen.
 set -euo pipefail

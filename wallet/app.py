@@ -32,7 +32,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wallet import paths
+from wallet import cli, paths
 from wallet import settings as settings_io
 from wallet.model import NewMember, WalletModel
 from wallet.qt import QApplication, QEvent, QEventLoop, QMessageBox, QObject
@@ -543,8 +543,13 @@ def make_qapp() -> QApplication:
 
 def run(args: argparse.Namespace) -> int:
     """``xln-wallet`` with no command: the desktop app; returns the exit code."""
-    if getattr(args, "token", None) and not getattr(args, "node", None):
-        print("xln-wallet: --token needs --node URL", file=sys.stderr)
+    try:
+        node_token = cli.token(args)
+    except OSError as exc:
+        print(f"xln-wallet: cannot read the token: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "token_file", None) and not getattr(args, "node", None):
+        print("xln-wallet: --token-file needs --node URL", file=sys.stderr)
         return 2
     app = make_qapp()
     loop = QEventLoop(app)
@@ -554,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
         app,
         data,
         node_url=args.node,
-        token=args.token,
+        token=node_token if args.node else None,
         theme_name=args.theme,
         ready_file=os.environ.get(READY_ENV) or None,
     )

@@ -1,6 +1,6 @@
 """``xln-wallet agent``: the wallet's agents and accountant with no window.
 
-    xln-wallet agent --node URL --token T [--accountant [--rules FILE]] [--data DIR]
+    xln-wallet agent --node URL --token-file F [--accountant [--rules FILE]] [--data DIR]
                      [--password-file F | env XLN_WALLET_PASSWORD] [--keyring file|system]
 
 It unlocks the vault with the wallet password and runs one agent per key
@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
 from node.crypto.keystore import WrongPassword
 from wallet import settings as settings_io
-from wallet.cli import PASSWORD_ENV
+from wallet.cli import PASSWORD_ENV, TOKEN_ENV, secret, token
 from wallet.flows.accountant import Rules, RulesError
 from wallet.keys.backends import BackendError, choose_backend
 from wallet.keys.vault import Vault, VaultError
@@ -45,13 +44,13 @@ def run(args: argparse.Namespace) -> int:
     )
     logging.getLogger("websockets").setLevel(logging.WARNING)
     url = getattr(args, "node", None)
-    token = getattr(args, "token", None)
-    if not url or not token:
-        return _error("the agent needs --node URL and --token T")
-    if args.password_file:
-        password: str | None = Path(args.password_file).read_text("utf-8").rstrip("\n")
-    else:
-        password = os.environ.get(PASSWORD_ENV)
+    try:
+        node_token = token(args)
+        password = secret(args.password_file, PASSWORD_ENV)
+    except OSError as exc:
+        return _error(f"cannot read a secret: {exc}")
+    if not url or not node_token:
+        return _error(f"the agent needs --node URL and --token-file FILE (or {TOKEN_ENV})")
     if not password:
         return _error(f"give --password-file or set {PASSWORD_ENV}")
     rules: Rules | None = None
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return _error(str(exc), 1)
     settings, _ = settings_io.load_or_default(data)
     settings.accountant_on = bool(args.accountant)
-    return asyncio.run(_serve(data, vault, settings, url, token, rules))
+    return asyncio.run(_serve(data, vault, settings, url, node_token, rules))
 
 
 async def _serve(

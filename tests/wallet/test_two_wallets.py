@@ -61,6 +61,9 @@ class WalletProcess:
         password = tmp / f"{name}.password"
         password.write_text(f"password of wallet {name} {secrets.token_hex(4)}\n")
         password.chmod(0o600)
+        token_file = tmp / f"{name}.token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
         stderr = tmp / f"{name}.stderr"
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
         with stderr.open("wb") as err:
@@ -68,7 +71,7 @@ class WalletProcess:
                 sys.executable,
                 "-m",
                 "tests.wallet.wallet_process",
-                *("--data", str(tmp / name), "--node", url, "--token", token),
+                *("--data", str(tmp / name), "--node", url, "--token-file", str(token_file)),
                 *("--keyring", keyring, "--service", service),
                 *("--password-file", str(password)),
                 stdin=asyncio.subprocess.PIPE,

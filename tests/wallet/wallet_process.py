@@ -1,6 +1,6 @@
 """One real wallet in its own process, driven through its window by JSON lines.
 
-``python -m tests.wallet.wallet_process --data D --node URL --token T --keyring
+``python -m tests.wallet.wallet_process --data D --node URL --token-file T --keyring
 system|file --service NAME --password-file F`` prepares the vault in ``D`` if it
 holds no key (one signer key from a fresh mnemonic, fast KDF), saves remote-mode
 settings with the accountant OFF (a human approves every frame), runs the real
@@ -538,11 +538,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wallet_process", description=__doc__)
     parser.add_argument("--data", required=True)
     parser.add_argument("--node", required=True)
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--token-file", required=True)
     parser.add_argument("--keyring", choices=("system", "file"), required=True)
     parser.add_argument("--service", default="xln-signer")
     parser.add_argument("--password-file", required=True)
     args = parser.parse_args(argv)
+    args.token = Path(args.token_file).read_text("utf-8").strip()
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
