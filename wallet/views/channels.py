@@ -210,13 +210,13 @@ class EntityChannels(QFrame):
         self.next_button = QPushButton("Next")
         self.previous_button.clicked.connect(self.show_previous)
         self.next_button.clicked.connect(self.show_next)
+        self.status = StatusLine()  # a page's read from the node: busy, or why it failed
+        self.runner = TaskRunner(self.status)
         nav = QHBoxLayout()
         nav.addWidget(self.page_caption)
-        nav.addStretch(1)
+        nav.addWidget(self.status, 1)
         nav.addWidget(self.previous_button)
         nav.addWidget(self.next_button)
-        self.status = StatusLine()
-        self.runner = TaskRunner(self.status)
         self._read_again = False
         self.body = QVBoxLayout()
         v = QVBoxLayout(self)
@@ -224,7 +224,6 @@ class EntityChannels(QFrame):
         v.addLayout(head)
         v.addWidget(self.summary)
         v.addLayout(nav)
-        v.addWidget(self.status)
         v.addLayout(self.body)
         self.boxes: list[ChannelBox] = []
         self.hint: QLabel | None = None
