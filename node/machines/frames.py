@@ -261,6 +261,19 @@ class Signatures:
     outbox: tuple[bytes, ...] = ()
 
 
+def precommit_valid(config: Config, slot: int, frame: Frame, round_: int, sigs: Signatures) -> bool:
+    """Whether slot ``slot``'s pre-commit signs ``frame`` at ``round_`` and each of its
+    outgoing messages, with that member's key."""
+    if len(sigs.outbox) != len(frame.outbox):
+        return False
+    key = bls.load_public_key(config.members[slot].pubkey)
+    messages = [frame.message(round_), *(o.hash for o in frame.outbox)]
+    return all(
+        bls.fast_aggregate_verify_keys([key], msg, sig)
+        for msg, sig in zip(messages, [sigs.precommit, *sigs.outbox], strict=True)
+    )
+
+
 def aggregate_precommits(
     config: Config, frame: Frame, round_: int, sigs: dict[int, Signatures]
 ) -> tuple[Certificate | None, list[int]]:
@@ -281,15 +294,8 @@ def aggregate_precommits(
         agg is None or not bls.fast_aggregate_verify_keys(keys, msg, agg)
         for agg, msg in zip(aggs, messages, strict=True)
     ):
-        good = []
-        for i, key in zip(indexes, keys, strict=True):
-            if all(
-                bls.fast_aggregate_verify_keys([key], msg, sig)
-                for msg, sig in zip(messages, parts(i), strict=True)
-            ):
-                good.append(i)
-            else:
-                bad.append(i)
+        good = [i for i in indexes if precommit_valid(config, i, frame, round_, sigs[i])]
+        bad.extend(i for i in indexes if i not in good)
         indexes = good
         aggs = [_try_aggregate([parts(i)[j] for i in indexes]) for j in range(len(messages))]
     if (

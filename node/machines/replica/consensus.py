@@ -27,6 +27,7 @@ from node.machines.frames import (
     Frame,
     Signatures,
     aggregate_precommits,
+    precommit_valid,
     verify_certificate,
 )
 from node.machines.mailbox import signed_messages
@@ -134,8 +135,14 @@ def _on_precommit(s: Step, index: int, pc: Precommit) -> None:
         s.note(index, f"precommit from {pc.signer.hex()[:16]}, not a signer")
     elif any(i == slot for i, _ in p.sigs):
         s.note(index, f"duplicate precommit from {pc.signer.hex()[:16]}")
+    elif not precommit_valid(
+        r.entity.config, slot, p.frame, p.round, signed := Signatures(pc.signature, pc.outbox)
+    ):
+        # Checked before it takes the slot: a forged pre-commit that came first would
+        # otherwise keep the member's genuine one out as a duplicate.
+        s.note(index, f"invalid precommit signature from {pc.signer.hex()[:16]}; not counted")
     else:
-        sigs = tuple(sorted((*p.sigs, (slot, Signatures(pc.signature, pc.outbox)))))
+        sigs = tuple(sorted((*p.sigs, (slot, signed))))
         s.r = replace(r, pending=replace(p, sigs=sigs))
 
 

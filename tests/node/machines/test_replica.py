@@ -451,8 +451,9 @@ def test_byzantine_precommits_are_never_counted(
         honest_b,  # 5: duplicate
         b_signs_garbage,  # 6: duplicate slot, another signature
         sign_pc(C, frame, 1),  # 7: a round with no frame in flight
-        d_bad_sig,  # 8: counted until the aggregate fails
+        d_bad_sig,  # 8: checked on arrival, never counted
     ]
+    checked.clear()
     effects = net.step(A, *inputs)
     notes = [e for e in effects if isinstance(e, Note)]
     assert [(n.index, n.message) for n in notes] == [
@@ -461,15 +462,15 @@ def test_byzantine_precommits_are_never_counted(
         (5, f"duplicate precommit from {IDS[B].hex()[:16]}"),
         (6, f"duplicate precommit from {IDS[B].hex()[:16]}"),
         (7, "precommit at 1/1: no frame in flight there"),
-        (-1, f"invalid precommit signature from {IDS[D].hex()[:16]}; not counted"),
+        (8, f"invalid precommit signature from {IDS[D].hex()[:16]}; not counted"),
     ]
     assert not [e for e in effects if isinstance(e, Committed)]
     pending = net.replicas[A].pending
     assert pending is not None
-    assert [slot for slot, _ in pending.sigs] == [A, B]  # D dropped, B's first kept
-    # The aggregate of A, B and D was checked once, failed, then each one alone.
-    assert checked.count(3) == 1
-    assert checked[checked.index(3) :] == [3, 1, 1, 1]
+    assert [slot for slot, _ in pending.sigs] == [A, B]  # D refused, B's first kept
+    # A's own pre-commit and lock (inputs 0 and 1), then B's and D's, each checked
+    # alone as it came; the copies of B's were not checked.
+    assert checked == [1, 1, 1, 1]
     checked.clear()
 
     # An honest third pre-commit certifies the frame; the bad signer is not in it.
@@ -477,7 +478,7 @@ def test_byzantine_precommits_are_never_counted(
     (committed,) = [e for e in effects if isinstance(e, Committed)]
     assert committed.frame == frame
     assert committed.cert.bits == bitfield([A, B, C], 4)
-    assert checked[checked.index(3) :] == [3]  # one aggregate check, no single ones
+    assert checked == [1, 3]  # C's alone as it came, then the certificate's aggregate
     assert verify_certificate(net.config, frame, committed.cert) is None
     assert sorted(IDS.index(e.to) for e in effects if isinstance(e, Send)) == [B, C, D]
     # D's honest pre-commit, now late, is ignored quietly.
@@ -485,6 +486,24 @@ def test_byzantine_precommits_are_never_counted(
     net.run()
     assert {r.head for r in net.live()} == {frame.hash}
     net.replay()
+
+
+def test_a_forged_precommit_that_comes_first_keeps_no_slot(make_net: Callable[..., Net]) -> None:
+    """A pre-commit takes its member's slot only once its signature verifies: a forgery
+    "from" B that reaches the proposer first does not keep B's genuine one out."""
+    net = make_net([1, 1, 1], 2)
+    net.submit(A, net.batch(A, Increment(1)))
+    frame = only(net.step(A), ProposeFrame).frame
+    net.proposals.clear()
+    forged = Tx.of(Precommit(1, 0, frame.hash, IDS[B], bls.sign(SKS[C], frame.message(0))))
+    effects = net.step(A, forged)  # after A's own pre-commit and lock (inputs 0, 1)
+    assert [(n.index, n.message) for n in effects if isinstance(n, Note)] == [
+        (2, f"invalid precommit signature from {IDS[B].hex()[:16]}; not counted")
+    ]
+    effects = net.step(A, sign_pc(B, frame, 0))
+    (committed,) = [e for e in effects if isinstance(e, Committed)]
+    assert committed.cert.bits == bitfield([A, B], 3)
+    assert verify_certificate(net.config, frame, committed.cert) is None
 
 
 def test_a_malformed_signature_is_found_and_dropped(make_net: Callable[..., Net]) -> None:
