@@ -819,15 +819,19 @@ class ApiServer:
             if entity and to in self.node.state.by_id:
                 coordinator.request_sync(entity)  # maybe created here soon; catch up then
             raise ProtocolError(Err.UNKNOWN_ROUTE, str(exc), rid) from None
+        replica = self.node.state.replica(to, entity) if entity else None
+        if replica is not None and rep.stale(replica, tx.body):
+            # About a height or round the replica has left: it would change nothing in
+            # any block, so it costs none (a resend, or a flood of old round changes).
+            await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+            return
         if isinstance(tx.body, rep.SubmitBatch):
-            replica = self.node.state.replica(to, entity)
             reason = None if replica is None else rep.check_batch(replica, tx.body.batch)
             if reason is not None:
                 raise ProtocolError(Err.FORBIDDEN, reason, rid)
-        if isinstance(tx.body, rep.Commit) and entity:
-            replica = self.node.state.replica(to, entity)
-            if replica is not None and tx.body.frame.height > replica.next_height:
-                coordinator.request_sync(entity)
+        commit = tx.body if isinstance(tx.body, rep.Commit) else None
+        if commit is not None and replica is not None and commit.frame.height > replica.next_height:
+            coordinator.request_sync(entity)
         try:
             self.node.submit(route, [tx], Priority.PEER, urgent=True)  # a consensus message
         except (Busy, TooLarge, ShuttingDown) as exc:

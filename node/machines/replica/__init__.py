@@ -23,7 +23,7 @@ they are kept are ``node.machines.mailbox``'s. This module re-exports the names
 the rest of the node uses.
 """
 
-from node.machines.replica.checks import check_batch, check_proposal, over_frame_budget
+from node.machines.replica.checks import check_batch, check_proposal, over_frame_budget, stale
 from node.machines.replica.consensus import step
 from node.machines.replica.effects import (
     Committed,
@@ -77,5 +77,6 @@ __all__ = [
     "over_frame_budget",
     "resend",
     "resend_to",
+    "stale",
     "step",
 ]

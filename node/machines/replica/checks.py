@@ -2,8 +2,9 @@
 
 The network endpoint refuses an entity input that could never fit a frame
 (``over_frame_budget``) and a forwarded batch its signer did not sign
-(``check_batch``); the coordinator asks ``check_proposal`` before this signer's
-agent pre-commits a frame.
+(``check_batch``), and drops a peer's consensus message about a height or round
+the replica has left (``stale``) before it costs a block; the coordinator asks
+``check_proposal`` before this signer's agent pre-commits a frame.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from node.machines.entity import Batch, FrameInvalid
 from node.machines.frames import Frame
 from node.machines.outcomes import Outcomes
 from node.machines.replica.execution import execute_frame
-from node.machines.replica.inputs import Deliver, SubmitBatch
+from node.machines.replica.inputs import (
+    Commit,
+    Deliver,
+    Precommit,
+    RoundChange,
+    SeenLock,
+    SubmitBatch,
+)
 from node.machines.replica.proposing import COUNTING, MAX_FRAME_BATCH_ITEMS, MAX_FRAME_INPUT_ITEMS
 from node.machines.replica.state import Replica
 
@@ -33,6 +41,24 @@ def over_frame_budget(body: object) -> str | None:
     if items > cap:
         return f"a {what} of {items} RLP items exceeds a frame's budget of {cap}"
     return None
+
+
+def stale(r: Replica, body: object) -> bool:
+    """Whether a consensus message can change nothing at this replica, now or in any
+    later state: it is about a height the replica has committed, or a round it has
+    left at its next height. The transition ignores such a message (``consensus``,
+    ``rounds``), and as heights and rounds only grow, it would ignore it in any later
+    block too: the node drops it on intake, before it asks for an early block."""
+    match body:
+        case RoundChange(height=height, round=round_):
+            return height < r.next_height or (height == r.next_height and round_ < r.round)
+        case Precommit(height=height):
+            return height < r.next_height
+        case Commit(frame=frame):
+            return frame.height < r.next_height
+        case SeenLock(lock=lock):
+            return lock.frame.height < r.next_height
+    return False
 
 
 def check_batch(r: Replica, batch: Batch) -> str | None:

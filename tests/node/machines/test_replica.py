@@ -506,6 +506,36 @@ def test_a_forged_precommit_that_comes_first_keeps_no_slot(make_net: Callable[..
     assert verify_certificate(net.config, frame, committed.cert) is None
 
 
+def test_what_the_node_drops_as_stale_the_transition_ignores(
+    make_net: Callable[..., Net],
+) -> None:
+    """``rep.stale`` (the node drops such peer messages on intake, before they cost a
+    block) holds only for messages the transition ignores: the same replica, no
+    effect. Messages about the next height are not stale."""
+    net = make_net([1, 1, 1], 2)
+    net.submit(A, net.batch(A, Increment(1)))
+    frame = only(net.step(A), ProposeFrame).frame
+    effects = net.step(A, sign_pc(B, frame, 0))
+    (committed,) = [e for e in effects if isinstance(e, Committed)]
+    r = net.replicas[A]
+    assert (r.next_height, r.round) == (2, 0)
+    signature = bls.sign(SKS[B], frame.message(0))
+    old: list[TxBody] = [
+        RoundChange(1, 5, IDS[B], None),
+        Precommit(1, 0, frame.hash, IDS[C], bls.sign(SKS[C], frame.message(0))),
+        Commit(frame, committed.cert),
+        SeenLock(Lock(0, frame, IDS[B], signature)),
+    ]
+    for body in old:
+        assert rep.stale(r, body), body
+        after, out = rep.step(r, [Tx.of(body)])
+        assert after == r
+        assert out == []
+    news = [RoundChange(2, 0, IDS[B], None), RoundChange(2, 1, IDS[B], None)]
+    assert not any(rep.stale(r, body) for body in news)
+    assert not rep.stale(r, SubmitBatch(net.batch(B, Increment(1))))
+
+
 def test_a_malformed_signature_is_found_and_dropped(make_net: Callable[..., Net]) -> None:
     net = make_net([2, 1, 1], 3)
     net.submit(A, net.batch(A, Increment(1)))

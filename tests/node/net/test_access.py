@@ -18,8 +18,18 @@ from node.crypto import bls
 from node.identity import Identity
 from node.machines import entity as ent
 from node.machines.accounts import Faucet
+from node.machines.frames import Frame
 from node.machines.governance import Config, Member, signer_id
-from node.machines.replica import Genesis, SubmitBatch, Timeout
+from node.machines.replica import (
+    Commit,
+    Genesis,
+    Lock,
+    Precommit,
+    RoundChange,
+    SeenLock,
+    SubmitBatch,
+    Timeout,
+)
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity
 from node.net.client import NodeClient, NodeError
@@ -237,6 +247,55 @@ async def test_a_peer_cannot_forge_a_faucet(simulation: World) -> None:
                 await frames.get()
     assert r.entity.reserve(1) == 10**6
     assert r.entity.nonce_of(w.a) == 1
+    await ws.close()
+
+
+async def test_consensus_messages_about_a_past_height_cost_no_block(simulation: World) -> None:
+    """Round changes, pre-commits, commits and locks about a height the replica has
+    committed, or a round it has left, change nothing in any block: the node answers
+    DELIVERED and makes no block for them (a peer flooding old round changes made one
+    block each). A round change the replica can use still makes one."""
+    w = simulation
+    node = w.live.node
+    now = time.time_ns() // 1_000_000
+    ws, reply = await peer_hello(w, Identity(bls.keygen(b"\x05" * 32)).hello(now))
+    assert reply.type is Rep.WELCOME
+    sender = Sender(SenderKind.SERVER, b"\x07" * 32)
+
+    async def deliver(rid: int, tx: Tx) -> Reply:
+        item = decode(tx.raw)
+        await ws.send(encode_request(Req.DELIVER, rid, sender, (), [w.a, w.entity, item]))
+        return await recv_reply(ws)
+
+    async with await NodeClient.connect(w.live.url, token=w.live.token) as c:
+        _, frames = await c.subscribe(Topic.COMMITS, [w.a, w.entity])
+        batch = ent.sign_batch(w.entity, SK_A, w.a, 1, [Tx.of(ent.Increment(1))])
+        assert (await deliver(1, Tx.of(SubmitBatch(batch)))).type is Rep.DELIVERED
+        async with asyncio.timeout(DEADLINE_S):
+            while (r := node.state.replica(w.a, w.entity)) is None or r.entity.height == 0:
+                await frames.get()
+        ((raw, cert),) = node.store.frames(w.entity, 1, 1)
+        frame = Frame.decode(raw)
+        signature = bls.sign(SK_A, frame.message(0))
+        old = [
+            Tx.of(RoundChange(1, 3, w.a, None)),  # height 1 is committed
+            Tx.of(Precommit(1, 0, frame.hash, w.a, signature)),
+            Tx.of(Commit(frame, cert)),
+            Tx.of(SeenLock(Lock(0, frame, w.a, signature))),
+        ]
+        _, blocks = await c.subscribe(Topic.BLOCKS, [])
+        before = (node.state.height, node.state.hash())
+        for rid, tx in enumerate(old * 50, start=2):
+            assert (await deliver(rid, tx)).type is Rep.DELIVERED
+        assert (node.state.height, node.state.hash()) == before  # not one block
+        assert blocks.empty()
+
+        # A member's round change at the next height is news: a block takes it.
+        news = Tx.of(RoundChange(2, 1, w.a, None))
+        assert (await deliver(999, news)).type is Rep.DELIVERED
+        async with asyncio.timeout(DEADLINE_S):
+            await blocks.get()
+        assert node.state.height == before[0] + 1
     await ws.close()
 
 
