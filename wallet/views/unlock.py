@@ -63,7 +63,6 @@ class UnlockDialog(QDialog):
         self.password = QLineEdit()
         self.password.setEchoMode(QLineEdit.EchoMode.Password)
         self.password.setPlaceholderText("Wallet password")
-        self.password.returnPressed.connect(self.submit)
         self.error = QLabel("")
         self.error.setProperty("role", "error")
         self.error.setWordWrap(True)
@@ -76,7 +75,12 @@ class UnlockDialog(QDialog):
         self.busy_text = QLabel("Decrypting your keys…")
         self.busy_text.setProperty("role", "muted")
         self.busy_text.hide()
+        # Enter clicks the default button, Unlock, and only it: not also a handler on
+        # the field (the attempt disables the field, focus moved to Quit, and the same
+        # Enter clicked Quit). Quit is never an auto-default button; while Unlock is
+        # disabled, Enter does nothing.
         self.quit_button = QPushButton(quit_label)
+        self.quit_button.setAutoDefault(False)
         self.quit_button.clicked.connect(self._quit)
         self.unlock_button = QPushButton(action)
         self.unlock_button.setProperty("primary", True)
