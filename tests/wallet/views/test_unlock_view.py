@@ -11,7 +11,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from wallet.keys.vault import WrongPassword
-from wallet.qt import QApplication, Qt
+from wallet.qt import QApplication, Qt, QWidget
 from wallet.views.unlock import UnlockDialog
 
 
@@ -23,6 +23,14 @@ def app_outlives_the_dialog(qapp: QApplication) -> Iterator[None]:
     qapp.setQuitOnLastWindowClosed(False)
     yield
     qapp.setQuitOnLastWindowClosed(before)
+
+
+def type_text(qtbot: QtBot, widget: QWidget, text: str) -> None:
+    qtbot.keyClicks(widget, text)  # type: ignore[no-untyped-call]
+
+
+def press(qtbot: QtBot, widget: QWidget, key: Qt.Key) -> None:
+    qtbot.keyClick(widget, key)  # type: ignore[no-untyped-call]
 
 
 class Attempts:
@@ -57,14 +65,14 @@ async def test_enter_tries_the_password_and_never_quits(qtbot: QtBot) -> None:
     for quit_label in ("Quit", "Cancel"):  # at start-up, and Lock then Unlock
         attempts = Attempts()
         dialog, seen = dialog_with(qtbot, attempts, quit_label)
-        qtbot.keyClicks(dialog.password, "wrong")
-        qtbot.keyClick(dialog.password, Qt.Key.Key_Return)
+        type_text(qtbot, dialog.password, "wrong")
+        press(qtbot, dialog.password, Qt.Key.Key_Return)
         assert dialog.busy
         await asyncio.wait_for(attempts.started.wait(), 10)
         assert attempts.tried == ["wrong"]
         # Enter again while the attempt runs (the field is disabled): nothing happens.
         focused = dialog.focusWidget() or dialog
-        qtbot.keyClick(focused, Qt.Key.Key_Return)
+        press(qtbot, focused, Qt.Key.Key_Return)
         assert seen == []
         assert dialog.isVisible()
         attempts.release.set()
@@ -75,8 +83,8 @@ async def test_enter_tries_the_password_and_never_quits(qtbot: QtBot) -> None:
         attempts.release.clear()
         attempts.started.clear()
         dialog.password.clear()
-        qtbot.keyClicks(dialog.password, "right")
-        qtbot.keyClick(dialog.password, Qt.Key.Key_Enter)  # the keypad's Enter
+        type_text(qtbot, dialog.password, "right")
+        press(qtbot, dialog.password, Qt.Key.Key_Enter)  # the keypad's Enter
         await asyncio.wait_for(attempts.started.wait(), 10)
         assert attempts.tried == ["wrong", "right"]
         attempts.release.set()
@@ -87,6 +95,6 @@ async def test_enter_tries_the_password_and_never_quits(qtbot: QtBot) -> None:
 
 async def test_escape_still_quits(qtbot: QtBot) -> None:
     dialog, seen = dialog_with(qtbot, Attempts(), "Quit")
-    qtbot.keyClick(dialog.password, Qt.Key.Key_Escape)
+    press(qtbot, dialog.password, Qt.Key.Key_Escape)
     assert seen == ["quit"]
     assert not dialog.isVisible()
