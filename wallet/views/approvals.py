@@ -39,6 +39,7 @@ from wallet.views.widgets import (
     caption,
     mono_font,
     name,
+    plural,
     set_role,
     short_hex,
     signer_names,
@@ -482,7 +483,8 @@ class ApprovalsView(QWidget):
                 segments_for(config, signed, lambda s: name(names, s)), config.threshold
             )
             self.bar_text.setText(
-                f"{self.bar.filled_shares}/{config.threshold} of {config.total_shares} shares"
+                f"{self.bar.filled_shares}/{config.threshold} of "
+                f"{plural(config.total_shares, 'share')}"
             )
             self.bar.show()
         else:

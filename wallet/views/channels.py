@@ -40,6 +40,7 @@ from wallet.views.widgets import (
     caption,
     follow,
     name,
+    plural,
     scrolled_page,
     set_role,
     short_hex,
@@ -117,7 +118,7 @@ def _row(c: ChannelRecord) -> ChannelRow:
 def entity_summary(state: EntityState) -> str:
     reserves = ", ".join(f"{n:,} of asset {a}" for a, n in state.reserves) or "none"
     n = len(state.channels)
-    return f"Reserves: {reserves}  ·  {n} channel{'s' if n != 1 else ''}"
+    return f"Reserves: {reserves}  ·  {plural(n, 'channel')}"
 
 
 class ChannelBox(QFrame):
@@ -199,7 +200,6 @@ class EntityChannels(QFrame):
         self.entity_id = CopyableHash(entry.state.entity_id)
         self.summary = QLabel()
         self.pay_button = QPushButton("Pay\u2026")
-        self.pay_button.setToolTip("Pay a counterparty, directly or through a hub")
         head = QHBoxLayout()
         head.addWidget(QLabel(f"<b>Entity</b> as {name(names, entry.signer_id)}"))
         head.addWidget(self.entity_id, 1)
@@ -237,7 +237,14 @@ class EntityChannels(QFrame):
     def show_entry(self, entry: EntityEntry) -> None:
         self.entry = entry
         self.summary.setText(entity_summary(entry.state))
-        self.pay_button.setEnabled(bool(entry.state.channels))
+        can_pay = bool(entry.state.channels)
+        self.pay_button.setEnabled(can_pay)
+        self.pay_button.setToolTip(
+            "Pay a counterparty, directly or through a hub"
+            if can_pay
+            else "No channel to pay through yet: open one first (Proposals, New proposal, "
+            "open_channel)"
+        )
         self._load()
 
     def show_next(self) -> None:

@@ -47,7 +47,15 @@ from wallet.qt import (
     QVBoxLayout,
     QWidget,
 )
-from wallet.views.widgets import StatusLine, TaskRunner, name, set_role, short_hex, signer_names
+from wallet.views.widgets import (
+    StatusLine,
+    TaskRunner,
+    name,
+    plural,
+    set_role,
+    short_hex,
+    signer_names,
+)
 
 ERROR_STYLE = "color: #c0392b;"
 
@@ -190,7 +198,7 @@ class _Editor(QWidget):
         for m in c.members:
             if exclude_proposer and m.id == c.proposer:
                 continue
-            combo.addItem(f"{name(self.names, m.id)}  ({m.shares} shares)", m.id.hex())
+            combo.addItem(f"{name(self.names, m.id)}  ({plural(m.shares, 'share')})", m.id.hex())
         return combo
 
     def form(self) -> GovernanceForm:
@@ -251,7 +259,7 @@ class SetThresholdEditor(_Editor):
         self.threshold = _spin_text(c.threshold)
         self.threshold.setPlaceholderText(f"{c.total_shares // 2 + 1} .. {c.total_shares}")
         self.row("Threshold", self.threshold, "threshold")
-        hint = QLabel(f"now {c.threshold} of {c.total_shares} shares")
+        hint = QLabel(f"now {c.threshold} of {plural(c.total_shares, 'share')}")
         set_role(hint, "muted")
         self.layout_.addRow("", hint)
 

@@ -29,6 +29,7 @@ from wallet.views.widgets import (
     caption,
     follow,
     name,
+    plural,
     scrolled_page,
     set_role,
     signer_names,
@@ -80,8 +81,9 @@ class EntityCard(QFrame):
             c.threshold,
         )
         self.summary.setText(
-            f"{len(c.members)} signer{'s' if len(c.members) != 1 else ''}  ·  threshold "
-            f"{c.threshold} of {c.total_shares} shares  ·  proposer {name(names, c.proposer)}"
+            f"{plural(len(c.members), 'signer')}  ·  threshold "
+            f"{c.threshold} of {plural(c.total_shares, 'share')}  ·  proposer "
+            f"{name(names, c.proposer)}"
         )
         self.numbers.setText(
             f"height {s.height}  ·  counter {s.counter}  ·  "

@@ -299,7 +299,7 @@ class CoSignerRow(QWidget):
     def __init__(self, on_remove: Callable[[CoSignerRow], None]) -> None:
         super().__init__()
         self.card = QLineEdit()
-        self.card.setPlaceholderText('Signer card: {"pubkey": …, "proof_of_possession": …}')
+        self.card.setPlaceholderText("Signer card: xln-signer:<public key>:<proof>")
         self.shares = QSpinBox()
         self.shares.setRange(1, 10_000)
         self.shares.setValue(1)

@@ -30,6 +30,7 @@ from wallet.views.widgets import (
     caption,
     follow,
     name,
+    plural,
     scrolled_page,
     set_role,
     short_hex,
@@ -77,7 +78,7 @@ def closed_outcome(p: Proposal, before: EntityState, after: EntityState) -> str:
 def entry_label(entry: EntityEntry, names: dict[bytes, str]) -> str:
     c = entry.state.config
     return (
-        f"{short_hex(entry.state.entity_id)}  ·  {len(c.members)} signers, "
+        f"{short_hex(entry.state.entity_id)}  ·  {plural(len(c.members), 'signer')}, "
         f"threshold {c.threshold}/{c.total_shares}  ·  as {name(names, entry.signer_id)}"
     )
 
@@ -107,7 +108,7 @@ class ProposalRow(QFrame):
         self.bar.set_segments(
             segments_for(config, set(p.votes), lambda s: name(names, s)), config.threshold
         )
-        self.shares = QLabel(f"{config.shares_of(p.votes)}/{config.threshold} shares")
+        self.shares = QLabel(f"{config.shares_of(p.votes)}/{plural(config.threshold, 'share')}")
         self.vote_button = QPushButton()
         self.voted = me in p.votes
         if closed is None:

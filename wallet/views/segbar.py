@@ -24,6 +24,7 @@ from wallet.qt import (
     QToolTip,
     QWidget,
 )
+from wallet.views.widgets import plural
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,7 @@ class SegmentedBar(QWidget):
         return sum(s.shares for s in self._segments if s.filled)
 
     def summary(self) -> str:
-        return f"{self.filled_shares}/{self._threshold} shares"
+        return f"{self.filled_shares}/{plural(self._threshold, 'share')}"
 
     def sizeHint(self) -> QSize:
         return QSize(240, 22)

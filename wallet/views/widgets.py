@@ -37,6 +37,11 @@ def hex0x(data: bytes) -> str:
     return "0x" + data.hex()
 
 
+def plural(n: int, word: str) -> str:
+    """``1 signer``, ``3 signers``, ``1,024 shares``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def short_hex(data: bytes, head: int = 6, tail: int = 4) -> str:
     """``0x9f3c12…e1ab``: enough to recognise, the whole value is one copy away."""
     h = data.hex()

@@ -139,6 +139,7 @@ def test_no_channel_means_no_pay_and_a_hint(qtbot: QtBot) -> None:
     view = ChannelsView(model_with(me), RecordingActions(), queue_with(Clock()))
     qtbot.addWidget(view)
     assert not view.cards[0].pay_button.isEnabled()
+    assert view.cards[0].pay_button.toolTip().startswith("No channel to pay through yet")
     assert "Reserves: none" in view.cards[0].summary.text()
 
 

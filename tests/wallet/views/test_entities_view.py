@@ -12,6 +12,7 @@ from wallet.model import EntityEntry, WalletModel
 from wallet.qt import QGuiApplication
 from wallet.views.compose import IncrementDialog
 from wallet.views.entities import EntitiesView
+from wallet.views.widgets import plural
 
 from .content_helpers import (
     IDS,
@@ -48,6 +49,19 @@ def test_entity_card_shows_config_and_numbers(qtbot: QtBot) -> None:
     assert QGuiApplication.clipboard().text() == "0x" + replica.state.entity_id.hex()
     view.show()
     view.grab().save("/tmp/entities_view.png")
+
+
+def test_a_one_signer_entity_reads_in_the_singular(qtbot: QtBot) -> None:
+    """Onboarding's default entity: one signer with one share ("1 signers" and "1
+    shares" were seen by a person)."""
+    model = model_with(entity((1,), 1))
+    view = EntitiesView(model, RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    (card,) = view.cards
+    text = card.summary.text()
+    assert text.startswith("1 signer  ·  threshold 1 of 1 share  ·  proposer")
+    assert plural(1_024, "share") == "1,024 shares"
+    assert plural(0, "channel") == "0 channels"
 
 
 def test_increment_runs_and_closes(qtbot: QtBot) -> None:
