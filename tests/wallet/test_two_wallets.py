@@ -196,9 +196,12 @@ async def test_two_wallets_change_the_threshold_together(cluster: Cluster, tmp_p
         assert ready_b["backend"] == "encrypted files"
         assert ready_b["system"] is False
         # A's key is an entry of the Secret Service; B's an encrypted file; never both.
+        # Each entry is named for its own wallet (DATA/wallet-id).
         signer_a, signer_b = ready_a["signer"][2:], ready_b["signer"][2:]
-        assert signer_a in keyring_items(service_a)
-        assert (tmp_path / "b" / "keys" / service_b / f"{signer_b}.json").is_file()
+        id_a = (tmp_path / "a" / "wallet-id").read_text().strip()
+        id_b = (tmp_path / "b" / "wallet-id").read_text().strip()
+        assert f"{id_a}.{signer_a}" in keyring_items(service_a)
+        assert (tmp_path / "b" / "keys" / service_b / f"{id_b}.{signer_b}.json").is_file()
         assert not (tmp_path / "a" / "keys").exists()
         assert keyring_items(service_b) == []
 

@@ -8,6 +8,15 @@ a keystore of random bytes, tells whether a password is set and whether a
 given one is right, even before any key exists; the first call that takes a
 password on a vault with none sets it.
 
+Entries belong to one wallet: each is named ``<wallet id>.<name>``, the wallet id
+being 16 random hex digits kept in ``DATA/wallet-id``. So several wallets (a
+second data folder, a restore with a new password) share one system keyring
+without reading or overwriting each other's entries. A data folder from before
+wallet ids (a ``keys.json`` and no ``wallet-id``) reads its entries under their
+bare names until its first unlock, which copies them under a new wallet id and
+only then writes ``wallet-id`` (a crash before leaves the folder as it was). The
+bare entries are left in place: two such folders may share them.
+
 ``DATA/keys.json`` is the public index: each key's signer id, public key,
 proof of possession, label and derivation path. It holds no secret and is
 readable while locked. A mnemonic is never stored: it is the user's backup.
@@ -39,6 +48,10 @@ from wallet.keys import mnemonic
 from wallet.keys.backends import BackendChoice
 
 INDEX_FILE: Final = "keys.json"
+WALLET_ID_FILE: Final = "wallet-id"
+# The secrets a wallet from before wallet ids may hold (copied at its migration).
+LEGACY_SECRETS: Final = ("node-token",)
+_WALLET_ID = re.compile(r"[0-9a-f]{16}")
 INDEX_VERSION: Final = 1
 CHECK_ENTRY: Final = "wallet-password-check"
 SECRET_PREFIX: Final = "secret-"  # noqa: S105 - a name prefix, not a secret
@@ -78,7 +91,13 @@ class Vault:
         self._mutex = threading.RLock()
         self._secret_keys: dict[bytes, int] | None = None
         self._index_path = self.data_dir / INDEX_FILE
+        self._id_path = self.data_dir / WALLET_ID_FILE
         self.keys()  # a damaged index is an error now, not at the first unlock
+        # None: a folder from before wallet ids (migrated at its first unlock).
+        self.wallet_id: str | None = self._read_wallet_id()
+        self._id_saved = self.wallet_id is not None
+        if self.wallet_id is None and not self._index_path.exists():
+            self.wallet_id = secrets.token_hex(8)  # a new wallet: saved with its first entry
 
     # -- reading ---------------------------------------------------------
 
@@ -167,6 +186,8 @@ class Vault:
         """Decrypt every key into memory; WrongPassword (and nothing changes) if wrong."""
         with self._mutex:
             self._check_password(password)
+            if self.wallet_id is None:
+                self._migrate()
             keys: dict[bytes, int] = {}
             for info in self.keys():
                 entry = self._entry(info.signer_id.hex())
@@ -221,7 +242,7 @@ class Vault:
         with self._mutex:
             if self._entry(username) is None:
                 return False
-            self.backend.keyring.delete_password(self.backend.service, username)
+            self.backend.keyring.delete_password(self.backend.service, self._name(username))
         return True
 
     # -- the password check ----------------------------------------------
@@ -248,8 +269,57 @@ class Vault:
 
     # -- storage ---------------------------------------------------------
 
+    def _read_wallet_id(self) -> str | None:
+        try:
+            text = self._id_path.read_text("utf-8").strip()
+        except FileNotFoundError:
+            return None
+        if not _WALLET_ID.fullmatch(text):
+            raise VaultError(f"{self._id_path} is damaged: not 16 hex digits")
+        return text
+
+    def _name(self, username: str) -> str:
+        """The keyring entry's name: this wallet's own (see the module's docstring)."""
+        return username if self.wallet_id is None else f"{self.wallet_id}.{username}"
+
+    def _migrate(self) -> None:
+        """Copy a pre-wallet-id folder's entries (its password check, its keys, its
+        secrets) under a new wallet id, then save the id: from then on the folder reads
+        its own entries only."""
+        saved = self._read_wallet_id()
+        if saved is not None:  # another Vault on this folder migrated it meanwhile
+            self.wallet_id, self._id_saved = saved, True
+            return
+        new_id = secrets.token_hex(8)
+        names = [
+            CHECK_ENTRY,
+            *(info.signer_id.hex() for info in self.keys()),
+            *(_secret_username(n) for n in LEGACY_SECRETS),
+        ]
+        service = self.backend.service
+        for name in names:
+            text = self.backend.keyring.get_password(service, name)
+            if text is not None:
+                self.backend.keyring.set_password(service, f"{new_id}.{name}", text)
+        self.wallet_id = new_id
+        self._save_wallet_id()
+
+    def _save_wallet_id(self) -> None:
+        """Keep this wallet's id; adopt the folder's if another Vault saved one first
+        (this one has stored nothing under its own yet)."""
+        if self._id_saved:
+            return
+        saved = self._read_wallet_id()
+        if saved is not None:
+            self.wallet_id = saved
+        else:
+            assert self.wallet_id is not None
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _atomic_write(self._id_path, self.wallet_id + "\n")
+        self._id_saved = True
+
     def _entry(self, username: str) -> dict[str, Any] | None:
-        text = self.backend.keyring.get_password(self.backend.service, username)
+        text = self.backend.keyring.get_password(self.backend.service, self._name(username))
         if text is None:
             return None
         try:
@@ -261,8 +331,10 @@ class Vault:
         return entry
 
     def _store(self, username: str, entry: Mapping[str, Any]) -> None:
+        if self.wallet_id is not None:
+            self._save_wallet_id()  # before the entry: an entry is never left unnamed
         self.backend.keyring.set_password(
-            self.backend.service, username, json.dumps(dict(entry), sort_keys=True)
+            self.backend.service, self._name(username), json.dumps(dict(entry), sort_keys=True)
         )
 
     def _write_index(self, infos: list[KeyInfo]) -> None:

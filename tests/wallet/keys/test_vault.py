@@ -71,7 +71,11 @@ def test_add_lock_unlock_round_trip(data_dir: Path, vault: Vault) -> None:
 
 def test_the_key_is_an_eip_2335_keystore_under_its_signer_id(vault: Vault) -> None:
     info = vault.add_mnemonic(WORDS, PASSWORD, "k", index=3)
-    text = vault.backend.keyring.get_password(vault.backend.service, info.signer_id.hex())
+    wallet_id = (vault.data_dir / "wallet-id").read_text().strip()
+    assert wallet_id == vault.wallet_id
+    assert len(wallet_id) == 16
+    name = f"{wallet_id}.{info.signer_id.hex()}"  # the entry is this wallet's own
+    text = vault.backend.keyring.get_password(vault.backend.service, name)
     assert text is not None
     entry = json.loads(text)
     keystore.validate(entry)
