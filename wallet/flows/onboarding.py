@@ -139,6 +139,7 @@ class Onboarding:
         self.step = Step.KEY
         self._trail: list[Step] = []
         self.mnemonic = ""
+        self._created = ""  # the phrase create_key made, kept if the user comes back
         self.imported = False
         self.label = ""
         self.check_positions: tuple[int, ...] = ()  # 0-based word indexes
@@ -156,12 +157,16 @@ class Onboarding:
     # steps -------------------------------------------------------------------
 
     def create_key(self, label: str = "my signer") -> None:
+        """A new key: its phrase is made once per wizard, so Back from the backup page
+        then Next shows the words the user may have written down already, not new ones."""
         self._expect(Step.KEY)
         label = self._label(label)
-        phrase = self._generate()
-        if len(phrase.split()) != WORDS or not self._validate(phrase):
-            raise StepRefused("the phrase generator gave an invalid phrase")  # a bug, not input
-        self.mnemonic, self.imported, self.label = phrase, False, label
+        if not self._created:
+            phrase = self._generate()
+            if len(phrase.split()) != WORDS or not self._validate(phrase):
+                raise StepRefused("the phrase generator gave an invalid phrase")  # a bug
+            self._created = phrase
+        self.mnemonic, self.imported, self.label = self._created, False, label
         self._go(Step.BACKUP)
 
     def import_key(self, words: str, label: str = "my signer") -> None:

@@ -237,6 +237,35 @@ def test_back_walks_the_whole_way() -> None:
     assert seen == [Step.ENTITY, Step.NODE, Step.PASSWORD, Step.CHECK, Step.BACKUP, Step.KEY]
 
 
+def test_back_then_next_keeps_the_phrase_made() -> None:
+    """A person on the backup page goes Back, then Next: the words they may have
+    written down stay the same (a new phrase was made silently before). An imported
+    phrase is not taken for a made one, nor the other way round."""
+    made: list[str] = []
+
+    def generate() -> str:
+        made.append(BIP39.generate(256))
+        return made[-1]
+
+    flow = Onboarding(generate, BIP39.check, random.Random(3))
+    flow.create_key("alice")
+    words = flow.words
+    flow.back()
+    assert at(flow) is Step.KEY
+    flow.create_key("alice again")
+    assert flow.words == words
+    assert flow.label == "alice again"
+    assert flow.mnemonic == made[0]
+    assert len(made) == 1
+    flow.back()
+    imported = BIP39.generate(128)
+    flow.import_key(imported)
+    assert (flow.mnemonic, flow.imported) == (imported, True)
+    flow.back()
+    flow.create_key()
+    assert (flow.mnemonic, flow.imported, len(made)) == (made[0], False, 1)
+
+
 @given(st.lists(st.sampled_from(["back", "fwd"]), max_size=30))
 def test_any_walk_keeps_a_consistent_step(moves: list[str]) -> None:
     flow = new_flow()
