@@ -128,6 +128,7 @@ class ApprovalsView(QWidget):
         self.wallet_actions = actions
         self.queue = approvals
         self._selected: int | None = None
+        self._signing: int | None = None  # approved here, its signature not sent yet
         self._items: dict[int, QListWidgetItem] = {}
 
         self.list = QListWidget()
@@ -286,6 +287,8 @@ class ApprovalsView(QWidget):
     def _on_request(self, request: ApprovalRequest) -> None:
         """One request arrived or changed: insert or update its row alone (a full
         rebuild per event stalled the loop once hundreds of decisions were listed)."""
+        if request.id == self._signing:
+            self._show_signing(request)
         current = self.current()
         item = self._items.get(request.id)
         self.list.blockSignals(True)
@@ -522,3 +525,16 @@ class ApprovalsView(QWidget):
             self.rebuild()
             return
         self.status.done("Approved; signing" if approve else "Rejected")
+        self._signing = r.id if approve else None
+        if approve:
+            self._show_signing(r)  # it may be signed already (an unlocked wallet signs at once)
+
+    def _show_signing(self, request: ApprovalRequest) -> None:
+        """The outcome of the approval made here: signed and sent, or not signed."""
+        if request.signed:
+            self.status.done("Approved; signed and sent")
+        elif request.status is Status.EXPIRED:
+            self.status.fail(f"Approved, but not signed: {request.reason}")
+        else:
+            return
+        self._signing = None

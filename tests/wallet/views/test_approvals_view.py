@@ -125,6 +125,31 @@ def test_approve_and_reject_by_click(qtbot: QtBot) -> None:
     assert "rejected by you" in view.list.item(1).text()
 
 
+def test_an_approval_says_when_it_is_signed_or_not(qtbot: QtBot) -> None:
+    """ "Approved; signing" does not stay: it becomes "signed and sent" once the
+    signature leaves, or says why it was not signed."""
+    view, _, _, replica = setup(qtbot)
+    a = request_for(view.queue, replica, (1, [Increment(1)]))
+    b = request_for(view.queue, replica, (1, [Increment(2)]))
+    view.select(b)
+    view.approve_button.click()
+    assert view.status.text == "Approved; signing"
+    signed = view.queue.get(b)
+    assert signed is not None
+    view.queue.update(signed, signed=True)
+    assert view.status.text == "Approved; signed and sent"
+
+    view.select(a)
+    view.approve_button.click()
+    assert view.status.text == "Approved; signing"
+    late = view.queue.get(a)
+    assert late is not None
+    view.queue.expire(late, "the wallet stayed locked past the sign timeout")
+    assert view.status.text == (
+        "Approved, but not signed: the wallet stayed locked past the sign timeout"
+    )
+
+
 def test_approve_and_reject_by_keyboard(qtbot: QtBot) -> None:
     view, actions, _, replica = setup(qtbot)
     a = request_for(view.queue, replica, (1, [Increment(1)]))
