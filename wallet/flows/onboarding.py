@@ -59,6 +59,15 @@ class StepRefused(ValueError):
     """The current step refuses its input; the message says why, fit for the user."""
 
 
+class WrongWords(StepRefused):
+    """Words of the check that do not match the backup: ``indexes`` are their places
+    among the words asked for (0-based), so a form can mark those fields."""
+
+    def __init__(self, message: str, indexes: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.indexes = indexes
+
+
 @dataclass(frozen=True, slots=True)
 class NodeChoice:
     mode: str = "embedded"  # or "remote"
@@ -194,13 +203,15 @@ class Onboarding:
         if len(answers) != len(self.check_positions):
             raise StepRefused(f"enter the {len(self.check_positions)} words asked for")
         wrong = [
-            pos + 1
-            for pos, answer in zip(self.check_positions, answers, strict=True)
+            i
+            for i, (pos, answer) in enumerate(zip(self.check_positions, answers, strict=True))
             if answer.strip().lower() != self.words[pos]
         ]
         if wrong:
-            which = ", ".join(f"#{n}" for n in wrong)
-            raise StepRefused(f"word {which} does not match the backup; check what you wrote")
+            which = ", ".join(f"#{self.check_positions[i] + 1}" for i in wrong)
+            raise WrongWords(
+                f"word {which} does not match the backup; check what you wrote", tuple(wrong)
+            )
         self._go(Step.PASSWORD)
 
     def set_password(self, password: str, again: str) -> None:

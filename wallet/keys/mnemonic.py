@@ -33,7 +33,8 @@ MAX_INDEX: Final = 2**32 - 1
 _LAMPORT_CHUNKS: Final = 255
 _HASH_LEN: Final = 32
 _bip39 = Mnemonic("english")
-_WORDSET: Final = frozenset(_bip39.wordlist)
+WORDLIST: Final = tuple(_bip39.wordlist)  # the 2,048 English words, in order
+_WORDSET: Final = frozenset(WORDLIST)
 
 
 class MnemonicError(ValueError):

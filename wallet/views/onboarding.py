@@ -21,13 +21,16 @@ from wallet.flows.onboarding import (
     Plan,
     Step,
     StepRefused,
+    WrongWords,
 )
+from wallet.keys import mnemonic
 from wallet.qt import (
     QApplication,
     QButtonGroup,
     QCheckBox,
     QCloseEvent,
     QComboBox,
+    QCompleter,
     QFrame,
     QGridLayout,
     QHBoxLayout,
@@ -199,6 +202,10 @@ class BackupPage(QWidget):
 
 
 class CheckPage(QWidget):
+    """The words asked for, each field completing from the BIP-39 word list. Enter
+    moves to the next field, and on the last one goes on (``on_done``); a word that
+    does not match is marked, and its mark goes when it is edited (``on_edit``)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.setObjectName("Page")
@@ -207,10 +214,17 @@ class CheckPage(QWidget):
         self.form.setVerticalSpacing(8)
         self.labels: list[QLabel] = []
         self.answers: list[QLineEdit] = []
+        self.on_done: Callable[[], None] = lambda: None
+        self.on_edit: Callable[[], None] = lambda: None
+        completer = QCompleter(mnemonic.WORDLIST, self)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         for i in range(CHECKED_WORDS):
             label = QLabel("")
             edit = QLineEdit()
             edit.setMaximumWidth(260)
+            edit.setCompleter(completer)
+            edit.returnPressed.connect(lambda i=i: self._enter(i))
+            edit.textEdited.connect(lambda _text, i=i: self._edited(i))
             self.form.addWidget(label, i, 0)
             self.form.addWidget(edit, i, 1)
             self.labels.append(label)
@@ -226,11 +240,39 @@ class CheckPage(QWidget):
             label.setText(f"Word #{pos + 1}")
             edit.clear()
             edit.setPlaceholderText(f"word number {pos + 1}")
+            _mark(edit, False)
+        self.answers[0].setFocus()
 
     def submit(self, flow: Onboarding) -> None:
-        flow.check_words([e.text() for e in self.answers])
+        try:
+            flow.check_words([e.text() for e in self.answers])
+        except WrongWords as exc:
+            for i, edit in enumerate(self.answers):
+                _mark(edit, i in exc.indexes)
+            self.answers[exc.indexes[0]].setFocus()
+            raise
         for edit in self.answers:
             edit.clear()
+
+    def marked(self) -> list[bool]:
+        """Which fields are marked wrong."""
+        return [edit.property("role") == "error" for edit in self.answers]
+
+    def _enter(self, i: int) -> None:
+        if i + 1 < len(self.answers):
+            self.answers[i + 1].setFocus()
+        else:
+            self.on_done()
+
+    def _edited(self, i: int) -> None:
+        _mark(self.answers[i], False)
+        self.on_edit()
+
+
+def _mark(edit: QLineEdit, wrong: bool) -> None:
+    edit.setProperty("role", "error" if wrong else "")
+    edit.style().unpolish(edit)
+    edit.style().polish(edit)
 
 
 class PasswordPage(QWidget):
@@ -502,7 +544,7 @@ class OnboardingWindow(QWidget):
         self.pages = {
             Step.KEY: KeyPage(),
             Step.BACKUP: BackupPage(),
-            Step.CHECK: CheckPage(),
+            Step.CHECK: self._check_page(),
             Step.PASSWORD: PasswordPage(flow.min_password),
             Step.NODE: NodePage(),
             Step.ENTITY: EntityPage(),
@@ -563,6 +605,12 @@ class OnboardingWindow(QWidget):
         row.addWidget(side)
         row.addLayout(main, 1)
         self._show_step()
+
+    def _check_page(self) -> CheckPage:
+        page = CheckPage()
+        page.on_done = self.next
+        page.on_edit = lambda: self.error.hide()  # a fix takes the stale reason away
+        return page
 
     # navigation ----------------------------------------------------------------
 

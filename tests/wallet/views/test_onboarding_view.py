@@ -6,6 +6,7 @@ key or the recovery phrase in the data folder or the logs."""
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +16,10 @@ from pytestqt.qtbot import QtBot
 from node.crypto import bls
 from wallet.app import WalletApp
 from wallet.flows.compose import SignerCard
-from wallet.flows.onboarding import Step
+from wallet.flows.onboarding import Onboarding, Step
 from wallet.keys import mnemonic
 from wallet.model import Link, WalletModel
-from wallet.qt import QApplication
+from wallet.qt import QApplication, Qt, QWidget
 from wallet.views.onboarding import (
     BackupPage,
     CheckPage,
@@ -57,6 +58,14 @@ async def until_connected(model: WalletModel) -> None:
                 await changed.wait()
     finally:
         model.connection_changed.disconnect(changed.set)
+
+
+def type_text(qtbot: QtBot, widget: QWidget, text: str) -> None:
+    qtbot.keyClicks(widget, text)  # type: ignore[no-untyped-call]
+
+
+def press(qtbot: QtBot, widget: QWidget, key: Qt.Key) -> None:
+    qtbot.keyClick(widget, key)  # type: ignore[no-untyped-call]
 
 
 def current(w: OnboardingWindow) -> Step:
@@ -200,3 +209,46 @@ async def test_onboarding_creates_a_wallet_and_opens_the_main_window(
     for secret in secrets_to_find:
         assert secret not in log_text
     assert PASSWORD.encode() not in log_text
+
+
+def test_the_word_check_as_a_person_types_it(qtbot: QtBot) -> None:
+    """Each field completes from the BIP-39 word list; Enter moves to the next field
+    and, on the last, goes on; a wrong word's field is marked, and editing it takes
+    the mark and the stale reason away."""
+
+    async def never(plan: object) -> None:
+        raise AssertionError("nothing is executed in this test")
+
+    flow = Onboarding(mnemonic.generate, mnemonic.is_valid, random.Random(5))
+    w = OnboardingWindow(flow, never, card_of=lambda phrase: "card")
+    qtbot.addWidget(w)
+    w.show()
+    flow.create_key("alice")
+    flow.backup_done()
+    w._show_step()
+    check = w.page(Step.CHECK)
+    assert isinstance(check, CheckPage)
+    words = flow.words
+    positions = flow.check_positions
+    completer = check.answers[0].completer()
+    assert completer is not None
+    assert completer.model().rowCount() == 2048
+
+    wrong = 1  # the second word asked for is typed wrong
+    for i, (edit, pos) in enumerate(zip(check.answers, positions, strict=True)):
+        edit.setFocus()
+        typed = "zoo" if i == wrong and words[pos] != "zoo" else words[pos]
+        type_text(qtbot, edit, typed)
+        press(qtbot, edit, Qt.Key.Key_Return)  # the last one's Enter is Next
+    assert current(w) is Step.CHECK
+    assert check.marked() == [i == wrong for i in range(len(positions))]
+    assert "does not match" in w.error.text()
+    assert w.error.isVisibleTo(w)
+
+    fix = check.answers[wrong]
+    fix.clear()
+    type_text(qtbot, fix, words[positions[wrong]])
+    assert check.marked() == [False] * len(positions)
+    assert not w.error.isVisibleTo(w)
+    press(qtbot, check.answers[-1], Qt.Key.Key_Return)
+    assert current(w) is Step.PASSWORD
