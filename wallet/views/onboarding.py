@@ -315,9 +315,10 @@ class NodePage(QWidget):
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.token.setPlaceholderText("API token (kept encrypted in the keyring)")
         for edit in (self.url, self.token):
-            edit.setEnabled(False)
+            # Shown only for a remote node: disabled fields looked like ones to fill in.
+            edit.setVisible(False)
             edit.setMaximumWidth(420)
-            self.remote.toggled.connect(edit.setEnabled)
+            self.remote.toggled.connect(edit.setVisible)
         col = QVBoxLayout(self)
         col.setContentsMargins(0, 0, 0, 0)
         col.setSpacing(8)

@@ -147,13 +147,19 @@ async def test_onboarding_creates_a_wallet_and_opens_the_main_window(
 
         node = w.page(Step.NODE)
         assert isinstance(node, NodePage)
+        # The remote node's fields show only when a remote node is chosen.
+        assert not node.url.isVisibleTo(node)
+        assert not node.token.isVisibleTo(node)
 
         def bad_remote() -> None:
             node.remote.setChecked(True)
             node.url.setText("http://example")
 
         assert "ws://" in refused(w, bad_remote, Step.NODE)
+        assert node.url.isVisibleTo(node)
+        assert node.token.isVisibleTo(node)
         node.embedded.setChecked(True)
+        assert not node.url.isVisibleTo(node)
         w.next()
         assert current(w) is Step.ENTITY
 
