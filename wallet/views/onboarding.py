@@ -151,7 +151,8 @@ class KeyPage(QWidget):
 
 
 class BackupPage(QWidget):
-    """The 24 words in a numbered grid, and the "I wrote it down" confirm."""
+    """The 24 words in a numbered grid of three columns (four overflowed the window),
+    and the "I wrote it down" confirm."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -160,7 +161,7 @@ class BackupPage(QWidget):
         self.grid_frame.setProperty("role", "card")
         self.grid = QGridLayout(self.grid_frame)
         self.grid.setContentsMargins(16, 12, 16, 12)
-        self.grid.setHorizontalSpacing(24)
+        self.grid.setHorizontalSpacing(16)
         self.grid.setVerticalSpacing(6)
         self.cells: list[QLabel] = []
         for i in range(24):
@@ -171,11 +172,11 @@ class BackupPage(QWidget):
             word = QLabel("")
             word.setProperty("role", "mono")
             word.setTextInteractionFlags(Qt.TextInteractionFlag.NoTextInteraction)
-            row, column = i % 6, i // 6
+            row, column = i % 8, i // 8
             self.grid.addWidget(number, row, column * 2)
             self.grid.addWidget(word, row, column * 2 + 1)
             self.cells.append(word)
-        for column in range(4):
+        for column in range(3):
             self.grid.setColumnStretch(column * 2 + 1, 1)
         self.confirm = QCheckBox("I wrote the 24 words down, in order, and keep them safe")
         col = QVBoxLayout(self)

@@ -19,7 +19,7 @@ from wallet.flows.compose import SignerCard
 from wallet.flows.onboarding import Onboarding, Step
 from wallet.keys import mnemonic
 from wallet.model import Link, WalletModel
-from wallet.qt import QApplication, Qt, QWidget
+from wallet.qt import QApplication, Qt, QScrollArea, QWidget
 from wallet.views.onboarding import (
     BackupPage,
     CheckPage,
@@ -106,6 +106,12 @@ async def test_onboarding_creates_a_wallet_and_opens_the_main_window(
 
         backup = w.page(Step.BACKUP)
         assert isinstance(backup, BackupPage)
+        # The 24 words fit the window: no scrolling sideways to read them.
+        QApplication.processEvents()
+        scroll = w.stack.currentWidget()
+        assert isinstance(scroll, QScrollArea)
+        assert w.isVisible()
+        assert not scroll.horizontalScrollBar().isVisible()
         words = [cell.text() for cell in backup.cells]
         assert len(words) == 24
         assert all(words)
