@@ -19,7 +19,7 @@ from wallet.flows.compose import SignerCard
 from wallet.flows.onboarding import Onboarding, Step
 from wallet.keys import mnemonic
 from wallet.model import Link, WalletModel
-from wallet.qt import QApplication, Qt, QScrollArea, QWidget
+from wallet.qt import QApplication, QScrollArea, Qt, QWidget
 from wallet.views.onboarding import (
     BackupPage,
     CheckPage,
