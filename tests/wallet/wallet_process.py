@@ -201,7 +201,7 @@ class Driver:
                     self._hooked_agents.add(sid)
             return (
                 status.connection.text().startswith("connected")
-                and status.locked.text() == "locked: no"
+                and status.locked.text() == "Unlocked"
                 and status.accountant.text() == "accountant OFF"
                 and bool(service.agents)
                 and all(a.connected for a in service.agents.values())

@@ -24,7 +24,10 @@ from wallet.qt import (
 )
 from wallet.views import theme
 from wallet.views.chart import LiveChart, stats
-from wallet.views.widgets import follow
+from wallet.views.widgets import follow, set_role
+
+LOCKED_TEXT = "Locked: nothing is signed until you unlock"
+UNLOCKED_TEXT = "Unlocked"
 
 
 def connection_text(c: Connection) -> str:
@@ -127,7 +130,13 @@ class StatusArea(QFrame):
         self.connection.setText(connection_text(m.connection))
         self.connection.setToolTip(m.connection.error or m.connection.url or "embedded node")
         self.accountant.setText(f"accountant {'ON' if m.accountant_on else 'OFF'}")
-        self.locked.setText(f"locked: {'yes' if m.locked else 'no'}")
+        self.locked.setText(LOCKED_TEXT if m.locked else UNLOCKED_TEXT)
+        self.locked.setToolTip(
+            "Your keys are not in memory: nothing is signed, and approvals wait, until you unlock"
+            if m.locked
+            else "Your keys are in memory: approved frames are signed"
+        )
+        set_role(self.locked, "error" if m.locked else "")
         self.lock_button.setText("Unlock" if m.locked else "Lock")
         self.lock_button.setIcon(theme.icon("unlock" if m.locked else "lock", size=16))
         self.lock_button.setToolTip("Unlock the keys" if m.locked else "Lock the keys (Ctrl+L)")

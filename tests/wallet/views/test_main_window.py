@@ -120,7 +120,7 @@ def test_lock_and_unlock(qtbot: QtBot) -> None:
     w.status.lock_button.click()  # locked: the button unlocks
     assert asked == [True]
     w.model.set_locked(False)
-    assert w.status.locked.text() == "locked: no"
+    assert w.status.locked.text() == "Unlocked"
     assert w.status.lock_button.text() == "Lock"
     press(w, "Ctrl+L")
     assert ("lock",) in [tuple(c[:1]) for c in actions.calls]
@@ -146,7 +146,8 @@ def test_status_area_states(qtbot: QtBot) -> None:
     w.model.accountant_on = True
     w.model.set_locked(True)
     assert s.accountant.text() == "accountant ON"
-    assert s.locked.text() == "locked: yes"
+    assert s.locked.text() == "Locked: nothing is signed until you unlock"
+    assert s.locked.property("role") == "error"
     assert connection_text(Connection()) == "disconnected · embedded node"
 
 
