@@ -44,6 +44,7 @@ from wallet.qt import (
     QSpinBox,
     QStackedWidget,
     Qt,
+    QTimer,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -376,9 +377,16 @@ class EntityPage(QWidget):
         self.copy.setToolTip("Copy your signer card, to send it to your co-signers")
         self.copy.clicked.connect(self.copy_card)
         self.copy.setEnabled(False)
+        self.copied = QLabel("")  # the copy's feedback, for a few seconds
+        self.copied.setProperty("role", "ok")
+        self._copied_clear = QTimer(self)
+        self._copied_clear.setSingleShot(True)
+        self._copied_clear.setInterval(3000)
+        self._copied_clear.timeout.connect(lambda: self.copied.setText(""))
         card_row = QHBoxLayout()
         card_row.addWidget(self.card, 1)
         card_row.addWidget(self.copy)
+        card_row.addWidget(self.copied)
 
         # choice
         self.create_mode = QRadioButton("Create an entity")
@@ -454,6 +462,8 @@ class EntityPage(QWidget):
     def copy_card(self) -> None:
         if self.card.text():
             QApplication.clipboard().setText(self.card.text())
+            self.copied.setText("Copied")
+            self._copied_clear.start()
 
     def _mode(self) -> None:
         self.create_box.setVisible(self.create_mode.isChecked())

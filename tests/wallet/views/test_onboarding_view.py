@@ -177,8 +177,10 @@ async def test_onboarding_creates_a_wallet_and_opens_the_main_window(
         assert entity.card.text() == card.encode()
         sk, _ = mnemonic.signer_key(phrase)
         assert card.pubkey == bls.sk_to_pk(sk)
+        assert entity.copied.text() == ""
         entity.copy.click()
         assert QApplication.clipboard().text() == entity.card.text()
+        assert entity.copied.text() == "Copied"  # the click says it worked
 
         def bad_entity() -> None:
             entity.create_mode.setChecked(True)
