@@ -95,6 +95,7 @@ NONCE_ATTEMPTS = 3  # signings of one batch whose nonce another batch took first
 JOIN_TIMEOUT_S = 300.0
 AUTO_LOCK_CHECK_S = 5.0
 ANALYSIS_MEMO = 1024  # frames analysed for signing, kept for their payments in history
+HISTORY_TEXT = 300  # characters of a frame's history item
 
 
 class WalletError(Exception):
@@ -108,6 +109,19 @@ def _user_errors() -> Iterator[None]:
         yield
     except compose.ComposeError as exc:
         raise WalletError(str(exc)) from None
+
+
+def frame_summary(analysis: FrameAnalysis | None, batches: int) -> str:
+    """What a certified frame did, for its history item: its effects in words (the
+    counter, proposals made, voted, executed or expired; payments have items of their
+    own) when the wallet checked it, else how many batches it held."""
+    words = [] if analysis is None else [e.text for e in analysis.effects if not e.is_payment]
+    if words:
+        text = "; ".join(words)
+        return text if len(text) <= HISTORY_TEXT else text[: HISTORY_TEXT - 1] + "\u2026"
+    if analysis is not None and analysis.effects:
+        return "payments"
+    return f"{batches} batch" + ("" if batches == 1 else "es")
 
 
 # Certificates ----------------------------------------------------------------------------
@@ -453,15 +467,14 @@ class WalletService:
             signers, valid = check_certificate(
                 before.state.config, entity, news.height, news.frame_hash, news.cert
             )
-        count = len(news.batch_hashes)
         self.model.add_history(
             HistoryItem(
                 "frame",
                 news.height,
                 news.frame_hash,
                 wall_clock_ms(),
-                f"frame {news.height} of {entity.hex()[:12]}: {count} batch"
-                + ("" if count == 1 else "es"),
+                f"frame {news.height} of {entity.hex()[:12]}: "
+                + frame_summary(self._analyses.get(news.frame_hash), len(news.batch_hashes)),
                 entity_id=entity,
                 signer_id=signer,
                 cert_signers=signers,

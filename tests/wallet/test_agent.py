@@ -31,6 +31,8 @@ async def test_accountant_signs_a_routine_frame(duo: Duo) -> None:
     assert auto[0].analysis.counter_delta == 3
     first = next(h for h in duo.model.history if h.kind == "frame" and h.height == 1)
     assert first.entity_id == duo.entity
+    # The item says what the frame did (searching "counter" finds it), not "1 batch".
+    assert first.text == f"frame 1 of {duo.entity.hex()[:12]}: counter +3 (0 -> 3)"
     assert first.cert_valid is True
     assert set(first.cert_signers) == {duo.alice, duo.bob}
     assert duo.model.finality_ms, "the batch's finality was charted"

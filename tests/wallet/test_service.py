@@ -18,7 +18,7 @@ from tests.wallet.conftest import PASSWORD, Duo, Kit
 from wallet import settings as settings_io
 from wallet.logsink import redact
 from wallet.model import NewMember, WalletModel
-from wallet.service import WalletError, WalletService
+from wallet.service import WalletError, WalletService, frame_summary
 from wallet.settings import Settings, SettingsError
 
 # Settings ------------------------------------------------------------------------------
@@ -195,3 +195,8 @@ def test_idle_lock_follows_the_injected_clock(kit: Kit) -> None:
     kit.vault.unlock(PASSWORD)
     now[0] += 10_000
     assert not service.check_idle()
+
+
+def test_a_frame_not_checked_here_says_how_many_batches() -> None:
+    assert frame_summary(None, 1) == "1 batch"
+    assert frame_summary(None, 3) == "3 batches"
