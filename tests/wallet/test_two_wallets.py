@@ -33,7 +33,7 @@ from node.cluster import Cluster
 from tests.wallet.keys.conftest import HOW_TO_GET_ONE
 from wallet.flows.compose import SignerCard
 from wallet.keys.backends import BackendError, choose_backend
-from wallet.views.approvals import GOVERNANCE_BG
+from wallet.views.theme import LIGHT
 
 STEP_S = 60.0  # the driver's own waits; the test allows a little more for the reply
 REPLY_S = STEP_S + 15.0
@@ -262,7 +262,7 @@ async def test_two_wallets_change_the_threshold_together(cluster: Cluster, tmp_p
         for asked in (asked_a, asked_b):
             text, rich = effect(asked, "threshold 3 -> 2")
             assert f"proposal #{pid} executes" in text
-            assert GOVERNANCE_BG in rich, "a governance change is highlighted"
+            assert LIGHT.tag_bg in rich, "a governance change is highlighted"
             assert "governance" in asked["row"]
         await b.call("approve", frame=asked_b["hash"])
 

@@ -32,6 +32,7 @@ from wallet.qt import (
     QVBoxLayout,
     QWidget,
 )
+from wallet.views import theme
 from wallet.views.segbar import SegmentedBar, segments_for
 from wallet.views.widgets import (
     CopyableHash,
@@ -47,8 +48,6 @@ from wallet.views.widgets import (
 
 APPROVE_KEYS = ("Ctrl+Return", "Ctrl+Enter")
 REJECT_KEYS = ("Ctrl+Backspace", "Delete")
-GOVERNANCE_BG = "#f6e7c1"
-GOVERNANCE_FG = "#6b4e00"
 ID_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -99,18 +98,21 @@ def amount_html(e: Effect) -> str:
 
 
 def effect_html(e: Effect) -> str:
+    """One effect's line; governance and channel actions tagged in the theme's tag
+    colours (fixed light ones were unreadable on the dark theme)."""
     text = amount_html(e) + html.escape(e.text)
+    c = theme.colors()
     if e.kind in CHANNEL_ACTION_KINDS:
         return (
-            f'<span style="background:{GOVERNANCE_BG}; color:{GOVERNANCE_FG};">'
+            f'<span style="background:{c.tag_bg}; color:{c.tag_fg};">'
             f"&nbsp;{text}&nbsp;</span>&nbsp;"
-            f'<span style="color:{GOVERNANCE_FG};">channel</span>'
+            f'<span style="color:{c.tag_fg};">channel</span>'
         )
     if e.governance:
         return (
-            f'<span style="background:{GOVERNANCE_BG}; color:{GOVERNANCE_FG};">'
+            f'<span style="background:{c.tag_bg}; color:{c.tag_fg};">'
             f"&nbsp;<b>{text}</b>&nbsp;</span>&nbsp;"
-            f'<span style="color:{GOVERNANCE_FG};">governance</span>'
+            f'<span style="color:{c.tag_fg};">governance</span>'
         )
     return text
 

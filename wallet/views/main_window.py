@@ -149,12 +149,14 @@ class MainWindow(QMainWindow):
         self.stack.setObjectName("Content")
         self.pages: dict[str, QWidget] = {}
         self._labels: dict[str, str] = {}
+        self._icons: list[str] = []  # each sidebar item's icon name, in order
         for key, label, icon, module, cls in CONTENT:
             self._add_page(key, label, icon, self._content(label, module, cls))
         self._add_page("logs", "Logs", "logs", logs_view or placeholder("Logs"))
         self._add_page("settings", "Settings", "settings", settings_view or placeholder("Settings"))
         self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
         self.sidebar.setCurrentRow(0)
+        theme.follow_theme(self, self._redraw_icons)
 
         self.status = StatusArea(model)
         self.status.lock_requested.connect(self.lock)
@@ -192,8 +194,14 @@ class MainWindow(QMainWindow):
         widget: QWidget = view(self.model, self.wallet_actions, self.approvals)
         return widget
 
+    def _redraw_icons(self) -> None:
+        for row, name in enumerate(self._icons):
+            self.sidebar.item(row).setIcon(theme.icon(name, size=18))
+        self.copy_id.setIcon(theme.icon("copy", size=16))
+
     def _add_page(self, key: str, label: str, icon: str, widget: QWidget) -> None:
         item = QListWidgetItem(theme.icon(icon, size=18), label)
+        self._icons.append(icon)
         item.setSizeHint(QSize(0, 34))
         self.sidebar.addItem(item)
         self.stack.addWidget(widget)

@@ -122,6 +122,7 @@ class StatusArea(QFrame):
                 (model.metrics_changed, self._metrics),
             ],
         )
+        theme.follow_theme(self, self.refresh)
         self.refresh()
 
     def refresh(self) -> None:

@@ -8,6 +8,7 @@ Resources are found next to the source tree, or inside a PyInstaller bundle
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,6 +25,7 @@ from wallet.qt import (
     QStyleFactory,
     QSvgRenderer,
     Qt,
+    QWidget,
 )
 
 THEMES = ("light", "dark", "system")
@@ -47,16 +49,21 @@ class Colors:
     err: str
     series1: str  # chart: tick lateness
     series2: str  # chart: finality
+    tag_bg: str  # a governance or channel action's tag
+    tag_fg: str
 
 
 LIGHT = Colors(
     "light", "#f5f6f8", "#ffffff", "#f3f4f7", "#1d2330", "#6b7280", "#dde1e7",
-    "#2f6fde", "#2e9d5b", "#c98a1c", "#c9413a", "#2f6fde", "#c98a1c",
+    "#2f6fde", "#2e9d5b", "#c98a1c", "#c9413a", "#2f6fde", "#c98a1c", "#f6e7c1", "#6b4e00",
 )  # fmt: skip
 DARK = Colors(
     "dark", "#1b1e23", "#22262d", "#272c34", "#e3e6eb", "#959eab", "#353b45",
-    "#4f86ee", "#4cc07a", "#e0a53a", "#e5645b", "#6d9cf2", "#e0a53a",
+    "#4f86ee", "#4cc07a", "#e0a53a", "#e5645b", "#6d9cf2", "#e0a53a", "#4a3b12", "#f3d48a",
 )  # fmt: skip
+
+# Called after each apply(): widgets that draw theme icons or colours by hand redraw.
+changed: list[Callable[[], None]] = []
 
 _current: Colors = LIGHT
 
@@ -134,6 +141,8 @@ def apply(app: QApplication, name: str) -> Colors:
     app.setPalette(palette(_current))
     app.setStyleSheet(style_sheet(resolved))
     icon.cache_clear()
+    for redraw in list(changed):
+        redraw()
     return _current
 
 
@@ -157,6 +166,18 @@ def icon(name: str, color: str | None = None, size: int = 20) -> QIcon:
         pixmap.setDevicePixelRatio(scale)
         result.addPixmap(pixmap)
     return result
+
+
+def follow_theme(widget: QWidget, redraw: Callable[[], None]) -> None:
+    """Call ``redraw`` after each theme change (icons drawn in the old theme's colour
+    would stay: dark icons on the dark sidebar), until ``widget`` is destroyed."""
+    changed.append(redraw)
+
+    def detach() -> None:
+        if redraw in changed:
+            changed.remove(redraw)
+
+    widget.destroyed.connect(detach)
 
 
 def app_icon() -> QIcon:

@@ -22,8 +22,11 @@ from tests.wallet.views.content_helpers import (
     queue_with,
     request_for,
 )
+from wallet.flows.effects import Effect
 from wallet.model import Connection, Link
 from wallet.qt import QApplication, QKeySequence, QShortcut
+from wallet.views import theme
+from wallet.views.approvals import effect_html
 from wallet.views.main_window import PAGES, MainWindow, badge_text
 from wallet.views.status import StatusArea, connection_text
 
@@ -177,3 +180,28 @@ def test_close_calls_back_once(qtbot: QtBot) -> None:
     w.close()
     w.close()
     assert closed == [1]
+
+
+def test_switching_the_theme_redraws_icons_and_tags(qtbot: QtBot) -> None:
+    """Icons are drawn in the theme's text colour: after a switch to dark, the
+    sidebar's and the lock button's are redrawn (they stayed dark on the dark
+    sidebar), and a governance tag takes the dark theme's colours."""
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    theme.apply(app, "light")
+    w, _ = window(qtbot)
+    before = [w.sidebar.item(i).icon().pixmap(18, 18).toImage() for i in range(w.sidebar.count())]
+    lock_before = w.status.lock_button.icon().pixmap(16, 16).toImage()
+    try:
+        theme.apply(app, "dark")
+        after = [
+            w.sidebar.item(i).icon().pixmap(18, 18).toImage() for i in range(w.sidebar.count())
+        ]
+        assert all(a != b for a, b in zip(after, before, strict=True))
+        assert w.status.lock_button.icon().pixmap(16, 16).toImage() != lock_before
+        tag = effect_html(Effect("add_signer", True, "add a signer"))
+        assert theme.DARK.tag_fg in tag
+        assert theme.DARK.tag_bg in tag
+    finally:
+        theme.apply(app, "light")
+    assert theme.LIGHT.tag_bg in effect_html(Effect("add_signer", True, "add a signer"))
