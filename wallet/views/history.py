@@ -36,6 +36,7 @@ from wallet.qt import (
 from wallet.views.widgets import (
     CopyableHash,
     caption,
+    column_width,
     follow,
     mono_font,
     name,
@@ -45,6 +46,15 @@ from wallet.views.widgets import (
 )
 
 COLUMNS = ("Time", "Kind", "Height", "Entity", "What", "Hash")
+# The widest text of each fixed column: its width fits it in the font in use
+# (fixed pixel widths cut "fra…" and "19:11…").
+FIXED_COLUMNS = {
+    0: "88:88:88",
+    1: "forwarded",
+    2: "8,888,888",
+    3: short_hex(bytes(32)).replace("0", "8"),
+    5: short_hex(bytes(32)).replace("0", "8"),
+}
 ALL = ""
 
 type Index = QModelIndex | QPersistentModelIndex
@@ -192,8 +202,8 @@ class HistoryView(QWidget):
             )
         ):
             header.setSectionResizeMode(col, mode)
-        for col, width in ((0, 72), (1, 56), (2, 64), (3, 120), (5, 120)):
-            self.view.setColumnWidth(col, width)
+        for col, widest in FIXED_COLUMNS.items():
+            self.view.setColumnWidth(col, column_width(self.view, widest))
         self.view.selectionModel().currentRowChanged.connect(self._on_row)
 
         # Certificate detail

@@ -31,7 +31,7 @@ from wallet.qt import (
     QWidget,
 )
 from wallet.views import theme
-from wallet.views.widgets import follow
+from wallet.views.widgets import column_width, follow
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 COLUMNS = ("Time", "Level", "Source", "Message")
@@ -158,8 +158,8 @@ class LogsView(QWidget):
         header.setHighlightSections(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for col, width in enumerate((100, 80, 180)):
-            self.table.setColumnWidth(col, width)
+        for col, widest in enumerate(("88:88:88.888", "CRITICAL", "wallet.connection")):
+            self.table.setColumnWidth(col, column_width(self.table, widest))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(20, 16, 20, 16)

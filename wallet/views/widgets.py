@@ -37,6 +37,12 @@ def hex0x(data: bytes) -> str:
     return "0x" + data.hex()
 
 
+def column_width(view: QWidget, widest: str) -> int:
+    """A table column's width that fits ``widest`` (and its header) in ``view``'s font,
+    with the cell's padding."""
+    return view.fontMetrics().horizontalAdvance(widest) + 24
+
+
 def plural(n: int, word: str) -> str:
     """``1 signer``, ``3 signers``, ``1,024 shares``."""
     return f"{n:,} {word}{'' if n == 1 else 's'}"

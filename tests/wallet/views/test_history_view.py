@@ -8,7 +8,7 @@ from pytestqt.qtbot import QtBot
 from node.machines.frames import bitfield
 from wallet.model import HISTORY_LIMIT, HistoryItem, WalletModel
 from wallet.qt import QWidget
-from wallet.views.history import HistoryView
+from wallet.views.history import COLUMNS, FIXED_COLUMNS, HistoryView
 
 from .content_helpers import IDS, Clock, RecordingActions, queue_with
 
@@ -98,3 +98,13 @@ def test_certificate_detail(qtbot: QtBot) -> None:
     view.set_filter(kind="block")
     view.select_row(0)
     assert "no entity certificate" in view.cert_signers.text()
+
+
+def test_fixed_columns_fit_their_widest_text(qtbot: QtBot) -> None:
+    """The time, kind, height, entity and hash columns fit their widest text in the
+    font in use (fixed pixel widths cut "fra…" and "19:11…")."""
+    view = setup(qtbot, 3)
+    metrics = view.view.fontMetrics()
+    for col, widest in FIXED_COLUMNS.items():
+        assert view.view.columnWidth(col) > metrics.horizontalAdvance(widest), COLUMNS[col]
+    assert view.view.columnWidth(1) > metrics.horizontalAdvance("refunded")

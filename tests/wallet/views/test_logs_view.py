@@ -46,3 +46,11 @@ def test_view_filters_and_follows_new_lines(qtbot: QtBot) -> None:
     view.set_filter(source="", text="block")
     assert [r.message for r in view.table_model.rows] == ["block 9"]
     assert view.count.text() == "1 of 6 lines"
+
+
+def test_columns_fit_a_time_a_level_and_a_source(qtbot: QtBot) -> None:
+    view = LogsView(WalletModel())
+    qtbot.addWidget(view)
+    metrics = view.table.fontMetrics()
+    for col, text in enumerate(("23:59:59.999", "CRITICAL", "wallet.connection")):
+        assert view.table.columnWidth(col) > metrics.horizontalAdvance(text)
