@@ -388,12 +388,6 @@ class NodeSession:
         _, _, refs = await self._need().signer_listing(signer)
         return [entity for entity, _ in refs]
 
-    async def read_entity(self, signer: bytes, entity: bytes) -> EntityState | None:
-        """The agreed state of ``signer``'s replica of ``entity`` (None: it holds none),
-        read in parts, every part proven (``node/net/entity_client.py``). Costs what
-        the entity holds, in replies of at most 1 MiB."""
-        return await _or_none(self.reader.state(signer, entity))
-
     async def read_entity_lazily(self, signer: bytes, entity: bytes) -> EntityState | None:
         """The agreed state of ``signer``'s replica of ``entity`` (None: it holds none):
         its certified header now, its channels and forwards node by node as walks

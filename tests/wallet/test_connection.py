@@ -45,7 +45,7 @@ async def test_signers_entities_and_replicas(live_node: LiveNode) -> None:
         assert await session.ensure_signer(KEY)
         assert not await session.ensure_signer(KEY)  # already there: nothing submitted
         assert await session.entities_of(KEY.signer_id) == []
-        assert await session.read_entity(KEY.signer_id, b"\x01" * 32) is None
+        assert await session.read_entity_lazily(KEY.signer_id, b"\x01" * 32) is None
         assert await session.read_header(KEY.signer_id, b"\x01" * 32) is None
     finally:
         await session.close()

@@ -170,7 +170,7 @@ async def test_a_hostile_state_is_refused_before_it_is_decoded(blob: bytes, cap:
             with pytest.raises(DecodeError, match=cap):
                 await session.entities_of(SIGNER)
             with pytest.raises(DecodeError, match="genesis: expected a list"):
-                await session.read_entity(SIGNER, b"\x44" * 32)
+                await session.read_entity_lazily(SIGNER, b"\x44" * 32)
             assert session.connected  # a bad state is the read's failure, not the link's
             assert (await session.status()).height == 1
             await beat.still_beating()

@@ -21,8 +21,7 @@ node's transition calls too), so it refuses exactly what the node would, in the
 node's words, each error under the field it is about. On a partial state (a large
 entity's, its channels on the node) the channel checks are left to the service,
 which runs them on the channel it reads, proven (:func:`channels_checkable`). A
-**channel card** is what
-opening a channel with an entity needs, as JSON:
+**channel card** is what opening a channel with an entity needs, as JSON:
 ``{"entity": hex, "config_height": n, "config": <hex of the RLP config>}``.
 
 Nothing here talks to the node or holds a key beyond the call.

@@ -5,7 +5,7 @@ transactions) and queue, and per asset the balance, capacity, collateral and the
 credit extended each way. Updated in place as frames arrive; "Pay…" opens the pay
 form, whose capacity check (``compose.pay``, the node's own rule) shows inline.
 
-``channel_rows`` and ``entity_summary`` are the plain data the cards draw (tests
+``channel_row`` and ``entity_summary`` are the plain data the cards draw (tests
 read them too).
 """
 
@@ -91,12 +91,7 @@ class ChannelRow:
         return "  ·  ".join(parts)
 
 
-def channel_rows(state: EntityState) -> list[ChannelRow]:
-    """Every channel of a state held whole (a view shows a page: ``_row`` each)."""
-    return [_row(c) for c in state.channels.values()]
-
-
-def _row(c: ChannelRecord) -> ChannelRow:
+def channel_row(c: ChannelRecord) -> ChannelRow:
     side = c.side
     me = side.me
     assets = tuple(
@@ -293,7 +288,7 @@ class EntityChannels(QFrame):
         self.next_button.setVisible(self.pager.has_previous or self.pager.has_next)
         self.previous_button.setEnabled(self.pager.has_previous)
         self.next_button.setEnabled(self.pager.has_next)
-        self._show_rows([_row(r) for r in page.records])
+        self._show_rows([channel_row(r) for r in page.records])
 
     def _show_rows(self, rows: list[ChannelRow]) -> None:
         if [b.row.peer for b in self.boxes] == [r.peer for r in rows]:
@@ -347,7 +342,7 @@ class PayDialog(ActionDialog):
             "The payee, or a route: the first hop (a counterparty of ours), then the "
             "next ones, the payee last, separated by commas"
         )
-        rows = [_row(c) for c in at_hand]
+        rows = [channel_row(c) for c in at_hand]
         first_asset = rows[0].assets[0].asset if rows and rows[0].assets else 1
         self.asset = QLineEdit(str(first_asset))
         self.amount = QLineEdit()

@@ -21,7 +21,7 @@ from wallet.flows.effects import Effect
 from wallet.model import EntityEntry, HistoryItem
 from wallet.qt import QGuiApplication
 from wallet.views.approvals import effect_html
-from wallet.views.channels import ChannelsView, channel_rows, entity_summary
+from wallet.views.channels import ChannelsView, channel_row, entity_summary
 from wallet.views.compose import NewProposalDialog, OpenChannelEditor
 from wallet.views.entities import EntitiesView
 from wallet.views.history import HistoryView
@@ -55,7 +55,7 @@ def funded() -> tuple[EntityState, EntityState, EntityState]:
 
 def test_rows_hold_the_numbers() -> None:
     state, hub, _ = funded()
-    rows = {r.peer: r for r in channel_rows(state)}
+    rows = {r.peer: r for r in map(channel_row, state.channels.values())}
     row = rows[hub.entity_id]
     assert (row.status, row.pending, row.queued) == ("ready", None, 0)
     assert row.height == 4  # two collaterals, the credit, the payment
