@@ -30,10 +30,10 @@ from wallet.qt import (
     QCheckBox,
     QCloseEvent,
     QComboBox,
-    QCompleter,
     QFrame,
     QGridLayout,
     QHBoxLayout,
+    QKeyEvent,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
@@ -204,9 +204,10 @@ class BackupPage(QWidget):
 
 
 class CheckPage(QWidget):
-    """The words asked for, each field completing from the BIP-39 word list. Enter
-    moves to the next field, and on the last one goes on (``on_done``); a word that
-    does not match is marked, and its mark goes when it is edited (``on_edit``)."""
+    """The words asked for; the first letters of a word are enough (each is completed
+    from the BIP-39 word list when the page is submitted: :func:`complete_word`).
+    Enter moves on as on every page (:meth:`OnboardingWindow.keyPressEvent`); a word
+    that does not match is marked, and its mark goes when it is edited (``on_edit``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -216,16 +217,11 @@ class CheckPage(QWidget):
         self.form.setVerticalSpacing(8)
         self.labels: list[QLabel] = []
         self.answers: list[QLineEdit] = []
-        self.on_done: Callable[[], None] = lambda: None
         self.on_edit: Callable[[], None] = lambda: None
-        completer = QCompleter(mnemonic.WORDLIST, self)
-        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         for i in range(CHECKED_WORDS):
             label = QLabel("")
             edit = QLineEdit()
             edit.setMaximumWidth(260)
-            edit.setCompleter(completer)
-            edit.returnPressed.connect(lambda i=i: self._enter(i))
             edit.textEdited.connect(lambda _text, i=i: self._edited(i))
             self.form.addWidget(label, i, 0)
             self.form.addWidget(edit, i, 1)
@@ -243,9 +239,10 @@ class CheckPage(QWidget):
             edit.clear()
             edit.setPlaceholderText(f"word number {pos + 1}")
             _mark(edit, False)
-        self.answers[0].setFocus()
 
     def submit(self, flow: Onboarding) -> None:
+        for edit in self.answers:
+            edit.setText(complete_word(edit.text()))
         try:
             flow.check_words([e.text() for e in self.answers])
         except WrongWords as exc:
@@ -260,15 +257,18 @@ class CheckPage(QWidget):
         """Which fields are marked wrong."""
         return [edit.property("role") == "error" for edit in self.answers]
 
-    def _enter(self, i: int) -> None:
-        if i + 1 < len(self.answers):
-            self.answers[i + 1].setFocus()
-        else:
-            self.on_done()
-
     def _edited(self, i: int) -> None:
         _mark(self.answers[i], False)
         self.on_edit()
+
+
+def complete_word(text: str) -> str:
+    """The BIP-39 word that ``text`` begins, if exactly one does (their first four
+    letters tell them apart), else ``text`` as typed. A completer's popup, or its inline
+    suggestion, took the Enter a person pressed to go on to the next word."""
+    typed = text.strip().lower()
+    found = [w for w in mnemonic.WORDLIST if w.startswith(typed)] if typed else []
+    return found[0] if len(found) == 1 else text
 
 
 def _mark(edit: QLineEdit, wrong: bool) -> None:
@@ -620,7 +620,6 @@ class OnboardingWindow(QWidget):
 
     def _check_page(self) -> CheckPage:
         page = CheckPage()
-        page.on_done = self.next
         page.on_edit = lambda: self.error.hide()  # a fix takes the stale reason away
         return page
 
@@ -649,6 +648,31 @@ class OnboardingWindow(QWidget):
             self._refuse(str(exc))
             return
         self._show_step()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        """Enter, as a person presses it on any page: to the next empty field of the
+        page, or, from its last one, Next (a multi-line field keeps its Enter)."""
+        enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        if not enter or event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
+            super().keyPressEvent(event)
+            return
+        fields = self._fields()
+        focus = self.focusWidget()  # where the keys go
+        later = fields[fields.index(focus) + 1 :] if focus in fields else []
+        empty = next((f for f in later if not f.text()), None)
+        if empty is not None:
+            empty.setFocus()
+        else:
+            self.next()
+
+    def _fields(self) -> list[QLineEdit]:
+        """The page's fields a person types in, in order."""
+        page = self.pages[self.flow.step]
+        return [
+            f
+            for f in page.findChildren(QLineEdit)
+            if f.isVisibleTo(page) and f.isEnabled() and not f.isReadOnly()
+        ]
 
     def back(self) -> None:
         if self.busy:
@@ -697,6 +721,9 @@ class OnboardingWindow(QWidget):
             self._compute_card()
         elif step is Step.DONE:
             self._start_execute()
+        fields = self._fields()
+        if fields:  # a person types at once, without a click first
+            fields[0].setFocus()
 
     # background work -------------------------------------------------------------
 

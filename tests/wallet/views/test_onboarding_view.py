@@ -28,6 +28,7 @@ from wallet.views.onboarding import (
     NodePage,
     OnboardingWindow,
     PasswordPage,
+    complete_word,
 )
 
 PASSWORD = "correct horse battery"  # noqa: S105 (a throwaway test wallet)
@@ -237,24 +238,32 @@ def test_the_word_check_as_a_person_types_it(qtbot: QtBot) -> None:
     w = OnboardingWindow(flow, never, card_of=lambda phrase: "card")
     qtbot.addWidget(w)
     w.show()
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow)  # keys go where a person's would: the focus
     flow.create_key("alice")
     flow.backup_done()
     w._show_step()
     check = w.page(Step.CHECK)
     assert isinstance(check, CheckPage)
+    assert w.focusWidget() is check.answers[0]  # typing starts there, no click needed
     words = flow.words
     positions = flow.check_positions
-    completer = check.answers[0].completer()
-    assert completer is not None
-    assert completer.model().rowCount() == 2048
+    assert complete_word("abou") == "about"
+    assert complete_word("Zon") == "zone"
+    assert complete_word("ab") == "ab"  # abandon, ability, able, ...: left as typed
 
     wrong = 1  # the second word asked for is typed wrong
     for i, (edit, pos) in enumerate(zip(check.answers, positions, strict=True)):
         edit.setFocus()
-        typed = "zoo" if i == wrong and words[pos] != "zoo" else words[pos]
+        # Four letters complete a BIP-39 word (they are unique in the list).
+        typed = "zoo" if i == wrong and words[pos] != "zoo" else words[pos][:4]
         type_text(qtbot, edit, typed)
         press(qtbot, edit, Qt.Key.Key_Return)  # the last one's Enter is Next
     assert current(w) is Step.CHECK
+    typed_words = [words[p] for p in positions]
+    if typed_words[wrong] != "zoo":
+        typed_words[wrong] = "zoo"
+    assert [e.text() for e in check.answers] == typed_words  # completed from 4 letters
     assert check.marked() == [i == wrong for i in range(len(positions))]
     assert "does not match" in w.error.text()
     assert w.error.isVisibleTo(w)
@@ -266,3 +275,15 @@ def test_the_word_check_as_a_person_types_it(qtbot: QtBot) -> None:
     assert not w.error.isVisibleTo(w)
     press(qtbot, check.answers[-1], Qt.Key.Key_Return)
     assert current(w) is Step.PASSWORD
+
+    # The same Enter on the next page: to the second field, then Next.
+    page = w.page(Step.PASSWORD)
+    assert isinstance(page, PasswordPage)
+    assert w.focusWidget() is page.password
+    type_text(qtbot, page.password, PASSWORD)
+    press(qtbot, page.password, Qt.Key.Key_Return)
+    assert current(w) is Step.PASSWORD
+    assert w.focusWidget() is page.again
+    type_text(qtbot, page.again, PASSWORD)
+    press(qtbot, page.again, Qt.Key.Key_Return)
+    assert current(w) is Step.NODE
