@@ -26,7 +26,7 @@ from wallet.views import theme
 from wallet.views.chart import LiveChart, stats
 from wallet.views.widgets import follow, set_role
 
-LOCKED_TEXT = "Locked: nothing is signed until you unlock"
+LOCKED_TEXT = "Locked: signs nothing"  # short: the status bar is shared; the tooltip says more
 UNLOCKED_TEXT = "Unlocked"
 
 

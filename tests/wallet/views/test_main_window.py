@@ -149,7 +149,7 @@ def test_status_area_states(qtbot: QtBot) -> None:
     w.model.accountant_on = True
     w.model.set_locked(True)
     assert s.accountant.text() == "accountant ON"
-    assert s.locked.text() == "Locked: nothing is signed until you unlock"
+    assert s.locked.text() == "Locked: signs nothing"
     assert s.locked.property("role") == "error"
     assert connection_text(Connection()) == "disconnected · embedded node"
 
