@@ -20,6 +20,8 @@ import rlp
 from eth_hash.abc import BackendAPI
 from rlp.codec import consume_item, decode_raw, encode_raw, length_prefix
 
+from node import tree_cache
+
 type RlpItem = bytes | list[RlpItem]
 type RlpTree = bytes | Sequence[RlpTree]  # what encode_tree takes: any nesting of sequences
 
@@ -244,6 +246,9 @@ def decode_with_raw(
     recurses once per nesting level and builds objects for every item, so only
     :func:`scan`'s caps keep its depth and cost bounded. Bytes the node wrote
     itself, or parts of a message already scanned, need none.
+
+    Large lists decoded lately come back from :mod:`node.tree_cache`, shared:
+    a decoded tree is read-only.
     """
     if not isinstance(data, bytes):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
@@ -253,6 +258,9 @@ def decode_with_raw(
         raise DecodeError(f"input of {len(data)} bytes exceeds the cap of {max_size}")
     if not data:
         raise DecodeError("empty input")
+    known = tree_cache.get(data)
+    if known is not None:
+        return known
     try:
         item, per_item = decode_raw(data, True, True)
     except rlp.DecodingError:
@@ -262,6 +270,7 @@ def decode_with_raw(
     # mean "canonical" whatever the backend does.
     if encode_raw(item) != data:
         raise DecodeError(f"invalid RLP: {_describe_invalid(data)}")
+    tree_cache.keep_all(item, per_item)
     return item, per_item
 
 

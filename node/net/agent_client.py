@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from node.agent import Agent, Refused
-from node.codec import DecodeError, RlpItem, as_int, as_list, encode_tree
+from node.codec import DecodeError, RlpItem, as_int, as_list
 from node.machines.frames import Signatures
 from node.net import limits
 from node.net.protocol import (
@@ -169,7 +169,8 @@ async def _answer(
     try:
         if len(req.body) != 2:
             raise DecodeError("SIGN body is [frame, round]")
-        frame_raw = encode_tree(as_list(req.body[0], "frame"))
+        as_list(req.body[0], "frame")
+        frame_raw = req.body_raws[0][0]
         round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
         if req.route[:1] != (signer,):
             raise Refused("this agent does not hold that signer's key")

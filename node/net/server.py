@@ -49,7 +49,6 @@ from node.codec import (
     as_list,
     decode,
     encode_list,
-    encode_tree,
     encode_uint,
     scan,
 )
@@ -845,7 +844,8 @@ class ApiServer:
             if len(req.body) != 4:
                 raise DecodeError("PROPOSAL body is [to_signer, frame, round, proposer_sig]")
             to = as_bytes(req.body[0], "to signer", size=HASH_LEN)
-            frame_raw = encode_tree(as_list(req.body[1], "frame"))
+            as_list(req.body[1], "frame")
+            frame_raw = req.body_raws[1][0]
             round_ = as_int(req.body[2], "round", max_value=2**32 - 1)
             proposer_sig = as_bytes(req.body[3], "proposer signature", size=SIG_LEN)
         except DecodeError as exc:

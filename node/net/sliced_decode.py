@@ -7,7 +7,9 @@ result (the same tree, the same per-item encodings, the same refusals of
 non-canonical input) but walks the outer lists itself and hands the strict
 decoder only spans of at most ``slice_bytes``, awaiting ``asyncio.sleep(0)``
 after each ``yield_bytes`` decoded. A span of ``n`` bytes holds at most ``n``
-items, so no slice costs the loop more than a few milliseconds.
+items, so no slice costs the loop more than a few milliseconds. Like the strict
+decoder, it keeps the large lists it decodes in :mod:`node.tree_cache` and takes
+back the ones decoded before (a frame inside the commit that follows its proposal).
 
 Only frames already scanned (:func:`node.codec.scan`) come here: their depth is
 capped, so this walk recurses at most ``max_depth`` levels.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from node import tree_cache
 from node.codec import (
     DecodeError,
     Limits,
@@ -77,8 +80,12 @@ class _Walk:
         if not is_list:
             await self._spent(end - pos)
             return data[start:end], [data[pos:end]], end
+        raw = data[pos:end]
+        known = tree_cache.get(raw)
+        if known is not None:  # the same bytes, decoded strictly before
+            return known[0], known[1], end
         items: list[RlpItem] = []
-        raws: list[Any] = [data[pos:end]]
+        raws: list[Any] = [raw]
         child = start
         while child < end:
             run_end = self._run(child, end)
@@ -95,6 +102,7 @@ class _Walk:
                 raws.append(child_raws)
         if child != end:
             raise DecodeError("invalid RLP: truncated input")
+        tree_cache.keep(items, raws)
         return items, raws, end
 
     def _run(self, pos: int, end: int) -> int:
