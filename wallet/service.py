@@ -94,7 +94,10 @@ IN_FLIGHT_STALE_S = 120.0
 NONCE_ATTEMPTS = 3  # signings of one batch whose nonce another batch took first
 JOIN_TIMEOUT_S = 300.0
 AUTO_LOCK_CHECK_S = 5.0
-ANALYSIS_MEMO = 1024  # frames analysed for signing, kept for their payments in history
+# Frames analysed for signing and not certified yet, kept for their payments in history
+# and the state after them (a certified frame's is dropped once used).
+ANALYSIS_MEMO = 64
+SHOWN_MEMO = 1024  # frames whose payments are in history
 HISTORY_TEXT = 300  # characters of a frame's history item
 
 
@@ -467,6 +470,9 @@ class WalletService:
             signers, valid = check_certificate(
                 before.state.config, entity, news.height, news.frame_hash, news.cert
             )
+        # Certified: its analysis is wanted once more, here (the wallet may hold
+        # only the last few whole: each pins a state).
+        analysis = self._analyses.pop(news.frame_hash, None)
         self.model.add_history(
             HistoryItem(
                 "frame",
@@ -474,7 +480,7 @@ class WalletService:
                 news.frame_hash,
                 wall_clock_ms(),
                 f"frame {news.height} of {entity.hex()[:12]}: "
-                + frame_summary(self._analyses.get(news.frame_hash), len(news.batch_hashes)),
+                + frame_summary(analysis, len(news.batch_hashes)),
                 entity_id=entity,
                 signer_id=signer,
                 cert_signers=signers,
@@ -482,8 +488,7 @@ class WalletService:
                 cert_valid=valid,
             )
         )
-        self._add_payments(entity, news.height, news.frame_hash)
-        analysis = self._analyses.get(news.frame_hash)
+        self._add_payments(entity, news.height, news.frame_hash, analysis)
         follows = before is not None and before.state.height == news.height - 1 and valid
         if follows and analysis is not None and analysis.new_state is not None:
             if holdable(analysis.new_state, self.session.whole_up_to):
@@ -526,8 +531,7 @@ class WalletService:
         ):
             await self.refresh(signer, entity)
             return
-        self._analyses[news.frame_hash] = analysis
-        self._add_payments(entity, news.height, news.frame_hash)
+        self._add_payments(entity, news.height, news.frame_hash, analysis)
         current = self.model.entities.get((signer, entity))
         if current is None or current.state.height < news.height:
             self.model.set_entity(EntityEntry(signer, analysis.new_state, signers))
@@ -550,15 +554,16 @@ class WalletService:
             while len(self._analyses) > ANALYSIS_MEMO:
                 self._analyses.popitem(last=False)
 
-    def _add_payments(self, entity: bytes, height: int, frame_hash: bytes) -> None:
+    def _add_payments(
+        self, entity: bytes, height: int, frame_hash: bytes, analysis: FrameAnalysis | None
+    ) -> None:
         """The certified frame's payment effects as history items (once per frame). A
         hub's frame carries thousands: payments of one kind, asset and counterparty are
         one item with their count and total."""
-        analysis = self._analyses.get(frame_hash)
         if analysis is None or frame_hash in self._payments_shown:
             return
         self._payments_shown[frame_hash] = None
-        while len(self._payments_shown) > ANALYSIS_MEMO:
+        while len(self._payments_shown) > SHOWN_MEMO:
             self._payments_shown.popitem(last=False)
         groups: dict[tuple[str, int | None, bytes | None], list[Effect]] = {}
         for effect in analysis.effects:

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DECIDED_LIMIT = 1_000
+# Decided requests keep their frames: a hub's are ~150 KB each, so fewer of those.
+DECIDED_BYTES = 16 * 1024 * 1024
+# The newest decided requests keep their analysis whole (the state after the frame,
+# which the wallet takes as its own when the frame is certified); older ones keep
+# what the frame does (FrameAnalysis.without_state).
+DECIDED_WHOLE = 16
 NOTIFICATION_LIMIT = 200
 YOU = "you"
 
@@ -90,7 +96,9 @@ class ApprovalQueue:
         self.clock = clock
         self._ids = itertools.count(1)
         self._pending: dict[int, ApprovalRequest] = {}
-        self.decided: deque[ApprovalRequest] = deque(maxlen=DECIDED_LIMIT)
+        # The newest last; at most DECIDED_LIMIT and DECIDED_BYTES of frames (one at least).
+        self.decided: deque[ApprovalRequest] = deque()
+        self._decided_bytes = 0
         self.added: list[Listener] = []  # a new request (pending or already decided)
         self.changed: list[Listener] = []  # a request was decided, expired, or signed
 
@@ -169,7 +177,7 @@ class ApprovalQueue:
             reason,
             now,
         )
-        self.decided.append(request)
+        self._push_decided(request)
         _call(self.added, request)
         return request
 
@@ -208,10 +216,23 @@ class ApprovalQueue:
         request.decided_by = by
         request.reason = reason
         request.decided_at = self.clock()
-        self.decided.append(request)
+        self._push_decided(request)
         if request._outcome is not None:
             request._outcome.set()
         _call(self.changed, request)
+
+    def _push_decided(self, request: ApprovalRequest) -> None:
+        decided = self.decided
+        decided.append(request)
+        self._decided_bytes += len(request.frame.raw)
+        while len(decided) > DECIDED_LIMIT or (
+            self._decided_bytes > DECIDED_BYTES and len(decided) > 1
+        ):
+            self._decided_bytes -= len(decided.popleft().frame.raw)
+        if len(decided) > DECIDED_WHOLE:
+            older = decided[-DECIDED_WHOLE - 1]
+            if older.analysis is not None:
+                older.analysis = older.analysis.without_state()
 
     def update(self, request: ApprovalRequest, *, signed: bool | None = None) -> None:
         """Note what happened after a decision (the signature left, or the key stayed locked)."""

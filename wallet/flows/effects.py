@@ -152,6 +152,20 @@ class FrameAnalysis:
     error: str | None  # why the frame does not apply here; then no effects
     new_state: EntityState | None
     events: FrameEvents | None = field(default=None, compare=False)
+    config: Config | None = field(default=None, compare=False)  # kept by without_state
+
+    def without_state(self) -> FrameAnalysis:
+        """This analysis as the approvals list keeps an older one: what the frame does,
+        without the state after it and the execution's events (a hub's frame makes tens
+        of thousands of objects, and each state pins its own version of the maps)."""
+        if self.new_state is None and self.events is None:
+            return self
+        return replace(self, new_state=None, events=None, config=self.config_after)
+
+    @property
+    def config_after(self) -> Config | None:
+        """The entity's config after the frame, if the frame applies."""
+        return self.new_state.config if self.new_state is not None else self.config
 
     @property
     def ok(self) -> bool:

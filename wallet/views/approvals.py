@@ -428,8 +428,8 @@ class ApprovalsView(QWidget):
         pending = r.status is Status.PENDING
         entry = self.model.entities.get((r.signer, r.entity))
         config = entry.state.config if entry is not None else None
-        if config is None and r.analysis is not None and r.analysis.new_state is not None:
-            config = r.analysis.new_state.config
+        if config is None and r.analysis is not None:
+            config = r.analysis.config_after
         proposer = config.proposer_at(r.round) if config is not None else None
 
         if pending:

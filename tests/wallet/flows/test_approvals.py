@@ -11,6 +11,7 @@ from node.machines.entity import Increment, sign_batch
 from node.machines.frames import Frame
 from node.machines.governance import signer_id
 from node.txs import Tx
+from wallet.flows import approvals
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
 
 SK = bls.keygen(bytes([3]) * 32)
@@ -140,3 +141,54 @@ def test_the_same_frame_at_a_later_round_replaces_the_pending_request(clock: Clo
     assert queue.pending() == [other, round1], "one pending request per frame"
     queue.approve(round1.id)
     assert status(other) is Status.PENDING
+
+
+def test_decided_requests_are_bounded_and_older_ones_drop_their_state(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An accountant approving a hub's frames all day keeps a bounded list: at most
+    DECIDED_LIMIT requests and DECIDED_BYTES of frames, and only the newest
+    DECIDED_WHOLE keep the state after their frame (each pins a version of the maps)."""
+    from tests.node.machines.test_entity import B, Entity
+    from tests.wallet.flows.test_effects import commit
+
+    e = Entity([1, 1, 1], 2)
+    analyses = [commit(e, e.batch(B, Increment(n + 1))) for n in range(6)]
+    monkeypatch.setattr(approvals, "DECIDED_WHOLE", 2)
+    one = len(frame().raw)
+    monkeypatch.setattr(approvals, "DECIDED_BYTES", 4 * one + one // 2)
+    queue = ApprovalQueue(clock)
+    requests = [
+        queue.record(SIGNER, ENTITY, frame(n + 1), 0, a, Status.APPROVED, "accountant", "ok")
+        for n, a in enumerate(analyses)
+    ]
+    assert list(queue.decided) == requests[2:]  # four frames' bytes at most
+    whole = [r.analysis is not None and r.analysis.new_state is not None for r in requests[2:]]
+    assert whole == [False, False, True, True]
+    for r, a in zip(requests[2:], analyses[2:], strict=True):
+        assert r.analysis is not None
+        assert a.new_state is not None
+        kept = r.analysis
+        assert (kept.frame_hash, kept.height, kept.txs, kept.effects, kept.error) == (
+            a.frame_hash,
+            a.height,
+            a.txs,
+            a.effects,
+            a.error,
+        )  # what the frame does is all kept
+        assert kept.effects
+        assert kept.config_after == a.new_state.config
+        if kept.new_state is None:
+            assert kept.events is None
+            assert a.events is not None
+        else:
+            assert kept is a
+    monkeypatch.setattr(approvals, "DECIDED_BYTES", 1)
+    last = queue.record(SIGNER, ENTITY, frame(9), 0, None, Status.REJECTED, "you", "no")
+    assert list(queue.decided) == [last]  # one at least, however large
+    monkeypatch.setattr(approvals, "DECIDED_LIMIT", 2)
+    monkeypatch.setattr(approvals, "DECIDED_BYTES", 10**9)
+    more = [
+        queue.record(SIGNER, ENTITY, frame(n), 0, None, Status.APPROVED, "you", "") for n in (1, 2)
+    ]
+    assert list(queue.decided) == more
