@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from node import __version__
+from node import __version__, collector
 from node import identity as node_identity
 from node.agent import Agent
 from node.block import Block
@@ -130,8 +129,7 @@ async def run_node(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     # Imports leave ~40k long-lived objects that every full collection would walk
     # (~30 ms here, a stall of the tick loop). None of them is garbage.
-    gc.collect()
-    gc.freeze()
+    collector.freeze_startup()
     # The block writer thread needs the GIL for its Python steps; while the loop
     # decodes a flood's slices it would wait up to the 5 ms default per hand-off.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -491,6 +489,7 @@ async def run_agent(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     print(f"agent for signer {agent.signer_id.hex()} serving {args.node}", flush=True)
     stats = AgentStats()
+    collector.freeze_startup()
     try:
         await serve_agent(args.node, token, agent, stop, stats)
     except AgentRejected as exc:
@@ -663,6 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    collector.tune()
     try:
         if args.cmd == "run":
             return asyncio.run(run_node(args))

@@ -87,6 +87,7 @@ hashes instead of whole hexary nodes.
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -130,7 +131,9 @@ class Leaf[V: Encoded]:
         self.key = key
         self.value = value
         self.h: bytes | None = None
-        self.s: Stub[V] | None = None  # the stub that owns it, once it is stored
+        # The stub that owns it once it is stored, weakly: the stub holds the node,
+        # and a cycle would leave both to the cyclic collector when a state is dropped.
+        self.s: weakref.ref[Stub[V]] | None = None
 
     @property
     def rep(self) -> bytes:
@@ -152,7 +155,7 @@ class Branch[V: Encoded]:
         self.right = right
         self.count = count
         self.h: bytes | None = None
-        self.s: Stub[V] | None = None
+        self.s: weakref.ref[Stub[V]] | None = None  # as Leaf.s
         # One key under the branch (its leftmost): all of them agree with it above
         # ``depth``.
         self.rep: bytes = left.key if type(left) is Leaf else left.rep
@@ -223,6 +226,12 @@ class Stub[V: Encoded]:
 
 type Node[V: Encoded] = Leaf[V] | Branch[V]
 type Ref[V: Encoded] = Leaf[V] | Branch[V] | Stub[V]  # what a branch or a map points at
+
+
+def owning_stub[V: Encoded](node: Node[V]) -> Stub[V] | None:
+    """The stub that stands for ``node`` in storage, if one is alive."""
+    s = node.s
+    return None if s is None else s()
 
 
 def _open[V: Encoded](ref: Ref[V]) -> Node[V]:
@@ -481,7 +490,7 @@ def _pin_open[V: Encoded](ref: Ref[V]) -> Node[V]:
     """``ref``'s node, pinned in memory if it is stored (``Source.pin``)."""
     if type(ref) is Stub:
         return ref.source.pin(ref)
-    stub = ref.s  # type: ignore[union-attr]
+    stub = owning_stub(ref)  # type: ignore[arg-type]
     if stub is not None:
         stub.source.pin(stub)
     return ref  # type: ignore[return-value]

@@ -43,7 +43,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.codec import HASH_LEN, keccak
-from node.merkle_map import KEY_LEN, Branch, Leaf, MerkleMap, NodeChanges, Ref, Source, Stub
+from node.merkle_map import (
+    KEY_LEN,
+    Branch,
+    Leaf,
+    MerkleMap,
+    NodeChanges,
+    Ref,
+    Source,
+    Stub,
+    owning_stub,
+)
 
 NODE = b"N"
 BRANCH_LEN = 1 + 2 * HASH_LEN + 8 + 8 + KEY_LEN
@@ -188,12 +198,15 @@ class NodeCache:
         branches: list[Branch[Any]],
         small: list[Leaf[Any] | Branch[Any]],
         source: Source[Any],
+        given: dict[int, Stub[Any]],
     ) -> list[Stub[Any]]:
         """Give each new stored branch, and each new small subtree's top, a stub,
         ``node.s``: the one already held for its hash, if any (never given another node
         object: the one it opens to reaches stubs), else a new one holding the node,
-        accounted. One lock for all. Returns the stubs held for nodes inside the small
-        subtrees (see ``MapSource.stored``)."""
+        accounted. One lock for all. Each stub goes into ``given`` by its node's id,
+        which holds it while the caller points the map at it (``node.s`` is weak, and
+        the budget may drop a stub from the cache as soon as it is accounted). Returns
+        the stubs held for nodes inside the small subtrees (see ``MapSource.stored``)."""
         absorbed: list[Stub[Any]] = []
         with self._lock:
             live = self._live
@@ -207,7 +220,8 @@ class NodeCache:
                 if stub is None:
                     stub = live[h] = Stub(h, node.rep, node.count, source, node)
                     self._account(stub, cost)
-                node.s = stub
+                node.s = weakref.ref(stub)
+                given[id(node)] = stub
             self._evict()
         return absorbed
 
@@ -289,7 +303,7 @@ class MapSource[V]:
             cost = _BRANCH_COST
         if node.digest() != stub.h:
             raise StoredNodeError(f"node {stub.h.hex()} of {self._where()} has another hash")
-        node.s = stub
+        node.s = weakref.ref(stub)
         stub.node = node
         self.cache.loads += 1
         self.cache.add(stub, cost)
@@ -347,28 +361,33 @@ class MapSource[V]:
             return
         branches: list[Branch[Any]] = []
         small: list[Leaf[Any] | Branch[Any]] = []
+        stubs: dict[int, Stub[Any]] = {}  # by node id: what the new branches will point at
         todo: list[Ref[Any]] = [top]
         while todo:
             ref = todo.pop()
-            if type(ref) is Stub or ref.s is not None:  # type: ignore[union-attr]
+            if type(ref) is Stub:
                 continue
             node: Leaf[Any] | Branch[Any] = ref  # type: ignore[assignment]
+            held = owning_stub(node)
+            if held is not None:  # stored already
+                stubs[id(node)] = held
+                continue
             if type(node) is Branch and node.count >= BUCKET:
                 branches.append(node)
                 todo.append(node.left)
                 todo.append(node.right)
             else:
                 small.append(node)
-        for stub in self.cache.stored(branches, small, self):
+        for stub in self.cache.stored(branches, small, self, stubs):
             self.cache.pin(stub)
         for branch in branches:
             left, right = branch.left, branch.right
             if type(left) is not Stub:
-                branch.left = left.s  # type: ignore[union-attr,assignment]
+                branch.left = stubs[id(left)]
             if type(right) is not Stub:
-                branch.right = right.s  # type: ignore[union-attr,assignment]
+                branch.right = stubs[id(right)]
         if type(top) is not Stub:
-            m.now_stored(top.s)  # type: ignore[union-attr,arg-type]
+            m.now_stored(stubs[id(top)])
 
     def _where(self) -> str:
         return f"map {self.node_prefix.hex()}"
@@ -387,7 +406,9 @@ def _small_subtree(
     while todo:
         ref = todo.pop()
         if ref is not node:
-            stub = ref if type(ref) is Stub else ref.s or live.get(ref.digest())  # type: ignore[union-attr]
+            stub = (
+                ref if type(ref) is Stub else owning_stub(ref) or live.get(ref.digest())  # type: ignore[arg-type]
+            )
             if stub is not None:
                 absorbed.append(stub)
                 continue

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import importlib
 import logging
 import os
@@ -32,6 +31,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from node import collector
 from wallet import cli, paths
 from wallet import settings as settings_io
 from wallet.model import NewMember, WalletModel
@@ -447,8 +447,7 @@ class WalletApp:
             self.service_started.set()
         # Start-up leaves many long-lived objects (Qt wrappers, the node's modules) that
         # every full collection would walk, a stall of the loop; none of them is garbage.
-        gc.collect()
-        gc.freeze()
+        collector.freeze_startup()
         entity, self._pending_entity = self._pending_entity, None
         if entity is not None:
             await self._make_entity(service, entity)

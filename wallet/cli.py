@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from node import collector
+
 PASSWORD_ENV = "XLN_WALLET_PASSWORD"  # noqa: S105 (the variable's name)
 TOKEN_ENV = "XLN_TOKEN"  # noqa: S105 (the variable's name)
 KEYRING_CHOICES = ("file", "system")  # choose_backend's ``prefer``
@@ -87,6 +89,7 @@ def token(args: argparse.Namespace) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    collector.tune()
     if args.self_test:
         from wallet import selftest
 

@@ -19,6 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
+from node import collector
 from node.crypto.keystore import WrongPassword
 from wallet import settings as settings_io
 from wallet.cli import PASSWORD_ENV, TOKEN_ENV, secret, token
@@ -106,6 +107,7 @@ async def _serve(
     except Exception as exc:
         await service.stop()
         return _error(f"cannot start: {exc}", 1)
+    collector.freeze_startup()
     names = ", ".join(k.label for k in list(vault.keys()))
     mode = "accountant" if settings.accountant_on else "refuse all (no accountant)"
     print(f"xln-wallet agent for {names} serving {url} ({mode})", flush=True)

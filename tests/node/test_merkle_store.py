@@ -13,6 +13,8 @@ that almost every node is read back from the database. After every block:
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -283,3 +285,30 @@ def test_a_closed_store_is_a_clear_error(tmp_path: Path) -> None:
     s.db.close()
     with pytest.raises(StoredNodeError, match="cannot read"):
         s.map.get(KEYS[0])
+
+
+def test_a_dropped_version_is_freed_without_the_cycle_collector(tmp_path: Path) -> None:
+    """A stored node and its stub hold each other one way only (``node.s`` is weak): an
+    older version whose nodes a block pinned is freed by reference counting as soon as
+    nothing holds it, with the cyclic collector off."""
+    s = Stored(tmp_path / "db", 1 << 20)
+    pairs = {keccak(b"many %d" % i): Val(b"v%d" % i) for i in range(2048)}
+    old = s.block(dict(pairs))
+    top = old.top
+    assert type(top) is Stub
+    pinned_before = top
+    changed = dict.fromkeys(list(pairs)[:200], Val(b"new"))
+    gc.disable()
+    try:
+        s.block(changed)  # deletes the old top and the branches above the changes
+        assert pinned_before.pinned
+        assert pinned_before.node is not None
+        probe = weakref.ref(pinned_before)
+        assert old.get(KEYS[0]) is None
+        assert old.get(next(iter(pairs))) == Val(b"v0")
+        del old, top, pinned_before
+        assert probe() is None  # and with it its node, which only the stub held
+        assert dict(s.map.items()) == {**pairs, **changed}
+    finally:
+        gc.enable()
+    s.db.close()
