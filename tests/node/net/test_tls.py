@@ -245,6 +245,19 @@ def test_the_token_rules() -> None:
 async def test_a_plain_loopback_client_still_sends_its_token(live_node: LiveNode) -> None:
     async with await NodeClient.connect(live_node.url, token=live_node.token) as client:
         assert client.scope == "server"
+        # What the node's rule is applied to: this session is plain, from loopback.
+        (session,) = live_node.api._sessions
+        assert not session.tls
+        assert session.remote_host == "127.0.0.1"
+
+
+async def test_the_node_knows_a_session_is_over_tls(
+    tls_node: LiveNode, self_signed: CertFiles
+) -> None:
+    trust = ClientTrust(fingerprint=self_signed.fingerprint)
+    async with await NodeClient.connect(tls_node.url, token=tls_node.token, trust=trust):
+        (session,) = tls_node.api._sessions
+        assert session.tls
 
 
 def test_fingerprint_syntax() -> None:
@@ -320,11 +333,16 @@ async def test_a_peer_with_a_wrong_certificate_is_refused_and_logged(tmp_path: P
 
 @pytest.mark.slow
 async def test_two_node_processes_peer_over_wss(tmp_path: Path) -> None:
+    """Two xln-node run processes serving wss://, each pinning the other's self-signed
+    certificate on --peer, with each signer's key in an xln-node agent process that
+    reaches its node over wss:// pinned too: a batch is certified on both."""
     tls = []
     for i in range(2):
         certs = make_self_signed(tmp_path / "certs", f"server{i}")
         tls.append(ServerTls(certs.cert, certs.key, certs.fingerprint))
-    cluster = Cluster(tmp_path / "cluster", servers=2, signers=2, tick_ms=50, tls=tls)
+    cluster = Cluster(
+        tmp_path / "cluster", servers=2, signers=2, tick_ms=50, tls=tls, external_agents=True
+    )
     try:
         await cluster.start()
         assert all(s.url.startswith("wss://") for s in cluster.servers)
