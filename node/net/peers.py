@@ -179,10 +179,10 @@ class PeerNetwork:
             except tls.CertificateRefused as exc:
                 # No HELLO was sent. Logged as an error once, until it changes.
                 if str(exc) != link.refusal:
-                    log.error("peer %s refused: %s", link.url, exc)
+                    log.error("peer %s not linked: %s", link.url, exc)
                     link.refusal = str(exc)
                 else:
-                    log.debug("peer %s refused again: %s", link.url, exc)
+                    log.debug("peer %s not linked, again: %s", link.url, exc)
             except tls.TlsConfigError as exc:
                 log.error("peer %s cannot be reached: %s; giving up on it", link.url, exc)
                 return
