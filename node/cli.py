@@ -20,11 +20,13 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from node import __version__, collector
 from node import identity as node_identity
@@ -48,6 +50,7 @@ from node.net.entity_client import EntityReader
 from node.net.peers import PeerNetwork
 from node.net.protocol import MAX_BLOCKS_PER_PAGE
 from node.net.server import ApiServer
+from node.net.tls import ClientTrust, TlsConfigError, is_loopback, server_context, split_pin
 from node.runtime import DEFAULT_TICK_MS, Node, NodeConfig
 from node.sim import add_sim_parser, run_sim
 from node.state_view import (
@@ -78,7 +81,53 @@ def _data(path: str) -> Path:
 # run ------------------------------------------------------------------------
 
 
+def listen_refusal(host: str, tls: bool, insecure_plain: bool) -> str | None:
+    """Why the node must not listen on ``host`` as asked, or None: beyond loopback it
+    serves TLS, unless the operator said ``--insecure-plain-listen``."""
+    if tls or insecure_plain or is_loopback(host):
+        return None
+    return (
+        f"refusing to listen on {host or 'every interface'} without TLS: give --tls-cert and "
+        "--tls-key (docs/OPERATIONS.md says how to get them), listen on 127.0.0.1, or, "
+        "behind a TLS-terminating proxy on a private network, say --insecure-plain-listen"
+    )
+
+
+def _tls_setup(args: argparse.Namespace) -> tuple[ssl.SSLContext | None, ClientTrust]:
+    """The server's TLS context (None: plain ws://) and how peers are trusted; raises
+    TlsConfigError with what to fix."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise TlsConfigError("--tls-cert and --tls-key go together: give both, or neither")
+    context = None
+    if args.tls_cert:
+        context = server_context(Path(args.tls_cert).expanduser(), Path(args.tls_key).expanduser())
+    refusal = listen_refusal(args.host, context is not None, args.insecure_plain_listen)
+    if refusal is not None:
+        raise TlsConfigError(refusal)
+    trust = _client_trust(args.peer_ca)
+    for url in args.peer:
+        bare, _ = split_pin(url)
+        if bare.startswith("ws://") and not is_loopback(urlsplit(bare).hostname):
+            log.warning(
+                "peer %s is plain ws://: its traffic is neither encrypted nor authenticated by "
+                "TLS; use wss:// between machines",
+                url,
+            )
+    if trust.ca_file is not None:
+        trust.context()  # a missing or unreadable CA file is said now, not at each connect
+    return context, trust
+
+
+def _client_trust(ca_file: str | None) -> ClientTrust:
+    return ClientTrust(ca_file=Path(ca_file).expanduser() if ca_file else None)
+
+
 async def run_node(args: argparse.Namespace) -> int:
+    try:
+        tls_context, peer_trust = _tls_setup(args)
+    except TlsConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     data = _data(args.data)
     try:
         store = Store(data / CHAIN_DIR, cache_bytes=args.cache_mb << 20)
@@ -108,7 +157,9 @@ async def run_node(args: argparse.Namespace) -> int:
             )
             node.close()
             return 2
-        peers = PeerNetwork(args.peer, node_identity.load_or_create(data, password))
+        peers = PeerNetwork(
+            args.peer, node_identity.load_or_create(data, password), trust=peer_trust
+        )
     coordinator = Coordinator(
         node, peers, round_timeout_ms=args.round_timeout_ms, resend_ms=args.resend_ms
     )
@@ -134,12 +185,13 @@ async def run_node(args: argparse.Namespace) -> int:
     # decodes a flood's slices it would wait up to the 5 ms default per hand-off.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
-        port = await api.listen_tcp(args.host, args.port)
+        port = await api.listen_tcp(args.host, args.port, ssl=tls_context)
         if hasattr(socket, "AF_UNIX"):
             await api.listen_unix(data / CONTROL_SOCKET)
         else:
             log.warning("no Unix sockets here: inspect and verify need the node stopped")
-        print(f"xln-node {__version__} listening on ws://{args.host}:{port}", flush=True)
+        scheme = "wss" if tls_context is not None else "ws"
+        print(f"xln-node {__version__} listening on {scheme}://{args.host}:{port}", flush=True)
         print(f"height {node.state.height}, head {node.state.head.hex()}", flush=True)
         if peers is not None:
             peers.start()
@@ -489,9 +541,10 @@ async def run_agent(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     print(f"agent for signer {agent.signer_id.hex()} serving {args.node}", flush=True)
     stats = AgentStats()
+    trust = _client_trust(args.ca_file)
     collector.freeze_startup()
     try:
-        await serve_agent(args.node, token, agent, stop, stats)
+        await serve_agent(args.node, token, agent, stop, stats, trust=trust)
     except AgentRejected as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -516,7 +569,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a node")
     run.add_argument("--data", required=True, help="data folder")
-    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    run.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1); any other needs --tls-cert and "
+        "--tls-key, or --insecure-plain-listen",
+    )
+    run.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve wss:// (TLS 1.2+) with this PEM certificate (its chain after it); "
+        "needs --tls-key",
+    )
+    run.add_argument(
+        "--tls-key", metavar="FILE", help="the PEM private key of --tls-cert (unencrypted)"
+    )
+    run.add_argument(
+        "--insecure-plain-listen",
+        action="store_true",
+        help="listen on a --host other than loopback without TLS (only behind a "
+        "TLS-terminating proxy on a private network); API tokens are still refused "
+        "on plain connections from other machines",
+    )
     run.add_argument(
         "--port", type=int, default=8765, help="port; 0 picks a free one and prints it"
     )
@@ -568,7 +642,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument(
-        "--peer", action="append", default=[], metavar="URL", help="a peer server (repeatable)"
+        "--peer",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a peer server (repeatable): ws://host:port on loopback, wss://host:port "
+        "(certificate checked against the CAs) or wss://host:port#sha256=<fingerprint> "
+        "(certificate pinned)",
+    )
+    run.add_argument(
+        "--peer-ca",
+        metavar="FILE",
+        help="PEM CA certificates that wss:// peers without a pinned fingerprint are "
+        "verified against (default: the system's CAs)",
     )
     run.add_argument(
         "--identity-password-file",
@@ -630,7 +716,18 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     agent = sub.add_parser("agent", help="run a signer's agent against its node")
-    agent.add_argument("--node", required=True, help="the node's ws:// URL")
+    agent.add_argument(
+        "--node",
+        required=True,
+        help="the node's URL: ws:// on loopback, wss://host:port, or "
+        "wss://host:port#sha256=<fingerprint> to pin its certificate",
+    )
+    agent.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="PEM CA certificates a wss:// node is verified against (default: the "
+        "system's CAs; not used with a pinned fingerprint)",
+    )
     agent.add_argument("--token-file", help="a token reaching the signer (or XLN_TOKEN)")
     agent.add_argument("--keystore", required=True)
     agent.add_argument("--password-file", help="keystore password (or XLN_AGENT_PASSWORD)")

@@ -58,6 +58,16 @@ class SignerKey:
         return signer_id(self.pubkey)
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's certificate and key (PEM files) and the certificate's SHA-256
+    fingerprint (hex), which its peers, agents and clients pin."""
+
+    cert: Path
+    key: Path
+    fingerprint: str
+
+
 @dataclass
 class Server:
     index: int
@@ -66,10 +76,14 @@ class Server:
     token: str
     proc: asyncio.subprocess.Process | None = None
     client: NodeClient | None = None
+    tls: ServerTls | None = None  # serves wss:// with it
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        """Its URL, with the pinned fingerprint on a wss:// one (``#sha256=<hex>``)."""
+        if self.tls is None:
+            return f"ws://127.0.0.1:{self.port}"
+        return f"wss://127.0.0.1:{self.port}#sha256={self.tls.fingerprint}"
 
 
 @dataclass
@@ -102,7 +116,10 @@ class Cluster:
         resend_ms: int | None = None,
         profile_dir: Path | None = None,
         cache_mb: int | None = None,
+        tls: Sequence[ServerTls] | None = None,
     ) -> None:
+        """``tls``: one certificate per server; then every server serves wss:// and
+        everyone pins its certificate's fingerprint."""
         self.root = root
         self.cache_mb = cache_mb  # --cache-mb: the servers' node caches (0: none)
         self.simulation = simulation  # --faucet-chain: the faucet works
@@ -121,7 +138,9 @@ class Cluster:
             data = root / f"server{i}"
             data.mkdir(parents=True, exist_ok=True)
             token, _ = TokenStore(data).create(Scope("server"), "cluster")
-            self.servers.append(Server(i, data, free_port(), token))
+            self.servers.append(
+                Server(i, data, free_port(), token, tls=tls[i] if tls is not None else None)
+            )
         self.agents: dict[int, asyncio.subprocess.Process] = {}
         self.nonces: dict[tuple[bytes, bytes], int] = {}
         self.commits = Commits()
@@ -184,6 +203,11 @@ class Cluster:
                     "--agent-guard",
                     str(self.root / "guards"),
                 ]
+        tls = (
+            ["--tls-cert", str(s.tls.cert), "--tls-key", str(s.tls.key)]
+            if s.tls is not None
+            else []
+        )
         log = (s.data / "node.log").open("ab")
         profile = (
             ["-m", "cProfile", "-o", str(self.profile_dir / f"server{index}.prof")]
@@ -210,6 +234,7 @@ class Cluster:
             *(["--faucet-chain"] if self.simulation else []),
             *(["--resend-ms", str(self.resend_ms)] if self.resend_ms else []),
             *(["--cache-mb", str(self.cache_mb)] if self.cache_mb is not None else []),
+            *tls,
             *peers,
             *agents,
             stdout=asyncio.subprocess.PIPE,

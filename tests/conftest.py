@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -146,26 +147,32 @@ class LiveNode:
     token: str
     stop: asyncio.Event
     task: asyncio.Task[None]
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
 
 async def start_live_node(
-    data: Path, config: NodeConfig | None = None, **node_kwargs: object
+    data: Path,
+    config: NodeConfig | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
+    **node_kwargs: object,
 ) -> LiveNode:
-    """A node with its coordinator (so agents and peers are accepted) on a free port."""
+    """A node with its coordinator (so agents and peers are accepted) on a free port;
+    over TLS (``wss://``) with ``tls``."""
     store = Store(data / "chain")
     node = Node(store, config or NodeConfig(tick_ms=10), **node_kwargs)  # type: ignore[arg-type]
     tokens = TokenStore(data)
     token, _ = tokens.create(Scope("server"), "test")
     api = ApiServer(node, tokens, ZERO_HASH, coordinator=Coordinator(node))
     node.tick_hooks.append(api.refresh_tokens)
-    port = await api.listen_tcp("127.0.0.1", 0)
+    port = await api.listen_tcp("127.0.0.1", 0, ssl=tls)
     stop = asyncio.Event()
     task = asyncio.create_task(node.run(stop))
-    return LiveNode(node, api, tokens, data, port, token, stop, task)
+    return LiveNode(node, api, tokens, data, port, token, stop, task, tls is not None)
 
 
 async def stop_live_node(live: LiveNode) -> None:

@@ -45,6 +45,7 @@ from node.net.agent_client import AgentRejected, serve_signer
 from node.net.client import NodeError
 from node.net.remote_map import ReadNeeded, assume_waiting, carry_reads, is_partial, read_at
 from node.net.server import SIGN_TIMEOUT_S
+from node.net.tls import ClientTrust
 from wallet.connection import WHOLE_UP_TO, holdable
 from wallet.flows.accountant import Rules, Verdict
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
@@ -131,15 +132,19 @@ class WalletAgent:
 
     # Running ------------------------------------------------------------------
 
-    def start(self, url: str, token: str) -> None:
+    def start(self, url: str, token: str, trust: ClientTrust | None = None) -> None:
+        """Serve the signer at ``url``; a ``wss://`` node's certificate is checked as
+        ``trust`` says (the wallet's accepted fingerprint or CA file)."""
         if self._task is not None and not self._task.done():
             return
         self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._serve(url, token))
+        self._task = asyncio.create_task(self._serve(url, token, trust))
 
-    async def _serve(self, url: str, token: str) -> None:
+    async def _serve(self, url: str, token: str, trust: ClientTrust | None) -> None:
         try:
-            await serve_signer(url, token, self.signer, self.sign, self._stop, on_link=self._link)
+            await serve_signer(
+                url, token, self.signer, self.sign, self._stop, on_link=self._link, trust=trust
+            )
         except AgentRejected as exc:
             log.error("agent of %s: %s", self.label, exc)
 

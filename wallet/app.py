@@ -40,6 +40,7 @@ from wallet.settings import Settings
 from wallet.views import theme
 
 if TYPE_CHECKING:  # and imported where used: the first window must not wait for them
+    from wallet.flows.node_trust import CertificateQuestion
     from wallet.flows.onboarding import CreateEntity, JoinEntity, Plan
     from wallet.keys import BackendChoice, Vault
     from wallet.service import WalletService
@@ -365,6 +366,12 @@ class WalletApp:
         self.unlock_dialog = dialog
         dialog.open()
 
+    async def _ask_certificate(self, question: CertificateQuestion) -> bool:
+        """A remote node's certificate no CA vouches for: the person decides."""
+        from wallet.views.certificate import ask_certificate
+
+        return await ask_certificate(question, self.window)
+
     # the main window ---------------------------------------------------------------------
 
     async def _open_main(self) -> None:
@@ -387,6 +394,7 @@ class WalletApp:
             identity_password=self._identity_password,
         )
         self._identity_password = None
+        service.confirm_certificate = self._ask_certificate
         self.service = service
         self.model.locked = vault.locked
         settings_view = SettingsView(

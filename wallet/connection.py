@@ -33,10 +33,18 @@ from node.machines.frames import Certificate
 from node.machines.replica import SubmitBatch
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity
-from node.net.client import NodeClient, NodeError, NodeStatus, Receipts, VersionMismatch
+from node.net.client import (
+    InsecureTransport,
+    NodeClient,
+    NodeError,
+    NodeStatus,
+    Receipts,
+    VersionMismatch,
+)
 from node.net.entity_client import EntityReader
 from node.net.protocol import Err, Rep, Reply, Topic
 from node.net.remote_map import is_partial, lazy_state
+from node.net.tls import CertificateRefused, ClientTrust, TlsConfigError
 from node.txs import Tx, TxBody
 from wallet.model import Connection, Link, WalletModel
 
@@ -136,6 +144,7 @@ class NodeSession:
         self.reader = EntityReader(self._need)
         self.on_connect: list[ConnectHook] = []  # run after each (re)connection
         self._token = ""
+        self.trust: ClientTrust | None = None  # how a wss:// node's certificate is checked
         self._watches: list[_Watch] = []
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -153,15 +162,24 @@ class NodeSession:
     def state(self) -> Connection:
         return self._state
 
-    async def connect(self, url: str, token: str, *, wait: bool = True) -> None:
+    async def connect(
+        self, url: str, token: str, *, wait: bool = True, trust: ClientTrust | None = None
+    ) -> None:
         """Start the session; with ``wait``, return once the first connection is up.
 
+        ``trust``: how a ``wss://`` node's certificate is checked (a pinned
+        fingerprint, a CA file, else the system's CAs).
+
         A token the node refuses raises NodeError (UNAUTHORIZED) and the session
-        does not retry: a wrong token stays wrong.
+        does not retry: a wrong token stays wrong. Nor does it retry a refused
+        certificate (CertificateRefused; UntrustedCertificate when no CA vouches
+        for it, with its fingerprint, which the person may accept:
+        ``wallet.flows.node_trust``) or a plain ``ws://`` URL to another machine
+        (InsecureTransport: the token would go in clear).
         """
-        if self._runner is not None:
+        if self._runner is not None and not self._runner.done():
             raise RuntimeError("the session is already started")
-        self.url, self._token = url, token
+        self.url, self._token, self.trust = url, token, trust
         self._stop = asyncio.Event()
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._runner = asyncio.create_task(self._run(first))
@@ -180,6 +198,10 @@ class NodeSession:
         await self._drop_client()
         self._set(Connection(Link.DISCONNECTED, self.mode, self.url))
 
+    def set_error(self, error: str) -> None:
+        """Show the session as disconnected for ``error`` (a refusal decided above it)."""
+        self._set(Connection(Link.DISCONNECTED, self.mode, self.url, error=error))
+
     async def wait_connected(self, timeout_s: float) -> None:
         async with asyncio.timeout(timeout_s):
             await self._connected.wait()
@@ -196,7 +218,7 @@ class NodeSession:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
                     client = await NodeClient.connect(
-                        self.url, token=self._token, sender_id=SENDER_ID
+                        self.url, token=self._token, sender_id=SENDER_ID, trust=self.trust
                     )
             except NodeError as exc:
                 self._set(Connection(Link.DISCONNECTED, self.mode, self.url, error=str(exc)))
@@ -205,6 +227,13 @@ class NodeSession:
                     first.set_exception(exc)
                 if exc.code is Err.UNAUTHORIZED:
                     return
+            except (CertificateRefused, InsecureTransport, TlsConfigError) as exc:
+                # Nothing was sent; retrying the same certificate or URL cannot help.
+                self._set(Connection(Link.DISCONNECTED, self.mode, self.url, error=str(exc)))
+                log.error("not connecting to %s: %s", self.url, exc)
+                if not first.done():
+                    first.set_exception(exc)
+                return
             except VersionMismatch as exc:
                 # Like a wrong token: retrying cannot help.
                 self._set(Connection(Link.DISCONNECTED, self.mode, self.url, error=str(exc)))

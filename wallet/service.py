@@ -61,6 +61,7 @@ from node.merkle_map import MerkleMap
 from node.net.client import NodeError
 from node.net.protocol import Err, Rep, Reply, Topic
 from node.net.remote_map import is_partial
+from node.net.tls import ClientTrust
 from node.runtime import wall_clock_ms
 from node.txs import TxBody
 from wallet import pins as wallet_pins
@@ -76,7 +77,7 @@ from wallet.connection import (
     holdable,
 )
 from wallet.embedded import EmbeddedNode
-from wallet.flows import compose
+from wallet.flows import compose, node_trust
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications
 from wallet.flows.channel_pages import PAGE_SIZE, ChannelPage, local_page
@@ -196,6 +197,10 @@ class WalletService:
         self.remote = node_url is not None or settings.node_mode == "remote"
         self._url = node_url or (settings.node_url if self.remote else "")
         self._token = token
+        self._trust: ClientTrust | None = None  # how the session trusted the node
+        # Asks the person whether a certificate no CA vouches for is their node's (the
+        # GUI's dialog); None (headless): such a node is refused.
+        self.confirm_certificate: node_trust.Ask | None = None
         self._identity_password = identity_password
         self.session = NodeSession(
             model, "remote" if self.remote else "embedded", clock=clock, whole_up_to=whole_up_to
@@ -254,9 +259,34 @@ class WalletService:
             log.info("the remote node's token is in the vault: unlock to connect")
 
     async def _connect(self) -> None:
+        """Connect to the node; a remote ``wss://`` node's certificate is trusted as
+        the settings say, or, if no CA vouches for it, once the person accepts its
+        fingerprint (``confirm_certificate``; ``wallet.flows.node_trust``)."""
         assert self._token is not None
-        await self.session.connect(self._url, self._token)
+        if not self.remote:
+            await self.session.connect(self._url, self._token)
+            self._start_agents()
+            return
+        token = self._token
+
+        async def open_(trust: ClientTrust) -> None:
+            self._trust = trust
+            await self.session.connect(self._url, token, trust=trust)
+
+        try:
+            trusted = await node_trust.connect_trusting(
+                open_, self._url, self.settings, self.confirm_certificate, self._save_settings
+            )
+            # In place: the settings view and the app hold this same object.
+            self.settings.node_cert_sha256 = trusted.node_cert_sha256
+        except (node_trust.CertificateNotTrusted, node_trust.CertificateChanged) as exc:
+            self.session.set_error(str(exc))
+            log.error("%s", exc)
+            raise WalletError(str(exc)) from None
         self._start_agents()
+
+    def _save_settings(self, settings: Settings) -> None:
+        settings_io.save(self.data_dir, settings)
 
     def _start_agents(self) -> None:
         assert self._token is not None
@@ -279,7 +309,7 @@ class WalletService:
                 whole_up_to=self.session.whole_up_to,
             )
             self.agents[key.signer_id] = agent
-            agent.start(self._url, self._token)
+            agent.start(self._url, self._token, self._trust)
 
     async def stop(self) -> None:
         for agent in list(self.agents.values()):

@@ -1,8 +1,10 @@
 """The wallet's settings: ``settings.json`` in the data folder, read and written atomically.
 
-Node mode and URL, peers of the embedded node, theme, the accountant and its
-rules file, the lock timeout and the embedded node's tick. No secrets: a remote
-node's token is kept in the vault (``vault.put_secret("node-token", ...)``).
+Node mode and URL, how a remote ``wss://`` node's certificate is trusted (the
+SHA-256 fingerprint the person accepted on first use, or a CA file), peers of
+the embedded node, theme, the accountant and its rules file, the lock timeout
+and the embedded node's tick. No secrets: a remote node's token is kept in the
+vault (``vault.put_secret("node-token", ...)``).
 
 A file that cannot be read or holds bad values gives a clear error
 (:class:`SettingsError`); :func:`load_or_default` logs it and uses the
@@ -17,6 +19,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from node.net.tls import TlsConfigError, parse_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,10 @@ class SettingsError(ValueError):
 class Settings:
     node_mode: str = "embedded"
     node_url: str = ""
+    # The remote node's certificate fingerprint (64 hex digits) accepted on first use;
+    # empty: none accepted yet. Then only a certificate with it is trusted.
+    node_cert_sha256: str = ""
+    node_ca_file: str = ""  # PEM CA certificates a wss:// node is verified against
     peers: list[str] = field(default_factory=list)
     theme: str = "system"
     accountant_on: bool = False
@@ -50,6 +58,15 @@ class Settings:
             raise SettingsError("node_url must be a ws:// or wss:// URL in remote mode")
         if self.node_url and not _is_ws_url(self.node_url):
             raise SettingsError("node_url must be a ws:// or wss:// URL")
+        if self.node_cert_sha256:
+            try:
+                if parse_fingerprint(self.node_cert_sha256) != self.node_cert_sha256:
+                    raise TlsConfigError("not in lowercase hex")
+            except TlsConfigError:
+                raise SettingsError(
+                    "node_cert_sha256 must be a certificate's SHA-256 fingerprint: "
+                    "64 lowercase hex digits"
+                ) from None
         for peer in self.peers:
             if not _is_ws_url(peer):
                 raise SettingsError(f"peer {peer!r} is not a ws:// or wss:// URL")

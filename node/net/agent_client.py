@@ -23,13 +23,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from node.agent import Agent, Refused
 from node.codec import DecodeError, RlpItem, as_int, as_list
 from node.machines.frames import Signatures
-from node.net import limits
+from node.net import limits, tls
 from node.net.protocol import (
     Err,
     ProtocolError,
@@ -62,18 +62,25 @@ class AgentStats:
 
 
 class AgentRejected(Exception):
-    """The node refused this agent's HELLO (bad token, wrong signer): retrying won't help."""
+    """The node refused this agent's HELLO (bad token, wrong signer), its certificate
+    was refused, or the token would go in clear: retrying won't help."""
 
 
 async def serve_agent(
-    url: str, token: str, agent: Agent, stop: asyncio.Event, stats: AgentStats | None = None
+    url: str,
+    token: str,
+    agent: Agent,
+    stop: asyncio.Event,
+    stats: AgentStats | None = None,
+    *,
+    trust: tls.ClientTrust | None = None,
 ) -> None:
     """Answer SIGN requests for ``agent``'s signer until ``stop``; raises AgentRejected."""
 
     async def sign(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
         return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
 
-    await serve_signer(url, token, agent.signer_id, sign, stop, stats=stats)
+    await serve_signer(url, token, agent.signer_id, sign, stop, stats=stats, trust=trust)
 
 
 async def serve_signer(
@@ -85,17 +92,29 @@ async def serve_signer(
     *,
     on_link: Callable[[bool], object] | None = None,
     stats: AgentStats | None = None,
+    trust: tls.ClientTrust | None = None,
 ) -> None:
     """Be ``signer``'s agent at ``url`` until ``stop``, reconnecting with backoff.
 
+    ``url`` is ``ws://`` or ``wss://``; a ``wss://`` node's certificate is checked
+    as ``trust`` says, or against the pin on the URL (``#sha256=<hex>``).
     ``on_link(True/False)`` is told when the node accepts the agent and when the
-    connection is lost. A HELLO the node refuses raises AgentRejected.
+    connection is lost. A HELLO the node refuses, a refused certificate, or a
+    plain ``ws://`` URL to a host that is not loopback (the token would cross the
+    network in clear) raises AgentRejected.
     """
+    try:
+        refusal = tls.token_transport_refusal(tls.split_pin(url)[0])
+    except tls.TlsConfigError as exc:
+        raise AgentRejected(str(exc)) from None
+    if refusal is not None:
+        raise AgentRejected(refusal)
     backoff = 0.05
     while not stop.is_set():
         try:
-            async with connect(
+            async with await tls.connect(
                 url,
+                trust,
                 max_size=limits.MAX_FRAME_BYTES,
                 max_queue=limits.MAX_QUEUED_FRAMES,
                 compression=None,
@@ -110,6 +129,8 @@ async def serve_signer(
                 finally:
                     if on_link is not None:
                         on_link(False)
+        except (tls.CertificateRefused, tls.TlsConfigError) as exc:
+            raise AgentRejected(str(exc)) from None
         except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, DecodeError) as exc:
             log.info("agent connection to %s: %r", url, exc)
         if stop.is_set():

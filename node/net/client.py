@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
-from websockets.asyncio.client import ClientConnection, connect, unix_connect
+from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.exceptions import ConnectionClosed
 
 from node.block import Block
@@ -34,7 +34,7 @@ from node.codec import (
 from node.machines.frames import Certificate
 from node.machines.server import ServerState
 from node.machines.signer import SignerState
-from node.net import limits
+from node.net import limits, tls
 from node.net.protocol import (
     PROTOCOL_VERSION,
     Err,
@@ -56,6 +56,10 @@ KEEPALIVE_S = 20.0  # websockets' default ping interval and timeout
 
 class VersionMismatch(ConnectionError):
     """The node speaks another version of the protocol than this client."""
+
+
+class InsecureTransport(ConnectionError):
+    """A token would cross the network in clear (plain ``ws://`` to another machine)."""
 
 
 class NodeError(Exception):
@@ -113,8 +117,16 @@ class NodeClient:
         sender_id: bytes = b"xln-client",
         ping_interval: float | None = KEEPALIVE_S,
         ping_timeout: float | None = KEEPALIVE_S,
+        trust: tls.ClientTrust | None = None,
     ) -> Self:
-        """Connect by ``ws://`` URL with a token, or to a data folder's control socket.
+        """Connect by ``ws://`` or ``wss://`` URL with a token, or to a data folder's
+        control socket.
+
+        A ``wss://`` node's certificate is checked as ``trust`` says (a pin on the
+        URL, ``#sha256=<hex>``, overrides it; docs/PROTOCOL.md § 1.1): a refused one
+        raises :class:`~node.net.tls.CertificateRefused` before HELLO. A token is
+        never sent over plain ``ws://`` to a host that is not loopback: that raises
+        :class:`InsecureTransport` before connecting.
 
         The connection pings the node every ``ping_interval`` seconds and closes if
         no pong comes within ``ping_timeout`` (websockets' keepalive).
@@ -128,7 +140,11 @@ class NodeClient:
         if unix_path is not None:
             ws = await unix_connect(str(unix_path), "ws://localhost/", **options)
         elif url is not None:
-            ws = await connect(url, **options)
+            if token is not None:
+                refusal = tls.token_transport_refusal(tls.split_pin(url)[0])
+                if refusal is not None:
+                    raise InsecureTransport(refusal)
+            ws = await tls.connect(url, trust, **options)
         else:
             raise ValueError("connect needs a url or a unix_path")
         client = cls(ws, Sender(SenderKind.CLIENT, sender_id))

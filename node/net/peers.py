@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from node.codec import (
@@ -34,7 +34,7 @@ from node.codec import (
 )
 from node.identity import Identity
 from node.machines.frames import Certificate
-from node.net import limits
+from node.net import limits, tls
 from node.net.protocol import (
     PROTOCOL_VERSION,
     Rep,
@@ -66,11 +66,18 @@ class PeerLink:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: dict[int, asyncio.Future[Reply]] = field(default_factory=dict)
     ws: ClientConnection | None = None
+    refusal: str | None = None  # the last certificate refusal logged as an error
 
 
 class PeerNetwork:
-    def __init__(self, urls: list[str], identity: Identity) -> None:
+    def __init__(
+        self, urls: list[str], identity: Identity, trust: tls.ClientTrust | None = None
+    ) -> None:
+        """``urls``: ``ws://`` or ``wss://`` (a pinned fingerprint after ``#sha256=``);
+        ``trust``: how a ``wss://`` peer without a pin is verified (CA file or the
+        system's CAs)."""
         self.identity = identity
+        self.trust = trust
         self.links = [PeerLink(url) for url in urls]
         self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
@@ -158,15 +165,27 @@ class PeerNetwork:
         backoff = 0.05
         while True:
             try:
-                async with connect(
+                async with await tls.connect(
                     link.url,
+                    self.trust,
                     max_size=limits.PEER_REPLY.max_bytes,
                     max_queue=limits.MAX_QUEUED_FRAMES,
                     compression=None,
                     open_timeout=5,
                 ) as ws:
+                    link.refusal = None
                     await self._session(link, ws)
                     backoff = 0.05
+            except tls.CertificateRefused as exc:
+                # No HELLO was sent. Logged as an error once, until it changes.
+                if str(exc) != link.refusal:
+                    log.error("peer %s not linked: %s", link.url, exc)
+                    link.refusal = str(exc)
+                else:
+                    log.debug("peer %s not linked, again: %s", link.url, exc)
+            except tls.TlsConfigError as exc:
+                log.error("peer %s cannot be reached: %s; giving up on it", link.url, exc)
+                return
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, DecodeError) as exc:
                 log.debug("peer %s: %r", link.url, exc)
             except InvalidURI:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
@@ -83,6 +84,7 @@ from node.net.protocol import (
     request_from,
 )
 from node.net.sliced_decode import decode_sliced, scan_sliced
+from node.net.tls import plain_token_refusal
 from node.runtime import Ack, BlockEvent, CommitEvent, FrameEvent, Node, Priority, Subscription
 from node.tokens import Scope, TokenStore
 from node.txs import REGISTRIES, Level, registry_for_depth
@@ -131,6 +133,8 @@ SHUTDOWN_NOTICE = "the node is shutting down; requests not answered before this 
 @dataclass(eq=False)
 class Session:
     local: bool
+    tls: bool = False  # a TCP connection over TLS (wss://)
+    remote_host: str | None = None  # a TCP connection's peer address
     scope: Scope | None = None
     token_id: str | None = None
     sender: Sender | None = None
@@ -251,12 +255,14 @@ class ApiServer:
             Req.SIGN: self._sign,
         }
 
-    async def listen_tcp(self, host: str, port: int) -> int:
-        """Start listening; returns the bound port (useful with port 0)."""
+    async def listen_tcp(self, host: str, port: int, ssl: SSLContext | None = None) -> int:
+        """Start listening, over TLS (``wss://``) with ``ssl``; returns the bound port
+        (useful with port 0)."""
         server = await serve(
             lambda ws: self._serve(ws, local=False),
             host,
             port,
+            ssl=ssl,
             max_size=limits.PRE_HELLO_WS_BYTES,  # raised for the connection by its HELLO
             max_queue=limits.MAX_QUEUED_FRAMES,
             compression=None,
@@ -336,6 +342,10 @@ class ApiServer:
 
     async def _serve(self, ws: ServerConnection, *, local: bool) -> None:
         session = Session(local=local, scope=Scope("server") if local else None)
+        if not local:
+            session.tls = ws.transport.get_extra_info("ssl_object") is not None
+            address = ws.remote_address
+            session.remote_host = str(address[0]) if address else None
         if self._closing:  # opened while the node was closing the others
             await self._close_session(session, ws)
             return
@@ -517,6 +527,16 @@ class ApiServer:
                 record = self.tokens.authenticate(token.decode("ascii"))
             except UnicodeDecodeError:
                 record = None
+            refusal = plain_token_refusal(session.tls, session.remote_host)
+            if refusal is not None:
+                if record is not None:
+                    log.warning(
+                        "token %s was sent over plain ws:// from %s and refused; it crossed "
+                        "the network in clear: revoke it (xln-node token revoke)",
+                        record.id,
+                        session.remote_host,
+                    )
+                raise ProtocolError(Err.UNAUTHORIZED, refusal, rid)
             if record is None:
                 raise ProtocolError(Err.UNAUTHORIZED, "invalid API token", rid)
             session.scope = Scope.parse(record.scope)

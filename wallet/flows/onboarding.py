@@ -36,6 +36,7 @@ from node.machines.governance import (
     MAX_SIGNERS,
     signer_id,
 )
+from node.net.tls import token_transport_refusal
 from wallet.flows.compose import SignerCard
 from wallet.model import NewMember
 
@@ -240,6 +241,11 @@ class Onboarding:
             raise StepRefused("the node URL has a bad port") from None
         if not token:
             raise StepRefused("a remote node needs its API token")
+        if token_transport_refusal(url) is not None:
+            raise StepRefused(
+                "a node on another machine is reached over wss:// (TLS): over ws:// its "
+                "token would cross the network in clear"
+            )
         self.node = NodeChoice(mode="remote", url=url, token=token)
         self._go(Step.ENTITY)
 

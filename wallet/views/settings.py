@@ -1,4 +1,6 @@
-"""The Settings view: node (embedded, or remote URL and token), theme, the
+"""The Settings view: node (embedded, or remote URL, token, the CA file a wss://
+node is checked against, and the certificate accepted on first use, which can be
+forgotten), theme, the
 accountant and its rules file (checked with ``Rules.load``, result shown), the
 keyring backend in use (with a visible warning when it is not the system
 keyring) and the lock timeout.
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from node.net.tls import pretty
 from wallet.flows.accountant import Rules, RulesError
 from wallet.qt import (
     QButtonGroup,
@@ -29,6 +32,7 @@ from wallet.qt import (
     QRadioButton,
     QScrollArea,
     QSpinBox,
+    Qt,
     QVBoxLayout,
     QWidget,
 )
@@ -71,7 +75,19 @@ class SettingsView(QWidget):
         group.addButton(self.embedded)
         group.addButton(self.remote)
         self.url = QLineEdit(settings.node_url)
-        self.url.setPlaceholderText("ws://host:port")
+        self.url.setPlaceholderText("wss://host:port (ws:// on this machine only)")
+        self.ca_file = QLineEdit(settings.node_ca_file)
+        self.ca_file.setPlaceholderText("the system's certificate authorities")
+        self.ca_file.setToolTip(
+            "PEM file of the certificate authorities a wss:// node's certificate must be "
+            "signed by; empty: the system's"
+        )
+        self.cert = QLabel(pretty(settings.node_cert_sha256) if settings.node_cert_sha256 else "")
+        self.cert.setObjectName("acceptedCertificate")
+        self.cert.setWordWrap(True)
+        self.cert.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.forget_cert = QCheckBox("Forget it (ask again at the next connection)")
+        self.forget_cert.setVisible(bool(settings.node_cert_sha256))
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.token.setPlaceholderText("unchanged")
@@ -83,6 +99,10 @@ class SettingsView(QWidget):
         node.addRow(self.remote)
         node.addRow("URL", self.url)
         node.addRow("API token", self.token)
+        node.addRow("CA file", self.ca_file)
+        if settings.node_cert_sha256:
+            node.addRow("Accepted certificate (SHA-256)", self.cert)
+            node.addRow("", self.forget_cert)
 
         # appearance and lock
         self.theme = QComboBox()
@@ -166,11 +186,16 @@ class SettingsView(QWidget):
         self._check_rules()
 
     def edited(self) -> Settings:
-        """The settings as the form shows them (not yet validated)."""
+        """The settings as the form shows them (not yet validated). The accepted
+        certificate goes with the node's URL: another URL, or Forget, drops it."""
+        url = self.url.text().strip()
+        keep_cert = url == self.settings.node_url and not self.forget_cert.isChecked()
         return replace(
             self.settings,
             node_mode="remote" if self.remote.isChecked() else "embedded",
-            node_url=self.url.text().strip(),
+            node_url=url,
+            node_ca_file=self.ca_file.text().strip(),
+            node_cert_sha256=self.settings.node_cert_sha256 if keep_cert else "",
             theme=self.theme.currentText(),
             accountant_on=self.accountant.isChecked(),
             rules_path=self.rules_path.text().strip(),
@@ -210,6 +235,7 @@ class SettingsView(QWidget):
         remote = self.remote.isChecked()
         self.url.setEnabled(remote)
         self.token.setEnabled(remote)
+        self.ca_file.setEnabled(remote)
 
     def _check_rules(self) -> None:
         ok, text = check_rules(self.rules_path.text())

@@ -156,6 +156,7 @@ def test_password_refusals(pw: str, again: str, reason: str) -> None:
         ("http://x:1", "t", "ws://"),
         ("ws://", "t", "ws://"),
         ("ws://h:99999", "t", "port"),
+        ("ws://hub.example:8765", "t", "wss://"),
         ("wss://node.example", "  ", "token"),
     ],
 )
