@@ -247,6 +247,7 @@ class ApiServer:
         self.challenges = challenges
         self.max_connections = max_connections
         self.gate = limits.HeavyGate()
+        self.joins = limits.JoinQuota()
         self.coordinator = coordinator
         self.hello_timeout_s = hello_timeout_s
         self.tokens = tokens
@@ -890,10 +891,24 @@ class ApiServer:
         commit = tx.body if isinstance(tx.body, rep.Commit) else None
         if commit is not None and replica is not None and commit.frame.height > replica.next_height:
             coordinator.request_sync(entity)
+        join = isinstance(tx.body, sig.JoinEntity)
+        peer = session.peer
+        assert peer is not None
+        if isinstance(tx.body, sig.JoinEntity):
+            if _holds(self.node.state.by_id.get(to), tx.body):
+                # The signer would ignore it (every replica of the entity invites):
+                # no block, and not counted against the peer.
+                await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+                return
+            if (why := self.joins.refusal(peer)) is not None:
+                raise ProtocolError(Err.BUSY, why, rid)
         try:
-            self.node.submit(route, [tx], Priority.PEER, urgent=True)  # a consensus message
+            future = self.node.submit(route, [tx], Priority.PEER, urgent=True)  # consensus
         except (Busy, TooLarge, ShuttingDown) as exc:
             raise ProtocolError(Err.BUSY, str(exc), rid) from None
+        if join:
+            self.joins.take(peer)
+            future.add_done_callback(lambda _: self.joins.done(peer))
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
 
     async def _proposal(self, ws: ServerConnection, session: Session, req: Request) -> None:
@@ -997,6 +1012,13 @@ class ApiServer:
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
         return task
+
+
+def _holds(signer: sig.SignerState | None, join: sig.JoinEntity) -> bool:
+    """True if ``signer`` already holds the entity ``join`` would make it a replica of."""
+    if signer is None:
+        return False
+    return sig.CreateEntity(join.genesis).entity_id in signer.by_entity
 
 
 def _no_fields(req: Request) -> None:
