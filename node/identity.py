@@ -64,7 +64,7 @@ def new_challenge() -> bytes:
 
 
 def hello_message(challenge: bytes, receiver_id: bytes, pubkey: bytes) -> bytes:
-    """The bytes a peer HELLO signs (docs/PROTOCOL.md § 11.7): 145 of them."""
+    """The bytes a peer HELLO signs (docs/PROTOCOL.md § 11.7): 129 of them."""
     if len(challenge) != CHALLENGE_LEN or len(receiver_id) != ID_LEN:
         raise ValueError("a challenge and a receiver id are 32 bytes each")
     return HELLO_DOMAIN + challenge + receiver_id + pubkey
