@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from node.crypto import bls
-from node.identity import HELLO_DOMAIN, Identity, check_hello, hello_message
+from node.identity import HELLO_DOMAIN, Identity, check_hello, hello_message, load_or_create
 from node.machines.server import CreateSigner
 from node.net.client import NodeClient
 from node.net.peers import PeerLink, PeerNetwork
@@ -37,8 +37,8 @@ from node.net.protocol import (
     encode_request,
     error_of,
 )
-from tests.conftest import LiveNode, recv_reply, start_live_node, stop_live_node
-from tests.node.net.peer_hello import challenge, sender_of
+from tests.conftest import LiveNode, NodeProcess, recv_reply, start_live_node, stop_live_node
+from tests.node.net.peer_hello import challenge, handshake, sender_of
 
 DEADLINE_S = 20
 PEER = Identity(bls.keygen(b"\x0a" * 32))
@@ -243,3 +243,23 @@ def test_check_hello_accepts_only_its_own_challenge_and_receiver(
     verdict = check_hello(pubkey, c, r, sig, given=given_, own_id=own)
     assert (verdict is None) == (given_ == challenge_ and own == receiver)
     assert check_hello(pubkey, c, r, sig, given=None, own_id=receiver) is not None
+
+
+@pytest.mark.slow
+async def test_a_node_process_names_itself_by_its_identity_key(
+    tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    """``xln-node run`` with an identity password (and no ``--peer``) gives its
+    identity key's id as the receiver id, and welcomes a HELLO for it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    identity = load_or_create(data, "secret", fast_kdf=True)
+    password = tmp_path / "password"
+    password.write_text("secret\n")
+    node = node_process("--identity-password-file", str(password), data=data)
+    async with connect(node.url) as ws:
+        _, receiver = await challenge(ws, sender_of(PEER))
+    assert receiver == identity.id
+    async with connect(node.url) as ws:
+        assert (await handshake(ws, PEER)).type is Rep.WELCOME
+    assert node.terminate() == 0
