@@ -891,10 +891,10 @@ class ApiServer:
         commit = tx.body if isinstance(tx.body, rep.Commit) else None
         if commit is not None and replica is not None and commit.frame.height > replica.next_height:
             coordinator.request_sync(entity)
-        join = isinstance(tx.body, sig.JoinEntity)
         peer = session.peer
-        assert peer is not None
-        if isinstance(tx.body, sig.JoinEntity):
+        assert peer is not None  # _require_peer
+        join = isinstance(tx.body, sig.JoinEntity)
+        if isinstance(tx.body, sig.JoinEntity):  # (the same test, for the type checker)
             if _holds(self.node.state.by_id.get(to), tx.body):
                 # The signer would ignore it (every replica of the entity invites):
                 # no block, and not counted against the peer.
