@@ -41,6 +41,9 @@ from node.txs import MAX_TX_BYTES, Level
 # 3: READ_ENTITY; READ_STATE lists a server's signers, a signer's replicas.
 # 4: a peer's HELLO answers the receiver's CHALLENGE (node/identity.py).
 PROTOCOL_VERSION = 4
+# The versions whose nodes this one's clients and agents may talk to: version 4
+# changed only what passes between servers.
+CLIENT_VERSIONS = frozenset({3, PROTOCOL_VERSION})
 MAX_TXS_PER_SUBMIT = 4096
 MAX_SENDER_ID_BYTES = 64
 MAX_TOKEN_BYTES = 128
@@ -283,6 +286,7 @@ def error_of(reply: Reply) -> tuple[Err, str]:
 
 
 __all__ = [
+    "CLIENT_VERSIONS",
     "MAX_BLOCKS_PER_PAGE",
     "MAX_FRAME_BYTES",
     "MAX_TOKEN_BYTES",
