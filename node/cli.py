@@ -147,19 +147,22 @@ async def run_node(args: argparse.Namespace) -> int:
         log.warning("--faucet-chain is ignored: this chain was started without it")
     tokens = TokenStore(data)
     peers = None
-    if args.peer:
-        password = _read_secret(args.identity_password_file, "XLN_NODE_PASSWORD")
-        if password is None:
-            print(
-                "error: peers need the node identity key; give --identity-password-file "
-                "or set XLN_NODE_PASSWORD",
-                file=sys.stderr,
-            )
-            node.close()
-            return 2
-        peers = PeerNetwork(
-            args.peer, node_identity.load_or_create(data, password), trust=peer_trust
+    identity = None
+    password = _read_secret(args.identity_password_file, "XLN_NODE_PASSWORD")
+    if args.peer and password is None:
+        print(
+            "error: peers need the node identity key; give --identity-password-file "
+            "or set XLN_NODE_PASSWORD",
+            file=sys.stderr,
         )
+        node.close()
+        return 2
+    if password is not None:
+        # Also without --peer: a peer's HELLO names the server it is for by this key's id.
+        identity = node_identity.load_or_create(data, password)
+    if args.peer:
+        assert identity is not None
+        peers = PeerNetwork(args.peer, identity, trust=peer_trust)
     coordinator = Coordinator(
         node, peers, round_timeout_ms=args.round_timeout_ms, resend_ms=args.resend_ms
     )
@@ -171,6 +174,7 @@ async def run_node(args: argparse.Namespace) -> int:
         tokens,
         node_id=ZERO_HASH,
         coordinator=coordinator,
+        receiver_id=identity.id if identity is not None else None,
         max_connections=args.max_connections,
     )
     node.tick_hooks.append(api.refresh_tokens)
@@ -658,7 +662,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--identity-password-file",
-        help="password of the node identity key (needed with --peer; or XLN_NODE_PASSWORD)",
+        help=(
+            "password of the node identity key (needed with --peer; without --peer it "
+            "still names this server in the challenges it gives peers; or XLN_NODE_PASSWORD)"
+        ),
     )
     run.add_argument(
         "--round-timeout-ms",

@@ -5,11 +5,22 @@ it is encrypted with a slow KDF); the password comes from the operator
 (``--identity-password-file`` or ``XLN_NODE_PASSWORD``). It is not a signer's
 key: signers' keys live with their agents, never in the node's data folder.
 
-A peer's HELLO carries ``[pubkey, timestamp_ms, signature]``, the signature
-over ``b"XLN/peer-hello/v1" + pubkey + timestamp``. It is accepted within
-``HELLO_WINDOW_MS`` of the receiver's clock. What peers then send is
-authenticated by its own content (signed batches, pre-commits, certificates),
-so the identity only decides where messages for which signers go.
+A peer opens its link with ``CHALLENGE``; the receiver answers with
+:data:`CHALLENGE_LEN` random bytes (:func:`new_challenge`) and its own id, and
+keeps the challenge for that connection alone, until the HELLO deadline. The
+peer's HELLO then carries ``[pubkey, challenge, receiver_id, signature]``, the
+signature over :func:`hello_message`: ``b"XLN/peer-hello/v2" || challenge ||
+receiver_id || pubkey``. :func:`check_hello` accepts it only for the challenge
+the receiver gave on that connection and for the receiver's own id, so a HELLO
+seen on the wire cannot be replayed on another connection or to another server.
+It proves that the holder of the key answered this connection, nothing more:
+what peers then send is authenticated by its own content (signed batches,
+pre-commits, certificates), and the identity only decides where messages for
+which signers go. A server the peer chose to connect to can still relay its
+challenge elsewhere unless the peer checks the receiver id it is given (the
+node does not pin its peers' ids yet).
+
+These are pure functions: the server holds the per-connection challenge.
 """
 
 from __future__ import annotations
@@ -21,8 +32,10 @@ from pathlib import Path
 from node.crypto import bls, keystore
 from node.machines.governance import signer_id
 
-HELLO_DOMAIN = b"XLN/peer-hello/v1"
-HELLO_WINDOW_MS = 60_000
+HELLO_DOMAIN = b"XLN/peer-hello/v2"
+CHALLENGE_LEN = 32
+ID_LEN = 32
+PUBKEY_LEN = 48
 IDENTITY_FILE = "identity.json"
 
 
@@ -38,23 +51,52 @@ class Identity:
     def id(self) -> bytes:
         return signer_id(self.pubkey)
 
-    def hello(self, now_ms: int) -> list[bytes | int]:
+    def hello(self, challenge: bytes, receiver_id: bytes) -> list[bytes]:
+        """A peer HELLO's body answering ``challenge`` from the server ``receiver_id``."""
         pubkey = self.pubkey
-        sig = bls.sign(self.secret_key, _hello_message(pubkey, now_ms))
-        return [pubkey, now_ms, sig]
+        sig = bls.sign(self.secret_key, hello_message(challenge, receiver_id, pubkey))
+        return [pubkey, challenge, receiver_id, sig]
 
 
-def _hello_message(pubkey: bytes, timestamp_ms: int) -> bytes:
-    return HELLO_DOMAIN + pubkey + timestamp_ms.to_bytes(8, "big")
+def new_challenge() -> bytes:
+    """A fresh challenge for one connection's peer HELLO."""
+    return secrets.token_bytes(CHALLENGE_LEN)
 
 
-def check_hello(pubkey: bytes, timestamp_ms: int, signature: bytes, now_ms: int) -> str | None:
-    """None if the peer's HELLO is genuine and fresh, else why not."""
-    if abs(now_ms - timestamp_ms) > HELLO_WINDOW_MS:
-        return "peer HELLO timestamp is outside the accepted window; check the clocks"
+def hello_message(challenge: bytes, receiver_id: bytes, pubkey: bytes) -> bytes:
+    """The bytes a peer HELLO signs (docs/PROTOCOL.md § 11.7): 129 of them."""
+    if len(challenge) != CHALLENGE_LEN or len(receiver_id) != ID_LEN:
+        raise ValueError("a challenge and a receiver id are 32 bytes each")
+    return HELLO_DOMAIN + challenge + receiver_id + pubkey
+
+
+def check_hello(
+    pubkey: bytes,
+    challenge: bytes,
+    receiver_id: bytes,
+    signature: bytes,
+    *,
+    given: bytes | None,
+    own_id: bytes,
+) -> str | None:
+    """None if the peer's HELLO answers ``given``, the challenge this connection was
+    given (None: it asked for none), is meant for ``own_id`` and is signed by
+    ``pubkey``; else why not."""
+    if given is None:
+        return "peer HELLO without a challenge: send CHALLENGE first on this connection"
+    if not secrets.compare_digest(challenge, given):
+        return (
+            "peer HELLO answers another challenge than this connection's"
+            " (a HELLO is good for one connection only)"
+        )
+    if receiver_id != own_id:
+        return (
+            f"peer HELLO is meant for server {receiver_id.hex()[:16]},"
+            f" not this one ({own_id.hex()[:16]})"
+        )
     if not bls.key_validate(pubkey):
         return "peer identity key is not a valid BLS public key"
-    if not bls.verify(pubkey, _hello_message(pubkey, timestamp_ms), signature):
+    if not bls.verify(pubkey, hello_message(challenge, receiver_id, pubkey), signature):
         return "peer HELLO signature does not verify"
     return None
 

@@ -96,6 +96,7 @@ class EmbeddedNode:
         try:
             tokens = TokenStore(self.data)
             token = self._fresh_token(tokens)
+            identity = None
             if self.peer_urls:
                 assert self._identity_password is not None
                 identity = await asyncio.to_thread(
@@ -106,7 +107,13 @@ class EmbeddedNode:
                 )
                 self.peers = PeerNetwork(self.peer_urls, identity)
             self.coordinator = Coordinator(node, self.peers)
-            self.api = ApiServer(node, tokens, node_id=ZERO_HASH, coordinator=self.coordinator)
+            self.api = ApiServer(
+                node,
+                tokens,
+                node_id=ZERO_HASH,
+                coordinator=self.coordinator,
+                receiver_id=identity.id if identity is not None else None,
+            )
             node.tick_hooks.append(self.api.refresh_tokens)
             self.port = await self.api.listen_tcp("127.0.0.1", 0)
             if self.peers is not None:

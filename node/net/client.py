@@ -36,6 +36,7 @@ from node.machines.server import ServerState
 from node.machines.signer import SignerState
 from node.net import limits, tls
 from node.net.protocol import (
+    CLIENT_VERSIONS,
     PROTOCOL_VERSION,
     Err,
     Rep,
@@ -189,7 +190,7 @@ class NodeClient:
     async def hello(self, token: str) -> str:
         reply = await self.request(Req.HELLO, [token.encode()])
         version = as_int(reply.body[0], "protocol version")
-        if version != PROTOCOL_VERSION:
+        if version not in CLIENT_VERSIONS:
             raise VersionMismatch(
                 f"the node speaks protocol version {version}; this client speaks "
                 f"{PROTOCOL_VERSION} (update the older of the two)"

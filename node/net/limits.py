@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from node.codec import Limits
@@ -81,6 +83,15 @@ MAX_QUEUED_FRAMES = 4
 # Replies a connection may have waiting to be sent (receipts of pipelined
 # SUBMITs); past it the node stops reading that connection until they drain.
 MAX_PENDING_REPLIES = 1024
+# join_entity from peer servers (a signer told to make a replica of an entity it
+# was added to), per peer identity key: at most this many accepted per window, and
+# at most this many queued and not yet in a durable block. Past either: BUSY, and
+# nothing is queued. One that the signer would ignore (it holds the replica) is
+# not counted. Identity keys cost nothing to make, so this bounds one peer, not
+# an attacker with many (until peers are authorised, issue 13 item 2).
+MAX_PEER_JOINS_PER_WINDOW = 8
+PEER_JOIN_WINDOW_S = 60.0
+MAX_PEER_JOINS_IN_FLIGHT = 4
 # A frame larger than this is heavy: it waits for its turn at the HeavyGate, and
 # is scanned, decoded in slices (node.net.sliced_decode) and handled there. A
 # smaller one holds at most as many items, decoded in a few milliseconds.
@@ -127,3 +138,63 @@ class HeavyGate:
                     gc.enable()
             # Let everything else that is ready run before the next heavy frame.
             await asyncio.sleep(0)
+
+
+class JoinQuota:
+    """Counts each peer's accepted ``join_entity`` inputs: within the window, and
+    queued but not yet durable (see :data:`MAX_PEER_JOINS_PER_WINDOW`)."""
+
+    SWEEP_AT = 1024  # peers remembered before the idle ones are forgotten
+
+    def __init__(
+        self,
+        per_window: int = MAX_PEER_JOINS_PER_WINDOW,
+        window_s: float = PEER_JOIN_WINDOW_S,
+        in_flight: int = MAX_PEER_JOINS_IN_FLIGHT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_window = per_window
+        self.window_s = window_s
+        self.in_flight = in_flight
+        self.clock = clock
+        self._accepted: dict[bytes, deque[float]] = {}
+        self._pending: dict[bytes, int] = {}
+
+    def refusal(self, peer: bytes) -> str | None:
+        """Why one more join_entity from ``peer`` is refused now, or None."""
+        now = self.clock()
+        times = self._accepted.get(peer)
+        if times is not None:
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+        if self._pending.get(peer, 0) >= self.in_flight:
+            return (
+                f"a peer may have at most {self.in_flight} join_entity queued at once;"
+                " try again once they are applied"
+            )
+        if times is not None and len(times) >= self.per_window:
+            return (
+                f"a peer may have at most {self.per_window} join_entity accepted"
+                f" per {self.window_s:g} s; try again later"
+            )
+        return None
+
+    def take(self, peer: bytes) -> None:
+        """Count one accepted join_entity (queued now); :meth:`done` once it is durable."""
+        if len(self._accepted) >= self.SWEEP_AT:
+            self._sweep()
+        self._accepted.setdefault(peer, deque()).append(self.clock())
+        self._pending[peer] = self._pending.get(peer, 0) + 1
+
+    def done(self, peer: bytes) -> None:
+        left = self._pending.get(peer, 0) - 1
+        if left > 0:
+            self._pending[peer] = left
+        else:
+            self._pending.pop(peer, None)
+
+    def _sweep(self) -> None:
+        horizon = self.clock() - self.window_s
+        for peer, times in list(self._accepted.items()):
+            if (not times or times[-1] <= horizon) and peer not in self._pending:
+                del self._accepted[peer]

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,11 +31,12 @@ from node.codec import (
     encode_tree,
     encode_uint,
 )
-from node.identity import Identity
+from node.identity import CHALLENGE_LEN, Identity
 from node.machines.frames import Certificate
 from node.net import limits, tls
 from node.net.protocol import (
     PROTOCOL_VERSION,
+    Err,
     Rep,
     Reply,
     Req,
@@ -202,24 +202,10 @@ class PeerNetwork:
             backoff = min(backoff * 2, RECONNECT_MAX_S)
 
     async def _session(self, link: PeerLink, ws: ClientConnection) -> None:
-        hello = self.identity.hello(time.time_ns() // 1_000_000)
-        await ws.send(encode_request(Req.HELLO, 0, self.sender, (), hello))
-        reply = decode_reply(await ws.recv(decode=False), limits.PEER_REPLY)
-        if reply.type is Rep.ERROR:
-            code, message = error_of(reply)
-            log.warning("peer %s refused us: %s %s", link.url, code.name, message)
-            raise ConnectionError(message)
-        version: int | None = None
-        with contextlib.suppress(DecodeError, IndexError):
-            version = as_int(reply.body[0], "protocol version")
-        if version != PROTOCOL_VERSION:
-            log.warning(
-                "peer %s speaks protocol version %s, this server %d: not linked",
-                link.url,
-                version,
-                PROTOCOL_VERSION,
-            )
-            raise ConnectionError(f"protocol version {version}")
+        reply = await self._handshake(link, ws, Req.CHALLENGE, [])
+        challenge = as_bytes(reply.body[1], "challenge", size=CHALLENGE_LEN)
+        receiver = as_bytes(reply.body[2], "receiver id", size=HASH_LEN)
+        reply = await self._handshake(link, ws, Req.HELLO, self.identity.hello(challenge, receiver))
         link.ws = ws
         link.connected = True
         self._set_hosted(link, reply.body[4] if len(reply.body) > 4 else [], always=True)
@@ -237,6 +223,39 @@ class PeerNetwork:
         finally:
             reader.cancel()
             info.cancel()
+
+    async def _handshake(
+        self, link: PeerLink, ws: ClientConnection, req: Req, body: list[bytes]
+    ) -> Reply:
+        """Send CHALLENGE or HELLO (with an id of its own: § 5 keeps 0 for the node's
+        errors) and read its answer, which must come from our protocol version."""
+        rid = next(self._ids)
+        await ws.send(encode_request(req, rid, self.sender, (), body))
+        reply = decode_reply(await ws.recv(decode=False), limits.PEER_REPLY)
+        if reply.type is Rep.ERROR:
+            code, message = error_of(reply)
+            if req is Req.CHALLENGE and code is Err.UNKNOWN_TYPE:
+                message = (
+                    f"it does not know CHALLENGE: it speaks a protocol version before 4,"
+                    f" this server {PROTOCOL_VERSION}: not linked"
+                )
+            log.warning("peer %s refused us: %s %s", link.url, code.name, message)
+            raise ConnectionError(message)
+        version: int | None = None
+        with contextlib.suppress(DecodeError, IndexError):
+            version = as_int(reply.body[0], "protocol version")
+        if version != PROTOCOL_VERSION:
+            log.warning(
+                "peer %s speaks protocol version %s, this server %d: not linked",
+                link.url,
+                version,
+                PROTOCOL_VERSION,
+            )
+            raise ConnectionError(f"protocol version {version}")
+        expected = Rep.CHALLENGE if req is Req.CHALLENGE else Rep.WELCOME
+        if reply.type is not expected or reply.request_id != rid or len(reply.body) < 3:
+            raise DecodeError(f"peer answered {req.name} with {reply.type.name}")
+        return reply
 
     async def _read(self, link: PeerLink, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):

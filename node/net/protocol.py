@@ -38,7 +38,12 @@ from node.codec import (
 from node.net.limits import MAX_FRAME_BYTES, REPLY
 from node.txs import MAX_TX_BYTES, Level
 
-PROTOCOL_VERSION = 3  # 3: READ_ENTITY; READ_STATE lists a server's signers, a signer's replicas
+# 3: READ_ENTITY; READ_STATE lists a server's signers, a signer's replicas.
+# 4: a peer's HELLO answers the receiver's CHALLENGE (node/identity.py).
+PROTOCOL_VERSION = 4
+# The versions whose nodes this one's clients and agents may talk to: version 4
+# changed only what passes between servers.
+CLIENT_VERSIONS = frozenset({3, PROTOCOL_VERSION})
 MAX_TXS_PER_SUBMIT = 4096
 MAX_SENDER_ID_BYTES = 64
 MAX_TOKEN_BYTES = 128
@@ -61,6 +66,7 @@ class Req(IntEnum):
     GET_FRAMES = 11  # [entity_id, from_height, max_count]
     PEER_INFO = 12  # []: which signers this server hosts
     READ_ENTITY = 13  # route [signer, entity]: an agreed state in parts, with proofs
+    CHALLENGE = 14  # []: before a peer server's HELLO, the challenge it must sign
     # Node to agent (on the agent's own connection)
     SIGN = 20  # route [signer, entity], body [frame, round]
 
@@ -81,6 +87,7 @@ class Rep(IntEnum):
     PEER_INFO = 76
     FRAME_EVENT = 77
     ENTITY = 78
+    CHALLENGE = 79  # [protocol_version, challenge, receiver_id]
     SIGNATURE = 80
     ERROR = 127
 
@@ -279,6 +286,7 @@ def error_of(reply: Reply) -> tuple[Err, str]:
 
 
 __all__ = [
+    "CLIENT_VERSIONS",
     "MAX_BLOCKS_PER_PAGE",
     "MAX_FRAME_BYTES",
     "MAX_TOKEN_BYTES",

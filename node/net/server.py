@@ -11,14 +11,15 @@ Two listeners share one handler:
 Three kinds of sender (see docs/PROTOCOL.md):
 
 - clients authenticate with an API token; its scope is checked on every message;
-- peer servers introduce themselves with their node identity key; they may only
+- peer servers ask for a challenge (CHALLENGE) and answer it in their HELLO,
+  signed with their node identity key (node/identity.py); they may only
   deliver entity inputs (or ``create_entity`` and ``join_entity`` to a signer),
   proposals, and read certified frames;
 - agents authenticate with a token whose scope reaches their signer; the node
   then sends them SIGN requests on that connection and they reply.
 
 A bad frame gets an ERROR reply and changes nothing. Only authentication
-failures close the connection.
+failures close the connection (and, before HELLO, any error).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from node.codec import (
 )
 from node.coordinator import AgentUnavailable, Coordinator
 from node.errors import Busy, NotFound, ShuttingDown, TooLarge, UnknownRoute
-from node.identity import check_hello
+from node.identity import CHALLENGE_LEN, check_hello, new_challenge
 from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.entity import SIG_LEN, EntityState
@@ -97,6 +98,7 @@ UNIX_PATH_MAX = 100
 SERVER_WIDE = frozenset(
     {
         Req.HELLO,
+        Req.CHALLENGE,
         Req.STATUS,
         Req.UNSUBSCRIBE,
         Req.GET_BLOCKS,
@@ -108,8 +110,18 @@ SERVER_WIDE = frozenset(
     }
 )
 PEER_REQUESTS = frozenset(
-    {Req.HELLO, Req.STATUS, Req.DELIVER, Req.PROPOSAL, Req.GET_FRAMES, Req.PEER_INFO}
+    {
+        Req.HELLO,
+        Req.CHALLENGE,
+        Req.STATUS,
+        Req.DELIVER,
+        Req.PROPOSAL,
+        Req.GET_FRAMES,
+        Req.PEER_INFO,
+    }
 )
+# What a connection may send before its HELLO (TCP): a peer server asks its challenge.
+PRE_HELLO_REQUESTS = frozenset({Req.HELLO, Req.CHALLENGE})
 # What a peer may deliver: entity inputs except the node's own clock (a batch only if
 # a member signed it), and create_entity and join_entity to a signer.
 PEER_ENTITY_INPUTS = frozenset(
@@ -144,6 +156,9 @@ class Session:
     peer: bytes | None = None  # a peer server's identity key
     agent: RemoteAgent | None = None
     awaiting_hello: bool = False  # a TCP connection that has not yet authenticated
+    hello_deadline: float = float("inf")  # time.monotonic() by which HELLO must succeed
+    # The challenge a peer asked for on this connection (CHALLENGE); a HELLO uses it up.
+    challenge: bytes | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -225,10 +240,18 @@ class ApiServer:
         hello_timeout_s: float = limits.HELLO_TIMEOUT_S,
         coordinator: Coordinator | None = None,
         max_connections: int = limits.MAX_CONNECTIONS,
+        receiver_id: bytes | None = None,
+        challenges: Callable[[], bytes] = new_challenge,
     ) -> None:
+        """``receiver_id``: this server's id in the challenges it gives peers (its
+        identity key's id; ``node_id`` when it has none). ``challenges``: where the
+        challenges come from (random; the protocol document's replay fixes them)."""
         self.node = node
+        self.receiver_id = node_id if receiver_id is None else receiver_id
+        self.challenges = challenges
         self.max_connections = max_connections
         self.gate = limits.HeavyGate()
+        self.joins = limits.JoinQuota()
         self.coordinator = coordinator
         self.hello_timeout_s = hello_timeout_s
         self.tokens = tokens
@@ -240,6 +263,7 @@ class ApiServer:
             Req, Callable[[ServerConnection, Session, Request], Awaitable[None]]
         ] = {
             Req.HELLO: self._hello,
+            Req.CHALLENGE: self._challenge,
             Req.SUBMIT: self._submit,
             Req.STATUS: self._status,
             Req.READ_STATE: self._read_state,
@@ -357,6 +381,7 @@ class ApiServer:
                     await ws.close(1013, refusal)
                 return
             session.awaiting_hello = True
+            session.hello_deadline = time.monotonic() + self.hello_timeout_s
             self._spawn(session, self._require_hello(ws, session))
         self._sessions[session] = ws
         try:
@@ -476,7 +501,7 @@ class ApiServer:
                 await ws.close(1008, "no HELLO within the deadline")
 
     async def _handle(self, ws: ServerConnection, session: Session, req: Request) -> None:
-        if not session.authenticated and req.type is not Req.HELLO:
+        if not session.authenticated and req.type not in PRE_HELLO_REQUESTS:
             raise ProtocolError(
                 Err.UNAUTHORIZED,
                 "the first request must be HELLO with an API token",
@@ -565,19 +590,54 @@ class ApiServer:
         session.agent = RemoteAgent(ws, signer, self.node_id)
         self.coordinator.agents[signer] = session.agent
 
+    async def _challenge(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        """A peer server's first request: the challenge its HELLO must sign, kept for
+        this connection only, used once, good until the HELLO deadline."""
+        rid = req.request_id
+        if session.authenticated and not session.local:
+            raise ProtocolError(Err.FORBIDDEN, "already authenticated", rid)
+        if req.sender.kind is not SenderKind.SERVER:
+            raise ProtocolError(Err.FORBIDDEN, "CHALLENGE is for peer servers", rid)
+        if self.coordinator is None:
+            raise ProtocolError(Err.UNSUPPORTED_SENDER, "this node takes no peers", rid)
+        _no_fields(req)
+        if session.challenge is not None:
+            raise ProtocolError(Err.FORBIDDEN, "this connection already has its challenge", rid)
+        session.challenge = self.challenges()
+        body = [PROTOCOL_VERSION, session.challenge, self.receiver_id]
+        await ws.send(encode_reply(Rep.CHALLENGE, rid, body))
+
     async def _peer_hello(self, ws: ServerConnection, session: Session, req: Request) -> None:
         rid = req.request_id
         if self.coordinator is None:
             raise ProtocolError(Err.UNSUPPORTED_SENDER, "this node takes no peers", rid)
+        given, session.challenge = session.challenge, None  # used once, whatever happens
+        if len(req.body) == 3:  # [identity_key, timestamp_ms, signature]
+            raise ProtocolError(
+                Err.UNAUTHORIZED,
+                f"peer HELLO of protocol version 3 (a signed timestamp); this server speaks"
+                f" version {PROTOCOL_VERSION}, where a peer signs the challenge it asks for"
+                " (update the older server)",
+                rid,
+            )
         try:
-            if len(req.body) != 3:
-                raise DecodeError("peer HELLO body is [pubkey, timestamp_ms, signature]")
+            if len(req.body) != 4:
+                raise DecodeError(
+                    "peer HELLO body is [identity_key, challenge, receiver_id, signature]"
+                )
             pubkey = as_bytes(req.body[0], "identity key", size=48)
-            stamp = as_int(req.body[1], "timestamp")
-            signature = as_bytes(req.body[2], "signature", size=SIG_LEN)
+            challenge = as_bytes(req.body[1], "challenge", size=CHALLENGE_LEN)
+            receiver = as_bytes(req.body[2], "receiver id", size=HASH_LEN)
+            signature = as_bytes(req.body[3], "signature", size=SIG_LEN)
         except DecodeError as exc:
             raise ProtocolError(Err.UNAUTHORIZED, str(exc), rid) from None
-        reason = check_hello(pubkey, stamp, signature, time.time_ns() // 1_000_000)
+        if given is not None and time.monotonic() > session.hello_deadline:
+            raise ProtocolError(
+                Err.UNAUTHORIZED, "the challenge expired with the HELLO deadline", rid
+            )
+        reason = check_hello(
+            pubkey, challenge, receiver, signature, given=given, own_id=self.receiver_id
+        )
         if reason is not None:
             raise ProtocolError(Err.UNAUTHORIZED, reason, rid)
         session.peer = pubkey
@@ -851,10 +911,24 @@ class ApiServer:
         commit = tx.body if isinstance(tx.body, rep.Commit) else None
         if commit is not None and replica is not None and commit.frame.height > replica.next_height:
             coordinator.request_sync(entity)
+        peer = session.peer
+        assert peer is not None  # _require_peer
+        join = isinstance(tx.body, sig.JoinEntity)
+        if isinstance(tx.body, sig.JoinEntity):  # (the same test, for the type checker)
+            if _holds(self.node.state.by_id.get(to), tx.body):
+                # The signer would ignore it (every replica of the entity invites):
+                # no block, and not counted against the peer.
+                await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+                return
+            if (why := self.joins.refusal(peer)) is not None:
+                raise ProtocolError(Err.BUSY, why, rid)
         try:
-            self.node.submit(route, [tx], Priority.PEER, urgent=True)  # a consensus message
+            future = self.node.submit(route, [tx], Priority.PEER, urgent=True)  # consensus
         except (Busy, TooLarge, ShuttingDown) as exc:
             raise ProtocolError(Err.BUSY, str(exc), rid) from None
+        if join:
+            self.joins.take(peer)
+            future.add_done_callback(lambda _: self.joins.done(peer))
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
 
     async def _proposal(self, ws: ServerConnection, session: Session, req: Request) -> None:
@@ -958,6 +1032,13 @@ class ApiServer:
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
         return task
+
+
+def _holds(signer: sig.SignerState | None, join: sig.JoinEntity) -> bool:
+    """True if ``signer`` already holds the entity ``join`` would make it a replica of."""
+    if signer is None:
+        return False
+    return sig.CreateEntity(join.genesis).entity_id in signer.by_entity
 
 
 def _no_fields(req: Request) -> None:

@@ -270,6 +270,7 @@ VALID_BODIES: dict[Req, list[Any]] = {
     Req.GET_FRAMES: [b"\x01" * 32, 1, 10],
     Req.PEER_INFO: [],
     Req.READ_ENTITY: [2, b"", 0, b"", 16],
+    Req.CHALLENGE: [],  # a peer server's, before its HELLO
     Req.SIGN: [[b"\x01"], 0],
 }
 
@@ -298,6 +299,7 @@ INVALID_BODIES: dict[Req, list[list[Any]]] = {
     Req.GET_FRAMES: [[], [b"\x01" * 32, 0, 10]],
     Req.PEER_INFO: [[1], []],
     Req.READ_ENTITY: [[], [3, b""], [0], [2, b"", 2, b"", 16], [2, b"", 0, b"", 0], [1, b"\x01"]],
+    Req.CHALLENGE: [[1], [b""], [[]]],
     Req.SIGN: [[], [[b"\x01"], 0]],
 }
 

@@ -145,12 +145,28 @@ async def test_a_node_of_another_protocol_version_is_refused_once() -> None:
     async with hostile(node) as url:
         session = NodeSession()
         try:
-            with pytest.raises(VersionMismatch, match="protocol version 1; this client speaks 3"):
+            with pytest.raises(
+                VersionMismatch, match=f"protocol version 1; this client speaks {PROTOCOL_VERSION}"
+            ):
                 await session.connect(url, "token")
             assert not session.connected
             assert session.state.error is not None
             assert "version 1" in session.state.error
             assert node.connections == 1
+        finally:
+            await session.close()
+
+
+async def test_a_node_of_version_3_still_serves_this_client() -> None:
+    """Version 4 changed only the peer HELLO: a wallet of version 4 goes on with a
+    node of version 3."""
+    node = HostileNode(version=3)
+    async with hostile(node) as url:
+        session = NodeSession()
+        try:
+            await session.connect(url, "token")
+            assert session.connected
+            assert session.state.error is None
         finally:
             await session.close()
 

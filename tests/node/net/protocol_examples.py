@@ -35,13 +35,11 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed
@@ -64,7 +62,7 @@ from node.codec import (
 )
 from node.coordinator import Coordinator
 from node.crypto import bls
-from node.identity import HELLO_WINDOW_MS, Identity
+from node.identity import Identity
 from node.machines import accounts
 from node.machines import entity as ent
 from node.machines import replica as rep
@@ -75,7 +73,6 @@ from node.machines.governance import Config, Member, signer_id
 from node.machines.server import ServerState, apply_block
 from node.mempool import Mempool
 from node.merkle_map import Proof
-from node.net import server as net_server
 from node.net.limits import MAX_DEPTH, PRE_HELLO_WS_BYTES, REQUEST
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
@@ -285,7 +282,12 @@ async def start_node(
     coordinator = Coordinator(node, round_timeout_ms=ROUND_TIMEOUT_MS) if consensus else None
     tokens = TokenStore(data)
     api = ApiServer(
-        node, tokens, NODE_ID, hello_timeout_s=HELLO_DEADLINE_S, coordinator=coordinator
+        node,
+        tokens,
+        NODE_ID,
+        hello_timeout_s=HELLO_DEADLINE_S,
+        coordinator=coordinator,
+        challenges=CountingChallenges(),
     )
     node.tick_hooks.append(api.refresh_tokens)  # as xln-node run does
     port = await api.listen_tcp("127.0.0.1", 0)
@@ -315,17 +317,20 @@ async def close_node(live: LiveNode) -> None:
             shutil.rmtree(live.unix_path.parent, ignore_errors=True)
 
 
-class FrozenWallClock:
-    """Stands in for the ``time`` module inside ``node/net/server.py`` while the replay
-    nodes run: a peer's HELLO is checked against ``time.time_ns()`` there (ApiServer
-    takes no clock), and the replay pins it to the nodes' fixed clock. Every other
-    attribute is the real module's."""
+class CountingChallenges:
+    """The challenges a replay node gives peers, in place of random ones: the n-th
+    (from 1) is n as 32 bytes BE, so the HELLOs answering them are reproducible."""
 
-    def time_ns(self) -> int:
-        return FIXED_CLOCK_MS * 1_000_000
+    def __init__(self) -> None:
+        self.given = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
+    def __call__(self) -> bytes:
+        self.given += 1
+        return challenge_no(self.given)
+
+
+def challenge_no(n: int) -> bytes:
+    return n.to_bytes(32, "big")
 
 
 class ReplayNodes:
@@ -340,23 +345,22 @@ class ReplayNodes:
     @contextlib.asynccontextmanager
     async def started(cls, root: Path) -> AsyncIterator[ReplayNodes]:
         nodes: dict[str, LiveNode] = {}
-        with mock.patch.object(net_server, "time", FrozenWallClock()):
-            try:
-                nodes["main"] = await start_node(root / "main", control_socket=True)
-                nodes["seeded"] = await start_node(
-                    root / "seeded", seed_counter=SEED_COUNTER, control_socket=False
-                )
-                nodes["slow"] = await start_node(
-                    root / "slow", control_socket=False, tick_ms=SLOW_TICK_MS
-                )
-                nodes["consensus"] = await start_node(
-                    root / "consensus", control_socket=False, consensus=True
-                )
-                yield cls(nodes)
-            finally:
-                async with contextlib.AsyncExitStack() as stack:
-                    for live in nodes.values():
-                        stack.push_async_callback(close_node, live)
+        try:
+            nodes["main"] = await start_node(root / "main", control_socket=True)
+            nodes["seeded"] = await start_node(
+                root / "seeded", seed_counter=SEED_COUNTER, control_socket=False
+            )
+            nodes["slow"] = await start_node(
+                root / "slow", control_socket=False, tick_ms=SLOW_TICK_MS
+            )
+            nodes["consensus"] = await start_node(
+                root / "consensus", control_socket=False, consensus=True
+            )
+            yield cls(nodes)
+        finally:
+            async with contextlib.AsyncExitStack() as stack:
+                for live in nodes.values():
+                    stack.push_async_callback(close_node, live)
 
     async def connect(self, node: str, via: str) -> ClientConnection:
         live = self.nodes[node]
@@ -625,11 +629,20 @@ def _state(route: Sequence[RlpItem], raw: bytes) -> str:
 
 def _hello_body(req: Request) -> str:
     match req.sender.kind, req.body:
+        case (
+            SenderKind.SERVER,
+            [bytes() as pubkey, bytes() as challenge, bytes() as receiver, bytes() as signature],
+        ):
+            return (
+                f"identity_key={_hex(pubkey)} challenge={_hex(challenge)} "
+                f"receiver_id={_hex(receiver)} signature={_hex(signature)}; "
+                f"peer id {_hex(signer_id(pubkey))}"
+            )
         case SenderKind.SERVER, [bytes() as pubkey, bytes() as stamp, bytes() as signature]:
             with contextlib.suppress(DecodeError):
                 return (
                     f"identity_key={_hex(pubkey)} timestamp={as_int(stamp, 't')} "
-                    f"signature={_hex(signature)}; peer id {_hex(signer_id(pubkey))}"
+                    f"signature={_hex(signature)} (protocol version 3's form)"
                 )
         case _, [bytes() as token]:
             return f"token={_text(token)}"
@@ -822,6 +835,8 @@ def _reply_body(rep_type: Rep, b: list[RlpItem]) -> str:
             return _entity_reply(b)
         case Rep.SIGNATURE:
             return f"signature={_generic(b[0])} outbox_signatures={_generic(b[1])}"
+        case Rep.CHALLENGE:
+            return f"version={i(0, 'v')} challenge={_generic(b[1])} receiver_id={_generic(b[2])}"
         case Rep.ERROR:
             return f"code={Err(i(0, 'code')).name} message={_text(as_bytes(b[1], 'm'))}"
 
@@ -941,8 +956,22 @@ def hello(rid: int = 1, token: DocToken = SERVER_TOKEN, sender: Sender = ME) -> 
     return req(Req.HELLO, rid, [token.token.encode()], sender=sender)
 
 
-def peer_hello(rid: int = 1, timestamp_ms: int = FIXED_CLOCK_MS) -> bytes:
-    return req(Req.HELLO, rid, PEER_IDENTITY.hello(timestamp_ms), sender=PEER)
+def peer_challenge(rid: int = 1) -> bytes:
+    return req(Req.CHALLENGE, rid, [], sender=PEER)
+
+
+def peer_hello(challenge: int, rid: int = 2) -> bytes:
+    """The peer's HELLO answering the consensus node's ``challenge``-th challenge."""
+    return req(Req.HELLO, rid, PEER_IDENTITY.hello(challenge_no(challenge), NODE_ID), sender=PEER)
+
+
+def old_peer_hello(rid: int = 0) -> bytes:
+    """A peer HELLO as a server of protocol version 3 sent it, first thing, with
+    request id 0: a signed timestamp."""
+    pubkey = PEER_IDENTITY.pubkey
+    message = b"XLN/peer-hello/v1" + pubkey + FIXED_CLOCK_MS.to_bytes(8, "big")
+    signature = bls.sign(PEER_IDENTITY.secret_key, message)
+    return req(Req.HELLO, rid, [pubkey, FIXED_CLOCK_MS, signature], sender=PEER)
 
 
 def peer(req_type: Req, rid: int, body: list[Any]) -> bytes:
@@ -1126,7 +1155,9 @@ def _server_examples() -> dict[str, Example]:
         ),
         "peer-without-consensus": Example(
             (
-                *_ask(peer_hello(), "a peer server's HELLO to a node that runs no consensus"),
+                *_ask(
+                    peer_challenge(), "a peer server's CHALLENGE to a node that runs no consensus"
+                ),
                 ExpectClose(),
             )
         ),
@@ -1281,10 +1312,11 @@ def _consensus_examples() -> dict[str, Example]:
                 *_ask(hello()),
                 *_ask(req(Req.SUBSCRIBE, 2, [Topic.COMMITS], route=(ID_A,))),
                 On("peer", "the server hosting signer B introduces itself"),
-                *_ask(peer_hello()),
-                *_ask(peer(Req.PEER_INFO, 2, [])),
+                *_ask(peer_challenge(), "it asks for this connection's challenge"),
+                *_ask(peer_hello(1), "and answers it, for this server's id"),
+                *_ask(peer(Req.PEER_INFO, 3, [])),
                 *_ask(
-                    peer(Req.DELIVER, 3, [ID_A, b"", create_e2]),
+                    peer(Req.DELIVER, 4, [ID_A, b"", create_e2]),
                     "B created E2 (members B and A, threshold 2); its server hands A the "
                     "create_entity",
                 ),
@@ -1293,7 +1325,7 @@ def _consensus_examples() -> dict[str, Example]:
                 *_ask(req(Req.SUBSCRIBE, 3, [Topic.COMMITS], route=(ID_A, E2))),
                 On("peer"),
                 *_ask(
-                    peer(Req.PROPOSAL, 4, [ID_A, decode(FRAME_E2.raw), 0, PRECOMMIT_B]),
+                    peer(Req.PROPOSAL, 5, [ID_A, decode(FRAME_E2.raw), 0, PRECOMMIT_B]),
                     "B, the proposer of round 0, proposes frame 1 with its own pre-commit",
                 ),
                 On("agent"),
@@ -1307,7 +1339,7 @@ def _consensus_examples() -> dict[str, Example]:
                 ),
                 On("peer"),
                 *_ask(
-                    peer(Req.PROPOSAL, 5, [ID_A, decode(FRAME_E2_OTHER.raw), 0, PRECOMMIT_B_OTHER]),
+                    peer(Req.PROPOSAL, 6, [ID_A, decode(FRAME_E2_OTHER.raw), 0, PRECOMMIT_B_OTHER]),
                     "B equivocates: another frame at the same height and round",
                 ),
                 On("agent"),
@@ -1315,37 +1347,38 @@ def _consensus_examples() -> dict[str, Example]:
                 Answer("the agent's guard refuses"),
                 On("peer"),
                 *_ask(
-                    peer(Req.DELIVER, 6, [ID_A, E2, commit_e2]),
+                    peer(Req.DELIVER, 7, [ID_A, E2, commit_e2]),
                     "B's server aggregated B's and A's pre-commits: the frame is certified",
                 ),
                 On("wallet"),
                 Expect(2, "A's replica verifies the certificate and applies the frame"),
                 On("peer"),
-                *_ask(peer(Req.GET_FRAMES, 7, [E2, 1, 16]), "catch-up reads certified frames"),
+                *_ask(peer(Req.GET_FRAMES, 8, [E2, 1, 16]), "catch-up reads certified frames"),
             ),
             node="consensus",
         ),
         "peer-forbidden": Example(
             (
                 On("peer"),
-                *_ask(peer_hello()),
-                *_ask(peer(Req.SUBMIT, 2, [inc(1)]), "peers deliver; they do not submit"),
+                *_ask(peer_challenge()),
+                *_ask(peer_hello(2)),
+                *_ask(peer(Req.SUBMIT, 3, [inc(1)]), "peers deliver; they do not submit"),
                 *_ask(
-                    peer(Req.DELIVER, 3, [ID_A, E1, _item(rep.Timeout(2, 0))]),
+                    peer(Req.DELIVER, 4, [ID_A, E1, _item(rep.Timeout(2, 0))]),
                     "a timeout comes only from a node's own clock",
                 ),
                 *_ask(
-                    peer(Req.DELIVER, 4, [ID_A, b"", inc(1)]),
+                    peer(Req.DELIVER, 5, [ID_A, b"", inc(1)]),
                     "a signer takes only create_entity and join_entity from peers",
                 ),
                 *_ask(
-                    peer(Req.DELIVER, 5, [ID_A, b"", [2, 1]]),
+                    peer(Req.DELIVER, 6, [ID_A, b"", [2, 1]]),
                     "an input that does not decode for its level",
                 ),
                 *_ask(
                     peer(
                         Req.DELIVER,
-                        6,
+                        7,
                         [
                             ID_A,
                             UNKNOWN_ENTITY,
@@ -1354,7 +1387,7 @@ def _consensus_examples() -> dict[str, Example]:
                     ),
                     "A holds no such entity",
                 ),
-                *_ask(peer(Req.GET_FRAMES, 7, [E1, 2, 16]), "nothing past E1's height 1"),
+                *_ask(peer(Req.GET_FRAMES, 8, [E1, 2, 16]), "nothing past E1's height 1"),
                 On("client", "and a client may not speak for a server"),
                 *_ask(hello()),
                 *_ask(req(Req.DELIVER, 2, [ID_A, E1, _item(rep.Timeout(2, 0))])),
@@ -1366,11 +1399,22 @@ def _consensus_examples() -> dict[str, Example]:
             ),
             node="consensus",
         ),
-        "peer-stale-hello": Example(
+        "peer-replayed-hello": Example(
+            (
+                *_ask(peer_challenge()),
+                *_ask(
+                    peer_hello(2),
+                    "the HELLO that opened peer-forbidden's connection, sent again",
+                ),
+                ExpectClose(),
+            ),
+            node="consensus",
+        ),
+        "peer-old-hello": Example(
             (
                 *_ask(
-                    peer_hello(timestamp_ms=FIXED_CLOCK_MS - HELLO_WINDOW_MS - 1),
-                    f"signed {HELLO_WINDOW_MS // 1000} s and 1 ms before the node's clock",
+                    old_peer_hello(),
+                    "a server of protocol version 3 sends a signed timestamp, with request id 0",
                 ),
                 ExpectClose(),
             ),

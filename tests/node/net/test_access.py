@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from node.runtime import NodeConfig
 from node.tokens import Scope
 from node.txs import Tx
 from tests.conftest import LiveNode, recv_reply, start_live_node, stop_live_node
+from tests.node.net.peer_hello import challenge, handshake
 
 SK_A, SK_B = 101, 202
 DEADLINE_S = 20.0
@@ -135,33 +135,29 @@ async def test_nobody_outside_the_node_may_send_its_clock_or_mint(world: World) 
         )
 
 
-async def peer_hello(w: World, body: Sequence[object]) -> tuple[ClientConnection, Reply]:
+async def peer_hello(w: World, identity: Identity) -> tuple[ClientConnection, Reply]:
     ws = await connect(w.live.url)
-    sender = Sender(SenderKind.SERVER, b"\x07" * 32)
-    await ws.send(encode_request(Req.HELLO, 1, sender, (), list(body)))
-    return ws, await recv_reply(ws)
+    return ws, await handshake(ws, identity, Sender(SenderKind.SERVER, b"\x07" * 32))
 
 
 async def test_peer_servers_authenticate_by_signature(world: World) -> None:
     w = world
-    now = time.time_ns() // 1_000_000
     ident = Identity(bls.keygen(b"\x05" * 32))
     other = Identity(bls.keygen(b"\x06" * 32))
-    forged = [ident.pubkey, now, other.hello(now)[2]]
-    ws, reply = await peer_hello(w, forged)
-    assert reply.type is Rep.ERROR
-    assert error_of(reply)[0] is Err.UNAUTHORIZED
-    await ws.close()
-    ws, reply = await peer_hello(w, ident.hello(now - 10 * 60_000))  # stale: a replay
-    assert error_of(reply)[0] is Err.UNAUTHORIZED
+    ws = await connect(w.live.url)
+    sender = Sender(SenderKind.SERVER, b"\x07" * 32)
+    given, receiver = await challenge(ws, sender)
+    forged = [ident.pubkey, given, receiver, other.hello(given, receiver)[3]]
+    await ws.send(encode_request(Req.HELLO, 2, sender, (), forged))
+    reply = await recv_reply(ws)
+    assert error_of(reply) == (Err.UNAUTHORIZED, "peer HELLO signature does not verify")
     await ws.close()
 
-    ws, reply = await peer_hello(w, ident.hello(now))
+    ws, reply = await peer_hello(w, ident)
     assert reply.type is Rep.WELCOME
     assert sorted(as_bytes(x, "signer") for x in as_list(reply.body[4], "signers")) == sorted(
         [w.a, w.b]
     )
-    sender = Sender(SenderKind.SERVER, b"\x07" * 32)
 
     async def ask(req: Req, body: list[object], route: tuple[bytes, ...] = ()) -> Reply:
         await ws.send(encode_request(req, 2, sender, route, body))
@@ -209,8 +205,7 @@ async def test_a_peer_cannot_forge_a_faucet(simulation: World) -> None:
     B, and B's own batch (not a member) are refused at once, naming why, and change
     nothing; A's genuine batch, relayed by the same peer, credits the reserve."""
     w = simulation
-    now = time.time_ns() // 1_000_000
-    ws, reply = await peer_hello(w, Identity(bls.keygen(b"\x05" * 32)).hello(now))
+    ws, reply = await peer_hello(w, Identity(bls.keygen(b"\x05" * 32)))
     assert reply.type is Rep.WELCOME
     sender = Sender(SenderKind.SERVER, b"\x07" * 32)
 
@@ -257,8 +252,7 @@ async def test_consensus_messages_about_a_past_height_cost_no_block(simulation: 
     block each). A round change the replica can use still makes one."""
     w = simulation
     node = w.live.node
-    now = time.time_ns() // 1_000_000
-    ws, reply = await peer_hello(w, Identity(bls.keygen(b"\x05" * 32)).hello(now))
+    ws, reply = await peer_hello(w, Identity(bls.keygen(b"\x05" * 32)))
     assert reply.type is Rep.WELCOME
     sender = Sender(SenderKind.SERVER, b"\x07" * 32)
 

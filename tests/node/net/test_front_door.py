@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from node.net.client import NodeClient
 from node.net.protocol import (
     Err,
     Rep,
+    Reply,
     Req,
     Sender,
     SenderKind,
@@ -40,6 +40,7 @@ from node.net.protocol import (
     error_of,
 )
 from tests.conftest import NodeProcess, create_token
+from tests.node.net.peer_hello import handshake
 
 pytestmark = pytest.mark.slow
 
@@ -134,12 +135,20 @@ async def answer_to(ws: ClientConnection, frame: bytes) -> Outcome:
 class Kind:
     name: str
     open: Callable[[], contextlib.AbstractAsyncContextManager[ClientConnection]]
-    hello: Callable[[int], bytes] | None  # None: authenticated from the start
+    # Authenticates a connection and gives the WELCOME; None: authenticated from the start
+    hello: Callable[[ClientConnection], Awaitable[Reply]] | None
 
 
-def peer_hello(rid: int) -> bytes:
-    sender = Sender(SenderKind.SERVER, PEER.id)
-    return encode_request(Req.HELLO, rid, sender, (), PEER.hello(time.time_ns() // 1_000_000))
+def frame_hello(frame: bytes) -> Callable[[ClientConnection], Awaitable[Reply]]:
+    async def hello(ws: ClientConnection) -> Reply:
+        await ws.send(frame)
+        return decode_reply(await asyncio.wait_for(ws.recv(decode=False), DEADLINE_S))
+
+    return hello
+
+
+async def peer_hello(ws: ClientConnection) -> Reply:
+    return await handshake(ws, PEER)
 
 
 def kinds(node: NodeProcess, token: str, agent_token: str) -> list[Kind]:
@@ -154,12 +163,14 @@ def kinds(node: NodeProcess, token: str, agent_token: str) -> list[Kind]:
         )
 
     return [
-        Kind("client", tcp, lambda rid: encode_request(Req.HELLO, rid, CLIENT, (), [token_bytes])),
+        Kind("client", tcp, frame_hello(encode_request(Req.HELLO, 1, CLIENT, (), [token_bytes]))),
         Kind(
             "agent",
             tcp,
-            lambda rid: encode_request(
-                Req.HELLO, rid, Sender(SenderKind.AGENT, SIGNER), (), [agent_token.encode()]
+            frame_hello(
+                encode_request(
+                    Req.HELLO, 1, Sender(SenderKind.AGENT, SIGNER), (), [agent_token.encode()]
+                )
             ),
         ),
         Kind("peer", tcp, peer_hello),
@@ -227,10 +238,7 @@ async def test_structural_extremes_on_every_connection_kind(
                 async with kind.open() as ws:
                     if phase == "after HELLO":
                         assert kind.hello is not None
-                        await ws.send(kind.hello(1))
-                        welcome = decode_reply(
-                            await asyncio.wait_for(ws.recv(decode=False), DEADLINE_S)
-                        )
+                        welcome = await kind.hello(ws)
                         assert welcome.type is Rep.WELCOME, what
                     outcome = await answer_to(ws, frame)
                     check_outcome(outcome, phase, extreme, what)

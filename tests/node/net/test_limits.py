@@ -59,9 +59,10 @@ def test_the_longest_hellos_fit_before_authentication() -> None:
         2**32,
         Sender(SenderKind.SERVER, identity.id),
         (),
-        identity.hello(2**63),
+        identity.hello(b"\xff" * 32, b"\xff" * 32),
     )
-    for hello in (client, peer):
+    challenge = encode_request(Req.CHALLENGE, 2**32, Sender(SenderKind.SERVER, identity.id), (), [])
+    for hello in (client, peer, challenge):
         assert scan(hello, limits.PRE_HELLO) <= limits.PRE_HELLO.max_items
         assert len(hello) <= limits.PRE_HELLO.max_bytes
 

@@ -1,9 +1,11 @@
 """A peer server that speaks another protocol version is not linked.
 
 Version 2 changed how an entity's state hash is computed, so two servers of
-different versions never agree on a certified frame. The peer here is a real
-WebSocket server on loopback written for the test: it answers the HELLO with a
-WELCOME naming the version it is given, and counts the HELLOs it gets.
+different versions never agree on a certified frame; version 4 changed the peer
+HELLO (it answers a CHALLENGE). The peer here is a real WebSocket server on
+loopback written for the test: it answers CHALLENGE and HELLO naming the version
+it is given (or, as a server of version 3 would, does not know CHALLENGE), and
+records the requests it gets.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from node.crypto import bls
 from node.identity import Identity
 from node.net import limits
 from node.net.peers import PeerLink, PeerNetwork
-from node.net.protocol import PROTOCOL_VERSION, Rep, Req, decode_request, encode_reply
+from node.net.protocol import (
+    PROTOCOL_VERSION,
+    Err,
+    Rep,
+    Req,
+    Request,
+    decode_request,
+    encode_error,
+    encode_reply,
+)
 
 DEADLINE_S = 20
 HOSTED = b"\x42" * 32
@@ -30,7 +41,9 @@ HOSTED = b"\x42" * 32
 @dataclass
 class FakePeer:
     version: int
-    hellos: int = 0
+    knows_challenge: bool = True
+    hellos: int = 0  # handshakes begun: CHALLENGEs (or HELLOs, for a peer without them)
+    requests: list[Request] = field(default_factory=list)
     seen: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def serve(self, ws: ServerConnection) -> None:
@@ -38,12 +51,23 @@ class FakePeer:
             async for frame in ws:
                 assert isinstance(frame, bytes)
                 req = decode_request(frame, limits=limits.REQUEST)
-                if req.type is Req.HELLO:
+                self.requests.append(req)
+                if req.type is Req.CHALLENGE and not self.knows_challenge:
+                    error = encode_error(Err.UNKNOWN_TYPE, "unknown request type 14", 0)
+                    await ws.send(error)
+                    await ws.close(1008)
+                elif req.type is Req.CHALLENGE:
+                    body = [self.version, b"\x01" * 32, bytes(32)]
+                    await ws.send(encode_reply(Rep.CHALLENGE, req.request_id, body))
+                elif req.type is Req.HELLO:
                     body = [self.version, b"peer", bytes(32), 1, [HOSTED]]
                     await ws.send(encode_reply(Rep.WELCOME, req.request_id, body))
-                    async with self.seen:
-                        self.hellos += 1
-                        self.seen.notify_all()
+                    continue
+                else:
+                    continue
+                async with self.seen:
+                    self.hellos += 1
+                    self.seen.notify_all()
 
     async def wait_hellos(self, n: int) -> None:
         async with asyncio.timeout(DEADLINE_S), self.seen:
@@ -75,6 +99,8 @@ async def linked(
 
 
 async def test_a_peer_of_the_same_version_is_linked() -> None:
+    """CHALLENGE, then a HELLO answering it; neither with request id 0, which
+    PROTOCOL.md § 5 keeps for the node's own errors."""
     peer = FakePeer(PROTOCOL_VERSION)
     async with linked(peer) as (network, changes, up):
         link = network.links[0]
@@ -82,6 +108,27 @@ async def test_a_peer_of_the_same_version_is_linked() -> None:
         assert link.connected
         assert link.hosted == frozenset({HOSTED})
         assert changes == [link]
+    challenge, hello = peer.requests[:2]
+    assert (challenge.type, hello.type) == (Req.CHALLENGE, Req.HELLO)
+    assert challenge.body == []
+    assert hello.body == network.identity.hello(b"\x01" * 32, bytes(32))
+    assert all(r.request_id != 0 for r in peer.requests)
+    assert len({r.request_id for r in peer.requests}) == len(peer.requests)
+
+
+async def test_a_peer_of_version_3_is_never_linked(caplog: pytest.LogCaptureFixture) -> None:
+    """A server of version 3 does not know CHALLENGE (it answers UNKNOWN_TYPE): the
+    log names both versions, and no HELLO is sent."""
+    peer = FakePeer(3, knows_challenge=False)
+    async with linked(peer) as (network, changes, _up):
+        await peer.wait_hellos(2)
+        assert not network.links[0].connected
+        assert changes == []
+    assert all(r.type is Req.CHALLENGE for r in peer.requests)
+    assert (
+        f"does not know CHALLENGE: it speaks a protocol version before 4, "
+        f"this server {PROTOCOL_VERSION}: not linked"
+    ) in caplog.text
 
 
 @pytest.mark.parametrize("version", [1, PROTOCOL_VERSION + 1])

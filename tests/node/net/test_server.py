@@ -21,6 +21,7 @@ from node.net.client import NodeClient, NodeError
 from node.net.protocol import (
     MAX_FRAME_BYTES,
     MAX_TXS_PER_SUBMIT,
+    PROTOCOL_VERSION,
     Err,
     Rep,
     Reply,
@@ -88,7 +89,7 @@ async def test_hello_welcome(raw: Raw, live_node: LiveNode) -> None:
     reply = await raw.ask(Req.HELLO, 9, [live_node.token.encode()])
     assert reply.type is Rep.WELCOME
     assert reply.request_id == 9
-    assert reply.body == [b"\x03", b"server", bytes(32), b""]
+    assert reply.body == [bytes([PROTOCOL_VERSION]), b"server", bytes(32), b""]
 
 
 async def test_requests_before_hello_are_refused_and_closed(raw: Raw) -> None:
