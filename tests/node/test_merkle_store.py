@@ -297,7 +297,7 @@ def test_a_dropped_version_is_freed_without_the_cycle_collector(tmp_path: Path) 
     top = old.top
     assert type(top) is Stub
     pinned_before = top
-    changed = dict.fromkeys(list(pairs)[:200], Val(b"new"))
+    changed: dict[bytes, Val | None] = dict.fromkeys(list(pairs)[:200], Val(b"new"))
     gc.disable()
     try:
         s.block(changed)  # deletes the old top and the branches above the changes
