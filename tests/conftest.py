@@ -24,6 +24,7 @@ from node.net.server import ApiServer
 from node.runtime import Node, NodeConfig
 from node.storage import Store
 from node.tokens import Scope, TokenStore
+from tests.node.net.certs import CertFiles, make_self_signed
 
 # Qt, when a test uses it, renders offscreen: there is no display here.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -187,6 +188,22 @@ async def stop_live_node(live: LiveNode) -> None:
 @pytest.fixture
 async def live_node(tmp_path: Path) -> AsyncIterator[LiveNode]:
     live = await start_live_node(tmp_path / "data")
+    try:
+        yield live
+    finally:
+        await stop_live_node(live)
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> CertFiles:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key."""
+    return make_self_signed(tmp_path / "certs")
+
+
+@pytest.fixture
+async def tls_node(tmp_path: Path, self_signed: CertFiles) -> AsyncIterator[LiveNode]:
+    """A live node serving ``wss://`` with ``self_signed``."""
+    live = await start_live_node(tmp_path / "data", tls=self_signed.context())
     try:
         yield live
     finally:

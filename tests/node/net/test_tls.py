@@ -52,20 +52,6 @@ async def never(entity: bytes, frame: bytes, round_: int) -> Signatures:
     raise AssertionError("no SIGN expected")
 
 
-@pytest.fixture
-def self_signed(tmp_path: Path) -> CertFiles:
-    return make_self_signed(tmp_path / "certs")
-
-
-@pytest.fixture
-async def tls_node(tmp_path: Path, self_signed: CertFiles) -> AsyncIterator[LiveNode]:
-    live = await start_live_node(tmp_path / "data", tls=self_signed.context())
-    try:
-        yield live
-    finally:
-        await stop_live_node(live)
-
-
 @dataclass
 class Listener:
     """A real TLS WebSocket server that reads what clients send and answers nothing:

@@ -65,20 +65,6 @@ class Wallet:
 
 
 @pytest.fixture
-def self_signed(tmp_path: Path) -> CertFiles:
-    return make_self_signed(tmp_path / "certs")
-
-
-@pytest.fixture
-async def tls_node(tmp_path: Path, self_signed: CertFiles) -> AsyncIterator[LiveNode]:
-    live = await start_live_node(tmp_path / "node", tls=self_signed.context())
-    try:
-        yield live
-    finally:
-        await stop_live_node(live)
-
-
-@pytest.fixture
 async def wallet(tmp_path: Path) -> AsyncIterator[Wallet]:
     data = tmp_path / "wallet"
     data.mkdir()
