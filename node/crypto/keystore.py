@@ -11,6 +11,10 @@ Default KDF costs are EIP-2335's (scrypt n=2**18 r=8 p=1: ~1 s and 256 MiB;
 PBKDF2 c=2**18). ``fast=True`` uses n=2**14 / c=2**14: for tests and
 simulations only, never for a key that guards anything.
 
+A keystore can also be made under a random 32-byte key instead of a password
+(:func:`wrap`, :func:`unwrap`): the wallet keeps its keys so, under one key that
+its password opens, so that an unlock runs the slow KDF once.
+
 A keystore may also hold a small non-key secret (1 to 256 bytes, say an API
 token): :func:`encrypt_data` and :func:`decrypt_data` make and open one. It is
 the same version-4 format with no ``pubkey``; :func:`decrypt`, and
@@ -63,6 +67,8 @@ FAST_PBKDF2_C: Final = 2**14  # tests and simulations only
 # What a keystore read from a file may make us spend.
 MAX_SCRYPT_MEMORY: Final = 2**30 + 2**20  # bytes: n=2**20 with r=8 still fits
 MAX_PBKDF2_C: Final = 2**24
+WRAP_KEY_LEN: Final = 32
+WRAP_ROUNDS: Final = 1  # a keystore under a random key (see wrap), never a password's
 MAX_FILE_BYTES: Final = 1 << 20
 
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
@@ -145,8 +151,53 @@ def encrypt_data(
     return _encrypt(data, password, kdf, "", description, b"", fast)
 
 
+def wrap(
+    secret: bytes,
+    key: bytes,
+    *,
+    pubkey: bytes = b"",
+    path: str = "",
+    description: str = "",
+) -> dict[str, Any]:
+    """A version-4 keystore holding ``secret`` (a key, or 1 to 256 bytes of data) under
+    a random 32-byte ``key`` rather than a password: its "password" is ``key`` in hex
+    and its KDF is PBKDF2 with ``WRAP_ROUNDS`` round, as a key of 256 random bits needs
+    no slow KDF. Any EIP-2335 tool opens it with that hex string."""
+    if not isinstance(key, bytes) or len(key) != WRAP_KEY_LEN:
+        raise KeystoreError(f"a wrapping key is {WRAP_KEY_LEN} bytes")
+    if not isinstance(secret, bytes) or not 1 <= len(secret) <= MAX_DATA_LEN:
+        raise KeystoreError(f"data must be 1 to {MAX_DATA_LEN} bytes")
+    if pubkey:
+        _check_pubkey(secret, pubkey)
+    return _encrypt(secret, key.hex(), "pbkdf2", path, description, pubkey, False, WRAP_ROUNDS)
+
+
+def is_wrapped(keystore: object) -> bool:
+    """Whether ``keystore`` was made by :func:`wrap` (PBKDF2 of ``WRAP_ROUNDS`` round:
+    never a password's keystore, whose KDF is slow)."""
+    try:
+        parsed = _parse(keystore, data=True)
+    except KeystoreError:
+        return False
+    return parsed.kdf == "pbkdf2" and parsed.kdf_params.get("c") == WRAP_ROUNDS
+
+
+def unwrap(keystore: object, key: bytes) -> bytes:
+    """The secret in a keystore made by :func:`wrap`; WrongPassword if ``key`` is not its."""
+    if not is_wrapped(keystore):
+        raise KeystoreError("not a keystore wrapped under a key")
+    return _decrypt(_parse(keystore, data=True), key.hex())
+
+
 def _encrypt(
-    secret: bytes, password: str, kdf: str, path: str, description: str, pubkey: bytes, fast: bool
+    secret: bytes,
+    password: str,
+    kdf: str,
+    path: str,
+    description: str,
+    pubkey: bytes,
+    fast: bool,
+    rounds: int | None = None,
 ) -> dict[str, Any]:
     salt = secrets.token_bytes(SALT_LEN)
     params: dict[str, Any]
@@ -154,7 +205,7 @@ def _encrypt(
         n = FAST_SCRYPT_N if fast else SCRYPT_N
         params = {"dklen": DKLEN, "n": n, "p": SCRYPT_P, "r": SCRYPT_R, "salt": salt}
     elif kdf == "pbkdf2":
-        c = FAST_PBKDF2_C if fast else PBKDF2_C
+        c = rounds if rounds is not None else FAST_PBKDF2_C if fast else PBKDF2_C
         params = {"dklen": DKLEN, "c": c, "prf": "hmac-sha256", "salt": salt}
     else:
         raise KeystoreError(f"unknown kdf {kdf!r}: scrypt or pbkdf2")

@@ -21,8 +21,19 @@ bare entries are left in place: two such folders may share them.
 proof of possession, label and derivation path. It holds no secret and is
 readable while locked. A mnemonic is never stored: it is the user's backup.
 
-Unlocking decrypts every key into memory (slow: one KDF per entry, so call it
-off the GUI thread); locking drops them. ``on_change`` callbacks run, on the
+One KDF per unlock. The check entry's random 32 bytes are the **vault key**:
+every key and secret entry is a keystore wrapped under it (``keystore.wrap``,
+no slow KDF: the vault key is random), and only the check entry is under the
+password (scrypt). So an unlock runs scrypt once, whatever the number of keys,
+and a change of password rewrites the check entry alone. Entries from before
+(each under the password) are opened with the password at the first unlock
+and wrapped then. A key added from a recovery phrase keeps its phrase too, as
+the secret ``phrase-<signer id>``, which :meth:`Vault.recovery_phrase` shows
+after the password; :meth:`Vault.export_key` writes a key as a standard
+EIP-2335 keystore under a password of the person's choice.
+
+Unlocking decrypts every key into memory (slow: one KDF, so call it off the GUI
+thread); locking drops them. ``on_change`` callbacks run, on the
 thread that locked or unlocked, after each change of the locked state.
 """
 
@@ -55,6 +66,7 @@ _WALLET_ID = re.compile(r"[0-9a-f]{16}")
 INDEX_VERSION: Final = 1
 CHECK_ENTRY: Final = "wallet-password-check"
 SECRET_PREFIX: Final = "secret-"  # noqa: S105 - a name prefix, not a secret
+PHRASE_PREFIX: Final = "phrase-"  # a key's recovery phrase: phrase-<signer id>
 MAX_LABEL: Final = 64
 _SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
@@ -90,6 +102,7 @@ class Vault:
         self._fast = fast_kdf
         self._mutex = threading.RLock()
         self._secret_keys: dict[bytes, int] | None = None
+        self._vault_key: bytes | None = None  # while unlocked
         self._index_path = self.data_dir / INDEX_FILE
         self._id_path = self.data_dir / WALLET_ID_FILE
         self.keys()  # a damaged index is an error now, not at the first unlock
@@ -141,7 +154,7 @@ class Vault:
         """
         phrase = mnemonic.validate(words)
         sk, path = mnemonic.signer_key(phrase, index)
-        return self._add(sk, path, password, label)
+        return self._add(sk, path, password, label, phrase)
 
     def add_keystore(
         self, keystore_json: Mapping[str, Any], keystore_password: str, password: str, label: str
@@ -155,7 +168,9 @@ class Vault:
         path = keystore_json.get("path", "")
         return self._add(sk, path if isinstance(path, str) else "", password, label)
 
-    def _add(self, sk: int, path: str, password: str, label: str) -> KeyInfo:
+    def _add(
+        self, sk: int, path: str, password: str, label: str, phrase: str | None = None
+    ) -> KeyInfo:
         label = _check_label(label)
         pubkey = bls.sk_to_pk(sk)
         sid = signer_id_of(pubkey)
@@ -164,17 +179,23 @@ class Vault:
             for known in index:
                 if known.signer_id == sid:
                     raise VaultError(f"this key is already in the wallet, as {known.label!r}")
-            self._ensure_password(password)
-            entry = keystore.encrypt(
+            vault_key = self._ensure_password(password)
+            entry = keystore.wrap(
                 sk.to_bytes(keystore.SECRET_LEN, "big"),
-                password,
+                vault_key,
                 pubkey=pubkey,
                 path=path,
                 description=f"xln-signer key {label}",
-                fast=self._fast,
             )
             info = KeyInfo(sid, pubkey, bls.pop_prove(sk), label, path)
             self._store(sid.hex(), entry)
+            if phrase is not None:
+                self._store(
+                    _phrase_username(sid),
+                    keystore.wrap(
+                        phrase.encode("utf-8"), vault_key, description="xln-signer phrase"
+                    ),
+                )
             self._write_index([*index, info])
             if self._secret_keys is not None:
                 self._secret_keys = {**self._secret_keys, sid: sk}
@@ -185,21 +206,13 @@ class Vault:
     def unlock(self, password: str) -> None:
         """Decrypt every key into memory; WrongPassword (and nothing changes) if wrong."""
         with self._mutex:
-            self._check_password(password)
+            vault_key = self._open_vault_key(password)
             if self.wallet_id is None:
                 self._migrate()
-            keys: dict[bytes, int] = {}
-            for info in self.keys():
-                entry = self._entry(info.signer_id.hex())
-                if entry is None:
-                    raise VaultError(
-                        f"the key {info.label!r} is missing from the {self.backend.name} keyring"
-                    )
-                if entry.get("pubkey") != info.pubkey.hex():
-                    raise VaultError(f"the stored key {info.label!r} is not the indexed one")
-                keys[info.signer_id] = int.from_bytes(keystore.decrypt(entry, password), "big")
+            keys = self._read_keys(vault_key, password)
             changed = self._secret_keys is None
             self._secret_keys = keys
+            self._vault_key = vault_key
         if changed:
             self._fire()
 
@@ -208,6 +221,7 @@ class Vault:
         with self._mutex:
             changed = self._secret_keys is not None
             self._secret_keys = None
+            self._vault_key = None
         if changed:
             self._fire()
 
@@ -223,18 +237,19 @@ class Vault:
         if not isinstance(data, bytes) or not 1 <= len(data) <= keystore.MAX_DATA_LEN:
             raise VaultError(f"a secret must be 1 to {keystore.MAX_DATA_LEN} bytes")
         with self._mutex:
-            self._ensure_password(password)
-            entry = keystore.encrypt_data(
-                data, password, description=f"xln-signer secret {name}", fast=self._fast
+            vault_key = self._ensure_password(password)
+            self._store(
+                username, keystore.wrap(data, vault_key, description=f"xln-signer secret {name}")
             )
-            self._store(username, entry)
 
     def get_secret(self, name: str, password: str) -> bytes | None:
         """The secret stored as ``name``, None if there is none; WrongPassword if wrong."""
-        entry = self._entry(_secret_username(name))
-        if entry is None:
-            return None
-        return keystore.decrypt_data(entry, password)
+        username = _secret_username(name)
+        with self._mutex:
+            if self._entry(username) is None:
+                return None
+            vault_key = self._open_vault_key(password)
+            return self._read_entry(username, vault_key, password)
 
     def delete_secret(self, name: str) -> bool:
         """Remove the secret ``name``; False if there was none."""
@@ -245,27 +260,121 @@ class Vault:
             self.backend.keyring.delete_password(self.backend.service, self._name(username))
         return True
 
-    # -- the password check ----------------------------------------------
+    # -- the password, the phrase, export ---------------------------------
 
-    def _check_password(self, password: str) -> None:
+    def change_password(self, old: str, new: str) -> None:
+        """Put the wallet under ``new``: WrongPassword (nothing changes) if ``old`` is
+        wrong. Entries still under the old password are wrapped under the vault key
+        first, so a crash at any point leaves a wallet that one of the two opens."""
+        _check_new_password(new)
+        with self._mutex:
+            vault_key = self._open_vault_key(old)
+            if self.wallet_id is None:
+                self._migrate()
+            self._read_keys(vault_key, old)
+            for info in self.keys():
+                self._read_entry(_phrase_username(info.signer_id), vault_key, old)
+            for name in LEGACY_SECRETS:
+                self._read_entry(_secret_username(name), vault_key, old)
+            self._store(CHECK_ENTRY, self._check_entry(vault_key, new))
+
+    def recovery_phrase(self, signer_id: bytes, password: str) -> str | None:
+        """The recovery phrase the key ``signer_id`` was made from; None if it was
+        imported from a keystore or added before phrases were kept."""
+        self._info(signer_id)
+        with self._mutex:
+            vault_key = self._open_vault_key(password)
+            data = self._read_entry(_phrase_username(signer_id), vault_key, password)
+        return None if data is None else data.decode("utf-8")
+
+    def export_key(self, signer_id: bytes, password: str, export_password: str) -> dict[str, Any]:
+        """The key ``signer_id`` as an EIP-2335 keystore under ``export_password``
+        (scrypt at EIP-2335's cost), for another EIP-2335 tool or wallet."""
+        info = self._info(signer_id)
+        _check_new_password(export_password)
+        with self._mutex:
+            vault_key = self._open_vault_key(password)
+            keys = self._read_keys(vault_key, password)
+        return keystore.encrypt(
+            keys[signer_id].to_bytes(keystore.SECRET_LEN, "big"),
+            export_password,
+            pubkey=info.pubkey,
+            path=info.path,
+            description=f"xln-signer key {info.label}",
+            fast=self._fast,
+        )
+
+    def _info(self, signer_id: bytes) -> KeyInfo:
+        for info in self.keys():
+            if info.signer_id == signer_id:
+                return info
+        raise VaultError(f"no key for signer {signer_id.hex()}")
+
+    # -- the vault key ---------------------------------------------------
+
+    def _open_vault_key(self, password: str) -> bytes:
+        """The vault key, from the check entry (the one slow KDF); WrongPassword if wrong."""
         entry = self._entry(CHECK_ENTRY)
         if entry is None:
             raise VaultError("no wallet password is set yet")
-        keystore.decrypt_data(entry, password)
+        vault_key = keystore.decrypt_data(entry, password)
+        if len(vault_key) != keystore.WRAP_KEY_LEN:
+            raise VaultError("the wallet's password check entry is damaged")
+        return vault_key
 
-    def _ensure_password(self, password: str) -> None:
+    def _ensure_password(self, password: str) -> bytes:
+        """The vault key: opened with ``password``, or made with it if none is set."""
         if self.has_password():
-            self._check_password(password)
-            return
-        if not isinstance(password, str) or not keystore.normalize_password(password):
-            raise VaultError("the wallet password must not be empty")
-        check = keystore.encrypt_data(
-            secrets.token_bytes(32),
-            password,
-            description="xln-signer wallet password check",
-            fast=self._fast,
+            return self._open_vault_key(password)
+        _check_new_password(password)
+        vault_key = secrets.token_bytes(keystore.WRAP_KEY_LEN)
+        self._store(CHECK_ENTRY, self._check_entry(vault_key, password))
+        return vault_key
+
+    def _check_entry(self, vault_key: bytes, password: str) -> dict[str, Any]:
+        return keystore.encrypt_data(
+            vault_key, password, description="xln-signer wallet password check", fast=self._fast
         )
-        self._store(CHECK_ENTRY, check)
+
+    def _read_keys(self, vault_key: bytes, password: str) -> dict[bytes, int]:
+        keys: dict[bytes, int] = {}
+        for info in self.keys():
+            username = info.signer_id.hex()
+            entry = self._entry(username)
+            if entry is None:
+                raise VaultError(
+                    f"the key {info.label!r} is missing from the {self.backend.name} keyring"
+                )
+            if entry.get("pubkey") != info.pubkey.hex():
+                raise VaultError(f"the stored key {info.label!r} is not the indexed one")
+            secret = self._read_entry(username, vault_key, password)
+            assert secret is not None
+            keys[info.signer_id] = int.from_bytes(secret, "big")
+        return keys
+
+    def _read_entry(self, username: str, vault_key: bytes, password: str) -> bytes | None:
+        """An entry's secret: unwrapped with the vault key, or, for an entry from before
+        vault keys, opened with the password and stored wrapped from now on."""
+        entry = self._entry(username)
+        if entry is None:
+            return None
+        if keystore.is_wrapped(entry):
+            return keystore.unwrap(entry, vault_key)
+        secret = keystore.decrypt_data(entry, password)
+        pubkey = bytes.fromhex(entry.get("pubkey") or "")
+        path = entry.get("path")
+        description = entry.get("description")
+        self._store(
+            username,
+            keystore.wrap(
+                secret,
+                vault_key,
+                pubkey=pubkey,
+                path=path if isinstance(path, str) else "",
+                description=description if isinstance(description, str) else "",
+            ),
+        )
+        return secret
 
     # -- storage ---------------------------------------------------------
 
@@ -390,6 +499,15 @@ def _check_label(label: str) -> str:
     if any(unicodedata.category(c) == "Cc" for c in label):
         raise VaultError("a key's label must not contain control characters")
     return label
+
+
+def _check_new_password(password: str) -> None:
+    if not isinstance(password, str) or not keystore.normalize_password(password):
+        raise VaultError("the wallet password must not be empty")
+
+
+def _phrase_username(signer_id: bytes) -> str:
+    return f"{PHRASE_PREFIX}{signer_id.hex()}"
 
 
 def _secret_username(name: str) -> str:

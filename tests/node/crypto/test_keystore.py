@@ -507,3 +507,26 @@ def test_save_data_keystore(tmp_path: Path) -> None:
     assert not target.exists()
     keystore.save(target, ks, data=True)
     assert keystore.decrypt_data(json.loads(target.read_text()), PASSWORD) == b"a token"
+
+
+def test_wrap_under_a_random_key() -> None:
+    key = bytes(range(32))
+    secret = bytes(range(1, 33))
+    wrapped = keystore.wrap(secret, key, description="d")
+    keystore.validate(wrapped, data=True)
+    assert keystore.is_wrapped(wrapped)
+    assert wrapped["crypto"]["kdf"]["function"] == "pbkdf2"
+    assert wrapped["crypto"]["kdf"]["params"]["c"] == keystore.WRAP_ROUNDS
+    assert keystore.unwrap(wrapped, key) == secret
+    assert keystore.decrypt_data(wrapped, key.hex()) == secret  # EIP-2335 tools open it
+    with pytest.raises(keystore.WrongPassword):
+        keystore.unwrap(wrapped, bytes(32))
+    by_password = keystore.encrypt_data(secret, "pw", fast=True)
+    assert not keystore.is_wrapped(by_password)
+    assert not keystore.is_wrapped({"not": "a keystore"})
+    with pytest.raises(keystore.KeystoreError, match="not a keystore wrapped"):
+        keystore.unwrap(by_password, key)
+    with pytest.raises(keystore.KeystoreError, match="wrapping key"):
+        keystore.wrap(secret, b"short")
+    with pytest.raises(keystore.KeystoreError, match="data must be"):
+        keystore.wrap(b"", key)

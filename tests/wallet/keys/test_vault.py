@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from node.machines.governance import signer_id
 from wallet.keys import mnemonic
 from wallet.keys.backends import BackendChoice
 from wallet.keys.mnemonic import MnemonicError
-from wallet.keys.vault import KeyInfo, Locked, Vault, VaultError, WrongPassword
+from wallet.keys.vault import CHECK_ENTRY, KeyInfo, Locked, Vault, VaultError, WrongPassword
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 - test data
 WORDS = " ".join(["abandon"] * 23 + ["art"])
@@ -81,8 +82,19 @@ def test_the_key_is_an_eip_2335_keystore_under_its_signer_id(vault: Vault) -> No
     keystore.validate(entry)
     assert entry["pubkey"] == info.pubkey.hex()
     assert entry["path"] == "m/12381/3600/3/0/0" == info.path
-    assert entry["crypto"]["kdf"]["function"] == "scrypt"
-    assert keystore.decrypt(entry, PASSWORD) == mnemonic.signer_key(WORDS, 3)[0].to_bytes(32, "big")
+    # Wrapped under the vault key, which the password check entry holds under scrypt:
+    # one slow KDF per unlock, whatever the number of keys.
+    assert keystore.is_wrapped(entry)
+    check = json.loads(
+        vault.backend.keyring.get_password(vault.backend.service, f"{wallet_id}.{CHECK_ENTRY}")
+        or "null"
+    )
+    assert check["crypto"]["kdf"]["function"] == "scrypt"
+    vault_key = keystore.decrypt_data(check, PASSWORD)
+    secret = mnemonic.signer_key(WORDS, 3)[0].to_bytes(32, "big")
+    assert keystore.decrypt(entry, vault_key.hex()) == secret  # any EIP-2335 tool opens it
+    with pytest.raises(WrongPassword):
+        keystore.decrypt(entry, PASSWORD)
 
 
 def test_wrong_password_refuses_and_changes_nothing(vault: Vault) -> None:
@@ -235,3 +247,106 @@ def test_no_secret_reaches_the_data_folder(data_dir: Path, vault: Vault) -> None
         content = path.read_bytes()
         for needle in needles:
             assert needle not in content, f"{path} holds a secret"
+
+
+def _count_slow_kdfs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every scrypt or PBKDF2 run of more than one round, by its KDF's name."""
+    calls: list[str] = []
+    real = keystore._derive_key
+
+    def counted(kdf: str, params: Any, password: bytes) -> bytes:
+        if params.get("c") != keystore.WRAP_ROUNDS:
+            calls.append(kdf)
+        return real(kdf, params, password)
+
+    monkeypatch.setattr(keystore, "_derive_key", counted)
+    return calls
+
+
+def test_an_unlock_runs_the_slow_kdf_once_whatever_the_keys(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(4):
+        vault.add_mnemonic(WORDS, PASSWORD, f"k{i}", index=i)
+    vault.put_secret("node-token", b"t", PASSWORD)
+    calls = _count_slow_kdfs(monkeypatch)
+    vault.unlock(PASSWORD)
+    assert calls == ["scrypt"]
+    infos = vault.keys()
+    assert len({vault.secret_key(k.signer_id) for k in infos}) == 4
+
+
+def test_change_password(vault: Vault, data_dir: Path, file_choice: BackendChoice) -> None:
+    info = vault.add_mnemonic(WORDS, PASSWORD, "k")
+    vault.put_secret("node-token", b"token", PASSWORD)
+    with pytest.raises(WrongPassword):
+        vault.change_password("wrong", "new password")
+    with pytest.raises(VaultError, match="must not be empty"):
+        vault.change_password(PASSWORD, "")
+    vault.unlock(PASSWORD)  # still the old one after both refusals
+    vault.change_password(PASSWORD, "new password")
+    again = Vault(data_dir, file_choice, fast_kdf=True)
+    with pytest.raises(WrongPassword):
+        again.unlock(PASSWORD)
+    again.unlock("new password")
+    assert again.secret_key(info.signer_id) == mnemonic.signer_key(WORDS, 0)[0]
+    assert again.get_secret("node-token", "new password") == b"token"
+    assert again.recovery_phrase(info.signer_id, "new password") == WORDS
+
+
+def test_the_phrase_is_shown_after_the_password_and_only_for_phrase_keys(
+    vault: Vault, tmp_path: Path
+) -> None:
+    info = vault.add_mnemonic(WORDS, PASSWORD, "from words")
+    assert vault.recovery_phrase(info.signer_id, PASSWORD) == WORDS
+    with pytest.raises(WrongPassword):
+        vault.recovery_phrase(info.signer_id, "wrong")
+    sk = mnemonic.signer_key(WORDS, 7)[0]
+    imported = vault.add_keystore(
+        keystore.encrypt(sk.to_bytes(32, "big"), "other", fast=True), "other", PASSWORD, "imp"
+    )
+    assert vault.recovery_phrase(imported.signer_id, PASSWORD) is None
+    with pytest.raises(VaultError, match="no key"):
+        vault.recovery_phrase(bytes(32), PASSWORD)
+
+
+def test_export_gives_a_standard_keystore_under_its_own_password(vault: Vault) -> None:
+    info = vault.add_mnemonic(WORDS, PASSWORD, "k", index=2)
+    with pytest.raises(WrongPassword):
+        vault.export_key(info.signer_id, "wrong", "export")
+    exported = vault.export_key(info.signer_id, PASSWORD, "export pass")
+    keystore.validate(exported)
+    assert not keystore.is_wrapped(exported)
+    assert exported["pubkey"] == info.pubkey.hex()
+    assert exported["path"] == info.path
+    secret = keystore.decrypt(exported, "export pass")
+    assert secret == mnemonic.signer_key(WORDS, 2)[0].to_bytes(32, "big")
+
+
+def test_entries_from_before_the_vault_key_open_and_are_wrapped_at_unlock(
+    vault: Vault, data_dir: Path, file_choice: BackendChoice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wallet whose key and token entries are each under the password (as this
+    version's predecessor stored them) unlocks, and its entries are wrapped then."""
+    info = vault.add_mnemonic(WORDS, PASSWORD, "k")
+    vault.put_secret("node-token", b"old token", PASSWORD)
+    ring, service = file_choice.keyring, file_choice.service
+    sk = mnemonic.signer_key(WORDS, 0)[0].to_bytes(32, "big")
+    old_key = keystore.encrypt(sk, PASSWORD, pubkey=info.pubkey, path=info.path, fast=True)
+    old_token = keystore.encrypt_data(b"old token", PASSWORD, fast=True)
+    ring.set_password(service, f"{vault.wallet_id}.{info.signer_id.hex()}", json.dumps(old_key))
+    ring.set_password(service, f"{vault.wallet_id}.secret-node-token", json.dumps(old_token))
+    old = Vault(data_dir, file_choice, fast_kdf=True)
+    calls = _count_slow_kdfs(monkeypatch)
+    old.unlock(PASSWORD)
+    assert calls == ["scrypt", "scrypt"]  # the check entry, and the old key once
+    assert old.secret_key(info.signer_id) == int.from_bytes(sk, "big")
+    entry = json.loads(
+        ring.get_password(service, f"{vault.wallet_id}.{info.signer_id.hex()}") or "null"
+    )
+    assert keystore.is_wrapped(entry)
+    old.change_password(PASSWORD, "new")  # wraps the old token before the switch
+    assert old.get_secret("node-token", "new") == b"old token"
+    calls.clear()
+    Vault(data_dir, file_choice, fast_kdf=True).unlock("new")
+    assert calls == ["scrypt"]
