@@ -403,6 +403,7 @@ class WalletApp:
             backend_name=backend.name,
             backend_system=backend.system,
             backend_warning=backend.warning,
+            vault=vault,
         )
         window = MainWindow(
             self.model,

@@ -3,7 +3,8 @@ node is checked against, and the certificate accepted on first use, which can be
 forgotten), theme, the
 accountant and its rules file (checked with ``Rules.load``, result shown), the
 keyring backend in use (with a visible warning when it is not the system
-keyring) and the lock timeout.
+keyring), the key actions (change the password, show a recovery phrase, export
+a key: :mod:`wallet.views.key_actions`) and the lock timeout.
 
 The view edits a copy of :class:`~wallet.settings.Settings`; Save validates it and
 hands it, with a new token if one was typed, to the ``save`` callback the app
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from node.net.tls import pretty
 from wallet.flows.accountant import Rules, RulesError
+from wallet.keys.vault import Vault
 from wallet.qt import (
     QButtonGroup,
     QCheckBox,
@@ -37,6 +39,7 @@ from wallet.qt import (
     QWidget,
 )
 from wallet.settings import Settings, SettingsError
+from wallet.views.key_actions import KeyActionsBox
 
 SaveCallback = Callable[[Settings, str | None], None]  # (settings, new token or None)
 
@@ -61,6 +64,7 @@ class SettingsView(QWidget):
         backend_name: str,
         backend_system: bool,
         backend_warning: str | None = None,
+        vault: Vault | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -151,12 +155,15 @@ class SettingsView(QWidget):
         keys = QFormLayout(keys_box)
         keys.addRow("Keyring backend", self.backend)
         keys.addRow(self.backend_warning)
+        self.result = QLabel()
+        self.result.setWordWrap(True)
+        self.key_actions = None if vault is None else KeyActionsBox(vault, self.result)
+        if self.key_actions is not None:
+            keys.addRow("Password and keys", self.key_actions)
 
         self.save_button = QPushButton("Save")
         self.save_button.setProperty("primary", True)
         self.save_button.clicked.connect(self.save)
-        self.result = QLabel()
-        self.result.setWordWrap(True)
         actions = QHBoxLayout()
         actions.addWidget(self.result, 1)
         actions.addWidget(self.save_button)

@@ -5,13 +5,16 @@ The dialog does not know how to unlock: the app gives it ``attempt``, a
 coroutine that raises ``WrongPassword`` (or another error with a message fit for
 the user) and runs the slow part in an executor. ``unlocked`` fires once it
 succeeds; ``quit_requested`` when the user picks Quit (at start) or Cancel.
-The same dialog asks for the password before the app stores a new node token.
+The same dialog asks for the password before the app stores a new node token,
+and before Settings changes the password, shows a recovery phrase or exports a
+key; ``extras`` adds hidden-text fields (a new password and its copy), whose
+values ``attempt`` gets after the password.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from wallet.keys.vault import WrongPassword
 from wallet.qt import (
@@ -27,7 +30,7 @@ from wallet.qt import (
 )
 from wallet.views import theme
 
-Attempt = Callable[[str], Awaitable[None]]
+Attempt = Callable[..., Awaitable[None]]  # (password, *extras)
 
 
 class UnlockDialog(QDialog):
@@ -42,6 +45,8 @@ class UnlockDialog(QDialog):
         text: str = "Enter your wallet password to unlock your signer keys.",
         action: str = "Unlock",
         quit_label: str = "Quit",
+        extras: Sequence[str] = (),
+        busy_text: str = "Decrypting your keys…",
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -63,6 +68,12 @@ class UnlockDialog(QDialog):
         self.password = QLineEdit()
         self.password.setEchoMode(QLineEdit.EchoMode.Password)
         self.password.setPlaceholderText("Wallet password")
+        self.extra_fields: list[QLineEdit] = []
+        for placeholder in extras:
+            field = QLineEdit()
+            field.setEchoMode(QLineEdit.EchoMode.Password)
+            field.setPlaceholderText(placeholder)
+            self.extra_fields.append(field)
         self.error = QLabel("")
         self.error.setProperty("role", "error")
         self.error.setWordWrap(True)
@@ -72,7 +83,7 @@ class UnlockDialog(QDialog):
         self.progress.setTextVisible(False)
         self.progress.setFixedHeight(6)
         self.progress.hide()
-        self.busy_text = QLabel("Decrypting your keys…")
+        self.busy_text = QLabel(busy_text)
         self.busy_text.setProperty("role", "muted")
         self.busy_text.hide()
         # Enter clicks the default button, Unlock, and only it: not also a handler on
@@ -103,6 +114,8 @@ class UnlockDialog(QDialog):
         col.addWidget(explain)
         col.addSpacing(4)
         col.addWidget(self.password)
+        for field in self.extra_fields:
+            col.addWidget(field)
         col.addWidget(self.error)
         col.addWidget(self.progress)
         col.addLayout(buttons)
@@ -126,11 +139,12 @@ class UnlockDialog(QDialog):
             self._fail("Enter your password.")
             return
         self._set_busy(True)
-        self._task = asyncio.ensure_future(self._run(password))
+        extras = [field.text() for field in self.extra_fields]
+        self._task = asyncio.ensure_future(self._run(password, extras))
 
-    async def _run(self, password: str) -> None:
+    async def _run(self, password: str, extras: list[str]) -> None:
         try:
-            await self._attempt(password)
+            await self._attempt(password, *extras)
         except WrongPassword:
             self._fail("Wrong password. The wallet stays locked.")
             return
@@ -138,10 +152,10 @@ class UnlockDialog(QDialog):
             self._fail(str(exc) or type(exc).__name__)
             return
         finally:
-            del password
+            del password, extras
         self._done = True
         self._set_busy(False)
-        self.password.clear()
+        self._clear()
         self.accept()
         self.unlocked.emit()
 
@@ -157,21 +171,26 @@ class UnlockDialog(QDialog):
         self.busy_text.setVisible(busy)
         if busy:
             self.error.hide()
-        self.password.setEnabled(not busy)
+        for field in (self.password, *self.extra_fields):
+            field.setEnabled(not busy)
         self.unlock_button.setEnabled(not busy)
+
+    def _clear(self) -> None:
+        for field in (self.password, *self.extra_fields):
+            field.clear()
 
     def _quit(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._done = True
-        self.password.clear()
+        self._clear()
         self.reject()
         self.quit_requested.emit()
 
     def reject(self) -> None:  # Escape: the same as the Quit/Cancel button
         if not self._done:
             self._done = True
-            self.password.clear()
+            self._clear()
             super().reject()
             self.quit_requested.emit()
             return
