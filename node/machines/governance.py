@@ -157,18 +157,29 @@ def _pop_valid(pubkey: bytes, pop: bytes) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class AddSigner:
+    """A new member; with ``threshold``, the new threshold too, checked as one change
+    (so a 1-of-1 entity grows to 2-of-2 in one proposal: adding a member alone would
+    leave threshold 1 of 2 shares, which the threshold rule refuses)."""
+
     KIND: ClassVar[int] = 1
     pubkey: bytes
     pop: bytes
     shares: int
+    threshold: int | None = None  # None: unchanged (and not encoded)
 
     def apply(self, c: Config) -> Config:
         if signer_id(self.pubkey) in c.index:
             raise ConfigError("already a signer")
-        return _remake(c, members=(*c.members, Member(self.pubkey, self.shares)))
+        members = (*c.members, Member(self.pubkey, self.shares))
+        if self.threshold is None:
+            return _remake(c, members=members)
+        return _remake(c, members=members, threshold=self.threshold)
 
     def fields(self) -> list[RlpItem]:
-        return [self.pubkey, self.pop, int_bytes(self.shares)]
+        out: list[RlpItem] = [self.pubkey, self.pop, int_bytes(self.shares)]
+        if self.threshold is not None:
+            out.append(int_bytes(self.threshold))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +255,7 @@ def action_tree(action: Action) -> RlpItem:
 
 
 def action_from_item(item: RlpItem) -> Action:
-    fields = as_list(item, "action", max_len=4)
+    fields = as_list(item, "action", max_len=5)
     if not fields:
         raise DecodeError("action: empty list")
     kind = as_int(fields[0], "action kind", max_value=255)
@@ -260,13 +271,19 @@ def action_from_item(item: RlpItem) -> Action:
     def shares(i: int) -> int:
         return as_int(args[i], "shares", min_value=1, max_value=MAX_SHARES)
 
+    def threshold(i: int) -> int:
+        # Up to the largest possible total, not less: any valid threshold can be set.
+        return as_int(args[i], "threshold", min_value=1, max_value=MAX_SIGNERS * MAX_SHARES)
+
     match kind:
         case AddSigner.KIND:
-            want(3)
+            if len(args) not in (3, 4):
+                raise DecodeError(f"action {kind}: expected 3 or 4 fields, got {len(args)}")
             return AddSigner(
                 as_bytes(args[0], "pubkey", size=PUBKEY_LEN),
                 as_bytes(args[1], "proof of possession", size=POP_LEN),
                 shares(2),
+                threshold(3) if len(args) == 4 else None,
             )
         case RemoveSigner.KIND:
             want(1)
@@ -276,10 +293,7 @@ def action_from_item(item: RlpItem) -> Action:
             return SetShares(sid(0), shares(1))
         case SetThreshold.KIND:
             want(1)
-            # Up to the largest possible total, not less: any valid threshold can be set.
-            return SetThreshold(
-                as_int(args[0], "threshold", min_value=1, max_value=MAX_SIGNERS * MAX_SHARES)
-            )
+            return SetThreshold(threshold(0))
         case SetProposer.KIND:
             want(1)
             return SetProposer(sid(0))

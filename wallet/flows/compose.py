@@ -241,14 +241,17 @@ class AddSignerForm(_Form):
     pubkey_hex: str
     pop_hex: str
     shares: int | str = 1
+    threshold: int | str = ""  # empty: unchanged
     RESULT_FIELD: ClassVar[str] = "shares"
 
     @classmethod
-    def from_card(cls, card: str, shares: int | str = 1) -> AddSignerForm:
+    def from_card(
+        cls, card: str, shares: int | str = 1, threshold: int | str = ""
+    ) -> AddSignerForm:
         """A form filled from a signer card (checked when the form is)."""
         body = card.strip().removeprefix(CARD_PREFIX)
         pubkey, _, pop = body.partition(":")
-        return cls(pubkey, pop, shares)
+        return cls(pubkey, pop, shares, threshold)
 
     def _build(self, config: Config, errors: dict[str, str]) -> Action | None:
         if len(config.members) >= MAX_SIGNERS:
@@ -261,6 +264,13 @@ class AddSignerForm(_Form):
             errors, "pop_hex", lambda: parse_hex(self.pop_hex, POP_LEN, "proof of possession")
         )
         shares = _field(errors, "shares", lambda: parse_int(self.shares, "shares", 1, MAX_SHARES))
+        threshold: int | None = None
+        if str(self.threshold).strip():
+            threshold = _field(
+                errors,
+                "threshold",
+                lambda: parse_int(self.threshold, "threshold", 1, MAX_SIGNERS * MAX_SHARES),
+            )
         if pubkey is not None:
             if not bls.key_validate(pubkey):
                 errors["pubkey_hex"] = "not a valid BLS public key"
@@ -270,7 +280,17 @@ class AddSignerForm(_Form):
                 errors["pop_hex"] = "the proof of possession does not match the public key"
         if errors or pubkey is None or pop is None or shares is None:
             return None
-        return self._result(AddSigner(pubkey, pop, shares), config, errors)
+        action = AddSigner(pubkey, pop, shares, threshold)
+        try:
+            action.apply(config)
+        except ConfigError as exc:
+            # The threshold rule: say what would pass, where the person can change it.
+            total = config.total_shares + shares
+            errors["threshold"] = f"{exc}; with this signer, {total} shares in all: " + (
+                f"set a threshold above {total // 2} (at most {total})"
+            )
+            return None
+        return action
 
 
 @dataclass(frozen=True)

@@ -208,9 +208,10 @@ def describe_action(action: EntityAction, names: Names | None = None) -> str:
             return f"extend credit of {limit} in asset {asset} to {short(peer)}"
         case FundChannel(peer=peer, asset=asset, amount=amount):
             return f"add {amount} of asset {asset} as collateral with {short(peer)}"
-        case AddSigner(pubkey=pubkey, shares=shares):
+        case AddSigner(pubkey=pubkey, shares=shares, threshold=threshold):
             who = name_of(governance.signer_id(pubkey), names)
-            return f"add signer {who} with {_shares(shares)}"
+            also = "" if threshold is None else f" and set the threshold to {threshold}"
+            return f"add signer {who} with {_shares(shares)}{also}"
         case RemoveSigner(signer=sid):
             return f"remove signer {name_of(sid, names)}"
         case SetShares(signer=sid, shares=shares):
@@ -227,9 +228,14 @@ def describe_change(action: Action, before: Config, after: Config, names: Names 
     match action:
         case AddSigner(pubkey=pubkey, shares=shares):
             who = name_of(governance.signer_id(pubkey), names)
+            threshold = (
+                ""
+                if before.threshold == after.threshold
+                else f", threshold {before.threshold} -> {after.threshold}"
+            )
             return (
                 f"signer {who} added with {_shares(shares)}: signers "
-                f"{len(before.members)} -> {len(after.members)}, {total}"
+                f"{len(before.members)} -> {len(after.members)}, {total}{threshold}"
             )
         case RemoveSigner(signer=sid):
             held = before.members[before.index[sid]].shares

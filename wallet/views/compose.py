@@ -217,11 +217,18 @@ class AddSignerEditor(_Editor):
         self.card = QLineEdit()
         self.card.setPlaceholderText("xln-signer:<public key>:<proof>")
         self.shares = _spin_text(1)
+        self.threshold = QLineEdit()
+        self.threshold.setPlaceholderText(f"unchanged ({state.config.threshold})")
+        self.threshold.setToolTip(
+            "The threshold after this change: more than half of all shares, the new "
+            "signer's included (a 1-of-1 entity becomes 2-of-2 with 2)"
+        )
         self.row("Signer card", self.card, "card")
         self.row("Shares", self.shares, "shares")
+        self.row("New threshold", self.threshold, "threshold")
 
     def form(self) -> GovernanceForm:
-        return AddSignerForm.from_card(self.card.text(), self.shares.text())
+        return AddSignerForm.from_card(self.card.text(), self.shares.text(), self.threshold.text())
 
 
 class RemoveSignerEditor(_Editor):

@@ -10,8 +10,9 @@ import pytest
 import rlp
 from eth_hash.auto import keccak as eth_keccak
 
-from node.codec import UINT64_MAX, decode
+from node.codec import UINT64_MAX, DecodeError, decode, encode_tree
 from node.crypto import bls
+from node.machines import governance
 from node.machines.entity import (
     ENTITY_TXS,
     MAX_PROPOSAL_TTL,
@@ -646,3 +647,27 @@ def test_any_valid_threshold_can_be_proposed_through_the_wire() -> None:
     post, events = execute(state, [batch], verify=False)
     assert events.executed == []
     assert post.proposals[0].action == SetThreshold(threshold)
+
+
+def test_a_one_of_one_entity_grows_to_two_of_two_in_one_proposal() -> None:
+    e = Entity([1], 1)
+    e.refused(e.propose(A, add(B)), match="must exceed half")  # alone: 1 of 2 shares
+    grow = AddSigner(PKS[B], POPS[B], 1, threshold=2)
+    events = e.frame(e.propose(A, grow))
+    assert events.executed == [(1, "add_signer")]
+    c = e.state.config
+    assert (c.ids, c.threshold) == ((IDS[A], IDS[B]), 2)
+    e.refused(e.propose(A, AddSigner(PKS[C], POPS[C], 1, threshold=1)), match="exceed half")
+
+
+def test_add_signer_encodes_its_threshold_only_when_given() -> None:
+    plain, grow = add(B), AddSigner(PKS[B], POPS[B], 1, threshold=2)
+    assert len(governance.action_tree(plain)) == 4  # as before: kind and three fields
+    assert len(governance.action_tree(grow)) == 5
+    for action in (plain, grow):
+        tree = governance.action_tree(action)
+        assert governance.action_from_item(decode(encode_tree(tree))) == action
+    with pytest.raises(DecodeError, match="3 or 4 fields"):
+        governance.action_from_item(decode(encode_tree(governance.action_tree(grow)[:3])))
+    with pytest.raises(DecodeError, match="exceed the cap"):
+        governance.action_from_item(decode(encode_tree([*governance.action_tree(grow), b"\x01"])))

@@ -88,8 +88,25 @@ def test_add_signer_form_errors_per_field() -> None:
     assert AddSignerForm(PKS[B].hex(), POPS[B].hex()).errors(CONFIG) == {
         "pubkey_hex": "already a signer of this entity"
     }
-    # 100 more shares: 67 is no longer above half of 200.
-    assert list(AddSignerForm(PKS[D].hex(), POPS[D].hex(), 100).errors(CONFIG)) == ["shares"]
+    # 100 more shares: 67 is no longer above half of 200; the threshold field says
+    # what would pass.
+    errors = AddSignerForm(PKS[D].hex(), POPS[D].hex(), 100).errors(CONFIG)
+    assert list(errors) == ["threshold"]
+    assert "set a threshold above 100 (at most 200)" in errors["threshold"]
+    assert AddSignerForm(PKS[D].hex(), POPS[D].hex(), 1, "x").errors(CONFIG) == {
+        "threshold": "the threshold must be a whole number"
+    }
+
+
+def test_a_one_of_one_entity_grows_in_one_proposal() -> None:
+    solo = config([1], 1)
+    alone = AddSignerForm(PKS[D].hex(), POPS[D].hex(), 1)
+    assert "set a threshold above 1 (at most 2)" in alone.errors(solo)["threshold"]
+    grow = AddSignerForm(PKS[D].hex(), POPS[D].hex(), 1, "2")
+    action = grow.to_action(solo)
+    assert action == AddSigner(PKS[D], POPS[D], 1, 2)
+    after = action.apply(solo)
+    assert (len(after.members), after.total_shares, after.threshold) == (2, 2, 2)
 
 
 def test_remove_set_shares_and_proposer_forms() -> None:

@@ -20,13 +20,14 @@ from node.machines.entity import (
 from node.machines.frames import Frame
 from node.machines.governance import (
     Action,
+    AddSigner,
     RemoveSigner,
     SetProposer,
     SetShares,
     SetThreshold,
 )
 from node.txs import Tx
-from tests.node.machines.test_entity import IDS, SKS, A, B, C, D, Entity, add
+from tests.node.machines.test_entity import IDS, PKS, POPS, SKS, A, B, C, D, Entity, add
 from wallet.flows.effects import EFFECT_KINDS, FrameAnalysis, analyze
 
 
@@ -117,6 +118,11 @@ def test_vote_that_does_not_execute_says_nothing_of_execution() -> None:
     ("action", "kind", "text"),
     [
         (add(C, 1), "add_signer", "signers 2 -> 3, total shares 4 -> 5"),
+        (
+            AddSigner(PKS[C], POPS[C], 1, threshold=4),
+            "add_signer",
+            "signers 2 -> 3, total shares 4 -> 5, threshold 3 -> 4",
+        ),
         (RemoveSigner(IDS[B]), "remove_signer", "removed (1 share): signers 2 -> 1"),
         (SetShares(IDS[B], 2), "set_shares", "1 -> 2, total shares 4 -> 5"),
         (SetThreshold(4), "set_threshold", "threshold 3 -> 4"),
