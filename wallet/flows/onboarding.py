@@ -125,6 +125,28 @@ def parse_entity_id(text: str) -> bytes:
     return raw
 
 
+def threshold_hint(total_shares: int, threshold: int) -> tuple[bool, str]:
+    """(valid, what to show) for a new entity's threshold: the shares that must sign
+    each frame, more than half of all shares and at most all of them."""
+    low = total_shares // 2 + 1
+    what = (
+        f"Each frame needs signatures holding {threshold} of the {total_shares} shares. "
+        f"The threshold must be more than half of all shares: {low} to {total_shares} here."
+    )
+    if not low <= threshold <= total_shares:
+        return False, what
+    if total_shares == threshold == 1:
+        what += (
+            " Alone, you sign every frame. To add co-signers later, propose Add a signer "
+            "with a new threshold (2 for a 2-of-2)."
+        )
+    elif threshold == total_shares:
+        what += " Every signer must sign: one that is away or refuses stops the entity."
+    else:
+        what += f" Signers holding {total_shares - threshold + 1} shares can stop a frame."
+    return True, what
+
+
 def _strip0x(text: str) -> str:
     return text[2:] if text[:2].lower() == "0x" else text
 

@@ -22,6 +22,7 @@ from wallet.flows.onboarding import (
     Step,
     StepRefused,
     WrongWords,
+    threshold_hint,
 )
 from wallet.keys import mnemonic
 from wallet.qt import (
@@ -422,7 +423,13 @@ class EntityPage(QWidget):
         grid.setColumnStretch(6, 1)
         create_col = QVBoxLayout(self.create_box)
         create_col.setContentsMargins(22, 0, 0, 0)
+        self.threshold_hint = QLabel()
+        self.threshold_hint.setWordWrap(True)
+        self.threshold_hint.setProperty("role", "muted")
+        self.own_shares.valueChanged.connect(self._explain_threshold)
+        self.threshold.valueChanged.connect(self._explain_threshold)
         create_col.addLayout(grid)
+        create_col.addWidget(self.threshold_hint)
         create_col.addLayout(self.rows_box)
         add_row = QHBoxLayout()
         add_row.addWidget(add)
@@ -471,6 +478,7 @@ class EntityPage(QWidget):
 
     def add_row(self) -> CoSignerRow:
         row = CoSignerRow(self.remove_row)
+        row.shares.valueChanged.connect(self._explain_threshold)
         self.rows.append(row)
         self.rows_box.addWidget(row)
         self._refresh_proposers()
@@ -482,7 +490,16 @@ class EntityPage(QWidget):
         row.deleteLater()
         self._refresh_proposers()
 
+    def _explain_threshold(self) -> None:
+        total = self.own_shares.value() + sum(r.shares.value() for r in self.rows)
+        ok, text = threshold_hint(total, self.threshold.value())
+        self.threshold_hint.setText(text)
+        self.threshold_hint.setProperty("role", "muted" if ok else "error")
+        self.threshold_hint.style().unpolish(self.threshold_hint)
+        self.threshold_hint.style().polish(self.threshold_hint)
+
     def _refresh_proposers(self) -> None:
+        self._explain_threshold()
         current = self.proposer.currentIndex()
         self.proposer.clear()
         self.proposer.addItem("you")

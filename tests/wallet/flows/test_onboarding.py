@@ -20,6 +20,7 @@ from wallet.flows.onboarding import (
     Step,
     StepRefused,
     parse_card,
+    threshold_hint,
 )
 
 BIP39 = Mnemonic("english")
@@ -287,3 +288,21 @@ def test_any_walk_keeps_a_consistent_step(moves: list[str]) -> None:
             forward[flow.step]()
             depth += 1
     assert list(Step).index(flow.step) == depth
+
+
+def test_the_threshold_is_explained_for_the_entity_being_made() -> None:
+    ok, text = threshold_hint(1, 1)
+    assert ok
+    assert "1 of the 1 shares" in text
+    assert "Add a signer with a new threshold" in text
+    ok, text = threshold_hint(3, 2)
+    assert ok
+    assert "2 to 3 here" in text
+    assert "holding 2 shares can stop a frame" in text
+    ok, text = threshold_hint(2, 2)
+    assert ok
+    assert "Every signer must sign" in text
+    for total, threshold in ((2, 1), (4, 2), (3, 4)):
+        ok, text = threshold_hint(total, threshold)
+        assert not ok
+        assert f"{total // 2 + 1} to {total} here" in text

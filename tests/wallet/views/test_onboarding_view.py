@@ -183,9 +183,14 @@ async def test_onboarding_creates_a_wallet_and_opens_the_main_window(
         assert QApplication.clipboard().text() == entity.card.text()
         assert entity.copied.text() == "Copied"  # the click says it worked
 
+        assert "1 of the 1 shares" in entity.threshold_hint.text()  # alone: 1-of-1
+
         def bad_entity() -> None:
             entity.create_mode.setChecked(True)
             entity.add_row().card.setText("not a card")
+            # a co-signer's share: threshold 1 of 2 is refused, and the hint says why
+            assert "2 to 2 here" in entity.threshold_hint.text()
+            assert entity.threshold_hint.property("role") == "error"
 
         assert "signer card" in refused(w, bad_entity, Step.ENTITY)
         entity.skip_mode.setChecked(True)
