@@ -161,6 +161,11 @@ class NewMember:
     shares: int
 
 
+class WalletLocked(Exception):
+    """An action needs the keys and the wallet is locked (the message is for the user);
+    a view offers Unlock beside it."""
+
+
 class WalletActions(Protocol):
     """What the user can do; the service implements it, the views call it.
 

@@ -85,7 +85,7 @@ from wallet.flows.effects import Effect, FrameAnalysis
 from wallet.flows.payments import LEDGER_FILE, SpendLedger
 from wallet.keys.vault import Locked, Vault
 from wallet.logsink import ModelLogHandler
-from wallet.model import EntityEntry, HistoryItem, NewMember, WalletModel
+from wallet.model import EntityEntry, HistoryItem, NewMember, WalletLocked, WalletModel
 from wallet.settings import Settings
 
 log = logging.getLogger("wallet.service")
@@ -104,6 +104,10 @@ HISTORY_TEXT = 300  # characters of a frame's history item
 
 class WalletError(Exception):
     """An action that cannot be done; the message is for the user."""
+
+
+class LockedError(WalletError, WalletLocked):
+    """The action needs the keys, and the wallet is locked."""
 
 
 @contextlib.contextmanager
@@ -675,7 +679,7 @@ class WalletService:
     async def _submit_once(self, signer: bytes, entity: bytes, txs: Sequence[TxBody]) -> bytes:
         self.touch()
         if self.vault.locked:
-            raise WalletError("the wallet is locked: unlock it to sign")
+            raise LockedError("the wallet is locked: unlock it to sign")
         # Reading the nonce and registering the batch in flight is one step per
         # route, so batches submitted together take consecutive nonces.
         async with self._nonce_locks.setdefault((signer, entity), asyncio.Lock()):
@@ -686,7 +690,7 @@ class WalletService:
             try:
                 sk = self.vault.secret_key(signer)
             except Locked as exc:
-                raise WalletError(str(exc)) from None
+                raise LockedError(str(exc)) from None
             with _user_errors():
                 submit = await asyncio.to_thread(
                     compose.signed_batch, entity, sk, signer, nonce, txs

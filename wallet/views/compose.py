@@ -11,6 +11,7 @@ action on the loop, closing when it succeeds and showing the message when it fai
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from wallet.flows.compose import (
     SetThresholdForm,
     SignerCard,
 )
-from wallet.model import EntityEntry, NewMember, WalletActions, WalletModel
+from wallet.model import EntityEntry, NewMember, WalletActions, WalletLocked, WalletModel
 from wallet.qt import (
     QComboBox,
     QDialog,
@@ -105,6 +106,13 @@ class ActionDialog(QDialog):
         )
         self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         self.ok_button.setText(self.OK_TEXT)
+        # Shown when the action failed because the wallet is locked: the person
+        # unlocks from here, then presses OK again.
+        self.unlock_button = self.buttons.addButton(
+            "Unlock…", QDialogButtonBox.ButtonRole.ActionRole
+        )
+        self.unlock_button.hide()
+        self.unlock_button.clicked.connect(self.request_unlock)
         self.buttons.accepted.connect(self.submit)
         self.buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
@@ -129,12 +137,25 @@ class ActionDialog(QDialog):
             self.status.done()
 
     def start(self, coro: Coroutine[Any, Any, Any], busy: str) -> None:
-        self.runner.run(
+        self.unlock_button.hide()
+        task = self.runner.run(
             coro,
             disable=[self.ok_button],
             busy=busy,
             on_result=lambda _: self.accept(),
+            after=lambda: self._offer_unlock(task),
         )
+
+    def _offer_unlock(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and isinstance(task.exception(), WalletLocked):
+            self.unlock_button.show()
+
+    def request_unlock(self) -> None:
+        """Ask the main window for its unlock dialog (this dialog stays open)."""
+        parent = self.parentWidget()
+        unlock = getattr(parent.window(), "unlock", None) if parent is not None else None
+        if callable(unlock):
+            unlock()
 
     def submit(self) -> None:
         raise NotImplementedError

@@ -32,7 +32,7 @@ from tests.node.channel_sides import exchange
 from wallet.flows.approvals import ApprovalQueue
 from wallet.flows.channel_pages import ChannelPage, local_page
 from wallet.flows.effects import analyze
-from wallet.model import EntityEntry, NewMember, WalletModel
+from wallet.model import EntityEntry, NewMember, WalletLocked, WalletModel
 from wallet.qt import QApplication, QEventLoop
 
 N_KEYS = 5
@@ -132,6 +132,7 @@ class RecordingActions:
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     hold: asyncio.Event | None = None
     fail: str | None = None
+    locked: bool = False  # the actions that sign raise WalletLocked, as the service does
     created: bytes = b"\x77" * 32
     cards: dict[bytes, str] = field(default_factory=dict)  # channel_card answers
     held: dict[bytes, EntityState] = field(default_factory=dict)  # channel_page's pages
@@ -142,6 +143,8 @@ class RecordingActions:
             await self.hold.wait()
         if self.fail is not None:
             raise RuntimeError(self.fail)
+        if self.locked:
+            raise WalletLocked("the wallet is locked: unlock it to sign")
 
     async def increment(self, signer: bytes, entity: bytes, n: int) -> None:
         await self._run("increment", signer, entity, n)

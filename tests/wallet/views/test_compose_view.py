@@ -7,6 +7,7 @@ from pytestqt.qtbot import QtBot
 
 from node.machines.governance import AddSigner, SetThreshold
 from wallet.flows.compose import SignerCard
+from wallet.qt import QWidget
 from wallet.views.compose import EDITORS, NewProposalDialog, VoteDialog
 
 from .content_helpers import (
@@ -95,3 +96,51 @@ def test_vote_dialog_refuses_a_second_vote(qtbot: QtBot) -> None:
     dialog.ok_button.click()
     assert "already voted" in dialog.errors["proposal_id"].text()
     assert actions.calls == []
+
+
+class Window(QWidget):
+    """The main window's part here: its ``unlock``, counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unlocks = 0
+
+    def unlock(self) -> None:
+        self.unlocks += 1
+
+
+def test_a_locked_wallet_offers_unlock_beside_the_error(qtbot: QtBot) -> None:
+    window = Window()
+    qtbot.addWidget(window)
+    replica = Replica(entity((50, 30, 20), 67))
+    model = model_with(replica.state)
+    actions = RecordingActions(locked=True)
+    entry = model.entities[(IDS[ME], replica.state.entity_id)]
+    dialog = NewProposalDialog(model, actions, entry, window)
+    editor = dialog.set_kind("set_threshold")
+    editor.threshold.setText("75")  # type: ignore[attr-defined]
+    assert dialog.unlock_button.isHidden()
+
+    async def submit() -> None:
+        dialog.ok_button.click()
+        await dialog.runner.wait_idle()
+
+    run_qt(submit())
+    assert dialog.status.error == "the wallet is locked: unlock it to sign"
+    assert not dialog.unlock_button.isHidden()
+    dialog.unlock_button.click()
+    assert window.unlocks == 1
+    actions.locked = False  # the person unlocked; OK again
+    run_qt(submit())
+    assert dialog.unlock_button.isHidden()
+    assert actions.calls[-1] == (
+        "propose",
+        IDS[ME],
+        replica.state.entity_id,
+        SetThreshold(75),
+        dialog_expiry(dialog),
+    )
+
+
+def dialog_expiry(dialog: NewProposalDialog) -> int:
+    return int(dialog.expires.text())
