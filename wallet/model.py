@@ -132,6 +132,8 @@ class WalletModel:
     metrics_changed: Signal = field(default_factory=Signal)
     log_added: Signal1[LogLine] = field(default_factory=Signal1)
     lock_changed: Signal = field(default_factory=Signal)
+    contacts: dict[bytes, str] = field(default_factory=dict)  # co-signers' names
+    contacts_changed: Signal = field(default_factory=Signal)
 
     def set_connection(self, connection: Connection) -> None:
         self.connection = connection
@@ -152,6 +154,10 @@ class WalletModel:
     def set_locked(self, locked: bool) -> None:
         self.locked = locked
         self.lock_changed.emit()
+
+    def set_contacts(self, contacts: dict[bytes, str]) -> None:
+        self.contacts = dict(contacts)
+        self.contacts_changed.emit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,3 +230,7 @@ class WalletActions(Protocol):
     def reject(self, request_id: int) -> None: ...
 
     def set_accountant(self, on: bool) -> None: ...
+
+    async def name_signer(self, signer: bytes, name: str) -> None:
+        """Give a co-signer a name on this wallet's screens (empty: forget it)."""
+        ...

@@ -64,6 +64,7 @@ from node.net.remote_map import is_partial
 from node.net.tls import ClientTrust
 from node.runtime import wall_clock_ms
 from node.txs import TxBody
+from wallet import contacts
 from wallet import pins as wallet_pins
 from wallet import settings as settings_io
 from wallet.agent import GUARD_DIR, Policy, WalletAgent, analyze_frame
@@ -244,6 +245,10 @@ class WalletService:
         logging.getLogger().addHandler(self._log_handler)
         self.vault.on_change.append(self._vault_changed)
         self.model.accountant_on = self.policy.accountant_on
+        try:
+            self.model.set_contacts(await asyncio.to_thread(contacts.load, self.data_dir))
+        except contacts.ContactsError as exc:
+            log.error("co-signers' names not read: %s", exc)
         self._apply_lock_state()
         self._spawn(self._auto_lock())
         if not self.remote:
@@ -420,6 +425,13 @@ class WalletService:
     def reject(self, request_id: int) -> None:
         self.touch()
         self.queue.reject(request_id)
+
+    async def name_signer(self, signer: bytes, name: str) -> None:
+        try:
+            names = await asyncio.to_thread(contacts.set_name, self.data_dir, signer, name)
+        except contacts.ContactsError as exc:
+            raise WalletError(str(exc)) from None
+        self.model.set_contacts(names)
 
     def set_accountant(self, on: bool) -> None:
         self.policy.accountant_on = on

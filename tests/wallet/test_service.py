@@ -15,6 +15,7 @@ from node.machines.governance import SetThreshold
 from node.machines.replica import SubmitBatch
 from node.txs import Tx
 from tests.wallet.conftest import PASSWORD, Duo, Kit
+from wallet import contacts
 from wallet import settings as settings_io
 from wallet.logsink import redact
 from wallet.model import NewMember, WalletModel
@@ -200,3 +201,15 @@ def test_idle_lock_follows_the_injected_clock(kit: Kit) -> None:
 def test_a_frame_not_checked_here_says_how_many_batches() -> None:
     assert frame_summary(None, 1) == "1 batch"
     assert frame_summary(None, 3) == "3 batches"
+
+
+async def test_co_signer_names_are_kept_and_forgotten(duo: Duo) -> None:
+    await duo.service.name_signer(duo.bob, "Bob (ops)")
+    assert duo.model.contacts == {duo.bob: "Bob (ops)"}
+    assert contacts.load(duo.kit.data) == {duo.bob: "Bob (ops)"}
+    with pytest.raises(WalletError, match="at most 40"):
+        await duo.service.name_signer(duo.bob, "x" * 41)
+    assert duo.model.contacts == {duo.bob: "Bob (ops)"}
+    await duo.service.name_signer(duo.bob, " ")
+    assert duo.model.contacts == {}
+    assert contacts.load(duo.kit.data) == {}

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from wallet.contacts import MAX_NAME, ContactsError, clean_name
 from wallet.flows.approvals import ApprovalQueue
 from wallet.flows.compose import ChannelCard, SignerCard
 from wallet.model import EntityEntry, WalletActions, WalletModel
 from wallet.qt import (
     QApplication,
+    QComboBox,
     QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QWidget,
 )
-from wallet.views.compose import CreateEntityDialog, IncrementDialog, JoinEntityDialog
+from wallet.views.compose import (
+    ActionDialog,
+    CreateEntityDialog,
+    IncrementDialog,
+    JoinEntityDialog,
+)
 from wallet.views.segbar import SegmentedBar, segments_for
 from wallet.views.widgets import (
     CopyableHash,
@@ -32,6 +40,7 @@ from wallet.views.widgets import (
     plural,
     scrolled_page,
     set_role,
+    short_hex,
     signer_names,
 )
 
@@ -50,6 +59,8 @@ class EntityCard(QFrame):
         self.members = QLabel()
         self.members.setWordWrap(True)
         self.increment_button = QPushButton("Increment\u2026")
+        self.name_button = QPushButton("Name co-signers\u2026")
+        self.name_button.setToolTip("Names for the other members, shown on this wallet only")
         self.channel_card_button = QPushButton("Copy channel card")
         self.channel_card_button.setToolTip(
             "This entity's id and signer set as JSON: what a counterparty pastes to "
@@ -62,6 +73,7 @@ class EntityCard(QFrame):
         head.addWidget(self.entity_id, 1)
         grid.addLayout(head, 0, 0)
         buttons = QHBoxLayout()
+        buttons.addWidget(self.name_button)
         buttons.addWidget(self.channel_card_button)
         buttons.addWidget(self.increment_button)
         grid.addLayout(buttons, 0, 1)
@@ -98,6 +110,48 @@ class EntityCard(QFrame):
         self.members.setText(members)
 
 
+class NameSignerDialog(ActionDialog):
+    """A name for one co-signer (empty: forget it), kept by this wallet alone."""
+
+    OK_TEXT = "Save"
+
+    def __init__(
+        self,
+        actions: WalletActions,
+        signers: Sequence[bytes],
+        names: dict[bytes, str],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__("Name a co-signer", parent)
+        self.wallet_actions = actions
+        self.names = names
+        self.signer = QComboBox()
+        for sid in signers:
+            self.signer.addItem(f"{short_hex(sid)}  {names.get(sid, '')}".rstrip(), sid)
+        self.name = QLineEdit()
+        self.name.setMaxLength(MAX_NAME)
+        self.name.setPlaceholderText("e.g. Alice (treasury)")
+        self.signer.currentIndexChanged.connect(self._show_name)
+        self.field("Co-signer", self.signer, "signer")
+        self.field("Name", self.name, "name")
+        self._show_name()
+        self.ok_button.setEnabled(bool(signers))
+
+    def _show_name(self) -> None:
+        sid = self.signer.currentData()
+        self.name.setText(self.names.get(sid, "") if isinstance(sid, bytes) else "")
+
+    def submit(self) -> None:
+        sid = self.signer.currentData()
+        try:
+            name = clean_name(self.name.text())
+        except ContactsError as exc:
+            self.show_errors({"name": str(exc)})
+            return
+        self.show_errors({})
+        self.start(self.wallet_actions.name_signer(sid, name), "Saving…")
+
+
 class EntitiesView(QWidget):
     def __init__(
         self,
@@ -112,7 +166,9 @@ class EntitiesView(QWidget):
         self.own_cards: list[SignerCard] = []
         self._shown_signers: list[bytes] | None = None
         self.cards: list[EntityCard] = []
-        self.dialog: IncrementDialog | CreateEntityDialog | JoinEntityDialog | None = None
+        self.dialog: (
+            IncrementDialog | CreateEntityDialog | JoinEntityDialog | NameSignerDialog | None
+        ) = None
 
         self.create_button = QPushButton("Create entity\u2026")
         self.create_button.clicked.connect(self.open_create)
@@ -126,7 +182,9 @@ class EntitiesView(QWidget):
         top.addWidget(self.create_button)
 
         self.body_layout = scrolled_page(self, top, self.status)
-        follow(self, [(model.entities_changed, self.refresh)])
+        follow(
+            self, [(model.entities_changed, self.refresh), (model.contacts_changed, self._rebuild)]
+        )
         self.refresh()
 
     def set_own_cards(self, cards: Sequence[SignerCard]) -> None:
@@ -196,6 +254,7 @@ class EntitiesView(QWidget):
             card.channel_card_button.clicked.connect(
                 lambda _=False, c=card: self.copy_channel_card(c.entry)
             )
+            card.name_button.clicked.connect(lambda _=False, c=card: self.open_names(c.entry))
             self.cards.append(card)
             self.body_layout.addWidget(card)
         self.body_layout.addStretch(1)
@@ -210,6 +269,14 @@ class EntitiesView(QWidget):
 
     def open_increment(self, entry: EntityEntry) -> IncrementDialog:
         dialog = IncrementDialog(self.wallet_actions, entry, self)
+        dialog.open()
+        self.dialog = dialog
+        return dialog
+
+    def open_names(self, entry: EntityEntry) -> NameSignerDialog:
+        mine = set(self.own_signers())
+        others = [m.id for m in entry.state.config.members if m.id not in mine]
+        dialog = NameSignerDialog(self.wallet_actions, others, self.model.contacts, self)
         dialog.open()
         self.dialog = dialog
         return dialog

@@ -65,11 +65,12 @@ def own_signers(model: WalletModel) -> set[bytes]:
 
 
 def signer_names(model: WalletModel) -> dict[bytes, str]:
-    """Names for signer ids on screen: the user's own signers are "you"."""
+    """Names for signer ids on screen: the user's own signers are "you", co-signers
+    the names the person gave them (``model.contacts``)."""
     mine = sorted(own_signers(model))
     if len(mine) == 1:
-        return {mine[0]: "you"}
-    return {sid: f"you ({short(sid)})" for sid in mine}
+        return {**model.contacts, mine[0]: "you"}
+    return {**model.contacts, **{sid: f"you ({short(sid)})" for sid in mine}}
 
 
 def name(names: dict[bytes, str], sid: bytes) -> str:

@@ -149,6 +149,9 @@ class RecordingActions:
     async def increment(self, signer: bytes, entity: bytes, n: int) -> None:
         await self._run("increment", signer, entity, n)
 
+    async def name_signer(self, signer: bytes, name: str) -> None:
+        await self._run("name_signer", signer, name)
+
     async def propose(
         self, signer: bytes, entity: bytes, action: EntityAction, expires_at: int
     ) -> None:

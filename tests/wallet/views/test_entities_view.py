@@ -11,7 +11,7 @@ from wallet.flows.compose import SignerCard
 from wallet.model import EntityEntry, WalletModel
 from wallet.qt import QGuiApplication
 from wallet.views.compose import IncrementDialog
-from wallet.views.entities import EntitiesView
+from wallet.views.entities import EntitiesView, NameSignerDialog
 from wallet.views.widgets import plural
 
 from .content_helpers import (
@@ -179,3 +179,34 @@ def test_a_new_frame_updates_the_card_in_place(qtbot: QtBot) -> None:
     other = Replica(entity((1,), 1))
     model.set_entity(EntityEntry(IDS[ME], other.state))
     assert len(view.cards) == 2, "a new entity rebuilds the page"
+
+
+def test_co_signers_named_show_by_name(qtbot: QtBot) -> None:
+    replica = Replica(entity((50, 30, 20), 67))
+    model = model_with()
+    model.set_entity(EntityEntry(IDS[ME], replica.state, (IDS[0], IDS[1])))
+    actions = RecordingActions()
+    view = EntitiesView(model, actions, queue_with(Clock()))
+    qtbot.addWidget(view)
+
+    async def scenario() -> None:
+        view.cards[0].name_button.click()
+        dialog = view.dialog
+        assert isinstance(dialog, NameSignerDialog)
+        others = [dialog.signer.itemData(i) for i in range(dialog.signer.count())]
+        assert others == [IDS[1], IDS[2]]  # the members but this wallet's own signer
+        dialog.signer.setCurrentIndex(1)
+        dialog.name.setText("bad\u0007name")
+        dialog.ok_button.click()
+        assert "control characters" in dialog.errors["name"].text()
+        dialog.name.setText("  Carol  ")
+        dialog.ok_button.click()
+        await dialog.runner.wait_idle()
+        assert not dialog.isVisible()
+
+    run_qt(scenario())
+    assert actions.calls == [("name_signer", IDS[2], "Carol")]
+    model.set_contacts({IDS[2]: "Carol"})  # what the service does once it is saved
+    (card,) = view.cards
+    assert "Carol 20" in card.members.text()
+    assert [s.label for s in card.bar.segments][2] == "Carol"
