@@ -23,7 +23,7 @@ from wallet.qt import (
     Signal,
 )
 from wallet.views import theme
-from wallet.views.chart import LiveChart, stats
+from wallet.views.chart import ChartWindow, LiveChart, stats
 from wallet.views.widgets import follow, set_role
 
 LOCKED_TEXT = "Locked: signs nothing"  # short: the status bar is shared; the tooltip says more
@@ -97,6 +97,8 @@ class StatusArea(QFrame):
         self.lock_button.clicked.connect(self._lock_clicked)
         self.chart = LiveChart(model)
         self.chart.setFixedWidth(160)
+        self.chart.clicked.connect(self.open_chart)
+        self.chart_window: ChartWindow | None = None
         self.metrics = QLabel()
         self.metrics.setMinimumWidth(190)
 
@@ -124,6 +126,14 @@ class StatusArea(QFrame):
         )
         theme.follow_theme(self, self.refresh)
         self.refresh()
+
+    def open_chart(self) -> ChartWindow:
+        """The chart with axes and figures, in its own window (one at a time)."""
+        if self.chart_window is None:
+            self.chart_window = ChartWindow(self.model, self)
+        self.chart_window.show()
+        self.chart_window.raise_()
+        return self.chart_window
 
     def refresh(self) -> None:
         m = self.model
