@@ -109,3 +109,13 @@ def fail_on_unhandled() -> Iterator[None]:
         found = list(_errors)
         _errors.clear()
         pytest.fail("unhandled exceptions:\n" + "\n".join(found), pytrace=False)
+
+
+@pytest.fixture
+def app_outlives_dialogs(qapp: QApplication) -> Iterator[None]:
+    """A test whose only window is a dialog: its closing must not end the test's loop
+    (the wallet's controller turns Qt's quit-on-last-window off too)."""
+    before = qapp.quitOnLastWindowClosed()
+    qapp.setQuitOnLastWindowClosed(False)
+    yield
+    qapp.setQuitOnLastWindowClosed(before)

@@ -6,7 +6,6 @@ it when asked or when the URL changes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from pytestqt.qtbot import QtBot
@@ -22,14 +21,7 @@ FINGERPRINT = "0f" * 32
 QUESTION = CertificateQuestion("wss://127.0.0.1:8765", FINGERPRINT, "self-signed certificate")
 
 
-@pytest.fixture(autouse=True)
-def app_outlives_the_dialog(qapp: QApplication) -> Iterator[None]:
-    """The dialog may be the only window here: its closing must not end the test's loop
-    (the wallet's controller turns Qt's quit-on-last-window off too)."""
-    before = qapp.quitOnLastWindowClosed()
-    qapp.setQuitOnLastWindowClosed(False)
-    yield
-    qapp.setQuitOnLastWindowClosed(before)
+pytestmark = pytest.mark.usefixtures("app_outlives_dialogs")
 
 
 async def shown_dialog() -> CertificateDialog:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from pytestqt.qtbot import QtBot
 from node.crypto import keystore
 from wallet.keys.backends import choose_backend
 from wallet.keys.vault import Vault
-from wallet.qt import QApplication, QLabel, Qt, QWidget
+from wallet.qt import QLabel, Qt, QWidget
 from wallet.views.key_actions import KeyActionsBox, PhraseDialog
 from wallet.views.unlock import UnlockDialog
 
@@ -22,12 +21,7 @@ PASSWORD = "correct horse battery"  # noqa: S105 - test data
 WORDS = " ".join(["abandon"] * 23 + ["art"])
 
 
-@pytest.fixture(autouse=True)
-def app_outlives_the_dialogs(qapp: QApplication) -> Iterator[None]:
-    before = qapp.quitOnLastWindowClosed()
-    qapp.setQuitOnLastWindowClosed(False)
-    yield
-    qapp.setQuitOnLastWindowClosed(before)
+pytestmark = pytest.mark.usefixtures("app_outlives_dialogs")
 
 
 @pytest.fixture

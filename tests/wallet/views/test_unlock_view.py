@@ -5,24 +5,15 @@ the field and the Unlock button disabled; Escape still quits."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from pytestqt.qtbot import QtBot
 
 from wallet.keys.vault import WrongPassword
-from wallet.qt import QApplication, Qt, QWidget
+from wallet.qt import Qt, QWidget
 from wallet.views.unlock import UnlockDialog
 
-
-@pytest.fixture(autouse=True)
-def app_outlives_the_dialog(qapp: QApplication) -> Iterator[None]:
-    """The dialog is the only window here: its closing must not end the test's loop
-    (the wallet's controller turns Qt's quit-on-last-window off too)."""
-    before = qapp.quitOnLastWindowClosed()
-    qapp.setQuitOnLastWindowClosed(False)
-    yield
-    qapp.setQuitOnLastWindowClosed(before)
+pytestmark = pytest.mark.usefixtures("app_outlives_dialogs")
 
 
 def type_text(qtbot: QtBot, widget: QWidget, text: str) -> None:
