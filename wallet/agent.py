@@ -49,7 +49,7 @@ from node.net.tls import ClientTrust
 from wallet.connection import WHOLE_UP_TO, holdable
 from wallet.flows.accountant import Rules, Verdict
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
-from wallet.flows.effects import FrameAnalysis, analyze
+from wallet.flows.effects import FrameAnalysis, analyze, short
 from wallet.flows.payments import SpendLedger
 
 log = logging.getLogger("wallet.agent")
@@ -278,7 +278,7 @@ class WalletAgent:
         log.info("%s: %s waits for your approval (request %d)", self.label, what, request.id)
         if self.notifications is not None:
             self.notifications.notify(
-                "Approval needed", f"{self.label}: {what} of entity {entity.hex()[:12]}"
+                "Approval needed", f"{self.label}: {what} of entity {short(entity)}"
             )
         status = await self.queue.wait(request)
         if status is Status.APPROVED:

@@ -82,7 +82,7 @@ from wallet.flows import compose, node_trust
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications
 from wallet.flows.channel_pages import PAGE_SIZE, ChannelPage, local_page
-from wallet.flows.effects import Effect, FrameAnalysis
+from wallet.flows.effects import Effect, FrameAnalysis, short
 from wallet.flows.payments import LEDGER_FILE, SpendLedger
 from wallet.keys.vault import Locked, Vault
 from wallet.logsink import ModelLogHandler
@@ -525,7 +525,7 @@ class WalletService:
                 news.height,
                 news.frame_hash,
                 wall_clock_ms(),
-                f"frame {news.height} of {entity.hex()[:12]}: "
+                f"frame {news.height} of {short(entity)}: "
                 + frame_summary(analysis, len(news.batch_hashes)),
                 entity_id=entity,
                 signer_id=signer,
@@ -623,7 +623,7 @@ class WalletService:
             if len(effects) > 1:
                 text = f"{len(effects)} payments ({kind}), {total} in all of asset {asset}"
                 if counterparty is not None:
-                    text += f", counterparty {counterparty.hex()[:12]}"
+                    text += f", counterparty {short(counterparty)}"
             self.model.add_history(
                 HistoryItem(
                     "payment",

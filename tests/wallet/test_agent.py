@@ -7,6 +7,7 @@ from node.machines.entity import EntityState, Increment, Vote
 from node.machines.governance import SetShares
 from tests.wallet.conftest import PASSWORD, Duo
 from wallet.flows.approvals import ApprovalRequest, Status
+from wallet.flows.effects import short
 
 
 def _all(duo: Duo) -> list[ApprovalRequest]:
@@ -32,7 +33,7 @@ async def test_accountant_signs_a_routine_frame(duo: Duo) -> None:
     first = next(h for h in duo.model.history if h.kind == "frame" and h.height == 1)
     assert first.entity_id == duo.entity
     # The item says what the frame did (searching "counter" finds it), not "1 batch".
-    assert first.text == f"frame 1 of {duo.entity.hex()[:12]}: counter +3 (0 -> 3)"
+    assert first.text == f"frame 1 of {short(duo.entity)}: counter +3 (0 -> 3)"
     assert first.cert_valid is True
     assert set(first.cert_signers) == {duo.alice, duo.bob}
     assert duo.model.finality_ms, "the batch's finality was charted"

@@ -31,7 +31,7 @@ from typing import Protocol
 
 from node.codec import HASH_LEN
 from wallet.flows import payments
-from wallet.flows.effects import EFFECT_KINDS, Effect, FrameAnalysis
+from wallet.flows.effects import EFFECT_KINDS, Effect, FrameAnalysis, short
 from wallet.flows.payments import NoSpend, SpendView
 
 DEFAULT_RULES = """\
@@ -97,7 +97,7 @@ class Entities:
         return analysis.entity_id in self.ids
 
     def describe(self) -> str:
-        return "entities " + ", ".join(sorted("0x" + i.hex()[:8] for i in self.ids))
+        return "entities " + ", ".join(sorted(short(i) for i in self.ids))
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,9 +186,13 @@ class FrameAnalysis:
         return [e for e in self.effects if e.kind == PAYMENT]
 
 
-def short(sid: bytes) -> str:
-    """A signer id as the first 8 hex digits."""
-    return sid.hex()[:8]
+def short(data: bytes) -> str:
+    """An id or hash as the wallet shows it everywhere, ``0x9f3c12…e1ab``: enough to
+    recognise, the whole value one copy away (one form, for entities and signers)."""
+    h = data.hex()
+    if len(h) <= 11:
+        return "0x" + h
+    return f"0x{h[:6]}\u2026{h[-4:]}"
 
 
 def name_of(sid: bytes, names: Names | None = None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wallet.flows import key_actions
+from wallet.flows.effects import short
 from wallet.keys.vault import Vault
 from wallet.qt import (
     QComboBox,
@@ -68,7 +69,7 @@ class KeyActionsBox(QWidget):
         infos = vault.keys()
         self._labels = {info.signer_id: info.label for info in infos}
         for info in infos:
-            self.key.addItem(f"{info.label} ({info.signer_id.hex()[:12]}…)", info.signer_id)
+            self.key.addItem(f"{info.label} ({short(info.signer_id)})", info.signer_id)
         self.change_button = QPushButton("Change password…")
         self.change_button.clicked.connect(self.change_password)
         self.phrase_button = QPushButton("Show recovery phrase…")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest
 from wallet.flows.compose import SignerCard
+from wallet.flows.effects import short
 from wallet.model import EntityEntry, WalletActions, WalletModel
 from wallet.qt import (
     QApplication,
@@ -62,7 +63,7 @@ def entity_title(entry: EntityEntry) -> tuple[str, str]:
     state = entry.state
     c = state.config
     n = len(c.members)
-    title = f"Entity 0x{state.entity_id.hex()[:8]}"
+    title = f"Entity {short(state.entity_id)}"
     sub = (
         f"{n} signer{'s' if n != 1 else ''} · threshold {c.threshold}/{c.total_shares}"
         f" · height {state.height:,} · counter {state.counter:,}"
@@ -238,9 +239,7 @@ class MainWindow(QMainWindow):
         self.switcher.blockSignals(True)
         self.switcher.clear()
         for signer, entity in keys:
-            self.switcher.addItem(
-                f"0x{entity.hex()[:8]}  ·  signer 0x{signer.hex()[:6]}", (signer, entity)
-            )
+            self.switcher.addItem(f"{short(entity)}  ·  signer {short(signer)}", (signer, entity))
         self.switcher.setEnabled(bool(keys))
         if not keys:
             self.switcher.addItem("No entity")

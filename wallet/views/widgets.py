@@ -48,12 +48,9 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-def short_hex(data: bytes, head: int = 6, tail: int = 4) -> str:
-    """``0x9f3c12…e1ab``: enough to recognise, the whole value is one copy away."""
-    h = data.hex()
-    if len(h) <= head + tail + 1:
-        return "0x" + h
-    return f"0x{h[:head]}\u2026{h[-tail:]}"
+def short_hex(data: bytes) -> str:
+    """``0x9f3c12…e1ab`` (``flows.effects.short``, the one form of ids on screen)."""
+    return short(data)
 
 
 def mono_font() -> QFont:

@@ -28,7 +28,7 @@ from node.machines.governance import (
 )
 from node.txs import Tx
 from tests.node.machines.test_entity import IDS, PKS, POPS, SKS, A, B, C, D, Entity, add
-from wallet.flows.effects import EFFECT_KINDS, FrameAnalysis, analyze
+from wallet.flows.effects import EFFECT_KINDS, FrameAnalysis, analyze, short
 
 
 def make_frame(state: EntityState, *batches: Batch) -> Frame:
@@ -126,7 +126,7 @@ def test_vote_that_does_not_execute_says_nothing_of_execution() -> None:
         (RemoveSigner(IDS[B]), "remove_signer", "removed (1 share): signers 2 -> 1"),
         (SetShares(IDS[B], 2), "set_shares", "1 -> 2, total shares 4 -> 5"),
         (SetThreshold(4), "set_threshold", "threshold 3 -> 4"),
-        (SetProposer(IDS[B]), "set_proposer", f"proposer {IDS[A].hex()[:8]} -> bob"),
+        (SetProposer(IDS[B]), "set_proposer", f"proposer {short(IDS[A])} -> bob"),
     ],
 )
 def test_each_executed_action_is_its_governance_kind(action: Action, kind: str, text: str) -> None:

@@ -28,7 +28,7 @@ from wallet.flows.compose import (
     FundChannelForm,
     OpenChannelForm,
 )
-from wallet.flows.effects import PAYMENT, Effect, FrameAnalysis, analyze
+from wallet.flows.effects import PAYMENT, Effect, FrameAnalysis, analyze, short
 from wallet.flows.payments import DAY_S, HOUR_S, SpendLedger
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -52,7 +52,7 @@ def paying(*payments: tuple[bytes, int], asset: int = 1, frame: int = 1) -> Fram
         Effect(
             PAYMENT,
             False,
-            f"pay {n} of asset {asset} to {payee.hex()[:8]}",
+            f"pay {n} of asset {asset} to {short(payee)}",
             amount=n,
             asset=asset,
             counterparty=payee,

@@ -22,7 +22,7 @@ from tests.wallet.views.content_helpers import (
     queue_with,
     request_for,
 )
-from wallet.flows.effects import Effect
+from wallet.flows.effects import Effect, short
 from wallet.model import Connection, Link
 from wallet.qt import QApplication, QKeySequence, QShortcut
 from wallet.views import theme
@@ -79,7 +79,7 @@ def test_header_shows_the_entity_and_copies_its_id(qtbot: QtBot) -> None:
     assert w.switcher.count() == 2
     entry = w.current_entity()
     assert entry is not None
-    assert w.title.text() == f"Entity 0x{entry.state.entity_id.hex()[:8]}"
+    assert w.title.text() == f"Entity {short(entry.state.entity_id)}"
     assert "signer" in w.subtitle.text()
     assert "threshold" in w.subtitle.text()
     w.switcher.setCurrentIndex(1)

@@ -9,6 +9,7 @@ from pytestqt.qtbot import QtBot
 from node.machines.entity import Increment
 from tests.wallet.conftest import Duo
 from wallet.flows.approvals import Notifications
+from wallet.flows.effects import short
 from wallet.qt import QMainWindow
 from wallet.views.main_window import MainWindow
 from wallet.views.tray import Tray
@@ -25,7 +26,7 @@ async def test_approval_needed_notifies_and_badges(qtbot: QtBot, duo: Duo) -> No
     await duo.waiter.until(lambda: bool(service.queue.pending()))
     assert [n.title for n in service.notifications.items] == ["Approval needed"]
     assert tray.shown == list(service.notifications.items)
-    assert duo.entity.hex()[:12] in tray.shown[0].text
+    assert short(duo.entity) in tray.shown[0].text
     assert window.sidebar.item(0).text() == "Approvals  (1)"
     service.reject(service.queue.pending()[0].id)
     assert window.sidebar.item(0).text() == "Approvals"
