@@ -1,7 +1,12 @@
 """The embedded light node: ``Node``, ``Coordinator`` and ``ApiServer`` in the wallet's process.
 
 It listens on ``127.0.0.1`` on a free port, keeps its data in ``DATA/node``,
-and is reached through the same protocol as a remote node. Each run makes a
+and is reached through the same protocol as a remote node. It runs on a thread
+of its own with its own event loop, so a busy GUI (a repaint, a theme switch, a
+long scroll) does not make its blocks late: the two loops share nothing but the
+WebSocket between them (and the interpreter, which switches threads every few
+milliseconds). :meth:`EmbeddedNode.call` runs a function on the node's loop, for
+the few things done to the node object itself (tests, token refresh). Each run makes a
 fresh server-scope token for the wallet and revokes the one of the previous
 run (tokens are labelled :data:`TOKEN_LABEL`), so a token never outlives its
 run by more than one start. :meth:`EmbeddedNode.stop` ends like ``xln-node
@@ -15,8 +20,11 @@ starts a new chain whose faucet may credit reserves (tests, demos).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from node import identity as node_identity
@@ -63,8 +71,9 @@ class EmbeddedNode:
         self.coordinator: Coordinator | None = None
         self.peers: PeerNetwork | None = None
         self.port = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None  # on the node's loop
+        self._loop: asyncio.AbstractEventLoop | None = None  # the node's own
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -72,14 +81,58 @@ class EmbeddedNode:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._thread is not None and self._thread.is_alive()
 
     async def start(self) -> tuple[str, str]:
-        """Start serving; returns the URL and this run's server-scope token."""
-        if self._task is not None:
+        """Start serving on the node's own thread; returns the URL and this run's
+        server-scope token once it listens (or raises why it could not start)."""
+        if self._thread is not None:
             raise EmbeddedNodeError("the embedded node is already started")
         if self.peer_urls and not self._identity_password:
             raise EmbeddedNodeError("peers need the node identity key: give its password")
+        ready: concurrent.futures.Future[tuple[str, str]] = concurrent.futures.Future()
+        thread = threading.Thread(
+            target=lambda: asyncio.run(self._serve(ready)), name="xln-embedded-node", daemon=True
+        )
+        self._thread = thread
+        thread.start()
+        try:
+            return await asyncio.wrap_future(ready)
+        except BaseException:
+            await asyncio.to_thread(thread.join)
+            self._thread = None
+            raise
+
+    async def call[T](self, fn: Callable[[], T]) -> T:
+        """``fn()`` run on the node's loop (its thread), from any loop."""
+        loop = self._loop
+        if loop is None or not self.running:
+            raise EmbeddedNodeError("the embedded node is not running")
+
+        async def run() -> T:
+            return fn()
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
+
+    async def _serve(self, ready: concurrent.futures.Future[tuple[str, str]]) -> None:
+        """The node's thread: start, serve until :meth:`stop`, close."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            started = await self._start_parts()
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(started)
+        assert self.node is not None
+        try:
+            await self.node.run(self._stop)
+        except Exception:
+            log.exception("the embedded node failed")
+        finally:
+            await self._close_parts()
+
+    async def _start_parts(self) -> tuple[str, str]:
         self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             store = Store(self.data / CHAIN_DIR)
@@ -118,8 +171,6 @@ class EmbeddedNode:
             self.port = await self.api.listen_tcp("127.0.0.1", 0)
             if self.peers is not None:
                 self.peers.start()
-            self._stop = asyncio.Event()
-            self._task = asyncio.create_task(node.run(self._stop))
         except BaseException:
             await self._close_parts()
             raise
@@ -140,21 +191,21 @@ class EmbeddedNode:
         return token
 
     async def stop(self) -> None:
-        """Flush the inbox in a last block, then close everything; safe to call twice."""
-        if self._task is not None:
-            self._stop.set()
-            try:
-                async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await asyncio.shield(self._task)
-            except TimeoutError:
-                log.error("the embedded node did not stop in %.0f s; cancelling", STOP_TIMEOUT_S)
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            except Exception:
-                log.exception("the embedded node failed")
-            self._task = None
-        await self._close_parts()
+        """Flush the inbox in a last block, then close everything and end the node's
+        thread; safe to call twice."""
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is None:
+            return
+        if loop is not None and stop is not None and not loop.is_closed():
+            # RuntimeError: its loop ended meanwhile (the node failed).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        await asyncio.to_thread(thread.join, STOP_TIMEOUT_S)
+        if thread.is_alive():
+            # A daemon thread: it ends with the process; its store stays locked till then.
+            log.error("the embedded node did not stop in %.0f s", STOP_TIMEOUT_S)
+        self._thread = None
+        self._loop = None
 
     async def _close_parts(self) -> None:
         if self.coordinator is not None:

@@ -183,9 +183,10 @@ async def bob_served(run: Running, guard: Path) -> AsyncIterator[Bob]:
     """Bob, until the end; returns once both his agent and the wallet's are connected."""
     service, waiter = run.service, run.waiter
     assert service.embedded is not None
-    assert service.embedded.api is not None
+    api = service.embedded.api
+    assert api is not None
     token, _ = TokenStore(service.embedded.data).create(Scope("server"), "test")
-    service.embedded.api.refresh_tokens()
+    await service.embedded.call(api.refresh_tokens)
     client = await NodeClient.connect(service.embedded.url, token=token)
     sk = bls.keygen(secrets.token_bytes(32))
     pubkey = bls.sk_to_pk(sk)

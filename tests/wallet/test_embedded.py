@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,11 +27,22 @@ async def test_start_token_and_a_flushing_stop(tmp_path: Path) -> None:
         receipts = await client.submit([Increment(2)])
         assert receipts.receipts[0].error is None
     # Queued and not yet in a block when the stop comes: the stop flushes it.
-    assert embedded.node is not None
-    pending = embedded.node.submit((), [Tx.of(Increment(5))])
+    node = embedded.node
+    assert node is not None
+    queued = threading.Event()
+
+    async def submit_five() -> bool:  # on the node's own loop
+        pending = node.submit((), [Tx.of(Increment(5))])
+        queued.set()
+        ack = await pending
+        return ack.receipts[0].error is None
+
+    loop = embedded._loop
+    assert loop is not None
+    five = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(submit_five(), loop))
+    assert await asyncio.to_thread(queued.wait, 10)
     await embedded.stop()
-    ack = await pending
-    assert ack.receipts[0].error is None
+    assert await five
     assert not embedded.running
     with Store(tmp_path / "node" / "chain") as store:
         state, _ = store.load()
@@ -65,3 +78,32 @@ async def test_data_in_use_and_peers_without_password(tmp_path: Path) -> None:
         await running.stop()
     with pytest.raises(EmbeddedNodeError, match="password"):
         await EmbeddedNode(tmp_path, peers=["ws://127.0.0.1:1"]).start()
+
+
+async def test_the_node_keeps_time_on_its_own_thread(tmp_path: Path) -> None:
+    """A payment goes through while the wallet's loop is blocked (a long repaint, say):
+    the node runs on a thread and loop of its own. (On the wallet's loop, the client
+    thread below would wait for a block that never comes.)"""
+    embedded = EmbeddedNode(tmp_path, tick_ms=20)
+    url, token = await embedded.start()
+    try:
+        assert embedded._thread is not None
+        assert embedded._thread is not threading.current_thread()
+        assert await embedded.call(threading.current_thread) is embedded._thread
+        outcome: list[str | None] = []
+
+        async def submit() -> None:
+            async with await NodeClient.connect(url, token=token) as client:
+                receipts = await client.submit([Increment(3)])
+                outcome.append(receipts.receipts[0].error)
+
+        client = threading.Thread(target=lambda: asyncio.run(submit()))
+        client.start()
+        client.join(30)  # blocks this loop, as a long repaint would
+        assert not client.is_alive()
+        assert outcome == [None]
+    finally:
+        await embedded.stop()
+    with Store(tmp_path / "node" / "chain") as store:
+        state, _ = store.load()
+    assert state.counter == 3
