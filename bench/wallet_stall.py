@@ -300,9 +300,10 @@ async def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str,
         assert window is not None
         embedded = service.embedded
         assert embedded is not None
-        assert embedded.api is not None
+        api = embedded.api
+        assert api is not None
         token, _ = TokenStore(embedded.data).create(Scope("server"), "bench")
-        embedded.api.refresh_tokens()
+        await embedded.call(api.refresh_tokens)  # on the node's own thread
         bob = BobProcess(embedded.url, token, args.rate, args.seconds, work / f"bob-{mode}.log")
         bob_key = json.loads(await bob.read())
         bob_pk, bob_pop = bytes.fromhex(bob_key["pubkey"]), bytes.fromhex(bob_key["pop"])

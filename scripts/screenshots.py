@@ -113,9 +113,10 @@ async def main(out: Path) -> None:
         await service.start()
         await service.unlock(PASSWORD)
         assert service.embedded is not None
-        assert service.embedded.api is not None
+        api = service.embedded.api
+        assert api is not None
         token, _ = TokenStore(service.embedded.data).create(Scope("server"), "screenshots")
-        service.embedded.api.refresh_tokens()
+        await service.embedded.call(api.refresh_tokens)  # on the node's own thread
         client = await NodeClient.connect(service.embedded.url, token=token)
         bob_sk = bls.keygen(secrets.token_bytes(32))
         bob_pk = bls.sk_to_pk(bob_sk)
