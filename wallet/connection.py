@@ -44,7 +44,13 @@ from node.net.client import (
 from node.net.entity_client import EntityReader
 from node.net.protocol import Err, Rep, Reply, Topic
 from node.net.remote_map import is_partial, lazy_state
-from node.net.tls import CertificateRefused, ClientTrust, TlsConfigError
+from node.net.tls import (
+    CertificateRefused,
+    ClientTrust,
+    TlsConfigError,
+    UntrustedCertificate,
+    pretty,
+)
 from node.txs import Tx, TxBody
 from wallet.model import Connection, Link, WalletModel
 
@@ -528,3 +534,35 @@ class BlockNews:
             as_int(b[3], "timestamp"),
             as_int(b[4], "tx count"),
         )
+
+
+CONNECT_TEST_S = 10.0
+
+
+async def connection_problem(url: str, token: str, trust: ClientTrust | None = None) -> str | None:
+    """Connect once with ``token`` (the HELLO answered) and close: None if that works,
+    else what went wrong in words for the person (the node is down, the token is not
+    one of the node's, the certificate is not trusted, ...)."""
+    try:
+        async with asyncio.timeout(CONNECT_TEST_S):
+            client = await NodeClient.connect(url, token=token, trust=trust)
+            await client.close()
+    except UntrustedCertificate as exc:
+        return (
+            f"the node's certificate is not trusted ({exc.reason}); its SHA-256 fingerprint is "
+            f"{pretty(exc.presented or '')}: if it is your node's, add "
+            f"#sha256={exc.presented} to the URL"
+        )
+    except CertificateRefused as exc:
+        return str(exc)
+    except NodeError as exc:
+        if exc.code is Err.UNAUTHORIZED:
+            return "the node does not accept this API token"
+        return f"the node refused the connection: {exc}"
+    except TimeoutError:
+        return f"no answer from {url} within {CONNECT_TEST_S:.0f} s"
+    except (VersionMismatch, InsecureTransport) as exc:
+        return str(exc)
+    except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, TlsConfigError) as exc:
+        return f"cannot reach the node at {url}: {exc}"
+    return None

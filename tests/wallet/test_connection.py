@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -12,7 +13,8 @@ from node.machines.server import Increment
 from node.net.client import NodeError
 from node.net.protocol import Err, Rep, Reply, Topic
 from tests.conftest import LiveNode
-from wallet.connection import BlockNews, KeyRef, NodeSession, NotConnected
+from tests.node.net.certs import CertFiles
+from wallet.connection import BlockNews, KeyRef, NodeSession, NotConnected, connection_problem
 from wallet.model import Link, WalletModel
 
 SK = bls.keygen(bytes([9]) * 32)
@@ -95,3 +97,29 @@ def test_metrics_add_the_worst_recent_lateness() -> None:
     now[0] = 100.2  # two ticks later: the last two samples are new
     session.record_metrics({"tick_ms": 100, "tick_lateness_us": [9_000, 1_000, 2_000, 7_000]})
     assert list(model.tick_lateness_ms)[-1] == (100.2, 7.0)
+
+
+async def test_connection_problem_says_what_is_wrong(live_node: LiveNode) -> None:
+    url = f"ws://127.0.0.1:{live_node.port}"
+    assert await connection_problem(url, live_node.token) is None
+    assert await connection_problem(url, "not-a-token") == (
+        "the node does not accept this API token"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    problem = await connection_problem(f"ws://127.0.0.1:{closed}", live_node.token)
+    assert problem is not None
+    assert problem.startswith(f"cannot reach the node at ws://127.0.0.1:{closed}")
+
+
+async def test_connection_problem_with_an_untrusted_certificate_says_how_to_pin_it(
+    tls_node: LiveNode, self_signed: CertFiles
+) -> None:
+    wss = f"wss://127.0.0.1:{tls_node.port}"
+    untrusted = await connection_problem(wss, tls_node.token)
+    assert untrusted is not None
+    assert "not trusted" in untrusted
+    assert f"#sha256={self_signed.fingerprint}" in untrusted
+    pinned = f"{wss}#sha256={self_signed.fingerprint}"
+    assert await connection_problem(pinned, tls_node.token) is None

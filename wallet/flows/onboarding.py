@@ -252,6 +252,13 @@ class Onboarding:
         self._go(Step.ENTITY)
 
     def use_remote_node(self, url: str, token: str) -> None:
+        url, token = self.check_remote_node(url, token)
+        self.node = NodeChoice(mode="remote", url=url, token=token)
+        self._go(Step.ENTITY)
+
+    def check_remote_node(self, url: str, token: str) -> tuple[str, str]:
+        """The URL and token as they will be used (trimmed), or StepRefused: what the
+        window tests a connection with before it moves on."""
         self._expect(Step.NODE)
         url, token = url.strip(), token.strip()
         parts = urlsplit(url)
@@ -268,8 +275,7 @@ class Onboarding:
                 "a node on another machine is reached over wss:// (TLS): over ws:// its "
                 "token would cross the network in clear"
             )
-        self.node = NodeChoice(mode="remote", url=url, token=token)
-        self._go(Step.ENTITY)
+        return url, token
 
     def create_entity(
         self,

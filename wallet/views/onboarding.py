@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from wallet.connection import connection_problem
 from wallet.flows.onboarding import (
     CHECKED_WORDS,
     Onboarding,
@@ -659,6 +660,14 @@ class OnboardingWindow(QWidget):
         if submit is None:  # DONE: a failed setup, tried again
             self._start_execute()
             return
+        if isinstance(page, NodePage) and page.remote.isChecked():
+            try:
+                url, token = self.flow.check_remote_node(page.url.text(), page.token.text())
+            except StepRefused as exc:
+                self._refuse(str(exc))
+                return
+            self._task = asyncio.ensure_future(self._test_node(page, url, token))
+            return
         try:
             submit(self.flow)
         except StepRefused as exc:
@@ -698,6 +707,27 @@ class OnboardingWindow(QWidget):
             self.pages[Step.BACKUP].clear()  # type: ignore[attr-defined]
         try:
             self.flow.back()
+        except StepRefused as exc:
+            self._refuse(str(exc))
+            return
+        self._show_step()
+
+    async def _test_node(self, page: NodePage, url: str, token: str) -> None:
+        """Connect once with the token before moving on: a wrong URL, token or
+        certificate is said on this page, not at the end of the setup."""
+        self.error.hide()
+        self.next_button.setEnabled(False)
+        self.next_button.setText("Testing…")
+        try:
+            problem = await connection_problem(url, token)
+        finally:
+            self.next_button.setEnabled(True)
+            self.next_button.setText("Next")
+        if problem is not None:
+            self._refuse(problem)
+            return
+        try:
+            page.submit(self.flow)
         except StepRefused as exc:
             self._refuse(str(exc))
             return

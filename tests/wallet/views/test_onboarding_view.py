@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,6 +166,18 @@ async def test_onboarding_creates_a_wallet_and_opens_the_main_window(
         assert "ws://" in refused(w, bad_remote, Step.NODE)
         assert node.url.isVisibleTo(node)
         assert node.token.isVisibleTo(node)
+        # The connection is tried before Next moves on: nothing listens on this port.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        node.url.setText(f"ws://127.0.0.1:{port}")
+        node.token.setText("some token")
+        w.next()
+        assert w._task is not None
+        await w._task
+        assert current(w) is Step.NODE
+        assert "Cannot reach the node" in w.error.text()
+        assert w.next_button.text() == "Next"
         node.embedded.setChecked(True)
         assert not node.url.isVisibleTo(node)
         w.next()
