@@ -361,7 +361,7 @@ async def test_a_lying_node_is_caught(pair: Pair) -> None:
 
         genuine, forged = pair_of(p.e1, 3, SK), pair_of(p.e1, 4, stranger_sk)
         elsewhere = pair_of(p.e2, 3, SK)
-        records = [forged.to_tree(), elsewhere.to_tree(), genuine.to_tree()]
+        records: list[RlpItem] = [forged.to_tree(), elsewhere.to_tree(), genuine.to_tree()]
         c.alter = lambda b: _with(b, 3, records)
         _, found = await reader.evidence(p.signer, p.e1)
         assert found == [genuine]
