@@ -57,6 +57,7 @@ from node.state_view import (
     LISTED,
     describe,
     describe_entity,
+    describe_evidence,
     describe_server,
     describe_signer,
 )
@@ -278,6 +279,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         with Store(data / CHAIN_DIR) as store:
             state, _ = store.load()
             info = {**describe(state), "source": "store"}
+            info["evidence"] = [describe_evidence(e) for _, e in store.evidence()]
             note = store.synthetic()
             if note is not None:
                 info["synthetic"] = note
@@ -292,7 +294,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _print_info(info: dict[str, Any]) -> None:
     for key, value in info.items():
-        if key != "signers":
+        if key not in ("signers", "evidence"):
             print(f"{key:>11}  {value}")
     for s in info["signers"]:
         print(f"signer {s['id']}  counter {s['counter']}")
@@ -321,6 +323,13 @@ def _print_info(info: dict[str, Any]) -> None:
                     f"    last certificate: round {cert['round']} bits {cert['bitfield']} "
                     f"sig {cert['signature'][:24]}..."
                 )
+    evidence = info.get("evidence", [])
+    print(f"{'evidence':>11}  {len(evidence)} equivocation{'' if len(evidence) == 1 else 's'}")
+    for ev in evidence:
+        print(
+            f"  entity {ev['entity']}: member {ev['member']} pre-committed two frames at "
+            f"height {ev['height']} round {ev['round']}: {ev['frames'][0]} and {ev['frames'][1]}"
+        )
 
 
 async def _inspect_running(data: Path) -> dict[str, Any]:
@@ -348,10 +357,14 @@ async def describe_running(client: NodeClient) -> dict[str, Any]:
         head = block.hash
     reader = EntityReader(lambda: client)
     signers = []
+    evidence: dict[bytes, list[dict[str, Any]]] = {}  # per entity, read once
     for signer, _ in signer_refs:
         pubkey, counter, refs = await client.signer_listing(signer)
         entities = []
         for entity, _ in refs:
+            if entity not in evidence:
+                _, records = await reader.evidence(signer, entity)
+                evidence[entity] = [describe_evidence(e) for e in records]
             header = await reader.header(signer, entity)
             _, first = await reader.page(signer, entity, CHANNELS, limit=LISTED, at=header.hash)
             view = describe_entity(
@@ -366,7 +379,7 @@ async def describe_running(client: NodeClient) -> dict[str, Any]:
     server = describe_server(
         height, head, state_hash, as_int(top[3], "counter"), as_int(top[2], "timestamp")
     )
-    return {**server, "signers": signers}
+    return {**server, "signers": signers, "evidence": [e for v in evidence.values() for e in v]}
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

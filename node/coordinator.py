@@ -219,6 +219,11 @@ class Coordinator:
         except ValueError:
             await self.on_proposal(signer, frame_raw, round_, psig)  # refuses and logs
             return
+        held = self._replicas_of(frame.entity_id)
+        if held:
+            # The proposer's pre-commit: a second one for another frame at this height
+            # and round is evidence (node/evidence.py), whether or not we sign.
+            self.node.evidence.observe_proposal(held[0].entity.config, frame, round_, psig)
         targets = [
             r.signer
             for r in self._replicas_of(frame.entity_id)

@@ -69,7 +69,16 @@ HEADER: Final = 0
 RECORD: Final = 1
 PAGE: Final = 2
 NODE: Final = 3
-PART_NAMES: Final = {HEADER: "header", RECORD: "record", PAGE: "page", NODE: "node"}
+# Not part of the state: the node's equivocation evidence about the entity
+# (node/evidence.py), each record checkable by its own signatures.
+EVIDENCE: Final = 4
+PART_NAMES: Final = {
+    HEADER: "header",
+    RECORD: "record",
+    PAGE: "page",
+    NODE: "node",
+    EVIDENCE: "evidence",
+}
 
 CHANNELS: Final = 0  # channels by counterparty id
 FORWARDS: Final = 1  # forwards by payment id

@@ -20,14 +20,16 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from node.block import Block
 from node.codec import keccak
 from node.errors import Busy, NotFound, ShuttingDown, TooLarge, UnknownRoute
+from node.evidence import EvidenceLog
 from node.machines.entity import EntityState
 from node.machines.frames import Certificate
+from node.machines.governance import Config
 from node.machines.outcomes import Outcomes
 from node.machines.replica import Committed, Genesis, Replica
 from node.machines.server import Receipt, ServerState, Step, apply_block
@@ -237,6 +239,17 @@ class Node:
         self.durable_hooks: list[Callable[[Step], object]] = []
         self._expedite = asyncio.Event()
         self._recent: dict[tuple[bytes, bytes], OrderedDict[bytes, EntityState]] = {}
+        # Equivocation evidence (node/evidence.py): the node's own, beside its replicas
+        # and outside every state hash; written on the writer thread.
+        self.evidence = EvidenceLog(store.evidence(), self._write_evidence)
+
+    def _write_evidence(self, writes: list[tuple[int, bytes | None]]) -> None:
+        try:
+            future = self._writer.submit(self.store.write_evidence, writes)
+        except RuntimeError:  # the writer is shut down: the node is closing
+            log.warning("evidence not written: the node is closing")
+            return
+        future.add_done_callback(_log_write_failure)
 
     # Public API -------------------------------------------------------------
 
@@ -302,6 +315,14 @@ class Node:
             )
         self._inbox.append(_Pending(route, txs, future, size, priority))
         self._inbox_txs += len(txs)
+        if len(route) == 2:
+            # Every signed consensus message for a replica passes here, whoever sent it:
+            # two of one member's for different frames at one height and round are kept.
+            self.evidence.observe_inputs(route[1], txs, lambda: self._config_of(route))
+
+    def _config_of(self, route: tuple[bytes, ...]) -> Config | None:
+        replica = self.state.replica(route[0], route[1])
+        return None if replica is None else replica.entity.config
 
     def check_route(self, route: tuple[bytes, ...]) -> None:
         _check_route(self.state, route)
@@ -585,6 +606,12 @@ class Node:
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self.store.close()
+
+
+def _log_write_failure(future: Future[None]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("evidence could not be written: %r", exc)
 
 
 def _route_text(route: tuple[bytes, ...]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from node.evidence import Evidence
 from node.machines import entity as ent
 from node.machines.accounts import ChannelRecord
 from node.machines.entity import EntityState
@@ -135,4 +136,18 @@ def describe_channel(c: ChannelRecord) -> dict[str, Any]:
             }
             for a in side.agreed.assets
         ],
+    }
+
+
+def describe_evidence(e: Evidence) -> dict[str, Any]:
+    """One record of equivocation evidence: who, where, and the two frames with the
+    member's signature of each (enough to check both against ``pubkey``)."""
+    return {
+        "entity": e.entity_id.hex(),
+        "member": e.member.hex(),
+        "pubkey": e.pubkey.hex(),
+        "height": e.height,
+        "round": e.round,
+        "frames": [e.a.frame_hash.hex(), e.b.frame_hash.hex()],
+        "signatures": [e.a.signature.hex(), e.b.signature.hex()],
     }

@@ -13,7 +13,9 @@ value's encoding, and when it is written and deleted):
 - ``C``, ``W``, ``K`` + signer id + entity id + key: one record of that replica, a
   channel record, a forward in flight or kept messages, under the counterparty's
   id (the payment id for ``W``);
-- ``F`` + entity id + 8-byte height: a committed frame, ``[frame_rlp, certificate]``.
+- ``F`` + entity id + 8-byte height: a committed frame, ``[frame_rlp, certificate]``;
+- ``E`` + 8-byte sequence number: one record of equivocation evidence
+  (``node/evidence.py``): the node's own, outside every state hash and block.
 
 Every block's writes go in one ``write_batch(transaction=True, sync=True)``
 (:func:`block_writes` lists them): all-or-nothing, and durable when
@@ -39,6 +41,7 @@ misfiled ``S`` record is found too).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,7 @@ from node.codec import (
     decode,
     encode,
 )
+from node.evidence import Evidence
 from node.machines.accounts import ChannelRecord, Forwarded, is_waiting
 from node.machines.frames import Certificate
 from node.machines.mailbox import Kept, kept_from_raw
@@ -96,7 +100,10 @@ KEPT = RECORD_KEPT
 FRAME = b"F"
 WAITING = b"Q"  # a replica's channels waiting to propose: not hashed, kept for restarts
 SYNTHETIC = b"Y"  # only in a store written by a generator (bench/hub_store.py), not by blocks
+EVIDENCE = b"E"  # equivocation evidence by sequence number: not hashed, not in blocks
 HEIGHT_END = bytes([HEIGHT[0] + 1])
+
+log = logging.getLogger(__name__)
 
 
 def _record[R: (ChannelRecord, Kept)](peer: bytes, record: R) -> R:
@@ -411,6 +418,30 @@ class Store:
                 items = as_list(decode(raw), "stored frame", size=2)
                 out.append((as_bytes(items[0], "frame"), Certificate.from_item(items[1])))
         return out
+
+    def evidence(self) -> list[tuple[int, Evidence]]:
+        """The equivocation evidence kept (``E`` keys), ``(sequence, record)`` in
+        order. A record that does not decode is left out and logged: evidence is the
+        node's own note, not part of the chain."""
+        out: list[tuple[int, Evidence]] = []
+        for key, raw in self._db.iterator(prefix=EVIDENCE):
+            seq = int.from_bytes(key[len(EVIDENCE) :], "big")
+            try:
+                out.append((seq, Evidence.decode(raw)))
+            except DecodeError as exc:
+                log.warning("evidence record %d does not decode (%s); left out", seq, exc)
+        return out
+
+    def write_evidence(self, writes: Iterable[tuple[int, bytes | None]]) -> None:
+        """Put (``raw``) or delete (None) evidence records by sequence number, in one
+        batch. Not synced by itself: the next block's synced batch makes it durable."""
+        with self._db.write_batch(transaction=True) as batch:
+            for seq, raw in writes:
+                key = EVIDENCE + seq.to_bytes(8, "big")
+                if raw is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, raw)
 
     def block_count(self) -> int:
         state, _ = self.load()

@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from node.codec import HASH_LEN, as_bytes, as_int, as_list, keccak
 from node.entity_reads import CHANNELS, EntityHeader, Page
+from node.evidence import Evidence
 from node.machines.accounts import ChannelRecord
 from node.machines.entity import Batch, EntityState
 from node.machines.frames import Certificate
@@ -434,6 +435,18 @@ class NodeSession:
     async def read_header(self, signer: bytes, entity: bytes) -> EntityHeader | None:
         """The entity's certified header: every field but the channels and forwards."""
         return await _or_none(self.reader.header(signer, entity))
+
+    async def read_evidence(self, signer: bytes, entity: bytes) -> list[Evidence] | None:
+        """The node's equivocation evidence about ``entity`` (None: ``signer`` holds no
+        replica of it, or the node is from before the evidence part), each record's
+        signatures checked (``EntityReader.evidence``)."""
+        try:
+            found = await _or_none(self.reader.evidence(signer, entity))
+        except NodeError as exc:
+            if exc.code is Err.MALFORMED:  # a node from before READ_ENTITY's evidence part
+                return None
+            raise
+        return None if found is None else found[1]
 
     async def read_channel(
         self, signer: bytes, entity: bytes, peer: bytes

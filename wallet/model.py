@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # annotations only: the model loads before the node does
+    from node.evidence import Evidence
     from node.machines.entity import EntityAction, EntityState
     from wallet.flows.channel_pages import ChannelPage
 
@@ -125,6 +126,9 @@ class WalletModel:
     logs: deque[LogLine] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
     locked: bool = True
     accountant_on: bool = False
+    # Per entity id: the node's equivocation evidence about its members, each record's
+    # signatures checked (wallet.flows.evidence words it for the Entities view).
+    evidence: dict[bytes, tuple[Evidence, ...]] = field(default_factory=dict)
 
     connection_changed: Signal = field(default_factory=Signal)
     entities_changed: Signal = field(default_factory=Signal)
@@ -141,6 +145,17 @@ class WalletModel:
 
     def set_entity(self, entry: EntityEntry) -> None:
         self.entities[(entry.signer_id, entry.state.entity_id)] = entry
+        self.entities_changed.emit()
+
+    def set_evidence(self, entity: bytes, records: Sequence[Evidence]) -> None:
+        """The entity's evidence as last read; the entities' listeners hear of a change."""
+        new = tuple(records)
+        if self.evidence.get(entity, ()) == new:
+            return
+        if new:
+            self.evidence[entity] = new
+        else:
+            self.evidence.pop(entity, None)
         self.entities_changed.emit()
 
     def add_history(self, item: HistoryItem) -> None:

@@ -59,6 +59,7 @@ from node.machines.replica import Genesis
 from node.machines.signer import CreateEntity
 from node.merkle_map import MerkleMap
 from node.net.client import NodeError
+from node.net.entity_client import ProofError, UnverifiedRead
 from node.net.protocol import Err, Rep, Reply, Topic
 from node.net.remote_map import is_partial
 from node.net.tls import ClientTrust
@@ -96,6 +97,7 @@ IN_FLIGHT_STALE_S = 120.0
 NONCE_ATTEMPTS = 3  # signings of one batch whose nonce another batch took first
 JOIN_TIMEOUT_S = 300.0
 AUTO_LOCK_CHECK_S = 5.0
+EVIDENCE_EVERY_S = 5.0  # how often the node's equivocation evidence is read again
 # Frames analysed for signing and not certified yet, kept for their payments in history
 # and the state after them (a certified frame's is dropped once used).
 ANALYSIS_MEMO = 64
@@ -251,6 +253,7 @@ class WalletService:
             log.error("co-signers' names not read: %s", exc)
         self._apply_lock_state()
         self._spawn(self._auto_lock())
+        self._spawn(self._watch_evidence())
         if not self.remote:
             self.embedded = EmbeddedNode(
                 self.data_dir,
@@ -471,6 +474,34 @@ class WalletService:
 
             await self.session.watch(Topic.COMMITS, (signer, entity), handler)
         await self.refresh(signer, entity)
+        await self.read_evidence(signer, entity)
+
+    async def read_evidence(self, signer: bytes, entity: bytes) -> None:
+        """Read the node's equivocation evidence about ``entity`` into the model (each
+        record's signatures checked by the reader; ``wallet.flows.evidence``)."""
+        found = await self.session.read_evidence(signer, entity)
+        if found is not None:
+            self.model.set_evidence(entity, found)
+
+    async def _watch_evidence(self) -> None:
+        """Read every watched entity's evidence again every ``EVIDENCE_EVERY_S``: an
+        equivocation may stall a height, so no frame event need come to prompt it."""
+        while True:
+            await asyncio.sleep(EVIDENCE_EVERY_S)
+            if not self.session.connected:
+                continue
+            done: set[bytes] = set()
+            for signer, entity in list(self.model.entities):
+                if entity in done:
+                    continue
+                done.add(entity)
+                try:
+                    await self.read_evidence(signer, entity)
+                except (NotConnected, NodeError, ConnectionError, OSError) as exc:
+                    log.info("cannot read the evidence of %s: %s", entity.hex()[:12], exc)
+                    break
+                except (ProofError, UnverifiedRead) as exc:  # its header did not check
+                    log.warning("evidence of %s not read: %s", entity.hex()[:12], exc)
 
     def _on_block(self, reply: Reply) -> None:
         news = BlockNews.of(reply)

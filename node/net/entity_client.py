@@ -22,9 +22,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from node.codec import RlpItem, as_bytes, as_int, as_list, keccak
+from node.codec import DecodeError, RlpItem, as_bytes, as_int, as_list, keccak
 from node.entity_reads import (
     CHANNELS,
+    EVIDENCE,
     FORWARDS,
     HEADER,
     MAX_PAGE,
@@ -40,6 +41,7 @@ from node.entity_reads import (
     check_record,
     needs_change_frame,
 )
+from node.evidence import Evidence
 from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.entity import EntityState
 from node.machines.frames import Certificate
@@ -187,6 +189,32 @@ class EntityReader:
         header, item = await self._read(signer, entity, [NODE, at, which, rep, count, h])
         assert item is not None
         return header, item
+
+    async def evidence(self, signer: bytes, entity: bytes) -> tuple[EntityHeader, list[Evidence]]:
+        """The node's equivocation evidence about ``entity`` (READ_ENTITY's evidence
+        part) with the entity's certified header. Each record is believed only if it
+        names this entity and both its signatures verify under its key (a record that
+        does not is logged and left out: the node is wrong or lying); whether that key
+        is a member's is the caller's to see, against the header's config."""
+        header, item = await self._read(signer, entity, [EVIDENCE, b""])
+        assert item is not None
+        found: list[Evidence] = []
+        for raw in as_list(item, "evidence records"):
+            try:
+                record = Evidence.from_item(raw)
+            except DecodeError as exc:
+                log.warning(
+                    "entity %s: an evidence record that does not decode: %s", entity.hex()[:12], exc
+                )
+                continue
+            problem = (
+                "it is about another entity" if record.entity_id != entity else record.problem()
+            )
+            if problem is not None:
+                log.warning("entity %s: evidence refused: %s", entity.hex()[:12], problem)
+                continue
+            found.append(record)
+        return header, found
 
     async def state(self, signer: bytes, entity: bytes) -> EntityState:
         """The whole agreed state, read page by page at one state hash: every record

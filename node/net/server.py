@@ -751,6 +751,8 @@ class ApiServer:
             genesis, state = self.node.read_entity(req.route, at)
         except (DecodeError, UnknownRoute, NotFound) as exc:
             raise _refusal(exc, rid) from None
+        if part == reads.EVIDENCE:  # the node's own, beside the state (node/evidence.py)
+            rest = [[e.to_tree() for e in self.node.evidence.of_entity(req.route[1])]]
         # A page proves up to 256 records (tens of milliseconds at a million
         # channels): built off the loop, on the immutable state it was read from.
         try:
@@ -1082,17 +1084,19 @@ def _entity_reply(
     elif part == reads.NODE:
         which, rep, count, h = rest
         body.append(reads.node_part(state, which, rep, count, h))
+    elif part == reads.EVIDENCE:
+        body.append(rest[0])
     return body
 
 
 def _entity_read_fields(body: list[RlpItem]) -> tuple[int, bytes, list[Any]]:
-    """READ_ENTITY's ``[0, at]``, ``[1, at, map, key]``, ``[2, at, map, after, limit]``
-    or ``[3, at, map, first_key, count, hash]``, strictly; DecodeError naming what is
-    wrong."""
+    """READ_ENTITY's ``[0, at]``, ``[1, at, map, key]``, ``[2, at, map, after, limit]``,
+    ``[3, at, map, first_key, count, hash]`` or ``[4, at]``, strictly; DecodeError
+    naming what is wrong."""
     if not body:
         raise DecodeError("READ_ENTITY body is [part, at, ...]")
-    part = as_int(body[0], "part", max_value=reads.NODE)
-    sizes = {reads.HEADER: 2, reads.RECORD: 4, reads.PAGE: 5, reads.NODE: 6}
+    part = as_int(body[0], "part", max_value=reads.EVIDENCE)
+    sizes = {reads.HEADER: 2, reads.RECORD: 4, reads.PAGE: 5, reads.NODE: 6, reads.EVIDENCE: 2}
     if len(body) != sizes[part]:
         raise DecodeError(
             f"READ_ENTITY {reads.PART_NAMES[part]} body has {sizes[part]} items, got {len(body)}"
@@ -1100,7 +1104,7 @@ def _entity_read_fields(body: list[RlpItem]) -> tuple[int, bytes, list[Any]]:
     at = as_bytes(body[1], "at", max_len=HASH_LEN)
     if at and len(at) != HASH_LEN:
         raise DecodeError("at: an entity state hash (32 bytes) or empty")
-    if part == reads.HEADER:
+    if part in (reads.HEADER, reads.EVIDENCE):
         return part, at, []
     which = as_int(body[2], "map", max_value=reads.FORWARDS)
     if part == reads.RECORD:

@@ -1,15 +1,18 @@
 """The Entities view: the user's signers, and each entity they sign for: members with
 their shares drawn as a bar (filled: who signed the last certificate), threshold,
-proposer, height, counter and the entity id to copy; Increment and Copy channel
-card (what a counterparty needs to open a channel) per entity, Create entity and
-Join by id.
+proposer, height, counter and the entity id to copy; a warning badge on a member the
+node holds equivocation evidence against, and a line per record (worded by
+``wallet.flows.evidence``); Increment and Copy channel card (what a counterparty
+needs to open a channel) per entity, Create entity and Join by id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from node.evidence import Evidence
 from wallet.contacts import MAX_NAME, ContactsError, clean_name
+from wallet.flows import evidence as ev
 from wallet.flows.approvals import ApprovalQueue
 from wallet.flows.compose import ChannelCard, SignerCard
 from wallet.model import EntityEntry, WalletActions, WalletModel
@@ -48,7 +51,9 @@ from wallet.views.widgets import (
 class EntityCard(QFrame):
     """One entity; :meth:`show_entry` refreshes it in place as its frames arrive."""
 
-    def __init__(self, entry: EntityEntry, names: dict[bytes, str]) -> None:
+    def __init__(
+        self, entry: EntityEntry, names: dict[bytes, str], evidence: tuple[Evidence, ...] = ()
+    ) -> None:
         super().__init__()
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.entity_id = CopyableHash(entry.state.entity_id)
@@ -58,6 +63,14 @@ class EntityCard(QFrame):
         set_role(self.numbers, "muted")
         self.members = QLabel()
         self.members.setWordWrap(True)
+        self.evidence = QLabel()
+        self.evidence.setWordWrap(True)
+        set_role(self.evidence, "error")
+        self.evidence.setToolTip(
+            "The node holds two pre-commits signed by this member for different frames "
+            "at one height and round: both signatures verify under the member's key. "
+            "An honest signer never does this; its key may be stolen."
+        )
         self.increment_button = QPushButton("Increment\u2026")
         self.name_button = QPushButton("Name co-signers\u2026")
         self.name_button.setToolTip("Names for the other members, shown on this wallet only")
@@ -81,11 +94,17 @@ class EntityCard(QFrame):
         grid.addWidget(self.bar, 2, 0, 1, 2)
         grid.addWidget(self.members, 3, 0, 1, 2)
         grid.addWidget(self.numbers, 4, 0, 1, 2)
+        grid.addWidget(self.evidence, 5, 0, 1, 2)
         grid.setColumnStretch(0, 1)
-        self.show_entry(entry, names)
+        self.show_entry(entry, names, evidence)
 
-    def show_entry(self, entry: EntityEntry, names: dict[bytes, str]) -> None:
+    def show_entry(
+        self, entry: EntityEntry, names: dict[bytes, str], evidence: tuple[Evidence, ...] = ()
+    ) -> None:
         self.entry = entry
+        self.shown_evidence = evidence
+        found = ev.equivocations(entry.state.config, evidence)
+        flagged = ev.badges(found)
         s = entry.state
         c = s.config
         self.bar.set_segments(
@@ -102,12 +121,16 @@ class EntityCard(QFrame):
             f"{len(s.proposals)} open proposal{'s' if len(s.proposals) != 1 else ''}"
         )
         members = "  ".join(
-            f"{name(names, m.id)} {m.shares}" + (" (proposer)" if m.id == c.proposer else "")
+            f"{name(names, m.id)} {m.shares}"
+            + (" (proposer)" if m.id == c.proposer else "")
+            + (f" \u26a0 equivocated \u00d7{flagged[m.id]}" if m.id in flagged else "")
             for m in c.members[:12]
         )
         if len(c.members) > 12:
             members += f"  … and {len(c.members) - 12} more"
         self.members.setText(members)
+        self.evidence.setText("\n".join(ev.lines(found, lambda sid: name(names, sid))))
+        self.evidence.setVisible(bool(found))
 
 
 class NameSignerDialog(ActionDialog):
@@ -203,8 +226,9 @@ class EntitiesView(QWidget):
             names = signer_names(self.model)
             for card in self.cards:
                 entry = self.model.entities[(card.entry.signer_id, card.entry.state.entity_id)]
-                if entry is not card.entry:
-                    card.show_entry(entry, names)
+                evidence = self.model.evidence.get(entry.state.entity_id, ())
+                if entry is not card.entry or evidence != card.shown_evidence:
+                    card.show_entry(entry, names, evidence)
             return
         self._rebuild()
 
@@ -247,7 +271,7 @@ class EntitiesView(QWidget):
             set_role(hint, "muted")
             self.body_layout.addWidget(hint)
         for key in sorted(self.model.entities):
-            card = EntityCard(self.model.entities[key], names)
+            card = EntityCard(self.model.entities[key], names, self.model.evidence.get(key[1], ()))
             card.increment_button.clicked.connect(
                 lambda _=False, c=card: self.open_increment(c.entry)
             )

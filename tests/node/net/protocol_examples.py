@@ -731,6 +731,8 @@ def _entity_reply(b: list[RlpItem]) -> str:
             f" page(anchor={'given' if as_list(anchor, 'a') else 'none'} "
             f"records={len(as_list(entries, 'e'))})"
         )
+    elif part == reads.EVIDENCE:
+        text += f" evidence(records={len(as_list(b[3], 'evidence'))})"
     return text
 
 
@@ -1300,6 +1302,10 @@ def _consensus_examples() -> dict[str, Example]:
                 *_ask(
                     req(Req.READ_ENTITY, 7, [2, b"", 0, b"", 257], route=at_e1),
                     "a page of more than 256 records",
+                ),
+                *_ask(
+                    req(Req.READ_ENTITY, 8, [4, b""], route=at_e1),
+                    "the node's equivocation evidence about E1: none",
                 ),
             ),
             node="consensus",

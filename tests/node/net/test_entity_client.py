@@ -20,9 +20,10 @@ from node.codec import RlpItem, as_list, keccak
 from node.coordinator import LocalAgent
 from node.crypto import bls
 from node.entity_reads import CHANNELS, FORWARDS, ProofError, UnverifiedRead, header_part
+from node.evidence import Evidence, Signed
 from node.machines import entity as ent
 from node.machines.accounts import ChannelRecord, Faucet, OpenChannel, Pay
-from node.machines.frames import Certificate, Frame
+from node.machines.frames import Certificate, Frame, precommit_message
 from node.machines.governance import AddSigner, Config, Member
 from node.machines.replica import Genesis, SubmitBatch
 from node.machines.server import CreateSigner
@@ -212,7 +213,8 @@ async def test_bad_requests_get_clear_errors(pair: Pair) -> None:
             ([2, b"", 0, b"", 0], Err.MALFORMED),
             ([2, b"", 0, b"", 257], Err.MALFORMED),
             ([2, b"", 0, keccak(b"not a key here"), 4], Err.NOT_FOUND),
-            ([4, b""], Err.MALFORMED),
+            ([5, b""], Err.MALFORMED),
+            ([4, b"", 0], Err.MALFORMED),
             ([3, b"", 0, p.e2[:31], 1, keccak(b"x")], Err.MALFORMED),
             ([3, b"", 0, p.e2, 1 << 64, keccak(b"x")], Err.MALFORMED),
             ([3, b"", 2, p.e2, 1, keccak(b"x")], Err.MALFORMED),
@@ -343,6 +345,29 @@ async def test_a_lying_node_is_caught(pair: Pair) -> None:
         c.alter = lambda b: b
         c.forged_frames = None
         assert (await reader.header(p.signer, p.e1, at=honest.hash)).hash == honest.hash
+
+        # equivocation evidence: a forged record, and one about another entity, are
+        # left out; a genuine one is believed
+        def pair_of(entity: bytes, height: int, second_sk: int) -> Evidence:
+            one, two = b"\xaa" * 32, b"\xbb" * 32
+            return Evidence.of(
+                entity,
+                height,
+                0,
+                bls.sk_to_pk(SK),
+                Signed(one, bls.sign(SK, precommit_message(entity, height, 0, one))),
+                Signed(two, bls.sign(second_sk, precommit_message(entity, height, 0, two))),
+            )
+
+        genuine, forged = pair_of(p.e1, 3, SK), pair_of(p.e1, 4, stranger_sk)
+        elsewhere = pair_of(p.e2, 3, SK)
+        records: list[RlpItem] = [forged.to_tree(), elsewhere.to_tree(), genuine.to_tree()]
+        c.alter = lambda b: _with(b, 3, records)
+        _, found = await reader.evidence(p.signer, p.e1)
+        assert found == [genuine]
+        c.alter = lambda b: b
+        _, found = await reader.evidence(p.signer, p.e1)
+        assert found == []  # this node saw no equivocation
     finally:
         await c.close()
 
@@ -371,6 +396,7 @@ async def test_inspect_reads_a_running_node_in_proven_parts(pair: Pair) -> None:
     (frame_raw, _), *_ = frames
     assert e1["head"] == keccak(frame_raw).hex()
     assert "round" not in e1  # a replica's own consensus state is not read this way
+    assert info["evidence"] == []  # no member equivocated
 
 
 async def test_a_reader_follows_a_config_change_and_a_new_one_takes_it_on_first_use(

@@ -7,6 +7,9 @@ import asyncio
 
 from pytestqt.qtbot import QtBot
 
+from node.crypto import bls
+from node.evidence import Evidence, Signed
+from node.machines.frames import precommit_message
 from wallet.flows.compose import SignerCard
 from wallet.model import EntityEntry, WalletModel
 from wallet.qt import QGuiApplication
@@ -19,6 +22,7 @@ from .content_helpers import (
     ME,
     PKS,
     POPS,
+    SKS,
     Clock,
     RecordingActions,
     Replica,
@@ -210,3 +214,28 @@ def test_co_signers_named_show_by_name(qtbot: QtBot) -> None:
     (card,) = view.cards
     assert "Carol 20" in card.members.text()
     assert [s.label for s in card.bar.segments][2] == "Carol"
+
+
+def test_an_equivocating_member_gets_a_badge_and_a_line(qtbot: QtBot) -> None:
+    """The node's evidence (read by the service into the model) shows on the card in
+    place: a badge on the member, one line naming the height, round and frames."""
+    state = entity((50, 30, 20), 67)
+    model = model_with(state)
+    view = EntitiesView(model, RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    (card,) = view.cards
+    assert card.evidence.isHidden()
+    assert "equivocated" not in card.members.text()
+    pair = [
+        Signed(h, bls.sign(SKS[1], precommit_message(state.entity_id, 4, 1, h)))
+        for h in (b"\xaa" * 32, b"\xbb" * 32)
+    ]
+    model.set_evidence(state.entity_id, [Evidence.of(state.entity_id, 4, 1, PKS[1], *pair)])
+    assert view.cards == [card], "the same card, updated"
+    assert not card.evidence.isHidden()
+    members = card.members.text()
+    assert members.count("equivocated") == 1
+    assert "equivocated \u00d71" in members.split("  ")[1]
+    assert "height 4, round 1: aaaaaaaaaaaa\u2026 and bbbbbbbbbbbb\u2026" in card.evidence.text()
+    model.set_evidence(state.entity_id, [])
+    assert card.evidence.isHidden()
