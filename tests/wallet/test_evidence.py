@@ -46,7 +46,7 @@ async def test_an_equivocating_member_is_shown_once_and_forgeries_never(duo: Duo
     found = ev.equivocations(entry.state.config, model.evidence[duo.entity])
     assert ev.badges(found) == {duo.bob: 1}
     (line,) = ev.lines(found, lambda sid: "bob" if sid == duo.bob else sid.hex()[:8])
-    assert line.startswith("\u26a0 bob signed two frames at height 1, round 7: aaaaaaaaaaaa")
+    assert line.startswith("\u26a0 bob signed two frames at height 1, round 7: 0xaaaaaa\u2026aaaa")
     # The entity still works: a frame is certified with bob's honest pre-commit.
     await service.increment(duo.alice, duo.entity, 3)
     await duo.waiter.until(lambda: duo.counter() == 3)

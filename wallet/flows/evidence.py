@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from node.evidence import Evidence
 from node.machines.governance import Config
+from wallet.flows.effects import short
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ def lines(found: Sequence[Equivocation], name: Callable[[bytes], str], limit: in
     out = [
         f"\u26a0 {name(q.member)}{'' if q.in_config else ' (no longer a member)'} signed two "
         f"frames at height {q.height}, round {q.round}: "
-        f"{q.frames[0].hex()[:12]}\u2026 and {q.frames[1].hex()[:12]}\u2026"
+        f"{short(q.frames[0])} and {short(q.frames[1])}"
         for q in found[:limit]
     ]
     if len(found) > limit:

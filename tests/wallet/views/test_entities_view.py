@@ -236,6 +236,6 @@ def test_an_equivocating_member_gets_a_badge_and_a_line(qtbot: QtBot) -> None:
     members = card.members.text()
     assert members.count("equivocated") == 1
     assert "equivocated \u00d71" in members.split("  ")[1]
-    assert "height 4, round 1: aaaaaaaaaaaa\u2026 and bbbbbbbbbbbb\u2026" in card.evidence.text()
+    assert "height 4, round 1: 0xaaaaaa\u2026aaaa and 0xbbbbbb\u2026bbbb" in card.evidence.text()
     model.set_evidence(state.entity_id, [])
     assert card.evidence.isHidden()
