@@ -289,14 +289,19 @@ class Coordinator:
     # Server bindings and signed round changes -------------------------------------
 
     def agent_connected(self, signer: bytes) -> None:
-        """``signer``'s agent is (re)connected: ask it for its binding of this server,
-        once (the agent returns the same binding for the same key)."""
+        """``signer``'s agent is (re)connected: ask it for its binding of this server
+        (the agent returns the same binding for the same key, or a newer serial). The
+        binding held so far stays in use until the answer replaces it, so an agent
+        that cannot answer now (a locked wallet) holds up no round change."""
         if self.identity is not None:
-            self.bindings.pop(signer, None)  # it may have bound another server since
-            self._spawn(self._bound(signer))
+            task = self._binding.get(signer)
+            if task is None or task.done():
+                task = asyncio.ensure_future(self._ask_binding(signer))
+                self._binding[signer] = task
+            self._spawn(self._bound(task))
 
-    async def _bound(self, signer: bytes) -> None:
-        await self.binding(signer)
+    async def _bound(self, task: asyncio.Task[ServerBinding | None]) -> None:
+        await asyncio.shield(task)
 
     async def binding(self, signer: bytes) -> ServerBinding | None:
         """``signer``'s binding of this server's identity key: held, or asked of its
