@@ -19,6 +19,15 @@ message is never anything else: every other message the key signs is longer.
   pre-committed a frame at a height, the agent pre-commits only that frame at
   that height in later rounds, and never signs at a lower round than its last.
 
+**Server binding.** The agent also binds its signer to the identity key of the
+server that hosts it (``node/machines/binding.py``): that server then signs the
+signer's round changes to other servers with its own key, so a locked wallet
+never holds up a round change. ``B`` -> ``[serial, server_key, signature]`` holds
+the last binding, written with ``sync=True`` before it leaves: asked to bind the
+same key, the agent returns that binding again; asked for another key, it signs
+the next serial, which replaces (revokes) the one before wherever it is seen.
+:meth:`Agent.revoke_server` binds no server (48 zero bytes) at the next serial.
+
 The lock is not released at the same height. In this single-phase protocol,
 the evidence that could release it (pre-commits holding the threshold for
 another frame at a later round) is itself that frame's certificate: the frame
@@ -40,10 +49,13 @@ import plyvel_next as plyvel
 
 from node.codec import as_bytes, as_int, as_list, decode, encode
 from node.crypto import bls, keystore
+from node.machines.binding import NO_SERVER, ServerBinding, sign_binding
 from node.machines.entity import Batch, sign_batch
 from node.machines.frames import Frame, Signatures
 from node.machines.governance import signer_id
 from node.txs import Tx
+
+BINDING = b"B"  # the guard's record of the last server binding
 
 
 class Refused(Exception):
@@ -133,6 +145,34 @@ class Agent:
                 self._after_record()
             self.signed += 1
             return frame, signature
+
+    def bind_server(self, server_key: bytes) -> ServerBinding:
+        """This signer's binding of ``server_key`` (48 bytes): the last one again if it
+        bound that key, else a new one at the next serial, recorded durably first.
+        Raises Refused. Thread-safe."""
+        if len(server_key) != len(NO_SERVER):
+            raise Refused("a server identity key is 48 bytes")
+        with self._lock:
+            if self._closed:
+                raise Refused("the agent is closed")
+            previous = self._db.get(BINDING)
+            serial = 1
+            if previous is not None:
+                fields = as_list(decode(previous), "binding record", size=3)
+                last = as_int(fields[0], "binding serial")
+                if as_bytes(fields[1], "bound key") == server_key:
+                    return ServerBinding(
+                        self.signer_id, server_key, last, as_bytes(fields[2], "signature")
+                    )
+                serial = last + 1
+            binding = sign_binding(self._sk, self.signer_id, server_key, serial)
+            self._db.put(BINDING, encode([serial, server_key, binding.signature]), sync=True)
+            return binding
+
+    def revoke_server(self) -> ServerBinding:
+        """Bind no server, at the next serial: once replicas see it, no server's round
+        changes count for this signer until it binds one again."""
+        return self.bind_server(NO_SERVER)
 
     def sign_batch(self, entity_id: bytes, nonce: int, txs: Sequence[Tx]) -> Batch:
         return sign_batch(entity_id, self._sk, self.signer_id, nonce, txs)

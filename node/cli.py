@@ -165,11 +165,16 @@ async def run_node(args: argparse.Namespace) -> int:
         assert identity is not None
         peers = PeerNetwork(args.peer, identity, trust=peer_trust)
     coordinator = Coordinator(
-        node, peers, round_timeout_ms=args.round_timeout_ms, resend_ms=args.resend_ms
+        node,
+        peers,
+        round_timeout_ms=args.round_timeout_ms,
+        resend_ms=args.resend_ms,
+        identity=identity,
     )
     agents = _builtin_agents(args)
     for agent in agents:
         coordinator.agents[agent.signer_id] = LocalAgent(agent)
+        coordinator.agent_connected(agent.signer_id)  # its binding of this server
     api = ApiServer(
         node,
         tokens,

@@ -27,6 +27,15 @@ carries its decisions out once the block that made them is durable:
 Agents: a signer's key is held by its agent, either in this process (built-in,
 loaded from an EIP-2335 keystore) or on the far side of the agent protocol.
 Independent sign requests run concurrently (``asyncio.gather``).
+
+Round changes between servers: when its agent connects (and whenever one is
+needed and none is held), the node asks it for the signer's binding of this
+server's identity key (``node/machines/binding.py``), checks it, and announces it
+(``server_binding``) to every member of the signer's entities. A round change for
+a member hosted on another server then goes as ``signed_round_change``: the round
+change, that binding, and this server's signature over it, made here with the
+identity key (a locked wallet does not hold it up). Round changes between replicas
+hosted here stay the node's own ``round_change`` inputs.
 """
 
 from __future__ import annotations
@@ -39,11 +48,23 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from node.agent import Agent, Refused
+from node.crypto import bls
+from node.identity import Identity
 from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.accounts import FRAME
+from node.machines.binding import ServerBinding
 from node.machines.frames import Certificate, Frame, Signatures
-from node.machines.replica import Commit, Lock, Precommit, SeenLock, Timeout
+from node.machines.replica import (
+    AnnounceBinding,
+    Commit,
+    Lock,
+    Precommit,
+    RoundChange,
+    SeenLock,
+    SignedRoundChange,
+    Timeout,
+)
 from node.machines.server import Step
 from node.net.peers import PeerLink, PeerNetwork
 from node.runtime import Node
@@ -67,6 +88,8 @@ class AgentUnavailable(Exception):
 class AgentLink(Protocol):
     async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures: ...
 
+    async def bind_server(self, server_key: bytes) -> ServerBinding: ...
+
 
 class LocalAgent:
     """A built-in agent, in this process; signing and its synced record run on a thread."""
@@ -76,6 +99,9 @@ class LocalAgent:
 
     async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
         return await asyncio.to_thread(self.agent.sign_precommit, frame_raw, round_)
+
+    async def bind_server(self, server_key: bytes) -> ServerBinding:
+        return await asyncio.to_thread(self.agent.bind_server, server_key)
 
 
 @dataclass
@@ -94,9 +120,13 @@ class Coordinator:
         round_timeout_ms: int = DEFAULT_ROUND_TIMEOUT_MS,
         clock: Callable[[], float] = time.monotonic,
         resend_ms: int = DEFAULT_RESEND_MS,
+        identity: Identity | None = None,
     ) -> None:
+        """``identity``: the key with which this server signs its members' round changes
+        to other servers, and which their agents bind (default: the peer network's)."""
         self.node = node
         self.peers = peers
+        self.identity = identity if identity is not None or peers is None else peers.identity
         self.round_timeout_s = round_timeout_ms / 1000
         self.resend_s = resend_ms / 1000
         # entity -> counterparty -> when our pending frame for it last went out
@@ -106,6 +136,9 @@ class Coordinator:
         self._swept: set[bytes] = set()
         self._clock = clock
         self.agents: dict[bytes, AgentLink] = {}
+        # Each hosted signer's binding of this server's identity key, from its agent.
+        self.bindings: dict[bytes, ServerBinding] = {}
+        self._binding: dict[bytes, asyncio.Task[ServerBinding | None]] = {}
         self._timers: dict[tuple[bytes, bytes], _Timer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._syncing: set[bytes] = set()
@@ -167,7 +200,10 @@ class Coordinator:
             match what:
                 case rep.Send(to=to, tx=tx):
                     assert effect.entity is not None
-                    self.route_input(to, effect.entity, tx)
+                    if isinstance(tx.body, RoundChange) and to not in self.node.state.by_id:
+                        self._send_round_change(to, effect.entity, tx.body)
+                    else:
+                        self.route_input(to, effect.entity, tx)
                 case rep.Transmit(entity=entity, to=to, tx=tx):
                     self.route_input(to, entity, tx)
                     body = tx.body
@@ -254,6 +290,106 @@ class Coordinator:
             return
         if self.peers is None or not self.peers.deliver(to, entity, tx):
             log.debug("no route to signer %s", to.hex()[:12])
+
+    # Server bindings and signed round changes -------------------------------------
+
+    def agent_connected(self, signer: bytes) -> None:
+        """``signer``'s agent is (re)connected: ask it for its binding of this server
+        (the agent returns the same binding for the same key, or a newer serial). The
+        binding held so far stays in use until the answer replaces it, so an agent
+        that cannot answer now (a locked wallet) holds up no round change."""
+        if self.identity is not None:
+            task = self._binding.get(signer)
+            if task is None or task.done():
+                task = asyncio.ensure_future(self._ask_binding(signer))
+                self._binding[signer] = task
+            self._spawn(self._bound(task))
+
+    async def _bound(self, task: asyncio.Task[ServerBinding | None]) -> None:
+        await asyncio.shield(task)
+
+    async def binding(self, signer: bytes) -> ServerBinding | None:
+        """``signer``'s binding of this server's identity key: held, or asked of its
+        agent (one request at a time), checked, and announced to the members of its
+        entities. None without one (no agent, a refusal, no identity key)."""
+        held = self.bindings.get(signer)
+        if held is not None:
+            return held
+        task = self._binding.get(signer)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._ask_binding(signer))
+            self._binding[signer] = task
+        return await asyncio.shield(task)
+
+    async def _ask_binding(self, signer: bytes) -> ServerBinding | None:
+        agent = self.agents.get(signer)
+        local = self.node.state.by_id.get(signer)
+        if agent is None or self.identity is None or local is None:
+            return None
+        key = self.identity.pubkey
+        try:
+            binding = await agent.bind_server(key)
+        except (Refused, AgentUnavailable) as exc:
+            log.warning("agent of %s gave no server binding: %s", signer.hex()[:12], exc)
+            return None
+        if (
+            binding.signer != signer
+            or binding.server_key != key
+            or not binding.verify(local.pubkey)
+        ):
+            log.warning(
+                "agent of %s sent a binding that is not its signer's of this server",
+                signer.hex()[:12],
+            )
+            return None
+        self.bindings[signer] = binding
+        log.info("signer %s bound this server (serial %d)", signer.hex()[:12], binding.serial)
+        self._announce(signer, binding)
+        return binding
+
+    def _announce(self, signer: bytes, binding: ServerBinding) -> None:
+        """Tell the replicas of the signer's entities hosted on other servers (a replica
+        that has it already drops it on intake; those hosted here need none: round
+        changes between them are this node's own)."""
+        tx = Tx.of(AnnounceBinding(binding))
+        for entity, holders in sorted(self._holders.items()):
+            if signer not in holders:
+                continue
+            replica = self.node.state.replica(signer, entity)
+            if replica is None:
+                continue
+            for member in replica.entity.config.ids:
+                if member not in self.node.state.by_id:
+                    self.route_input(member, entity, tx)
+
+    def _send_round_change(self, to: bytes, entity: bytes, rc: RoundChange) -> None:
+        """A round change for a member on another server: signed here, under the
+        member's binding of this server."""
+        held = self.bindings.get(rc.signer)
+        if held is not None:
+            self._route_signed(to, entity, rc, held)
+            return
+
+        async def later() -> None:
+            binding = await self.binding(rc.signer)
+            if binding is None:
+                log.warning(
+                    "no server binding for signer %s: its round change %d/%d is not sent",
+                    rc.signer.hex()[:12],
+                    rc.height,
+                    rc.round,
+                )
+                return
+            self._route_signed(to, entity, rc, binding)
+
+        self._spawn(later())
+
+    def _route_signed(
+        self, to: bytes, entity: bytes, rc: RoundChange, binding: ServerBinding
+    ) -> None:
+        assert self.identity is not None  # a binding is only asked with one
+        signature = bls.sign(self.identity.secret_key, SignedRoundChange.message(entity, rc))
+        self.route_input(to, entity, Tx.of(SignedRoundChange(rc, binding, signature)))
 
     async def _sign(self, signer: bytes, frame: Frame, round_: int) -> Signatures | None:
         agent = self.agents.get(signer)

@@ -15,10 +15,15 @@ the receiver gave on that connection and for the receiver's own id, so a HELLO
 seen on the wire cannot be replayed on another connection or to another server.
 It proves that the holder of the key answered this connection, nothing more:
 what peers then send is authenticated by its own content (signed batches,
-pre-commits, certificates), and the identity only decides where messages for
-which signers go. A server the peer chose to connect to can still relay its
-challenge elsewhere unless the peer checks the receiver id it is given (the
-node does not pin its peers' ids yet).
+pre-commits, certificates), and the identity decides where messages for which
+signers go. It is also the key a hosted member's agent **binds**
+(``node/machines/binding.py``: the member's signed binding of this key, with a
+serial that a newer binding, or a revocation, replaces): the node signs that
+member's round changes to other servers with it, and a server takes a round
+change only from the connection whose identity key the member bound. A server
+the peer chose to connect to can still relay its challenge elsewhere unless the
+peer checks the receiver id it is given (the node does not pin its peers' ids
+yet).
 
 These are pure functions: the server holds the per-connection challenge.
 """

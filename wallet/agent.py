@@ -22,6 +22,11 @@ answers each SIGN request as ``docs/WALLET.md`` says:
 7. once signed, the frame's outgoing payments go in the spend ledger
    (``flows/payments.py``), which the accountant's period limits read.
 
+The node also asks (``BIND``) for the signer's binding of its identity key, with
+which it signs the signer's round changes to other servers: :meth:`WalletAgent.bind`
+answers from the guard (the same binding for the same key), so a wallet locked
+later never holds up a round change.
+
 Every decision is logged (logger ``wallet.agent``) with its reason and appears
 in the approval queue, automatic ones marked with their rule. The key is held
 in a :class:`node.agent.Agent` only while the wallet is unlocked.
@@ -39,6 +44,7 @@ from typing import NoReturn, Protocol
 
 from node.agent import Agent, Refused
 from node.entity_reads import ProofError, UnverifiedRead
+from node.machines.binding import ServerBinding
 from node.machines.entity import EntityState
 from node.machines.frames import Frame, Signatures
 from node.net.agent_client import AgentRejected, serve_signer
@@ -143,7 +149,14 @@ class WalletAgent:
     async def _serve(self, url: str, token: str, trust: ClientTrust | None) -> None:
         try:
             await serve_signer(
-                url, token, self.signer, self.sign, self._stop, on_link=self._link, trust=trust
+                url,
+                token,
+                self.signer,
+                self.sign,
+                self._stop,
+                on_link=self._link,
+                trust=trust,
+                bind=self.bind,
             )
         except AgentRejected as exc:
             log.error("agent of %s: %s", self.label, exc)
@@ -341,13 +354,43 @@ class WalletAgent:
 
     async def _sign_now(self, frame_raw: bytes, round_: int) -> Signatures:
         async with self._signing:
-            if self._agent is None:
-                try:
-                    sk = self.keys.secret_key(self.signer)
-                except Exception as exc:  # Locked raced us, or the key is gone
-                    raise Refused(f"the key is not available: {exc}") from None
-                self._agent = await asyncio.to_thread(Agent, sk, self.guard_dir)
-            return await asyncio.to_thread(self._agent.sign_precommit, frame_raw, round_)
+            agent = await self._open()
+            return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
+
+    async def _open(self) -> Agent:
+        """The signing agent, made from the vault's key if it is not open (under
+        ``_signing``); raises Refused when the key is not available."""
+        if self._agent is None:
+            try:
+                sk = self.keys.secret_key(self.signer)
+            except Exception as exc:  # Locked raced us, or the key is gone
+                raise Refused(f"the key is not available: {exc}") from None
+            self._agent = await asyncio.to_thread(Agent, sk, self.guard_dir)
+        return self._agent
+
+    async def bind(self, server_key: bytes) -> ServerBinding:
+        """The agent protocol's BIND: this signer's binding of its node's identity key,
+        so that node signs the signer's round changes to other servers (liveness only:
+        a round change moves no money, and pre-commits stay with this wallet). The
+        guard returns the same binding for the same key, so it is asked for the key
+        once per node connection; while the wallet is locked the request waits for an
+        unlock, up to the request's time. Not a human decision: logged."""
+        if not self.unlocked.is_set() or self.keys.locked:
+            try:
+                async with asyncio.timeout(self.policy.ttl_s):
+                    await self.unlocked.wait()
+            except TimeoutError:
+                raise Refused("the wallet is locked") from None
+        async with self._signing:
+            agent = await self._open()
+            binding = await asyncio.to_thread(agent.bind_server, server_key)
+        log.info(
+            "%s: bound its node's server key %s (serial %d)",
+            self.label,
+            server_key.hex()[:16],
+            binding.serial,
+        )
+        return binding
 
 
 def _before(state: EntityState | None, entity: bytes, frame: Frame) -> bool:

@@ -5,12 +5,17 @@ signer id as sender id, and a token whose scope reaches that signer. The node
 then sends ``SIGN`` requests on this connection (route ``[signer, entity]``,
 body ``[frame, round]``); the agent answers ``SIGNATURE [sig, [outgoing sig...]]``
 (its pre-commit and its signature over each outgoing hash of the frame) or an ERROR
-with code REFUSED. The connection is re-established with backoff until ``stop``.
+with code REFUSED. The node also asks, once the agent is connected (and again when
+it needs one), for the signer's binding of the node's identity key: ``BIND``
+(route ``[signer]``, body ``[server_key]``), answered ``BINDING [binding]``
+(``node/machines/binding.py``) or REFUSED. The connection is re-established with
+backoff until ``stop``.
 
 :func:`serve_signer` runs the connection for any signing callback
 ``async (entity, frame_raw, round) -> signature`` that raises :class:`Refused`
 to say no (the wallet decides through its approvals there; each request is
-answered in its own task, so a slow decision never holds up the others).
+answered in its own task, so a slow decision never holds up the others), and a
+binding callback ``async (server_key) -> binding`` (none: BIND is refused).
 :func:`serve_agent` is that loop for a plain :class:`Agent`, whose signing runs
 on a thread so a slow disk never stalls the connection.
 """
@@ -27,7 +32,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from node.agent import Agent, Refused
-from node.codec import DecodeError, RlpItem, as_int, as_list
+from node.codec import DecodeError, RlpItem, as_bytes, as_int, as_list
+from node.machines.binding import ServerBinding
 from node.machines.frames import Signatures
 from node.net import limits, tls
 from node.net.protocol import (
@@ -49,6 +55,8 @@ log = logging.getLogger(__name__)
 
 # (entity, frame_raw, round) -> the pre-commit and outgoing signatures; raises Refused.
 type SignCallback = Callable[[bytes, bytes, int], Awaitable[Signatures]]
+# server identity key -> the signer's binding of it; raises Refused.
+type BindCallback = Callable[[bytes], Awaitable[ServerBinding]]
 
 
 @dataclass
@@ -80,7 +88,10 @@ async def serve_agent(
     async def sign(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
         return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
 
-    await serve_signer(url, token, agent.signer_id, sign, stop, stats=stats, trust=trust)
+    async def bind(server_key: bytes) -> ServerBinding:
+        return await asyncio.to_thread(agent.bind_server, server_key)
+
+    await serve_signer(url, token, agent.signer_id, sign, stop, stats=stats, trust=trust, bind=bind)
 
 
 async def serve_signer(
@@ -93,6 +104,7 @@ async def serve_signer(
     on_link: Callable[[bool], object] | None = None,
     stats: AgentStats | None = None,
     trust: tls.ClientTrust | None = None,
+    bind: BindCallback | None = None,
 ) -> None:
     """Be ``signer``'s agent at ``url`` until ``stop``, reconnecting with backoff.
 
@@ -125,7 +137,7 @@ async def serve_signer(
                 if on_link is not None:
                     on_link(True)
                 try:
-                    await _serve(ws, signer, sign, stop, stats or AgentStats())
+                    await _serve(ws, signer, sign, bind, stop, stats or AgentStats())
                 finally:
                     if on_link is not None:
                         on_link(False)
@@ -155,6 +167,7 @@ async def _serve(
     ws: ClientConnection,
     signer: bytes,
     sign: SignCallback,
+    bind: BindCallback | None,
     stop: asyncio.Event,
     stats: AgentStats,
 ) -> None:
@@ -168,7 +181,7 @@ async def _serve(
                 receive.cancel()
                 return
             frame = receive.result()
-            task = asyncio.create_task(_answer(ws, signer, sign, frame, stats))
+            task = asyncio.create_task(_answer(ws, signer, sign, bind, frame, stats))
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:
@@ -178,12 +191,20 @@ async def _serve(
 
 
 async def _answer(
-    ws: ClientConnection, signer: bytes, sign: SignCallback, frame: bytes, stats: AgentStats
+    ws: ClientConnection,
+    signer: bytes,
+    sign: SignCallback,
+    bind: BindCallback | None,
+    frame: bytes,
+    stats: AgentStats,
 ) -> None:
     try:
         req = decode_request(frame, limits=limits.REQUEST)
     except ProtocolError:
         return  # replies to our HELLO or garbage: nothing to answer
+    if req.type is Req.BIND:
+        await _answer_bind(ws, signer, bind, req.request_id, req.route, req.body)
+        return
     if req.type is not Req.SIGN:
         return
     stats.requests += 1
@@ -214,3 +235,33 @@ async def _answer(
         stats.signed += 1
         stats.outgoing += len(signature.outbox)
         await ws.send(encode_reply(Rep.SIGNATURE, req.request_id, body))
+
+
+async def _answer_bind(
+    ws: ClientConnection,
+    signer: bytes,
+    bind: BindCallback | None,
+    rid: int,
+    route: tuple[bytes, ...],
+    body: list[RlpItem],
+) -> None:
+    """Answer a BIND: the signer's binding of the node's identity key, or REFUSED."""
+    try:
+        if bind is None:
+            raise Refused("this agent binds no server")
+        if route != (signer,):
+            raise Refused("this agent does not hold that signer's key")
+        if len(body) != 1:
+            raise DecodeError("BIND body is [server_key]")
+        binding = await bind(as_bytes(body[0], "server key", size=48))
+    except (DecodeError, Refused) as exc:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode_error(Err.REFUSED, str(exc), rid))
+        return
+    except Exception:
+        log.exception("binding callback failed")
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode_error(Err.REFUSED, "the agent failed", rid))
+        return
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(encode_reply(Rep.BINDING, rid, [binding.to_tree()]))

@@ -69,6 +69,7 @@ class Req(IntEnum):
     CHALLENGE = 14  # []: before a peer server's HELLO, the challenge it must sign
     # Node to agent (on the agent's own connection)
     SIGN = 20  # route [signer, entity], body [frame, round]
+    BIND = 21  # route [signer], body [server_identity_key]: the signer's server binding
 
 
 class Rep(IntEnum):
@@ -89,6 +90,7 @@ class Rep(IntEnum):
     ENTITY = 78
     CHALLENGE = 79  # [protocol_version, challenge, receiver_id]
     SIGNATURE = 80
+    BINDING = 81  # [binding]: the answer to BIND
     ERROR = 127
 
 

@@ -14,9 +14,12 @@ Three kinds of sender (see docs/PROTOCOL.md):
 - peer servers ask for a challenge (CHALLENGE) and answer it in their HELLO,
   signed with their node identity key (node/identity.py); they may only
   deliver entity inputs (or ``create_entity`` and ``join_entity`` to a signer),
-  proposals, and read certified frames;
+  proposals, and read certified frames; a round change only as
+  ``signed_round_change``, from the server its member bound, and checked before
+  it is queued;
 - agents authenticate with a token whose scope reaches their signer; the node
-  then sends them SIGN requests on that connection and they reply.
+  then sends them SIGN requests (and BIND, for its server binding) on that
+  connection and they reply.
 
 A bad frame gets an ERROR reply and changes nothing. Only authentication
 failures close the connection (and, before HELLO, any error).
@@ -50,6 +53,7 @@ from node.codec import (
     as_int,
     as_list,
     decode,
+    encode_bytes,
     encode_list,
     encode_uint,
     scan,
@@ -59,6 +63,7 @@ from node.errors import Busy, NotFound, ShuttingDown, TooLarge, UnknownRoute
 from node.identity import CHALLENGE_LEN, check_hello, new_challenge
 from node.machines import replica as rep
 from node.machines import signer as sig
+from node.machines.binding import ServerBinding
 from node.machines.entity import SIG_LEN, EntityState
 from node.machines.frames import MAX_OUTBOX, Signatures
 from node.net import limits
@@ -122,15 +127,18 @@ PEER_REQUESTS = frozenset(
 )
 # What a connection may send before its HELLO (TCP): a peer server asks its challenge.
 PRE_HELLO_REQUESTS = frozenset({Req.HELLO, Req.CHALLENGE})
-# What a peer may deliver: entity inputs except the node's own clock (a batch only if
-# a member signed it), and create_entity and join_entity to a signer.
+# What a peer may deliver: entity inputs except the node's own (its clock's timeouts,
+# its replicas' unsigned round changes): a batch only if a member signed it, a round
+# change only signed by the server bound to its member (and sent by that server);
+# and create_entity and join_entity to a signer.
 PEER_ENTITY_INPUTS = frozenset(
     {
         rep.SubmitBatch.TYPE,
         rep.Precommit.TYPE,
         rep.Commit.TYPE,
         rep.SeenLock.TYPE,
-        rep.RoundChange.TYPE,
+        rep.SignedRoundChange.TYPE,
+        rep.AnnounceBinding.TYPE,  # a member's binding of its server (a revocation too)
         rep.Deliver.TYPE,  # a channel message for an entity hosted here, from its counterparty
     }
 )
@@ -182,29 +190,29 @@ class RemoteAgent:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[tuple[Rep, list[RlpItem]]]] = {}
 
-    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
+    async def _ask(self, req: Req, route: tuple[bytes, ...], body: list[bytes]) -> list[RlpItem]:
+        """Send ``req`` to the agent and wait for its answer's body; raises
+        AgentUnavailable (no answer) or Refused (an ERROR)."""
         rid = next(self._ids)
         future: asyncio.Future[tuple[Rep, list[RlpItem]]] = (
             asyncio.get_running_loop().create_future()
         )
         self._waiting[rid] = future
-        frame = encode_request_raw(
-            Req.SIGN,
-            rid,
-            Sender(SenderKind.SERVER, self.node_id),
-            (self.signer, entity),
-            [frame_raw, encode_uint(round_)],
-        )
+        frame = encode_request_raw(req, rid, Sender(SenderKind.SERVER, self.node_id), route, body)
         try:
             await self.ws.send(frame)
             async with asyncio.timeout(SIGN_TIMEOUT_S):
-                rep_type, body = await future
+                rep_type, reply = await future
         except (ConnectionClosed, TimeoutError) as exc:
             raise AgentUnavailable(f"agent did not answer: {exc!r}") from None
         finally:
             self._waiting.pop(rid, None)
         if rep_type is Rep.ERROR:
-            raise Refused(as_bytes(body[1], "message").decode("utf-8", "replace"))
+            raise Refused(as_bytes(reply[1], "message").decode("utf-8", "replace"))
+        return reply
+
+    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
+        body = await self._ask(Req.SIGN, (self.signer, entity), [frame_raw, encode_uint(round_)])
         try:
             if len(body) != 2:
                 raise DecodeError("SIGNATURE body is [signature, [outgoing signature...]]")
@@ -217,6 +225,16 @@ class RemoteAgent:
             )
         except (DecodeError, IndexError) as exc:
             raise Refused(f"agent sent a malformed signature: {exc}") from None
+
+    async def bind_server(self, server_key: bytes) -> ServerBinding:
+        """The signer's binding of ``server_key`` (BIND); the coordinator checks it."""
+        body = await self._ask(Req.BIND, (self.signer,), [encode_bytes(server_key)])
+        try:
+            if len(body) != 1:
+                raise DecodeError("BINDING body is [binding]")
+            return ServerBinding.from_item(body[0])
+        except DecodeError as exc:
+            raise Refused(f"agent sent a malformed binding: {exc}") from None
 
     def on_reply(self, reply: Reply) -> None:
         future = self._waiting.get(reply.request_id)
@@ -277,6 +295,7 @@ class ApiServer:
             Req.GET_FRAMES: self._get_frames,
             Req.PEER_INFO: self._peer_info,
             Req.SIGN: self._sign,
+            Req.BIND: self._sign,
         }
 
     async def listen_tcp(self, host: str, port: int, ssl: SSLContext | None = None) -> int:
@@ -572,6 +591,9 @@ class ApiServer:
             self._register_agent(ws, session, req)
         body = [PROTOCOL_VERSION, str(session.scope).encode(), self.node_id, self.node.state.height]
         await ws.send(encode_reply(Rep.WELCOME, rid, body))
+        if session.agent is not None and self.coordinator is not None:
+            # After WELCOME: the node asks the new agent for its server binding (BIND).
+            self.coordinator.agent_connected(session.agent.signer)
 
     def _register_agent(self, ws: ServerConnection, session: Session, req: Request) -> None:
         signer = req.sender.id
@@ -910,6 +932,18 @@ class ApiServer:
             reason = None if replica is None else rep.check_batch(replica, tx.body.batch)
             if reason is not None:
                 raise ProtocolError(Err.FORBIDDEN, reason, rid)
+        if isinstance(tx.body, rep.SignedRoundChange):
+            # Only from the server the member bound (its connection's identity key),
+            # and only if it would count: the transition's own rule, before any block.
+            if tx.body.binding.server_key != session.peer:
+                raise ProtocolError(
+                    Err.FORBIDDEN,
+                    "a round change comes only from the server its member's binding names",
+                    rid,
+                )
+            reason = None if replica is None else rep.check_round_change(replica, tx.body)
+            if reason is not None:
+                raise ProtocolError(Err.FORBIDDEN, f"round change refused: {reason}", rid)
         commit = tx.body if isinstance(tx.body, rep.Commit) else None
         if commit is not None and replica is not None and commit.frame.height > replica.next_height:
             coordinator.request_sync(entity)
@@ -1001,7 +1035,9 @@ class ApiServer:
 
     async def _sign(self, ws: ServerConnection, session: Session, req: Request) -> None:
         raise ProtocolError(
-            Err.FORBIDDEN, "SIGN goes from a node to its agent, not to a node", req.request_id
+            Err.FORBIDDEN,
+            f"{req.type.name} goes from a node to its agent, not to a node",
+            req.request_id,
         )
 
     async def _peer_info(self, ws: ServerConnection, session: Session, req: Request) -> None:

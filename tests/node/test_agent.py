@@ -188,6 +188,8 @@ def test_no_sign_this_hash_api() -> None:
         "proof_of_possession",
         "sign_precommit",
         "sign_batch",
+        "bind_server",  # signs a binding message (domain-separated, built here)
+        "revoke_server",
     }
 
 

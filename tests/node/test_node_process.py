@@ -272,6 +272,7 @@ VALID_BODIES: dict[Req, list[Any]] = {
     Req.READ_ENTITY: [2, b"", 0, b"", 16],
     Req.CHALLENGE: [],  # a peer server's, before its HELLO
     Req.SIGN: [[b"\x01"], 0],
+    Req.BIND: [b"\x01" * 48],
 }
 
 INVALID_BODIES: dict[Req, list[list[Any]]] = {
@@ -301,6 +302,7 @@ INVALID_BODIES: dict[Req, list[list[Any]]] = {
     Req.READ_ENTITY: [[], [3, b""], [0], [2, b"", 2, b"", 16], [2, b"", 0, b"", 0], [1, b"\x01"]],
     Req.CHALLENGE: [[1], [b""], [[]]],
     Req.SIGN: [[], [[b"\x01"], 0]],
+    Req.BIND: [[], [b"\x01" * 48]],
 }
 
 

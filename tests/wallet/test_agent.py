@@ -3,6 +3,10 @@ the wallet, bob's is a plain agent; their entity needs both signatures."""
 
 from __future__ import annotations
 
+import pytest
+
+from node.agent import Refused
+from node.crypto import bls
 from node.machines.entity import EntityState, Increment, Vote
 from node.machines.governance import SetShares
 from tests.wallet.conftest import PASSWORD, Duo
@@ -146,3 +150,19 @@ async def test_a_frame_after_one_not_analyzed_is_checked_on_the_wallets_state(du
     assert reads == []
     deltas = [r.analysis.counter_delta for r in _all(duo) if r.signed and r.analysis]
     assert 2 in deltas
+
+
+async def test_the_wallet_binds_its_node_once_and_not_while_locked(duo: Duo) -> None:
+    """BIND (PROTOCOL.md § 12.6): the guard's binding, the same again for the same key,
+    the next serial for another; while locked the request waits, then is refused."""
+    agent = duo.service.agents[duo.alice]
+    server = bls.sk_to_pk(bls.keygen(b"\x42" * 32))
+    first = await agent.bind(server)
+    assert (first.signer, first.server_key, first.serial) == (duo.alice, server, 1)
+    assert await agent.bind(server) == first
+    other = bls.sk_to_pk(bls.keygen(b"\x43" * 32))
+    assert (await agent.bind(other)).serial == 2
+    duo.service.policy.ttl_s = 0.2
+    duo.service.lock()
+    with pytest.raises(Refused, match="locked"):
+        await agent.bind(server)

@@ -4,7 +4,8 @@
 modules, each one job:
 
 ``inputs``     the wire inputs (``submit_batch``, ``precommit``, ``commit``,
-               ``timeout``, ``seen_lock``, ``round_change``, ``deliver``), and ``Lock``
+               ``timeout``, ``seen_lock``, ``round_change``, ``deliver``,
+               ``signed_round_change``, ``server_binding``), and ``Lock``
 ``effects``    what a step asks of the runtime (``Send``, ``ProposeFrame``,
                ``Transmit``, ``Committed``, ``Invite``, ``Note``), and the
                ``Transmit`` of signed channel messages (``transmissions``, ``resend_to``)
@@ -13,7 +14,8 @@ modules, each one job:
 ``execution``  ``execute_frame``: a frame run through the caller's cache of outcomes
 ``stepping``   ``Step``, one step in progress
 ``consensus``  ``step``: batches and channel messages in, pre-commits, commits
-``rounds``     timeouts, round changes, catch-up and locks
+``rounds``     timeouts, round changes (and who may speak for a member: its
+               server binding), catch-up and locks
 ``proposing``  the proposer's frame, and a frame's budget
 ``checks``     what the node checks outside a block: inputs on intake, forwarded
                batches, proposals
@@ -23,7 +25,13 @@ they are kept are ``node.machines.mailbox``'s. This module re-exports the names
 the rest of the node uses.
 """
 
-from node.machines.replica.checks import check_batch, check_proposal, over_frame_budget, stale
+from node.machines.replica.checks import (
+    check_batch,
+    check_proposal,
+    check_round_change,
+    over_frame_budget,
+    stale,
+)
 from node.machines.replica.consensus import step
 from node.machines.replica.effects import (
     Committed,
@@ -39,12 +47,14 @@ from node.machines.replica.effects import (
 from node.machines.replica.execution import execute_frame
 from node.machines.replica.inputs import (
     INTERNAL_INPUTS,
+    AnnounceBinding,
     Commit,
     Deliver,
     Lock,
     Precommit,
     RoundChange,
     SeenLock,
+    SignedRoundChange,
     SubmitBatch,
     Timeout,
 )
@@ -52,6 +62,7 @@ from node.machines.replica.state import Genesis, Pending, Replica, create
 
 __all__ = [
     "INTERNAL_INPUTS",
+    "AnnounceBinding",
     "Commit",
     "Committed",
     "Deliver",
@@ -67,11 +78,13 @@ __all__ = [
     "RoundChange",
     "SeenLock",
     "Send",
+    "SignedRoundChange",
     "SubmitBatch",
     "Timeout",
     "Transmit",
     "check_batch",
     "check_proposal",
+    "check_round_change",
     "create",
     "execute_frame",
     "over_frame_budget",

@@ -1,9 +1,11 @@
 """Checks the node makes outside a block: an input on intake, a forwarded batch, a proposal.
 
 The network endpoint refuses an entity input that could never fit a frame
-(``over_frame_budget``) and a forwarded batch its signer did not sign
-(``check_batch``), and drops a peer's consensus message about a height or round
-the replica has left (``stale``) before it costs a block; the coordinator asks
+(``over_frame_budget``), a forwarded batch its signer did not sign
+(``check_batch``) and a round change its member's bound server did not sign
+(``check_round_change``, the transition's own rule), and drops a peer's
+consensus message about a height or round the replica has left (``stale``)
+before it costs a block; the coordinator asks
 ``check_proposal`` before this signer's agent pre-commits a frame.
 """
 
@@ -16,14 +18,17 @@ from node.machines.frames import Frame
 from node.machines.outcomes import Outcomes
 from node.machines.replica.execution import execute_frame
 from node.machines.replica.inputs import (
+    AnnounceBinding,
     Commit,
     Deliver,
     Precommit,
     RoundChange,
     SeenLock,
+    SignedRoundChange,
     SubmitBatch,
 )
 from node.machines.replica.proposing import COUNTING, MAX_FRAME_BATCH_ITEMS, MAX_FRAME_INPUT_ITEMS
+from node.machines.replica.rounds import round_change_refusal
 from node.machines.replica.state import Replica
 
 
@@ -50,8 +55,16 @@ def stale(r: Replica, body: object) -> bool:
     ``rounds``), and as heights and rounds only grow, it would ignore it in any later
     block too: the node drops it on intake, before it asks for an early block."""
     match body:
-        case RoundChange(height=height, round=round_):
+        case (
+            RoundChange(height=height, round=round_)
+            | SignedRoundChange(report=RoundChange(height=height, round=round_))
+        ):
             return height < r.next_height or (height == r.next_height and round_ < r.round)
+        case AnnounceBinding(binding=binding):
+            # A replica's recorded serial only grows: an older or the same binding
+            # changes nothing, now or later.
+            bound = r.bound(binding.signer)
+            return bound is not None and (binding.serial < bound.serial or bound.same(binding))
         case Precommit(height=height):
             return height < r.next_height
         case Commit(frame=frame):
@@ -72,6 +85,13 @@ def check_batch(r: Replica, batch: Batch) -> str | None:
     if not bls.verify(config.members[slot].pubkey, batch.message(r.entity_id), batch.signature):
         return f"batch signature does not verify under member {batch.signer.hex()[:16]}'s key"
     return None
+
+
+def check_round_change(r: Replica, src: SignedRoundChange) -> str | None:
+    """None if a peer's round change would count at ``r`` (``rounds.round_change_refusal``,
+    the rule the transition applies): the node refuses it on intake otherwise, before
+    it costs a block."""
+    return round_change_refusal(r, src)
 
 
 def check_proposal(

@@ -34,16 +34,24 @@ from node.machines.mailbox import signed_messages
 from node.machines.outcomes import Outcomes
 from node.machines.replica.effects import Committed, Effect, Invite, Send, transmissions
 from node.machines.replica.inputs import (
+    AnnounceBinding,
     Commit,
     Deliver,
     Precommit,
     RoundChange,
     SeenLock,
+    SignedRoundChange,
     SubmitBatch,
     Timeout,
 )
 from node.machines.replica.proposing import try_propose
-from node.machines.replica.rounds import on_lock, on_round_change, on_timeout
+from node.machines.replica.rounds import (
+    on_binding,
+    on_lock,
+    on_round_change,
+    on_signed_round_change,
+    on_timeout,
+)
 from node.machines.replica.state import MAX_INBOX, MAX_POOL, Replica, input_key
 from node.machines.replica.stepping import Step
 from node.txs import Tx
@@ -72,7 +80,11 @@ def step(
             case SeenLock(lock=lock):
                 on_lock(s, index, lock)
             case RoundChange() as rc:
-                on_round_change(s, index, rc)
+                on_round_change(s, index, rc)  # this server's own (an internal input)
+            case SignedRoundChange() as src:
+                on_signed_round_change(s, index, src)
+            case AnnounceBinding(binding=binding):
+                on_binding(s, index, binding)
             case Deliver(message=message):
                 _on_inbound(s, index, message)
             case _:

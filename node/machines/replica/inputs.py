@@ -11,7 +11,13 @@ replica is ``consensus.step``'s to say:
 ``seen_lock``     a member's pre-commit on a frame at the next height, with the
                   frame: remembered if it is the highest round seen
 ``round_change``  a member moved to a later round (with its lock): counted by
-                  that round's proposer
+                  that round's proposer; from this node's own replicas only
+``signed_round_change``  a round change from another server: the round change,
+                  the member's binding of that server's identity key, and that
+                  server's signature over it (``node.machines.binding``); counted
+                  only once both verify
+``server_binding`` a member's binding of its server's key: recorded if it is the
+                  highest serial seen (a higher one revokes the lower)
 ``deliver``       a counterparty entity's signed channel message: kept in the
                   inbox until a frame applies it (every member gets its own copy)
 
@@ -39,6 +45,7 @@ from node.codec import (
 from node.machines import accounts
 from node.machines import entity as ent
 from node.machines.accounts import Message
+from node.machines.binding import ServerBinding, lock_hash, round_change_message
 from node.machines.entity import Batch
 from node.machines.frames import MAX_OUTBOX, MAX_ROUND, Certificate, Frame
 from node.txs import REGISTRIES, Level
@@ -241,6 +248,75 @@ class RoundChange:
         ]
 
 
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class SignedRoundChange:
+    """A round change as it travels between servers: ``report`` (a member's
+    :class:`RoundChange`), the member's ``binding`` of the sending server's identity
+    key, and that server's ``signature`` over :meth:`message`."""
+
+    TYPE: ClassVar[int] = 9  # 8 was version 1's mint: left unassigned
+    NAME: ClassVar[str] = "signed_round_change"
+    report: RoundChange
+    binding: ServerBinding
+    signature: bytes
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 6:
+            raise DecodeError(
+                "signed_round_change: expected [height, round, signer, lock or [],"
+                " binding, server signature]"
+            )
+        return cls(
+            RoundChange.from_fields(fields[:4]),
+            ServerBinding.from_item(fields[4]),
+            as_bytes(fields[5], "server signature", size=ent.SIG_LEN),
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [*self.report.to_fields(), self.binding.to_tree(), self.signature]
+
+    def encoded_fields(self) -> list[bytes]:
+        rc = self.report
+        return [
+            encode_tree(int_bytes(rc.height)),
+            encode_tree(int_bytes(rc.round)),
+            encode_tree(rc.signer),
+            rc.lock.encoded if rc.lock else encode_tree([]),
+            encode_tree(self.binding.to_tree()),
+            encode_tree(self.signature),
+        ]
+
+    @staticmethod
+    def message(entity_id: bytes, rc: RoundChange) -> bytes:
+        """What the sending server signs: the round change at ``entity_id``, with its lock
+        by hash (``node.machines.binding.round_change_message``)."""
+        lock = lock_hash(rc.lock.encoded if rc.lock else None)
+        return round_change_message(entity_id, rc.height, rc.round, rc.signer, lock)
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class AnnounceBinding:
+    """A member's binding of its server's identity key, sent to the entity's replicas
+    when the member's agent signs it, so a newer serial (a revocation) is known before
+    any round change needs it."""
+
+    TYPE: ClassVar[int] = 10
+    NAME: ClassVar[str] = "server_binding"
+    binding: ServerBinding
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 1:
+            raise DecodeError("server_binding: expected [binding]")
+        return cls(ServerBinding.from_item(fields[0]))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [self.binding.to_tree()]
+
+
 def _one_input(fields: list[RlpItem], name: str, what: str) -> Message:
     if len(fields) != 1:
         raise DecodeError(f"{name}: expected one field, {what}")
@@ -267,4 +343,6 @@ class Deliver:
         return [self.message.raw]
 
 
-INTERNAL_INPUTS = frozenset({Timeout.TYPE})
+# Only the node itself makes these: its clock's timeouts, and the round changes its own
+# replicas send each other (a round change from another server is signed_round_change).
+INTERNAL_INPUTS = frozenset({Timeout.TYPE, RoundChange.TYPE})

@@ -9,6 +9,13 @@ saw itself), or else a fresh frame. Any two sets of members that each hold the
 threshold share a member, so if a frame might have been certified, the new
 proposer hears of it. A replica catches up to a later round on reports, never on
 one member's word alone.
+
+A report from another server is a ``signed_round_change``: it counts only under
+:func:`round_change_refusal`, the one rule the transition and the node's intake
+(``checks``) both apply: the member's binding of the sending server's identity key
+verifies under the member's key in the config and no higher serial replaced it,
+and that server signed this round change, for this entity. A report from this
+server's own replicas (``round_change``) is the node's own, like its timeouts.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from node.crypto import bls
+from node.machines.binding import Bound, ServerBinding, binding_refusal
 from node.machines.entity import EntityState, FrameInvalid
 from node.machines.frames import Frame
 from node.machines.replica.effects import Send
-from node.machines.replica.inputs import Lock, RoundChange, SubmitBatch
+from node.machines.replica.inputs import Lock, RoundChange, SignedRoundChange, SubmitBatch
+from node.machines.replica.state import Replica
 from node.machines.replica.stepping import Step
 from node.txs import Tx
 
@@ -83,6 +92,74 @@ def on_round_change(s: Step, index: int, rc: RoundChange) -> None:
         return
     if rc.signer not in r.changes:
         s.r = replace(r, changes=tuple(sorted((*r.changes, rc.signer))))
+
+
+def round_change_refusal(r: Replica, src: SignedRoundChange) -> str | None:
+    """Why a round change from another server does not count at replica ``r``, or None:
+    its binding must be its member's (a member of the entity), verify under that
+    member's key in the config, and be the highest serial seen for that member (a
+    higher one, a revocation among them, replaces it); and the server the binding
+    names must have signed this round change for this entity (so a report replayed at
+    another entity, height, round or with another lock does not verify)."""
+    rc, binding = src.report, src.binding
+    who = rc.signer.hex()[:16]
+    if binding.signer != rc.signer:
+        return f"round change of {who} under another member's binding"
+    config = r.entity.config
+    slot = config.index.get(rc.signer)
+    member = None if slot is None else config.members[slot].pubkey
+    reason = binding_refusal(binding, member, r.bound(rc.signer))
+    if reason is not None:
+        return reason
+    if binding.revokes:
+        return f"member {who} binds no server (revoked at serial {binding.serial})"
+    if not bls.verify(
+        binding.server_key, SignedRoundChange.message(r.entity_id, rc), src.signature
+    ):
+        return (
+            f"round change of {who} not signed by the server its binding names"
+            " (or signed for another entity, height, round or lock)"
+        )
+    return None
+
+
+def on_signed_round_change(s: Step, index: int, src: SignedRoundChange) -> None:
+    r = s.r
+    rc = src.report
+    if rc.height != r.next_height or rc.round < r.round:
+        return  # stale: harmless, whoever sent it
+    reason = round_change_refusal(r, src)
+    if reason is not None:
+        s.note(index, f"round change refused: {reason}")
+        return
+    _remember(s, src.binding)
+    on_round_change(s, index, rc)
+
+
+def on_binding(s: Step, index: int, binding: ServerBinding) -> None:
+    """Record a member's binding if it is the highest serial seen for that member."""
+    r = s.r
+    recorded = r.bound(binding.signer)
+    if recorded is not None and binding.serial <= recorded.serial and recorded.same(binding):
+        return  # seen: idempotent
+    config = r.entity.config
+    slot = config.index.get(binding.signer)
+    member = None if slot is None else config.members[slot].pubkey
+    reason = binding_refusal(binding, member, recorded)
+    if reason is not None:
+        s.note(index, f"server binding refused: {reason}")
+        return
+    _remember(s, binding)
+
+
+def _remember(s: Step, binding: ServerBinding) -> None:
+    r = s.r
+    recorded = r.bound(binding.signer)
+    if recorded is not None and recorded.serial >= binding.serial:
+        return
+    others = (b for b in r.bindings if b.signer != binding.signer)
+    bindings = tuple(sorted((*others, Bound.of(binding)), key=lambda b: b.signer))
+    s.r = replace(r, bindings=bindings)
 
 
 def on_lock(s: Step, index: int, lock: Lock) -> None:

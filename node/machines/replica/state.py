@@ -5,8 +5,13 @@ and this signer's local consensus state: the pool of signed batches not yet
 committed, the current round, the proposer's frame in flight (:class:`Pending`)
 with the pre-commits gathered for it, the highest-round pre-committed frame seen
 at the next height (the lock a new proposer must re-propose), the round-change
-reports, the inbox of channel messages not yet applied, and the mailbox of our
-signed channel messages still to deliver. How it moves is ``consensus.step``'s.
+reports, the inbox of channel messages not yet applied, the mailbox of our
+signed channel messages still to deliver, and the members' server bindings seen
+(``node.machines.binding``). How it moves is ``consensus.step``'s.
+
+Version 2 adds the bindings as a 15th item; a replica with none is written in
+version 1's form (14 items), so the replicas of data folders and chains from
+before bindings read, hash and replay exactly as they were.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 
 from node.codec import (
     HASH_LEN,
@@ -33,6 +39,7 @@ from node.codec import (
 from node.machines import accounts
 from node.machines import entity as ent
 from node.machines.accounts import FrameInput
+from node.machines.binding import Bound
 from node.machines.entity import Batch, EntityState
 from node.machines.frames import MAX_OUTBOX, MAX_ROUND, Certificate, Frame, Signatures
 from node.machines.governance import Config
@@ -42,7 +49,9 @@ from node.machines.replica.execution import execute_frame
 from node.machines.replica.inputs import Lock
 from node.merkle_map import MerkleMap
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the members' server bindings (a replica with none: version 1's form)
+V1_ITEMS = 14
+MAX_BINDINGS = 1024  # one per member at most (a config's cap)
 MAX_POOL = 10_000
 MAX_INBOX = 10_000
 
@@ -119,6 +128,15 @@ class Replica:
     inbox: tuple[FrameInput, ...] = ()  # channel messages not yet applied
     # Our signed channel messages still to be delivered (or resent).
     mailbox: Mailbox = NO_MAIL
+    # Each member's highest-serial server binding seen, ascending signer (never reset).
+    bindings: tuple[Bound, ...] = ()
+
+    @property
+    def version(self) -> int:
+        return STATE_VERSION if self.bindings else 1
+
+    def bound(self, member: bytes) -> Bound | None:
+        return next((b for b in self.bindings if b.signer == member), None)
 
     @property
     def entity_id(self) -> bytes:
@@ -133,8 +151,8 @@ class Replica:
         return self.entity.config.proposer_at(self.round)
 
     def to_tree(self) -> RlpTree:
-        return [
-            int_bytes(STATE_VERSION),
+        tree: list[RlpTree] = [
+            int_bytes(self.version),
             self.signer,
             self.genesis.to_tree(),
             self.entity.to_tree(),
@@ -149,6 +167,9 @@ class Replica:
             [i.to_tree() for i in self.inbox],
             self.mailbox.to_tree(),
         ]
+        if self.bindings:
+            tree.append([b.to_tree() for b in self.bindings])
+        return tree
 
     @cached_property
     def encoded(self) -> bytes:
@@ -173,24 +194,25 @@ class Replica:
         )
 
     def _encode(self, entity: bytes, pending: bytes, mailbox: bytes) -> bytes:
-        return encode_list(
-            [
-                encode_tree(int_bytes(STATE_VERSION)),
-                encode_tree(self.signer),
-                encode_tree(self.genesis.to_tree()),
-                entity,
-                encode_tree(self.head),
-                encode_tree(self.cert.to_tree() if self.cert else []),
-                encode_tree(int_bytes(self.round)),
-                encode_list(b.raw for b in self.pool),
-                pending,
-                self.lock.encoded if self.lock else encode_tree([]),
-                encode_tree(list(self.changes)),
-                encode_tree([[m, int_bytes(rd)] for m, rd in self.ahead]),
-                encode_list(i.raw for i in self.inbox),
-                mailbox,
-            ]
-        )
+        items = [
+            encode_tree(int_bytes(self.version)),
+            encode_tree(self.signer),
+            encode_tree(self.genesis.to_tree()),
+            entity,
+            encode_tree(self.head),
+            encode_tree(self.cert.to_tree() if self.cert else []),
+            encode_tree(int_bytes(self.round)),
+            encode_list(b.raw for b in self.pool),
+            pending,
+            self.lock.encoded if self.lock else encode_tree([]),
+            encode_tree(list(self.changes)),
+            encode_tree([[m, int_bytes(rd)] for m, rd in self.ahead]),
+            encode_list(i.raw for i in self.inbox),
+            mailbox,
+        ]
+        if self.bindings:
+            items.append(encode_tree([b.to_tree() for b in self.bindings]))
+        return encode_list(items)
 
     @cached_property
     def hash(self) -> bytes:
@@ -202,9 +224,7 @@ class Replica:
         round; this signer's consensus state (pool, frame in flight, lock, round-change
         reports, inbox, signed messages) is left empty. For readers such as a wallet,
         which need the entity and not thousands of payments in flight."""
-        f = as_list(decode(raw), "replica", size=14)
-        if as_int(f[0], "replica version") != STATE_VERSION:
-            raise DecodeError("replica: unknown version")
+        f = _items(decode(raw), "replica")
         return cls(
             as_bytes(f[1], "replica signer", size=HASH_LEN),
             Genesis.from_item(f[2]),
@@ -217,7 +237,7 @@ class Replica:
     @classmethod
     def decode(cls, raw: bytes) -> Replica:
         """The whole encoding (``encoded``: what READ_STATE returns)."""
-        f = as_list(decode(raw), "replica", size=14)
+        f = _items(decode(raw), "replica")
         entity = EntityState.from_item(f[3])
 
         def post(p: list[RlpItem], frame: Frame) -> EntityState:
@@ -243,7 +263,7 @@ class Replica:
         its hash (remembered in ``outcomes``, if given, for the commit that follows).
         ``waiting``: the agreed state's ``EntityState.waiting``, as storage keeps it, so
         that nothing looks at every channel to find it (None: look)."""
-        f = as_list(decode(raw), "replica header", size=14)
+        f = _items(decode(raw), "replica header")
         entity = EntityState.from_header(f[3], channels, forwards)
         if waiting is not None:
             entity.__dict__["waiting"] = waiting  # the cached property, without a scan
@@ -267,8 +287,6 @@ class Replica:
         post: Callable[[list[RlpItem], Frame], EntityState],
         mailbox: Mailbox,
     ) -> Replica:
-        if as_int(f[0], "replica version") != STATE_VERSION:
-            raise DecodeError("replica: unknown version")
         pending = None
         if f[8]:
             p = as_list(f[8], "pending", size=4)
@@ -308,7 +326,33 @@ class Replica:
             ),
             tuple(accounts.input_from_item(x) for x in as_list(f[12], "inbox", max_len=MAX_INBOX)),
             mailbox,
+            _bindings(f),
         )
+
+
+def _items(item: RlpItem, what: str) -> list[RlpItem]:
+    """A replica's items, of either version: 14 in version 1, 15 in version 2, whose
+    15th (its bindings) is never empty."""
+    f = as_list(item, what)
+    version = as_int(f[0], "replica version") if f else None
+    if version == 1 and len(f) == V1_ITEMS:
+        return f
+    if version == STATE_VERSION and len(f) == V1_ITEMS + 1 and f[V1_ITEMS]:
+        return f
+    if version not in (1, STATE_VERSION):
+        raise DecodeError(f"replica: unknown version {version}")
+    raise DecodeError(f"{what}: version {version} has {V1_ITEMS + version - 1} items")
+
+
+def _bindings(f: list[RlpItem]) -> tuple[Bound, ...]:
+    if len(f) == V1_ITEMS:
+        return ()
+    bound = tuple(
+        Bound.from_item(x) for x in as_list(f[V1_ITEMS], "bindings", max_len=MAX_BINDINGS)
+    )
+    if any(a.signer >= b.signer for a, b in pairwise(bound)):
+        raise DecodeError("replica bindings: not in ascending signer id")
+    return bound
 
 
 def create(signer: bytes, genesis: Genesis) -> Replica:

@@ -135,6 +135,7 @@ def _secret_key(i: int) -> int:
 SK_A = _secret_key(1)  # signer A: hosted on the consensus node; the replay plays its agent
 SK_B = _secret_key(2)  # signer B: hosted on the peer server that the replay plays
 PEER_IDENTITY = Identity(_secret_key(3))  # that peer server's identity key
+NODE_IDENTITY = Identity(_secret_key(4))  # the consensus node's, which its agents bind
 PK_A, PK_B = bls.sk_to_pk(SK_A), bls.sk_to_pk(SK_B)
 ID_A, ID_B = signer_id(PK_A), signer_id(PK_B)
 POP_A, POP_B = bls.pop_prove(SK_A), bls.pop_prove(SK_B)
@@ -279,7 +280,13 @@ async def start_node(
     # Latency samples are timing noise; keep none so METRICS replies are reproducible.
     node.metrics = Metrics(tick_lateness_us=deque(maxlen=0), write_us=deque(maxlen=0))
     # As xln-node run does, without peer links: no --peer, and no built-in agent.
-    coordinator = Coordinator(node, round_timeout_ms=ROUND_TIMEOUT_MS) if consensus else None
+    # Its identity key signs round changes and is what its agents bind (BIND); the
+    # challenges it gives peers keep the receiver id NODE_ID.
+    coordinator = (
+        Coordinator(node, round_timeout_ms=ROUND_TIMEOUT_MS, identity=NODE_IDENTITY)
+        if consensus
+        else None
+    )
     tokens = TokenStore(data)
     api = ApiServer(
         node,
@@ -412,6 +419,9 @@ async def answer_sign(agent: Agent, frame: bytes) -> bytes:
     makes it: ``SIGNATURE [signature, [outgoing signature...]]``, or ``ERROR REFUSED``
     from the agent's guard."""
     req = decode_request(frame, limits=REQUEST)
+    if req.type is Req.BIND:
+        binding = await asyncio.to_thread(agent.bind_server, as_bytes(req.body[0], "key"))
+        return encode_reply(Rep.BINDING, req.request_id, [binding.to_tree()])
     assert req.type is Req.SIGN, f"expected SIGN, got {describe_frame(frame)}"
     try:
         if len(req.body) != 2:
@@ -683,6 +693,8 @@ def _request_body(req: Request) -> str:
                 return _entity_request(as_int(part, "part"), at, rest)
             case Req.SIGN, [list() as frame, bytes() as rnd]:
                 return f"{_frame(Frame.decode(encode_tree(frame)))} round={as_int(rnd, 'r')}"
+            case Req.BIND, [bytes() as key]:
+                return f"server_key={_hex(key)}"
             case _, []:
                 return "body=[]"
     return f"body={_generic(body)}"
@@ -837,6 +849,12 @@ def _reply_body(rep_type: Rep, b: list[RlpItem]) -> str:
             return _entity_reply(b)
         case Rep.SIGNATURE:
             return f"signature={_generic(b[0])} outbox_signatures={_generic(b[1])}"
+        case Rep.BINDING:
+            f = as_list(b[0], "binding")
+            return (
+                f"binding(signer={_generic(f[0])} server_key={_generic(f[1])}"
+                f" serial={as_int(f[2], 's')} signature={_generic(f[3])})"
+            )
         case Rep.CHALLENGE:
             return f"version={i(0, 'v')} challenge={_generic(b[1])} receiver_id={_generic(b[2])}"
         case Rep.ERROR:
@@ -1257,6 +1275,8 @@ def _consensus_examples() -> dict[str, Example]:
             (
                 On("agent", "the agent of signer A connects, with token 00000004"),
                 *_ask(hello(token=AGENT_TOKEN, sender=AGENT_A)),
+                Expect(1, "the node asks the agent to bind the node's identity key"),
+                Answer("the agent records its binding (serial 1), then answers"),
                 On("wallet", "a client watches E1, then submits a batch that A signed"),
                 *_ask(hello()),
                 *_ask(req(Req.SUBSCRIBE, 2, [Topic.COMMITS], route=at_e1)),
@@ -1314,6 +1334,8 @@ def _consensus_examples() -> dict[str, Example]:
             (
                 On("agent", "the agent of signer A"),
                 *_ask(hello(token=AGENT_TOKEN, sender=AGENT_A)),
+                Expect(1, "the node asks again: the agent answers with the same binding"),
+                Answer(),
                 On("wallet", "a client watching signer A"),
                 *_ask(hello()),
                 *_ask(req(Req.SUBSCRIBE, 2, [Topic.COMMITS], route=(ID_A,))),

@@ -17,6 +17,7 @@ from node.crypto import bls
 from node.identity import Identity
 from node.machines import entity as ent
 from node.machines.accounts import Faucet
+from node.machines.binding import sign_binding
 from node.machines.frames import Frame
 from node.machines.governance import Config, Member, signer_id
 from node.machines.replica import (
@@ -26,6 +27,7 @@ from node.machines.replica import (
     Precommit,
     RoundChange,
     SeenLock,
+    SignedRoundChange,
     SubmitBatch,
     Timeout,
 )
@@ -252,7 +254,8 @@ async def test_consensus_messages_about_a_past_height_cost_no_block(simulation: 
     block each). A round change the replica can use still makes one."""
     w = simulation
     node = w.live.node
-    ws, reply = await peer_hello(w, Identity(bls.keygen(b"\x05" * 32)))
+    server = Identity(bls.keygen(b"\x05" * 32))
+    ws, reply = await peer_hello(w, server)
     assert reply.type is Rep.WELCOME
     sender = Sender(SenderKind.SERVER, b"\x07" * 32)
 
@@ -272,7 +275,7 @@ async def test_consensus_messages_about_a_past_height_cost_no_block(simulation: 
         frame = Frame.decode(raw)
         signature = bls.sign(SK_A, frame.message(0))
         old = [
-            Tx.of(RoundChange(1, 3, w.a, None)),  # height 1 is committed
+            signed_round_change(w, server, 1, 3),  # height 1 is committed
             Tx.of(Precommit(1, 0, frame.hash, w.a, signature)),
             Tx.of(Commit(frame, cert)),
             Tx.of(SeenLock(Lock(0, frame, w.a, signature))),
@@ -285,11 +288,65 @@ async def test_consensus_messages_about_a_past_height_cost_no_block(simulation: 
         assert blocks.empty()
 
         # A member's round change at the next height is news: a block takes it.
-        news = Tx.of(RoundChange(2, 1, w.a, None))
+        news = signed_round_change(w, server, 2, 1)
         assert (await deliver(999, news)).type is Rep.DELIVERED
         async with asyncio.timeout(DEADLINE_S):
             await blocks.get()
         assert node.state.height == before[0] + 1
+    await ws.close()
+
+
+def signed_round_change(
+    w: World, server: Identity, height: int, round_: int, *, member_sk: int = SK_A
+) -> Tx:
+    """Member A's round change as ``server`` sends it, under a binding by ``member_sk``
+    (A's key for a genuine one) of ``server``'s identity key."""
+    rc = RoundChange(height, round_, w.a, None)
+    bound = sign_binding(member_sk, w.a, server.pubkey, 1)
+    signature = bls.sign(server.secret_key, SignedRoundChange.message(w.entity, rc))
+    return Tx.of(SignedRoundChange(rc, bound, signature))
+
+
+async def test_a_peer_round_change_must_be_signed_by_the_members_bound_server(
+    simulation: World,
+) -> None:
+    """Issue 13 item 1: a peer with a fresh identity key cannot forge a member's round
+    change. Unsigned ones are the node's own; a signed one needs the member's binding of
+    the sending server's key, and is refused before it costs a block."""
+    w = simulation
+    node = w.live.node
+    hostile = Identity(bls.keygen(b"\x06" * 32))
+    ws, reply = await peer_hello(w, hostile)
+    assert reply.type is Rep.WELCOME
+    sender = Sender(SenderKind.SERVER, b"\x07" * 32)  # as peer_hello gave it
+
+    async def deliver(rid: int, tx: Tx) -> Reply:
+        item = decode(tx.raw)
+        await ws.send(encode_request(Req.DELIVER, rid, sender, (), [w.a, w.entity, item]))
+        return await recv_reply(ws)
+
+    before = (node.state.height, node.state.hash())
+    unsigned = Tx.of(RoundChange(1, 21, w.a, None))
+    assert error_of(await deliver(1, unsigned)) == (
+        Err.FORBIDDEN,
+        "peers may not send round_change",
+    )
+    forged = signed_round_change(w, hostile, 1, 21, member_sk=SK_B)  # not A's binding
+    code, message = error_of(await deliver(2, forged))
+    assert code is Err.FORBIDDEN
+    assert "does not verify under member" in message, message
+    # A genuine binding of another server, relayed by this one.
+    other = Identity(bls.keygen(b"\x08" * 32))
+    relayed = signed_round_change(w, other, 1, 21)
+    assert error_of(await deliver(3, relayed)) == (
+        Err.FORBIDDEN,
+        "a round change comes only from the server its member's binding names",
+    )
+    assert (node.state.height, node.state.hash()) == before  # not even a block
+    replica = node.state.replica(w.a, w.entity)
+    assert replica is not None
+    assert replica.round == 0
+    assert replica.ahead == ()
     await ws.close()
 
 
