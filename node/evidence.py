@@ -47,7 +47,7 @@ from node.crypto import bls
 from node.machines.entity import SIG_LEN
 from node.machines.frames import MAX_ROUND, Frame, precommit_message
 from node.machines.governance import PUBKEY_LEN, Config, signer_id
-from node.machines.replica.inputs import Precommit, RoundChange, SeenLock
+from node.machines.replica.inputs import Precommit, RoundChange, SeenLock, SignedRoundChange
 from node.txs import Tx
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,10 @@ class Evidence:
 
 def signed_in(entity_id: bytes, body: object) -> tuple[bytes, int, int, Signed] | None:
     """The pre-commit an entity input for ``entity_id`` carries, as ``(member, height,
-    round, signed)``, or None: a ``precommit``'s own, a ``seen_lock``'s or a
-    ``round_change``'s lock (its round proposer's pre-commit)."""
+    round, signed)``, or None: a ``precommit``'s own, a ``seen_lock``'s or a round
+    change's lock (its round proposer's pre-commit), signed by a server or not."""
+    if isinstance(body, SignedRoundChange):
+        body = body.report
     match body:
         case Precommit(height=height, round=round_, frame_hash=h, signer=member, signature=sig):
             return member, height, round_, Signed(h, sig)
@@ -172,7 +174,7 @@ def signed_in(entity_id: bytes, body: object) -> tuple[bytes, int, int, Signed] 
     return None
 
 
-_WATCHED_INPUTS = (Precommit, SeenLock, RoundChange)
+_WATCHED_INPUTS = (Precommit, SeenLock, RoundChange, SignedRoundChange)
 
 
 @dataclass(slots=True)

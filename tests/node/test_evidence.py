@@ -15,9 +15,10 @@ import pytest
 from node import cli
 from node.crypto import bls
 from node.evidence import Evidence, EvidenceLog, Signed
+from node.machines.binding import sign_binding
 from node.machines.frames import Frame, precommit_message
 from node.machines.governance import Config, Member, signer_id
-from node.machines.replica import Lock, Precommit, RoundChange, SeenLock
+from node.machines.replica import Lock, Precommit, RoundChange, SeenLock, SignedRoundChange
 from node.storage import Store
 from node.txs import Tx
 
@@ -124,6 +125,19 @@ def test_a_proposer_that_splits_its_proposals_leaves_evidence() -> None:
     assert len(log) == 2
     assert log.all()[1].member == proposer
     assert log.all()[1].round == 1
+    # The same split met in a round change between servers (signed under a binding).
+    proposer = CONFIG.proposer_at(2)
+    lock_c = Lock(2, a, proposer, bls.sign(SKS[IDS.index(proposer)], a.message(2)))
+    lock_d = Lock(2, b, proposer, bls.sign(SKS[IDS.index(proposer)], b.message(2)))
+    server_sk = bls.keygen(b"\x42" * 32)
+    binding = sign_binding(SKS[2], IDS[2], bls.sk_to_pk(server_sk), 1)
+    log.observe_inputs(ENTITY, [Tx.of(SeenLock(lock_c))], lambda: CONFIG)
+    report = RoundChange(5, 3, IDS[2], lock_d)
+    server_sig = bls.sign(server_sk, SignedRoundChange.message(ENTITY, report))
+    signed_rc = SignedRoundChange(report, binding, server_sig)
+    log.observe_inputs(ENTITY, [Tx.of(signed_rc)], lambda: CONFIG)
+    assert len(log) == 3
+    assert (log.all()[2].member, log.all()[2].round) == (proposer, 2)
 
 
 def test_evidence_is_capped_per_member_and_in_all_the_oldest_dropped() -> None:
