@@ -262,7 +262,7 @@ class Coordinator:
             self.node.evidence.observe_proposal(held[0].entity.config, frame, round_, psig)
         targets = [
             r.signer
-            for r in self._replicas_of(frame.entity_id)
+            for r in held
             if r.signer in r.entity.config.index
             and r.signer != r.entity.config.proposer_at(round_)
             and (frame.hash, round_, r.signer) not in self._answered
@@ -299,11 +299,7 @@ class Coordinator:
         binding held so far stays in use until the answer replaces it, so an agent
         that cannot answer now (a locked wallet) holds up no round change."""
         if self.identity is not None:
-            task = self._binding.get(signer)
-            if task is None or task.done():
-                task = asyncio.ensure_future(self._ask_binding(signer))
-                self._binding[signer] = task
-            self._spawn(self._bound(task))
+            self._spawn(self._bound(self._binding_task(signer)))
 
     async def _bound(self, task: asyncio.Task[ServerBinding | None]) -> None:
         await asyncio.shield(task)
@@ -315,11 +311,15 @@ class Coordinator:
         held = self.bindings.get(signer)
         if held is not None:
             return held
+        return await asyncio.shield(self._binding_task(signer))
+
+    def _binding_task(self, signer: bytes) -> asyncio.Task[ServerBinding | None]:
+        """The request for ``signer``'s binding under way, or a new one."""
         task = self._binding.get(signer)
         if task is None or task.done():
             task = asyncio.ensure_future(self._ask_binding(signer))
             self._binding[signer] = task
-        return await asyncio.shield(task)
+        return task
 
     async def _ask_binding(self, signer: bytes) -> ServerBinding | None:
         agent = self.agents.get(signer)
