@@ -294,9 +294,9 @@ class Vault:
         _check_new_password(export_password)
         with self._mutex:
             vault_key = self._open_vault_key(password)
-            keys = self._read_keys(vault_key, password)
+            secret_key = self._read_key(info, vault_key, password)
         return keystore.encrypt(
-            keys[signer_id].to_bytes(keystore.SECRET_LEN, "big"),
+            secret_key.to_bytes(keystore.SECRET_LEN, "big"),
             export_password,
             pubkey=info.pubkey,
             path=info.path,
@@ -337,20 +337,20 @@ class Vault:
         )
 
     def _read_keys(self, vault_key: bytes, password: str) -> dict[bytes, int]:
-        keys: dict[bytes, int] = {}
-        for info in self.keys():
-            username = info.signer_id.hex()
-            entry = self._entry(username)
-            if entry is None:
-                raise VaultError(
-                    f"the key {info.label!r} is missing from the {self.backend.name} keyring"
-                )
-            if entry.get("pubkey") != info.pubkey.hex():
-                raise VaultError(f"the stored key {info.label!r} is not the indexed one")
-            secret = self._read_entry(username, vault_key, password)
-            assert secret is not None
-            keys[info.signer_id] = int.from_bytes(secret, "big")
-        return keys
+        return {info.signer_id: self._read_key(info, vault_key, password) for info in self.keys()}
+
+    def _read_key(self, info: KeyInfo, vault_key: bytes, password: str) -> int:
+        username = info.signer_id.hex()
+        entry = self._entry(username)
+        if entry is None:
+            raise VaultError(
+                f"the key {info.label!r} is missing from the {self.backend.name} keyring"
+            )
+        if entry.get("pubkey") != info.pubkey.hex():
+            raise VaultError(f"the stored key {info.label!r} is not the indexed one")
+        secret = self._read_entry(username, vault_key, password)
+        assert secret is not None
+        return int.from_bytes(secret, "big")
 
     def _read_entry(self, username: str, vault_key: bytes, password: str) -> bytes | None:
         """An entry's secret: unwrapped with the vault key, or, for an entry from before
