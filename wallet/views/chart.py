@@ -26,6 +26,7 @@ from wallet.qt import (
     QPaintEvent,
     QPen,
     QPointF,
+    QRect,
     QRectF,
     QSize,
     Qt,
@@ -154,7 +155,7 @@ class LiveChart(QWidget):
         fin = _window(self.model.finality_ms)
         top = max([FLOOR_MS, *(v for _, v in late), *(v for _, v in fin)])
         if self.axes:
-            self._draw_axes(p, top)
+            self._draw_axes(p, r, top)
         if not late and not fin:
             p.end()
             return
@@ -174,10 +175,9 @@ class LiveChart(QWidget):
             p.drawEllipse(at(t, v), 1.8, 1.8)
         p.end()
 
-    def _draw_axes(self, p: QPainter, top: float) -> None:
+    def _draw_axes(self, p: QPainter, rect: QRect, top: float) -> None:
         """Milliseconds on the left (round values, grid lines), seconds ago below."""
         c = theme.colors()
-        rect = self.rect().adjusted(*AXES_MARGINS)
         self.ticks = axis_ticks(top)
         for value in self.ticks:
             y = rect.bottom() - (rect.height() - 1) * value / top
