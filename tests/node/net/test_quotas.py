@@ -257,6 +257,14 @@ async def test_a_node_keeps_at_most_its_sign_requests_waiting_on_one_agent(
         await ws.send(encode_request(Req.HELLO, 1, sender, (), [live.token.encode()]))
         assert (await recv_reply(ws)).type is Rep.WELCOME
 
+        requests: list[bytes] = []
+
+        async def read_and_never_answer() -> None:
+            async for frame in ws:
+                assert isinstance(frame, bytes)
+                requests.append(frame)
+
+        reading = asyncio.create_task(read_and_never_answer())
         await _until(lambda: isinstance(coordinator.agents.get(SIGNER), RemoteAgent))
         agent = coordinator.agents[SIGNER]
         assert isinstance(agent, RemoteAgent)
@@ -271,7 +279,10 @@ async def test_a_node_keeps_at_most_its_sign_requests_waiting_on_one_agent(
         with pytest.raises(AgentUnavailable, match=f"{cap} requests unanswered"):
             await agent.bind_server(b"\xff" * 48)
         assert len(agent._waiting) == cap
+        await _until(lambda: len(requests) == cap)  # each one waiting was sent
         for task in waiting:
             task.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
         assert len(agent._waiting) == 0
+        assert len(requests) == cap  # the one refused was never sent
+        reading.cancel()
