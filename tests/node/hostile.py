@@ -302,3 +302,56 @@ def rss_kib(pid: int) -> int:
 
 def member_id(key: SignerKey) -> bytes:
     return signer_id(key.pubkey)
+
+
+def flood_messages(
+    kind: str,
+    to: bytes,
+    entity: bytes,
+    height: int,
+    honest: Sequence[bytes],
+    member: SignerKey | None,
+    server: Identity,
+) -> list[tuple[bytes, bytes, Tx]]:
+    """What a flood sends, cycled: ``outsider``: join_entity for made-up entities,
+    pre-commits for the next 1,000 heights that do not verify (none is stale, so
+    each is queued), and round changes "from" honest members bound by its own key;
+    ``member``: the hostile ``member``'s genuinely bound round changes to high
+    rounds, and its equivocating pre-commits at the next 500 heights."""
+    out: list[tuple[bytes, bytes, Tx]] = []
+    if kind == "outsider":
+        out += [(to, b"", made_up_join(n)) for n in range(40)]
+        for h in range(height, height + 1000):
+            out += [(to, entity, tx) for tx in junk_precommits(entity, h, 0, honest[0], 1)]
+            if h % 50 == 0:
+                for m in honest:
+                    out.append((to, entity, self_bound_round_change(entity, h, 50, m, server)))
+    elif kind == "member":
+        assert member is not None
+        for h in range(height, height + 500):
+            out += [(to, entity, tx) for tx in equivocation(member, entity, h, 0)]
+            if h % 25 == 0:
+                out.append((to, entity, own_round_change(member, server, entity, h, 60)))
+    else:
+        raise ValueError(f"no flood of kind {kind!r}")
+    return out
+
+
+def run_flood(
+    url: str,
+    server_sk: int,
+    kind: str,
+    to: bytes,
+    entity: bytes,
+    height: int,
+    honest: Sequence[bytes],
+    member_sk: int | None,
+    seconds: float,
+) -> None:
+    """A flood in a process of its own (``multiprocessing``'s target): the benchmark's
+    hostile peer, so that its CPU is not the driver's."""
+    server = Identity(server_sk)
+    member = None if member_sk is None else SignerKey(member_sk, index=-1, server=-1)
+    messages = flood_messages(kind, to, entity, height, honest, member, server)
+    stats = asyncio.run(flood(url, server, messages, seconds))
+    print(f"hostile {kind}: sent {stats.sent}, answered {dict(stats.answered)}", flush=True)
