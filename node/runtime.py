@@ -326,8 +326,10 @@ class Node:
                 "retry after the next block"
             )
         if owner is not None and share is not None:
+            # A party with nothing queued may always queue one request that fits the
+            # inbox: otherwise a request above its share could never be taken.
             owed = self._owed.get(owner, 0)
-            if owed + len(txs) > share:
+            if owed and owed + len(txs) > share:
                 raise Busy(
                     f"this party's share of the inbox is full ({owed} of {share} transactions"
                     " queued); retry after the next block"
