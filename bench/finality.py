@@ -58,7 +58,7 @@ except ModuleNotFoundError:  # run as ``python -m bench.finality``: benchlib is 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import benchlib
 
-from node.cluster import Cluster
+from node.cluster import Cluster, SignerKey
 from node.crypto import bls
 from node.machines import entity as ent
 from tests.node import hostile
@@ -66,6 +66,27 @@ from tests.node import hostile
 HOSTILE_MODES = ("none", "outsider", "member", "proposer-withhold")
 
 COMMIT_TIMEOUT_S = 30.0
+
+
+async def _latencies(
+    cluster: Cluster, keys: list[SignerKey], entity: bytes, warmup: int, batches: int, seed: int
+) -> list[float]:
+    """Submit ``warmup + batches`` one-increment batches one at a time, each from a
+    random member of ``keys``; the milliseconds each took to be certified on every
+    member's replica, warm-up left out."""
+    rng = random.Random(seed)
+    routes = [(k.id, entity) for k in keys]
+    latencies: list[float] = []
+    for i in range(warmup + batches):
+        key = rng.choice(keys)
+        t0 = time.perf_counter()
+        batch = await cluster.submit(key, entity, [ent.Increment(1)])
+        done = await cluster.wait_committed(batch, routes, COMMIT_TIMEOUT_S)
+        if done is None:
+            raise RuntimeError(f"batch {i} not certified within {COMMIT_TIMEOUT_S} s")
+        if i >= warmup:
+            latencies.append((done - t0) * 1000)
+    return latencies
 
 
 async def measure(
@@ -79,18 +100,7 @@ async def measure(
             keys = cluster.keys
             entity = await cluster.create_entity(keys, [1] * len(keys), len(keys) // 2 + 1)
             setup_s = time.perf_counter() - started
-            rng = random.Random(seed)
-            routes = [(k.id, entity) for k in keys]
-            latencies: list[float] = []
-            for i in range(warmup + batches):
-                key = rng.choice(keys)
-                t0 = time.perf_counter()
-                batch = await cluster.submit(key, entity, [ent.Increment(1)])
-                done = await cluster.wait_committed(batch, routes, COMMIT_TIMEOUT_S)
-                if done is None:
-                    raise RuntimeError(f"batch {i} not certified within {COMMIT_TIMEOUT_S} s")
-                if i >= warmup:
-                    latencies.append((done - t0) * 1000)
+            latencies = await _latencies(cluster, keys, entity, warmup, batches, seed)
         finally:
             await cluster.stop()
     p = {q: benchlib.percentile(latencies, q) for q in (50, 90, 99)}
@@ -150,18 +160,7 @@ async def measure_hostile(
                     ),
                 )
                 flooder.start()
-            rng = random.Random(seed)
-            routes = [(k.id, entity) for k in honest]
-            latencies: list[float] = []
-            for i in range(warmup + batches):
-                key = rng.choice(honest)
-                t0 = time.perf_counter()
-                batch = await cluster.submit(key, entity, [ent.Increment(1)])
-                done = await cluster.wait_committed(batch, routes, COMMIT_TIMEOUT_S)
-                if done is None:
-                    raise RuntimeError(f"batch {i} not certified within {COMMIT_TIMEOUT_S} s")
-                if i >= warmup:
-                    latencies.append((done - t0) * 1000)
+            latencies = await _latencies(cluster, honest, entity, warmup, batches, seed)
             rounds = []
             replica = await cluster.replica(honest[0], entity)
             if replica is not None and replica.cert is not None:
