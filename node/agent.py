@@ -53,13 +53,20 @@ from node.machines.binding import NO_SERVER, ServerBinding, sign_binding
 from node.machines.entity import Batch, sign_batch
 from node.machines.frames import Frame, Signatures
 from node.machines.governance import signer_id
+from node.machines.refusal import Refusal, sign_refusal
 from node.txs import Tx
 
 BINDING = b"B"  # the guard's record of the last server binding
 
 
 class Refused(Exception):
-    """The agent will not sign this (double sign, lock, or a malformed frame)."""
+    """The agent will not sign this (double sign, lock, or a malformed frame; or its
+    person or accountant said no, and then ``refusal`` is the member's signed refusal
+    with the reason, which the node passes on: ``node/machines/refusal.py``)."""
+
+    def __init__(self, message: str, refusal: Refusal | None = None) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 class Agent:
@@ -145,6 +152,20 @@ class Agent:
                 self._after_record()
             self.signed += 1
             return frame, signature
+
+    def sign_refusal(self, frame_raw: bytes, round_: int, reason: str) -> Refusal:
+        """This member's signed refusal of ``frame_raw`` at ``round_``, with ``reason``.
+        No guard record: a refusal moves no replica in this protocol (the two-step
+        voting of docs/design/two-step-voting.md will record it as a pre-vote)."""
+        try:
+            frame = Frame.decode_shallow(frame_raw)
+        except ValueError as exc:
+            raise Refused(f"not a frame: {exc}") from None
+        if not 0 <= round_ < 2**32:
+            raise Refused("round out of range")
+        return sign_refusal(
+            self._sk, self.signer_id, frame.entity_id, frame.height, round_, frame.hash, reason
+        )
 
     def bind_server(self, server_key: bytes) -> ServerBinding:
         """This signer's binding of ``server_key`` (48 bytes): the last one again if it

@@ -55,11 +55,13 @@ from node.machines import signer as sig
 from node.machines.accounts import FRAME
 from node.machines.binding import ServerBinding
 from node.machines.frames import Certificate, Frame, Signatures
+from node.machines.refusal import Refusal
 from node.machines.replica import (
     AnnounceBinding,
     Commit,
     Lock,
     Precommit,
+    RefusalInput,
     RoundChange,
     SeenLock,
     SignedRoundChange,
@@ -462,9 +464,34 @@ class Coordinator:
             return await agent.sign_precommit(frame.entity_id, frame.raw, round_)
         except Refused as exc:
             log.warning("agent of %s refused: %s", signer.hex()[:12], exc)
+            if exc.refusal is not None:
+                self._spread_refusal(signer, frame, round_, exc.refusal)
         except AgentUnavailable as exc:
             log.warning("agent of %s unavailable: %s", signer.hex()[:12], exc)
         return None
+
+    def _spread_refusal(self, signer: bytes, frame: Frame, round_: int, refusal: Refusal) -> None:
+        """Keep ``signer``'s signed refusal of ``frame`` at ``round_`` and send it to the
+        servers of the entity's other members (the proposer among them), whose wallets
+        read it (node/refusals.py): a refusal that is not of this frame by this signer,
+        or does not verify, goes nowhere."""
+        replica = self.node.state.replica(signer, frame.entity_id)
+        if replica is None:
+            return
+        asked = (frame.entity_id, frame.height, round_, frame.hash, signer)
+        given = (refusal.entity, refusal.height, refusal.round, refusal.frame_hash, refusal.signer)
+        why = (
+            "it refuses another frame, round or signer than asked"
+            if given != asked
+            else self.node.refusals.observe(replica.entity.config, refusal)
+        )
+        if why is not None:
+            log.warning("agent of %s sent a refusal that is not kept: %s", signer.hex()[:12], why)
+            return
+        tx = Tx.of(RefusalInput(refusal))
+        for member in replica.entity.config.ids:
+            if member not in self.node.state.by_id:
+                self.route_input(member, frame.entity_id, tx)
 
     async def _propose(self, signer: bytes, p: rep.ProposeFrame) -> None:
         log.debug(

@@ -72,12 +72,16 @@ NODE: Final = 3
 # Not part of the state: the node's equivocation evidence about the entity
 # (node/evidence.py), each record checkable by its own signatures.
 EVIDENCE: Final = 4
+# Not part of the state either: the members' signed refusals the node has seen
+# (node/refusals.py), each checkable by its signature.
+REFUSALS: Final = 5
 PART_NAMES: Final = {
     HEADER: "header",
     RECORD: "record",
     PAGE: "page",
     NODE: "node",
     EVIDENCE: "evidence",
+    REFUSALS: "refusals",
 }
 
 CHANNELS: Final = 0  # channels by counterparty id

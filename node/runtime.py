@@ -34,6 +34,7 @@ from node.machines.outcomes import Outcomes
 from node.machines.replica import Committed, Genesis, Replica
 from node.machines.server import Receipt, ServerState, Step, apply_block
 from node.mempool import MAX_MEMPOOL_BYTES, Mempool
+from node.refusals import RefusalLog
 from node.storage import Store
 from node.txs import Tx
 
@@ -248,6 +249,8 @@ class Node:
         # Equivocation evidence (node/evidence.py): the node's own, beside its replicas
         # and outside every state hash; written on the writer thread.
         self.evidence = EvidenceLog(store.evidence(), self._write_evidence)
+        # The members' signed refusals seen (node/refusals.py): beside the replicas too.
+        self.refusals = RefusalLog()
 
     def _write_evidence(self, writes: list[tuple[int, bytes | None]]) -> None:
         try:

@@ -47,6 +47,7 @@ from node.entity_reads import ProofError, UnverifiedRead
 from node.machines.binding import ServerBinding
 from node.machines.entity import EntityState
 from node.machines.frames import Frame, Signatures
+from node.machines.refusal import Refusal
 from node.net.agent_client import AgentRejected, serve_signer
 from node.net.client import NodeError
 from node.net.remote_map import ReadNeeded, assume_waiting, carry_reads, is_partial, read_at
@@ -54,7 +55,7 @@ from node.net.server import SIGN_TIMEOUT_S
 from node.net.tls import ClientTrust
 from wallet.connection import WHOLE_UP_TO, holdable
 from wallet.flows.accountant import Rules, Verdict
-from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications, Status
+from wallet.flows.approvals import YOU, ApprovalQueue, ApprovalRequest, Notifications, Status
 from wallet.flows.effects import FrameAnalysis, analyze, short
 from wallet.flows.payments import SpendLedger
 
@@ -255,7 +256,7 @@ class WalletAgent:
         policy = self.policy
         if analysis is None:
             reason = "the wallet could not read this signer's replica to check the frame"
-            self._refuse_record(entity, frame, round_, None, "wallet", reason, what)
+            await self._refuse_record(entity, frame, round_, None, "wallet", reason, what)
         if policy.accountant_on:
             decision = policy.judge_rules().judge(analysis, policy.ledger)
             by = f"accountant: {decision.rule}" if decision.rule else "accountant"
@@ -275,10 +276,12 @@ class WalletAgent:
                 self._remember(frame.hash)
                 return request
             if decision.verdict is Verdict.REJECT:
-                self._refuse_record(entity, frame, round_, analysis, by, decision.reason, what)
+                await self._refuse_record(
+                    entity, frame, round_, analysis, by, decision.reason, what
+                )
             log.info("%s: %s: the accountant asks: %s", self.label, what, decision.reason)
         if policy.headless:
-            self._refuse_record(
+            await self._refuse_record(
                 entity,
                 frame,
                 round_,
@@ -303,9 +306,30 @@ class WalletAgent:
             self._remember(frame.hash)
             return request
         log.info("%s: %s %s: %s", self.label, what, status.value, request.reason)
-        raise Refused(f"{status.value} by the wallet: {request.reason}")
+        message = f"{status.value} by the wallet: {request.reason}"
+        if status is Status.REJECTED:
+            by = "by hand" if request.decided_by == YOU else f"by {request.decided_by}"
+            said = "" if request.reason == "rejected" else f": {request.reason}"
+            raise Refused(
+                message, await self._signed_refusal(frame, round_, f"rejected {by}{said}")
+            )
+        raise Refused(message)
 
-    def _refuse_record(
+    async def _signed_refusal(self, frame: Frame, round_: int, reason: str) -> Refusal | None:
+        """This signer's signed refusal with ``reason``, which the node shows the proposer
+        and the other members; None while the wallet is locked (a refusal is not worth
+        waiting for an unlock: the frame is asked again)."""
+        if not self.unlocked.is_set() or self.keys.locked:
+            return None
+        try:
+            async with self._signing:
+                agent = await self._open()
+                return await asyncio.to_thread(agent.sign_refusal, frame.raw, round_, reason)
+        except Refused as exc:
+            log.warning("%s: could not sign the refusal: %s", self.label, exc)
+            return None
+
+    async def _refuse_record(
         self,
         entity: bytes,
         frame: Frame,
@@ -317,7 +341,8 @@ class WalletAgent:
     ) -> NoReturn:
         self.queue.record(self.signer, entity, frame, round_, analysis, Status.REJECTED, by, reason)
         log.info("%s: %s rejected by %s: %s", self.label, what, by, reason)
-        raise Refused(f"rejected by {by}: {reason}")
+        refusal = await self._signed_refusal(frame, round_, f"rejected by {by}: {reason}")
+        raise Refused(f"rejected by {by}: {reason}", refusal)
 
     def _remember(self, frame_hash: bytes) -> None:
         self._approved[frame_hash] = None

@@ -31,6 +31,7 @@ from node.evidence import Evidence
 from node.machines.accounts import ChannelRecord
 from node.machines.entity import Batch, EntityState
 from node.machines.frames import Certificate
+from node.machines.refusal import Refusal
 from node.machines.replica import SubmitBatch
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity
@@ -448,6 +449,18 @@ class NodeSession:
             found = await _or_none(self.reader.evidence(signer, entity))
         except NodeError as exc:
             if exc.code is Err.MALFORMED:  # a node from before READ_ENTITY's evidence part
+                return None
+            raise
+        return None if found is None else found[1]
+
+    async def read_refusals(self, signer: bytes, entity: bytes) -> list[Refusal] | None:
+        """The members' signed refusals the node has seen about ``entity`` (None: as
+        for the evidence, or a node from before the refusals part), each checked
+        against the entity's config (``EntityReader.refusals``)."""
+        try:
+            found = await _or_none(self.reader.refusals(signer, entity))
+        except NodeError as exc:
+            if exc.code is Err.MALFORMED:  # a node from before READ_ENTITY's refusals part
                 return None
             raise
         return None if found is None else found[1]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # annotations only: the model loads before the node does
     from node.evidence import Evidence
     from node.machines.entity import EntityAction, EntityState
+    from node.machines.refusal import Refusal
     from wallet.flows.channel_pages import ChannelPage
 
 HISTORY_LIMIT = 5_000
@@ -129,6 +130,9 @@ class WalletModel:
     # Per entity id: the node's equivocation evidence about its members, each record's
     # signatures checked (wallet.flows.evidence words it for the Entities view).
     evidence: dict[bytes, tuple[Evidence, ...]] = field(default_factory=dict)
+    # Per entity id: the members' signed refusals the node has seen (who refused which
+    # frame, and why), each checked against the entity's config.
+    refusals: dict[bytes, tuple[Refusal, ...]] = field(default_factory=dict)
 
     connection_changed: Signal = field(default_factory=Signal)
     entities_changed: Signal = field(default_factory=Signal)
@@ -156,6 +160,18 @@ class WalletModel:
             self.evidence[entity] = new
         else:
             self.evidence.pop(entity, None)
+        self.entities_changed.emit()
+
+    def set_refusals(self, entity: bytes, refusals: Sequence[Refusal]) -> None:
+        """The members' signed refusals about the entity as last read (each checked
+        against its config); the entities' listeners hear of a change."""
+        new = tuple(refusals)
+        if self.refusals.get(entity, ()) == new:
+            return
+        if new:
+            self.refusals[entity] = new
+        else:
+            self.refusals.pop(entity, None)
         self.entities_changed.emit()
 
     def add_history(self, item: HistoryItem) -> None:

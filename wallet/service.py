@@ -97,7 +97,7 @@ IN_FLIGHT_STALE_S = 120.0
 NONCE_ATTEMPTS = 3  # signings of one batch whose nonce another batch took first
 JOIN_TIMEOUT_S = 300.0
 AUTO_LOCK_CHECK_S = 5.0
-EVIDENCE_EVERY_S = 5.0  # how often the node's equivocation evidence is read again
+EVIDENCE_EVERY_S = 2.0  # how often the node's evidence and refusals are read again
 # Frames analysed for signing and not certified yet, kept for their payments in history
 # and the state after them (a certified frame's is dropped once used).
 ANALYSIS_MEMO = 64
@@ -536,10 +536,14 @@ class WalletService:
         found = await self.session.read_evidence(signer, entity)
         if found is not None:
             self.model.set_evidence(entity, found)
+        refused = await self.session.read_refusals(signer, entity)
+        if refused is not None:
+            self.model.set_refusals(entity, refused)
 
     async def _watch_evidence(self) -> None:
-        """Read every watched entity's evidence again every ``EVIDENCE_EVERY_S``: an
-        equivocation may stall a height, so no frame event need come to prompt it."""
+        """Read every watched entity's evidence and refusals again every
+        ``EVIDENCE_EVERY_S``: an equivocation or a refusal may stall a height, so no
+        frame event need come to prompt it."""
         while True:
             await asyncio.sleep(EVIDENCE_EVERY_S)
             if not self.session.connected:

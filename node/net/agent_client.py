@@ -219,7 +219,16 @@ async def _answer(
         if len(req.route) != 2:
             raise Refused("a SIGN route is [signer, entity]")
         signature = await sign(req.route[1], frame_raw, round_)
-    except (DecodeError, Refused) as exc:
+    except Refused as exc:
+        stats.refused += 1
+        with contextlib.suppress(ConnectionClosed):
+            if exc.refusal is not None:  # a decision, signed: the node passes it on
+                refusal = [exc.refusal.to_tree()]
+                await ws.send(encode_reply(Rep.REFUSAL, req.request_id, refusal))
+            else:
+                await ws.send(encode_error(Err.REFUSED, str(exc), req.request_id))
+        return
+    except DecodeError as exc:
         stats.refused += 1
         with contextlib.suppress(ConnectionClosed):
             await ws.send(encode_error(Err.REFUSED, str(exc), req.request_id))

@@ -32,6 +32,7 @@ from node.entity_reads import (
     NODE,
     PAGE,
     RECORD,
+    REFUSALS,
     EntityHeader,
     Page,
     ProofError,
@@ -46,6 +47,7 @@ from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.entity import EntityState
 from node.machines.frames import Certificate
 from node.machines.governance import Config
+from node.machines.refusal import Refusal
 from node.merkle_map import MerkleMap
 from node.net.client import NodeClient, NodeError
 from node.net.protocol import Err, Rep, Req
@@ -214,6 +216,36 @@ class EntityReader:
                 log.warning("entity %s: evidence refused: %s", entity.hex()[:12], problem)
                 continue
             found.append(record)
+        return header, found
+
+    async def refusals(self, signer: bytes, entity: bytes) -> tuple[EntityHeader, list[Refusal]]:
+        """The members' signed refusals the node has seen about ``entity`` (READ_ENTITY's
+        refusals part), oldest first, with the entity's certified header. Each is
+        believed only if it names this entity and a member of the header's config
+        signed it (one that does not is logged and left out: the node is wrong or
+        lying)."""
+        header, item = await self._read(signer, entity, [REFUSALS, b""])
+        assert item is not None
+        config = header.small.config
+        found: list[Refusal] = []
+        for raw in as_list(item, "refusals"):
+            try:
+                refusal = Refusal.from_item(raw)
+            except DecodeError as exc:
+                log.warning("entity %s: a refusal that does not decode: %s", entity.hex()[:12], exc)
+                continue
+            slot = config.index.get(refusal.signer)
+            if (
+                refusal.entity != entity
+                or slot is None
+                or not refusal.verify(config.members[slot].pubkey)
+            ):
+                log.warning(
+                    "entity %s: a refusal not signed by a member for it: left out",
+                    entity.hex()[:12],
+                )
+                continue
+            found.append(refusal)
         return header, found
 
     async def state(self, signer: bytes, entity: bytes) -> EntityState:

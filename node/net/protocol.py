@@ -93,6 +93,7 @@ class Rep(IntEnum):
     CHALLENGE = 79  # [protocol_version, challenge, receiver_id]
     SIGNATURE = 80
     BINDING = 81  # [binding]: the answer to BIND
+    REFUSAL = 85  # [refusal]: an agent's signed refusal of a SIGN (node/machines/refusal.py)
     ERROR = 127
 
 

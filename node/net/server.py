@@ -66,6 +66,7 @@ from node.machines import signer as sig
 from node.machines.binding import ServerBinding
 from node.machines.entity import SIG_LEN, EntityState
 from node.machines.frames import MAX_OUTBOX, Signatures
+from node.machines.refusal import Refusal
 from node.net import limits, peer_auth
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
@@ -140,6 +141,7 @@ PEER_ENTITY_INPUTS = frozenset(
         rep.SignedRoundChange.TYPE,
         rep.AnnounceBinding.TYPE,  # a member's binding of its server (a revocation too)
         rep.Deliver.TYPE,  # a channel message for an entity hosted here, from its counterparty
+        rep.RefusalInput.TYPE,  # a member's signed refusal: kept beside the replicas, not queued
     }
 )
 PEER_SIGNER_INPUTS = frozenset({sig.CreateEntity.TYPE, sig.JoinEntity.TYPE})
@@ -154,6 +156,7 @@ PEER_MEMBER_INPUTS = frozenset(
         rep.Commit.TYPE,
         rep.SeenLock.TYPE,
         rep.AnnounceBinding.TYPE,
+        rep.RefusalInput.TYPE,
     }
 )
 MAX_FRAMES_PER_PAGE = 256
@@ -229,6 +232,14 @@ class RemoteAgent:
             self._waiting.pop(rid, None)
         if rep_type is Rep.ERROR:
             raise Refused(as_bytes(reply[1], "message").decode("utf-8", "replace"))
+        if rep_type is Rep.REFUSAL:
+            try:
+                if len(reply) != 1:
+                    raise DecodeError("REFUSAL body is [refusal]")
+                refusal = Refusal.from_item(reply[0])
+            except DecodeError as exc:
+                raise Refused(f"agent sent a malformed refusal: {exc}") from None
+            raise Refused(f"refused by its agent: {refusal.reason}", refusal)
         return reply
 
     async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
@@ -730,6 +741,12 @@ class ApiServer:
                 tx = registry.decode(item, req.body_raws[i][0])
             except DecodeError as exc:
                 raise ProtocolError(Err.INVALID_TX, f"transaction {i}: {exc}", rid) from None
+            if registry.level is Level.ENTITY and tx.body.TYPE in rep.PEER_ONLY_INPUTS:
+                raise ProtocolError(
+                    Err.FORBIDDEN,
+                    f"transaction {i}: a refusal comes from a member's agent, through its node",
+                    rid,
+                )
             if registry.level is Level.ENTITY and tx.body.TYPE in rep.INTERNAL_INPUTS:
                 raise ProtocolError(
                     Err.FORBIDDEN, f"transaction {i}: {tx.body.NAME} comes only from the node", rid
@@ -814,6 +831,8 @@ class ApiServer:
             raise _refusal(exc, rid) from None
         if part == reads.EVIDENCE:  # the node's own, beside the state (node/evidence.py)
             rest = [[e.to_tree() for e in self.node.evidence.of_entity(req.route[1])]]
+        if part == reads.REFUSALS:  # the node's own too (node/refusals.py)
+            rest = [[r.to_tree() for r in self.node.refusals.of_entity(req.route[1])]]
         # A page proves up to 256 records (tens of milliseconds at a million
         # channels): built off the loop, on the immutable state it was read from.
         try:
@@ -974,6 +993,17 @@ class ApiServer:
         replica = self.node.state.replica(to, entity) if entity else None
         if replica is not None and tx.body.TYPE in PEER_MEMBER_INPUTS and not introduced:
             self._authorise(session, replica, rid)
+        if isinstance(tx.body, rep.RefusalInput) and replica is not None:
+            refusal = tx.body.refusal
+            why = (
+                "a refusal about another entity"
+                if refusal.entity != entity
+                else self.node.refusals.observe(replica.entity.config, refusal)
+            )
+            if why is not None:
+                raise ProtocolError(Err.FORBIDDEN, why, rid)
+            await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+            return
         if (replica is not None and rep.stale(replica, tx.body)) or self.node.is_queued(route, tx):
             # About a height or round the replica has left, or the very bytes already
             # queued: it would change nothing in any block, so it costs none (a
@@ -1228,7 +1258,7 @@ def _entity_reply(
     elif part == reads.NODE:
         which, rep, count, h = rest
         body.append(reads.node_part(state, which, rep, count, h))
-    elif part == reads.EVIDENCE:
+    elif part in (reads.EVIDENCE, reads.REFUSALS):
         body.append(rest[0])
     return body
 
@@ -1239,8 +1269,15 @@ def _entity_read_fields(body: list[RlpItem]) -> tuple[int, bytes, list[Any]]:
     naming what is wrong."""
     if not body:
         raise DecodeError("READ_ENTITY body is [part, at, ...]")
-    part = as_int(body[0], "part", max_value=reads.EVIDENCE)
-    sizes = {reads.HEADER: 2, reads.RECORD: 4, reads.PAGE: 5, reads.NODE: 6, reads.EVIDENCE: 2}
+    part = as_int(body[0], "part", max_value=reads.REFUSALS)
+    sizes = {
+        reads.HEADER: 2,
+        reads.RECORD: 4,
+        reads.PAGE: 5,
+        reads.NODE: 6,
+        reads.EVIDENCE: 2,
+        reads.REFUSALS: 2,
+    }
     if len(body) != sizes[part]:
         raise DecodeError(
             f"READ_ENTITY {reads.PART_NAMES[part]} body has {sizes[part]} items, got {len(body)}"
@@ -1248,7 +1285,7 @@ def _entity_read_fields(body: list[RlpItem]) -> tuple[int, bytes, list[Any]]:
     at = as_bytes(body[1], "at", max_len=HASH_LEN)
     if at and len(at) != HASH_LEN:
         raise DecodeError("at: an entity state hash (32 bytes) or empty")
-    if part in (reads.HEADER, reads.EVIDENCE):
+    if part in (reads.HEADER, reads.EVIDENCE, reads.REFUSALS):
         return part, at, []
     which = as_int(body[2], "map", max_value=reads.FORWARDS)
     if part == reads.RECORD:

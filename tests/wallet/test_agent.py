@@ -12,6 +12,7 @@ from node.machines.governance import SetShares
 from tests.wallet.conftest import PASSWORD, Duo
 from wallet.flows.approvals import ApprovalRequest, Status
 from wallet.flows.effects import short
+from wallet.flows.refusals import refusal_lines
 
 
 def _all(duo: Duo) -> list[ApprovalRequest]:
@@ -119,6 +120,16 @@ async def test_human_rejects_and_the_node_hears_refused(duo: Duo) -> None:
     )
     await duo.service.refresh(duo.alice, duo.entity)
     assert duo.counter() == 0
+    # Alice's refusal is signed, kept by the node and read back (checked against the
+    # entity's config): who refused which frame at which round, and why.
+    await duo.service.read_evidence(duo.alice, duo.entity)
+    (refusal,) = duo.model.refusals[duo.entity]
+    assert (refusal.signer, refusal.frame_hash) == (duo.alice, request.frame_hash)
+    assert (refusal.height, refusal.round) == (request.frame.height, request.round)
+    assert refusal.reason == "rejected by hand"
+    assert refusal.verify(duo.kit.key.pubkey)
+    lines = refusal_lines(duo.model.refusals[duo.entity], request.frame_hash, short)
+    assert lines == [f"Refused by {short(duo.alice)} at round {request.round}: rejected by hand"]
 
 
 async def test_human_approves_and_a_later_round_is_signed_without_asking(duo: Duo) -> None:

@@ -13,6 +13,7 @@ import math
 
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Status
 from wallet.flows.effects import CHANNEL_ACTION_KINDS, PAYMENT, UNBALANCED_FORWARD, Effect
+from wallet.flows.refusals import refusal_lines
 from wallet.model import WalletActions, WalletModel
 from wallet.qt import (
     QBrush,
@@ -175,6 +176,10 @@ class ApprovalsView(QWidget):
         self.bar = SegmentedBar()
         self.bar_text = QLabel()
         set_role(self.bar_text, "muted")
+        # Co-signers' signed refusals of this frame, with their reasons.
+        self.refused = QLabel()
+        self.refused.setWordWrap(True)
+        set_role(self.refused, "error")
         self.reject_button = QPushButton("Reject")
         self.reject_button.setToolTip("Reject (Ctrl+Backspace or Delete)")
         self.reject_button.clicked.connect(self.reject_current)
@@ -218,6 +223,7 @@ class ApprovalsView(QWidget):
         row.addWidget(self.bar, 1)
         row.addWidget(self.bar_text)
         d.addLayout(row)
+        d.addWidget(self.refused)
         d.addStretch(1)
         d.addWidget(self.status)
         buttons = QHBoxLayout()
@@ -495,6 +501,11 @@ class ApprovalsView(QWidget):
         else:
             self.bar.hide()
             self.bar_text.setText("members unknown")
+        lines = refusal_lines(
+            self.model.refusals.get(r.entity, ()), r.frame_hash, lambda s: name(names, s)
+        )
+        self.refused.setText("\n".join(lines))
+        self.refused.setVisible(bool(lines))
 
         self.approve_button.setEnabled(pending)
         self.reject_button.setEnabled(pending)

@@ -5,7 +5,7 @@ modules, each one job:
 
 ``inputs``     the wire inputs (``submit_batch``, ``precommit``, ``commit``,
                ``timeout``, ``seen_lock``, ``round_change``, ``deliver``,
-               ``signed_round_change``, ``server_binding``), and ``Lock``
+               ``signed_round_change``, ``server_binding``, ``refusal``), and ``Lock``
 ``effects``    what a step asks of the runtime (``Send``, ``ProposeFrame``,
                ``Transmit``, ``Committed``, ``Invite``, ``Note``), and the
                ``Transmit`` of signed channel messages (``transmissions``, ``resend_to``)
@@ -47,11 +47,13 @@ from node.machines.replica.effects import (
 from node.machines.replica.execution import execute_frame
 from node.machines.replica.inputs import (
     INTERNAL_INPUTS,
+    PEER_ONLY_INPUTS,
     AnnounceBinding,
     Commit,
     Deliver,
     Lock,
     Precommit,
+    RefusalInput,
     RoundChange,
     SeenLock,
     SignedRoundChange,
@@ -62,6 +64,7 @@ from node.machines.replica.state import Genesis, Pending, Replica, create
 
 __all__ = [
     "INTERNAL_INPUTS",
+    "PEER_ONLY_INPUTS",
     "AnnounceBinding",
     "Commit",
     "Committed",
@@ -74,6 +77,7 @@ __all__ = [
     "Pending",
     "Precommit",
     "ProposeFrame",
+    "RefusalInput",
     "Replica",
     "RoundChange",
     "SeenLock",

@@ -38,6 +38,7 @@ from node.machines.replica.inputs import (
     Commit,
     Deliver,
     Precommit,
+    RefusalInput,
     RoundChange,
     SeenLock,
     SignedRoundChange,
@@ -87,6 +88,8 @@ def step(
                 on_binding(s, index, binding)
             case Deliver(message=message):
                 _on_inbound(s, index, message)
+            case RefusalInput():
+                s.note(index, "a refusal is kept beside the replicas (node/refusals.py)")
             case _:
                 s.note(index, f"{tx.body.NAME} is not an entity input")
     _try_commit(s)

@@ -48,6 +48,7 @@ from node.machines.accounts import Message
 from node.machines.binding import ServerBinding, lock_hash, round_change_message
 from node.machines.entity import Batch
 from node.machines.frames import MAX_OUTBOX, MAX_ROUND, Certificate, Frame
+from node.machines.refusal import Refusal
 from node.txs import REGISTRIES, Level
 
 ENTITY_INPUTS = REGISTRIES[Level.ENTITY]
@@ -343,6 +344,30 @@ class Deliver:
         return [self.message.raw]
 
 
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class RefusalInput:
+    """A member's signed refusal of a frame (``node.machines.refusal``), as its node sends
+    it to the servers of the entity's other members: kept beside the replicas
+    (``node/refusals.py``), never queued for one."""
+
+    TYPE: ClassVar[int] = 11
+    NAME: ClassVar[str] = "refusal"
+    refusal: Refusal
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 1:
+            raise DecodeError("refusal: expected [refusal]")
+        return cls(Refusal.from_item(fields[0]))
+
+    def to_fields(self) -> list[RlpItem]:
+        return [self.refusal.to_tree()]
+
+
 # Only the node itself makes these: its clock's timeouts, and the round changes its own
 # replicas send each other (a round change from another server is signed_round_change).
 INTERNAL_INPUTS = frozenset({Timeout.TYPE, RoundChange.TYPE})
+# What a client may not submit either: a refusal comes from a member's agent, through
+# its node, and goes to the other members' servers, not into a block.
+PEER_ONLY_INPUTS = frozenset({RefusalInput.TYPE})

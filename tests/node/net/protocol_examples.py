@@ -71,6 +71,7 @@ from node.machines import signer as sig
 from node.machines.binding import sign_binding
 from node.machines.frames import Certificate, Frame, Signatures, aggregate_precommits
 from node.machines.governance import Config, Member, signer_id
+from node.machines.refusal import Refusal
 from node.machines.server import ServerState, apply_block
 from node.mempool import Mempool
 from node.merkle_map import Proof
@@ -558,6 +559,8 @@ def _tx_body(body: TxBody) -> str:
             return f"round_change(height={h} round={r} signer={_hex(s)} {held})"
         case rep.Deliver(message=message):
             return f"deliver({_message(message)})"
+        case rep.RefusalInput(refusal=r):
+            return _refusal(r.to_tree())
         case rep.AnnounceBinding(binding=b):
             return (
                 f"server_binding(signer={_hex(b.signer)} server_key={_hex(b.server_key)}"
@@ -571,6 +574,15 @@ def _tx_body(body: TxBody) -> str:
         case accounts.Pay(route=route, asset=asset, amount=amount):
             return f"pay(route={_hexes(route)} asset={asset} amount={amount})"
     return f"{body.NAME}(...)"
+
+
+def _refusal(item: RlpItem) -> str:
+    r = Refusal.from_item(item)
+    return (
+        f"refusal(entity={_hex(r.entity)} height={r.height} round={r.round}"
+        f" frame_hash={_hex(r.frame_hash)} signer={_hex(r.signer)}"
+        f" reason={json.dumps(r.reason)} signature={_hex(r.signature)})"
+    )
 
 
 def _tx(item: RlpItem, level: Level) -> str:
@@ -751,6 +763,8 @@ def _entity_reply(b: list[RlpItem]) -> str:
         )
     elif part == reads.EVIDENCE:
         text += f" evidence(records={len(as_list(b[3], 'evidence'))})"
+    elif part == reads.REFUSALS:
+        text += f" refusals({', '.join(_refusal(r) for r in as_list(b[3], 'refusals'))})"
     return text
 
 
@@ -855,6 +869,8 @@ def _reply_body(rep_type: Rep, b: list[RlpItem]) -> str:
             return _entity_reply(b)
         case Rep.SIGNATURE:
             return f"signature={_generic(b[0])} outbox_signatures={_generic(b[1])}"
+        case Rep.REFUSAL:
+            return _refusal(b[0])
         case Rep.BINDING:
             f = as_list(b[0], "binding")
             return (

@@ -20,12 +20,14 @@ from node.machines.accounts import Faucet
 from node.machines.binding import sign_binding
 from node.machines.frames import Frame
 from node.machines.governance import Config, Member, signer_id
+from node.machines.refusal import Refusal, sign_refusal
 from node.machines.replica import (
     AnnounceBinding,
     Commit,
     Genesis,
     Lock,
     Precommit,
+    RefusalInput,
     RoundChange,
     SeenLock,
     SignedRoundChange,
@@ -35,6 +37,7 @@ from node.machines.replica import (
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity
 from node.net.client import NodeClient, NodeError
+from node.net.entity_client import EntityReader
 from node.net.protocol import (
     Err,
     Rep,
@@ -413,3 +416,50 @@ def test_entity_inputs_may_carry_frames_larger_than_a_transaction() -> None:
     assert len(commit.raw) > MAX_TX_BYTES
     decoded = REGISTRIES[Level.ENTITY].decode(decode(commit.raw), commit.raw)
     assert decoded.body == commit.body
+
+
+async def test_a_peer_delivers_a_members_signed_refusal_and_readers_see_it(world: World) -> None:
+    """A member's signed refusal, delivered by a server that member bound, is kept
+    beside the replica (no block) and read back by READ_ENTITY's refusals part; a
+    forged one, one from a peer that speaks for no member, and a client's are refused."""
+    w = world
+    node = w.live.node
+    frame_hash = b"\x5e" * 32
+    genuine = sign_refusal(SK_A, w.a, w.entity, 2, 0, frame_hash, "accountant: limit: too much")
+    forged = sign_refusal(SK_B, w.a, w.entity, 2, 0, frame_hash, "made up")
+
+    async def deliver(ws: ClientConnection, rid: int, item: object) -> Reply:
+        body = [w.a, w.entity, item]
+        await ws.send(
+            encode_request(Req.DELIVER, rid, Sender(SenderKind.SERVER, b"\x07" * 32), (), body)
+        )
+        return await recv_reply(ws)
+
+    def as_input(r: Refusal) -> object:
+        return decode(Tx.of(RefusalInput(r)).raw)
+
+    stranger, _ = await peer_hello(w, Identity(bls.keygen(b"\x09" * 32)))
+    code, message = error_of(await deliver(stranger, 1, as_input(genuine)))
+    assert code is Err.FORBIDDEN
+    assert "speaks for no member of entity" in message
+    await stranger.close()
+
+    server = Identity(bls.keygen(b"\x05" * 32))
+    ws, _ = await peer_hello(w, server)
+    assert (await deliver(ws, 1, introduction(w, server))).type is Rep.DELIVERED
+    assert error_of(await deliver(ws, 2, as_input(forged))) == (
+        Err.FORBIDDEN,
+        f"refusal does not verify under member {w.a.hex()[:16]}'s key",
+    )
+    before = node.state.height
+    assert (await deliver(ws, 3, as_input(genuine))).type is Rep.DELIVERED
+    assert node.refusals.of_entity(w.entity) == [genuine]
+    await ws.close()
+
+    async with await NodeClient.connect(w.live.url, token=w.live.token) as c:
+        reader = EntityReader(lambda: c)
+        _, seen = await reader.refusals(w.a, w.entity)
+        assert seen == [genuine]
+        await expect_error(c.submit([RefusalInput(genuine)], [w.a, w.entity]), Err.FORBIDDEN)
+    # The block that recorded the introduced binding, and none for the refusal.
+    assert node.state.height <= before + 1

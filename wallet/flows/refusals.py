@@ -1,0 +1,36 @@
+"""What the wallet says about co-signers' refusals of a frame (pure: no Qt).
+
+The node keeps the members' signed refusals it has seen (``node/refusals.py``); the
+wallet reads them with the entity's evidence, each checked against the entity's
+config (``EntityReader.refusals``), into ``WalletModel.refusals``. The Approvals
+view shows, under a frame's signers bar, who refused that frame and why: one line
+per member, its latest round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from node.machines.refusal import Refusal
+
+
+def refusals_of(refusals: Sequence[Refusal], frame_hash: bytes) -> list[Refusal]:
+    """The refusals of ``frame_hash``: each member's latest, in the order members first refused."""
+    latest: dict[bytes, Refusal] = {}
+    for r in refusals:
+        if r.frame_hash != frame_hash:
+            continue
+        held = latest.get(r.signer)
+        if held is None or r.round >= held.round:
+            latest[r.signer] = r
+    return list(latest.values())
+
+
+def refusal_lines(
+    refusals: Sequence[Refusal], frame_hash: bytes, name: Callable[[bytes], str]
+) -> list[str]:
+    """One line per member that refused ``frame_hash``: who, at which round, and why."""
+    return [
+        f"Refused by {name(r.signer)} at round {r.round}: {r.reason}"
+        for r in refusals_of(refusals, frame_hash)
+    ]
