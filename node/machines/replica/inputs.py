@@ -20,6 +20,8 @@ replica is ``consensus.step``'s to say:
                   highest serial seen (a higher one revokes the lower)
 ``deliver``       a counterparty entity's signed channel message: kept in the
                   inbox until a frame applies it (every member gets its own copy)
+``refusal``       a member's signed refusal of a frame (``node.machines.refusal``):
+                  the node keeps it beside the replicas; it is never queued
 
 :class:`Lock` is no input of its own: ``seen_lock`` and ``round_change`` carry one,
 and the replica keeps the highest it has seen.

@@ -172,6 +172,20 @@ PRECOMMIT_B_OTHER = bls.sign(SK_B, FRAME_E2_OTHER.message(0))
 PRECOMMIT_A = bls.sign(SK_A, FRAME_E2.message(0))  # what A's agent answers; B's server gets it
 
 
+def _frame_2(genesis: rep.Genesis, first: ent.Batch, frame_1: Frame, batch: ent.Batch) -> Frame:
+    state = ent.genesis(genesis.config, genesis.salt)
+    after_1, _ = ent.execute(state, [first])
+    post, _ = ent.execute(after_1, [batch])
+    return Frame.make(state.entity_id, 2, frame_1.hash, [batch], post.hash)
+
+
+# B's next frame, which A's person refuses.
+BATCH_B2 = ent.sign_batch(E2, SK_B, ID_B, 2, [Tx.of(ent.Increment(900))])
+FRAME_E2_2 = _frame_2(GENESIS_2, BATCH_B1, FRAME_E2, BATCH_B2)
+PRECOMMIT_B_2 = bls.sign(SK_B, FRAME_E2_2.message(0))
+REFUSAL_REASON = "rejected by hand"
+
+
 def _certificate(frame: Frame, config: Config, precommits: dict[int, bytes]) -> Certificate:
     """The frames of the examples have no outbox, so no outgoing signatures."""
     assert not frame.outbox
@@ -385,12 +399,17 @@ class ReplayNodes:
         )
 
     async def act(self, node: str, action: str, arg: str) -> None:
-        """An operator action between frames: ``revoke <token id>`` or ``stop-node``."""
+        """An operator action between frames: ``revoke <token id>``, ``tick`` (wait for
+        the node's next tick) or ``stop-node``."""
         live = self.nodes[node]
         if action == "revoke":
             # Revoke as the CLI does, through the file, then wait for the node's next tick,
             # whose first hook reloads tokens.json.
             assert TokenStore(live.data).revoke(arg), f"no token {arg}"
+            live.ticked.clear()
+            await asyncio.wait_for(live.ticked.wait(), DEADLINE_S)
+        elif action == "tick":
+            # Let the node finish what it is doing (an agent's answer just sent).
             live.ticked.clear()
             await asyncio.wait_for(live.ticked.wait(), DEADLINE_S)
         elif action == "stop-node":
@@ -416,10 +435,11 @@ async def recv_close(ws: ClientConnection) -> tuple[int, str] | bytes | str:
     return frame
 
 
-async def answer_sign(agent: Agent, frame: bytes) -> bytes:
+async def answer_sign(agent: Agent, frame: bytes, refuse: str = "") -> bytes:
     """An agent's answer to the node's ``SIGN`` request, as ``node/net/agent_client.py``
-    makes it: ``SIGNATURE [signature, [outgoing signature...]]``, or ``ERROR REFUSED``
-    from the agent's guard."""
+    makes it: ``SIGNATURE [signature, [outgoing signature...]]``, ``ERROR REFUSED``
+    from the agent's guard, or with ``refuse``, ``REFUSAL [refusal]`` (its person or
+    accountant said no)."""
     req = decode_request(frame, limits=REQUEST)
     if req.type is Req.BIND:
         binding = await asyncio.to_thread(agent.bind_server, as_bytes(req.body[0], "key"))
@@ -432,6 +452,9 @@ async def answer_sign(agent: Agent, frame: bytes) -> bytes:
         round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
         if req.route[:1] != (agent.signer_id,):
             raise Refused("this agent does not hold that signer's key")
+        if refuse:
+            refusal = await asyncio.to_thread(agent.sign_refusal, frame_raw, round_, refuse)
+            return encode_reply(Rep.REFUSAL, req.request_id, [refusal.to_tree()])
         signed = await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
     except (DecodeError, Refused) as exc:
         return encode_error(Err.REFUSED, str(exc), req.request_id)
@@ -969,9 +992,11 @@ class On:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """As signer A's agent: answer the ``SIGN`` request last received on this connection."""
+    """As signer A's agent: answer the ``SIGN`` request last received on this connection
+    (with ``refuse``: a signed refusal with that reason, as a wallet whose person said no)."""
 
     note: str = ""
+    refuse: str = ""
 
 
 type Step = Send | SendText | SendZeros | Expect | ExpectClose | Act | On | Answer
@@ -1413,6 +1438,23 @@ def _consensus_examples() -> dict[str, Example]:
                 Expect(2, "A's replica verifies the certificate and applies the frame"),
                 On("peer"),
                 *_ask(peer(Req.GET_FRAMES, 9, [E2, 1, 16]), "catch-up reads certified frames"),
+                *_ask(
+                    peer(Req.PROPOSAL, 10, [ID_A, decode(FRAME_E2_2.raw), 0, PRECOMMIT_B_2]),
+                    "B proposes frame 2: a batch adding 900",
+                ),
+                On("agent"),
+                Expect(1, "A's replica accepts it and the node asks A's agent"),
+                Answer(
+                    "A's person says no: the agent signs a refusal with the reason",
+                    refuse=REFUSAL_REASON,
+                ),
+                Act("tick", "", "one tick of the node"),
+                On("wallet"),
+                *_ask(
+                    req(Req.READ_ENTITY, 4, [5, b""], route=(ID_A, E2)),
+                    "the node kept A's refusal (and sends it to B's server over its own"
+                    " peer links, none here): who refused which frame, and why",
+                ),
             ),
             node="consensus",
         ),
@@ -1604,8 +1646,8 @@ async def record(nodes: ReplayNodes, example: Example, agent: Agent) -> list[str
                     lines.append(_comment("> " + describe_frame(frame)))
                     lines.append(f"> {frame.hex()}")
                     await ws.send(frame)
-                case Answer(note):
-                    frame = await answer_sign(agent, last[current])
+                case Answer(note, refuse):
+                    frame = await answer_sign(agent, last[current], refuse)
                     if note:
                         lines.append(_comment(note))
                     lines.append(_comment("> " + describe_frame(frame)))
