@@ -8,7 +8,9 @@ from pytestqt.qtbot import QtBot
 
 from node.machines.entity import Increment, Vote
 from node.machines.governance import SetThreshold
+from node.machines.refusal import sign_refusal
 from wallet.flows.approvals import DECIDED_LIMIT, Status
+from wallet.flows.effects import short
 from wallet.model import EntityEntry
 from wallet.qt import QGuiApplication, Qt
 from wallet.views.approvals import ApprovalsView, countdown
@@ -16,6 +18,7 @@ from wallet.views.approvals import ApprovalsView, countdown
 from .content_helpers import (
     IDS,
     ME,
+    SKS,
     Clock,
     RecordingActions,
     Replica,
@@ -215,3 +218,28 @@ def test_rows_follow_each_event_without_rebuilding(qtbot: QtBot) -> None:
         )
     assert view.list.count() == len(view.queue.all()) == DECIDED_LIMIT + 2
     assert view.current() is not None
+
+
+def test_co_signers_refusals_of_the_frame_are_shown_with_their_reasons(qtbot: QtBot) -> None:
+    view, _, _, replica = setup(qtbot)
+    rid = request_for(view.queue, replica, (0, [Increment(5000)]))
+    request = view.queue.get(rid)
+    assert request is not None
+    view.show()
+    assert not view.refused.isVisibleTo(view)
+    reason = "rejected by accountant: limit: +5000 is over 1,000"
+    refused = [
+        sign_refusal(SKS[1], IDS[1], request.entity, 1, 0, request.frame_hash, "rejected by hand"),
+        sign_refusal(SKS[2], IDS[2], request.entity, 1, 0, request.frame_hash, reason),
+        sign_refusal(SKS[2], IDS[2], request.entity, 1, 1, request.frame_hash, reason),
+        # Another frame's refusal is not this one's.
+        sign_refusal(SKS[1], IDS[1], request.entity, 1, 0, b"\x01" * 32, "no"),
+    ]
+    view.model.set_refusals(request.entity, refused)  # as the service reads them
+    assert view.refused.isVisibleTo(view)
+    assert view.refused.text().split("\n") == [
+        f"Refused by {short(IDS[1])} at round 0: rejected by hand",
+        f"Refused by {short(IDS[2])} at round 1: {reason}",
+    ]
+    view.model.set_refusals(request.entity, [])
+    assert not view.refused.isVisibleTo(view)
