@@ -13,6 +13,13 @@ from collections.abc import Callable, Sequence
 
 from node.machines.refusal import Refusal
 
+# Shown with a pending frame of an entity that has channels: a channel frame goes out
+# only inside a certified entity frame (PROTOCOL.md § 11.8).
+CHANNELS_WAIT = (
+    "While this frame waits, this entity's channel messages wait too:"
+    " no payment in or out moves until a frame is certified."
+)
+
 
 def refusals_of(refusals: Sequence[Refusal], frame_hash: bytes) -> list[Refusal]:
     """The refusals of ``frame_hash``: each member's latest, in the order members first refused."""

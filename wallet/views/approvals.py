@@ -13,7 +13,7 @@ import math
 
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Status
 from wallet.flows.effects import CHANNEL_ACTION_KINDS, PAYMENT, UNBALANCED_FORWARD, Effect
-from wallet.flows.refusals import refusal_lines
+from wallet.flows.refusals import CHANNELS_WAIT, refusal_lines
 from wallet.model import WalletActions, WalletModel
 from wallet.qt import (
     QBrush,
@@ -504,6 +504,8 @@ class ApprovalsView(QWidget):
         lines = refusal_lines(
             self.model.refusals.get(r.entity, ()), r.frame_hash, lambda s: name(names, s)
         )
+        if pending and entry is not None and len(entry.state.channels) > 0:
+            lines.append(CHANNELS_WAIT)
         self.refused.setText("\n".join(lines))
         self.refused.setVisible(bool(lines))
 

@@ -4,6 +4,8 @@ signer bar), approve and reject by click and by keyboard, the accountant's decis
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pytestqt.qtbot import QtBot
 
 from node.machines.entity import Increment, Vote
@@ -11,6 +13,7 @@ from node.machines.governance import SetThreshold
 from node.machines.refusal import sign_refusal
 from wallet.flows.approvals import DECIDED_LIMIT, Status
 from wallet.flows.effects import short
+from wallet.flows.refusals import CHANNELS_WAIT
 from wallet.model import EntityEntry
 from wallet.qt import QGuiApplication, Qt
 from wallet.views.approvals import ApprovalsView, countdown
@@ -26,6 +29,7 @@ from .content_helpers import (
     model_with,
     queue_with,
     request_for,
+    with_channel,
 )
 
 
@@ -243,3 +247,19 @@ def test_co_signers_refusals_of_the_frame_are_shown_with_their_reasons(qtbot: Qt
     ]
     view.model.set_refusals(request.entity, [])
     assert not view.refused.isVisibleTo(view)
+
+
+def test_a_pending_frame_of_an_entity_with_channels_says_its_channels_wait(
+    qtbot: QtBot,
+) -> None:
+    view, _, _, replica = setup(qtbot)
+    rid = request_for(view.queue, replica, (0, [Increment(1)]))
+    view.show()
+    assert not view.refused.isVisibleTo(view)  # no channel: nothing waits but the frame
+    peer = entity((1,), 1)
+    state = with_channel(replica.state, replace(peer, entity_id=b"\x77" * 32), 10, 10)
+    view.model.set_entity(EntityEntry(IDS[ME], state))
+    assert view.refused.isVisibleTo(view)
+    assert view.refused.text() == CHANNELS_WAIT
+    view.queue.approve(rid)
+    assert not view.refused.isVisibleTo(view)  # decided: nothing waits on the person
