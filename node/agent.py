@@ -114,12 +114,7 @@ class Agent:
         return Signatures(precommit, tuple(bls.sign(self._sk, o.hash) for o in frame.outbox))
 
     def _precommit(self, frame_raw: bytes, round_: int) -> tuple[Frame, bytes]:
-        try:
-            frame = Frame.decode_shallow(frame_raw)
-        except ValueError as exc:
-            raise Refused(f"not a frame: {exc}") from None
-        if not 0 <= round_ < 2**32:
-            raise Refused("round out of range")
+        frame = _frame_at(frame_raw, round_)
         at = frame.entity_id + frame.height.to_bytes(8, "big")
         slot = b"S" + at + round_.to_bytes(4, "big")
         with self._lock:
@@ -157,12 +152,7 @@ class Agent:
         """This member's signed refusal of ``frame_raw`` at ``round_``, with ``reason``.
         No guard record: a refusal moves no replica in this protocol (the two-step
         voting of docs/design/two-step-voting.md will record it as a pre-vote)."""
-        try:
-            frame = Frame.decode_shallow(frame_raw)
-        except ValueError as exc:
-            raise Refused(f"not a frame: {exc}") from None
-        if not 0 <= round_ < 2**32:
-            raise Refused("round out of range")
+        frame = _frame_at(frame_raw, round_)
         return sign_refusal(
             self._sk, self.signer_id, frame.entity_id, frame.height, round_, frame.hash, reason
         )
@@ -197,3 +187,15 @@ class Agent:
 
     def sign_batch(self, entity_id: bytes, nonce: int, txs: Sequence[Tx]) -> Batch:
         return sign_batch(entity_id, self._sk, self.signer_id, nonce, txs)
+
+
+def _frame_at(frame_raw: bytes, round_: int) -> Frame:
+    """The frame asked about (its header and outbox), or Refused: not a frame, or a
+    round out of range."""
+    try:
+        frame = Frame.decode_shallow(frame_raw)
+    except ValueError as exc:
+        raise Refused(f"not a frame: {exc}") from None
+    if not 0 <= round_ < 2**32:
+        raise Refused("round out of range")
+    return frame

@@ -91,6 +91,18 @@ async def _or_none[T](read: Awaitable[T]) -> T | None:
         raise
 
 
+async def _own_part[T](read: Awaitable[tuple[EntityHeader, list[T]]]) -> list[T] | None:
+    """The records of a part the node keeps beside its replicas (evidence, refusals), or
+    None: no such replica, or a node from before that part (it answers MALFORMED)."""
+    try:
+        found = await _or_none(read)
+    except NodeError as exc:
+        if exc.code is Err.MALFORMED:
+            return None
+        raise
+    return None if found is None else found[1]
+
+
 class NotConnected(ConnectionError):
     """No connection to the node right now; the session is reconnecting."""
 
@@ -445,25 +457,13 @@ class NodeSession:
         """The node's equivocation evidence about ``entity`` (None: ``signer`` holds no
         replica of it, or the node is from before the evidence part), each record's
         signatures checked (``EntityReader.evidence``)."""
-        try:
-            found = await _or_none(self.reader.evidence(signer, entity))
-        except NodeError as exc:
-            if exc.code is Err.MALFORMED:  # a node from before READ_ENTITY's evidence part
-                return None
-            raise
-        return None if found is None else found[1]
+        return await _own_part(self.reader.evidence(signer, entity))
 
     async def read_refusals(self, signer: bytes, entity: bytes) -> list[Refusal] | None:
         """The members' signed refusals the node has seen about ``entity`` (None: as
         for the evidence, or a node from before the refusals part), each checked
         against the entity's config (``EntityReader.refusals``)."""
-        try:
-            found = await _or_none(self.reader.refusals(signer, entity))
-        except NodeError as exc:
-            if exc.code is Err.MALFORMED:  # a node from before READ_ENTITY's refusals part
-                return None
-            raise
-        return None if found is None else found[1]
+        return await _own_part(self.reader.refusals(signer, entity))
 
     async def read_channel(
         self, signer: bytes, entity: bytes, peer: bytes

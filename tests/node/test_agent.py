@@ -190,6 +190,7 @@ def test_no_sign_this_hash_api() -> None:
         "sign_batch",
         "bind_server",  # signs a binding message (domain-separated, built here)
         "revoke_server",
+        "sign_refusal",  # signs a refusal message (domain-separated, built here from the frame)
     }
 
 

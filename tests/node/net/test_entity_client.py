@@ -213,7 +213,7 @@ async def test_bad_requests_get_clear_errors(pair: Pair) -> None:
             ([2, b"", 0, b"", 0], Err.MALFORMED),
             ([2, b"", 0, b"", 257], Err.MALFORMED),
             ([2, b"", 0, keccak(b"not a key here"), 4], Err.NOT_FOUND),
-            ([5, b""], Err.MALFORMED),
+            ([6, b""], Err.MALFORMED),
             ([4, b"", 0], Err.MALFORMED),
             ([3, b"", 0, p.e2[:31], 1, keccak(b"x")], Err.MALFORMED),
             ([3, b"", 0, p.e2, 1 << 64, keccak(b"x")], Err.MALFORMED),
