@@ -210,7 +210,7 @@ class Coordinator:
                     else:
                         self.route_input(to, effect.entity, tx)
                 case rep.Transmit(entity=entity, to=to, tx=tx):
-                    self.route_input(to, entity, tx)
+                    self._transmit(effect.signer, to, entity, tx)
                     body = tx.body
                     if isinstance(body, rep.Deliver) and body.message.kind == FRAME:
                         assert effect.entity is not None
@@ -393,6 +393,7 @@ class Coordinator:
         for signer, binding in sorted(self.bindings.items()):
             route = self._shared_route(signer, link.hosted)
             if route is not None:
+                link.introduced.add((signer, binding.serial))
                 self.peers.deliver_first(link, *route, Tx.of(AnnounceBinding(binding)))
 
     def _shared_route(self, signer: bytes, hosted: frozenset[bytes]) -> tuple[bytes, bytes] | None:
@@ -402,6 +403,29 @@ class Coordinator:
                 if signer in self._holders.get(entity, ()):
                     return member, entity
         return None
+
+    def _transmit(
+        self, signer: bytes, to: bytes, entity: bytes, tx: Tx, *, waited: bool = False
+    ) -> None:
+        """A channel message of ``signer``'s entity for member ``to`` of a counterparty:
+        the counterparty's servers take it only from a server bound by a member of our
+        entity, so ``signer``'s binding is introduced first on each link it goes by
+        (once per connection), waiting for the binding if none is held yet."""
+        if self.peers is None or to in self.node.state.by_id:
+            self.route_input(to, entity, tx)
+            return
+        binding = self.bindings.get(signer)
+        if binding is None and not waited and self._needs_binding(signer, to):
+
+            async def later() -> None:
+                await self.binding(signer)
+                self._transmit(signer, to, entity, tx, waited=True)
+
+            self._spawn(later())
+            return
+        if binding is not None:
+            self.peers.introduce(to, entity, binding)
+        self.route_input(to, entity, tx)
 
     def _needs_binding(self, signer: bytes, to: bytes) -> bool:
         """Whether ``signer``'s traffic to ``to`` should wait for its binding: ``to`` is on
@@ -673,7 +697,7 @@ class Coordinator:
                 waiting[peer] = now
                 for effect in effects:
                     assert isinstance(effect, rep.Transmit)
-                    self.route_input(effect.to, effect.entity, effect.tx)
+                    self._transmit(replica.signer, effect.to, effect.entity, effect.tx)
 
     def _sweep(
         self, entity: bytes, replica: rep.Replica, waiting: dict[bytes, float], now: float

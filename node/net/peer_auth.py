@@ -19,16 +19,20 @@ verifies under the member's key in that config. A member's id is the hash of its
 key, so a binding once verified stays verified: the check costs one signature per
 (member, serial) per connection, then a dictionary look-up.
 
-Channel messages (``deliver``) are outside this rule: they carry the
-counterparty's quorum signature, which the replica checks, and the counterparty's
-servers hold no binding that this entity records.
+A counterparty's channel messages (``deliver``) are taken only from a server that
+speaks for a member of the counterparty's signer set as the entity's channel with
+it knows it (:func:`channel_refusal`): its binding introduced on the connection (an
+entity records no binding of another entity's members), and only once the entity
+has a channel with that counterparty.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from node.machines.binding import ServerBinding
+from node.machines.binding import Bound, ServerBinding
+from node.machines.governance import Config
 from node.machines.replica import Replica
 
 # Bindings one connection may introduce (one per member it hosts): a hub's server
@@ -60,17 +64,31 @@ class PeerBindings:
     def member_for(self, replica: Replica) -> bytes | None:
         """A member of ``replica``'s entity this connection speaks for, or None."""
         config = replica.entity.config
+        found = self.introduced_member(config, replica.bound)
+        if found is not None:
+            return found
+        for bound in replica.bindings:
+            if bound.server_key == self.key and bound.signer in config.index:
+                return bound.signer
+        return None
+
+    def introduced_member(
+        self, config: Config, recorded: Callable[[bytes], Bound | None] = lambda _: None
+    ) -> bytes | None:
+        """A member of ``config`` whose binding this connection introduced and which
+        holds: no higher serial ``recorded`` for that member (a replica's record, when
+        the config is its own entity's), and it verifies under the member's key."""
         for signer, binding in self.introduced.items():
             slot = config.index.get(signer)
             if slot is None or binding.revokes:
                 continue
-            recorded = replica.bound(signer)
-            if recorded is not None and (
-                recorded.serial > binding.serial
-                or (recorded.serial == binding.serial and not recorded.same(binding))
+            held = recorded(signer)
+            if held is not None and (
+                held.serial > binding.serial
+                or (held.serial == binding.serial and not held.same(binding))
             ):
                 continue  # replaced, or a second binding at the recorded serial
-            if recorded is not None and recorded.same(binding):
+            if held is not None and held.same(binding):
                 return signer  # verified when the replica recorded it
             mark = (signer, binding.serial, binding.signature)
             if mark not in self._verified:
@@ -78,10 +96,28 @@ class PeerBindings:
                     continue
                 self._verified.add(mark)
             return signer
-        for bound in replica.bindings:
-            if bound.server_key == self.key and bound.signer in config.index:
-                return bound.signer
         return None
+
+
+def channel_refusal(bindings: PeerBindings, replica: Replica, counterparty: bytes) -> str | None:
+    """Why the connection may not deliver ``counterparty``'s channel messages to
+    ``replica``, or None: the entity must have a channel with it, and the connection
+    must speak for a member of the counterparty's signer set as the channel knows it
+    (introduced on the connection: this entity records no binding of another's
+    members)."""
+    record = replica.entity.channel(counterparty)
+    who = counterparty.hex()[:16]
+    if record is None:
+        return (
+            f"entity {replica.entity_id.hex()[:16]} has no channel with {who}: its channel"
+            " messages are taken once the entity opens its side"
+        )
+    if bindings.introduced_member(record.peer_config) is None:
+        return (
+            f"this peer server speaks for no member of {who}: only a server one of its"
+            " members bound may deliver its channel messages (introduce the binding first)"
+        )
+    return None
 
 
 def refusal(bindings: PeerBindings, replica: Replica) -> str | None:

@@ -32,7 +32,9 @@ from node.codec import (
     encode_uint,
 )
 from node.identity import CHALLENGE_LEN, Identity
+from node.machines.binding import ServerBinding
 from node.machines.frames import Certificate
+from node.machines.replica.inputs import AnnounceBinding
 from node.net import limits, tls
 from node.net.protocol import (
     PROTOCOL_VERSION,
@@ -67,6 +69,8 @@ class PeerLink:
     waiting: dict[int, asyncio.Future[Reply]] = field(default_factory=dict)
     ws: ClientConnection | None = None
     refusal: str | None = None  # the last certificate refusal logged as an error
+    # (signer, serial) of the bindings introduced on this connection (reset on each).
+    introduced: set[tuple[bytes, int]] = field(default_factory=set)
 
 
 class PeerNetwork:
@@ -126,6 +130,19 @@ class PeerNetwork:
         frame = encode_request_raw(Req.DELIVER, next(self._ids), self.sender, (), body)
         link.queue.appendleft(frame)
         link.wake.set()
+
+    def introduce(self, to_signer: bytes, entity: bytes, binding: ServerBinding) -> None:
+        """Introduce ``binding`` (of this server's key) on each link to ``to_signer``'s
+        host that has not had it on its current connection, ahead of what is queued
+        for it next (a channel message: node/net/peer_auth.py)."""
+        key = (binding.signer, binding.serial)
+        tx = Tx.of(AnnounceBinding(binding))
+        for link in self.hosts_of(to_signer):
+            if key not in link.introduced:
+                link.introduced.add(key)
+                body = [encode_bytes(to_signer), encode_bytes(entity), tx.raw]
+                frame = encode_request_raw(Req.DELIVER, next(self._ids), self.sender, (), body)
+                self._queue(link, frame)
 
     def proposals(self, members: list[bytes], frame_raw: bytes, round_: int, sig: bytes) -> None:
         """Send a proposal to the servers hosting ``members``: one per server (it answers
@@ -216,6 +233,7 @@ class PeerNetwork:
         reply = await self._handshake(link, ws, Req.HELLO, self.identity.hello(challenge, receiver))
         link.ws = ws
         link.connected = True
+        link.introduced.clear()
         self._set_hosted(link, reply.body[4] if len(reply.body) > 4 else [], always=True)
         reader = asyncio.create_task(self._read(link, ws))
         info = asyncio.create_task(self._poll_info(link))

@@ -993,6 +993,21 @@ class ApiServer:
         replica = self.node.state.replica(to, entity) if entity else None
         if replica is not None and tx.body.TYPE in PEER_MEMBER_INPUTS and not introduced:
             self._authorise(session, replica, rid)
+        if replica is not None and isinstance(tx.body, rep.Deliver):
+            assert session.bindings is not None  # a peer's session
+            why = peer_auth.channel_refusal(session.bindings, replica, tx.body.message.sender)
+            if why is not None:
+                raise ProtocolError(Err.FORBIDDEN, why, rid)
+        if (
+            introduced
+            and replica is not None
+            and isinstance(tx.body, rep.AnnounceBinding)
+            and tx.body.binding.signer not in replica.entity.config.index
+        ):
+            # A counterparty's member's binding: held for the connection (its channel
+            # messages), nothing for this replica to record.
+            await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+            return
         if isinstance(tx.body, rep.RefusalInput) and replica is not None:
             refusal = tx.body.refusal
             why = (

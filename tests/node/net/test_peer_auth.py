@@ -9,6 +9,8 @@ under the member's key in the config speaks for no one.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from node.machines.binding import NO_SERVER, ServerBinding, sign_binding
 from node.machines.replica import AnnounceBinding, Replica
 from node.net import peer_auth
@@ -24,6 +26,7 @@ from tests.node.machines.test_round_change_auth import (
     replica_of,
     step,
 )
+from tests.wallet.views import content_helpers as views
 
 OUTSIDER_KEY = SERVER_PKS[3]  # a server bound by member D in no entity below
 
@@ -107,3 +110,29 @@ def test_a_connection_introduces_a_bounded_number_of_members() -> None:
         conn.introduce(ServerBinding((0).to_bytes(32, "big"), OUTSIDER_KEY, 2, signature)) is None
     )
     assert conn.member_for(replica_of(A)) is None  # none of them is a member's binding
+
+
+def test_channel_messages_need_a_server_bound_by_a_member_of_the_counterparty() -> None:
+    # Our entity (members A-D) with a channel to a counterparty of one member, K.
+    counterparty = replace(views.entity((1,), 1), entity_id=b"\x77" * 32)
+    k_sk, k_id = views.SKS[0], views.IDS[0]
+    ours = replica_of(A)
+    conn = PeerBindings(OUTSIDER_KEY)
+    conn.introduce(sign_binding(k_sk, k_id, OUTSIDER_KEY, 1))
+    assert peer_auth.channel_refusal(conn, ours, counterparty.entity_id) == (
+        f"entity {ours.entity_id.hex()[:16]} has no channel with 7777777777777777: its"
+        " channel messages are taken once the entity opens its side"
+    )
+    with_channel = replace(ours, entity=views.with_channel(ours.entity, counterparty, 10, 10))
+    assert peer_auth.channel_refusal(conn, with_channel, counterparty.entity_id) is None
+    # A server bound by one of our own members speaks for us, not for the counterparty.
+    ours_bound = PeerBindings(SERVER_PKS[B])
+    ours_bound.introduce(binding(B, B))
+    assert ours_bound.member_for(with_channel) == IDS[B]
+    why = peer_auth.channel_refusal(ours_bound, with_channel, counterparty.entity_id)
+    assert why is not None
+    assert "speaks for no member of 7777777777777777" in why
+    # A forged binding of K speaks for no one.
+    forged = PeerBindings(OUTSIDER_KEY)
+    forged.introduce(sign_binding(SKS[C], k_id, OUTSIDER_KEY, 1))
+    assert peer_auth.channel_refusal(forged, with_channel, counterparty.entity_id) is not None
