@@ -557,6 +557,8 @@ async def run_agent(args: argparse.Namespace) -> int:
         print("error: the agent needs --password-file and --token-file", file=sys.stderr)
         return 2
     agent = Agent.from_keystore(Path(args.keystore), password, Path(args.guard))
+    if args.restored:
+        agent.mark_restored()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -757,6 +759,12 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--keystore", required=True)
     agent.add_argument("--password-file", help="keystore password (or XLN_AGENT_PASSWORD)")
     agent.add_argument("--guard", required=True, help="folder for the double-sign records")
+    agent.add_argument(
+        "--restored",
+        action="store_true",
+        help="the guard was lost (a restore): sign for an entity only above the height "
+        "its peers show in flight, once the node has found it (FIND_ENTITIES)",
+    )
 
     add_sim_parser(sub)
     return parser

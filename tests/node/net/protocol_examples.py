@@ -71,6 +71,7 @@ from node.machines import signer as sig
 from node.machines.frames import Certificate, Frame, Signatures, aggregate_precommits
 from node.machines.governance import Config, Member, signer_id
 from node.machines.server import ServerState, apply_block
+from node.memberships import Membership
 from node.mempool import Mempool
 from node.merkle_map import Proof
 from node.net.limits import MAX_DEPTH, PRE_HELLO_WS_BYTES, REQUEST
@@ -695,9 +696,29 @@ def _request_body(req: Request) -> str:
                 return f"{_frame(Frame.decode(encode_tree(frame)))} round={as_int(rnd, 'r')}"
             case Req.BIND, [bytes() as key]:
                 return f"server_key={_hex(key)}"
+            case Req.FLOOR, [bytes() as height, bytes() as serial]:
+                return f"height={as_int(height, 'h')} binding_serial={as_int(serial, 's')}"
+            case Req.MEMBERSHIPS, [bytes() as signer, bytes() as after, bytes() as limit, *rest]:
+                text = (
+                    f"signer={_hex(signer)} after={_hex(after) if after else 'start'}"
+                    f" limit={as_int(limit, 'l')}"
+                )
+                return text + (f" binding={_generic(rest[0])}" if rest else "")
             case _, []:
                 return "body=[]"
     return f"body={_generic(body)}"
+
+
+def _memberships(items: list[RlpItem]) -> str:
+    out = []
+    for item in items:
+        m = Membership.from_item(item)
+        out.append(
+            f"membership(entity={_hex(m.entity_id)} height={m.height} head={_hex(m.head)}"
+            f" in_flight={m.in_flight} threshold={m.genesis.config.threshold}"
+            f" members={len(m.genesis.config.members)} bindings={len(m.bound)})"
+        )
+    return "[" + ", ".join(out) + "]"
 
 
 def _entity_request(part: int, at: bytes, rest: list[RlpItem]) -> str:
@@ -855,6 +876,20 @@ def _reply_body(rep_type: Rep, b: list[RlpItem]) -> str:
                 f"binding(signer={_generic(f[0])} server_key={_generic(f[1])}"
                 f" serial={as_int(f[2], 's')} signature={_generic(f[3])})"
             )
+        case Rep.MEMBERSHIPS:
+            return f"{_memberships(as_list(b[0], 'memberships'))} next_after={_generic(b[1])}"
+        case Rep.FOUND:
+            found = [as_list(x, "found", size=3) for x in as_list(b[0], "found")]
+            items = [
+                f"({_memberships([f[0]])} floor={as_int(f[1], 'f')} joined={as_int(f[2], 'j')})"
+                for f in found
+            ]
+            return (
+                f"found=[{', '.join(items)}] peers_asked={i(1, 'a')} peers_answered={i(2, 'n')}"
+                f" errors={_generic(b[3])}"
+            )
+        case Rep.FLOOR:
+            return f"floor={i(0, 'f')}"
         case Rep.CHALLENGE:
             return f"version={i(0, 'v')} challenge={_generic(b[1])} receiver_id={_generic(b[2])}"
         case Rep.ERROR:
