@@ -15,8 +15,7 @@ Then, for each entity, in this order:
 2. only once the agent holds the floor does the node make a replica
    (``join_entity`` with the genesis), so no sign request can come first;
 3. the replica catches up through certified frames (``GET_FRAMES``, each
-   certificate verified as in any catch-up), and the signer's binding of this
-   server (at a serial above the lost one's) is announced to the entity's peers.
+   certificate verified as in any catch-up).
 
 A peer that answers wrongly can only name entities that never catch up (their
 frames must carry certificates by the genesis config's members) or a floor too
@@ -109,10 +108,6 @@ async def find_entities(coordinator: Coordinator, signer: bytes) -> FindResult:
             raise FindRefused(f"joining the entities failed: {exc}") from None
     for m in joins:
         coordinator.request_sync(m.entity_id)
-    if joins:
-        # The binding the agent made above the lost one's serial, to the new replicas'
-        # peers (made before the replicas existed, it reached none of them).
-        await coordinator.announce_binding(signer)
     log.info(
         "signer %s: %d entities found (%d joined), %d of %d peers answered",
         signer.hex()[:12],
