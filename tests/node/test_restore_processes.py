@@ -9,7 +9,8 @@ are lost. A new server 1 at the same URL hosts k1 again with a restored agent
 (in this process, so the test can also ask it directly): FIND_ENTITIES finds the
 entity through the peers, the agent takes the floor 2 before the replica exists,
 and it refuses a different frame at height 2. Once k2 and k3 are back, height 2
-is certified without k1, and k1 signs height 3.
+is certified without k1. With k2's agent stopped again, height 3 needs k1's
+share: the restored signer signs it, and its signature is in the certificate.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from node import identity as node_identity
 from node.agent import Agent, Refused
 from node.cluster import PASSWORD, Cluster, SignerKey
 from node.codec import keccak
@@ -72,11 +74,17 @@ async def stop_agent(cluster: Cluster, key: SignerKey) -> None:
     await proc.wait()
 
 
-async def find(cluster: Cluster, key: SignerKey, peers: int) -> FindResult:
-    """FIND_ENTITIES until the agent is connected and ``peers`` peers answered."""
+async def find(
+    cluster: Cluster, key: SignerKey, peers: int, serving: asyncio.Task[None]
+) -> FindResult:
+    """FIND_ENTITIES until the agent is connected and ``peers`` peers answered
+    (``serving``: the agent's task; if it ended, its error is raised)."""
     client = cluster.client(cluster.servers[key.server])
     deadline = time.monotonic() + DEADLINE_S
     while True:
+        if serving.done():
+            serving.result()
+            raise AssertionError("the restored agent stopped")
         try:
             result = await client.find_entities(key.id)
             if result.answered >= peers:
@@ -133,7 +141,7 @@ async def test_restore_finds_the_entity_and_never_signs_twice(
         with pytest.raises(Refused, match="peers have not yet told"):
             agent.sign_precommit(other.raw, 0)
 
-        result = await find(cluster, k1, peers=2)
+        result = await find(cluster, k1, peers=2, serving=serving)
         assert result.asked == 2
         assert result.errors == []
         assert [f.membership.entity_id for f in result.found] == [entity]
@@ -149,13 +157,24 @@ async def test_restore_finds_the_entity_and_never_signs_twice(
         # The replica comes back by catching up; the floor refuses height 2.
         await until_replica(cluster, k1, entity, lambda r: r.entity.height >= 1)
         await cluster.watch(k1, entity)  # its commits, on the new server
+
+        # The peers learn k1's binding of the new server, above the lost one's serial
+        # (so k1's round changes from there count).
+        new_key = node_identity.load_or_create(server1.data, PASSWORD, fast_kdf=True).pubkey
+        for peer in (k0, k2):
+            r = await until_replica(
+                cluster, peer, entity, lambda r: getattr(r.bound(k1.id), "serial", 0) >= 2
+            )
+            bound = r.bound(k1.id)
+            assert bound is not None
+            assert (bound.serial, bound.server_key) == (2, new_key)
         with pytest.raises(Refused, match="at or below 2"):
             agent.sign_precommit(other.raw, 7)
         with pytest.raises(Refused, match="at or below 2"):
             agent.sign_precommit(in_flight.raw, 7)
 
         # A second FIND changes nothing: the floor holds, nothing is joined again.
-        again = await find(cluster, k1, peers=2)
+        again = await find(cluster, k1, peers=2, serving=serving)
         assert [(f.floor, f.joined) for f in again.found] == [(2, False)]
 
         # k2 and k3 come back: height 2 is certified without k1's new signature.
@@ -165,15 +184,18 @@ async def test_restore_finds_the_entity_and_never_signs_twice(
         assert r1.entity.counter == 3
         assert agent.signed == 0
 
-        # Height 3: the restored signer signs it, and its signature is in the certificate.
+        # Height 3 without k2: k0, k1 and k3 hold exactly the threshold, so it is
+        # certified only with the restored signer's share.
+        await stop_agent(cluster, k2)
         batch = await cluster.submit(k1, entity, [ent.Increment(4)])
-        assert await cluster.wait_committed(batch, routes, DEADLINE_S) is not None
+        live = [(k.id, entity) for k in (k0, k1, k3)]
+        assert await cluster.wait_committed(batch, live, DEADLINE_S) is not None
         r0 = await until_replica(cluster, k0, entity, lambda r: r.entity.height >= 3)
         assert r0.entity.counter == 7
         assert agent.signed >= 1
-        if r0.entity.height == 3:
-            assert r0.cert is not None
-            assert 1 in signers_of(r0.entity.config, r0.cert)
+        [(raw, cert)] = await cluster.client(cluster.servers[k0.server]).frames(entity, 3, 1)
+        assert Frame.decode(raw).height == 3
+        assert signers_of(r0.entity.config, cert) == [0, 1, 3]
     finally:
         stop.set()
         await serving
