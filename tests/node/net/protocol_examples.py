@@ -68,6 +68,7 @@ from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines import server as srv
 from node.machines import signer as sig
+from node.machines.binding import sign_binding
 from node.machines.frames import Certificate, Frame, Signatures, aggregate_precommits
 from node.machines.governance import Config, Member, signer_id
 from node.machines.server import ServerState, apply_block
@@ -182,6 +183,8 @@ def _certificate(frame: Frame, config: Config, precommits: dict[int, bytes]) -> 
 
 
 CERT_E2 = _certificate(FRAME_E2, GENESIS_2.config, {0: PRECOMMIT_B, 1: PRECOMMIT_A})
+# B's binding of its server's identity key: how that server proves it hosts B.
+BINDING_B = sign_binding(SK_B, ID_B, PEER_IDENTITY.pubkey, 1)
 # A legacy mint input (older chains), as a client or a peer might try to send it:
 # it speaks for no member, and both are refused.
 
@@ -418,11 +421,17 @@ async def recv_close(ws: ClientConnection) -> tuple[int, str] | bytes | str:
 async def answer_sign(agent: Agent, frame: bytes) -> bytes:
     """An agent's answer to the node's ``SIGN`` request, as ``node/net/agent_client.py``
     makes it: ``SIGNATURE [signature, [outgoing signature...]]``, or ``ERROR REFUSED``
-    from the agent's guard."""
+    from the agent's guard (and to ``BIND`` and ``FLOOR`` as it does)."""
     req = decode_request(frame, limits=REQUEST)
     if req.type is Req.BIND:
         binding = await asyncio.to_thread(agent.bind_server, as_bytes(req.body[0], "key"))
         return encode_reply(Rep.BINDING, req.request_id, [binding.to_tree()])
+    if req.type is Req.FLOOR:
+        assert req.route[:1] == (agent.signer_id,)
+        assert len(req.route) == 2
+        height, serial = as_int(req.body[0], "height"), as_int(req.body[1], "serial")
+        held = await asyncio.to_thread(agent.set_floor, req.route[1], height, serial)
+        return encode_reply(Rep.FLOOR, req.request_id, [held])
     assert req.type is Req.SIGN, f"expected SIGN, got {describe_frame(frame)}"
     try:
         if len(req.body) != 2:
@@ -1420,11 +1429,57 @@ def _consensus_examples() -> dict[str, Example]:
             ),
             node="consensus",
         ),
+        "restore": Example(
+            (
+                On("agent", "the agent of signer A"),
+                *_ask(hello(token=AGENT_TOKEN, sender=AGENT_A)),
+                Expect(1),
+                Answer(),
+                On("wallet", "a client whose token reaches A (here: server scope)"),
+                *_ask(hello()),
+                *_ask(
+                    req(Req.MEMBERSHIPS, 2, [ID_A, b"", 256]),
+                    "the entities hosted here whose config names A, in id order",
+                ),
+                *_ask(
+                    req(Req.MEMBERSHIPS, 3, [ID_A, b"", 1]),
+                    "one at a time: a page of one, and the cursor to ask after",
+                ),
+                *_ask(req(Req.MEMBERSHIPS, 4, [ID_A, min(E1, E2), 1]), "the last page"),
+                Send(
+                    req(Req.FIND_ENTITIES, 5, [], route=(ID_A,)),
+                    "find A's entities here and on this node's peers (it has none)",
+                ),
+                On("agent"),
+                Expect(
+                    1,
+                    "first, for each entity found, the node tells A's agent the highest height "
+                    "in flight there (with the highest binding serial seen for A)",
+                ),
+                Answer("the agent records the floor (synced), then answers the floor it holds"),
+                Expect(1),
+                Answer(),
+                On("wallet"),
+                Expect(1, "both entities found; both replicas are held here, so none is joined"),
+                On("peer", "B's server asks which entities hosted here name B"),
+                *_ask(peer_challenge()),
+                *_ask(peer_hello(2)),
+                *_ask(
+                    peer(Req.MEMBERSHIPS, 3, [ID_B, b"", 256, BINDING_B.to_tree()]),
+                    "a peer proves it hosts B with B's binding of the peer's identity key",
+                ),
+                *_ask(
+                    peer(Req.MEMBERSHIPS, 4, [ID_A, b"", 256, BINDING_B.to_tree()]),
+                    "B's binding proves nothing about A",
+                ),
+            ),
+            node="consensus",
+        ),
         "peer-forbidden": Example(
             (
                 On("peer"),
                 *_ask(peer_challenge()),
-                *_ask(peer_hello(2)),
+                *_ask(peer_hello(3)),
                 *_ask(peer(Req.SUBMIT, 3, [inc(1)]), "peers deliver; they do not submit"),
                 *_ask(
                     peer(Req.DELIVER, 4, [ID_A, E1, _item(rep.Timeout(2, 0))]),
@@ -1466,7 +1521,7 @@ def _consensus_examples() -> dict[str, Example]:
             (
                 *_ask(peer_challenge()),
                 *_ask(
-                    peer_hello(2),
+                    peer_hello(3),
                     "the HELLO that opened peer-forbidden's connection, sent again",
                 ),
                 ExpectClose(),
