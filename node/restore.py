@@ -1,11 +1,12 @@
 """Find a restored signer's entities: ask the peers, set the agent's floors, join.
 
 ``FIND_ENTITIES`` (route ``[signer]``, ``docs/PROTOCOL.md`` § 9) runs
-:func:`find_entities`: the node asks every connected peer ``MEMBERSHIPS`` for the
+:func:`find_entities`: the node asks each of its peers ``MEMBERSHIPS`` for the
 signer, proving it hosts the signer with the signer's binding of its own
 identity key (the agent gives it on connect, ``BIND``), and reads its own
-replicas the same way. The answers for each entity are merged (the highest
-certified height, the highest height in flight, the highest binding serial).
+replicas the same way (a peer not connected now counts as one that did not
+answer). The answers for each entity are merged (the highest certified height,
+the highest height in flight, the highest binding serial).
 
 Then, for each entity, in this order:
 
@@ -69,7 +70,7 @@ async def find_entities(coordinator: Coordinator, signer: bytes) -> FindResult:
         if not after:
             break
     peers = coordinator.peers
-    links = [link for link in peers.links if link.connected] if peers is not None else []
+    links = list(peers.links) if peers is not None else []
     if links:
         assert peers is not None
         binding = await coordinator.binding(signer)
@@ -77,6 +78,10 @@ async def find_entities(coordinator: Coordinator, signer: bytes) -> FindResult:
             raise FindRefused("the signer's agent gave no binding of this server")
         for link in links:
             result.asked += 1
+            if not link.connected:
+                # Counted as not answering: a find is final only once every peer answered.
+                result.errors.append(f"{link.url}: not connected")
+                continue
             after = b""
             try:
                 for _ in range(MAX_PAGES_PER_PEER):
