@@ -212,6 +212,8 @@ class Coordinator:
                     assert effect.entity is not None
                     if isinstance(tx.body, RoundChange) and to not in self.node.state.by_id:
                         self._send_round_change(to, effect.entity, tx.body)
+                    elif self._needs_binding(effect.signer, to):
+                        self._spawn(self._send_when_bound(effect.signer, to, effect.entity, tx))
                     else:
                         self.route_input(to, effect.entity, tx)
                 case rep.Transmit(entity=entity, to=to, tx=tx):
@@ -243,7 +245,17 @@ class Coordinator:
             route = write.route
             joined = self.node.state.replica(*route) if len(route) == 2 else None
             if joined is not None:
+                new = route[0] not in self._holders.get(route[1], ())
                 self._note((route[0], route[1]), joined)
+                held = self.bindings.get(route[0])
+                if new and held is not None:
+                    # Its other members' servers take our traffic for it only under
+                    # this binding (node/net/peer_auth.py).
+                    self._announce_entity(joined, held)
+                elif new and route[0] in self.agents and self.identity is not None:
+                    # Asked now (a signer created after its agent connected has none):
+                    # the answer is announced to this entity's members too.
+                    self._spawn(self._bound(self._binding_task(route[0])))
             if (
                 joined is not None
                 and joined.entity.height == 0
@@ -417,16 +429,62 @@ class Coordinator:
         """Tell the replicas of the signer's entities hosted on other servers (a replica
         that has it already drops it on intake; those hosted here need none: round
         changes between them are this node's own)."""
-        tx = Tx.of(AnnounceBinding(binding))
         for entity, holders in sorted(self._holders.items()):
             if signer not in holders:
                 continue
             replica = self.node.state.replica(signer, entity)
-            if replica is None:
-                continue
-            for member in replica.entity.config.ids:
-                if member not in self.node.state.by_id:
-                    self.route_input(member, entity, tx)
+            if replica is not None:
+                self._announce_entity(replica, binding)
+
+    def _announce_entity(self, replica: rep.Replica, binding: ServerBinding) -> None:
+        tx = Tx.of(AnnounceBinding(binding))
+        for member in replica.entity.config.ids:
+            if member not in self.node.state.by_id:
+                self.route_input(member, replica.entity_id, tx)
+
+    def _introduce(self, link: PeerLink) -> None:
+        """Our hosted signers' bindings, first on a (re)connected link, each on a route
+        the peer holds (one of its members, in an entity the signer shares with it):
+        the peer takes our consensus traffic for an entity only from a server bound to
+        one of its members, and holds the bindings introduced on the connection
+        (node/net/peer_auth.py)."""
+        if self.peers is None:
+            return
+        for signer, binding in sorted(self.bindings.items()):
+            route = self._shared_route(signer, link.hosted)
+            if route is not None:
+                self.peers.deliver_first(link, *route, Tx.of(AnnounceBinding(binding)))
+
+    def _shared_route(self, signer: bytes, hosted: frozenset[bytes]) -> tuple[bytes, bytes] | None:
+        """A member among ``hosted`` (not hosted here) and an entity it shares with ``signer``."""
+        for member in sorted(hosted - self.node.state.by_id.keys()):
+            for entity in sorted(self._by_member.get(member, ())):
+                if signer in self._holders.get(entity, ()):
+                    return member, entity
+        return None
+
+    def _needs_binding(self, signer: bytes, to: bytes) -> bool:
+        """Whether ``signer``'s traffic to ``to`` should wait for its binding: ``to`` is on
+        another server, and no binding of this server by ``signer`` is held yet."""
+        return (
+            to not in self.node.state.by_id
+            and signer not in self.bindings
+            and signer in self.agents
+            and self.identity is not None
+            and self.peers is not None
+        )
+
+    async def _send_when_bound(
+        self, signer: bytes, to: bytes, entity: bytes | None, tx: Tx
+    ) -> None:
+        await self.binding(signer)  # announced before what follows, on the same links
+        self.route_input(to, entity, tx)
+
+    async def _bound_before_sending(self, signer: bytes) -> None:
+        """Make sure ``signer``'s binding of this server is held (and so announced)
+        before its consensus traffic leaves: other servers refuse it otherwise."""
+        if signer not in self.bindings and self.identity is not None and self.peers is not None:
+            await self.binding(signer)
 
     def _send_round_change(self, to: bytes, entity: bytes, rc: RoundChange) -> None:
         """A round change for a member on another server: signed here, under the
@@ -483,6 +541,7 @@ class Coordinator:
             return
         signature = signed.precommit
         entity = p.frame.entity_id
+        await self._bound_before_sending(signer)
         # Not urgent: the proposer's own pre-commit alone completes nothing (unless
         # it holds the threshold itself; then the next tick commits).
         self.node.submit_internal(
@@ -561,6 +620,7 @@ class Coordinator:
         if signed is None:
             return "agent did not sign"
         log.debug("signer %s signed %d/%d", signer.hex()[:8], frame.height, round_)
+        await self._bound_before_sending(signer)
         proposer = replica.entity.config.proposer_at(round_)
         self.route_input(
             proposer,
@@ -670,6 +730,7 @@ class Coordinator:
     # Catch-up ---------------------------------------------------------------------------
 
     def _on_peer_change(self, link: PeerLink) -> None:
+        self._introduce(link)
         self._resend_due(self._clock(), self._active_replicas(), force=True)
         entities: set[bytes] = set()
         for member in link.hosted:

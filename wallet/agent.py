@@ -295,13 +295,17 @@ class WalletAgent:
                 "needs a human and there is none (headless agent)",
                 what,
             )
+        known = len(self.queue.pending())
         request = self.queue.add(self.signer, entity, frame, round_, analysis, policy.ttl_s)
         log.info("%s: %s waits for your approval (request %d)", self.label, what, request.id)
-        if self.notifications is not None:
+        if self.notifications is not None and len(self.queue.pending()) > known:
             self.notifications.notify(
                 "Approval needed", f"{self.label}: {what} of entity {short(entity)}"
             )
-        status = await self.queue.wait(request)
+        status = await self.queue.wait(request, round_)
+        if status is None:
+            log.info("%s: %s: asked again at round %d", self.label, what, request.round)
+            raise Refused(f"asked again at round {request.round}: this round is over")
         if status is Status.APPROVED:
             log.info("%s: %s approved by %s", self.label, what, request.decided_by)
             self._remember(frame.hash)

@@ -177,8 +177,8 @@ def binding_refusal(
             )
         if recorded.same(binding):
             return None  # verified when it was recorded
-        if binding.serial == recorded.serial:
-            return f"a second binding of {who} at serial {binding.serial}: not counted"
     if not binding.verify(member_pubkey):
         return f"binding does not verify under member {who}'s key"
+    if recorded is not None and binding.serial == recorded.serial:
+        return f"a second binding of {who} at serial {binding.serial}: not counted"
     return None

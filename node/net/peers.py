@@ -125,6 +125,14 @@ class PeerNetwork:
             self._queue(link, encode_request_raw(Req.DELIVER, rid, self.sender, (), body))
         return bool(links)
 
+    def deliver_first(self, link: PeerLink, to_signer: bytes, entity: bytes, tx: Tx) -> None:
+        """DELIVER ``tx`` on ``link`` ahead of what is queued there (a server's
+        introduction of its binding, which the traffic behind it needs)."""
+        body = [encode_bytes(to_signer), encode_bytes(entity), tx.raw]
+        frame = encode_request_raw(Req.DELIVER, next(self._ids), self.sender, (), body)
+        link.queue.appendleft(frame)
+        link.wake.set()
+
     def proposals(self, members: list[bytes], frame_raw: bytes, round_: int, sig: bytes) -> None:
         """Send a proposal to the servers hosting ``members``: one per server (it answers
         for all the members it hosts), or to every peer for members whose host is

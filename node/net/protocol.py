@@ -40,10 +40,12 @@ from node.txs import MAX_TX_BYTES, Level
 
 # 3: READ_ENTITY; READ_STATE lists a server's signers, a signer's replicas.
 # 4: a peer's HELLO answers the receiver's CHALLENGE (node/identity.py).
-PROTOCOL_VERSION = 4
-# The versions whose nodes this one's clients and agents may talk to: version 4
-# changed only what passes between servers.
-CLIENT_VERSIONS = frozenset({3, PROTOCOL_VERSION})
+# 5: a peer's consensus traffic for an entity needs a member's binding of its key,
+#    introduced on the connection or recorded on the replica (node/net/peer_auth.py).
+PROTOCOL_VERSION = 5
+# The versions whose nodes this one's clients and agents may talk to: versions 4
+# and 5 changed only what passes between servers.
+CLIENT_VERSIONS = frozenset({3, 4, PROTOCOL_VERSION})
 MAX_TXS_PER_SUBMIT = 4096
 MAX_SENDER_ID_BYTES = 64
 MAX_TOKEN_BYTES = 128

@@ -67,7 +67,7 @@ from node.machines.binding import ServerBinding
 from node.machines.entity import SIG_LEN, EntityState
 from node.machines.frames import MAX_OUTBOX, Signatures
 from node.memberships import MAX_PAGE as MAX_MEMBERSHIPS
-from node.net import limits
+from node.net import limits, peer_auth
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
     MAX_TOKEN_BYTES,
@@ -147,6 +147,19 @@ PEER_ENTITY_INPUTS = frozenset(
     }
 )
 PEER_SIGNER_INPUTS = frozenset({sig.CreateEntity.TYPE, sig.JoinEntity.TYPE})
+# What a peer may deliver only while it speaks for a member of the entity
+# (``peer_auth``): everything but the inputs that prove their sender themselves (a
+# round change names its bound server; a channel message carries the counterparty's
+# quorum signature) and a server's introduction of its own binding.
+PEER_MEMBER_INPUTS = frozenset(
+    {
+        rep.SubmitBatch.TYPE,
+        rep.Precommit.TYPE,
+        rep.Commit.TYPE,
+        rep.SeenLock.TYPE,
+        rep.AnnounceBinding.TYPE,
+    }
+)
 MAX_FRAMES_PER_PAGE = 256
 MAX_MEMBERSHIPS_PAGE = MAX_MEMBERSHIPS
 SIGN_TIMEOUT_S = 30.0
@@ -167,6 +180,8 @@ class Session:
     subs: dict[int, tuple[Subscription, asyncio.Task[None]]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     peer: bytes | None = None  # a peer server's identity key
+    # The members a peer server's bindings it introduced on this connection speak for.
+    bindings: peer_auth.PeerBindings | None = None
     agent: RemoteAgent | None = None
     awaiting_hello: bool = False  # a TCP connection that has not yet authenticated
     hello_deadline: float = float("inf")  # time.monotonic() by which HELLO must succeed
@@ -714,6 +729,7 @@ class ApiServer:
                 rid,
             )
         session.peer = pubkey
+        session.bindings = peer_auth.PeerBindings(pubkey)
         session.sender = req.sender
         body = [
             PROTOCOL_VERSION,
@@ -978,6 +994,7 @@ class ApiServer:
             raise ProtocolError(Err.INVALID_TX, why, rid)
         if entity and len(entity) != HASH_LEN:
             raise ProtocolError(Err.MALFORMED, "entity id must be 32 bytes", rid)
+        introduced = _introduction(session, tx.body)
         route = (to, entity) if entity else (to,)
         try:
             self.node.check_route(route)
@@ -986,6 +1003,8 @@ class ApiServer:
                 coordinator.request_sync(entity)  # maybe created here soon; catch up then
             raise ProtocolError(Err.UNKNOWN_ROUTE, str(exc), rid) from None
         replica = self.node.state.replica(to, entity) if entity else None
+        if replica is not None and tx.body.TYPE in PEER_MEMBER_INPUTS and not introduced:
+            self._authorise(session, replica, rid)
         if (replica is not None and rep.stale(replica, tx.body)) or self.node.is_queued(route, tx):
             # About a height or round the replica has left, or the very bytes already
             # queued: it would change nothing in any block, so it costs none (a
@@ -1039,6 +1058,13 @@ class ApiServer:
             future.add_done_callback(lambda _: self.joins.done(peer))
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
 
+    def _authorise(self, session: Session, replica: rep.Replica, rid: int) -> None:
+        """FORBIDDEN unless the peer speaks for a member of ``replica``'s entity."""
+        assert session.bindings is not None  # a peer's session
+        reason = peer_auth.refusal(session.bindings, replica)
+        if reason is not None:
+            raise ProtocolError(Err.FORBIDDEN, reason, rid)
+
     async def _proposal(self, ws: ServerConnection, session: Session, req: Request) -> None:
         coordinator = self._require_peer(session, req)
         rid = req.request_id
@@ -1046,12 +1072,15 @@ class ApiServer:
             if len(req.body) != 4:
                 raise DecodeError("PROPOSAL body is [to_signer, frame, round, proposer_sig]")
             to = as_bytes(req.body[0], "to signer", size=HASH_LEN)
-            as_list(req.body[1], "frame")
+            frame_fields = as_list(req.body[1], "frame")
             frame_raw = req.body_raws[1][0]
             round_ = as_int(req.body[2], "round", max_value=2**32 - 1)
             proposer_sig = as_bytes(req.body[3], "proposer signature", size=SIG_LEN)
         except DecodeError as exc:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
+        replica = self._proposal_replica(to, frame_fields)
+        if replica is not None:
+            self._authorise(session, replica, rid)
         peer = session.peer
         assert peer is not None  # _require_peer
         if self._proposals.get(peer, 0) >= limits.MAX_PEER_PROPOSALS_IN_FLIGHT:
@@ -1065,6 +1094,15 @@ class ApiServer:
         task = coordinator.proposal_received(to, frame_raw, round_, proposer_sig)
         task.add_done_callback(lambda _: self._proposal_done(peer))
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+
+    def _proposal_replica(self, to: bytes, frame_fields: list[RlpItem]) -> rep.Replica | None:
+        """``to``'s replica of the entity a proposal's frame names, if it holds one (a
+        frame whose entity id does not decode is refused later, and only logged)."""
+        if not frame_fields or not isinstance(frame_fields[0], bytes):
+            return None
+        if len(frame_fields[0]) != HASH_LEN:
+            return None
+        return self.node.state.replica(to, frame_fields[0])
 
     def _proposal_done(self, peer: bytes) -> None:
         left = self._proposals.get(peer, 0) - 1
@@ -1224,6 +1262,14 @@ class ApiServer:
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
         return task
+
+
+def _introduction(session: Session, body: object) -> bool:
+    """Whether ``body`` is a peer server's introduction of its own binding, held then
+    for the connection (``peer_auth``) whether or not the route is known here."""
+    if not isinstance(body, rep.AnnounceBinding) or session.bindings is None:
+        return False
+    return session.bindings.introduce(body.binding) is None
 
 
 def _holds(signer: sig.SignerState | None, join: sig.JoinEntity) -> bool:

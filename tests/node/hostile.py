@@ -55,6 +55,7 @@ from node.machines.binding import sign_binding
 from node.machines.frames import Certificate, Frame, precommit_message
 from node.machines.governance import Config, Member, signer_id
 from node.machines.replica import (
+    AnnounceBinding,
     Commit,
     Genesis,
     Precommit,
@@ -204,6 +205,12 @@ def own_round_change(
     return Tx.of(SignedRoundChange(rc, binding, signature))
 
 
+def introduction(member: SignerKey, server: Identity) -> Tx:
+    """The hostile member's genuine binding of ``server``, as that server introduces it on
+    its connection: its consensus traffic for the member's entities counts from then on."""
+    return Tx.of(AnnounceBinding(sign_binding(member.sk, member.id, server.pubkey, 1)))
+
+
 def equivocation(member: SignerKey, entity: bytes, height: int, round_: int) -> tuple[Tx, Tx]:
     """Two pre-commits of ``member`` for different (made-up) frames at one height and round."""
     out = []
@@ -328,6 +335,7 @@ def flood_messages(
                     out.append((to, entity, self_bound_round_change(entity, h, 50, m, server)))
     elif kind == "member":
         assert member is not None
+        out.append((to, entity, introduction(member, server)))
         for h in range(height, height + 500):
             out += [(to, entity, tx) for tx in equivocation(member, entity, h, 0)]
             if h % 25 == 0:

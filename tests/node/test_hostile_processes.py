@@ -110,16 +110,25 @@ async def test_forgeries_replays_equivocation_and_floods_move_nothing(cluster: C
     # Its HELLO, captured, on another connection: refused.
     code, message = await hostile.replay_hello(server.url, outsider)
     assert code is Err.UNAUTHORIZED, message
-    # Old certified frames, replayed: answered, and no block is made for them.
+    # Old certified frames, replayed: refused, as all its consensus traffic for an
+    # entity none of whose members bound it; and no block is made for them.
     status = await cluster.client(server).status()
     for commit in await hostile.old_commits(outsider, entity, 2):
-        assert await outsider.deliver(to, entity, commit) == (None, "")
+        code, message = await outsider.deliver(to, entity, commit)
+        assert code is Err.FORBIDDEN
+        assert "speaks for no member of entity" in message, message
     assert (await cluster.client(server).status()).height == status.height
     await outsider.close()
 
     # The hostile member's own server, genuinely bound: its round change replayed at
     # another entity and at another height is refused; its genuine one is one voice.
     own = await HostilePeer.open(server.url, HOSTILE_SERVER)
+    # Before it introduces its binding, its pre-commits are refused.
+    first, second = hostile.equivocation(bad, entity, height, 0)
+    code, message = await own.deliver(to, entity, first)
+    assert code is Err.FORBIDDEN
+    assert "speaks for no member of entity" in message, message
+    assert await own.deliver(to, entity, hostile.introduction(bad, HOSTILE_SERVER)) == (None, "")
     for signed_for in ((other, height), (entity, height + 5)):
         rc = hostile.own_round_change(
             bad, HOSTILE_SERVER, entity, height, 21, signed_for=signed_for
@@ -130,7 +139,6 @@ async def test_forgeries_replays_equivocation_and_floods_move_nothing(cluster: C
     genuine = hostile.own_round_change(bad, HOSTILE_SERVER, entity, height, 21)
     assert await own.deliver(to, entity, genuine) == (None, "")
     # It equivocates: two pre-commits for different frames at this height and round.
-    first, second = hostile.equivocation(bad, entity, height, 0)
     assert await own.deliver(to, entity, first) == (None, "")
     assert await own.deliver(to, entity, second) == (None, "")
     await own.close()
@@ -162,7 +170,8 @@ async def test_forgeries_replays_equivocation_and_floods_move_nothing(cluster: C
     stats = await flooding
     rss_after = hostile.rss_kib(proc.pid)
     blocks = (await cluster.client(server).status()).height - blocks_before
-    assert stats.answered["DELIVERED"] > 0
+    assert stats.answered["DELIVERED"] > 0  # the first join_entity of each window
+    assert stats.answered["FORBIDDEN"] > 0  # the pre-commits: the outsider speaks for no one
     assert stats.answered["BUSY"] >= 40 - limits.MAX_PEER_JOINS_PER_WINDOW  # joins capped
     assert rss_after - rss_before < RSS_BOUND_KIB, (rss_before, rss_after)
     # Early blocks: the peer's burst and rate, plus the ticks, plus the honest batches'.

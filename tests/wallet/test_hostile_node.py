@@ -157,10 +157,12 @@ async def test_a_node_of_another_protocol_version_is_refused_once() -> None:
             await session.close()
 
 
-async def test_a_node_of_version_3_still_serves_this_client() -> None:
-    """Version 4 changed only the peer HELLO: a wallet of version 4 goes on with a
-    node of version 3."""
-    node = HostileNode(version=3)
+@pytest.mark.parametrize("version", [3, 4])
+async def test_a_node_of_an_earlier_version_still_serves_this_client(version: int) -> None:
+    """Versions 4 and 5 changed only what passes between servers (the peer HELLO, then
+    the bindings a peer's consensus traffic needs): this wallet goes on with a node of
+    version 3 or 4."""
+    node = HostileNode(version=version)
     async with hostile(node) as url:
         session = NodeSession()
         try:

@@ -9,7 +9,8 @@ off, so every frame waits for a click in each window's Approvals view.
 Entity: A 2 shares, B 1, threshold 3, A proposes. A increments and approves;
 B rejects, and the counter does not move while B refuses; the frame is asked
 again at a later round, B approves, and it commits. A proposes threshold 2;
-both approve that frame (a new proposal); B votes in its Proposals view; both
+both approve that frame (a new proposal), B only after reading it for two rounds,
+in which its request stays one entry that follows the rounds; B votes in its Proposals view; both
 approve the next frame, whose effects show "threshold 3 -> 2" highlighted as
 governance; both windows show threshold 2. Both wallets quit with code 0.
 """
@@ -249,7 +250,14 @@ async def test_two_wallets_change_the_threshold_together(cluster: Cluster, tmp_p
         await a.call("approve", frame=asked_a["hash"])
         asked_b = await b.call("wait_pending", frame=asked_a["hash"])
         effect(asked_b, f"new proposal #{pid}")
-        await b.call("approve", frame=asked_b["hash"])
+        # B reads for two rounds (15 s): the request it reads follows the rounds, and
+        # stays one entry of its list; then B approves, at the round of the moment.
+        later = await b.call(
+            "wait_pending", frame=asked_b["hash"], min_round=asked_b["round"] + 2
+        )
+        pending = (await b.call("pending"))["pending"]
+        assert [p["hash"] for p in pending] == [asked_b["hash"]], pending
+        await b.call("approve", frame=later["hash"])
 
         # B votes in its Proposals view; the next frame executes the proposal.
         await b.call("wait_show", key="proposals", contains="set the threshold to 2")

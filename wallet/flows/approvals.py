@@ -55,7 +55,7 @@ class ApprovalRequest:
     signer: bytes
     entity: bytes
     frame: Frame
-    round: int
+    round: int  # the latest round the node asked at (a pending request follows it)
     analysis: FrameAnalysis | None
     received: float  # the queue's clock, seconds
     expires: float
@@ -131,15 +131,27 @@ class ApprovalQueue:
         """A request waiting for a human, expiring ``ttl_s`` from now.
 
         The same frame asked again at a later round (the round timed out while the
-        human read it) is the same question: the new request replaces the pending
-        one, whose round is over (its waiter gets EXPIRED and refuses that round).
+        human read it) is the same question, and stays the same request: the pending
+        one follows the new round and its expiry is renewed, so the person's list
+        keeps one entry per frame and what they are reading does not go away. The
+        waiter of the older round is told its round is over (:meth:`wait` returns
+        None) and refuses that round; a decision signs the latest one.
         """
         if ttl_s <= 0:
             raise ValueError("an approval request needs a positive time to live")
+        now = self.clock()
         for older in self.pending():
             if older.signer == signer and older.frame_hash == frame.hash:
-                self._finish(older, Status.EXPIRED, "", f"asked again at round {round_}")
-        now = self.clock()
+                if round_ > older.round:
+                    older.round = round_
+                    older.expires = now + ttl_s
+                    if analysis is not None:
+                        older.analysis = analysis
+                    superseded, older._outcome = older._outcome, None
+                    if superseded is not None:
+                        superseded.set()
+                    _call(self.changed, older)
+                return older
         request = ApprovalRequest(
             next(self._ids), signer, entity, frame, round_, analysis, now, now + ttl_s
         )
@@ -249,20 +261,26 @@ class ApprovalQueue:
 
     # Waiting ----------------------------------------------------------------
 
-    async def wait(self, request: ApprovalRequest) -> Status:
-        """The request's outcome: approved, rejected, or expired when its time is up.
+    async def wait(self, request: ApprovalRequest, round_: int | None = None) -> Status | None:
+        """The request's outcome at ``round_`` (default: its round now): approved,
+        rejected, or expired when its time is up; None if the same frame was asked
+        again at a later round first (this round is over; the request goes on).
 
         The remaining time is read from the queue's clock and waited out on the
         loop; then :meth:`expire_due` decides with the same clock.
         """
+        at = request.round if round_ is None else round_
         while request.status is Status.PENDING:
+            if request.round != at:
+                return None
             if request._outcome is None:
                 request._outcome = asyncio.Event()
+            outcome = request._outcome
             remaining = request.remaining(self.clock())
             if remaining > 0:
                 try:
                     async with asyncio.timeout(remaining):
-                        await request._outcome.wait()
+                        await outcome.wait()
                 except TimeoutError:
                     pass
             else:

@@ -567,6 +567,11 @@ def _tx_body(body: TxBody) -> str:
             return f"round_change(height={h} round={r} signer={_hex(s)} {held})"
         case rep.Deliver(message=message):
             return f"deliver({_message(message)})"
+        case rep.AnnounceBinding(binding=b):
+            return (
+                f"server_binding(signer={_hex(b.signer)} server_key={_hex(b.server_key)}"
+                f" serial={b.serial} signature={_hex(b.signature)})"
+            )
         case ent.Propose(action=action, expires_at=expires_at):
             name = ent.ACTION_NAMES[type(action)]
             return f"propose({name}{_generic(action.fields())} expires_at={expires_at})"
@@ -1294,6 +1299,7 @@ def _consensus_examples() -> dict[str, Example]:
     create_e1 = _item(sig.CreateEntity(GENESIS_1))
     create_e2 = _item(sig.CreateEntity(GENESIS_2))
     commit_e2 = _item(rep.Commit(FRAME_E2, CERT_E2))
+    binding_b = _item(rep.AnnounceBinding(sign_binding(SK_B, ID_B, PEER_IDENTITY.pubkey, 1)))
     at_e1 = (ID_A, E1)
     return {
         "signers-and-entities": Example(
@@ -1397,7 +1403,15 @@ def _consensus_examples() -> dict[str, Example]:
                 *_ask(req(Req.SUBSCRIBE, 3, [Topic.COMMITS], route=(ID_A, E2))),
                 On("peer"),
                 *_ask(
-                    peer(Req.PROPOSAL, 5, [ID_A, decode(FRAME_E2.raw), 0, PRECOMMIT_B]),
+                    peer(Req.DELIVER, 5, [ID_A, E2, binding_b]),
+                    "B's server introduces B's binding of its identity key: its consensus"
+                    " traffic for E2 is taken from here on",
+                ),
+                On("wallet"),
+                Expect(1, "the block that recorded the binding on A's replica of E2"),
+                On("peer"),
+                *_ask(
+                    peer(Req.PROPOSAL, 6, [ID_A, decode(FRAME_E2.raw), 0, PRECOMMIT_B]),
                     "B, the proposer of round 0, proposes frame 1 with its own pre-commit",
                 ),
                 On("agent"),
@@ -1411,7 +1425,7 @@ def _consensus_examples() -> dict[str, Example]:
                 ),
                 On("peer"),
                 *_ask(
-                    peer(Req.PROPOSAL, 6, [ID_A, decode(FRAME_E2_OTHER.raw), 0, PRECOMMIT_B_OTHER]),
+                    peer(Req.PROPOSAL, 7, [ID_A, decode(FRAME_E2_OTHER.raw), 0, PRECOMMIT_B_OTHER]),
                     "B equivocates: another frame at the same height and round",
                 ),
                 On("agent"),
@@ -1419,13 +1433,13 @@ def _consensus_examples() -> dict[str, Example]:
                 Answer("the agent's guard refuses"),
                 On("peer"),
                 *_ask(
-                    peer(Req.DELIVER, 7, [ID_A, E2, commit_e2]),
+                    peer(Req.DELIVER, 8, [ID_A, E2, commit_e2]),
                     "B's server aggregated B's and A's pre-commits: the frame is certified",
                 ),
                 On("wallet"),
                 Expect(2, "A's replica verifies the certificate and applies the frame"),
                 On("peer"),
-                *_ask(peer(Req.GET_FRAMES, 8, [E2, 1, 16]), "catch-up reads certified frames"),
+                *_ask(peer(Req.GET_FRAMES, 9, [E2, 1, 16]), "catch-up reads certified frames"),
             ),
             node="consensus",
         ),
@@ -1505,7 +1519,15 @@ def _consensus_examples() -> dict[str, Example]:
                     ),
                     "A holds no such entity",
                 ),
-                *_ask(peer(Req.GET_FRAMES, 8, [E1, 2, 16]), "nothing past E1's height 1"),
+                *_ask(
+                    peer(
+                        Req.DELIVER,
+                        8,
+                        [ID_A, E1, _item(rep.Precommit(2, 0, FRAME_E2.hash, ID_B, PRECOMMIT_B))],
+                    ),
+                    "E1 has no member bound to this server: its consensus traffic is refused",
+                ),
+                *_ask(peer(Req.GET_FRAMES, 9, [E1, 2, 16]), "nothing past E1's height 1"),
                 On("client", "and a client may not speak for a server"),
                 *_ask(hello()),
                 *_ask(req(Req.DELIVER, 2, [ID_A, E1, _item(rep.Timeout(2, 0))])),

@@ -21,6 +21,7 @@ from node.machines.binding import sign_binding
 from node.machines.frames import Frame
 from node.machines.governance import Config, Member, signer_id
 from node.machines.replica import (
+    AnnounceBinding,
     Commit,
     Genesis,
     Lock,
@@ -142,6 +143,12 @@ async def peer_hello(w: World, identity: Identity) -> tuple[ClientConnection, Re
     return ws, await handshake(ws, identity, Sender(SenderKind.SERVER, b"\x07" * 32))
 
 
+def introduction(w: World, server: Identity) -> object:
+    """Member A's binding of ``server``'s key, as that server introduces it (a DELIVER
+    item): its consensus traffic for A's entities is taken from then on."""
+    return decode(Tx.of(AnnounceBinding(sign_binding(SK_A, w.a, server.pubkey, 1))).raw)
+
+
 async def test_peer_servers_authenticate_by_signature(world: World) -> None:
     w = world
     ident = Identity(bls.keygen(b"\x05" * 32))
@@ -172,6 +179,21 @@ async def test_peer_servers_authenticate_by_signature(world: World) -> None:
     assert error_of(await ask(Req.DELIVER, [w.a, w.entity, OLD_MINT]))[0] is Err.INVALID_TX
     unknown = await ask(Req.DELIVER, [w.b, w.entity, decode(batch(w).raw)])
     assert error_of(unknown)[0] is Err.UNKNOWN_ROUTE
+    # Authenticated, it still speaks for no member of A's entity: refused.
+    refused = await ask(Req.DELIVER, [w.a, w.entity, decode(batch(w).raw)])
+    assert error_of(refused) == (
+        Err.FORBIDDEN,
+        f"this peer server speaks for no member of entity {w.entity.hex()[:16]}: only a"
+        " server a member's agent bound may send its consensus traffic (introduce the"
+        " binding with server_binding first)",
+    )
+    # A binding of another server's key is no introduction of this one.
+    other_binding = introduction(w, other)
+    not_its_own = await ask(Req.DELIVER, [w.a, w.entity, other_binding])
+    assert error_of(not_its_own)[0] is Err.FORBIDDEN
+    # Once it introduces A's binding of its key, its traffic for the entity is taken.
+    introduced = await ask(Req.DELIVER, [w.a, w.entity, introduction(w, ident)])
+    assert introduced.type is Rep.DELIVERED
     delivered = await ask(Req.DELIVER, [w.a, w.entity, decode(batch(w).raw)])
     assert delivered.type is Rep.DELIVERED
     info = await ask(Req.PEER_INFO, [])
@@ -207,7 +229,8 @@ async def test_a_peer_cannot_forge_a_faucet(simulation: World) -> None:
     B, and B's own batch (not a member) are refused at once, naming why, and change
     nothing; A's genuine batch, relayed by the same peer, credits the reserve."""
     w = simulation
-    ws, reply = await peer_hello(w, Identity(bls.keygen(b"\x05" * 32)))
+    server = Identity(bls.keygen(b"\x05" * 32))
+    ws, reply = await peer_hello(w, server)
     assert reply.type is Rep.WELCOME
     sender = Sender(SenderKind.SERVER, b"\x07" * 32)
 
@@ -220,6 +243,15 @@ async def test_a_peer_cannot_forge_a_faucet(simulation: World) -> None:
         return await recv_reply(ws)
 
     node = w.live.node
+    # The peer relays for A: A bound it (introduced on this connection, and recorded).
+    async with await NodeClient.connect(w.live.url, token=w.live.token) as c:
+        _, recorded = await c.subscribe(Topic.COMMITS, [w.a, w.entity])
+        assert (await deliver(99, introduction(w, server))).type is Rep.DELIVERED
+        async with asyncio.timeout(DEADLINE_S):
+            await recorded.get()
+    held = node.state.replica(w.a, w.entity)
+    assert held is not None
+    assert [b.server_key for b in held.bindings] == [server.pubkey]
     before = (node.state.height, node.state.hash())
     assert error_of(await deliver(1, OLD_MINT)) == (
         Err.INVALID_TX,
@@ -264,6 +296,8 @@ async def test_consensus_messages_about_a_past_height_cost_no_block(simulation: 
         await ws.send(encode_request(Req.DELIVER, rid, sender, (), [w.a, w.entity, item]))
         return await recv_reply(ws)
 
+    introduced = Tx.of(AnnounceBinding(sign_binding(SK_A, w.a, server.pubkey, 1)))
+    assert (await deliver(0, introduced)).type is Rep.DELIVERED
     async with await NodeClient.connect(w.live.url, token=w.live.token) as c:
         _, frames = await c.subscribe(Topic.COMMITS, [w.a, w.entity])
         batch = ent.sign_batch(w.entity, SK_A, w.a, 1, [Tx.of(ent.Increment(1))])

@@ -2,7 +2,8 @@
 
 Version 2 changed how an entity's state hash is computed, so two servers of
 different versions never agree on a certified frame; version 4 changed the peer
-HELLO (it answers a CHALLENGE). The peer here is a real WebSocket server on
+HELLO (it answers a CHALLENGE), and version 5 what a peer's consensus traffic
+needs (a member's binding of its key). The peer here is a real WebSocket server on
 loopback written for the test: it answers CHALLENGE and HELLO naming the version
 it is given (or, as a server of version 3 would, does not know CHALLENGE), and
 records the requests it gets.

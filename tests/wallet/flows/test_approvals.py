@@ -131,16 +131,43 @@ def test_recorded_decisions_and_notifications(clock: Clock) -> None:
     assert notes.items[0].time == clock.now
 
 
-def test_the_same_frame_at_a_later_round_replaces_the_pending_request(clock: Clock) -> None:
+def test_the_same_frame_at_a_later_round_stays_one_request(clock: Clock) -> None:
+    """A round that times out while the person reads asks the same frame again: the
+    pending request follows the new round (same id, renewed expiry), so the list
+    keeps one entry per frame and the one being read does not go away."""
     queue = ApprovalQueue(clock)
+    changed: list[ApprovalRequest] = []
+    queue.changed.append(changed.append)
     round0 = queue.add(SIGNER, ENTITY, frame(1), 0, None, ttl_s=25)
     other = queue.add(SIGNER, ENTITY, frame(2), 0, None, ttl_s=25)
+    clock.now += 20
     round1 = queue.add(SIGNER, ENTITY, frame(1), 1, None, ttl_s=25)
-    assert status(round0) is Status.EXPIRED
-    assert round0.reason == "asked again at round 1"
-    assert queue.pending() == [other, round1], "one pending request per frame"
-    queue.approve(round1.id)
-    assert status(other) is Status.PENDING
+    assert round1 is round0
+    assert (round0.id, round0.round, round0.status) == (1, 1, Status.PENDING)
+    assert round0.expires == clock.now + 25
+    assert changed == [round0]
+    assert queue.pending() == [round0, other], "one pending request per frame"
+    # An older round asked late changes nothing.
+    assert queue.add(SIGNER, ENTITY, frame(1), 0, None, ttl_s=25) is round0
+    assert round0.round == 1
+    clock.now += 10  # past round 0's expiry, within round 1's
+    assert queue.expire_due() == [other]
+    queue.approve(round0.id)
+    assert status(round0) is Status.APPROVED
+
+
+async def test_the_waiter_of_an_earlier_round_is_told_its_round_is_over(clock: Clock) -> None:
+    queue = ApprovalQueue(clock)
+    request = queue.add(SIGNER, ENTITY, frame(1), 0, None, ttl_s=25)
+    first = asyncio.ensure_future(queue.wait(request, 0))
+    await asyncio.sleep(0)  # the waiter of round 0 is waiting
+    queue.add(SIGNER, ENTITY, frame(1), 1, None, ttl_s=25)
+    assert await asyncio.wait_for(first, 5) is None
+    second = asyncio.ensure_future(queue.wait(request, 1))
+    await asyncio.sleep(0)
+    queue.approve(request.id)
+    assert await asyncio.wait_for(second, 5) is Status.APPROVED
+    assert request.round == 1
 
 
 def test_decided_requests_are_bounded_and_older_ones_drop_their_state(
