@@ -252,9 +252,7 @@ async def test_two_wallets_change_the_threshold_together(cluster: Cluster, tmp_p
         effect(asked_b, f"new proposal #{pid}")
         # B reads for two rounds (15 s): the request it reads follows the rounds, and
         # stays one entry of its list; then B approves, at the round of the moment.
-        later = await b.call(
-            "wait_pending", frame=asked_b["hash"], min_round=asked_b["round"] + 2
-        )
+        later = await b.call("wait_pending", frame=asked_b["hash"], min_round=asked_b["round"] + 2)
         pending = (await b.call("pending"))["pending"]
         assert [p["hash"] for p in pending] == [asked_b["hash"]], pending
         await b.call("approve", frame=later["hash"])
