@@ -125,6 +125,25 @@ class FindResult:
     answered: int = 0  # peers that answered every page
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def complete(self) -> bool:
+        """Whether this find is final for a restore: every peer of the node answered,
+        and there was a peer to ask or an entity found (a node with no peers that
+        found nothing may get peers later). A restored signer's find is asked again
+        until one is complete, and then not again: a later find would raise a floor
+        to a height the signer is about to sign, which only delays it."""
+        answered = not self.errors and self.answered == self.asked
+        return answered and (self.asked > 0 or bool(self.found))
+
+    def summary(self) -> str:
+        """One line for a log or a console."""
+        joined = sum(1 for f in self.found if f.joined)
+        text = (
+            f"{len(self.found)} entities found ({joined} joined here), "
+            f"{self.answered} of {self.asked} peers answered"
+        )
+        return text + "".join(f"; {e}" for e in self.errors)
+
     def to_tree(self) -> list[RlpItem]:
         return [
             [

@@ -87,8 +87,10 @@ async def serve_agent(
     stats: AgentStats | None = None,
     *,
     trust: tls.ClientTrust | None = None,
+    on_link: Callable[[bool], None] | None = None,
 ) -> None:
-    """Answer SIGN requests for ``agent``'s signer until ``stop``; raises AgentRejected."""
+    """Answer SIGN requests for ``agent``'s signer until ``stop``; raises AgentRejected.
+    ``on_link(up)`` hears each connection made (after WELCOME) and lost."""
 
     async def sign(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
         return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
@@ -109,6 +111,7 @@ async def serve_agent(
         trust=trust,
         bind=bind,
         floor=floor,
+        on_link=on_link,
     )
 
 

@@ -200,3 +200,38 @@ async def test_restore_finds_the_entity_and_never_signs_twice(
         stop.set()
         await serving
         agent.close()
+
+
+async def test_a_restored_agent_process_finds_its_entities_itself(cluster: Cluster) -> None:
+    """``xln-node agent --restored``: the agent asks its node FIND_ENTITIES once it is
+    connected, so an operator restoring a signer onto a new server runs one command."""
+    k0, k1, _, _ = cluster.keys
+    entity = await cluster.create_entity(cluster.keys, [1] * 4, 3, proposer=0)
+    batch = await cluster.submit(k0, entity, [ent.Increment(1)])
+    routes = [(k.id, entity) for k in cluster.keys]
+    assert await cluster.wait_committed(batch, routes, DEADLINE_S) is not None
+
+    await cluster.lose_server(1)
+    await stop_agent(cluster, k1)
+    shutil.rmtree(cluster.root / "guards" / k1.id.hex())
+    await cluster.restart_server(1)
+    await cluster.host_signer(k1)
+    await cluster.start_agent(k1, restored=True)
+
+    # The agent's find joins the entity on the new server, which catches up.
+    await cluster.wait_replica(k1, entity, DEADLINE_S)
+    r1 = await until_replica(cluster, k1, entity, lambda r: r.entity.height >= 1)
+    assert r1.entity.counter == 1
+    await cluster.watch(k1, entity)
+    batch = await cluster.submit(k0, entity, [ent.Increment(2)])
+    assert await cluster.wait_committed(batch, routes, DEADLINE_S) is not None
+
+    await stop_agent(cluster, k1)
+    out = cluster.agent_output(k1)
+    assert "restored: 1 entities found (1 joined here), 2 of 2 peers answered" in out
+    guard = Agent.from_keystore(cluster.keystore(k1), PASSWORD, cluster.root / "guards")
+    try:
+        assert guard.restored
+        assert guard.floor(entity) == 1
+    finally:
+        guard.close()

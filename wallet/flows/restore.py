@@ -105,11 +105,10 @@ def mark(data_dir: Path, signer: bytes) -> None:
 
 
 def complete(result: FindResult) -> bool:
-    """Whether a find is final: every peer the node has answered, and there was
-    someone to ask (a peer) or something found (on the node itself). A node with no
-    peers that found nothing is asked again at each connection: peers may be added."""
-    answered = not result.errors and result.answered == result.asked
-    return answered and (result.asked > 0 or bool(result.found))
+    """Whether a find is final (``FindResult.complete``): every peer the node has
+    answered, and there was a peer to ask or an entity found. A node with no peers
+    that found nothing is asked again at each connection: peers may be added."""
+    return result.complete
 
 
 def summary(result: FindResult, *, peers_configured: bool = True) -> str:
