@@ -245,6 +245,7 @@ class WalletService:
             log.error("%s", exc)
             self.restore = restore_flow.RestoreRecord()
         self._finding: asyncio.Task[None] | None = None
+        self._floored: set[tuple[bytes, bytes]] = set()  # restored signers' entities with floors
 
     # Lifecycle -----------------------------------------------------------------
 
@@ -479,6 +480,7 @@ class WalletService:
                 raise WalletError("no token for the remote node is stored: set it in Settings")
             self._token = secret.decode("utf-8")
             await self._connect()
+        self._find_pending()  # a find that failed while locked (its floors wait for the key)
 
     def lock(self) -> None:
         self.vault.lock()
@@ -596,10 +598,11 @@ class WalletService:
         """A restored signer's entity that came after the find (a co-signer added it):
         its agent signs nothing at or below what is in flight on this node now."""
         agent = self.agents.get(signer)
-        if agent is None or self.restore.is_pending(signer):
+        if agent is None or self.restore.is_pending(signer) or (signer, entity) in self._floored:
             return  # the pending find sets every floor
         try:
             if await agent.floor_of(entity) is not None:
+                self._floored.add((signer, entity))
                 return
         except Refused as exc:  # locked past the wait: asked again at the next rescan
             log.warning("%s: no floor for %s yet: %s", agent.label, entity.hex()[:12], exc)
@@ -614,6 +617,7 @@ class WalletService:
             if not after:
                 break
         floor = await agent.set_floor(entity, in_flight, serial)
+        self._floored.add((signer, entity))
         log.info("%s: a new entity %s, from height %d", agent.label, entity.hex()[:12], floor + 1)
 
     async def watch_entity(self, signer: bytes, entity: bytes) -> None:

@@ -8,7 +8,7 @@ folder, marked restored (as onboarding marks an imported phrase), connects to it
 as a remote node: it registers the signer, asks ``FIND_ENTITIES``, and shows the
 entity found through server 0, caught up, instead of "No entity yet". Its guard
 is restored with the floor the peers gave, and it signs the next frame (which
-needs its share).
+needs its share); an entity that reaches it later gets a floor and is signed too.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ async def test_a_restored_wallet_finds_its_entity_through_the_peers(
         entry = model.entities.get((k1.id, entity))
         return -1 if entry is None else entry.state.counter
 
+    later = b""
     try:
         await service.start()
         assert service.agents[k1.id].restored
@@ -125,6 +126,13 @@ async def test_a_restored_wallet_finds_its_entity_through_the_peers(
         batch = await cluster.submit(k0, entity, [ent.Increment(2)])
         assert await cluster.wait_committed(batch, [(k0.id, entity)], WAIT_S) is not None
         await waiter.until(lambda: counter() == 3, WAIT_S)
+
+        # An entity that reaches the restored signer afterwards gets its floor from
+        # what is in flight then (nothing), so the wallet signs its first frame.
+        later = await cluster.create_entity(cluster.keys, [1, 1], 2, proposer=0)
+        batch = await cluster.submit(k0, later, [ent.Increment(5)])
+        assert await cluster.wait_committed(batch, [(k0.id, later)], WAIT_S) is not None
+        await waiter.until(lambda: (k1.id, later) in model.entities, WAIT_S)
     finally:
         await service.stop()
 
@@ -133,6 +141,7 @@ async def test_a_restored_wallet_finds_its_entity_through_the_peers(
     try:
         assert guard.restored
         assert guard.floor(entity) == 1
+        assert guard.floor(later) == 0
     finally:
         guard.close()
 
