@@ -28,6 +28,17 @@ same key, the agent returns that binding again; asked for another key, it signs
 the next serial, which replaces (revokes) the one before wherever it is seen.
 :meth:`Agent.revoke_server` binds no server (48 zero bytes) at the next serial.
 
+**Restored without a signing record.** A guard made anew after the data folder
+was lost (:meth:`Agent.mark_restored`, ``R`` -> ``b""``) knows nothing of what the
+signer signed before. It then signs nothing for an entity until it holds a
+floor for it: ``F`` + entity -> ``height``, the highest height the entity's
+peers showed in flight when the node found the entity (``FLOOR``,
+``docs/PROTOCOL.md`` § 12.7). It refuses every frame at or below the floor: a
+frame there may be one the lost folder's signer signed, and the height is
+certified without this signer. A floor only rises (the max is kept). A floor
+also carries the highest serial of the signer's server binding the peers have
+seen, so the next binding outranks the lost folder's.
+
 The lock is not released at the same height. In this single-phase protocol,
 the evidence that could release it (pre-commits holding the threshold for
 another frame at a later round) is itself that frame's certificate: the frame
@@ -57,6 +68,9 @@ from node.machines.refusal import Refusal, sign_refusal
 from node.txs import Tx
 
 BINDING = b"B"  # the guard's record of the last server binding
+RESTORED = b"R"  # this guard was made anew after a restore: sign only above a floor
+FLOOR = b"F"  # + entity -> height: sign nothing at or below it (after a restore)
+BINDING_FLOOR = b"b"  # the highest binding serial the peers have seen for this signer
 
 
 class Refused(Exception):
@@ -128,6 +142,9 @@ class Agent:
                         f"already signed a different frame at height {frame.height} round {round_}"
                     )
                 return frame, as_bytes(fields[1], "signature")
+            refusal = self._floor_refusal(frame.entity_id, frame.height)
+            if refusal is not None:
+                raise Refused(refusal)
             lock = self._db.get(b"L" + at)
             if lock is not None:
                 fields = as_list(decode(lock), "lock record", size=2)
@@ -157,6 +174,63 @@ class Agent:
             self._sk, self.signer_id, frame.entity_id, frame.height, round_, frame.hash, reason
         )
 
+    def _floor_refusal(self, entity: bytes, height: int) -> str | None:
+        """Why a restored guard may not sign at ``height`` of ``entity``, or None
+        (called under the lock)."""
+        floor = self._db.get(FLOOR + entity)
+        if floor is not None:
+            at_most = int.from_bytes(floor, "big")
+            if height <= at_most:
+                return (
+                    f"restored without a signing record: height {height} is at or below"
+                    f" {at_most}, the highest height this entity's peers showed in flight;"
+                    " it may have been signed before the restore"
+                )
+            return None
+        if self._db.get(RESTORED) is not None:
+            return (
+                "restored without a signing record: the entity's peers have not yet told"
+                " which heights are in flight (find the signer's entities first)"
+            )
+        return None
+
+    def mark_restored(self) -> None:
+        """Record that this guard was made anew after a restore (durably): from now on
+        it signs for an entity only above the floor :meth:`set_floor` gave it."""
+        with self._lock:
+            if self._closed:
+                raise Refused("the agent is closed")
+            self._db.put(RESTORED, b"", sync=True)
+
+    @property
+    def restored(self) -> bool:
+        with self._lock:
+            return not self._closed and self._db.get(RESTORED) is not None
+
+    def set_floor(self, entity: bytes, height: int, binding_serial: int = 0) -> int:
+        """Sign nothing for ``entity`` at or below ``height`` (kept durably; a lower
+        floor than the one held changes nothing), and bind servers only above
+        ``binding_serial``. Returns the floor now held."""
+        if len(entity) != 32 or not 0 <= height < 2**64 or not 0 <= binding_serial < 2**64:
+            raise Refused("a floor is an entity id, a height and a binding serial")
+        with self._lock:
+            if self._closed:
+                raise Refused("the agent is closed")
+            held = self._db.get(FLOOR + entity)
+            floor = max(height, int.from_bytes(held, "big") if held is not None else 0)
+            seen = self._db.get(BINDING_FLOOR)
+            serial = max(binding_serial, int.from_bytes(seen, "big") if seen is not None else 0)
+            with self._db.write_batch(transaction=True, sync=True) as wb:
+                wb.put(FLOOR + entity, floor.to_bytes(8, "big"))
+                wb.put(BINDING_FLOOR, serial.to_bytes(8, "big"))
+            return floor
+
+    def floor(self, entity: bytes) -> int | None:
+        """The floor held for ``entity``, or None."""
+        with self._lock:
+            held = None if self._closed else self._db.get(FLOOR + entity)
+        return None if held is None else int.from_bytes(held, "big")
+
     def bind_server(self, server_key: bytes) -> ServerBinding:
         """This signer's binding of ``server_key`` (48 bytes): the last one again if it
         bound that key, else a new one at the next serial, recorded durably first.
@@ -167,15 +241,17 @@ class Agent:
             if self._closed:
                 raise Refused("the agent is closed")
             previous = self._db.get(BINDING)
-            serial = 1
+            seen = self._db.get(BINDING_FLOOR)
+            above = int.from_bytes(seen, "big") if seen is not None else 0
+            serial = above + 1
             if previous is not None:
                 fields = as_list(decode(previous), "binding record", size=3)
                 last = as_int(fields[0], "binding serial")
-                if as_bytes(fields[1], "bound key") == server_key:
+                if as_bytes(fields[1], "bound key") == server_key and last > above:
                     return ServerBinding(
                         self.signer_id, server_key, last, as_bytes(fields[2], "signature")
                     )
-                serial = last + 1
+                serial = max(last, above) + 1
             binding = sign_binding(self._sk, self.signer_id, server_key, serial)
             self._db.put(BINDING, encode([serial, server_key, binding.signature]), sync=True)
             return binding

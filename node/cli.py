@@ -45,7 +45,7 @@ from node.machines.server import Increment
 from node.merkle_store import DEFAULT_CACHE_BYTES
 from node.net import limits
 from node.net.agent_client import AgentRejected, AgentStats, serve_agent
-from node.net.client import KEEPALIVE_S, NodeClient
+from node.net.client import KEEPALIVE_S, NodeClient, NodeError
 from node.net.entity_client import EntityReader
 from node.net.peers import PeerNetwork
 from node.net.protocol import MAX_BLOCKS_PER_PAGE
@@ -71,6 +71,7 @@ CHAIN_DIR = "chain"
 CONTROL_SOCKET = "node.sock"
 DEMO_INCREMENT_EVERY_S = 0.1
 SWITCH_INTERVAL_S = 0.001  # how long a thread holds the GIL before others may take it
+FIND_PAUSE_MAX_S = 60.0  # a restored agent asks its node to find its entities again
 
 
 def _data(path: str) -> Path:
@@ -557,6 +558,8 @@ async def run_agent(args: argparse.Namespace) -> int:
         print("error: the agent needs --password-file and --token-file", file=sys.stderr)
         return 2
     agent = Agent.from_keystore(Path(args.keystore), password, Path(args.guard))
+    if args.restored:
+        agent.mark_restored()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -564,13 +567,29 @@ async def run_agent(args: argparse.Namespace) -> int:
     print(f"agent for signer {agent.signer_id.hex()} serving {args.node}", flush=True)
     stats = AgentStats()
     trust = _client_trust(args.ca_file)
+    linked = asyncio.Event()
+
+    def on_link(up: bool) -> None:
+        if up:
+            linked.set()
+        else:
+            linked.clear()
+
+    finding = (
+        asyncio.create_task(_find_restored(args.node, token, agent.signer_id, trust, linked, stop))
+        if agent.restored
+        else None
+    )
     collector.freeze_startup()
     try:
-        await serve_agent(args.node, token, agent, stop, stats, trust=trust)
+        await serve_agent(args.node, token, agent, stop, stats, trust=trust, on_link=on_link)
     except AgentRejected as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if finding is not None:
+            finding.cancel()
+            await asyncio.gather(finding, return_exceptions=True)
         agent.close()
         print(
             f"agent stopped: {stats.requests} SIGN requests, {stats.signed} answered with "
@@ -578,6 +597,36 @@ async def run_agent(args: argparse.Namespace) -> int:
             flush=True,
         )
     return 0
+
+
+async def _find_restored(
+    url: str,
+    token: str,
+    signer: bytes,
+    trust: ClientTrust,
+    linked: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    """A restored agent's find (FIND_ENTITIES, on a client connection of its own with
+    the agent's token): once the agent is connected, and again after a pause until
+    a find is complete (every peer answered; ``FindResult.complete``)."""
+    pause = 1.0
+    while not stop.is_set():
+        await linked.wait()
+        try:
+            async with await NodeClient.connect(url, token=token, trust=trust) as client:
+                result = await client.find_entities(signer)
+        except (NodeError, ConnectionError, OSError) as exc:
+            print(f"finding the signer's entities: {exc}", flush=True)
+        else:
+            print(f"restored: {result.summary()}", flush=True)
+            if result.complete:
+                return
+        # Peers not answering yet: ask again later, the pause doubling up to a minute.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(pause):
+                await stop.wait()
+        pause = min(pause * 2, FIND_PAUSE_MAX_S)
 
 
 # entry --------------------------------------------------------------------------
@@ -757,6 +806,13 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--keystore", required=True)
     agent.add_argument("--password-file", help="keystore password (or XLN_AGENT_PASSWORD)")
     agent.add_argument("--guard", required=True, help="folder for the double-sign records")
+    agent.add_argument(
+        "--restored",
+        action="store_true",
+        help="the guard was lost (a restore): sign for an entity only above the height "
+        "its peers show in flight; once connected, ask the node to find the signer's "
+        "entities (FIND_ENTITIES) until every peer has answered",
+    )
 
     add_sim_parser(sub)
     return parser

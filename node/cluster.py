@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -175,11 +176,7 @@ class Cluster:
         for server in self.servers:
             server.client = await NodeClient.connect(server.url, token=server.token)
         for key in self.keys:
-            client = self.client(self.servers[key.server])
-            receipts = await client.submit([CreateSigner(key.pubkey, bls.pop_prove(key.sk))])
-            error = receipts.receipts[0].error
-            if error is not None and "already exists" not in error:
-                raise RuntimeError(f"create_signer failed: {error}")
+            await self.host_signer(key)
         if self.external_agents:
             for key in self.keys:
                 await self.start_agent(key)
@@ -250,7 +247,11 @@ class Cluster:
                 if b"listening on" in line:
                     break
 
-    async def start_agent(self, key: SignerKey) -> None:
+    async def start_agent(
+        self, key: SignerKey, *, guards: Path | None = None, restored: bool = False
+    ) -> None:
+        """``guards``: the guard folder (default ``<root>/guards``); ``restored``: the
+        agent runs with ``--restored`` (its guard was lost)."""
         server = self.servers[key.server]
         token_file = self.root / "keys" / f"token{key.index}"
         if not token_file.exists():
@@ -271,7 +272,8 @@ class Cluster:
             "--password-file",
             str(self.root / "secret"),
             "--guard",
-            str(self.root / "guards"),
+            str(guards or self.root / "guards"),
+            *(["--restored"] if restored else []),
             stdout=out,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -292,6 +294,28 @@ class Cluster:
         if s.proc is not None and s.proc.returncode is None:
             s.proc.send_signal(signal.SIGKILL)
             await s.proc.wait()
+
+    async def lose_server(self, index: int) -> None:
+        """SIGKILL server ``index`` and lose its data folder: the next start is a new
+        node (a new identity key and token) at the same URL, hosting no signer. Its
+        agents' tokens are forgotten too (they were for the lost folder)."""
+        await self.kill_server(index)
+        s = self.servers[index]
+        shutil.rmtree(s.data)
+        s.data.mkdir(parents=True)
+        s.token, _ = TokenStore(s.data).create(Scope("server"), "cluster")
+        node_identity.load_or_create(s.data, PASSWORD, fast_kdf=True)
+        for key in self.keys:
+            if key.server == index:
+                (self.root / "keys" / f"token{key.index}").unlink(missing_ok=True)
+
+    async def host_signer(self, key: SignerKey) -> None:
+        """Register ``key``'s signer on its server (create_signer)."""
+        client = self.client(self.servers[key.server])
+        receipts = await client.submit([CreateSigner(key.pubkey, bls.pop_prove(key.sk))])
+        error = receipts.receipts[0].error
+        if error is not None and "already exists" not in error:
+            raise RuntimeError(f"create_signer failed: {error}")
 
     async def restart_server(self, index: int) -> None:
         await self.start_server(index)

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from node.agent import Agent, Refused
+from node.codec import encode_tree
 from node.crypto import bls
 from node.identity import Identity
 from node.machines import replica as rep
@@ -68,6 +69,7 @@ from node.machines.replica import (
     Timeout,
 )
 from node.machines.server import Step
+from node.memberships import MAX_PAGE_BYTES, MemberIndex, Membership, membership_of
 from node.net.peers import PeerLink, PeerNetwork
 from node.runtime import Node
 from node.storage import Store
@@ -92,6 +94,8 @@ class AgentLink(Protocol):
 
     async def bind_server(self, server_key: bytes) -> ServerBinding: ...
 
+    async def set_floor(self, entity: bytes, height: int, binding_serial: int) -> int: ...
+
 
 class LocalAgent:
     """A built-in agent, in this process; signing and its synced record run on a thread."""
@@ -104,6 +108,9 @@ class LocalAgent:
 
     async def bind_server(self, server_key: bytes) -> ServerBinding:
         return await asyncio.to_thread(self.agent.bind_server, server_key)
+
+    async def set_floor(self, entity: bytes, height: int, binding_serial: int) -> int:
+        return await asyncio.to_thread(self.agent.set_floor, entity, height, binding_serial)
 
 
 @dataclass
@@ -158,6 +165,8 @@ class Coordinator:
         # The entities held here that each signer is (or was) a member of: when a
         # peer's link changes, the entities that may have to catch up from it.
         self._by_member: dict[bytes, set[bytes]] = {}
+        # The same, sorted per member, for MEMBERSHIPS pages (node/memberships.py).
+        self.members = MemberIndex()
         for signer in node.state.signers:
             for replica in signer.replicas:
                 self._note((signer.id, replica.entity_id), replica)
@@ -257,6 +266,52 @@ class Coordinator:
                 self.request_sync(joined.entity_id)  # invited after genesis: catch up
         if proposals:
             self._spawn(_gather(proposals))
+
+    # Memberships (a restore) ---------------------------------------------------------
+
+    def memberships(
+        self, signer: bytes, after: bytes, limit: int
+    ) -> tuple[list[Membership], bytes]:
+        """A page of the entities hosted here whose current config names ``signer``:
+        up to ``limit`` entities of the index above ``after``, and the cursor to ask
+        next (b"": the last page). Entities ``signer`` has left are skipped, but count
+        against ``limit``, so a page costs at most ``limit`` look-ups."""
+        entities, more = self.members.page(signer, after, limit)
+        found: list[Membership] = []
+        size = 0
+        for i, entity in enumerate(entities):
+            m = membership_of(self._replicas_of(entity), signer)
+            if m is None:
+                continue
+            found.append(m)
+            size += len(encode_tree(m.to_tree()))
+            if size > MAX_PAGE_BYTES and i + 1 < len(entities):
+                return found, entity
+        return found, entities[-1] if more and entities else b""
+
+    def member_key(self, signer: bytes) -> bytes | None:
+        """``signer``'s public key, from the config of an entity hosted here that names
+        it (the first few of the index), or None."""
+        for entity in self.members.page(signer, b"", 8)[0]:
+            for r in self._replicas_of(entity):
+                at = r.entity.config.index.get(signer)
+                if at is not None:
+                    return r.entity.config.members[at].pubkey
+        return None
+
+    async def set_floor(self, signer: bytes, entity: bytes, height: int, serial: int) -> int:
+        """Tell ``signer``'s agent to sign nothing for ``entity`` at or below ``height``,
+        and to bind above ``serial``; the floor it holds. A binding held at or below
+        that serial is asked for again. Raises AgentUnavailable or Refused."""
+        agent = self.agents.get(signer)
+        if agent is None:
+            raise AgentUnavailable(f"no agent is connected for signer {signer.hex()[:12]}")
+        floor = await agent.set_floor(entity, height, serial)
+        held = self.bindings.get(signer)
+        if held is not None and held.serial <= serial:
+            del self.bindings[signer]
+            self._spawn(self._bound(self._binding_task(signer)))
+        return floor
 
     def proposal_received(
         self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes
@@ -364,6 +419,13 @@ class Coordinator:
         log.info("signer %s bound this server (serial %d)", signer.hex()[:12], binding.serial)
         self._announce(signer, binding)
         return binding
+
+    async def announce_binding(self, signer: bytes) -> None:
+        """Announce ``signer``'s binding (asked of its agent if none is held) to the
+        replicas of its entities elsewhere: after a restore joined them."""
+        binding = await self.binding(signer)
+        if binding is not None:
+            self._announce(signer, binding)
 
     def _announce(self, signer: bytes, binding: ServerBinding) -> None:
         """Tell the replicas of the signer's entities hosted on other servers (a replica
@@ -630,7 +692,10 @@ class Coordinator:
     def _note(self, key: tuple[bytes, bytes], replica: rep.Replica) -> None:
         self._holders.setdefault(key[1], set()).add(key[0])
         for member in replica.entity.config.ids:
-            self._by_member.setdefault(member, set()).add(key[1])
+            entities = self._by_member.setdefault(member, set())
+            if key[1] not in entities:
+                entities.add(key[1])
+                self.members.add(member, key[1])
         if replica.pool or replica.pending or replica.lock or replica.mailbox:
             self._active.add(key)
         else:

@@ -111,13 +111,17 @@ class WalletAgent:
         label: str = "",
         known_state: Callable[[bytes], EntityState | None] | None = None,
         whole_up_to: int = WHOLE_UP_TO,
+        restored: bool = False,
     ) -> None:
         """``known_state(entity)``: the signer's replica's state as the wallet already
         holds it (certified frames applied to a proven read), if any: tried before a
         read when the frame does not follow one this agent analyzed. A state after a
         frame is kept for the next frame if :func:`~wallet.connection.holdable` with
-        ``whole_up_to``."""
+        ``whole_up_to``. ``restored``: the signer was restored from its phrase into
+        this folder (``wallet/flows/restore.py``): its guard is marked so before it
+        signs anything, and signs for an entity only above the floor the node gives."""
         self.signer = signer
+        self.restored = restored
         self.whole_up_to = whole_up_to
         self.known_state = known_state
         self.label = label or signer.hex()[:12]
@@ -136,6 +140,7 @@ class WalletAgent:
         self._signing = asyncio.Lock()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False  # after stop(): the guard is not opened again
 
     # Running ------------------------------------------------------------------
 
@@ -144,6 +149,7 @@ class WalletAgent:
         ``trust`` says (the wallet's accepted fingerprint or CA file)."""
         if self._task is not None and not self._task.done():
             return
+        self._stopped = False
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._serve(url, token, trust))
 
@@ -158,6 +164,7 @@ class WalletAgent:
                 on_link=self._link,
                 trust=trust,
                 bind=self.bind,
+                floor=self.set_floor,
             )
         except AgentRejected as exc:
             log.error("agent of %s: %s", self.label, exc)
@@ -168,6 +175,7 @@ class WalletAgent:
             callback(up)
 
     async def stop(self) -> None:
+        self._stopped = True
         self._stop.set()
         if self._task is not None:
             await self._task
@@ -390,12 +398,48 @@ class WalletAgent:
         """The signing agent, made from the vault's key if it is not open (under
         ``_signing``); raises Refused when the key is not available."""
         if self._agent is None:
+            if self._stopped:
+                raise Refused("the agent is stopped")
             try:
                 sk = self.keys.secret_key(self.signer)
             except Exception as exc:  # Locked raced us, or the key is gone
                 raise Refused(f"the key is not available: {exc}") from None
-            self._agent = await asyncio.to_thread(Agent, sk, self.guard_dir)
+            agent = await asyncio.to_thread(Agent, sk, self.guard_dir)
+            if self.restored:
+                try:
+                    await asyncio.to_thread(agent.mark_restored)
+                except BaseException:
+                    await asyncio.to_thread(agent.close)
+                    raise
+            self._agent = agent
         return self._agent
+
+    async def _wait_unlocked(self) -> None:
+        """Until the wallet is unlocked, up to the request's time; Refused after."""
+        if not self.unlocked.is_set() or self.keys.locked:
+            try:
+                async with asyncio.timeout(self.policy.ttl_s):
+                    await self.unlocked.wait()
+            except TimeoutError:
+                raise Refused("the wallet is locked") from None
+
+    async def floor_of(self, entity: bytes) -> int | None:
+        """The floor the guard holds for ``entity`` (None: none). Waits for an unlock."""
+        await self._wait_unlocked()
+        async with self._signing:
+            agent = await self._open()
+            return await asyncio.to_thread(agent.floor, entity)
+
+    async def set_floor(self, entity: bytes, height: int, binding_serial: int = 0) -> int:
+        """The agent protocol's FLOOR (after a restore): sign nothing for ``entity`` at
+        or below ``height``, and bind servers above ``binding_serial``; recorded in the
+        guard before the answer. The floor held now. Waits for an unlock like BIND."""
+        await self._wait_unlocked()
+        async with self._signing:
+            agent = await self._open()
+            floor = await asyncio.to_thread(agent.set_floor, entity, height, binding_serial)
+        log.info("%s: signs nothing for %s at or below %d", self.label, entity.hex()[:12], floor)
+        return floor
 
     async def bind(self, server_key: bytes) -> ServerBinding:
         """The agent protocol's BIND: this signer's binding of its node's identity key,
@@ -404,12 +448,7 @@ class WalletAgent:
         guard returns the same binding for the same key, so it is asked for the key
         once per node connection; while the wallet is locked the request waits for an
         unlock, up to the request's time. Not a human decision: logged."""
-        if not self.unlocked.is_set() or self.keys.locked:
-            try:
-                async with asyncio.timeout(self.policy.ttl_s):
-                    await self.unlocked.wait()
-            except TimeoutError:
-                raise Refused("the wallet is locked") from None
+        await self._wait_unlocked()
         async with self._signing:
             agent = await self._open()
             binding = await asyncio.to_thread(agent.bind_server, server_key)

@@ -285,6 +285,7 @@ class WalletApp:
     async def _execute_plan(self, plan: Plan) -> None:
         """Store the key (and a remote token), unlock, save the node choice; the
         entity is made once the service runs."""
+        from wallet.flows import restore as restore_flow
         from wallet.service import NODE_TOKEN_SECRET
 
         vault = self.vault
@@ -300,7 +301,11 @@ class WalletApp:
 
         def store() -> None:
             if not vault.keys():
-                vault.add_mnemonic(mnemonic_words, password, plan.label)
+                key = vault.add_mnemonic(mnemonic_words, password, plan.label)
+                if plan.imported:
+                    # A phrase the person already held: a restore. Its guard signs only
+                    # above the floors the node finds (wallet/flows/restore.py).
+                    restore_flow.mark(self.data, key.signer_id)
             if token:
                 vault.put_secret(NODE_TOKEN_SECRET, token.encode("utf-8"), password)
             vault.unlock(password)

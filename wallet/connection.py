@@ -35,6 +35,7 @@ from node.machines.refusal import Refusal
 from node.machines.replica import SubmitBatch
 from node.machines.server import CreateSigner
 from node.machines.signer import CreateEntity
+from node.memberships import FindResult, Membership
 from node.net.client import (
     InsecureTransport,
     NodeClient,
@@ -435,6 +436,18 @@ class NodeSession:
             raise SubmitRefused(f"create_signer: {error}")
         log.info("signer %s registered on the node", key.signer_id.hex()[:12])
         return error is None
+
+    async def memberships(
+        self, signer: bytes, after: bytes = b""
+    ) -> tuple[list[Membership], bytes]:
+        """A page of the entities hosted on the node whose config names ``signer``,
+        and the cursor of the next page (b"": the last)."""
+        return await self._need().memberships(signer, after)
+
+    async def find_entities(self, signer: bytes) -> FindResult:
+        """Ask the node to find ``signer``'s entities through its peers, set its agent's
+        floors and join them (FIND_ENTITIES, after a restore)."""
+        return await self._need().find_entities(signer)
 
     async def entities_of(self, signer: bytes) -> list[bytes]:
         """The entity ids the signer holds a replica of, ascending."""

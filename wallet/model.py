@@ -142,6 +142,13 @@ class WalletModel:
     lock_changed: Signal = field(default_factory=Signal)
     contacts: dict[bytes, str] = field(default_factory=dict)  # co-signers' names
     contacts_changed: Signal = field(default_factory=Signal)
+    # After a restore from the phrase: what finding the signer's entities said.
+    restore_note: str = ""
+    restore_changed: Signal = field(default_factory=Signal)
+
+    def set_restore_note(self, text: str) -> None:
+        self.restore_note = text
+        self.restore_changed.emit()
 
     def set_connection(self, connection: Connection) -> None:
         self.connection = connection

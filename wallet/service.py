@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from node.agent import Refused
 from node.codec import keccak
 from node.entity_reads import EntityHeader
 from node.machines import accounts
@@ -57,6 +58,7 @@ from node.machines.frames import (
 from node.machines.governance import Config, ConfigError, Member, signer_id
 from node.machines.replica import Genesis
 from node.machines.signer import CreateEntity
+from node.memberships import FindResult
 from node.merkle_map import MerkleMap
 from node.net.client import NodeError
 from node.net.entity_client import ProofError, UnverifiedRead
@@ -80,6 +82,7 @@ from wallet.connection import (
 )
 from wallet.embedded import EmbeddedNode, EmbeddedNodeError, exit_text
 from wallet.flows import compose, node_trust
+from wallet.flows import restore as restore_flow
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications
 from wallet.flows.channel_pages import PAGE_SIZE, ChannelPage, local_page
@@ -96,6 +99,7 @@ NODE_TOKEN_SECRET = "node-token"  # noqa: S105 (the vault entry's name)
 IN_FLIGHT_STALE_S = 120.0
 NONCE_ATTEMPTS = 3  # signings of one batch whose nonce another batch took first
 JOIN_TIMEOUT_S = 300.0
+FIND_WAIT_S = 60.0  # after a restore: for the signer's agent to connect
 AUTO_LOCK_CHECK_S = 5.0
 EVIDENCE_EVERY_S = 2.0  # how often the node's evidence and refusals are read again
 # Frames analysed for signing and not certified yet, kept for their payments in history
@@ -235,6 +239,13 @@ class WalletService:
         self._rescan_due = False
         self._started = False
         self._last_activity = clock()
+        try:
+            self.restore = restore_flow.load(data_dir)
+        except restore_flow.RestoreFileError as exc:
+            log.error("%s", exc)
+            self.restore = restore_flow.RestoreRecord()
+        self._finding: asyncio.Task[None] | None = None
+        self._floored: set[tuple[bytes, bytes]] = set()  # restored signers' entities with floors
 
     # Lifecycle -----------------------------------------------------------------
 
@@ -373,9 +384,11 @@ class WalletService:
                 key.label,
                 known_state=functools.partial(self._state, key.signer_id),
                 whole_up_to=self.session.whole_up_to,
+                restored=self.restore.is_restored(key.signer_id),
             )
             self.agents[key.signer_id] = agent
             agent.start(self._url, self._token, self._trust)
+        self._find_pending()
 
     async def stop(self) -> None:
         for agent in list(self.agents.values()):
@@ -467,6 +480,7 @@ class WalletService:
                 raise WalletError("no token for the remote node is stored: set it in Settings")
             self._token = secret.decode("utf-8")
             await self._connect()
+        self._find_pending()  # a find that failed while locked (its floors wait for the key)
 
     def lock(self) -> None:
         self.vault.lock()
@@ -506,6 +520,7 @@ class WalletService:
         if self.session.scope == "server" and not self.session.watching(Topic.BLOCKS, ()):
             await self.session.watch(Topic.BLOCKS, (), self._on_block)
         await self.rescan()
+        self._find_pending()
 
     async def rescan(self) -> None:
         """Register missing signers, and watch every entity each signer holds."""
@@ -520,7 +535,94 @@ class WalletService:
                 watched += 1
         log.info("read and watching %d entities", watched)
 
+    # A restore from the phrase (wallet/flows/restore.py) ------------------------------
+
+    def _find_pending(self) -> None:
+        """Start finding the entities of the restored signers whose find is pending,
+        once connected with their agents made (and not while a find runs)."""
+        if not self.session.connected or not any(s in self.agents for s in self.restore.pending):
+            return
+        if self._finding is None or self._finding.done():
+            self._finding = asyncio.ensure_future(self._find_restored())
+            self._tasks.add(self._finding)
+            self._finding.add_done_callback(self._done)
+
+    async def _find_restored(self) -> None:
+        """Find the entities of each signer restored here whose find is pending."""
+        for signer in list(self.restore.pending):
+            if signer not in self.agents:
+                continue
+            try:
+                await self.find_entities(signer)
+            except (WalletError, NodeError, NotConnected) as exc:
+                note = f"Looking for this signer's entities failed: {exc}"
+                self.model.set_restore_note(note)
+                log.error("%s", note)
+
+    async def find_entities(self, signer: bytes) -> FindResult:
+        """Ask the node to find ``signer``'s entities (its peers are asked; the agent's
+        floors are set; the entities are joined and catch up), then watch them. Once
+        every peer asked has answered, the find is no longer pending."""
+        agent = self.agents.get(signer)
+        if agent is None:
+            raise WalletError("no agent for that signer")
+        waiter = asyncio.Event()
+
+        def linked(_up: bool) -> None:
+            waiter.set()
+
+        agent.on_link.append(linked)
+        try:
+            async with asyncio.timeout(FIND_WAIT_S):
+                while not agent.connected:
+                    waiter.clear()
+                    await waiter.wait()
+        except TimeoutError:
+            raise WalletError("the signer's agent did not connect to the node") from None
+        finally:
+            agent.on_link.remove(linked)
+        self.model.set_restore_note("Looking for this signer's entities on the node's peers…")
+        result = await self.session.find_entities(signer)
+        for found in result.found:
+            await self.watch_entity(signer, found.membership.entity_id)
+        if restore_flow.complete(result) and self.restore.is_pending(signer):
+            self.restore.found(signer)
+            await asyncio.to_thread(restore_flow.save, self.data_dir, self.restore)
+        peers = self.remote or bool(self.settings.peers)
+        note = restore_flow.summary(result, peers_configured=peers)
+        self.model.set_restore_note(note)
+        log.info("%s: %s", agent.label, note)
+        return result
+
+    async def _floor_new_entity(self, signer: bytes, entity: bytes) -> None:
+        """A restored signer's entity that came after the find (a co-signer added it):
+        its agent signs nothing at or below what is in flight on this node now."""
+        agent = self.agents.get(signer)
+        if agent is None or self.restore.is_pending(signer) or (signer, entity) in self._floored:
+            return  # the pending find sets every floor
+        try:
+            if await agent.floor_of(entity) is not None:
+                self._floored.add((signer, entity))
+                return
+        except Refused as exc:  # locked past the wait: asked again at the next rescan
+            log.warning("%s: no floor for %s yet: %s", agent.label, entity.hex()[:12], exc)
+            return
+        in_flight, serial = 0, 0
+        after = b""
+        while True:
+            page, after = await self.session.memberships(signer, after)
+            for m in page:
+                if m.entity_id == entity:
+                    in_flight, serial = m.in_flight, m.serial_of(signer)
+            if not after:
+                break
+        floor = await agent.set_floor(entity, in_flight, serial)
+        self._floored.add((signer, entity))
+        log.info("%s: a new entity %s, from height %d", agent.label, entity.hex()[:12], floor + 1)
+
     async def watch_entity(self, signer: bytes, entity: bytes) -> None:
+        if self.restore.is_restored(signer):
+            self._spawn(self._floor_new_entity(signer, entity))
         if not self.session.watching(Topic.COMMITS, (signer, entity)):
 
             def handler(reply: Reply) -> None:
@@ -930,8 +1032,15 @@ class WalletService:
             raise WalletError(f"not a valid entity: {exc}") from None
         salt = keccak(os.urandom(32))
         genesis = Genesis(config, salt, tuple(m.pop for m in members))
-        await self.session.create_entity(signer, CreateEntity(genesis))
         entity = ent.entity_id_for(config, salt)
+        agent = self.agents.get(signer)
+        if agent is not None and self.restore.is_restored(signer):
+            # A new entity: nobody signed for it before the restore.
+            try:
+                await agent.set_floor(entity, 0)
+            except Refused as exc:
+                raise WalletError(f"the signer's agent took no floor: {exc}") from None
+        await self.session.create_entity(signer, CreateEntity(genesis))
         await self.watch_entity(signer, entity)
         log.info("entity %s created by %s", entity.hex()[:12], signer.hex()[:12])
         return entity

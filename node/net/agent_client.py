@@ -8,7 +8,10 @@ body ``[frame, round]``); the agent answers ``SIGNATURE [sig, [outgoing sig...]]
 with code REFUSED. The node also asks, once the agent is connected (and again when
 it needs one), for the signer's binding of the node's identity key: ``BIND``
 (route ``[signer]``, body ``[server_key]``), answered ``BINDING [binding]``
-(``node/machines/binding.py``) or REFUSED. The connection is re-established with
+(``node/machines/binding.py``) or REFUSED. After a restore the node tells the
+agent what the entity's peers showed in flight: ``FLOOR`` (route ``[signer,
+entity]``, body ``[height, binding_serial]``), answered ``FLOOR [floor]`` once
+recorded (``Agent.set_floor``). The connection is re-established with
 backoff until ``stop``.
 
 :func:`serve_signer` runs the connection for any signing callback
@@ -57,6 +60,8 @@ log = logging.getLogger(__name__)
 type SignCallback = Callable[[bytes, bytes, int], Awaitable[Signatures]]
 # server identity key -> the signer's binding of it; raises Refused.
 type BindCallback = Callable[[bytes], Awaitable[ServerBinding]]
+# (entity, height, binding serial) -> the floor now held; raises Refused.
+type FloorCallback = Callable[[bytes, int, int], Awaitable[int]]
 
 
 @dataclass
@@ -82,8 +87,10 @@ async def serve_agent(
     stats: AgentStats | None = None,
     *,
     trust: tls.ClientTrust | None = None,
+    on_link: Callable[[bool], None] | None = None,
 ) -> None:
-    """Answer SIGN requests for ``agent``'s signer until ``stop``; raises AgentRejected."""
+    """Answer SIGN requests for ``agent``'s signer until ``stop``; raises AgentRejected.
+    ``on_link(up)`` hears each connection made (after WELCOME) and lost."""
 
     async def sign(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
         return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
@@ -91,7 +98,21 @@ async def serve_agent(
     async def bind(server_key: bytes) -> ServerBinding:
         return await asyncio.to_thread(agent.bind_server, server_key)
 
-    await serve_signer(url, token, agent.signer_id, sign, stop, stats=stats, trust=trust, bind=bind)
+    async def floor(entity: bytes, height: int, serial: int) -> int:
+        return await asyncio.to_thread(agent.set_floor, entity, height, serial)
+
+    await serve_signer(
+        url,
+        token,
+        agent.signer_id,
+        sign,
+        stop,
+        stats=stats,
+        trust=trust,
+        bind=bind,
+        floor=floor,
+        on_link=on_link,
+    )
 
 
 async def serve_signer(
@@ -105,6 +126,7 @@ async def serve_signer(
     stats: AgentStats | None = None,
     trust: tls.ClientTrust | None = None,
     bind: BindCallback | None = None,
+    floor: FloorCallback | None = None,
 ) -> None:
     """Be ``signer``'s agent at ``url`` until ``stop``, reconnecting with backoff.
 
@@ -137,7 +159,7 @@ async def serve_signer(
                 if on_link is not None:
                     on_link(True)
                 try:
-                    await _serve(ws, signer, sign, bind, stop, stats or AgentStats())
+                    await _serve(ws, signer, sign, bind, floor, stop, stats or AgentStats())
                 finally:
                     if on_link is not None:
                         on_link(False)
@@ -168,6 +190,7 @@ async def _serve(
     signer: bytes,
     sign: SignCallback,
     bind: BindCallback | None,
+    floor: FloorCallback | None,
     stop: asyncio.Event,
     stats: AgentStats,
 ) -> None:
@@ -181,7 +204,7 @@ async def _serve(
                 receive.cancel()
                 return
             frame = receive.result()
-            task = asyncio.create_task(_answer(ws, signer, sign, bind, frame, stats))
+            task = asyncio.create_task(_answer(ws, signer, sign, bind, floor, frame, stats))
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:
@@ -195,6 +218,7 @@ async def _answer(
     signer: bytes,
     sign: SignCallback,
     bind: BindCallback | None,
+    floor: FloorCallback | None,
     frame: bytes,
     stats: AgentStats,
 ) -> None:
@@ -204,6 +228,9 @@ async def _answer(
         return  # replies to our HELLO or garbage: nothing to answer
     if req.type is Req.BIND:
         await _answer_bind(ws, signer, bind, req.request_id, req.route, req.body)
+        return
+    if req.type is Req.FLOOR:
+        await _answer_floor(ws, signer, floor, req.request_id, req.route, req.body)
         return
     if req.type is not Req.SIGN:
         return
@@ -274,3 +301,33 @@ async def _answer_bind(
         return
     with contextlib.suppress(ConnectionClosed):
         await ws.send(encode_reply(Rep.BINDING, rid, [binding.to_tree()]))
+
+
+async def _answer_floor(
+    ws: ClientConnection,
+    signer: bytes,
+    floor: FloorCallback | None,
+    rid: int,
+    route: tuple[bytes, ...],
+    body: list[RlpItem],
+) -> None:
+    """Answer a FLOOR: record it (durably, the max kept) and say the floor held."""
+    try:
+        if floor is None:
+            raise Refused("this agent keeps no floors")
+        if len(route) != 2 or route[0] != signer:
+            raise Refused("a FLOOR route is [signer, entity] of this agent's signer")
+        if len(body) != 2:
+            raise DecodeError("FLOOR body is [height, binding_serial]")
+        held = await floor(route[1], as_int(body[0], "height"), as_int(body[1], "binding serial"))
+    except (DecodeError, Refused) as exc:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode_error(Err.REFUSED, str(exc), rid))
+        return
+    except Exception:
+        log.exception("floor callback failed")
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode_error(Err.REFUSED, "the agent failed", rid))
+        return
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(encode_reply(Rep.FLOOR, rid, [held]))

@@ -34,6 +34,7 @@ from node.codec import (
 from node.machines.frames import Certificate
 from node.machines.server import ServerState
 from node.machines.signer import SignerState
+from node.memberships import MAX_PAGE, FindResult, Membership
 from node.net import limits, tls
 from node.net.protocol import (
     CLIENT_VERSIONS,
@@ -264,6 +265,23 @@ class NodeClient:
             pair = as_list(item, "frame", size=2)
             out.append((encode_tree(as_list(pair[0], "frame")), Certificate.from_item(pair[1])))
         return out
+
+    async def memberships(
+        self, signer: bytes, after: bytes = b"", limit: int = MAX_PAGE
+    ) -> tuple[list[Membership], bytes]:
+        """A page of the entities hosted on this node whose config names ``signer``,
+        and the cursor for the next page (b"": the last)."""
+        reply = await self.request(Req.MEMBERSHIPS, [signer, after, limit])
+        if len(reply.body) != 2:
+            raise DecodeError("MEMBERSHIPS body is [[membership...], next_after]")
+        found = [Membership.from_item(m) for m in as_list(reply.body[0], "memberships")]
+        return found, as_bytes(reply.body[1], "next after", max_len=32)
+
+    async def find_entities(self, signer: bytes) -> FindResult:
+        """Ask the node to find ``signer``'s entities through its peers, set its agent's
+        floors and join them (FIND_ENTITIES)."""
+        reply = await self.request(Req.FIND_ENTITIES, [], route=(signer,))
+        return FindResult.from_body(reply.body)
 
     async def blocks(self, start_height: int, max_count: int) -> list[bytes]:
         reply = await self.request(Req.GET_BLOCKS, [start_height, max_count])

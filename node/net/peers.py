@@ -35,6 +35,7 @@ from node.identity import CHALLENGE_LEN, Identity
 from node.machines.binding import ServerBinding
 from node.machines.frames import Certificate
 from node.machines.replica.inputs import AnnounceBinding
+from node.memberships import MAX_PAGE, Membership
 from node.net import limits, tls
 from node.net.protocol import (
     PROTOCOL_VERSION,
@@ -57,6 +58,10 @@ MAX_QUEUED = 10_000
 PEER_INFO_INTERVAL_S = 1.0
 RECONNECT_MAX_S = 2.0
 REQUEST_TIMEOUT_S = 10.0
+
+
+class PeerRefused(Exception):
+    """A peer answered a request with an error, or with something malformed."""
 
 
 @dataclass(eq=False)
@@ -169,6 +174,28 @@ class PeerNetwork:
             pair = as_list(item, "frame", size=2)
             out.append((encode_tree(as_list(pair[0], "frame")), Certificate.from_item(pair[1])))
         return out
+
+    async def memberships(
+        self, link: PeerLink, signer: bytes, after: bytes, limit: int, binding: ServerBinding
+    ) -> tuple[list[Membership], bytes]:
+        """One MEMBERSHIPS page from ``link``'s server, proving with ``binding`` (the
+        signer's binding of our identity key) that we host ``signer``; raises
+        ConnectionError or TimeoutError, or PeerRefused with the peer's reason."""
+        body = [signer, after, limit, binding.to_tree()]
+        reply = await self._request(link, Req.MEMBERSHIPS, body)
+        if reply.type is Rep.ERROR:
+            raise PeerRefused(f"{link.url}: {error_of(reply)[1]}")
+        if reply.type is not Rep.MEMBERSHIPS:
+            raise PeerRefused(f"{link.url}: answered {reply.type.name}")
+        try:
+            if len(reply.body) != 2:
+                raise DecodeError("MEMBERSHIPS body is [[membership...], next_after]")
+            items = as_list(reply.body[0], "memberships", max_len=MAX_PAGE)
+            found = [Membership.from_item(item) for item in items]
+            cursor = as_bytes(reply.body[1], "next after", max_len=HASH_LEN)
+        except (DecodeError, ValueError) as exc:
+            raise PeerRefused(f"{link.url}: malformed MEMBERSHIPS: {exc}") from None
+        return found, cursor
 
     async def _request(self, link: PeerLink, req: Req, body: list[object]) -> Reply:
         ws = link.ws

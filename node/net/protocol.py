@@ -69,9 +69,13 @@ class Req(IntEnum):
     PEER_INFO = 12  # []: which signers this server hosts
     READ_ENTITY = 13  # route [signer, entity]: an agreed state in parts, with proofs
     CHALLENGE = 14  # []: before a peer server's HELLO, the challenge it must sign
+    # [signer, after, limit] (+ [binding] from a peer): the entities a signer is a member of
+    MEMBERSHIPS = 15
+    FIND_ENTITIES = 16  # route [signer]: ask the peers, set the agent's floors, join
     # Node to agent (on the agent's own connection)
     SIGN = 20  # route [signer, entity], body [frame, round]
     BIND = 21  # route [signer], body [server_identity_key]: the signer's server binding
+    FLOOR = 22  # route [signer, entity], body [height, binding_serial]: after a restore
 
 
 class Rep(IntEnum):
@@ -94,6 +98,9 @@ class Rep(IntEnum):
     SIGNATURE = 80
     BINDING = 81  # [binding]: the answer to BIND
     REFUSAL = 85  # [refusal]: an agent's signed refusal of a SIGN (node/machines/refusal.py)
+    MEMBERSHIPS = 82  # [[membership...], next_after]
+    FOUND = 83  # [[found...], peers_asked, peers_answered, [error...]]
+    FLOOR = 84  # [floor]: the answer to FLOOR
     ERROR = 127
 
 

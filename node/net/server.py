@@ -67,6 +67,7 @@ from node.machines.binding import ServerBinding
 from node.machines.entity import SIG_LEN, EntityState
 from node.machines.frames import MAX_OUTBOX, Signatures
 from node.machines.refusal import Refusal
+from node.memberships import MAX_PAGE as MAX_MEMBERSHIPS
 from node.net import limits, peer_auth
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
@@ -92,6 +93,7 @@ from node.net.protocol import (
 )
 from node.net.sliced_decode import decode_sliced, scan_sliced
 from node.net.tls import plain_token_refusal
+from node.restore import FindRefused, find_entities
 from node.runtime import Ack, BlockEvent, CommitEvent, FrameEvent, Node, Priority, Subscription
 from node.tokens import Scope, TokenStore
 from node.txs import REGISTRIES, Level, registry_for_depth
@@ -113,6 +115,7 @@ SERVER_WIDE = frozenset(
         Req.PROPOSAL,
         Req.GET_FRAMES,
         Req.PEER_INFO,
+        Req.MEMBERSHIPS,
     }
 )
 PEER_REQUESTS = frozenset(
@@ -124,6 +127,7 @@ PEER_REQUESTS = frozenset(
         Req.PROPOSAL,
         Req.GET_FRAMES,
         Req.PEER_INFO,
+        Req.MEMBERSHIPS,
     }
 )
 # What a connection may send before its HELLO (TCP): a peer server asks its challenge.
@@ -160,6 +164,7 @@ PEER_MEMBER_INPUTS = frozenset(
     }
 )
 MAX_FRAMES_PER_PAGE = 256
+MAX_MEMBERSHIPS_PAGE = MAX_MEMBERSHIPS
 SIGN_TIMEOUT_S = 30.0
 # How long closing waits for a connection's owed replies (a client that reads nothing).
 CLOSE_TIMEOUT_S = 10.0
@@ -267,6 +272,24 @@ class RemoteAgent:
         except DecodeError as exc:
             raise Refused(f"agent sent a malformed binding: {exc}") from None
 
+    async def set_floor(self, entity: bytes, height: int, binding_serial: int) -> int:
+        """Tell the agent its floor for ``entity`` after a restore (FLOOR); the floor
+        it now holds."""
+        body = await self._ask(
+            Req.FLOOR,
+            (self.signer, entity),
+            [encode_uint(height), encode_uint(binding_serial)],
+        )
+        try:
+            if len(body) != 1:
+                raise DecodeError("FLOOR reply body is [floor]")
+            floor = as_int(body[0], "floor")
+        except DecodeError as exc:
+            raise Refused(f"agent sent a malformed floor: {exc}") from None
+        if floor < height:
+            raise Refused(f"agent holds floor {floor}, below {height}")
+        return floor
+
     def on_reply(self, reply: Reply) -> None:
         future = self._waiting.get(reply.request_id)
         if future is not None and not future.done():
@@ -330,6 +353,9 @@ class ApiServer:
             Req.PEER_INFO: self._peer_info,
             Req.SIGN: self._sign,
             Req.BIND: self._sign,
+            Req.FLOOR: self._sign,
+            Req.MEMBERSHIPS: self._memberships,
+            Req.FIND_ENTITIES: self._find_entities,
         }
 
     async def listen_tcp(self, host: str, port: int, ssl: SSLContext | None = None) -> int:
@@ -606,9 +632,14 @@ class ApiServer:
             if session.scope is not None:
                 raise ProtocolError(Err.FORBIDDEN, "already authenticated", rid)
             try:
-                record = self.tokens.authenticate(token.decode("ascii"))
+                text = token.decode("ascii")
             except UnicodeDecodeError:
-                record = None
+                text = None
+            record = None if text is None else self.tokens.authenticate(text)
+            if record is None and text is not None and self.tokens.refresh():
+                # A token made since the last tick's reload (xln-node token create,
+                # then an agent at once) is not refused for a tick.
+                record = self.tokens.authenticate(text)
             refusal = plain_token_refusal(session.tls, session.remote_host)
             if refusal is not None:
                 if record is not None:
@@ -1184,6 +1215,67 @@ class ApiServer:
             f"{req.type.name} goes from a node to its agent, not to a node",
             req.request_id,
         )
+
+    async def _memberships(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        """The entities hosted here whose config names a signer, a page at a time: for
+        a client whose scope reaches the signer, or a peer that proves it hosts the
+        signer (the signer's binding of the peer's identity key)."""
+        rid = req.request_id
+        if self.coordinator is None:
+            raise ProtocolError(Err.UNSUPPORTED_SENDER, "this node runs no consensus", rid)
+        size = 4 if session.peer is not None else 3
+        try:
+            if len(req.body) != size:
+                raise DecodeError(
+                    "MEMBERSHIPS body is [signer, after, limit"
+                    + (", binding]" if size == 4 else "]")
+                )
+            signer = as_bytes(req.body[0], "signer", size=HASH_LEN)
+            after = as_bytes(req.body[1], "after", max_len=HASH_LEN)
+            if after and len(after) != HASH_LEN:
+                raise DecodeError("after: an entity id (32 bytes) or empty")
+            limit = as_int(req.body[2], "limit", min_value=1, max_value=MAX_MEMBERSHIPS_PAGE)
+            binding = ServerBinding.from_item(req.body[3]) if size == 4 else None
+        except DecodeError as exc:
+            raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
+        if binding is not None:
+            if binding.signer != signer or binding.server_key != session.peer:
+                raise ProtocolError(
+                    Err.FORBIDDEN,
+                    "the binding must be the signer's, of this connection's identity key",
+                    rid,
+                )
+            key = self.coordinator.member_key(signer)
+            if key is None:  # a member of nothing hosted here: nothing to prove
+                await ws.send(encode_reply(Rep.MEMBERSHIPS, rid, [[], b""]))
+                return
+            if not binding.verify(key):
+                raise ProtocolError(
+                    Err.FORBIDDEN, "the binding does not verify under the signer's key", rid
+                )
+        elif session.scope is None or not session.scope.allows((signer,)):
+            raise ProtocolError(
+                Err.FORBIDDEN, f"token scope {session.scope} does not reach that signer", rid
+            )
+        found, cursor = self.coordinator.memberships(signer, after, limit)
+        body = [[m.to_tree() for m in found], cursor]
+        await ws.send(encode_reply(Rep.MEMBERSHIPS, rid, body))
+
+    async def _find_entities(self, ws: ServerConnection, session: Session, req: Request) -> None:
+        """Find the route's signer's entities through this node's peers, set its agent's
+        floors, join them (``node/restore.py``)."""
+        rid = req.request_id
+        self._check_scope(session, req)
+        if self.coordinator is None:
+            raise ProtocolError(Err.UNSUPPORTED_SENDER, "this node runs no consensus", rid)
+        if len(req.route) != 1:
+            raise ProtocolError(Err.MALFORMED, "FIND_ENTITIES route is [signer]", rid)
+        _no_fields(req)
+        try:
+            result = await find_entities(self.coordinator, req.route[0])
+        except FindRefused as exc:
+            raise ProtocolError(Err.REFUSED, str(exc), rid) from None
+        await ws.send(encode_reply(Rep.FOUND, rid, result.to_tree()))
 
     async def _peer_info(self, ws: ServerConnection, session: Session, req: Request) -> None:
         coordinator = self._require_peer(session, req)

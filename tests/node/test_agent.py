@@ -191,7 +191,65 @@ def test_no_sign_this_hash_api() -> None:
         "bind_server",  # signs a binding message (domain-separated, built here)
         "revoke_server",
         "sign_refusal",  # signs a refusal message (domain-separated, built here from the frame)
+        # After a restore: these record and read floors; none of them signs anything.
+        "mark_restored",
+        "restored",
+        "set_floor",
+        "floor",
     }
+
+
+def test_a_restored_guard_signs_only_above_its_floor(
+    tmp_path: Path, open_agent: Callable[..., Agent]
+) -> None:
+    guard = tmp_path / "guard"
+    agent = open_agent(guard)
+    agent.mark_restored()
+    assert agent.restored
+    with pytest.raises(Refused, match="peers have not yet told"):
+        agent.sign_precommit(frame(height=3).raw, 0)
+    assert agent.floor(ENTITY) is None
+    assert agent.set_floor(ENTITY, 3) == 3
+    assert agent.set_floor(ENTITY, 2) == 3  # a floor only rises
+    for height in (1, 3):
+        with pytest.raises(Refused, match="at or below 3"):
+            agent.sign_precommit(frame(height=height).raw, 0)
+    # Another entity has no floor yet: still refused.
+    with pytest.raises(Refused, match="peers have not yet told"):
+        agent.sign_precommit(frame(height=9, entity=OTHER_ENTITY).raw, 0)
+    agent.sign_precommit(frame(height=4).raw, 0)
+    assert agent.signed == 1
+    agent.close()
+    # Durable: reopened, the guard is still restored and holds the floor.
+    again = open_agent(guard)
+    assert again.restored
+    assert again.floor(ENTITY) == 3
+    with pytest.raises(Refused, match="at or below 3"):
+        again.sign_precommit(frame(height=3, n=2).raw, 0)
+
+
+def test_a_floor_raises_the_next_binding_serial(open_agent: Callable[..., Agent]) -> None:
+    agent = open_agent()
+    key_a, key_b = bls.sk_to_pk(bls.keygen(b"a" * 32)), bls.sk_to_pk(bls.keygen(b"b" * 32))
+    assert agent.bind_server(key_a).serial == 1
+    # The peers saw serial 5 (the lost folder's binding): the same key is bound again above it.
+    agent.set_floor(ENTITY, 0, binding_serial=5)
+    rebound = agent.bind_server(key_a)
+    assert rebound.serial == 6
+    assert rebound.verify(PK)
+    assert agent.bind_server(key_a) == rebound
+    assert agent.bind_server(key_b).serial == 7
+    with pytest.raises(Refused, match="a floor is an entity id"):
+        agent.set_floor(b"short", 1)
+
+
+def test_a_floor_binds_an_agent_that_was_not_restored(open_agent: Callable[..., Agent]) -> None:
+    agent = open_agent()
+    assert not agent.restored
+    agent.sign_precommit(frame(height=2).raw, 0)  # no floor, not restored: signs
+    agent.set_floor(ENTITY, 2)
+    with pytest.raises(Refused, match="at or below 2"):
+        agent.sign_precommit(frame(height=2, n=5).raw, 1)
 
 
 def test_records_survive_reopening(tmp_path: Path, open_agent: Callable[..., Agent]) -> None:

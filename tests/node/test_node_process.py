@@ -273,6 +273,10 @@ VALID_BODIES: dict[Req, list[Any]] = {
     Req.CHALLENGE: [],  # a peer server's, before its HELLO
     Req.SIGN: [[b"\x01"], 0],
     Req.BIND: [b"\x01" * 48],
+    Req.FLOOR: [1, 0],
+    # A restore's: this node runs no consensus.
+    Req.MEMBERSHIPS: [b"\x01" * 32, b"", 16],
+    Req.FIND_ENTITIES: [],
 }
 
 INVALID_BODIES: dict[Req, list[list[Any]]] = {
@@ -303,6 +307,9 @@ INVALID_BODIES: dict[Req, list[list[Any]]] = {
     Req.CHALLENGE: [[1], [b""], [[]]],
     Req.SIGN: [[], [[b"\x01"], 0]],
     Req.BIND: [[], [b"\x01" * 48]],
+    Req.FLOOR: [[], [1, 0]],
+    Req.MEMBERSHIPS: [[], [b"\x01" * 32, b"", 0], [b"\x01", b"", 1], [b"\x01" * 32, b"\x02", 1]],
+    Req.FIND_ENTITIES: [[1], [[]]],
 }
 
 

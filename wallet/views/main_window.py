@@ -179,6 +179,7 @@ class MainWindow(QMainWindow):
 
         self._shortcuts()
         model.entities_changed.connect(self.refresh_entities)
+        model.restore_changed.connect(self._show_entity)
         approvals.added.append(self._approvals_changed)
         approvals.changed.append(self._approvals_changed)
         self._closed = False
@@ -262,8 +263,11 @@ class MainWindow(QMainWindow):
         entry = self.current_entity()
         self.copy_id.setEnabled(entry is not None)
         if entry is None:
-            self.title.setText("No entity yet")
-            self.subtitle.setText("Create an entity or join one from the Entities view.")
+            restoring = self.model.restore_note
+            self.title.setText("Restored from the phrase" if restoring else "No entity yet")
+            self.subtitle.setText(
+                restoring or "Create an entity or join one from the Entities view."
+            )
             return
         title, sub = entity_title(entry)
         self.title.setText(title)

@@ -73,6 +73,7 @@ from node.machines.frames import Certificate, Frame, Signatures, aggregate_preco
 from node.machines.governance import Config, Member, signer_id
 from node.machines.refusal import Refusal
 from node.machines.server import ServerState, apply_block
+from node.memberships import Membership
 from node.mempool import Mempool
 from node.merkle_map import Proof
 from node.net.limits import MAX_DEPTH, PRE_HELLO_WS_BYTES, REQUEST
@@ -197,6 +198,8 @@ def _certificate(frame: Frame, config: Config, precommits: dict[int, bytes]) -> 
 
 
 CERT_E2 = _certificate(FRAME_E2, GENESIS_2.config, {0: PRECOMMIT_B, 1: PRECOMMIT_A})
+# B's binding of its server's identity key: how that server proves it hosts B.
+BINDING_B = sign_binding(SK_B, ID_B, PEER_IDENTITY.pubkey, 1)
 # A legacy mint input (older chains), as a client or a peer might try to send it:
 # it speaks for no member, and both are refused.
 
@@ -439,11 +442,17 @@ async def answer_sign(agent: Agent, frame: bytes, refuse: str = "") -> bytes:
     """An agent's answer to the node's ``SIGN`` request, as ``node/net/agent_client.py``
     makes it: ``SIGNATURE [signature, [outgoing signature...]]``, ``ERROR REFUSED``
     from the agent's guard, or with ``refuse``, ``REFUSAL [refusal]`` (its person or
-    accountant said no)."""
+    accountant said no); and to ``BIND`` and ``FLOOR`` as it does."""
     req = decode_request(frame, limits=REQUEST)
     if req.type is Req.BIND:
         binding = await asyncio.to_thread(agent.bind_server, as_bytes(req.body[0], "key"))
         return encode_reply(Rep.BINDING, req.request_id, [binding.to_tree()])
+    if req.type is Req.FLOOR:
+        assert req.route[:1] == (agent.signer_id,)
+        assert len(req.route) == 2
+        height, serial = as_int(req.body[0], "height"), as_int(req.body[1], "serial")
+        held = await asyncio.to_thread(agent.set_floor, req.route[1], height, serial)
+        return encode_reply(Rep.FLOOR, req.request_id, [held])
     assert req.type is Req.SIGN, f"expected SIGN, got {describe_frame(frame)}"
     try:
         if len(req.body) != 2:
@@ -736,9 +745,29 @@ def _request_body(req: Request) -> str:
                 return f"{_frame(Frame.decode(encode_tree(frame)))} round={as_int(rnd, 'r')}"
             case Req.BIND, [bytes() as key]:
                 return f"server_key={_hex(key)}"
+            case Req.FLOOR, [bytes() as height, bytes() as serial]:
+                return f"height={as_int(height, 'h')} binding_serial={as_int(serial, 's')}"
+            case Req.MEMBERSHIPS, [bytes() as signer, bytes() as after, bytes() as limit, *rest]:
+                text = (
+                    f"signer={_hex(signer)} after={_hex(after) if after else 'start'}"
+                    f" limit={as_int(limit, 'l')}"
+                )
+                return text + (f" binding={_generic(rest[0])}" if rest else "")
             case _, []:
                 return "body=[]"
     return f"body={_generic(body)}"
+
+
+def _memberships(items: list[RlpItem]) -> str:
+    out = []
+    for item in items:
+        m = Membership.from_item(item)
+        out.append(
+            f"membership(entity={_hex(m.entity_id)} height={m.height} head={_hex(m.head)}"
+            f" in_flight={m.in_flight} threshold={m.genesis.config.threshold}"
+            f" members={len(m.genesis.config.members)} bindings={len(m.bound)})"
+        )
+    return "[" + ", ".join(out) + "]"
 
 
 def _entity_request(part: int, at: bytes, rest: list[RlpItem]) -> str:
@@ -900,6 +929,20 @@ def _reply_body(rep_type: Rep, b: list[RlpItem]) -> str:
                 f"binding(signer={_generic(f[0])} server_key={_generic(f[1])}"
                 f" serial={as_int(f[2], 's')} signature={_generic(f[3])})"
             )
+        case Rep.MEMBERSHIPS:
+            return f"{_memberships(as_list(b[0], 'memberships'))} next_after={_generic(b[1])}"
+        case Rep.FOUND:
+            found = [as_list(x, "found", size=3) for x in as_list(b[0], "found")]
+            items = [
+                f"({_memberships([f[0]])} floor={as_int(f[1], 'f')} joined={as_int(f[2], 'j')})"
+                for f in found
+            ]
+            return (
+                f"found=[{', '.join(items)}] peers_asked={i(1, 'a')} peers_answered={i(2, 'n')}"
+                f" errors={_generic(b[3])}"
+            )
+        case Rep.FLOOR:
+            return f"floor={i(0, 'f')}"
         case Rep.CHALLENGE:
             return f"version={i(0, 'v')} challenge={_generic(b[1])} receiver_id={_generic(b[2])}"
         case Rep.ERROR:
@@ -1458,11 +1501,57 @@ def _consensus_examples() -> dict[str, Example]:
             ),
             node="consensus",
         ),
+        "restore": Example(
+            (
+                On("agent", "the agent of signer A"),
+                *_ask(hello(token=AGENT_TOKEN, sender=AGENT_A)),
+                Expect(1),
+                Answer(),
+                On("wallet", "a client whose token reaches A (here: server scope)"),
+                *_ask(hello()),
+                *_ask(
+                    req(Req.MEMBERSHIPS, 2, [ID_A, b"", 256]),
+                    "the entities hosted here whose config names A, in id order",
+                ),
+                *_ask(
+                    req(Req.MEMBERSHIPS, 3, [ID_A, b"", 1]),
+                    "one at a time: a page of one, and the cursor to ask after",
+                ),
+                *_ask(req(Req.MEMBERSHIPS, 4, [ID_A, min(E1, E2), 1]), "the last page"),
+                Send(
+                    req(Req.FIND_ENTITIES, 5, [], route=(ID_A,)),
+                    "find A's entities here and on this node's peers (it has none)",
+                ),
+                On("agent"),
+                Expect(
+                    1,
+                    "first, for each entity found, the node tells A's agent the highest height "
+                    "in flight there (with the highest binding serial seen for A)",
+                ),
+                Answer("the agent records the floor (synced), then answers the floor it holds"),
+                Expect(1),
+                Answer(),
+                On("wallet"),
+                Expect(1, "both entities found; both replicas are held here, so none is joined"),
+                On("peer", "B's server asks which entities hosted here name B"),
+                *_ask(peer_challenge()),
+                *_ask(peer_hello(2)),
+                *_ask(
+                    peer(Req.MEMBERSHIPS, 3, [ID_B, b"", 256, BINDING_B.to_tree()]),
+                    "a peer proves it hosts B with B's binding of the peer's identity key",
+                ),
+                *_ask(
+                    peer(Req.MEMBERSHIPS, 4, [ID_A, b"", 256, BINDING_B.to_tree()]),
+                    "B's binding proves nothing about A",
+                ),
+            ),
+            node="consensus",
+        ),
         "peer-forbidden": Example(
             (
                 On("peer"),
                 *_ask(peer_challenge()),
-                *_ask(peer_hello(2)),
+                *_ask(peer_hello(3)),
                 *_ask(peer(Req.SUBMIT, 3, [inc(1)]), "peers deliver; they do not submit"),
                 *_ask(
                     peer(Req.DELIVER, 4, [ID_A, E1, _item(rep.Timeout(2, 0))]),
@@ -1512,7 +1601,7 @@ def _consensus_examples() -> dict[str, Example]:
             (
                 *_ask(peer_challenge()),
                 *_ask(
-                    peer_hello(2),
+                    peer_hello(3),
                     "the HELLO that opened peer-forbidden's connection, sent again",
                 ),
                 ExpectClose(),

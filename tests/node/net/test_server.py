@@ -234,6 +234,24 @@ async def test_revoked_token_is_cut_off_within_a_tick(live_node: LiveNode) -> No
     assert r.ws.close_code == 1008
 
 
+async def test_a_token_made_since_the_last_tick_is_accepted_at_once(tmp_path: Path) -> None:
+    """A token written from outside (the CLI) is accepted before the next tick reloads
+    the file: no tick comes in this test's time (an hour's tick)."""
+    live = await start_live_node(tmp_path / "data", NodeConfig(tick_ms=3_600_000))
+    try:
+        token, record = TokenStore(live.data).create(Scope("server"), "made now")
+        assert not live.tokens.is_live(record.id)  # the node has not reloaded yet
+        r = await authed(live, token)
+        assert live.tokens.is_live(record.id)
+        await r.ws.close()
+        bad = await connect(live.url, compression=None, max_size=None)
+        reply = await Raw(bad).ask(Req.HELLO, 1, [b"xln_00000000_nope"])
+        assert error_of(reply) == (Err.UNAUTHORIZED, "invalid API token")
+        await bad.close()
+    finally:
+        await stop_live_node(live)
+
+
 async def test_a_bug_in_a_handler_is_answered_with_the_request_id(live_node: LiveNode) -> None:
     async def broken(*_: object) -> None:
         raise RuntimeError("a bug")

@@ -148,3 +148,60 @@ async def test_first_run_to_an_executed_proposal(qtbot: QtBot, tmp_path: Path) -
         if not run.done():
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_a_restore_from_the_phrase_says_what_it_found(qtbot: QtBot, tmp_path: Path) -> None:
+    """Onboarding's Restore into a new folder, on the embedded node with no peers: the
+    signer is marked restored, and the window says no entity was found and why
+    (not a bare "No entity yet")."""
+    from wallet.flows import restore as restore_flow
+    from wallet.keys.mnemonic import generate
+    from wallet.views.onboarding import KeyPage
+
+    data = tmp_path / "wallet"
+    data.mkdir(mode=0o700)
+    wallet = make_app(data)
+    run = asyncio.ensure_future(wallet.run())
+    try:
+        await wallet.wait_stage("onboarding")
+        w = wallet.onboarding
+        assert w is not None
+        key = w.page(Step.KEY)
+        assert isinstance(key, KeyPage)
+        key.restore.setChecked(True)
+        key.phrase.setPlainText(generate())
+        w.next()
+        assert step(w) is Step.PASSWORD
+        password = w.page(Step.PASSWORD)
+        assert isinstance(password, PasswordPage)
+        password.password.setText(PASSWORD)
+        password.again.setText(PASSWORD)
+        w.next()
+        w.next()  # the embedded node
+        w.next()  # no entity: skip (the default)
+        await wallet.wait_stage("main")
+        window = wallet.window
+        assert window is not None
+        model = wallet.model
+        woken = asyncio.Event()
+        model.restore_changed.connect(woken.set)
+        async with asyncio.timeout(WAIT_S):
+            while not model.restore_note.startswith("No entity"):
+                woken.clear()
+                await woken.wait()
+        assert window.title.text() == "Restored from the phrase"
+        assert window.subtitle.text() == (
+            "No entity of this signer found yet; this node has no peers: add your "
+            "co-signers' servers in Settings. Asked again at the next connection."
+        )
+        record = restore_flow.load(data)
+        assert len(record.restored) == 1
+        assert record.pending == record.restored  # nothing found: asked again later
+
+        window.close()
+        async with asyncio.timeout(WAIT_S):
+            assert await run == 0
+    finally:
+        if not run.done():
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)

@@ -23,7 +23,7 @@ from tests.wallet.views.content_helpers import (
     request_for,
 )
 from wallet.flows.effects import Effect, short
-from wallet.model import Connection, Link
+from wallet.model import Connection, EntityEntry, Link, WalletModel
 from wallet.qt import QApplication, QKeySequence, QShortcut
 from wallet.views import theme
 from wallet.views.approvals import effect_html
@@ -96,6 +96,18 @@ def test_new_entity_appears_in_the_switcher(qtbot: QtBot) -> None:
 
     w.model.set_entity(EntityEntry(IDS[ME], entity((2, 1), 2)))
     assert w.switcher.count() == 3
+
+
+def test_a_restore_says_what_finding_the_entities_said(qtbot: QtBot) -> None:
+    model = WalletModel()
+    w = MainWindow(model, RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(w)
+    assert w.title.text() == "No entity yet"
+    model.set_restore_note("Looking for this signer's entities on the node's peers…")
+    assert w.title.text() == "Restored from the phrase"
+    assert w.subtitle.text() == "Looking for this signer's entities on the node's peers…"
+    model.set_entity(EntityEntry(IDS[ME], entity((1,), 1)))
+    assert w.title.text().startswith("Entity ")
 
 
 def test_badge_counts_pending_approvals(qtbot: QtBot) -> None:
