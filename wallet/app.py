@@ -543,8 +543,9 @@ class WalletApp:
 def make_qapp() -> QApplication:
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
+    # No display name: Qt appends it to every window title ("XLN Signer · Set up —
+    # XLN Signer" in the title bar), and each title already names the app.
     app.setApplicationName("XLN Signer")
-    app.setApplicationDisplayName("XLN Signer")
     app.setDesktopFileName("xln-wallet")
     return app
 
