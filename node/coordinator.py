@@ -171,10 +171,11 @@ class Coordinator:
     def hosted_signers(self) -> list[bytes]:
         return list(self.node.state.hosted)  # the map's keys, ascending
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -243,11 +244,14 @@ class Coordinator:
         if proposals:
             self._spawn(_gather(proposals))
 
-    def proposal_received(self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes) -> None:
+    def proposal_received(
+        self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes
+    ) -> asyncio.Task[None]:
         """A proposal for our ``signer`` arrived: answer it, in the background, for
         every member of the entity hosted here (the proposer sends one proposal per
-        server), each pre-commit at most once."""
-        self._spawn(self._fan_out(signer, frame_raw, round_, psig))
+        server), each pre-commit at most once. The task, so a caller can bound how
+        many one peer has in flight."""
+        return self._spawn(self._fan_out(signer, frame_raw, round_, psig))
 
     async def _fan_out(self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes) -> None:
         try:

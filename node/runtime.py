@@ -150,6 +150,8 @@ class _Pending:
     size: int
     priority: int = Priority.SERVER
     first_index: int = 0
+    owner: object = None  # the party whose share of the inbox it counts against
+    key: tuple[tuple[bytes, ...], bytes] | None = None  # a peer's input, for duplicates
 
 
 @dataclass
@@ -231,6 +233,10 @@ class Node:
         self.metrics = Metrics()
         self._inbox: deque[_Pending] = deque()
         self._inbox_txs = 0
+        # Each party's share of the inbox in use (server.py passes the party), and
+        # the peers' inputs queued, by route and bytes, so a duplicate costs nothing.
+        self._owed: dict[object, int] = {}
+        self._queued: dict[tuple[tuple[bytes, ...], bytes], int] = {}
         self._subscriptions: set[Subscription] = set()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="xln-store")
         self._stopping = False
@@ -260,14 +266,18 @@ class Node:
         priority: int = Priority.SERVER,
         *,
         urgent: bool = False,
+        owner: object = None,
+        share: int | None = None,
     ) -> asyncio.Future[Ack]:
         """Queue transactions for the next block; the future resolves once it is durable.
         ``urgent`` (consensus inputs) asks for an early block rather than the next tick.
+        ``owner`` (a party: a peer's identity key, a client's token) may have at most
+        ``share`` transactions queued at once.
 
         Raises Busy, TooLarge, UnknownRoute or ShuttingDown at once, having queued nothing.
         """
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        self._enqueue(route, txs, priority, future)
+        self._enqueue(route, txs, priority, future, owner, share)
         if urgent:
             self.expedite()
         return future
@@ -297,6 +307,8 @@ class Node:
         txs: Sequence[Tx],
         priority: int,
         future: asyncio.Future[Ack] | None,
+        owner: object = None,
+        share: int | None = None,
     ) -> None:
         if self._stopping:
             raise ShuttingDown("the node is shutting down")
@@ -313,8 +325,22 @@ class Node:
                 f"inbox full ({self._inbox_txs} of {self.config.inbox_cap} transactions queued); "
                 "retry after the next block"
             )
-        self._inbox.append(_Pending(route, txs, future, size, priority))
+        if owner is not None and share is not None:
+            # A party with nothing queued may always queue one request that fits the
+            # inbox: otherwise a request above its share could never be taken.
+            owed = self._owed.get(owner, 0)
+            if owed and owed + len(txs) > share:
+                raise Busy(
+                    f"this party's share of the inbox is full ({owed} of {share} transactions"
+                    " queued); retry after the next block"
+                )
+        key = (route, txs[0].raw) if priority == Priority.PEER and len(txs) == 1 else None
+        self._inbox.append(_Pending(route, txs, future, size, priority, 0, owner, key))
         self._inbox_txs += len(txs)
+        if owner is not None:
+            self._owed[owner] = self._owed.get(owner, 0) + len(txs)
+        if key is not None:
+            self._queued[key] = self._queued.get(key, 0) + 1
         if len(route) == 2:
             # Every signed consensus message for a replica passes here, whoever sent it:
             # two of one member's for different frames at one height and round are kept.
@@ -326,6 +352,25 @@ class Node:
 
     def check_route(self, route: tuple[bytes, ...]) -> None:
         _check_route(self.state, route)
+
+    def is_queued(self, route: tuple[bytes, ...], tx: Tx) -> bool:
+        """True if a peer's input of these very bytes waits in the inbox for ``route``:
+        a duplicate would be applied in the same block or after it, and change nothing."""
+        return (route, tx.raw) in self._queued
+
+    def _dequeued(self, pending: _Pending) -> None:
+        if pending.owner is not None:
+            left = self._owed.get(pending.owner, 0) - len(pending.txs)
+            if left > 0:
+                self._owed[pending.owner] = left
+            else:
+                self._owed.pop(pending.owner, None)
+        if pending.key is not None:
+            n = self._queued.get(pending.key, 0) - 1
+            if n > 0:
+                self._queued[pending.key] = n
+            else:
+                self._queued.pop(pending.key, None)
 
     def status(self) -> Status:
         s = self.state
@@ -528,6 +573,7 @@ class Node:
     def _fail_inbox(self, reason: str) -> None:
         while self._inbox:
             pending = self._inbox.popleft()
+            self._dequeued(pending)
             if pending.future is not None and not pending.future.done():
                 pending.future.set_exception(ShuttingDown(reason))
         self._inbox_txs = 0
@@ -537,6 +583,7 @@ class Node:
         room, room_bytes = self.config.max_block_txs, MAX_BLOCK_TX_BYTES
         while self._inbox and len(self._inbox[0].txs) <= room and self._inbox[0].size <= room_bytes:
             pending = self._inbox.popleft()
+            self._dequeued(pending)
             room -= len(pending.txs)
             room_bytes -= pending.size
             self._inbox_txs -= len(pending.txs)

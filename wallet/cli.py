@@ -3,6 +3,7 @@
     xln-wallet [--data DIR] [--node URL [--token-file F]] [--theme light|dark|system]
     xln-wallet agent --node URL --token-file F [--accountant --rules FILE] ...
     xln-wallet --self-test
+    xln-wallet embedded-node     # the wallet's own child process: its embedded node
 
 Secrets never come on the command line, where other users' ``ps`` shows them:
 the node's API token comes from a file (``--token-file``) or ``XLN_TOKEN``, the
@@ -88,6 +89,13 @@ def token(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given == ["embedded-node"]:
+        # Started by the wallet (wallet.embedded), its settings on stdin; not a command
+        # for people, so not in the help.
+        from wallet import node_child
+
+        return node_child.main()
     args = build_parser().parse_args(argv)
     collector.tune()
     if args.self_test:

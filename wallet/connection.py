@@ -205,6 +205,10 @@ class NodeSession:
         await self._drop_client()
         self._set(Connection(Link.DISCONNECTED, self.mode, self.url))
 
+    def set_starting(self, what: str) -> None:
+        """Show the session as connecting while ``what`` happens (the node starts)."""
+        self._set(Connection(Link.CONNECTING, self.mode, self.url, error=what))
+
     def set_error(self, error: str) -> None:
         """Show the session as disconnected for ``error`` (a refusal decided above it)."""
         self._set(Connection(Link.DISCONNECTED, self.mode, self.url, error=error))

@@ -78,7 +78,7 @@ from wallet.connection import (
     SubmitRefused,
     holdable,
 )
-from wallet.embedded import EmbeddedNode
+from wallet.embedded import EmbeddedNode, EmbeddedNodeError, exit_text
 from wallet.flows import compose, node_trust
 from wallet.flows.accountant import Rules
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Notifications
@@ -103,6 +103,11 @@ EVIDENCE_EVERY_S = 5.0  # how often the node's equivocation evidence is read aga
 ANALYSIS_MEMO = 64
 SHOWN_MEMO = 1024  # frames whose payments are in history
 HISTORY_TEXT = 300  # characters of a frame's history item
+# A crashed embedded node is started again; after this many crashes within
+# RESTART_WINDOW_S, the wallet stops trying and says so.
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 60.0
+RESTART_BACKOFF_S = 1.0
 
 
 class WalletError(Exception):
@@ -217,6 +222,7 @@ class WalletService:
         self.session.reader.on_pin = lambda pins: wallet_pins.save(data_dir, pins)
         self.session.on_connect.append(self._on_connected)
         self.embedded: EmbeddedNode | None = None
+        self._restarts: list[float] = []  # when the embedded node was restarted
         self.agents: dict[bytes, WalletAgent] = {}
         self.unlocked = asyncio.Event()
         self._in_flight: dict[bytes, _InFlight] = {}
@@ -255,20 +261,68 @@ class WalletService:
         self._spawn(self._auto_lock())
         self._spawn(self._watch_evidence())
         if not self.remote:
-            self.embedded = EmbeddedNode(
-                self.data_dir,
-                self.settings.tick_ms,
-                self.settings.peers,
-                self._identity_password,
-                simulation=self.simulation,
-            )
-            self._url, self._token = await self.embedded.start()
+            await self._start_embedded()
         elif not self._url:
             raise WalletError("remote mode needs the node's URL")
         if self._token is not None:
             await self._connect()
         else:
             log.info("the remote node's token is in the vault: unlock to connect")
+
+    async def _start_embedded(self) -> None:
+        """Start the embedded node's process (the status bar says so meanwhile)."""
+        self.session.set_starting("starting the node")
+        embedded = EmbeddedNode(
+            self.data_dir,
+            self.settings.tick_ms,
+            self.settings.peers,
+            self._identity_password,
+            simulation=self.simulation,
+        )
+        try:
+            self._url, self._token = await embedded.start()
+        except EmbeddedNodeError as exc:
+            self.session.set_error(str(exc))
+            raise
+        embedded.on_exit.append(self._embedded_ended)
+        self.embedded = embedded
+        log.info("the embedded node runs as process %s", embedded.pid)
+
+    def _embedded_ended(self, code: int) -> None:
+        """The embedded node's process ended without being asked: show it, start another."""
+        now = self.clock()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S]
+        if len(self._restarts) >= MAX_RESTARTS:
+            text = (
+                f"the embedded node stopped ({exit_text(code)}) {MAX_RESTARTS + 1} times in "
+                f"{RESTART_WINDOW_S:.0f} s; not restarting it: see Logs, then restart the wallet"
+            )
+            log.error("%s", text)
+            self._spawn(self._drop_node(text))
+            return
+        self._restarts.append(now)
+        text = f"the embedded node stopped ({exit_text(code)}); restarting it"
+        log.error("%s", text)
+        self._spawn(self._restart_embedded(text))
+
+    async def _drop_node(self, text: str) -> None:
+        for agent in list(self.agents.values()):
+            await agent.stop()
+        self.agents.clear()
+        await self.session.close()
+        self.session.set_error(text)
+        self.embedded = None
+
+    async def _restart_embedded(self, text: str) -> None:
+        await self._drop_node(text)
+        await asyncio.sleep(RESTART_BACKOFF_S * len(self._restarts))
+        try:
+            await self._start_embedded()
+        except EmbeddedNodeError as exc:
+            log.error("the embedded node could not start again: %s", exc)
+            return
+        await self._connect()
+        log.info("the embedded node is back (process %s)", self.embedded and self.embedded.pid)
 
     async def _connect(self) -> None:
         """Connect to the node; a remote ``wss://`` node's certificate is trusted as

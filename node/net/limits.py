@@ -198,3 +198,131 @@ class JoinQuota:
         for peer, times in list(self._accepted.items()):
             if (not times or times[-1] <= horizon) and peer not in self._pending:
                 del self._accepted[peer]
+
+
+# Quotas per party (issue 13 item 6). A party is a peer server (its identity key, all
+# its connections together) or a client (its API token, all the connections made
+# with it together; an agent is the client of its token). The control socket is the
+# operator's and has none. What each bounds, docs/PROTOCOL.md § 1.3 and § 7.
+#
+# Messages per second: a token bucket per party. A party past its rate is not
+# refused: its connections are not read until the bucket has refilled, so a
+# flooding party waits for itself while every other connection is read as before.
+PEER_MSGS_PER_S = 1000.0
+PEER_MSGS_BURST = 2000.0
+CLIENT_MSGS_PER_S = 5000.0
+CLIENT_MSGS_BURST = 10_000.0
+# Share of the inbox: the transactions one party may have queued and not yet in a
+# block, as a fraction (1/N) of the node's inbox cap. Past it: BUSY, nothing queued.
+PEER_INBOX_SHARE = 16  # 12,500 of the default 200,000
+CLIENT_INBOX_SHARE = 4  # 50,000 of the default 200,000
+# Early blocks: a peer's consensus input asks for a block before the next tick only
+# while its bucket holds one; past it the input waits for the tick (no refusal).
+PEER_EARLY_BLOCKS_PER_S = 50.0
+PEER_EARLY_BLOCKS_BURST = 50.0
+# Subscriptions: per connection, and per client token across its connections.
+MAX_SUBSCRIPTIONS_PER_SESSION = 64
+MAX_SUBSCRIPTIONS_PER_CLIENT = 256
+# Connections one peer identity may hold at once (a link each way, and a
+# reconnection while the old one closes). Past it: BUSY on its HELLO, then close.
+MAX_CONNECTIONS_PER_PEER = 4
+# SIGN and BIND requests a node may have waiting on one agent; past it the request
+# fails at once (the agent is treated as not answering) rather than queue.
+MAX_PENDING_SIGN_REQUESTS = 64
+# Proposals from one peer being checked and answered at once (each costs a signature
+# check and, if it is new, a re-execution of its frame). Past it: BUSY.
+MAX_PEER_PROPOSALS_IN_FLIGHT = 32
+
+
+class Rate:
+    """A token bucket per key: ``per_s`` tokens a second, at most ``burst`` held.
+
+    :meth:`delay` takes a token even when none is left (the bucket goes into
+    debt) and says how long the caller should wait for it; :meth:`try_take` takes
+    one only if there is one. Keys idle long enough to have refilled are forgotten
+    once :data:`SWEEP_AT` are held, so memory follows the parties active recently.
+    """
+
+    SWEEP_AT = 1024
+
+    def __init__(
+        self, per_s: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.per_s = per_s
+        self.burst = burst
+        self.clock = clock
+        self._buckets: dict[object, list[float]] = {}  # key -> [tokens, at]
+
+    def _refill(self, key: object) -> list[float]:
+        now = self.clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.SWEEP_AT:
+                self._sweep(now)
+            bucket = self._buckets[key] = [self.burst, now]
+        else:
+            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.per_s)
+            bucket[1] = now
+        return bucket
+
+    def delay(self, key: object) -> float:
+        """Take one token; the seconds until it is covered (0.0: at once)."""
+        bucket = self._refill(key)
+        bucket[0] -= 1.0
+        return 0.0 if bucket[0] >= 0 else -bucket[0] / self.per_s
+
+    def try_take(self, key: object) -> bool:
+        bucket = self._refill(key)
+        if bucket[0] < 1.0:
+            return False
+        bucket[0] -= 1.0
+        return True
+
+    def _sweep(self, now: float) -> None:
+        for key, (tokens, at) in list(self._buckets.items()):
+            if tokens + (now - at) * self.per_s >= self.burst:
+                del self._buckets[key]
+
+
+class Quotas:
+    """The quotas of one server's parties (see :data:`PEER_MSGS_PER_S` and after).
+
+    Tests build one with smaller figures; the node uses the defaults.
+    """
+
+    def __init__(
+        self,
+        peer_rate: tuple[float, float] = (PEER_MSGS_PER_S, PEER_MSGS_BURST),
+        client_rate: tuple[float, float] = (CLIENT_MSGS_PER_S, CLIENT_MSGS_BURST),
+        early_blocks: tuple[float, float] = (PEER_EARLY_BLOCKS_PER_S, PEER_EARLY_BLOCKS_BURST),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.peer_msgs = Rate(*peer_rate, clock=clock)
+        self.client_msgs = Rate(*client_rate, clock=clock)
+        self.early = Rate(*early_blocks, clock=clock)
+        self.paced = 0  # messages whose party had to wait for its rate
+        self.late = 0  # peer inputs that waited for the tick (early-block quota spent)
+
+    def pace(self, peer: bytes | None, token_id: str | None) -> float:
+        """Seconds the connection of this party waits before its next message is read."""
+        if peer is not None:
+            wait = self.peer_msgs.delay(peer)
+        elif token_id is not None:
+            wait = self.client_msgs.delay(token_id)
+        else:
+            return 0.0
+        if wait > 0:
+            self.paced += 1
+        return wait
+
+    def early_block(self, peer: bytes) -> bool:
+        """True if ``peer``'s consensus input may ask for an early block now."""
+        if self.early.try_take(peer):
+            return True
+        self.late += 1
+        return False
+
+
+def inbox_share(inbox_cap: int, *, peer: bool) -> int:
+    """The transactions one party may have queued (at least 1)."""
+    return max(1, inbox_cap // (PEER_INBOX_SHARE if peer else CLIENT_INBOX_SHARE))

@@ -97,7 +97,7 @@ from node.txs import REGISTRIES, Level, registry_for_depth
 
 log = logging.getLogger(__name__)
 
-MAX_SUBSCRIPTIONS_PER_SESSION = 64
+MAX_SUBSCRIPTIONS_PER_SESSION = limits.MAX_SUBSCRIPTIONS_PER_SESSION
 MAX_BLOCKS_REPLY_BYTES = 8 * 1024 * 1024
 UNIX_PATH_MAX = 100
 SERVER_WIDE = frozenset(
@@ -197,6 +197,11 @@ class RemoteAgent:
         future: asyncio.Future[tuple[Rep, list[RlpItem]]] = (
             asyncio.get_running_loop().create_future()
         )
+        if len(self._waiting) >= limits.MAX_PENDING_SIGN_REQUESTS:
+            raise AgentUnavailable(
+                f"agent has {len(self._waiting)} requests unanswered, the most a node"
+                " keeps waiting on one agent"
+            )
         self._waiting[rid] = future
         frame = encode_request_raw(req, rid, Sender(SenderKind.SERVER, self.node_id), route, body)
         try:
@@ -270,6 +275,9 @@ class ApiServer:
         self.max_connections = max_connections
         self.gate = limits.HeavyGate()
         self.joins = limits.JoinQuota()
+        self.quotas = limits.Quotas()
+        # Proposals each peer has being checked and answered (in the coordinator).
+        self._proposals: dict[bytes, int] = {}
         self.coordinator = coordinator
         self.hello_timeout_s = hello_timeout_s
         self.tokens = tokens
@@ -410,6 +418,10 @@ class ApiServer:
                 await asyncio.sleep(0)
                 if session.closing:
                     continue  # unread: the shutdown notice covers it
+                wait = self.quotas.pace(session.peer, session.token_id)
+                if wait > 0:
+                    # Past its party's rate: this connection waits, nobody else does.
+                    await asyncio.sleep(wait)
                 if isinstance(frame, str):
                     await ws.send(
                         encode_error(
@@ -662,6 +674,14 @@ class ApiServer:
         )
         if reason is not None:
             raise ProtocolError(Err.UNAUTHORIZED, reason, rid)
+        held = sum(1 for s in self._sessions if s.peer == pubkey)
+        if held >= limits.MAX_CONNECTIONS_PER_PEER:
+            raise ProtocolError(
+                Err.BUSY,
+                f"a peer may hold at most {limits.MAX_CONNECTIONS_PER_PEER} connections"
+                " at once; close one first",
+                rid,
+            )
         session.peer = pubkey
         session.sender = req.sender
         body = [
@@ -703,10 +723,13 @@ class ApiServer:
             txs.append(tx)
         assert session.scope is not None
         priority = Priority.SERVER if session.scope.is_server else Priority.SCOPED
+        share = None if session.local else self._share(peer=False)
         try:
             # Entity batches start a consensus round: no waiting for the tick.
             urgent = registry.level is Level.ENTITY
-            future = self.node.submit(req.route, txs, priority, urgent=urgent)
+            future = self.node.submit(
+                req.route, txs, priority, urgent=urgent, owner=session.token_id, share=share
+            )
         except (Busy, TooLarge, ShuttingDown) as exc:
             raise _refusal(exc, rid) from None
         task = self._spawn(session, self._send_receipts(ws, rid, future))
@@ -805,6 +828,15 @@ class ApiServer:
                 f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per connection",
                 rid,
             )
+        if session.token_id is not None:
+            held = sum(len(s.subs) for s in self._sessions if s.token_id == session.token_id)
+            if held >= limits.MAX_SUBSCRIPTIONS_PER_CLIENT:
+                raise ProtocolError(
+                    Err.BUSY,
+                    f"at most {limits.MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions per token,"
+                    " over all its connections",
+                    rid,
+                )
         sub = self.node.subscribe(route)
         sub_id = session.next_sub_id
         session.next_sub_id += 1
@@ -923,9 +955,10 @@ class ApiServer:
                 coordinator.request_sync(entity)  # maybe created here soon; catch up then
             raise ProtocolError(Err.UNKNOWN_ROUTE, str(exc), rid) from None
         replica = self.node.state.replica(to, entity) if entity else None
-        if replica is not None and rep.stale(replica, tx.body):
-            # About a height or round the replica has left: it would change nothing in
-            # any block, so it costs none (a resend, or a flood of old round changes).
+        if (replica is not None and rep.stale(replica, tx.body)) or self.node.is_queued(route, tx):
+            # About a height or round the replica has left, or the very bytes already
+            # queued: it would change nothing in any block, so it costs none (a
+            # resend, or a flood of old round changes).
             await ws.send(encode_reply(Rep.DELIVERED, rid, []))
             return
         if isinstance(tx.body, rep.SubmitBatch):
@@ -959,7 +992,15 @@ class ApiServer:
             if (why := self.joins.refusal(peer)) is not None:
                 raise ProtocolError(Err.BUSY, why, rid)
         try:
-            future = self.node.submit(route, [tx], Priority.PEER, urgent=True)  # consensus
+            future = self.node.submit(
+                route,
+                [tx],
+                Priority.PEER,
+                owner=peer,
+                share=self._share(peer=True),
+                # Consensus: an early block, while this peer's quota of them lasts.
+                urgent=self.quotas.early_block(peer),
+            )
         except (Busy, TooLarge, ShuttingDown) as exc:
             raise ProtocolError(Err.BUSY, str(exc), rid) from None
         if join:
@@ -980,8 +1021,29 @@ class ApiServer:
             proposer_sig = as_bytes(req.body[3], "proposer signature", size=SIG_LEN)
         except DecodeError as exc:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
-        coordinator.proposal_received(to, frame_raw, round_, proposer_sig)
+        peer = session.peer
+        assert peer is not None  # _require_peer
+        if self._proposals.get(peer, 0) >= limits.MAX_PEER_PROPOSALS_IN_FLIGHT:
+            raise ProtocolError(
+                Err.BUSY,
+                f"a peer may have at most {limits.MAX_PEER_PROPOSALS_IN_FLIGHT} proposals"
+                " being checked at once; try again once they are answered",
+                rid,
+            )
+        self._proposals[peer] = self._proposals.get(peer, 0) + 1
+        task = coordinator.proposal_received(to, frame_raw, round_, proposer_sig)
+        task.add_done_callback(lambda _: self._proposal_done(peer))
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+
+    def _proposal_done(self, peer: bytes) -> None:
+        left = self._proposals.get(peer, 0) - 1
+        if left > 0:
+            self._proposals[peer] = left
+        else:
+            self._proposals.pop(peer, None)
+
+    def _share(self, *, peer: bool) -> int:
+        return limits.inbox_share(self.node.config.inbox_cap, peer=peer)
 
     async def _get_frames(self, ws: ServerConnection, session: Session, req: Request) -> None:
         """Peer servers (catch-up), and clients whose scope reaches a replica of the

@@ -230,10 +230,11 @@ async def test_inbox_cap_option_sets_the_cap_busy_answers_at(
     node = node_process("--inbox-cap", "3", "--tick-ms", "3600000", data=data)
     async with await NodeClient.connect(node.url, token=token) as client:
         queued = asyncio.create_task(client.submit([Increment(1)] * 3))
-        status = await client.status()
-        while status.inbox < 3:
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(DEADLINE):
             status = await client.status()
+            while status.inbox < 3:
+                await asyncio.sleep(0.01)
+                status = await client.status()
         with pytest.raises(NodeError) as busy:
             await client.submit([Increment(1)])
         assert busy.value.code is Err.BUSY

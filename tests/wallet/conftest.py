@@ -29,7 +29,6 @@ from node.machines.replica import SubmitBatch
 from node.machines.server import CreateSigner
 from node.net.agent_client import serve_signer
 from node.net.client import NodeClient
-from node.tokens import Scope, TokenStore
 from node.txs import Tx, TxBody
 from wallet.keys.backends import choose_backend
 from wallet.keys.vault import KeyInfo, Vault
@@ -183,10 +182,7 @@ async def bob_served(run: Running, guard: Path) -> AsyncIterator[Bob]:
     """Bob, until the end; returns once both his agent and the wallet's are connected."""
     service, waiter = run.service, run.waiter
     assert service.embedded is not None
-    api = service.embedded.api
-    assert api is not None
-    token, _ = TokenStore(service.embedded.data).create(Scope("server"), "test")
-    await service.embedded.call(api.refresh_tokens)
+    token = await service.embedded.new_token("test")
     client = await NodeClient.connect(service.embedded.url, token=token)
     sk = bls.keygen(secrets.token_bytes(32))
     pubkey = bls.sk_to_pk(sk)

@@ -6,15 +6,19 @@ ready file for cold-start benchmarks."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import signal
 from pathlib import Path
 
 from pytestqt.qtbot import QtBot
 
 from node.crypto import bls, keystore
+from tests.wallet.test_embedded import pid_gone
 from tests.wallet.views.test_onboarding_view import WAIT_S, until_connected
 from wallet.app import WalletApp
 from wallet.keys import Vault, choose_backend
+from wallet.model import Link
 from wallet.qt import QApplication, QEvent, QKeyEvent, Qt
 from wallet.service import WalletService
 
@@ -117,10 +121,13 @@ async def test_unlock_then_main_window_then_close_stops_the_service(
         await again.settled()
         assert not model_locked(wallet)
 
+        child = service.embedded.pid
+        assert child is not None
         wallet.window.close()
         async with asyncio.timeout(WAIT_S):
             assert await run == 0
         assert stopped(service)
+        assert pid_gone(child), "quitting stops the embedded node's process"
         assert not service.agents
         assert vault_locked(wallet)
     finally:
@@ -141,3 +148,63 @@ async def test_quit_at_the_unlock_dialog_exits_0(qtbot: QtBot, tmp_path: Path) -
         assert await run == 0
     assert wallet.service is None
     assert wallet.window is None
+
+
+async def test_a_killed_node_is_shown_and_started_again(qtbot: QtBot, tmp_path: Path) -> None:
+    """SIGKILL of the embedded node's process: the status bar says so, the wallet
+    starts a new one and connects to it (its agents too); quitting stops that one."""
+    data = tmp_path / "wallet"
+    data.mkdir(mode=0o700)
+    wallet = wallet_with_key(data)
+    run = asyncio.ensure_future(wallet.run())
+    try:
+        await wallet.wait_stage("unlock")
+        assert wallet.unlock_dialog is not None
+        wallet.unlock_dialog.password.setText(PASSWORD)
+        wallet.unlock_dialog.submit()
+        await wallet.wait_stage("main")
+        await until_connected(wallet.model)
+        service, window = wallet.service, wallet.window
+        assert service is not None
+        assert window is not None
+        first = service.embedded
+        assert first is not None
+        first_pid = first.pid
+        assert first_pid is not None
+        shown: list[str] = []
+        wallet.model.connection_changed.connect(
+            lambda: shown.append(window.status.connection.text())
+        )
+
+        os.kill(first_pid, signal.SIGKILL)
+
+        def back() -> bool:
+            node = service.embedded
+            return (
+                node is not None
+                and node is not first
+                and wallet.model.connection.link is Link.CONNECTED
+                and bool(service.agents)
+                and all(a.connected for a in service.agents.values())
+            )
+
+        async with asyncio.timeout(WAIT_S):
+            while not back():  # noqa: ASYNC110 (other processes: the node, its agents' links)
+                await asyncio.sleep(0.02)
+        assert any("stopped (killed by SIGKILL); restarting it" in text for text in shown)
+        assert any(text.startswith("connecting · embedded node · starting") for text in shown)
+        assert window.status.connection.text().startswith("connected · embedded node")
+        assert pid_gone(first_pid)
+        assert service.embedded is not None
+        second_pid = service.embedded.pid
+        assert second_pid is not None
+        assert second_pid != first_pid
+
+        window.close()
+        async with asyncio.timeout(WAIT_S):
+            assert await run == 0
+        assert pid_gone(second_pid)
+    finally:
+        if not run.done():
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
