@@ -39,7 +39,6 @@ from node.machines.replica import SubmitBatch
 from node.machines.server import CreateSigner
 from node.net.agent_client import serve_signer
 from node.net.client import NodeClient
-from node.tokens import Scope, TokenStore
 from node.txs import Tx
 from wallet.flows.accountant import Rules
 from wallet.flows.compose import ChannelCard
@@ -113,10 +112,8 @@ async def main(out: Path) -> None:
         await service.start()
         await service.unlock(PASSWORD)
         assert service.embedded is not None
-        api = service.embedded.api
-        assert api is not None
-        token, _ = TokenStore(service.embedded.data).create(Scope("server"), "screenshots")
-        await service.embedded.call(api.refresh_tokens)  # on the node's own thread
+        # The node runs in a child process: new_token returns once the node takes it.
+        token = await service.embedded.new_token("screenshots")
         client = await NodeClient.connect(service.embedded.url, token=token)
         bob_sk = bls.keygen(secrets.token_bytes(32))
         bob_pk = bls.sk_to_pk(bob_sk)
