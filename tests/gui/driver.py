@@ -2,19 +2,27 @@
 
 :class:`Display` starts Xvfb on a free display number and the openbox window
 manager on it. :class:`App` starts the real ``xln-wallet`` there (its own data
-folder, the system keyring of the test session) and acts on it as a person
-does: through the X server, with real key and mouse events from ``xdotool``,
-typing about ten keys a second. Windows are found by their titles
-(``xdotool search``); a widget is found by the text a person reads on it:
-:meth:`App.read` takes a screenshot of the window and reads it with
-``tesseract`` (words and their boxes), so :meth:`App.click_text` clicks where
-the words are, and the suite reads the recovery phrase off the screen as a
-person writes it down. The app runs exactly as a person would run it: no
-test-only option, no hook.
+folder, its embedded node as a child process, the system keyring of the test
+session's D-Bus) and acts on it as a person does: through the X server, with
+real key and mouse events from ``xdotool``, typing about ten keys a second. The
+app runs as a person runs it: no test-only option, no hook (the start milestones
+of ``XLN_WALLET_READY_FILE``, which the cold-start benchmark reads too, say when
+the main window shows).
+
+Finding things, most robust first: the keyboard (Enter, Tab, the windows' Alt
+accelerators and shortcuts) rather than a click; windows by their titles
+(``xdotool search --all --pid --name``); and only then the screen, read with
+``tesseract`` (words and their boxes, :meth:`App.read`) from a screenshot made
+plain first (grey, enlarged, black and white: :func:`ocr_ready`). The suite
+checks that words are shown, never pixels; :meth:`App.click_text` clicks where
+words are (a list's row), and the recovery phrase is read off the screen as a
+person writes it down. White text on a coloured button does not read well: such
+buttons are pressed from the keyboard.
 
 Every wait is on a condition with a deadline (:func:`until`); the only sleeps
-are a person's pauses between actions (:data:`PAUSE_S`). Screenshots of each
-step go to ``test-artifacts/gui/<test>/NN-step.png`` (:class:`Shots`).
+are a person's pauses between actions (:data:`PAUSE_S`) and the poll's period.
+Screenshots of each step go to ``test-artifacts/gui/<test>/NN-step.png``
+(:class:`Shots`; git-ignored, kept by CI as artifacts).
 """
 
 from __future__ import annotations
@@ -94,7 +102,9 @@ class Display:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")
+        }
         env["DISPLAY"] = self.name
         env["QT_QPA_PLATFORM"] = "xcb"
         return env
@@ -110,14 +120,19 @@ class Display:
         xvfb = self._spawn("xvfb", "Xvfb", self.name, "-screen", "0", SCREEN, "-nolisten", "tcp")
         until(
             f"Xvfb on {self.name}",
-            lambda: self._fails_early(xvfb, "Xvfb") or self.x("xprop", "-root", check=False) is not None,
+            lambda: (
+                self._fails_early(xvfb, "Xvfb") or self.x("xprop", "-root", check=False) is not None
+            ),
             20,
         )
         wm = self._spawn("openbox", "openbox", "--sm-disable")
         until(
             "openbox to manage the display",
-            lambda: self._fails_early(wm, "openbox")
-            or "window id" in (self.x("xprop", "-root", "_NET_SUPPORTING_WM_CHECK", check=False) or ""),
+            lambda: (
+                self._fails_early(wm, "openbox")
+                or "window id"
+                in (self.x("xprop", "-root", "_NET_SUPPORTING_WM_CHECK", check=False) or "")
+            ),
             20,
         )
 
@@ -127,9 +142,18 @@ class Display:
             raise GuiError(f"{name} exited with code {proc.returncode}")
         return False
 
-    def x(self, *argv: str, check: bool = True) -> str | None:
-        """Run an X client on this display; its output, or None if it failed and not ``check``."""
-        done = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=60, check=False)
+    def x(self, *argv: str, check: bool = True, timeout_s: float = 60) -> str | None:
+        """Run an X client on this display; its output, or None if it failed (or took
+        longer than ``timeout_s``: ``import`` waits for good on a window that closed)
+        and not ``check``."""
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, env=self.env, timeout=timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired:
+            if check:
+                raise GuiError(f"{' '.join(argv)}: no answer in {timeout_s:.0f} s") from None
+            return None
         if done.returncode != 0:
             if check:
                 raise GuiError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
@@ -182,6 +206,24 @@ class Word:
 
 
 OCR_SCALE = 3  # tesseract reads small UI text far better enlarged
+# Grey below this share of white turns black: the muted (grey) explanations stay
+# readable, and the page's light background turns white.
+OCR_THRESHOLD = "75%"
+
+
+def ocr_ready(dark: bool = False) -> list[str]:
+    """ImageMagick's arguments that make a screenshot plain for tesseract: grey, dark
+    text on light (``dark``: a dark theme's light text is negated first), enlarged,
+    then black and white."""
+    return [
+        "-colorspace",
+        "Gray",
+        *(["-negate"] if dark else []),
+        "-resize",
+        f"{OCR_SCALE * 100}%",
+        "-threshold",
+        OCR_THRESHOLD,
+    ]
 
 
 def _plain(text: str) -> str:
@@ -214,13 +256,16 @@ class App:
     def _alive(self) -> None:
         if self.proc.poll() is not None:
             tail = self.log.read_text(errors="replace")[-3000:]
-            raise GuiError(f"{self.name} exited with code {self.proc.returncode}; its log ends:\n{tail}")
+            raise GuiError(
+                f"{self.name} exited with code {self.proc.returncode}; its log ends:\n{tail}"
+            )
 
     def windows(self, title: str) -> list[str]:
         """This process's visible windows whose title is ``title`` exactly."""
         out = self.display.x(
             "xdotool",
             "search",
+            "--all",  # both conditions: xdotool's default is either
             "--onlyvisible",
             "--pid",
             str(self.proc.pid),
@@ -250,12 +295,17 @@ class App:
         return (self.display.x("xdotool", "getwindowname", wid) or "").strip()
 
     def gone(self, wid: str, timeout_s: float = WAIT_S) -> None:
-        until(
-            f"window {wid} to close",
-            lambda: self.display.x("xdotool", "getwindowname", wid, check=False) is None
-            or wid not in (self.display.x("xdotool", "search", "--onlyvisible", "--pid", str(self.proc.pid), ".*", check=False) or ""),
-            timeout_s,
-        )
+        """Wait until the window ``wid`` is closed (or no longer shown)."""
+
+        def closed() -> bool:
+            if self.display.x("xdotool", "getwindowname", wid, check=False) is None:
+                return True
+            shown = self.display.x(
+                "xdotool", "search", "--onlyvisible", "--pid", str(self.proc.pid), ".*", check=False
+            )
+            return wid not in (shown or "").split()
+
+        until(f"window {wid} to close", closed, timeout_s)
 
     def ready(self, timeout_s: float = WAIT_S) -> str:
         """Wait for the app's own start milestone ``ready`` (the main window is shown)."""
@@ -269,8 +319,8 @@ class App:
 
     # a person's hands ------------------------------------------------------------
 
-    def type(self, text: str) -> None:
-        self.display.x("xdotool", "type", "--delay", str(KEY_DELAY_MS), "--", text)
+    def type(self, text: str, delay_ms: int = KEY_DELAY_MS) -> None:
+        self.display.x("xdotool", "type", "--delay", str(delay_ms), "--", text)
         pause()
 
     def key(self, *keys: str) -> None:
@@ -281,23 +331,39 @@ class App:
         self.display.x("xdotool", "mousemove", "--window", wid, str(x), str(y), "click", "1")
         pause()
 
-    def click_text(self, wid: str, text: str, timeout_s: float = 20.0) -> Word:
-        """Click the middle of the words ``text`` as the window shows them."""
-        word = until(f"{text!r} on screen", lambda: self.find(wid, text), timeout_s)
+    def click_text(
+        self, wid: str, text: str, timeout_s: float = 20.0, *, leftmost: bool = False
+    ) -> Word:
+        """Click the middle of the words ``text`` as the window shows them (``leftmost``:
+        of the leftmost place that shows them, as a list's left of its details)."""
+
+        def place() -> Word | None:
+            found = self.find_all(wid, text)
+            if leftmost:
+                found.sort(key=lambda w: w.left)
+            return found[0] if found else None
+
+        word = until(f"{text!r} on screen", place, timeout_s)
         x, y = word.center
         self.click(wid, x, y)
         return word
 
     # a person's eyes ---------------------------------------------------------------
 
-    def read(self, wid: str) -> list[Word]:
-        """The words the window shows, with their boxes in window pixels."""
+    def read(self, wid: str, *, dark: bool = False) -> list[Word]:
+        """The words the window shows, with their boxes in window pixels.
+
+        The screenshot is made plain for tesseract first (:func:`ocr_ready`). Text on
+        a coloured button (white on blue) does not survive that: buttons are pressed
+        from the keyboard (accelerators, Enter), never found by their text."""
         shot = self.data.parent / f"{self.name}-ocr.png"
-        self.display.x("import", "-window", wid, str(shot))
+        # import copies the window's area of the screen: it must be on top.
+        self.display.x("xdotool", "windowraise", wid, check=False)
+        if self.display.x("import", "-window", wid, str(shot), check=False, timeout_s=10) is None:
+            self._alive()
+            raise GuiError(f"{self.name}'s window {wid} cannot be read: it is gone")
         big = shot.with_suffix(".big.png")
-        self.display.x(
-            "convert", str(shot), "-colorspace", "Gray", "-resize", f"{OCR_SCALE * 100}%", str(big)
-        )
+        self.display.x("convert", str(shot), *ocr_ready(dark), str(big))
         done = subprocess.run(
             ["tesseract", str(big), "stdout", "--psm", "11", "tsv"],
             capture_output=True,
@@ -324,14 +390,15 @@ class App:
             )
         return words
 
-    def find(self, wid: str, text: str) -> Word | None:
-        """Where the window shows the words ``text`` (on one line), as one box.
+    def find_all(self, wid: str, text: str) -> list[Word]:
+        """Where the window shows the words ``text`` (on one line), each as one box.
 
-        A run of words that is a whole line (a button's or a radio button's label) is
-        preferred to the same words inside a sentence."""
+        Runs of words that are a whole line (a button's or a radio button's label)
+        come before the same words inside a sentence."""
         wanted = text.lower().split()
         words = self.read(wid)
-        found: list[Word] = []
+        whole: list[Word] = []
+        inside: list[Word] = []
         for i in range(len(words) - len(wanted) + 1):
             run = words[i : i + len(wanted)]
             if [_plain(w.text) for w in run] == wanted and len({w.line for w in run}) == 1:
@@ -341,9 +408,13 @@ class App:
                 bottom = max(w.top + w.height for w in run)
                 box = Word(text, left, top, right - left, bottom - top, run[0].line)
                 others = [w for w in words if w.line == run[0].line and w not in run]
-                if not any(c.isalnum() for w in others for c in w.text):  # a radio's dot is no word
-                    return box
-                found.append(box)
+                # a radio button's dot is no word
+                alone = not any(c.isalnum() for w in others for c in w.text)
+                (whole if alone else inside).append(box)
+        return whole + inside
+
+    def find(self, wid: str, text: str) -> Word | None:
+        found = self.find_all(wid, text)
         return found[0] if found else None
 
     def shows(self, wid: str, text: str) -> bool:
