@@ -22,7 +22,7 @@ buttons are pressed from the keyboard.
 Every wait is on a condition with a deadline (:func:`until`); the only sleeps
 are a person's pauses between actions (:data:`PAUSE_S`) and the poll's period.
 Screenshots of each step go to ``test-artifacts/gui/<test>/NN-step.png``
-(:class:`Shots`; git-ignored, kept by CI as artifacts).
+(:class:`Shots`; git-ignored).
 """
 
 from __future__ import annotations
