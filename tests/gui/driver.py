@@ -117,7 +117,11 @@ class Display:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        xvfb = self._spawn("xvfb", "Xvfb", self.name, "-screen", "0", SCREEN, "-nolisten", "tcp")
+        # -noreset: by default Xvfb resets when its last client leaves, and the probe
+        # below is its first client; openbox, connecting during the reset, failed.
+        xvfb = self._spawn(
+            "xvfb", "Xvfb", self.name, "-screen", "0", SCREEN, "-nolisten", "tcp", "-noreset"
+        )
         until(
             f"Xvfb on {self.name}",
             lambda: (
@@ -136,10 +140,10 @@ class Display:
             20,
         )
 
-    @staticmethod
-    def _fails_early(proc: subprocess.Popen[bytes], name: str) -> bool:
+    def _fails_early(self, proc: subprocess.Popen[bytes], name: str) -> bool:
         if proc.poll() is not None:
-            raise GuiError(f"{name} exited with code {proc.returncode}")
+            log = (self.log_dir / f"{name.lower()}.log").read_text(errors="replace")[-2000:]
+            raise GuiError(f"{name} exited with code {proc.returncode}; its log ends:\n{log}")
         return False
 
     def x(self, *argv: str, check: bool = True, timeout_s: float = 60) -> str | None:

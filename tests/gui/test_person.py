@@ -149,7 +149,7 @@ def approve(app: App, main: str) -> bool:
     item 2): then the new round's request is approved the same way."""
     if app.shows(main, "threshold 2/2"):
         return True
-    if app.windows(f"{MAIN} (1)"):  # still waiting for the person
+    if not app.windows(MAIN):  # the title counts what waits: "XLN Signer (1)"
         app.click_text(main, "Frame #1", leftmost=True)  # in the list, not its details
         app.key("Home")
         app.key("ctrl+Return")
