@@ -84,6 +84,12 @@ keyring_debs="gnome-keyring dbus dbus-daemon"
 if [[ "$extras" == *dev* ]]; then
     ensure_debs "a Secret Service for the keyring tests" $keyring_debs
 fi
+# The GUI suite (tests/gui) drives the real wallet on a virtual X server under a
+# window manager, with real key and mouse events, and takes screenshots.
+gui_suite_debs="xvfb xdotool openbox imagemagick x11-utils tesseract-ocr tesseract-ocr-eng"
+if [[ "$extras" == *dev* ]]; then
+    ensure_debs "a virtual display, a window manager and X tools for the GUI suite" $gui_suite_debs
+fi
 
 if [ ! -x .venv/bin/python ] || ! version_ok .venv/bin/python; then
     py="$(find_python)" || no_python

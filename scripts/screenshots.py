@@ -112,6 +112,7 @@ async def main(out: Path) -> None:
         await service.start()
         await service.unlock(PASSWORD)
         assert service.embedded is not None
+        # The node runs in a child process: new_token returns once the node takes it.
         token = await service.embedded.new_token("screenshots")
         client = await NodeClient.connect(service.embedded.url, token=token)
         bob_sk = bls.keygen(secrets.token_bytes(32))
@@ -184,6 +185,14 @@ async def main(out: Path) -> None:
                 ),
             )
             window.set_own_keys(vault.keys())
+            # The header shows the 2-of-2 whose frame waits (the switcher's first entity
+            # is whichever id sorts first).
+            shown = [window.switcher.itemData(i) for i in range(window.switcher.count())]
+            window.switcher.setCurrentIndex(shown.index((key.signer_id, entity)))
+            for view in window.pages.values():  # the views do not follow the switcher
+                set_entity = getattr(view, "set_entity", None)
+                if callable(set_entity):
+                    set_entity(key.signer_id, entity)
             window.resize(SIZE)
             window.show()
             window.sidebar.setFocus()

@@ -441,6 +441,9 @@ class NewProposalDialog(ActionDialog):
         self.field("Expires at height", self.expires, "expires_at")
         self.action_error = error_label()
         self.form.addRow(self.action_error)
+        # A person picks the action first, then Tab goes through its fields (the
+        # dialog's own first focus was its OK button, before the form).
+        self.kind.setFocus()
 
     def _on_kind(self, index: int) -> None:
         self.stack.setCurrentIndex(index)

@@ -116,8 +116,8 @@ class KeyPage(QWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setObjectName("Page")
-        self.new_key = QRadioButton("Create a new key")
-        self.restore = QRadioButton("Restore a key from its recovery phrase")
+        self.new_key = QRadioButton("&Create a new key")
+        self.restore = QRadioButton("&Restore a key from its recovery phrase")
         group = QButtonGroup(self)
         group.addButton(self.new_key)
         group.addButton(self.restore)
@@ -127,6 +127,8 @@ class KeyPage(QWidget):
         self.phrase.setFixedHeight(84)
         self.phrase.setEnabled(False)
         self.restore.toggled.connect(self.phrase.setEnabled)
+        # Restore chosen (Alt+R, or a click): the words are typed at once, no click first.
+        self.restore.toggled.connect(lambda on: on and self.phrase.setFocus())
         self.label = QLineEdit("my signer")
         self.label.setMaxLength(64)
         self.label.setPlaceholderText("A name for this key")
@@ -181,7 +183,7 @@ class BackupPage(QWidget):
             self.cells.append(word)
         for column in range(3):
             self.grid.setColumnStretch(column * 2 + 1, 1)
-        self.confirm = QCheckBox("I wrote the 24 words down, in order, and keep them safe")
+        self.confirm = QCheckBox("&I wrote the 24 words down, in order, and keep them safe")
         col = QVBoxLayout(self)
         col.setContentsMargins(0, 0, 0, 0)
         col.setSpacing(12)
@@ -307,8 +309,8 @@ class NodePage(QWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setObjectName("Page")
-        self.embedded = QRadioButton("Embedded node (recommended)")
-        self.remote = QRadioButton("Remote node")
+        self.embedded = QRadioButton("&Embedded node (recommended)")
+        self.remote = QRadioButton("Re&mote node")
         group = QButtonGroup(self)
         group.addButton(self.embedded)
         group.addButton(self.remote)
@@ -391,9 +393,9 @@ class EntityPage(QWidget):
         card_row.addWidget(self.copied)
 
         # choice
-        self.create_mode = QRadioButton("Create an entity")
-        self.join_mode = QRadioButton("Join an entity by its id")
-        self.skip_mode = QRadioButton("Skip for now")
+        self.create_mode = QRadioButton("&Create an entity")
+        self.join_mode = QRadioButton("&Join an entity by its id")
+        self.skip_mode = QRadioButton("&Skip for now")
         group = QButtonGroup(self)
         for b in (self.create_mode, self.join_mode, self.skip_mode):
             group.addButton(b)
@@ -411,7 +413,7 @@ class EntityPage(QWidget):
         self.rows: list[CoSignerRow] = []
         self.rows_box = QVBoxLayout()
         self.rows_box.setSpacing(6)
-        add = QPushButton("Add co-signer")
+        add = QPushButton("&Add co-signer")
         add.clicked.connect(self.add_row)
         grid = QGridLayout()
         grid.setHorizontalSpacing(10)
@@ -591,9 +593,9 @@ class OnboardingWindow(QWidget):
         self.error.setProperty("role", "error")
         self.error.setWordWrap(True)
         self.error.hide()
-        self.back_button = QPushButton("Back")
+        self.back_button = QPushButton("&Back")
         self.back_button.clicked.connect(self.back)
-        self.next_button = QPushButton("Next")
+        self.next_button = QPushButton("&Next")
         self.next_button.setProperty("primary", True)
         self.next_button.setDefault(True)
         self.next_button.clicked.connect(self.next)
@@ -722,7 +724,7 @@ class OnboardingWindow(QWidget):
             problem = await connection_problem(url, token)
         finally:
             self.next_button.setEnabled(True)
-            self.next_button.setText("Next")
+            self.next_button.setText("&Next")
         if problem is not None:
             self._refuse(problem)
             return
@@ -756,7 +758,7 @@ class OnboardingWindow(QWidget):
             label.style().unpolish(label)
             label.style().polish(label)
         self.back_button.setEnabled(step not in (Step.KEY, Step.DONE))
-        self.next_button.setText("Finish" if step is Step.ENTITY else "Next")
+        self.next_button.setText("&Finish" if step is Step.ENTITY else "&Next")
         self.next_button.setVisible(step is not Step.DONE)
         if step is Step.BACKUP:
             backup: BackupPage = self.pages[Step.BACKUP]  # type: ignore[assignment]
@@ -810,7 +812,7 @@ class OnboardingWindow(QWidget):
             done.progress.hide()
             done.text.setText("The wallet could not be set up.")
             self._refuse(str(exc) or type(exc).__name__)
-            self.next_button.setText("Try again")
+            self.next_button.setText("&Try again")
             self.next_button.show()
             return
         self._done = True

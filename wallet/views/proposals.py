@@ -162,7 +162,7 @@ class ProposalsView(QWidget):
 
         self.picker = QComboBox()
         self.picker.currentIndexChanged.connect(self._on_pick)
-        self.new_button = QPushButton("New proposal\u2026")
+        self.new_button = QPushButton("&New proposal\u2026")  # Alt+N
         self.new_button.clicked.connect(self.open_editor)
         self.status = StatusLine()
         self.runner = TaskRunner(self.status)

@@ -50,6 +50,21 @@ def test_one_editor_per_action(qtbot: QtBot) -> None:
     assert remove.member.count() == 2  # type: ignore[attr-defined]
 
 
+def test_the_keyboard_goes_from_the_action_through_its_fields(qtbot: QtBot) -> None:
+    """Opened, the dialog's focus is on the action (not on OK, before the form); Tab
+    goes on to the action's fields in order, then the expiry."""
+    dialog, _, _ = dialog_for(qtbot)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    assert dialog.focusWidget() is dialog.kind
+    editor = dialog.editors["add_signer"]
+    order = []
+    for _ in range(4):
+        dialog.focusNextChild()
+        order.append(dialog.focusWidget())
+    assert order == [editor.card, editor.shares, editor.threshold, dialog.expires]  # type: ignore[attr-defined]
+
+
 def test_errors_are_shown_under_their_fields(qtbot: QtBot) -> None:
     dialog, actions, _ = dialog_for(qtbot)
     editor = dialog.set_kind("set_threshold")

@@ -177,7 +177,7 @@ async def test_onboarding_creates_a_wallet_and_opens_the_main_window(
         await w._task
         assert current(w) is Step.NODE
         assert "Cannot reach the node" in w.error.text()
-        assert w.next_button.text() == "Next"
+        assert w.next_button.text() == "&Next"  # Alt+N
         node.embedded.setChecked(True)
         assert not node.url.isVisibleTo(node)
         w.next()
