@@ -2,7 +2,8 @@
 
 A proposer at round 0 proposes at once. On a timeout (from this node's own clock
 only) a replica moves to the next round and reports it, with its lock, to that
-round's proposer. The proposer of a later round waits until members holding the
+round's proposer and to the other members (so that one with nothing to do catches
+up on reports). The proposer of a later round waits until members holding the
 threshold of shares (itself included) have reported the round change, then
 re-proposes the highest-round locked frame among those reports (and any lock it
 saw itself), or else a fresh frame. Any two sets of members that each hold the
@@ -51,10 +52,20 @@ def _enter_round(s: Step, round_: int) -> None:
         changes=tuple(sorted({r.signer, *joined})),
         ahead=tuple((m, rd) for m, rd in r.ahead if rd > round_),
     )
-    if r.proposer != r.signer:
-        report = RoundChange(r.next_height, r.round, r.signer, r.lock)
-        s.effects.append(Send(r.proposer, Tx.of(report)))
-        s.effects.extend(Send(r.proposer, Tx.of(SubmitBatch(b))) for b in r.pool)
+    # The report, and the batches waiting here, go to every other member, the round's
+    # proposer first: the proposer counts the report and proposes the batches, and a
+    # member that had nothing to do (no batch reached it: the silent proposer was the
+    # only one sent them, so it had no timer of its own) now times out with the rest
+    # and catches up on the reports (``_catch_up``). A silent proposer is so replaced
+    # at the next round, not after the timeouts of several.
+    report = Tx.of(RoundChange(r.next_height, r.round, r.signer, r.lock))
+    others = sorted(
+        (m for m in r.entity.config.ids if m != r.signer), key=lambda m: m != r.proposer
+    )
+    for member in others:
+        s.effects.append(Send(member, report))
+    for member in others:
+        s.effects.extend(Send(member, Tx.of(SubmitBatch(b))) for b in r.pool)
 
 
 def _catch_up(s: Step) -> None:

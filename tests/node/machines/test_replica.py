@@ -793,10 +793,25 @@ def test_round_change_re_proposes_the_locked_frame(make_net: Callable[..., Net])
     frame, b1, b2 = _stall_after_c_locks(net)
 
     # Every live replica times out at round 0; B leads round 1 and waits for reports.
-    assert net.step(B, Tx.of(Timeout(1, 0))) == []
+    # Each reports to every other member, the round's proposer first (a member with
+    # nothing to do catches up on them).
+    # Its pooled batches go to them too, so a member that had none times out as well.
+    effects = net.step(B, Tx.of(Timeout(1, 0)))
+    b_lock, b_pool = net.replicas[B].lock, net.replicas[B].pool
+    assert b_pool
+    expected = [
+        *(Send(IDS[m], Tx.of(RoundChange(1, 1, IDS[B], b_lock))) for m in (A, C, D)),
+        *(Send(IDS[m], Tx.of(SubmitBatch(b))) for m in (A, C, D) for b in b_pool),
+    ]
+    assert effects[-len(expected) :] == expected  # after its queued inputs' own
     assert (net.replicas[B].round, net.replicas[B].changes) == (1, (IDS[B],))
     effects = net.step(C, Tx.of(Timeout(1, 0)))
-    assert effects == [Send(IDS[B], Tx.of(RoundChange(1, 1, IDS[C], net.replicas[C].lock)))]
+    report = Tx.of(RoundChange(1, 1, IDS[C], net.replicas[C].lock))
+    expected = [
+        *(Send(IDS[m], report) for m in (B, A, D)),
+        *(Send(IDS[m], Tx.of(SubmitBatch(b))) for m in (B, A, D) for b in net.replicas[C].pool),
+    ]
+    assert effects[-len(expected) :] == expected
     assert not [e for e in net.step(B) if isinstance(e, ProposeFrame)]  # 2 shares < 3
     lock = net.replicas[B].lock
     assert lock is not None
