@@ -20,8 +20,7 @@ each step go to ``test-artifacts/gui/<test>/``.
 4. Both wallets side by side on one keyring, each unlocked with its own
    password (and refusing the other's); their keyring entries do not collide.
 
-Not here yet (they wait for the consensus work on approvals and refusals, issue
-12 item 1): see :data:`LATER` at the end of the module.
+Not here yet: see :data:`LATER` at the end of the module.
 
 The tests of this module run in order: each goes on from the wallets the ones
 before left (:data:`FIRST`, :data:`RESTORED`).
@@ -319,9 +318,14 @@ def test_two_wallets_side_by_side(display: Display, shots: Shots) -> None:
         assert wallet_entries(w.data) == {"wallet-password-check", *signers(w.data)}
 
 
-# Later: the scenarios of issue 12 item 6 that wait for the consensus work on
-# approvals and refusals (issue 12 item 1, in progress elsewhere). Each becomes a
-# test here once that work is merged:
+# Later: the scenarios of issue 12 item 6 not driven through the X server yet. What
+# they show is in place and tested headless: a request follows the rounds as one
+# entry (tests/wallet/test_two_wallets.py: B approves after reading for two rounds),
+# and a co-signer's refusal is signed, kept by the nodes and shown with its reason
+# (tests/wallet/test_headless.py, tests/wallet/views/test_approvals_view.py). What
+# they need here: a second wallet whose node is peered with the first's, set up
+# through Settings. Dropping the refused frame and withdrawing its batch waits for
+# the two-step voting (docs/design/two-step-voting.md).
 LATER = (
     # In a 2-of-2 with a second wallet as the other signer, the approval is clicked
     # 20 s after it appeared (a person reading it), and the frame is certified.
