@@ -143,9 +143,9 @@ def approve(app: App, main: str) -> bool:
     shows the entity's new config (2-of-2).
 
     A click on the list gives it the focus, Home selects its top row (the newest
-    waiting request comes first), Ctrl+Enter approves and signs. A request can
-    expire in between when the node moves to a new round (issue 12's found list,
-    item 2): then the new round's request is approved the same way."""
+    waiting request comes first), Ctrl+Enter approves and signs. Called until the
+    header shows the change: a click that lands while the list repaints is tried
+    again (a request follows the rounds as one entry, so the row stays)."""
     if app.shows(main, "threshold 2/2"):
         return True
     if not app.windows(MAIN):  # the title counts what waits: "XLN Signer (1)"
