@@ -173,6 +173,10 @@ class WalletApp:
         self._closed = asyncio.Event()
         self._identity_password: str | None = None
         self._pending_entity: CreateEntity | JoinEntity | None = None
+        # What an earlier Finish of the first-run wizard stored the key with (the phrase
+        # and the password, in memory only): a Finish that failed after storing it is
+        # tried again from what the person changed (Back), not refused.
+        self._stored_with: tuple[str, str] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._early_logs: _EarlyLogs | None = None
         self._activity: _ActivityFilter | None = None
@@ -300,12 +304,20 @@ class WalletApp:
         token = plan.node.token
 
         def store() -> None:
-            if not vault.keys():
+            earlier = self._stored_with
+            if vault.keys() and earlier is not None and earlier[1] != password:
+                # An earlier Finish of this wizard stored the key, then failed; the
+                # person went Back and chose another password: the vault follows.
+                vault.change_password(earlier[1], password)
+            if not vault.keys() or (earlier is not None and earlier[0] != mnemonic_words):
+                # (or Back to another phrase: that key is added; the earlier one stays,
+                # named as it was)
                 key = vault.add_mnemonic(mnemonic_words, password, plan.label)
                 if plan.imported:
                     # A phrase the person already held: a restore. Its guard signs only
                     # above the floors the node finds (wallet/flows/restore.py).
                     restore_flow.mark(self.data, key.signer_id)
+            self._stored_with = (mnemonic_words, password)
             if token:
                 vault.put_secret(NODE_TOKEN_SECRET, token.encode("utf-8"), password)
             vault.unlock(password)

@@ -814,6 +814,7 @@ class OnboardingWindow(QWidget):
             self._refuse(str(exc) or type(exc).__name__)
             self.next_button.setText("&Try again")
             self.next_button.show()
+            self.back_button.setEnabled(True)  # never a dead end: change what failed
             return
         self._done = True
         self.finished.emit()

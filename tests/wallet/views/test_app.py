@@ -11,6 +11,7 @@ import secrets
 import signal
 from pathlib import Path
 
+import pytest
 from pytestqt.qtbot import QtBot
 
 from node.crypto import bls, keystore
@@ -208,3 +209,53 @@ async def test_a_killed_node_is_shown_and_started_again(qtbot: QtBot, tmp_path: 
         if not run.done():
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_a_finish_that_failed_after_storing_the_key_is_tried_again_with_a_new_password(
+    qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: Back is never a dead end. The first Finish stores the key, then fails
+    (here: the unlock after storing); the person goes Back, picks another password
+    and tries again: the vault takes the new password, holds the one key, and opens
+    with it (the old password no longer does)."""
+    from mnemonic import Mnemonic
+
+    from wallet.flows.onboarding import NodeChoice, Plan
+
+    data = tmp_path / "w"
+    data.mkdir(mode=0o700)
+    service = f"xln-signer-test-{secrets.token_hex(6)}"
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    wallet = WalletApp(
+        app, data, prefer_backend="file", backend_service=service, fast_kdf=True, tick_ms=20
+    )
+    wallet.vault = vault = Vault(
+        data, choose_backend(data, prefer="file", service=service), fast_kdf=True
+    )
+    words = Mnemonic("english").generate(strength=256)
+
+    def plan(password: str) -> Plan:
+        return Plan(words, False, "mine", password, NodeChoice(), None)
+
+    real_unlock = Vault.unlock
+    failures = iter([RuntimeError("the keyring went away")])
+
+    def unlock_once_failing(self: Vault, password: str) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real_unlock(self, password)
+
+    monkeypatch.setattr(Vault, "unlock", unlock_once_failing)
+    with pytest.raises(RuntimeError, match="keyring went away"):
+        await wallet._execute_plan(plan("first password"))
+    assert len(vault.keys()) == 1  # stored before it failed
+    await wallet._execute_plan(plan("second password"))
+    assert len(vault.keys()) == 1
+    assert not vault.locked
+    vault.lock()
+    with pytest.raises(keystore.WrongPassword):
+        vault.unlock("first password")
+    vault.unlock("second password")
+    assert not vault.locked

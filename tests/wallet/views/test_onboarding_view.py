@@ -305,3 +305,37 @@ def test_the_word_check_as_a_person_types_it(qtbot: QtBot) -> None:
     type_text(qtbot, page.again, PASSWORD)
     press(qtbot, page.again, Qt.Key.Key_Return)
     assert current(w) is Step.NODE
+
+
+async def test_back_after_a_failed_finish(qtbot: QtBot) -> None:
+    """A Finish that fails says why, offers Try again, and Back works (it was disabled:
+    a dead end when what failed was on an earlier page)."""
+    tried: list[object] = []
+
+    async def fails(plan: object) -> None:
+        tried.append(plan)
+        raise RuntimeError("the keyring went away")
+
+    flow = Onboarding(mnemonic.generate, mnemonic.is_valid, random.Random(5))
+    w = OnboardingWindow(flow, fails, card_of=lambda phrase: "card")
+    qtbot.addWidget(w)
+    w.show()
+    flow.create_key("alice")
+    flow.backup_done()
+    flow.check_words([flow.words[p] for p in flow.check_positions])
+    flow.set_password("a good password", "a good password")
+    flow.use_embedded_node()
+    w._show_step()
+    assert current(w) is Step.ENTITY
+    w.next_button.click()  # Finish (the entity skipped)
+    assert w._task is not None
+    await w._task  # the failure is shown; the task does not raise
+    assert len(tried) == 1
+    assert current(w) is Step.DONE
+    assert "keyring went away" in w.error.text()
+    assert w.next_button.text() == "&Try again"
+    assert w.back_button.isEnabled()
+    w.back_button.click()
+    assert current(w) is Step.ENTITY
+    w.back_button.click()
+    assert current(w) is Step.NODE
