@@ -71,16 +71,19 @@ def test_wrong_password_and_bad_rules(
     assert "rules.toml" in capsys.readouterr().err
 
 
-async def test_serves_a_real_node_until_sigterm(
-    kit: Kit, tmp_path: Path, node_process: Callable[..., NodeProcess]
-) -> None:
-    node = node_process("--tick-ms", "20")
-    token_text = create_token(node.data)
-    token = tmp_path / "token"
-    token.write_text(token_text + "\n")
-    secret = tmp_path / "password"
-    secret.write_text(PASSWORD + "\n")
-    proc = await asyncio.create_subprocess_exec(
+async def start_agent(
+    kit: Kit,
+    tmp_path: Path,
+    node: NodeProcess,
+    token_text: str,
+    *extra: str,
+    stderr: int = asyncio.subprocess.DEVNULL,
+) -> asyncio.subprocess.Process:
+    """``xln-wallet agent --accountant`` for ``kit``'s wallet on ``node``, the token and
+    the password in files (never on the command line); stdout piped."""
+    (tmp_path / "token").write_text(token_text + "\n")
+    (tmp_path / "password").write_text(PASSWORD + "\n")
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "wallet.cli",
@@ -88,17 +91,26 @@ async def test_serves_a_real_node_until_sigterm(
         "--node",
         node.url,
         "--token-file",
-        str(token),
+        str(tmp_path / "token"),
         "--data",
         str(kit.data),
         "--password-file",
-        str(secret),
+        str(tmp_path / "password"),
         "--keyring",
         "file",
         "--accountant",
+        *extra,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=stderr,
     )
+
+
+async def test_serves_a_real_node_until_sigterm(
+    kit: Kit, tmp_path: Path, node_process: Callable[..., NodeProcess]
+) -> None:
+    node = node_process("--tick-ms", "20")
+    token_text = create_token(node.data)
+    proc = await start_agent(kit, tmp_path, node, token_text, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
@@ -141,30 +153,9 @@ async def test_a_headless_accountant_refuses_with_a_signed_reason_the_proposer_r
     refusal, and a reader (B's wallet) reads who refused which frame and why."""
     node = node_process("--tick-ms", "20")
     token_text = create_token(node.data)
-    (tmp_path / "token").write_text(token_text + "\n")
-    (tmp_path / "password").write_text(PASSWORD + "\n")
     (tmp_path / "rules.toml").write_text(RULES)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wallet.cli",
-        "agent",
-        "--node",
-        node.url,
-        "--token-file",
-        str(tmp_path / "token"),
-        "--data",
-        str(kit.data),
-        "--password-file",
-        str(tmp_path / "password"),
-        "--keyring",
-        "file",
-        "--accountant",
-        "--rules",
-        str(tmp_path / "rules.toml"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    rules = ("--rules", str(tmp_path / "rules.toml"))
+    proc = await start_agent(kit, tmp_path, node, token_text, *rules)
     assert proc.stdout is not None
     stop = asyncio.Event()
     sk_b = bls.keygen(secrets.token_bytes(32))
