@@ -153,6 +153,9 @@ class FrameAnalysis:
     new_state: EntityState | None
     events: FrameEvents | None = field(default=None, compare=False)
     config: Config | None = field(default=None, compare=False)  # kept by without_state
+    # The config the frame was proposed and signed under (the state before it): who
+    # proposed which round, and whose shares count, stay as they were once it applies.
+    config_before: Config | None = field(default=None, compare=False)
 
     def without_state(self) -> FrameAnalysis:
         """This analysis as the approvals list keeps an older one: what the frame does,
@@ -289,7 +292,16 @@ def analyze(state: EntityState, frame: Frame, names: Names | None = None) -> Fra
     ]
 
     def refused(reason: str) -> FrameAnalysis:
-        return FrameAnalysis(frame.hash, frame.entity_id, frame.height, txs, [], reason, None)
+        return FrameAnalysis(
+            frame.hash,
+            frame.entity_id,
+            frame.height,
+            txs,
+            [],
+            reason,
+            None,
+            config_before=state.config,
+        )
 
     if frame.entity_id != state.entity_id:
         return refused(
@@ -315,7 +327,17 @@ def analyze(state: EntityState, frame: Frame, names: Names | None = None) -> Fra
             f"it produces ({len(events.outbox)})"
         )
     effects = _effects(state, new, frame, events, names)
-    return FrameAnalysis(frame.hash, frame.entity_id, frame.height, txs, effects, None, new, events)
+    return FrameAnalysis(
+        frame.hash,
+        frame.entity_id,
+        frame.height,
+        txs,
+        effects,
+        None,
+        new,
+        events,
+        config_before=state.config,
+    )
 
 
 def _effects(

@@ -433,7 +433,11 @@ class ApprovalsView(QWidget):
         names = signer_names(self.model)
         pending = r.status is Status.PENDING
         entry = self.model.entities.get((r.signer, r.entity))
-        config = entry.state.config if entry is not None else None
+        # The config the frame was signed under: once it applies, the entity's may differ
+        # (a frame that adds a signer named the new one as proposer, "1/2 of 2 shares").
+        config = r.analysis.config_before if r.analysis is not None else None
+        if config is None and entry is not None:
+            config = entry.state.config
         if config is None and r.analysis is not None:
             config = r.analysis.config_after
         proposer = config.proposer_at(r.round) if config is not None else None

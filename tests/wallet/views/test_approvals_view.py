@@ -25,6 +25,7 @@ from .content_helpers import (
     Clock,
     RecordingActions,
     Replica,
+    config,
     entity,
     model_with,
     queue_with,
@@ -263,3 +264,20 @@ def test_a_pending_frame_of_an_entity_with_channels_says_its_channels_wait(
     assert view.refused.text() == CHANNELS_WAIT
     view.queue.approve(rid)
     assert not view.refused.isVisibleTo(view)  # decided: nothing waits on the person
+
+
+def test_the_detail_keeps_the_config_the_frame_was_signed_under(qtbot: QtBot) -> None:
+    """Once a frame applies, the entity's config may have changed (a signer added, the
+    shares moved): the request's detail still names the proposer and counts the
+    shares of the config it was proposed under."""
+    view, _, _, replica = setup(qtbot)
+    rid = request_for(view.queue, replica, (0, [Increment(1)]))
+    view.show()
+    view.select(rid)
+    assert [s.shares for s in view.bar.segments] == [50, 30, 20]
+    assert "from you (proposer)" in view.subtitle.text()
+    later = replace(replica.state, config=config((20, 30, 50), 51, proposer=2))
+    view.model.set_entity(EntityEntry(IDS[ME], later))
+    assert [s.shares for s in view.bar.segments] == [50, 30, 20]
+    assert view.bar.threshold == 67
+    assert "from you (proposer)" in view.subtitle.text()
