@@ -41,6 +41,7 @@ hosted here stay the node's own ``round_change`` inputs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -215,7 +216,8 @@ class Coordinator:
                     if isinstance(tx.body, RoundChange) and to not in self.node.state.by_id:
                         self._send_round_change(to, effect.entity, tx.body)
                     elif self._needs_binding(effect.signer, to):
-                        self._spawn(self._send_when_bound(effect.signer, to, effect.entity, tx))
+                        send = functools.partial(self.route_input, to, effect.entity, tx)
+                        self._spawn(self._when_bound(effect.signer, send))
                     else:
                         self.route_input(to, effect.entity, tx)
                 case rep.Transmit(entity=entity, to=to, tx=tx):
@@ -439,7 +441,10 @@ class Coordinator:
                 self._announce_entity(replica, binding)
 
     def _announce_entity(self, replica: rep.Replica, binding: ServerBinding) -> None:
-        tx = Tx.of(AnnounceBinding(binding))
+        self._to_other_servers(replica, Tx.of(AnnounceBinding(binding)))
+
+    def _to_other_servers(self, replica: rep.Replica, tx: Tx) -> None:
+        """``tx`` to each member of ``replica``'s entity hosted on another server."""
         for member in replica.entity.config.ids:
             if member not in self.node.state.by_id:
                 self.route_input(member, replica.entity_id, tx)
@@ -478,12 +483,8 @@ class Coordinator:
             return
         binding = self.bindings.get(signer)
         if binding is None and not waited and self._needs_binding(signer, to):
-
-            async def later() -> None:
-                await self.binding(signer)
-                self._transmit(signer, to, entity, tx, waited=True)
-
-            self._spawn(later())
+            then = functools.partial(self._transmit, signer, to, entity, tx, waited=True)
+            self._spawn(self._when_bound(signer, then))
             return
         if binding is not None:
             self.peers.introduce(to, entity, binding)
@@ -500,11 +501,11 @@ class Coordinator:
             and self.peers is not None
         )
 
-    async def _send_when_bound(
-        self, signer: bytes, to: bytes, entity: bytes | None, tx: Tx
-    ) -> None:
-        await self.binding(signer)  # announced before what follows, on the same links
-        self.route_input(to, entity, tx)
+    async def _when_bound(self, signer: bytes, send: Callable[[], None]) -> None:
+        """``send`` once ``signer``'s binding is held (asked of its agent, and announced
+        before what follows on the same links), or its agent could not give one."""
+        await self.binding(signer)
+        send()
 
     async def _bound_before_sending(self, signer: bytes) -> None:
         """Make sure ``signer``'s binding of this server is held (and so announced)
@@ -574,10 +575,7 @@ class Coordinator:
         if why is not None:
             log.warning("agent of %s sent a refusal that is not kept: %s", signer.hex()[:12], why)
             return
-        tx = Tx.of(RefusalInput(refusal))
-        for member in replica.entity.config.ids:
-            if member not in self.node.state.by_id:
-                self.route_input(member, frame.entity_id, tx)
+        self._to_other_servers(replica, Tx.of(RefusalInput(refusal)))
 
     async def _propose(self, signer: bytes, p: rep.ProposeFrame) -> None:
         log.debug(

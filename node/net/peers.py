@@ -122,18 +122,20 @@ class PeerNetwork:
 
     def deliver(self, to_signer: bytes, entity: bytes | None, tx: Tx) -> bool:
         links = self.hosts_of(to_signer)
-        body = [encode_bytes(to_signer), encode_bytes(entity or b""), tx.raw]
         for link in links:
-            rid = next(self._ids)
-            self._queue(link, encode_request_raw(Req.DELIVER, rid, self.sender, (), body))
+            self._queue(link, self._deliver_frame(to_signer, entity, tx))
         return bool(links)
+
+    def _deliver_frame(self, to_signer: bytes, entity: bytes | None, tx: Tx) -> bytes:
+        """A DELIVER request of ``tx`` for ``to_signer``'s replica of ``entity`` (or the
+        signer itself), with a request id of its own."""
+        body = [encode_bytes(to_signer), encode_bytes(entity or b""), tx.raw]
+        return encode_request_raw(Req.DELIVER, next(self._ids), self.sender, (), body)
 
     def deliver_first(self, link: PeerLink, to_signer: bytes, entity: bytes, tx: Tx) -> None:
         """DELIVER ``tx`` on ``link`` ahead of what is queued there (a server's
         introduction of its binding, which the traffic behind it needs)."""
-        body = [encode_bytes(to_signer), encode_bytes(entity), tx.raw]
-        frame = encode_request_raw(Req.DELIVER, next(self._ids), self.sender, (), body)
-        link.queue.appendleft(frame)
+        link.queue.appendleft(self._deliver_frame(to_signer, entity, tx))
         link.wake.set()
 
     def introduce(self, to_signer: bytes, entity: bytes, binding: ServerBinding) -> None:
@@ -145,9 +147,7 @@ class PeerNetwork:
         for link in self.hosts_of(to_signer):
             if key not in link.introduced:
                 link.introduced.add(key)
-                body = [encode_bytes(to_signer), encode_bytes(entity), tx.raw]
-                frame = encode_request_raw(Req.DELIVER, next(self._ids), self.sender, (), body)
-                self._queue(link, frame)
+                self._queue(link, self._deliver_frame(to_signer, entity, tx))
 
     def proposals(self, members: list[bytes], frame_raw: bytes, round_: int, sig: bytes) -> None:
         """Send a proposal to the servers hosting ``members``: one per server (it answers

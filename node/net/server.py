@@ -67,7 +67,7 @@ from node.machines.binding import ServerBinding
 from node.machines.entity import SIG_LEN, EntityState
 from node.machines.frames import MAX_OUTBOX, Signatures
 from node.machines.refusal import Refusal
-from node.memberships import MAX_PAGE as MAX_MEMBERSHIPS
+from node.memberships import MAX_PAGE as MAX_MEMBERSHIPS_PAGE
 from node.net import limits, peer_auth
 from node.net.protocol import (
     MAX_BLOCKS_PER_PAGE,
@@ -164,7 +164,6 @@ PEER_MEMBER_INPUTS = frozenset(
     }
 )
 MAX_FRAMES_PER_PAGE = 256
-MAX_MEMBERSHIPS_PAGE = MAX_MEMBERSHIPS
 SIGN_TIMEOUT_S = 30.0
 # How long closing waits for a connection's owed replies (a client that reads nothing).
 CLOSE_TIMEOUT_S = 10.0
