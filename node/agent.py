@@ -1,23 +1,35 @@
 """The signer's agent: the only holder of a signer's secret key.
 
-The node asks the agent to pre-commit a frame by sending the whole frame (the
-egg-agent protocol, ``docs/PROTOCOL.md``). The agent decodes it, recomputes the
-frame hash and the domain-separated pre-commit message itself, and never signs
-a hash it was handed. In the same answer it signs each outgoing hash the frame
-lists (its channel frames, acks and signer-set announcement,
+Voting has two steps (``docs/CONSENSUS.md``). The node asks the agent first to
+**approve** (pre-vote) a frame, then, once approvals of members holding the
+threshold exist (a **polka**), to **pre-commit** it. Each time it sends the whole
+frame (the egg-agent protocol, ``docs/PROTOCOL.md``): the agent decodes it,
+recomputes the frame hash and the domain-separated message itself, and never
+signs a hash it was handed. With its pre-commit it signs each outgoing hash the
+frame lists (its channel frames, acks and signer-set announcement,
 ``node/machines/accounts.py``): those hashes are part of the frame it
-pre-commits, and its node re-executed the frame before asking. A 32-byte
-message is never anything else: every other message the key signs is longer.
+pre-commits, and its node re-executed the frame before asking. A 32-byte message
+is never anything else: every other message the key signs is longer.
+
+A person or an accountant decides at the approval (the wallet, ``wallet/agent.py``);
+the pre-commit that follows a polka needs no one.
 
 **Double-sign guard.** Before a signature leaves the agent, it is written with
 ``sync=True`` to the agent's own LevelDB (never the node's data folder):
 
-- ``S`` + entity + height + round -> ``[frame_hash, signature]``: asked again at
-  that (height, round), the agent returns the same signature; asked for a
-  different frame there, it refuses.
-- ``L`` + entity + height -> ``[round, frame_hash]``: the lock. Once it has
-  pre-committed a frame at a height, the agent pre-commits only that frame at
-  that height in later rounds, and never signs at a lower round than its last.
+- ``V`` + entity + height + round -> ``[frame_hash, signature]``: at most one
+  approval per (height, round); asked again for that frame, the same signature.
+- ``S`` + entity + height + round -> ``[frame_hash, signature]``: at most one
+  pre-commit per (height, round), only on a polka for that frame at that round,
+  and only of a frame this agent approved there.
+- ``L`` + entity + height -> ``[round, frame_hash]``: the lock, the last pre-commit.
+  Locked on ``F`` since round ``lr``, the agent signs nothing at a lower round, and
+  approves another frame at round ``r`` only with a polka for that frame at a round
+  ``vr``, ``lr < vr < r`` (the unlock; the proposal carries it).
+
+The polkas are checked against the entity's config its node hands it. A node that
+lies about the config can make its own agent unlock, and that member then counts
+as faulty (``docs/THREATS.md``).
 
 **Server binding.** The agent also binds its signer to the identity key of the
 server that hosts it (``node/machines/binding.py``): that server then signs the
@@ -39,12 +51,6 @@ certified without this signer. A floor only rises (the max is kept). A floor
 also carries the highest serial of the signer's server binding the peers have
 seen, so the next binding outranks the lost folder's.
 
-The lock is not released at the same height. In this single-phase protocol,
-the evidence that could release it (pre-commits holding the threshold for
-another frame at a later round) is itself that frame's certificate: the frame
-is committed, and the replica moves on by applying the commit, not by signing.
-``docs/CONSENSUS.md`` gives the argument.
-
 The wallet reuses this class; the built-in agent (tests, simulation, headless
 hubs) loads its key from an EIP-2335 keystore with :func:`Agent.from_keystore`.
 """
@@ -62,11 +68,14 @@ from node.codec import as_bytes, as_int, as_list, decode, encode
 from node.crypto import bls, keystore
 from node.machines.binding import NO_SERVER, ServerBinding, sign_binding
 from node.machines.entity import Batch, sign_batch
-from node.machines.frames import Frame, Signatures
-from node.machines.governance import signer_id
+from node.machines.frames import Frame, Polka, Signatures, verify_polka
+from node.machines.governance import Config, signer_id
 from node.machines.refusal import Refusal, sign_refusal
 from node.txs import Tx
 
+APPROVAL = b"V"  # + entity + height + round -> [frame_hash, signature]: one approval
+PRECOMMIT = b"S"  # + entity + height + round -> [frame_hash, signature]: one pre-commit
+LOCK = b"L"  # + entity + height -> [round, frame_hash]: the last pre-commit there
 BINDING = b"B"  # the guard's record of the last server binding
 RESTORED = b"R"  # this guard was made anew after a restore: sign only above a floor
 FLOOR = b"F"  # + entity -> height: sign nothing at or below it (after a restore)
@@ -101,7 +110,8 @@ class Agent:
         self._lock = threading.Lock()
         self._closed = False
         self._after_record = after_record  # tests: crash between record and reply
-        self.signed = 0
+        self.signed = 0  # pre-commits made
+        self.approved = 0  # approvals made
 
     @classmethod
     def from_keystore(cls, path: Path, password: str, guard_root: Path) -> Agent:
@@ -121,54 +131,115 @@ class Agent:
     def proof_of_possession(self) -> bytes:
         return bls.pop_prove(self._sk)
 
-    def sign_precommit(self, frame_raw: bytes, round_: int) -> Signatures:
-        """Pre-commit ``frame_raw`` at ``round_``, and sign its outgoing hashes; raises
-        Refused. Thread-safe."""
-        frame, precommit = self._precommit(frame_raw, round_)
-        return Signatures(precommit, tuple(bls.sign(self._sk, o.hash) for o in frame.outbox))
-
-    def _precommit(self, frame_raw: bytes, round_: int) -> tuple[Frame, bytes]:
+    def approve(
+        self, frame_raw: bytes, round_: int, config: Config, valid: Polka | None = None
+    ) -> bytes:
+        """Approve (pre-vote) ``frame_raw`` at ``round_``: this signer's approval, recorded
+        first; raises Refused. Locked on another frame at round ``lr``, it approves
+        only with ``valid``, a polka for this frame at a round between ``lr`` and
+        ``round_`` (the unlock), checked against ``config`` (the entity's, from the node).
+        The person's or accountant's decision comes before this call. Thread-safe."""
         frame = _frame_at(frame_raw, round_)
         at = frame.entity_id + frame.height.to_bytes(8, "big")
-        slot = b"S" + at + round_.to_bytes(4, "big")
+        slot = APPROVAL + at + round_.to_bytes(4, "big")
         with self._lock:
             if self._closed:
                 raise Refused("the agent is closed")
             previous = self._db.get(slot)
             if previous is not None:
-                fields = as_list(decode(previous), "guard record", size=2)
-                if as_bytes(fields[0], "frame hash") != frame.hash:
-                    raise Refused(
-                        f"already signed a different frame at height {frame.height} round {round_}"
-                    )
-                return frame, as_bytes(fields[1], "signature")
+                return self._same_frame(previous, frame, round_, "approved")
             refusal = self._floor_refusal(frame.entity_id, frame.height)
             if refusal is not None:
                 raise Refused(refusal)
-            lock = self._db.get(b"L" + at)
+            lock = self._db.get(LOCK + at)
             if lock is not None:
                 fields = as_list(decode(lock), "lock record", size=2)
                 locked_round = as_int(fields[0], "lock round")
                 if round_ < locked_round:
-                    raise Refused(f"already signed at round {locked_round} of this height")
+                    raise Refused(f"already pre-committed at round {locked_round} of this height")
                 if as_bytes(fields[1], "lock frame") != frame.hash:
-                    raise Refused(
-                        f"asked for round {round_} but locked on another frame at height "
-                        f"{frame.height} since round {locked_round}"
-                    )
+                    self._unlock(frame, round_, locked_round, config, valid)
+            signature = bls.sign(self._sk, frame.approval_message(round_))
+            self._db.put(slot, encode([frame.hash, signature]), sync=True)
+            self.approved += 1
+            return signature
+
+    def _unlock(
+        self, frame: Frame, round_: int, locked_round: int, config: Config, valid: Polka | None
+    ) -> None:
+        """Refused unless ``valid`` lets this agent, locked at ``locked_round`` on another
+        frame, approve ``frame`` at ``round_`` (called under the lock)."""
+        locked = f"locked on another frame at height {frame.height} since round {locked_round}"
+        if valid is None:
+            raise Refused(f"{locked}, and the proposal shows no polka for this frame")
+        if not locked_round < valid.round < round_:
+            raise Refused(
+                f"{locked}; a polka at round {valid.round} does not unlock it for round {round_}"
+            )
+        reason = verify_polka(config, frame.entity_id, frame.height, frame.hash, valid)
+        if reason is not None:
+            raise Refused(f"{locked}; the proposal's polka does not verify: {reason}")
+
+    def sign_precommit(
+        self, frame_raw: bytes, round_: int, polka: Polka, config: Config
+    ) -> Signatures:
+        """Pre-commit ``frame_raw`` at ``round_`` and sign its outgoing hashes, on a polka
+        for it at that round (checked against ``config``) and only if this agent approved
+        it there; raises Refused. Thread-safe."""
+        frame, precommit = self._precommit(frame_raw, round_, polka, config)
+        return Signatures(precommit, tuple(bls.sign(self._sk, o.hash) for o in frame.outbox))
+
+    def _precommit(
+        self, frame_raw: bytes, round_: int, polka: Polka, config: Config
+    ) -> tuple[Frame, bytes]:
+        frame = _frame_at(frame_raw, round_)
+        at = frame.entity_id + frame.height.to_bytes(8, "big")
+        slot = PRECOMMIT + at + round_.to_bytes(4, "big")
+        with self._lock:
+            if self._closed:
+                raise Refused("the agent is closed")
+            previous = self._db.get(slot)
+            if previous is not None:
+                return frame, self._same_frame(previous, frame, round_, "signed")
+            refusal = self._floor_refusal(frame.entity_id, frame.height)
+            if refusal is not None:
+                raise Refused(refusal)
+            approved = self._db.get(APPROVAL + at + round_.to_bytes(4, "big"))
+            if approved is None or as_list(decode(approved), "approval", size=2)[0] != frame.hash:
+                raise Refused(f"did not approve this frame at height {frame.height} round {round_}")
+            if polka.round != round_:
+                raise Refused(f"a polka of round {polka.round} for a pre-commit at {round_}")
+            reason = verify_polka(config, frame.entity_id, frame.height, frame.hash, polka)
+            if reason is not None:
+                raise Refused(f"no polka for this frame: {reason}")
+            lock = self._db.get(LOCK + at)
+            if lock is not None:
+                locked_round = as_int(as_list(decode(lock), "lock record", size=2)[0], "round")
+                if round_ < locked_round:
+                    raise Refused(f"already pre-committed at round {locked_round} of this height")
             signature = bls.sign(self._sk, frame.message(round_))
             with self._db.write_batch(transaction=True, sync=True) as wb:
                 wb.put(slot, encode([frame.hash, signature]))
-                wb.put(b"L" + at, encode([round_, frame.hash]))
+                wb.put(LOCK + at, encode([round_, frame.hash]))
             if self._after_record is not None:
                 self._after_record()
             self.signed += 1
             return frame, signature
 
+    @staticmethod
+    def _same_frame(record: bytes, frame: Frame, round_: int, what: str) -> bytes:
+        """The signature a record holds if it is of ``frame``; else Refused."""
+        fields = as_list(decode(record), "guard record", size=2)
+        if as_bytes(fields[0], "frame hash") != frame.hash:
+            raise Refused(
+                f"already {what} a different frame at height {frame.height} round {round_}"
+            )
+        return as_bytes(fields[1], "signature")
+
     def sign_refusal(self, frame_raw: bytes, round_: int, reason: str) -> Refusal:
         """This member's signed refusal of ``frame_raw`` at ``round_``, with ``reason``.
-        No guard record: a refusal moves no replica in this protocol (the two-step
-        voting of docs/design/two-step-voting.md will record it as a pre-vote)."""
+        No guard record: a refusal counts toward nothing (a polka counts approvals
+        only), so refusing and later approving the same round is harmless."""
         frame = _frame_at(frame_raw, round_)
         return sign_refusal(
             self._sk, self.signer_id, frame.entity_id, frame.height, round_, frame.hash, reason

@@ -5,11 +5,15 @@ carries its decisions out once the block that made them is durable:
 
 - ``Send``: an input for another signer's replica, queued locally if that
   signer is hosted here, else delivered to the peer that hosts it;
-- ``ProposeFrame``: ask this signer's agent to pre-commit the frame, then send
-  the proposal (with that pre-commit, which authenticates it) to the members;
+- ``ProposeFrame``: ask this signer's agent to approve the frame, then send the
+  proposal (with that approval, which authenticates it, and the polka of the lock
+  it re-proposes, if any) to the members;
 - proposals from others: re-execute on our replica (``check_proposal``); if
-  the rules accept it, ask our signer's agent, and send the pre-commit to the
-  round's proposer (and record it locally as a lock);
+  the rules accept it, ask our signer's agent to approve it (its person or
+  accountant decides), and send the approval to the round's proposer;
+- ``PrecommitDue`` (a polka for a frame our signer approved): ask its agent to
+  pre-commit, send the pre-commit to the round's proposer, and record the lock
+  (the frame with its polka) on our replica;
 - the round timer: a replica with work that makes no progress for
   ``round_timeout * (round + 1)`` gets a ``timeout`` input from our clock;
 - catch-up: a replica behind its peers fetches certified frames (GET_FRAMES)
@@ -44,6 +48,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,10 +61,12 @@ from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.accounts import FRAME
 from node.machines.binding import ServerBinding
-from node.machines.frames import Certificate, Frame, Signatures
+from node.machines.frames import Certificate, Frame, Polka, Signatures
+from node.machines.governance import Config
 from node.machines.refusal import Refusal
 from node.machines.replica import (
     AnnounceBinding,
+    Approve,
     Commit,
     Lock,
     Precommit,
@@ -83,6 +90,7 @@ DEFAULT_RESEND_MS = 1_000
 SYNC_PAGE = 256
 SWEEP_PAGE = 256  # kept entries looked at per entity per tick after a restart
 CHECK_MEMO = 1024
+FRAME_MEMO = 256  # frames our signers approved lately, for the pre-commit a polka asks
 ANSWERED_MEMO = 16_384
 
 
@@ -91,7 +99,13 @@ class AgentUnavailable(Exception):
 
 
 class AgentLink(Protocol):
-    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures: ...
+    async def approve(
+        self, entity: bytes, frame_raw: bytes, round_: int, config: Config, valid: Polka | None
+    ) -> bytes: ...
+
+    async def sign_precommit(
+        self, entity: bytes, frame_raw: bytes, round_: int, polka: Polka, config: Config
+    ) -> Signatures: ...
 
     async def bind_server(self, server_key: bytes) -> ServerBinding: ...
 
@@ -104,8 +118,15 @@ class LocalAgent:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
-    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
-        return await asyncio.to_thread(self.agent.sign_precommit, frame_raw, round_)
+    async def approve(
+        self, entity: bytes, frame_raw: bytes, round_: int, config: Config, valid: Polka | None
+    ) -> bytes:
+        return await asyncio.to_thread(self.agent.approve, frame_raw, round_, config, valid)
+
+    async def sign_precommit(
+        self, entity: bytes, frame_raw: bytes, round_: int, polka: Polka, config: Config
+    ) -> Signatures:
+        return await asyncio.to_thread(self.agent.sign_precommit, frame_raw, round_, polka, config)
 
     async def bind_server(self, server_key: bytes) -> ServerBinding:
         return await asyncio.to_thread(self.agent.bind_server, server_key)
@@ -152,9 +173,11 @@ class Coordinator:
         self._timers: dict[tuple[bytes, bytes], _Timer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._syncing: set[bytes] = set()
-        self._deferred: dict[tuple[bytes, bytes], tuple[bytes, int, bytes]] = {}
+        self._deferred: dict[tuple[bytes, bytes], tuple[bytes, int, bytes, Polka | None]] = {}
+        self._frames: OrderedDict[bytes, Frame] = OrderedDict()  # by hash: FRAME_MEMO
         self._checked: dict[tuple[bytes, bytes, int, bytes, int, bytes], str | None] = {}
         self._answered: set[tuple[bytes, int, bytes]] = set()
+        self._precommitted: set[tuple[bytes, int, bytes]] = set()  # (frame hash, round, signer)
         self._stepped = asyncio.Event()  # (frame hash, round, signer)
         # The replicas a tick has work for (a frame in flight, a pool, a lock, or
         # signed messages kept): kept up to date from each block's changes, so a tick
@@ -231,6 +254,9 @@ class Coordinator:
                 case rep.ProposeFrame():
                     assert effect.entity is not None
                     proposals.append(self._propose(effect.signer, what))
+                case rep.PrecommitDue():
+                    assert effect.entity is not None
+                    proposals.append(self._precommit(effect.signer, effect.entity, what))
                 case rep.Note(message=message):
                     log.info(
                         "signer %s entity %s: %s",
@@ -242,9 +268,9 @@ class Coordinator:
                     self.route_input(to, None, Tx.of(sig.JoinEntity(genesis)))
                 case rep.Committed():
                     pass  # published as a FrameEvent by the node
-        for key, (frame_raw, round_, psig) in list(self._deferred.items()):
+        for key, (frame_raw, round_, psig, valid) in list(self._deferred.items()):
             del self._deferred[key]
-            proposals.append(self._fan_out(key[0], frame_raw, round_, psig))
+            proposals.append(self._fan_out(key[0], frame_raw, round_, psig, valid))
         for write in step.changed:
             route = write.route
             joined = self.node.state.replica(*route) if len(route) == 2 else None
@@ -316,24 +342,26 @@ class Coordinator:
         return floor
 
     def proposal_received(
-        self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes
+        self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes, valid: Polka | None
     ) -> asyncio.Task[None]:
         """A proposal for our ``signer`` arrived: answer it, in the background, for
         every member of the entity hosted here (the proposer sends one proposal per
-        server), each pre-commit at most once. The task, so a caller can bound how
+        server), each approval at most once. The task, so a caller can bound how
         many one peer has in flight."""
-        return self._spawn(self._fan_out(signer, frame_raw, round_, psig))
+        return self._spawn(self._fan_out(signer, frame_raw, round_, psig, valid))
 
-    async def _fan_out(self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes) -> None:
+    async def _fan_out(
+        self, signer: bytes, frame_raw: bytes, round_: int, psig: bytes, valid: Polka | None
+    ) -> None:
         try:
             frame = Frame.decode(frame_raw)
         except ValueError:
-            await self.on_proposal(signer, frame_raw, round_, psig)  # refuses and logs
+            await self.on_proposal(signer, frame_raw, round_, psig, valid)  # refuses, logs
             return
         held = self._replicas_of(frame.entity_id)
         if held:
-            # The proposer's pre-commit: a second one for another frame at this height
-            # and round is evidence (node/evidence.py), whether or not we sign.
+            # The proposer's approval: a second one for another frame at this height
+            # and round is evidence (node/evidence.py), whether or not we approve.
             self.node.evidence.observe_proposal(held[0].entity.config, frame, round_, psig)
         targets = [
             r.signer
@@ -345,12 +373,20 @@ class Coordinator:
         if len(self._answered) > ANSWERED_MEMO:
             self._answered.clear()
         self._answered.update((frame.hash, round_, t) for t in targets)
-        await asyncio.gather(*(self._answer(t, frame, frame_raw, round_, psig) for t in targets))
+        await asyncio.gather(
+            *(self._answer(t, frame, frame_raw, round_, psig, valid) for t in targets)
+        )
 
     async def _answer(
-        self, signer: bytes, frame: Frame, frame_raw: bytes, round_: int, psig: bytes
+        self,
+        signer: bytes,
+        frame: Frame,
+        frame_raw: bytes,
+        round_: int,
+        psig: bytes,
+        valid: Polka | None,
     ) -> None:
-        reason = await self.on_proposal(signer, frame_raw, round_, psig)
+        reason = await self.on_proposal(signer, frame_raw, round_, psig, valid)
         if reason is not None and (signer, frame.entity_id) in self._deferred:
             self._answered.discard((frame.hash, round_, signer))  # retried later
 
@@ -542,20 +578,65 @@ class Coordinator:
         signature = bls.sign(self.identity.secret_key, SignedRoundChange.message(entity, rc))
         self.route_input(to, entity, Tx.of(SignedRoundChange(rc, binding, signature)))
 
-    async def _sign(self, signer: bytes, frame: Frame, round_: int) -> Signatures | None:
+    async def _approve(
+        self, signer: bytes, config: Config, frame: Frame, round_: int, valid: Polka | None
+    ) -> bytes | None:
+        """``signer``'s approval of ``frame`` at ``round_`` from its agent, or None (its
+        signed refusal, if it gives one, goes to the other members' servers)."""
         agent = self.agents.get(signer)
         if agent is None:
-            log.warning("no agent for signer %s; cannot pre-commit", signer.hex()[:12])
+            log.warning("no agent for signer %s; cannot approve", signer.hex()[:12])
             return None
         try:
-            return await agent.sign_precommit(frame.entity_id, frame.raw, round_)
+            approval = await agent.approve(frame.entity_id, frame.raw, round_, config, valid)
         except Refused as exc:
             log.warning("agent of %s refused: %s", signer.hex()[:12], exc)
             if exc.refusal is not None:
                 self._spread_refusal(signer, frame, round_, exc.refusal)
+            return None
         except AgentUnavailable as exc:
             log.warning("agent of %s unavailable: %s", signer.hex()[:12], exc)
-        return None
+            return None
+        self._frames[frame.hash] = frame
+        self._frames.move_to_end(frame.hash)
+        while len(self._frames) > FRAME_MEMO:
+            self._frames.popitem(last=False)
+        return approval
+
+    async def _precommit(self, signer: bytes, entity: bytes, due: rep.PrecommitDue) -> None:
+        """A polka for a frame ``signer`` approved: its agent pre-commits (no person is
+        asked: the approval was the decision), the pre-commit goes to the round's
+        proposer, and the frame with its polka becomes our replica's lock."""
+        round_ = due.polka.round
+        key = (due.frame_hash, round_, signer)
+        frame = self._frames.get(due.frame_hash)
+        replica = self.node.state.replica(signer, entity)
+        agent = self.agents.get(signer)
+        if frame is None or replica is None or agent is None or key in self._precommitted:
+            return  # not approved here lately (or answered): the round times out
+        self._precommitted.add(key)
+        if len(self._precommitted) > ANSWERED_MEMO:
+            self._precommitted.clear()
+        try:
+            signed = await agent.sign_precommit(
+                entity, frame.raw, round_, due.polka, replica.entity.config
+            )
+        except (Refused, AgentUnavailable) as exc:
+            log.warning("agent of %s did not pre-commit: %s", signer.hex()[:12], exc)
+            self._precommitted.discard(key)
+            return
+        await self._bound_before_sending(signer)
+        pc = Precommit(frame.height, round_, frame.hash, signer, signed.precommit, signed.outbox)
+        lock = Tx.of(SeenLock(Lock(round_, frame, due.polka)))
+        if due.proposer == signer:
+            self.node.submit_internal(
+                (signer, entity),
+                [Tx.of(pc), lock],
+                urgent=self._holds_threshold(signer, entity),
+            )
+            return
+        self.route_input(due.proposer, entity, Tx.of(pc))
+        self.node.submit_internal((signer, entity), [lock], urgent=False)
 
     def _spread_refusal(self, signer: bytes, frame: Frame, round_: int, refusal: Refusal) -> None:
         """Keep ``signer``'s signed refusal of ``frame`` at ``round_`` and send it to the
@@ -585,33 +666,28 @@ class Coordinator:
             p.frame.height,
             p.round,
         )
-        signed = await self._sign(signer, p.frame, p.round)
-        if signed is None:
-            return
-        signature = signed.precommit
         entity = p.frame.entity_id
+        replica = self.node.state.replica(signer, entity)
+        if replica is None:
+            return
+        approval = await self._approve(signer, replica.entity.config, p.frame, p.round, p.valid)
+        if approval is None:
+            return
         await self._bound_before_sending(signer)
-        # Not urgent: the proposer's own pre-commit alone completes nothing (unless
-        # it holds the threshold itself; then the next tick commits).
+        # Not urgent: the proposer's own approval alone completes nothing (unless
+        # it holds the threshold itself; then the next tick makes the polka).
         self.node.submit_internal(
             (signer, entity),
-            [
-                Tx.of(
-                    Precommit(
-                        p.frame.height, p.round, p.frame.hash, signer, signature, signed.outbox
-                    )
-                ),
-                Tx.of(SeenLock(Lock(p.round, p.frame, signer, signature))),
-            ],
+            [Tx.of(Approve(p.frame.height, p.round, p.frame.hash, signer, approval))],
             urgent=self._holds_threshold(signer, entity),
         )
         others = [m for m in p.members if m != signer]
         remote = [m for m in others if m not in self.node.state.by_id]
         if remote and self.peers is not None:
-            self.peers.proposals(remote, p.frame.raw, p.round, signature)
+            self.peers.proposals(remote, p.frame.raw, p.round, approval, p.valid)
         local = [m for m in others if m in self.node.state.by_id]
         if local:
-            self.proposal_received(local[0], p.frame.raw, p.round, signature)
+            self.proposal_received(local[0], p.frame.raw, p.round, approval, p.valid)
 
     def _check(
         self, replica: rep.Replica, frame: Frame, round_: int, proposer_sig: bytes
@@ -643,9 +719,15 @@ class Coordinator:
     # Proposals from other signers --------------------------------------------------
 
     async def on_proposal(
-        self, signer: bytes, frame_raw: bytes, round_: int, proposer_sig: bytes
+        self,
+        signer: bytes,
+        frame_raw: bytes,
+        round_: int,
+        proposer_sig: bytes,
+        valid: Polka | None = None,
     ) -> str | None:
-        """Pre-commit a proposal for our ``signer`` if the rules accept it; returns why not."""
+        """Approve a proposal for our ``signer`` if the rules accept it (and its agent
+        does); returns why not."""
         try:
             frame = Frame.decode(frame_raw)
         except ValueError as exc:
@@ -656,7 +738,7 @@ class Coordinator:
         if frame.height > replica.next_height:
             # Usually the commit of the height before is in our inbox: the proposer
             # pipelines. Retry after the next block; if we are further behind, sync.
-            self._deferred[(signer, frame.entity_id)] = (frame_raw, round_, proposer_sig)
+            self._deferred[(signer, frame.entity_id)] = (frame_raw, round_, proposer_sig, valid)
             if frame.height > replica.next_height + 1:
                 self.request_sync(frame.entity_id)
             return "behind; retried after the next block"
@@ -665,23 +747,16 @@ class Coordinator:
         if reason is not None:
             log.warning("signer %s refuses a proposal: %s", signer.hex()[:12], reason)
             return reason
-        signed = await self._sign(signer, frame, round_)
-        if signed is None:
-            return "agent did not sign"
-        log.debug("signer %s signed %d/%d", signer.hex()[:8], frame.height, round_)
+        approval = await self._approve(signer, replica.entity.config, frame, round_, valid)
+        if approval is None:
+            return "agent did not approve"
+        log.debug("signer %s approved %d/%d", signer.hex()[:8], frame.height, round_)
         await self._bound_before_sending(signer)
         proposer = replica.entity.config.proposer_at(round_)
         self.route_input(
             proposer,
             frame.entity_id,
-            Tx.of(
-                Precommit(frame.height, round_, frame.hash, signer, signed.precommit, signed.outbox)
-            ),
-        )
-        self.node.submit_internal(
-            (signer, frame.entity_id),
-            [Tx.of(SeenLock(Lock(round_, frame, proposer, proposer_sig)))],
-            urgent=False,
+            Tx.of(Approve(frame.height, round_, frame.hash, signer, approval)),
         )
         return None
 

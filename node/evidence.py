@@ -1,15 +1,16 @@
-"""Equivocation evidence: two signed pre-commits of one member for different frames
-at one entity, height and round.
+"""Equivocation evidence: two signed votes of one kind (two approvals, or two
+pre-commits) of one member for different frames at one entity, height and round.
 
-Every signature a member gives in consensus is a pre-commit: the BLS signature of
-``precommit_message(entity, height, round, frame_hash)`` (PROTOCOL.md § 11.5) under
-its key. A member's ``precommit``, a proposal (the proposer's pre-commit) and a lock
-(``seen_lock``, or a ``round_change``'s: the pre-commit of that round's proposer)
-all carry one. An honest agent signs at most one frame at one (height, round)
-(``node/agent.py``), so two valid signatures of one member for two frames at one
-(entity, height, round) prove that member byzantine, or its key stolen. The pair is
-:class:`Evidence`: anyone holding it can check both signatures against the member's
-key, and the key against the member's id (its keccak-256), with nothing else.
+A member votes twice per round (``docs/CONSENSUS.md``): an approval, the BLS
+signature of ``approve_message(entity, height, round, frame_hash)``, and a
+pre-commit, of ``precommit_message(...)`` (PROTOCOL.md § 11.5), under its key. A
+member's ``approve`` and a proposal (the proposer's approval) carry the first, a
+``precommit`` the second. An honest agent signs at most one frame of each kind at
+one (height, round) (``node/agent.py``), so two valid votes of one kind of one
+member for two frames at one (entity, height, round) prove that member byzantine,
+or its key stolen. The pair is :class:`Evidence`: anyone holding it can check both
+signatures against the member's key, and the key against the member's id (its
+keccak-256), with nothing else.
 
 This is the node's own record, beside the replicas and outside the agreed state
 (CONSENSUS.md, "Equivocation evidence", says why). :class:`EvidenceLog` watches the
@@ -18,7 +19,7 @@ proposal), remembers the first signed message per (entity, member, height, round
 in a bounded memo, and when a second one for another frame comes, checks both
 signatures before it keeps anything: a forged message is never kept, and a forged
 first one is replaced by the genuine one that follows. Evidence is counted once
-per (entity, member, height, round), at most :data:`MAX_EVIDENCE_PER_MEMBER` per
+per (entity, member, height, round, kind), at most :data:`MAX_EVIDENCE_PER_MEMBER` per
 member of an entity and :data:`MAX_EVIDENCE` in all, the oldest dropped, and
 written to the node's store (``E`` keys, docs/STORAGE.md) so that it survives a
 restart. The memo is not kept: a restart forgets first messages, never evidence.
@@ -45,9 +46,9 @@ from node.codec import (
 )
 from node.crypto import bls
 from node.machines.entity import SIG_LEN
-from node.machines.frames import MAX_ROUND, Frame, precommit_message
+from node.machines.frames import MAX_ROUND, Frame, approve_message, precommit_message
 from node.machines.governance import PUBKEY_LEN, Config, signer_id
-from node.machines.replica.inputs import Precommit, RoundChange, SeenLock, SignedRoundChange
+from node.machines.replica.inputs import Approve, Precommit
 from node.txs import Tx
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,22 @@ MAX_EVIDENCE_PER_MEMBER = 16  # per (entity, member): one byzantine member canno
 MAX_WATCHED = 16_384  # first signed messages remembered, per (entity, member, height, round)
 MAX_EVIDENCE_READ = 256  # records of one entity a read returns, the newest
 
-type Key = tuple[bytes, bytes, int, int]  # (entity, member, height, round)
+PRECOMMIT_VOTE = 0
+APPROVE_VOTE = 1
+VOTE_NAMES = {PRECOMMIT_VOTE: "pre-committed", APPROVE_VOTE: "approved"}
+
+type Key = tuple[bytes, bytes, int, int, int]  # (entity, member, height, round, kind)
+
+
+def vote_message(kind: int, entity_id: bytes, height: int, round_: int, frame_hash: bytes) -> bytes:
+    """What a member signs for a vote of ``kind`` on ``frame_hash`` at (height, round)."""
+    make = approve_message if kind == APPROVE_VOTE else precommit_message
+    return make(entity_id, height, round_, frame_hash)
 
 
 @dataclass(frozen=True, slots=True)
 class Signed:
-    """One signed pre-commit: the frame's hash and the member's signature."""
+    """One signed vote: the frame's hash and the member's signature."""
 
     frame_hash: bytes
     signature: bytes
@@ -70,11 +81,12 @@ class Signed:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Member ``pubkey`` pre-committed two frames at ``(entity_id, height, round)``.
+    """Member ``pubkey`` voted (``kind``) for two frames at ``(entity_id, height, round)``.
 
     Encoded ``[entity_id, height, round, pubkey, [frame_hash_a, signature_a],
-    [frame_hash_b, signature_b]]`` with ``frame_hash_a < frame_hash_b`` (PROTOCOL.md
-    § 11.9), so one equivocation has one encoding whichever message came first."""
+    [frame_hash_b, signature_b]]`` for two pre-commits, with a 7th item ``1`` for two
+    approvals, and ``frame_hash_a < frame_hash_b`` (PROTOCOL.md § 11.9), so one
+    equivocation has one encoding whichever message came first."""
 
     entity_id: bytes
     height: int
@@ -82,13 +94,21 @@ class Evidence:
     pubkey: bytes
     a: Signed
     b: Signed
+    kind: int = PRECOMMIT_VOTE
 
     @classmethod
     def of(
-        cls, entity_id: bytes, height: int, round_: int, pubkey: bytes, x: Signed, y: Signed
+        cls,
+        entity_id: bytes,
+        height: int,
+        round_: int,
+        pubkey: bytes,
+        x: Signed,
+        y: Signed,
+        kind: int = PRECOMMIT_VOTE,
     ) -> Evidence:
         a, b = (x, y) if x.frame_hash < y.frame_hash else (y, x)
-        return cls(entity_id, height, round_, pubkey, a, b)
+        return cls(entity_id, height, round_, pubkey, a, b, kind)
 
     @property
     def member(self) -> bytes:
@@ -96,10 +116,10 @@ class Evidence:
 
     @property
     def key(self) -> Key:
-        return (self.entity_id, self.member, self.height, self.round)
+        return (self.entity_id, self.member, self.height, self.round, self.kind)
 
     def message(self, signed: Signed) -> bytes:
-        return precommit_message(self.entity_id, self.height, self.round, signed.frame_hash)
+        return vote_message(self.kind, self.entity_id, self.height, self.round, signed.frame_hash)
 
     def problem(self) -> str | None:
         """Why this is not evidence (None: it is): the two frames must differ, in
@@ -119,6 +139,7 @@ class Evidence:
             self.pubkey,
             [self.a.frame_hash, self.a.signature],
             [self.b.frame_hash, self.b.signature],
+            *([int_bytes(self.kind)] if self.kind != PRECOMMIT_VOTE else []),
         ]
 
     def encode(self) -> bytes:
@@ -127,7 +148,14 @@ class Evidence:
     @classmethod
     def from_item(cls, item: RlpItem) -> Self:
         """Strict decoding; the signatures are not checked here (:meth:`problem`)."""
-        f = as_list(item, "evidence", size=6)
+        f = as_list(item, "evidence")
+        if len(f) not in (6, 7):
+            raise DecodeError(f"evidence: expected 6 or 7 items, got {len(f)}")
+        kind = PRECOMMIT_VOTE
+        if len(f) == 7:
+            kind = as_int(f[6], "evidence kind")
+            if kind != APPROVE_VOTE:
+                raise DecodeError(f"evidence: kind {kind} (1: approvals; none: pre-commits)")
 
         def signed(x: RlpItem, what: str) -> Signed:
             g = as_list(x, what, size=2)
@@ -143,6 +171,7 @@ class Evidence:
             as_bytes(f[3], "evidence pubkey", size=PUBKEY_LEN),
             signed(f[4], "first"),
             signed(f[5], "second"),
+            kind,
         )
         if evidence.a.frame_hash >= evidence.b.frame_hash:
             raise DecodeError("evidence: the frame hashes must differ, in ascending order")
@@ -153,28 +182,18 @@ class Evidence:
         return cls.from_item(decode(raw))
 
 
-def signed_in(entity_id: bytes, body: object) -> tuple[bytes, int, int, Signed] | None:
-    """The pre-commit an entity input for ``entity_id`` carries, as ``(member, height,
-    round, signed)``, or None: a ``precommit``'s own, a ``seen_lock``'s or a round
-    change's lock (its round proposer's pre-commit), signed by a server or not."""
-    if isinstance(body, SignedRoundChange):
-        body = body.report
+def signed_in(body: object) -> tuple[bytes, int, int, int, Signed] | None:
+    """The vote an entity input carries, as ``(member, height, round, kind, signed)``,
+    or None: an ``approve``'s or a ``precommit``'s."""
     match body:
         case Precommit(height=height, round=round_, frame_hash=h, signer=member, signature=sig):
-            return member, height, round_, Signed(h, sig)
-        case SeenLock(lock=lock) | RoundChange(lock=lock) if lock is not None:
-            if lock.frame.entity_id != entity_id:
-                return None
-            return (
-                lock.signer,
-                lock.frame.height,
-                lock.round,
-                Signed(lock.frame.hash, lock.signature),
-            )
+            return member, height, round_, PRECOMMIT_VOTE, Signed(h, sig)
+        case Approve(height=height, round=round_, frame_hash=h, signer=member, signature=sig):
+            return member, height, round_, APPROVE_VOTE, Signed(h, sig)
     return None
 
 
-_WATCHED_INPUTS = (Precommit, SeenLock, RoundChange, SignedRoundChange)
+_WATCHED_INPUTS = (Precommit, Approve)
 
 
 @dataclass(slots=True)
@@ -226,29 +245,29 @@ class EvidenceLog:
     def observe_inputs(
         self, entity_id: bytes, txs: Sequence[Tx], config: Callable[[], Config | None]
     ) -> list[Evidence]:
-        """Watch the pre-commits that entity inputs for ``entity_id`` carry; ``config``
-        gives the entity's config (members' keys), read only if one does."""
+        """Watch the votes that entity inputs for ``entity_id`` carry; ``config`` gives
+        the entity's config (members' keys), read only if one does."""
         found: list[Evidence] = []
         current: Config | None = None
         for tx in txs:
             body = tx.body
             if not isinstance(body, _WATCHED_INPUTS):
                 continue
-            seen = signed_in(entity_id, body)
+            seen = signed_in(body)
             if seen is None:
                 continue
             if current is None:
                 current = config()
                 if current is None:
                     return found
-            member, height, round_, signed = seen
-            evidence = self.observe(current, entity_id, member, height, round_, signed)
+            member, height, round_, kind, signed = seen
+            evidence = self.observe(current, entity_id, member, height, round_, signed, kind)
             if evidence is not None:
                 found.append(evidence)
         return found
 
     def observe_proposal(self, config: Config, frame: Frame, round_: int, sig: bytes) -> None:
-        """A proposal: the pre-commit of the round's proposer (as ``config`` names it)."""
+        """A proposal: the approval of the round's proposer (as ``config`` names it)."""
         self.observe(
             config,
             frame.entity_id,
@@ -256,6 +275,7 @@ class EvidenceLog:
             frame.height,
             round_,
             Signed(frame.hash, sig),
+            APPROVE_VOTE,
         )
 
     def observe(
@@ -266,11 +286,12 @@ class EvidenceLog:
         height: int,
         round_: int,
         signed: Signed,
+        kind: int = PRECOMMIT_VOTE,
     ) -> Evidence | None:
-        """One signed pre-commit of ``member`` (its key from ``config``); the evidence
-        it completes, if it is new. Signatures are checked only when two messages
-        for one (entity, member, height, round) differ, each at most once."""
-        key = (entity_id, member, height, round_)
+        """One signed vote of ``kind`` by ``member`` (its key from ``config``); the
+        evidence it completes, if it is new. Signatures are checked only when two
+        votes for one (entity, member, height, round, kind) differ, each at most once."""
+        key = (entity_id, member, height, round_, kind)
         if key in self._records:
             return None  # counted once
         slot = config.index.get(member)
@@ -286,50 +307,51 @@ class EvidenceLog:
         self._first.move_to_end(key)
         if first.signed == signed:
             return None
-        message = precommit_message(entity_id, height, round_, signed.frame_hash)
+
+        def valid(x: Signed) -> bool:
+            message = vote_message(kind, entity_id, height, round_, x.frame_hash)
+            return bls.verify(pubkey, message, x.signature)
+
         if first.signed.frame_hash == signed.frame_hash:
             # Two signatures of one message: at most one is the member's (BLS
             # signatures are unique). Keep the genuine one.
-            if not first.checked and not self._valid(pubkey, entity_id, height, round_, first):
+            if not first.checked and not valid(first.signed):
                 self._first[key] = _First(signed, checked=False)
             else:
                 first.checked = True
             return None
-        if not bls.verify(pubkey, message, signed.signature):
+        what = VOTE_NAMES[kind]
+        if not valid(signed):
             self.forged += 1
             log.info(
-                "entity %s: a pre-commit of %s at %d/%d with a bad signature; not kept",
+                "entity %s: a vote (%s) of %s at %d/%d with a bad signature; not kept",
                 entity_id.hex()[:12],
+                what,
                 member.hex()[:12],
                 height,
                 round_,
             )
             return None
         if not first.checked:
-            if not self._valid(pubkey, entity_id, height, round_, first):
+            if not valid(first.signed):
                 self.forged += 1
                 self._first[key] = _First(signed, checked=True)  # the first was forged
                 return None
             first.checked = True
-        evidence = Evidence.of(entity_id, height, round_, pubkey, first.signed, signed)
+        evidence = Evidence.of(entity_id, height, round_, pubkey, first.signed, signed, kind)
         del self._first[key]
         self._keep(evidence)
         log.warning(
-            "entity %s: member %s pre-committed two frames at height %d round %d "
-            "(%s and %s): evidence kept",
+            "entity %s: member %s %s two frames at height %d round %d (%s and %s): evidence kept",
             entity_id.hex()[:12],
             member.hex()[:12],
+            what,
             height,
             round_,
             evidence.a.frame_hash.hex()[:12],
             evidence.b.frame_hash.hex()[:12],
         )
         return evidence
-
-    @staticmethod
-    def _valid(pubkey: bytes, entity_id: bytes, height: int, round_: int, first: _First) -> bool:
-        message = precommit_message(entity_id, height, round_, first.signed.frame_hash)
-        return bls.verify(pubkey, message, first.signed.signature)
 
     def add(self, evidence: Evidence) -> bool:
         """Keep ``evidence`` from elsewhere once it checks (False: a forgery, or

@@ -54,6 +54,7 @@ from node.machines.quorum import bitfield, bitfield_indexes, verify_quorum
 __all__ = ["bitfield", "bitfield_indexes"]  # re-exported: older callers import them here
 
 PRECOMMIT_DOMAIN = b"XLN/entity-precommit/v1"
+APPROVE_DOMAIN = b"XLN/approve/v1"
 MAX_ROUND = 2**32 - 1
 MAX_FRAME_BATCHES = 4096
 MAX_FRAME_INPUTS = 4096
@@ -181,6 +182,9 @@ class Frame:
     def message(self, round_: int) -> bytes:
         return precommit_message(self.entity_id, self.height, round_, self.hash)
 
+    def approval_message(self, round_: int) -> bytes:
+        return approve_message(self.entity_id, self.height, round_, self.hash)
+
 
 _DECODED: OrderedDict[bytes, Frame] = OrderedDict()
 _DECODED_MAX = 16
@@ -194,6 +198,83 @@ def precommit_message(entity_id: bytes, height: int, round_: int, frame_hash: by
         + round_.to_bytes(4, "big")
         + frame_hash
     )
+
+
+def approve_message(entity_id: bytes, height: int, round_: int, frame_hash: bytes) -> bytes:
+    """The 90 bytes a member's key signs to approve (pre-vote) ``frame_hash`` at
+    (height, round): the same layout as a pre-commit under another domain tag."""
+    return (
+        APPROVE_DOMAIN
+        + entity_id
+        + height.to_bytes(8, "big")
+        + round_.to_bytes(4, "big")
+        + frame_hash
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Polka:
+    """Approvals of one frame at ``round`` by members holding the threshold: their
+    bitfield and the aggregate of their approvals. A member pre-commits (locks) only
+    on a polka, and unlocks only on a polka of a later round."""
+
+    round: int
+    bits: bytes
+    signature: bytes
+
+    def to_tree(self) -> list[RlpItem]:
+        return [int_bytes(self.round), self.bits, self.signature]
+
+    @property
+    def raw(self) -> bytes:
+        return encode_tree(self.to_tree())
+
+    @classmethod
+    def from_item(cls, item: RlpItem) -> Polka:
+        f = as_list(item, "polka", size=3)
+        return cls(
+            as_int(f[0], "polka round", max_value=MAX_ROUND),
+            as_bytes(f[1], "polka bitfield", max_len=128),
+            as_bytes(f[2], "polka signature", size=SIG_LEN),
+        )
+
+
+def verify_polka(
+    config: Config, entity_id: bytes, height: int, frame_hash: bytes, polka: Polka
+) -> str | None:
+    """None if ``polka`` holds approvals of ``frame_hash`` at (height, its round) from
+    members of ``config`` holding the threshold; else the reason."""
+    message = approve_message(entity_id, height, polka.round, frame_hash)
+    return verify_quorum(config, polka.bits, message, polka.signature, "polka")
+
+
+def aggregate_approvals(
+    config: Config, frame: Frame, round_: int, sigs: dict[int, bytes]
+) -> tuple[Polka | None, list[int]]:
+    """The polka of the slots' approvals (None below the threshold) and the slots
+    found bad: the aggregate is verified first, each approval only if it fails."""
+    message = frame.approval_message(round_)
+    indexes = sorted(sigs)
+    keys = [bls.load_public_key(config.members[i].pubkey) for i in indexes]
+    agg = _try_aggregate([sigs[i] for i in indexes])
+    bad: list[int] = []
+    if agg is None or not bls.fast_aggregate_verify_keys(keys, message, agg):
+        good = [i for i in indexes if approval_valid(config, i, message, sigs[i])]
+        bad = [i for i in indexes if i not in good]
+        indexes = good
+        agg = _try_aggregate([sigs[i] for i in indexes])
+    if (
+        agg is None
+        or not indexes
+        or sum(config.members[i].shares for i in indexes) < config.threshold
+    ):
+        return None, bad
+    return Polka(round_, bitfield(indexes, len(config.members)), agg), bad
+
+
+def approval_valid(config: Config, slot: int, message: bytes, signature: bytes) -> bool:
+    key = bls.load_public_key(config.members[slot].pubkey)
+    return bls.fast_aggregate_verify_keys([key], message, signature)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,31 @@
-"""The agent's side of the egg-agent protocol: answer a node's SIGN requests.
+"""The agent's side of the egg-agent protocol: answer a node's APPROVE and SIGN requests.
 
 The agent connects to its node like a client, with sender kind AGENT, its
 signer id as sender id, and a token whose scope reaches that signer. The node
-then sends ``SIGN`` requests on this connection (route ``[signer, entity]``,
-body ``[frame, round]``); the agent answers ``SIGNATURE [sig, [outgoing sig...]]``
-(its pre-commit and its signature over each outgoing hash of the frame) or an ERROR
-with code REFUSED. The node also asks, once the agent is connected (and again when
-it needs one), for the signer's binding of the node's identity key: ``BIND``
-(route ``[signer]``, body ``[server_key]``), answered ``BINDING [binding]``
+then sends, for each frame (two-step voting, ``docs/CONSENSUS.md``), an
+``APPROVE`` request on this connection (route ``[signer, entity]``, body
+``[frame, round, config, polka or []]``: the entity's config, and the polka of the
+lock the proposal re-proposes), answered ``APPROVAL [signature]``, a signed
+``REFUSAL`` (the person or accountant said no), or an ERROR with code REFUSED;
+then, once approvals hold the threshold, a ``SIGN`` request (body ``[frame,
+round, polka, config]``), answered ``SIGNATURE [sig, [outgoing sig...]]`` (its
+pre-commit and its signature over each outgoing hash of the frame) or REFUSED.
+The node also asks, once the agent is connected (and again when it needs
+one), for the signer's binding of the node's identity key: ``BIND`` (route
+``[signer]``, body ``[server_key]``), answered ``BINDING [binding]``
 (``node/machines/binding.py``) or REFUSED. After a restore the node tells the
 agent what the entity's peers showed in flight: ``FLOOR`` (route ``[signer,
 entity]``, body ``[height, binding_serial]``), answered ``FLOOR [floor]`` once
 recorded (``Agent.set_floor``). The connection is re-established with
 backoff until ``stop``.
 
-:func:`serve_signer` runs the connection for any signing callback
-``async (entity, frame_raw, round) -> signature`` that raises :class:`Refused`
-to say no (the wallet decides through its approvals there; each request is
-answered in its own task, so a slow decision never holds up the others), and a
-binding callback ``async (server_key) -> binding`` (none: BIND is refused).
+:func:`serve_signer` runs the connection for any approving callback
+``async (entity, frame_raw, round, config, valid) -> approval`` that raises
+:class:`Refused` to say no (the wallet decides through its approvals there; each
+request is answered in its own task, so a slow decision never holds up the
+others), a pre-commit callback ``async (entity, frame_raw, round, polka, config) ->
+signatures``, and a binding callback ``async (server_key) -> binding`` (none: BIND
+is refused).
 :func:`serve_agent` is that loop for a plain :class:`Agent`, whose signing runs
 on a thread so a slow disk never stalls the connection.
 """
@@ -37,9 +44,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from node.agent import Agent, Refused
 from node.codec import DecodeError, RlpItem, as_bytes, as_int, as_list
 from node.machines.binding import ServerBinding
-from node.machines.frames import Signatures
+from node.machines.frames import Polka, Signatures
+from node.machines.governance import Config
 from node.net import limits, tls
 from node.net.protocol import (
+    PROTOCOL_VERSION,
     Err,
     ProtocolError,
     Rep,
@@ -56,8 +65,10 @@ from node.net.protocol import (
 
 log = logging.getLogger(__name__)
 
-# (entity, frame_raw, round) -> the pre-commit and outgoing signatures; raises Refused.
-type SignCallback = Callable[[bytes, bytes, int], Awaitable[Signatures]]
+# (entity, frame_raw, round, config, valid polka) -> the approval; raises Refused.
+type ApproveCallback = Callable[[bytes, bytes, int, Config, Polka | None], Awaitable[bytes]]
+# (entity, frame_raw, round, polka, config) -> the pre-commit and outgoing signatures.
+type SignCallback = Callable[[bytes, bytes, int, Polka, Config], Awaitable[Signatures]]
 # server identity key -> the signer's binding of it; raises Refused.
 type BindCallback = Callable[[bytes], Awaitable[ServerBinding]]
 # (entity, height, binding serial) -> the floor now held; raises Refused.
@@ -66,10 +77,11 @@ type FloorCallback = Callable[[bytes, int, int], Awaitable[int]]
 
 @dataclass
 class AgentStats:
-    """What an agent connection answered: one SIGN request gets one reply."""
+    """What an agent connection answered: one APPROVE or SIGN request gets one reply."""
 
     requests: int = 0
-    signed: int = 0  # replies with signatures
+    approved: int = 0  # APPROVAL replies
+    signed: int = 0  # SIGNATURE replies
     outgoing: int = 0  # outgoing-message signatures in those replies
     refused: int = 0
 
@@ -89,11 +101,19 @@ async def serve_agent(
     trust: tls.ClientTrust | None = None,
     on_link: Callable[[bool], None] | None = None,
 ) -> None:
-    """Answer SIGN requests for ``agent``'s signer until ``stop``; raises AgentRejected.
+    """Answer APPROVE and SIGN requests for ``agent``'s signer until ``stop`` (a
+    built-in agent approves every frame its node checked); raises AgentRejected.
     ``on_link(up)`` hears each connection made (after WELCOME) and lost."""
 
-    async def sign(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
-        return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
+    async def approve(
+        entity: bytes, frame_raw: bytes, round_: int, config: Config, valid: Polka | None
+    ) -> bytes:
+        return await asyncio.to_thread(agent.approve, frame_raw, round_, config, valid)
+
+    async def sign(
+        entity: bytes, frame_raw: bytes, round_: int, polka: Polka, config: Config
+    ) -> Signatures:
+        return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_, polka, config)
 
     async def bind(server_key: bytes) -> ServerBinding:
         return await asyncio.to_thread(agent.bind_server, server_key)
@@ -105,6 +125,7 @@ async def serve_agent(
         url,
         token,
         agent.signer_id,
+        approve,
         sign,
         stop,
         stats=stats,
@@ -119,6 +140,7 @@ async def serve_signer(
     url: str,
     token: str,
     signer: bytes,
+    approve: ApproveCallback,
     sign: SignCallback,
     stop: asyncio.Event,
     *,
@@ -159,7 +181,8 @@ async def serve_signer(
                 if on_link is not None:
                     on_link(True)
                 try:
-                    await _serve(ws, signer, sign, bind, floor, stop, stats or AgentStats())
+                    calls = _Calls(approve, sign, bind, floor)
+                    await _serve(ws, signer, calls, stop, stats or AgentStats())
                 finally:
                     if on_link is not None:
                         on_link(False)
@@ -183,14 +206,26 @@ async def _hello(ws: ClientConnection, token: str, signer: bytes) -> None:
     if reply.type is Rep.ERROR:
         code, message = error_of(reply)
         raise AgentRejected(f"the node refused the agent: {code.name} {message}")
+    version = as_int(reply.body[0], "protocol version") if reply.body else None
+    if version != PROTOCOL_VERSION:
+        raise AgentRejected(
+            f"the node speaks protocol version {version}; this agent speaks only"
+            f" {PROTOCOL_VERSION} (two-step voting): upgrade the older of the two"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Calls:
+    approve: ApproveCallback
+    sign: SignCallback
+    bind: BindCallback | None
+    floor: FloorCallback | None
 
 
 async def _serve(
     ws: ClientConnection,
     signer: bytes,
-    sign: SignCallback,
-    bind: BindCallback | None,
-    floor: FloorCallback | None,
+    calls: _Calls,
     stop: asyncio.Event,
     stats: AgentStats,
 ) -> None:
@@ -204,7 +239,7 @@ async def _serve(
                 receive.cancel()
                 return
             frame = receive.result()
-            task = asyncio.create_task(_answer(ws, signer, sign, bind, floor, frame, stats))
+            task = asyncio.create_task(_answer(ws, signer, calls, frame, stats))
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:
@@ -214,38 +249,51 @@ async def _serve(
 
 
 async def _answer(
-    ws: ClientConnection,
-    signer: bytes,
-    sign: SignCallback,
-    bind: BindCallback | None,
-    floor: FloorCallback | None,
-    frame: bytes,
-    stats: AgentStats,
+    ws: ClientConnection, signer: bytes, calls: _Calls, frame: bytes, stats: AgentStats
 ) -> None:
     try:
         req = decode_request(frame, limits=limits.REQUEST)
     except ProtocolError:
         return  # replies to our HELLO or garbage: nothing to answer
     if req.type is Req.BIND:
-        await _answer_bind(ws, signer, bind, req.request_id, req.route, req.body)
+        await _answer_bind(ws, signer, calls.bind, req.request_id, req.route, req.body)
         return
     if req.type is Req.FLOOR:
-        await _answer_floor(ws, signer, floor, req.request_id, req.route, req.body)
+        await _answer_floor(ws, signer, calls.floor, req.request_id, req.route, req.body)
         return
-    if req.type is not Req.SIGN:
+    if req.type not in (Req.APPROVE, Req.SIGN):
         return
     stats.requests += 1
+    reply: tuple[Rep, list[RlpItem]]
     try:
-        if len(req.body) != 2:
-            raise DecodeError("SIGN body is [frame, round]")
+        if len(req.body) != 4:
+            raise DecodeError(
+                "APPROVE body is [frame, round, config, polka or []]"
+                if req.type is Req.APPROVE
+                else "SIGN body is [frame, round, polka, config]"
+            )
         as_list(req.body[0], "frame")
         frame_raw = req.body_raws[0][0]
         round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
         if req.route[:1] != (signer,):
             raise Refused("this agent does not hold that signer's key")
         if len(req.route) != 2:
-            raise Refused("a SIGN route is [signer, entity]")
-        signature = await sign(req.route[1], frame_raw, round_)
+            raise Refused(f"a {req.type.name} route is [signer, entity]")
+        entity = req.route[1]
+        if req.type is Req.APPROVE:
+            config = Config.from_item(req.body[2])
+            valid = Polka.from_item(req.body[3]) if req.body[3] else None
+            approval = await calls.approve(entity, frame_raw, round_, config, valid)
+            stats.approved += 1
+            reply = (Rep.APPROVAL, [approval])
+        else:
+            polka = Polka.from_item(req.body[2])
+            signature = await calls.sign(
+                entity, frame_raw, round_, polka, Config.from_item(req.body[3])
+            )
+            stats.signed += 1
+            stats.outgoing += len(signature.outbox)
+            reply = (Rep.SIGNATURE, [signature.precommit, list(signature.outbox)])
     except Refused as exc:
         stats.refused += 1
         with contextlib.suppress(ConnectionClosed):
@@ -261,16 +309,13 @@ async def _answer(
             await ws.send(encode_error(Err.REFUSED, str(exc), req.request_id))
         return
     except Exception:
-        log.exception("signing callback failed")
+        log.exception("%s callback failed", req.type.name)
         stats.refused += 1
         with contextlib.suppress(ConnectionClosed):
             await ws.send(encode_error(Err.REFUSED, "the agent failed", req.request_id))
         return
     with contextlib.suppress(ConnectionClosed):
-        body: list[RlpItem] = [signature.precommit, list(signature.outbox)]
-        stats.signed += 1
-        stats.outgoing += len(signature.outbox)
-        await ws.send(encode_reply(Rep.SIGNATURE, req.request_id, body))
+        await ws.send(encode_reply(reply[0], req.request_id, reply[1]))
 
 
 async def _answer_bind(

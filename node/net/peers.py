@@ -33,7 +33,7 @@ from node.codec import (
 )
 from node.identity import CHALLENGE_LEN, Identity
 from node.machines.binding import ServerBinding
-from node.machines.frames import Certificate
+from node.machines.frames import Certificate, Polka
 from node.machines.replica.inputs import AnnounceBinding
 from node.memberships import MAX_PAGE, Membership
 from node.net import limits, tls
@@ -149,17 +149,32 @@ class PeerNetwork:
                 link.introduced.add(key)
                 self._queue(link, self._deliver_frame(to_signer, entity, tx))
 
-    def proposals(self, members: list[bytes], frame_raw: bytes, round_: int, sig: bytes) -> None:
-        """Send a proposal to the servers hosting ``members``: one per server (it answers
-        for all the members it hosts), or to every peer for members whose host is
-        not known yet."""
+    def proposals(
+        self,
+        members: list[bytes],
+        frame_raw: bytes,
+        round_: int,
+        sig: bytes,
+        valid: Polka | None = None,
+    ) -> None:
+        """Send a proposal (with the proposer's approval ``sig``, and ``valid``, the polka
+        of the lock it re-proposes) to the servers hosting ``members``: one per server
+        (it answers for all the members it hosts), or to every peer for members whose
+        host is not known yet."""
+        proof = valid.raw if valid is not None else encode_tree([])
         sent: set[int] = set()
         for member in members:
             for link in self.hosts_of(member):
                 if member in link.hosted and id(link) in sent:
                     continue
                 sent.add(id(link))
-                body = [encode_bytes(member), frame_raw, encode_uint(round_), encode_bytes(sig)]
+                body = [
+                    encode_bytes(member),
+                    frame_raw,
+                    encode_uint(round_),
+                    encode_bytes(sig),
+                    proof,
+                ]
                 rid = next(self._ids)
                 self._queue(link, encode_request_raw(Req.PROPOSAL, rid, self.sender, (), body))
 

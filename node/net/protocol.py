@@ -42,10 +42,12 @@ from node.txs import MAX_TX_BYTES, Level
 # 4: a peer's HELLO answers the receiver's CHALLENGE (node/identity.py).
 # 5: a peer's consensus traffic for an entity needs a member's binding of its key,
 #    introduced on the connection or recorded on the replica (node/net/peer_auth.py).
-PROTOCOL_VERSION = 5
-# The versions whose nodes this one's clients and agents may talk to: versions 4
-# and 5 changed only what passes between servers.
-CLIENT_VERSIONS = frozenset({3, 4, PROTOCOL_VERSION})
+# 6: two-step voting: APPROVE before SIGN, polkas, proposals carry the proposer's
+#    approval (docs/CONSENSUS.md); agents and peers must speak 6.
+PROTOCOL_VERSION = 6
+# The versions whose nodes this one's clients may talk to: versions 4 to 6 changed
+# only what passes between servers and agents. An agent speaks only this version.
+CLIENT_VERSIONS = frozenset({3, 4, 5, PROTOCOL_VERSION})
 MAX_TXS_PER_SUBMIT = 4096
 MAX_SENDER_ID_BYTES = 64
 MAX_TOKEN_BYTES = 128
@@ -64,7 +66,7 @@ class Req(IntEnum):
     METRICS = 8
     # Between servers (sender kind SERVER, authenticated by the node identity key)
     DELIVER = 9  # [to_signer, entity_id or b"", input]: an input for a hosted machine
-    PROPOSAL = 10  # [to_signer, frame, round, proposer_precommit]
+    PROPOSAL = 10  # [to_signer, frame, round, proposer_approval, polka or []]
     GET_FRAMES = 11  # [entity_id, from_height, max_count]
     PEER_INFO = 12  # []: which signers this server hosts
     READ_ENTITY = 13  # route [signer, entity]: an agreed state in parts, with proofs
@@ -73,9 +75,10 @@ class Req(IntEnum):
     MEMBERSHIPS = 15
     FIND_ENTITIES = 16  # route [signer]: ask the peers, set the agent's floors, join
     # Node to agent (on the agent's own connection)
-    SIGN = 20  # route [signer, entity], body [frame, round]
+    SIGN = 20  # route [signer, entity], body [frame, round, polka, config]: pre-commit
     BIND = 21  # route [signer], body [server_identity_key]: the signer's server binding
     FLOOR = 22  # route [signer, entity], body [height, binding_serial]: after a restore
+    APPROVE = 23  # route [signer, entity], body [frame, round, config, polka or []]
 
 
 class Rep(IntEnum):
@@ -101,6 +104,7 @@ class Rep(IntEnum):
     MEMBERSHIPS = 82  # [[membership...], next_after]
     FOUND = 83  # [[found...], peers_asked, peers_answered, [error...]]
     FLOOR = 84  # [floor]: the answer to FLOOR
+    APPROVAL = 86  # [signature]: the answer to APPROVE
     ERROR = 127
 
 

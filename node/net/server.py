@@ -55,6 +55,7 @@ from node.codec import (
     decode,
     encode_bytes,
     encode_list,
+    encode_tree,
     encode_uint,
     scan,
 )
@@ -65,7 +66,8 @@ from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.binding import ServerBinding
 from node.machines.entity import SIG_LEN, EntityState
-from node.machines.frames import MAX_OUTBOX, Signatures
+from node.machines.frames import MAX_OUTBOX, Polka, Signatures
+from node.machines.governance import Config
 from node.machines.refusal import Refusal
 from node.memberships import MAX_PAGE as MAX_MEMBERSHIPS_PAGE
 from node.net import limits, peer_auth
@@ -139,6 +141,8 @@ PRE_HELLO_REQUESTS = frozenset({Req.HELLO, Req.CHALLENGE})
 PEER_ENTITY_INPUTS = frozenset(
     {
         rep.SubmitBatch.TYPE,
+        rep.Approve.TYPE,
+        rep.PolkaNotice.TYPE,
         rep.Precommit.TYPE,
         rep.Commit.TYPE,
         rep.SeenLock.TYPE,
@@ -156,6 +160,8 @@ PEER_SIGNER_INPUTS = frozenset({sig.CreateEntity.TYPE, sig.JoinEntity.TYPE})
 PEER_MEMBER_INPUTS = frozenset(
     {
         rep.SubmitBatch.TYPE,
+        rep.Approve.TYPE,
+        rep.PolkaNotice.TYPE,
         rep.Precommit.TYPE,
         rep.Commit.TYPE,
         rep.SeenLock.TYPE,
@@ -246,8 +252,36 @@ class RemoteAgent:
             raise Refused(f"refused by its agent: {refusal.reason}", refusal)
         return reply
 
-    async def sign_precommit(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
-        body = await self._ask(Req.SIGN, (self.signer, entity), [frame_raw, encode_uint(round_)])
+    async def approve(
+        self, entity: bytes, frame_raw: bytes, round_: int, config: Config, valid: Polka | None
+    ) -> bytes:
+        """The signer's approval of the frame at ``round_`` (APPROVE): its person or
+        accountant decides; a refusal comes back as Refused with the signed refusal."""
+        body = await self._ask(
+            Req.APPROVE,
+            (self.signer, entity),
+            [
+                frame_raw,
+                encode_uint(round_),
+                encode_tree(config.to_tree()),
+                valid.raw if valid is not None else encode_tree([]),
+            ],
+        )
+        try:
+            if len(body) != 1:
+                raise DecodeError("APPROVAL body is [signature]")
+            return as_bytes(body[0], "approval", size=SIG_LEN)
+        except DecodeError as exc:
+            raise Refused(f"agent sent a malformed approval: {exc}") from None
+
+    async def sign_precommit(
+        self, entity: bytes, frame_raw: bytes, round_: int, polka: Polka, config: Config
+    ) -> Signatures:
+        body = await self._ask(
+            Req.SIGN,
+            (self.signer, entity),
+            [frame_raw, encode_uint(round_), polka.raw, encode_tree(config.to_tree())],
+        )
         try:
             if len(body) != 2:
                 raise DecodeError("SIGNATURE body is [signature, [outgoing signature...]]")
@@ -1113,13 +1147,16 @@ class ApiServer:
         coordinator = self._require_peer(session, req)
         rid = req.request_id
         try:
-            if len(req.body) != 4:
-                raise DecodeError("PROPOSAL body is [to_signer, frame, round, proposer_sig]")
+            if len(req.body) != 5:
+                raise DecodeError(
+                    "PROPOSAL body is [to_signer, frame, round, proposer_approval, polka or []]"
+                )
             to = as_bytes(req.body[0], "to signer", size=HASH_LEN)
             frame_fields = as_list(req.body[1], "frame")
             frame_raw = req.body_raws[1][0]
             round_ = as_int(req.body[2], "round", max_value=2**32 - 1)
-            proposer_sig = as_bytes(req.body[3], "proposer signature", size=SIG_LEN)
+            proposer_sig = as_bytes(req.body[3], "proposer approval", size=SIG_LEN)
+            valid = Polka.from_item(req.body[4]) if req.body[4] else None
         except DecodeError as exc:
             raise ProtocolError(Err.MALFORMED, str(exc), rid) from None
         replica = self._proposal_replica(to, frame_fields)
@@ -1135,7 +1172,7 @@ class ApiServer:
                 rid,
             )
         self._proposals[peer] = self._proposals.get(peer, 0) + 1
-        task = coordinator.proposal_received(to, frame_raw, round_, proposer_sig)
+        task = coordinator.proposal_received(to, frame_raw, round_, proposer_sig, valid)
         task.add_done_callback(lambda _: self._proposal_done(peer))
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
 

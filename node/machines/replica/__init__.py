@@ -3,17 +3,18 @@
 ``step(replica, inputs) -> (replica, effects)`` is the transition. The package's
 modules, each one job:
 
-``inputs``     the wire inputs (``submit_batch``, ``precommit``, ``commit``,
-               ``timeout``, ``seen_lock``, ``round_change``, ``deliver``,
+``inputs``     the wire inputs (``submit_batch``, ``approve``, ``polka``, ``precommit``,
+               ``commit``, ``timeout``, ``seen_lock``, ``round_change``, ``deliver``,
                ``signed_round_change``, ``server_binding``, ``refusal``), and ``Lock``
 ``effects``    what a step asks of the runtime (``Send``, ``ProposeFrame``,
-               ``Transmit``, ``Committed``, ``Invite``, ``Note``), and the
+               ``PrecommitDue``, ``Transmit``, ``Committed``, ``Invite``, ``Note``), and the
                ``Transmit`` of signed channel messages (``transmissions``, ``resend_to``)
 ``state``      ``Replica`` with its frame in flight (``Pending``) and ``Genesis``: the
                state, its encodings and their decoding
 ``execution``  ``execute_frame``: a frame run through the caller's cache of outcomes
 ``stepping``   ``Step``, one step in progress
-``consensus``  ``step``: batches and channel messages in, pre-commits, commits
+``consensus``  ``step``: batches and channel messages in, approvals and polkas,
+               pre-commits, commits
 ``rounds``     timeouts, round changes (and who may speak for a member: its
                server binding), catch-up and locks
 ``proposing``  the proposer's frame, and a frame's budget
@@ -38,6 +39,7 @@ from node.machines.replica.effects import (
     Effect,
     Invite,
     Note,
+    PrecommitDue,
     ProposeFrame,
     Send,
     Transmit,
@@ -49,9 +51,11 @@ from node.machines.replica.inputs import (
     INTERNAL_INPUTS,
     PEER_ONLY_INPUTS,
     AnnounceBinding,
+    Approve,
     Commit,
     Deliver,
     Lock,
+    PolkaNotice,
     Precommit,
     RefusalInput,
     RoundChange,
@@ -66,6 +70,7 @@ __all__ = [
     "INTERNAL_INPUTS",
     "PEER_ONLY_INPUTS",
     "AnnounceBinding",
+    "Approve",
     "Commit",
     "Committed",
     "Deliver",
@@ -75,7 +80,9 @@ __all__ = [
     "Lock",
     "Note",
     "Pending",
+    "PolkaNotice",
     "Precommit",
+    "PrecommitDue",
     "ProposeFrame",
     "RefusalInput",
     "Replica",

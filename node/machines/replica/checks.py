@@ -6,7 +6,7 @@ The network endpoint refuses an entity input that could never fit a frame
 (``check_round_change``, the transition's own rule), and drops a peer's
 consensus message about a height or round the replica has left (``stale``)
 before it costs a block; the coordinator asks
-``check_proposal`` before this signer's agent pre-commits a frame.
+``check_proposal`` before this signer's agent approves a frame.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from node.machines.outcomes import Outcomes
 from node.machines.replica.execution import execute_frame
 from node.machines.replica.inputs import (
     AnnounceBinding,
+    Approve,
     Commit,
     Deliver,
+    PolkaNotice,
     Precommit,
     RoundChange,
     SeenLock,
@@ -65,8 +67,10 @@ def stale(r: Replica, body: object) -> bool:
             # changes nothing, now or later.
             bound = r.bound(binding.signer)
             return bound is not None and (binding.serial < bound.serial or bound.same(binding))
-        case Precommit(height=height):
+        case Precommit(height=height) | Approve(height=height):
             return height < r.next_height
+        case PolkaNotice(height=height, polka=polka):
+            return height < r.next_height or (height == r.next_height and polka.round < r.round)
         case Commit(frame=frame):
             return frame.height < r.next_height
         case SeenLock(lock=lock):
@@ -103,10 +107,10 @@ def check_proposal(
     simulation: bool = False,
     outcomes: Outcomes | None = None,
 ) -> str | None:
-    """None if this replica's signer should pre-commit ``frame`` at ``round_``: the
-    round's proposer pre-committed it (``proposer_sig``), it extends our head, its
-    round is not behind ours, and re-executing it on our replica gives the
-    frame's state hash. Locking is the agent's to enforce. ``outcomes``: as ``step``'s."""
+    """None if this replica's signer may approve ``frame`` at ``round_``: the round's
+    proposer approved it (``proposer_sig``), it extends our head, its round is not
+    behind ours, and re-executing it on our replica gives the frame's state hash.
+    Locks are the agent's to enforce. ``outcomes``: as ``step``'s."""
     if frame.entity_id != r.entity_id:
         return "proposal for another entity"
     if frame.height != r.next_height:
@@ -117,8 +121,8 @@ def check_proposal(
         return f"proposal at round {round_}, this replica is at round {r.round}"
     config = r.entity.config
     proposer = config.members[config.index[config.proposer_at(round_)]]
-    if not bls.verify(proposer.pubkey, frame.message(round_), proposer_sig):
-        return "proposal not signed by the round's proposer"
+    if not bls.verify(proposer.pubkey, frame.approval_message(round_), proposer_sig):
+        return "proposal not approved by the round's proposer"
     try:
         post, events = execute_frame(
             r.entity, frame, verify=True, simulation=simulation, outcomes=outcomes

@@ -3,14 +3,22 @@
 Its inputs (``inputs``) are the entity-level entries of the server's mempool, so a
 replay re-derives every decision. Effects are sent only after the block is
 durable. This module dispatches the inputs, pools batches and keeps channel
-messages in the inbox, gathers pre-commits, and commits a certified frame; the
-rounds, locks and catch-up are ``rounds``'s, the proposer's frame ``proposing``'s.
+messages in the inbox, gathers approvals into a polka and pre-commits into a
+certificate, and commits a certified frame; the rounds, locks and catch-up are
+``rounds``'s, the proposer's frame ``proposing``'s.
+
+Two steps (``docs/CONSENSUS.md``): members approve the proposer's frame; once
+approvals hold the threshold (a polka), the proposer tells the members, and each
+member's agent pre-commits (locks on) the frame it approved; pre-commits holding
+the threshold certify it. Nothing locks before a polka, so a frame that members
+refuse is dropped by not being proposed again.
 
 The proposer builds a frame at the end of a step when it has none in flight
 and has batches or inputs to apply, a channel with queued transactions that may
-propose, or a lock to re-propose. It commits at the end of a step once
-the slots it has verified hold the threshold: aggregate first, single
-signatures only if the aggregate fails, so a bad one is found and dropped.
+propose, or a lock to re-propose. At the end of a step it makes the polka once
+the approvals it has verified hold the threshold, and commits once the
+pre-commits do: aggregate first, single signatures only if the aggregate fails,
+so a bad one is found and dropped.
 """
 
 from __future__ import annotations
@@ -26,17 +34,30 @@ from node.machines.frames import (
     Certificate,
     Frame,
     Signatures,
+    aggregate_approvals,
     aggregate_precommits,
+    approval_valid,
+    approve_message,
     precommit_valid,
     verify_certificate,
+    verify_polka,
 )
 from node.machines.mailbox import signed_messages
 from node.machines.outcomes import Outcomes
-from node.machines.replica.effects import Committed, Effect, Invite, Send, transmissions
+from node.machines.replica.effects import (
+    Committed,
+    Effect,
+    Invite,
+    PrecommitDue,
+    Send,
+    transmissions,
+)
 from node.machines.replica.inputs import (
     AnnounceBinding,
+    Approve,
     Commit,
     Deliver,
+    PolkaNotice,
     Precommit,
     RefusalInput,
     RoundChange,
@@ -47,6 +68,7 @@ from node.machines.replica.inputs import (
 )
 from node.machines.replica.proposing import try_propose
 from node.machines.replica.rounds import (
+    enter_round,
     on_binding,
     on_lock,
     on_round_change,
@@ -72,6 +94,10 @@ def step(
         match tx.body:
             case SubmitBatch(batch=batch):
                 _on_batch(s, index, batch, tx)
+            case Approve() as approval:
+                _on_approve(s, index, approval)
+            case PolkaNotice() as notice:
+                _on_polka(s, index, notice)
             case Precommit() as pc:
                 _on_precommit(s, index, pc)
             case Commit(frame=frame, cert=cert):
@@ -92,6 +118,7 @@ def step(
                 s.note(index, "a refusal is kept beside the replicas (node/refusals.py)")
             case _:
                 s.note(index, f"{tx.body.NAME} is not an entity input")
+    _try_polka(s)
     _try_commit(s)
     try_propose(s)
     return s.r, s.effects
@@ -134,6 +161,76 @@ def _on_inbound(s: Step, index: int, inp: FrameInput) -> None:
         s.note(index, "entity inbox full; the sender will resend")
         return
     s.r = replace(r, inbox=(*r.inbox, inp))
+
+
+def _on_approve(s: Step, index: int, a: Approve) -> None:
+    r = s.r
+    p = r.pending
+    slot = r.entity.config.index.get(a.signer)
+    who = a.signer.hex()[:16]
+    if a.height <= r.entity.height:
+        return  # late: that frame is committed already
+    if p is None or a.height != p.frame.height or a.round != p.round:
+        s.note(index, f"approval at {a.height}/{a.round}: no frame in flight there")
+    elif a.frame_hash != p.frame.hash:
+        s.note(index, f"approval from {who} for a different frame")
+    elif slot is None:
+        s.note(index, f"approval from {who}, not a signer")
+    elif any(i == slot for i, _ in p.approvals):
+        s.note(index, f"duplicate approval from {who}")
+    elif not approval_valid(
+        r.entity.config,
+        slot,
+        approve_message(r.entity_id, a.height, a.round, a.frame_hash),
+        a.signature,
+    ):
+        s.note(index, f"invalid approval signature from {who}; not counted")
+    else:
+        approvals = tuple(sorted((*p.approvals, (slot, a.signature))))
+        s.r = replace(r, pending=replace(p, approvals=approvals))
+
+
+def _try_polka(s: Step) -> None:
+    """Once the approvals of the frame in flight hold the threshold: the polka, sent to
+    every other member, and this signer's own pre-commit asked for."""
+    r = s.r
+    p = r.pending
+    if p is None or p.polka is not None:
+        return
+    config = r.entity.config
+    if config.shares_of([config.ids[i] for i, _ in p.approvals]) < config.threshold:
+        return
+    polka, bad = aggregate_approvals(config, p.frame, p.round, dict(p.approvals))
+    for i in bad:
+        s.note(-1, f"invalid approval signature from {config.ids[i].hex()[:16]}; not counted")
+    if bad:
+        p = replace(p, approvals=tuple((i, a) for i, a in p.approvals if i not in bad))
+    if polka is not None:
+        p = replace(p, polka=polka)
+        notice = Tx.of(PolkaNotice(p.frame.height, p.frame.hash, polka))
+        for member in config.ids:
+            if member != r.signer:
+                s.effects.append(Send(member, notice))
+        s.effects.append(PrecommitDue(p.frame.height, p.frame.hash, polka, r.signer))
+    s.r = replace(r, pending=p)
+
+
+def _on_polka(s: Step, index: int, n: PolkaNotice) -> None:
+    """A member's side of a polka: checked, it asks this signer's agent to pre-commit
+    (the agent does so only if it approved that frame at that round). A polka at a
+    later round than ours also moves this replica there: members holding the
+    threshold reached it."""
+    r = s.r
+    if n.height != r.next_height or n.round < r.round:
+        return  # another height, or a round this replica has left: harmless
+    config = r.entity.config
+    reason = verify_polka(config, r.entity_id, n.height, n.frame_hash, n.polka)
+    if reason is not None:
+        s.note(index, f"polka refused: {reason}")
+        return
+    if n.round > r.round:
+        enter_round(s, n.round)
+    s.effects.append(PrecommitDue(n.height, n.frame_hash, n.polka, config.proposer_at(n.round)))
 
 
 def _on_precommit(s: Step, index: int, pc: Precommit) -> None:

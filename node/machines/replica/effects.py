@@ -2,7 +2,8 @@
 
 The runtime (``node.coordinator``) routes ``Send`` to another replica of the same
 entity and ``Transmit`` to a member's replica of a counterparty entity, asks the
-proposer's agent to sign a ``ProposeFrame``, and logs the rest. ``transmissions``
+proposer's agent to approve a ``ProposeFrame``, a member's agent to pre-commit on a
+``PrecommitDue``, and logs the rest. ``transmissions``
 and ``resend`` turn the signed channel messages the mailbox holds into
 ``Transmit`` effects: the mailbox says which messages and to whom.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from node.machines import entity as ent
 from node.machines.accounts import Message
 from node.machines.entity import EntityState
-from node.machines.frames import Certificate, Frame
+from node.machines.frames import Certificate, Frame, Polka
 from node.machines.mailbox import addressees
 from node.machines.replica.inputs import Deliver
 from node.machines.replica.state import Genesis, Replica
@@ -32,11 +33,26 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class ProposeFrame:
-    """Ask this signer's agent to pre-commit, then send the proposal to ``members``."""
+    """Ask this signer's agent to approve, then send the proposal to ``members``.
+    ``valid``: the polka of a lock this proposal re-proposes (it lets members locked
+    on another frame at a lower round approve this one)."""
 
     frame: Frame
     round: int
     members: tuple[bytes, ...]
+    valid: Polka | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrecommitDue:
+    """A polka for ``frame_hash`` at (height, polka.round): ask this signer's agent to
+    pre-commit that frame (if it approved it there) and send the pre-commit to
+    ``proposer``."""
+
+    height: int
+    frame_hash: bytes
+    polka: Polka
+    proposer: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +88,7 @@ class Note:
     message: str
 
 
-type Effect = Send | Transmit | ProposeFrame | Committed | Invite | Note
+type Effect = Send | Transmit | ProposeFrame | PrecommitDue | Committed | Invite | Note
 
 
 def transmissions(entity: EntityState, messages: Sequence[tuple[bytes, Message]]) -> list[Effect]:

@@ -5,11 +5,14 @@ mempool or a peer's message decodes to these bodies. What each one does to a
 replica is ``consensus.step``'s to say:
 
 ``submit_batch``  a signed batch: pooled, and forwarded to the round's proposer
+``approve``       a member's approval (pre-vote) of the proposer's frame in flight
+``polka``         the proposer's notice that approvals holding the threshold were
+                  gathered (a polka): members that approved now pre-commit
 ``precommit``     a member's signature over the proposer's frame in flight
 ``commit``        a frame with its certificate: verified, re-executed, applied
 ``timeout``       from this node's own clock only: the round moves on
-``seen_lock``     a member's pre-commit on a frame at the next height, with the
-                  frame: remembered if it is the highest round seen
+``seen_lock``     a frame at the next height with its polka (this signer's agent
+                  pre-committed it): remembered if it is the highest round seen
 ``round_change``  a member moved to a later round (with its lock): counted by
                   that round's proposer; from this node's own replicas only
 ``signed_round_change``  a round change from another server: the round change,
@@ -49,7 +52,7 @@ from node.machines import entity as ent
 from node.machines.accounts import Message
 from node.machines.binding import ServerBinding, lock_hash, round_change_message
 from node.machines.entity import Batch
-from node.machines.frames import MAX_OUTBOX, MAX_ROUND, Certificate, Frame
+from node.machines.frames import MAX_OUTBOX, MAX_ROUND, Certificate, Frame, Polka
 from node.machines.refusal import Refusal
 from node.txs import REGISTRIES, Level
 
@@ -119,6 +122,73 @@ class Precommit:
 
 @ENTITY_INPUTS.register
 @dataclass(frozen=True, slots=True)
+class Approve:
+    """A member's approval (pre-vote) of the frame in flight at (height, round), for
+    the round's proposer, which gathers them into a polka."""
+
+    TYPE: ClassVar[int] = 12
+    NAME: ClassVar[str] = "approve"
+    height: int
+    round: int
+    frame_hash: bytes
+    signer: bytes
+    signature: bytes
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 5:
+            raise DecodeError("approve: expected [height, round, frame_hash, signer, signature]")
+        return cls(
+            as_int(fields[0], "height", min_value=1),
+            as_int(fields[1], "round", max_value=MAX_ROUND),
+            as_bytes(fields[2], "frame hash", size=HASH_LEN),
+            as_bytes(fields[3], "signer", size=HASH_LEN),
+            as_bytes(fields[4], "signature", size=ent.SIG_LEN),
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [
+            int_bytes(self.height),
+            int_bytes(self.round),
+            self.frame_hash,
+            self.signer,
+            self.signature,
+        ]
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
+class PolkaNotice:
+    """The round's proposer gathered a polka for the frame ``frame_hash`` at
+    (height, polka.round): a member that approved that frame there now pre-commits
+    it (its agent checks the polka), without asking its person again."""
+
+    TYPE: ClassVar[int] = 13
+    NAME: ClassVar[str] = "polka"
+    height: int
+    frame_hash: bytes
+    polka: Polka
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if len(fields) != 3:
+            raise DecodeError("polka: expected [height, frame_hash, [round, bits, signature]]")
+        return cls(
+            as_int(fields[0], "height", min_value=1),
+            as_bytes(fields[1], "frame hash", size=HASH_LEN),
+            Polka.from_item(fields[2]),
+        )
+
+    def to_fields(self) -> list[RlpItem]:
+        return [int_bytes(self.height), self.frame_hash, self.polka.to_tree()]
+
+    @property
+    def round(self) -> int:
+        return self.polka.round
+
+
+@ENTITY_INPUTS.register
+@dataclass(frozen=True, slots=True)
 class Commit:
     TYPE: ClassVar[int] = 3
     NAME: ClassVar[str] = "commit"
@@ -163,39 +233,29 @@ class Timeout:
 
 @dataclass(frozen=True, slots=True)
 class Lock:
-    """A frame some member pre-committed at ``round``, with the pre-commit of that
-    round's proposer (``signer``), which every proposal carries. Later proposers at
-    that height must re-propose it. Requiring the round proposer's signature means
-    a member cannot make up a lock on a frame nobody proposed."""
+    """A frame with its polka at ``round``: members holding the threshold approved it
+    there, so some member may have pre-committed (locked on) it. Later proposers at
+    that height re-propose the highest-round lock they hear of, with its polka, which
+    lets members locked at a lower round on another frame approve it (the unlock).
+    The polka means a member cannot make up a lock on a frame the threshold did not
+    approve."""
 
     round: int
     frame: Frame
-    signer: bytes
-    signature: bytes
+    polka: Polka
 
     def to_tree(self) -> list[RlpItem]:
-        return [int_bytes(self.round), decode(self.frame.raw), self.signer, self.signature]
+        return [decode(self.frame.raw), self.polka.to_tree()]
 
     @property
     def encoded(self) -> bytes:
-        return encode_list(
-            [
-                encode_tree(int_bytes(self.round)),
-                self.frame.raw,
-                encode_tree(self.signer),
-                encode_tree(self.signature),
-            ]
-        )
+        return encode_list([self.frame.raw, self.polka.raw])
 
     @classmethod
     def from_item(cls, item: RlpItem) -> Lock:
-        f = as_list(item, "lock", size=4)
-        return cls(
-            as_int(f[0], "lock round", max_value=MAX_ROUND),
-            Frame.decode(encode_tree(f[1])),
-            as_bytes(f[2], "lock signer", size=HASH_LEN),
-            as_bytes(f[3], "lock signature", size=ent.SIG_LEN),
-        )
+        f = as_list(item, "lock", size=2)
+        polka = Polka.from_item(f[1])
+        return cls(polka.round, Frame.decode(encode_tree(f[0])), polka)
 
 
 @ENTITY_INPUTS.register

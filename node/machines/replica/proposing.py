@@ -2,7 +2,7 @@
 
 At the end of a step, the round's proposer with no frame in flight proposes: at a
 later round only once the round-change reports hold the threshold, the locked
-frame if one still applies (``rounds.locked_frame``), else the oldest pooled
+frame with its polka if one still applies (``rounds.locked_frame``), else the oldest pooled
 batches and inbox inputs that fit one frame (at least one: a batch or a channel
 message too big for any frame is refused on intake, ``checks.over_frame_budget``).
 """
@@ -16,7 +16,7 @@ from node.codec import Limits, keccak, scan
 from node.machines import entity as ent
 from node.machines.accounts import FrameInput
 from node.machines.entity import Batch, EntityState
-from node.machines.frames import Frame
+from node.machines.frames import Frame, Polka
 from node.machines.outcomes import Key
 from node.machines.replica.effects import ProposeFrame
 from node.machines.replica.rounds import locked_frame
@@ -46,9 +46,11 @@ def try_propose(s: Step) -> None:
         return  # wait for the round-change reports that could name a lock
     frame: Frame | None = None
     post: EntityState | None = None
+    valid: Polka | None = None
     locked = locked_frame(s) if r.round > 0 else None
     if locked is not None:
-        frame, post = locked
+        lock, post = locked
+        frame, valid = lock.frame, lock.polka
     else:
         r = s.r
         waiting = _channels_waiting(r.entity)
@@ -83,7 +85,7 @@ def try_propose(s: Step) -> None:
             s.outcomes.put(Key(r.entity.hash, frame.hash, s.simulation, True), (post, events))
     assert post is not None
     s.r = replace(r, pending=Pending(frame, r.round, post))
-    s.effects.append(ProposeFrame(frame, r.round, r.entity.config.ids))
+    s.effects.append(ProposeFrame(frame, r.round, r.entity.config.ids, valid))
 
 
 def _inputs_sized(inbox: Sequence[FrameInput]) -> list[FrameInput]:

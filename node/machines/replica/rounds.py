@@ -1,15 +1,15 @@
 """Rounds, timeouts, round changes, catch-up and locks: how a height moves on (pure).
 
 A proposer at round 0 proposes at once. On a timeout (from this node's own clock
-only) a replica moves to the next round and reports it, with its lock, to that
-round's proposer and to the other members (so that one with nothing to do catches
-up on reports). The proposer of a later round waits until members holding the
-threshold of shares (itself included) have reported the round change, then
-re-proposes the highest-round locked frame among those reports (and any lock it
-saw itself), or else a fresh frame. Any two sets of members that each hold the
-threshold share a member, so if a frame might have been certified, the new
-proposer hears of it. A replica catches up to a later round on reports, never on
-one member's word alone.
+only) a replica moves to the next round and reports it, with its lock (a frame
+with its polka), to that round's proposer and to the other members (so that one
+with nothing to do catches up on reports). The proposer of a later round waits
+until members holding the threshold of shares (itself included) have reported the
+round change, then re-proposes the highest-round locked frame among those reports
+(and any lock it saw itself) with its polka, or else a fresh frame. Any two sets
+of members that each hold the threshold share a member, so if a frame might have
+been certified, the new proposer hears of it. A replica catches up to a later
+round on reports (or on a polka of that round), never on one member's word alone.
 
 A report from another server is a ``signed_round_change``: it counts only under
 :func:`round_change_refusal`, the one rule the transition and the node's intake
@@ -26,7 +26,7 @@ from dataclasses import replace
 from node.crypto import bls
 from node.machines.binding import Bound, ServerBinding, binding_refusal
 from node.machines.entity import EntityState, FrameInvalid
-from node.machines.frames import Frame
+from node.machines.frames import verify_polka
 from node.machines.replica.effects import Send
 from node.machines.replica.inputs import Lock, RoundChange, SignedRoundChange, SubmitBatch
 from node.machines.replica.state import Replica
@@ -39,10 +39,11 @@ def on_timeout(s: Step, index: int, height: int, round_: int) -> None:
     if height != r.next_height or round_ != r.round:
         s.note(index, f"stale timeout {height}/{round_}")
         return
-    _enter_round(s, r.round + 1)
+    enter_round(s, r.round + 1)
 
 
-def _enter_round(s: Step, round_: int) -> None:
+def enter_round(s: Step, round_: int) -> None:
+    """Move to ``round_`` and report it, with this replica's lock, to every member."""
     r = s.r
     joined = [m for m, rd in r.ahead if rd == round_]
     s.r = r = replace(
@@ -81,7 +82,7 @@ def _catch_up(s: Step) -> None:
         if config.shares_of(later) > config.total_shares - config.threshold or (
             config.proposer_at(round_) == r.signer and config.shares_of(at) >= config.threshold
         ):
-            _enter_round(s, round_)
+            enter_round(s, round_)
             return
 
 
@@ -174,35 +175,30 @@ def _remember(s: Step, binding: ServerBinding) -> None:
 
 
 def on_lock(s: Step, index: int, lock: Lock) -> None:
-    """Remember the highest-round lock at the next height, once its signature is
-    checked: a lock with a bad one must not displace a genuine lower-round lock."""
+    """Remember the highest-round lock at the next height, once its polka is checked:
+    a lock with a bad one must not displace a genuine lower-round lock."""
     r = s.r
     if lock.frame.entity_id != r.entity_id or lock.frame.height != r.next_height:
         return  # about another height: harmless, ignored
-    config = r.entity.config
-    if lock.round > r.round or lock.signer != config.proposer_at(lock.round):
-        s.note(index, "lock not signed by its round's proposer, or from a future round")
-        return
     if r.lock is not None and lock.round <= r.lock.round:
         return
-    key = bls.load_public_key(config.members[config.index[lock.signer]].pubkey)
-    if not bls.fast_aggregate_verify_keys([key], lock.frame.message(lock.round), lock.signature):
-        s.note(index, f"lock from {lock.signer.hex()[:16]} has an invalid signature; ignored")
+    if lock.frame.prev_hash != r.head:
+        s.note(index, "lock on a frame that does not extend this replica's head; ignored")
+        return
+    reason = verify_polka(
+        r.entity.config, r.entity_id, lock.frame.height, lock.frame.hash, lock.polka
+    )
+    if reason is not None:
+        s.note(index, f"lock refused: {reason}")
         return
     s.r = replace(r, lock=lock)
 
 
-def locked_frame(s: Step) -> tuple[Frame, EntityState] | None:
-    """The lock's frame, if its pre-commit is genuine and the frame still applies here."""
+def locked_frame(s: Step) -> tuple[Lock, EntityState] | None:
+    """The lock, if its frame still applies here (its polka was checked on intake)."""
     r = s.r
     lock = r.lock
     if lock is None or lock.frame.prev_hash != r.head:
-        return None
-    config = r.entity.config
-    key = bls.load_public_key(config.members[config.index[lock.signer]].pubkey)
-    if not bls.fast_aggregate_verify_keys([key], lock.frame.message(lock.round), lock.signature):
-        s.note(-1, f"lock from {lock.signer.hex()[:16]} has an invalid signature; ignored")
-        s.r = replace(r, lock=None)
         return None
     try:
         post, events = s.execute(r.entity, lock.frame, verify=True)
@@ -210,4 +206,4 @@ def locked_frame(s: Step) -> tuple[Frame, EntityState] | None:
         return None
     if post.hash != lock.frame.state_hash or tuple(events.outbox) != lock.frame.outbox:
         return None
-    return lock.frame, post
+    return lock, post

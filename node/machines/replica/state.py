@@ -3,15 +3,15 @@
 The replica holds the agreed :class:`EntityState` (identical on every replica)
 and this signer's local consensus state: the pool of signed batches not yet
 committed, the current round, the proposer's frame in flight (:class:`Pending`)
-with the pre-commits gathered for it, the highest-round pre-committed frame seen
-at the next height (the lock a new proposer must re-propose), the round-change
-reports, the inbox of channel messages not yet applied, the mailbox of our
-signed channel messages still to deliver, and the members' server bindings seen
-(``node.machines.binding``). How it moves is ``consensus.step``'s.
+with the approvals, polka and pre-commits gathered for it, the highest-round
+frame with a polka seen at the next height (the lock a new proposer must
+re-propose), the round-change reports, the inbox of channel messages not yet
+applied, the mailbox of our signed channel messages still to deliver, and the
+members' server bindings seen (``node.machines.binding``). How it moves is
+``consensus.step``'s.
 
-Version 2 adds the bindings as a 15th item; a replica with none is written in
-version 1's form (14 items), so the replicas of data folders and chains from
-before bindings read, hash and replay exactly as they were.
+Version 3 is two-step voting (``docs/CONSENSUS.md``); the one-step replicas of
+versions 1 and 2 are not read.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from node.machines import entity as ent
 from node.machines.accounts import FrameInput
 from node.machines.binding import Bound
 from node.machines.entity import Batch, EntityState
-from node.machines.frames import MAX_OUTBOX, MAX_ROUND, Certificate, Frame, Signatures
+from node.machines.frames import MAX_OUTBOX, MAX_ROUND, Certificate, Frame, Polka, Signatures
 from node.machines.governance import Config
 from node.machines.mailbox import NO_MAIL, Kept, Mailbox
 from node.machines.outcomes import Outcomes
@@ -49,8 +49,11 @@ from node.machines.replica.execution import execute_frame
 from node.machines.replica.inputs import Lock
 from node.merkle_map import MerkleMap
 
-STATE_VERSION = 2  # 2: the members' server bindings (a replica with none: version 1's form)
-V1_ITEMS = 14
+# 3: two-step voting (a frame in flight gathers approvals and a polka; a lock holds a
+# polka). Versions 1 and 2 (one-step voting) are not read: their chains replay only on
+# the node that wrote them (node/storage.py refuses their data folders).
+STATE_VERSION = 3
+ITEMS = 15
 MAX_BINDINGS = 1024  # one per member at most (a config's cap)
 MAX_POOL = 10_000
 MAX_INBOX = 10_000
@@ -58,18 +61,25 @@ MAX_INBOX = 10_000
 
 @dataclass(frozen=True)
 class Pending:
+    """The proposer's frame in flight at ``round``: the approvals gathered (ascending
+    slot), the polka once they hold the threshold, and the pre-commits gathered."""
+
     frame: Frame
     round: int
     post: EntityState
-    sigs: tuple[tuple[int, Signatures], ...] = ()  # ascending slot
+    sigs: tuple[tuple[int, Signatures], ...] = ()  # pre-commits, ascending slot
+    approvals: tuple[tuple[int, bytes], ...] = ()  # ascending slot
+    polka: Polka | None = None
+
+    def _tail(self) -> list[bytes]:
+        return [
+            encode_tree([[int_bytes(i), s.precommit, list(s.outbox)] for i, s in self.sigs]),
+            encode_tree([[int_bytes(i), a] for i, a in self.approvals]),
+            self.polka.raw if self.polka else encode_tree([]),
+        ]
 
     def to_tree(self) -> RlpTree:
-        return [
-            decode(self.frame.raw),
-            int_bytes(self.round),
-            self.post.to_tree(),
-            [[int_bytes(i), s.precommit, list(s.outbox)] for i, s in self.sigs],
-        ]
+        return decode(self._encode(self.post.encoded))
 
     @property
     def encoded(self) -> bytes:
@@ -82,12 +92,7 @@ class Pending:
 
     def _encode(self, post: bytes) -> bytes:
         return encode_list(
-            [
-                self.frame.raw,
-                encode_tree(int_bytes(self.round)),
-                post,
-                encode_tree([[int_bytes(i), s.precommit, list(s.outbox)] for i, s in self.sigs]),
-            ]
+            [self.frame.raw, encode_tree(int_bytes(self.round)), post, *self._tail()]
         )
 
 
@@ -133,7 +138,7 @@ class Replica:
 
     @property
     def version(self) -> int:
-        return STATE_VERSION if self.bindings else 1
+        return STATE_VERSION
 
     def bound(self, member: bytes) -> Bound | None:
         return next((b for b in self.bindings if b.signer == member), None)
@@ -166,9 +171,8 @@ class Replica:
             [[m, int_bytes(rd)] for m, rd in self.ahead],
             [i.to_tree() for i in self.inbox],
             self.mailbox.to_tree(),
+            [b.to_tree() for b in self.bindings],
         ]
-        if self.bindings:
-            tree.append([b.to_tree() for b in self.bindings])
         return tree
 
     @cached_property
@@ -209,9 +213,8 @@ class Replica:
             encode_tree([[m, int_bytes(rd)] for m, rd in self.ahead]),
             encode_list(i.raw for i in self.inbox),
             mailbox,
+            encode_tree([b.to_tree() for b in self.bindings]),
         ]
-        if self.bindings:
-            items.append(encode_tree([b.to_tree() for b in self.bindings]))
         return encode_list(items)
 
     @cached_property
@@ -289,7 +292,7 @@ class Replica:
     ) -> Replica:
         pending = None
         if f[8]:
-            p = as_list(f[8], "pending", size=4)
+            p = as_list(f[8], "pending", size=6)
             frame = Frame.decode(encode_tree(p[0]))
             pending = Pending(
                 frame,
@@ -308,6 +311,11 @@ class Replica:
                     )
                     for s in (as_list(x, "slot sigs", size=3) for x in as_list(p[3], "sigs"))
                 ),
+                tuple(
+                    (as_int(a[0], "slot"), as_bytes(a[1], "approval", size=ent.SIG_LEN))
+                    for a in (as_list(x, "approval", size=2) for x in as_list(p[4], "approvals"))
+                ),
+                Polka.from_item(p[5]) if p[5] else None,
             )
         return cls(
             as_bytes(f[1], "replica signer", size=HASH_LEN),
@@ -331,25 +339,20 @@ class Replica:
 
 
 def _items(item: RlpItem, what: str) -> list[RlpItem]:
-    """A replica's items, of either version: 14 in version 1, 15 in version 2, whose
-    15th (its bindings) is never empty."""
+    """A replica's items (15, version 3)."""
     f = as_list(item, what)
     version = as_int(f[0], "replica version") if f else None
-    if version == 1 and len(f) == V1_ITEMS:
-        return f
-    if version == STATE_VERSION and len(f) == V1_ITEMS + 1 and f[V1_ITEMS]:
-        return f
-    if version not in (1, STATE_VERSION):
-        raise DecodeError(f"replica: unknown version {version}")
-    raise DecodeError(f"{what}: version {version} has {V1_ITEMS + version - 1} items")
+    if version != STATE_VERSION:
+        raise DecodeError(
+            f"replica: version {version}; this node reads version {STATE_VERSION} (two-step voting)"
+        )
+    if len(f) != ITEMS:
+        raise DecodeError(f"{what}: version {STATE_VERSION} has {ITEMS} items, not {len(f)}")
+    return f
 
 
 def _bindings(f: list[RlpItem]) -> tuple[Bound, ...]:
-    if len(f) == V1_ITEMS:
-        return ()
-    bound = tuple(
-        Bound.from_item(x) for x in as_list(f[V1_ITEMS], "bindings", max_len=MAX_BINDINGS)
-    )
+    bound = tuple(Bound.from_item(x) for x in as_list(f[14], "bindings", max_len=MAX_BINDINGS))
     if any(a.signer >= b.signer for a, b in pairwise(bound)):
         raise DecodeError("replica bindings: not in ascending signer id")
     return bound

@@ -3,11 +3,12 @@
 A small harness plays the network and the coordinator (node/coordinator.py):
 ``Send`` effects become inputs of the target replica's next step; ``ProposeFrame``
 asks the proposer's agent (a real :class:`Agent` with its LevelDB guard) to
-pre-commit, records the pre-commit and the lock on the proposer's replica and
-hands the proposal to the other members; a member answers a proposal when
-``check_proposal`` accepts it and its agent signs, sending the pre-commit to the
-round's proposer and a ``SeenLock`` to its own replica. Every step checks that
-the replica's encoding round-trips.
+approve, records the approval on the proposer's replica and hands the proposal
+to the other members; a member answers a proposal when ``check_proposal`` accepts
+it and its agent approves, sending the approval to the round's proposer. On a
+``PrecommitDue`` (a polka) the member's agent pre-commits: the pre-commit goes to
+the round's proposer and a ``SeenLock`` (the frame with its polka) to its own
+replica. Every step checks that the replica's encoding round-trips.
 """
 
 from __future__ import annotations
@@ -24,17 +25,27 @@ from node.crypto import bls
 from node.machines import entity as ent
 from node.machines import replica as rep
 from node.machines.entity import Batch, Increment, Propose, Vote, sign_batch
-from node.machines.frames import Certificate, Frame, bitfield, signers_of, verify_certificate
+from node.machines.frames import (
+    Certificate,
+    Frame,
+    Polka,
+    bitfield,
+    signers_of,
+    verify_certificate,
+)
 from node.machines.governance import Config, Member, RemoveSigner, signer_id
 from node.machines.outcomes import Outcomes
 from node.machines.replica import (
+    Approve,
     Commit,
     Committed,
     Effect,
     Genesis,
     Lock,
     Note,
+    PolkaNotice,
     Precommit,
+    PrecommitDue,
     ProposeFrame,
     Replica,
     RoundChange,
@@ -69,6 +80,7 @@ class Proposal:
     frame: Frame
     round: int
     signature: bytes
+    valid: Polka | None = None
 
 
 @dataclass
@@ -86,6 +98,10 @@ class Net:
     down: set[int] = field(default_factory=set)  # silent: not stepped, proposals to them lost
     history: list[StepRecord] = field(default_factory=list)
     refusals: list[tuple[int, str]] = field(default_factory=list)
+    # The coordinators' memo: (member, frame hash) -> the frame it approved.
+    approved: dict[tuple[int, bytes], Frame] = field(default_factory=dict)
+    # Members whose agents are asked nothing (their person has not decided yet).
+    undecided: set[int] = field(default_factory=set)
     nonces: dict[int, int] = field(default_factory=dict)
     # One cache of frame outcomes for every replica (all on one server), or none.
     outcomes: Outcomes | None = None
@@ -134,41 +150,62 @@ class Net:
         match effect:
             case Send(to=to, tx=tx):
                 self.inbox[IDS.index(to)].append(tx)
-            case ProposeFrame(frame=frame, round=round_, members=members):
+            case ProposeFrame(frame=frame, round=round_, members=members, valid=valid):
                 if who in self.down:
                     return
-                try:
-                    signed = self.agents[who].sign_precommit(frame.raw, round_)
-                except Refused as exc:
-                    self.refusals.append((who, str(exc)))
+                approval = self.approve(who, frame, round_, valid)
+                if approval is None:
                     return
-                sig = signed.precommit
-                pc = Precommit(frame.height, round_, frame.hash, IDS[who], sig, signed.outbox)
-                self.inbox[who] += [
-                    Tx.of(pc),
-                    Tx.of(SeenLock(Lock(round_, frame, IDS[who], sig))),
-                ]
+                self.inbox[who].append(
+                    Tx.of(Approve(frame.height, round_, frame.hash, IDS[who], approval))
+                )
                 for member in members:
                     if member != IDS[who]:
-                        self.proposals.append(Proposal(IDS.index(member), frame, round_, sig))
+                        self.proposals.append(
+                            Proposal(IDS.index(member), frame, round_, approval, valid)
+                        )
+            case PrecommitDue() as due:
+                if who not in self.down:
+                    self.precommit(who, due)
+
+    def approve(self, who: int, frame: Frame, round_: int, valid: Polka | None) -> bytes | None:
+        config = self.replicas[who].entity.config
+        try:
+            approval = self.agents[who].approve(frame.raw, round_, config, valid)
+        except Refused as exc:
+            self.refusals.append((who, str(exc)))
+            return None
+        self.approved[(who, frame.hash)] = frame
+        return approval
+
+    def precommit(self, who: int, due: PrecommitDue) -> None:
+        frame = self.approved.get((who, due.frame_hash))
+        if frame is None:
+            return
+        round_ = due.polka.round
+        config = self.replicas[who].entity.config
+        try:
+            signed = self.agents[who].sign_precommit(frame.raw, round_, due.polka, config)
+        except Refused as exc:
+            self.refusals.append((who, str(exc)))
+            return
+        pc = Precommit(frame.height, round_, frame.hash, IDS[who], signed.precommit, signed.outbox)
+        self.inbox[IDS.index(due.proposer)].append(Tx.of(pc))
+        self.inbox[who].append(Tx.of(SeenLock(Lock(round_, frame, due.polka))))
 
     def answer(self, p: Proposal) -> str | None:
         """What the coordinator does with a proposal for member ``p.to``."""
         r = self.replicas[p.to]
         reason = rep.check_proposal(r, p.frame, p.round, p.signature, outcomes=self.outcomes)
-        if reason is None:
-            try:
-                signed = self.agents[p.to].sign_precommit(p.frame.raw, p.round)
-            except Refused as exc:
-                reason = f"agent: {exc}"
         if reason is not None:
             self.refusals.append((p.to, reason))
             return reason
+        approval = self.approve(p.to, p.frame, p.round, p.valid)
+        if approval is None:
+            return f"agent: {self.refusals[-1][1]}"
         f = p.frame
         proposer = IDS.index(r.entity.config.proposer_at(p.round))
-        pc = Precommit(f.height, p.round, f.hash, IDS[p.to], signed.precommit, signed.outbox)
-        self.inbox[proposer].append(Tx.of(pc))
-        self.inbox[p.to].append(Tx.of(SeenLock(Lock(p.round, f, IDS[proposer], p.signature))))
+        self.inbox[proposer].append(Tx.of(Approve(f.height, p.round, f.hash, IDS[p.to], approval)))
         return None
 
     def answer_proposals(self, only: set[int] | None = None) -> bool:
@@ -179,6 +216,9 @@ class Net:
         for p in self.proposals:
             if p.to in self.down or (only is not None and p.to not in only):
                 continue  # lost
+            if p.to in self.undecided:
+                waiting.append(p)
+                continue
             if p.frame.height > self.replicas[p.to].next_height:
                 waiting.append(p)
                 continue
@@ -241,6 +281,20 @@ def make_net(tmp_path: Path) -> Iterator[Callable[..., Net]]:
         net.close()
 
 
+def approve_tx(who: int, frame: Frame, round_: int = 0) -> Tx:
+    signature = bls.sign(SKS[who], frame.approval_message(round_))
+    return Tx.of(Approve(frame.height, round_, frame.hash, IDS[who], signature))
+
+
+def reach_polka(net: Net, frame: Frame, *approvers: int) -> Polka:
+    """The proposer (A, which approved its proposal) gathers the approvals of
+    ``approvers``: its polka; its own pre-commit and lock wait in its inbox."""
+    net.step(A, *(approve_tx(w, frame) for w in approvers))
+    pending = net.replicas[A].pending
+    assert pending is not None and pending.polka is not None
+    return pending.polka
+
+
 def sign_pc(who: int, frame: Frame, round_: int) -> Tx:
     """An honest pre-commit by ``who``, made with its key directly (no agent), with its
     signature over each outgoing hash of the frame."""
@@ -298,7 +352,7 @@ def test_batch_at_a_non_proposer_is_forwarded_framed_certified_and_applied(
     assert proposal.round == 0
     assert proposal.members == net.config.ids
     assert (frame.height, frame.prev_hash, frame.batches) == (1, ZERO_HASH, (b,))
-    assert net.agents[A].signed == 1
+    assert (net.agents[A].approved, net.agents[A].signed) == (1, 0)  # no lock before a polka
 
     net.run()
     replicas = net.live()
@@ -440,6 +494,7 @@ def test_byzantine_precommits_are_never_counted(
     net.submit(A, net.batch(A, Increment(1)))
     frame = only(net.step(A), ProposeFrame).frame
     net.proposals.clear()  # the tests play the other members by hand
+    reach_polka(net, frame, B, C)
     other = Frame.make(frame.entity_id, 1, ZERO_HASH, frame.batches, b"\x01" * 32)
     honest_b = sign_pc(B, frame, 0)
     b_signs_garbage = Tx.of(Precommit(1, 0, frame.hash, IDS[B], bls.sign(SKS[B], b"junk")))
@@ -468,9 +523,10 @@ def test_byzantine_precommits_are_never_counted(
     pending = net.replicas[A].pending
     assert pending is not None
     assert [slot for slot, _ in pending.sigs] == [A, B]  # D refused, B's first kept
-    # A's own pre-commit and lock (inputs 0 and 1), then B's and D's, each checked
-    # alone as it came; the copies of B's were not checked.
-    assert checked == [1, 1, 1, 1]
+    # A's own pre-commit (input 0) alone, its lock's polka (input 1) as an aggregate
+    # of its three approvers, then B's and D's pre-commits, each checked alone as it
+    # came; the copies of B's were not checked.
+    assert checked == [1, 3, 1, 1]
     checked.clear()
 
     # An honest third pre-commit certifies the frame; the bad signer is not in it.
@@ -495,6 +551,7 @@ def test_a_forged_precommit_that_comes_first_keeps_no_slot(make_net: Callable[..
     net.submit(A, net.batch(A, Increment(1)))
     frame = only(net.step(A), ProposeFrame).frame
     net.proposals.clear()
+    reach_polka(net, frame, B)
     forged = Tx.of(Precommit(1, 0, frame.hash, IDS[B], bls.sign(SKS[C], frame.message(0))))
     effects = net.step(A, forged)  # after A's own pre-commit and lock (inputs 0, 1)
     assert [(n.index, n.message) for n in effects if isinstance(n, Note)] == [
@@ -515,16 +572,18 @@ def test_what_the_node_drops_as_stale_the_transition_ignores(
     net = make_net([1, 1, 1], 2)
     net.submit(A, net.batch(A, Increment(1)))
     frame = only(net.step(A), ProposeFrame).frame
+    polka = reach_polka(net, frame, B)
     effects = net.step(A, sign_pc(B, frame, 0))
     (committed,) = [e for e in effects if isinstance(e, Committed)]
     r = net.replicas[A]
     assert (r.next_height, r.round) == (2, 0)
-    signature = bls.sign(SKS[B], frame.message(0))
     old: list[TxBody] = [
         RoundChange(1, 5, IDS[B], None),
         Precommit(1, 0, frame.hash, IDS[C], bls.sign(SKS[C], frame.message(0))),
+        approve_tx(C, frame).body,
+        PolkaNotice(1, frame.hash, polka),
         Commit(frame, committed.cert),
-        SeenLock(Lock(0, frame, IDS[B], signature)),
+        SeenLock(Lock(0, frame, polka)),
     ]
     for body in old:
         assert rep.stale(r, body), body
@@ -541,6 +600,7 @@ def test_a_malformed_signature_is_found_and_dropped(make_net: Callable[..., Net]
     net.submit(A, net.batch(A, Increment(1)))
     frame = only(net.step(A), ProposeFrame).frame
     net.proposals.clear()
+    reach_polka(net, frame, C)
     garbage = Tx.of(Precommit(1, 0, frame.hash, IDS[B], b"\xff" * 96))  # not a G2 point
     effects = net.step(A, garbage)
     assert [n.message for n in effects if isinstance(n, Note)] == [
