@@ -641,7 +641,7 @@ def test_check_proposal_refuses_what_an_honest_signer_must_not_sign(
     assert r.entity.height == 1
 
     def sig(frame: Frame, round_: int = 0, by: int = A) -> bytes:
-        return bls.sign(SKS[by], frame.message(round_))
+        return bls.sign(SKS[by], frame.approval_message(round_))
 
     def check(frame: Frame, round_: int = 0, by: int = A) -> str | None:
         return rep.check_proposal(r, frame, round_, sig(frame, round_, by))
@@ -689,8 +689,10 @@ def test_check_proposal_refuses_what_an_honest_signer_must_not_sign(
     )
 
     # Who signed it.
-    not_proposer = "proposal not signed by the round's proposer"
+    not_proposer = "proposal not approved by the round's proposer"
     assert rep.check_proposal(r, honest, 0, b"") == not_proposer
+    precommit = bls.sign(SKS[A], honest.message(0))  # a pre-commit is no approval
+    assert rep.check_proposal(r, honest, 0, precommit) == not_proposer
     assert rep.check_proposal(r, honest, 0, b"\x00" * 96) == not_proposer
     assert rep.check_proposal(r, honest, 0, sig(honest, 1)) == not_proposer  # another round
     assert rep.check_proposal(r, honest, 0, sig(off_head)) == not_proposer  # another frame
@@ -713,15 +715,16 @@ def test_byzantine_proposal_gets_no_signature(make_net: Callable[..., Net]) -> N
     b = net.batch(A, Increment(1))
     lie = next_frame(r, b, state_hash=b"\x66" * 32)
     for to in (B, C):
-        net.proposals.append(Proposal(to, lie, 0, bls.sign(SKS[A], lie.message(0))))
+        net.proposals.append(Proposal(to, lie, 0, bls.sign(SKS[A], lie.approval_message(0))))
     net.run()
     lied = "proposal's state hash differs from re-execution"
     assert net.refusals == [(B, lied), (C, lied)]
-    assert [a.signed for a in net.agents.values()] == [0, 0, 0]
+    assert [(a.approved, a.signed) for a in net.agents.values()] == [(0, 0)] * 3
     assert all(r.entity.height == 0 for r in net.live())
-    # The honest frame is still signable: the refusal left no lock behind.
+    # The honest frame is still approvable: the refusal left nothing behind.
     honest = next_frame(r, b)
-    assert net.answer(Proposal(B, honest, 0, bls.sign(SKS[A], honest.message(0)))) is None
+    approval = bls.sign(SKS[A], honest.approval_message(0))
+    assert net.answer(Proposal(B, honest, 0, approval)) is None
 
 
 # Commits --------------------------------------------------------------------------------------
@@ -829,14 +832,19 @@ def test_a_certificate_of_a_stale_signer_set_is_refused(make_net: Callable[..., 
 
 
 def _stall_after_c_locks(net: Net) -> tuple[Frame, Batch, Batch]:
-    """A proposes F (batch b1, submitted at B); only C receives the proposal and
-    pre-commits; then A goes silent. B also pools a second batch b2."""
+    """A proposes F (batch b1, submitted at B); B, C and D approve, A makes the polka,
+    but only C receives it and pre-commits (locks); then A goes silent. B also pools
+    a second batch b2."""
     b1 = net.batch(B, Increment(1))
     net.submit(B, b1)
     net.step(B)
     frame = only(net.step(A), ProposeFrame).frame
+    net.answer_proposals()
+    net.step(A)  # the polka: sent to B, C and D
     net.down.add(A)
-    net.answer_proposals(only={C})  # the proposal to B and D is lost
+    for lost in (B, D):  # the polka to B and D is lost
+        net.inbox[lost] = [t for t in net.inbox[lost] if not isinstance(t.body, PolkaNotice)]
+    net.step(C)  # C's agent pre-commits (to A, lost)
     net.step(C)  # C records its lock
     lock = net.replicas[C].lock
     assert lock is not None
@@ -882,11 +890,12 @@ def test_round_change_re_proposes_the_locked_frame(make_net: Callable[..., Net])
     assert proposal.frame == frame  # the locked frame, not a fresh one with b2
     assert all(r.round == 1 for r in net.live())
 
-    # C's agent, locked on F, would refuse anything else at round 1...
+    assert proposal.valid == lock.polka  # with the polka that unlocks others
+    # C's agent, locked on F, would approve nothing else at round 1...
     fresh = next_frame(net.replicas[C], b1, b2)
     with pytest.raises(Refused, match="locked on another frame"):
-        net.agents[C].sign_precommit(fresh.raw, 1)
-    # ...and signs F again at round 1.
+        net.agents[C].approve(fresh.raw, 1, net.config)
+    # ...and approves and signs F again at round 1.
     net.run()
     for r in net.live():
         assert r.head == frame.hash
@@ -967,7 +976,7 @@ def test_a_junk_lock_does_not_hide_a_genuine_one(make_net: Callable[..., Net]) -
     locked on F (C's, and A's) refuse, and the entity stalls."""
     net = make_net([1, 1, 1, 1], 3)
     frame, _, _ = _stall_after_c_locks(net)
-    junk = Lock(7, frame, IDS[D], bls.sign(SKS[D], b"junk"))
+    junk = Lock(7, frame, Polka(7, bitfield([B, C, D], 4), bls.sign(SKS[D], b"junk")))
     net.step(B, Tx.of(Timeout(1, 0)))
     net.step(C, Tx.of(Timeout(1, 0)))
     net.step(B)  # C's report, with its genuine lock
@@ -986,20 +995,20 @@ BUG_SELF_LOCK = (
 
 
 def test_a_self_made_lock_on_another_frame_does_not_win(make_net: Callable[..., Net]) -> None:
-    """D signs its own frame G at round 7, a round that has not happened and that no
-    proposer proposed G in: B must still re-propose F, the frame C is locked on."""
+    """D approves its own frame G at round 7, a round that has not happened, and claims
+    the approvals of B and C: B must still re-propose F, the frame C is locked on."""
     net = make_net([1, 1, 1, 1], 3)
     frame, b1, b2 = _stall_after_c_locks(net)
     g = next_frame(net.replicas[B], b1, b2)
-    fake = Lock(7, g, IDS[D], bls.sign(SKS[D], g.message(7)))
+    fake = Lock(7, g, Polka(7, bitfield([B, C, D], 4), bls.sign(SKS[D], g.approval_message(7))))
     net.step(B, Tx.of(Timeout(1, 0)))
     net.step(C, Tx.of(Timeout(1, 0)))
     net.step(B)
     net.step(B, Tx.of(RoundChange(1, 1, IDS[D], fake)))
     (proposal,) = [e for e in net.effects_of(B) if isinstance(e, ProposeFrame)]
     assert proposal.frame == frame, BUG_SELF_LOCK
-    with pytest.raises(Refused):
-        net.agents[C].sign_precommit(g.raw, 1)  # what C's agent does with G
+    with pytest.raises(Refused, match="locked on another frame"):
+        net.agents[C].approve(g.raw, 1, net.config)  # what C's agent does with G
 
 
 BUG_ROUND_JUMP = (
@@ -1015,6 +1024,7 @@ def test_one_member_cannot_push_the_proposer_out_of_its_round(
     net.submit(A, net.batch(A, Increment(1)))
     frame = only(net.step(A), ProposeFrame).frame
     net.proposals.clear()
+    reach_polka(net, frame, B, C)
     net.step(A)  # A's own pre-commit
     # D (byzantine) reports round 4, which A leads again (4 members).
     net.step(A, Tx.of(RoundChange(1, 4, IDS[D], None)))
