@@ -86,11 +86,10 @@ def bob_main(url: str, rate: float, seconds: float) -> int:
     from node.agent import Agent
     from node.crypto import bls
     from node.machines import entity as ent
-    from node.machines.frames import Signatures
     from node.machines.governance import signer_id
     from node.machines.replica import Replica, SubmitBatch
     from node.machines.server import CreateSigner
-    from node.net.agent_client import serve_signer
+    from node.net.agent_client import serve_agent
     from node.net.client import NodeClient, NodeError
     from node.txs import Tx
 
@@ -111,11 +110,8 @@ def bob_main(url: str, rate: float, seconds: float) -> int:
             stop = asyncio.Event()
             up = asyncio.Event()
 
-            async def sign(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
-                return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
-
             serving = asyncio.create_task(
-                serve_signer(url, token, bob, sign, stop, on_link=lambda u: up.set() if u else None)
+                serve_agent(url, token, agent, stop, on_link=lambda u: up.set() if u else None)
             )
             async with asyncio.timeout(WAIT_S):
                 await up.wait()

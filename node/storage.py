@@ -60,7 +60,7 @@ from node.codec import (
     encode,
 )
 from node.evidence import Evidence
-from node.machines.accounts import ChannelRecord, Forwarded, is_waiting
+from node.machines.accounts import ChannelRecord, Forwarded
 from node.machines.frames import Certificate
 from node.machines.mailbox import Kept, kept_from_raw
 from node.machines.outcomes import Outcomes
@@ -72,12 +72,10 @@ from node.machines.server import (
     ServerState,
     Step,
 )
-from node.merkle_map import MerkleMap
 from node.merkle_store import (
     DEFAULT_CACHE_BYTES,
     NODE,
     MapSource,
-    MapWrite,
     NodeCache,
     node_writes,
 )
@@ -86,8 +84,10 @@ from node.merkle_store import (
 # 3: the server's signers and a signer's replicas by Merkle roots (server and signer
 #    state version 2); their lists are the ``S`` keys.
 # 4: each replica map's branches and top under ``N`` (node.merkle_store), read when
-#    walked; a format-3 folder is migrated on open (the same state, nodes added).
-FORMAT_VERSION = 4
+#    walked.
+# 5: replicas vote in two steps (replica state version 3, protocol 6): a frame in
+#    flight gathers approvals and a polka, a lock holds a polka.
+FORMAT_VERSION = 5
 
 META = b"M"
 BLOCK = b"B"
@@ -221,18 +221,22 @@ class Store:
             server_id = as_bytes(items[1], "server id", size=HASH_LEN)
         except DecodeError as exc:
             raise StoreError(f"unreadable meta record: {exc}") from exc
-        if version == 3:
-            self._migrate_from_3()
-            return
         if version < FORMAT_VERSION:
-            why = (
-                "an entity's state hash commits to its channels by a Merkle root, so the old "
-                "certificates do not carry over"
-                if version < 2
-                else "the server's and signers' state hashes commit to their signers and "
-                "replicas by Merkle roots, so the old chain's state hashes cannot be replayed"
-            )
-            # (format 3 is migrated above: its state hashes are this format's)
+            if version < 2:
+                why = (
+                    "an entity's state hash commits to its channels by a Merkle root, so the"
+                    " old certificates do not carry over"
+                )
+            elif version < 3:
+                why = (
+                    "the server's and signers' state hashes commit to their signers and "
+                    "replicas by Merkle roots, so the old chain's state hashes cannot be replayed"
+                )
+            else:
+                why = (
+                    "replicas vote in two steps (approvals, then pre-commits), so the old "
+                    "chain's replica states cannot be replayed"
+                )
             raise StoreError(
                 f"this data folder was written by an older node (store format {version}); "
                 f"this node reads format {FORMAT_VERSION}, where {why}, and there is no "
@@ -243,35 +247,6 @@ class Store:
             raise StoreError(f"store format {version}, this node reads {FORMAT_VERSION}")
         if server_id != self.server_id:
             raise StoreError(f"store belongs to server {server_id.hex()}")
-
-    def _migrate_from_3(self) -> None:
-        """Format 3 kept a replica's records but not its maps' nodes: write each map's
-        branches and top from its records (one batch per replica, nodes of an earlier
-        attempt cleared first), then the new format. The state and its hashes are
-        unchanged; a map whose records do not give the header's root is left to
-        ``load`` to report."""
-        for route in self._routes():
-            if len(route) != 2:
-                continue
-            with self._db.write_batch(transaction=True) as batch:
-                for key in self._db.iterator(prefix=NODE + b"".join(route), include_value=False):
-                    batch.delete(key)
-                for tag in (CHANNEL, FORWARD, KEPT):
-                    m: MerkleMap[_Raw] = MerkleMap.from_items(
-                        (key, _Raw(raw)) for key, raw in self._records(tag, route)
-                    )
-                    _, nodes = m.changes(MerkleMap.empty())
-                    for key, raw in node_writes(node_prefix(route, tag), MapWrite(tag, m, nodes)):
-                        if raw is not None:
-                            batch.put(key, raw)
-                waiting = sorted(
-                    peer
-                    for peer, raw in self._records(CHANNEL, route)
-                    if is_waiting(_DECODE[CHANNEL](peer, raw))
-                )
-                if waiting:
-                    batch.put(WAITING + b"".join(route), b"".join(waiting))
-        self._db.put(META, encode([FORMAT_VERSION, self.server_id]), sync=True)
 
     def close(self) -> None:
         self._db.close()

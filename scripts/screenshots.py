@@ -33,11 +33,10 @@ from node.crypto import bls
 from node.machines import entity as ent
 from node.machines.accounts import OpenChannel
 from node.machines.entity import EntityState
-from node.machines.frames import Signatures
 from node.machines.governance import SetShares, signer_id
 from node.machines.replica import SubmitBatch
 from node.machines.server import CreateSigner
-from node.net.agent_client import serve_signer
+from node.net.agent_client import serve_agent
 from node.net.client import NodeClient
 from node.txs import Tx
 from wallet.flows.accountant import Rules
@@ -123,11 +122,8 @@ async def main(out: Path) -> None:
         stop = asyncio.Event()
         up: list[bool] = []
 
-        async def bob_signs(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
-            return await asyncio.to_thread(bob_agent.sign_precommit, frame_raw, round_)
-
         bob_task = asyncio.ensure_future(
-            serve_signer(service.embedded.url, token, bob, bob_signs, stop, on_link=up.append)
+            serve_agent(service.embedded.url, token, bob_agent, stop, on_link=up.append)
         )
         agent = service.agents[key.signer_id]
         agent.on_link.append(waiter.wake)

@@ -46,7 +46,8 @@ from node.agent import Agent, Refused
 from node.entity_reads import ProofError, UnverifiedRead
 from node.machines.binding import ServerBinding
 from node.machines.entity import EntityState
-from node.machines.frames import Frame, Signatures
+from node.machines.frames import Frame, Polka, Signatures
+from node.machines.governance import Config
 from node.machines.refusal import Refusal
 from node.net.agent_client import AgentRejected, serve_signer
 from node.net.client import NodeError
@@ -135,6 +136,7 @@ class WalletAgent:
         self.connected = False
         self.on_link: list[Callable[[bool], None]] = []
         self._approved: OrderedDict[bytes, None] = OrderedDict()  # frame hashes
+        self._analyses: OrderedDict[bytes, FrameAnalysis] = OrderedDict()  # not yet signed
         self._after: OrderedDict[bytes, EntityState] = OrderedDict()  # frame hash -> post
         self._agent: Agent | None = None
         self._signing = asyncio.Lock()
@@ -159,6 +161,7 @@ class WalletAgent:
                 url,
                 token,
                 self.signer,
+                self.approve,
                 self.sign,
                 self._stop,
                 on_link=self._link,
@@ -191,13 +194,15 @@ class WalletAgent:
 
     # Answering ----------------------------------------------------------------
 
-    async def sign(self, entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
-        """The signing callback of the agent protocol: the pre-commit and the frame's
-        outgoing signatures, or Refused."""
+    async def approve(
+        self, entity: bytes, frame_raw: bytes, round_: int, config: Config, valid: Polka | None
+    ) -> bytes:
+        """The approving callback of the agent protocol (APPROVE): the person's or the
+        accountant's decision, then the guard's approval; or Refused."""
         try:
             frame = Frame.decode(frame_raw)
         except ValueError as exc:
-            log.warning("refused a SIGN for %s: not a frame: %s", self.label, exc)
+            log.warning("refused an APPROVE for %s: not a frame: %s", self.label, exc)
             raise Refused(f"not a frame: {exc}") from None
         if frame.entity_id != entity:
             raise Refused("the frame is for another entity than the route says")
@@ -217,10 +222,41 @@ class WalletAgent:
             log.info(
                 "%s: %s approved again (already approved at an earlier round)", self.label, what
             )
-            return await self._sign_approved(request)
+            return await self._sign_approved(request, config, valid)
         analysis = await self._analyze(entity, frame)
         request = await self._decide(entity, frame, round_, analysis, what)
-        return await self._sign_approved(request)
+        return await self._sign_approved(request, config, valid)
+
+    async def sign(
+        self, entity: bytes, frame_raw: bytes, round_: int, polka: Polka, config: Config
+    ) -> Signatures:
+        """The pre-commit callback of the agent protocol (SIGN, after a polka): the
+        pre-commit and the frame's outgoing signatures of a frame this wallet approved
+        (its guard checks the polka and its own approval at that round); nobody is
+        asked again. Waits for an unlock, up to the request's time."""
+        try:
+            frame = Frame.decode_shallow(frame_raw)
+        except ValueError as exc:
+            raise Refused(f"not a frame: {exc}") from None
+        if frame.hash not in self._approved:
+            raise Refused("this wallet did not approve that frame")
+        await self._wait_unlocked()
+        async with self._signing:
+            agent = await self._open()
+            signature = await asyncio.to_thread(
+                agent.sign_precommit, frame_raw, round_, polka, config
+            )
+        analysis = self._analyses.pop(frame.hash, None)
+        if analysis is not None and self.policy.ledger is not None:
+            self.policy.ledger.record(analysis)
+        log.info(
+            "%s: pre-committed frame %s at round %d (and %d outgoing channel messages)",
+            self.label,
+            frame.hash.hex()[:12],
+            round_,
+            len(signature.outbox),
+        )
+        return signature
 
     async def _analyze(self, entity: bytes, frame: Frame) -> FrameAnalysis | None:
         # The state after a frame we analyzed is the state before the next one if that
@@ -281,7 +317,7 @@ class WalletAgent:
                     policy.ttl_s,
                 )
                 log.info("%s: %s approved by %s: %s", self.label, what, by, decision.reason)
-                self._remember(frame.hash)
+                self._remember(frame.hash, analysis)
                 return request
             if decision.verdict is Verdict.REJECT:
                 await self._refuse_record(
@@ -311,7 +347,7 @@ class WalletAgent:
             raise Refused(f"asked again at round {request.round}: this round is over")
         if status is Status.APPROVED:
             log.info("%s: %s approved by %s", self.label, what, request.decided_by)
-            self._remember(frame.hash)
+            self._remember(frame.hash, analysis)
             return request
         log.info("%s: %s %s: %s", self.label, what, status.value, request.reason)
         message = f"{status.value} by the wallet: {request.reason}"
@@ -352,15 +388,22 @@ class WalletAgent:
         refusal = await self._signed_refusal(frame, round_, f"rejected by {by}: {reason}")
         raise Refused(f"rejected by {by}: {reason}", refusal)
 
-    def _remember(self, frame_hash: bytes) -> None:
+    def _remember(self, frame_hash: bytes, analysis: FrameAnalysis | None) -> None:
         self._approved[frame_hash] = None
         while len(self._approved) > APPROVED_MEMO:
             self._approved.popitem(last=False)
+        if analysis is not None:  # its payments go in the ledger once pre-committed
+            self._analyses[frame_hash] = analysis
+            while len(self._analyses) > APPROVED_MEMO:
+                self._analyses.popitem(last=False)
 
     # Signing ------------------------------------------------------------------
 
-    async def _sign_approved(self, request: ApprovalRequest) -> Signatures:
-        """Sign once unlocked; expire if the wallet stays locked past the request's time."""
+    async def _sign_approved(
+        self, request: ApprovalRequest, config: Config, valid: Polka | None
+    ) -> bytes:
+        """Approve in the guard once unlocked; expire if the wallet stays locked past
+        the request's time."""
         if not self.unlocked.is_set() or self.keys.locked:
             log.info("%s: request %d waits for the wallet to be unlocked", self.label, request.id)
             remaining = request.remaining(self.queue.clock())
@@ -372,27 +415,23 @@ class WalletAgent:
                 log.info("%s: request %d expired: the wallet stayed locked", self.label, request.id)
                 raise Refused("the wallet is locked") from None
         try:
-            signature = await self._sign_now(request.frame.raw, request.round)
+            async with self._signing:
+                agent = await self._open()
+                approval = await asyncio.to_thread(
+                    agent.approve, request.frame.raw, request.round, config, valid
+                )
         except Refused as exc:
             self.queue.update(request, signed=False)
             log.warning("%s: the guard refused request %d: %s", self.label, request.id, exc)
             raise
         self.queue.update(request, signed=True)
-        if request.analysis is not None and self.policy.ledger is not None:
-            self.policy.ledger.record(request.analysis)
         log.info(
-            "%s: signed frame %s at round %d (and %d outgoing channel messages)",
+            "%s: approved frame %s at round %d",
             self.label,
             request.frame_hash.hex()[:12],
             request.round,
-            len(signature.outbox),
         )
-        return signature
-
-    async def _sign_now(self, frame_raw: bytes, round_: int) -> Signatures:
-        async with self._signing:
-            agent = await self._open()
-            return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
+        return approval
 
     async def _open(self) -> Agent:
         """The signing agent, made from the vault's key if it is not open (under

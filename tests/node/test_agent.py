@@ -17,8 +17,8 @@ from node.codec import encode
 from node.crypto import bls, keystore
 from node.machines.accounts import ACK, ANNOUNCE, FRAME, Outgoing
 from node.machines.entity import Increment, sign_batch
-from node.machines.frames import Frame, Signatures
-from node.machines.governance import signer_id
+from node.machines.frames import Frame, Polka, Signatures, bitfield
+from node.machines.governance import Config, Member, signer_id
 from node.txs import Tx
 from tests.conftest import run_python
 
@@ -52,6 +52,21 @@ def expected_message(frame_raw: bytes, round_: int) -> bytes:
     )
 
 
+def precommit(agent: Agent, frame_raw: bytes, round_: int) -> Signatures:
+    """What the node asks of the agent for one frame: approve it, then pre-commit it on
+    the polka of that approval (the agent's key is the whole config)."""
+    config = Config((Member(agent.pubkey, 1),), 1, agent.signer_id)
+    agent.approve(frame_raw, round_, config)
+    f = Frame.decode_shallow(frame_raw)
+    polka = Polka(round_, bitfield([0], 1), agent_approval(agent, f, round_))
+    return agent.sign_precommit(frame_raw, round_, polka, config)
+
+
+def agent_approval(agent: Agent, f: Frame, round_: int) -> bytes:
+    config = Config((Member(agent.pubkey, 1),), 1, agent.signer_id)
+    return agent.approve(f.raw, round_, config)  # the recorded approval, again
+
+
 @pytest.fixture
 def open_agent(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     agents: list[Agent] = []
@@ -70,8 +85,8 @@ def open_agent(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
 def test_same_frame_same_round_same_signature(open_agent: Callable[..., Agent]) -> None:
     agent = open_agent()
     f = frame()
-    first = agent.sign_precommit(f.raw, 0)
-    again = agent.sign_precommit(f.raw, 0)
+    first = precommit(agent, f.raw, 0)
+    again = precommit(agent, f.raw, 0)
     assert again == first
     assert agent.signed == 1  # the second answer came from the record
     assert bls.verify(PK, expected_message(f.raw, 0), first.precommit)
@@ -83,42 +98,42 @@ def test_same_frame_same_round_same_signature(open_agent: Callable[..., Agent]) 
 
 def test_different_frame_same_height_and_round_is_refused(open_agent: Callable[..., Agent]) -> None:
     agent = open_agent()
-    agent.sign_precommit(frame(n=1).raw, 0)
+    precommit(agent, frame(n=1).raw, 0)
     with pytest.raises(Refused, match="different frame"):
-        agent.sign_precommit(frame(n=2).raw, 0)
+        precommit(agent, frame(n=2).raw, 0)
     assert agent.signed == 1
 
 
 def test_lock_across_rounds(open_agent: Callable[..., Agent]) -> None:
     agent = open_agent()
     f, g = frame(n=1), frame(n=2)
-    agent.sign_precommit(f.raw, 2)
+    precommit(agent, f.raw, 2)
     with pytest.raises(Refused, match="locked on another frame"):
-        agent.sign_precommit(g.raw, 3)
+        precommit(agent, g.raw, 3)
     with pytest.raises(Refused, match="locked on another frame"):
-        agent.sign_precommit(g.raw, 100)
-    sig3 = agent.sign_precommit(f.raw, 3)
+        precommit(agent, g.raw, 100)
+    sig3 = precommit(agent, f.raw, 3)
     assert bls.verify(PK, expected_message(f.raw, 3), sig3.precommit)
-    assert sig3 != agent.sign_precommit(f.raw, 2)  # another round, another message
+    assert sig3 != precommit(agent, f.raw, 2)  # another round, another message
     # Never below the last round signed, not even the same frame.
     for round_ in (0, 1):
-        with pytest.raises(Refused, match="already signed at round 3"):
-            agent.sign_precommit(f.raw, round_)
+        with pytest.raises(Refused, match="already pre-committed at round 3"):
+            precommit(agent, f.raw, round_)
         with pytest.raises(Refused):
-            agent.sign_precommit(g.raw, round_)
+            precommit(agent, g.raw, round_)
     # The records of rounds already signed still answer, identically.
-    assert agent.sign_precommit(f.raw, 3) == sig3
+    assert precommit(agent, f.raw, 3) == sig3
     assert agent.signed == 2
 
 
 def test_lock_is_per_height_and_per_entity(open_agent: Callable[..., Agent]) -> None:
     agent = open_agent()
-    agent.sign_precommit(frame(height=3, n=1).raw, 5)
+    precommit(agent, frame(height=3, n=1).raw, 5)
     # Another height, or the same height of another entity, is free, at any round.
-    assert agent.sign_precommit(frame(height=4, n=2).raw, 0)
-    assert agent.sign_precommit(frame(height=3, n=2, entity=OTHER_ENTITY).raw, 0)
+    assert precommit(agent, frame(height=4, n=2).raw, 0)
+    assert precommit(agent, frame(height=3, n=2, entity=OTHER_ENTITY).raw, 0)
     with pytest.raises(Refused):
-        agent.sign_precommit(frame(height=3, n=2).raw, 5)
+        precommit(agent, frame(height=3, n=2).raw, 5)
 
 
 @pytest.mark.parametrize(
@@ -141,7 +156,7 @@ def test_lock_is_per_height_and_per_entity(open_agent: Callable[..., Agent]) -> 
 def test_malformed_frame_is_refused(open_agent: Callable[..., Agent], raw: bytes) -> None:
     agent = open_agent()
     with pytest.raises(Refused, match="not a frame"):
-        agent.sign_precommit(raw, 0)
+        precommit(agent, raw, 0)
     assert agent.signed == 0
 
 
@@ -149,13 +164,13 @@ def test_malformed_frame_is_refused(open_agent: Callable[..., Agent], raw: bytes
 def test_round_out_of_range_is_refused(open_agent: Callable[..., Agent], round_: int) -> None:
     agent = open_agent()
     with pytest.raises(Refused, match="round out of range"):
-        agent.sign_precommit(frame().raw, round_)
+        precommit(agent, frame().raw, round_)
 
 
 def test_top_round_is_signed(open_agent: Callable[..., Agent]) -> None:
     agent = open_agent()
     f = frame()
-    sig = agent.sign_precommit(f.raw, 2**32 - 1)
+    sig = precommit(agent, f.raw, 2**32 - 1)
     assert bls.verify(PK, expected_message(f.raw, 2**32 - 1), sig.precommit)
 
 
@@ -167,17 +182,17 @@ def test_outgoing_hashes_are_signed_with_the_precommit(open_agent: Callable[...,
         Outgoing(FRAME, OTHER_ENTITY, b"\xa2" * 32),
     )
     f = frame(outbox=outbox)
-    sigs = agent.sign_precommit(f.raw, 1)
+    sigs = precommit(agent, f.raw, 1)
     # One signature per outgoing hash, in the frame's order, over the 32 bytes alone.
     assert sigs == Signatures(
         bls.sign(SK, expected_message(f.raw, 1)), tuple(bls.sign(SK, o.hash) for o in outbox)
     )
     # The record answers again with the same outgoing signatures.
-    assert agent.sign_precommit(f.raw, 1) == sigs
+    assert precommit(agent, f.raw, 1) == sigs
     assert agent.signed == 1
     # Another frame at the same height and round is refused, outbox or not.
     with pytest.raises(Refused, match="different frame"):
-        agent.sign_precommit(frame(outbox=outbox[:1]).raw, 1)
+        precommit(agent, frame(outbox=outbox[:1]).raw, 1)
 
 
 def test_no_sign_this_hash_api() -> None:
@@ -186,6 +201,7 @@ def test_no_sign_this_hash_api() -> None:
         "close",
         "from_keystore",
         "proof_of_possession",
+        "approve",  # signs an approval message (domain-separated, built here from the frame)
         "sign_precommit",
         "sign_batch",
         "bind_server",  # signs a binding message (domain-separated, built here)
@@ -207,17 +223,17 @@ def test_a_restored_guard_signs_only_above_its_floor(
     agent.mark_restored()
     assert agent.restored
     with pytest.raises(Refused, match="peers have not yet told"):
-        agent.sign_precommit(frame(height=3).raw, 0)
+        precommit(agent, frame(height=3).raw, 0)
     assert agent.floor(ENTITY) is None
     assert agent.set_floor(ENTITY, 3) == 3
     assert agent.set_floor(ENTITY, 2) == 3  # a floor only rises
     for height in (1, 3):
         with pytest.raises(Refused, match="at or below 3"):
-            agent.sign_precommit(frame(height=height).raw, 0)
+            precommit(agent, frame(height=height).raw, 0)
     # Another entity has no floor yet: still refused.
     with pytest.raises(Refused, match="peers have not yet told"):
-        agent.sign_precommit(frame(height=9, entity=OTHER_ENTITY).raw, 0)
-    agent.sign_precommit(frame(height=4).raw, 0)
+        precommit(agent, frame(height=9, entity=OTHER_ENTITY).raw, 0)
+    precommit(agent, frame(height=4).raw, 0)
     assert agent.signed == 1
     agent.close()
     # Durable: reopened, the guard is still restored and holds the floor.
@@ -225,7 +241,7 @@ def test_a_restored_guard_signs_only_above_its_floor(
     assert again.restored
     assert again.floor(ENTITY) == 3
     with pytest.raises(Refused, match="at or below 3"):
-        again.sign_precommit(frame(height=3, n=2).raw, 0)
+        precommit(again, frame(height=3, n=2).raw, 0)
 
 
 def test_a_floor_raises_the_next_binding_serial(open_agent: Callable[..., Agent]) -> None:
@@ -246,27 +262,27 @@ def test_a_floor_raises_the_next_binding_serial(open_agent: Callable[..., Agent]
 def test_a_floor_binds_an_agent_that_was_not_restored(open_agent: Callable[..., Agent]) -> None:
     agent = open_agent()
     assert not agent.restored
-    agent.sign_precommit(frame(height=2).raw, 0)  # no floor, not restored: signs
+    precommit(agent, frame(height=2).raw, 0)  # no floor, not restored: signs
     agent.set_floor(ENTITY, 2)
     with pytest.raises(Refused, match="at or below 2"):
-        agent.sign_precommit(frame(height=2, n=5).raw, 1)
+        precommit(agent, frame(height=2, n=5).raw, 1)
 
 
 def test_records_survive_reopening(tmp_path: Path, open_agent: Callable[..., Agent]) -> None:
     guard = tmp_path / "guard"
     agent = open_agent(guard)
     f, g = frame(n=1), frame(n=2)
-    sig = agent.sign_precommit(f.raw, 1)
+    sig = precommit(agent, f.raw, 1)
     agent.close()
     again = open_agent(guard)
-    assert again.sign_precommit(f.raw, 1) == sig
+    assert precommit(again, f.raw, 1) == sig
     assert again.signed == 0  # answered from the record, not signed anew
     with pytest.raises(Refused, match="different frame"):
-        again.sign_precommit(g.raw, 1)
+        precommit(again, g.raw, 1)
     with pytest.raises(Refused, match="locked on another frame"):
-        again.sign_precommit(g.raw, 2)
-    with pytest.raises(Refused, match="already signed at round 1"):
-        again.sign_precommit(f.raw, 0)
+        precommit(again, g.raw, 2)
+    with pytest.raises(Refused, match="already pre-committed at round 1"):
+        precommit(again, f.raw, 0)
 
 
 CRASH_SCRIPT = """
@@ -281,7 +297,12 @@ agent = Agent(
     after_record=lambda: os.kill(os.getpid(), signal.SIGKILL),
 )
 print("STARTED", flush=True)
-sig = agent.sign_precommit(bytes.fromhex(sys.argv[2]), int(sys.argv[3]))
+from node.machines.frames import Polka, bitfield
+from node.machines.governance import Config, Member
+raw, round_ = bytes.fromhex(sys.argv[2]), int(sys.argv[3])
+config = Config((Member(agent.pubkey, 1),), 1, agent.signer_id)
+approval = agent.approve(raw, round_, config)
+sig = agent.sign_precommit(raw, round_, Polka(round_, bitfield([0], 1), approval), config)
 print("SIGNED", sig.precommit.hex(), flush=True)
 """
 
@@ -297,10 +318,10 @@ def test_crash_between_record_and_reply(tmp_path: Path, open_agent: Callable[...
     # refuses the other frame and answers for the same one with a valid signature.
     agent = open_agent(guard)
     with pytest.raises(Refused, match="different frame"):
-        agent.sign_precommit(g.raw, 4)
+        precommit(agent, g.raw, 4)
     with pytest.raises(Refused, match="locked on another frame"):
-        agent.sign_precommit(g.raw, 5)
-    sig = agent.sign_precommit(f.raw, 4)
+        precommit(agent, g.raw, 5)
+    sig = precommit(agent, f.raw, 4)
     assert agent.signed == 0
     assert bls.verify(PK, expected_message(f.raw, 4), sig.precommit)
 
@@ -312,7 +333,7 @@ def test_guard_folder_holds_the_records_and_never_the_key(tmp_path: Path) -> Non
     agent = Agent(SK, guard)
     try:
         for round_ in range(3):
-            agent.sign_precommit(frame(n=1).raw, round_)
+            precommit(agent, frame(n=1).raw, round_)
         agent.sign_batch(ENTITY, 1, [Tx.of(Increment(1))])
         agent.proof_of_possession()
     finally:
@@ -338,14 +359,14 @@ def test_from_keystore_guard_is_per_signer(tmp_path: Path) -> None:
         assert agent.pubkey == PK
         assert agent.signer_id == SIGNER
         assert bls.pop_verify(PK, agent.proof_of_possession())
-        agent.sign_precommit(frame().raw, 0)
+        precommit(agent, frame().raw, 0)
     finally:
         agent.close()
     assert [p.name for p in (tmp_path / "guards").iterdir()] == [SIGNER.hex()]
     reopened = Agent(SK, tmp_path / "guards" / SIGNER.hex())
     try:
         with pytest.raises(Refused, match="different frame"):
-            reopened.sign_precommit(frame(n=2).raw, 0)
+            precommit(reopened, frame(n=2).raw, 0)
     finally:
         reopened.close()
 
@@ -369,7 +390,7 @@ def test_close_waits_for_a_signing_thread_and_then_refuses(tmp_path: Path) -> No
     agent = Agent(SK, tmp_path / "guard", after_record=hold)
     f = frame()
     results: list[Signatures] = []
-    signer = threading.Thread(target=lambda: results.append(agent.sign_precommit(f.raw, 0)))
+    signer = threading.Thread(target=lambda: results.append(precommit(agent, f.raw, 0)))
     signer.start()
     assert inside.wait(DEADLINE_S)
     closer = threading.Thread(target=agent.close)
@@ -382,5 +403,5 @@ def test_close_waits_for_a_signing_thread_and_then_refuses(tmp_path: Path) -> No
     assert not closer.is_alive()
     assert results == [Signatures(bls.sign(SK, f.message(0)), ())]
     with pytest.raises(Refused, match="the agent is closed"):
-        agent.sign_precommit(frame(n=2).raw, 0)
+        precommit(agent, frame(n=2).raw, 0)
     agent.close()  # twice: nothing more

@@ -86,6 +86,8 @@ def test_store_of_another_server_is_refused(tmp_path: Path) -> None:
     [
         (1, "commits to its channels by a Merkle root"),
         (2, "commit to their signers and replicas by Merkle roots"),
+        (3, "replicas vote in two steps"),
+        (4, "replicas vote in two steps"),
     ],
 )
 def test_a_folder_of_an_older_format_is_refused_with_the_reason(
@@ -104,7 +106,7 @@ def test_a_folder_of_an_older_format_is_refused_with_the_reason(
     db = plyvel.DB(str(tmp_path / "db"))
     assert db.get(META) == encode([version, bytes(32)])
     db.close()
-    assert FORMAT_VERSION == 4
+    assert FORMAT_VERSION == 5
 
 
 class Exploding(tuple[Write, ...]):

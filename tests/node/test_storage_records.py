@@ -17,7 +17,7 @@ import plyvel_next as plyvel
 import pytest
 
 from node.block import Block
-from node.codec import encode, keccak
+from node.codec import keccak
 from node.crypto import bls
 from node.machines import channel as ch
 from node.machines import entity as ent
@@ -29,12 +29,10 @@ from node.machines.signer import SignerState
 from node.machines.subs import Subs
 from node.mempool import Mempool
 from node.merkle_map import Branch, MerkleMap, Stub
-from node.merkle_store import BUCKET, NODE, StoredNodeError
+from node.merkle_store import BUCKET, StoredNodeError
 from node.storage import (
     CHANNEL,
-    FORMAT_VERSION,
     FORWARD,
-    META,
     SUB,
     WAITING,
     Store,
@@ -294,41 +292,6 @@ def _lowest_stored_branch(m: MerkleMap[ChannelRecord], key: bytes) -> bytes:
         node = node.right if key[d >> 3] >> (7 - (d & 7)) & 1 else node.left
     assert found
     return found
-
-
-def test_a_format_3_folder_is_migrated_on_open(tmp_path: Path) -> None:
-    """Format 3 stored the records without the maps' nodes: opening such a folder
-    writes each map's nodes from its records and moves it to format 4, with the same
-    state, hashes and records."""
-    replicas, peers = _replicas()
-    entity = replace(
-        replicas[0].entity, forwards=MerkleMap.from_items([(PAYMENT, Forwarded(peers[2]))])
-    )
-    replicas = [replace(r, entity=entity) for r in replicas]
-    first = _step(ServerState(), replicas, None)
-    with Store(tmp_path / "db") as store:
-        store.write_block(first)
-    db = plyvel.DB(str(tmp_path / "db"))
-    nodes = dict(db.iterator(prefix=NODE))
-    assert nodes  # the branches and tops of two replicas' channels and forwards
-    for key in nodes:
-        db.delete(key)
-    db.put(META, encode([3, bytes(32)]), sync=True)
-    records = dict(db.iterator(prefix=CHANNEL))
-    db.close()
-    with Store(tmp_path / "db", cache_bytes=0) as store:
-        state, block = store.load()
-        assert block == first.block
-        assert state == first.state
-        loaded = state.replica(replicas[1].signer, replicas[1].entity_id)
-        assert loaded is not None
-        assert dict(loaded.entity.channels.items()) == dict(entity.channels.items())
-        assert loaded.entity.forwards.get(PAYMENT) == Forwarded(peers[2])
-    db = plyvel.DB(str(tmp_path / "db"))
-    assert db.get(META) == encode([FORMAT_VERSION, bytes(32)])
-    assert dict(db.iterator(prefix=NODE)) == nodes  # exactly what format 4 writes
-    assert dict(db.iterator(prefix=CHANNEL)) == records
-    db.close()
 
 
 def test_the_waiting_channels_are_kept_so_a_restart_reads_no_channel(tmp_path: Path) -> None:
