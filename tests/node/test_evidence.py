@@ -14,11 +14,10 @@ import pytest
 
 from node import cli
 from node.crypto import bls
-from node.evidence import Evidence, EvidenceLog, Signed
-from node.machines.binding import sign_binding
+from node.evidence import APPROVE_VOTE, PRECOMMIT_VOTE, Evidence, EvidenceLog, Signed
 from node.machines.frames import Frame, precommit_message
 from node.machines.governance import Config, Member, signer_id
-from node.machines.replica import Lock, Precommit, RoundChange, SeenLock, SignedRoundChange
+from node.machines.replica import Approve, Precommit
 from node.storage import Store
 from node.txs import Tx
 
@@ -109,35 +108,42 @@ def _frame(height: int, marker: int) -> Frame:
 
 
 def test_a_proposer_that_splits_its_proposals_leaves_evidence() -> None:
-    """Two proposals at one round, or two locks at one round met in round changes."""
+    """Two proposals at one round (each carries the proposer's approval), or two
+    approvals of one member at one round met among entity inputs: evidence of the
+    approval kind, which encodes with its kind and checks under the approval domain."""
     log = EvidenceLog()
     a, b = _frame(5, 1), _frame(5, 2)
     for frame in (a, b):
-        log.observe_proposal(CONFIG, frame, 0, bls.sign(SKS[0], frame.message(0)))
+        log.observe_proposal(CONFIG, frame, 0, bls.sign(SKS[0], frame.approval_message(0)))
     (found,) = log.all()
     assert found.member == IDS[0] == CONFIG.proposer_at(0)
+    assert found.kind == APPROVE_VOTE
     assert {found.a.frame_hash, found.b.frame_hash} == {a.hash, b.hash}
-    proposer = CONFIG.proposer_at(1)
-    lock_a = Lock(1, a, proposer, bls.sign(SKS[IDS.index(proposer)], a.message(1)))
-    lock_b = Lock(1, b, proposer, bls.sign(SKS[IDS.index(proposer)], b.message(1)))
-    log.observe_inputs(ENTITY, [Tx.of(SeenLock(lock_a))], lambda: CONFIG)
-    log.observe_inputs(ENTITY, [Tx.of(RoundChange(5, 2, IDS[2], lock_b))], lambda: CONFIG)
-    assert len(log) == 2
-    assert log.all()[1].member == proposer
-    assert log.all()[1].round == 1
-    # The same split met in a round change between servers (signed under a binding).
-    proposer = CONFIG.proposer_at(2)
-    lock_c = Lock(2, a, proposer, bls.sign(SKS[IDS.index(proposer)], a.message(2)))
-    lock_d = Lock(2, b, proposer, bls.sign(SKS[IDS.index(proposer)], b.message(2)))
-    server_sk = bls.keygen(b"\x42" * 32)
-    binding = sign_binding(SKS[2], IDS[2], bls.sk_to_pk(server_sk), 1)
-    log.observe_inputs(ENTITY, [Tx.of(SeenLock(lock_c))], lambda: CONFIG)
-    report = RoundChange(5, 3, IDS[2], lock_d)
-    server_sig = bls.sign(server_sk, SignedRoundChange.message(ENTITY, report))
-    signed_rc = SignedRoundChange(report, binding, server_sig)
-    log.observe_inputs(ENTITY, [Tx.of(signed_rc)], lambda: CONFIG)
+    assert found.problem() is None
+    assert Evidence.decode(found.encode()) == found
+    assert len(found.to_tree()) == 7
+    # The same member's pre-commits at that round are another kind: not the same record.
+    for frame in (a, b):
+        log.observe(CONFIG, ENTITY, IDS[0], 5, 0, Signed(frame.hash, pc_sig(0, frame, 0)))
+    assert [e.kind for e in log.all()] == [APPROVE_VOTE, PRECOMMIT_VOTE]
+    assert len(log.all()[1].to_tree()) == 6
+
+    def approval(member: int, frame: Frame, round_: int) -> Tx:
+        sig = bls.sign(SKS[member], frame.approval_message(round_))
+        return Tx.of(Approve(5, round_, frame.hash, IDS[member], sig))
+
+    log.observe_inputs(ENTITY, [approval(2, a, 1)], lambda: CONFIG)
+    log.observe_inputs(ENTITY, [approval(2, b, 1)], lambda: CONFIG)
     assert len(log) == 3
-    assert (log.all()[2].member, log.all()[2].round) == (proposer, 2)
+    assert (log.all()[2].member, log.all()[2].round, log.all()[2].kind) == (IDS[2], 1, 1)
+    # A forged second approval is not kept.
+    forged = Approve(5, 2, b.hash, IDS[1], bls.sign(SKS[2], b.approval_message(2)))
+    log.observe_inputs(ENTITY, [approval(1, a, 2), Tx.of(forged)], lambda: CONFIG)
+    assert len(log) == 3
+
+
+def pc_sig(member: int, frame: Frame, round_: int) -> bytes:
+    return bls.sign(SKS[member], frame.message(round_))
 
 
 def test_evidence_is_capped_per_member_and_in_all_the_oldest_dropped() -> None:

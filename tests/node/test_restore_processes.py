@@ -121,6 +121,7 @@ async def test_restore_finds_the_entity_and_never_signs_twice(
     assert proposer.entity.height == 1
     in_flight = proposer.pending.frame if proposer.pending is not None else proposer.lock.frame  # type: ignore[union-attr]
     assert in_flight.height == 2
+    config = proposer.entity.config
 
     # Server 1 and k1's guard are lost.
     await cluster.lose_server(1)
@@ -139,7 +140,7 @@ async def test_restore_finds_the_entity_and_never_signs_twice(
         # Before the entity is found, the restored guard signs nothing for it.
         other = Frame.make(entity, 2, in_flight.prev_hash, [], keccak(b"another frame"))
         with pytest.raises(Refused, match="peers have not yet told"):
-            agent.sign_precommit(other.raw, 0)
+            agent.approve(other.raw, 0, config)
 
         result = await find(cluster, k1, peers=2, serving=serving)
         assert result.asked == 2
@@ -169,9 +170,9 @@ async def test_restore_finds_the_entity_and_never_signs_twice(
             assert bound is not None
             assert (bound.serial, bound.server_key) == (2, new_key)
         with pytest.raises(Refused, match="at or below 2"):
-            agent.sign_precommit(other.raw, 7)
+            agent.approve(other.raw, 7, config)
         with pytest.raises(Refused, match="at or below 2"):
-            agent.sign_precommit(in_flight.raw, 7)
+            agent.approve(in_flight.raw, 7, config)
 
         # A second FIND changes nothing: the floor holds, nothing is joined again.
         again = await find(cluster, k1, peers=2, serving=serving)

@@ -23,11 +23,10 @@ import pytest
 from node.agent import Agent
 from node.crypto import bls, keystore
 from node.machines import entity as ent
-from node.machines.frames import Signatures
 from node.machines.governance import signer_id
 from node.machines.replica import SubmitBatch
 from node.machines.server import CreateSigner
-from node.net.agent_client import serve_signer
+from node.net.agent_client import serve_agent
 from node.net.client import NodeClient
 from node.txs import Tx, TxBody
 from wallet.keys.backends import choose_backend
@@ -192,16 +191,11 @@ async def bob_served(run: Running, guard: Path) -> AsyncIterator[Bob]:
     stop = asyncio.Event()
     up: list[bool] = []
 
-    async def signs(entity: bytes, frame_raw: bytes, round_: int) -> Signatures:
-        return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
-
     def link(on: bool) -> None:
         up.append(on)
         waiter.wake()
 
-    task = asyncio.create_task(
-        serve_signer(service.embedded.url, token, agent.signer_id, signs, stop, on_link=link)
-    )
+    task = asyncio.create_task(serve_agent(service.embedded.url, token, agent, stop, on_link=link))
     try:
         wallet_agents = list(service.agents.values())
         for wallet_agent in wallet_agents:

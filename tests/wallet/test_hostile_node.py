@@ -231,7 +231,8 @@ async def test_the_wallets_agent_refuses_sign_requests_past_the_caps() -> None:
         nonlocal connections
         connections += 1
         hello = decode_request(bytes(await ws.recv(decode=False)), limits=limits.REQUEST)
-        await ws.send(encode_reply(Rep.WELCOME, hello.request_id, [1, b"signer", b"\0" * 32, 1]))
+        welcome = [PROTOCOL_VERSION, b"signer", b"\0" * 32, 1]
+        await ws.send(encode_reply(Rep.WELCOME, hello.request_id, welcome))
         if connections >= 2:
             back.set()
             await ws.wait_closed()
@@ -257,7 +258,7 @@ async def test_the_wallets_agent_refuses_sign_requests_past_the_caps() -> None:
 
     signed: list[bytes] = []
 
-    async def sign(entity: bytes, frame_raw: bytes, round_: int) -> object:
+    async def sign(entity: bytes, frame_raw: bytes, round_: int, *more: object) -> object:
         signed.append(frame_raw)
         raise AssertionError("no hostile SIGN may reach the signing code")
 
@@ -267,7 +268,7 @@ async def test_the_wallets_agent_refuses_sign_requests_past_the_caps() -> None:
     async with serve(node, "127.0.0.1", 0, compression=None, max_size=None) as server:
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         agent = asyncio.create_task(
-            serve_signer(url, "token", SIGNER, sign, stop, stats=stats)  # type: ignore[arg-type]
+            serve_signer(url, "token", SIGNER, sign, sign, stop, stats=stats)  # type: ignore[arg-type]
         )
         try:
             await asyncio.wait_for(sent.wait(), DEADLINE_S)

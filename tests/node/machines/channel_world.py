@@ -21,6 +21,7 @@ from node.crypto import bls
 from node.machines import accounts
 from node.machines import replica as rep
 from node.machines.entity import EntityAction, EntityState, FrameEvents, Propose, Vote, sign_batch
+from node.machines.frames import aggregate_approvals
 from node.machines.governance import Config, Member, signer_id
 from node.machines.outcomes import Outcomes
 from node.machines.replica import Genesis, Replica
@@ -148,11 +149,12 @@ class World:
                     else:
                         self.inbox[key].append(tx)
             case rep.ProposeFrame(frame=frame, round=round_, members=members):
-                signed = self.agents[k].sign_precommit(frame.raw, round_)
-                pc = rep.Precommit(
-                    frame.height, round_, frame.hash, IDS[k], signed.precommit, signed.outbox
-                )
-                self.inbox[(k, eid)].append(Tx.of(pc))
+                # The two steps at once: every member that accepts approves, the polka
+                # of those approvals, then each of them pre-commits to the proposer.
+                config = self.replicas[(k, eid)].entity.config
+                own = self.agents[k].approve(frame.raw, round_, config)
+                approvals = {config.index[IDS[k]]: own}
+                voters = [k]
                 for m in members:
                     mk = IDS.index(m)
                     if mk == k:
@@ -163,26 +165,25 @@ class World:
                         self.replicas[(mk, eid)],
                         frame,
                         round_,
-                        signed.precommit,
+                        own,
                         simulation=self.simulation,
                         outcomes=self.outcomes_of(mk),
                     )
                     if reason is not None:
                         self.notes.append(reason)
                         continue
-                    theirs = self.agents[mk].sign_precommit(frame.raw, round_)
-                    self.inbox[(k, eid)].append(
-                        Tx.of(
-                            rep.Precommit(
-                                frame.height,
-                                round_,
-                                frame.hash,
-                                m,
-                                theirs.precommit,
-                                theirs.outbox,
-                            )
-                        )
+                    approvals[config.index[m]] = self.agents[mk].approve(frame.raw, round_, config)
+                    voters.append(mk)
+                polka, _ = aggregate_approvals(config, frame, round_, approvals)
+                if polka is None:
+                    self.notes.append("no polka")
+                    return
+                for v in voters:
+                    signed = self.agents[v].sign_precommit(frame.raw, round_, polka, config)
+                    pc = rep.Precommit(
+                        frame.height, round_, frame.hash, IDS[v], signed.precommit, signed.outbox
                     )
+                    self.inbox[(k, eid)].append(Tx.of(pc))
             case rep.Committed(events=events):
                 if k == self.members[eid][0]:
                     self.events[eid].append(events)

@@ -291,7 +291,8 @@ def reach_polka(net: Net, frame: Frame, *approvers: int) -> Polka:
     ``approvers``: its polka; its own pre-commit and lock wait in its inbox."""
     net.step(A, *(approve_tx(w, frame) for w in approvers))
     pending = net.replicas[A].pending
-    assert pending is not None and pending.polka is not None
+    assert pending is not None
+    assert pending.polka is not None
     return pending.polka
 
 

@@ -25,7 +25,7 @@ from node.machines.binding import (
     round_change_message,
     sign_binding,
 )
-from node.machines.frames import Frame
+from node.machines.frames import Frame, Polka, bitfield
 from node.machines.governance import Config, Member, signer_id
 from node.machines.replica import (
     AnnounceBinding,
@@ -220,7 +220,8 @@ def test_a_round_change_replayed_elsewhere_is_refused(what: str) -> None:
         return
     # The lock is covered by the signature too: a made-up lock cannot be slipped in.
     frame = Frame.make(r.entity_id, 1, r.head, (), r.entity.hash)
-    lock = Lock(0, frame, IDS[A], bls.sign(SKS[A], frame.message(0)))
+    polka = Polka(0, bitfield([A], len(r.entity.config.members)), bls.sign(SKS[A], b"x"))
+    lock = Lock(0, frame, polka)
     moved = SignedRoundChange(
         RoundChange(rc.height, rc.round, rc.signer, lock), genuine.binding, genuine.signature
     )

@@ -69,7 +69,14 @@ from node.machines import replica as rep
 from node.machines import server as srv
 from node.machines import signer as sig
 from node.machines.binding import sign_binding
-from node.machines.frames import Certificate, Frame, Signatures, aggregate_precommits
+from node.machines.frames import (
+    Certificate,
+    Frame,
+    Polka,
+    Signatures,
+    aggregate_approvals,
+    aggregate_precommits,
+)
 from node.machines.governance import Config, Member, signer_id
 from node.machines.refusal import Refusal
 from node.machines.server import ServerState, apply_block
@@ -169,8 +176,10 @@ BATCH_B1_OTHER = ent.sign_batch(E2, SK_B, ID_B, 1, [Tx.of(ent.Increment(8))])
 FRAME_E2 = _frame_1(GENESIS_2, BATCH_B1)
 FRAME_E2_OTHER = _frame_1(GENESIS_2, BATCH_B1_OTHER)
 PRECOMMIT_B = bls.sign(SK_B, FRAME_E2.message(0))
-PRECOMMIT_B_OTHER = bls.sign(SK_B, FRAME_E2_OTHER.message(0))
 PRECOMMIT_A = bls.sign(SK_A, FRAME_E2.message(0))  # what A's agent answers; B's server gets it
+APPROVAL_B = bls.sign(SK_B, FRAME_E2.approval_message(0))  # B's proposal carries it
+APPROVAL_B_OTHER = bls.sign(SK_B, FRAME_E2_OTHER.approval_message(0))
+APPROVAL_A = bls.sign(SK_A, FRAME_E2.approval_message(0))  # what A's agent approves with
 
 
 def _frame_2(genesis: rep.Genesis, first: ent.Batch, frame_1: Frame, batch: ent.Batch) -> Frame:
@@ -183,7 +192,7 @@ def _frame_2(genesis: rep.Genesis, first: ent.Batch, frame_1: Frame, batch: ent.
 # B's next frame, which A's person refuses.
 BATCH_B2 = ent.sign_batch(E2, SK_B, ID_B, 2, [Tx.of(ent.Increment(900))])
 FRAME_E2_2 = _frame_2(GENESIS_2, BATCH_B1, FRAME_E2, BATCH_B2)
-PRECOMMIT_B_2 = bls.sign(SK_B, FRAME_E2_2.message(0))
+APPROVAL_B_2 = bls.sign(SK_B, FRAME_E2_2.approval_message(0))
 REFUSAL_REASON = "rejected by hand"
 
 
@@ -198,6 +207,17 @@ def _certificate(frame: Frame, config: Config, precommits: dict[int, bytes]) -> 
 
 
 CERT_E2 = _certificate(FRAME_E2, GENESIS_2.config, {0: PRECOMMIT_B, 1: PRECOMMIT_A})
+
+
+def _polka(frame: Frame, config: Config, approvals: dict[int, bytes]) -> Polka:
+    polka, bad = aggregate_approvals(config, frame, 0, approvals)
+    assert polka is not None
+    assert not bad
+    return polka
+
+
+# The approvals of B and A at round 0: what B's server tells A's once it has both.
+POLKA_E2 = _polka(FRAME_E2, GENESIS_2.config, {0: APPROVAL_B, 1: APPROVAL_A})
 # B's binding of its server's identity key: how that server proves it hosts B.
 BINDING_B = sign_binding(SK_B, ID_B, PEER_IDENTITY.pubkey, 1)
 # A legacy mint input (older chains), as a client or a peer might try to send it:
@@ -439,10 +459,11 @@ async def recv_close(ws: ClientConnection) -> tuple[int, str] | bytes | str:
 
 
 async def answer_sign(agent: Agent, frame: bytes, refuse: str = "") -> bytes:
-    """An agent's answer to the node's ``SIGN`` request, as ``node/net/agent_client.py``
-    makes it: ``SIGNATURE [signature, [outgoing signature...]]``, ``ERROR REFUSED``
-    from the agent's guard, or with ``refuse``, ``REFUSAL [refusal]`` (its person or
-    accountant said no); and to ``BIND`` and ``FLOOR`` as it does."""
+    """An agent's answer to the node's ``APPROVE`` or ``SIGN`` request, as
+    ``node/net/agent_client.py`` makes it: ``APPROVAL [signature]``, ``SIGNATURE
+    [signature, [outgoing signature...]]``, ``ERROR REFUSED`` from the agent's guard,
+    or with ``refuse``, ``REFUSAL [refusal]`` to an APPROVE (its person or accountant
+    said no); and to ``BIND`` and ``FLOOR`` as it does."""
     req = decode_request(frame, limits=REQUEST)
     if req.type is Req.BIND:
         binding = await asyncio.to_thread(agent.bind_server, as_bytes(req.body[0], "key"))
@@ -453,18 +474,24 @@ async def answer_sign(agent: Agent, frame: bytes, refuse: str = "") -> bytes:
         height, serial = as_int(req.body[0], "height"), as_int(req.body[1], "serial")
         held = await asyncio.to_thread(agent.set_floor, req.route[1], height, serial)
         return encode_reply(Rep.FLOOR, req.request_id, [held])
-    assert req.type is Req.SIGN, f"expected SIGN, got {describe_frame(frame)}"
+    assert req.type in (Req.APPROVE, Req.SIGN), f"expected APPROVE or SIGN: {describe_frame(frame)}"
     try:
-        if len(req.body) != 2:
-            raise DecodeError("SIGN body is [frame, round]")
+        if len(req.body) != 4:
+            raise DecodeError(f"{req.type.name} body has 4 items")
         frame_raw = encode_tree(as_list(req.body[0], "frame"))
         round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
         if req.route[:1] != (agent.signer_id,):
             raise Refused("this agent does not hold that signer's key")
-        if refuse:
-            refusal = await asyncio.to_thread(agent.sign_refusal, frame_raw, round_, refuse)
-            return encode_reply(Rep.REFUSAL, req.request_id, [refusal.to_tree()])
-        signed = await asyncio.to_thread(agent.sign_precommit, frame_raw, round_)
+        if req.type is Req.APPROVE:
+            if refuse:
+                refusal = await asyncio.to_thread(agent.sign_refusal, frame_raw, round_, refuse)
+                return encode_reply(Rep.REFUSAL, req.request_id, [refusal.to_tree()])
+            config = Config.from_item(req.body[2])
+            valid = Polka.from_item(req.body[3]) if req.body[3] else None
+            approval = await asyncio.to_thread(agent.approve, frame_raw, round_, config, valid)
+            return encode_reply(Rep.APPROVAL, req.request_id, [approval])
+        polka, config = Polka.from_item(req.body[2]), Config.from_item(req.body[3])
+        signed = await asyncio.to_thread(agent.sign_precommit, frame_raw, round_, polka, config)
     except (DecodeError, Refused) as exc:
         return encode_error(Err.REFUSED, str(exc), req.request_id)
     body: list[RlpItem] = [signed.precommit, list(signed.outbox)]
@@ -549,10 +576,11 @@ def _cert(c: Certificate) -> str:
 
 
 def _lock(lock: rep.Lock) -> str:
-    return (
-        f"lock(round={lock.round} {_frame(lock.frame)} signer={_hex(lock.signer)} "
-        f"signature={_hex(lock.signature)})"
-    )
+    return f"lock({_frame(lock.frame)} {_polka_text(lock.polka)})"
+
+
+def _polka_text(p: Polka) -> str:
+    return f"polka(round={p.round} bitfield={_hex(p.bits)} signature={_hex(p.signature)})"
 
 
 def _tx_body(body: TxBody) -> str:
@@ -580,6 +608,13 @@ def _tx_body(body: TxBody) -> str:
                 f"precommit(height={h} round={r} frame_hash={_hex(fh)} signer={_hex(s)} "
                 f"signature={_hex(signature)} outbox_signatures={_hexes(outbox)})"
             )
+        case rep.Approve(height=h, round=r, frame_hash=fh, signer=s, signature=signature):
+            return (
+                f"approve(height={h} round={r} frame_hash={_hex(fh)} signer={_hex(s)} "
+                f"signature={_hex(signature)})"
+            )
+        case rep.PolkaNotice(height=h, frame_hash=fh, polka=p):
+            return f"polka(height={h} frame_hash={_hex(fh)} {_polka_text(p)})"
         case rep.Commit(frame=frame, cert=cert):
             return f"commit({_frame(frame)}, {_cert(cert)})"
         case rep.Timeout(height=h, round=r):
@@ -729,10 +764,17 @@ def _request_body(req: Request) -> str:
             case Req.DELIVER, [bytes() as to, bytes() as entity, list() as tx]:
                 level = Level.ENTITY if entity else Level.SIGNER
                 return f"to_signer={_hex(to)} entity={_hex(entity)} input={_tx(tx, level)}"
-            case Req.PROPOSAL, [bytes() as to, list() as frame, bytes() as rnd, bytes() as psig]:
+            case Req.PROPOSAL, [
+                bytes() as to,
+                list() as frame,
+                bytes() as rnd,
+                bytes() as psig,
+                list() as valid,
+            ]:
+                proof = _polka_text(Polka.from_item(valid)) if valid else "no polka"
                 return (
                     f"to_signer={_hex(to)} {_frame(Frame.decode(encode_tree(frame)))} "
-                    f"round={as_int(rnd, 'r')} proposer_signature={_hex(psig)}"
+                    f"round={as_int(rnd, 'r')} proposer_approval={_hex(psig)} {proof}"
                 )
             case Req.GET_FRAMES, [bytes() as entity, bytes() as start, bytes() as count]:
                 return (
@@ -741,8 +783,17 @@ def _request_body(req: Request) -> str:
                 )
             case Req.READ_ENTITY, [bytes() as part, bytes() as at, *rest]:
                 return _entity_request(as_int(part, "part"), at, rest)
-            case Req.SIGN, [list() as frame, bytes() as rnd]:
-                return f"{_frame(Frame.decode(encode_tree(frame)))} round={as_int(rnd, 'r')}"
+            case Req.APPROVE, [list() as frame, bytes() as rnd, list() as config, list() as valid]:
+                proof = _polka_text(Polka.from_item(valid)) if valid else "no polka"
+                return (
+                    f"{_frame(Frame.decode(encode_tree(frame)))} round={as_int(rnd, 'r')} "
+                    f"{_config(Config.from_item(config))} {proof}"
+                )
+            case Req.SIGN, [list() as frame, bytes() as rnd, list() as polka, list() as config]:
+                return (
+                    f"{_frame(Frame.decode(encode_tree(frame)))} round={as_int(rnd, 'r')} "
+                    f"{_polka_text(Polka.from_item(polka))} {_config(Config.from_item(config))}"
+                )
             case Req.BIND, [bytes() as key]:
                 return f"server_key={_hex(key)}"
             case Req.FLOOR, [bytes() as height, bytes() as serial]:
@@ -921,6 +972,8 @@ def _reply_body(rep_type: Rep, b: list[RlpItem]) -> str:
             return _entity_reply(b)
         case Rep.SIGNATURE:
             return f"signature={_generic(b[0])} outbox_signatures={_generic(b[1])}"
+        case Rep.APPROVAL:
+            return f"approval={_generic(b[0])}"
         case Rep.REFUSAL:
             return _refusal(b[0])
         case Rep.BINDING:
@@ -1340,6 +1393,7 @@ def _consensus_examples() -> dict[str, Example]:
     create_e1 = _item(sig.CreateEntity(GENESIS_1))
     create_e2 = _item(sig.CreateEntity(GENESIS_2))
     commit_e2 = _item(rep.Commit(FRAME_E2, CERT_E2))
+    polka_e2 = _item(rep.PolkaNotice(1, FRAME_E2.hash, POLKA_E2))
     binding_b = _item(rep.AnnounceBinding(sign_binding(SK_B, ID_B, PEER_IDENTITY.pubkey, 1)))
     at_e1 = (ID_A, E1)
     return {
@@ -1376,8 +1430,16 @@ def _consensus_examples() -> dict[str, Example]:
                     replies=2,
                 ),
                 On("agent"),
-                Expect(1, "A proposes frame 1 of E1; the node asks A's agent to pre-commit it"),
-                Answer("the agent checks the frame, records its pre-commit, then answers"),
+                Expect(1, "A proposes frame 1 of E1; the node asks A's agent to approve it"),
+                Answer("the agent checks the frame, records its approval, then answers"),
+                On("wallet"),
+                Expect(
+                    1,
+                    "A's approval reaches the replica: approvals hold the threshold (1), a polka",
+                ),
+                On("agent"),
+                Expect(1, "the node asks A's agent to pre-commit the frame, with the polka"),
+                Answer("the agent checks the polka, records its pre-commit, then answers"),
                 On("wallet"),
                 Expect(
                     2,
@@ -1452,37 +1514,52 @@ def _consensus_examples() -> dict[str, Example]:
                 Expect(1, "the block that recorded the binding on A's replica of E2"),
                 On("peer"),
                 *_ask(
-                    peer(Req.PROPOSAL, 6, [ID_A, decode(FRAME_E2.raw), 0, PRECOMMIT_B]),
-                    "B, the proposer of round 0, proposes frame 1 with its own pre-commit",
+                    peer(Req.PROPOSAL, 6, [ID_A, decode(FRAME_E2.raw), 0, APPROVAL_B, []]),
+                    "B, the proposer of round 0, proposes frame 1 with its own approval",
                 ),
                 On("agent"),
-                Expect(1, "A's replica re-executed the frame and accepts it"),
-                Answer(),
-                On("wallet"),
-                Expect(
-                    1,
-                    "A's pre-commit is recorded as a lock; it goes to B's server over this "
-                    "node's own peer links (none here)",
+                Expect(1, "A's replica re-executed the frame and accepts it: APPROVE"),
+                Answer(
+                    "A's agent approves (its approval goes to B's server over this node's own"
+                    " peer links, none here); nothing is locked yet"
                 ),
                 On("peer"),
                 *_ask(
-                    peer(Req.PROPOSAL, 7, [ID_A, decode(FRAME_E2_OTHER.raw), 0, PRECOMMIT_B_OTHER]),
+                    peer(
+                        Req.PROPOSAL, 7, [ID_A, decode(FRAME_E2_OTHER.raw), 0, APPROVAL_B_OTHER, []]
+                    ),
                     "B equivocates: another frame at the same height and round",
                 ),
                 On("agent"),
-                Expect(1, "it passes the replica's checks: locking is the agent's to enforce"),
+                Expect(1, "it passes the replica's checks: one vote per round is the agent's rule"),
                 Answer("the agent's guard refuses"),
                 On("peer"),
                 *_ask(
-                    peer(Req.DELIVER, 8, [ID_A, E2, commit_e2]),
+                    peer(Req.DELIVER, 8, [ID_A, E2, polka_e2]),
+                    "B's server gathered B's and A's approvals (the threshold): the polka",
+                ),
+                On("wallet"),
+                Expect(1, "the block that took the polka on A's replica"),
+                On("agent"),
+                Expect(1, "the node asks A's agent to pre-commit, with the polka: SIGN"),
+                Answer("no one is asked again: A approved this frame at this round"),
+                On("wallet"),
+                Expect(
+                    1,
+                    "the frame with its polka is recorded as A's lock; A's pre-commit goes to"
+                    " B's server over this node's own peer links (none here)",
+                ),
+                On("peer"),
+                *_ask(
+                    peer(Req.DELIVER, 9, [ID_A, E2, commit_e2]),
                     "B's server aggregated B's and A's pre-commits: the frame is certified",
                 ),
                 On("wallet"),
                 Expect(2, "A's replica verifies the certificate and applies the frame"),
                 On("peer"),
-                *_ask(peer(Req.GET_FRAMES, 9, [E2, 1, 16]), "catch-up reads certified frames"),
+                *_ask(peer(Req.GET_FRAMES, 10, [E2, 1, 16]), "catch-up reads certified frames"),
                 *_ask(
-                    peer(Req.PROPOSAL, 10, [ID_A, decode(FRAME_E2_2.raw), 0, PRECOMMIT_B_2]),
+                    peer(Req.PROPOSAL, 11, [ID_A, decode(FRAME_E2_2.raw), 0, APPROVAL_B_2, []]),
                     "B proposes frame 2: a batch adding 900",
                 ),
                 On("agent"),

@@ -18,7 +18,7 @@ from node.identity import Identity
 from node.machines import entity as ent
 from node.machines.accounts import Faucet
 from node.machines.binding import sign_binding
-from node.machines.frames import Frame
+from node.machines.frames import Frame, Polka
 from node.machines.governance import Config, Member, signer_id
 from node.machines.refusal import Refusal, sign_refusal
 from node.machines.replica import (
@@ -315,7 +315,7 @@ async def test_consensus_messages_about_a_past_height_cost_no_block(simulation: 
             signed_round_change(w, server, 1, 3),  # height 1 is committed
             Tx.of(Precommit(1, 0, frame.hash, w.a, signature)),
             Tx.of(Commit(frame, cert)),
-            Tx.of(SeenLock(Lock(0, frame, w.a, signature))),
+            Tx.of(SeenLock(Lock(0, frame, Polka(0, b"\x01", signature)))),
         ]
         _, blocks = await c.subscribe(Topic.BLOCKS, [])
         before = (node.state.height, node.state.hash())

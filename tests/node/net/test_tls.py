@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -22,7 +23,6 @@ from node.cluster import Cluster, ServerTls
 from node.crypto import bls
 from node.identity import Identity
 from node.machines import entity as ent
-from node.machines.frames import Signatures
 from node.machines.server import Increment
 from node.net.agent_client import AgentRejected, serve_signer
 from node.net.client import InsecureTransport, NodeClient
@@ -48,8 +48,8 @@ A_TOKEN = "xln_00000000_" + "x" * 43
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (only ever refused here)
 
 
-async def never(entity: bytes, frame: bytes, round_: int) -> Signatures:
-    raise AssertionError("no SIGN expected")
+async def never(*request: object) -> Any:
+    raise AssertionError("no APPROVE or SIGN expected")
 
 
 @dataclass
@@ -153,7 +153,9 @@ async def test_an_agent_works_over_wss_with_a_pin_and_refuses_a_wrong_one(
 
     pinned = f"{tls_node.url}#sha256={self_signed.fingerprint}"
     task = asyncio.create_task(
-        serve_signer(pinned, tls_node.token, signer, never, stop, on_link=lambda ok: up.set())
+        serve_signer(
+            pinned, tls_node.token, signer, never, never, stop, on_link=lambda ok: up.set()
+        )
     )
     try:
         async with asyncio.timeout(DEADLINE_S):
@@ -164,7 +166,9 @@ async def test_an_agent_works_over_wss_with_a_pin_and_refuses_a_wrong_one(
         await asyncio.wait_for(task, DEADLINE_S)
     with pytest.raises(AgentRejected, match="not the pinned"):
         await asyncio.wait_for(
-            serve_signer(f"{tls_node.url}#sha256={WRONG_PIN}", "t", signer, never, asyncio.Event()),
+            serve_signer(
+                f"{tls_node.url}#sha256={WRONG_PIN}", "t", signer, never, never, asyncio.Event()
+            ),
             DEADLINE_S,
         )
 
@@ -182,6 +186,7 @@ async def test_agent_trusts_a_ca_file(tmp_path: Path) -> None:
                 live.url,
                 live.token,
                 b"\x08" * 32,
+                never,
                 never,
                 stop,
                 on_link=lambda ok: up.set(),
@@ -204,7 +209,9 @@ async def test_client_refuses_a_token_over_plain_ws_to_another_host() -> None:
     with pytest.raises(InsecureTransport, match="over plain ws://"):
         await NodeClient.connect("ws://hub.invalid:8765", token=A_TOKEN)
     with pytest.raises(AgentRejected, match="over plain ws://"):
-        await serve_signer("ws://hub.invalid:8765", "t", b"\x01" * 32, never, asyncio.Event())
+        await serve_signer(
+            "ws://hub.invalid:8765", "t", b"\x01" * 32, never, never, asyncio.Event()
+        )
 
 
 def test_the_token_rules() -> None:

@@ -8,10 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from node.machines.frames import Signatures
 from node.net.agent_client import serve_signer
 from node.net.tls import ClientTrust, pretty
 from tests.conftest import LiveNode, start_live_node, stop_live_node
@@ -169,7 +169,7 @@ async def test_the_agents_trust_what_the_session_trusted(
     up = asyncio.Event()
     stop = asyncio.Event()
 
-    async def never(entity: bytes, frame: bytes, round_: int) -> Signatures:
+    async def never(*request: object) -> Any:
         raise AssertionError
 
     trust = trust_of(remote(tls_node.url, node_cert_sha256=self_signed.fingerprint))
@@ -178,6 +178,7 @@ async def test_the_agents_trust_what_the_session_trusted(
             tls_node.url,
             tls_node.token,
             b"\x05" * 32,
+            never,
             never,
             stop,
             on_link=lambda ok: up.set(),

@@ -230,7 +230,8 @@ def test_an_equivocating_member_gets_a_badge_and_a_line(qtbot: QtBot) -> None:
         Signed(h, bls.sign(SKS[1], precommit_message(state.entity_id, 4, 1, h)))
         for h in (b"\xaa" * 32, b"\xbb" * 32)
     ]
-    model.set_evidence(state.entity_id, [Evidence.of(state.entity_id, 4, 1, PKS[1], *pair)])
+    evidence = Evidence.of(state.entity_id, 4, 1, PKS[1], pair[0], pair[1])
+    model.set_evidence(state.entity_id, [evidence])
     assert view.cards == [card], "the same card, updated"
     assert not card.evidence.isHidden()
     members = card.members.text()
