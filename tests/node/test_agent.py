@@ -405,3 +405,65 @@ def test_close_waits_for_a_signing_thread_and_then_refuses(tmp_path: Path) -> No
     with pytest.raises(Refused, match="the agent is closed"):
         precommit(agent, frame(n=2).raw, 0)
     agent.close()  # twice: nothing more
+
+
+OTHERS = [bls.keygen(bytes([i]) * 32) for i in (31, 32)]
+TRIO = Config(
+    (Member(PK, 1), *(Member(bls.sk_to_pk(sk), 1) for sk in OTHERS)), 2, SIGNER
+)  # the agent is member 0 of 3, threshold 2
+
+
+def polka_by(f: Frame, round_: int, *slots: int) -> Polka:
+    keys = [SK, *OTHERS]
+    sigs = [bls.sign(keys[i], f.approval_message(round_)) for i in slots]
+    return Polka(round_, bitfield(slots, 3), bls.aggregate(sigs))
+
+
+def test_a_pre_commit_needs_the_agents_own_approval_and_a_polka_of_its_round(
+    open_agent: Callable[..., Agent],
+) -> None:
+    agent = open_agent()
+    f, g = frame(n=1), frame(n=2)
+    with pytest.raises(Refused, match="did not approve this frame"):
+        agent.sign_precommit(f.raw, 0, polka_by(f, 0, 1, 2), TRIO)
+    agent.approve(f.raw, 0, TRIO)
+    with pytest.raises(Refused, match="a polka of round 1 for a pre-commit at 0"):
+        agent.sign_precommit(f.raw, 0, polka_by(f, 1, 0, 1), TRIO)
+    with pytest.raises(Refused, match="no polka for this frame: polka holds 1 shares"):
+        agent.sign_precommit(f.raw, 0, polka_by(f, 0, 1), TRIO)
+    with pytest.raises(Refused, match="no polka for this frame: aggregate signature"):
+        agent.sign_precommit(f.raw, 0, polka_by(g, 0, 0, 1), TRIO)  # the polka of another frame
+    with pytest.raises(Refused, match="already approved a different frame"):
+        agent.approve(g.raw, 0, TRIO)
+    assert agent.signed == 0  # nothing locked so far
+    signed = agent.sign_precommit(f.raw, 0, polka_by(f, 0, 0, 2), TRIO)
+    assert bls.verify(PK, expected_message(f.raw, 0), signed.precommit)
+    assert agent.signed == 1
+
+
+def test_a_lock_is_released_only_by_a_polka_of_a_later_round(
+    open_agent: Callable[..., Agent],
+) -> None:
+    """Locked on F since round 1, the agent approves G at round r only with a polka for
+    G at a round vr, 1 < vr < r (the proposal carries it); then its lock moves to G."""
+    agent = open_agent()
+    f, g = frame(n=1), frame(n=2)
+    agent.approve(f.raw, 1, TRIO)
+    agent.sign_precommit(f.raw, 1, polka_by(f, 1, 0, 1), TRIO)  # locked on (F, 1)
+    with pytest.raises(Refused, match="already pre-committed at round 1"):
+        agent.approve(g.raw, 0, TRIO)
+    with pytest.raises(Refused, match="shows no polka for this frame"):
+        agent.approve(g.raw, 3, TRIO)
+    with pytest.raises(Refused, match="a polka at round 1 does not unlock it for round 3"):
+        agent.approve(g.raw, 3, TRIO, polka_by(g, 1, 1, 2))  # not after the lock
+    with pytest.raises(Refused, match="a polka at round 3 does not unlock it for round 3"):
+        agent.approve(g.raw, 3, TRIO, polka_by(g, 3, 1, 2))  # not before the round
+    with pytest.raises(Refused, match="polka does not verify"):
+        agent.approve(g.raw, 3, TRIO, polka_by(f, 2, 1, 2))  # another frame's
+    assert agent.approve(f.raw, 3, TRIO)  # the locked frame needs nothing
+    unlock = polka_by(g, 2, 1, 2)  # B and C approved G at round 2
+    approval = agent.approve(g.raw, 4, TRIO, unlock)
+    assert bls.verify(PK, g.approval_message(4), approval)
+    agent.sign_precommit(g.raw, 4, polka_by(g, 4, 0, 1), TRIO)  # the lock moves to (G, 4)
+    with pytest.raises(Refused, match="shows no polka"):
+        agent.approve(f.raw, 5, TRIO)

@@ -29,6 +29,7 @@ from node.machines.frames import (
     Certificate,
     Frame,
     Polka,
+    aggregate_approvals,
     bitfield,
     signers_of,
     verify_certificate,
@@ -1087,3 +1088,83 @@ def test_a_cache_shared_by_every_replica_changes_nothing(make_net: Callable[...,
     _scenario(net)
     assert cache.hits > 10
     net.replay()
+
+
+# Two steps: splits and refusals -----------------------------------------------------------------
+
+
+def test_a_proposer_that_splits_its_proposals_does_not_stall_the_height(
+    make_net: Callable[..., Net],
+) -> None:
+    """4 members of 1 share, threshold 3 (2t - n = 2): A, the byzantine proposer of round
+    0, proposes F_a to B and C and F_b to D. The only polka the split allows is F_a's
+    (A, B and C); A shows it to C alone, which locks. B, leading round 1, re-proposes
+    F_a with that polka, D (not locked) approves it, and F_a is certified at round 1."""
+    net = make_net([1, 1, 1, 1], 3)
+    r = net.replicas[B]
+    fa = next_frame(r, net.batch(A, Increment(1)))
+    net.nonces[A] = 0
+    fb = next_frame(r, net.batch(A, Increment(2)))
+    assert fa.hash != fb.hash
+    net.down.add(A)
+    for to, f in ((B, fa), (C, fa), (D, fb)):
+        assert net.answer(Proposal(to, f, 0, bls.sign(SKS[A], f.approval_message(0)))) is None
+    approvals = {
+        IDS.index(a.signer): a.signature
+        for a in (t.body for t in net.inbox[A])
+        if isinstance(a, Approve) and a.frame_hash == fa.hash
+    }
+    assert sorted(approvals) == [B, C]
+    approvals[A] = bls.sign(SKS[A], fa.approval_message(0))
+    polka, bad = aggregate_approvals(net.config, fa, 0, approvals)
+    assert polka is not None
+    assert bad == []
+    # No polka for F_b: A and D hold 2 shares.
+    d_only = {
+        A: bls.sign(SKS[A], fb.approval_message(0)),
+        D: bls.sign(SKS[D], fb.approval_message(0)),
+    }
+    assert aggregate_approvals(net.config, fb, 0, d_only)[0] is None
+    net.inbox[C].append(Tx.of(PolkaNotice(1, fa.hash, polka)))
+    net.step(C)  # C's agent pre-commits F_a (to A: lost)
+    net.step(C)  # and C locks
+    lock = net.replicas[C].lock
+    assert lock is not None
+    assert (lock.frame, lock.polka) == (fa, polka)
+    with pytest.raises(Refused, match="locked on another frame"):
+        net.agents[C].approve(fb.raw, 1, net.config)
+
+    for who in (B, C, D):
+        net.step(who, Tx.of(Timeout(1, 0)))
+    net.run()
+    for replica in net.live():
+        assert replica.head == fa.hash
+        assert replica.cert is not None
+        assert replica.cert.round == 1
+        assert replica.cert.bits == bitfield([B, C, D], 4)
+    assert net.refusals == []
+    net.replay()
+
+
+def test_a_refused_frame_locks_nobody(make_net: Callable[..., Net]) -> None:
+    """In a 2-of-2, B's person does not approve A's frame: no polka, so A's agent
+    approved but pre-committed nothing, and may approve another frame at that height
+    in a later round. The height is not held by the refused frame."""
+    net = make_net([1, 1], 2)
+    net.undecided.add(B)
+    net.submit(A, net.batch(A, Increment(1)))
+    frame = only(net.step(A), ProposeFrame).frame
+    net.run()
+    pending = net.replicas[A].pending
+    assert pending is not None
+    assert pending.polka is None
+    assert (net.agents[A].approved, net.agents[A].signed) == (1, 0)
+    assert net.replicas[A].lock is None
+    net.nonces[A] = 0
+    other = next_frame(net.replicas[A], net.batch(A, Increment(2)))
+    assert other.hash != frame.hash
+    net.agents[A].approve(other.raw, 1, net.config)  # not locked: allowed
+    # B decides later: it approves the frame at the round in flight, and it is certified.
+    net.undecided.clear()
+    net.run()
+    assert {r.head for r in net.live()} == {frame.hash}
