@@ -714,7 +714,7 @@ def _state(route: Sequence[RlpItem], raw: bytes) -> str:
     pending = _hex(r.pending.frame.hash) if r.pending else "none"
     lock = f"round {r.lock.round} frame {_hex(r.lock.frame.hash)}" if r.lock else "none"
     return (
-        f"replica(version=1 signer={_hex(r.signer)} entity={_hex(r.entity_id)} "
+        f"replica(version={r.version} signer={_hex(r.signer)} entity={_hex(r.entity_id)} "
         f"height={r.entity.height} counter={r.entity.counter} head={_hex(r.head)} "
         f"round={r.round} pool={len(r.pool)} pending={pending} lock={lock} "
         f"inbox={len(r.inbox)} signed={len(list(r.mailbox.messages()))}; "
