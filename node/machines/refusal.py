@@ -1,6 +1,6 @@
 """A member's signed refusal of a frame, with its reason (pure).
 
-When a member's agent will not pre-commit a frame because its person or its
+When a member's agent will not approve a frame because its person or its
 accountant said no (not because its double-sign guard forbids it), it signs a
 **refusal**: the member's key over the refusal message (121 bytes)::
 
@@ -14,10 +14,10 @@ differ from every other message a key signs (a pre-commit is 99 bytes, a binding
 else. Anyone can check it against the member's key, and the key against the
 member's id (its keccak-256).
 
-In this protocol a refusal moves nothing: it is what lets the proposer, the other
-members and their wallets see who refused which frame and why (``node/refusals.py``
-keeps them; ``READ_ENTITY``'s refusals part reads them). With the two-step voting of
-``docs/design/two-step-voting.md`` the same message becomes a pre-vote for nothing.
+A refusal is a pre-vote for nothing (``docs/CONSENSUS.md``, "Refusals"): it takes no
+slot and locks nobody, so a refused frame holds no height. It is what lets the
+proposer, the other members and their wallets see who refused which frame and why
+(``node/refusals.py`` keeps them; ``READ_ENTITY``'s refusals part reads them).
 """
 
 from __future__ import annotations
