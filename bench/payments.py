@@ -4,7 +4,7 @@ A cluster (``node/cluster.py``) of three ``xln-node run --faucet-chain`` process
 peering on loopback. The hub H has three signers, one per server (threshold
 2); the payer A (a signer on server 0) and the payee B (on server 1) have one
 each. Every signer's key is held by its own agent process (``xln-node agent``),
-so every pre-commit and every channel-message signature crosses the agent
+so every approval, pre-commit and channel-message signature crosses the agent
 protocol. The faucet funds A and H; channels A-H and H-B are opened by
 proposals on both sides.
 
@@ -14,12 +14,13 @@ not yet in B's channel balance), for ``--seconds`` after a warm-up. The rate is
 the growth of B's agreed balance with H: payments that crossed both channels,
 each agreed by both sides' quorums. BLS is paid per batch and per frame: one
 signature per batch of payments, one pre-commit plus one signature per
-outgoing channel message per signer per entity frame.
+outgoing channel message per signer per entity frame, and one approval per signer
+per entity frame (two-step voting, docs/CONSENSUS.md).
 
-When the agents stop they print how many SIGN requests they answered; the
-script checks that each hub signer's agent got exactly one request per hub
-entity frame and answered each with one reply carrying both kinds of
-signature.
+When the agents stop they print how many APPROVE and SIGN requests they
+answered; the script checks that each hub signer's agent was asked at most once
+of each per hub entity frame, and answered each SIGN with one reply carrying
+both kinds of signature.
 
 Target (issue 5): at least 2,500 payments/s on this 2-core machine.
 
@@ -57,10 +58,10 @@ from node.net.entity_client import EntityReader
 ASSET = 1
 POLL_S = 0.1
 FUNDS = 10**15
-FIELDS = ("requests", "signed", "outgoing", "refused")
-OUTGOING = re.compile(r": signed frame \w+ at round \d+ \(and (\d+) outgoing")
+FIELDS = ("requests", "approved", "signed", "outgoing", "refused")
+OUTGOING = re.compile(r": pre-committed frame \w+ at round \d+ \(and (\d+) outgoing")
 STATS = re.compile(
-    r"agent stopped: (\d+) SIGN requests, (\d+) answered with signatures "
+    r"agent stopped: (\d+) APPROVE and SIGN requests, (\d+) approvals, (\d+) pre-commits "
     r"\((\d+) outgoing-message signatures\), (\d+) refused"
 )
 
@@ -218,11 +219,12 @@ def _text(path: Path) -> str:
 def _wallet_counts(log: Path) -> dict[str, int]:
     text = log.read_text(encoding="utf-8", errors="replace")
     return {
-        "signed": text.count(": signed frame "),
+        "approved": text.count(": approved frame "),
+        "signed": text.count(": pre-committed frame "),
         "outgoing": sum(int(n) for n in OUTGOING.findall(text)),
         "approved_by_accountant": text.count("approved by accountant"),
         "asked": text.count("the accountant asks"),
-        "refused": text.count("refused a SIGN") + text.count("rejected by"),
+        "refused": text.count("refused an APPROVE") + text.count("rejected by"),
     }
 
 
@@ -363,7 +365,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             # The wallet logs each signature it sends; a request it did not sign is
             # refused or asked about, and logged as such.
             agents[key.index] = {
-                "requests": counts["signed"] + counts["asked"] + counts["refused"],
+                "requests": counts["approved"]
+                + counts["signed"]
+                + counts["asked"]
+                + counts["refused"],
+                "approved": counts["approved"],
                 "signed": counts["signed"],
                 "outgoing": counts["outgoing"],
                 "refused": counts["refused"] + counts["asked"],
@@ -391,12 +397,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 (e - b) / (t1 - t0) * 86_400 / 1e9
                 for b, e in zip(disk_at_mark, disk_end, strict=True)
             ],
-            # One SIGN request per frame at most (a member whose answer was not needed for
-            # a frame may not be asked), each answered once with both kinds of signature.
+            # One APPROVE and one SIGN per frame at most (a member whose answer was not
+            # needed for a frame may not be asked), each answered once.
             "one_request_per_frame": all(
                 a is not None
-                and hub_frames - 2 <= a["requests"] <= hub_frames
-                and a["signed"] + a["refused"] == a["requests"]
+                and hub_frames - 2 <= a["approved"] <= hub_frames
+                and hub_frames - 2 <= a["signed"] <= hub_frames
+                and a["approved"] + a["signed"] + a["refused"] == a["requests"]
                 for a in agents.values()
             ),
         }
@@ -442,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     for index, stats in result["hub_agents"].items():
         print(f"  hub signer {index}'s agent: {stats}")
     print(
-        f"  at most one SIGN request per signer per hub frame, each answered once "
+        f"  at most one APPROVE and one SIGN per signer per hub frame, each answered once "
         f"({result['hub_frames_total']} frames): "
         f"{benchlib.verdict(result['one_request_per_frame'])}"
     )

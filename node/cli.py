@@ -592,8 +592,9 @@ async def run_agent(args: argparse.Namespace) -> int:
             await asyncio.gather(finding, return_exceptions=True)
         agent.close()
         print(
-            f"agent stopped: {stats.requests} SIGN requests, {stats.signed} answered with "
-            f"signatures ({stats.outgoing} outgoing-message signatures), {stats.refused} refused",
+            f"agent stopped: {stats.requests} APPROVE and SIGN requests, {stats.approved}"
+            f" approvals, {stats.signed} pre-commits ({stats.outgoing} outgoing-message"
+            f" signatures), {stats.refused} refused",
             flush=True,
         )
     return 0

@@ -18,7 +18,7 @@ Three kinds of sender (see docs/PROTOCOL.md):
   ``signed_round_change``, from the server its member bound, and checked before
   it is queued;
 - agents authenticate with a token whose scope reaches their signer; the node
-  then sends them SIGN requests (and BIND, for its server binding) on that
+  then sends them APPROVE and SIGN requests (and BIND, for its server binding) on that
   connection and they reply.
 
 A bad frame gets an ERROR reply and changes nothing. Only authentication

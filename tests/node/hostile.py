@@ -16,13 +16,10 @@ processes. What it can do, each a function here:
   pre-commits that do not verify (:func:`flood`), pipelined as fast as the
   server reads them;
 - **withhold** as proposer: the hostile member's server is this peer, which never
-  proposes (:func:`create_entity_with` makes an entity whose round-0 proposer it is).
-
-Not here: a proposer that **splits** its proposals. Today's protocol has one
-voting step, so members locked on different frames at one height stall that
-height (issue 13 item 3, planned for a later session): a harness could show
-only safety and evidence for it, which ``tests/node/test_evidence.py``
-(``test_a_proposer_that_splits_its_proposals_leaves_evidence``) shows already.
+  proposes (:func:`create_entity_with` makes an entity whose round-0 proposer it is);
+- **split** as proposer: frame A to some members' servers and frame B to the
+  others at one round (:func:`split_frames`, :func:`propose`), and the polka of
+  A shown to one member only (:func:`polka_notice`), so that member locks on A.
 
 The test entity (:data:`SHARES`, :data:`THRESHOLD`): 4 members with 1 share
 each, threshold 3, the fourth the hostile one; so ``2t - n = 2`` shares must
@@ -47,17 +44,18 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from node.cluster import Cluster, SignerKey
-from node.codec import as_bytes, as_list, decode, encode_tree, keccak
+from node.codec import ZERO_HASH, as_bytes, as_list, decode, encode_tree, keccak
 from node.crypto import bls
 from node.identity import Identity
 from node.machines import entity as ent
 from node.machines.binding import sign_binding
-from node.machines.frames import Certificate, Frame, precommit_message
+from node.machines.frames import Certificate, Frame, aggregate_approvals, precommit_message
 from node.machines.governance import Config, Member, signer_id
 from node.machines.replica import (
     AnnounceBinding,
     Commit,
     Genesis,
+    PolkaNotice,
     Precommit,
     RoundChange,
     SignedRoundChange,
@@ -93,6 +91,14 @@ async def create_entity_with(
     created through the first honest member's node; returns once every honest
     replica exists and is watched. The round-0 proposer is ``hostile`` (it
     withholds: every height starts with a round that times out) or ``honest[0]``."""
+    genesis = await create_genesis_with(cluster, honest, hostile, hostile_proposes=hostile_proposes)
+    return ent.entity_id_for(genesis.config, genesis.salt)
+
+
+async def create_genesis_with(
+    cluster: Cluster, honest: Sequence[SignerKey], hostile: SignerKey, *, hostile_proposes: bool
+) -> Genesis:
+    """:func:`create_entity_with`, returning the entity's genesis."""
     members = [*honest, hostile]
     proposer = hostile if hostile_proposes else honest[0]
     config = Config(
@@ -112,7 +118,7 @@ async def create_entity_with(
     for key in honest:
         await cluster.wait_replica(key, entity)
         await cluster.watch(key, entity)
-    return entity
+    return genesis
 
 
 class HostilePeer:
@@ -203,6 +209,40 @@ def own_round_change(
         SignedRoundChange.message(at_entity, RoundChange(at_height, round_, member.id, None)),
     )
     return Tx.of(SignedRoundChange(rc, binding, signature))
+
+
+def split_frames(genesis: Genesis, member: SignerKey) -> tuple[Frame, Frame]:
+    """Two valid frames at height 1 of the entity ``genesis`` makes, each with one batch
+    of ``member`` at nonce 1 (``increment(1)`` and ``increment(2)``): what a proposer
+    that splits proposes to either half."""
+    state = ent.genesis(genesis.config, genesis.salt)
+    frames = []
+    for n in (1, 2):
+        batch = ent.sign_batch(state.entity_id, member.sk, member.id, 1, [Tx.of(ent.Increment(n))])
+        post, events = ent.execute(state, [batch])
+        frames.append(
+            Frame.make(state.entity_id, 1, ZERO_HASH, [batch], post.hash, (), events.outbox)
+        )
+    return frames[0], frames[1]
+
+
+async def propose(
+    peer: HostilePeer, to: bytes, frame: Frame, round_: int, member: SignerKey
+) -> tuple[Err | None, str]:
+    """``member``'s proposal of ``frame`` at ``round_`` to signer ``to``, with its approval."""
+    approval = bls.sign(member.sk, frame.approval_message(round_))
+    reply = await peer.request(Req.PROPOSAL, [to, decode(frame.raw), round_, approval, []])
+    return (None, "") if reply.type is Rep.DELIVERED else error_of(reply)
+
+
+def polka_notice(frame: Frame, config: Config, approvers: Sequence[SignerKey]) -> Tx:
+    """The polka of ``frame`` at round 0 by ``approvers`` (their keys: what they sent the
+    proposer), as the proposer's server delivers it."""
+    approvals = {config.index[k.id]: bls.sign(k.sk, frame.approval_message(0)) for k in approvers}
+    polka, bad = aggregate_approvals(config, frame, 0, approvals)
+    assert polka is not None
+    assert not bad
+    return Tx.of(PolkaNotice(frame.height, frame.hash, polka))
 
 
 def introduction(member: SignerKey, server: Identity) -> Tx:

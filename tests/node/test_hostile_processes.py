@@ -18,8 +18,10 @@ height is certified, also when the hostile member is the round-0 proposer and
 withholds its proposals (each height then waits for round timeouts, within
 those of rounds 0-3).
 
-Not shown, as it does not hold yet: liveness against a proposer that splits its
-proposals (issue 13 item 3; ``tests/node/hostile.py`` says why).
+And when the hostile round-0 proposer splits its proposals (frame A to two
+honest members, frame B to the third) and shows A's polka to one member only,
+which locks on A: the next honest proposer re-proposes A with its polka, the
+others approve it, and it is certified (two-step voting, CONSENSUS.md).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,3 +217,61 @@ async def test_with_a_withholding_proposer_every_height_is_certified_by_round_3(
     # the pooled batches go to every member, so all time out together).
     bound_s = ROUND_TIMEOUT_MS / 1000 * (1 + 2 + 3 + 4) + 1.0
     assert max(latencies) < bound_s, latencies
+
+
+async def test_with_a_proposer_that_splits_its_proposals_every_height_is_certified(
+    cluster: Cluster,
+) -> None:
+    keys = cluster.keys
+    bad = hostile.hostile_member()
+    genesis = await hostile.create_genesis_with(cluster, keys, bad, hostile_proposes=True)
+    entity = ent.entity_id_for(genesis.config, genesis.salt)
+    a, b = hostile.split_frames(genesis, bad)
+    peers = []
+    for key, frame in zip(keys, (a, a, b), strict=True):
+        peer = await HostilePeer.open(cluster.servers[key.server].url, HOSTILE_SERVER)
+        peers.append(peer)
+        assert await peer.deliver(key.id, entity, hostile.introduction(bad, HOSTILE_SERVER)) == (
+            None,
+            "",
+        )
+        assert await hostile.propose(peer, key.id, frame, 0, bad) == (None, "")
+    # A's polka (the hostile member's approval and those of the two members sent A),
+    # shown to the first member alone: it pre-commits A and locks on it.
+    notice = hostile.polka_notice(a, genesis.config, [bad, keys[0], keys[1]])
+    assert await peers[0].deliver(keys[0].id, entity, notice) == (None, "")
+
+    async def locked() -> bool:
+        r = await cluster.replica(keys[0], entity)
+        return r is not None and r.lock is not None and r.lock.frame == a
+
+    deadline = time.monotonic() + DEADLINE_S
+    while not await locked():
+        assert time.monotonic() < deadline, "the first member did not lock on A"
+        await asyncio.sleep(0.05)
+    for peer in peers:
+        await peer.close()
+
+    # Round 1's proposer (the first honest member) re-proposes A with its polka; the
+    # third member, which approved B at round 0, approves A: certified at round 1.
+    for key in keys:
+        r = await until_height(cluster, key, entity, 1)
+        assert r.head == a.hash
+        assert r.cert is not None
+        assert r.cert.round >= 1
+    # And the heights after it are certified as usual.
+    for i in range(2):
+        await certify(cluster, keys[i], entity)
+    final = [await cluster.replica(k, entity) for k in keys]
+    assert {r.entity.height for r in final if r is not None} == {3}
+    assert len({r.entity.hash for r in final if r is not None}) == 1
+
+
+async def until_height(cluster: Cluster, key: SignerKey, entity: bytes, height: int) -> Any:
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        r = await cluster.replica(key, entity)
+        if r is not None and r.entity.height >= height:
+            return r
+        assert time.monotonic() < deadline, f"height {height} not reached"
+        await asyncio.sleep(0.05)
