@@ -54,7 +54,7 @@ class Membership:
     genesis: rep.Genesis
     height: int  # certified
     head: bytes  # the certified frame's hash at ``height``
-    in_flight: int  # the highest height with a frame proposed or locked (>= height)
+    in_flight: int  # the highest height with a frame proposed, locked or voted on (>= height)
     bound: tuple[Bound, ...]  # the members' server bindings seen there
 
     def to_tree(self) -> list[RlpItem]:
@@ -177,7 +177,10 @@ def membership_of(replicas: Iterable[rep.Replica], signer: bytes) -> Membership 
     for r in replicas:
         if signer not in r.entity.config.index:
             continue
-        busy = r.pending is not None or r.lock is not None
+        # A frame proposed (pending), locked, or a round changed at the next height:
+        # members may have voted there (an approval leaves no lock, and a round change
+        # drops the proposer's frame in flight).
+        busy = r.pending is not None or r.lock is not None or r.round > 0
         m = Membership(
             r.entity_id,
             r.genesis,

@@ -385,6 +385,7 @@ class ApiServer:
             Req.GET_FRAMES: self._get_frames,
             Req.PEER_INFO: self._peer_info,
             Req.SIGN: self._sign,
+            Req.APPROVE: self._sign,
             Req.BIND: self._sign,
             Req.FLOOR: self._sign,
             Req.MEMBERSHIPS: self._memberships,

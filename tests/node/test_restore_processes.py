@@ -105,7 +105,8 @@ async def test_restore_finds_the_entity_and_never_signs_twice(
     routes = [(k.id, entity) for k in cluster.keys]
     assert await cluster.wait_committed(batch, routes, DEADLINE_S) is not None
 
-    # Height 2: only k0 and k1 can sign (2 shares of the 3 needed).
+    # Height 2: only k0 and k1 can vote (2 shares of the 3 needed): k1 approves, and
+    # no polka forms.
     await stop_agent(cluster, k2)
     await stop_agent(cluster, k3)
     await cluster.submit(k1, entity, [ent.Increment(2)])
@@ -114,7 +115,7 @@ async def test_restore_finds_the_entity_and_never_signs_twice(
         k0,
         entity,
         lambda r: (
-            (r.pending is not None and 1 in {i for i, _ in r.pending.sigs})
+            (r.pending is not None and 1 in {i for i, _ in r.pending.approvals})
             or (r.lock is not None and r.entity.height == 1)
         ),
     )

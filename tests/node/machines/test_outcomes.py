@@ -144,7 +144,8 @@ def test_an_unchecked_outcome_is_not_served_to_a_caller_that_checks() -> None:
     with pytest.raises(FrameInvalid, match="signature"):
         rep.execute_frame(r.entity, forged, verify=True, simulation=False, outcomes=cache)
     assert Key(r.entity.hash, forged.hash, False, True) not in cache  # failures are not kept
-    reason = rep.check_proposal(r, forged, 0, bls.sign(SKS[0], forged.message(0)), outcomes=cache)
+    approval = bls.sign(SKS[0], forged.approval_message(0))
+    reason = rep.check_proposal(r, forged, 0, approval, outcomes=cache)
     assert reason is not None
     assert "signature" in reason
 

@@ -139,7 +139,7 @@ def test_genuine_signed_round_changes_move_the_replica_and_record_bindings() -> 
     r, _ = step(r, signed(r, D, 1, 1))
     assert r.round == 1  # C and D hold more than total - threshold shares
     assert [b.signer for b in r.bindings] == sorted([IDS[C], IDS[D]])
-    assert r.version == 2
+    assert r.version == 3
     # The same inputs give the same replica, byte for byte (replicas are deterministic).
     fresh = replica_of(B)
     fresh, _ = step(fresh, signed(fresh, C, 1, 1))
@@ -148,13 +148,15 @@ def test_genuine_signed_round_changes_move_the_replica_and_record_bindings() -> 
     assert fresh.hash == r.hash
 
 
-def test_a_replica_without_bindings_keeps_version_1s_encoding() -> None:
+def test_a_replica_without_bindings_round_trips_with_an_empty_list() -> None:
     r = replica_of(B)
-    assert r.version == 1
+    assert r.version == 3
+    assert r.to_tree()[14] == []
     assert Replica.decode(r.encoded) == r
     r, _ = step(r, RoundChange(1, 1, IDS[C], None))  # the node's own: no binding
-    assert r.version == 1
+    assert r.bindings == ()
     assert r.ahead == ((IDS[C], 1),)
+    assert Replica.decode(r.encoded) == r
 
 
 def test_a_fresh_identity_key_cannot_forge_a_members_round_change() -> None:
