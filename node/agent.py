@@ -1,15 +1,17 @@
 """The signer's agent: the only holder of a signer's secret key.
 
 Voting has two steps (``docs/CONSENSUS.md``). The node asks the agent first to
-**approve** (pre-vote) a frame, then, once approvals of members holding the
-threshold exist (a **polka**), to **pre-commit** it. Each time it sends the whole
-frame (the egg-agent protocol, ``docs/PROTOCOL.md``): the agent decodes it,
-recomputes the frame hash and the domain-separated message itself, and never
-signs a hash it was handed. With its pre-commit it signs each outgoing hash the
-frame lists (its channel frames, acks and signer-set announcement,
-``node/machines/accounts.py``): those hashes are part of the frame it
-pre-commits, and its node re-executed the frame before asking. A 32-byte message
-is never anything else: every other message the key signs is longer.
+**approve** (pre-vote) a frame, sending the whole frame (the egg-agent protocol,
+``docs/PROTOCOL.md``): the agent decodes it, recomputes the frame hash and the
+domain-separated message itself, and never signs a hash it was handed. Once
+approvals of members holding the threshold exist (a **polka**), the node asks it
+to **pre-commit** the frame it approved at that (height, round): the agent signs
+the frame hash and outgoing hashes it recorded when it approved. With its
+pre-commit it signs each outgoing hash the frame lists (its channel frames, acks
+and signer-set announcement, ``node/machines/accounts.py``): those hashes are
+part of the frame it pre-commits, and its node re-executed the frame before
+asking. A 32-byte message is never anything else: every other message the key
+signs is longer.
 
 A person or an accountant decides at the approval (the wallet, ``wallet/agent.py``);
 the pre-commit that follows a polka needs no one.
@@ -17,8 +19,11 @@ the pre-commit that follows a polka needs no one.
 **Double-sign guard.** Before a signature leaves the agent, it is written with
 ``sync=True`` to the agent's own LevelDB (never the node's data folder):
 
-- ``V`` + entity + height + round -> ``[frame_hash, signature]``: at most one
-  approval per (height, round); asked again for that frame, the same signature.
+- ``V`` + entity + height + round -> ``[frame_hash, signature, [outgoing_hash...]]``:
+  at most one approval per (height, round); asked again for that frame, the same
+  signature. The frame's hash and outgoing hashes, computed here from the whole
+  frame, are what a pre-commit at that (height, round) signs: the pre-commit
+  request names the frame by its hash only to select this record.
 - ``S`` + entity + height + round -> ``[frame_hash, signature]``: at most one
   pre-commit per (height, round), only on a polka for that frame at that round,
   and only of a frame this agent approved there.
@@ -68,12 +73,12 @@ from node.codec import as_bytes, as_int, as_list, decode, encode
 from node.crypto import bls, keystore
 from node.machines.binding import NO_SERVER, ServerBinding, sign_binding
 from node.machines.entity import Batch, sign_batch
-from node.machines.frames import Frame, Polka, Signatures, verify_polka
+from node.machines.frames import Frame, Polka, Signatures, precommit_message, verify_polka
 from node.machines.governance import Config, signer_id
 from node.machines.refusal import Refusal, sign_refusal
 from node.txs import Tx
 
-APPROVAL = b"V"  # + entity + height + round -> [frame_hash, signature]: one approval
+APPROVAL = b"V"  # + entity + height + round -> [frame_hash, signature, [outgoing hash...]]
 PRECOMMIT = b"S"  # + entity + height + round -> [frame_hash, signature]: one pre-commit
 LOCK = b"L"  # + entity + height -> [round, frame_hash]: the last pre-commit there
 BINDING = b"B"  # the guard's record of the last server binding
@@ -147,7 +152,7 @@ class Agent:
                 raise Refused("the agent is closed")
             previous = self._db.get(slot)
             if previous is not None:
-                return self._same_frame(previous, frame, round_, "approved")
+                return self._same_hash(previous, frame.hash, frame.height, round_, "approved")
             refusal = self._floor_refusal(frame.entity_id, frame.height)
             if refusal is not None:
                 raise Refused(refusal)
@@ -160,7 +165,8 @@ class Agent:
                 if as_bytes(fields[1], "lock frame") != frame.hash:
                     self._unlock(frame, round_, locked_round, config, valid)
             signature = bls.sign(self._sk, frame.approval_message(round_))
-            self._db.put(slot, encode([frame.hash, signature]), sync=True)
+            outbox = [o.hash for o in frame.outbox]
+            self._db.put(slot, encode([frame.hash, signature, outbox]), sync=True)
             self.approved += 1
             return signature
 
@@ -181,35 +187,55 @@ class Agent:
             raise Refused(f"{locked}; the proposal's polka does not verify: {reason}")
 
     def sign_precommit(
-        self, frame_raw: bytes, round_: int, polka: Polka, config: Config
+        self,
+        entity: bytes,
+        height: int,
+        round_: int,
+        frame_hash: bytes,
+        polka: Polka,
+        config: Config,
     ) -> Signatures:
-        """Pre-commit ``frame_raw`` at ``round_`` and sign its outgoing hashes, on a polka
-        for it at that round (checked against ``config``) and only if this agent approved
-        it there; raises Refused. Thread-safe."""
-        frame, precommit = self._precommit(frame_raw, round_, polka, config)
-        return Signatures(precommit, tuple(bls.sign(self._sk, o.hash) for o in frame.outbox))
+        """Pre-commit the frame this agent approved at (``entity``, ``height``, ``round_``)
+        and sign its outgoing hashes, on ``polka``, a polka for it at that round
+        (checked against ``config``); raises Refused. The frame is the one the agent's
+        own approval record names (its hash and outgoing hashes, computed from the
+        whole frame when it approved): ``frame_hash`` only selects it, and a hash that
+        is not that record's is refused. Thread-safe."""
+        precommit, outbox = self._precommit(entity, height, round_, frame_hash, polka, config)
+        return Signatures(precommit, tuple(bls.sign(self._sk, o) for o in outbox))
 
     def _precommit(
-        self, frame_raw: bytes, round_: int, polka: Polka, config: Config
-    ) -> tuple[Frame, bytes]:
-        frame = _frame_at(frame_raw, round_)
-        at = frame.entity_id + frame.height.to_bytes(8, "big")
+        self,
+        entity: bytes,
+        height: int,
+        round_: int,
+        frame_hash: bytes,
+        polka: Polka,
+        config: Config,
+    ) -> tuple[bytes, list[bytes]]:
+        if len(entity) != 32 or len(frame_hash) != 32 or not 1 <= height < 2**64:
+            raise Refused("a pre-commit names an entity, a height and a frame hash")
+        if not 0 <= round_ < 2**32:
+            raise Refused("round out of range")
+        at = entity + height.to_bytes(8, "big")
         slot = PRECOMMIT + at + round_.to_bytes(4, "big")
         with self._lock:
             if self._closed:
                 raise Refused("the agent is closed")
+            approved = self._db.get(APPROVAL + at + round_.to_bytes(4, "big"))
+            fields = None if approved is None else as_list(decode(approved), "approval", size=3)
+            if fields is None or as_bytes(fields[0], "frame hash") != frame_hash:
+                raise Refused(f"did not approve this frame at height {height} round {round_}")
+            outbox = [as_bytes(o, "outgoing hash", size=32) for o in as_list(fields[2], "outbox")]
             previous = self._db.get(slot)
             if previous is not None:
-                return frame, self._same_frame(previous, frame, round_, "signed")
-            refusal = self._floor_refusal(frame.entity_id, frame.height)
+                return self._same_hash(previous, frame_hash, height, round_, "signed"), outbox
+            refusal = self._floor_refusal(entity, height)
             if refusal is not None:
                 raise Refused(refusal)
-            approved = self._db.get(APPROVAL + at + round_.to_bytes(4, "big"))
-            if approved is None or as_list(decode(approved), "approval", size=2)[0] != frame.hash:
-                raise Refused(f"did not approve this frame at height {frame.height} round {round_}")
             if polka.round != round_:
                 raise Refused(f"a polka of round {polka.round} for a pre-commit at {round_}")
-            reason = verify_polka(config, frame.entity_id, frame.height, frame.hash, polka)
+            reason = verify_polka(config, entity, height, frame_hash, polka)
             if reason is not None:
                 raise Refused(f"no polka for this frame: {reason}")
             lock = self._db.get(LOCK + at)
@@ -217,23 +243,21 @@ class Agent:
                 locked_round = as_int(as_list(decode(lock), "lock record", size=2)[0], "round")
                 if round_ < locked_round:
                     raise Refused(f"already pre-committed at round {locked_round} of this height")
-            signature = bls.sign(self._sk, frame.message(round_))
+            signature = bls.sign(self._sk, precommit_message(entity, height, round_, frame_hash))
             with self._db.write_batch(transaction=True, sync=True) as wb:
-                wb.put(slot, encode([frame.hash, signature]))
-                wb.put(LOCK + at, encode([round_, frame.hash]))
+                wb.put(slot, encode([frame_hash, signature]))
+                wb.put(LOCK + at, encode([round_, frame_hash]))
             if self._after_record is not None:
                 self._after_record()
             self.signed += 1
-            return frame, signature
+            return signature, outbox
 
     @staticmethod
-    def _same_frame(record: bytes, frame: Frame, round_: int, what: str) -> bytes:
-        """The signature a record holds if it is of ``frame``; else Refused."""
-        fields = as_list(decode(record), "guard record", size=2)
-        if as_bytes(fields[0], "frame hash") != frame.hash:
-            raise Refused(
-                f"already {what} a different frame at height {frame.height} round {round_}"
-            )
+    def _same_hash(record: bytes, frame_hash: bytes, height: int, round_: int, what: str) -> bytes:
+        """The signature a record holds if it is of ``frame_hash``; else Refused."""
+        fields = as_list(decode(record), "guard record")
+        if as_bytes(fields[0], "frame hash") != frame_hash:
+            raise Refused(f"already {what} a different frame at height {height} round {round_}")
         return as_bytes(fields[1], "signature")
 
     def sign_refusal(self, frame_raw: bytes, round_: int, reason: str) -> Refusal:

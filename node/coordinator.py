@@ -104,7 +104,13 @@ class AgentLink(Protocol):
     ) -> bytes: ...
 
     async def sign_precommit(
-        self, entity: bytes, frame_raw: bytes, round_: int, polka: Polka, config: Config
+        self,
+        entity: bytes,
+        height: int,
+        round_: int,
+        frame_hash: bytes,
+        polka: Polka,
+        config: Config,
     ) -> Signatures: ...
 
     async def bind_server(self, server_key: bytes) -> ServerBinding: ...
@@ -124,9 +130,17 @@ class LocalAgent:
         return await asyncio.to_thread(self.agent.approve, frame_raw, round_, config, valid)
 
     async def sign_precommit(
-        self, entity: bytes, frame_raw: bytes, round_: int, polka: Polka, config: Config
+        self,
+        entity: bytes,
+        height: int,
+        round_: int,
+        frame_hash: bytes,
+        polka: Polka,
+        config: Config,
     ) -> Signatures:
-        return await asyncio.to_thread(self.agent.sign_precommit, frame_raw, round_, polka, config)
+        return await asyncio.to_thread(
+            self.agent.sign_precommit, entity, height, round_, frame_hash, polka, config
+        )
 
     async def bind_server(self, server_key: bytes) -> ServerBinding:
         return await asyncio.to_thread(self.agent.bind_server, server_key)
@@ -619,7 +633,7 @@ class Coordinator:
             self._precommitted.clear()
         try:
             signed = await agent.sign_precommit(
-                entity, frame.raw, round_, due.polka, replica.entity.config
+                entity, due.height, round_, due.frame_hash, due.polka, replica.entity.config
             )
         except (Refused, AgentUnavailable) as exc:
             log.warning("agent of %s did not pre-commit: %s", signer.hex()[:12], exc)

@@ -228,31 +228,34 @@ class WalletAgent:
         return await self._sign_approved(request, config, valid)
 
     async def sign(
-        self, entity: bytes, frame_raw: bytes, round_: int, polka: Polka, config: Config
+        self,
+        entity: bytes,
+        height: int,
+        round_: int,
+        frame_hash: bytes,
+        polka: Polka,
+        config: Config,
     ) -> Signatures:
         """The pre-commit callback of the agent protocol (SIGN, after a polka): the
-        pre-commit and the frame's outgoing signatures of a frame this wallet approved
-        (its guard checks the polka and its own approval at that round); nobody is
-        asked again. Waits for an unlock, up to the request's time."""
-        try:
-            frame = Frame.decode_shallow(frame_raw)
-        except ValueError as exc:
-            raise Refused(f"not a frame: {exc}") from None
-        if frame.hash not in self._approved:
+        pre-commit and the frame's outgoing signatures of the frame this wallet
+        approved at (height, round) (its guard checks the polka and its own approval
+        record there, which holds the frame's hashes); nobody is asked again. Waits
+        for an unlock, up to the request's time."""
+        if frame_hash not in self._approved:
             raise Refused("this wallet did not approve that frame")
         await self._wait_unlocked()
         async with self._signing:
             agent = await self._open()
             signature = await asyncio.to_thread(
-                agent.sign_precommit, frame_raw, round_, polka, config
+                agent.sign_precommit, entity, height, round_, frame_hash, polka, config
             )
-        analysis = self._analyses.pop(frame.hash, None)
+        analysis = self._analyses.pop(frame_hash, None)
         if analysis is not None and self.policy.ledger is not None:
             self.policy.ledger.record(analysis)
         log.info(
             "%s: pre-committed frame %s at round %d (and %d outgoing channel messages)",
             self.label,
-            frame.hash.hex()[:12],
+            frame_hash.hex()[:12],
             round_,
             len(signature.outbox),
         )

@@ -7,9 +7,10 @@ then sends, for each frame (two-step voting, ``docs/CONSENSUS.md``), an
 ``[frame, round, config, polka or []]``: the entity's config, and the polka of the
 lock the proposal re-proposes), answered ``APPROVAL [signature]``, a signed
 ``REFUSAL`` (the person or accountant said no), or an ERROR with code REFUSED;
-then, once approvals hold the threshold, a ``SIGN`` request (body ``[frame,
-round, polka, config]``), answered ``SIGNATURE [sig, [outgoing sig...]]`` (its
-pre-commit and its signature over each outgoing hash of the frame) or REFUSED.
+then, once approvals hold the threshold, a ``SIGN`` request (body ``[height,
+round, frame_hash, polka, config]``: the frame it approved there, by hash),
+answered ``SIGNATURE [sig, [outgoing sig...]]`` (its pre-commit and its
+signature over each outgoing hash of the frame) or REFUSED.
 The node also asks, once the agent is connected (and again when it needs
 one), for the signer's binding of the node's identity key: ``BIND`` (route
 ``[signer]``, body ``[server_key]``), answered ``BINDING [binding]``
@@ -23,8 +24,8 @@ backoff until ``stop``.
 ``async (entity, frame_raw, round, config, valid) -> approval`` that raises
 :class:`Refused` to say no (the wallet decides through its approvals there; each
 request is answered in its own task, so a slow decision never holds up the
-others), a pre-commit callback ``async (entity, frame_raw, round, polka, config) ->
-signatures``, and a binding callback ``async (server_key) -> binding`` (none: BIND
+others), a pre-commit callback ``async (entity, height, round, frame_hash, polka,
+config) -> signatures``, and a binding callback ``async (server_key) -> binding`` (none: BIND
 is refused).
 :func:`serve_agent` is that loop for a plain :class:`Agent`, whose signing runs
 on a thread so a slow disk never stalls the connection.
@@ -67,8 +68,9 @@ log = logging.getLogger(__name__)
 
 # (entity, frame_raw, round, config, valid polka) -> the approval; raises Refused.
 type ApproveCallback = Callable[[bytes, bytes, int, Config, Polka | None], Awaitable[bytes]]
-# (entity, frame_raw, round, polka, config) -> the pre-commit and outgoing signatures.
-type SignCallback = Callable[[bytes, bytes, int, Polka, Config], Awaitable[Signatures]]
+# (entity, height, round, frame_hash, polka, config) -> the pre-commit and outgoing
+# signatures of the frame the agent approved there; raises Refused.
+type SignCallback = Callable[[bytes, int, int, bytes, Polka, Config], Awaitable[Signatures]]
 # server identity key -> the signer's binding of it; raises Refused.
 type BindCallback = Callable[[bytes], Awaitable[ServerBinding]]
 # (entity, height, binding serial) -> the floor now held; raises Refused.
@@ -111,9 +113,11 @@ async def serve_agent(
         return await asyncio.to_thread(agent.approve, frame_raw, round_, config, valid)
 
     async def sign(
-        entity: bytes, frame_raw: bytes, round_: int, polka: Polka, config: Config
+        entity: bytes, height: int, round_: int, frame_hash: bytes, polka: Polka, config: Config
     ) -> Signatures:
-        return await asyncio.to_thread(agent.sign_precommit, frame_raw, round_, polka, config)
+        return await asyncio.to_thread(
+            agent.sign_precommit, entity, height, round_, frame_hash, polka, config
+        )
 
     async def bind(server_key: bytes) -> ServerBinding:
         return await asyncio.to_thread(agent.bind_server, server_key)
@@ -266,31 +270,31 @@ async def _answer(
     stats.requests += 1
     reply: tuple[Rep, list[RlpItem]]
     try:
-        if len(req.body) != 4:
-            raise DecodeError(
-                "APPROVE body is [frame, round, config, polka or []]"
-                if req.type is Req.APPROVE
-                else "SIGN body is [frame, round, polka, config]"
-            )
-        as_list(req.body[0], "frame")
-        frame_raw = req.body_raws[0][0]
-        round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
         if req.route[:1] != (signer,):
             raise Refused("this agent does not hold that signer's key")
         if len(req.route) != 2:
             raise Refused(f"a {req.type.name} route is [signer, entity]")
         entity = req.route[1]
         if req.type is Req.APPROVE:
+            if len(req.body) != 4:
+                raise DecodeError("APPROVE body is [frame, round, config, polka or []]")
+            as_list(req.body[0], "frame")
+            frame_raw = req.body_raws[0][0]
+            round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
             config = Config.from_item(req.body[2])
             valid = Polka.from_item(req.body[3]) if req.body[3] else None
             approval = await calls.approve(entity, frame_raw, round_, config, valid)
             stats.approved += 1
             reply = (Rep.APPROVAL, [approval])
         else:
-            polka = Polka.from_item(req.body[2])
-            signature = await calls.sign(
-                entity, frame_raw, round_, polka, Config.from_item(req.body[3])
-            )
+            if len(req.body) != 5:
+                raise DecodeError("SIGN body is [height, round, frame_hash, polka, config]")
+            height = as_int(req.body[0], "height", min_value=1, max_value=2**64 - 1)
+            round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
+            frame_hash = as_bytes(req.body[2], "frame hash", size=32)
+            polka = Polka.from_item(req.body[3])
+            config = Config.from_item(req.body[4])
+            signature = await calls.sign(entity, height, round_, frame_hash, polka, config)
             stats.signed += 1
             stats.outgoing += len(signature.outbox)
             reply = (Rep.SIGNATURE, [signature.precommit, list(signature.outbox)])

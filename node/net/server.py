@@ -275,12 +275,26 @@ class RemoteAgent:
             raise Refused(f"agent sent a malformed approval: {exc}") from None
 
     async def sign_precommit(
-        self, entity: bytes, frame_raw: bytes, round_: int, polka: Polka, config: Config
+        self,
+        entity: bytes,
+        height: int,
+        round_: int,
+        frame_hash: bytes,
+        polka: Polka,
+        config: Config,
     ) -> Signatures:
+        """The signer's pre-commit of the frame it approved at (height, round), named by
+        its hash (SIGN): the agent signs what its own approval recorded."""
         body = await self._ask(
             Req.SIGN,
             (self.signer, entity),
-            [frame_raw, encode_uint(round_), polka.raw, encode_tree(config.to_tree())],
+            [
+                encode_uint(height),
+                encode_uint(round_),
+                encode_bytes(frame_hash),
+                polka.raw,
+                encode_tree(config.to_tree()),
+            ],
         )
         try:
             if len(body) != 2:

@@ -59,7 +59,7 @@ def precommit(agent: Agent, frame_raw: bytes, round_: int) -> Signatures:
     agent.approve(frame_raw, round_, config)
     f = Frame.decode_shallow(frame_raw)
     polka = Polka(round_, bitfield([0], 1), agent_approval(agent, f, round_))
-    return agent.sign_precommit(frame_raw, round_, polka, config)
+    return agent.sign_precommit(f.entity_id, f.height, round_, f.hash, polka, config)
 
 
 def agent_approval(agent: Agent, f: Frame, round_: int) -> bytes:
@@ -297,12 +297,14 @@ agent = Agent(
     after_record=lambda: os.kill(os.getpid(), signal.SIGKILL),
 )
 print("STARTED", flush=True)
-from node.machines.frames import Polka, bitfield
+from node.machines.frames import Frame, Polka, bitfield
 from node.machines.governance import Config, Member
 raw, round_ = bytes.fromhex(sys.argv[2]), int(sys.argv[3])
 config = Config((Member(agent.pubkey, 1),), 1, agent.signer_id)
 approval = agent.approve(raw, round_, config)
-sig = agent.sign_precommit(raw, round_, Polka(round_, bitfield([0], 1), approval), config)
+f = Frame.decode_shallow(raw)
+polka = Polka(round_, bitfield([0], 1), approval)
+sig = agent.sign_precommit(f.entity_id, f.height, round_, f.hash, polka, config)
 print("SIGNED", sig.precommit.hex(), flush=True)
 """
 
@@ -425,18 +427,20 @@ def test_a_pre_commit_needs_the_agents_own_approval_and_a_polka_of_its_round(
     agent = open_agent()
     f, g = frame(n=1), frame(n=2)
     with pytest.raises(Refused, match="did not approve this frame"):
-        agent.sign_precommit(f.raw, 0, polka_by(f, 0, 1, 2), TRIO)
+        agent.sign_precommit(f.entity_id, f.height, 0, f.hash, polka_by(f, 0, 1, 2), TRIO)
     agent.approve(f.raw, 0, TRIO)
     with pytest.raises(Refused, match="a polka of round 1 for a pre-commit at 0"):
-        agent.sign_precommit(f.raw, 0, polka_by(f, 1, 0, 1), TRIO)
+        agent.sign_precommit(f.entity_id, f.height, 0, f.hash, polka_by(f, 1, 0, 1), TRIO)
     with pytest.raises(Refused, match="no polka for this frame: polka holds 1 shares"):
-        agent.sign_precommit(f.raw, 0, polka_by(f, 0, 1), TRIO)
+        agent.sign_precommit(f.entity_id, f.height, 0, f.hash, polka_by(f, 0, 1), TRIO)
     with pytest.raises(Refused, match="no polka for this frame: aggregate signature"):
-        agent.sign_precommit(f.raw, 0, polka_by(g, 0, 0, 1), TRIO)  # the polka of another frame
+        agent.sign_precommit(
+            f.entity_id, f.height, 0, f.hash, polka_by(g, 0, 0, 1), TRIO
+        )  # the polka of another frame
     with pytest.raises(Refused, match="already approved a different frame"):
         agent.approve(g.raw, 0, TRIO)
     assert agent.signed == 0  # nothing locked so far
-    signed = agent.sign_precommit(f.raw, 0, polka_by(f, 0, 0, 2), TRIO)
+    signed = agent.sign_precommit(f.entity_id, f.height, 0, f.hash, polka_by(f, 0, 0, 2), TRIO)
     assert bls.verify(PK, expected_message(f.raw, 0), signed.precommit)
     assert agent.signed == 1
 
@@ -449,7 +453,9 @@ def test_a_lock_is_released_only_by_a_polka_of_a_later_round(
     agent = open_agent()
     f, g = frame(n=1), frame(n=2)
     agent.approve(f.raw, 1, TRIO)
-    agent.sign_precommit(f.raw, 1, polka_by(f, 1, 0, 1), TRIO)  # locked on (F, 1)
+    agent.sign_precommit(
+        f.entity_id, f.height, 1, f.hash, polka_by(f, 1, 0, 1), TRIO
+    )  # locked on (F, 1)
     with pytest.raises(Refused, match="already pre-committed at round 1"):
         agent.approve(g.raw, 0, TRIO)
     with pytest.raises(Refused, match="shows no polka for this frame"):
@@ -464,6 +470,8 @@ def test_a_lock_is_released_only_by_a_polka_of_a_later_round(
     unlock = polka_by(g, 2, 1, 2)  # B and C approved G at round 2
     approval = agent.approve(g.raw, 4, TRIO, unlock)
     assert bls.verify(PK, g.approval_message(4), approval)
-    agent.sign_precommit(g.raw, 4, polka_by(g, 4, 0, 1), TRIO)  # the lock moves to (G, 4)
+    agent.sign_precommit(
+        g.entity_id, g.height, 4, g.hash, polka_by(g, 4, 0, 1), TRIO
+    )  # the lock moves to (G, 4)
     with pytest.raises(Refused, match="shows no polka"):
         agent.approve(f.raw, 5, TRIO)

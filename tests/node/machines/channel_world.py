@@ -179,7 +179,9 @@ class World:
                     self.notes.append("no polka")
                     return
                 for v in voters:
-                    signed = self.agents[v].sign_precommit(frame.raw, round_, polka, config)
+                    signed = self.agents[v].sign_precommit(
+                        frame.entity_id, frame.height, round_, frame.hash, polka, config
+                    )
                     pc = rep.Precommit(
                         frame.height, round_, frame.hash, IDS[v], signed.precommit, signed.outbox
                     )

@@ -186,7 +186,9 @@ class Net:
         round_ = due.polka.round
         config = self.replicas[who].entity.config
         try:
-            signed = self.agents[who].sign_precommit(frame.raw, round_, due.polka, config)
+            signed = self.agents[who].sign_precommit(
+                frame.entity_id, frame.height, round_, frame.hash, due.polka, config
+            )
         except Refused as exc:
             self.refusals.append((who, str(exc)))
             return

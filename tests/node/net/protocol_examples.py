@@ -476,13 +476,13 @@ async def answer_sign(agent: Agent, frame: bytes, refuse: str = "") -> bytes:
         return encode_reply(Rep.FLOOR, req.request_id, [held])
     assert req.type in (Req.APPROVE, Req.SIGN), f"expected APPROVE or SIGN: {describe_frame(frame)}"
     try:
-        if len(req.body) != 4:
-            raise DecodeError(f"{req.type.name} body has 4 items")
-        frame_raw = encode_tree(as_list(req.body[0], "frame"))
-        round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
         if req.route[:1] != (agent.signer_id,):
             raise Refused("this agent does not hold that signer's key")
         if req.type is Req.APPROVE:
+            if len(req.body) != 4:
+                raise DecodeError("APPROVE body has 4 items")
+            frame_raw = encode_tree(as_list(req.body[0], "frame"))
+            round_ = as_int(req.body[1], "round", max_value=2**32 - 1)
             if refuse:
                 refusal = await asyncio.to_thread(agent.sign_refusal, frame_raw, round_, refuse)
                 return encode_reply(Rep.REFUSAL, req.request_id, [refusal.to_tree()])
@@ -490,8 +490,16 @@ async def answer_sign(agent: Agent, frame: bytes, refuse: str = "") -> bytes:
             valid = Polka.from_item(req.body[3]) if req.body[3] else None
             approval = await asyncio.to_thread(agent.approve, frame_raw, round_, config, valid)
             return encode_reply(Rep.APPROVAL, req.request_id, [approval])
-        polka, config = Polka.from_item(req.body[2]), Config.from_item(req.body[3])
-        signed = await asyncio.to_thread(agent.sign_precommit, frame_raw, round_, polka, config)
+        polka, config = Polka.from_item(req.body[3]), Config.from_item(req.body[4])
+        signed = await asyncio.to_thread(
+            agent.sign_precommit,
+            req.route[1],
+            as_int(req.body[0], "height"),
+            as_int(req.body[1], "round"),
+            as_bytes(req.body[2], "frame hash"),
+            polka,
+            config,
+        )
     except (DecodeError, Refused) as exc:
         return encode_error(Err.REFUSED, str(exc), req.request_id)
     body: list[RlpItem] = [signed.precommit, list(signed.outbox)]
@@ -789,10 +797,17 @@ def _request_body(req: Request) -> str:
                     f"{_frame(Frame.decode(encode_tree(frame)))} round={as_int(rnd, 'r')} "
                     f"{_config(Config.from_item(config))} {proof}"
                 )
-            case Req.SIGN, [list() as frame, bytes() as rnd, list() as polka, list() as config]:
+            case Req.SIGN, [
+                bytes() as height,
+                bytes() as rnd,
+                bytes() as frame_hash,
+                list() as polka,
+                list() as config,
+            ]:
                 return (
-                    f"{_frame(Frame.decode(encode_tree(frame)))} round={as_int(rnd, 'r')} "
-                    f"{_polka_text(Polka.from_item(polka))} {_config(Config.from_item(config))}"
+                    f"height={as_int(height, 'h')} round={as_int(rnd, 'r')} "
+                    f"frame_hash={_hex(frame_hash)} {_polka_text(Polka.from_item(polka))} "
+                    f"{_config(Config.from_item(config))}"
                 )
             case Req.BIND, [bytes() as key]:
                 return f"server_key={_hex(key)}"
