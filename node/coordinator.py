@@ -61,7 +61,7 @@ from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.accounts import FRAME
 from node.machines.binding import ServerBinding
-from node.machines.frames import Certificate, Frame, Polka, Signatures
+from node.machines.frames import Certificate, Frame, Polka, Signatures, verify_polka
 from node.machines.governance import Config
 from node.machines.refusal import Refusal
 from node.machines.replica import (
@@ -69,6 +69,7 @@ from node.machines.replica import (
     Approve,
     Commit,
     Lock,
+    PolkaNotice,
     Precommit,
     RefusalInput,
     RoundChange,
@@ -407,6 +408,8 @@ class Coordinator:
     def route_input(self, to: bytes, entity: bytes | None, tx: Tx) -> None:
         """An input for signer ``to`` (and its replica of ``entity``), wherever it is hosted."""
         local = self.node.state.by_id.get(to)
+        if local is not None and entity is not None and isinstance(tx.body, PolkaNotice):
+            self.polka_received(to, entity, tx.body)
         if local is not None:
             if entity is None:
                 self.node.submit_internal((to,), [tx])
@@ -616,6 +619,20 @@ class Coordinator:
         while len(self._frames) > FRAME_MEMO:
             self._frames.popitem(last=False)
         return approval
+
+    def polka_received(self, signer: bytes, entity: bytes, notice: PolkaNotice) -> None:
+        """A polka for ``signer``'s replica of ``entity`` arrived: if it is for the next
+        height and verifies, ask for the pre-commit now, before the block that takes the
+        notice (whose ``PrecommitDue`` then finds it answered): the member's block is
+        off a frame's critical path."""
+        replica = self.node.state.replica(signer, entity)
+        if replica is None or notice.height != replica.next_height or notice.round < replica.round:
+            return
+        config = replica.entity.config
+        if verify_polka(config, entity, notice.height, notice.frame_hash, notice.polka) is None:
+            proposer = config.proposer_at(notice.round)
+            due = rep.PrecommitDue(notice.height, notice.frame_hash, notice.polka, proposer)
+            self._spawn(self._precommit(signer, entity, due))
 
     async def _precommit(self, signer: bytes, entity: bytes, due: rep.PrecommitDue) -> None:
         """A polka for a frame ``signer`` approved: its agent pre-commits (no person is

@@ -1123,6 +1123,10 @@ class ApiServer:
         commit = tx.body if isinstance(tx.body, rep.Commit) else None
         if commit is not None and replica is not None and commit.frame.height > replica.next_height:
             coordinator.request_sync(entity)
+        if isinstance(tx.body, rep.PolkaNotice) and replica is not None:
+            # The pre-commit it asks for goes out at once, off the block's path (the
+            # block takes the notice too: its round, if later, moves the replica).
+            coordinator.polka_received(to, entity, tx.body)
         peer = session.peer
         assert peer is not None  # _require_peer
         join = isinstance(tx.body, sig.JoinEntity)
