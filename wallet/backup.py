@@ -37,6 +37,7 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from node.agent import SignedAt  # the highest pre-commit a guard held for an entity
 from node.crypto import keystore
 from node.crypto.keystore import KeystoreError, WrongPassword
 
@@ -66,15 +67,6 @@ _HEX = re.compile(r"(?:[0-9a-f]{2})+")
 class BackupError(ValueError):
     """Not a backup, a truncated or altered one, or one of another wallet: the message
     says which, for the person."""
-
-
-@dataclass(frozen=True)
-class SignedAt:
-    """The highest pre-commit a signer's guard held for an entity."""
-
-    height: int
-    round: int
-    frame_hash: bytes
 
 
 @dataclass(frozen=True)
