@@ -547,6 +547,11 @@ class WalletService:
                 await self.watch_entity(key.signer_id, entity)
                 watched += 1
         log.info("read and watching %d entities", watched)
+        if not self.remote:
+            try:
+                self.model.set_hosted(frozenset(await self.session.hosted_signers()))
+            except (NodeError, NotConnected) as exc:
+                log.warning("the node's signers were not listed: %s", exc)
 
     # A restore from the phrase (wallet/flows/restore.py) ------------------------------
 
@@ -616,15 +621,18 @@ class WalletService:
     async def back_up(self, path: Path | None = None, password: str | None = None) -> Path:
         """Write an encrypted backup of the data folder to ``path`` (default: the
         settings' folder, or ``~/XLN backups``, under ``xln-backup-<date>.json``).
-        The first backup needs the wallet password (it makes the data key); later ones
-        use the key held while unlocked. Raises WalletError, or WrongPassword."""
+        With ``password`` (Back up now), it is checked and the data key's keystore made
+        under it; without (the schedule), the data key held while unlocked is used, and
+        the first backup needs the password. Raises WalletError, or WrongPassword."""
         if self.vault.locked:
             raise WalletError("The wallet is locked: unlock it to back up.")
-        key = await asyncio.to_thread(backup_flow.held_key, self.vault)
-        if key is None:
-            if password is None:
-                raise WalletError("The first backup needs the wallet password.")
+        if password is not None:  # checked, and the data key's keystore made under it
             key = await asyncio.to_thread(backup_flow.prepare_key, self.vault, password)
+        else:
+            held = await asyncio.to_thread(backup_flow.held_key, self.vault)
+            if held is None:
+                raise WalletError("The first backup needs the wallet password.")
+            key = held
         signers = self._signer_ids()
         records = {s: a.signing_record for s, a in self.agents.items()}
         try:
@@ -651,6 +659,11 @@ class WalletService:
             len(payload.entities),
         )
         return target
+
+    def only_here(self) -> dict[bytes, str]:
+        """Per entity only this computer holds, with funds: the warning line."""
+        entries = [(entity, e.state) for (_, entity), e in self.model.entities.items()]
+        return backup_flow.only_here(entries, self.model.hosted)
 
     def _signer_ids(self) -> list[bytes]:
         return [key.signer_id for key in list(self.vault.keys())]

@@ -45,6 +45,7 @@ from typing import Any, Final, Protocol
 from node.agent import Agent
 from node.crypto import keystore
 from node.entity_reads import EntityHeader
+from node.machines.entity import EntityState
 from node.memberships import Membership
 from wallet import backup as fmt
 from wallet import contacts, pins
@@ -401,11 +402,18 @@ def due(schedule: str, last: float, now: float) -> bool:
     return every > 0 and now - last >= every
 
 
-def only_here_warning(entity: bytes, has_funds: bool) -> str | None:
-    """The line for an entity only this computer holds, with reserves or channels."""
-    if not has_funds:
-        return None
-    return (
-        f"Only this computer holds entity {entity.hex()[:12]}: back it up "
-        "(Settings, Back up now). Losing this folder loses its funds."
-    )
+def only_here(
+    entries: Iterable[tuple[bytes, EntityState]], hosted: frozenset[bytes]
+) -> dict[bytes, str]:
+    """Per entity only this computer holds (every member hosted on its node) that has
+    reserves or channels, the warning line: losing the data folder loses its funds."""
+    out: dict[bytes, str] = {}
+    for entity, state in entries:
+        if not hosted or not set(state.config.ids) <= hosted:
+            continue
+        if state.reserves or state.channels:
+            out[entity] = (
+                f"Only this computer holds entity {entity.hex()[:12]}: back it up "
+                "(Settings, Back up now). Losing this folder loses its funds."
+            )
+    return out
