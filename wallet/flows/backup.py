@@ -194,6 +194,15 @@ async def gather(
             if genesis is None:
                 continue
             frames = await _frames(node, entity, header.height)
+            if len(frames) != header.height:
+                log.warning(
+                    "entity %s: the node gave %d of its %d certified frames; it is not in"
+                    " the backup",
+                    entity.hex()[:12],
+                    len(frames),
+                    header.height,
+                )
+                continue
             members = tuple(s for s in own if s in ids)
             payload.entities.append(NodeOnlyEntity(entity, genesis, members, tuple(frames)))
     return heights, payload
