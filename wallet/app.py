@@ -175,6 +175,7 @@ class WalletApp:
         self._identity_password: str | None = None
         self._pending_entity: CreateEntity | JoinEntity | None = None
         self._restored_backup: Opened | None = None  # restored in onboarding, for the service
+        self._first_backup_password: str | None = None  # onboarding's first backup, once up
         # What an earlier Finish of the first-run wizard stored the key with (the phrase
         # and the password, in memory only): a Finish that failed after storing it is
         # tried again from what the person changed (Back), not refused.
@@ -333,6 +334,7 @@ class WalletApp:
             self.token = token
         self._identity_password = password if settings.peers else None
         self._pending_entity = plan.entity
+        self._first_backup_password = password if plan.first_backup else None
         log.info("wallet set up: key %r stored in the %s keyring", plan.label, vault.backend.name)
 
     async def _restore_backup(self, path: str, password: str, chosen: Settings) -> Settings:
@@ -517,6 +519,22 @@ class WalletApp:
         entity, self._pending_entity = self._pending_entity, None
         if entity is not None:
             await self._make_entity(service, entity)
+        password, self._first_backup_password = self._first_backup_password, None
+        if password is not None:
+            await self._first_backup(service, password)
+
+    async def _first_backup(self, service: WalletService, password: str) -> None:
+        """Onboarding's offer, taken: a first backup of the data folder (it also makes
+        the data key, so a schedule chosen later asks nothing)."""
+        from wallet.backup import BackupError
+        from wallet.service import WalletError
+
+        try:
+            path = await service.back_up(password=password)
+        except (WalletError, BackupError, OSError) as exc:
+            log.error("the first backup failed: %s (Settings, Backups, Back up now)", exc)
+            return
+        log.info("first backup of the data folder written to %s", path)
 
     async def _make_entity(self, service: WalletService, plan: CreateEntity | JoinEntity) -> None:
         keys = service.vault.keys()

@@ -12,7 +12,8 @@ Steps, in order (Electrum-wizard style)::
 - PASSWORD: typed twice, at least :data:`MIN_PASSWORD` characters.
 - NODE: the embedded node (default) or a remote ``ws://``/``wss://`` URL and token.
 - ENTITY: create an entity (this key plus other signers' cards, shares,
-  threshold, proposer), join one by id, or skip.
+  threshold, proposer), join one by id, or skip; and whether to make a first
+  backup of the data folder once set up (:meth:`Onboarding.want_first_backup`).
 
 Every step method validates its input and raises :class:`StepRefused` with the
 reason when it refuses; a refusal changes nothing. :meth:`Onboarding.back` goes
@@ -113,6 +114,7 @@ class Plan:
     node: NodeChoice
     entity: CreateEntity | JoinEntity | None
     backup: BackupChoice | None = None
+    first_backup: bool = False  # back up the folder once the wallet is set up
 
 
 def parse_card(text: str) -> NewMember:
@@ -191,6 +193,7 @@ class Onboarding:
         self.node = NodeChoice()
         self.entity: CreateEntity | JoinEntity | None = None
         self.backup: BackupChoice | None = None
+        self.first_backup = False
 
     def __repr__(self) -> str:  # never show the phrase or the password
         return f"Onboarding(step={self.step.value})"
@@ -353,6 +356,11 @@ class Onboarding:
         self.entity = None
         self._go(Step.DONE)
 
+    def want_first_backup(self, on: bool) -> None:
+        """Make a first backup of the data folder once set up (the last page offers it;
+        any step may change it)."""
+        self.first_backup = on
+
     def back(self) -> None:
         """The previous step (what was entered there is kept until replaced)."""
         if not self._trail:
@@ -369,6 +377,7 @@ class Onboarding:
             node=self.node,
             entity=self.entity,
             backup=self.backup,
+            first_backup=self.first_backup,
         )
 
     # helpers -----------------------------------------------------------------

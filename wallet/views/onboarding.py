@@ -495,6 +495,15 @@ class EntityPage(QWidget):
         col.addWidget(self.join_mode)
         col.addWidget(self.join_box)
         col.addWidget(self.skip_mode)
+        col.addSpacing(6)
+        self.first_backup = QCheckBox("Back up the data folder once the wallet is set up")
+        col.addWidget(self.first_backup)
+        col.addWidget(
+            _explain(
+                "An encrypted file in the backup folder (Settings, Backups), under your "
+                "wallet password: it keeps what the recovery phrase cannot bring back."
+            )
+        )
         col.addStretch(1)
         for button in (self.create_mode, self.join_mode, self.skip_mode):
             button.toggled.connect(self._mode)
@@ -548,6 +557,7 @@ class EntityPage(QWidget):
         self.proposer.setCurrentIndex(current if 0 <= current < self.proposer.count() else 0)
 
     def submit(self, flow: Onboarding) -> None:
+        flow.want_first_backup(self.first_backup.isChecked())
         if self.create_mode.isChecked():
             flow.create_entity(
                 self.own_shares.value(),

@@ -323,6 +323,9 @@ def test_a_restore_may_bring_a_backup_file_with_its_password() -> None:
     flow.skip_entity()
     plan = flow.plan()
     assert plan.backup == BackupChoice("/backups/xln-backup.json", "old password")
+    assert not plan.first_backup  # offered on the last page, not made unless asked
+    flow.want_first_backup(True)
+    assert flow.plan().first_backup
     assert "old password" not in repr(plan)
     # Back to a new key: no backup goes with it.
     while at(flow) is not Step.KEY:

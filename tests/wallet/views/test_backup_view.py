@@ -6,6 +6,7 @@ new password: the entity held only on the lost folder's node comes back."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,14 @@ from node.crypto.keystore import WrongPassword
 from tests.wallet.conftest import PASSWORD, Kit, Running, Waiter, running_service
 from tests.wallet.test_backup import one_of_one
 from wallet import backup
+from wallet import settings as settings_io
 from wallet.flows.onboarding import Step
 from wallet.keys.backends import choose_backend
 from wallet.keys.vault import Vault
 from wallet.qt import QLabel, Qt, QWidget
+from wallet.settings import Settings
 from wallet.views.backup import BackupBox
-from wallet.views.onboarding import KeyPage, NodePage, PasswordPage
+from wallet.views.onboarding import EntityPage, KeyPage, NodePage, PasswordPage
 from wallet.views.unlock import UnlockDialog
 
 from .test_onboarding_view import WAIT_S, make_app, until_connected
@@ -157,3 +160,51 @@ async def test_settings_backs_up_and_onboarding_restores_into_a_new_folder(
 
 def current_step(step: Step) -> Step:
     return step
+
+
+async def test_onboarding_offers_the_first_backup(qtbot: QtBot, tmp_path: Path) -> None:
+    data = tmp_path / "wallet"
+    data.mkdir(mode=0o700)
+    folder = tmp_path / "auto"
+    settings_io.save(data, Settings(backup_folder=str(folder)))
+    wallet = make_app(data)
+    run_app = asyncio.ensure_future(wallet.run())
+    try:
+        await wallet.wait_stage("onboarding")
+        w = wallet.onboarding
+        assert w is not None
+        flow = w.flow
+        flow.create_key("alice")
+        flow.backup_done()
+        flow.check_words([flow.words[p] for p in flow.check_positions])
+        flow.set_password(PASSWORD, PASSWORD)
+        flow.use_embedded_node()
+        w._show_step()
+        entity = w.page(Step.ENTITY)
+        assert isinstance(entity, EntityPage)
+        assert not entity.first_backup.isChecked()  # an offer
+        entity.first_backup.setChecked(True)
+        entity.create_mode.setChecked(True)  # a 1-of-1: only this computer will hold it
+        w.next()
+
+        await wallet.wait_stage("main")
+        waiter = Waiter()
+        wallet.model.log_added.connect(waiter.wake)
+        await waiter.until(lambda: bool(os.listdir(folder)) if os.path.isdir(folder) else False)
+        (name,) = os.listdir(folder)
+        raw = await asyncio.to_thread(backup.load, folder / name)
+        header = backup.read_header(raw)
+        assert wallet.vault is not None
+        assert header.signers == (wallet.vault.keys()[0].signer_id,)
+        opened = backup.open_backup(raw, PASSWORD)
+        assert len(opened.payload.entities) == len(header.heights) == 1  # the 1-of-1
+        assert wallet.service is not None
+        assert wallet.service.settings.last_backup == header.created
+        assert wallet.window is not None
+        wallet.window.close()
+        async with asyncio.timeout(WAIT_S):
+            assert await run_app == 0
+    finally:
+        if not run_app.done():
+            run_app.cancel()
+            await asyncio.gather(run_app, return_exceptions=True)
