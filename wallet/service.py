@@ -693,7 +693,10 @@ class WalletService:
     async def _backup_schedule(self) -> None:
         while True:
             await asyncio.sleep(BACKUP_CHECK_S)
-            await self.backup_if_due()
+            try:
+                await self.backup_if_due()
+            except Exception:  # the next check tries again; the schedule never stops
+                log.exception("the scheduled backup failed")
 
     async def restore_backup(self, raw: bytes, password: str) -> backup_flow.RestoreReport:
         """Settings' Restore from a backup, into this running wallet: the files this
