@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Protocol
 
-from node.agent import Agent, Refused
+from node.agent import Agent, Refused, SignedAt
 from node.entity_reads import ProofError, UnverifiedRead
 from node.machines.binding import ServerBinding
 from node.machines.entity import EntityState
@@ -429,6 +429,14 @@ class WalletAgent:
         async with self._signing:
             agent = await self._open()
             return await asyncio.to_thread(agent.floor, entity)
+
+    async def signing_record(self) -> dict[bytes, SignedAt]:
+        """What the guard pre-committed, per entity (``Agent.signing_record``: the
+        highest height, its round and frame hash), for a backup. Waits for an unlock."""
+        await self._wait_unlocked()
+        async with self._signing:
+            agent = await self._open()
+            return await asyncio.to_thread(agent.signing_record)
 
     async def set_floor(self, entity: bytes, height: int, binding_serial: int = 0) -> int:
         """The agent protocol's FLOOR (after a restore): sign nothing for ``entity`` at

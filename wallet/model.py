@@ -145,6 +145,14 @@ class WalletModel:
     # After a restore from the phrase: what finding the signer's entities said.
     restore_note: str = ""
     restore_changed: Signal = field(default_factory=Signal)
+    # The signers the embedded node hosts: an entity all of whose members are among
+    # them lives only on this computer (wallet.flows.backup.only_here).
+    hosted: frozenset[bytes] = frozenset()
+
+    def set_hosted(self, signers: frozenset[bytes]) -> None:
+        if signers != self.hosted:
+            self.hosted = signers
+            self.entities_changed.emit()
 
     def set_restore_note(self, text: str) -> None:
         self.restore_note = text

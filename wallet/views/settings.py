@@ -4,7 +4,9 @@ forgotten), theme, the
 accountant and its rules file (checked with ``Rules.load``, result shown), the
 keyring backend in use (with a visible warning when it is not the system
 keyring), the key actions (change the password, show a recovery phrase, export
-a key: :mod:`wallet.views.key_actions`) and the lock timeout.
+a key: :mod:`wallet.views.key_actions`), the lock timeout, and backups (Back up
+now, Restore from a backup, the schedule, the entities only this computer holds:
+:mod:`wallet.views.backup`).
 
 The view edits a copy of :class:`~wallet.settings.Settings`; Save validates it and
 hands it, with a new token if one was typed, to the ``save`` callback the app
@@ -39,9 +41,17 @@ from wallet.qt import (
     QWidget,
 )
 from wallet.settings import Settings, SettingsError
+from wallet.views.backup import BackupActions, BackupBox
 from wallet.views.key_actions import KeyActionsBox
 
 SaveCallback = Callable[[Settings, str | None], None]  # (settings, new token or None)
+
+
+def _muted(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setProperty("role", "muted")
+    return label
 
 
 def check_rules(path: str) -> tuple[bool, str]:
@@ -65,6 +75,7 @@ class SettingsView(QWidget):
         backend_system: bool,
         backend_warning: str | None = None,
         vault: Vault | None = None,
+        backups: BackupActions | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -161,6 +172,20 @@ class SettingsView(QWidget):
         if self.key_actions is not None:
             keys.addRow("Password and keys", self.key_actions)
 
+        # backups
+        self.backups = None if backups is None else BackupBox(backups, self.result)
+        backup_box = QGroupBox("Backups of the data folder")
+        backup_form = QFormLayout(backup_box)
+        backup_form.addRow(
+            _muted(
+                "The recovery phrase restores your keys and the entities your co-signers' "
+                "servers hold. A backup also keeps what only this folder holds: names, "
+                "settings, the signing record, and entities no other server holds."
+            )
+        )
+        if self.backups is not None:
+            backup_form.addRow(self.backups)
+
         self.save_button = QPushButton("Save")
         self.save_button.setProperty("primary", True)
         self.save_button.clicked.connect(self.save)
@@ -176,7 +201,10 @@ class SettingsView(QWidget):
         col.setContentsMargins(20, 16, 20, 16)
         col.setSpacing(12)
         col.addWidget(title)
-        for box in (node_box, general_box, acc_box, keys_box):
+        boxes = [node_box, general_box, acc_box, keys_box]
+        if self.backups is not None:
+            boxes.append(backup_box)
+        for box in boxes:
             box.setMaximumWidth(720)
             col.addWidget(box)
         col.addLayout(actions)
@@ -207,6 +235,11 @@ class SettingsView(QWidget):
             accountant_on=self.accountant.isChecked(),
             rules_path=self.rules_path.text().strip(),
             lock_timeout_min=self.lock_timeout.value(),
+            backup_schedule=(
+                self.backups.schedule.currentText()
+                if self.backups is not None
+                else self.settings.backup_schedule
+            ),
         )
 
     def save(self) -> bool:

@@ -4,6 +4,7 @@ height, counter, id to copy), Increment, Create entity from signer cards, Join."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from pytestqt.qtbot import QtBot
 
@@ -239,3 +240,27 @@ def test_an_equivocating_member_gets_a_badge_and_a_line(qtbot: QtBot) -> None:
     assert "height 4, round 1: 0xaaaaaa\u2026aaaa and 0xbbbbbb\u2026bbbb" in card.evidence.text()
     model.set_evidence(state.entity_id, [])
     assert card.evidence.isHidden()
+
+
+def test_an_entity_only_this_computer_holds_with_funds_has_a_warning(qtbot: QtBot) -> None:
+    """Every member hosted on the wallet's node, and reserves: losing the folder loses
+    them (wallet.flows.backup.only_here)."""
+    replica = Replica(entity((50, 30, 20), 67))
+    model = model_with()
+    model.set_entity(EntityEntry(IDS[ME], replica.state, ()))
+    view = EntitiesView(model, RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    (card,) = view.cards
+    assert card.only_here.isHidden()
+    model.set_hosted(frozenset(IDS[:3]))  # all three members on this node, no funds yet
+    assert card.only_here.isHidden()
+    funded = dataclasses.replace(replica.state, reserves=((1, 500),))
+    model.set_entity(EntityEntry(IDS[ME], funded, ()))
+    view.refresh()
+    (card,) = view.cards
+    assert not card.only_here.isHidden()
+    assert "Only this computer holds entity" in card.only_here.text()
+    assert "back it up" in card.only_here.text()
+    model.set_hosted(frozenset(IDS[:2]))  # a member hosted elsewhere holds it too
+    view.refresh()
+    assert view.cards[0].only_here.isHidden()
