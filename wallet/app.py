@@ -421,6 +421,7 @@ class WalletApp:
             backend_system=backend.system,
             backend_warning=backend.warning,
             vault=vault,
+            model=self.model,
         )
         window = MainWindow(
             self.model,

@@ -289,6 +289,7 @@ class WalletService:
             self.settings.peers,
             self._identity_password,
             simulation=self.simulation,
+            listen_port=self.settings.listen_port,
         )
         try:
             self._url, self._token = await embedded.start()
