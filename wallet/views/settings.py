@@ -164,7 +164,8 @@ class SettingsView(QWidget):
         general.addRow("Lock after idle", self.lock_timeout)
 
         # accountant
-        self.accountant = QCheckBox("Let the accountant decide sign requests by its rules")
+        # Alt+A
+        self.accountant = QCheckBox("Let the &accountant decide sign requests by its rules")
         self.accountant.setChecked(settings.accountant_on)
         self.rules_path = QLineEdit(settings.rules_path)
         self.rules_path.setPlaceholderText("default rules")
