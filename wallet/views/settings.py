@@ -230,6 +230,7 @@ class SettingsView(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
+        self._scroll = scroll
 
         self._node_mode()
         self._check_rules()
@@ -281,7 +282,10 @@ class SettingsView(QWidget):
         )
 
     def _show(self, ok: bool, text: str) -> bool:
+        """The outcome beside Save, scrolled into view (Save is reached by Alt+S from
+        the top of a page taller than the window, and "Saved." went unseen)."""
         self.result.setText(text)
+        self._scroll.ensureWidgetVisible(self.result)
         self.result.setProperty("role", "ok" if ok else "error")
         self.result.style().unpolish(self.result)
         self.result.style().polish(self.result)
@@ -302,6 +306,7 @@ class SettingsView(QWidget):
         return self.model.connection.url
 
     def _show_address(self) -> None:
+        self.copy_address.setText("Copy address")
         shown = replace(self.settings, listen_port=self.listen_port.value())
         self.address.setText(peering.address_line(shown, self.running_url()))
         try:
@@ -313,10 +318,13 @@ class SettingsView(QWidget):
         self.peering_warning.setVisible(text is not None)
 
     def _copy_address(self) -> None:
+        """The address to the clipboard; the button says so (beside the address: the
+        page's result line may be scrolled away)."""
         address = peering.own_address(self.listen_port.value()) or self.running_url()
         if address:
             QApplication.clipboard().setText(address)
-            self._show(True, f"Copied {address}: paste it into your co-signer's Peers")
+            self.copy_address.setText("Copied \u2713")
+            self.copy_address.setToolTip(f"{address}: paste it into your co-signer's Peers")
 
     def _check_rules(self) -> None:
         ok, text = check_rules(self.rules_path.text())

@@ -104,10 +104,12 @@ def test_the_embedded_nodes_port_and_peers(qtbot: QtBot) -> None:
     assert v.peers.text() == "ws://127.0.0.1:7002"
     v.copy_address.click()
     assert QApplication.clipboard().text() == "ws://127.0.0.1:7001"
-    assert "Copied ws://127.0.0.1:7001" in v.result.text()
+    assert v.copy_address.text() == "Copied \u2713"
+    assert "ws://127.0.0.1:7001" in v.copy_address.toolTip()
     # Started again on that port: the address is the one to give.
     model.set_connection(Connection(Link.CONNECTED, "embedded", "ws://127.0.0.1:7001"))
     assert v.address.text() == "ws://127.0.0.1:7001: each co-signer's wallet lists it in its Peers"
+    assert v.copy_address.text() == "Copy address"
     v.theme.setCurrentText("dark")
     assert v.save()
     assert v.result.text() == "Saved."
