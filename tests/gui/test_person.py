@@ -19,11 +19,17 @@ each step go to ``test-artifacts/gui/<test>/``.
    (Back on the way, and the setup goes on); the same key comes back.
 4. Both wallets side by side on one keyring, each unlocked with its own
    password (and refusing the other's); their keyring entries do not collide.
+5. A 2-of-2 with a second wallet as the other signer: two wallets (keys made
+   as onboarding makes them), their embedded nodes peered in Settings (listen
+   port, Copy address, Peers, a restart); the entity created from the co-signer's
+   copied card; a counter frame the co-signer approves with a click 20 s after
+   it appeared (its entry follows the rounds meanwhile); certified, as both
+   nodes (through their protocol) and both windows show.
 
 Not here yet: see :data:`LATER` at the end of the module.
 
-The tests of this module run in order: each goes on from the wallets the ones
-before left (:data:`FIRST`, :data:`RESTORED`).
+The tests 1 to 4 run in order: each goes on from the wallets the ones before
+left (:data:`FIRST`, :data:`RESTORED`); 5 makes its own.
 """
 
 from __future__ import annotations
