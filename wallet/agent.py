@@ -203,21 +203,11 @@ class WalletAgent:
             raise Refused("the frame is for another entity than the route says")
         what = f"frame {frame.hash.hex()[:12]} height {frame.height} round {round_}"
         if frame.hash in self._approved:
-            request = self.queue.record(
-                self.signer,
-                entity,
-                frame,
-                round_,
-                None,
-                Status.APPROVED,
-                "approved before",
-                "the same frame, already approved, at a later round",
-                self.policy.ttl_s,
-            )
+            request = self.queue.again(self.signer, entity, frame, round_, self.policy.ttl_s)
             log.info(
                 "%s: %s approved again (already approved at an earlier round)", self.label, what
             )
-            return await self._sign_approved(request)
+            return await self._sign_approved(request, round_)
         analysis = await self._analyze(entity, frame)
         request = await self._decide(entity, frame, round_, analysis, what)
         return await self._sign_approved(request)
@@ -359,8 +349,11 @@ class WalletAgent:
 
     # Signing ------------------------------------------------------------------
 
-    async def _sign_approved(self, request: ApprovalRequest) -> Signatures:
-        """Sign once unlocked; expire if the wallet stays locked past the request's time."""
+    async def _sign_approved(
+        self, request: ApprovalRequest, round_: int | None = None
+    ) -> Signatures:
+        """Sign once unlocked (at ``round_``, default the request's); expire if the
+        wallet stays locked past the request's time."""
         if not self.unlocked.is_set() or self.keys.locked:
             log.info("%s: request %d waits for the wallet to be unlocked", self.label, request.id)
             remaining = request.remaining(self.queue.clock())
@@ -372,7 +365,9 @@ class WalletAgent:
                 log.info("%s: request %d expired: the wallet stayed locked", self.label, request.id)
                 raise Refused("the wallet is locked") from None
         try:
-            signature = await self._sign_now(request.frame.raw, request.round)
+            signature = await self._sign_now(
+                request.frame.raw, request.round if round_ is None else round_
+            )
         except Refused as exc:
             self.queue.update(request, signed=False)
             log.warning("%s: the guard refused request %d: %s", self.label, request.id, exc)
@@ -384,7 +379,7 @@ class WalletAgent:
             "%s: signed frame %s at round %d (and %d outgoing channel messages)",
             self.label,
             request.frame_hash.hex()[:12],
-            request.round,
+            request.round if round_ is None else round_,
             len(signature.outbox),
         )
         return signature

@@ -461,6 +461,7 @@ class WalletApp:
             backend_warning=backend.warning,
             vault=vault,
             backups=service,
+            model=self.model,
         )
         if settings_view.backups is not None:
             self.model.entities_changed.connect(settings_view.backups.refresh)

@@ -274,7 +274,7 @@ class WalletService:
         self._log_handler = ModelLogHandler(self.model, self._loop)
         logging.getLogger().addHandler(self._log_handler)
         self.vault.on_change.append(self._vault_changed)
-        self.model.accountant_on = self.policy.accountant_on
+        self.model.set_accountant_on(self.policy.accountant_on)
         try:
             self.model.set_contacts(await asyncio.to_thread(contacts.load, self.data_dir))
         except contacts.ContactsError as exc:
@@ -301,6 +301,7 @@ class WalletService:
             self.settings.peers,
             self._identity_password,
             simulation=self.simulation,
+            listen_port=self.settings.listen_port,
         )
         try:
             self._url, self._token = await embedded.start()
@@ -518,7 +519,7 @@ class WalletService:
 
     def set_accountant(self, on: bool) -> None:
         self.policy.accountant_on = on
-        self.model.accountant_on = on
+        self.model.set_accountant_on(on)
         self.settings.accountant_on = on
         try:
             settings_io.save(self.data_dir, self.settings)

@@ -30,6 +30,7 @@ THEMES = ("system", "light", "dark")
 BACKUP_SCHEDULES = ("off", "daily", "weekly")
 MAX_TICK_MS = 60_000
 MAX_LOCK_TIMEOUT_MIN = 24 * 60
+MAX_PORT = 65_535
 
 
 class SettingsError(ValueError):
@@ -45,6 +46,9 @@ class Settings:
     node_cert_sha256: str = ""
     node_ca_file: str = ""  # PEM CA certificates a wss:// node is verified against
     peers: list[str] = field(default_factory=list)
+    # The embedded node's port on 127.0.0.1; 0: a free one at each start (no peer can
+    # then be given this node's address for good).
+    listen_port: int = 0
     theme: str = "system"
     accountant_on: bool = False
     rules_path: str = ""  # empty: the accountant's default rules
@@ -74,6 +78,8 @@ class Settings:
         for peer in self.peers:
             if not _is_ws_url(peer):
                 raise SettingsError(f"peer {peer!r} is not a ws:// or wss:// URL")
+        if not 0 <= self.listen_port <= MAX_PORT:
+            raise SettingsError(f"listen_port must be 0 to {MAX_PORT}")
         if self.theme not in THEMES:
             raise SettingsError(f"theme must be one of {', '.join(THEMES)}")
         if not 0 <= self.lock_timeout_min <= MAX_LOCK_TIMEOUT_MIN:

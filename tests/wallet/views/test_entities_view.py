@@ -13,7 +13,7 @@ from node.evidence import Evidence, Signed
 from node.machines.frames import precommit_message
 from wallet.flows.compose import SignerCard
 from wallet.model import EntityEntry, WalletModel
-from wallet.qt import QGuiApplication
+from wallet.qt import QGuiApplication, Qt, QWidget
 from wallet.views.compose import IncrementDialog
 from wallet.views.entities import EntitiesView, NameSignerDialog
 from wallet.views.widgets import plural
@@ -134,6 +134,40 @@ def test_create_entity_threshold_error_shown(qtbot: QtBot) -> None:
     dialog.threshold.setText("1")
     assert dialog.validate() is None
     assert "exceed half" in dialog.errors["threshold"].text()
+
+
+def test_add_member_puts_the_cursor_in_the_new_card_and_tab_reads_the_form(
+    qtbot: QtBot,
+) -> None:
+    """Add member: the new member's card takes the cursor (a person pastes at once);
+    Tab then goes through the form as it reads, the threshold after the members
+    (rows added later came after the proposer; seen by the GUI suite)."""
+    view = EntitiesView(WalletModel(), RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    view.set_own_cards([SignerCard(PKS[0], POPS[0])])
+    dialog = view.open_create()
+    qtbot.waitExposed(dialog)
+    dialog.activateWindow()
+    qtbot.waitUntil(dialog.isActiveWindow)
+    dialog.add_button.click()
+    second = dialog.rows[1]
+    qtbot.waitUntil(second.card.hasFocus)
+    order: list[QWidget] = [second.card]
+    for _ in range(4):
+        nxt = order[-1].nextInFocusChain()
+        while nxt is not None and nxt.focusPolicy() == Qt.FocusPolicy.NoFocus:
+            nxt = nxt.nextInFocusChain()
+        assert nxt is not None
+        order.append(nxt)
+    assert order == [
+        second.card,
+        second.shares,
+        second.remove,
+        dialog.add_button,
+        dialog.threshold,
+    ]
+    first = dialog.rows[0]
+    assert dialog.signer.nextInFocusChain() is first.card
 
 
 def test_join_by_id(qtbot: QtBot) -> None:
