@@ -65,7 +65,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import plyvel_next as plyvel
 
@@ -358,6 +358,48 @@ class Agent:
 
     def sign_batch(self, entity_id: bytes, nonce: int, txs: Sequence[Tx]) -> Batch:
         return sign_batch(entity_id, self._sk, self.signer_id, nonce, txs)
+
+    def signing_record(self) -> dict[bytes, SignedAt]:
+        """What this guard voted for, per entity: the highest (height, round) with an
+        approval (``V``) or a pre-commit (``S``) record, and the frame hash signed there
+        (a read: the signing-record interchange of a backup, docs/WALLET.md)."""
+        with self._lock:
+            if self._closed:
+                raise Refused("the agent is closed")
+            approvals = _highest_per_entity(self._db, APPROVAL)
+            precommits = _highest_per_entity(self._db, PRECOMMIT)
+        last = dict(approvals)
+        for entity, (rest, value) in precommits.items():
+            if entity not in last or rest[:12] >= last[entity][0][:12]:
+                last[entity] = (rest, value)
+        record: dict[bytes, SignedAt] = {}
+        for entity, (rest, value) in last.items():
+            fields = as_list(decode(value), "guard record")
+            record[entity] = SignedAt(
+                int.from_bytes(rest[:8], "big"),
+                int.from_bytes(rest[8:12], "big"),
+                as_bytes(fields[0], "frame hash"),
+            )
+        return record
+
+
+class SignedAt(NamedTuple):
+    """The highest vote a guard holds for an entity (:meth:`Agent.signing_record`)."""
+
+    height: int
+    round: int
+    frame_hash: bytes
+
+
+def _highest_per_entity(db: Any, prefix: bytes) -> dict[bytes, tuple[bytes, bytes]]:
+    """For records keyed ``prefix`` + entity (32 bytes) + big-endian height + ..., the
+    last one per entity in key order (its highest height): entity -> (the key after
+    the entity, the value)."""
+    last: dict[bytes, tuple[bytes, bytes]] = {}
+    start = len(prefix)
+    for key, value in db.iterator(prefix=prefix):
+        last[key[start : start + 32]] = (key[start + 32 :], value)
+    return last
 
 
 def _frame_at(frame_raw: bytes, round_: int) -> Frame:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Protocol
 
-from node.agent import Agent, Refused
+from node.agent import Agent, Refused, SignedAt
 from node.entity_reads import ProofError, UnverifiedRead
 from node.machines.binding import ServerBinding
 from node.machines.entity import EntityState
@@ -208,21 +208,11 @@ class WalletAgent:
             raise Refused("the frame is for another entity than the route says")
         what = f"frame {frame.hash.hex()[:12]} height {frame.height} round {round_}"
         if frame.hash in self._approved:
-            request = self.queue.record(
-                self.signer,
-                entity,
-                frame,
-                round_,
-                None,
-                Status.APPROVED,
-                "approved before",
-                "the same frame, already approved, at a later round",
-                self.policy.ttl_s,
-            )
+            request = self.queue.again(self.signer, entity, frame, round_, self.policy.ttl_s)
             log.info(
                 "%s: %s approved again (already approved at an earlier round)", self.label, what
             )
-            return await self._sign_approved(request, config, valid)
+            return await self._sign_approved(request, config, valid, round_)
         analysis = await self._analyze(entity, frame)
         request = await self._decide(entity, frame, round_, analysis, what)
         return await self._sign_approved(request, config, valid)
@@ -403,10 +393,14 @@ class WalletAgent:
     # Signing ------------------------------------------------------------------
 
     async def _sign_approved(
-        self, request: ApprovalRequest, config: Config, valid: Polka | None
+        self,
+        request: ApprovalRequest,
+        config: Config,
+        valid: Polka | None,
+        round_: int | None = None,
     ) -> bytes:
-        """Approve in the guard once unlocked; expire if the wallet stays locked past
-        the request's time."""
+        """Approve in the guard once unlocked (at ``round_``, default the request's);
+        expire if the wallet stays locked past the request's time."""
         if not self.unlocked.is_set() or self.keys.locked:
             log.info("%s: request %d waits for the wallet to be unlocked", self.label, request.id)
             remaining = request.remaining(self.queue.clock())
@@ -418,10 +412,11 @@ class WalletAgent:
                 log.info("%s: request %d expired: the wallet stayed locked", self.label, request.id)
                 raise Refused("the wallet is locked") from None
         try:
+            at = request.round if round_ is None else round_
             async with self._signing:
                 agent = await self._open()
                 approval = await asyncio.to_thread(
-                    agent.approve, request.frame.raw, request.round, config, valid
+                    agent.approve, request.frame.raw, at, config, valid
                 )
         except Refused as exc:
             self.queue.update(request, signed=False)
@@ -432,7 +427,7 @@ class WalletAgent:
             "%s: approved frame %s at round %d",
             self.label,
             request.frame_hash.hex()[:12],
-            request.round,
+            at,
         )
         return approval
 
@@ -471,6 +466,14 @@ class WalletAgent:
         async with self._signing:
             agent = await self._open()
             return await asyncio.to_thread(agent.floor, entity)
+
+    async def signing_record(self) -> dict[bytes, SignedAt]:
+        """What the guard pre-committed, per entity (``Agent.signing_record``: the
+        highest height, its round and frame hash), for a backup. Waits for an unlock."""
+        await self._wait_unlocked()
+        async with self._signing:
+            agent = await self._open()
+            return await asyncio.to_thread(agent.signing_record)
 
     async def set_floor(self, entity: bytes, height: int, binding_serial: int = 0) -> int:
         """The agent protocol's FLOOR (after a restore): sign nothing for ``entity`` at

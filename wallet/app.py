@@ -40,6 +40,7 @@ from wallet.settings import Settings
 from wallet.views import theme
 
 if TYPE_CHECKING:  # and imported where used: the first window must not wait for them
+    from wallet.backup import Opened
     from wallet.flows.node_trust import CertificateQuestion
     from wallet.flows.onboarding import CreateEntity, JoinEntity, Plan
     from wallet.keys import BackendChoice, Vault
@@ -173,6 +174,8 @@ class WalletApp:
         self._closed = asyncio.Event()
         self._identity_password: str | None = None
         self._pending_entity: CreateEntity | JoinEntity | None = None
+        self._restored_backup: Opened | None = None  # restored in onboarding, for the service
+        self._first_backup_password: str | None = None  # onboarding's first backup, once up
         # What an earlier Finish of the first-run wizard stored the key with (the phrase
         # and the password, in memory only): a Finish that failed after storing it is
         # tried again from what the person changed (Back), not refused.
@@ -324,12 +327,46 @@ class WalletApp:
             settings_io.save(self.data, settings)
 
         await asyncio.get_running_loop().run_in_executor(None, store)
+        if plan.backup is not None:
+            settings = await self._restore_backup(plan.backup.path, plan.backup.password, settings)
         self.settings = settings
         if token and self.token is None:
             self.token = token
         self._identity_password = password if settings.peers else None
         self._pending_entity = plan.entity
+        self._first_backup_password = password if plan.first_backup else None
         log.info("wallet set up: key %r stored in the %s keyring", plan.label, vault.backend.name)
+
+    async def _restore_backup(self, path: str, password: str, chosen: Settings) -> Settings:
+        """Restore a backup of the data folder with the phrase (wallet/flows/backup.py):
+        its files, its signing record into the guards; the service replays its node-only
+        entities once connected. The node the person chose in the wizard is kept."""
+        from wallet import backup as backup_fmt
+        from wallet.flows import backup as backup_flow
+
+        vault = self.vault
+        assert vault is not None
+
+        def restore() -> tuple[backup_fmt.Opened, Settings]:
+            raw = backup_fmt.load(Path(path).expanduser())
+            opened, report = backup_flow.restore_offline(self.data, vault, raw, password)
+            restored, error = settings_io.load_or_default(self.data)
+            if error is None:
+                restored.node_mode, restored.node_url = chosen.node_mode, chosen.node_url
+            else:
+                restored = chosen
+            settings_io.save(self.data, restored)
+            log.info(
+                "restored a backup of %s: files %s, floors for %d signers",
+                time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(opened.header.created)),
+                ", ".join(report.files) or "none",
+                len(report.floors),
+            )
+            return opened, restored
+
+        opened, settings = await asyncio.get_running_loop().run_in_executor(None, restore)
+        self._restored_backup = opened
+        return settings
 
     # unlock ------------------------------------------------------------------------
 
@@ -409,8 +446,10 @@ class WalletApp:
             node_url=self.node_url,
             token=self.token,
             identity_password=self._identity_password,
+            restored_backup=self._restored_backup,
         )
         self._identity_password = None
+        self._restored_backup = None
         service.confirm_certificate = self._ask_certificate
         self.service = service
         self.model.locked = vault.locked
@@ -421,7 +460,11 @@ class WalletApp:
             backend_system=backend.system,
             backend_warning=backend.warning,
             vault=vault,
+            backups=service,
+            model=self.model,
         )
+        if settings_view.backups is not None:
+            self.model.entities_changed.connect(settings_view.backups.refresh)
         window = MainWindow(
             self.model,
             service,
@@ -477,6 +520,22 @@ class WalletApp:
         entity, self._pending_entity = self._pending_entity, None
         if entity is not None:
             await self._make_entity(service, entity)
+        password, self._first_backup_password = self._first_backup_password, None
+        if password is not None:
+            await self._first_backup(service, password)
+
+    async def _first_backup(self, service: WalletService, password: str) -> None:
+        """Onboarding's offer, taken: a first backup of the data folder (it also makes
+        the data key, so a schedule chosen later asks nothing)."""
+        from wallet.backup import BackupError
+        from wallet.service import WalletError
+
+        try:
+            path = await service.back_up(password=password)
+        except (WalletError, BackupError, OSError) as exc:
+            log.error("the first backup failed: %s (Settings, Backups, Back up now)", exc)
+            return
+        log.info("first backup of the data folder written to %s", path)
 
     async def _make_entity(self, service: WalletService, plan: CreateEntity | JoinEntity) -> None:
         keys = service.vault.keys()

@@ -25,16 +25,16 @@ from typing import Any, Protocol
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from node.codec import HASH_LEN, as_bytes, as_int, as_list, keccak
+from node.codec import HASH_LEN, as_bytes, as_int, as_list, decode, encode_tree, keccak
 from node.entity_reads import CHANNELS, EntityHeader, Page
 from node.evidence import Evidence
 from node.machines.accounts import ChannelRecord
-from node.machines.entity import Batch, EntityState
-from node.machines.frames import Certificate
+from node.machines.entity import Batch, EntityState, entity_id_for
+from node.machines.frames import Certificate, Frame
 from node.machines.refusal import Refusal
-from node.machines.replica import SubmitBatch
+from node.machines.replica import Commit, Genesis, SubmitBatch
 from node.machines.server import CreateSigner
-from node.machines.signer import CreateEntity
+from node.machines.signer import CreateEntity, JoinEntity
 from node.memberships import FindResult, Membership
 from node.net.client import (
     InsecureTransport,
@@ -77,6 +77,7 @@ BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
 METRICS_EVERY_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
+REPLAY_PAGE = 256  # commits per SUBMIT when an entity is rebuilt from a backup
 
 type EventHandler = Callable[[Reply], object]
 type ConnectHook = Callable[[], Awaitable[None]]
@@ -498,6 +499,53 @@ class NodeSession:
         """The certified frame of ``entity`` at ``height`` (GET_FRAMES), or None."""
         frames = await self._need().frames(entity, height, 1)
         return frames[0][0] if frames else None
+
+    async def hosted_signers(self) -> set[bytes]:
+        """The signers the node hosts (its server listing: server scope)."""
+        _, signers = await self._need().server_listing()
+        return {s for s, _ in signers}
+
+    async def certified_frames(
+        self, entity: bytes, start: int, count: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Certified frames of ``entity`` from ``start`` (GET_FRAMES): each frame's and
+        its certificate's encodings."""
+        return [(raw, cert.raw) for raw, cert in await self._need().frames(entity, start, count)]
+
+    async def genesis_of(self, signer: bytes, entity: bytes) -> bytes | None:
+        """The encoded genesis of ``entity`` as the node's replicas of ``signer`` hold it
+        (MEMBERSHIPS), None if it holds none."""
+        after = b""
+        while True:
+            page, after = await self.memberships(signer, after)
+            for m in page:
+                if m.entity_id == entity:
+                    return encode_tree(m.genesis.to_tree())
+            if not after:
+                return None
+
+    async def replay(
+        self, signer: bytes, genesis: bytes, frames: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        """Rebuild ``signer``'s replica of an entity on the node: join it from
+        ``genesis`` (``join_entity``), then submit each certified frame as a commit, in
+        order (the node verifies each certificate as in any catch-up). Raises
+        SubmitRefused, or DecodeError for a genesis or frame that is not one."""
+        g = Genesis.from_item(decode(genesis))
+        receipts = await self._need().submit([JoinEntity(g)], [signer])
+        error = receipts.receipts[0].error
+        if error is not None:
+            raise SubmitRefused(f"join_entity: {error}")
+        entity = entity_id_for(g.config, g.salt)
+        for start in range(0, len(frames), REPLAY_PAGE):
+            commits = [
+                Commit(Frame.decode(raw), Certificate.from_item(decode(cert)))
+                for raw, cert in frames[start : start + REPLAY_PAGE]
+            ]
+            receipts = await self._need().submit(commits, [signer, entity])
+            for i, receipt in enumerate(receipts.receipts):
+                if receipt.error is not None:
+                    raise SubmitRefused(f"commit {start + i + 1}: {receipt.error}")
 
     async def find_entity(self, entity: bytes) -> EntityState | None:
         """The agreed state of ``entity`` (its small fields: config, height, reserves;

@@ -3,8 +3,9 @@
 The node runs in a process of its own, so nothing the GUI does (a theme switch
 holding the interpreter for 200 ms, a repaint, a long scroll) makes its blocks
 late. It keeps its data in ``DATA/node``, listens on ``127.0.0.1`` on a free
-port, and is reached through the same protocol as a remote node: the wallet
-never touches the node's objects.
+port (or the one Settings fix, so that peers keep its address), and is reached
+through the same protocol as a remote node: the wallet never touches the node's
+objects.
 
 :class:`EmbeddedNode` starts it (``xln-wallet embedded-node``: ``python -m
 wallet.cli embedded-node``, or the frozen app with that argument), writes its
@@ -89,8 +90,12 @@ class EmbeddedNode:
         fast_kdf: bool = False,
         simulation: bool = False,
         in_use_wait_s: float = IN_USE_WAIT_S,
+        listen_port: int = 0,
     ) -> None:
+        """``listen_port``: the port on 127.0.0.1 (0: a free one), fixed when peers
+        must reach this node at an address they keep."""
         self.data = data_dir / NODE_DIR
+        self.listen_port = listen_port
         # A new chain's genesis allows the faucet (kept for the chain's life).
         self.simulation = simulation
         self.tick_ms = tick_ms
@@ -152,6 +157,7 @@ class EmbeddedNode:
             "identity_password": self._identity_password,
             "fast_kdf": self._fast_kdf,
             "simulation": self.simulation,
+            "port": self.listen_port,
         }
         # A blocking call, but a fork and exec only: the pipes are read on threads.
         proc = subprocess.Popen(  # noqa: ASYNC220

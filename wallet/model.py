@@ -140,11 +140,20 @@ class WalletModel:
     metrics_changed: Signal = field(default_factory=Signal)
     log_added: Signal1[LogLine] = field(default_factory=Signal1)
     lock_changed: Signal = field(default_factory=Signal)
+    accountant_changed: Signal = field(default_factory=Signal)
     contacts: dict[bytes, str] = field(default_factory=dict)  # co-signers' names
     contacts_changed: Signal = field(default_factory=Signal)
     # After a restore from the phrase: what finding the signer's entities said.
     restore_note: str = ""
     restore_changed: Signal = field(default_factory=Signal)
+    # The signers the embedded node hosts: an entity all of whose members are among
+    # them lives only on this computer (wallet.flows.backup.only_here).
+    hosted: frozenset[bytes] = frozenset()
+
+    def set_hosted(self, signers: frozenset[bytes]) -> None:
+        if signers != self.hosted:
+            self.hosted = signers
+            self.entities_changed.emit()
 
     def set_restore_note(self, text: str) -> None:
         self.restore_note = text
@@ -192,6 +201,10 @@ class WalletModel:
     def set_locked(self, locked: bool) -> None:
         self.locked = locked
         self.lock_changed.emit()
+
+    def set_accountant_on(self, on: bool) -> None:
+        self.accountant_on = on
+        self.accountant_changed.emit()
 
     def set_contacts(self, contacts: dict[bytes, str]) -> None:
         self.contacts = dict(contacts)

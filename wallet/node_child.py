@@ -15,7 +15,7 @@ three pipes, and nothing secret on its command line or in its environment:
   logger, ``m`` message), which the wallet feeds into its own logging (the Logs
   view, its log file).
 
-The node listens on ``127.0.0.1`` on a free port, and on the control socket
+The node listens on ``127.0.0.1`` on the port given (0: a free one), and on the control socket
 ``node.sock`` in its data folder (so ``xln-node inspect`` works while the wallet
 runs). A stop (SIGTERM, the closed pipe, the gone parent) flushes the inbox in a
 last block before the store closes, as ``xln-node run`` does. SIGINT is left to
@@ -104,6 +104,7 @@ class ChildNode:
         self.identity_password: str | None = config.get("identity_password")
         self.fast_kdf = bool(config.get("fast_kdf", False))
         self.simulation = bool(config.get("simulation", False))
+        self.port = int(config.get("port", 0))
         self.node: Node | None = None
         self.api: ApiServer | None = None
         self.coordinator: Coordinator | None = None
@@ -147,7 +148,13 @@ class ChildNode:
                 receiver_id=identity.id if identity is not None else None,
             )
             node.tick_hooks.append(self.api.refresh_tokens)
-            port = await self.api.listen_tcp("127.0.0.1", 0)
+            try:
+                port = await self.api.listen_tcp("127.0.0.1", self.port)
+            except OSError as exc:  # the fixed port is taken (or not ours to take)
+                raise StartFailed(
+                    f"the embedded node cannot listen on 127.0.0.1:{self.port} ({exc.strerror}):"
+                    " choose another listen port in Settings"
+                ) from exc
             if hasattr(socket, "AF_UNIX"):
                 try:
                     await self.api.listen_unix(self.data / CONTROL_SOCKET)

@@ -8,6 +8,7 @@ The folder is created with mode 0700. Inside it:
 - ``guard/<signer id>/``: each agent's double-sign records;
 - ``keys/``: the encrypted-file key backend, when there is no system keyring;
 - ``keys.json``: the public index of the signer keys (no secrets);
+- ``backup-key.json``: the backups' data key under the wallet password (``wallet/flows/backup.py``);
 - ``settings.json``, ``rules.toml``, ``wallet.log``.
 """
 

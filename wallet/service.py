@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from node.agent import Refused
-from node.codec import keccak
+from node.codec import DecodeError, keccak
 from node.entity_reads import EntityHeader
 from node.machines import accounts
 from node.machines import entity as ent
@@ -67,6 +67,7 @@ from node.net.remote_map import is_partial
 from node.net.tls import ClientTrust
 from node.runtime import wall_clock_ms
 from node.txs import TxBody
+from wallet import backup as backup_fmt
 from wallet import contacts
 from wallet import pins as wallet_pins
 from wallet import settings as settings_io
@@ -81,6 +82,7 @@ from wallet.connection import (
     holdable,
 )
 from wallet.embedded import EmbeddedNode, EmbeddedNodeError, exit_text
+from wallet.flows import backup as backup_flow
 from wallet.flows import compose, node_trust
 from wallet.flows import restore as restore_flow
 from wallet.flows.accountant import Rules
@@ -101,6 +103,7 @@ NONCE_ATTEMPTS = 3  # signings of one batch whose nonce another batch took first
 JOIN_TIMEOUT_S = 300.0
 FIND_WAIT_S = 60.0  # after a restore: for the signer's agent to connect
 AUTO_LOCK_CHECK_S = 5.0
+BACKUP_CHECK_S = 60.0  # how often a scheduled backup is checked for
 EVIDENCE_EVERY_S = 2.0  # how often the node's evidence and refusals are read again
 # Frames analysed for signing and not certified yet, kept for their payments in history
 # and the state after them (a certified frame's is dropped once used).
@@ -188,9 +191,11 @@ class WalletService:
         rules: Rules | None = None,
         identity_password: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         ttl_s: float | None = None,
         simulation: bool = False,
         whole_up_to: int = WHOLE_UP_TO,
+        restored_backup: backup_fmt.Opened | None = None,
     ) -> None:
         """``whole_up_to``: entities of at most this many channels and forwards are held
         whole, larger ones partially (``NodeSession.read_entity_lazily``)."""
@@ -199,6 +204,7 @@ class WalletService:
         self.vault = vault
         self.settings = settings
         self.clock = clock
+        self.wall_clock = wall_clock  # backups: their times and schedule
         self.queue = ApprovalQueue(clock)
         self.notifications = Notifications(clock)
         self.policy = Policy(accountant_on=settings.accountant_on, rules=rules, headless=headless)
@@ -246,6 +252,11 @@ class WalletService:
             self.restore = restore_flow.RestoreRecord()
         self._finding: asyncio.Task[None] | None = None
         self._floored: set[tuple[bytes, bytes]] = set()  # restored signers' entities with floors
+        # A backup restored into this folder before start (onboarding): its node-only
+        # entities are replayed at the first connection, and each find reports the
+        # entities the live state shows past it.
+        self.restored_backup = restored_backup
+        self._replayed = False
 
     # Lifecycle -----------------------------------------------------------------
 
@@ -263,13 +274,14 @@ class WalletService:
         self._log_handler = ModelLogHandler(self.model, self._loop)
         logging.getLogger().addHandler(self._log_handler)
         self.vault.on_change.append(self._vault_changed)
-        self.model.accountant_on = self.policy.accountant_on
+        self.model.set_accountant_on(self.policy.accountant_on)
         try:
             self.model.set_contacts(await asyncio.to_thread(contacts.load, self.data_dir))
         except contacts.ContactsError as exc:
             log.error("co-signers' names not read: %s", exc)
         self._apply_lock_state()
         self._spawn(self._auto_lock())
+        self._spawn(self._backup_schedule())
         self._spawn(self._watch_evidence())
         if not self.remote:
             await self._start_embedded()
@@ -289,6 +301,7 @@ class WalletService:
             self.settings.peers,
             self._identity_password,
             simulation=self.simulation,
+            listen_port=self.settings.listen_port,
         )
         try:
             self._url, self._token = await embedded.start()
@@ -506,7 +519,7 @@ class WalletService:
 
     def set_accountant(self, on: bool) -> None:
         self.policy.accountant_on = on
-        self.model.accountant_on = on
+        self.model.set_accountant_on(on)
         self.settings.accountant_on = on
         try:
             settings_io.save(self.data_dir, self.settings)
@@ -520,6 +533,7 @@ class WalletService:
         if self.session.scope == "server" and not self.session.watching(Topic.BLOCKS, ()):
             await self.session.watch(Topic.BLOCKS, (), self._on_block)
         await self.rescan()
+        await self._replay_backup()
         self._find_pending()
 
     async def rescan(self) -> None:
@@ -534,6 +548,11 @@ class WalletService:
                 await self.watch_entity(key.signer_id, entity)
                 watched += 1
         log.info("read and watching %d entities", watched)
+        if not self.remote:
+            try:
+                self.model.set_hosted(frozenset(await self.session.hosted_signers()))
+            except (NodeError, NotConnected) as exc:
+                log.warning("the node's signers were not listed: %s", exc)
 
     # A restore from the phrase (wallet/flows/restore.py) ------------------------------
 
@@ -590,9 +609,155 @@ class WalletService:
             await asyncio.to_thread(restore_flow.save, self.data_dir, self.restore)
         peers = self.remote or bool(self.settings.peers)
         note = restore_flow.summary(result, peers_configured=peers)
+        if self.restored_backup is not None:
+            live = {f.membership.entity_id: f.membership.height for f in result.found}
+            older = backup_flow.older_report(self.restored_backup.header, live, self.wall_clock())
+            note = " ".join([note, *older])
         self.model.set_restore_note(note)
         log.info("%s: %s", agent.label, note)
         return result
+
+    # Backups (wallet/flows/backup.py) ---------------------------------------------------
+
+    async def back_up(self, path: Path | None = None, password: str | None = None) -> Path:
+        """Write an encrypted backup of the data folder to ``path`` (default: the
+        settings' folder, or ``~/XLN backups``, under ``xln-backup-<date>.json``).
+        With ``password`` (Back up now), it is checked and the data key's keystore made
+        under it; without (the schedule), the data key held while unlocked is used, and
+        the first backup needs the password. Raises WalletError, or WrongPassword."""
+        if self.vault.locked:
+            raise WalletError("The wallet is locked: unlock it to back up.")
+        if password is not None:  # checked, and the data key's keystore made under it
+            key = await asyncio.to_thread(backup_flow.prepare_key, self.vault, password)
+        else:
+            held = await asyncio.to_thread(backup_flow.held_key, self.vault)
+            if held is None:
+                raise WalletError("The first backup needs the wallet password.")
+            key = held
+        signers = self._signer_ids()
+        records = {s: a.signing_record for s, a in self.agents.items()}
+        try:
+            heights, payload = await backup_flow.gather(
+                self.data_dir, self.session, signers, records
+            )
+        except (NodeError, NotConnected, ProofError, UnverifiedRead) as exc:
+            raise WalletError(f"The node could not be read for the backup: {exc}") from None
+        except Refused as exc:
+            raise WalletError(f"A signer's record could not be read: {exc}") from None
+        now = self.wall_clock()
+        raw = await asyncio.to_thread(backup_flow.make, self.vault, key, heights, payload, now)
+        target = path or self.backup_folder() / backup_fmt.file_name(int(now))
+        try:
+            await asyncio.to_thread(backup_fmt.save, target, raw)
+        except OSError as exc:
+            raise WalletError(f"The backup could not be written to {target}: {exc}") from None
+        self.settings.last_backup = int(now)
+        await asyncio.to_thread(self._save_settings, self.settings)
+        log.info(
+            "backed up to %s: %d entities, %d of them held only here",
+            target,
+            len(heights),
+            len(payload.entities),
+        )
+        return target
+
+    def only_here(self) -> dict[bytes, str]:
+        """Per entity only this computer holds, with funds: the warning line."""
+        entries = [(entity, e.state) for (_, entity), e in self.model.entities.items()]
+        return backup_flow.only_here(entries, self.model.hosted)
+
+    def _signer_ids(self) -> list[bytes]:
+        return [key.signer_id for key in list(self.vault.keys())]
+
+    def backup_folder(self) -> Path:
+        chosen = self.settings.backup_folder
+        return Path(chosen).expanduser() if chosen else Path.home() / "XLN backups"
+
+    async def backup_if_due(self) -> Path | None:
+        """A scheduled backup, if one is due (``settings.backup_schedule``): never while
+        locked, and only once a first backup made the data key."""
+        if self.vault.locked or not self.session.connected:
+            return None
+        if not backup_flow.due(
+            self.settings.backup_schedule, self.settings.last_backup, self.wall_clock()
+        ):
+            return None
+        if await asyncio.to_thread(backup_flow.held_key, self.vault) is None:
+            log.warning("a scheduled backup waits for a first backup (Settings, Back up now)")
+            return None
+        try:
+            return await self.back_up()
+        except WalletError as exc:
+            log.error("the scheduled backup failed: %s", exc)
+            return None
+
+    async def _backup_schedule(self) -> None:
+        while True:
+            await asyncio.sleep(BACKUP_CHECK_S)
+            try:
+                await self.backup_if_due()
+            except Exception:  # the next check tries again; the schedule never stops
+                log.exception("the scheduled backup failed")
+
+    async def restore_backup(self, raw: bytes, password: str) -> backup_flow.RestoreReport:
+        """Settings' Restore from a backup, into this running wallet: the files this
+        folder lacks, the backup's signing record as floors through the agents, its
+        node-only entities replayed if the node lacks them, and which entities moved on
+        since the backup. Raises WrongPassword, BackupError, WalletError."""
+        opened = await asyncio.to_thread(backup_fmt.open_backup, raw, password)
+        keys = self._signer_ids()
+        mine, missing = backup_flow.check_wallet(opened.header, keys)
+        report = backup_flow.RestoreReport(signers=mine, missing=missing)
+        report.files, report.kept = await asyncio.to_thread(
+            backup_flow.write_files, self.data_dir, opened.payload, only_missing=True
+        )
+
+        async def floor(signer: bytes, entity: bytes, height: int) -> int:
+            return await self.agents[signer].set_floor(entity, height)
+
+        present = [s for s in mine if s in self.agents]
+        report.floors = await backup_flow.import_floors(opened.payload, present, floor)
+        report.replayed = await self._replay(opened.payload)
+        live: dict[bytes, int] = {}
+        for signer in present:
+            for entity in await self.session.entities_of(signer):
+                header = await self.session.read_header(signer, entity)
+                if header is not None:
+                    live[entity] = max(live.get(entity, 0), header.height)
+        report.notes = backup_flow.older_report(opened.header, live, self.wall_clock())
+        return report
+
+    async def _replay_backup(self) -> None:
+        """At the first connection after a restore from a backup: rebuild its node-only
+        entities (before the find, which then finds them on this node)."""
+        if self.restored_backup is None or self._replayed:
+            return
+        self._replayed = True
+        try:
+            replayed = await self._replay(self.restored_backup.payload)
+        except (WalletError, NodeError, NotConnected) as exc:
+            note = f"Rebuilding the entities held only here failed: {exc}"
+            self.model.set_restore_note(note)
+            log.error("%s", note)
+            return
+        if replayed:
+            n = len(replayed)
+            self.model.set_restore_note(
+                f"Rebuilt {n} entit{'y' if n == 1 else 'ies'} held only here from the backup."
+            )
+
+    async def _replay(self, payload: backup_fmt.Payload) -> list[bytes]:
+        keys = self._signer_ids()
+        try:
+            replayed = await backup_flow.replay(self.session, payload, keys)
+        except (SubmitRefused, DecodeError) as exc:
+            raise WalletError(f"an entity of the backup could not be rebuilt: {exc}") from None
+        for e in payload.entities:
+            if e.entity_id in replayed:
+                for member in e.members:
+                    if member in keys:
+                        await self.watch_entity(member, e.entity_id)
+        return replayed
 
     async def _floor_new_entity(self, signer: bytes, entity: bytes) -> None:
         """A restored signer's entity that came after the find (a co-signer added it):

@@ -3,7 +3,7 @@
 Node mode and URL, how a remote ``wss://`` node's certificate is trusted (the
 SHA-256 fingerprint the person accepted on first use, or a CA file), peers of
 the embedded node, theme, the accountant and its rules file, the lock timeout
-and the embedded node's tick. No secrets: a remote node's token is kept in the
+and the embedded node's tick, the backup schedule. No secrets: a remote node's token is kept in the
 vault (``vault.put_secret("node-token", ...)``).
 
 A file that cannot be read or holds bad values gives a clear error
@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "settings.json"
 NODE_MODES = ("embedded", "remote")
 THEMES = ("system", "light", "dark")
+BACKUP_SCHEDULES = ("off", "daily", "weekly")
 MAX_TICK_MS = 60_000
 MAX_LOCK_TIMEOUT_MIN = 24 * 60
+MAX_PORT = 65_535
 
 
 class SettingsError(ValueError):
@@ -44,11 +46,17 @@ class Settings:
     node_cert_sha256: str = ""
     node_ca_file: str = ""  # PEM CA certificates a wss:// node is verified against
     peers: list[str] = field(default_factory=list)
+    # The embedded node's port on 127.0.0.1; 0: a free one at each start (no peer can
+    # then be given this node's address for good).
+    listen_port: int = 0
     theme: str = "system"
     accountant_on: bool = False
     rules_path: str = ""  # empty: the accountant's default rules
     lock_timeout_min: int = 15  # 0: never lock by itself
     tick_ms: int = 100
+    backup_schedule: str = "off"  # off, daily, weekly (wallet/flows/backup.py)
+    backup_folder: str = ""  # empty: ~/XLN backups
+    last_backup: int = 0  # unix seconds of the last backup made here (0: none)
 
     def validate(self) -> None:
         """Raise SettingsError naming the first bad field."""
@@ -70,12 +78,18 @@ class Settings:
         for peer in self.peers:
             if not _is_ws_url(peer):
                 raise SettingsError(f"peer {peer!r} is not a ws:// or wss:// URL")
+        if not 0 <= self.listen_port <= MAX_PORT:
+            raise SettingsError(f"listen_port must be 0 to {MAX_PORT}")
         if self.theme not in THEMES:
             raise SettingsError(f"theme must be one of {', '.join(THEMES)}")
         if not 0 <= self.lock_timeout_min <= MAX_LOCK_TIMEOUT_MIN:
             raise SettingsError(f"lock_timeout_min must be 0 to {MAX_LOCK_TIMEOUT_MIN}")
         if not 1 <= self.tick_ms <= MAX_TICK_MS:
             raise SettingsError(f"tick_ms must be 1 to {MAX_TICK_MS}")
+        if self.backup_schedule not in BACKUP_SCHEDULES:
+            raise SettingsError(f"backup_schedule must be one of {', '.join(BACKUP_SCHEDULES)}")
+        if self.last_backup < 0:
+            raise SettingsError("last_backup must be a time (unix seconds)")
 
     @classmethod
     def from_json(cls, data: object) -> Settings:

@@ -67,6 +67,15 @@ def missing_tools() -> list[str]:
     return [f"{tool} (Debian: {deb})" for tool, deb in TOOLS.items() if shutil.which(tool) is None]
 
 
+def checkout_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment with this checkout first on ``PYTHONPATH``: ``.venv`` may be
+    shared by several worktrees, and its editable install points at whichever one
+    installed it last, so ``.venv/bin/xln-wallet`` alone could run another tree's code."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def until[T](what: str, check: Callable[[], T | None], timeout_s: float = WAIT_S) -> T:
     """Poll ``check`` until it returns something other than None or False."""
     deadline = time.monotonic() + timeout_s
@@ -107,7 +116,7 @@ class Display:
         }
         env["DISPLAY"] = self.name
         env["QT_QPA_PLATFORM"] = "xcb"
-        return env
+        return checkout_env(env)
 
     def _spawn(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
         out = (self.log_dir / f"{name}.log").open("wb")

@@ -12,7 +12,7 @@ import pytest
 import rlp
 from eth_hash.auto import keccak as eth_keccak
 
-from node.agent import Agent, Refused
+from node.agent import Agent, Refused, SignedAt
 from node.codec import encode
 from node.crypto import bls, keystore
 from node.machines.accounts import ACK, ANNOUNCE, FRAME, Outgoing
@@ -212,6 +212,7 @@ def test_no_sign_this_hash_api() -> None:
         "restored",
         "set_floor",
         "floor",
+        "signing_record",  # reads the S records for a backup; signs nothing
     }
 
 
@@ -242,6 +243,35 @@ def test_a_restored_guard_signs_only_above_its_floor(
     assert again.floor(ENTITY) == 3
     with pytest.raises(Refused, match="at or below 3"):
         precommit(again, frame(height=3, n=2).raw, 0)
+
+
+def test_signing_record_is_the_highest_vote_per_entity(
+    tmp_path: Path, open_agent: Callable[..., Agent]
+) -> None:
+    guard = tmp_path / "guard"
+    agent = open_agent(guard)
+    assert agent.signing_record() == {}
+    low, high = frame(height=2, n=1), frame(height=10, n=2)
+    precommit(agent, low.raw, 0)
+    precommit(agent, high.raw, 0)
+    precommit(agent, high.raw, 3)  # a later round of the same frame (the lock)
+    with pytest.raises(Refused, match="already pre-committed at round 3"):
+        precommit(agent, high.raw, 1)  # below the lock's round: nothing recorded
+    other = frame(height=255, n=3, entity=OTHER_ENTITY)
+    precommit(agent, other.raw, 7)
+    approved_only = frame(height=256, n=4, entity=OTHER_ENTITY)
+    agent.approve(approved_only.raw, 0, TRIO)  # an approval is a vote too
+    agent.set_floor(ENTITY, 50)  # floors and bindings are other records: not in it
+    agent.bind_server(bls.sk_to_pk(bls.keygen(b"a" * 32)))
+    expected = {
+        ENTITY: SignedAt(10, 3, high.hash),
+        OTHER_ENTITY: SignedAt(256, 0, approved_only.hash),
+    }
+    assert agent.signing_record() == expected
+    agent.close()
+    with pytest.raises(Refused, match="closed"):
+        agent.signing_record()
+    assert open_agent(guard).signing_record() == expected  # durable: read back from LevelDB
 
 
 def test_a_floor_raises_the_next_binding_serial(open_agent: Callable[..., Agent]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -217,3 +218,19 @@ async def test_the_node_keeps_time_while_the_wallet_loop_is_blocked(tmp_path: Pa
         assert len(after) - len(before) >= 10, "the node ticked while this loop was blocked"
     finally:
         await embedded.stop()
+
+
+async def test_a_fixed_listen_port_and_one_taken(tmp_path: Path) -> None:
+    """Settings' listen port: the node listens there (peers keep its address); a port
+    taken by another process is said, with what to do."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    first = EmbeddedNode(tmp_path / "a", tick_ms=20, listen_port=port)
+    url, _ = await first.start()
+    try:
+        assert url == f"ws://127.0.0.1:{port}"
+        with pytest.raises(EmbeddedNodeError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await EmbeddedNode(tmp_path / "b", tick_ms=20, listen_port=port).start()
+    finally:
+        await first.stop()

@@ -9,11 +9,14 @@ as a remote node: it registers the signer, asks ``FIND_ENTITIES``, and shows the
 entity found through server 0, caught up, instead of "No entity yet". Its guard
 is restored with the floor the peers gave, and it signs the next frame (which
 needs its share); an entity that reaches it later gets a floor and is signed too.
+A restore with an old backup of the folder (wallet/flows/backup.py) says how much
+older it is, and keeps the peers' floor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 from collections.abc import AsyncIterator
@@ -21,13 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from node.agent import Agent
+from node.agent import Agent, SignedAt
 from node.cluster import PASSWORD as CLUSTER_PASSWORD
 from node.cluster import Cluster, SignerKey
 from node.crypto import keystore
 from node.machines import entity as ent
 from tests.wallet.conftest import PASSWORD, Waiter
+from wallet import backup
 from wallet.agent import GUARD_DIR
+from wallet.flows import backup as backup_flow
 from wallet.flows import restore as restore_flow
 from wallet.keys.backends import choose_backend
 from wallet.keys.vault import Vault
@@ -177,3 +182,70 @@ async def test_the_restore_record_round_trips_and_refuses_garbage(tmp_path: Path
     (tmp_path / restore_flow.RESTORE_FILE).write_text('{"restored": 1}')
     with pytest.raises(restore_flow.RestoreFileError, match="not a restore record"):
         await asyncio.to_thread(restore_flow.load, tmp_path)
+
+
+async def test_a_restore_from_an_old_backup_reports_it_and_keeps_the_peers_floors(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """k1's backup was made at height 1 (its record: it pre-committed height 1); the
+    entity went on to height 3; the folder is lost. Restored from the phrase and that
+    backup: the guard takes the backup's floor first, the find raises it to what the
+    peers show, and the find's line says the backup is 2 frames older."""
+    k0, k1 = cluster.keys
+    entity = await cluster.create_entity(cluster.keys, [1, 1], 2, proposer=0)
+    routes = [(k.id, entity) for k in cluster.keys]
+    for n in (1, 2, 3):
+        batch = await cluster.submit(k0, entity, [ent.Increment(n)])
+        assert await cluster.wait_committed(batch, routes, WAIT_S) is not None
+    await lose_signer(cluster, k1)
+    server1 = cluster.servers[k1.server]
+
+    data = tmp_path / "restored-wallet"
+    data.mkdir(mode=0o700)
+    vault = Vault(data, choose_backend(data, prefer="file"), fast_kdf=True)
+    vault.add_keystore(keystore.load(cluster.keystore(k1)), CLUSTER_PASSWORD, PASSWORD, "k1")
+    vault.unlock(PASSWORD)
+    # The old backup (as the lost wallet wrote it a day before: at height 1).
+    data_key, key_store = backup.new_data_key(PASSWORD, fast=True)
+    made = 1_765_000_000
+    header = backup.Header(made, "0123456789abcdef", (k1.id,), {entity: 1}, key_store)
+    payload = backup.Payload(
+        files={"contacts.json": json.dumps({"version": 1, "names": {k0.id.hex(): "zero"}})},
+        signing_record={k1.id: {entity: SignedAt(1, 0, b"\x01" * 32)}},
+    )
+    raw = backup.seal(header, payload, data_key)
+    opened, report = await asyncio.to_thread(
+        backup_flow.restore_offline, data, vault, raw, PASSWORD
+    )
+    assert report.floors == {k1.id: {entity: 1}}
+    assert restore_flow.load(data).pending == [k1.id]
+
+    model = WalletModel()
+    service = WalletService(
+        data,
+        model,
+        vault,
+        Settings(tick_ms=20, accountant_on=True),
+        node_url=server1.url,
+        token=server1.token,
+        ttl_s=20.0,
+        wall_clock=lambda: made + 86_400 + 5,
+        restored_backup=opened,
+    )
+    waiter = Waiter()
+    for changed in (model.entities_changed, model.restore_changed, model.connection_changed):
+        changed.connect(waiter.wake)
+    try:
+        await service.start()
+        assert service.agents[k1.id].restored
+        await service.unlock(PASSWORD)
+        await waiter.until(lambda: model.restore_note.startswith("Found"), WAIT_S)
+        assert model.restore_note.endswith(
+            f"This backup is 1 day older than entity {entity.hex()[:12]}: 2 frames since "
+            "(certified at 3, the backup at 1)."
+        )
+        assert model.contacts == {k0.id: "zero"}
+        # The floor is the peers' (height 3), not the backup's lower one.
+        assert await service.agents[k1.id].floor_of(entity) == 3
+    finally:
+        await service.stop()

@@ -36,6 +36,7 @@ def test_settings_round_trip(tmp_path: Path) -> None:
         rules_path="/etc/rules.toml",
         lock_timeout_min=5,
         tick_ms=50,
+        listen_port=7001,
     )
     settings_io.save(tmp_path, saved)
     assert settings_io.load(tmp_path) == saved
@@ -53,6 +54,7 @@ def test_settings_round_trip(tmp_path: Path) -> None:
         ('{"tick_ms": true}', "tick_ms"),
         ('{"node_mode": "remote"}', "node_url"),
         ('{"peers": ["http://x"]}', "peer"),
+        ('{"listen_port": 65536}', "listen_port"),
         ('{"accountant_on": 1}', "accountant_on"),
     ],
 )

@@ -193,6 +193,37 @@ class ApprovalQueue:
         _call(self.added, request)
         return request
 
+    def again(
+        self, signer: bytes, entity: bytes, frame: Frame, round_: int, ttl_s: float = 0.0
+    ) -> ApprovalRequest:
+        """A frame already approved, asked at a later round (signed again without
+        asking: the agent's lock allows that and nothing else there). Its approved
+        entry follows the round, as a pending one does, so the list keeps one entry
+        per frame and still says who approved it; if that entry left the list, a
+        decided one is recorded."""
+        for request in reversed(self.decided):
+            if (
+                request.signer == signer
+                and request.frame_hash == frame.hash
+                and request.status is Status.APPROVED
+            ):
+                if round_ > request.round:
+                    request.round = round_
+                    request.expires = self.clock() + ttl_s
+                _call(self.changed, request)
+                return request
+        return self.record(
+            signer,
+            entity,
+            frame,
+            round_,
+            None,
+            Status.APPROVED,
+            "approved before",
+            "the same frame, already approved, at a later round",
+            ttl_s,
+        )
+
     # Deciding ---------------------------------------------------------------
 
     def approve(self, request_id: int, by: str = YOU, reason: str = "") -> ApprovalRequest:

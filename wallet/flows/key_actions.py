@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 
 from node.crypto import keystore
+from wallet.flows import backup as backup_flow
 from wallet.flows.onboarding import MIN_PASSWORD
 from wallet.keys.vault import Vault
 
@@ -33,6 +34,8 @@ async def change_password(vault: Vault, old: str, new: str, again: str) -> None:
     if new == old:
         raise KeyActionError("The new password is the current one.")
     await asyncio.to_thread(vault.change_password, old, new)
+    # The backups' data key: later backups open with the new password.
+    await asyncio.to_thread(backup_flow.rekey, vault, new)
 
 
 async def recovery_phrase(vault: Vault, signer_id: bytes, password: str) -> str:

@@ -5,12 +5,15 @@ Steps, in order (Electrum-wizard style)::
     KEY -> BACKUP -> CHECK -> PASSWORD -> NODE -> ENTITY -> DONE
 
 - KEY: create a new key (a 24-word BIP-39 phrase) or import one. An imported
-  phrase skips BACKUP and CHECK: the user already holds it.
+  phrase skips BACKUP and CHECK: the user already holds it. With it, a backup
+  file of the data folder (``wallet/flows/backup.py``) and the password it was
+  made under may be chosen: the app restores it once the key is stored.
 - BACKUP: show the 24 words; CHECK: ask for 3 of them, chosen at random.
 - PASSWORD: typed twice, at least :data:`MIN_PASSWORD` characters.
 - NODE: the embedded node (default) or a remote ``ws://``/``wss://`` URL and token.
 - ENTITY: create an entity (this key plus other signers' cards, shares,
-  threshold, proposer), join one by id, or skip.
+  threshold, proposer), join one by id, or skip; and whether to make a first
+  backup of the data folder once set up (:meth:`Onboarding.want_first_backup`).
 
 Every step method validates its input and raises :class:`StepRefused` with the
 reason when it refuses; a refusal changes nothing. :meth:`Onboarding.back` goes
@@ -92,6 +95,15 @@ class JoinEntity:
 
 
 @dataclass(frozen=True, slots=True)
+class BackupChoice:
+    """A backup file to restore with the phrase, and the wallet password it was made
+    under (which may differ from the new one)."""
+
+    path: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What the app does when the wizard is done. Holds secrets: never log it."""
 
@@ -101,6 +113,8 @@ class Plan:
     password: str = field(repr=False)
     node: NodeChoice
     entity: CreateEntity | JoinEntity | None
+    backup: BackupChoice | None = None
+    first_backup: bool = False  # back up the folder once the wallet is set up
 
 
 def parse_card(text: str) -> NewMember:
@@ -178,6 +192,8 @@ class Onboarding:
         self._password = ""
         self.node = NodeChoice()
         self.entity: CreateEntity | JoinEntity | None = None
+        self.backup: BackupChoice | None = None
+        self.first_backup = False
 
     def __repr__(self) -> str:  # never show the phrase or the password
         return f"Onboarding(step={self.step.value})"
@@ -199,11 +215,25 @@ class Onboarding:
                 raise StepRefused("the phrase generator gave an invalid phrase")  # a bug
             self._created = phrase
         self.mnemonic, self.imported, self.label = self._created, False, label
+        self.backup = None
         self._go(Step.BACKUP)
 
-    def import_key(self, words: str, label: str = "my signer") -> None:
+    def import_key(
+        self,
+        words: str,
+        label: str = "my signer",
+        backup_path: str = "",
+        backup_password: str = "",
+    ) -> None:
+        """A restore from the phrase; with ``backup_path``, from a backup of the data
+        folder too (opened with ``backup_password`` when the wizard is done)."""
         self._expect(Step.KEY)
         label = self._label(label)
+        backup_path = backup_path.strip()
+        if backup_path and not backup_password:
+            raise StepRefused("enter the wallet password the backup was made under")
+        if backup_password and not backup_path:
+            raise StepRefused("choose the backup file, or leave its password empty")
         phrase = " ".join(words.lower().split())
         count = len(phrase.split())
         if count not in (12, 15, 18, 21, 24):
@@ -211,6 +241,7 @@ class Onboarding:
         if not self._validate(phrase):
             raise StepRefused("the phrase is not valid: a word is misspelled or the checksum fails")
         self.mnemonic, self.imported, self.label = phrase, True, label
+        self.backup = BackupChoice(backup_path, backup_password) if backup_path else None
         self._go(Step.PASSWORD)
 
     def backup_done(self) -> None:
@@ -325,6 +356,11 @@ class Onboarding:
         self.entity = None
         self._go(Step.DONE)
 
+    def want_first_backup(self, on: bool) -> None:
+        """Make a first backup of the data folder once set up (the last page offers it;
+        any step may change it)."""
+        self.first_backup = on
+
     def back(self) -> None:
         """The previous step (what was entered there is kept until replaced)."""
         if not self._trail:
@@ -340,6 +376,8 @@ class Onboarding:
             password=self._password,
             node=self.node,
             entity=self.entity,
+            backup=self.backup,
+            first_backup=self.first_backup,
         )
 
     # helpers -----------------------------------------------------------------

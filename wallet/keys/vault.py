@@ -114,6 +114,11 @@ class Vault:
 
     # -- reading ---------------------------------------------------------
 
+    @property
+    def fast_kdf(self) -> bool:
+        """Whether this vault's keystores use the tests' cheap KDF cost."""
+        return self._fast
+
     def keys(self) -> list[KeyInfo]:
         """The public index, in the order the keys were added; readable while locked."""
         try:
@@ -250,6 +255,18 @@ class Vault:
                 return None
             vault_key = self._open_vault_key(password)
             return self._read_entry(username, vault_key, password)
+
+    def held_secret(self, name: str) -> bytes | None:
+        """The secret ``name`` opened with the vault key held while unlocked (no KDF),
+        None if there is none or it is still under the password; Locked if locked."""
+        username = _secret_username(name)
+        with self._mutex:
+            if self._vault_key is None:
+                raise Locked("the wallet is locked")
+            entry = self._entry(username)
+            if entry is None or not keystore.is_wrapped(entry):
+                return None
+            return keystore.unwrap(entry, self._vault_key)
 
     def delete_secret(self, name: str) -> bool:
         """Remove the secret ``name``; False if there was none."""

@@ -493,13 +493,17 @@ class ApprovalsView(QWidget):
         self.raw.setPlainText("\n".join(raw))
 
         if config is not None:
+            certified = self._certified_by(r.frame_hash)
             signed = {r.signer} if r.signed else set()
+            if certified:  # the certificate says who signed (empty: not checked here)
+                signed = set(certified)
             self.bar.set_segments(
                 segments_for(config, signed, lambda s: name(names, s)), config.threshold
             )
             self.bar_text.setText(
                 f"{self.bar.filled_shares}/{config.threshold} of "
                 f"{plural(config.total_shares, 'share')}"
+                + ("  ·  certified" if certified is not None else "")
             )
             self.bar.show()
         else:
@@ -547,6 +551,15 @@ class ApprovalsView(QWidget):
         self._signing = r.id if approve else None
         if approve:
             self._show_signing(r)  # it may be signed already (an unlocked wallet signs at once)
+
+    def _certified_by(self, frame_hash: bytes) -> tuple[bytes, ...] | None:
+        """Who signed the frame's certificate, if the wallet saw it certified (its
+        history's frame item; empty when the certificate was not checked here). The
+        service adds that item before it moves the entity, whose change repaints this."""
+        for item in reversed(self.model.history):
+            if item.kind == "frame" and item.hash == frame_hash:
+                return item.cert_signers
+        return None
 
     def _show_signing(self, request: ApprovalRequest) -> None:
         """The outcome of the approval made here: signed and sent, or not signed."""

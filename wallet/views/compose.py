@@ -12,6 +12,7 @@ action on the loop, closing when it succeeds and showing the message when it fai
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -636,7 +637,7 @@ class CreateEntityDialog(ActionDialog):
         self.members_layout.setContentsMargins(0, 0, 0, 0)
         self.rows: list[MemberRow] = []
         self.add_button = QPushButton("Add member")
-        self.add_button.clicked.connect(lambda: self.add_member())
+        self.add_button.clicked.connect(lambda: self.add_member().card.setFocus())
         self.form.addRow("Members", self.members_box)
         self.form.addRow("", self.add_button)
         self.threshold = QLineEdit()
@@ -649,12 +650,14 @@ class CreateEntityDialog(ActionDialog):
             self.add_member()
 
     def add_member(self, card: str = "", shares: int = 1) -> MemberRow:
+        """A member's row (Add member puts the cursor in its card)."""
         row = MemberRow(card, shares)
         row.remove.clicked.connect(lambda: self._remove(row))
         row.card.textChanged.connect(self._refresh_proposers)
         self.rows.append(row)
         self.members_layout.addWidget(row)
         self._refresh_proposers()
+        self._tab_order()
         return row
 
     def _remove(self, row: MemberRow) -> None:
@@ -662,6 +665,17 @@ class CreateEntityDialog(ActionDialog):
             self.rows.remove(row)
             row.deleteLater()
             self._refresh_proposers()
+            self._tab_order()
+
+    def _tab_order(self) -> None:
+        """Tab follows the form as it reads: rows added later came last in Qt's order,
+        after the proposer."""
+        chain: list[QWidget] = [self.signer]
+        for row in self.rows:
+            chain += [row.card, row.shares, row.remove]
+        chain += [self.add_button, self.threshold, self.proposer]
+        for first, second in itertools.pairwise(chain):
+            QWidget.setTabOrder(first, second)
 
     def _refresh_proposers(self) -> None:
         keep = self.proposer.currentIndex()

@@ -14,6 +14,7 @@ from node.evidence import Evidence
 from wallet.contacts import MAX_NAME, ContactsError, clean_name
 from wallet.flows import evidence as ev
 from wallet.flows.approvals import ApprovalQueue
+from wallet.flows.backup import only_here
 from wallet.flows.compose import ChannelCard, SignerCard
 from wallet.model import EntityEntry, WalletActions, WalletModel
 from wallet.qt import (
@@ -52,7 +53,11 @@ class EntityCard(QFrame):
     """One entity; :meth:`show_entry` refreshes it in place as its frames arrive."""
 
     def __init__(
-        self, entry: EntityEntry, names: dict[bytes, str], evidence: tuple[Evidence, ...] = ()
+        self,
+        entry: EntityEntry,
+        names: dict[bytes, str],
+        evidence: tuple[Evidence, ...] = (),
+        only_here: str | None = None,
     ) -> None:
         super().__init__()
         self.setFrameShape(QFrame.Shape.StyledPanel)
@@ -71,6 +76,15 @@ class EntityCard(QFrame):
             "at one height and round: both signatures verify under the member's key. "
             "An honest signer never does this; its key may be stolen."
         )
+        self.only_here = QLabel()
+        self.only_here.setObjectName("onlyHere")
+        self.only_here.setWordWrap(True)
+        set_role(self.only_here, "warning")
+        self.only_here.setToolTip(
+            "Every member of this entity is hosted on this computer's node: no other "
+            "server holds its state, and the recovery phrase cannot bring it back."
+        )
+        self.shown_only_here: str | None = None
         self.increment_button = QPushButton("Increment\u2026")
         self.name_button = QPushButton("Name co-signers\u2026")
         self.name_button.setToolTip("Names for the other members, shown on this wallet only")
@@ -95,14 +109,22 @@ class EntityCard(QFrame):
         grid.addWidget(self.members, 3, 0, 1, 2)
         grid.addWidget(self.numbers, 4, 0, 1, 2)
         grid.addWidget(self.evidence, 5, 0, 1, 2)
+        grid.addWidget(self.only_here, 6, 0, 1, 2)
         grid.setColumnStretch(0, 1)
-        self.show_entry(entry, names, evidence)
+        self.show_entry(entry, names, evidence, only_here)
 
     def show_entry(
-        self, entry: EntityEntry, names: dict[bytes, str], evidence: tuple[Evidence, ...] = ()
+        self,
+        entry: EntityEntry,
+        names: dict[bytes, str],
+        evidence: tuple[Evidence, ...] = (),
+        only_here: str | None = None,
     ) -> None:
         self.entry = entry
         self.shown_evidence = evidence
+        self.shown_only_here = only_here
+        self.only_here.setText(f"\u26a0 {only_here}" if only_here else "")
+        self.only_here.setVisible(only_here is not None)
         found = ev.equivocations(entry.state.config, evidence)
         flagged = ev.badges(found)
         s = entry.state
@@ -224,13 +246,23 @@ class EntitiesView(QWidget):
         shown = [(c.entry.signer_id, c.entry.state.entity_id) for c in self.cards]
         if shown == sorted(self.model.entities) and self._shown_signers == self.own_signers():
             names = signer_names(self.model)
+            alone = self._only_here()
             for card in self.cards:
                 entry = self.model.entities[(card.entry.signer_id, card.entry.state.entity_id)]
                 evidence = self.model.evidence.get(entry.state.entity_id, ())
-                if entry is not card.entry or evidence != card.shown_evidence:
-                    card.show_entry(entry, names, evidence)
+                line = alone.get(entry.state.entity_id)
+                if (
+                    entry is not card.entry
+                    or evidence != card.shown_evidence
+                    or line != card.shown_only_here
+                ):
+                    card.show_entry(entry, names, evidence, line)
             return
         self._rebuild()
+
+    def _only_here(self) -> dict[bytes, str]:
+        entries = [(entity, e.state) for (_, entity), e in self.model.entities.items()]
+        return only_here(entries, self.model.hosted)
 
     def _rebuild(self) -> None:
         while self.body_layout.count():
@@ -270,8 +302,14 @@ class EntitiesView(QWidget):
             hint = QLabel("No entity yet: create one, or join one whose members list your signer.")
             set_role(hint, "muted")
             self.body_layout.addWidget(hint)
+        alone = self._only_here()
         for key in sorted(self.model.entities):
-            card = EntityCard(self.model.entities[key], names, self.model.evidence.get(key[1], ()))
+            card = EntityCard(
+                self.model.entities[key],
+                names,
+                self.model.evidence.get(key[1], ()),
+                alone.get(key[1]),
+            )
             card.increment_button.clicked.connect(
                 lambda _=False, c=card: self.open_increment(c.entry)
             )

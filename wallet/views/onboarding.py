@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from wallet.connection import connection_problem
 from wallet.flows.onboarding import (
@@ -32,6 +33,7 @@ from wallet.qt import (
     QCheckBox,
     QCloseEvent,
     QComboBox,
+    QFileDialog,
     QFrame,
     QGridLayout,
     QHBoxLayout,
@@ -129,6 +131,17 @@ class KeyPage(QWidget):
         self.restore.toggled.connect(self.phrase.setEnabled)
         # Restore chosen (Alt+R, or a click): the words are typed at once, no click first.
         self.restore.toggled.connect(lambda on: on and self.phrase.setFocus())
+        # A backup of the data folder, restored with the phrase (optional).
+        self.backup_path = QLineEdit()
+        self.backup_path.setPlaceholderText("Also restore from a backup file (optional)")
+        self.browse = QPushButton("Backup &file…")
+        self.browse.clicked.connect(self._browse)
+        self.backup_password = QLineEdit()
+        self.backup_password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.backup_password.setPlaceholderText("The wallet password the backup was made under")
+        for widget in (self.backup_path, self.browse, self.backup_password):
+            widget.setEnabled(False)
+            self.restore.toggled.connect(widget.setEnabled)
         self.label = QLineEdit("my signer")
         self.label.setMaxLength(64)
         self.label.setPlaceholderText("A name for this key")
@@ -140,6 +153,17 @@ class KeyPage(QWidget):
         col.addSpacing(6)
         col.addWidget(self.restore)
         col.addWidget(self.phrase)
+        row = QHBoxLayout()
+        row.addWidget(self.backup_path, 1)
+        row.addWidget(self.browse)
+        col.addLayout(row)
+        col.addWidget(self.backup_password)
+        col.addWidget(
+            _explain(
+                "The phrase brings back the key and the entities your co-signers' servers "
+                "hold; a backup also brings back what only this computer held."
+            )
+        )
         col.addSpacing(6)
         name = QLabel("Key name")
         name.setProperty("role", "section")
@@ -147,10 +171,23 @@ class KeyPage(QWidget):
         col.addWidget(self.label)
         col.addStretch(1)
 
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Restore from a backup", str(Path.home()), "XLN backups (*.json)"
+        )
+        if path:
+            self.backup_path.setText(path)
+
     def submit(self, flow: Onboarding) -> None:
         if self.restore.isChecked():
-            flow.import_key(self.phrase.toPlainText(), self.label.text())
+            flow.import_key(
+                self.phrase.toPlainText(),
+                self.label.text(),
+                self.backup_path.text(),
+                self.backup_password.text(),
+            )
             self.phrase.clear()  # the flow holds it now; no copy in the widget
+            self.backup_password.clear()
         else:
             flow.create_key(self.label.text())
 
@@ -458,6 +495,15 @@ class EntityPage(QWidget):
         col.addWidget(self.join_mode)
         col.addWidget(self.join_box)
         col.addWidget(self.skip_mode)
+        col.addSpacing(6)
+        self.first_backup = QCheckBox("Back up the data folder once the wallet is set up")
+        col.addWidget(self.first_backup)
+        col.addWidget(
+            _explain(
+                "An encrypted file in the backup folder (Settings, Backups), under your "
+                "wallet password: it keeps what the recovery phrase cannot bring back."
+            )
+        )
         col.addStretch(1)
         for button in (self.create_mode, self.join_mode, self.skip_mode):
             button.toggled.connect(self._mode)
@@ -511,6 +557,7 @@ class EntityPage(QWidget):
         self.proposer.setCurrentIndex(current if 0 <= current < self.proposer.count() else 0)
 
     def submit(self, flow: Onboarding) -> None:
+        flow.want_first_backup(self.first_backup.isChecked())
         if self.create_mode.isChecked():
             flow.create_entity(
                 self.own_shares.value(),

@@ -1,10 +1,13 @@
-"""The Settings view: node (embedded, or remote URL, token, the CA file a wss://
-node is checked against, and the certificate accepted on first use, which can be
-forgotten), theme, the
+"""The Settings view: node (embedded, with its listen port, its own address to give
+co-signers and its peers, as ``wallet.flows.peering`` checks and words them; or
+remote URL, token, the CA file a wss:// node is checked against, and the
+certificate accepted on first use, which can be forgotten), theme, the
 accountant and its rules file (checked with ``Rules.load``, result shown), the
 keyring backend in use (with a visible warning when it is not the system
 keyring), the key actions (change the password, show a recovery phrase, export
-a key: :mod:`wallet.views.key_actions`) and the lock timeout.
+a key: :mod:`wallet.views.key_actions`), the lock timeout, and backups (Back up
+now, Restore from a backup, the schedule, the entities only this computer holds:
+:mod:`wallet.views.backup`).
 
 The view edits a copy of :class:`~wallet.settings.Settings`; Save validates it and
 hands it, with a new token if one was typed, to the ``save`` callback the app
@@ -18,9 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from node.net.tls import pretty
+from wallet.flows import peering
 from wallet.flows.accountant import Rules, RulesError
 from wallet.keys.vault import Vault
+from wallet.model import WalletModel
 from wallet.qt import (
+    QApplication,
     QButtonGroup,
     QCheckBox,
     QComboBox,
@@ -39,9 +45,18 @@ from wallet.qt import (
     QWidget,
 )
 from wallet.settings import Settings, SettingsError
+from wallet.views.backup import BackupActions, BackupBox
 from wallet.views.key_actions import KeyActionsBox
+from wallet.views.widgets import follow
 
 SaveCallback = Callable[[Settings, str | None], None]  # (settings, new token or None)
+
+
+def _muted(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setProperty("role", "muted")
+    return label
 
 
 def check_rules(path: str) -> tuple[bool, str]:
@@ -65,12 +80,16 @@ class SettingsView(QWidget):
         backend_system: bool,
         backend_warning: str | None = None,
         vault: Vault | None = None,
+        backups: BackupActions | None = None,
+        model: WalletModel | None = None,
         parent: QWidget | None = None,
     ) -> None:
+        """``model``: the wallet's, for the embedded node's address in this run."""
         super().__init__(parent)
         self.setObjectName("Page")
         self.settings = settings
         self._save = save
+        self.model = model
 
         # node
         self.embedded = QRadioButton("Embedded node (runs inside the wallet)")
@@ -95,11 +114,44 @@ class SettingsView(QWidget):
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.token.setPlaceholderText("unchanged")
+        # the embedded node's peering (wallet.flows.peering)
+        self.listen_port = QSpinBox()
+        self.listen_port.setRange(0, 65_535)
+        self.listen_port.setSpecialValueText("any free port")
+        self.listen_port.setValue(settings.listen_port)
+        self.listen_port.setToolTip(
+            "The embedded node's port on 127.0.0.1. Co-signers' nodes reach it there: "
+            "a fixed port keeps its address across restarts."
+        )
+        self.address = QLabel()
+        self.address.setObjectName("nodeAddress")
+        self.address.setWordWrap(True)
+        self.address.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.copy_address = QPushButton("Copy address")
+        self.copy_address.clicked.connect(self._copy_address)
+        address_row = QHBoxLayout()
+        address_row.addWidget(self.address, 1)
+        address_row.addWidget(self.copy_address)
+        self.peers = QLineEdit(peering.peers_text(settings.peers))
+        self.peers.setPlaceholderText("ws://127.0.0.1:7002 (a co-signer's node; several: spaces)")
+        self.peers.setToolTip(
+            "The nodes of your co-signers' wallets (their This node address). Each side "
+            "lists the other's; the change applies when the node starts again."
+        )
+        self.peering_warning = QLabel()
+        self.peering_warning.setProperty("role", "warning")
+        self.peering_warning.setWordWrap(True)
+        self.listen_port.valueChanged.connect(self._show_address)
+        self.peers.textChanged.connect(self._show_address)
         (self.remote if settings.node_mode == "remote" else self.embedded).setChecked(True)
         self.remote.toggled.connect(self._node_mode)
         node_box = QGroupBox("Node")
         node = QFormLayout(node_box)
         node.addRow(self.embedded)
+        node.addRow("Listen p&ort", self.listen_port)  # Alt+O
+        node.addRow("This node", address_row)
+        node.addRow("&Peers", self.peers)  # Alt+P
+        node.addRow("", self.peering_warning)
         node.addRow(self.remote)
         node.addRow("URL", self.url)
         node.addRow("API token", self.token)
@@ -123,7 +175,8 @@ class SettingsView(QWidget):
         general.addRow("Lock after idle", self.lock_timeout)
 
         # accountant
-        self.accountant = QCheckBox("Let the accountant decide sign requests by its rules")
+        # Alt+A
+        self.accountant = QCheckBox("Let the &accountant decide sign requests by its rules")
         self.accountant.setChecked(settings.accountant_on)
         self.rules_path = QLineEdit(settings.rules_path)
         self.rules_path.setPlaceholderText("default rules")
@@ -161,7 +214,21 @@ class SettingsView(QWidget):
         if self.key_actions is not None:
             keys.addRow("Password and keys", self.key_actions)
 
-        self.save_button = QPushButton("Save")
+        # backups
+        self.backups = None if backups is None else BackupBox(backups, self.result)
+        backup_box = QGroupBox("Backups of the data folder")
+        backup_form = QFormLayout(backup_box)
+        backup_form.addRow(
+            _muted(
+                "The recovery phrase restores your keys and the entities your co-signers' "
+                "servers hold. A backup also keeps what only this folder holds: names, "
+                "settings, the signing record, and entities no other server holds."
+            )
+        )
+        if self.backups is not None:
+            backup_form.addRow(self.backups)
+
+        self.save_button = QPushButton("&Save")  # Alt+S
         self.save_button.setProperty("primary", True)
         self.save_button.clicked.connect(self.save)
         actions = QHBoxLayout()
@@ -176,7 +243,10 @@ class SettingsView(QWidget):
         col.setContentsMargins(20, 16, 20, 16)
         col.setSpacing(12)
         col.addWidget(title)
-        for box in (node_box, general_box, acc_box, keys_box):
+        boxes = [node_box, general_box, acc_box, keys_box]
+        if self.backups is not None:
+            boxes.append(backup_box)
+        for box in boxes:
             box.setMaximumWidth(720)
             col.addWidget(box)
         col.addLayout(actions)
@@ -188,9 +258,13 @@ class SettingsView(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
+        self._scroll = scroll
 
         self._node_mode()
         self._check_rules()
+        if model is not None:
+            follow(self, [(model.connection_changed, self._show_address)])
+        self._show_address()
 
     def edited(self) -> Settings:
         """The settings as the form shows them (not yet validated). The accepted
@@ -207,6 +281,12 @@ class SettingsView(QWidget):
             accountant_on=self.accountant.isChecked(),
             rules_path=self.rules_path.text().strip(),
             lock_timeout_min=self.lock_timeout.value(),
+            backup_schedule=(
+                self.backups.schedule.currentText()
+                if self.backups is not None
+                else self.settings.backup_schedule
+            ),
+            listen_port=self.listen_port.value(),
         )
 
     def save(self) -> bool:
@@ -214,8 +294,9 @@ class SettingsView(QWidget):
         new = self.edited()
         token = self.token.text().strip() or None
         try:
+            new.peers = peering.parse_peers(self.peers.text(), new.listen_port)
             new.validate()
-        except SettingsError as exc:
+        except (SettingsError, peering.PeeringError) as exc:
             return self._show(False, str(exc))
         ok, why = check_rules(new.rules_path)
         if not ok:
@@ -224,15 +305,20 @@ class SettingsView(QWidget):
             self._save(new, token)
         except (OSError, ValueError) as exc:
             return self._show(False, f"not saved: {exc}")
-        restart = new.node_mode != self.settings.node_mode or new.node_url != self.settings.node_url
+        restart = peering.restart_needed(self.settings, new)
         self.settings = new
         self.token.clear()
+        self.peers.setText(peering.peers_text(new.peers))
+        self._show_address()
         return self._show(
             True, "Saved." + (" The node change applies at the next start." if restart else "")
         )
 
     def _show(self, ok: bool, text: str) -> bool:
+        """The outcome beside Save, scrolled into view (Save is reached by Alt+S from
+        the top of a page taller than the window, and "Saved." went unseen)."""
         self.result.setText(text)
+        self._scroll.ensureWidgetVisible(self.result)
         self.result.setProperty("role", "ok" if ok else "error")
         self.result.style().unpolish(self.result)
         self.result.style().polish(self.result)
@@ -243,6 +329,35 @@ class SettingsView(QWidget):
         self.url.setEnabled(remote)
         self.token.setEnabled(remote)
         self.ca_file.setEnabled(remote)
+        for w in (self.listen_port, self.peers, self.copy_address):
+            w.setEnabled(not remote)
+
+    def running_url(self) -> str:
+        """The embedded node's URL in this run ("" in remote mode or before it runs)."""
+        if self.model is None or self.model.connection.mode != "embedded":
+            return ""
+        return self.model.connection.url
+
+    def _show_address(self) -> None:
+        self.copy_address.setText("Copy address")
+        shown = replace(self.settings, listen_port=self.listen_port.value())
+        self.address.setText(peering.address_line(shown, self.running_url()))
+        try:
+            shown.peers = peering.parse_peers(self.peers.text(), shown.listen_port)
+        except peering.PeeringError:
+            shown.peers = []  # said at Save
+        text = peering.warning(shown)
+        self.peering_warning.setText(text or "")
+        self.peering_warning.setVisible(text is not None)
+
+    def _copy_address(self) -> None:
+        """The address to the clipboard; the button says so (beside the address: the
+        page's result line may be scrolled away)."""
+        address = peering.own_address(self.listen_port.value()) or self.running_url()
+        if address:
+            QApplication.clipboard().setText(address)
+            self.copy_address.setText("Copied \u2713")
+            self.copy_address.setToolTip(f"{address}: paste it into your co-signer's Peers")
 
     def _check_rules(self) -> None:
         ok, text = check_rules(self.rules_path.text())

@@ -121,6 +121,7 @@ class StatusArea(QFrame):
             [
                 (model.connection_changed, self.refresh),
                 (model.lock_changed, self.refresh),
+                (model.accountant_changed, self.refresh),
                 (model.metrics_changed, self._metrics),
             ],
         )

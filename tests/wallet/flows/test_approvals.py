@@ -219,3 +219,28 @@ def test_decided_requests_are_bounded_and_older_ones_drop_their_state(
         queue.record(SIGNER, ENTITY, frame(n), 0, None, Status.APPROVED, "you", "") for n in (1, 2)
     ]
     assert list(queue.decided) == more
+
+
+def test_an_approved_frame_asked_again_stays_one_entry(clock: Clock) -> None:
+    """A frame approved at one round and asked at later rounds is signed again without
+    asking: its approved entry follows the rounds (seen by the GUI suite: the proposer's
+    list held one entry per round of one frame), and still says who approved it."""
+    queue = ApprovalQueue(clock)
+    changed: list[ApprovalRequest] = []
+    queue.changed.append(changed.append)
+    request = queue.add(SIGNER, ENTITY, frame(1), 2, None, ttl_s=25)
+    queue.approve(request.id)
+    changed.clear()
+    clock.now += 5
+    assert queue.again(SIGNER, ENTITY, frame(1), 4, ttl_s=25) is request
+    assert (request.round, request.status, request.decided_by) == (4, Status.APPROVED, "you")
+    assert request.expires == clock.now + 25
+    assert queue.again(SIGNER, ENTITY, frame(1), 3, ttl_s=25) is request  # a late older round
+    assert request.round == 4
+    assert changed == [request, request]
+    assert queue.all() == [request], "one entry for the frame"
+    # Another signer's, or a frame whose entry left the list: an entry of its own.
+    other = queue.again(SIGNER, ENTITY, frame(2), 4, ttl_s=25)
+    assert other is not request
+    assert (other.status, other.decided_by) == (Status.APPROVED, "approved before")
+    assert queue.all() == [other, request]

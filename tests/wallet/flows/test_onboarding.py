@@ -13,6 +13,7 @@ from mnemonic import Mnemonic
 from node.crypto import bls
 from wallet.flows.onboarding import (
     CHECKED_WORDS,
+    BackupChoice,
     CreateEntity,
     JoinEntity,
     NodeChoice,
@@ -306,3 +307,28 @@ def test_the_threshold_is_explained_for_the_entity_being_made() -> None:
         ok, text = threshold_hint(total, threshold)
         assert not ok
         assert f"{total // 2 + 1} to {total} here" in text
+
+
+def test_a_restore_may_bring_a_backup_file_with_its_password() -> None:
+    phrase = BIP39.generate(128)
+    flow = new_flow()
+    with pytest.raises(StepRefused, match="password the backup was made under"):
+        flow.import_key(phrase, "alice", "/backups/xln-backup.json", "")
+    with pytest.raises(StepRefused, match="choose the backup file"):
+        flow.import_key(phrase, "alice", "  ", "old password")
+    assert at(flow) is Step.KEY
+    flow.import_key(phrase, "alice", " /backups/xln-backup.json ", "old password")
+    flow.set_password("new password", "new password")
+    flow.use_embedded_node()
+    flow.skip_entity()
+    plan = flow.plan()
+    assert plan.backup == BackupChoice("/backups/xln-backup.json", "old password")
+    assert not plan.first_backup  # offered on the last page, not made unless asked
+    flow.want_first_backup(True)
+    assert flow.plan().first_backup
+    assert "old password" not in repr(plan)
+    # Back to a new key: no backup goes with it.
+    while at(flow) is not Step.KEY:
+        flow.back()
+    flow.create_key("alice")
+    assert flow.backup is None

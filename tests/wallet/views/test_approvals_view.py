@@ -14,7 +14,7 @@ from node.machines.refusal import sign_refusal
 from wallet.flows.approvals import DECIDED_LIMIT, Status
 from wallet.flows.effects import short
 from wallet.flows.refusals import CHANNELS_WAIT
-from wallet.model import EntityEntry
+from wallet.model import EntityEntry, HistoryItem
 from wallet.qt import QGuiApplication, Qt
 from wallet.views.approvals import ApprovalsView, countdown
 
@@ -281,3 +281,35 @@ def test_the_detail_keeps_the_config_the_frame_was_signed_under(qtbot: QtBot) ->
     assert [s.shares for s in view.bar.segments] == [50, 30, 20]
     assert view.bar.threshold == 67
     assert "from you (proposer)" in view.subtitle.text()
+
+
+def test_a_certified_frame_shows_who_signed_its_certificate(qtbot: QtBot) -> None:
+    """Once the wallet sees the frame certified, its bar shows the certificate's
+    signers and says "certified" (it showed this wallet's share alone, "1/2 of 2
+    shares", after both had signed: seen by the GUI suite)."""
+    view, _, _, replica = setup(qtbot)
+    rid = request_for(view.queue, replica, (0, [Increment(1)]))
+    view.show()
+    view.select(rid)
+    request = view.queue.get(rid)
+    assert request is not None
+    view.queue.approve(rid)
+    view.queue.update(request, signed=True)
+    view.select(rid)
+    assert [s.filled for s in view.bar.segments] == [True, False, False]  # us: member 0
+    assert view.bar_text.text() == "50/67 of 100 shares"
+    view.model.add_history(
+        HistoryItem(
+            "frame",
+            request.frame.height,
+            request.frame_hash,
+            0,
+            "frame",
+            entity_id=request.entity,
+            signer_id=IDS[ME],
+            cert_signers=(IDS[ME], IDS[1]),
+        )
+    )
+    view.model.set_entity(EntityEntry(IDS[ME], replica.state))  # the service moves it next
+    assert [s.filled for s in view.bar.segments] == [True, True, False]
+    assert view.bar_text.text() == "80/67 of 100 shares  ·  certified"

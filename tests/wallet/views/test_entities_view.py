@@ -4,6 +4,7 @@ height, counter, id to copy), Increment, Create entity from signer cards, Join."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from pytestqt.qtbot import QtBot
 
@@ -12,7 +13,7 @@ from node.evidence import Evidence, Signed
 from node.machines.frames import precommit_message
 from wallet.flows.compose import SignerCard
 from wallet.model import EntityEntry, WalletModel
-from wallet.qt import QGuiApplication
+from wallet.qt import QGuiApplication, Qt, QWidget
 from wallet.views.compose import IncrementDialog
 from wallet.views.entities import EntitiesView, NameSignerDialog
 from wallet.views.widgets import plural
@@ -135,6 +136,40 @@ def test_create_entity_threshold_error_shown(qtbot: QtBot) -> None:
     assert "exceed half" in dialog.errors["threshold"].text()
 
 
+def test_add_member_puts_the_cursor_in_the_new_card_and_tab_reads_the_form(
+    qtbot: QtBot,
+) -> None:
+    """Add member: the new member's card takes the cursor (a person pastes at once);
+    Tab then goes through the form as it reads, the threshold after the members
+    (rows added later came after the proposer; seen by the GUI suite)."""
+    view = EntitiesView(WalletModel(), RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    view.set_own_cards([SignerCard(PKS[0], POPS[0])])
+    dialog = view.open_create()
+    qtbot.waitExposed(dialog)
+    dialog.activateWindow()
+    qtbot.waitUntil(dialog.isActiveWindow)
+    dialog.add_button.click()
+    second = dialog.rows[1]
+    qtbot.waitUntil(second.card.hasFocus)
+    order: list[QWidget] = [second.card]
+    for _ in range(4):
+        nxt = order[-1].nextInFocusChain()
+        while nxt is not None and nxt.focusPolicy() == Qt.FocusPolicy.NoFocus:
+            nxt = nxt.nextInFocusChain()
+        assert nxt is not None
+        order.append(nxt)
+    assert order == [
+        second.card,
+        second.shares,
+        second.remove,
+        dialog.add_button,
+        dialog.threshold,
+    ]
+    first = dialog.rows[0]
+    assert dialog.signer.nextInFocusChain() is first.card
+
+
 def test_join_by_id(qtbot: QtBot) -> None:
     actions = RecordingActions()
     view = EntitiesView(model_with(entity()), actions, queue_with(Clock()))
@@ -240,3 +275,27 @@ def test_an_equivocating_member_gets_a_badge_and_a_line(qtbot: QtBot) -> None:
     assert "height 4, round 1: 0xaaaaaa\u2026aaaa and 0xbbbbbb\u2026bbbb" in card.evidence.text()
     model.set_evidence(state.entity_id, [])
     assert card.evidence.isHidden()
+
+
+def test_an_entity_only_this_computer_holds_with_funds_has_a_warning(qtbot: QtBot) -> None:
+    """Every member hosted on the wallet's node, and reserves: losing the folder loses
+    them (wallet.flows.backup.only_here)."""
+    replica = Replica(entity((50, 30, 20), 67))
+    model = model_with()
+    model.set_entity(EntityEntry(IDS[ME], replica.state, ()))
+    view = EntitiesView(model, RecordingActions(), queue_with(Clock()))
+    qtbot.addWidget(view)
+    (card,) = view.cards
+    assert card.only_here.isHidden()
+    model.set_hosted(frozenset(IDS[:3]))  # all three members on this node, no funds yet
+    assert card.only_here.isHidden()
+    funded = dataclasses.replace(replica.state, reserves=((1, 500),))
+    model.set_entity(EntityEntry(IDS[ME], funded, ()))
+    view.refresh()
+    (card,) = view.cards
+    assert not card.only_here.isHidden()
+    assert "Only this computer holds entity" in card.only_here.text()
+    assert "back it up" in card.only_here.text()
+    model.set_hosted(frozenset(IDS[:2]))  # a member hosted elsewhere holds it too
+    view.refresh()
+    assert view.cards[0].only_here.isHidden()

@@ -158,9 +158,12 @@ def test_status_area_states(qtbot: QtBot) -> None:
     )
     w.model.set_connection(Connection(Link.DISCONNECTED, "remote", "ws://x", error="refused"))
     assert s.connection.text().endswith("refused")
-    w.model.accountant_on = True
-    w.model.set_locked(True)
+    assert s.accountant.text() == "accountant OFF"
+    # Turned on in Settings while the wallet runs: said at once (it said OFF until a
+    # restart: seen by the GUI suite).
+    w.model.set_accountant_on(True)
     assert s.accountant.text() == "accountant ON"
+    w.model.set_locked(True)
     assert s.locked.text() == "Locked: signs nothing"
     assert s.locked.property("role") == "error"
     assert connection_text(Connection()) == "disconnected · embedded node"

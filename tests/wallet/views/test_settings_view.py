@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pytestqt.qtbot import QtBot
 
+from wallet.model import Connection, Link, WalletModel
+from wallet.qt import QApplication
 from wallet.settings import Settings
 from wallet.views.settings import SettingsView, check_rules
 
@@ -67,3 +69,51 @@ def test_keyring_warning(qtbot: QtBot) -> None:
     assert not v.backend_warning.isHidden()
     assert "encrypted files" in v.backend_warning.text()
     assert view(qtbot, [], system=True).backend_warning.isHidden()
+
+
+def test_the_embedded_nodes_port_and_peers(qtbot: QtBot) -> None:
+    """Listen port, This node (its address, copied with Copy address) and Peers:
+    saved when valid, refused with the bad peer named; the change applies at the
+    next start; peers without a fixed port are warned about."""
+    model = WalletModel()
+    model.set_connection(Connection(Link.CONNECTED, "embedded", "ws://127.0.0.1:40000"))
+    saved: list[tuple[Settings, str | None]] = []
+    v = SettingsView(
+        Settings(),
+        lambda s, t: saved.append((s, t)),
+        backend_name="Secret Service",
+        backend_system=True,
+        model=model,
+    )
+    qtbot.addWidget(v)
+    assert "a free port at each start (now ws://127.0.0.1:40000)" in v.address.text()
+    v.peers.setText("ws://127.0.0.1:7002")
+    assert not v.peering_warning.isHidden()
+    assert "fixed port" in v.peering_warning.text()
+    v.listen_port.setValue(7001)
+    assert v.peering_warning.isHidden()
+    assert v.address.text() == "ws://127.0.0.1:7001 from the next start (now ws://127.0.0.1:40000)"
+    v.peers.setText("ws://127.0.0.1:7002 ws://127.0.0.1:7001")
+    assert not v.save()
+    assert "this node's own address" in v.result.text()
+    v.peers.setText("ws://127.0.0.1:7002, ws://127.0.0.1:7002")
+    assert v.save()
+    ((settings, _),) = saved
+    assert (settings.listen_port, settings.peers) == (7001, ["ws://127.0.0.1:7002"])
+    assert "next start" in v.result.text()
+    assert v.peers.text() == "ws://127.0.0.1:7002"
+    v.copy_address.click()
+    assert QApplication.clipboard().text() == "ws://127.0.0.1:7001"
+    assert v.copy_address.text() == "Copied \u2713"
+    assert "ws://127.0.0.1:7001" in v.copy_address.toolTip()
+    # Started again on that port: the address is the one to give.
+    model.set_connection(Connection(Link.CONNECTED, "embedded", "ws://127.0.0.1:7001"))
+    assert v.address.text() == "ws://127.0.0.1:7001: each co-signer's wallet lists it in its Peers"
+    assert v.copy_address.text() == "Copy address"
+    v.theme.setCurrentText("dark")
+    assert v.save()
+    assert v.result.text() == "Saved."
+    # Remote mode: the embedded node's fields are not for it.
+    v.remote.setChecked(True)
+    assert not v.peers.isEnabled()
+    assert not v.listen_port.isEnabled()
