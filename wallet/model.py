@@ -260,6 +260,11 @@ class WalletActions(Protocol):
 
     async def vote(self, signer: bytes, entity: bytes, proposal_id: int) -> None: ...
 
+    async def withdraw(self, signer: bytes, entity: bytes, nonce: int) -> None:
+        """Withdraw ``signer``'s batch at ``nonce`` from the entity's pools (a batch of
+        ``withdraw`` alone at that nonce): for a batch co-signers refused."""
+        ...
+
     async def create_entity(
         self,
         signer: bytes,

@@ -1044,7 +1044,9 @@ class WalletService:
                 log.info("%s; signing it again with the next nonce", exc)
         raise AssertionError("unreachable")
 
-    async def _submit_once(self, signer: bytes, entity: bytes, txs: Sequence[TxBody]) -> bytes:
+    async def _submit_once(
+        self, signer: bytes, entity: bytes, txs: Sequence[TxBody], nonce: int | None = None
+    ) -> bytes:
         self.touch()
         if self.vault.locked:
             raise LockedError("the wallet is locked: unlock it to sign")
@@ -1054,7 +1056,8 @@ class WalletService:
             header = await self.session.read_header(signer, entity)
             if header is None:
                 raise WalletError("this signer holds no replica of that entity on the node")
-            nonce = self._next_nonce(signer, entity, header)
+            if nonce is None:
+                nonce = self._next_nonce(signer, entity, header)
             try:
                 sk = self.vault.secret_key(signer)
             except Locked as exc:
@@ -1135,6 +1138,12 @@ class WalletService:
         with _user_errors():
             tx = compose.vote(proposal_id, self._state(signer, entity), signer)
         await self.submit_txs(signer, entity, [tx])
+
+    async def withdraw(self, signer: bytes, entity: bytes, nonce: int) -> None:
+        """A withdrawal at ``nonce``: every pool drops ``signer``'s batch there, and the
+        next frame takes the nonce; the node says when it is too late (the threshold
+        approved the frame that holds the batch). Not retried at another nonce."""
+        await self._submit_once(signer, entity, [compose.withdraw()], nonce=nonce)
 
     async def pay(
         self, signer: bytes, entity: bytes, route: tuple[bytes, ...], asset: int, amount: int

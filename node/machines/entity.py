@@ -151,6 +151,32 @@ class Vote:
         return [int_bytes(self.proposal_id)]
 
 
+@ENTITY_TXS.register
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Takes its batch's nonce and does nothing else. A batch of ``withdraw`` alone is a
+    **withdrawal**: it replaces the signer's pooled batch at that nonce in every pool
+    (``replica.consensus``), so a batch members refused leaves the entity's frames."""
+
+    TYPE: ClassVar[int] = 6
+    NAME: ClassVar[str] = "withdraw"
+
+    @classmethod
+    def from_fields(cls, fields: list[RlpItem]) -> Self:
+        if fields:
+            raise DecodeError(f"withdraw: expected no fields, got {len(fields)}")
+        return cls()
+
+    def to_fields(self) -> list[RlpItem]:
+        return []
+
+
+def is_withdrawal(batch: Batch) -> bool:
+    """A batch of ``withdraw`` transactions only: it withdraws its signer's batch at its
+    nonce."""
+    return bool(batch.txs) and all(isinstance(t.body, Withdraw) for t in batch.txs)
+
+
 # Batches -----------------------------------------------------------------------
 
 
@@ -528,6 +554,8 @@ def _apply_tx(work: _Work, tx: Tx, batch: Batch, index: int, height: int, allow_
             if work.counter + n > UINT64_MAX:
                 raise ConfigError("counter overflow")
             work.counter += n
+        case Withdraw():
+            pass  # the nonce is taken: the withdrawn batch can never apply
         case Propose(action=action, expires_at=expires_at):
             if not height <= expires_at <= height + MAX_PROPOSAL_TTL:
                 latest = height + MAX_PROPOSAL_TTL

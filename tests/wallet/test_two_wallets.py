@@ -8,7 +8,10 @@ off, so every frame waits for a click in each window's Approvals view.
 
 Entity: A 2 shares, B 1, threshold 3, A proposes. A increments and approves;
 B rejects, and the counter does not move while B refuses; the frame is asked
-again at a later round, B approves, and it commits. A proposes threshold 2;
+again at a later round, B approves, and it commits. A increments 7; B rejects,
+and its signed refusal reaches A's window, which offers to withdraw A's batch; A
+withdraws it, both approve the next frame (the withdrawal alone), and the
+counter stays 1. A proposes threshold 2;
 both approve that frame (a new proposal), B only after reading it for two rounds,
 in which its request stays one entry that follows the rounds; B votes in its Proposals view; both
 approve the next frame, whose effects show "threshold 3 -> 2" highlighted as
@@ -238,6 +241,25 @@ async def test_two_wallets_change_the_threshold_together(cluster: Cluster, tmp_p
         await b.call("approve", frame=again["hash"])
         for shown in await both(a, b, "wait_show", key="subtitle", contains="counter 1"):
             assert numbers(shown["subtitle"])[3] == 1
+
+        # Withdraw: B refuses A's +7 with a signed refusal that A's window shows; A
+        # withdraws its batch, and the next frame holds the withdrawal alone.
+        await a.call("increment", entity=entity, n=7)
+        asked_a = await a.call("wait_pending", contains="counter +7 (1 -> 8)")
+        await a.call("approve", frame=asked_a["hash"])
+        asked_b = await b.call("wait_pending", frame=asked_a["hash"])
+        await b.call("reject", frame=asked_b["hash"])
+        withdrawn = await a.call("withdraw", frame=asked_a["hash"])
+        assert withdrawn["status"] == "Withdrawn: nonce 2", withdrawn
+        assert "Refused by " in withdrawn["refused"], withdrawn
+        assert "rejected by hand" in withdrawn["refused"], withdrawn
+        asked_a = await a.call("wait_pending", contains="No effect")
+        await a.call("approve", frame=asked_a["hash"])
+        asked_b = await b.call("wait_pending", frame=asked_a["hash"])
+        await b.call("approve", frame=asked_b["hash"])
+        for shown in await both(a, b, "wait_show", key="subtitle", contains="height 2 "):
+            _, _, height, counter = numbers(shown["subtitle"])
+            assert (height, counter) == (2, 1), shown["subtitle"]
 
         # A proposes threshold 2 (default expiry); both approve the frame holding it.
         proposed = await a.call("propose_threshold", value=2)

@@ -23,6 +23,8 @@ command, else :data:`WAIT_S`). Commands:
 - ``pending``: the requests the Approvals view lists as waiting, with effects;
 - ``wait_pending {contains?, frame?, min_round?}``: until such a request waits;
 - ``approve {frame}`` / ``reject {frame}`` (a frame hash): select it in the Approvals view, click;
+- ``withdraw {frame}``: once the Approvals view offers to withdraw this signer's batch
+  from that frame (a co-signer refused it), click Withdraw;
 - ``vote {proposal}``: the Proposals view's Vote button;
 - ``show`` / ``wait_show {key, contains}``: header, entity cards, proposals, approvals;
 - ``quit``: closes the window; the process exits with the app's code.
@@ -423,6 +425,25 @@ class Driver:
                     raise CommandError(view.status.text)
                 return {"status": view.status.text}
         raise CommandError(f"no pending approval for frame {frame[:14]}")
+
+    async def cmd_withdraw(self, frame: str) -> Json:
+        from wallet.views.approvals import ID_ROLE
+
+        view = self.approvals_view()
+
+        def offered() -> bool | None:
+            for i in range(view.list.count()):
+                view.select(int(view.list.item(i).data(ID_ROLE)))
+                if _shown_hash(view.hash.label.text()) == frame:
+                    return view.withdraw_button.isVisibleTo(view) or None
+            return None
+
+        await self.until(f"Withdraw offered for frame {frame[:14]}", offered)
+        view.withdraw_button.click()
+        await self._settle(view.runner, "the withdrawal")
+        if view.status.error:
+            raise CommandError(view.status.text)
+        return {"status": view.status.text, "refused": view.refused.text()}
 
     async def cmd_approve(self, frame: str) -> Json:
         return await self._decide(frame, True)

@@ -54,6 +54,7 @@ from node.machines.entity import (
     Increment,
     Propose,
     Vote,
+    Withdraw,
     sign_batch,
 )
 from node.machines.governance import (
@@ -361,6 +362,12 @@ type GovernanceForm = (
 
 
 # Transactions ----------------------------------------------------------------------
+
+
+def withdraw() -> Withdraw:
+    """The transaction of a withdrawal: alone in a batch at a nonce, it takes that nonce
+    (``node.machines.entity.Withdraw``)."""
+    return Withdraw()
 
 
 def increment(n: int | str) -> Increment:

@@ -57,6 +57,7 @@ from node.machines.entity import (
     Proposal,
     Propose,
     Vote,
+    Withdraw,
     execute,
 )
 from node.machines.frames import Frame
@@ -272,6 +273,8 @@ def describe_tx(body: object, names: Names | None = None) -> str:
             return f"pay {amount} of asset {asset} to {describe_route(route)}"
         case accounts.Faucet(asset=asset, amount=amount):
             return f"faucet: {amount} of asset {asset} to the reserve (simulation)"
+        case Withdraw():
+            return "withdraw the batch at this nonce (nothing else happens)"
     return "unknown transaction"  # the entity registry decodes no other type
 
 

@@ -4,13 +4,16 @@ The node keeps the members' signed refusals it has seen (``node/refusals.py``); 
 wallet reads them with the entity's evidence, each checked against the entity's
 config (``EntityReader.refusals``), into ``WalletModel.refusals``. The Approvals
 view shows, under a frame's signers bar, who refused that frame and why: one line
-per member, its latest round.
+per member, its latest round; and, for a frame refused and not certified that holds
+batches of this wallet's signer, their nonces to withdraw (a batch of ``withdraw``
+alone at a nonce replaces the refused batch in every pool: ``withdrawable``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from node.machines.frames import Frame
 from node.machines.refusal import Refusal
 
 # Shown with a pending frame of an entity that has channels: a channel frame goes out
@@ -41,3 +44,14 @@ def refusal_lines(
         f"Refused by {name(r.signer)} at round {r.round}: {r.reason}"
         for r in refusals_of(refusals, frame_hash)
     ]
+
+
+def withdrawable(
+    frame: Frame, signer: bytes, refusals: Sequence[Refusal], certified: bool
+) -> tuple[int, ...]:
+    """The nonces of ``signer``'s batches in ``frame`` that it may withdraw: the frame
+    was refused by a member and is not certified (a withdrawal after the threshold
+    approved it is refused by the node as too late)."""
+    if certified or not refusals_of(refusals, frame.hash):
+        return ()
+    return tuple(sorted(b.nonce for b in frame.batches if b.signer == signer))

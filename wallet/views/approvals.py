@@ -13,7 +13,7 @@ import math
 
 from wallet.flows.approvals import ApprovalQueue, ApprovalRequest, Status
 from wallet.flows.effects import CHANNEL_ACTION_KINDS, PAYMENT, UNBALANCED_FORWARD, Effect
-from wallet.flows.refusals import CHANNELS_WAIT, refusal_lines
+from wallet.flows.refusals import CHANNELS_WAIT, refusal_lines, withdrawable
 from wallet.model import WalletActions, WalletModel
 from wallet.qt import (
     QBrush,
@@ -38,6 +38,7 @@ from wallet.views.segbar import SegmentedBar, segments_for
 from wallet.views.widgets import (
     CopyableHash,
     StatusLine,
+    TaskRunner,
     caption,
     mono_font,
     name,
@@ -187,7 +188,15 @@ class ApprovalsView(QWidget):
         self.approve_button.setDefault(True)
         self.approve_button.setToolTip("Approve and sign (Ctrl+Enter)")
         self.approve_button.clicked.connect(self.approve_current)
+        self.withdraw_button = QPushButton("&Withdraw my batch")  # Alt+W
+        self.withdraw_button.setToolTip(
+            "Take your batch out of this frame: a co-signer refused it. Your next"
+            " transaction uses its nonce."
+        )
+        self.withdraw_button.clicked.connect(self.withdraw_current)
+        self.withdraw_button.hide()
         self.status = StatusLine()
+        self.runner = TaskRunner(self.status)
 
         d = QVBoxLayout()
         d.setSpacing(6)
@@ -228,6 +237,7 @@ class ApprovalsView(QWidget):
         d.addWidget(self.status)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
+        buttons.addWidget(self.withdraw_button)
         buttons.addWidget(self.reject_button)
         buttons.addWidget(self.approve_button)
         d.addLayout(buttons)
@@ -516,6 +526,11 @@ class ApprovalsView(QWidget):
             lines.append(CHANNELS_WAIT)
         self.refused.setText("\n".join(lines))
         self.refused.setVisible(bool(lines))
+        nonces = self._withdrawable(r)
+        self.withdraw_button.setVisible(bool(nonces))
+        self.withdraw_button.setText(
+            "&Withdraw my batch" if len(nonces) <= 1 else f"&Withdraw my {len(nonces)} batches"
+        )
 
         self.approve_button.setEnabled(pending)
         self.reject_button.setEnabled(pending)
@@ -551,6 +566,32 @@ class ApprovalsView(QWidget):
         self._signing = r.id if approve else None
         if approve:
             self._show_signing(r)  # it may be signed already (an unlocked wallet signs at once)
+
+    def _withdrawable(self, r: ApprovalRequest) -> tuple[int, ...]:
+        refusals = self.model.refusals.get(r.entity, ())
+        certified = self._certified_by(r.frame_hash) is not None
+        return withdrawable(r.frame, r.signer, refusals, certified)
+
+    def withdraw_current(self) -> None:
+        """Withdraw this wallet's batches from the selected frame, one withdrawal per
+        nonce (the next frame takes them)."""
+        r = self.current()
+        if r is None or self.runner.running:
+            return
+        nonces = self._withdrawable(r)
+        if not nonces:
+            return
+
+        async def withdraw_all() -> None:
+            for nonce in nonces:
+                await self.wallet_actions.withdraw(r.signer, r.entity, nonce)
+
+        self.runner.run(
+            withdraw_all(),
+            disable=[self.withdraw_button],
+            busy="Withdrawing\u2026",
+            done=f"Withdrawn: nonce {', '.join(map(str, nonces))}",
+        )
 
     def _certified_by(self, frame_hash: bytes) -> tuple[bytes, ...] | None:
         """Who signed the frame's certificate, if the wallet saw it certified (its

@@ -137,6 +137,20 @@ def _on_batch(s: Step, index: int, batch: Batch, tx: Tx) -> None:
         return
     if any(b.raw == batch.raw for b in r.pool):
         return  # a resend: idempotent
+    same = [b for b in r.pool if (b.signer, b.nonce) == (batch.signer, batch.nonce)]
+    if any(ent.is_withdrawal(b) for b in same):
+        s.note(index, f"batch at nonce {batch.nonce} of {batch.signer.hex()[:16]} withdrawn")
+        return
+    if ent.is_withdrawal(batch):
+        p = r.pending
+        if p is not None and p.polka is not None and any(b in p.frame.batches for b in same):
+            s.note(
+                index,
+                f"withdrawal of nonce {batch.nonce} refused: too late, approved by the"
+                f" threshold at round {p.round}",
+            )
+            return
+        r = replace(r, pool=tuple(b for b in r.pool if b not in same))
     if len(r.pool) >= MAX_POOL:
         s.note(index, "entity pool full; retry later")
         return

@@ -24,7 +24,15 @@ from node.codec import ZERO_HASH
 from node.crypto import bls
 from node.machines import entity as ent
 from node.machines import replica as rep
-from node.machines.entity import Batch, Increment, Propose, Vote, sign_batch
+from node.machines.entity import (
+    Batch,
+    Increment,
+    Propose,
+    Vote,
+    Withdraw,
+    is_withdrawal,
+    sign_batch,
+)
 from node.machines.frames import (
     Certificate,
     Frame,
@@ -1170,3 +1178,60 @@ def test_a_refused_frame_locks_nobody(make_net: Callable[..., Net]) -> None:
     net.undecided.clear()
     net.run()
     assert {r.head for r in net.live()} == {frame.hash}
+
+
+def test_a_withdrawal_replaces_a_refused_batch_and_the_next_frame_is_certified(
+    make_net: Callable[..., Net],
+) -> None:
+    """In a 2-of-2, B will not approve A's batch X (its person is away, or refused).
+    A withdraws X: a batch of ``withdraw`` alone at X's nonce replaces X in every pool;
+    the next round's frame holds the withdrawal, B approves it, and X can never apply."""
+    net = make_net([1, 1], 2)
+    net.undecided.add(B)
+    x = net.batch(A, Increment(5000))
+    net.submit(A, x)
+    frame = only(net.step(A), ProposeFrame).frame
+    assert frame.batches == (x,)
+    net.run()
+    net.nonces[A] = 0
+    withdrawal = net.batch(A, Withdraw())
+    assert (withdrawal.signer, withdrawal.nonce) == (x.signer, x.nonce)
+    assert is_withdrawal(withdrawal)
+    net.step(A, Tx.of(SubmitBatch(withdrawal)))
+    assert net.replicas[A].pool == (withdrawal,)
+    # X again (a resend from B's pool, say) is dropped: withdrawn.
+    effects = net.step(A, Tx.of(SubmitBatch(x)))
+    assert messages(net.notes(A))[-1] == f"batch at nonce 1 of {IDS[A].hex()[:16]} withdrawn"
+    assert not [e for e in effects if isinstance(e, Send)]
+    net.proposals.clear()  # round 0's proposal of X: B never answers it
+    net.undecided.clear()
+    for who in (A, B):
+        net.step(who, Tx.of(Timeout(1, 0)))
+    net.run()
+    for r in net.live():
+        assert r.entity.height == 1
+        assert r.entity.counter == 0  # X never applied
+        assert r.entity.nonce_of(IDS[A]) == 1
+        assert r.pool == ()
+    (committed,) = net.committed(A)
+    assert committed.frame.batches == (withdrawal,)
+    net.replay()
+
+
+def test_a_withdrawal_after_a_polka_is_too_late(make_net: Callable[..., Net]) -> None:
+    net = make_net([1, 1, 1], 2)
+    x = net.batch(A, Increment(7))
+    net.submit(A, x)
+    frame = only(net.step(A), ProposeFrame).frame
+    net.proposals.clear()
+    reach_polka(net, frame, B)
+    net.nonces[A] = 0
+    withdrawal = net.batch(A, Withdraw())
+    net.step(A, Tx.of(SubmitBatch(withdrawal)))
+    assert messages(net.notes(A))[-1] == (
+        "withdrawal of nonce 1 refused: too late, approved by the threshold at round 0"
+    )
+    assert net.replicas[A].pool == (x,)
+    net.step(A, sign_pc(B, frame, 0))  # B's pre-commit, on the polka: X is certified
+    net.run()
+    assert {r.entity.counter for r in net.live()} == {7}

@@ -149,6 +149,9 @@ class RecordingActions:
     async def increment(self, signer: bytes, entity: bytes, n: int) -> None:
         await self._run("increment", signer, entity, n)
 
+    async def withdraw(self, signer: bytes, entity: bytes, nonce: int) -> None:
+        await self._run("withdraw", signer, entity, nonce)
+
     async def name_signer(self, signer: bytes, name: str) -> None:
         await self._run("name_signer", signer, name)
 

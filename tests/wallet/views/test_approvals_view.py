@@ -30,6 +30,7 @@ from .content_helpers import (
     model_with,
     queue_with,
     request_for,
+    run_qt,
     with_channel,
 )
 
@@ -248,6 +249,30 @@ def test_co_signers_refusals_of_the_frame_are_shown_with_their_reasons(qtbot: Qt
     ]
     view.model.set_refusals(request.entity, [])
     assert not view.refused.isVisibleTo(view)
+
+
+def test_a_refused_frame_offers_to_withdraw_this_signers_batch(qtbot: QtBot) -> None:
+    view, actions, _, replica = setup(qtbot)
+    rid = request_for(view.queue, replica, (0, [Increment(5000)]), (1, [Increment(1)]))
+    request = view.queue.get(rid)
+    assert request is not None
+    view.show()
+    assert not view.withdraw_button.isVisibleTo(view)  # nobody refused it
+    reason = "rejected by accountant: limit: +5000 is over 1,000"
+    view.model.set_refusals(
+        request.entity,
+        [sign_refusal(SKS[2], IDS[2], request.entity, 1, 0, request.frame_hash, reason)],
+    )
+    assert view.withdraw_button.isVisibleTo(view)
+    assert view.withdraw_button.text() == "&Withdraw my batch"  # ME's alone, not signer 1's
+
+    async def click() -> None:
+        view.withdraw_button.click()
+        await view.runner.wait_idle()
+
+    run_qt(click())
+    assert view.status.text == "Withdrawn: nonce 1"
+    assert actions.calls == [("withdraw", IDS[ME], request.entity, 1)]
 
 
 def test_a_pending_frame_of_an_entity_with_channels_says_its_channels_wait(
