@@ -177,31 +177,47 @@ def _on_inbound(s: Step, index: int, inp: FrameInput) -> None:
     s.r = replace(r, inbox=(*r.inbox, inp))
 
 
+def _vote_slot(
+    s: Step,
+    index: int,
+    what: str,
+    vote: Approve | Precommit,
+    taken: Sequence[tuple[int, object]],
+) -> int | None:
+    """The voter's slot for a vote (an approval or a pre-commit) on the frame in flight,
+    not yet taken, or None (and why is noted; a vote for a committed height is late,
+    and quietly ignored). Its signature is the caller's to check."""
+    r = s.r
+    p = r.pending
+    slot = r.entity.config.index.get(vote.signer)
+    who = vote.signer.hex()[:16]
+    if vote.height <= r.entity.height:
+        return None  # late: that frame is committed already
+    if p is None or vote.height != p.frame.height or vote.round != p.round:
+        s.note(index, f"{what} at {vote.height}/{vote.round}: no frame in flight there")
+    elif vote.frame_hash != p.frame.hash:
+        s.note(index, f"{what} from {who} for a different frame")
+    elif slot is None:
+        s.note(index, f"{what} from {who}, not a signer")
+    elif any(i == slot for i, _ in taken):
+        s.note(index, f"duplicate {what} from {who}")
+    else:
+        return slot
+    return None
+
+
 def _on_approve(s: Step, index: int, a: Approve) -> None:
     r = s.r
     p = r.pending
-    slot = r.entity.config.index.get(a.signer)
-    who = a.signer.hex()[:16]
-    if a.height <= r.entity.height:
-        return  # late: that frame is committed already
-    if p is None or a.height != p.frame.height or a.round != p.round:
-        s.note(index, f"approval at {a.height}/{a.round}: no frame in flight there")
-    elif a.frame_hash != p.frame.hash:
-        s.note(index, f"approval from {who} for a different frame")
-    elif slot is None:
-        s.note(index, f"approval from {who}, not a signer")
-    elif any(i == slot for i, _ in p.approvals):
-        s.note(index, f"duplicate approval from {who}")
-    elif not approval_valid(
-        r.entity.config,
-        slot,
-        approve_message(r.entity_id, a.height, a.round, a.frame_hash),
-        a.signature,
-    ):
-        s.note(index, f"invalid approval signature from {who}; not counted")
-    else:
-        approvals = tuple(sorted((*p.approvals, (slot, a.signature))))
-        s.r = replace(r, pending=replace(p, approvals=approvals))
+    slot = _vote_slot(s, index, "approval", a, p.approvals if p is not None else ())
+    if p is None or slot is None:
+        return
+    message = approve_message(r.entity_id, a.height, a.round, a.frame_hash)
+    if not approval_valid(r.entity.config, slot, message, a.signature):
+        s.note(index, f"invalid approval signature from {a.signer.hex()[:16]}; not counted")
+        return
+    approvals = tuple(sorted((*p.approvals, (slot, a.signature))))
+    s.r = replace(r, pending=replace(p, approvals=approvals))
 
 
 def _try_polka(s: Step) -> None:
@@ -250,26 +266,17 @@ def _on_polka(s: Step, index: int, n: PolkaNotice) -> None:
 def _on_precommit(s: Step, index: int, pc: Precommit) -> None:
     r = s.r
     p = r.pending
-    slot = r.entity.config.index.get(pc.signer)
-    if pc.height <= r.entity.height:
-        return  # late: that frame is committed already
-    if p is None or pc.height != p.frame.height or pc.round != p.round:
-        s.note(index, f"precommit at {pc.height}/{pc.round}: no frame in flight there")
-    elif pc.frame_hash != p.frame.hash:
-        s.note(index, f"precommit from {pc.signer.hex()[:16]} for a different frame")
-    elif slot is None:
-        s.note(index, f"precommit from {pc.signer.hex()[:16]}, not a signer")
-    elif any(i == slot for i, _ in p.sigs):
-        s.note(index, f"duplicate precommit from {pc.signer.hex()[:16]}")
-    elif not precommit_valid(
-        r.entity.config, slot, p.frame, p.round, signed := Signatures(pc.signature, pc.outbox)
-    ):
+    slot = _vote_slot(s, index, "precommit", pc, p.sigs if p is not None else ())
+    if p is None or slot is None:
+        return
+    signed = Signatures(pc.signature, pc.outbox)
+    if not precommit_valid(r.entity.config, slot, p.frame, p.round, signed):
         # Checked before it takes the slot: a forged pre-commit that came first would
         # otherwise keep the member's genuine one out as a duplicate.
         s.note(index, f"invalid precommit signature from {pc.signer.hex()[:16]}; not counted")
-    else:
-        sigs = tuple(sorted((*p.sigs, (slot, signed))))
-        s.r = replace(r, pending=replace(p, sigs=sigs))
+        return
+    sigs = tuple(sorted((*p.sigs, (slot, signed))))
+    s.r = replace(r, pending=replace(p, sigs=sigs))
 
 
 def _try_commit(s: Step) -> None:

@@ -59,6 +59,27 @@ from node.txs import REGISTRIES, Level
 ENTITY_INPUTS = REGISTRIES[Level.ENTITY]
 
 
+def _vote_fields(fields: list[RlpItem]) -> tuple[int, int, bytes, bytes, bytes]:
+    """A vote's first five fields: height, round, frame hash, signer, signature."""
+    return (
+        as_int(fields[0], "height", min_value=1),
+        as_int(fields[1], "round", max_value=MAX_ROUND),
+        as_bytes(fields[2], "frame hash", size=HASH_LEN),
+        as_bytes(fields[3], "signer", size=HASH_LEN),
+        as_bytes(fields[4], "signature", size=ent.SIG_LEN),
+    )
+
+
+def _vote_tree(vote: Precommit | Approve) -> list[RlpItem]:
+    return [
+        int_bytes(vote.height),
+        int_bytes(vote.round),
+        vote.frame_hash,
+        vote.signer,
+        vote.signature,
+    ]
+
+
 @ENTITY_INPUTS.register
 @dataclass(frozen=True, slots=True)
 class SubmitBatch:
@@ -98,11 +119,7 @@ class Precommit:
                 "precommit: expected [height, round, frame_hash, signer, sig, [outbox sig...]]"
             )
         return cls(
-            as_int(fields[0], "height", min_value=1),
-            as_int(fields[1], "round", max_value=MAX_ROUND),
-            as_bytes(fields[2], "frame hash", size=HASH_LEN),
-            as_bytes(fields[3], "signer", size=HASH_LEN),
-            as_bytes(fields[4], "signature", size=ent.SIG_LEN),
+            *_vote_fields(fields),
             tuple(
                 as_bytes(x, "outbox signature", size=ent.SIG_LEN)
                 for x in as_list(fields[5], "outbox signatures", max_len=MAX_OUTBOX)
@@ -110,14 +127,7 @@ class Precommit:
         )
 
     def to_fields(self) -> list[RlpItem]:
-        return [
-            int_bytes(self.height),
-            int_bytes(self.round),
-            self.frame_hash,
-            self.signer,
-            self.signature,
-            list(self.outbox),
-        ]
+        return [*_vote_tree(self), list(self.outbox)]
 
 
 @ENTITY_INPUTS.register
@@ -138,22 +148,10 @@ class Approve:
     def from_fields(cls, fields: list[RlpItem]) -> Self:
         if len(fields) != 5:
             raise DecodeError("approve: expected [height, round, frame_hash, signer, signature]")
-        return cls(
-            as_int(fields[0], "height", min_value=1),
-            as_int(fields[1], "round", max_value=MAX_ROUND),
-            as_bytes(fields[2], "frame hash", size=HASH_LEN),
-            as_bytes(fields[3], "signer", size=HASH_LEN),
-            as_bytes(fields[4], "signature", size=ent.SIG_LEN),
-        )
+        return cls(*_vote_fields(fields))
 
     def to_fields(self) -> list[RlpItem]:
-        return [
-            int_bytes(self.height),
-            int_bytes(self.round),
-            self.frame_hash,
-            self.signer,
-            self.signature,
-        ]
+        return _vote_tree(self)
 
 
 @ENTITY_INPUTS.register
