@@ -298,7 +298,16 @@ class App:
 
         wid = until(f"{self.name}'s window {title!r}", found, timeout_s)
         self.display.x("xdotool", "windowactivate", "--sync", wid, check=False)
-        until(f"{title!r} to have the focus", lambda: self.focused() == wid, 10)
+
+        def focused() -> bool:
+            if self.focused() == wid:
+                return True
+            # Another window took the focus as it appeared (two apps starting at
+            # once): a person would click this one again.
+            self.display.x("xdotool", "windowactivate", wid, check=False)
+            return False
+
+        until(f"{title!r} to have the focus", focused, 20)
         return wid
 
     def focused(self) -> str:
