@@ -561,8 +561,7 @@ def test_two_of_two_approval_clicked_20_s_later(display: Display, shots: Shots, 
         a.key("ctrl+3")  # Entities, where Increment is
         a.click_text(main_a, "Increment")
         dialog = a.window(INCREMENT)
-        a.key("ctrl+a")
-        a.type("5000")
+        a.type("5000")  # the field has the focus, its 1 selected
         a.key("Return")
         a.gone(dialog)
         until("Bob asked for +5000", lambda: b.windows(f"{MAIN} (1)"))

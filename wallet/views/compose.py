@@ -179,6 +179,9 @@ class IncrementDialog(ActionDialog):
         self.n = _spin_text(1)
         self.form.addRow(QLabel(f"Counter now {entry.state.counter}"))
         self.field("By", self.n, "n")
+        # A person types the amount at once: it replaces the default 1.
+        self.n.setFocus()
+        self.n.selectAll()
 
     def submit(self) -> None:
         try:

@@ -215,6 +215,10 @@ def test_a_new_frame_updates_the_card_in_place(qtbot: QtBot) -> None:
     card.increment_button.click()
     assert isinstance(view.dialog, IncrementDialog)
     assert view.dialog.entry.state.counter == 4, "the dialog works on the entity as it is now"
+    # Typed at once, the amount replaces the default 1 (the field has the focus, all selected).
+    assert view.dialog.n.hasSelectedText()
+    assert view.dialog.n.selectedText() == "1"
+    assert view.dialog.focusWidget() is view.dialog.n
     other = Replica(entity((1,), 1))
     model.set_entity(EntityEntry(IDS[ME], other.state))
     assert len(view.cards) == 2, "a new entity rebuilds the page"
