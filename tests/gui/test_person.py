@@ -578,7 +578,9 @@ def test_two_of_two_approval_clicked_20_s_later(display: Display, shots: Shots, 
         a.key("alt+w")  # Withdraw my batch
         page(a, main_a, "Withdrawn")
         shot(main_a, "alice-withdrew")
-        b.window(MAIN)
+        # Bob's window (its title counts what waits: the +5000, asked again, and then
+        # the withdrawal), brought to the front as a person clicks on it.
+        display.x("xdotool", "windowactivate", "--sync", main_b, check=False)
         until(
             "the withdrawal asked of Bob",
             lambda: top_shows(b, main_b, "withdraw the batch"),
