@@ -13,7 +13,9 @@ Three kinds of sender (see docs/PROTOCOL.md):
 - clients authenticate with an API token; its scope is checked on every message;
 - peer servers ask for a challenge (CHALLENGE) and answer it in their HELLO,
   signed with their node identity key (node/identity.py); they may only
-  deliver entity inputs (or ``create_entity`` and ``join_entity`` to a signer),
+  deliver entity inputs (or ``create_entity`` and ``join_entity`` to a signer,
+  a ``join_entity`` only once the certified frame that added the signer checks
+  out, ``node/join_proof.py``),
   proposals, and read certified frames; a round change only as
   ``signed_round_change``, from the server its member bound, and checked before
   it is queued;
@@ -137,7 +139,7 @@ PRE_HELLO_REQUESTS = frozenset({Req.HELLO, Req.CHALLENGE})
 # What a peer may deliver: entity inputs except the node's own (its clock's timeouts,
 # its replicas' unsigned round changes): a batch only if a member signed it, a round
 # change only signed by the server bound to its member (and sent by that server);
-# and create_entity and join_entity to a signer.
+# and create_entity and join_entity to a signer (a join with its proof).
 PEER_ENTITY_INPUTS = frozenset(
     {
         rep.SubmitBatch.TYPE,

@@ -32,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from node.codec import ZERO_HASH, decode, encode_list, encode_uint
+from node.codec import ZERO_HASH, DecodeError, decode, encode_list, encode_tree, encode_uint
 from node.coordinator import Coordinator
 from node.crypto import bls
 from node.identity import Identity
@@ -59,7 +59,7 @@ from node.net.server import ApiServer
 from node.runtime import Node, NodeConfig
 from node.storage import Store
 from node.tokens import TokenStore
-from node.txs import Tx, TxBody
+from node.txs import REGISTRIES, Level, Tx, TxBody
 from tests.conftest import recv_reply
 from tests.node.net.peer_hello import handshake, sender_of
 
@@ -408,3 +408,23 @@ def test_the_join_quota_bounds_in_flight_and_forgets_after_its_window() -> None:
     assert quota.refusal(peer) is not None
     now[0] = 10.0
     assert quota.refusal(peer) is None
+
+
+def test_join_entity_encodes_with_its_height_or_none() -> None:
+    """``[config, salt, pops, height]`` from a peer; ``[config, salt, pops]`` (the node's
+    own, after a restore, and what older blocks hold) decodes with height 0; a height
+    of 0 written out is not canonical and does not decode."""
+    genesis = MadeUp(9300, 400).genesis
+    registry = REGISTRIES[Level.SIGNER]
+    for join, size in ((JoinEntity(genesis), 3), (JoinEntity(genesis, 7), 4)):
+        raw = Tx.of(join).raw
+        item = decode(raw)
+        assert isinstance(item, list)
+        assert len(item) == 1 + size
+        assert registry.decode(item, raw).body == join
+    zero = decode(Tx.of(JoinEntity(genesis)).raw)
+    assert isinstance(zero, list)
+    with pytest.raises(DecodeError, match="join_entity height"):
+        registry.decode([*zero, b""], encode_tree([*zero, b""]))
+    with pytest.raises(DecodeError, match=r"join_entity: expected \[config, salt, pops\]"):
+        registry.decode(zero[:3], encode_tree(zero[:3]))
