@@ -32,7 +32,17 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from node.codec import ZERO_HASH, DecodeError, decode, encode_list, encode_tree, encode_uint
+from node.codec import (
+    ZERO_HASH,
+    DecodeError,
+    RlpItem,
+    as_bytes,
+    as_int,
+    decode,
+    encode_list,
+    encode_tree,
+    encode_uint,
+)
 from node.coordinator import Coordinator
 from node.crypto import bls
 from node.identity import Identity
@@ -151,20 +161,19 @@ class FrameSource:
                 elif req.type is Req.PEER_INFO:
                     await ws.send(encode_reply(Rep.PEER_INFO, rid, [[]]))
                 elif req.type is Req.GET_FRAMES:
-                    self.tasks.add(asyncio.ensure_future(self._frames(ws, rid, req.body)))
+                    task = asyncio.ensure_future(self._frames(ws, rid, req.body))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
 
-    async def _frames(self, ws: ServerConnection, rid: int, body: list[object]) -> None:
+    async def _frames(self, ws: ServerConnection, rid: int, body: list[RlpItem]) -> None:
         self.waiting += 1
         self.asking.set()
         await self.hold.wait()
         self.waiting -= 1
-        entity, start, count = body
-        assert isinstance(entity, bytes)
-        assert isinstance(start, bytes)
-        assert isinstance(count, bytes)
+        entity = as_bytes(body[0], "entity")
+        first, count = as_int(body[1], "from"), as_int(body[2], "count")
         made = self.entities.get(entity)
-        first = int.from_bytes(start, "big")
-        pairs = made.frames[first - 1 : first - 1 + int.from_bytes(count, "big")] if made else []
+        pairs = made.frames[first - 1 : first - 1 + count] if made else []
         page = encode_list([encode_list([f.raw, c.raw]) for f, c in pairs])
         self.asked += 1
         with contextlib.suppress(ConnectionClosed):
