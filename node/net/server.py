@@ -1179,6 +1179,11 @@ class ApiServer:
             except JoinRefused as exc:
                 await ws.send(encode_error(Err.FORBIDDEN, f"join_entity refused: {exc}", rid))
                 return
+            except Exception:  # a fault of this node's: the peer is told, the log says what
+                log.exception("checking a join_entity proof failed")
+                message = "this node could not check the join_entity proof"
+                await ws.send(encode_error(Err.INTERNAL, message, rid))
+                return
             if not (
                 _holds(self.node.state.by_id.get(route[0]), join) or self.node.is_queued(route, tx)
             ):
