@@ -246,6 +246,10 @@ class Coordinator:
     def on_step(self, step: Step) -> None:
         self._stepped.set()
         proposals = []
+        # The height of the last frame each replica committed in this block: an
+        # Invite follows the commit whose add_signer made the member, and the
+        # join_entity names that frame (its proof, node/join_proof.py).
+        committed: dict[tuple[bytes, bytes | None], int] = {}
         for effect in step.effects:
             what = effect.what
             match what:
@@ -280,9 +284,11 @@ class Coordinator:
                         message,
                     )
                 case rep.Invite(to=to, genesis=genesis):
-                    self.route_input(to, None, Tx.of(sig.JoinEntity(genesis)))
-                case rep.Committed():
-                    pass  # published as a FrameEvent by the node
+                    height = committed.get((effect.signer, effect.entity), 0)
+                    self.route_input(to, None, Tx.of(sig.JoinEntity(genesis, height)))
+                case rep.Committed(frame=frame):
+                    # (published as a FrameEvent by the node)
+                    committed[(effect.signer, effect.entity)] = frame.height
         for key, (frame_raw, round_, psig, valid) in list(self._deferred.items()):
             del self._deferred[key]
             proposals.append(self._fan_out(key[0], frame_raw, round_, psig, valid))

@@ -14,7 +14,9 @@ Then, for each entity, in this order:
    below the highest height in flight there (``node/agent.py``), and binds
    above the highest serial seen, so its next binding outranks the lost one;
 2. only once the agent holds the floor does the node make a replica
-   (``join_entity`` with the genesis), so no sign request can come first;
+   (``join_entity`` with the genesis), so no sign request can come first; the
+   join is the node's own, for a client whose scope reaches the signer, so it
+   names no frame (a peer's must, ``node/join_proof.py``);
 3. the replica catches up through certified frames (``GET_FRAMES``, each
    certificate verified as in any catch-up).
 

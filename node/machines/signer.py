@@ -7,8 +7,10 @@ transactions are ``increment(n)`` and ``create_entity(config, salt, pops)``.
 ``create_entity`` makes this signer's replica of a new entity, if the signer is
 a member, and sends the same transaction to every other member, so each of
 them creates its replica too (it is idempotent: a signer that already holds the
-entity ignores it). It also lets a new member, added by a proposal, build its
-replica from genesis and catch up through certified frames.
+entity ignores it). ``join_entity`` lets a new member, added by a proposal, build
+its replica from genesis and catch up through certified frames; from a peer it
+names the frame that added the signer, which the node verifies before it queues
+the join (``node/join_proof.py``: I/O, so not here).
 
 Its replicas sit in a :class:`node.machines.subs.Subs` by entity id; its encoding
 ``[version, pubkey, counter, replicas_root]`` holds their map's root, so a block
@@ -98,18 +100,39 @@ class CreateEntity:
 class JoinEntity:
     """Sent by an entity's replicas to a signer that an executed ``add_signer``
     made a member: make a replica from genesis, then catch up through certified
-    frames (each verified before it applies)."""
+    frames (each verified before it applies).
+
+    ``height``: the certified frame whose execution made the signer a member. A
+    peer's ``join_entity`` must name it (``[config, salt, pops, height]``): the
+    node fetches and verifies the frames up to it before it queues the join
+    (``node/join_proof.py``). 0 names none (``[config, salt, pops]``): only the
+    node's own join after a restore (``node/restore.py``) is queued without one.
+    The machine itself does not read it: the proof is the node's check, made
+    before any block."""
 
     TYPE: ClassVar[int] = 3
     NAME: ClassVar[str] = "join_entity"
     genesis: rep.Genesis
+    height: int = 0
 
     @classmethod
     def from_fields(cls, fields: list[RlpItem]) -> Self:
-        return cls(CreateEntity.from_fields(fields).genesis)
+        if len(fields) not in (3, 4):
+            raise DecodeError(
+                "join_entity: expected [config, salt, pops] or [config, salt, pops, height]"
+            )
+        genesis = CreateEntity.from_fields(fields[:3]).genesis
+        if len(fields) == 3:
+            return cls(genesis)
+        return cls(genesis, as_int(fields[3], "join_entity height", min_value=1))
 
     def to_fields(self) -> list[RlpItem]:
-        return CreateEntity(self.genesis).to_fields()
+        fields = CreateEntity(self.genesis).to_fields()
+        return fields if self.height == 0 else [*fields, int_bytes(self.height)]
+
+    @property
+    def entity_id(self) -> bytes:
+        return entity_id_for(self.genesis.config, self.genesis.salt)
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,13 +85,20 @@ MAX_QUEUED_FRAMES = 4
 MAX_PENDING_REPLIES = 1024
 # join_entity from peer servers (a signer told to make a replica of an entity it
 # was added to), per peer identity key: at most this many accepted per window, and
-# at most this many queued and not yet in a durable block. Past either: BUSY, and
-# nothing is queued. One that the signer would ignore (it holds the replica) is
-# not counted. Identity keys cost nothing to make, so this bounds one peer, not
-# an attacker with many (until peers are authorised, issue 13 item 2).
+# at most this many being checked or queued and not yet in a durable block. Past
+# either: BUSY, and nothing is checked or queued. One that the signer would ignore
+# (it holds the replica) is not counted. Each must name the certified frame that
+# added the signer, which the node verifies before it queues the join
+# (node/join_proof.py), within these bounds: the frames up to it are at most
+# MAX_JOIN_PROOF_FRAMES, verified within JOIN_PROOF_TIMEOUT_S, and the node
+# checks at most MAX_JOIN_PROOFS_AT_ONCE proofs at once, whoever asks (identity
+# keys cost nothing to make). A refused proof counts against the peer's window.
 MAX_PEER_JOINS_PER_WINDOW = 8
 PEER_JOIN_WINDOW_S = 60.0
 MAX_PEER_JOINS_IN_FLIGHT = 4
+MAX_JOIN_PROOF_FRAMES = 4096
+JOIN_PROOF_TIMEOUT_S = 60.0
+MAX_JOIN_PROOFS_AT_ONCE = 2
 # A frame larger than this is heavy: it waits for its turn at the HeavyGate, and
 # is scanned, decoded in slices (node.net.sliced_decode) and handled there. A
 # smaller one holds at most as many items, decoded in a few milliseconds.
@@ -142,7 +149,8 @@ class HeavyGate:
 
 class JoinQuota:
     """Counts each peer's accepted ``join_entity`` inputs: within the window, and
-    queued but not yet durable (see :data:`MAX_PEER_JOINS_PER_WINDOW`)."""
+    being checked or queued but not yet durable (see
+    :data:`MAX_PEER_JOINS_PER_WINDOW`)."""
 
     SWEEP_AT = 1024  # peers remembered before the idle ones are forgotten
 
@@ -169,8 +177,8 @@ class JoinQuota:
                 times.popleft()
         if self._pending.get(peer, 0) >= self.in_flight:
             return (
-                f"a peer may have at most {self.in_flight} join_entity queued at once;"
-                " try again once they are applied"
+                f"a peer may have at most {self.in_flight} join_entity checked or queued"
+                " at once; try again once they are applied"
             )
         if times is not None and len(times) >= self.per_window:
             return (
@@ -180,7 +188,8 @@ class JoinQuota:
         return None
 
     def take(self, peer: bytes) -> None:
-        """Count one accepted join_entity (queued now); :meth:`done` once it is durable."""
+        """Count one accepted join_entity (its proof checked now); :meth:`done` once it
+        is durable, or refused."""
         if len(self._accepted) >= self.SWEEP_AT:
             self._sweep()
         self._accepted.setdefault(peer, deque()).append(self.clock())

@@ -76,6 +76,9 @@ class PeerLink:
     refusal: str | None = None  # the last certificate refusal logged as an error
     # (signer, serial) of the bindings introduced on this connection (reset on each).
     introduced: set[tuple[bytes, int]] = field(default_factory=set)
+    # The id the peer gave in its CHALLENGE reply (claimed, not proved: used only to
+    # ask it first for what it sent us, which carries its own proof).
+    server_id: bytes = b""
 
 
 class PeerNetwork:
@@ -272,6 +275,7 @@ class PeerNetwork:
         reply = await self._handshake(link, ws, Req.CHALLENGE, [])
         challenge = as_bytes(reply.body[1], "challenge", size=CHALLENGE_LEN)
         receiver = as_bytes(reply.body[2], "receiver id", size=HASH_LEN)
+        link.server_id = receiver
         reply = await self._handshake(link, ws, Req.HELLO, self.identity.hello(challenge, receiver))
         link.ws = ws
         link.connected = True

@@ -13,7 +13,9 @@ Three kinds of sender (see docs/PROTOCOL.md):
 - clients authenticate with an API token; its scope is checked on every message;
 - peer servers ask for a challenge (CHALLENGE) and answer it in their HELLO,
   signed with their node identity key (node/identity.py); they may only
-  deliver entity inputs (or ``create_entity`` and ``join_entity`` to a signer),
+  deliver entity inputs (or ``create_entity`` and ``join_entity`` to a signer,
+  a ``join_entity`` only once the certified frame that added the signer checks
+  out, ``node/join_proof.py``),
   proposals, and read certified frames; a round change only as
   ``signed_round_change``, from the server its member bound, and checked before
   it is queued;
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -62,6 +65,7 @@ from node.codec import (
 from node.coordinator import AgentUnavailable, Coordinator
 from node.errors import Busy, NotFound, ShuttingDown, TooLarge, UnknownRoute
 from node.identity import CHALLENGE_LEN, check_hello, new_challenge
+from node.join_proof import JoinRefused, check_join
 from node.machines import replica as rep
 from node.machines import signer as sig
 from node.machines.binding import ServerBinding
@@ -98,7 +102,7 @@ from node.net.tls import plain_token_refusal
 from node.restore import FindRefused, find_entities
 from node.runtime import Ack, BlockEvent, CommitEvent, FrameEvent, Node, Priority, Subscription
 from node.tokens import Scope, TokenStore
-from node.txs import REGISTRIES, Level, registry_for_depth
+from node.txs import REGISTRIES, Level, Tx, registry_for_depth
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +141,7 @@ PRE_HELLO_REQUESTS = frozenset({Req.HELLO, Req.CHALLENGE})
 # What a peer may deliver: entity inputs except the node's own (its clock's timeouts,
 # its replicas' unsigned round changes): a batch only if a member signed it, a round
 # change only signed by the server bound to its member (and sent by that server);
-# and create_entity and join_entity to a signer.
+# and create_entity and join_entity to a signer (a join with its proof).
 PEER_ENTITY_INPUTS = frozenset(
     {
         rep.SubmitBatch.TYPE,
@@ -371,6 +375,8 @@ class ApiServer:
         self.max_connections = max_connections
         self.gate = limits.HeavyGate()
         self.joins = limits.JoinQuota()
+        # The join_entity proofs being checked, by (signer, entity, height).
+        self._join_checks: dict[tuple[bytes, bytes, int], asyncio.Task[None]] = {}
         self.quotas = limits.Quotas()
         # Proposals each peer has being checked and answered (in the coordinator).
         self._proposals: dict[bytes, int] = {}
@@ -465,6 +471,8 @@ class ApiServer:
         self._closing = True
         for server in self._servers:
             server.close(close_connections=False)
+        for check in list(self._join_checks.values()):
+            check.cancel()
         sessions = list(self._sessions.items())
         await asyncio.gather(*(self._close_session(session, ws) for session, ws in sessions))
         for server in self._servers:
@@ -1129,17 +1137,11 @@ class ApiServer:
             coordinator.polka_received(to, entity, tx.body)
         peer = session.peer
         assert peer is not None  # _require_peer
-        join = isinstance(tx.body, sig.JoinEntity)
-        if isinstance(tx.body, sig.JoinEntity):  # (the same test, for the type checker)
-            if _holds(self.node.state.by_id.get(to), tx.body):
-                # The signer would ignore it (every replica of the entity invites):
-                # no block, and not counted against the peer.
-                await ws.send(encode_reply(Rep.DELIVERED, rid, []))
-                return
-            if (why := self.joins.refusal(peer)) is not None:
-                raise ProtocolError(Err.BUSY, why, rid)
+        if isinstance(tx.body, sig.JoinEntity):
+            self._take_join(ws, session, rid, to, tx, tx.body, peer)
+            return
         try:
-            future = self.node.submit(
+            self.node.submit(
                 route,
                 [tx],
                 Priority.PEER,
@@ -1150,10 +1152,114 @@ class ApiServer:
             )
         except (Busy, TooLarge, ShuttingDown) as exc:
             raise ProtocolError(Err.BUSY, str(exc), rid) from None
-        if join:
-            self.joins.take(peer)
-            future.add_done_callback(lambda _: self.joins.done(peer))
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+
+    def _take_join(
+        self,
+        ws: ServerConnection,
+        session: Session,
+        rid: int,
+        to: bytes,
+        tx: Tx,
+        join: sig.JoinEntity,
+        peer: bytes,
+    ) -> None:
+        """A peer's join_entity: counted, its proof checked (``node/join_proof.py``, one
+        check shared by the copies of one join), then queued; the reply (DELIVERED, or
+        the refusal) follows once the check is done. Raises the refusals that cost no
+        check."""
+        if _holds(self.node.state.by_id.get(to), join):
+            # The signer would ignore it (every replica of the entity invites):
+            # no check, no block, and not counted against the peer.
+            self._spawn(session, _send(ws, encode_reply(Rep.DELIVERED, rid, [])))
+            return
+        if join.height < 1:
+            raise ProtocolError(
+                Err.FORBIDDEN,
+                "join_entity refused: a peer's join_entity must name the certified frame"
+                " that added the signer ([config, salt, pops, height])",
+                rid,
+            )
+        if (why := self.joins.refusal(peer)) is not None:
+            raise ProtocolError(Err.BUSY, why, rid)
+        key = (to, join.entity_id, join.height)
+        check = self._join_checks.get(key)
+        if check is None:
+            if len(self._join_checks) >= limits.MAX_JOIN_PROOFS_AT_ONCE:
+                raise ProtocolError(
+                    Err.BUSY,
+                    f"the node checks at most {limits.MAX_JOIN_PROOFS_AT_ONCE} join_entity"
+                    " proofs at once; try again later",
+                    rid,
+                )
+            assert self.coordinator is not None  # _require_peer
+            check = asyncio.ensure_future(
+                check_join(
+                    to,
+                    join,
+                    self.node.store,
+                    self.coordinator.peers,
+                    peer,
+                    simulation=self.node.state.simulation,
+                )
+            )
+            self._join_checks[key] = check
+            check.add_done_callback(functools.partial(self._join_checked, key))
+        self.joins.take(peer)
+        self._spawn(session, self._join(ws, rid, (to,), tx, join, peer, check))
+
+    def _join_checked(self, key: tuple[bytes, bytes, int], check: asyncio.Task[None]) -> None:
+        if self._join_checks.get(key) is check:
+            del self._join_checks[key]
+        if not check.cancelled() and check.exception() is not None:
+            log.debug("join_entity %s refused: %s", key[1].hex()[:12], check.exception())
+
+    async def _join(
+        self,
+        ws: ServerConnection,
+        rid: int,
+        route: tuple[bytes, ...],
+        tx: Tx,
+        join: sig.JoinEntity,
+        peer: bytes,
+        check: asyncio.Task[None],
+    ) -> None:
+        """Wait for the join's proof; queue it if it holds; answer the peer."""
+        queued = False
+        try:
+            try:
+                await asyncio.shield(check)
+            except JoinRefused as exc:
+                await ws.send(encode_error(Err.FORBIDDEN, f"join_entity refused: {exc}", rid))
+                return
+            except Exception:  # a fault of this node's: the peer is told, the log says what
+                log.exception("checking a join_entity proof failed")
+                message = "this node could not check the join_entity proof"
+                await ws.send(encode_error(Err.INTERNAL, message, rid))
+                return
+            if not (
+                _holds(self.node.state.by_id.get(route[0]), join) or self.node.is_queued(route, tx)
+            ):
+                try:
+                    future = self.node.submit(
+                        route,
+                        [tx],
+                        Priority.PEER,
+                        owner=peer,
+                        share=self._share(peer=True),
+                        urgent=self.quotas.early_block(peer),
+                    )
+                except (Busy, TooLarge, ShuttingDown) as exc:
+                    await ws.send(encode_error(Err.BUSY, str(exc), rid))
+                    return
+                queued = True
+                future.add_done_callback(lambda _: self.joins.done(peer))
+            await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+        except ConnectionClosed:
+            pass  # the peer left; a queued join is applied all the same
+        finally:
+            if not queued:
+                self.joins.done(peer)
 
     def _authorise(self, session: Session, replica: rep.Replica, rid: int) -> None:
         """FORBIDDEN unless the peer speaks for a member of ``replica``'s entity."""
@@ -1376,7 +1482,12 @@ def _holds(signer: sig.SignerState | None, join: sig.JoinEntity) -> bool:
     """True if ``signer`` already holds the entity ``join`` would make it a replica of."""
     if signer is None:
         return False
-    return sig.CreateEntity(join.genesis).entity_id in signer.by_entity
+    return join.entity_id in signer.by_entity
+
+
+async def _send(ws: ServerConnection, frame: bytes) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(frame)
 
 
 def _no_fields(req: Request) -> None:

@@ -12,7 +12,8 @@ processes. What it can do, each a function here:
   and old certified frames as ``commit`` inputs (:func:`old_commits`);
 - **equivocate as a member**: two pre-commits for different frames at one
   height and round (:func:`equivocation`);
-- **flood** ``join_entity`` for made-up entities and ``DELIVER`` of current-height
+- **flood** ``join_entity`` for made-up entities (naming a frame no server has)
+  and ``DELIVER`` of current-height
   pre-commits that do not verify (:func:`flood`), pipelined as fast as the
   server reads them;
 - **withhold** as proposer: the hostile member's server is this peer, which never
@@ -274,12 +275,14 @@ async def old_commits(peer: HostilePeer, entity: bytes, heights: int) -> list[Tx
 
 
 def made_up_join(n: int) -> Tx:
-    """A join_entity for an entity of one made-up member."""
+    """A join_entity for an entity of one made-up member, naming a frame at height 1
+    that no server holds: each one the server takes costs it a proof check that
+    finds no frame (node/join_proof.py), within the per-peer caps."""
     sk = 50_000 + n
     member = Member(bls.sk_to_pk(sk), 1)
     salt = n.to_bytes(32, "big")
     genesis = Genesis(Config((member,), 1, member.id), salt, (bls.pop_prove(sk),))
-    return Tx.of(JoinEntity(genesis))
+    return Tx.of(JoinEntity(genesis, 1))
 
 
 def junk_precommits(entity: bytes, height: int, round_: int, signer: bytes, n: int) -> list[Tx]:

@@ -159,6 +159,8 @@ GENESIS_1 = rep.Genesis(Config((Member(PK_A, 1),), 1, ID_A), bytes(31) + b"\x01"
 GENESIS_2 = rep.Genesis(
     Config((Member(PK_B, 1), Member(PK_A, 1)), 2, ID_B), bytes(31) + b"\x02", (POP_B, POP_A)
 )
+# An entity of B alone, which never added A (a peer's join_entity for it is refused).
+GENESIS_B_ONLY = rep.Genesis(Config((Member(PK_B, 1),), 1, ID_B), bytes(31) + b"\x09", (POP_B,))
 E1 = ent.entity_id_for(GENESIS_1.config, GENESIS_1.salt)
 E2 = ent.entity_id_for(GENESIS_2.config, GENESIS_2.salt)
 
@@ -606,6 +608,12 @@ def _tx_body(body: TxBody) -> str:
             return (
                 f"create_entity({_config(g.config)} salt={_hex(g.salt)} "
                 f"proofs_of_possession={_hexes(g.pops)}; entity id {_hex(create.entity_id)})"
+            )
+        case sig.JoinEntity(genesis=g, height=h) as join:
+            named = f" height={h}" if h else ""
+            return (
+                f"join_entity({_config(g.config)} salt={_hex(g.salt)} "
+                f"proofs_of_possession={_hexes(g.pops)}{named}; entity id {_hex(join.entity_id)})"
             )
         case rep.SubmitBatch(batch=batch):
             return f"submit_batch({_batch(batch)})"
@@ -1678,6 +1686,14 @@ def _consensus_examples() -> dict[str, Example]:
                     "E1 has no member bound to this server: its consensus traffic is refused",
                 ),
                 *_ask(peer(Req.GET_FRAMES, 9, [E1, 2, 16]), "nothing past E1's height 1"),
+                *_ask(
+                    peer(Req.DELIVER, 10, [ID_A, b"", _item(sig.JoinEntity(GENESIS_B_ONLY))]),
+                    "a peer's join_entity names the certified frame that added the signer",
+                ),
+                *_ask(
+                    peer(Req.DELIVER, 11, [ID_A, b"", _item(sig.JoinEntity(GENESIS_B_ONLY, 1))]),
+                    "an entity B made up, naming a frame that adds A: no server here has it",
+                ),
                 On("client", "and a client may not speak for a server"),
                 *_ask(hello()),
                 *_ask(req(Req.DELIVER, 2, [ID_A, E1, _item(rep.Timeout(2, 0))])),

@@ -32,7 +32,7 @@ from node.identity import Identity
 from node.machines.governance import Config, Member, signer_id
 from node.machines.replica import Genesis
 from node.machines.server import CreateSigner
-from node.machines.signer import CreateEntity, JoinEntity
+from node.machines.signer import CreateEntity
 from node.net import limits
 from node.net.client import NodeClient, NodeError
 from node.net.protocol import (
@@ -101,20 +101,23 @@ async def _until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.005)
 
 
-def entity_of(join: JoinEntity) -> bytes:
-    return CreateEntity(join.genesis).entity_id
+def entity_of(create: CreateEntity) -> bytes:
+    return create.entity_id
 
 
-def made_up(n: int) -> JoinEntity:
-    sk = 7000 + n
-    member = Member(bls.sk_to_pk(sk), 1)
-    return JoinEntity(
-        Genesis(Config((member,), 1, member.id), n.to_bytes(32, "big"), (bls.pop_prove(sk),))
+def made_up(n: int) -> CreateEntity:
+    """A create_entity a peer may deliver: a new entity whose one member is the hosted
+    signer (a join_entity would need the frame that added it, node/join_proof.py)."""
+    member = Member(bls.sk_to_pk(SK_S), 1)
+    return CreateEntity(
+        Genesis(Config((member,), 1, member.id), n.to_bytes(32, "big"), (bls.pop_prove(SK_S),))
     )
 
 
-async def deliver(ws: ClientConnection, identity: Identity, rid: int, join: JoinEntity) -> Reply:
-    body = [SIGNER, b"", decode(Tx.of(join).raw)]
+async def deliver(
+    ws: ClientConnection, identity: Identity, rid: int, create: CreateEntity
+) -> Reply:
+    body = [SIGNER, b"", decode(Tx.of(create).raw)]
     await ws.send(encode_request(Req.DELIVER, rid, sender_of(identity), (), body))
     return await recv_reply(ws, DEADLINE_S)
 
