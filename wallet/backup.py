@@ -23,10 +23,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 import zlib
 from collections.abc import Mapping
@@ -40,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from node.agent import SignedAt  # the highest pre-commit a guard held for an entity
 from node.crypto import keystore
 from node.crypto.keystore import KeystoreError, WrongPassword
+from wallet.paths import write_atomic
 
 __all__ = [
     "BackupError",
@@ -292,16 +291,7 @@ def load(path: Path) -> bytes:
 def save(path: Path, raw: bytes) -> None:
     """Write a backup atomically (temp file, fsync, rename), readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, raw)
 
 
 def file_name(created: int) -> str:

@@ -10,10 +10,10 @@ written atomically; a damaged one is an error, not silently dropped.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import unicodedata
 from pathlib import Path
+
+from wallet.paths import write_atomic
 
 CONTACTS_FILE = "contacts.json"
 MAX_NAME = 40
@@ -74,15 +74,6 @@ def set_name(data_dir: Path, signer_id: bytes, name: str) -> dict[bytes, str]:
         raise ContactsError(f"at most {MAX_CONTACTS} names are kept")
     doc = {"version": _VERSION, "names": {sid.hex(): n for sid, n in sorted(names.items())}}
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{CONTACTS_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, data_dir / CONTACTS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    write_atomic(data_dir / CONTACTS_FILE, text.encode("utf-8"))
     return names

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +52,7 @@ from wallet.backup import BackupError, Header, NodeOnlyEntity, Payload, SignedAt
 from wallet.flows import restore as restore_flow
 from wallet.flows.payments import LEDGER_FILE
 from wallet.keys.vault import Locked, Vault
+from wallet.paths import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -303,16 +302,7 @@ def write_files(
 
 
 def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"))
 
 
 def import_guards(

@@ -39,12 +39,9 @@ thread that locked or unlocked, after each change of the locked state.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import secrets
-import tempfile
 import threading
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -57,6 +54,7 @@ from node.crypto.keystore import WrongPassword
 from node.machines.governance import signer_id as signer_id_of
 from wallet.keys import mnemonic
 from wallet.keys.backends import BackendChoice
+from wallet.paths import write_atomic
 
 INDEX_FILE: Final = "keys.json"
 WALLET_ID_FILE: Final = "wallet-id"
@@ -441,7 +439,7 @@ class Vault:
         else:
             assert self.wallet_id is not None
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _atomic_write(self._id_path, self.wallet_id + "\n")
+            write_atomic(self._id_path, (self.wallet_id + "\n").encode("utf-8"))
         self._id_saved = True
 
     def _entry(self, username: str) -> dict[str, Any] | None:
@@ -478,7 +476,7 @@ class Vault:
             ],
         }
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _atomic_write(self._index_path, json.dumps(doc, indent=2) + "\n")
+        write_atomic(self._index_path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 
 
 def _parse_index(doc: object) -> list[KeyInfo]:
@@ -531,17 +529,3 @@ def _secret_username(name: str) -> str:
     if not isinstance(name, str) or not _SECRET_NAME.fullmatch(name):
         raise VaultError(f"secret name {name!r}: lower-case letters, digits, '_', '.', '-'")
     return SECRET_PREFIX + name
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
