@@ -1141,18 +1141,25 @@ class ApiServer:
             self._take_join(ws, session, rid, to, tx, tx.body, peer)
             return
         try:
-            self.node.submit(
-                route,
-                [tx],
-                Priority.PEER,
-                owner=peer,
-                share=self._share(peer=True),
-                # Consensus: an early block, while this peer's quota of them lasts.
-                urgent=self.quotas.early_block(peer),
-            )
+            self._queue_from_peer(route, tx, peer)
         except (Busy, TooLarge, ShuttingDown) as exc:
             raise ProtocolError(Err.BUSY, str(exc), rid) from None
         await ws.send(encode_reply(Rep.DELIVERED, rid, []))
+
+    def _queue_from_peer(
+        self, route: tuple[bytes, ...], tx: Tx, peer: bytes
+    ) -> asyncio.Future[Ack]:
+        """Queue a peer's input in the peers' class, within its share of the inbox, with
+        an early block while this peer's quota of them lasts (consensus); the future of
+        its receipt. Raises Busy, TooLarge or ShuttingDown."""
+        return self.node.submit(
+            route,
+            [tx],
+            Priority.PEER,
+            owner=peer,
+            share=self._share(peer=True),
+            urgent=self.quotas.early_block(peer),
+        )
 
     def _take_join(
         self,
@@ -1241,14 +1248,7 @@ class ApiServer:
                 _holds(self.node.state.by_id.get(route[0]), join) or self.node.is_queued(route, tx)
             ):
                 try:
-                    future = self.node.submit(
-                        route,
-                        [tx],
-                        Priority.PEER,
-                        owner=peer,
-                        share=self._share(peer=True),
-                        urgent=self.quotas.early_block(peer),
-                    )
+                    future = self._queue_from_peer(route, tx, peer)
                 except (Busy, TooLarge, ShuttingDown) as exc:
                     await ws.send(encode_error(Err.BUSY, str(exc), rid))
                     return
