@@ -1235,3 +1235,20 @@ def test_a_withdrawal_after_a_polka_is_too_late(make_net: Callable[..., Net]) ->
     net.step(A, sign_pc(B, frame, 0))  # B's pre-commit, on the polka: X is certified
     net.run()
     assert {r.entity.counter for r in net.live()} == {7}
+
+
+def test_a_forged_polka_asks_for_no_pre_commit_and_moves_no_round(
+    make_net: Callable[..., Net],
+) -> None:
+    """A polka whose aggregate is not the approvals it claims (one member's signature
+    under the bits of three) is refused: no pre-commit is asked, the round stays."""
+    net = make_net([1, 1, 1, 1], 3)
+    frame = next_frame(net.replicas[B], net.batch(A, Increment(1)))
+    forged = Polka(5, bitfield([A, C, D], 4), bls.sign(SKS[D], frame.approval_message(5)))
+    before = net.replicas[B].encoded
+    effects = net.step(B, Tx.of(PolkaNotice(1, frame.hash, forged)))
+    assert not [e for e in effects if isinstance(e, PrecommitDue)]
+    assert messages([e for e in effects if isinstance(e, Note)]) == [
+        "polka refused: aggregate signature does not verify"
+    ]
+    assert net.replicas[B].encoded == before
